@@ -1,0 +1,313 @@
+"""Taking a backup of one plan: compare the source with the previous snapshot, copy what changed, write the
+new snapshot's manifest last.
+
+The comparison is a merge of two sorted streams (the previous manifest and the source listing), so memory
+does not grow with the number of objects. Copies run on a bounded thread pool, a batch at a time, and the
+manifest is written in key order as each batch completes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.errors import AlreadyExists, SourceError
+from chalicelib.plans import Plan, Source
+from chalicelib.records import PlanResult, isoformat, utcnow
+from chalicelib.snapshots import Entry, data_key, Manifest, ManifestWriter, latest_snapshot_key, manifest_key, put_manifest
+from chalicelib.sources import SourceObject, SourceReader, Stored, describe_error, make_reader
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 1000
+# Deletions are applied with DeleteObjects, up to 1,000 keys a request.
+DELETE_BATCH = 1000
+ReaderFactory = Callable[[Source], SourceReader]
+
+
+@dataclass
+class _Action:
+    current: SourceObject | None
+    previous: Entry | None
+
+
+def _merge(previous: Iterator[Entry], current: Iterator[SourceObject]) -> Iterator[_Action]:
+    """Pair previous entries and source objects by key; both streams are sorted."""
+    prev = next(previous, None)
+    cur = next(current, None)
+    last_key: str | None = None
+    while prev is not None or cur is not None:
+        if cur is not None:
+            if last_key is not None and cur.key <= last_key:
+                raise SourceError(f"source listed {cur.key!r} after {last_key!r}: listing is not sorted")
+        if prev is None or (cur is not None and cur.key < prev.key):
+            assert cur is not None
+            last_key = cur.key
+            yield _Action(cur, None)
+            cur = next(current, None)
+        elif cur is None or prev.key < cur.key:
+            yield _Action(None, prev)
+            prev = next(previous, None)
+        else:
+            last_key = cur.key
+            yield _Action(cur, prev)
+            prev = next(previous, None)
+            cur = next(current, None)
+
+
+class _Previous:
+    """The previous manifest's entries, handed out source by source (the manifest is sorted by source)."""
+
+    def __init__(self, manifest: Manifest | None) -> None:
+        self._entries = manifest.entries(include_held=True) if manifest else iter(())
+        self._next = next(self._entries, None)
+
+    def for_source(self, name: str) -> Iterator[Entry]:
+        # Entries of sources no longer in the plan are skipped: they stay in the older snapshots.
+        while self._next is not None and self._next.source < name:
+            self._next = next(self._entries, None)
+        while self._next is not None and self._next.source == name:
+            yield self._next
+            self._next = next(self._entries, None)
+
+
+class PlanBackup:
+    """One plan, one backup run."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        s3: Any,
+        backup_id: str,
+        reader_factory: ReaderFactory,
+        max_workers: int = 32,
+        dry_run: bool = False,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self.plan = plan
+        self.s3 = s3
+        self.backup_id = backup_id
+        self.reader_factory = reader_factory
+        self.max_workers = max_workers
+        self.dry_run = dry_run
+        self.batch_size = batch_size
+        self.result = PlanResult(plan=plan.name)
+        # Objects in the previous snapshot: the base of the mass-deletion share.
+        self._previous_objects = 0
+
+    def run(self) -> PlanResult:
+        result = self.result
+        result.started_at = isoformat(utcnow())
+        try:
+            self._run()
+        except SourceError as exc:
+            result.status = "FAILED"
+            result.errors.append(str(exc))
+        except (ClientError, BotoCoreError) as exc:
+            result.status = "FAILED"
+            result.errors.append(f"backup bucket {self.plan.bucket}: {describe_error(exc)}")
+        except Exception as exc:  # a bug must fail this plan, not the other plans of the backup
+            logger.exception("plan %s failed", self.plan.name)
+            result.status = "FAILED"
+            result.errors.append(f"internal error: {type(exc).__name__}: {exc}")
+        result.finished_at = isoformat(utcnow())
+        return result
+
+    def _run(self) -> None:
+        result = self.result
+        key = manifest_key(self.plan.name, self.backup_id)
+        latest = latest_snapshot_key(self.s3, self.plan.bucket, self.plan.name)
+        if latest == key:
+            # This backup already finished this plan (a retried or duplicated invocation): report it again.
+            with Manifest.download(self.s3, self.plan.bucket, key) as done:
+                self._report_existing(done, key)
+            return
+        previous = Manifest.download(self.s3, self.plan.bucket, latest) if latest else None
+        writer = ManifestWriter()
+        try:
+            with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
+                prev_entries = _Previous(previous)
+                for source in self.plan.sources:
+                    self._back_up_source(source, prev_entries.for_source(source.name), writer, pool)
+                hold = self._decide_deletions(writer)
+                if not hold and not self.dry_run:
+                    self._apply_deletions(writer, pool)
+            result.objects = writer.objects
+            result.bytes = writer.bytes
+            if self.dry_run:
+                return
+            header = {
+                "plan": self.plan.name,
+                "backup_id": self.backup_id,
+                "bucket": self.plan.bucket,
+                "created_at": isoformat(utcnow()),
+                "copied": result.copied,
+                "unchanged": result.unchanged,
+                "failed": result.failed,
+                "sources": result.sources,
+            }
+            body = writer.finish(header, keep_held=hold)
+            try:
+                put_manifest(self.s3, self.plan.bucket, key, body)
+            except AlreadyExists:
+                logger.info("snapshot %s was already written by another invocation", key)
+            finally:
+                body.close()
+            result.snapshot = f"s3://{self.plan.bucket}/{key}"
+        finally:
+            writer.close()
+            if previous is not None:
+                previous.close()
+        result.status = "PARTIAL" if (result.failed or result.deletions_held_back or result.errors) else "SUCCEEDED"
+
+    def _report_existing(self, manifest: Manifest, key: str) -> None:
+        header = manifest.header
+        result = self.result
+        result.copied = header.get("copied", 0)
+        result.unchanged = header.get("unchanged", 0)
+        result.failed = header.get("failed", 0)
+        result.objects = header.get("objects", 0)
+        result.bytes = header.get("bytes", 0)
+        result.deletions_held_back = header.get("held_deletions", 0)
+        result.sources = header.get("sources", {})
+        result.snapshot = f"s3://{self.plan.bucket}/{key}"
+        result.status = "PARTIAL" if (result.failed or result.deletions_held_back) else "SUCCEEDED"
+
+    def _back_up_source(
+        self, source: Source, previous: Iterator[Entry], writer: ManifestWriter, pool: ThreadPoolExecutor
+    ) -> None:
+        reader = self.reader_factory(source)
+        stats = {"type": source.type, "objects": 0, "copied": 0}
+        try:
+            batch: list[_Action] = []
+            for action in _merge(previous, reader.list_objects()):
+                batch.append(action)
+                if len(batch) >= self.batch_size:
+                    self._flush(batch, reader, writer, pool, stats)
+                    batch = []
+            self._flush(batch, reader, writer, pool, stats)
+            if hasattr(reader, "item_count"):
+                stats["items"] = reader.item_count
+        finally:
+            reader.close()
+        self.result.sources[source.name] = stats
+
+    def _flush(
+        self,
+        batch: list[_Action],
+        reader: SourceReader,
+        writer: ManifestWriter,
+        pool: ThreadPoolExecutor,
+        stats: dict[str, Any],
+    ) -> None:
+        result = self.result
+        source = reader.source
+        futures: dict[int, Future[Stored]] = {}
+        for index, action in enumerate(batch):
+            cur, prev = action.current, action.previous
+            if cur is not None and (prev is None or prev.identity != cur.identity) and not self.dry_run:
+                futures[index] = pool.submit(reader.store, cur, self.plan.bucket, data_key(source.name, cur.key))
+        for index, action in enumerate(batch):
+            cur, prev = action.current, action.previous
+            if prev is not None:
+                self._previous_objects += 1
+            if cur is None:
+                assert prev is not None
+                # Gone from the source: a deletion candidate, decided once the whole plan is compared.
+                writer.add(Entry(**{**prev.__dict__, "held": True}))
+                continue
+            stats["objects"] += 1
+            if prev is not None and prev.identity == cur.identity:
+                result.unchanged += 1
+                writer.add(Entry(**{**prev.__dict__, "held": False}))
+                continue
+            if self.dry_run:
+                result.copied += 1
+                result.bytes_copied += cur.size
+                writer.add(Entry(source.name, cur.key, "", cur.size, "", cur.identity))
+                continue
+            try:
+                stored = futures[index].result()
+            except Exception as exc:
+                result.failed += 1
+                if len(result.errors) < 20:
+                    result.errors.append(f"{source.name}/{cur.key}: {describe_error(exc)}")
+                if prev is not None:
+                    # The older version is still in the bucket: the snapshot keeps pointing at it.
+                    writer.add(Entry(**{**prev.__dict__, "held": False}))
+                continue
+            result.copied += 1
+            stats["copied"] += 1
+            result.bytes_copied += stored.size
+            writer.add(
+                Entry(
+                    source=source.name,
+                    key=cur.key,
+                    version_id=stored.version_id,
+                    size=stored.size,
+                    etag=stored.etag,
+                    identity=stored.identity,
+                    checksum=stored.checksum,
+                    sha256=stored.sha256,
+                    item_count=stored.item_count,
+                )
+            )
+
+    def _decide_deletions(self, writer: ManifestWriter) -> bool:
+        """True when the deletions must be held back: more than the plan's share of its objects vanished."""
+        pending = writer.pending_deletions
+        if not pending:
+            return False
+        before = self._previous_objects
+        share = pending / before
+        if share > self.plan.max_delete_fraction:
+            self.result.deletions_held_back = pending
+            self.result.warnings.append(
+                f"{pending} of {before} objects ({share:.0%}) disappeared from the source, more than the plan's "
+                f"limit of {self.plan.max_delete_fraction:.0%}: deletions held back, nothing was deleted. "
+                "Check the source; the next backup reconsiders them."
+            )
+            return True
+        return False
+
+    def _apply_deletions(self, writer: ManifestWriter, pool: ThreadPoolExecutor) -> None:
+        """Put a delete marker on each vanished object. Its versions stay; older snapshots still restore it."""
+        batch: list[str] = []
+        for entry in writer.pending():
+            batch.append(entry.data_key)
+            if len(batch) == DELETE_BATCH:
+                self._delete(batch)
+                batch = []
+        if batch:
+            self._delete(batch)
+
+    def _delete(self, keys: list[str]) -> None:
+        response = self.s3.delete_objects(
+            Bucket=self.plan.bucket, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True}
+        )
+        errors = response.get("Errors", [])
+        self.result.deleted += len(keys) - len(errors)
+        for error in errors:
+            self.result.failed += 1
+            if len(self.result.errors) < 20:
+                self.result.errors.append(f"delete marker for {error.get('Key')}: {error.get('Code')}: {error.get('Message')}")
+
+
+def back_up_plan(
+    plan: Plan,
+    clients: Any,
+    backup_id: str,
+    max_workers: int = 32,
+    dry_run: bool = False,
+) -> PlanResult:
+    """Back up one plan with readers built on `clients` (an `aws.Clients`)."""
+
+    def factory(source: Source) -> SourceReader:
+        return make_reader(source, clients.s3, clients.dynamodb)
+
+    return PlanBackup(plan, clients.s3, backup_id, factory, max_workers=max_workers, dry_run=dry_run).run()

@@ -1,0 +1,369 @@
+"""The plans file: what is backed up, where to, and how it ages into cold storage.
+
+`chalicelib/plans.json` holds one plan per backup bucket. Names that differ per stage (buckets, tables,
+the topic) are written as `${VARIABLE}` and filled in from the stage's environment when a handler runs.
+Every mistake is reported as a `PlanError` naming the plan and the field, never as a KeyError.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from chalicelib.errors import PlanError
+
+DEFAULT_PLANS_FILE = Path(__file__).with_name("plans.json")
+
+# Lifecycle storage classes in the order data may move through them; a transition may only go colder.
+STORAGE_CLASS_ORDER = ("STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")
+# Minimum storage durations (days): deleting earlier is billed as if kept that long.
+MINIMUM_STORAGE_DAYS = {
+    "STANDARD_IA": 30,
+    "ONEZONE_IA": 30,
+    "INTELLIGENT_TIERING": 0,
+    "GLACIER_IR": 90,
+    "GLACIER": 90,
+    "DEEP_ARCHIVE": 180,
+}
+# S3 refuses transitions into the infrequent-access classes before 30 days.
+MINIMUM_TRANSITION_DAYS = {"STANDARD_IA": 30, "ONEZONE_IA": 30}
+OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLAN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+
+
+@dataclass(frozen=True)
+class Transition:
+    days: int
+    storage_class: str
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    transitions: tuple[Transition, ...]
+    # Days after which a version that is no longer current is expired; None keeps every version forever.
+    noncurrent_expiration_days: int | None = None
+
+
+@dataclass(frozen=True)
+class S3Source:
+    name: str
+    bucket: str
+    prefix: str = ""
+    type: str = field(default="s3", init=False)
+
+
+@dataclass(frozen=True)
+class DynamoDBSource:
+    name: str
+    table: str
+    segments: int = 4
+    type: str = field(default="dynamodb", init=False)
+
+
+@dataclass(frozen=True)
+class DirectorySource:
+    name: str
+    path: str
+    # When true a file counts as unchanged only if its SHA-256 matches; otherwise size and mtime decide.
+    hash_contents: bool = False
+    type: str = field(default="directory", init=False)
+
+
+Source = Union[S3Source, DynamoDBSource, DirectorySource]
+
+
+@dataclass(frozen=True)
+class ObjectLock:
+    mode: str
+    days: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    bucket: str
+    sources: tuple[Source, ...]
+    lifecycle: Lifecycle
+    max_delete_fraction: float = 0.2
+    object_lock: ObjectLock | None = None
+    kms_key_id: str | None = None
+
+    def source(self, name: str) -> Source:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class PlanSet:
+    plans: tuple[Plan, ...]
+    # The bucket whose metadata prefix holds the backup records (one of the plans' buckets).
+    catalog_bucket: str
+
+    @property
+    def names(self) -> list[str]:
+        return [plan.name for plan in self.plans]
+
+    def get(self, name: str) -> Plan:
+        for plan in self.plans:
+            if plan.name == name:
+                return plan
+        raise KeyError(name)
+
+    def select(self, names: list[str] | None) -> list[Plan]:
+        """The plans named, in file order; all of them when `names` is None."""
+        if names is None:
+            return list(self.plans)
+        wanted = set(names)
+        return [plan for plan in self.plans if plan.name in wanted]
+
+
+class _Reader:
+    """Walks one JSON object, naming where it is in every error."""
+
+    def __init__(self, data: Any, where: str, environ: Mapping[str, str]) -> None:
+        if not isinstance(data, dict):
+            raise PlanError(f"{where}: must be a JSON object, got {type(data).__name__}")
+        self.data = data
+        self.where = where
+        self.environ = environ
+        self.used: set[str] = set()
+
+    def _fail(self, name: str, problem: str) -> PlanError:
+        return PlanError(f"{self.where}, field '{name}': {problem}")
+
+    def raw(self, name: str, default: Any = ..., kind: type | tuple[type, ...] = object) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if default is ...:
+                raise self._fail(name, "is required")
+            return default
+        value = self.data[name]
+        # JSON booleans are ints in Python; never accept one where a number is meant.
+        if kind is not bool and isinstance(value, bool) and kind is not object:
+            raise self._fail(name, f"must be {_kind_name(kind)}, got a boolean")
+        if not isinstance(value, kind):
+            raise self._fail(name, f"must be {_kind_name(kind)}, got {type(value).__name__}")
+        return value
+
+    def text(self, name: str, default: Any = ..., pattern: re.Pattern[str] | None = None, what: str = "") -> Any:
+        if self.data.get(name) is None and default is not ...:
+            self.used.add(name)
+            return default
+        value = self._substitute(name, self.raw(name, kind=str))
+        if pattern is not None and not pattern.match(value):
+            raise self._fail(name, f"{value!r} is not {what or 'valid'}")
+        return value
+
+    def integer(self, name: str, default: Any = ..., minimum: int = 0) -> Any:
+        if self.data.get(name) is None and default is not ...:
+            self.used.add(name)
+            return default
+        value = self.raw(name, kind=int)
+        if value < minimum:
+            raise self._fail(name, f"must be at least {minimum}, got {value}")
+        return value
+
+    def _substitute(self, name: str, value: str) -> str:
+        def fill(match: re.Match[str]) -> str:
+            variable = match.group(1)
+            if variable not in self.environ or not self.environ[variable]:
+                raise self._fail(name, f"uses ${{{variable}}}, but the environment variable {variable} is not set")
+            return self.environ[variable]
+
+        return _PLACEHOLDER.sub(fill, value)
+
+    def fail(self, name: str, problem: str) -> PlanError:
+        return self._fail(name, problem)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise PlanError(f"{self.where}: unknown field(s) {', '.join(map(repr, unknown))}")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object", bool: "true or false"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _parse_source(data: Any, where: str, environ: Mapping[str, str]) -> Source:
+    reader = _Reader(data, where, environ)
+    kind = reader.raw("type", kind=str)
+    name = reader.text("name", pattern=_SOURCE_NAME, what="a source name (letters, digits, '.', '_', '-')")
+    source: Source
+    if kind == "s3":
+        bucket = reader.text("bucket", pattern=_BUCKET_NAME, what="a valid S3 bucket name")
+        prefix = reader.text("prefix", "")
+        if ".." in prefix.split("/") or prefix.startswith("/"):
+            raise reader.fail("prefix", f"{prefix!r} must be a relative key prefix without '..'")
+        source = S3Source(name=name, bucket=bucket, prefix=prefix)
+    elif kind == "dynamodb":
+        table = reader.text("table", pattern=_TABLE_NAME, what="a valid DynamoDB table name")
+        segments = reader.integer("segments", 4, minimum=1)
+        source = DynamoDBSource(name=name, table=table, segments=segments)
+    elif kind == "directory":
+        path = reader.text("path")
+        if not path:
+            raise reader.fail("path", "must not be empty")
+        source = DirectorySource(name=name, path=path, hash_contents=reader.raw("hash_contents", False, bool))
+    else:
+        raise reader.fail("type", f"unknown source type {kind!r}; expected one of 's3', 'dynamodb', 'directory'")
+    reader.finish()
+    return source
+
+
+def _parse_lifecycle(data: Any, where: str, environ: Mapping[str, str]) -> Lifecycle:
+    reader = _Reader(data, where, environ)
+    raw_transitions = reader.raw("transitions", [], list)
+    transitions: list[Transition] = []
+    for index, item in enumerate(raw_transitions):
+        item_reader = _Reader(item, f"{where}, transitions[{index}]", environ)
+        days = item_reader.integer("days", minimum=0)
+        storage_class = item_reader.raw("storage_class", kind=str)
+        if storage_class not in STORAGE_CLASS_ORDER:
+            raise item_reader.fail(
+                "storage_class", f"unknown storage class {storage_class!r}; expected one of {', '.join(STORAGE_CLASS_ORDER)}"
+            )
+        floor = MINIMUM_TRANSITION_DAYS.get(storage_class, 0)
+        if days < floor:
+            raise item_reader.fail("days", f"S3 does not move objects to {storage_class} before day {floor}, got {days}")
+        item_reader.finish()
+        if transitions:
+            before = transitions[-1]
+            if STORAGE_CLASS_ORDER.index(storage_class) <= STORAGE_CLASS_ORDER.index(before.storage_class):
+                raise item_reader.fail(
+                    "storage_class", f"{storage_class} must be colder than the previous transition's {before.storage_class}"
+                )
+            if days <= before.days:
+                raise item_reader.fail(
+                    "days", f"{storage_class} after {days} days must be later than {before.storage_class} after {before.days} days"
+                )
+        transitions.append(Transition(days=days, storage_class=storage_class))
+    expiration = reader.integer("noncurrent_expiration_days", None, minimum=1)
+    if expiration is not None and transitions:
+        # A version is only ever deleted once it has stayed its minimum duration in its last storage class.
+        last = transitions[-1]
+        earliest = last.days + MINIMUM_STORAGE_DAYS[last.storage_class]
+        if expiration < earliest:
+            raise reader.fail(
+                "noncurrent_expiration_days",
+                f"{expiration} days would delete versions before their {MINIMUM_STORAGE_DAYS[last.storage_class]}-day "
+                f"minimum in {last.storage_class} (reached after {last.days} days); use at least {earliest}",
+            )
+    reader.finish()
+    return Lifecycle(transitions=tuple(transitions), noncurrent_expiration_days=expiration)
+
+
+def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
+    reader = _Reader(data, where, environ)
+    name = reader.text("name", pattern=_PLAN_NAME, what="a plan name (lowercase letters, digits, '_', '-')")
+    reader.where = f"plan '{name}'"
+    bucket = reader.text("bucket", pattern=_BUCKET_NAME, what="a valid S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
+    if ".." in bucket or re.match(r"^\d+\.\d+\.\d+\.\d+$", bucket):
+        raise reader.fail("bucket", f"{bucket!r} is not a valid S3 bucket name")
+    raw_sources = reader.raw("sources", kind=list)
+    if not raw_sources:
+        raise reader.fail("sources", "must list at least one source")
+    sources = [_parse_source(item, f"plan '{name}', sources[{i}]", environ) for i, item in enumerate(raw_sources)]
+    seen: set[str] = set()
+    for source in sources:
+        if source.name in seen:
+            raise reader.fail("sources", f"two sources are named {source.name!r}")
+        seen.add(source.name)
+        if isinstance(source, S3Source) and source.bucket == bucket:
+            raise reader.fail("sources", f"source {source.name!r} reads the plan's own backup bucket {bucket!r}")
+    lifecycle = _parse_lifecycle(reader.raw("lifecycle", {}, dict), f"plan '{name}', field 'lifecycle'", environ)
+    fraction = reader.raw("max_delete_fraction", 0.2, (int, float))
+    if not 0 <= fraction <= 1:
+        raise reader.fail("max_delete_fraction", f"must be between 0 and 1, got {fraction}")
+    object_lock = None
+    raw_lock = reader.raw("object_lock", None, (dict, type(None)))
+    if raw_lock is not None:
+        lock_reader = _Reader(raw_lock, f"plan '{name}', field 'object_lock'", environ)
+        mode = lock_reader.raw("mode", kind=str)
+        if mode not in OBJECT_LOCK_MODES:
+            raise lock_reader.fail("mode", f"must be GOVERNANCE or COMPLIANCE, got {mode!r}")
+        object_lock = ObjectLock(mode=mode, days=lock_reader.integer("days", minimum=1))
+        lock_reader.finish()
+    kms_key_id = reader.text("kms_key_id", None)
+    reader.finish()
+    return Plan(
+        name=name,
+        bucket=bucket,
+        sources=tuple(sorted(sources, key=lambda s: s.name)),
+        lifecycle=lifecycle,
+        max_delete_fraction=float(fraction),
+        object_lock=object_lock,
+        kms_key_id=kms_key_id or None,
+    )
+
+
+def parse_plans(document: Any, environ: Mapping[str, str], origin: str = "plans file") -> PlanSet:
+    """Validate a decoded plans document and fill in its `${VARIABLES}` from `environ`."""
+    reader = _Reader(document, origin, environ)
+    version = reader.raw("version", 1, int)
+    if version != 1:
+        raise reader.fail("version", f"unsupported version {version}; this release reads version 1")
+    raw_plans = reader.raw("plans", kind=list)
+    if not raw_plans:
+        raise reader.fail("plans", "must list at least one plan")
+    plans: list[Plan] = []
+    for index, item in enumerate(raw_plans):
+        plan = _parse_plan(item, f"{origin}, plans[{index}]", environ)
+        for other in plans:
+            if other.name == plan.name:
+                raise PlanError(f"plan '{plan.name}', field 'name': the name is used by two plans")
+            if other.bucket == plan.bucket:
+                raise PlanError(f"plan '{plan.name}', field 'bucket': {plan.bucket!r} is also plan '{other.name}''s bucket")
+        plans.append(plan)
+    catalog = reader.text("catalog_bucket", None, pattern=_BUCKET_NAME, what="a valid S3 bucket name")
+    if catalog is None:
+        catalog = plans[0].bucket
+    elif catalog not in {plan.bucket for plan in plans}:
+        raise reader.fail("catalog_bucket", f"{catalog!r} must be one of the plans' buckets")
+    reader.finish()
+    return PlanSet(plans=tuple(plans), catalog_bucket=catalog)
+
+
+def load_plans(environ: Mapping[str, str], path: str | Path | None = None) -> PlanSet:
+    """Read, validate and resolve the plans file (the shipped one unless `path` or PLANS_FILE says otherwise)."""
+    chosen = Path(path or environ.get("PLANS_FILE") or DEFAULT_PLANS_FILE)
+    try:
+        text = chosen.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlanError(f"plans file {chosen}: cannot be read ({exc.strerror or exc})") from exc
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"plans file {chosen}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    return parse_plans(document, environ, origin=f"plans file {chosen.name}")
+
+
+class _AnyVariable(dict):  # type: ignore[type-arg]
+    """An environment in which every variable is set, to check a file's shape before the stage is known."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> str:
+        return "placeholder"
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return None
+
+
+def check_plans_file(path: str | Path | None = None) -> PlanSet:
+    """Validate everything that does not depend on the stage. Run when the app is imported."""
+    return load_plans(_AnyVariable(), path)

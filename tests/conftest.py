@@ -1,0 +1,173 @@
+"""Shared fixtures: an in-process AWS double (moto), the three plans' buckets and seeded sources, and a
+chalice test client whose stage runs backups inline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# moto must be imported before anything creates a boto3 client, or that client talks to real AWS.
+import moto  # noqa: F401
+import boto3
+import pytest
+from moto import mock_aws
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "us-east-1"
+
+STAGE_ENV = {
+    "BACKUP_BUCKET_PREFIX": "test-backup",
+    "DOCUMENTS_SOURCE_BUCKET": "test-src-documents",
+    "PHOTOS_SOURCE_BUCKET": "test-src-photos",
+    "DATABASE_TABLE": "test-orders",
+    "ALERT_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:test-backup-alerts",
+    "WORKER_MODE": "inline",
+    "MAX_WORKERS": "8",
+}
+
+
+@pytest.fixture(autouse=True)
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy credentials so nothing can ever reach a real account."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def aws(aws_credentials: None) -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def s3(aws: None) -> Any:
+    return boto3.client("s3", region_name=REGION)
+
+
+@pytest.fixture
+def dynamodb(aws: None) -> Any:
+    return boto3.client("dynamodb", region_name=REGION)
+
+
+@pytest.fixture
+def sns(aws: None) -> Any:
+    return boto3.client("sns", region_name=REGION)
+
+
+@pytest.fixture
+def sqs(aws: None) -> Any:
+    return boto3.client("sqs", region_name=REGION)
+
+
+@pytest.fixture
+def stage_env() -> dict[str, str]:
+    return dict(STAGE_ENV)
+
+
+@pytest.fixture
+def plans(stage_env: dict[str, str]) -> Any:
+    from chalicelib.plans import load_plans
+
+    return load_plans(stage_env)
+
+
+@pytest.fixture
+def clients(aws: None) -> Any:
+    from chalicelib.aws import Clients
+
+    return Clients()
+
+
+@pytest.fixture
+def backup_buckets(s3: Any, plans: Any) -> Any:
+    from chalicelib.buckets import provision
+
+    for plan in plans.plans:
+        provision(s3, plan)
+    return plans
+
+
+def create_table(dynamodb: Any, name: str, items: int = 0) -> None:
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for index in range(items):
+        dynamodb.put_item(
+            TableName=name,
+            Item={"pk": {"S": f"order-{index:04d}"}, "total": {"N": str(index * 3)}, "note": {"S": f"été #{index}"}},
+        )
+
+
+@pytest.fixture
+def sources(s3: Any, dynamodb: Any, stage_env: dict[str, str]) -> dict[str, Any]:
+    """Source buckets with a handful of objects each and a table of 50 items."""
+    s3.create_bucket(Bucket=stage_env["DOCUMENTS_SOURCE_BUCKET"])
+    s3.create_bucket(Bucket=stage_env["PHOTOS_SOURCE_BUCKET"])
+    documents = {f"reports/report-{i}.txt": f"report {i}\n".encode() * (i + 1) for i in range(10)}
+    photos = {f"2026/img-{i}.png": bytes([i]) * (100 + i) for i in range(10)}
+    for key, body in documents.items():
+        s3.put_object(Bucket=stage_env["DOCUMENTS_SOURCE_BUCKET"], Key=key, Body=body)
+    for key, body in photos.items():
+        s3.put_object(Bucket=stage_env["PHOTOS_SOURCE_BUCKET"], Key=key, Body=body)
+    create_table(dynamodb, stage_env["DATABASE_TABLE"], items=50)
+    return {"documents": documents, "photos": photos}
+
+
+@pytest.fixture
+def topic_queue(sns: Any, sqs: Any, stage_env: dict[str, str]) -> str:
+    """The alert topic, with an SQS queue subscribed so tests can read what was published."""
+    topic = sns.create_topic(Name=stage_env["ALERT_TOPIC_ARN"].rsplit(":", 1)[1])["TopicArn"]
+    queue_url = sqs.create_queue(QueueName="alerts")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "false"})
+    return queue_url
+
+
+def read_alerts(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+    return [json.loads(message["Body"]) for message in messages]
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path, stage_env: dict[str, str]) -> Path:
+    """A copy of the project whose `local` stage runs backups inline against the test's buckets."""
+    project = tmp_path / "project"
+    (project / ".chalice").mkdir(parents=True)
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    config["stages"]["local"]["environment_variables"] = stage_env
+    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    shutil.copy(ROOT / "app.py", project / "app.py")
+    return project
+
+
+@pytest.fixture
+def app_client(aws: None, project_dir: Path) -> Iterator[Any]:
+    import app as app_module
+    from chalice.test import Client
+
+    app_module._clients = None  # clients must be made inside this test's mock
+    with Client(app_module.app, stage_name="local", project_dir=str(project_dir)) as client:
+        yield client
+    app_module._clients = None
+
+
+def snapshot_entries(s3: Any, bucket: str, plan: str, backup_id: str) -> list[Any]:
+    from chalicelib.snapshots import load_snapshot
+
+    with load_snapshot(s3, bucket, plan, backup_id) as manifest:
+        return list(manifest.entries())
