@@ -6,18 +6,56 @@ STAGE ?= local
 API_PORT ?= 8000
 EMULATOR_PORT ?= 5000
 
-.PHONY: install test run clean
+.PHONY: install test run clean policies provision package bench bench-api
 
-$(BIN)/activate: requirements.txt requirements-dev.txt
+# A failed install must not leave a virtualenv that make thinks is complete.
+.DELETE_ON_ERROR:
+
+$(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed, $(PYTHON) is " + sys.version.split()[0] + "; try: make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+# The operator command line, `org-backup` (editable: it runs this tree's chalicelib).
+	$(BIN)/pip install --quiet -e .
 	touch $(BIN)/activate
 
 install: $(BIN)/activate
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The whole system on this machine: AWS emulator, seeded sources, API on 127.0.0.1:$(API_PORT). Ctrl-C stops it.
+run: install
+	API_PORT=$(API_PORT) EMULATOR_PORT=$(EMULATOR_PORT) $(BIN)/python scripts/localstack.py
+
+# Least-privilege IAM policies, .chalice/policy-<stage>.json for every stage, from the plans (commit them).
+policies: install
+	$(BIN)/python -m chalicelib.policy
+
+# The administrator's step: create or harden the stage's backup buckets (FORCE=1 overrides differing settings).
+provision: install
+	$(BIN)/python -m chalicelib.buckets --stage $(STAGE) $(if $(FORCE),--force)
+
+# One deployable CloudFormation template in build/<stage>/sam.json: the functions, the buckets, the topic and
+# the alarm, linted. The local stage runs on the emulator and is never deployed, so it packages dev.
+PACKAGE_STAGE = $(if $(filter local,$(STAGE)),dev,$(STAGE))
+package: install
+	$(BIN)/python -m chalicelib.policy --check --stage $(PACKAGE_STAGE)
+	$(BIN)/python -m chalicelib.template --stage $(PACKAGE_STAGE) --output build/template-extra-$(PACKAGE_STAGE).json
+	rm -rf build/$(PACKAGE_STAGE)
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $(PACKAGE_STAGE) \
+		--merge-template build/template-extra-$(PACKAGE_STAGE).json build/$(PACKAGE_STAGE)
+	$(BIN)/cfn-lint build/$(PACKAGE_STAGE)/sam.json
+
+# Speed, requests and memory against moto's server on loopback, beside `aws s3 sync` and a plain boto3 loop.
+# A report, never a failure; the last line is one JSON object.
+bench: install
+	$(BIN)/python scripts/bench.py
+
+# GET /backups with 1,000 recorded backups: median page time and S3 requests per page. A report, not a test.
+bench-api: install
+	$(BIN)/python scripts/bench_api.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

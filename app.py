@@ -6,14 +6,16 @@ import functools
 import logging
 from typing import Any
 
-from chalice import BadRequestError, Chalice, ConflictError, NotFoundError, Rate, Response
+from chalice import BadRequestError, Chalice, ConflictError, IAMAuthorizer, NotFoundError, Rate, Response
 
 from chalicelib.aws import Clients
 from chalicelib.config import Settings
-from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib import api
+from chalicelib.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from chalicelib.plans import check_plans_file
-from chalicelib.requests import parse_backup_request
-from chalicelib.service import BackupService, summary
+from chalicelib.service import BackupService
+from chalicelib import restore as restores_
+from chalicelib.verify import Verifier, parse_verify_request
 
 app = Chalice(app_name="org-backup")
 app.log.setLevel(logging.INFO)
@@ -21,6 +23,10 @@ logging.getLogger("chalicelib").setLevel(logging.INFO)
 
 # A broken plans file must stop a deploy, not the first backup: validate its shape on import.
 check_plans_file()
+
+# Every route requires SigV4-signed requests from an IAM principal allowed execute-api:Invoke.
+# (chalice local and the test client do not enforce authorizers; tests check each route carries it.)
+iam = IAMAuthorizer()
 
 _clients: Clients | None = None
 
@@ -43,38 +49,76 @@ def _client_errors(func: Any) -> Any:
         except NotFound as exc:
             raise NotFoundError(str(exc)) from exc
         except Conflict as exc:
-            raise ConflictError(str(exc)) from exc
+            if exc.backup_id is None:
+                raise ConflictError(str(exc)) from exc
+            return _error(409, "ConflictError", str(exc), backup_id=exc.backup_id)
+        except Unprocessable as exc:
+            return _error(422, "UnprocessableEntityError", str(exc))
+        except PayloadTooLarge as exc:
+            return _error(413, "PayloadTooLarge", str(exc))
+        except UnsupportedMediaType as exc:
+            return _error(415, "UnsupportedMediaType", str(exc))
 
     return wrapper
 
 
-@app.route("/backup", methods=["POST"])
+def _error(status: int, code: str, message: str, **extra: Any) -> Response:
+    """An error in Chalice's own shape ({"Code", "Message"}), with extra fields where they help."""
+    return Response(status_code=status, body={"Code": code, "Message": message, **extra})
+
+
+# content_types="*/*": the body's type is checked by api.check_body, which explains a 415 and allows any
+# type (or none) on an empty body.
+@app.route("/backup", methods=["POST"], authorizer=iam, content_types=["*/*"])
 @_client_errors
 def start_backup() -> Response:
     """Start a backup of every plan, or of the plans named in the body."""
-    request = parse_backup_request(app.current_request.raw_body)
-    backups = service()
-    record = backups.start(request.plans, trigger="api", dry_run=request.dry_run)
-    backups.dispatch(record)
+    request = app.current_request
+    started = api.start_backup(
+        service(), request.raw_body, request.headers.get("content-type"), request.headers.get("idempotency-key")
+    )
+    record = started.record
     return Response(
         status_code=202,
-        body={"backup_id": record.backup_id, "status": record.status, "plans": list(record.plans)},
+        body={
+            "backup_id": record.backup_id,
+            "status": record.status,
+            "plans": list(record.plans),
+            "dry_run": record.dry_run,
+            "replayed": started.replayed,
+        },
         headers={"Location": f"/backups/{record.backup_id}"},
     )
 
 
-@app.route("/backups", methods=["GET"])
+@app.route("/backups", methods=["GET"], authorizer=iam)
 @_client_errors
 def list_backups() -> dict[str, Any]:
-    """Backups, newest first."""
-    return {"backups": [summary(record) for record in service().list()]}
+    """Backups, newest first, filtered by plan, status and time, a page at a time."""
+    backups = service()
+    return api.list_backups(backups.records, backups.settings.plans, app.current_request.query_params)
 
 
-@app.route("/backups/{backup_id}", methods=["GET"])
+@app.route("/backups/{backup_id}", methods=["GET"], authorizer=iam)
 @_client_errors
 def get_backup(backup_id: str) -> dict[str, Any]:
-    """One backup, with per-plan results."""
-    return summary(service().get(backup_id))
+    """One backup, with per-plan results and findings."""
+    return api.get_backup(service().records, backup_id)
+
+
+@app.route("/backups/{backup_id}/objects", methods=["GET"], authorizer=iam)
+@_client_errors
+def list_backup_objects(backup_id: str) -> dict[str, Any]:
+    """What one plan's snapshot of a backup holds, a page at a time."""
+    backups = service()
+    return api.list_objects(backups.clients.s3, backups.records, backup_id, app.current_request.query_params)
+
+
+@app.route("/plans", methods=["GET"], authorizer=iam)
+@_client_errors
+def list_plans() -> dict[str, Any]:
+    """The configured plans: buckets, sources, lifecycle and retention."""
+    return api.describe_plans(service().settings.plans)
 
 
 @app.schedule(Rate(1, unit=Rate.DAYS))
@@ -83,12 +127,69 @@ def daily_backup(event: Any) -> dict[str, Any]:
     from datetime import datetime
 
     scheduled_at = datetime.fromisoformat(event.time.replace("Z", "+00:00"))
-    record = service().run_scheduled(scheduled_at)
+    # The Lambda context tells a long backup when to stop at a checkpoint and carry on in a new invocation.
+    record = service().run_scheduled(scheduled_at, context=event.context)
     return {"backup_id": record.backup_id, "status": record.status}
 
 
 @app.lambda_function(name="backup_worker")
 def backup_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Runs a backup that POST /backup recorded (invoked asynchronously)."""
-    record = service().run(event["backup_id"])
+    record = service().run(event["backup_id"], context=context, plan_name=event.get("plan"), segment=event.get("segment"))
     return {"backup_id": record.backup_id, "status": record.status}
+
+
+def restores() -> restores_.RestoreService:
+    """Restores use the same settings and clients as backups."""
+    backups = service()
+    return restores_.RestoreService.from_settings(backups.settings, backups.clients)
+
+
+@app.route("/restores", methods=["POST"], authorizer=iam, content_types=["*/*"])
+@_client_errors
+def start_restore() -> Response:
+    """Restore a snapshot (or part of it) to a bucket or a new table; `dry_run` answers with a quote."""
+    current = app.current_request
+    request = restores_.parse_restore_request(api.check_body(current.raw_body, current.headers.get("content-type")))
+    service_ = restores()
+    if request.dry_run:
+        return Response(status_code=200, body={"dry_run": True, "quote": service_.quote(request)})
+    record = service_.start(request)
+    service_.dispatch(record)
+    return Response(
+        status_code=202,
+        body={"restore_id": record.restore_id, "status": record.status, "objects": record.total},
+        headers={"Location": f"/restores/{record.restore_id}"},
+    )
+
+
+@app.route("/restores/{restore_id}", methods=["GET"], authorizer=iam)
+@_client_errors
+def get_restore(restore_id: str) -> dict[str, Any]:
+    """A restore's status, counts and expected thaw completion."""
+    return restores_.summary(restores().get(restore_id))
+
+
+@app.route("/backups/{backup_id}/verify", methods=["POST"], authorizer=iam, content_types=["*/*"])
+@_client_errors
+def verify_backup(backup_id: str) -> dict[str, Any]:
+    """Check every version of a backup's snapshots; `sample_percent` also re-reads and re-hashes a share."""
+    current = app.current_request
+    request = parse_verify_request(api.check_body(current.raw_body, current.headers.get("content-type")))
+    backups = service()
+    verifier = Verifier(backups.settings.plans, backups.clients, backups.settings.max_workers)
+    return verifier.verify_backup(backup_id, request.plans, request.sample_percent)
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def resume_restores(event: Any) -> dict[str, Any]:
+    """Continue restores that wait for archived versions to thaw (or lost their worker)."""
+    records = restores().resume_pending()
+    return {"resumed": [{"restore_id": r.restore_id, "status": r.status} for r in records]}
+
+
+@app.lambda_function(name="restore_worker")
+def restore_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Runs the first pass of a restore that POST /restores recorded (invoked asynchronously)."""
+    record = restores().run(event["restore_id"])
+    return {"restore_id": record.restore_id, "status": record.status}

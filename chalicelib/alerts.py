@@ -8,6 +8,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib import verify
 from chalicelib.records import BackupRecord
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ def subject(record: BackupRecord) -> str:
         f"Backup {record.status}: {len(record.plans)} plan(s), {totals['copied']} copied "
         f"({human_bytes(totals['bytes_copied'])}), {totals['failed']} failed"
     )
+    if record.verification is not None and not record.verification.get("ok", True):
+        text = "VERIFY FAILED. " + text
     # SNS subjects must be printable ASCII on one line.
     text = text.encode("ascii", "replace").decode("ascii")
     return text[:SUBJECT_LIMIT]
@@ -51,8 +54,16 @@ def body(record: BackupRecord) -> str:
         if result.deletions_held_back:
             line += f"; {result.deletions_held_back} DELETIONS HELD BACK"
         lines.append(line)
-        for message in result.warnings + result.errors:
+        for message in [f"DRIFT: {finding}" for finding in result.drift] + result.warnings + result.errors:
             lines.append(f"{' ' * width}    - {message}")
+    if record.verification is not None:
+        lines.append("")
+        lines.append(verify.summary_line(record.verification))
+        for finding in record.verification.get("missing", [])[:20] + record.verification.get("damaged", [])[:20]:
+            lines.append(f"    - {finding['problem'].upper()}: {finding['plan']} {finding['source']}/{finding['key']} "
+                         f"version {finding['version_id']}: {finding['detail']}")
+        for message in record.verification.get("errors", [])[:5]:
+            lines.append(f"    - error: {message}")
     return "\n".join(lines) + "\n"
 
 

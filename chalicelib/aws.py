@@ -45,3 +45,7 @@ class Clients:
     @cached_property
     def lambda_(self) -> Any:
         return self._make("lambda")
+
+    @cached_property
+    def cloudwatch(self) -> Any:
+        return self._make("cloudwatch")

@@ -19,8 +19,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.errors import AlreadyExists, SourceError
 from chalicelib.plans import Plan, Source
 from chalicelib.records import PlanResult, isoformat, utcnow
-from chalicelib.snapshots import Entry, data_key, Manifest, ManifestWriter, latest_snapshot_key, manifest_key, put_manifest
+from chalicelib.snapshots import DATA_PREFIX, Entry, data_key, Manifest, ManifestWriter, list_snapshot_keys, manifest_key, put_manifest
 from chalicelib.sources import SourceObject, SourceReader, Stored, describe_error, make_reader
+from chalicelib import progress
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,12 @@ def _merge(previous: Iterator[Entry], current: Iterator[SourceObject]) -> Iterat
             cur = next(current, None)
 
 
+def _last_key(batch: list[_Action]) -> str:
+    last = batch[-1].current or batch[-1].previous
+    assert last is not None
+    return last.key
+
+
 class _Previous:
     """The previous manifest's entries, handed out source by source (the manifest is sorted by source)."""
 
@@ -88,6 +95,7 @@ class PlanBackup:
         max_workers: int = 32,
         dry_run: bool = False,
         batch_size: int = BATCH_SIZE,
+        budget: progress.TimeBudget | None = None,
     ) -> None:
         self.plan = plan
         self.s3 = s3
@@ -99,12 +107,23 @@ class PlanBackup:
         self.result = PlanResult(plan=plan.name)
         # Objects in the previous snapshot: the base of the mass-deletion share.
         self._previous_objects = 0
+        # The invocation's remaining time (None: no limit). Short of time, the run stops at a checkpoint.
+        self.budget = budget
+        self._checkpoints = progress.CheckpointStore(s3, plan.bucket, plan.name, backup_id)
+        self._checkpoint: progress.Checkpoint | None = None
+        self._marked_uploading = False
+        self._invocation_started = utcnow()
 
     def run(self) -> PlanResult:
         result = self.result
         result.started_at = isoformat(utcnow())
         try:
             self._run()
+        except progress.Suspended:
+            # Stopped at a checkpoint: the plan stays RUNNING and a continuation carries it on.
+            result.status = "RUNNING"
+            result.finished_at = None
+            return result
         except SourceError as exc:
             result.status = "FAILED"
             result.errors.append(str(exc))
@@ -121,25 +140,43 @@ class PlanBackup:
     def _run(self) -> None:
         result = self.result
         key = manifest_key(self.plan.name, self.backup_id)
-        latest = latest_snapshot_key(self.s3, self.plan.bucket, self.plan.name)
-        if latest == key:
-            # This backup already finished this plan (a retried or duplicated invocation): report it again.
+        meta = progress.scan_plan_meta(self.s3, self.plan.bucket, self.plan.name)
+        existing = meta.manifests
+        latest = existing[-1] if existing else None
+        if key in existing:
+            # This backup already finished this plan (a retried or duplicated invocation, perhaps delivered
+            # after a newer backup): report it again rather than redo it.
             with Manifest.download(self.s3, self.plan.bucket, key) as done:
                 self._report_existing(done, key)
+            if self.backup_id in meta.checkpoints:
+                self._checkpoints.clear()
             return
         previous = Manifest.download(self.s3, self.plan.bucket, latest) if latest else None
-        writer = ManifestWriter()
+        start_index, start_after = 0, None
+        if self.backup_id in meta.checkpoints:
+            writer, start_index, start_after = self._resume()
+        else:
+            writer = ManifestWriter()
         try:
             with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
                 prev_entries = _Previous(previous)
-                for source in self.plan.sources:
-                    self._back_up_source(source, prev_entries.for_source(source.name), writer, pool)
+                for index, source in enumerate(self.plan.sources):
+                    if index < start_index:
+                        continue
+                    after = start_after if index == start_index else None
+                    self._back_up_source(source, prev_entries.for_source(source.name), writer, pool, index, after)
+                    self._maybe_suspend(writer, index + 1, None)
                 hold = self._decide_deletions(writer)
                 if not hold and not self.dry_run:
                     self._apply_deletions(writer, pool)
             result.objects = writer.objects
             result.bytes = writer.bytes
             if self.dry_run:
+                # Nothing was copied, deleted or recorded: the counts say what a backup would do.
+                if not hold:
+                    result.deleted = writer.pending_deletions
+                result.status = "PARTIAL" if (result.deletions_held_back or result.errors) else "SUCCEEDED"
+                self._finish_run(meta)
                 return
             header = {
                 "plan": self.plan.name,
@@ -159,11 +196,78 @@ class PlanBackup:
             finally:
                 body.close()
             result.snapshot = f"s3://{self.plan.bucket}/{key}"
+            self._finish_run(meta)
         finally:
             writer.close()
             if previous is not None:
                 previous.close()
         result.status = "PARTIAL" if (result.failed or result.deletions_held_back or result.errors) else "SUCCEEDED"
+
+    def _resume(self) -> tuple[ManifestWriter, int, str | None]:
+        """Carry on from the saved checkpoint: its partial manifest, counts and position."""
+        checkpoint = self._checkpoints.load()
+        if checkpoint is None:
+            return ManifestWriter(), 0, None
+        writer = self._checkpoints.restore(checkpoint)
+        checkpoint.apply_to(self.result)
+        self._previous_objects = checkpoint.previous_objects
+        self._checkpoint = checkpoint
+        logger.info(
+            "plan %s of backup %s resumes (invocation %d) at source #%d after %r",
+            self.plan.name, self.backup_id, checkpoint.invocations + 1, checkpoint.source_index, checkpoint.last_key,
+        )
+        return writer, checkpoint.source_index, checkpoint.last_key
+
+    def _running_out(self) -> bool:
+        return self.budget is not None and self.budget.running_out()
+
+    def _maybe_suspend(self, writer: ManifestWriter, source_index: int, last_key: str | None) -> None:
+        """Between batches: when the invocation is running out of time, save a checkpoint and stop."""
+        if not self._running_out():
+            return
+        before = self._checkpoint
+        checkpoint = progress.Checkpoint(
+            plan=self.plan.name,
+            backup_id=self.backup_id,
+            seq=before.seq + 1 if before else 1,
+            source_index=source_index,
+            last_key=last_key,
+            partial_key="",
+            previous_objects=self._previous_objects,
+            counters=progress.Checkpoint.counters_of(self.result),
+            sources=self.result.sources,
+            errors=self.result.errors[:20],
+            started_at=self.result.started_at,
+            invocations=before.invocations + 1 if before else 1,
+        )
+        self._checkpoints.save(checkpoint, writer)
+        self._checkpoint = checkpoint
+        raise progress.Suspended(f"plan {self.plan.name}: checkpoint {checkpoint.seq}")
+
+    def _note_multipart(self, reader: SourceReader, obj: SourceObject) -> None:
+        """Mark the plan before this invocation's first multipart copy: if it dies midway, the upload is
+        left incomplete, and the next run of the plan aborts it."""
+        if self._marked_uploading or obj.size <= getattr(reader, "multipart_threshold", float("inf")):
+            return
+        progress.mark_uploading(self.s3, self.plan.bucket, self.plan.name, self.backup_id)
+        self._marked_uploading = True
+
+    def _finish_run(self, meta: progress.PlanMeta) -> None:
+        """After the manifest: drop this run's checkpoints, abort uploads that died with an earlier run."""
+        if self._checkpoints.saved:
+            self._checkpoints.clear()
+        markers = list(meta.uploading)
+        if self._marked_uploading:
+            markers.append(progress.uploading_key(self.plan.name, self.backup_id))
+        if not markers:
+            return
+        try:
+            progress.abort_stale_uploads(
+                self.s3, self.plan.bucket, DATA_PREFIX, before=self._invocation_started, markers=sorted(set(markers))
+            )
+        except (ClientError, BotoCoreError) as exc:
+            # The snapshot is written and complete; the markers stay, so the next run tries again.
+            logger.warning("plan %s: could not abort stale multipart uploads: %s", self.plan.name, describe_error(exc))
 
     def _report_existing(self, manifest: Manifest, key: str) -> None:
         header = manifest.header
@@ -179,23 +283,57 @@ class PlanBackup:
         result.status = "PARTIAL" if (result.failed or result.deletions_held_back) else "SUCCEEDED"
 
     def _back_up_source(
-        self, source: Source, previous: Iterator[Entry], writer: ManifestWriter, pool: ThreadPoolExecutor
+        self,
+        source: Source,
+        previous: Iterator[Entry],
+        writer: ManifestWriter,
+        pool: ThreadPoolExecutor,
+        index: int = 0,
+        start_after: str | None = None,
     ) -> None:
         reader = self.reader_factory(source)
-        stats = {"type": source.type, "objects": 0, "copied": 0}
+        # A resumed source keeps counting where the checkpoint left off.
+        stats = self.result.sources.get(source.name) or {"type": source.type, "objects": 0, "copied": 0}
+        self.result.sources[source.name] = stats
         try:
             batch: list[_Action] = []
-            for action in _merge(previous, reader.list_objects()):
+            # A full batch's copies start at once, and the batch before it is written while they run: the
+            # pool never drains between batches, and the next listing page is read while copies are in flight.
+            waiting: tuple[list[_Action], dict[int, Future[Stored]]] | None = None
+            listing = progress.list_after(reader, start_after)
+            for action in _merge(progress.skip_through(previous, start_after), listing):
                 batch.append(action)
                 if len(batch) >= self.batch_size:
-                    self._flush(batch, reader, writer, pool, stats)
+                    submitted = (batch, self._submit(batch, reader, pool))
                     batch = []
+                    if waiting is not None:
+                        self._flush(waiting[0], reader, writer, pool, stats, waiting[1])
+                        if self._running_out():
+                            # Finish what is in flight, so nothing is copied again by the next invocation.
+                            self._flush(submitted[0], reader, writer, pool, stats, submitted[1])
+                            self._maybe_suspend(writer, index, _last_key(submitted[0]))
+                    waiting = submitted
+            if waiting is not None:
+                self._flush(waiting[0], reader, writer, pool, stats, waiting[1])
+                self._maybe_suspend(writer, index, _last_key(waiting[0]))
             self._flush(batch, reader, writer, pool, stats)
             if hasattr(reader, "item_count"):
                 stats["items"] = reader.item_count
+            if getattr(reader, "table_schema", None):
+                stats["table_schema"] = reader.table_schema
         finally:
             reader.close()
         self.result.sources[source.name] = stats
+
+    def _submit(self, batch: list[_Action], reader: SourceReader, pool: ThreadPoolExecutor) -> dict[int, Future[Stored]]:
+        """Start the copies of a batch's new and changed objects."""
+        futures: dict[int, Future[Stored]] = {}
+        for index, action in enumerate(batch):
+            cur, prev = action.current, action.previous
+            if cur is not None and (prev is None or prev.identity != cur.identity) and not self.dry_run:
+                self._note_multipart(reader, cur)
+                futures[index] = pool.submit(reader.store, cur, self.plan.bucket, data_key(reader.source.name, cur.key))
+        return futures
 
     def _flush(
         self,
@@ -204,14 +342,13 @@ class PlanBackup:
         writer: ManifestWriter,
         pool: ThreadPoolExecutor,
         stats: dict[str, Any],
+        futures: dict[int, Future[Stored]] | None = None,
     ) -> None:
+        """Write a batch's entries in key order, once its copies (started by `_submit`) are done."""
         result = self.result
         source = reader.source
-        futures: dict[int, Future[Stored]] = {}
-        for index, action in enumerate(batch):
-            cur, prev = action.current, action.previous
-            if cur is not None and (prev is None or prev.identity != cur.identity) and not self.dry_run:
-                futures[index] = pool.submit(reader.store, cur, self.plan.bucket, data_key(source.name, cur.key))
+        if futures is None:
+            futures = self._submit(batch, reader, pool)
         for index, action in enumerate(batch):
             cur, prev = action.current, action.previous
             if prev is not None:
@@ -304,10 +441,13 @@ def back_up_plan(
     backup_id: str,
     max_workers: int = 32,
     dry_run: bool = False,
+    budget: progress.TimeBudget | None = None,
 ) -> PlanResult:
     """Back up one plan with readers built on `clients` (an `aws.Clients`)."""
 
     def factory(source: Source) -> SourceReader:
         return make_reader(source, clients.s3, clients.dynamodb)
 
-    return PlanBackup(plan, clients.s3, backup_id, factory, max_workers=max_workers, dry_run=dry_run).run()
+    return PlanBackup(
+        plan, clients.s3, backup_id, factory, max_workers=max_workers, dry_run=dry_run, budget=budget
+    ).run()

@@ -1,33 +1,76 @@
-"""Backup bucket settings: what a plan's bucket must look like, and the administrator's provisioning step.
+"""Backup bucket settings: what a plan's bucket must look like, how to read what it looks like, and the
+administrator's provisioning step.
 
 The running backup system never calls `provision`: a writer that can change lifecycle rules or versioning
-can destroy every backup. Provisioning is for the `make provision` command and the deploy template.
+can destroy every backup. Provisioning is for `make provision` (`python -m chalicelib.buckets`) and the
+deploy template; the backups only read the settings (see `drift.py`).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib.errors import BackupError
 from chalicelib.plans import Plan
 from chalicelib.snapshots import DATA_PREFIX
 
 logger = logging.getLogger(__name__)
 
+TLS_STATEMENT_SID = "DenyInsecureTransport"
+PUBLIC_ACCESS_BLOCK = {
+    "BlockPublicAcls": True,
+    "IgnorePublicAcls": True,
+    "BlockPublicPolicy": True,
+    "RestrictPublicBuckets": True,
+}
+OBJECT_OWNERSHIP = "BucketOwnerEnforced"
+ABORT_MULTIPART_DAYS = 7
+
+# Error codes S3 answers when a setting has never been configured (or was deleted).
+_NOT_CONFIGURED = {
+    "NoSuchLifecycleConfiguration",
+    "ServerSideEncryptionConfigurationNotFoundError",
+    "NoSuchPublicAccessBlockConfiguration",
+    "OwnershipControlsNotFoundError",
+    "NoSuchBucketPolicy",
+    "ObjectLockConfigurationNotFoundError",
+}
+
+
+class BucketConflict(BackupError):
+    """An existing bucket's settings contradict the plan; nothing was changed."""
+
+    def __init__(self, message: str, differences: list[str]) -> None:
+        super().__init__(message)
+        self.differences = differences
+
+
+# What the plan wants ---------------------------------------------------------------------------------
+
+
+def lifecycle_rule_id(plan: Plan) -> str:
+    return f"{plan.name}-data-tiering"
+
 
 def lifecycle_rules(plan: Plan) -> list[dict[str, Any]]:
     """The plan's lifecycle, scoped to the data prefix so manifests and records stay in STANDARD."""
     rule: dict[str, Any] = {
-        "ID": f"{plan.name}-data-tiering",
+        "ID": lifecycle_rule_id(plan),
         "Filter": {"Prefix": DATA_PREFIX},
         "Status": "Enabled",
-        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_MULTIPART_DAYS},
     }
     transitions = [{"Days": t.days, "StorageClass": t.storage_class} for t in plan.lifecycle.transitions]
     if transitions:
         rule["Transitions"] = transitions
+        # Older versions age on the same schedule, counted from the day they stopped being current.
         rule["NoncurrentVersionTransitions"] = [
             {"NoncurrentDays": t.days, "StorageClass": t.storage_class} for t in plan.lifecycle.transitions
         ]
@@ -36,30 +79,422 @@ def lifecycle_rules(plan: Plan) -> list[dict[str, Any]]:
     return [rule]
 
 
-def provision(s3: Any, plan: Plan, region: str = "us-east-1") -> list[str]:
-    """Create the plan's bucket if needed, with versioning and lifecycle rules. Returns what it changed."""
-    changes: list[str] = []
+def encryption_default(plan: Plan) -> dict[str, Any]:
+    """`ApplyServerSideEncryptionByDefault` plus `BucketKeyEnabled`: SSE-KMS with a bucket key (fewer KMS
+    requests, lower cost) when the plan names a key, SSE-S3 otherwise."""
+    if plan.kms_key_id:
+        return {
+            "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": plan.kms_key_id},
+            "BucketKeyEnabled": True,
+        }
+    return {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+
+
+def tls_statement(bucket: str) -> dict[str, Any]:
+    """Deny every request that does not use TLS, whoever makes it."""
+    return {
+        "Sid": TLS_STATEMENT_SID,
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
+def bucket_policy(bucket: str, existing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The existing policy with the TLS statement added (or put back); other statements are kept."""
+    statements = [s for s in (existing or {}).get("Statement", []) if s.get("Sid") != TLS_STATEMENT_SID]
+    return {"Version": "2012-10-17", "Statement": statements + [tls_statement(bucket)]}
+
+
+def object_lock_rule(plan: Plan) -> dict[str, Any] | None:
+    if plan.object_lock is None:
+        return None
+    return {"DefaultRetention": {"Mode": plan.object_lock.mode, "Days": plan.object_lock.days}}
+
+
+# What the bucket has --------------------------------------------------------------------------------
+
+
+@dataclass
+class BucketState:
+    """A bucket's protective settings as S3 reports them; None where a setting is not configured."""
+
+    bucket: str
+    exists: bool = True
+    versioning: str | None = None
+    lifecycle: list[dict[str, Any]] | None = None
+    encryption: dict[str, Any] | None = None
+    public_access_block: dict[str, bool] | None = None
+    ownership: str | None = None
+    policy: dict[str, Any] | None = None
+    object_lock: dict[str, Any] | None = None
+    # Settings that could not be read (e.g. AccessDenied), with the reason.
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+
+def _read(state: BucketState, name: str, call: Any) -> Any:
     try:
-        s3.head_bucket(Bucket=plan.bucket)
+        return call()
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
-            raise
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in _NOT_CONFIGURED:
+            return None
+        state.unreadable[name] = f"{code}: {exc.response.get('Error', {}).get('Message', '')}".strip()
+        return None
+
+
+def bucket_exists(s3: Any, bucket: str) -> bool:
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def read_state(s3: Any, bucket: str) -> BucketState:
+    """Read every protective setting with get_* calls only (the running system's rights allow no more)."""
+    state = BucketState(bucket=bucket)
+    versioning = _read(state, "versioning", lambda: s3.get_bucket_versioning(Bucket=bucket))
+    if "versioning" in state.unreadable and "NoSuchBucket" in state.unreadable["versioning"]:
+        return BucketState(bucket=bucket, exists=False)
+    state.versioning = (versioning or {}).get("Status")
+    lifecycle = _read(state, "lifecycle", lambda: s3.get_bucket_lifecycle_configuration(Bucket=bucket))
+    state.lifecycle = None if lifecycle is None else lifecycle.get("Rules", [])
+    encryption = _read(state, "encryption", lambda: s3.get_bucket_encryption(Bucket=bucket))
+    if encryption is not None:
+        rules = encryption.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
+        state.encryption = rules[0] if rules else None
+    block = _read(state, "public access block", lambda: s3.get_public_access_block(Bucket=bucket))
+    if block is not None:
+        state.public_access_block = block.get("PublicAccessBlockConfiguration", {})
+    ownership = _read(state, "ownership controls", lambda: s3.get_bucket_ownership_controls(Bucket=bucket))
+    if ownership is not None:
+        rules = ownership.get("OwnershipControls", {}).get("Rules", [])
+        state.ownership = rules[0].get("ObjectOwnership") if rules else None
+    policy = _read(state, "bucket policy", lambda: s3.get_bucket_policy(Bucket=bucket))
+    if policy is not None:
+        try:
+            state.policy = json.loads(policy.get("Policy") or "{}")
+        except json.JSONDecodeError:
+            state.unreadable["bucket policy"] = "the policy is not valid JSON"
+    lock = _read(state, "object lock", lambda: s3.get_object_lock_configuration(Bucket=bucket))
+    if lock is not None:
+        state.object_lock = lock.get("ObjectLockConfiguration")
+    return state
+
+
+# Comparing ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Difference:
+    setting: str
+    message: str
+    # "missing": not configured, so applying the plan adds protection and overrides no one's choice.
+    # "conflict": configured differently; provisioning changes it only when forced.
+    kind: str
+
+
+def _canonical_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """A lifecycle rule in one spelling: S3 may answer with a top-level Prefix, an And filter, or
+    zero-valued fields the request did not have."""
+    prefix = rule.get("Prefix")
+    flt = dict(rule.get("Filter") or {})
+    if "Prefix" in flt:
+        prefix = flt.pop("Prefix")
+    elif "And" in flt:
+        both = dict(flt["And"])
+        prefix = both.pop("Prefix", prefix)
+        flt = {"And": both} if both else {}
+    out: dict[str, Any] = {"ID": rule.get("ID"), "Status": rule.get("Status"), "Prefix": prefix or ""}
+    if flt:
+        out["Filter"] = flt
+    for name in ("Transitions", "NoncurrentVersionTransitions"):
+        items = [{k: v for k, v in t.items() if v not in (None, 0) or k in ("Days", "NoncurrentDays")} for t in rule.get(name, [])]
+        if items:
+            out[name] = sorted(items, key=lambda t: (t.get("Days", t.get("NoncurrentDays", 0)), t.get("StorageClass", "")))
+    for name in ("Expiration", "NoncurrentVersionExpiration", "AbortIncompleteMultipartUpload"):
+        value = {k: v for k, v in (rule.get(name) or {}).items() if v not in (None, False)}
+        if value:
+            out[name] = value
+    return out
+
+
+def _describe_rule(rule: dict[str, Any]) -> str:
+    parts = []
+    for t in rule.get("Transitions", []):
+        parts.append(f"{t.get('StorageClass')} after {t.get('Days')} days")
+    for t in rule.get("NoncurrentVersionTransitions", []):
+        parts.append(f"noncurrent {t.get('StorageClass')} after {t.get('NoncurrentDays')} days")
+    if "Expiration" in rule:
+        parts.append(f"expires current versions {rule['Expiration']}")
+    if "NoncurrentVersionExpiration" in rule:
+        parts.append(f"expires noncurrent versions after {rule['NoncurrentVersionExpiration'].get('NoncurrentDays')} days")
+    if "AbortIncompleteMultipartUpload" in rule:
+        parts.append(f"aborts uploads after {rule['AbortIncompleteMultipartUpload'].get('DaysAfterInitiation')} days")
+    scope = f"prefix {rule.get('Prefix')!r}" + (f", filter {rule['Filter']}" if "Filter" in rule else "")
+    return f"{rule.get('Status')}, {scope}: {'; '.join(parts) or 'no actions'}"
+
+
+def _lifecycle_differences(plan: Plan, current: list[dict[str, Any]] | None) -> list[Difference]:
+    wanted = [_canonical_rule(rule) for rule in lifecycle_rules(plan)]
+    if current is None:
+        return [Difference("lifecycle", "lifecycle rules removed (none configured)", "missing")]
+    have = {rule.get("ID"): _canonical_rule(rule) for rule in current}
+    found: list[Difference] = []
+    for rule in wanted:
+        existing = have.pop(rule["ID"], None)
+        if existing is None:
+            found.append(Difference("lifecycle", f"lifecycle rule '{rule['ID']}' removed", "conflict"))
+        elif existing != rule:
+            found.append(
+                Difference(
+                    "lifecycle",
+                    f"lifecycle rule '{rule['ID']}' changed: {_describe_rule(existing)} "
+                    f"(plan: {_describe_rule(rule)})",
+                    "conflict",
+                )
+            )
+    for rule_id, rule in sorted(have.items(), key=lambda item: str(item[0])):
+        found.append(Difference("lifecycle", f"unexpected lifecycle rule '{rule_id}': {_describe_rule(rule)}", "conflict"))
+    return found
+
+
+def _encryption_differences(plan: Plan, current: dict[str, Any] | None) -> list[Difference]:
+    wanted = encryption_default(plan)["ApplyServerSideEncryptionByDefault"]
+    if current is None:
+        return [Difference("encryption", "default encryption removed", "missing")]
+    have = current.get("ApplyServerSideEncryptionByDefault", {})
+    algorithm = have.get("SSEAlgorithm")
+    if plan.kms_key_id:
+        if algorithm == "AES256":
+            # Moving up from SSE-S3 (every bucket's default since 2023) to the plan's key overrides nothing.
+            return [Difference("encryption", f"default encryption is AES256, plan wants aws:kms with key {plan.kms_key_id}", "missing")]
+        if algorithm != "aws:kms" or have.get("KMSMasterKeyID") != plan.kms_key_id:
+            return [
+                Difference(
+                    "encryption",
+                    f"default encryption is {algorithm} with key {have.get('KMSMasterKeyID')}, "
+                    f"plan wants aws:kms with key {plan.kms_key_id}",
+                    "conflict",
+                )
+            ]
+        if not current.get("BucketKeyEnabled"):
+            return [Difference("encryption", "S3 bucket key is off (every object then calls KMS)", "conflict")]
+        return []
+    if algorithm != wanted["SSEAlgorithm"]:
+        # Any KMS algorithm is at least as strong as SSE-S3: a deliberate choice, kept unless forced.
+        return [Difference("encryption", f"default encryption is {algorithm}, plan wants AES256", "conflict")]
+    return []
+
+
+def _public_access_differences(current: dict[str, bool] | None) -> list[Difference]:
+    if current is None:
+        return [Difference("public access", "public access block removed: the bucket can be made public", "missing")]
+    opened = [name for name in PUBLIC_ACCESS_BLOCK if not current.get(name)]
+    if opened:
+        return [Difference("public access", f"public access opened: {', '.join(opened)} off", "conflict")]
+    return []
+
+
+def _ownership_differences(current: str | None) -> list[Difference]:
+    if current is None:
+        return [Difference("ownership", "ownership controls removed: ACLs are enabled", "missing")]
+    if current != OBJECT_OWNERSHIP:
+        return [Difference("ownership", f"object ownership is {current}, plan wants {OBJECT_OWNERSHIP} (ACLs disabled)", "conflict")]
+    return []
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def denies_insecure_transport(policy: dict[str, Any] | None, bucket: str) -> bool:
+    """True when some statement denies every principal every S3 action on the bucket and its objects
+    when aws:SecureTransport is false."""
+    needed = {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}
+    for statement in (policy or {}).get("Statement", []):
+        if statement.get("Effect") != "Deny":
+            continue
+        principal = statement.get("Principal")
+        if principal not in ("*", {"AWS": "*"}, {"AWS": ["*"]}):
+            continue
+        if not set(_as_list(statement.get("Action", []))) & {"s3:*", "*"}:
+            continue
+        resources = set(_as_list(statement.get("Resource", [])))
+        if not (needed <= resources or "*" in resources or f"arn:aws:s3:::{bucket}*" in resources):
+            continue
+        condition = statement.get("Condition", {}).get("Bool", {})
+        if str(condition.get("aws:SecureTransport", "")).lower() == "false":
+            return True
+    return False
+
+
+def _policy_differences(bucket: str, current: dict[str, Any] | None) -> list[Difference]:
+    if current is None:
+        return [Difference("tls policy", "TLS-only bucket policy is gone (no bucket policy)", "missing")]
+    if not denies_insecure_transport(current, bucket):
+        # Added next to the existing statements, which are kept: nothing anyone chose is overridden.
+        return [Difference("tls policy", "the bucket policy no longer denies requests without TLS", "missing")]
+    return []
+
+
+def _versioning_differences(current: str | None) -> list[Difference]:
+    if current == "Enabled":
+        return []
+    if current == "Suspended":
+        return [Difference("versioning", "versioning is suspended", "conflict")]
+    return [Difference("versioning", "versioning is not enabled", "missing")]
+
+
+def _object_lock_differences(plan: Plan, current: dict[str, Any] | None) -> list[Difference]:
+    wanted = object_lock_rule(plan)
+    if wanted is None:
+        return []  # a lock the plan doesn't ask for only adds protection
+    retention = wanted["DefaultRetention"]
+    text = f"{retention['Mode']} for {retention['Days']} days"
+    if not current or current.get("ObjectLockEnabled") != "Enabled":
+        return [Difference("object lock", f"object lock is not enabled (plan wants {text})", "conflict")]
+    have = (current.get("Rule") or {}).get("DefaultRetention") or {}
+    if not have:
+        return [Difference("object lock", f"object lock has no default retention (plan wants {text})", "missing")]
+    days = have.get("Days") or (have.get("Years") or 0) * 365
+    if have.get("Mode") != retention["Mode"] or days != retention["Days"]:
+        shown = f"{have.get('Mode')} for {days} days"
+        return [Difference("object lock", f"object lock default retention is {shown} (plan wants {text})", "conflict")]
+    return []
+
+
+def differences(plan: Plan, state: BucketState) -> list[Difference]:
+    """Every way the bucket differs from the plan. Settings that could not be read are differences too:
+    an unreadable setting cannot be vouched for."""
+    if not state.exists:
+        return [Difference("bucket", f"bucket {state.bucket} does not exist", "missing")]
+    found: list[Difference] = []
+    checks = [
+        ("versioning", lambda: _versioning_differences(state.versioning)),
+        ("lifecycle", lambda: _lifecycle_differences(plan, state.lifecycle)),
+        ("encryption", lambda: _encryption_differences(plan, state.encryption)),
+        ("public access block", lambda: _public_access_differences(state.public_access_block)),
+        ("ownership controls", lambda: _ownership_differences(state.ownership)),
+        ("bucket policy", lambda: _policy_differences(plan.bucket, state.policy)),
+        ("object lock", lambda: _object_lock_differences(plan, state.object_lock)),
+    ]
+    for name, check in checks:
+        if name in state.unreadable:
+            found.append(Difference(name, f"{name} could not be read: {state.unreadable[name]}", "unreadable"))
+        else:
+            found.extend(check())
+    return found
+
+
+# Provisioning ---------------------------------------------------------------------------------------
+
+
+def provision(s3: Any, plan: Plan, region: str | None = None, force: bool = False) -> list[str]:
+    """Create the plan's bucket if needed and give it every setting of the plan. Returns what it changed
+    (empty when the bucket already matched).
+
+    An existing bucket whose settings contradict the plan is left alone and `BucketConflict` lists what
+    differs, unless `force` is true. Settings that are simply absent are added without forcing.
+    """
+    region = region or getattr(getattr(s3, "meta", None), "region_name", None) or "us-east-1"
+    changes: list[str] = []
+    if not bucket_exists(s3, plan.bucket):
         params: dict[str, Any] = {"Bucket": plan.bucket}
         if region != "us-east-1":
             params["CreateBucketConfiguration"] = {"LocationConstraint": region}
         if plan.object_lock is not None:
+            # Object Lock is switched on at creation; the default retention follows below.
             params["ObjectLockEnabledForBucket"] = True
         s3.create_bucket(**params)
         changes.append("created bucket")
-    if s3.get_bucket_versioning(Bucket=plan.bucket).get("Status") != "Enabled":
-        s3.put_bucket_versioning(Bucket=plan.bucket, VersioningConfiguration={"Status": "Enabled"})
+    state = read_state(s3, plan.bucket)
+    found = differences(plan, state)
+    unreadable = [d.message for d in found if d.kind == "unreadable"]
+    if unreadable:
+        raise BucketConflict(f"bucket {plan.bucket} (plan '{plan.name}'): " + "; ".join(unreadable), unreadable)
+    conflicts = [d.message for d in found if d.kind == "conflict"]
+    if conflicts and not force:
+        listing = "".join(f"\n  - {message}" for message in conflicts)
+        raise BucketConflict(
+            f"bucket {plan.bucket} (plan '{plan.name}') exists with settings that differ from the plan; "
+            f"nothing was changed (provision with force to apply the plan):{listing}",
+            conflicts,
+        )
+    settings = {d.setting for d in found}
+    bucket = plan.bucket
+    # Order matters: versioning before Object Lock, ownership and the access block before the policy.
+    if "versioning" in settings:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         changes.append("enabled versioning")
-    wanted = lifecycle_rules(plan)
-    try:
-        current = s3.get_bucket_lifecycle_configuration(Bucket=plan.bucket).get("Rules", [])
-    except ClientError:
-        current = []
-    if current != wanted:
-        s3.put_bucket_lifecycle_configuration(Bucket=plan.bucket, LifecycleConfiguration={"Rules": wanted})
+    if "ownership" in settings:
+        s3.put_bucket_ownership_controls(
+            Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": OBJECT_OWNERSHIP}]}
+        )
+        changes.append(f"set object ownership to {OBJECT_OWNERSHIP} (ACLs disabled)")
+    if "public access" in settings:
+        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=dict(PUBLIC_ACCESS_BLOCK))
+        changes.append("blocked all public access")
+    if "encryption" in settings:
+        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [encryption_default(plan)]})
+        changes.append("set default encryption to " + ("SSE-KMS with a bucket key" if plan.kms_key_id else "SSE-S3"))
+    if "tls policy" in settings:
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(bucket_policy(bucket, state.policy)))
+        changes.append("added the bucket policy statement that denies requests without TLS")
+    if "lifecycle" in settings:
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": lifecycle_rules(plan)})
         changes.append("set lifecycle rules")
+    if "object lock" in settings:
+        s3.put_object_lock_configuration(
+            Bucket=bucket, ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": object_lock_rule(plan)}
+        )
+        changes.append("set object lock default retention")
+    if changes:
+        for change in changes:
+            logger.info("bucket %s (plan %s): %s", bucket, plan.name, change)
+    else:
+        logger.info("bucket %s (plan %s) already matches the plan: nothing changed", bucket, plan.name)
     return changes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m chalicelib.buckets --stage dev [--force]`: provision every plan's bucket of a stage."""
+    import boto3
+
+    from chalicelib.aws import client_config
+    from chalicelib.stages import stage_plans
+
+    parser = argparse.ArgumentParser(prog="python -m chalicelib.buckets", description=main.__doc__)
+    parser.add_argument("--stage", required=True, help="a stage of .chalice/config.json")
+    parser.add_argument("--plan", action="append", help="only this plan (repeatable)")
+    parser.add_argument("--force", action="store_true", help="overwrite settings that differ from the plan")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        plans = stage_plans(args.stage)
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    s3 = boto3.session.Session().client("s3", config=client_config())
+    status = 0
+    for plan in plans.select(args.plan):
+        try:
+            changes = provision(s3, plan, force=args.force)
+        except BucketConflict as exc:
+            print(f"{exc}", file=sys.stderr)
+            status = 1
+            continue
+        if changes:
+            print(f"{plan.bucket} (plan {plan.name}): " + "; ".join(changes))
+        else:
+            print(f"{plan.bucket} (plan {plan.name}): already as planned, nothing changed")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,6 +23,16 @@ class Settings:
     worker_function: str | None
     # Copies in flight at once, per plan.
     max_workers: int
+    # Time kept in hand when a long backup stops at a checkpoint to carry on in a new invocation.
+    checkpoint_reserve_ms: int = 60_000
+    # A plan whose previous snapshot holds this many objects or more is split into key ranges worked by
+    # parallel invocations (one range per this many objects, at most `max_parallel_ranges`); 0: never.
+    split_objects: int = 1_000_000
+    max_parallel_ranges: int = 8
+    # Buckets a restore may write to (RESTORE_BUCKETS, comma-separated), and the name every restored table
+    # must start with: the functions' policy grants writes there and nowhere else.
+    restore_buckets: tuple[str, ...] = ()
+    restore_table_prefix: str = "restored-"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -42,4 +52,31 @@ class Settings:
             worker_mode=mode,
             worker_function=env.get("WORKER_FUNCTION_NAME") or None,
             max_workers=max(1, max_workers),
+            checkpoint_reserve_ms=_reserve_ms(env),
+            split_objects=_whole(env, "SPLIT_OBJECTS", 1_000_000),
+            max_parallel_ranges=max(1, _whole(env, "MAX_PARALLEL_RANGES", 8)),
+            restore_buckets=tuple(sorted({b.strip() for b in env.get("RESTORE_BUCKETS", "").split(",") if b.strip()})),
+            restore_table_prefix=env.get("RESTORE_TABLE_PREFIX", "restored-"),
         )
+
+
+def _reserve_ms(env: Mapping[str, str]) -> int:
+    raw = env.get("CHECKPOINT_RESERVE_SECONDS", "60")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise PlanError(f"environment variable CHECKPOINT_RESERVE_SECONDS: {raw!r} is not a number of seconds") from None
+    if not 0 < seconds < 900:
+        raise PlanError(f"environment variable CHECKPOINT_RESERVE_SECONDS: {raw!r} must be between 0 and 900 seconds")
+    return int(seconds * 1000)
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise PlanError(f"environment variable {name}: {raw!r} is not a whole number") from None
+    if value < 0:
+        raise PlanError(f"environment variable {name}: {raw!r} must not be negative")
+    return value

@@ -33,3 +33,15 @@ class AlreadyExists(BackupError):
 
 class SourceError(BackupError):
     """A source could not be read at all (missing bucket or table, access denied)."""
+
+
+class Unprocessable(BackupError):
+    """Well-formed but unusable, e.g. an Idempotency-Key reused for a different request (HTTP 422)."""
+
+
+class PayloadTooLarge(BackupError):
+    """The request body is larger than the API accepts (HTTP 413)."""
+
+
+class UnsupportedMediaType(BackupError):
+    """The request body is not JSON (HTTP 415)."""

@@ -32,12 +32,19 @@ MINIMUM_STORAGE_DAYS = {
 # S3 refuses transitions into the infrequent-access classes before 30 days.
 MINIMUM_TRANSITION_DAYS = {"STANDARD_IA": 30, "ONEZONE_IA": 30}
 OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+MAX_SCAN_SEGMENTS = 64
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PLAN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+_KMS_KEY = re.compile(
+    r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]+|alias/[A-Za-z0-9/_-]+)"
+    r"|alias/[A-Za-z0-9/_-]+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$"
+)
+# S3 Object Lock retention is at most 100 years.
+MAX_RETENTION_DAYS = 36500
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,9 @@ def _parse_source(data: Any, where: str, environ: Mapping[str, str]) -> Source:
     elif kind == "dynamodb":
         table = reader.text("table", pattern=_TABLE_NAME, what="a valid DynamoDB table name")
         segments = reader.integer("segments", 4, minimum=1)
+        # Each segment is scanned by its own thread into its own temporary file.
+        if segments > MAX_SCAN_SEGMENTS:
+            raise reader.fail("segments", f"must be at most {MAX_SCAN_SEGMENTS}, got {segments}")
         source = DynamoDBSource(name=name, table=table, segments=segments)
     elif kind == "directory":
         path = reader.text("path")
@@ -249,6 +259,14 @@ def _parse_lifecycle(data: Any, where: str, environ: Mapping[str, str]) -> Lifec
             if days <= before.days:
                 raise item_reader.fail(
                     "days", f"{storage_class} after {days} days must be later than {before.storage_class} after {before.days} days"
+                )
+            # Moving a version on before its minimum duration in the previous class is billed as if it stayed.
+            stay = MINIMUM_STORAGE_DAYS[before.storage_class]
+            if days - before.days < stay:
+                raise item_reader.fail(
+                    "days",
+                    f"{storage_class} after {days} days leaves {before.storage_class} after {days - before.days} days, "
+                    f"before its {stay}-day minimum storage duration; use at least {before.days + stay}",
                 )
         transitions.append(Transition(days=days, storage_class=storage_class))
     expiration = reader.integer("noncurrent_expiration_days", None, minimum=1)
@@ -296,8 +314,20 @@ def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
         if mode not in OBJECT_LOCK_MODES:
             raise lock_reader.fail("mode", f"must be GOVERNANCE or COMPLIANCE, got {mode!r}")
         object_lock = ObjectLock(mode=mode, days=lock_reader.integer("days", minimum=1))
+        if object_lock.days > MAX_RETENTION_DAYS:
+            raise lock_reader.fail("days", f"S3 retains for at most {MAX_RETENTION_DAYS} days (100 years), got {object_lock.days}")
+        expiration = lifecycle.noncurrent_expiration_days
+        if expiration is not None and expiration < object_lock.days:
+            raise reader.fail(
+                "object_lock",
+                f"{mode} retention of {object_lock.days} days outlasts the lifecycle's noncurrent_expiration_days "
+                f"({expiration}): S3 cannot expire locked versions; retain for at most {expiration} days or expire later",
+            )
         lock_reader.finish()
     kms_key_id = reader.text("kms_key_id", None)
+    # (Skipped by the import-time shape check, where every ${VARIABLE} reads "placeholder".)
+    if kms_key_id and not isinstance(environ, _AnyVariable) and not _KMS_KEY.match(kms_key_id):
+        raise reader.fail("kms_key_id", f"{kms_key_id!r} is not a KMS key id, key ARN, alias name or alias ARN")
     reader.finish()
     return Plan(
         name=name,

@@ -76,6 +76,8 @@ class PlanResult:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Ways the plan's backup bucket no longer matches the plan (see drift.py).
+    drift: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PlanResult:
@@ -92,6 +94,8 @@ class BackupRecord:
     started_at: str | None = None
     finished_at: str | None = None
     dry_run: bool = False
+    # What the daily check of stored snapshots found (see verify.py); None when none ran.
+    verification: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

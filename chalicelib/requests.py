@@ -34,7 +34,8 @@ def parse_backup_request(raw_body: bytes | None) -> BackupRequest:
     if unknown:
         raise BadRequest(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: 'plans', 'dry_run'")
     plans = data.get("plans")
-    if plans is not None:
+    # Leave 'plans' out to back up every plan; an explicit null is a mistake, not a wildcard.
+    if "plans" in data:
         if not isinstance(plans, list) or not plans or not all(isinstance(name, str) for name in plans):
             raise BadRequest("'plans' must be a non-empty list of plan names, e.g. {\"plans\": [\"photos\"]}")
     dry_run = data.get("dry_run", False)

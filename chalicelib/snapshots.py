@@ -70,14 +70,20 @@ class Entry:
         return (self.source, self.key)
 
     def to_json(self) -> str:
-        body = {k: v for k, v in asdict(self).items() if v is not None and v is not False}
+        # Every field is a plain value, so the instance dict serves (asdict deep-copies: 3x slower, and a
+        # million-entry snapshot writes a million of these).
+        body = {k: v for k, v in self.__dict__.items() if v is not None and v is not False}
         return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, line: str | bytes) -> Entry:
         data = json.loads(line)
-        known = {f.name for f in fields(cls)}
+        known = _ENTRY_FIELDS or {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# Field names of Entry, computed once: parsing a manifest calls from_json once per object.
+_ENTRY_FIELDS: frozenset[str] = frozenset(f.name for f in fields(Entry))
 
 
 class ManifestWriter:

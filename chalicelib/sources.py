@@ -75,6 +75,13 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _dynamodb_json(value: Any) -> Any:
+    """boto3 hands B and BS values over as bytes; DynamoDB JSON (as in a DynamoDB export) writes them base64."""
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"cannot write {type(value).__name__} as DynamoDB JSON")
+
+
 def _sha256_b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
@@ -90,11 +97,13 @@ class S3SourceReader:
     def _where(self) -> str:
         return f"s3 source '{self.source.name}' (s3://{self.source.bucket}/{self.source.prefix})"
 
-    def list_objects(self) -> Iterator[SourceObject]:
+    def list_objects(self, start_after: str | None = None) -> Iterator[SourceObject]:
+        """Sorted by key; from just after `start_after` when a resumed backup carries on."""
         prefix = self.source.prefix
         paginator = self.s3.get_paginator("list_objects_v2")
+        extra = {"StartAfter": prefix + start_after} if start_after else {}
         try:
-            for page in paginator.paginate(Bucket=self.source.bucket, Prefix=prefix):
+            for page in paginator.paginate(Bucket=self.source.bucket, Prefix=prefix, **extra):
                 for item in page.get("Contents", []):
                     key = item["Key"][len(prefix):]
                     if not key:
@@ -177,7 +186,14 @@ class DirectorySourceReader:
         if not self.root.is_dir():
             raise SourceError(f"directory source '{self.source.name}': {self.root} is not a readable directory")
         keys: list[str] = []
-        for folder, dirs, files in os.walk(self.root, followlinks=False):
+
+        def unreadable(error: OSError) -> None:
+            # A folder that can't be listed must fail the source: its files would otherwise look deleted.
+            raise SourceError(
+                f"directory source '{self.source.name}': cannot list {error.filename}: {error.strerror or error}"
+            ) from error
+
+        for folder, dirs, files in os.walk(self.root, onerror=unreadable, followlinks=False):
             dirs.sort()
             base = Path(folder).relative_to(self.root)
             for name in files:
@@ -190,8 +206,13 @@ class DirectorySourceReader:
                 if not path.is_file() or path.is_symlink():
                     continue
                 identity = self._identity(path, stat)
+            except FileNotFoundError:
+                continue  # deleted since the folder was listed
             except OSError as exc:
-                logger.warning("skipping unreadable file %s: %s", path, exc)
+                # Listed, so not deleted: an identity that matches nothing makes the copy run (and fail,
+                # naming the reason), and the snapshot keeps the version it had.
+                logger.warning("unreadable file %s: %s", path, exc)
+                yield SourceObject(key=key, size=0, identity=f"unreadable:{exc.strerror or exc}")
                 continue
             yield SourceObject(key=key, size=stat.st_size, identity=identity)
 
@@ -259,6 +280,8 @@ class DynamoDBSourceReader:
         self.multipart_threshold = multipart_threshold
         self._export: IO[bytes] | None = None
         self.item_count = 0
+        # The table's key schema, kept with the snapshot so a restore can create an equivalent table.
+        self.table_schema: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -274,7 +297,9 @@ class DynamoDBSourceReader:
                 TableName=self.source.table, Segment=segment, TotalSegments=total, ConsistentRead=True
             ):
                 for item in page.get("Items", []):
-                    line = json.dumps(item, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+                    line = json.dumps(
+                        item, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_dynamodb_json
+                    ).encode("utf-8")
                     digest_sum += int.from_bytes(hashlib.sha256(line).digest(), "big")
                     count += 1
                     gz.write(line + b"\n")
@@ -283,7 +308,14 @@ class DynamoDBSourceReader:
 
     def list_objects(self) -> Iterator[SourceObject]:
         try:
-            self.dynamodb.describe_table(TableName=self.source.table)
+            description = self.dynamodb.describe_table(TableName=self.source.table)["Table"]
+            key_names = {item["AttributeName"] for item in description["KeySchema"]}
+            self.table_schema = {
+                "KeySchema": description["KeySchema"],
+                "AttributeDefinitions": [
+                    a for a in description["AttributeDefinitions"] if a["AttributeName"] in key_names
+                ],
+            }
             total = self.source.segments
             with ThreadPoolExecutor(max_workers=total) as pool:
                 parts = list(pool.map(lambda s: self._scan_segment(s, total), range(total)))

@@ -16,6 +16,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
+# Record every AWS call the system makes and check it against the generated policy; let moto honour the
+# TLS-only bucket policy as S3 does (see each plugin).
+pytest_plugins = ["tests.record_calls", "tests.moto_tls"]
+
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 
@@ -27,6 +31,7 @@ STAGE_ENV = {
     "ALERT_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:test-backup-alerts",
     "WORKER_MODE": "inline",
     "MAX_WORKERS": "8",
+    "RESTORE_BUCKETS": "restore-target",
 }
 
 

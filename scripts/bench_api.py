@@ -1,0 +1,158 @@
+"""How `GET /backups` scales: 1,000 recorded backups, then pages timed and their S3 requests counted.
+
+    .venv/bin/python scripts/bench_api.py [--records 1000] [--repeat 30]
+
+Runs in-process against moto (no network), through the Chalice test client, so the times show the API's
+own work; the S3 request counts are what a page costs against real S3, where each request takes
+milliseconds. A report, not a test: nothing here passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+STAGE_ENV = {
+    "BACKUP_BUCKET_PREFIX": "bench-backup",
+    "DOCUMENTS_SOURCE_BUCKET": "bench-src-documents",
+    "PHOTOS_SOURCE_BUCKET": "bench-src-photos",
+    "DATABASE_TABLE": "bench-orders",
+    "ALERT_TOPIC_ARN": "",
+    "WORKER_MODE": "inline",
+}
+STATUSES = ("SUCCEEDED", "SUCCEEDED", "SUCCEEDED", "PARTIAL", "SUCCEEDED", "SUCCEEDED", "SUCCEEDED", "SUCCEEDED", "SUCCEEDED", "FAILED")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args()
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        os.environ[name] = value
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+
+    import moto  # noqa: F401  (before any client exists)
+    from moto import mock_aws
+
+    with mock_aws(), tempfile.TemporaryDirectory() as tmp:
+        run(args.records, args.repeat, Path(tmp))
+
+
+def run(count: int, repeat: int, tmp: Path) -> None:
+    import boto3
+    from chalice.test import Client
+
+    import app as app_module
+    from chalicelib.aws import Clients
+    from chalicelib.plans import load_plans
+    from chalicelib.records import BackupRecord, PlanResult, RecordStore, isoformat, new_backup_id
+
+    plans = load_plans(STAGE_ENV)
+    s3 = boto3.client("s3", region_name="us-east-1")
+    for plan in plans.plans:
+        s3.create_bucket(Bucket=plan.bucket)
+        s3.put_bucket_versioning(Bucket=plan.bucket, VersioningConfiguration={"Status": "Enabled"})
+    store = RecordStore(s3, plans.catalog_bucket)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    seeded_at = time.perf_counter()
+    for index in range(count):
+        moment = start + timedelta(hours=6 * index)
+        status = STATUSES[index % len(STATUSES)]
+        record = BackupRecord(
+            backup_id=new_backup_id(moment),
+            trigger="schedule",
+            plans={name: PlanResult(plan=name, status=status, copied=index, objects=1000 + index) for name in plans.names},
+            status=status,
+            started_at=isoformat(moment),
+            finished_at=isoformat(moment + timedelta(minutes=7)),
+        )
+        store.create(record)
+    print(f"recorded {count} backups in {time.perf_counter() - seeded_at:.1f} s")
+
+    project = tmp / "project"
+    (project / ".chalice").mkdir(parents=True)
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    config["stages"]["local"]["environment_variables"] = STAGE_ENV
+    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    shutil.copy(ROOT / "app.py", project / "app.py")
+
+    app_module._clients = Clients()
+    counts: Counter[str] = Counter()
+    app_module._clients.s3.meta.events.register("before-call.s3", lambda model, **_: counts.update([model.name]))
+
+    with Client(app_module.app, stage_name="local", project_dir=str(project)) as client:
+
+        def page(url: str) -> tuple[float, int, dict[str, Any]]:
+            counts.clear()
+            began = time.perf_counter()
+            response = client.http.get(url)
+            elapsed = time.perf_counter() - began
+            assert response.status_code == 200, response.body
+            return elapsed, sum(counts.values()), response.json_body
+
+        rows: list[tuple[str, float, float, int]] = []
+
+        def measure(label: str, url: str) -> None:
+            results = [page(url) for _ in range(repeat)]
+            times = [r[0] for r in results]
+            returned = len(results[0][2]["backups"])
+            rows.append((label, statistics.median(times) * 1000, results[0][1], returned))
+
+        measure("first page (limit=20)", "/backups")
+        measure("first page (limit=100)", "/backups?limit=100")
+        middle = start + timedelta(hours=6 * (count // 2))
+        window = f"since={isoformat(middle - timedelta(days=2))}&until={isoformat(middle)}"
+        measure("2-day window (since/until)", f"/backups?{window}")
+        measure("status=FAILED (1 in 10)", "/backups?status=FAILED")
+
+        # Walking the whole catalog 20 at a time: every page costs the same, wherever it is.
+        walk_times, walk_requests, token, pages = [], [], None, 0
+        while True:
+            elapsed, requests, body = page("/backups" + (f"?next_token={token}" if token else ""))
+            walk_times.append(elapsed)
+            walk_requests.append(requests)
+            pages += 1
+            token = body["next_token"]
+            if not token:
+                break
+        rows.append((f"walk all {pages} pages, median", statistics.median(walk_times) * 1000, int(statistics.median(walk_requests)), 20))
+
+        # For scale: what reading every record (a listing that ignores the key order) would take.
+        counts.clear()
+        began = time.perf_counter()
+        keys = []
+        for listing in s3.get_paginator("list_objects_v2").paginate(Bucket=plans.catalog_bucket, Prefix="meta/backups/"):
+            keys.extend(item["Key"] for item in listing.get("Contents", []))
+        for key in keys:
+            store.read_key(key)
+        read_all = (time.perf_counter() - began) * 1000
+        rows.append(("reading every record (for comparison)", read_all, len(keys) + (len(keys) + 999) // 1000, len(keys)))
+
+    print(f"\nGET /backups with {count} recorded backups (median of {repeat} requests; moto in-process)\n")
+    print(f"{'query':42} {'median ms':>10} {'S3 requests':>12} {'backups':>8}")
+    for label, ms, requests, returned in rows:
+        print(f"{label:42} {ms:10.1f} {requests:12d} {returned:8d}")
+    first = rows[0]
+    print(f"\nfirst page vs reading every record: {rows[-1][1] / first[1]:.0f}x faster, {rows[-1][2] / first[2]:.0f}x fewer S3 requests")
+
+
+if __name__ == "__main__":
+    main()

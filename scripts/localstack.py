@@ -1,0 +1,604 @@
+#!/usr/bin/env python3
+"""The whole backup system on one machine, with no AWS account: `make run`.
+
+Starts moto's server (the AWS emulator) in this process, creates the three backup buckets exactly as
+`chalicelib.buckets.provision` would in AWS, seeds sources that look like production (a documents bucket,
+a photos bucket of real PNG images, an orders table, the alert topic with a queue subscribed), then serves
+the API with `chalice local` and prints every backup alert as it arrives. Ctrl-C stops everything.
+
+Ports come from API_PORT (default 8000) and EMULATOR_PORT (default 5000), or --api-port/--emulator-port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+try:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+    from moto.server import ThreadedMotoServer
+except ImportError as exc:  # run outside the project's virtualenv
+    sys.exit(f"localstack: {exc.name} is not installed here; start the local stack with `make run`")
+
+from chalicelib.plans import PlanSet, load_plans  # noqa: E402
+
+logger = logging.getLogger("localstack")
+
+HOST = "127.0.0.1"
+REGION = "us-east-1"
+# The emulator accepts any credentials; fixed dummy ones make sure nothing can reach a real account.
+DUMMY_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+ALERT_QUEUE = "org-backup-alerts-terminal"
+STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+
+class StackError(Exception):
+    """Something the user can fix; printed without a traceback."""
+
+
+# --- configuration -------------------------------------------------------------------------------------
+
+
+def stage_environment(stage: str, project_dir: Path = ROOT) -> dict[str, str]:
+    """The stage's environment exactly as `chalice local` builds it: global variables, then the stage's."""
+    config_path = project_dir / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    stages = config.get("stages", {})
+    if stage not in stages:
+        raise StackError(f"{config_path}: no stage {stage!r} (stages: {', '.join(stages)})")
+    env = dict(config.get("environment_variables", {}))
+    env.update(stages[stage].get("environment_variables", {}))
+    return env
+
+
+def port_from(value: str | None, variable: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        port = int(value)
+    except ValueError:
+        raise StackError(f"{variable}={value!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise StackError(f"{variable}={port} is not a port number (1-65535)")
+    return port
+
+
+def check_port_free(port: int, variable: str) -> None:
+    """Fail early and clearly: moto's server would otherwise wait forever for a socket it cannot bind."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        listening = probe.connect_ex((HOST, port)) == 0
+    if not listening:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # Both servers set SO_REUSEADDR, so a port in TIME_WAIT after the last run is still usable.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((HOST, port))
+                return
+            except OSError:
+                pass
+    raise StackError(
+        f"port {port} on {HOST} is already in use, so the local stack cannot use it for {variable}. "
+        f"Stop whatever is listening there, or pick another port: make run {variable}={port + 1}"
+    )
+
+
+# --- emulator fidelity ---------------------------------------------------------------------------------
+
+
+def honour_tls_only_bucket_policies() -> None:
+    """Make the emulator evaluate the backup buckets' TLS-only policy statement as S3 does for HTTPS.
+
+    moto cannot evaluate `Deny ... Bool aws:SecureTransport false`: it would deny every object request.
+    The emulator stands in for S3's HTTPS endpoint (it listens on loopback only), so its requests are
+    evaluated as TLS requests; the statement itself stays in the bucket, where drift checks look for it.
+    The tests use the same patch (see tests/moto_tls.py).
+    """
+    import tests.moto_tls  # noqa: F401  (patches moto's bucket policy evaluation on import)
+
+
+# --- seed data -----------------------------------------------------------------------------------------
+
+
+def png(width: int, height: int, pixel: Any) -> bytes:
+    """A valid RGB PNG; `pixel(x, y)` returns (r, g, b)."""
+    rows = bytearray()
+    for y in range(height):
+        rows.append(0)  # filter type: none
+        for x in range(width):
+            rows.extend(pixel(x, y))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit truecolour, no interlace
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(rows), 9))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _gradient(index: int, width: int, height: int) -> Any:
+    start = ((index * 53) % 256, (index * 97 + 40) % 256, (index * 151 + 90) % 256)
+    end = (255 - start[0], (start[1] + 128) % 256, 255 - start[2])
+
+    def pixel(x: int, y: int) -> tuple[int, int, int]:
+        t = (x / max(1, width - 1) + y / max(1, height - 1)) / 2
+        return tuple(int(a + (b - a) * t) for a, b in zip(start, end, strict=True))  # type: ignore[return-value]
+
+    return pixel
+
+
+PHOTO_KEYS = [
+    "2025/12/IMG_0001.png",
+    "2025/12/IMG_0002.png",
+    "2025/12/IMG_0003.png",
+    "2026/01/New Year party/IMG_0104.png",
+    "2026/01/New Year party/IMG_0105.png",
+    "2026/01/New Year party/IMG_0106.png",
+    "2026/03/Team offsite – Lisbon/DSC_0042.png",
+    "2026/03/Team offsite – Lisbon/DSC_0043.png",
+    "2026/03/Team offsite – Lisbon/DSC_0044 (edited).png",
+    "2026/05/Été au bureau/photo 1.png",
+    "2026/05/Été au bureau/photo 2.png",
+    "2026/06/product shots/widget+case.png",
+    "2026/06/product shots/widget+stand.png",
+    "2026/06/product shots/50% off banner.png",
+    "2026/07/東京/IMG_7001.png",
+    "2026/07/東京/IMG_7002.png",
+    "headshots/anna.png",
+    "headshots/bjørn.png",
+    "headshots/chloé.png",
+    "logo.png",
+]
+
+
+def photos() -> dict[str, bytes]:
+    images = {}
+    for index, key in enumerate(PHOTO_KEYS):
+        width, height = 48 + (index % 5) * 16, 32 + (index % 4) * 16
+        images[key] = png(width, height, _gradient(index, width, height))
+    return images
+
+
+_PEOPLE = ["Anna Schmidt", "Bjørn Larsen", "Chloé Martin", "Diego Fernández", "Emeka Okafor", "Fatima Zahra",
+           "Grace O'Neill", "Hiro Tanaka", "Ines Costa", "Jonas Weber"]
+_PRODUCTS = [("WID-100", "Widget", "19.90"), ("WID-200", "Widget Pro", "49.00"), ("CAS-010", "Widget case", "9.50"),
+             ("STD-001", "Desk stand", "24.00"), ("CAB-USB", "USB-C cable 2 m", "7.99"),
+             ("SVC-1Y", "Extended warranty, 1 year", "29.00")]
+_CITIES = [("Berlin", "DE", "10115"), ("Lisboa", "PT", "1100-148"), ("Paris", "FR", "75011"),
+           ("Oslo", "NO", "0150"), ("Dublin", "IE", "D02 X285"), ("Kraków", "PL", "31-042")]
+_STATUSES = ["placed", "paid", "paid", "shipped", "shipped", "delivered", "delivered", "delivered", "cancelled",
+             "refunded"]
+
+
+def documents() -> dict[str, bytes]:
+    """A few dozen office files: notes, policies, CSV exports, JSON configs, in folders, with awkward names."""
+    rng = random.Random(2026)
+    files: dict[str, str] = {
+        "README.txt": "Shared drive of Acme Widgets GmbH.\nEverything here is backed up every night.\n",
+        "handbook/Employee Handbook.md": "# Employee handbook\n\n## Working hours\n\nCore hours are 10:00-15:00.\n"
+        "\n## Holidays\n\n30 days a year, plus public holidays.\n",
+        "handbook/Travel policy.md": "# Travel policy\n\nBook trains for trips under 6 hours.\n",
+        "handbook/Code of conduct.md": "# Code of conduct\n\nBe kind. Assume good intent.\n",
+        "legal/contracts/Müller GmbH – Rahmenvertrag.txt": "Rahmenvertrag zwischen Acme Widgets GmbH und "
+        "Müller GmbH.\n§1 Gegenstand: Lieferung von Widgets.\n",
+        "legal/contracts/Smith & Sons - supply agreement.txt": "Supply agreement, effective 2026-01-01.\n",
+        "legal/NDA template.md": "# Mutual non-disclosure agreement\n\nThe parties agree...\n",
+        "engineering/C++ + Rust interop notes.md": "# C++ + Rust\n\nUse cxx for the bridge; keep ABI at the edge.\n",
+        "engineering/design/backup-plan v2.md": "# Backup plan v2\n\nDaily, incremental, versioned.\n",
+        "engineering/config/app.json": json.dumps({"feature_flags": {"new_checkout": True, "dark_mode": False},
+                                                    "max_upload_mb": 25}, indent=2) + "\n",
+        "engineering/config/regions.json": json.dumps(["eu-central-1", "eu-west-1", "us-east-1"], indent=2) + "\n",
+        "marketing/100% satisfaction campaign.md": "# 100% satisfaction\n\nMoney back within 30 days.\n",
+        "marketing/Q3 launch – plan.md": "# Q3 launch\n\n- teaser\n- launch event\n- follow-up\n",
+        "marketing/slogans.txt": "Widgets that work.\nWork that widgets.\n",
+        "minutes/2026-01-12 board meeting.md": "# Board meeting\n\nAttendees: all.\nDecisions: budget approved.\n",
+        "minutes/2026-02-09 board meeting.md": "# Board meeting\n\nAttendees: all but one.\n",
+        "minutes/2026-03-16 all-hands.md": "# All-hands\n\nNew office opens in May.\n",
+        "minutes/議事録 2026-04.txt": "東京オフィス開設について。\n",
+        "hr/org chart.csv": "name,team,manager\n" + "".join(
+            f"{person},{team},{_PEOPLE[0] if i else ''}\n"
+            for i, (person, team) in enumerate(zip(_PEOPLE, ["exec", "sales", "ops", "eng", "eng", "finance",
+                                                               "support", "eng", "sales", "ops"], strict=True))),
+        "hr/empty-placeholder.txt": "",  # zero bytes on purpose: empty files must survive a backup too
+        "tmp/~lock.Budget 2026.xlsx#": "locked by Anna\n",
+    }
+    for month in range(1, 7):
+        lines = ["date,category,description,amount_eur"]
+        for day in range(1, 21):
+            category = rng.choice(["travel", "software", "office", "hardware", "training"])
+            lines.append(f"2026-{month:02d}-{day:02d},{category},{category} expense #{day},{rng.randint(5, 900)}.{rng.randint(0, 99):02d}")
+        files[f"finance/2026/expenses {month:02d}.csv"] = "\n".join(lines) + "\n"
+    for number in range(1, 11):
+        person = _PEOPLE[number % len(_PEOPLE)]
+        sku, name, price = _PRODUCTS[number % len(_PRODUCTS)]
+        invoice = {"invoice": f"INV-2026-{number:04d}", "customer": person, "currency": "EUR",
+                   "lines": [{"sku": sku, "description": name, "quantity": number % 3 + 1, "unit_price": price}]}
+        files[f"finance/2026/invoices/INV-2026-{number:04d}.json"] = json.dumps(invoice, ensure_ascii=False, indent=2) + "\n"
+    files["finance/2026/budget+forecast.csv"] = "quarter,budget,forecast\nQ1,120000,118500\nQ2,125000,131200\n"
+    return {key: text.encode("utf-8") for key, text in files.items()}
+
+
+def orders(count: int = 300) -> Iterator[dict[str, Any]]:
+    """Order items in DynamoDB JSON, deterministic so seeding twice writes the same items."""
+    rng = random.Random(42)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for number in range(1, count + 1):
+        person = rng.choice(_PEOPLE)
+        city, country, postcode = rng.choice(_CITIES)
+        lines = []
+        total = Decimal("0")
+        for sku, name, price in rng.sample(_PRODUCTS, rng.randint(1, 3)):
+            quantity = rng.randint(1, 4)
+            total += Decimal(price) * quantity
+            lines.append({"M": {"sku": {"S": sku}, "name": {"S": name}, "quantity": {"N": str(quantity)},
+                                "unit_price": {"N": price}}})
+        created = start + timedelta(minutes=rng.randint(0, 60 * 24 * 180))
+        item: dict[str, Any] = {
+            "order_id": {"S": f"ORD-2026-{number:06d}"},
+            "customer_id": {"S": f"CUST-{_PEOPLE.index(person) + 1:04d}"},
+            "customer_name": {"S": person},
+            "email": {"S": person.split()[0].lower().encode("ascii", "ignore").decode() + "@example.com"},
+            "status": {"S": rng.choice(_STATUSES)},
+            "created_at": {"S": created.isoformat().replace("+00:00", "Z")},
+            "currency": {"S": "EUR"},
+            "total": {"N": str(total)},
+            "lines": {"L": lines},
+            "shipping_address": {"M": {"street": {"S": f"{rng.randint(1, 120)} Hauptstraße"},
+                                       "city": {"S": city}, "postcode": {"S": postcode},
+                                       "country": {"S": country}}},
+            "gift": {"BOOL": rng.random() < 0.1},
+        }
+        if rng.random() < 0.3:
+            item["tags"] = {"SS": sorted(rng.sample(["express", "b2b", "repeat", "fragile"], 2))}
+        yield item
+
+
+# --- provisioning and seeding --------------------------------------------------------------------------
+
+
+@dataclass
+class Emulator:
+    """Clients for the emulator, all with dummy credentials."""
+
+    endpoint: str
+
+    def client(self, service: str) -> Any:
+        return boto3.session.Session(
+            aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=DUMMY_CREDENTIALS["AWS_SESSION_TOKEN"],
+            region_name=REGION,
+        ).client(service, endpoint_url=self.endpoint)
+
+
+def ensure_bucket(s3: Any, bucket: str) -> None:
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+        s3.create_bucket(Bucket=bucket)
+
+
+def put_objects(s3: Any, bucket: str, objects: Mapping[str, bytes], content_type: str | None = None) -> None:
+    types = {".md": "text/markdown; charset=utf-8", ".csv": "text/csv; charset=utf-8",
+             ".json": "application/json", ".txt": "text/plain; charset=utf-8", ".png": "image/png"}
+    for key, body in objects.items():
+        kind = content_type or types.get(Path(key).suffix, "application/octet-stream")
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=kind)
+
+
+def ensure_table(dynamodb: Any, table: str, items: list[dict[str, Any]]) -> None:
+    try:
+        dynamodb.describe_table(TableName=table)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise
+        dynamodb.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "order_id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "order_id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    for start in range(0, len(items), 25):  # BatchWriteItem takes at most 25 items
+        pending: dict[str, Any] = {table: [{"PutRequest": {"Item": item}} for item in items[start:start + 25]]}
+        while pending:
+            pending = dynamodb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+
+
+def ensure_alert_queue(sns: Any, sqs: Any, topic_arn: str) -> str:
+    """The stage's topic, with one queue subscribed (once, however often this runs). Returns the queue URL."""
+    created = sns.create_topic(Name=topic_arn.rsplit(":", 1)[-1])["TopicArn"]
+    if created != topic_arn:
+        raise StackError(
+            f"ALERT_TOPIC_ARN is {topic_arn} but the emulator made {created}; the local stage's topic must be in "
+            f"region {REGION}, account 123456789012 (the emulator's)"
+        )
+    queue_url = sqs.create_queue(QueueName=ALERT_QUEUE)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    # In AWS a queue accepts SNS messages only if its policy allows the topic; the emulator doesn't check.
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"}, "Action": "sqs:SendMessage",
+        "Resource": queue_arn, "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}}]}
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
+    subscribed = any(
+        subscription["Endpoint"] == queue_arn
+        for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn)
+        for subscription in page["Subscriptions"]
+    )
+    if not subscribed:
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    return queue_url
+
+
+@dataclass
+class Seeded:
+    plans: PlanSet
+    queue_url: str
+    documents: int
+    photos: int
+    orders: int
+
+
+def seed(s3: Any, dynamodb: Any, sns: Any, sqs: Any, env: Mapping[str, str]) -> Seeded:
+    """Backup buckets as an administrator provisions them, and production-like sources. Idempotent."""
+    from chalicelib.buckets import provision
+
+    plans = load_plans(env)
+    for plan in plans.plans:
+        changes = provision(s3, plan)
+        logger.debug("bucket %s: %s", plan.bucket, ", ".join(changes) or "already provisioned")
+        tiers = ", ".join(f"{t.storage_class} after {t.days} d" for t in plan.lifecycle.transitions) or "none"
+        logger.info("backup bucket %-32s versioned; data/ moves to %s", plan.bucket, tiers)
+
+    docs, images, items = documents(), photos(), list(orders())
+    ensure_bucket(s3, env["DOCUMENTS_SOURCE_BUCKET"])
+    put_objects(s3, env["DOCUMENTS_SOURCE_BUCKET"], docs)
+    ensure_bucket(s3, env["PHOTOS_SOURCE_BUCKET"])
+    put_objects(s3, env["PHOTOS_SOURCE_BUCKET"], images)
+    ensure_table(dynamodb, env["DATABASE_TABLE"], items)
+    queue_url = ensure_alert_queue(sns, sqs, env["ALERT_TOPIC_ARN"])
+    # Restores write only to the buckets the stage allows; they exist beforehand, as in AWS.
+    restore_buckets = sorted({name.strip() for name in env.get("RESTORE_BUCKETS", "").split(",") if name.strip()})
+    for bucket in restore_buckets:
+        ensure_bucket(s3, bucket)
+    logger.info("source bucket %-32s %d documents", env["DOCUMENTS_SOURCE_BUCKET"], len(docs))
+    logger.info("source bucket %-32s %d PNG photos", env["PHOTOS_SOURCE_BUCKET"], len(images))
+    logger.info("table         %-32s %d orders", env["DATABASE_TABLE"], len(items))
+    for bucket in restore_buckets:
+        logger.info("restore bucket %-31s empty, for restores", bucket)
+    logger.info("alert topic   %s -> queue %s", env["ALERT_TOPIC_ARN"], ALERT_QUEUE)
+    return Seeded(plans=plans, queue_url=queue_url, documents=len(docs), photos=len(images), orders=len(items))
+
+
+# --- alerts --------------------------------------------------------------------------------------------
+
+
+def format_alert(message_body: str) -> str:
+    """An SNS notification as delivered to SQS (an envelope around subject and message) as terminal text."""
+    try:
+        envelope = json.loads(message_body)
+        subject, text = envelope.get("Subject") or "(no subject)", envelope.get("Message", "")
+    except (ValueError, AttributeError):
+        subject, text = "(raw message)", message_body
+    rule = "=" * 78
+    return f"\n{rule}\nALERT  {subject}\n{rule}\n{text.rstrip()}\n{rule}\n"
+
+
+def watch_alerts(sqs: Any, queue_url: str, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        except (ClientError, BotoCoreError) as exc:  # e.g. the emulator going away at shutdown
+            if not stop.is_set():
+                logger.warning("could not read alerts: %s", exc)
+                stop.wait(1)
+            continue
+        for message in messages.get("Messages", []):
+            print(format_alert(message["Body"]), flush=True)
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+# --- chalice local -------------------------------------------------------------------------------------
+
+# Runs in the fresh child before chalice: on Linux, die with the parent even if it is killed outright, so a
+# crashed stack never leaves a server holding the API port.
+_CHALICE_BOOT = """
+import sys
+if sys.platform.startswith("linux"):
+    try:
+        import ctypes, signal
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+import logging
+# chalice local logs at INFO to the terminal; botocore's INFO lines (credentials found, endpoints) are noise.
+logging.getLogger("botocore").setLevel(logging.WARNING)
+from chalice.cli import main
+sys.argv[0] = "chalice"
+sys.exit(main())
+"""
+
+
+def chalice_environment(endpoint: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(DUMMY_CREDENTIALS)
+    env.update({
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def start_chalice(stage: str, api_port: int, endpoint: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-c", _CHALICE_BOOT, "--project-dir", str(ROOT), "local", "--no-autoreload",
+               "--stage", stage, "--host", HOST, "--port", str(api_port)]
+    # Its own session: Ctrl-C reaches only this script, which then stops chalice in order (no traceback).
+    return subprocess.Popen(command, cwd=ROOT, env=chalice_environment(endpoint), start_new_session=True)
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"chalice local exited with code {process.returncode} before serving (see above)")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise StackError(f"chalice local did not open port {port} within {timeout:.0f} s")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(STOP_TIMEOUT)
+
+
+# --- main ----------------------------------------------------------------------------------------------
+
+
+def banner(stage: str, api_port: int, emulator_port: int, seeded: Seeded) -> str:
+    api = f"localhost:{api_port}"
+    buckets = "\n".join(f"    {plan.name:<9} s3://{plan.bucket}" for plan in seeded.plans.plans)
+    first = seeded.plans.plans[0].bucket
+    return f"""
+The backup system is running on this machine (no AWS account involved).
+
+  API        http://{HOST}:{api_port}   (chalice local, stage '{stage}')
+  Emulator   http://{HOST}:{emulator_port}   (moto; every AWS call of the API goes here)
+  Backup buckets:
+{buckets}
+
+Try it:
+  curl -X POST {api}/backup      # start a backup of every plan
+  curl {api}/backups             # backups, newest first: RUNNING, then SUCCEEDED
+  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION={REGION} \\
+    aws --endpoint-url http://{HOST}:{emulator_port} s3api list-object-versions --bucket {first} --prefix data/
+
+Alerts are printed here as they arrive. Press Ctrl-C to stop the API and the emulator.
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", default="local", help="chalice stage to serve (default: local)")
+    parser.add_argument("--api-port", help="port of the API (default: $API_PORT or 8000)")
+    parser.add_argument("--emulator-port", help="port of the AWS emulator (default: $EMULATOR_PORT or 5000)")
+    parser.add_argument("--seed-only", action="store_true",
+                        help="seed an emulator that is already running on the emulator port, then exit")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    api_port = port_from(args.api_port or os.environ.get("API_PORT"), "API_PORT", 8000)
+    emulator_port = port_from(args.emulator_port or os.environ.get("EMULATOR_PORT"), "EMULATOR_PORT", 5000)
+    if api_port == emulator_port:
+        raise StackError(f"API_PORT and EMULATOR_PORT are both {api_port}; they must differ")
+    env = stage_environment(args.stage)
+    endpoint = f"http://{HOST}:{emulator_port}"
+    emulator = Emulator(endpoint)
+
+    if args.seed_only:
+        seed(emulator.client("s3"), emulator.client("dynamodb"), emulator.client("sns"), emulator.client("sqs"), env)
+        return 0
+
+    check_port_free(emulator_port, "EMULATOR_PORT")
+    check_port_free(api_port, "API_PORT")
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    honour_tls_only_bucket_policies()
+    server = ThreadedMotoServer(ip_address=HOST, port=emulator_port, verbose=False)
+    server.start()
+    logger.info("AWS emulator on %s", endpoint)
+    chalice: subprocess.Popen[bytes] | None = None
+    watcher: threading.Thread | None = None
+    try:
+        sqs = emulator.client("sqs")
+        seeded = seed(emulator.client("s3"), emulator.client("dynamodb"), emulator.client("sns"), sqs, env)
+        watcher = threading.Thread(target=watch_alerts, args=(sqs, seeded.queue_url, stop), daemon=True)
+        watcher.start()
+        if stop.is_set():
+            return 0
+        logger.info("starting chalice local on http://%s:%d", HOST, api_port)
+        chalice = start_chalice(args.stage, api_port, endpoint)
+        wait_for_port(api_port, chalice, STARTUP_TIMEOUT)
+        print(banner(args.stage, api_port, emulator_port, seeded), flush=True)
+        while not stop.wait(0.5):
+            if chalice.poll() is not None:
+                raise StackError(f"chalice local stopped unexpectedly with code {chalice.returncode}")
+        logger.info("stopping")
+        return 0
+    finally:
+        stop.set()
+        if chalice is not None:
+            stop_process(chalice)
+        if watcher is not None:
+            watcher.join(STOP_TIMEOUT)
+        server.stop()
+        logger.info("API and emulator stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[local stack] %(message)s", stream=sys.stdout)
+    # One line per emulator request would bury the alerts and chalice's own request log.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # Provisioning logs every setting it applies; the summary per bucket is enough here.
+    logging.getLogger("chalicelib").setLevel(logging.WARNING)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+    try:
+        return run(parse_args(argv))
+    except StackError as exc:
+        logger.error("error: %s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

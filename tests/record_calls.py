@@ -1,0 +1,293 @@
+"""A pytest plugin: record every AWS call the system's own code makes during the whole test run, and
+check at the end that the generated least-privilege policy allows each one.
+
+How a call is recorded: a botocore `before-parameter-build` handler, added to botocore's built-in
+handlers so every session (and so every client) made during the run has it, sees each API call with
+its parameters. A call counts as the system's when the calling thread's stack passes through `app.py`
+or a runtime module of `chalicelib/`, or the thread was started from such code (the copy pool, boto3's
+transfer threads). Calls made by tests and fixtures themselves (seeding sources, provisioning buckets,
+reading results) are not the system's and are ignored.
+
+What the check uses as the policy: `chalicelib.policy.generate` for the configurations the code ran with
+(every Plan, PlanSet, Settings and source seen in the system's frames when it made a call, and every plans
+document loaded during the run), so tests that use their own plans are checked against the policy those
+plans would get.
+
+At the end of the session the run fails if a call needs an action or resource the policy does not
+allow, or needs a forbidden action. `recorded_calls` gives a test the calls made while it ran.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import botocore.handlers
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_RUNTIME_DIR = str(ROOT / "chalicelib") + os.sep
+_APP_FILE = str(ROOT / "app.py")
+# Administrator's tools in chalicelib/: they run with an administrator's rights, never in the functions.
+# (The bucket-reading helpers of buckets.py still count when drift.py calls them: its frame is the system's.)
+ADMIN_MODULES = {"buckets.py", "policy.py", "stages.py", "template.py"}
+_ADMIN_FILES = {_RUNTIME_DIR + name for name in ADMIN_MODULES}
+TEST_ACCOUNT = os.environ.get("MOTO_ACCOUNT_ID", "123456789012")
+
+
+@dataclass(frozen=True)
+class Call:
+    service: str
+    operation: str
+    params: dict[str, Any]
+    region: str
+    origin: str  # file:line of the innermost system frame, for the report
+
+
+@dataclass
+class Recorder:
+    calls: list[Call] = field(default_factory=list)
+    configurations: set[Any] = field(default_factory=set)
+    topics: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+RECORDER = Recorder()
+_LOCAL = threading.local()
+
+
+def _is_runtime_file(filename: str) -> bool:
+    if filename == _APP_FILE:
+        return True
+    return filename.startswith(_RUNTIME_DIR) and filename not in _ADMIN_FILES
+
+
+def _runtime_frames() -> list[Any]:
+    frames = []
+    frame: Any = sys._getframe(1)
+    while frame is not None:
+        if _is_runtime_file(frame.f_code.co_filename):
+            frames.append(frame)
+        frame = frame.f_back
+    return frames
+
+
+def _collect_configuration(frames: list[Any]) -> None:
+    """Remember the plans and settings the system code is working with."""
+    from chalicelib.config import Settings
+    from chalicelib.plans import DirectorySource, DynamoDBSource, Plan, PlanSet, S3Source
+
+    kinds = (Plan, PlanSet, Settings, S3Source, DynamoDBSource, DirectorySource)
+    found: set[Any] = set()
+    topics: set[str] = set()
+    for frame in frames:
+        values = list(frame.f_locals.items())
+        owner = frame.f_locals.get("self")
+        if owner is not None:
+            values += [(name, getattr(owner, name, None)) for name in ("plan", "plans", "settings", "source")]
+        for name, value in values:
+            if isinstance(value, kinds):
+                try:
+                    found.add(value)
+                except TypeError:  # not hashable: nothing to remember it by
+                    pass
+            elif name == "topic_arn" and isinstance(value, str) and value:
+                topics.add(value)
+    with RECORDER.lock:
+        for item in found:
+            RECORDER.configurations.add(item)
+        RECORDER.topics |= topics
+
+
+def _record(params: dict[str, Any], model: Any, context: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    if getattr(_LOCAL, "busy", False):
+        return
+    _LOCAL.busy = True
+    try:
+        frames = _runtime_frames()
+        started_by_system = getattr(threading.current_thread(), "_started_by_system", False)
+        if not frames and not started_by_system:
+            return
+        _collect_configuration(frames)
+        origin = "a thread started by the system"
+        if frames:
+            code = frames[0].f_code
+            origin = f"{Path(code.co_filename).relative_to(ROOT)}:{frames[0].f_lineno} ({code.co_name})"
+        call = Call(
+            service=model.service_model.service_name,
+            operation=model.name,
+            # Bodies are not needed to name the permission, and would keep every upload in memory.
+            params={k: v for k, v in params.items() if k != "Body"},
+            region=(context or {}).get("client_region") or "us-east-1",
+            origin=origin,
+        )
+        with RECORDER.lock:
+            RECORDER.calls.append(call)
+    finally:
+        _LOCAL.busy = False
+
+
+_original_start = threading.Thread.start
+
+
+def _start(self: threading.Thread) -> None:
+    # Copy pools and boto3's transfer threads run the system's calls with no system frame on their stack.
+    self._started_by_system = bool(  # type: ignore[attr-defined]
+        getattr(threading.current_thread(), "_started_by_system", False) or _runtime_frames()
+    )
+    _original_start(self)
+
+
+def _remember_plans(parse: Any) -> Any:
+    """Every plans document a test loads is a configuration the system could run with: its policy counts,
+    also for the parts (a reader, a bucket) a test then drives on their own."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        plans = parse(*args, **kwargs)
+        with RECORDER.lock:
+            RECORDER.configurations.add(plans)
+        return plans
+
+    wrapper.__wrapped__ = parse  # type: ignore[attr-defined]
+    return wrapper
+
+
+def install() -> None:
+    import chalicelib.plans
+
+    if ("before-parameter-build", _record) not in botocore.handlers.BUILTIN_HANDLERS:
+        botocore.handlers.BUILTIN_HANDLERS.append(("before-parameter-build", _record))
+    threading.Thread.start = _start  # type: ignore[method-assign]
+    if not hasattr(chalicelib.plans.parse_plans, "__wrapped__"):
+        chalicelib.plans.parse_plans = _remember_plans(chalicelib.plans.parse_plans)
+
+
+install()
+
+
+# Checking ---------------------------------------------------------------------------------------------
+
+
+def check_policy() -> dict[str, Any]:
+    """The policy for everything the system ran with during the tests: the generated policy of each
+    configuration seen, combined (a call passes when one of them allows it)."""
+    from chalicelib.config import Settings
+    from chalicelib.plans import DirectorySource, DynamoDBSource, Lifecycle, Plan, PlanSet, S3Source
+    from chalicelib.policy import Scope, generate, settings_scope
+
+    scopes: list[Scope] = []
+    plans: set[Plan] = set()
+    sources: set[Any] = set()
+    for item in list(RECORDER.configurations):
+        if isinstance(item, Settings):
+            scopes.append(settings_scope("org-backup", "test", item))
+        elif isinstance(item, Plan):
+            plans.add(item)
+        elif isinstance(item, PlanSet):
+            plans.update(item.plans)
+        elif isinstance(item, (S3Source, DynamoDBSource, DirectorySource)):
+            sources.add(item)
+    # Plans and readers used on their own (without settings) get exactly the grants their plan or source would.
+    known = {source for plan in plans for source in plan.sources}
+    loose = tuple(sorted(sources - known, key=repr))
+    if loose:
+        plans.add(Plan(name="loose-sources", bucket="loose-sources.invalid", sources=loose, lifecycle=Lifecycle(())))
+    scopes.append(
+        Scope(
+            app_name="org-backup",
+            stage="test",
+            plans=tuple(sorted(plans, key=repr)),
+            topic_arns=tuple(sorted(RECORDER.topics)),
+            region="us-east-1",
+            account=TEST_ACCOUNT,
+        )
+    )
+    statements = [statement for scope in scopes for statement in generate(scope)["Statement"]]
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _general(resource: str) -> str:
+    """An object ARN shown by its bucket and top-level prefix, so one missing grant is one report line."""
+    if resource.startswith("arn:aws:s3:::") and "/" in resource:
+        bucket, _, key = resource[len("arn:aws:s3:::") :].partition("/")
+        top = key.split("/", 1)[0] + "/" if "/" in key else ""
+        return f"arn:aws:s3:::{bucket}/{top}*"
+    return resource
+
+
+def violations(calls: list[Call], policy: dict[str, Any] | None = None) -> list[str]:
+    """One line per missing grant (action and resource, objects grouped by top-level prefix), or per use
+    of a forbidden action."""
+    from chalicelib.policy import FORBIDDEN_ACTIONS, allows, required_permissions
+
+    policy = policy if policy is not None else check_policy()
+    problems: dict[tuple[str, str], list[Any]] = {}
+    checked: set[tuple[str, str, tuple[tuple[str, str], ...]]] = set()
+    for call in calls:
+        for permission in required_permissions(call.service, call.operation, call.params, call.region, TEST_ACCOUNT):
+            key = (permission.action, permission.resource, permission.context)
+            if key in checked:
+                continue
+            checked.add(key)
+            forbidden = permission.action in FORBIDDEN_ACTIONS
+            if forbidden or not allows(policy, permission):
+                group = problems.setdefault((permission.action, _general(permission.resource)), [0, call, permission, forbidden])
+                group[0] += 1
+    lines = []
+    for (action, resource), (count, call, permission, forbidden) in problems.items():
+        what = "FORBIDDEN" if forbidden else "not allowed by the generated policy:"
+        context = f" with {dict(permission.context)}" if permission.context else ""
+        lines.append(
+            f"{what} {action} on {resource}{context} ({count} resource(s), e.g. {permission.resource}): "
+            f"{call.service} {call.operation} from {call.origin}"
+        )
+    return lines
+
+
+class CallsSince:
+    """The calls recorded since this object was made."""
+
+    def __init__(self) -> None:
+        self.start = len(RECORDER.calls)
+
+    def calls(self) -> list[Call]:
+        with RECORDER.lock:
+            return list(RECORDER.calls[self.start :])
+
+
+@pytest.fixture
+def recorded_calls() -> CallsSince:
+    """The calls the system made while this test ran."""
+    return CallsSince()
+
+
+_REPORT: list[str] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not RECORDER.calls:
+        return
+    found = violations(list(RECORDER.calls))
+    if found:
+        _REPORT.extend(found)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if RECORDER.calls:
+        operations = sorted({f"{c.service}:{c.operation}" for c in RECORDER.calls})
+        terminalreporter.write_line(
+            f"recorded AWS calls: {len(RECORDER.calls)} ({len(operations)} operations) checked against the generated policy"
+        )
+    if _REPORT:
+        terminalreporter.section("AWS calls the generated policy does not allow", red=True)
+        for line in _REPORT[:50]:
+            terminalreporter.write_line(line)
+        if len(_REPORT) > 50:
+            terminalreporter.write_line(f"... and {len(_REPORT) - 50} more")
+        terminalreporter.write_line("Add the permission to its concern's table in chalicelib/policy.py and run `make policies`.")

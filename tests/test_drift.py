@@ -1,0 +1,199 @@
+"""Drift: each backup reads its buckets' settings, reports what no longer matches the plan in the record and
+the alert, and never rewrites a setting itself. Plus the heartbeat metric the 26-hour alarm watches."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+
+from chalicelib.buckets import PUBLIC_ACCESS_BLOCK
+from chalicelib.drift import check_plan, find_drift
+from chalicelib.metrics import DIMENSION, METRIC, NAMESPACE
+from chalicelib.records import PlanResult
+from tests.conftest import REGION, read_alerts
+
+
+def start_backup(app_client: Any) -> dict[str, Any]:
+    response = app_client.http.post("/backup", headers={"Content-Type": "application/json"}, body=b"{}")
+    assert response.status_code == 202, response.body
+    backup_id = json.loads(response.body)["backup_id"]
+    return json.loads(app_client.http.get(f"/backups/{backup_id}").body)
+
+
+def heartbeat_count(catalog_bucket: str) -> float:
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    stats = cloudwatch.get_metric_statistics(
+        Namespace=NAMESPACE,
+        MetricName=METRIC,
+        Dimensions=[{"Name": DIMENSION, "Value": catalog_bucket}],
+        StartTime=now - timedelta(hours=1),
+        EndTime=now + timedelta(hours=1),
+        Period=3600,
+        Statistics=["Sum"],
+    )
+    return sum(point["Sum"] for point in stats["Datapoints"])
+
+
+def test_provisioned_buckets_show_no_drift(
+    app_client: Any, backup_buckets: Any, sources: Any, topic_queue: str, sqs: Any
+) -> None:
+    record = start_backup(app_client)
+    assert record["status"] == "SUCCEEDED"
+    assert all(result["drift"] == [] for result in record["plans"].values())
+    (alert,) = read_alerts(sqs, topic_queue)
+    assert "DRIFT" not in alert["Message"]
+    assert heartbeat_count(backup_buckets.catalog_bucket) == 1
+
+
+def test_drifted_buckets_are_reported_and_left_alone(
+    app_client: Any, backup_buckets: Any, sources: Any, topic_queue: str, sqs: Any, s3: Any, recorded_calls: Any
+) -> None:
+    documents = backup_buckets.get("documents").bucket
+    photos = backup_buckets.get("photos").bucket
+    database = backup_buckets.get("database").bucket
+    s3.put_bucket_versioning(Bucket=documents, VersioningConfiguration={"Status": "Suspended"})
+    s3.delete_bucket_policy(Bucket=documents)
+    s3.delete_bucket_lifecycle(Bucket=photos)
+    s3.delete_bucket_encryption(Bucket=photos)
+    s3.put_public_access_block(Bucket=database, PublicAccessBlockConfiguration={**PUBLIC_ACCESS_BLOCK, "RestrictPublicBuckets": False})
+    s3.put_bucket_ownership_controls(Bucket=database, OwnershipControls={"Rules": [{"ObjectOwnership": "ObjectWriter"}]})
+
+    record = start_backup(app_client)
+
+    plans = record["plans"]
+    assert record["status"] == "PARTIAL"
+    assert {name: result["status"] for name, result in plans.items()} == {
+        "documents": "PARTIAL",
+        "photos": "PARTIAL",
+        "database": "PARTIAL",
+    }
+    assert plans["documents"]["drift"] == [
+        f"bucket {documents}: versioning is suspended",
+        f"bucket {documents}: TLS-only bucket policy is gone (no bucket policy)",
+    ]
+    assert plans["photos"]["drift"] == [
+        f"bucket {photos}: lifecycle rules removed (none configured)",
+        f"bucket {photos}: default encryption removed",
+    ]
+    assert plans["database"]["drift"] == [
+        f"bucket {database}: public access opened: RestrictPublicBuckets off",
+        f"bucket {database}: object ownership is ObjectWriter, plan wants BucketOwnerEnforced (ACLs disabled)",
+    ]
+    # The backups themselves still happened.
+    assert plans["documents"]["copied"] == 10 and plans["database"]["copied"] == 1
+
+    (alert,) = read_alerts(sqs, topic_queue)
+    body = alert["Message"]
+    assert f"DRIFT: bucket {documents}: versioning is suspended" in body
+    assert f"DRIFT: bucket {photos}: lifecycle rules removed" in body
+    assert "public access opened" in body
+    assert alert["MessageAttributes"]["status"]["Value"] == "PARTIAL"
+
+    # Reported, not repaired: the running system only reads bucket settings.
+    assert s3.get_bucket_versioning(Bucket=documents)["Status"] == "Suspended"
+    operations = {call.operation for call in recorded_calls.calls()}
+    assert "GetBucketVersioning" in operations and "GetBucketPolicy" in operations
+    writes = {op for op in operations if op.startswith(("PutBucket", "DeleteBucket", "PutPublicAccessBlock", "PutObjectLock"))}
+    assert writes == set()
+    # A partial backup is not a heartbeat: the alarm keeps counting towards 26 hours.
+    assert heartbeat_count(backup_buckets.catalog_bucket) == 0
+
+
+def test_changed_lifecycle_days_are_drift(s3: Any, backup_buckets: Any) -> None:
+    plan = backup_buckets.get("database")
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=plan.bucket)["Rules"]
+    rules[0]["Transitions"] = [{"Days": 1, "StorageClass": "GLACIER"}]
+    rules.append({"ID": "cleanup", "Filter": {"Prefix": "data/"}, "Status": "Enabled", "Expiration": {"Days": 1}})
+    s3.put_bucket_lifecycle_configuration(Bucket=plan.bucket, LifecycleConfiguration={"Rules": rules})
+    found = find_drift(s3, plan)
+    assert len(found) == 2
+    assert "lifecycle rule 'database-data-tiering' changed" in found[0] and "GLACIER after 1 days" in found[0]
+    assert "unexpected lifecycle rule 'cleanup'" in found[1] and "expires current versions" in found[1]
+
+
+def test_a_policy_without_the_tls_statement_is_drift(s3: Any, backup_buckets: Any) -> None:
+    plan = backup_buckets.get("photos")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Sid": "Other", "Effect": "Deny", "Principal": "*", "Action": "s3:DeleteBucket", "Resource": f"arn:aws:s3:::{plan.bucket}"}],
+    }
+    s3.put_bucket_policy(Bucket=plan.bucket, Policy=json.dumps(policy))
+    assert find_drift(s3, plan) == [f"bucket {plan.bucket}: the bucket policy no longer denies requests without TLS"]
+
+
+def test_drift_keeps_a_failed_plan_failed(s3: Any, plans: Any) -> None:
+    plan = plans.get("photos")  # its bucket was never created
+    result = check_plan(s3, plan, PlanResult(plan="photos", status="FAILED"))
+    assert result.status == "FAILED"
+    assert result.drift == [f"bucket {plan.bucket}: bucket {plan.bucket} does not exist"]
+
+
+def test_unreadable_settings_are_reported(s3: Any, backup_buckets: Any) -> None:
+    plan = backup_buckets.get("documents")
+    from botocore.exceptions import ClientError
+
+    def deny(**kwargs: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "GetBucketPolicy")
+
+    s3.meta.events.register("before-call.s3.GetBucketPolicy", deny)
+    result = check_plan(s3, plan, PlanResult(plan="documents", status="SUCCEEDED"))
+    assert result.status == "PARTIAL"
+    assert result.drift == [f"bucket {plan.bucket}: bucket policy could not be read: AccessDenied: Access Denied"]
+
+
+def test_dry_run_sends_no_heartbeat(app_client: Any, backup_buckets: Any, sources: Any) -> None:
+    response = app_client.http.post("/backup", headers={"Content-Type": "application/json"}, body=b'{"dry_run": true}')
+    assert response.status_code == 202
+    assert heartbeat_count(backup_buckets.catalog_bucket) == 0
+
+
+def test_against_the_emulator_server(monkeypatch: Any, stage_env: dict[str, str]) -> None:
+    """The emulator (moto's server, over HTTP, as in the local stack): provisioned buckets show every setting,
+    and a bucket drifted after provisioning is reported by the next backup."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    from chalicelib.aws import Clients
+    from chalicelib.buckets import differences, provision, read_state
+    from chalicelib.config import Settings
+    from chalicelib.service import BackupService
+    from tests.conftest import create_table
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        clients = Clients(session=boto3.session.Session())
+        settings = Settings.from_environ({**stage_env, "ALERT_TOPIC_ARN": ""})
+        for plan in settings.plans.plans:
+            assert provision(clients.s3, plan)
+            assert differences(plan, read_state(clients.s3, plan.bucket)) == []
+            assert provision(clients.s3, plan) == []
+        for name in ("DOCUMENTS_SOURCE_BUCKET", "PHOTOS_SOURCE_BUCKET"):
+            clients.s3.create_bucket(Bucket=stage_env[name])
+            clients.s3.put_object(Bucket=stage_env[name], Key="a.txt", Body=b"a")
+        create_table(clients.dynamodb, stage_env["DATABASE_TABLE"], items=3)
+        photos = settings.plans.get("photos").bucket
+        clients.s3.delete_public_access_block(Bucket=photos)
+
+        service = BackupService(settings, clients)
+        record = service.run(service.start(None, trigger="api").backup_id)
+
+        assert {name: result.status for name, result in record.plans.items()} == {
+            "documents": "SUCCEEDED",
+            "photos": "PARTIAL",
+            "database": "SUCCEEDED",
+        }
+        assert record.plans["photos"].drift == [f"bucket {photos}: public access block removed: the bucket can be made public"]
+        assert record.plans["photos"].copied == 1
+    finally:
+        server.stop()

@@ -1,0 +1,306 @@
+"""The local stack (`make run`): its seed data in-process, then the real thing end to end on random ports."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from chalicelib.snapshots import data_key, manifest_key
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "localstack.py"
+# How the script prints an alert: the subject between rules, then the body, then a closing rule.
+ALERT = re.compile(r"^ALERT  .*\n=+\n.*?\n=+$", re.MULTILINE | re.DOTALL)
+
+
+def load_script() -> Any:
+    spec = importlib.util.spec_from_file_location("localstack_script", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+localstack = load_script()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def decode_png(data: bytes) -> tuple[int, int, bytes]:
+    """Width, height and raw scanlines of an 8-bit RGB PNG, checking every chunk's CRC."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    position, chunks = 8, []
+    while position < len(data):
+        (length,) = struct.unpack(">I", data[position:position + 4])
+        kind = data[position + 4:position + 8]
+        body = data[position + 8:position + 8 + length]
+        (crc,) = struct.unpack(">I", data[position + 8 + length:position + 12 + length])
+        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF, kind
+        chunks.append((kind, body))
+        position += 12 + length
+    assert [kind for kind, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
+    width, height, depth, colour, _, _, _ = struct.unpack(">IIBBBBB", chunks[0][1])
+    assert (depth, colour) == (8, 2)
+    return width, height, zlib.decompress(chunks[1][1])
+
+
+# --- seed data, in-process against moto -----------------------------------------------------------------
+
+
+def test_photos_are_valid_png_images() -> None:
+    images = localstack.photos()
+    assert len(images) == 20
+    for key, data in images.items():
+        width, height, pixels = decode_png(data)
+        assert len(pixels) == height * (1 + 3 * width), key
+        assert len(set(pixels[1:1 + 3 * width])) > 3, f"{key} should be a gradient, not one colour"
+
+
+def test_documents_have_awkward_names_and_an_empty_file() -> None:
+    docs = localstack.documents()
+    assert len(docs) >= 30
+    assert {Path(key).suffix for key in docs} >= {".txt", ".md", ".csv", ".json"}
+    assert any(" " in key for key in docs) and any("+" in key for key in docs) and any("%" in key for key in docs)
+    assert any(not key.isascii() for key in docs)
+    assert any("/" in key for key in docs)
+    assert [key for key, body in docs.items() if not body] == ["hr/empty-placeholder.txt"]
+    for key, body in docs.items():
+        if key.endswith(".json"):
+            json.loads(body)
+
+
+def test_seeding_twice_changes_nothing(s3: Any, dynamodb: Any, sns: Any, sqs: Any) -> None:
+    env = localstack.stage_environment("local")
+    first = localstack.seed(s3, dynamodb, sns, sqs, env)
+    second = localstack.seed(s3, dynamodb, sns, sqs, env)
+
+    assert (second.documents, second.photos, second.orders) == (first.documents, first.photos, first.orders)
+    assert second.queue_url == first.queue_url
+    documents = s3.list_objects_v2(Bucket=env["DOCUMENTS_SOURCE_BUCKET"])["Contents"]
+    assert len(documents) == first.documents
+    photos = s3.list_objects_v2(Bucket=env["PHOTOS_SOURCE_BUCKET"])["Contents"]
+    assert len(photos) == first.photos == 20
+    assert dynamodb.scan(TableName=env["DATABASE_TABLE"], Select="COUNT")["Count"] == first.orders >= 200
+    subscriptions = sns.list_subscriptions_by_topic(TopicArn=env["ALERT_TOPIC_ARN"])["Subscriptions"]
+    assert len(subscriptions) == 1
+    for bucket in filter(None, (name.strip() for name in env.get("RESTORE_BUCKETS", "").split(","))):
+        s3.head_bucket(Bucket=bucket)
+    for plan in first.plans.plans:
+        assert s3.get_bucket_versioning(Bucket=plan.bucket)["Status"] == "Enabled"
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=plan.bucket)["Rules"]
+        assert [rule["Filter"]["Prefix"] for rule in rules] == ["data/"]
+
+
+def test_alert_is_printed_with_subject_and_body() -> None:
+    envelope = json.dumps({"Type": "Notification", "Subject": "Backup PARTIAL: 3 plan(s)", "Message": "photos  FAILED\n"})
+    text = localstack.format_alert(envelope)
+    assert "Backup PARTIAL: 3 plan(s)" in text and "photos  FAILED" in text
+
+
+def test_a_busy_port_is_named_with_its_variable() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = dict(os.environ, API_PORT=str(free_port()), EMULATOR_PORT=str(port))
+        result = subprocess.run(
+            [sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
+        )
+    assert result.returncode == 1
+    assert f"port {port}" in result.stdout and "EMULATOR_PORT" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+# --- the whole stack, as `make run` starts it ------------------------------------------------------------
+
+
+class Stack:
+    """scripts/localstack.py in a subprocess, its output collected line by line."""
+
+    def __init__(self, api_port: int, emulator_port: int) -> None:
+        self.api = f"http://127.0.0.1:{api_port}"
+        self.endpoint = f"http://127.0.0.1:{emulator_port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+        env.update(API_PORT=str(api_port), EMULATOR_PORT=str(emulator_port), PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [sys.executable, str(SCRIPT)], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def request(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+        # No body and no Content-Type, like the README's `curl -X POST localhost:8000/backup`.
+        request = urllib.request.Request(self.api + path, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def wait_until_serving(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the local stack exited with {self.process.returncode}:\n{self.output}")
+            try:
+                if self.request("GET", "/backups")[0] == 200:
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.3)
+        pytest.fail(f"the API did not answer within {timeout} s:\n{self.output}")
+
+    def wait_for_text(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{text!r} never appeared in the output:\n{self.output}")
+            time.sleep(0.1)
+
+    def wait_for_alert(self, backup_id: str, timeout: float) -> str:
+        """The printed alert (subject line and body) about `backup_id`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for match in ALERT.finditer(self.output):
+                if backup_id in match.group(0):
+                    return match.group(0)
+            if time.monotonic() > deadline:
+                pytest.fail(f"no alert about {backup_id} in the output:\n{self.output}")
+            time.sleep(0.2)
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service, endpoint_url=self.endpoint, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # the script's own clean shutdown also stops chalice local
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(15)
+        self._reader.join(5)
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    api_port, emulator_port = free_port(), free_port()
+    while emulator_port == api_port:
+        emulator_port = free_port()
+    running = Stack(api_port, emulator_port)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.mark.timeout(120)
+def test_make_run_serves_a_backup_of_all_three_plans_and_stops_on_ctrl_c(stack: Stack) -> None:
+    stack.wait_until_serving(timeout=45)
+    stack.wait_for_text("curl -X POST localhost:", timeout=10)  # the banner follows the API's first answer
+
+    status, started = stack.request("POST", "/backup")
+    assert status == 202, started
+    backup_id = started["backup_id"]
+
+    deadline = time.monotonic() + 45
+    while True:
+        status, record = stack.request("GET", f"/backups/{backup_id}")
+        assert status == 200, record
+        if record["status"] != "RUNNING":
+            break
+        assert time.monotonic() < deadline, f"backup still RUNNING:\n{stack.output}"
+        time.sleep(0.3)
+    assert record["status"] == "SUCCEEDED", record
+    assert set(record["plans"]) == {"documents", "photos", "database"}
+    for name, result in record["plans"].items():
+        assert result["status"] == "SUCCEEDED", (name, result)
+        assert result["copied"] > 0 and result["failed"] == 0, (name, result)
+
+    listed = stack.request("GET", "/backups")[1]["backups"]
+    assert listed[0]["backup_id"] == backup_id
+
+    env = localstack.stage_environment("local")
+    plans = {plan.name: plan for plan in localstack.load_plans(env).plans}
+    s3 = stack.client("s3")
+    for name, plan in plans.items():
+        assert s3.get_bucket_versioning(Bucket=plan.bucket)["Status"] == "Enabled"
+        versions = s3.list_object_versions(Bucket=plan.bucket, Prefix="data/").get("Versions", [])
+        assert len(versions) == record["plans"][name]["objects"] > 0
+        assert all(version["VersionId"] not in (None, "", "null") for version in versions)
+        s3.head_object(Bucket=plan.bucket, Key=manifest_key(name, backup_id))
+
+    for source_bucket, plan_name, source_name in (
+        (env["PHOTOS_SOURCE_BUCKET"], "photos", "photos"),
+        (env["DOCUMENTS_SOURCE_BUCKET"], "documents", "documents"),
+    ):
+        keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=source_bucket)
+                for item in page.get("Contents", [])]
+        assert keys
+        for key in keys:
+            original = s3.get_object(Bucket=source_bucket, Key=key)["Body"].read()
+            copy = s3.get_object(Bucket=plans[plan_name].bucket, Key=data_key(source_name, key))["Body"].read()
+            assert copy == original, key
+            if plan_name == "photos":
+                decode_png(copy)
+
+    alert = stack.wait_for_alert(backup_id, timeout=20)
+    assert "SUCCEEDED" in alert.splitlines()[0], alert
+    assert all(name in alert for name in ("documents", "photos", "database")), alert
+
+    api_port = int(stack.api.rsplit(":", 1)[1])
+    emulator_port = int(stack.endpoint.rsplit(":", 1)[1])
+    stack.process.send_signal(signal.SIGINT)
+    assert stack.process.wait(20) == 0, stack.output
+    deadline = time.monotonic() + 10
+    while not (port_is_free(api_port) and port_is_free(emulator_port)):
+        assert time.monotonic() < deadline, "a port is still in use after Ctrl-C"
+        time.sleep(0.2)
+    assert "Traceback" not in stack.output, stack.output

@@ -1,0 +1,351 @@
+"""Faults and repeated deliveries: whatever fails, the snapshots end up as a fault-free run would leave them,
+and no manifest ever names data that is not stored."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from chalicelib import service as service_module
+from chalicelib import sources as sources_module
+from chalicelib.aws import Clients
+from chalicelib.backup import PlanBackup
+from chalicelib.buckets import provision
+from chalicelib.config import Settings
+from chalicelib.plans import Plan, PlanSet
+from chalicelib.service import BackupService
+from chalicelib.snapshots import list_snapshot_keys, manifest_key
+from chalicelib.sources import S3SourceReader, make_reader
+from tests.conftest import create_table, read_alerts
+from tests.faults import Crash, FaultInjector, fault_injector  # noqa: F401
+from tests.test_scale import assert_manifests_describe_stored_data, content, copy_counter, make_bucket, snapshot_content
+
+MiB = 1024**2
+
+
+def settings_for(stage_env: dict[str, str], prefix: str, workers: int = 4) -> Settings:
+    """The stage's plans, backing up into buckets named after `prefix` (one set of buckets per run)."""
+    settings = Settings.from_environ({**stage_env, "BACKUP_BUCKET_PREFIX": prefix, "MAX_WORKERS": str(workers)})
+    return settings
+
+
+def make_plan_buckets(s3: Any, plans: PlanSet) -> None:
+    """Provisioned as deployed: a bucket short of its settings would make every plan PARTIAL (drift)."""
+    for plan in plans.plans:
+        provision(s3, plan)
+
+
+def latest_content(s3: Any, plan: Plan) -> list[tuple[Any, ...]]:
+    keys = list_snapshot_keys(s3, plan.bucket, plan.name)
+    assert keys, f"plan {plan.name} has no snapshot"
+    backup_id = keys[-1].rsplit("/", 1)[1].removesuffix(".jsonl.gz")
+    return snapshot_content(s3, plan, backup_id)
+
+
+def all_contents(s3: Any, settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
+    return {plan.name: latest_content(s3, plan) for plan in settings.plans.plans}
+
+
+@pytest.fixture
+def small_sources(s3: Any, dynamodb: Any, stage_env: dict[str, str]) -> None:
+    """30 objects across the two S3 sources and a 20-item table: small enough for many runs."""
+    for name, count in (("DOCUMENTS_SOURCE_BUCKET", 15), ("PHOTOS_SOURCE_BUCKET", 15)):
+        s3.create_bucket(Bucket=stage_env[name])
+        for index in range(count):
+            s3.put_object(Bucket=stage_env[name], Key=f"f/{index:02d}", Body=f"{name} {index}".encode() * (index + 1))
+    create_table(dynamodb, stage_env["DATABASE_TABLE"], items=20)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Transient faults
+
+
+def drop_snapshots(s3: Any, settings: Settings) -> None:
+    """Hide every manifest (a delete marker), so the next backup is a full one again."""
+    for plan in settings.plans.plans:
+        for key in list_snapshot_keys(s3, plan.bucket, plan.name):
+            s3.delete_object(Bucket=plan.bucket, Key=key)
+
+
+def test_transient_faults_everywhere_change_nothing_in_the_snapshots(
+    s3: Any, small_sources: None, topic_queue: str, stage_env: dict[str, str], fault_injector: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """5% of all S3, DynamoDB and SNS calls fail, half before and half after the write: 50 seeded full
+    backups all succeed with exactly the snapshots of a fault-free run."""
+    # Bucket drift checks and the heartbeat metric ride along with every backup; they are tested on their
+    # own and only add calls here.
+    monkeypatch.setattr(service_module.drift, "check_plan", lambda *args, **kwargs: None)
+    monkeypatch.setattr(service_module.metrics, "report", lambda *args, **kwargs: None)
+    settings = settings_for(stage_env, "faults-backup")
+    # Versioned buckets without the deployed bucket policy: moto evaluates a bucket policy on every request,
+    # which only slows this test down (the drift checks that would miss it are off, above).
+    for plan in settings.plans.plans:
+        make_bucket(s3, plan.bucket)
+    clients = Clients()
+    service = BackupService(settings, clients)
+    record = service.start(None, trigger="api")
+    assert service.run(record.backup_id).status == "SUCCEEDED"
+    expected = all_contents(s3, settings)
+
+    fired: set[str] = set()
+    for seed in range(50):
+        drop_snapshots(s3, settings)
+        faults = fault_injector(seed)
+        for kind in ("reset", "timeout", "slowdown", "error500"):
+            faults.add("*", kind, rate=0.0125)
+        faults.attach(clients.s3, clients.dynamodb, clients.sns)
+        record = service.start(None, trigger="api")
+        done = service.run(record.backup_id)
+        faults.detach()
+        assert done.status == "SUCCEEDED", (seed, faults.log, done.to_dict())
+        assert all_contents(s3, settings) == expected, (seed, faults.log)
+        for plan in settings.plans.plans:
+            assert list_snapshot_keys(s3, plan.bucket, plan.name) == [manifest_key(plan.name, record.backup_id)]
+            assert_manifests_describe_stored_data(s3, plan.bucket)
+        fired.update(f"{operation}:{kind}" for _, operation, kind in faults.log)
+    # The runs did meet faults: of every kind, on every service.
+    assert {entry.rsplit(":", 1)[1] for entry in fired} == {"reset", "timeout", "slowdown", "error500"}
+    assert {entry.split(".", 1)[0] for entry in fired} == {"s3", "dynamodb", "sns"}
+
+
+def test_a_fault_that_never_clears_fails_one_source_and_the_alert_names_it(
+    s3: Any, sqs: Any, small_sources: None, topic_queue: str, stage_env: dict[str, str], fault_injector: Any
+) -> None:
+    settings = settings_for(stage_env, "stuck-backup")
+    make_plan_buckets(s3, settings.plans)
+    clients = Clients()
+    faults = fault_injector(1)
+    faults.add("s3.*", "reset", rate=1.0, url_contains=stage_env["PHOTOS_SOURCE_BUCKET"])
+    faults.attach(clients.s3, clients.dynamodb, clients.sns)
+    service = BackupService(settings, clients)
+    record = service.start(None, trigger="api")
+    done = service.run(record.backup_id)
+
+    assert done.status == "PARTIAL"
+    assert done.plans["photos"].status == "FAILED"
+    assert done.plans["documents"].status == "SUCCEEDED" and done.plans["database"].status == "SUCCEEDED"
+    assert "photos" in done.plans["photos"].errors[0] and stage_env["PHOTOS_SOURCE_BUCKET"] in done.plans["photos"].errors[0]
+    # Retried as far as the retry mode allows before giving up.
+    assert faults.calls["s3.ListObjectsV2"] >= 10
+    alerts = read_alerts(sqs, topic_queue)
+    assert len(alerts) == 1
+    assert "PARTIAL" in alerts[0]["Subject"]
+    assert "photos" in alerts[0]["Message"] and stage_env["PHOTOS_SOURCE_BUCKET"] in alerts[0]["Message"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Crashes
+
+
+@pytest.fixture
+def crash_source(s3: Any, stage_env: dict[str, str]) -> None:
+    bucket = stage_env["DOCUMENTS_SOURCE_BUCKET"]
+    s3.create_bucket(Bucket=bucket)
+    for index in range(185):
+        s3.put_object(Bucket=bucket, Key=f"doc/{index:03d}.txt", Body=f"{index}".encode() * 7)
+
+
+def crash_points(operations: int) -> list[int]:
+    """Which k to crash at. CRASH_SWEEP=full takes every k (a few minutes). By default, to keep the suite
+    fast: every k among the first and last 5 calls, where each call is a different step (listing, previous
+    snapshot, manifest, clean-up), and every 25th k among the copies in between, which are all alike."""
+    if os.environ.get("CRASH_SWEEP", "") == "full":
+        return list(range(operations))
+    edges = set(range(min(5, operations))) | set(range(max(0, operations - 5), operations))
+    return sorted(edges | set(range(5, operations - 5, 25)))
+
+
+def test_a_crash_at_any_operation_then_a_new_backup_ends_as_an_uninterrupted_one(
+    s3: Any, crash_source: None, plans: PlanSet, fault_injector: Any
+) -> None:
+    """The documents plan with one copy thread (a fixed order of calls): the process dies at call k, for
+    every k of the backup; the next backup leaves the same snapshot as a backup that never crashed."""
+    clients = Clients()
+    base = plans.get("documents")
+
+    def backup(plan: Plan, backup_id: str) -> Any:
+        factory = lambda src: make_reader(src, clients.s3, None)  # noqa: E731
+        return PlanBackup(plan, clients.s3, backup_id, factory, max_workers=1).run()
+
+    reference = dataclasses.replace(base, bucket="crash-ref")
+    make_bucket(s3, reference.bucket)
+    counting = fault_injector(0).attach(clients.s3)
+    assert backup(reference, "20261126T000000000Z-ref").status == "SUCCEEDED"
+    counting.detach()
+    operations = counting.operations
+    assert 180 <= operations <= 230
+    expected = latest_content(s3, reference)
+
+    crashes = 0
+    points = crash_points(operations)
+    for k in points:
+        plan = dataclasses.replace(base, bucket=f"crash-{k}")
+        make_bucket(s3, plan.bucket)
+        faults = fault_injector(k)
+        faults.crash_at_operation(k)
+        faults.attach(clients.s3)
+        try:
+            backup(plan, "20261126T000000000Z-crashed")
+        except Crash:
+            crashes += 1
+        finally:
+            faults.detach()
+        # Whatever the crash left, a new backup finishes the job, and no manifest (the new one, or one the
+        # crashed run wrote before it died) names data that is not stored.
+        assert backup(plan, "20261126T010000000Z-next").status == "SUCCEEDED", k
+        assert latest_content(s3, plan) == expected, k
+        assert_manifests_describe_stored_data(s3, plan.bucket)
+    assert crashes == len(points)
+
+
+def test_an_interrupted_multipart_copy_leaves_no_upload_once_the_next_backup_ends(
+    s3: Any, plans: Any, fault_injector: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Multipart copies at 5 MiB (S3's smallest part) instead of 5 GiB, so a test object can take that path.
+    monkeypatch.setattr(sources_module, "MULTIPART_CHUNKSIZE", 5 * MiB)
+    plan = plans.get("documents")
+    source = plan.sources[0]
+    s3.create_bucket(Bucket=source.bucket)
+    s3.put_object(Bucket=source.bucket, Key="big-a.bin", Body=b"a" * (11 * MiB))
+    s3.put_object(Bucket=source.bucket, Key="big-b.bin", Body=b"b" * (11 * MiB))
+    s3.put_object(Bucket=source.bucket, Key="small.txt", Body=b"small")
+    make_bucket(s3, plan.bucket)
+
+    def run(backup_id: str, client: Any) -> Any:
+        factory = lambda src: S3SourceReader(client, src, multipart_threshold=5 * MiB)  # noqa: E731
+        return PlanBackup(plan, client, backup_id, factory, max_workers=2).run()
+
+    # Midway through the first multipart copy the connection drops for good: the part copies fail, and so
+    # does the managed copy's own abort, as when the process dies: the upload is left behind.
+    failing = Clients().s3
+    faults = fault_injector(3)
+    faults.add("s3.UploadPartCopy", "reset", rate=1.0)
+    faults.add("s3.AbortMultipartUpload", "reset", rate=1.0)
+    faults.attach(failing)
+    first = run("20261126T000000000Z-interrupted", failing)
+    faults.detach()
+    assert first.failed == 2 and first.status == "PARTIAL", first
+    assert s3.list_multipart_uploads(Bucket=plan.bucket).get("Uploads"), "the interruption should leave an upload"
+
+    result = run("20261126T010000000Z-next", Clients().s3)
+    assert result.status == "SUCCEEDED", result
+    assert s3.list_multipart_uploads(Bucket=plan.bucket).get("Uploads", []) == []
+    keys = [row[1] for row in snapshot_content(s3, plan, "20261126T010000000Z-next")]
+    assert keys == ["big-a.bin", "big-b.bin", "small.txt"]
+    assert_manifests_describe_stored_data(s3, plan.bucket)
+    # The marker that asked for the clean-up is gone too.
+    assert not [k["Key"] for k in s3.list_objects_v2(Bucket=plan.bucket, Prefix="meta/").get("Contents", [])
+                if k["Key"].endswith(".uploading")]
+
+
+# --------------------------------------------------------------------------------------------------------
+# At-least-once delivery
+
+
+def test_the_same_schedule_delivered_twice_in_sequence_gives_one_snapshot_per_plan(
+    s3: Any, small_sources: None, stage_env: dict[str, str]
+) -> None:
+    settings = settings_for(stage_env, "twice-backup")
+    make_plan_buckets(s3, settings.plans)
+    clients = Clients()
+    copies = copy_counter(clients.s3)
+    moment = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+    first = BackupService(settings, clients).run_scheduled(moment)
+    second = BackupService(settings, clients).run_scheduled(moment)
+    assert first.backup_id == second.backup_id and second.status == "SUCCEEDED"
+    for plan in settings.plans.plans:
+        assert len(list_snapshot_keys(s3, plan.bucket, plan.name)) == 1
+    # The second delivery found the work done: nothing copied again.
+    assert set(copies.values()) == {1} and len(copies) == 30
+
+
+def test_the_same_schedule_delivered_twice_at_once_gives_one_snapshot_per_plan(
+    s3: Any, small_sources: None, stage_env: dict[str, str]
+) -> None:
+    settings = settings_for(stage_env, "race-backup")
+    make_plan_buckets(s3, settings.plans)
+    reference = settings_for(stage_env, "race-ref")
+    make_plan_buckets(s3, reference.plans)
+    BackupService(reference, Clients()).run_scheduled(datetime(2026, 11, 25, 2, 0, tzinfo=timezone.utc))
+    expected = all_contents(s3, reference)
+
+    moment = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+    barrier = threading.Barrier(2)
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        try:
+            service = BackupService(settings, Clients())
+            barrier.wait()
+            results.append(service.run_scheduled(moment))
+        except BaseException as exc:  # reported below, with the other thread's outcome
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert {record.backup_id for record in results} == {results[0].backup_id}
+    final = BackupService(settings, Clients()).get(results[0].backup_id)
+    assert final.status == "SUCCEEDED", final.to_dict()
+    for plan in settings.plans.plans:
+        assert len(list_snapshot_keys(s3, plan.bucket, plan.name)) == 1
+        assert_manifests_describe_stored_data(s3, plan.bucket)
+    assert all_contents(s3, settings) == expected
+
+
+def test_a_manual_and_a_scheduled_backup_at_the_same_moment_each_write_a_whole_snapshot(
+    s3: Any, small_sources: None, stage_env: dict[str, str]
+) -> None:
+    settings = settings_for(stage_env, "both-backup")
+    make_plan_buckets(s3, settings.plans)
+    reference = settings_for(stage_env, "both-ref")
+    make_plan_buckets(s3, reference.plans)
+    BackupService(reference, Clients()).run_scheduled(datetime(2026, 11, 25, 2, 0, tzinfo=timezone.utc))
+    expected = all_contents(s3, reference)
+
+    barrier = threading.Barrier(2)
+    records: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def manual() -> None:
+        try:
+            service = BackupService(settings, Clients())
+            record = service.start(None, trigger="api")
+            barrier.wait()
+            records["manual"] = service.run(record.backup_id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def scheduled() -> None:
+        try:
+            service = BackupService(settings, Clients())
+            barrier.wait()
+            records["schedule"] = service.run_scheduled(datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=manual), threading.Thread(target=scheduled)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert records["manual"].status == "SUCCEEDED" and records["schedule"].status == "SUCCEEDED"
+    for plan in settings.plans.plans:
+        # Two backups, two snapshots, each whole: the same content as a backup made alone, and every
+        # version each one names is stored.
+        keys = list_snapshot_keys(s3, plan.bucket, plan.name)
+        assert len(keys) == 2
+        for record in records.values():
+            assert snapshot_content(s3, plan, record.backup_id) == expected[plan.name]
+        assert_manifests_describe_stored_data(s3, plan.bucket)

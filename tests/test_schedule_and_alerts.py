@@ -1,0 +1,167 @@
+"""The daily schedule and the worker function, invoked as Lambda would, and the SNS alert each backup sends."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from chalicelib import alerts
+from chalicelib.config import Settings
+from chalicelib.errors import NotFound
+from chalicelib.records import RECORDS_PREFIX, BackupRecord, PlanResult
+from chalicelib.service import BackupService
+from chalicelib.snapshots import list_snapshot_keys
+from tests.conftest import read_alerts
+from tests.test_backup_engine import Crash, client_calls
+
+PLANS = ("documents", "photos", "database")
+
+
+def scheduled_event(client: Any) -> dict[str, Any]:
+    return client.events.generate_cw_event(
+        source="aws.events",
+        detail_type="Scheduled Event",
+        detail={},
+        resources=["arn:aws:events:us-east-1:123456789012:rule/x"],
+    )
+
+
+@pytest.fixture
+def stack(app_client: Any, backup_buckets: Any, sources: Any, topic_queue: str, clients: Any) -> Any:
+    """The app under the test client, sharing this test's clients so that hooks see its calls."""
+    import app as app_module
+
+    app_module._clients = clients
+    return app_client
+
+
+def records(s3: Any) -> list[str]:
+    listing = s3.list_objects_v2(Bucket="test-backup-documents", Prefix=RECORDS_PREFIX)
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def test_the_schedule_backs_up_every_plan_once_per_event(stack: Any, s3: Any, sqs: Any, topic_queue: str) -> None:
+    event = scheduled_event(stack)
+    first = stack.lambda_.invoke("daily_backup", event).payload
+    # EventBridge delivers at least once: the same event again finds the same backup and does nothing more.
+    second = stack.lambda_.invoke("daily_backup", event).payload
+    assert first["backup_id"] == second["backup_id"] == "20151111T212954000Z-scheduled"
+    assert second["status"] == "SUCCEEDED"
+    assert len(records(s3)) == 1
+    for plan in PLANS:
+        assert len(list_snapshot_keys(s3, f"test-backup-{plan}", plan)) == 1
+    record = stack.http.get(f"/backups/{first['backup_id']}").json_body
+    assert record["trigger"] == "schedule" and set(record["plans"]) == set(PLANS)
+    assert len(read_alerts(sqs, topic_queue)) == 1
+
+
+def test_a_scheduled_run_that_died_is_finished_by_the_redelivery(stack: Any, s3: Any, clients: Any) -> None:
+    event = scheduled_event(stack)
+    with client_calls(clients.s3) as calls:
+        # Killed while copying the photos: documents are done, photos are half copied.
+        calls.fail("CopyObject", when=lambda p: p["Key"].endswith("img-5.png"), raise_=Crash())
+        with pytest.raises(Crash):
+            stack.lambda_.invoke("daily_backup", event)
+    assert len(list_snapshot_keys(s3, "test-backup-documents", "documents")) == 1
+    assert list_snapshot_keys(s3, "test-backup-photos", "photos") == []
+    with client_calls(clients.s3) as calls:
+        result = stack.lambda_.invoke("daily_backup", event).payload
+    assert stack.http.get(f"/backups/{result['backup_id']}").json_body["status"] == "SUCCEEDED"
+    # The documents were not copied again; the photos were.
+    assert not any(key.startswith("data/documents/") for key in calls.keys("CopyObject"))
+    assert any(key.startswith("data/photos/") for key in calls.keys("CopyObject"))
+    for plan in PLANS:
+        assert len(list_snapshot_keys(s3, f"test-backup-{plan}", plan)) == 1
+
+
+def test_the_worker_function_runs_a_recorded_backup(stack: Any, clients: Any, stage_env: dict[str, str], s3: Any) -> None:
+    backups = BackupService(Settings.from_environ(stage_env), clients)
+    record = backups.start(["photos"], trigger="api")
+    assert stack.http.get(f"/backups/{record.backup_id}").json_body["status"] == "RUNNING"
+    response = stack.lambda_.invoke("backup_worker", {"backup_id": record.backup_id})
+    assert response.payload["backup_id"] == record.backup_id
+    shown = stack.http.get(f"/backups/{record.backup_id}").json_body
+    assert shown["status"] == "SUCCEEDED" and shown["plans"]["photos"]["copied"] == 10
+    assert list(shown["plans"]) == ["photos"]
+    # A second invocation (Lambda's retry of an asynchronous event) copies nothing.
+    with client_calls(clients.s3) as calls:
+        again = stack.lambda_.invoke("backup_worker", {"backup_id": record.backup_id}).payload
+    assert again["status"] == "SUCCEEDED" and calls.data_writes() == []
+
+
+def test_the_worker_refuses_an_unknown_backup(stack: Any) -> None:
+    with pytest.raises(NotFound):
+        stack.lambda_.invoke("backup_worker", {"backup_id": "20261126T000000000Z-unknown"})
+
+
+# --------------------------------------------------------------------------------------------------------
+# Alerts
+
+
+def test_the_alert_has_status_totals_and_a_line_per_plan(stack: Any, sqs: Any, topic_queue: str) -> None:
+    event = scheduled_event(stack)
+    payload = stack.lambda_.invoke("daily_backup", event).payload
+    [alert] = read_alerts(sqs, topic_queue)
+    # 10 documents + 10 photos + 1 table export.
+    assert alert["Subject"].startswith("Backup SUCCEEDED: 3 plan(s), 21 copied (")
+    assert alert["Subject"].endswith(", 0 failed")
+    assert alert["MessageAttributes"]["status"] == {"Type": "String", "Value": "SUCCEEDED"}
+    assert alert["MessageAttributes"]["backup_id"]["Value"] == payload["backup_id"]
+    lines = alert["Message"].splitlines()
+    assert lines[0] == f"Backup {payload['backup_id']} (schedule): SUCCEEDED"
+    plan_lines = [line for line in lines if line.split(" ", 1)[0] in PLANS]
+    assert [line.split()[0] for line in plan_lines] == list(PLANS)
+    assert all(line.split()[1] == "SUCCEEDED" for line in plan_lines)
+    assert "copied 10 (" in plan_lines[0] and "snapshot holds 10 objects" in plan_lines[0]
+
+
+def test_a_partial_backup_alert_names_the_failed_source(
+    stack: Any, clients: Any, sqs: Any, topic_queue: str
+) -> None:
+    with client_calls(clients.s3, ("ListObjectsV2",)) as calls:
+        calls.fail("ListObjectsV2", when=lambda p: p.get("Bucket") == "test-src-photos")
+        response = stack.http.post("/backup", body=b"")
+    assert response.status_code == 202
+    [alert] = read_alerts(sqs, topic_queue)
+    assert alert["Subject"].startswith("Backup PARTIAL:")
+    assert alert["MessageAttributes"]["status"]["Value"] == "PARTIAL"
+    message = alert["Message"]
+    photos = next(line for line in message.splitlines() if line.startswith("photos"))
+    assert photos.split()[1] == "FAILED"
+    assert "s3 source 'photos'" in message and "AccessDenied" in message
+
+
+def test_a_failing_publish_is_logged_and_changes_nothing(
+    app_client: Any, backup_buckets: Any, sources: Any, clients: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No topic exists: SNS answers NotFound.
+    import app as app_module
+
+    app_module._clients = clients
+    with caplog.at_level(logging.ERROR, logger="chalicelib.alerts"):
+        response = app_client.http.post("/backup", body=b'{"plans": ["photos"]}')
+    backup_id = response.json_body["backup_id"]
+    assert app_client.http.get(f"/backups/{backup_id}").json_body["status"] == "SUCCEEDED"
+    assert any("could not publish" in r.getMessage() and backup_id in r.getMessage() for r in caplog.records)
+
+
+def test_publish_errors_of_every_kind_are_swallowed(sns: Any, caplog: pytest.LogCaptureFixture) -> None:
+    topic = sns.create_topic(Name="alerts")["TopicArn"]
+    record = BackupRecord(backup_id="20261126T000000000Z-x", trigger="api", plans={"p": PlanResult(plan="p", status="SUCCEEDED")})
+    record.status = "SUCCEEDED"
+    with client_calls(sns, ("Publish",)) as calls:
+        calls.fail("Publish", code="Throttling", status=400)
+        with caplog.at_level(logging.ERROR):
+            assert alerts.publish(sns, topic, record) is False
+    assert "Throttling" in caplog.text
+    assert alerts.publish(sns, None, record) is False  # no topic configured: nothing sent
+    assert alerts.publish(sns, topic, record) is True
+
+
+def test_subject_stays_within_what_sns_accepts() -> None:
+    plans = {f"plan-{i}-\u00e9": PlanResult(plan=f"plan-{i}", status="FAILED", failed=10**9, copied=10**12) for i in range(50)}
+    record = BackupRecord(backup_id="20261126T000000000Z-x", trigger="api", plans=plans, status="FAILED")
+    subject = alerts.subject(record)
+    assert len(subject) <= 100 and subject.isascii() and "\n" not in subject

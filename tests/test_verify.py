@@ -1,0 +1,232 @@
+"""Verification: every seeded fault (deleted versions, delete markers, versions whose size or checksum no
+longer match, bytes altered in transit) is found, and the daily backup checks every stored version once a week."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from botocore.response import StreamingBody
+from chalice.test import Client
+
+from chalicelib.config import Settings
+from chalicelib.service import BackupService
+from chalicelib.snapshots import Entry, list_snapshot_keys, manifest_key
+from chalicelib.verify import VerifyReport, Verifier, in_sample, weekly_slice
+
+BUCKET = "test-backup-documents"
+
+
+def post(client: Client, path: str, body: dict[str, Any]) -> Any:
+    return client.http.post(path, headers={"Content-Type": "application/json"}, body=json.dumps(body))
+
+
+@pytest.fixture
+def backups(clients: Any, backup_buckets: Any, sources: Any, stage_env: dict[str, str]) -> BackupService:
+    return BackupService(Settings.from_environ(stage_env), clients)
+
+
+def take_backup(backups: BackupService, plans: list[str] | None = None) -> str:
+    record = backups.start(plans, trigger="api")
+    return backups.run(record.backup_id).backup_id
+
+
+def read_manifest(s3: Any, bucket: str, key: str) -> tuple[dict[str, Any], list[Entry]]:
+    lines = gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).splitlines()
+    return json.loads(lines[0]), [Entry.from_json(line) for line in lines[1:]]
+
+
+def rewrite_manifest(s3: Any, bucket: str, key: str, change: dict[str, dict[str, Any]]) -> None:
+    """Point entries (by source key) at other versions or metadata, as a damaged bucket would look."""
+    header, entries = read_manifest(s3, bucket, key)
+    lines = [json.dumps(header)] + [
+        Entry(**{**e.__dict__, **change.get(e.key, {})}).to_json() for e in entries
+    ]
+    s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(("\n".join(lines) + "\n").encode()))
+
+
+def data_version(s3: Any, key: str) -> str:
+    return s3.head_object(Bucket=BUCKET, Key=f"data/documents/{key}")["VersionId"]
+
+
+def keys_of(findings: list[dict[str, Any]]) -> set[str]:
+    return {f["key"] for f in findings}
+
+
+# ------------------------------------------------------------------------------------------------ seeded faults
+
+
+def seed_faults(s3: Any, backup_id: str) -> dict[str, set[str]]:
+    """Five kinds of fault in one snapshot; returns which keys must be reported missing and damaged."""
+    # A deleted version.
+    s3.delete_object(Bucket=BUCKET, Key="data/documents/reports/report-1.txt", VersionId=data_version(s3, "reports/report-1.txt"))
+    # An entry whose version id now names a delete marker.
+    marker = s3.delete_object(Bucket=BUCKET, Key="data/documents/reports/report-2.txt")["VersionId"]
+    # Same size, other bytes: S3's checksum and ETag no longer match the manifest.
+    same_size = s3.put_object(Bucket=BUCKET, Key="data/documents/reports/report-3.txt", Body=b"X" * 36,
+                              ChecksumAlgorithm="SHA256")["VersionId"]
+    # Another size.
+    other_size = s3.put_object(Bucket=BUCKET, Key="data/documents/reports/report-4.txt", Body=b"short",
+                               ChecksumAlgorithm="SHA256")["VersionId"]
+    rewrite_manifest(
+        s3,
+        BUCKET,
+        manifest_key("documents", backup_id),
+        {
+            "reports/report-2.txt": {"version_id": marker},
+            "reports/report-3.txt": {"version_id": same_size},
+            "reports/report-4.txt": {"version_id": other_size},
+            # A version that never existed.
+            "reports/report-5.txt": {"version_id": "nonexistent-version-id"},
+        },
+    )
+    return {
+        "missing": {"reports/report-1.txt", "reports/report-2.txt", "reports/report-5.txt"},
+        "damaged": {"reports/report-3.txt", "reports/report-4.txt"},
+    }
+
+
+def test_a_clean_backup_verifies(backups: BackupService, clients: Any, plans: Any) -> None:
+    backup_id = take_backup(backups)
+    result = Verifier(plans, clients).verify_backup(backup_id, sample_percent=100)
+    assert result["ok"], result
+    assert result["checked"] == 10 + 10 + 1
+    assert result["sampled"] == result["checked"]
+    assert result["missing"] == [] and result["damaged"] == []
+
+
+def test_every_seeded_fault_is_found_by_the_metadata_check(backups: BackupService, clients: Any, plans: Any, s3: Any) -> None:
+    backup_id = take_backup(backups, ["documents"])
+    seeded = seed_faults(s3, backup_id)
+    result = Verifier(plans, clients).verify_backup(backup_id)
+    assert not result["ok"]
+    assert keys_of(result["missing"]) == seeded["missing"]
+    assert keys_of(result["damaged"]) == seeded["damaged"]
+    assert result["checked"] == 10 and result["sampled"] == 0
+
+
+def test_the_metadata_check_reads_no_data(backups: BackupService, clients: Any, plans: Any) -> None:
+    backup_id = take_backup(backups, ["documents"])
+    calls: list[str] = []
+    clients.s3.meta.events.register("provide-client-params.s3.*", lambda params, model, **kw: calls.append(f"{model.name} {params.get('Key', '')}"))
+    Verifier(plans, clients).verify_backup(backup_id)
+    data_calls = [c for c in calls if " data/" in c]
+    assert len(data_calls) == 10 and all(c.startswith("HeadObject ") for c in data_calls)
+
+
+def _alter_bytes_in_transit(client: Any, key_part: str) -> None:
+    """A wrapping fault: S3's metadata is intact, the bytes that arrive are not (a damaged disk or replica)."""
+
+    def remember(params: dict[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
+        context["test_key"] = params.get("Key", "")
+
+    def alter(parsed: dict[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
+        if key_part in context.get("test_key", "") and "Body" in parsed:
+            data = bytearray(parsed["Body"].read())
+            data[0] ^= 0xFF
+            parsed["Body"] = StreamingBody(io.BytesIO(bytes(data)), len(data))
+
+    client.meta.events.register("provide-client-params.s3.GetObject", remember)
+    client.meta.events.register("after-call.s3.GetObject", alter)
+
+
+def test_altered_bytes_are_found_only_by_re_reading(backups: BackupService, clients: Any, plans: Any) -> None:
+    backup_id = take_backup(backups, ["documents", "database"])
+    _alter_bytes_in_transit(clients.s3, "data/documents/reports/report-6.txt")
+    _alter_bytes_in_transit(clients.s3, "data/orders/")
+    verifier = Verifier(plans, clients)
+    assert verifier.verify_backup(backup_id)["ok"]  # metadata alone cannot see it
+    result = verifier.verify_backup(backup_id, sample_percent=100)
+    assert keys_of(result["damaged"]) == {"reports/report-6.txt", "test-orders.jsonl.gz"}
+    assert result["missing"] == []
+
+
+def test_sampling_is_a_stable_share() -> None:
+    entries = [Entry("s", f"k{i}", f"v{i}", 1, "e", "i") for i in range(2000)]
+    share = sum(in_sample(e, 10) for e in entries) / len(entries)
+    assert 0.07 < share < 0.13
+    assert [in_sample(e, 10) for e in entries] == [in_sample(e, 10) for e in entries]
+    assert all(in_sample(e, 100) for e in entries) and not any(in_sample(e, 0) for e in entries)
+
+
+def test_verify_through_the_api(app_client: Client, backup_buckets: Any, sources: Any, s3: Any) -> None:
+    response = post(app_client, "/backup", {"plans": ["documents"]})
+    backup_id = response.json_body["backup_id"]
+    clean = post(app_client, f"/backups/{backup_id}/verify", {})
+    assert clean.status_code == 200 and clean.json_body["ok"] and clean.json_body["checked"] == 10
+    seeded = seed_faults(s3, backup_id)
+    found = post(app_client, f"/backups/{backup_id}/verify", {"sample_percent": 50}).json_body
+    assert keys_of(found["missing"]) == seeded["missing"]
+    assert keys_of(found["damaged"]) == seeded["damaged"]
+    assert found["plans"]["documents"] == {"checked": 10, "missing": 3, "damaged": 2}
+
+    assert post(app_client, "/backups/20200101T000000000Z-deadbeef/verify", {}).status_code == 404
+    bad = post(app_client, f"/backups/{backup_id}/verify", {"sample_percent": 101})
+    assert bad.status_code == 400 and "sample_percent" in bad.json_body["Message"]
+    bad = post(app_client, f"/backups/{backup_id}/verify", {"plans": ["photos"]})
+    assert bad.status_code == 404 and "photos" in bad.json_body["Message"]
+
+
+# ------------------------------------------------------------------------------------------------ weekly rotation
+
+
+def test_daily_backups_check_every_stored_version_within_a_week(
+    backups: BackupService, clients: Any, plans: Any, s3: Any, sqs: Any, topic_queue: str
+) -> None:
+    from tests.conftest import read_alerts
+
+    first = take_backup(backups)
+    s3.put_object(Bucket="test-src-documents", Key="reports/report-0.txt", Body=b"changed")
+    take_backup(backups)
+    # Every distinct stored version across both snapshots of every plan.
+    stored: set[tuple[str, str]] = set()
+    for plan in plans.plans:
+        for key in list_snapshot_keys(s3, plan.bucket, plan.name):
+            _, entries = read_manifest(s3, plan.bucket, key)
+            stored.update((e.data_key, e.version_id) for e in entries)
+    lost = next(e for e in read_manifest(s3, BUCKET, manifest_key("documents", first))[1] if e.key == "reports/report-7.txt")
+    s3.delete_object(Bucket=BUCKET, Key=lost.data_key, VersionId=lost.version_id)
+    while read_alerts(sqs, topic_queue):
+        pass
+
+    monday = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
+    checked = 0
+    for day in range(7):
+        record = backups.run_scheduled(monday + timedelta(days=day))
+        verification = record.verification
+        assert verification is not None and verification["weekday"] == day
+        checked += verification["checked"]
+        if day == weekly_slice(lost):
+            assert [(f["key"], f["version_id"]) for f in verification["missing"]] == [(lost.key, lost.version_id)]
+            assert backups.get(record.backup_id).verification["missing_count"] == 1
+            alert = read_alerts(sqs, topic_queue)[-1]
+            assert alert["Subject"].startswith("VERIFY FAILED")
+            assert "1 MISSING" in alert["Message"] and lost.key in alert["Message"]
+        else:
+            assert verification["missing_count"] == 0, verification
+            while read_alerts(sqs, topic_queue):
+                pass
+    # The scheduled backups add no new versions (nothing changed), so the week covered exactly what was stored.
+    assert checked == len(stored)
+
+
+def test_a_failing_slice_check_never_fails_the_backup(backups: BackupService, clients: Any, monkeypatch: Any) -> None:
+    def broken(self: Any, weekday: int, plan_names: Any = None) -> Any:
+        raise RuntimeError("listing failed")
+
+    monkeypatch.setattr(Verifier, "verify_slice", broken)
+    record = backups.run_scheduled(datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc))
+    assert record.status == "SUCCEEDED"
+    assert record.verification is not None and not record.verification["ok"]
+    assert "listing failed" in record.verification["errors"][0]
+
+
+def test_report_totals_add_up() -> None:
+    total = VerifyReport()
+    total.add(VerifyReport(checked=2, sampled=1))
+    total.add(VerifyReport(checked=3, errors=["x"]))
+    assert (total.checked, total.sampled, total.ok) == (5, 1, False)
