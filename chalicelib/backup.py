@@ -107,6 +107,8 @@ class PlanBackup:
         self.result = PlanResult(plan=plan.name)
         # Objects in the previous snapshot: the base of the mass-deletion share.
         self._previous_objects = 0
+        # Data keys whose delete marker S3 refused: kept as held entries so the next backup retries them.
+        self._undeleted: set[str] = set()
         # The invocation's remaining time (None: no limit). Short of time, the run stops at a checkpoint.
         self.budget = budget
         self._checkpoints = progress.CheckpointStore(s3, plan.bucket, plan.name, backup_id)
@@ -188,7 +190,7 @@ class PlanBackup:
                 "failed": result.failed,
                 "sources": result.sources,
             }
-            body = writer.finish(header, keep_held=hold)
+            body = writer.finish(header, keep_held=hold, undeleted=self._undeleted)
             try:
                 put_manifest(self.s3, self.plan.bucket, key, body)
             except AlreadyExists:
@@ -430,6 +432,7 @@ class PlanBackup:
         errors = response.get("Errors", [])
         self.result.deleted += len(keys) - len(errors)
         for error in errors:
+            self._undeleted.add(error.get("Key", ""))
             self.result.failed += 1
             if len(self.result.errors) < 20:
                 self.result.errors.append(f"delete marker for {error.get('Key')}: {error.get('Code')}: {error.get('Message')}")

@@ -17,7 +17,7 @@ import gzip
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import IO, Any
 
@@ -121,18 +121,23 @@ class ManifestWriter:
                 yield entry
         self._raw.seek(0, 2)
 
-    def finish(self, header: dict[str, Any], keep_held: bool) -> IO[bytes]:
-        """The gzip manifest, positioned at 0. Deletion candidates are kept as held entries or dropped."""
+    def finish(self, header: dict[str, Any], keep_held: bool, undeleted: Collection[str] = ()) -> IO[bytes]:
+        """The gzip manifest, positioned at 0. Deletion candidates are kept as held entries or dropped.
+
+        `undeleted` names data keys whose delete marker could not be placed: they stay held, so the next
+        backup tries again instead of forgetting them.
+        """
         out: IO[bytes] = tempfile.TemporaryFile()
         full_header = {"format": MANIFEST_FORMAT, **header, "objects": self.objects, "bytes": self.bytes}
-        full_header["held_deletions"] = self.pending_deletions if keep_held else 0
+        full_header["held_deletions"] = self.pending_deletions if keep_held else len(undeleted)
         self._raw.flush()
         self._raw.seek(0)
         with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
             gz.write(json.dumps(full_header, ensure_ascii=False).encode("utf-8") + b"\n")
             for line in self._raw:
                 if not keep_held and b'"held":true' in line:
-                    continue
+                    if not undeleted or Entry.from_json(line).data_key not in undeleted:
+                        continue
                 gz.write(line)
         out.seek(0)
         return out

@@ -3,6 +3,7 @@
 - the plans' backup buckets with every protective setting of `buckets.py` (versioning, lifecycle rules
   scoped to data/, default encryption, all four Block Public Access settings, ACLs disabled, the TLS-only
   bucket policy, Object Lock default retention where a plan asks for it), kept when the stack is deleted;
+- the buckets restores may write into (RESTORE_BUCKETS), private and encrypted;
 - the alert topic named by the stage's ALERT_TOPIC_ARN;
 - an alarm on the backups' heartbeat metric that fires when no fully successful backup has been reported
   for 26 hours, missing data counting as breaching;
@@ -93,6 +94,30 @@ def bucket_resources(plan: Plan) -> dict[str, Any]:
     }
 
 
+def restore_bucket_resources(bucket: str, index: int) -> dict[str, Any]:
+    """A bucket restores may write into: private, encrypted, owner-enforced, TLS only, kept on stack deletion."""
+    name = f"RestoreBucket{index + 1}"
+    return {
+        name: {
+            "Type": "AWS::S3::Bucket",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "BucketName": bucket,
+                "BucketEncryption": {
+                    "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+                },
+                "PublicAccessBlockConfiguration": dict(buckets.PUBLIC_ACCESS_BLOCK),
+                "OwnershipControls": {"Rules": [{"ObjectOwnership": buckets.OBJECT_OWNERSHIP}]},
+            },
+        },
+        f"{name}Policy": {
+            "Type": "AWS::S3::BucketPolicy",
+            "Properties": {"Bucket": {"Ref": name}, "PolicyDocument": buckets.bucket_policy(bucket)},
+        },
+    }
+
+
 def function_names(app_module: Any, app: str, stage: str) -> dict[str, str]:
     """CloudFormation resource name -> function name, as `chalice deploy` names the functions."""
     from chalice.utils import to_cfn_resource_name
@@ -125,6 +150,9 @@ def merge_template(stage: str, project_dir: str | Path = PROJECT_DIR, app_module
     outputs: dict[str, Any] = {
         f"{bucket_resource_name(plan)}Name": {"Value": {"Ref": bucket_resource_name(plan)}} for plan in plans.plans
     }
+    restore_buckets = sorted({b.strip() for b in environ.get("RESTORE_BUCKETS", "").split(",") if b.strip()})
+    for index, bucket in enumerate(restore_buckets):
+        resources.update(restore_bucket_resources(bucket, index))
     topic_arn = environ.get("ALERT_TOPIC_ARN")
     alarm_actions: list[Any] = []
     if topic_arn:

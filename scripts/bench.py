@@ -9,7 +9,7 @@ Runs, on one source bucket of N objects of 4 KiB:
   unchanged  the same again, nothing changed at the source
   changed    1% of the objects rewritten
 each three times (median reported; full runs into fresh buckets, in rotating order) by: this engine (one plan, 32 copy threads), `aws s3 sync` (max_concurrent_requests 32, like the
-others), and a plain loop (list, then copy_object on 32 threads; it has no notion of "unchanged", so it
+others, and again with the CLI's defaults, 10 in flight, as a cron job runs it), and a plain loop (list, then copy_object on 32 threads; it has no notion of "unchanged", so it
 copies everything every time).
 
 Then, in a child process, the peak memory (ru_maxrss) of comparing a 1,000,000-entry snapshot with a
@@ -45,7 +45,9 @@ sys.path.insert(0, str(ROOT))
 OBJECT_SIZE = 4096
 THREADS = 32
 SOURCE = "bench-source"
-TOOLS = ["engine", "aws_s3_sync", "plain_loop"]
+# aws_s3_sync runs with 32 requests in flight like the others; aws_s3_sync_default as a cron job would run
+# it, with the CLI's default of 10.
+TOOLS = ["engine", "aws_s3_sync", "aws_s3_sync_default", "plain_loop"]
 # Each run is repeated and the median reported: the emulator shares the machine with everything else.
 REPEATS = 3
 
@@ -88,6 +90,13 @@ def serve() -> None:
         return moto_app(environ, start_response)
 
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+
+    def exit_with_parent() -> None:
+        # The parent holds our stdin open; when it ends, however it ends, so does the emulator.
+        sys.stdin.read()
+        os._exit(0)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
     print(server.server_port, flush=True)
     server.serve_forever()
 
@@ -95,7 +104,8 @@ def serve() -> None:
 class Emulator:
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            [sys.executable, __file__, "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         assert self.process.stdout is not None
         self.port = int(self.process.stdout.readline())
@@ -156,13 +166,14 @@ def run_plain(clients: Any, bucket: str) -> dict[str, Any]:
     return {"copied": len(keys)}
 
 
-def run_sync(env: dict[str, str], bucket: str) -> dict[str, Any]:
+def run_sync(env: dict[str, str], bucket: str, config_file: str | None = None) -> dict[str, Any]:
     aws = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
     if aws is None:
         return {"error": "aws CLI not installed (pip install -r requirements-dev.txt)"}
     command = [aws, "s3", "sync", f"s3://{SOURCE}", f"s3://{bucket}", "--endpoint-url", env["AWS_ENDPOINT_URL"],
                "--only-show-errors", "--no-progress"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    run_env = env if config_file is None else {**env, "AWS_CONFIG_FILE": config_file}
+    done = subprocess.run(command, env=run_env, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": done.stderr.strip()[-300:]}
     return {}
@@ -184,6 +195,9 @@ def copy_benchmark(objects: int) -> dict[str, Any]:
     # The CLI's default is 10 requests in flight; give it the same 32 as the others.
     config.write("[default]\nregion = us-east-1\ns3 =\n  max_concurrent_requests = 32\n")
     config.close()
+    default_config = tempfile.NamedTemporaryFile("w", suffix=".ini", delete=False)
+    default_config.write("[default]\nregion = us-east-1\n")
+    default_config.close()
     try:
         env = environment(emulator, config.name)
         os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")})
@@ -209,6 +223,8 @@ def copy_benchmark(objects: int) -> dict[str, Any]:
                 return run_engine(clients, bucket)
             if name == "aws_s3_sync":
                 return run_sync(env, bucket)
+            if name == "aws_s3_sync_default":
+                return run_sync(env, bucket, default_config.name)
             return run_plain(clients, bucket)
 
         samples: dict[str, list[dict[str, Any]]] = {}
@@ -237,6 +253,7 @@ def copy_benchmark(objects: int) -> dict[str, Any]:
     finally:
         emulator.stop()
         os.unlink(config.name)
+        os.unlink(default_config.name)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -376,6 +393,9 @@ def main() -> None:
         "full_aws_s3_sync_s": seconds("full/aws_s3_sync"),
         "full_engine_vs_plain_loop": ratio(seconds("full/engine"), seconds("full/plain_loop")),
         "full_engine_vs_aws_s3_sync": ratio(seconds("full/engine"), seconds("full/aws_s3_sync")),
+        "full_aws_s3_sync_default_s": seconds("full/aws_s3_sync_default"),
+        "full_engine_vs_aws_s3_sync_default": ratio(seconds("full/engine"), seconds("full/aws_s3_sync_default")),
+        "unchanged_engine_vs_aws_s3_sync_default": ratio(seconds("unchanged/engine"), seconds("unchanged/aws_s3_sync_default")),
         "unchanged_engine_s": seconds("unchanged/engine"),
         "unchanged_aws_s3_sync_s": seconds("unchanged/aws_s3_sync"),
         "unchanged_plain_loop_s": seconds("unchanged/plain_loop"),
@@ -405,6 +425,7 @@ def main() -> None:
     met = {
         "full_vs_plain_loop": (report["full_engine_vs_plain_loop"] or 99) <= 1.05,
         "full_vs_aws_s3_sync": (report["full_engine_vs_aws_s3_sync"] or 99) <= 0.8,
+        "full_vs_aws_s3_sync_default": (report["full_engine_vs_aws_s3_sync_default"] or 99) <= 0.8,
         "unchanged_requests": report["unchanged_engine_requests_with_record"] <= request_budget,
         "unchanged_vs_aws_s3_sync": (report["unchanged_engine_vs_aws_s3_sync"] or 99) <= 0.5,
         "compare_peak_mb": (report["compare_peak_mb"] or 9999) < 300,

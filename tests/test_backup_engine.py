@@ -362,6 +362,30 @@ def test_deletion_at_the_source_makes_a_delete_marker_and_keeps_versions(docs: B
     assert len(versions(s3, DOCS_BACKUP, f"data/documents/{key}")[1]) == 1
 
 
+def test_a_refused_delete_marker_is_retried_by_the_next_backup(
+    docs: BackupService, s3: Any, clients: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "reports/report-5.txt"
+    backup(docs, ["documents"])
+    s3.delete_object(Bucket=DOCS_SRC, Key=key)
+
+    def refuse(**params: Any) -> dict[str, Any]:
+        return {"Errors": [{"Key": o["Key"], "Code": "AccessDenied", "Message": "Access Denied"} for o in params["Delete"]["Objects"]]}
+
+    monkeypatch.setattr(clients.s3, "delete_objects", refuse)
+    refused = backup(docs, ["documents"]).plans["documents"]
+    assert (refused.deleted, refused.failed, refused.status) == (0, 1, "PARTIAL")
+    assert any("AccessDenied" in error for error in refused.errors)
+    assert versions(s3, DOCS_BACKUP, f"data/documents/{key}")[1] == []
+    header, entries = snapshot(s3, refused)
+    # Not part of the snapshot's content, but remembered as a pending deletion.
+    assert entries[key].held and header["held_deletions"] == 1
+    monkeypatch.undo()
+    retried = backup(docs, ["documents"]).plans["documents"]
+    assert (retried.deleted, retried.status) == (1, "SUCCEEDED")
+    assert len(versions(s3, DOCS_BACKUP, f"data/documents/{key}")[1]) == 1
+
+
 @pytest.mark.parametrize("deleted", [1, 2])
 def test_deletions_up_to_the_share_proceed(docs: BackupService, s3: Any, deleted: int) -> None:
     backup(docs, ["documents"])

@@ -76,7 +76,8 @@ def test_every_function_runs_python_312_under_its_deployed_name(template: dict[s
 
 def test_each_bucket_carries_its_plan(template: dict[str, Any]) -> None:
     plans = stage_plans(STAGE, ROOT)
-    assert len(of_type(template, "AWS::S3::Bucket")) == len(plans.plans)
+    backup_buckets = {r["Properties"]["BucketName"] for r in of_type(template, "AWS::S3::Bucket").values()}
+    assert {plan.bucket for plan in plans.plans} <= backup_buckets
     for plan in plans.plans:
         bucket = template["Resources"][bucket_resource_name(plan)]
         assert bucket["DeletionPolicy"] == "Retain"
@@ -99,6 +100,21 @@ def test_each_bucket_carries_its_plan(template: dict[str, Any]) -> None:
         assert denies_insecure_transport(policy["PolicyDocument"], plan.bucket)
     documents = template["Resources"]["BackupBucketDocuments"]["Properties"]["LifecycleConfiguration"]["Rules"][0]
     assert [t["TransitionInDays"] for t in documents["Transitions"]] == [30, 180]
+
+
+def test_the_restore_buckets_exist_private_and_encrypted(template: dict[str, Any]) -> None:
+    wanted = {b for b in stage_environment(STAGE, ROOT)["RESTORE_BUCKETS"].split(",") if b}
+    plans = stage_plans(STAGE, ROOT)
+    restore = {
+        r["Properties"]["BucketName"]: r
+        for r in of_type(template, "AWS::S3::Bucket").values()
+        if r["Properties"]["BucketName"] not in {plan.bucket for plan in plans.plans}
+    }
+    assert set(restore) == wanted
+    for resource in restore.values():
+        assert resource["DeletionPolicy"] == "Retain"
+        assert set(resource["Properties"]["PublicAccessBlockConfiguration"].values()) == {True}
+        assert resource["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
 
 
 def test_the_alarm_fires_after_26_silent_hours(template: dict[str, Any]) -> None:
