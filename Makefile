@@ -6,6 +6,7 @@ STAGE ?= local
 API_PORT ?= 8000
 EMULATOR_PORT ?= 5000
 
+# `make run`: the whole system on this laptop. `make test`: lint and the whole suite.
 .PHONY: install test run clean policies provision package bench bench-api
 
 # A failed install must not leave a virtualenv that make thinks is complete.
@@ -22,7 +23,9 @@ $(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(BIN)/activate
 
+# The linter's checks, then the whole suite.
 test: install
+	$(BIN)/ruff check app.py chalicelib scripts tests
 	$(BIN)/python -m pytest -q
 
 # The whole system on this machine: AWS emulator, seeded sources, API on 127.0.0.1:$(API_PORT). Ctrl-C stops it.

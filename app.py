@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from datetime import datetime
 from typing import Any
 
 from chalice import BadRequestError, Chalice, ConflictError, IAMAuthorizer, NotFoundError, Rate, Response
@@ -124,8 +125,6 @@ def list_plans() -> dict[str, Any]:
 @app.schedule(Rate(1, unit=Rate.DAYS))
 def daily_backup(event: Any) -> dict[str, Any]:
     """Back up every plan once a day."""
-    from datetime import datetime
-
     scheduled_at = datetime.fromisoformat(event.time.replace("Z", "+00:00"))
     # The Lambda context tells a long backup when to stop at a checkpoint and carry on in a new invocation.
     record = service().run_scheduled(scheduled_at, context=event.context)

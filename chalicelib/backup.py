@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.errors import AlreadyExists, SourceError
 from chalicelib.plans import Plan, Source
 from chalicelib.records import PlanResult, isoformat, utcnow
-from chalicelib.snapshots import DATA_PREFIX, Entry, data_key, Manifest, ManifestWriter, list_snapshot_keys, manifest_key, put_manifest
+from chalicelib.snapshots import DATA_PREFIX, Entry, data_key, Manifest, ManifestWriter, manifest_key, put_manifest
 from chalicelib.sources import SourceObject, SourceReader, Stored, describe_error, make_reader
 from chalicelib import progress
 
@@ -180,24 +180,7 @@ class PlanBackup:
                 result.status = "PARTIAL" if (result.deletions_held_back or result.errors) else "SUCCEEDED"
                 self._finish_run(meta)
                 return
-            header = {
-                "plan": self.plan.name,
-                "backup_id": self.backup_id,
-                "bucket": self.plan.bucket,
-                "created_at": isoformat(utcnow()),
-                "copied": result.copied,
-                "unchanged": result.unchanged,
-                "failed": result.failed,
-                "sources": result.sources,
-            }
-            body = writer.finish(header, keep_held=hold, undeleted=self._undeleted)
-            try:
-                put_manifest(self.s3, self.plan.bucket, key, body)
-            except AlreadyExists:
-                logger.info("snapshot %s was already written by another invocation", key)
-            finally:
-                body.close()
-            result.snapshot = f"s3://{self.plan.bucket}/{key}"
+            self._put_snapshot(writer, hold)
             self._finish_run(meta)
         finally:
             writer.close()
@@ -227,6 +210,14 @@ class PlanBackup:
         """Between batches: when the invocation is running out of time, save a checkpoint and stop."""
         if not self._running_out():
             return
+        checkpoint = self._save_checkpoint(writer, source_index, last_key)
+        self._checkpoint = checkpoint
+        raise progress.Suspended(f"plan {self.plan.name}: checkpoint {checkpoint.seq}")
+
+    def _save_checkpoint(
+        self, writer: ManifestWriter, source_index: int, last_key: str | None, done: bool = False
+    ) -> progress.Checkpoint:
+        """Save where this run is (the partial manifest and counts), for the next invocation to resume."""
         before = self._checkpoint
         checkpoint = progress.Checkpoint(
             plan=self.plan.name,
@@ -241,10 +232,34 @@ class PlanBackup:
             errors=self.result.errors[:20],
             started_at=self.result.started_at,
             invocations=before.invocations + 1 if before else 1,
+            done=done,
         )
         self._checkpoints.save(checkpoint, writer)
-        self._checkpoint = checkpoint
-        raise progress.Suspended(f"plan {self.plan.name}: checkpoint {checkpoint.seq}")
+        return checkpoint
+
+    def _put_snapshot(self, writer: ManifestWriter, hold: bool, **extra_header: Any) -> None:
+        """Write the plan's manifest: the run's last write, made only if no manifest for it exists yet."""
+        result = self.result
+        key = manifest_key(self.plan.name, self.backup_id)
+        header = {
+            "plan": self.plan.name,
+            "backup_id": self.backup_id,
+            "bucket": self.plan.bucket,
+            "created_at": isoformat(utcnow()),
+            "copied": result.copied,
+            "unchanged": result.unchanged,
+            "failed": result.failed,
+            "sources": result.sources,
+            **extra_header,
+        }
+        body = writer.finish(header, keep_held=hold, undeleted=self._undeleted)
+        try:
+            put_manifest(self.s3, self.plan.bucket, key, body)
+        except AlreadyExists:
+            logger.info("snapshot %s was already written by another invocation", key)
+        finally:
+            body.close()
+        result.snapshot = f"s3://{self.plan.bucket}/{key}"
 
     def _note_multipart(self, reader: SourceReader, obj: SourceObject) -> None:
         """Mark the plan before this invocation's first multipart copy: if it dies midway, the upload is

@@ -33,10 +33,9 @@ from botocore.exceptions import ClientError
 
 from chalicelib import progress
 from chalicelib.backup import PlanBackup, ReaderFactory, _Previous
-from chalicelib.errors import AlreadyExists
 from chalicelib.plans import Plan, Source
-from chalicelib.records import PlanResult, isoformat, utcnow
-from chalicelib.snapshots import Entry, Manifest, ManifestWriter, manifest_key, put_manifest
+from chalicelib.records import PlanResult
+from chalicelib.snapshots import Manifest, ManifestWriter, manifest_key
 from chalicelib.sources import SourceReader, make_reader
 
 logger = logging.getLogger(__name__)
@@ -161,23 +160,7 @@ class RangeBackup(PlanBackup):
                     self._maybe_suspend(writer, index + 1, None)
             self.reader_factory = factory
             # The range is done: its partial manifest, marked so.
-            before = self._checkpoint
-            checkpoint = progress.Checkpoint(
-                plan=self.plan.name,
-                backup_id=self.backup_id,
-                seq=before.seq + 1 if before else 1,
-                source_index=stop_index + 1,
-                last_key=None,
-                partial_key="",
-                previous_objects=self._previous_objects,
-                counters=progress.Checkpoint.counters_of(self.result),
-                sources=self.result.sources,
-                errors=self.result.errors[:20],
-                started_at=self.result.started_at,
-                invocations=before.invocations + 1 if before else 1,
-                done=True,
-            )
-            self._checkpoints.save(checkpoint, writer)
+            self._save_checkpoint(writer, stop_index + 1, None, done=True)
         finally:
             self.reader_factory = factory
             writer.close()
@@ -229,27 +212,8 @@ class RangeBackup(PlanBackup):
                 self._apply_deletions(writer, pool)
         result.objects = writer.objects
         result.bytes = writer.bytes
-        key = manifest_key(self.plan.name, self.backup_id)
         if not self.dry_run:
-            header = {
-                "plan": self.plan.name,
-                "backup_id": self.backup_id,
-                "bucket": self.plan.bucket,
-                "created_at": isoformat(utcnow()),
-                "copied": result.copied,
-                "unchanged": result.unchanged,
-                "failed": result.failed,
-                "sources": result.sources,
-                "ranges": self.split.count,
-            }
-            body = writer.finish(header, keep_held=hold)
-            try:
-                put_manifest(self.s3, self.plan.bucket, key, body)
-            except AlreadyExists:
-                logger.info("snapshot %s was already written by another range", key)
-            finally:
-                body.close()
-            result.snapshot = f"s3://{self.plan.bucket}/{key}"
+            self._put_snapshot(writer, hold, ranges=self.split.count)
         # Every range's checkpoints and the split record go with the plan's own.
         progress.CheckpointStore(self.s3, self.plan.bucket, self.plan.name, self.backup_id).clear()
         self._checkpoints.saved = False

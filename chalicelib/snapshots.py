@@ -18,7 +18,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Collection, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import IO, Any
 
 from botocore.exceptions import ClientError

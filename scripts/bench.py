@@ -21,8 +21,6 @@ This is a report, not a test: it prints, and never fails on a number. The last l
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
 import json
 import math
 import os

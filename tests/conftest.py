@@ -4,7 +4,6 @@ chalice test client whose stage runs backups inline."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from moto import mock_aws
 
 # Record every AWS call the system makes and check it against the generated policy; let moto honour the
 # TLS-only bucket policy as S3 does (see each plugin).
-pytest_plugins = ["tests.record_calls", "tests.moto_tls"]
+pytest_plugins = ["tests.record_calls", "tests.moto_tls", "tests.faults"]
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"

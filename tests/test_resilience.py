@@ -22,8 +22,8 @@ from chalicelib.service import BackupService
 from chalicelib.snapshots import list_snapshot_keys, manifest_key
 from chalicelib.sources import S3SourceReader, make_reader
 from tests.conftest import create_table, read_alerts
-from tests.faults import Crash, FaultInjector, fault_injector  # noqa: F401
-from tests.test_scale import assert_manifests_describe_stored_data, content, copy_counter, make_bucket, snapshot_content
+from tests.faults import Crash
+from tests.test_scale import assert_manifests_describe_stored_data, copy_counter, make_bucket, snapshot_content
 
 MiB = 1024**2
 

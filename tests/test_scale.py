@@ -10,24 +10,19 @@ import dataclasses
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from chalicelib import progress
 from chalicelib import service as service_module
-from chalicelib.aws import Clients
 from chalicelib.backup import PlanBackup
 from chalicelib.config import Settings
-from chalicelib.plans import Plan, load_plans
+from chalicelib.plans import Plan
 from chalicelib.service import BackupService
 from chalicelib.snapshots import SNAPSHOTS_PREFIX, Manifest, list_snapshot_keys, manifest_key
 from chalicelib.sources import make_reader
-from tests.conftest import REGION, STAGE_ENV, create_table
-from tests.faults import Crash, FaultInjector, fault_injector, no_retry_delay  # noqa: F401
+from tests.conftest import STAGE_ENV
 
 RESERVE_MS = progress.DEFAULT_RESERVE_MS
 
