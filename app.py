@@ -9,13 +9,13 @@ from typing import Any
 
 from chalice import BadRequestError, Chalice, ConflictError, IAMAuthorizer, NotFoundError, Rate, Response
 
+from chalicelib import api
+from chalicelib import restore as restores_
 from chalicelib.aws import Clients
 from chalicelib.config import Settings
-from chalicelib import api
 from chalicelib.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from chalicelib.plans import check_plans_file
 from chalicelib.service import BackupService
-from chalicelib import restore as restores_
 from chalicelib.verify import Verifier, parse_verify_request
 
 app = Chalice(app_name="org-backup")

@@ -34,8 +34,8 @@ from chalicelib.records import (
     utcnow,
 )
 from chalicelib.requests import parse_backup_request
-from chalicelib.snapshots import Entry, Manifest
 from chalicelib.service import BackupService
+from chalicelib.snapshots import Entry, Manifest
 
 logger = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib import progress
 from chalicelib.errors import AlreadyExists, SourceError
 from chalicelib.plans import Plan, Source
 from chalicelib.records import PlanResult, isoformat, utcnow
-from chalicelib.snapshots import DATA_PREFIX, Entry, data_key, Manifest, ManifestWriter, manifest_key, put_manifest
+from chalicelib.snapshots import DATA_PREFIX, Entry, Manifest, ManifestWriter, data_key, manifest_key, put_manifest
 from chalicelib.sources import SourceObject, SourceReader, Stored, describe_error, make_reader
-from chalicelib import progress
 
 logger = logging.getLogger(__name__)
 

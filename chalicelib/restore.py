@@ -12,9 +12,9 @@ Restores only ever write to their target: a target bucket that is one of the bac
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
-import base64
 import json
 import logging
 import os

@@ -8,14 +8,21 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from chalicelib import alerts, drift, metrics
+from chalicelib import alerts, drift, metrics, progress, ranges
 from chalicelib.aws import Clients
 from chalicelib.backup import back_up_plan
-from chalicelib import progress, ranges
 from chalicelib.config import Settings
 from chalicelib.errors import AlreadyExists, BadRequest
-from chalicelib.records import BackupRecord, PlanResult, RecordStore, isoformat, new_backup_id, overall_status, utcnow
-from chalicelib.records import backup_time
+from chalicelib.records import (
+    BackupRecord,
+    PlanResult,
+    RecordStore,
+    backup_time,
+    isoformat,
+    new_backup_id,
+    overall_status,
+    utcnow,
+)
 from chalicelib.verify import Verifier
 
 logger = logging.getLogger(__name__)
