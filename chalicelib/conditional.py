@@ -33,6 +33,21 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def lost_race(exc: ClientError) -> bool:
+    """True when a conditional write failed because another writer got there first."""
+    return _code(exc) in _LOST_RACE
+
+
+def put_new(s3: Any, **params: Any) -> dict[str, Any]:
+    """`PutObject` that only creates (`IfNoneMatch="*"`): `AlreadyExists` when the key is already there."""
+    try:
+        return dict(s3.put_object(IfNoneMatch="*", **params))
+    except ClientError as exc:
+        if lost_race(exc):
+            raise AlreadyExists(f"s3://{params.get('Bucket')}/{params.get('Key')} already exists") from exc
+        raise
+
+
 def read(s3: Any, bucket: str, key: str) -> Document | None:
     """The document and its ETag, or None when there is none (or it is not a JSON object)."""
     try:
@@ -75,7 +90,7 @@ def _put(s3: Any, bucket: str, key: str, data: dict[str, Any], **condition: str)
             **condition,
         )
     except ClientError as exc:
-        if _code(exc) in _LOST_RACE or (condition.get("IfMatch") and _code(exc) in _MISSING):
+        if lost_race(exc) or (condition.get("IfMatch") and _code(exc) in _MISSING):
             raise AlreadyExists(f"s3://{bucket}/{key} changed while it was being written") from exc
         raise
     return str(response.get("ETag", ""))

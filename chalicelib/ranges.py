@@ -31,8 +31,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import progress
+from chalicelib import conditional, progress
 from chalicelib.backup import PlanBackup, ReaderFactory, _Previous
+from chalicelib.errors import AlreadyExists
 from chalicelib.plans import Plan, Source
 from chalicelib.records import PlanResult
 from chalicelib.snapshots import Manifest, ManifestWriter, manifest_key
@@ -280,16 +281,14 @@ def _record_split(s3: Any, plan: Plan, backup_id: str, latest: str, objects: int
         return None
     split = Split(previous_key=latest, bounds=bounds)
     try:
-        s3.put_object(
+        conditional.put_new(
+            s3,
             Bucket=plan.bucket,
             Key=split_key(plan.name, backup_id),
             Body=json.dumps(asdict(split)).encode("utf-8"),
             ContentType="application/json",
-            IfNoneMatch="*",
         )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-            raise
+    except AlreadyExists:
         # Another delivery of this backup split the plan first: work its split.
         return load_split(s3, plan.bucket, plan.name, backup_id)
     logger.info("plan %s of backup %s: %d objects, split into %d ranges", plan.name, backup_id, objects, split.count)

@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib import conditional
 from chalicelib.errors import AlreadyExists, NotFound
 from chalicelib.snapshots import META_PREFIX
 
@@ -133,17 +134,15 @@ class RecordStore:
     def create(self, record: BackupRecord) -> None:
         """Store a new record; `AlreadyExists` if a record with this id is already there."""
         try:
-            self.s3.put_object(
+            conditional.put_new(
+                self.s3,
                 Bucket=self.bucket,
                 Key=record_key(record.backup_id),
                 Body=json.dumps(record.to_dict(), ensure_ascii=False).encode("utf-8"),
                 ContentType="application/json",
-                IfNoneMatch="*",
             )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                raise AlreadyExists(f"backup {record.backup_id} already exists") from exc
-            raise
+        except AlreadyExists as exc:
+            raise AlreadyExists(f"backup {record.backup_id} already exists") from exc
 
     def save(self, record: BackupRecord) -> None:
         self.s3.put_object(

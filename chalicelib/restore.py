@@ -31,6 +31,7 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib import conditional
 from chalicelib.errors import AlreadyExists, BadRequest, Conflict, NotFound
 from chalicelib.plans import DynamoDBSource, Plan, PlanSet
 from chalicelib.records import RecordStore, backup_time, isoformat, new_backup_id, utcnow
@@ -289,14 +290,13 @@ class RestoreStore:
             "Body": json.dumps(record.to_dict(), ensure_ascii=False).encode("utf-8"),
             "ContentType": "application/json",
         }
-        if create:
-            params["IfNoneMatch"] = "*"
-        try:
+        if not create:
             self.s3.put_object(**params)
-        except ClientError as exc:
-            if create and exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
-                raise AlreadyExists(f"restore {record.restore_id} already exists") from exc
-            raise
+            return
+        try:
+            conditional.put_new(self.s3, **params)
+        except AlreadyExists as exc:
+            raise AlreadyExists(f"restore {record.restore_id} already exists") from exc
 
     def create(self, record: RestoreRecord) -> None:
         self._put(record, create=True)
@@ -870,7 +870,7 @@ class RestoreService:
             try:
                 response = s3.copy_object(Bucket=target.bucket, Key=key, CopySource=source, **extra)
             except ClientError as exc:
-                if _error_code(exc) in ("PreconditionFailed", "412"):
+                if conditional.lost_race(exc):
                     return Outcome("failed", entry, reason=f"s3://{target.bucket}/{key} appeared during the restore")
                 raise
             checksum = response.get("CopyObjectResult", {}).get("ChecksumSHA256")

@@ -23,7 +23,8 @@ from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.errors import AlreadyExists, NotFound
+from chalicelib import conditional
+from chalicelib.errors import NotFound
 
 DATA_PREFIX = "data/"
 META_PREFIX = "meta/"
@@ -148,20 +149,10 @@ class ManifestWriter:
 
 def put_manifest(s3: Any, bucket: str, key: str, body: IO[bytes]) -> str:
     """Write a finished manifest, only if no manifest is there yet. Returns its version id."""
-    try:
-        response = s3.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=body,
-            IfNoneMatch="*",
-            ContentType="application/gzip",
-            ChecksumAlgorithm="SHA256",
-        )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-            raise AlreadyExists(f"s3://{bucket}/{key} already exists") from exc
-        raise
-    return response.get("VersionId", "")
+    response = conditional.put_new(
+        s3, Bucket=bucket, Key=key, Body=body, ContentType="application/gzip", ChecksumAlgorithm="SHA256"
+    )
+    return str(response.get("VersionId", ""))
 
 
 def list_snapshot_keys(s3: Any, bucket: str, plan: str) -> list[str]:
