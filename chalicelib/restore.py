@@ -35,7 +35,7 @@ from chalicelib import conditional
 from chalicelib.errors import AlreadyExists, BadRequest, Conflict, NotFound
 from chalicelib.plans import DynamoDBSource, Plan, PlanSet
 from chalicelib.records import RecordStore, backup_time, isoformat, new_backup_id, utcnow
-from chalicelib.requests import parse_json_object
+from chalicelib.requests import parse_json_object, reject_unknown_fields
 from chalicelib.snapshots import META_PREFIX, Entry, Manifest, load_snapshot
 from chalicelib.sources import COPY_OBJECT_LIMIT, _copy_part_size, describe_error
 
@@ -148,9 +148,7 @@ def parse_restore_request(raw_body: bytes | None, allow_path: bool = False) -> R
 
 
 def restore_request_from_dict(data: dict[str, Any], allow_path: bool = False) -> RestoreRequest:
-    unknown = sorted(set(data) - _REQUEST_FIELDS)
-    if unknown:
-        raise BadRequest(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(_REQUEST_FIELDS))}")
+    reject_unknown_fields(data, _REQUEST_FIELDS)
     backup_id = data.get("backup_id")
     if not isinstance(backup_id, str) or not backup_id:
         raise BadRequest("'backup_id' is required, e.g. \"20261126T134735123Z-9f2c4a1b\"")

@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.errors import BadRequest, NotFound
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.records import RecordStore
+from chalicelib.requests import parse_json_object, parse_plan_names, reject_unknown_fields
 from chalicelib.snapshots import Entry, Manifest, list_snapshot_keys, load_snapshot
 from chalicelib.sources import describe_error
 
@@ -204,15 +205,9 @@ class VerifyRequest:
 
 def parse_verify_request(raw_body: bytes | None) -> VerifyRequest:
     """A `POST /backups/{id}/verify` body: optional `plans` and `sample_percent` (0-100)."""
-    from chalicelib.requests import parse_json_object
-
     data = parse_json_object(raw_body)
-    unknown = sorted(set(data) - {"plans", "sample_percent"})
-    if unknown:
-        raise BadRequest(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: 'plans', 'sample_percent'")
-    plans = data.get("plans")
-    if plans is not None and (not isinstance(plans, list) or not plans or not all(isinstance(p, str) for p in plans)):
-        raise BadRequest("'plans' must be a non-empty list of plan names")
+    reject_unknown_fields(data, {"plans", "sample_percent"})
+    plans = parse_plan_names(data)
     percent = data.get("sample_percent", 0)
     if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
         raise BadRequest(f"'sample_percent' must be a number from 0 to 100, got {percent!r}")

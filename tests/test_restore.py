@@ -70,6 +70,17 @@ def world(app_client: Client, backup_buckets: Any, sources: dict[str, Any], s3: 
 
 
 @pytest.fixture
+def thaws(app_client: Client, clients: Any) -> list[dict[str, Any]]:
+    """Every RestoreObject request the app sends, recorded (the app uses these test clients)."""
+    import app as app_module
+
+    app_module._clients = clients
+    sent: list[dict[str, Any]] = []
+    clients.s3.meta.events.register("provide-client-params.s3.RestoreObject", lambda params, **kw: sent.append(dict(params)))
+    return sent
+
+
+@pytest.fixture
 def manual_thaw() -> Iterator[Any]:
     """Thaws that stay in progress until S3 has been asked about them a few times (moto finishes them at once)."""
     from moto.moto_api import state_manager
@@ -245,13 +256,8 @@ def test_unknown_restore_is_404_and_bodies_must_be_json(app_client: Client, worl
 
 
 def test_archived_versions_wait_for_a_thaw_then_complete(
-    app_client: Client, world: dict[str, Any], s3: Any, clients: Any, manual_thaw: Any
+    app_client: Client, world: dict[str, Any], s3: Any, clients: Any, manual_thaw: Any, thaws: list[dict[str, Any]]
 ) -> None:
-    import app as app_module
-
-    app_module._clients = clients
-    thaws: list[dict[str, Any]] = []
-    clients.s3.meta.events.register("provide-client-params.s3.RestoreObject", lambda params, **kw: thaws.append(dict(params)))
     backup_id = backup(app_client, ["documents"])
     archived = {}
     for key in ("reports/report-1.txt", "reports/report-2.txt"):
@@ -294,13 +300,8 @@ def test_archived_versions_wait_for_a_thaw_then_complete(
 
 
 def test_expedited_is_used_for_glacier_only(
-    app_client: Client, world: dict[str, Any], s3: Any, clients: Any, manual_thaw: Any
+    app_client: Client, world: dict[str, Any], s3: Any, clients: Any, manual_thaw: Any, thaws: list[dict[str, Any]]
 ) -> None:
-    import app as app_module
-
-    app_module._clients = clients
-    thaws: list[dict[str, Any]] = []
-    clients.s3.meta.events.register("provide-client-params.s3.RestoreObject", lambda params, **kw: thaws.append(dict(params)))
     backup_id = backup(app_client, ["documents"])
     for key, storage_class in (("reports/report-1.txt", "GLACIER"), ("reports/report-2.txt", "DEEP_ARCHIVE")):
         head = s3.head_object(Bucket="test-backup-documents", Key=f"data/documents/{key}")

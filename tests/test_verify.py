@@ -169,6 +169,11 @@ def test_verify_through_the_api(app_client: Client, backup_buckets: Any, sources
     assert bad.status_code == 400 and "sample_percent" in bad.json_body["Message"]
     bad = post(app_client, f"/backups/{backup_id}/verify", {"plans": ["photos"]})
     assert bad.status_code == 404 and "photos" in bad.json_body["Message"]
+    # Like POST /backup: an explicit null is a mistake, not "every plan"; a misspelt field is named.
+    bad = post(app_client, f"/backups/{backup_id}/verify", {"plans": None})
+    assert bad.status_code == 400 and "'plans'" in bad.json_body["Message"]
+    bad = post(app_client, f"/backups/{backup_id}/verify", {"sample_pct": 5})
+    assert bad.status_code == 400 and "'sample_pct'" in bad.json_body["Message"]
 
 
 # ------------------------------------------------------------------------------------------------ weekly rotation
