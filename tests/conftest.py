@@ -34,6 +34,20 @@ STAGE_ENV = {
 }
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--exhaustive",
+        action="store_true",
+        help="run every case of the exhaustive sweeps (make test-full); without it, a fixed seeded subset",
+    )
+
+
+@pytest.fixture
+def exhaustive(request: pytest.FixtureRequest) -> bool:
+    """True under `make test-full`: sweeps take every case instead of their seeded subset."""
+    return bool(request.config.getoption("--exhaustive"))
+
+
 @pytest.fixture(autouse=True)
 def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dummy credentials so nothing can ever reach a real account."""

@@ -9,7 +9,12 @@ Two kinds of fault matter for idempotency, and both are covered:
   runs after it and does the work, but botocore keeps the first response, the error.
 
 And a third for crash tests: `crash` stops "the process" at operation k: that call and every later one
-raise `Crash`, a BaseException, so no `except Exception` in the code under test can swallow it.
+fail, so nothing from k on reaches the service. In the test's own thread they raise `Crash`, a BaseException,
+so no `except Exception` in the code under test can swallow it. In other threads (copy pools, boto3's transfer
+threads) they raise `ConnectionClosedError`: boto3's transfer manager only handles `Exception` and would
+wait for ever on a task that died of a BaseException, whereas a dead process simply stops. Either way no
+call reaches the service, so what S3 holds is what a crash at k leaves; the test's thread then meets `Crash`
+at its own next call.
 
 The handler is registered with `register_first`, so it runs before moto's stubber (which every client gets
 from botocore's built-in handlers when moto is imported). botocore emits `before-send` to all handlers and
@@ -112,6 +117,8 @@ class FaultInjector:
         self.log: list[tuple[int, str, str]] = []
         self.calls: Counter[str] = Counter()
         self._clients: list[Any] = []
+        # The thread that meets `Crash`: the test's.
+        self._owner = threading.current_thread()
 
     def add(
         self,
@@ -170,7 +177,9 @@ class FaultInjector:
         if kind is None:
             return None
         if kind == "crash":
-            raise Crash(f"crashed at {operation}")
+            if threading.current_thread() is self._owner:
+                raise Crash(f"crashed at {operation}")
+            raise ConnectionClosedError(endpoint_url=request.url)
         if kind == "reset":
             raise ConnectionClosedError(endpoint_url=request.url)
         if kind == "timeout":

@@ -19,9 +19,11 @@ allow, or needs a forbidden action. `recorded_calls` gives a test the calls made
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,29 +267,64 @@ def recorded_calls() -> CallsSince:
     return CallsSince()
 
 
-_REPORT: list[str] = []
+# What the check found: the calls and operations seen, and every violation. Under pytest-xdist each worker
+# checks its own calls and the controller gathers the workers' findings (`pytest_testnodedown`).
+_SUMMARY: dict[str, Any] = {"calls": 0, "operations": set(), "violations": [], "seconds": 0.0}
+
+
+def _check_own_calls() -> None:
+    if not RECORDER.calls:
+        return
+    started = time.perf_counter()
+    calls = list(RECORDER.calls)
+    _SUMMARY["calls"] += len(calls)
+    _SUMMARY["operations"] |= {f"{c.service}:{c.operation}" for c in calls}
+    _SUMMARY["violations"].extend(violations(calls))
+    _SUMMARY["seconds"] += time.perf_counter() - started
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if not RECORDER.calls:
+    _check_own_calls()
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        # An xdist worker: hand the findings to the controller, which reports them once.
+        workeroutput["recorded_calls"] = json.dumps(
+            {
+                "calls": _SUMMARY["calls"],
+                "operations": sorted(_SUMMARY["operations"]),
+                "violations": _SUMMARY["violations"],
+                "seconds": _SUMMARY["seconds"],
+            }
+        )
         return
-    found = violations(list(RECORDER.calls))
-    if found:
-        _REPORT.extend(found)
+    if _SUMMARY["violations"]:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    found = getattr(node, "workeroutput", {}).get("recorded_calls")
+    if not found:
+        return
+    data = json.loads(found)
+    _SUMMARY["calls"] += data["calls"]
+    _SUMMARY["operations"] |= set(data["operations"])
+    _SUMMARY["seconds"] += data["seconds"]
+    _SUMMARY["violations"].extend(v for v in data["violations"] if v not in _SUMMARY["violations"])
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if RECORDER.calls:
-        operations = sorted({f"{c.service}:{c.operation}" for c in RECORDER.calls})
+    if _SUMMARY["calls"]:
         terminalreporter.write_line(
-            f"recorded AWS calls: {len(RECORDER.calls)} ({len(operations)} operations) checked against the generated policy"
+            f"recorded AWS calls: {_SUMMARY['calls']} ({len(_SUMMARY['operations'])} operations) checked against "
+            f"the generated policy in {_SUMMARY['seconds']:.1f} s"
         )
-    if _REPORT:
+    found = _SUMMARY["violations"]
+    if found:
         terminalreporter.section("AWS calls the generated policy does not allow", red=True)
-        for line in _REPORT[:50]:
+        for line in found[:50]:
             terminalreporter.write_line(line)
-        if len(_REPORT) > 50:
-            terminalreporter.write_line(f"... and {len(_REPORT) - 50} more")
+        if len(found) > 50:
+            terminalreporter.write_line(f"... and {len(found) - 50} more")
         terminalreporter.write_line("Add the permission to its concern's table in chalicelib/policy.py and run `make policies`.")

@@ -4,8 +4,9 @@ and no manifest ever names data that is not stored."""
 from __future__ import annotations
 
 import dataclasses
-import os
+import random
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -143,6 +144,82 @@ def test_a_fault_that_never_clears_fails_one_source_and_the_alert_names_it(
 # Crashes
 
 
+# Each crash sweep kills "the process" at operation k for every k of one backup, then runs a new backup and
+# compares. The operations are counted on a reference run; the sweep is split into chunks (k mod CHUNKS), so
+# the test runner spreads one sweep over its workers.
+CHUNKS = 4
+
+
+def sweep_points(operations: int, chunk: int, chunks: int = CHUNKS) -> list[int]:
+    return list(range(chunk, operations, chunks))
+
+
+def seeded_points(operations: int, chunk: int, sample: int, seed: int = 20261129) -> list[int]:
+    """A fixed subset for `make test`: the first and last five calls (each a different step: listings,
+    the previous snapshot, the manifest, the clean-up) and a seeded sample of the calls in between."""
+    edges = set(range(min(5, operations))) | set(range(max(0, operations - 5), operations))
+    middle = sorted(set(range(operations)) - edges)
+    chosen = edges | set(random.Random(seed).sample(middle, min(sample, len(middle))))
+    return [k for k in sorted(chosen) if k % CHUNKS == chunk]
+
+
+def sweep(
+    s3: Any, client: Any, plan: Plan, fault_injector: Any, points: list[int], backup: Callable[[Plan, str], Any],
+    prepare: Callable[[Plan], None], expected: list[tuple[Any, ...]],
+) -> int:
+    """For each k: a fresh bucket prepared as the reference's was, a backup whose process dies at call k
+    (counted on `client`), then a new backup that must leave exactly the reference's snapshot, with every
+    manifest naming stored data."""
+    crashes = 0
+    for k in points:
+        plan_k = dataclasses.replace(plan, bucket=f"crash-{plan.name}-{k}")
+        make_bucket(s3, plan_k.bucket)
+        prepare(plan_k)
+        faults = fault_injector(k)
+        faults.crash_at_operation(k)
+        faults.attach(client)
+        try:
+            backup(plan_k, "20261126T000000000Z-crashed")
+        except Crash:
+            crashes += 1
+        finally:
+            faults.detach()
+        # Whatever the crash left, a new backup finishes the job, and no manifest (the new one, or one the
+        # crashed run wrote before it died) names data that is not stored.
+        assert backup(plan_k, "20261126T010000000Z-next").status == "SUCCEEDED", k
+        assert latest_content(s3, plan_k) == expected, k
+        assert_manifests_describe_stored_data(s3, plan_k.bucket)
+    return crashes
+
+
+class SingleThreaded:
+    """A plan backup with one copy thread, so the order of calls is the same on every run."""
+
+    def __init__(self, s3: Any, multipart_threshold: int | None = None, batch_size: int = 1000) -> None:
+        self.s3 = s3
+        self.multipart_threshold = multipart_threshold
+        self.batch_size = batch_size
+
+    def __call__(self, plan: Plan, backup_id: str) -> Any:
+        def factory(source: Any) -> Any:
+            if self.multipart_threshold is not None:
+                return S3SourceReader(self.s3, source, multipart_threshold=self.multipart_threshold)
+            return make_reader(source, self.s3, None)
+
+        return PlanBackup(plan, self.s3, backup_id, factory, max_workers=1, batch_size=self.batch_size).run()
+
+
+def count_operations(s3: Any, fault_injector: Any, run: Callable[[], Any]) -> tuple[Any, Any]:
+    """The calls an uninterrupted run makes on `s3` (`.operations`, and `.calls` by operation), and its result."""
+    counting = fault_injector(0).attach(s3)
+    try:
+        result = run()
+    finally:
+        counting.detach()
+    assert result.status == "SUCCEEDED", result
+    return counting, result
+
+
 @pytest.fixture
 def crash_source(s3: Any, stage_env: dict[str, str]) -> None:
     bucket = stage_env["DOCUMENTS_SOURCE_BUCKET"]
@@ -151,56 +228,89 @@ def crash_source(s3: Any, stage_env: dict[str, str]) -> None:
         s3.put_object(Bucket=bucket, Key=f"doc/{index:03d}.txt", Body=f"{index}".encode() * 7)
 
 
-def crash_points(operations: int) -> list[int]:
-    """Which k to crash at: every k (about two minutes). CRASH_SWEEP=sample, for a quick run while working,
-    takes every k among the first and last 5 calls, where each call is a different step (listing, previous
-    snapshot, manifest, clean-up), and every 25th k among the copies in between, which are all alike."""
-    if os.environ.get("CRASH_SWEEP", "full") != "sample":
-        return list(range(operations))
-    edges = set(range(min(5, operations))) | set(range(max(0, operations - 5), operations))
-    return sorted(edges | set(range(5, operations - 5, 25)))
-
-
+@pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_a_crash_at_any_operation_then_a_new_backup_ends_as_an_uninterrupted_one(
-    s3: Any, crash_source: None, plans: PlanSet, fault_injector: Any
+    s3: Any, crash_source: None, plans: PlanSet, fault_injector: Any, exhaustive: bool, chunk: int
 ) -> None:
-    """The documents plan with one copy thread (a fixed order of calls): the process dies at call k, for
-    every k of the backup; the next backup leaves the same snapshot as a backup that never crashed."""
+    """A first backup of 185 objects: the process dies at call k; the next backup leaves the same snapshot
+    as a backup that never crashed. Every k with --exhaustive (`make test-full`), a seeded subset otherwise;
+    the incremental sweep below takes every k of its backup in every run."""
     clients = Clients()
     base = plans.get("documents")
-
-    def backup(plan: Plan, backup_id: str) -> Any:
-        factory = lambda src: make_reader(src, clients.s3, None)  # noqa: E731
-        return PlanBackup(plan, clients.s3, backup_id, factory, max_workers=1).run()
-
+    backup = SingleThreaded(clients.s3)
     reference = dataclasses.replace(base, bucket="crash-ref")
     make_bucket(s3, reference.bucket)
-    counting = fault_injector(0).attach(clients.s3)
-    assert backup(reference, "20261126T000000000Z-ref").status == "SUCCEEDED"
-    counting.detach()
-    operations = counting.operations
+    counted, _ = count_operations(clients.s3, fault_injector, lambda: backup(reference, "20261126T000000000Z-ref"))
+    operations = counted.operations
     assert 180 <= operations <= 230
     expected = latest_content(s3, reference)
 
-    crashes = 0
-    points = crash_points(operations)
-    for k in points:
-        plan = dataclasses.replace(base, bucket=f"crash-{k}")
-        make_bucket(s3, plan.bucket)
-        faults = fault_injector(k)
-        faults.crash_at_operation(k)
-        faults.attach(clients.s3)
-        try:
-            backup(plan, "20261126T000000000Z-crashed")
-        except Crash:
-            crashes += 1
-        finally:
-            faults.detach()
-        # Whatever the crash left, a new backup finishes the job, and no manifest (the new one, or one the
-        # crashed run wrote before it died) names data that is not stored.
-        assert backup(plan, "20261126T010000000Z-next").status == "SUCCEEDED", k
-        assert latest_content(s3, plan) == expected, k
-        assert_manifests_describe_stored_data(s3, plan.bucket)
+    points = sweep_points(operations, chunk) if exhaustive else seeded_points(operations, chunk, sample=6)
+    assert points
+    crashes = sweep(s3, clients.s3, base, fault_injector, points, backup, lambda plan: None, expected)
+    assert crashes == len(points)
+
+
+INCREMENTAL_BATCH = 5
+
+
+@pytest.fixture
+def two_states(s3: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """A source as it was (18 small objects and one large enough for a multipart copy at a 5 MiB threshold)
+    and as it is a day later: 3 changed, 2 deleted, 2 new, the large one rewritten. Two buckets, so that every
+    crashed bucket's first backup can be taken from the old state whenever the sweep gets to it."""
+    monkeypatch.setattr(sources_module, "MULTIPART_CHUNKSIZE", 5 * MiB)
+    before, after = "crash-source-before", "crash-source-after"
+    for bucket in (before, after):
+        s3.create_bucket(Bucket=bucket)
+        for index in range(18):
+            s3.put_object(Bucket=bucket, Key=f"doc/{index:02d}.txt", Body=f"{index} ".encode() * 9)
+    s3.put_object(Bucket=before, Key="doc/big.bin", Body=b"first" * (MiB // 4))
+    for index in (1, 6, 11):
+        s3.put_object(Bucket=after, Key=f"doc/{index:02d}.txt", Body=f"changed {index}".encode())
+    for index in (3, 14):
+        s3.delete_object(Bucket=after, Key=f"doc/{index:02d}.txt")
+    for name in ("doc/05-new.txt", "doc/99-new.txt"):
+        s3.put_object(Bucket=after, Key=name, Body=name.encode())
+    s3.put_object(Bucket=after, Key="doc/big.bin", Body=b"second" * (11 * MiB // 6))
+    return before, after
+
+
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_a_crash_at_any_operation_of_an_incremental_backup_then_a_new_backup_ends_as_an_uninterrupted_one(
+    s3: Any, two_states: tuple[str, str], plans: PlanSet, fault_injector: Any, chunk: int
+) -> None:
+    """Every kind of call a backup makes, at every k, in every run of the suite: the plan's listing, the
+    previous manifest, the source listing, copies across batches, a multipart copy with its marker and
+    clean-up, delete markers, the manifest. Each crashed bucket starts from the same first snapshot; the
+    next backup must leave the same second snapshot as an uninterrupted run."""
+    clients = Clients()
+    base = plans.get("documents")
+    source = base.sources[0]
+    before = dataclasses.replace(base, sources=(dataclasses.replace(source, bucket=two_states[0]),))
+    after = dataclasses.replace(base, sources=(dataclasses.replace(source, bucket=two_states[1]),))
+    backup = SingleThreaded(clients.s3, multipart_threshold=5 * MiB, batch_size=INCREMENTAL_BATCH)
+
+    def first_backup(plan: Plan) -> None:
+        assert backup(dataclasses.replace(before, bucket=plan.bucket), "20261125T000000000Z-first").status == "SUCCEEDED"
+
+    reference = dataclasses.replace(after, bucket="crash-incremental-ref")
+    make_bucket(s3, reference.bucket)
+    first_backup(reference)
+    counted, done = count_operations(clients.s3, fault_injector, lambda: backup(reference, "20261126T000000000Z-ref"))
+    assert (done.copied, done.unchanged, done.deleted) == (6, 13, 2), done
+    operations = counted.operations
+    # Every kind of call is among those the sweep crashes at.
+    assert set(counted.calls) >= {
+        "s3.ListObjectsV2", "s3.GetObject", "s3.CopyObject", "s3.PutObject", "s3.CreateMultipartUpload",
+        "s3.UploadPartCopy", "s3.CompleteMultipartUpload", "s3.HeadObject", "s3.DeleteObjects",
+        "s3.ListMultipartUploads",
+    }, counted.calls
+    assert 15 <= operations <= 60, counted.calls
+    expected = latest_content(s3, reference)
+
+    points = sweep_points(operations, chunk)
+    crashes = sweep(s3, clients.s3, after, fault_injector, points, backup, first_backup, expected)
     assert crashes == len(points)
 
 
