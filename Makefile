@@ -28,15 +28,18 @@ install: $(BIN)/activate
 TEST_WORKERS ?= auto
 PYTEST = $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
-# The linter's checks, then the whole suite (the exhaustive sweeps as a fixed, seeded subset).
+LINT = $(BIN)/ruff check app.py chalicelib scripts tests && $(BIN)/lint-imports --no-cache
+
+# The linters (ruff, and import-linter's layers), then the whole suite (the exhaustive sweeps as a fixed,
+# seeded subset).
 test: install
-	$(BIN)/ruff check app.py chalicelib scripts tests
+	$(LINT)
 	$(PYTEST)
 
 # The same, with every case of the exhaustive sweeps (a crash at every call of a 185-object backup). Run it
 # before calling a change to the engine done.
 test-full: install
-	$(BIN)/ruff check app.py chalicelib scripts tests
+	$(LINT)
 	$(PYTEST) --exhaustive
 
 # The whole system on this machine: AWS emulator, seeded sources, API on 127.0.0.1:$(API_PORT). Ctrl-C stops it.
@@ -45,18 +48,18 @@ run: install
 
 # Least-privilege IAM policies, .chalice/policy-<stage>.json for every stage, from the plans (commit them).
 policies: install
-	$(BIN)/python -m chalicelib.policy
+	$(BIN)/python -m chalicelib.deploy.policy
 
 # The administrator's step: create or harden the stage's backup buckets (FORCE=1 overrides differing settings).
 provision: install
-	$(BIN)/python -m chalicelib.buckets --stage $(STAGE) $(if $(FORCE),--force)
+	$(BIN)/python -m chalicelib.deploy.provision --stage $(STAGE) $(if $(FORCE),--force)
 
 # One deployable CloudFormation template in build/<stage>/sam.json: the functions, the buckets, the topic and
 # the alarm, linted. The local stage runs on the emulator and is never deployed, so it packages dev.
 PACKAGE_STAGE = $(if $(filter local,$(STAGE)),dev,$(STAGE))
 package: install
-	$(BIN)/python -m chalicelib.policy --check --stage $(PACKAGE_STAGE)
-	$(BIN)/python -m chalicelib.template --stage $(PACKAGE_STAGE) --output build/template-extra-$(PACKAGE_STAGE).json
+	$(BIN)/python -m chalicelib.deploy.policy --check --stage $(PACKAGE_STAGE)
+	$(BIN)/python -m chalicelib.deploy.template --stage $(PACKAGE_STAGE) --output build/template-extra-$(PACKAGE_STAGE).json
 	rm -rf build/$(PACKAGE_STAGE)
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $(PACKAGE_STAGE) \
 		--merge-template build/template-extra-$(PACKAGE_STAGE).json build/$(PACKAGE_STAGE)

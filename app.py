@@ -9,14 +9,17 @@ from typing import Any
 
 from chalice import BadRequestError, Chalice, ConflictError, IAMAuthorizer, NotFoundError, Rate, Response
 
-from chalicelib import api
-from chalicelib import restore as restores_
+from chalicelib.api import backups as api
+from chalicelib.api.plans import describe_plans
+from chalicelib.api.requests import check_body, parse_restore_request, parse_verify_request
 from chalicelib.aws import Clients
+from chalicelib.backup.service import BackupService
 from chalicelib.config import Settings
 from chalicelib.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from chalicelib.plans import check_plans_file
-from chalicelib.service import BackupService
-from chalicelib.verify import Verifier, parse_verify_request
+from chalicelib.restore import records as restore_records
+from chalicelib.restore.service import RestoreService
+from chalicelib.verify.verifier import Verifier
 
 app = Chalice(app_name="org-backup")
 app.log.setLevel(logging.INFO)
@@ -68,7 +71,7 @@ def _error(status: int, code: str, message: str, **extra: Any) -> Response:
     return Response(status_code=status, body={"Code": code, "Message": message, **extra})
 
 
-# content_types="*/*": the body's type is checked by api.check_body, which explains a 415 and allows any
+# content_types="*/*": the body's type is checked by check_body, which explains a 415 and allows any
 # type (or none) on an empty body.
 @app.route("/backup", methods=["POST"], authorizer=iam, content_types=["*/*"])
 @_client_errors
@@ -119,7 +122,7 @@ def list_backup_objects(backup_id: str) -> dict[str, Any]:
 @_client_errors
 def list_plans() -> dict[str, Any]:
     """The configured plans: buckets, sources, lifecycle and retention."""
-    return api.describe_plans(service().settings.plans)
+    return describe_plans(service().settings.plans)
 
 
 @app.schedule(Rate(1, unit=Rate.DAYS))
@@ -138,10 +141,10 @@ def backup_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"backup_id": record.backup_id, "status": record.status}
 
 
-def restores() -> restores_.RestoreService:
+def restores() -> RestoreService:
     """Restores use the same settings and clients as backups."""
     backups = service()
-    return restores_.RestoreService.from_settings(backups.settings, backups.clients)
+    return RestoreService.from_settings(backups.settings, backups.clients)
 
 
 @app.route("/restores", methods=["POST"], authorizer=iam, content_types=["*/*"])
@@ -149,7 +152,7 @@ def restores() -> restores_.RestoreService:
 def start_restore() -> Response:
     """Restore a snapshot (or part of it) to a bucket or a new table; `dry_run` answers with a quote."""
     current = app.current_request
-    request = restores_.parse_restore_request(api.check_body(current.raw_body, current.headers.get("content-type")))
+    request = parse_restore_request(check_body(current.raw_body, current.headers.get("content-type")))
     service_ = restores()
     if request.dry_run:
         return Response(status_code=200, body={"dry_run": True, "quote": service_.quote(request)})
@@ -166,7 +169,7 @@ def start_restore() -> Response:
 @_client_errors
 def get_restore(restore_id: str) -> dict[str, Any]:
     """A restore's status, counts and expected thaw completion."""
-    return restores_.summary(restores().get(restore_id))
+    return restore_records.summary(restores().get(restore_id))
 
 
 @app.route("/backups/{backup_id}/verify", methods=["POST"], authorizer=iam, content_types=["*/*"])
@@ -174,7 +177,7 @@ def get_restore(restore_id: str) -> dict[str, Any]:
 def verify_backup(backup_id: str) -> dict[str, Any]:
     """Check every version of a backup's snapshots; `sample_percent` also re-reads and re-hashes a share."""
     current = app.current_request
-    request = parse_verify_request(api.check_body(current.raw_body, current.headers.get("content-type")))
+    request = parse_verify_request(check_body(current.raw_body, current.headers.get("content-type")))
     backups = service()
     verifier = Verifier(backups.settings.plans, backups.clients, backups.settings.max_workers)
     return verifier.verify_backup(backup_id, request.plans, request.sample_percent)

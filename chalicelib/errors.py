@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from botocore.exceptions import ClientError
+
 
 class BackupError(Exception):
     """Base class of every error this system raises on purpose."""
@@ -45,3 +47,18 @@ class PayloadTooLarge(BackupError):
 
 class UnsupportedMediaType(BackupError):
     """The request body is not JSON (HTTP 415)."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, readable reason: 'NoSuchBucket: The specified bucket does not exist'."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'Error')}: {error.get('Message') or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a ClientError ('' for anything else)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""

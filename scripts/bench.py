@@ -147,8 +147,8 @@ def make_plan(bucket: str) -> Any:
 
 
 def run_engine(clients: Any, bucket: str) -> dict[str, Any]:
-    from chalicelib.backup import back_up_plan
-    from chalicelib.records import new_backup_id
+    from chalicelib.backup.plan_backup import back_up_plan
+    from chalicelib.catalog.records import new_backup_id
 
     result = back_up_plan(make_plan(bucket), clients, new_backup_id(), max_workers=THREADS)
     assert result.status == "SUCCEEDED", result
@@ -298,7 +298,7 @@ class FakeReader:
         self.count = count
 
     def list_objects(self) -> Any:
-        from chalicelib.sources import SourceObject
+        from chalicelib.backup.sources import SourceObject
 
         for index in range(self.count):
             yield SourceObject(key=f"data/{index:09d}.bin", size=OBJECT_SIZE, identity=f"etag:{index:032x}:{OBJECT_SIZE}")
@@ -311,8 +311,8 @@ class FakeReader:
 
 
 def compare_child(entries: int) -> None:
-    from chalicelib.backup import PlanBackup
-    from chalicelib.snapshots import Entry, ManifestWriter, manifest_key
+    from chalicelib.backup.plan_backup import PlanBackup
+    from chalicelib.catalog.manifests import Entry, ManifestWriter, manifest_key
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     plan = make_plan("bench-memory")

@@ -62,8 +62,9 @@ def run(count: int, repeat: int, tmp: Path) -> None:
 
     import app as app_module
     from chalicelib.aws import Clients
+    from chalicelib.catalog.records import BackupRecord, PlanResult, RecordStore, new_backup_id
     from chalicelib.plans import load_plans
-    from chalicelib.records import BackupRecord, PlanResult, RecordStore, isoformat, new_backup_id
+    from chalicelib.times import isoformat
 
     plans = load_plans(STAGE_ENV)
     s3 = boto3.client("s3", region_name="us-east-1")

@@ -2,7 +2,7 @@
 """The whole backup system on one machine, with no AWS account: `make run`.
 
 Starts moto's server (the AWS emulator) in this process, creates the three backup buckets exactly as
-`chalicelib.buckets.provision` would in AWS, seeds sources that look like production (a documents bucket,
+`chalicelib.deploy.provision` would in AWS, seeds sources that look like production (a documents bucket,
 a photos bucket of real PNG images, an orders table, the alert topic with a queue subscribed), then serves
 the API with `chalice local` and prints every backup alert as it arrives. Ctrl-C stops everything.
 
@@ -374,7 +374,7 @@ class Seeded:
 
 def seed(s3: Any, dynamodb: Any, sns: Any, sqs: Any, env: Mapping[str, str]) -> Seeded:
     """Backup buckets as an administrator provisions them, and production-like sources. Idempotent."""
-    from chalicelib.buckets import provision
+    from chalicelib.deploy.provision import provision
 
     plans = load_plans(env)
     for plan in plans.plans:

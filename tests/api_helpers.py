@@ -19,7 +19,8 @@ def make_buckets(s3: Any, plans: Any) -> None:
 
 def seed_record(s3: Any, bucket: str, moment: datetime, status: str = "SUCCEEDED", plans: tuple[str, ...] = ("photos",), suffix: str | None = None) -> str:
     """A finished (or running) backup record started at `moment`, as the service writes them."""
-    from chalicelib.records import BackupRecord, PlanResult, RecordStore, isoformat, new_backup_id
+    from chalicelib.catalog.records import BackupRecord, PlanResult, RecordStore, new_backup_id
+    from chalicelib.times import isoformat
 
     backup_id = new_backup_id(moment, suffix=suffix)
     record = BackupRecord(

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
+
 # moto must be imported before anything creates a boto3 client, or that client talks to real AWS.
 import moto  # noqa: F401
-import boto3
 import pytest
 from moto import mock_aws
 
@@ -110,7 +111,7 @@ def clients(aws: None) -> Any:
 
 @pytest.fixture
 def backup_buckets(s3: Any, plans: Any) -> Any:
-    from chalicelib.buckets import provision
+    from chalicelib.deploy.provision import provision
 
     for plan in plans.plans:
         provision(s3, plan)
@@ -175,8 +176,9 @@ def project_dir(tmp_path: Path, stage_env: dict[str, str]) -> Path:
 
 @pytest.fixture
 def app_client(aws: None, project_dir: Path) -> Iterator[Any]:
-    import app as app_module
     from chalice.test import Client
+
+    import app as app_module
 
     app_module._clients = None  # clients must be made inside this test's mock
     with Client(app_module.app, stage_name="local", project_dir=str(project_dir)) as client:
@@ -185,7 +187,7 @@ def app_client(aws: None, project_dir: Path) -> Iterator[Any]:
 
 
 def snapshot_entries(s3: Any, bucket: str, plan: str, backup_id: str) -> list[Any]:
-    from chalicelib.snapshots import load_snapshot
+    from chalicelib.catalog.manifests import load_snapshot
 
     with load_snapshot(s3, bucket, plan, backup_id) as manifest:
         return list(manifest.entries())

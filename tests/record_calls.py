@@ -8,7 +8,7 @@ or a runtime module of `chalicelib/`, or the thread was started from such code (
 transfer threads). Calls made by tests and fixtures themselves (seeding sources, provisioning buckets,
 reading results) are not the system's and are ignored.
 
-What the check uses as the policy: `chalicelib.policy.generate` for the configurations the code ran with
+What the check uses as the policy: `chalicelib.deploy.policy.generate` for the configurations the code ran with
 (every Plan, PlanSet, Settings and source seen in the system's frames when it made a call, and every plans
 document loaded during the run), so tests that use their own plans are checked against the policy those
 plans would get.
@@ -35,9 +35,17 @@ ROOT = Path(__file__).resolve().parent.parent
 _RUNTIME_DIR = str(ROOT / "chalicelib") + os.sep
 _APP_FILE = str(ROOT / "app.py")
 # Administrator's tools in chalicelib/: they run with an administrator's rights, never in the functions.
-# (The bucket-reading helpers of buckets.py still count when drift.py calls them: its frame is the system's.)
-ADMIN_MODULES = {"buckets.py", "policy.py", "stages.py", "template.py"}
-_ADMIN_FILES = {_RUNTIME_DIR + name for name in ADMIN_MODULES}
+# (The bucket-reading helpers of bucket_settings.py still count when drift.py calls them: its frame is the
+# system's.)
+ADMIN_MODULES = {
+    "deploy/bucket_settings.py",
+    "deploy/provision.py",
+    "deploy/policy.py",
+    "deploy/permissions.py",
+    "deploy/template.py",
+    "stages.py",
+}
+_ADMIN_FILES = {_RUNTIME_DIR + name.replace("/", os.sep) for name in ADMIN_MODULES}
 TEST_ACCOUNT = os.environ.get("MOTO_ACCOUNT_ID", "123456789012")
 
 
@@ -178,8 +186,8 @@ def check_policy() -> dict[str, Any]:
     """The policy for everything the system ran with during the tests: the generated policy of each
     configuration seen, combined (a call passes when one of them allows it)."""
     from chalicelib.config import Settings
+    from chalicelib.deploy.policy import Scope, generate, settings_scope
     from chalicelib.plans import DirectorySource, DynamoDBSource, Lifecycle, Plan, PlanSet, S3Source
-    from chalicelib.policy import Scope, generate, settings_scope
 
     scopes: list[Scope] = []
     plans: set[Plan] = set()
@@ -224,7 +232,8 @@ def _general(resource: str) -> str:
 def violations(calls: list[Call], policy: dict[str, Any] | None = None) -> list[str]:
     """One line per missing grant (action and resource, objects grouped by top-level prefix), or per use
     of a forbidden action."""
-    from chalicelib.policy import FORBIDDEN_ACTIONS, allows, required_permissions
+    from chalicelib.deploy.permissions import allows, required_permissions
+    from chalicelib.deploy.policy import FORBIDDEN_ACTIONS
 
     policy = policy if policy is not None else check_policy()
     problems: dict[tuple[str, str], list[Any]] = {}
@@ -327,4 +336,4 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(line)
         if len(found) > 50:
             terminalreporter.write_line(f"... and {len(found) - 50} more")
-        terminalreporter.write_line("Add the permission to its concern's table in chalicelib/policy.py and run `make policies`.")
+        terminalreporter.write_line("Add the permission to its concern's table in chalicelib/deploy/policy.py and run `make policies`.")

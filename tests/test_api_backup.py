@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.snapshots import list_snapshot_keys
+from chalicelib.catalog.manifests import list_snapshot_keys
 
 JSON = {"Content-Type": "application/json"}
 PLANS = ["documents", "photos", "database"]

@@ -19,7 +19,7 @@ def api(app_client: Any, s3: Any, plans: Any, sources: Any) -> Any:
 
 
 def test_a_backup_in_detail(api: Any, s3: Any, sources: dict[str, Any]) -> None:
-    from chalicelib.snapshots import manifest_key
+    from chalicelib.catalog.manifests import manifest_key
 
     backup_id = post(api, {}).json_body["backup_id"]
     response = api.http.get(f"/backups/{backup_id}")

@@ -147,7 +147,7 @@ def test_bad_queries_are_400_with_a_reason(app_client: Any, s3: Any, plans: Any)
 
 
 def test_a_tampered_or_foreign_token_is_400_not_a_first_page(app_client: Any, seeded: list[dict[str, Any]]) -> None:
-    from chalicelib import pagetokens
+    from chalicelib.catalog import pagetokens
 
     token = app_client.http.get("/backups?limit=3").json_body["next_token"]
     body, mac = token.split(".")

@@ -23,7 +23,7 @@ def api(app_client: Any, s3: Any, plans: Any, sources: Any) -> Any:
 @pytest.fixture
 def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     """Backups stay RUNNING: the worker never picks them up."""
-    from chalicelib.service import BackupService
+    from chalicelib.backup.service import BackupService
 
     monkeypatch.setattr(BackupService, "dispatch", lambda self, record: None)
 
@@ -101,7 +101,7 @@ def test_the_lock_is_free_once_the_backup_finished(api: Any) -> None:
 
 
 def test_a_stale_lock_is_taken_over(api: Any, s3: Any, no_worker: None) -> None:
-    from chalicelib.locks import DEFAULT_LOCK_LIFETIME, lock_key
+    from chalicelib.backup.locks import DEFAULT_LOCK_LIFETIME, lock_key
 
     first = post(api, {"plans": ["photos"]}).json_body["backup_id"]
     lock = json.loads(s3.get_object(Bucket=CATALOG, Key=lock_key("photos"))["Body"].read())
@@ -121,7 +121,7 @@ def test_two_requests_racing_for_a_free_lock_only_one_wins(api: Any, s3: Any, mo
     from datetime import datetime, timezone
 
     from chalicelib import conditional
-    from chalicelib.locks import lock_key
+    from chalicelib.backup.locks import lock_key
 
     post(api, {"plans": ["photos"]})  # finished: its lock is free to take over
     rival = seed_record(s3, CATALOG, datetime.now(timezone.utc), status="RUNNING", plans=("photos",))
@@ -178,7 +178,7 @@ def test_idempotency_key_reused_for_another_request_is_refused(api: Any, s3: Any
 def _age_claim(s3: Any, key: str, by: timedelta) -> None:
     from datetime import datetime
 
-    from chalicelib.idempotency import document_key
+    from chalicelib.api.idempotency import document_key
 
     doc = json.loads(s3.get_object(Bucket=CATALOG, Key=document_key(key))["Body"].read())
     doc["created_at"] = (datetime.fromisoformat(doc["created_at"].replace("Z", "+00:00")) - by).isoformat()
@@ -195,7 +195,7 @@ def test_idempotency_key_expires_after_24_hours(api: Any, s3: Any) -> None:
 def test_a_claim_whose_backup_is_not_recorded_yet_is_in_progress_then_abandoned(api: Any, s3: Any) -> None:
     from datetime import datetime, timezone
 
-    from chalicelib.idempotency import IdempotencyKeys, fingerprint
+    from chalicelib.api.idempotency import IdempotencyKeys, fingerprint
 
     keys = IdempotencyKeys(s3, CATALOG)
     now = datetime.now(timezone.utc)
@@ -209,7 +209,7 @@ def test_a_claim_whose_backup_is_not_recorded_yet_is_in_progress_then_abandoned(
 
 
 def test_a_refused_request_gives_its_idempotency_key_back(api: Any, s3: Any, no_worker: None) -> None:
-    from chalicelib.records import RecordStore
+    from chalicelib.catalog.records import RecordStore
 
     running = post(api, {"plans": ["photos"]}).json_body["backup_id"]
     refused = post(api, {"plans": ["photos"]}, {"Idempotency-Key": "k5"})
@@ -259,8 +259,8 @@ def test_a_running_scheduled_backup_holds_its_plans_too(
     from datetime import datetime, timezone
 
     from chalicelib.aws import Clients
+    from chalicelib.backup.service import BackupService
     from chalicelib.config import Settings
-    from chalicelib.service import BackupService
 
     # The daily backup has started and is still working (its worker is elsewhere).
     monkeypatch.setattr(BackupService, "run", lambda self, backup_id, context=None: self.records.get(backup_id))

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from chalicelib.backup import PlanBackup, back_up_plan
+from chalicelib.backup.plan_backup import PlanBackup, back_up_plan
+from chalicelib.backup.service import BackupService
+from chalicelib.backup.sources import make_reader
+from chalicelib.catalog.manifests import Entry, Manifest, list_snapshot_keys, manifest_key, put_manifest
+from chalicelib.catalog.records import BackupRecord, PlanResult
 from chalicelib.config import Settings
 from chalicelib.errors import AlreadyExists
-from chalicelib.records import BackupRecord, PlanResult
-from chalicelib.service import BackupService
-from chalicelib.snapshots import Entry, Manifest, list_snapshot_keys, manifest_key, put_manifest
-from chalicelib.sources import make_reader
 
 # --------------------------------------------------------------------------------------------------------
 # Botocore event hooks: count and fail calls on one client without touching the code under test.
@@ -160,7 +160,7 @@ DOCUMENTS = {f"reports/report-{i}.txt": f"report {i}\n".encode() * (i + 1) for i
 @pytest.fixture
 def docs(s3: Any, plans: Any, clients: Any, stage_env: dict[str, str], topic_queue: str) -> BackupService:
     """Only the documents plan's bucket and source: most behaviour needs one plan, and setup is cheaper."""
-    from chalicelib.buckets import provision
+    from chalicelib.deploy.provision import provision
 
     provision(s3, plans.get("documents"))
     s3.create_bucket(Bucket=DOCS_SRC)
@@ -172,7 +172,7 @@ def docs(s3: Any, plans: Any, clients: Any, stage_env: dict[str, str], topic_que
 @pytest.fixture
 def db(s3: Any, dynamodb: Any, plans: Any, clients: Any, stage_env: dict[str, str]) -> BackupService:
     """Only the database plan's bucket and a table of 50 items."""
-    from chalicelib.buckets import provision
+    from chalicelib.deploy.provision import provision
     from tests.conftest import create_table
 
     # The catalog (backup records) lives in the documents bucket.
@@ -251,7 +251,7 @@ def directory_plans_file(tmp_path: Path, folder: Path) -> Path:
 
 
 def test_directory_source_from_a_plans_file_arrives_intact(tmp_path: Path, s3: Any, clients: Any) -> None:
-    from chalicelib.buckets import provision
+    from chalicelib.deploy.provision import provision
 
     folder = tmp_path / "home"
     files = {

@@ -8,16 +8,15 @@ from typing import Any
 
 import pytest
 
-from chalicelib.buckets import (
+from chalicelib.deploy.bucket_settings import (
     PUBLIC_ACCESS_BLOCK,
     BucketConflict,
     denies_insecure_transport,
     differences,
     lifecycle_rules,
-    main,
-    provision,
     read_state,
 )
+from chalicelib.deploy.provision import main, provision
 from chalicelib.plans import parse_plans
 
 
@@ -73,7 +72,7 @@ def test_second_run_changes_nothing_and_says_so(s3: Any, plans: Any, caplog: pyt
     for plan in plans.plans:
         assert provision(s3, plan)
     caplog.clear()
-    caplog.set_level("INFO", logger="chalicelib.buckets")
+    caplog.set_level("INFO", logger="chalicelib.deploy.provision")
     for plan in plans.plans:
         assert provision(s3, plan) == []
         assert differences(plan, read_state(s3, plan.bucket)) == []

@@ -8,10 +8,10 @@ from typing import Any
 
 import boto3
 
-from chalicelib.buckets import PUBLIC_ACCESS_BLOCK
-from chalicelib.drift import check_plan, find_drift
-from chalicelib.metrics import DIMENSION, METRIC, NAMESPACE
-from chalicelib.records import PlanResult
+from chalicelib.catalog.records import PlanResult
+from chalicelib.deploy.bucket_settings import PUBLIC_ACCESS_BLOCK
+from chalicelib.deploy.drift import check_plan, find_drift
+from chalicelib.notify.metrics import DIMENSION, METRIC, NAMESPACE
 from tests.conftest import REGION, read_alerts
 
 
@@ -160,9 +160,10 @@ def test_against_the_emulator_server(monkeypatch: Any, stage_env: dict[str, str]
     from moto.server import ThreadedMotoServer
 
     from chalicelib.aws import Clients
-    from chalicelib.buckets import differences, provision, read_state
+    from chalicelib.backup.service import BackupService
     from chalicelib.config import Settings
-    from chalicelib.service import BackupService
+    from chalicelib.deploy.bucket_settings import differences, read_state
+    from chalicelib.deploy.provision import provision
     from tests.conftest import create_table
 
     with socket.socket() as sock:

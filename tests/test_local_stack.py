@@ -23,7 +23,8 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib.snapshots import data_key, manifest_key
+from chalicelib.catalog.manifests import manifest_key
+from chalicelib.layout import data_key
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "localstack.py"

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from chalicelib import metrics
-from chalicelib.buckets import denies_insecure_transport
-from chalicelib.policy import generate, stage_scope
+from chalicelib.notify import metrics
+from chalicelib.deploy.bucket_settings import denies_insecure_transport
+from chalicelib.deploy.policy import generate, stage_scope
+from chalicelib.deploy.template import RUNTIME, bucket_resource_name, merge_template
 from chalicelib.stages import stage_environment, stage_plans
-from chalicelib.template import RUNTIME, bucket_resource_name, merge_template
 from tests.conftest import ROOT
 
 STAGE = "dev"
@@ -148,8 +148,8 @@ def test_cfn_lint_passes(packaged: Path) -> None:
 
 
 def test_a_locked_kms_plan_becomes_a_locked_kms_bucket() -> None:
+    from chalicelib.deploy.template import bucket_resources
     from chalicelib.plans import parse_plans
-    from chalicelib.template import bucket_resources
 
     (plan,) = parse_plans(
         {

@@ -21,12 +21,13 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from chalicelib.aws import Clients
-from chalicelib.buckets import provision
+from chalicelib.backup.service import BackupService
+from chalicelib.catalog.records import new_backup_id
 from chalicelib.config import Settings
+from chalicelib.deploy.provision import provision
 from chalicelib.plans import DirectorySource, DynamoDBSource, Lifecycle, Plan, PlanSet, S3Source
-from chalicelib.records import new_backup_id
-from chalicelib.restore import RestoreRequest, RestoreService, Target
-from chalicelib.service import BackupService
+from chalicelib.restore.requests import RestoreRequest, Target
+from chalicelib.restore.service import RestoreService
 
 SOURCE_BUCKET = "pit-source"
 BACKUP_BUCKET = "pit-backup"

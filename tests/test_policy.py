@@ -12,17 +12,15 @@ from typing import Any
 import pytest
 
 from chalicelib.config import Settings
-from chalicelib.policy import (
+from chalicelib.deploy.permissions import Permission, allows, required_permissions
+from chalicelib.deploy.policy import (
     FORBIDDEN_ACTIONS,
-    Permission,
     PolicyError,
-    allows,
     check_actions,
     generate,
     main,
     policy_path,
     render,
-    required_permissions,
     settings_scope,
     stage_scope,
     write_stage,
@@ -208,8 +206,8 @@ def test_a_whole_backup_needs_only_the_stage_policy(
 def test_calls_from_transfer_threads_are_recorded_and_allowed(
     s3: Any, backup_buckets: Any, stage_env: dict[str, str], recorded_calls: Any
 ) -> None:
+    from chalicelib.backup.sources import S3SourceReader
     from chalicelib.plans import S3Source
-    from chalicelib.sources import S3SourceReader
 
     source_bucket = stage_env["DOCUMENTS_SOURCE_BUCKET"]
     s3.create_bucket(Bucket=source_bucket)

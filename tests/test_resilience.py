@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-from chalicelib import service as service_module
-from chalicelib import sources as sources_module
+from chalicelib import transfer
+from chalicelib.backup import service as service_module
 from chalicelib.aws import Clients
-from chalicelib.backup import PlanBackup
-from chalicelib.buckets import provision
+from chalicelib.backup.plan_backup import PlanBackup
+from chalicelib.backup.service import BackupService
+from chalicelib.backup.sources import S3SourceReader, make_reader
+from chalicelib.catalog.manifests import list_snapshot_keys, manifest_key
 from chalicelib.config import Settings
+from chalicelib.deploy.provision import provision
 from chalicelib.plans import Plan, PlanSet
-from chalicelib.service import BackupService
-from chalicelib.snapshots import list_snapshot_keys, manifest_key
-from chalicelib.sources import S3SourceReader, make_reader
 from tests.conftest import create_table, read_alerts
 from tests.faults import Crash
 from tests.test_scale import assert_manifests_describe_stored_data, copy_counter, make_bucket, snapshot_content
@@ -259,7 +259,7 @@ def two_states(s3: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     """A source as it was (18 small objects and one large enough for a multipart copy at a 5 MiB threshold)
     and as it is a day later: 3 changed, 2 deleted, 2 new, the large one rewritten. Two buckets, so that every
     crashed bucket's first backup can be taken from the old state whenever the sweep gets to it."""
-    monkeypatch.setattr(sources_module, "MULTIPART_CHUNKSIZE", 5 * MiB)
+    monkeypatch.setattr(transfer, "MULTIPART_CHUNKSIZE", 5 * MiB)
     before, after = "crash-source-before", "crash-source-after"
     for bucket in (before, after):
         s3.create_bucket(Bucket=bucket)
@@ -318,7 +318,7 @@ def test_an_interrupted_multipart_copy_leaves_no_upload_once_the_next_backup_end
     s3: Any, plans: Any, fault_injector: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Multipart copies at 5 MiB (S3's smallest part) instead of 5 GiB, so a test object can take that path.
-    monkeypatch.setattr(sources_module, "MULTIPART_CHUNKSIZE", 5 * MiB)
+    monkeypatch.setattr(transfer, "MULTIPART_CHUNKSIZE", 5 * MiB)
     plan = plans.get("documents")
     source = plan.sources[0]
     s3.create_bucket(Bucket=source.bucket)

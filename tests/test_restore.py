@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
-from chalicelib.restore import QUEUE_PREFIX, RESTORES_PREFIX, RestoreService, item_from_export
 from chalicelib.config import Settings
+from chalicelib.layout import RESTORE_QUEUE_PREFIX as QUEUE_PREFIX
+from chalicelib.layout import RESTORES_PREFIX
+from chalicelib.restore.service import RestoreService
+from chalicelib.restore.table import item_from_export
 
 TARGET = "restore-target"
 DOCS = "test-src-documents"
@@ -361,8 +364,8 @@ def test_missing_version_fails_that_object_not_the_restore(app_client: Client, w
 def test_a_pass_repeated_after_an_interruption_counts_its_own_copies(
     world: dict[str, Any], s3: Any, clients: Any, stage_env: dict[str, str]
 ) -> None:
-    from chalicelib.restore import RestoreRequest, Target
-    from chalicelib.service import BackupService
+    from chalicelib.backup.service import BackupService
+    from chalicelib.restore.requests import RestoreRequest, Target
 
     settings = Settings.from_environ(stage_env)
     backups = BackupService(settings, clients)
@@ -384,14 +387,14 @@ def test_objects_above_the_single_copy_limit_go_through_a_managed_multipart_copy
     app_client: Client, world: dict[str, Any], s3: Any, clients: Any, monkeypatch: Any
 ) -> None:
     import app as app_module
-    import chalicelib.restore as restore_module
+    import chalicelib.transfer as transfer_module
 
     app_module._clients = clients
     parts: list[dict[str, Any]] = []
     clients.s3.meta.events.register("provide-client-params.s3.UploadPartCopy", lambda params, **kw: parts.append(dict(params)))
     backup_id = backup(app_client, ["photos"])
     # 5 GiB objects are out of reach of a test: lower the limit so every object takes the large-object path.
-    monkeypatch.setattr(restore_module, "COPY_OBJECT_LIMIT", 50)
+    monkeypatch.setattr(transfer_module, "COPY_OBJECT_LIMIT", 50)
     response = post(app_client, "/restores", {"backup_id": backup_id, "plan": "photos", "target": {"bucket": TARGET}})
     status = get(app_client, f"/restores/{response.json_body['restore_id']}").json_body
     assert status["status"] == "SUCCEEDED", status
@@ -402,7 +405,8 @@ def test_objects_above_the_single_copy_limit_go_through_a_managed_multipart_copy
 def test_deployed_restores_run_in_the_restore_worker_beside_the_backup_worker(plans: Any) -> None:
     from types import SimpleNamespace
 
-    from chalicelib.restore import RestoreRecord, restore_worker_name
+    from chalicelib.restore.records import RestoreRecord
+    from chalicelib.restore.service import restore_worker_name
 
     invoked: list[dict[str, Any]] = []
     fake = SimpleNamespace(s3=None, lambda_=SimpleNamespace(invoke=lambda **kw: invoked.append(kw)))
@@ -419,7 +423,7 @@ def test_deployed_restores_run_in_the_restore_worker_beside_the_backup_worker(pl
 def test_the_restore_worker_function_runs_a_recorded_restore(
     app_client: Client, world: dict[str, Any], s3: Any, clients: Any, stage_env: dict[str, str]
 ) -> None:
-    from chalicelib.restore import RestoreRequest, Target
+    from chalicelib.restore.requests import RestoreRequest, Target
 
     backup_id = backup(app_client, ["photos"])
     restores = RestoreService.from_settings(Settings.from_environ(stage_env), clients)

@@ -14,17 +14,18 @@ from typing import Any
 
 import pytest
 
-from chalicelib import progress
-from chalicelib import service as service_module
-from chalicelib.backup import PlanBackup
+from chalicelib.backup import checkpoints
+from chalicelib.backup import service as service_module
+from chalicelib.backup.plan_backup import PlanBackup
+from chalicelib.backup.service import BackupService
+from chalicelib.backup.sources import make_reader
+from chalicelib.catalog.manifests import Manifest, list_snapshot_keys, manifest_key
 from chalicelib.config import Settings
+from chalicelib.layout import SNAPSHOTS_PREFIX
 from chalicelib.plans import Plan
-from chalicelib.service import BackupService
-from chalicelib.snapshots import SNAPSHOTS_PREFIX, Manifest, list_snapshot_keys, manifest_key
-from chalicelib.sources import make_reader
 from tests.conftest import STAGE_ENV
 
-RESERVE_MS = progress.DEFAULT_RESERVE_MS
+RESERVE_MS = checkpoints.DEFAULT_RESERVE_MS
 
 
 class FakeContext:
@@ -50,7 +51,7 @@ class Invocations:
         self.queue.append(payload)
 
     def drive(self, handle: Callable[[dict[str, Any]], Any]) -> int:
-        ran = progress.drive(self.queue, handle)
+        ran = checkpoints.drive(self.queue, handle)
         self.count += ran
         return ran
 
@@ -141,7 +142,7 @@ def run_in_invocations(plan: Plan, s3: Any, backup_id: str, batches: int, batch_
     while True:
         invocations += 1
         assert invocations < 500, "no progress"
-        result = plan_run(plan, s3, backup_id, budget=progress.TimeBudget(FakeContext(batches)), batch_size=batch_size)
+        result = plan_run(plan, s3, backup_id, budget=checkpoints.TimeBudget(FakeContext(batches)), batch_size=batch_size)
         if result.status != "RUNNING":
             assert result.status == "SUCCEEDED", result
             return invocations
@@ -235,8 +236,8 @@ def test_the_service_continues_in_new_invocations_until_done(
 
 
 def test_time_budget_comes_from_the_lambda_context() -> None:
-    assert progress.budget_for(None) is None
-    budget = progress.budget_for(FakeContext(1), reserve_ms=RESERVE_MS)
+    assert checkpoints.budget_for(None) is None
+    budget = checkpoints.budget_for(FakeContext(1), reserve_ms=RESERVE_MS)
     assert budget is not None and not budget.running_out() and budget.running_out()
     with pytest.raises(Exception, match="CHECKPOINT_RESERVE_SECONDS"):
         Settings.from_environ({**STAGE_ENV, "CHECKPOINT_RESERVE_SECONDS": "soon"})
@@ -250,7 +251,7 @@ def test_time_budget_comes_from_the_lambda_context() -> None:
 def test_a_plan_split_into_ranges_across_many_invocations_equals_a_single_pass(s3: Any, big_source: Plan) -> None:
     from types import SimpleNamespace
 
-    from chalicelib import ranges
+    from chalicelib.backup import ranges
 
     source = big_source.sources[0].bucket
     for plan in (big_source, reference(big_source)):
@@ -273,7 +274,7 @@ def test_a_plan_split_into_ranges_across_many_invocations_equals_a_single_pass(s
         """The worker: a range (or the first, deciding invocation) with a budget of two batches."""
         result = ranges.run_plan(
             big_source, clients, payload["backup_id"], max_workers=4, policy=policy, segment=payload.get("segment"),
-            budget=progress.TimeBudget(FakeContext(1)), batch_size=2,
+            budget=checkpoints.TimeBudget(FakeContext(1)), batch_size=2,
         )
         results.append(result)
         if result.status == "RUNNING":
@@ -301,7 +302,7 @@ def test_a_plan_split_into_ranges_across_many_invocations_equals_a_single_pass(s
 def test_a_small_plan_is_not_split(s3: Any, big_source: Plan) -> None:
     from types import SimpleNamespace
 
-    from chalicelib import ranges
+    from chalicelib.backup import ranges
 
     assert plan_run(big_source, s3, "20261126T000000000Z-first", batch_size=1000).status == "SUCCEEDED"
     invoker = Invocations()

@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 
-from chalicelib import alerts
+from chalicelib.notify import alerts
+from chalicelib.backup.service import BackupService
+from chalicelib.catalog.manifests import list_snapshot_keys
+from chalicelib.catalog.records import BackupRecord, PlanResult
 from chalicelib.config import Settings
 from chalicelib.errors import NotFound
-from chalicelib.records import RECORDS_PREFIX, BackupRecord, PlanResult
-from chalicelib.service import BackupService
-from chalicelib.snapshots import list_snapshot_keys
+from chalicelib.layout import RECORDS_PREFIX
 from tests.conftest import read_alerts
 from tests.test_backup_engine import Crash, client_calls
 
@@ -140,7 +141,7 @@ def test_a_failing_publish_is_logged_and_changes_nothing(
     import app as app_module
 
     app_module._clients = clients
-    with caplog.at_level(logging.ERROR, logger="chalicelib.alerts"):
+    with caplog.at_level(logging.ERROR, logger="chalicelib.notify.alerts"):
         response = app_client.http.post("/backup", body=b'{"plans": ["photos"]}')
     backup_id = response.json_body["backup_id"]
     assert app_client.http.get(f"/backups/{backup_id}").json_body["status"] == "SUCCEEDED"

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib import sources as sources_module
-from chalicelib.backup import PlanBackup
+from chalicelib import transfer
+from chalicelib.backup.plan_backup import PlanBackup
+from chalicelib.backup.sources import DirectorySourceReader, DynamoDBSourceReader, S3SourceReader, make_reader
+from chalicelib.catalog.manifests import Manifest
 from chalicelib.errors import SourceError
 from chalicelib.plans import DirectorySource, DynamoDBSource, Lifecycle, Plan, S3Source
-from chalicelib.snapshots import Manifest
-from chalicelib.sources import DirectorySourceReader, DynamoDBSourceReader, S3SourceReader, make_reader
 from tests.conftest import create_table
 from tests.test_backup_engine import client_calls
 
@@ -127,7 +127,7 @@ def test_big_objects_take_the_multipart_copy_path(s3: Any, backup_bucket: str, m
     # In AWS the path starts above 5 GiB (CopyObject's limit) with parts of at least 64 MiB; here the
     # threshold and the part size are scaled down to 5 MiB (S3's minimum part size) so that a 12 MiB
     # object is copied in three parts. moto performs UploadPartCopy and returns a composite SHA-256.
-    monkeypatch.setattr(sources_module, "MULTIPART_CHUNKSIZE", 5 * MiB)
+    monkeypatch.setattr(transfer, "MULTIPART_CHUNKSIZE", 5 * MiB)
     body = os.urandom(12 * MiB)
     s3.create_bucket(Bucket="src")
     s3.put_object(Bucket="src", Key="big.bin", Body=body)
@@ -148,7 +148,7 @@ def test_big_objects_take_the_multipart_copy_path(s3: Any, backup_bucket: str, m
 
 def test_copy_part_size_stays_under_the_part_limit() -> None:
     for size in (6 * 1024**3, 600 * 1024**3, 5 * 1024**4):
-        part = sources_module._copy_part_size(size)
+        part = transfer.copy_part_size(size)
         assert part >= 64 * MiB and size / part <= 10_000
 
 
@@ -201,7 +201,7 @@ def test_directory_listing_skips_symlinks_and_is_sorted(tmp_path: Path) -> None:
 
 
 def test_big_files_are_uploaded_in_parts(tmp_path: Path, s3: Any, backup_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources_module, "MULTIPART_CHUNKSIZE", 5 * MiB)
+    monkeypatch.setattr(transfer, "MULTIPART_CHUNKSIZE", 5 * MiB)
     body = os.urandom(11 * MiB)
     (tmp_path / "big.bin").write_bytes(body)
     reader = DirectorySourceReader(s3, DirectorySource(name="d", path=str(tmp_path)), multipart_threshold=5 * MiB)
@@ -309,14 +309,14 @@ def test_an_unreadable_file_is_a_failure_not_a_deletion(
     write_tree(tmp_path, {"a.txt": b"1", "locked.txt": b"secret v1", "c.txt": b"3"})
     plan = plan_for(DirectorySource(name="home", path=str(tmp_path), hash_contents=True))
     first = run(plan, clients, "20261126T000000000Z-first")
-    real_hash = sources_module._file_sha256
+    real_hash = transfer.file_sha256
 
     def file_sha256(path: Path) -> bytes:
         if path.name == "locked.txt":
             raise PermissionError(13, "Permission denied", str(path))
         return real_hash(path)
 
-    monkeypatch.setattr(sources_module, "_file_sha256", file_sha256)
+    monkeypatch.setattr(transfer, "file_sha256", file_sha256)
     second = run(plan, clients, "20261126T000001000Z-second")
     assert (second.status, second.failed, second.deleted, second.unchanged) == ("PARTIAL", 1, 0, 2)
     assert "locked.txt" in second.errors[0] and "Permission denied" in second.errors[0]
@@ -328,7 +328,7 @@ def test_an_unreadable_file_is_a_failure_not_a_deletion(
 def test_a_multipart_copy_failing_midway_leaves_no_version_and_no_upload(
     s3: Any, backup_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sources_module, "MULTIPART_CHUNKSIZE", 5 * MiB)
+    monkeypatch.setattr(transfer, "MULTIPART_CHUNKSIZE", 5 * MiB)
     s3.create_bucket(Bucket="src")
     s3.put_object(Bucket="src", Key="big.bin", Body=b"\x07" * (12 * MiB))
     reader = S3SourceReader(s3, S3Source(name="src", bucket="src"), multipart_threshold=5 * MiB)

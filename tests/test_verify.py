@@ -13,10 +13,11 @@ import pytest
 from botocore.response import StreamingBody
 from chalice.test import Client
 
+from chalicelib.backup.service import BackupService
+from chalicelib.catalog.manifests import Entry, list_snapshot_keys, manifest_key
 from chalicelib.config import Settings
-from chalicelib.service import BackupService
-from chalicelib.snapshots import Entry, list_snapshot_keys, manifest_key
-from chalicelib.verify import VerifyReport, Verifier, in_sample, weekly_slice
+from chalicelib.verify.checks import VerifyReport, in_sample, weekly_slice
+from chalicelib.verify.verifier import Verifier
 
 BUCKET = "test-backup-documents"
 

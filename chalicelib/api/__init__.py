@@ -1,0 +1,1 @@
+"""What the REST API does between parsing a request and answering it."""

@@ -1,0 +1,392 @@
+"""The backups API: starting backups safely, listing them page by page, describing one backup and what its
+snapshots hold.
+
+Every client mistake becomes a typed error (chalicelib/errors.py) with a message saying what was wrong and
+how to fix it; `app.py` maps those to HTTP. Nothing here is written before a request has been fully checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.api.idempotency import Claim, IdempotencyKeys, check_key, fingerprint
+from chalicelib.api.requests import MAX_LIMIT, check_body, parse_backup_request, parse_limit, parse_time, query
+from chalicelib.backup.locks import DEFAULT_LOCK_LIFETIME, PlanLocks
+from chalicelib.backup.service import BackupService
+from chalicelib.catalog import pagetokens
+from chalicelib.catalog.manifests import Entry, Manifest
+from chalicelib.catalog.records import (
+    _MAX_MS,
+    STATUSES,
+    BackupRecord,
+    RecordStore,
+    is_backup_id,
+    new_backup_id,
+)
+from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.layout import RECORDS_PREFIX
+from chalicelib.plans import PlanSet
+from chalicelib.times import utcnow
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 20
+DEFAULT_OBJECTS_LIMIT = 100
+# Records read at most for one page of a filtered listing: a page may come back short (even empty) with a
+# next_token, so that a rare status never makes one request read the whole catalog.
+SCAN_BUDGET = 500
+# Parallel GETs of the records (or HEADs of the objects) on one page.
+READ_THREADS = 16
+MAX_PREFIX_LENGTH = 1024
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_RECORD_KEY = re.compile(r"^" + re.escape(RECORDS_PREFIX) + r"(\d{13})_(.+)\.json$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _parallel(func: Callable[[T], R], items: list[T]) -> list[R]:
+    if len(items) <= 1:
+        return [func(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(items))) as pool:
+        return list(pool.map(func, items))
+
+
+# ------------------------------------------------------------------------------------------ POST /backup
+
+
+@dataclass(frozen=True)
+class Started:
+    record: BackupRecord
+    # True when an Idempotency-Key found an earlier request's backup: nothing new was started.
+    replayed: bool
+
+
+def start_backup(
+    backups: BackupService,
+    raw_body: bytes | None,
+    content_type: str | None,
+    idempotency_key: str | None,
+    now: datetime | None = None,
+    lock_lifetime: timedelta = DEFAULT_LOCK_LIFETIME,
+) -> Started:
+    """Check the request, then claim its idempotency key, lock its plans, record it and hand it to a worker.
+
+    Any refusal gives back what was taken, so a rejected request leaves nothing behind. A dry run writes no
+    backup data, so it neither takes nor waits for the plan locks.
+    """
+    request = parse_backup_request(check_body(raw_body, content_type))
+    key = check_key(idempotency_key)
+    names = backups.check_plan_names(request.plans)
+    now = now or utcnow()
+    backup_id = new_backup_id(now)
+    s3 = backups.clients.s3
+    catalog = backups.settings.plans.catalog_bucket
+    keys = IdempotencyKeys(s3, catalog)
+    locks = PlanLocks(s3, catalog, backups.records, lifetime=lock_lifetime)
+    request_print = fingerprint({"plans": names, "dry_run": request.dry_run})
+
+    def is_recorded(first: str) -> bool:
+        return _exists(backups.records, first)
+
+    # Read-only checks first: a repeated key is answered, a held plan refused, before anything is written.
+    if key is not None:
+        first = keys.lookup(key, request_print, now, is_recorded)
+        if first is not None:
+            logger.info("Idempotency-Key repeated: answering with backup %s", first)
+            return Started(backups.get(first), replayed=True)
+    if not request.dry_run:
+        locks.check(names, now)
+    # Then the conditional writes, which settle races between requests arriving together.
+    claim: Claim | None = None
+    if key is not None:
+        claim = keys.claim(key, request_print, backup_id, now, is_recorded)
+        if claim.existing is not None:
+            return Started(backups.get(claim.existing), replayed=True)
+    locked: list[str] = []
+    try:
+        if not request.dry_run:
+            locks.acquire(names, backup_id, now)
+            locked = names
+        record = backups.start(names, trigger="api", dry_run=request.dry_run, backup_id=backup_id)
+    except BaseException:
+        if locked:
+            locks.release(locked, backup_id)
+        if claim is not None and key is not None:
+            keys.release(key, claim, backup_id)
+        raise
+    backups.dispatch(record)
+    return Started(record, replayed=False)
+
+
+def _exists(records: RecordStore, backup_id: str) -> bool:
+    try:
+        records.get(backup_id)
+    except NotFound:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------- record representation
+
+
+def _duration(started: str | None, finished: str | None) -> float | None:
+    if not started or not finished:
+        return None
+    try:
+        begin = datetime.fromisoformat(started.replace("Z", "+00:00"))
+        end = datetime.fromisoformat(finished.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return round((end - begin).total_seconds(), 3)
+
+
+def describe(record: BackupRecord) -> dict[str, Any]:
+    """A backup as the API shows it: the record, plus durations, totals and the findings spelled out."""
+    data = record.to_dict()
+    data["duration_seconds"] = _duration(record.started_at, record.finished_at)
+    data["totals"] = record.totals()
+    for name, result in record.plans.items():
+        plan = data["plans"][name]
+        plan["duration_seconds"] = _duration(result.started_at, result.finished_at)
+        held = result.deletions_held_back
+        plan["findings"] = {
+            "mass_deletion": {
+                "deletions_held_back": held,
+                "message": next((w for w in result.warnings if "held back" in w), f"{held} deletions held back"),
+            }
+            if held
+            else None,
+            # Bucket settings that differ from the plan, where the backup checked them.
+            "drift": list(getattr(result, "drift", None) or []),
+        }
+        if record.dry_run:
+            plan["would"] = {
+                "copy": result.copied,
+                "copy_bytes": result.bytes_copied,
+                "delete": result.deleted,
+                "hold_back": held,
+            }
+    if record.dry_run:
+        data["note"] = (
+            "dry run: nothing was copied, deleted or recorded as a snapshot; each plan's 'would' says what a "
+            "backup would copy, delete and hold back"
+        )
+    return data
+
+
+# -------------------------------------------------------------------------------------------- GET /backups
+
+_LIST_PARAMS = ("plan", "status", "since", "until", "limit", "next_token")
+
+
+def list_backups(records: RecordStore, plans: PlanSet, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One page of backups, newest first.
+
+    Record keys start with the inverted start time, so S3 lists them newest first and `since`/`until` map
+    to a key range: `until` becomes StartAfter and listing stops at the first key older than `since`. A
+    page costs one LIST of `limit` keys and one GET per record returned (more with plan/status filters,
+    bounded by SCAN_BUDGET), whatever the size of the catalog.
+    """
+    values = query(params, _LIST_PARAMS)
+    plan = values.get("plan")
+    if plan is not None and plan not in plans.names:
+        raise BadRequest(f"unknown plan {plan!r} in 'plan'; the known plans are {', '.join(plans.names)}")
+    status = values.get("status")
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    since = parse_time("since", values.get("since"))
+    until = parse_time("until", values.get("until"), end_of_day=True)
+    if since and until and since > until:
+        raise BadRequest("since is later than until: nothing can match; swap them")
+    limit = parse_limit(values.get("limit"), DEFAULT_LIMIT)
+    filters = {"plan": plan, "status": status, "since": values.get("since"), "until": values.get("until")}
+
+    start_after: str | None = None
+    if until is not None:
+        until_ms = max(0, _micros(until) // 1000)
+        start_after = f"{RECORDS_PREFIX}{_MAX_MS - min(until_ms, _MAX_MS):013d}"
+    if values.get("next_token") is not None:
+        position = pagetokens.decode(values["next_token"], "backups", filters)
+        if not isinstance(position, str) or not _valid_record_key(position):
+            raise BadRequest("next_token is not a token this API issued; leave it out to start from the first page")
+        start_after = max(start_after or "", position)
+    oldest_inverted = None
+    if since is not None:
+        since_ms = -(-_micros(since) // 1000)
+        oldest_inverted = _MAX_MS - since_ms
+
+    filtered = plan is not None or status is not None
+    found: list[BackupRecord] = []
+    last_key: str | None = None  # the last key looked at: the next page starts after it
+    exhausted = False
+    scanned = 0
+    rounds = 0
+    while len(found) < limit and scanned < SCAN_BUDGET:
+        want = limit - len(found)
+        if filtered:
+            # Filters skip records: read more per round the fewer seem to match, within the budget.
+            want = min(MAX_LIMIT, SCAN_BUDGET - scanned, want * 2**rounds)
+        rounds += 1
+        keys, truncated = records.list_keys(want, start_after)
+        in_range = [k for k in keys if oldest_inverted is None or _inverted(k) <= oldest_inverted]
+        loaded = _parallel(lambda k: _read_record(records, k), in_range)
+        for key, record in zip(in_range, loaded):
+            last_key = key
+            scanned += 1
+            if record is not None and _matches(record, plan, status):
+                found.append(record)
+                if len(found) == limit:
+                    break
+        looked_at_all = not in_range or last_key == in_range[-1]
+        if looked_at_all and (len(in_range) < len(keys) or not truncated):
+            exhausted = True  # reached the end of the catalog, or the first record older than `since`
+            break
+        start_after = last_key
+    body: dict[str, Any] = {"backups": [describe(record) for record in found]}
+    body["next_token"] = pagetokens.encode("backups", last_key, filters) if not exhausted and last_key else None
+    return body
+
+
+def _inverted(key: str) -> int:
+    """The inverted start time (ms) at the head of a record key."""
+    return int(key[len(RECORDS_PREFIX) :][:13])
+
+
+def _valid_record_key(key: str) -> bool:
+    match = _RECORD_KEY.match(key)
+    return bool(match) and is_backup_id(match.group(2))
+
+
+def _read_record(records: RecordStore, key: str) -> BackupRecord | None:
+    try:
+        return records.read_key(key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None  # removed between the listing and the read
+        raise
+    except (ValueError, TypeError):
+        logger.warning("backup record %s is unreadable; left out of the listing", key)
+        return None
+
+
+def _matches(record: BackupRecord, plan: str | None, status: str | None) -> bool:
+    return (plan is None or plan in record.plans) and (status is None or record.status == status)
+
+
+# ------------------------------------------------------------------------------------ GET /backups/{id}
+
+
+def get_backup(records: RecordStore, backup_id: str) -> dict[str, Any]:
+    if not is_backup_id(backup_id):
+        raise NotFound(f"no backup with id {backup_id!r}: backup ids look like 20261126T134735123Z-9f2c4a1b")
+    return describe(records.get(backup_id))
+
+
+# ---------------------------------------------------------------------------- GET /backups/{id}/objects
+
+_OBJECT_PARAMS = ("plan", "prefix", "limit", "next_token")
+
+
+def list_objects(s3: Any, records: RecordStore, backup_id: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One page of what a plan's snapshot holds, in (source, key) order, read from its manifest."""
+    values = query(params, _OBJECT_PARAMS)
+    limit = parse_limit(values.get("limit"), DEFAULT_OBJECTS_LIMIT)
+    prefix = values.get("prefix") or ""
+    if len(prefix) > MAX_PREFIX_LENGTH or _CONTROL.search(prefix):
+        raise BadRequest(f"prefix must be at most {MAX_PREFIX_LENGTH} characters with no control characters")
+    if not is_backup_id(backup_id):
+        raise NotFound(f"no backup with id {backup_id!r}: backup ids look like 20261126T134735123Z-9f2c4a1b")
+    record = records.get(backup_id)
+    plan = values.get("plan")
+    if plan is None:
+        if len(record.plans) != 1:
+            raise BadRequest(
+                f"name the plan whose snapshot to list, e.g. ?plan={next(iter(record.plans), 'documents')}; "
+                f"backup {backup_id} has plans {', '.join(record.plans)}"
+            )
+        plan = next(iter(record.plans))
+    if plan not in record.plans:
+        raise BadRequest(f"backup {backup_id} has no plan {plan!r}; its plans are {', '.join(record.plans)}")
+    result = record.plans[plan]
+    if record.dry_run:
+        raise NotFound(f"backup {backup_id} was a dry run: it wrote no snapshot to list")
+    if not result.snapshot:
+        if result.status == "RUNNING":
+            raise Conflict(f"plan {plan!r} of backup {backup_id} is still running; its snapshot is written when it ends")
+        raise NotFound(f"plan {plan!r} of backup {backup_id} has no snapshot (status {result.status}); see its errors")
+    bucket, _, manifest_key = result.snapshot.removeprefix("s3://").partition("/")
+    after: tuple[str, str] | None = None
+    token_query = {"backup_id": backup_id, "plan": plan, "prefix": prefix}
+    if values.get("next_token") is not None:
+        position = pagetokens.decode(values["next_token"], "objects", token_query)
+        if not (isinstance(position, list) and len(position) == 2 and all(isinstance(p, str) for p in position)):
+            raise BadRequest("next_token is not a token this API issued; leave it out to start from the first page")
+        after = (position[0], position[1])
+
+    page: list[Entry] = []
+    more = False
+    with Manifest.download(s3, bucket, manifest_key) as manifest:
+        for entry in manifest.entries():
+            if after is not None and entry.sort_key <= after:
+                continue
+            if not entry.key.startswith(prefix):
+                continue
+            if len(page) == limit:
+                more = True
+                break
+            page.append(entry)
+    classes = _parallel(lambda e: _storage_class(s3, bucket, e), page)
+    objects = []
+    for entry, storage_class in zip(page, classes):
+        item: dict[str, Any] = {
+            "source": entry.source,
+            "key": entry.key,
+            "size": entry.size,
+            "version_id": entry.version_id or None,
+            "etag": entry.etag or None,
+            "backup_key": entry.data_key,
+            "storage_class": storage_class,
+        }
+        if entry.sha256:
+            item["sha256"] = entry.sha256
+        if entry.checksum:
+            item["checksum_sha256"] = entry.checksum
+        if entry.item_count is not None:
+            item["item_count"] = entry.item_count
+        objects.append(item)
+    last = page[-1] if page else None
+    return {
+        "backup_id": backup_id,
+        "plan": plan,
+        "snapshot": result.snapshot,
+        "objects": objects,
+        "next_token": pagetokens.encode("objects", [last.source, last.key], token_query) if more and last else None,
+    }
+
+
+def _storage_class(s3: Any, bucket: str, entry: Entry) -> str | None:
+    """The stored version's storage class (S3 leaves it out for STANDARD), or None when it can't be read."""
+    params = {"Bucket": bucket, "Key": entry.data_key}
+    if entry.version_id:
+        params["VersionId"] = entry.version_id
+    try:
+        response = s3.head_object(**params)
+    except (ClientError, BotoCoreError) as exc:
+        logger.info("no storage class for %s: %s", entry.data_key, exc)
+        return None
+    return str(response.get("StorageClass") or "STANDARD")

@@ -1,0 +1,306 @@
+"""Backups longer than one Lambda invocation: the time budget, checkpoints in S3, and continuations.
+
+A plan run watches the invocation's remaining time. When less than the reserve is left (60 s by default) it
+stops between two batches, saves a checkpoint and has the worker invoked again, asynchronously, with the
+same backup id. The next invocation reads the checkpoint and carries on where the listing stopped.
+
+Checkpoint layout, in the plan's backup bucket (the `meta/` prefix, outside the lifecycle rules):
+
+    meta/snapshots/<plan>/<backup_id>.checkpoint.json                   the latest checkpoint
+    meta/checkpoints/<plan>/<backup_id>/partial-<seq>-<token>.jsonl.gz  the manifest so far
+    meta/snapshots/<plan>/<backup_id>.uploading                         a run of this backup began multipart copies
+
+The checkpoint state and the upload marker sit next to the manifests because every plan run lists that
+prefix anyway (to find the previous snapshot): a run learns whether to resume, and whether a crashed run
+left multipart uploads behind, without a single extra request.
+
+A checkpoint is the partial manifest (every entry handled so far, deletion candidates included), the index
+of the source being worked on, the last key handled in it, and the counts. The partial manifest is written
+first under a name unique to the invocation, then the state pointing at it, so a state always describes
+one consistent point even when two invocations of the same backup race: every entry in it names a version
+that was written before the state was. Everything after the last checkpoint is redone by the next run; the
+checkpoint prefix is deleted once the plan's manifest is written.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+
+from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Manifest, ManifestWriter
+from chalicelib.catalog.records import PlanResult
+from chalicelib.layout import CHECKPOINTS_PREFIX, SNAPSHOTS_PREFIX
+
+logger = logging.getLogger(__name__)
+
+# Time kept in hand when a plan run stops: enough to finish the batch in flight and save the checkpoint.
+DEFAULT_RESERVE_MS = 60_000
+CHECKPOINT_SUFFIX = ".checkpoint.json"
+UPLOADING_SUFFIX = ".uploading"
+# Counters of a PlanResult carried from one invocation to the next.
+_COUNTERS = ("copied", "unchanged", "deleted", "failed", "bytes_copied")
+
+
+class Suspended(Exception):
+    """A plan run stopped at a checkpoint; a continuation carries it on."""
+
+
+class TimeBudget:
+    """The invocation's remaining time (a Lambda context), and when to stop."""
+
+    def __init__(self, context: Any, reserve_ms: int = DEFAULT_RESERVE_MS) -> None:
+        self.context = context
+        self.reserve_ms = reserve_ms
+
+    def remaining_ms(self) -> float:
+        return float(self.context.get_remaining_time_in_millis())
+
+    def running_out(self) -> bool:
+        return self.remaining_ms() < self.reserve_ms
+
+
+def budget_for(context: Any, reserve_ms: int = DEFAULT_RESERVE_MS) -> TimeBudget | None:
+    """No context (a test, `chalice local`'s thread worker): no limit, the run never stops early."""
+    if context is None or not hasattr(context, "get_remaining_time_in_millis"):
+        return None
+    return TimeBudget(context, reserve_ms)
+
+
+class Invoker(Protocol):
+    def __call__(self, payload: dict[str, Any]) -> None: ...
+
+
+class LambdaInvoker:
+    """Runs the worker again, asynchronously: `{"backup_id": ...}` to the backup worker function."""
+
+    def __init__(self, lambda_client: Any, function_name: str) -> None:
+        self.lambda_client = lambda_client
+        self.function_name = function_name
+
+    def __call__(self, payload: dict[str, Any]) -> None:
+        self.lambda_client.invoke(
+            FunctionName=self.function_name,
+            InvocationType="Event",
+            Payload=json.dumps(payload).encode("utf-8"),
+        )
+
+
+@dataclass
+class Checkpoint:
+    """Where a plan run stopped. Entries up to (`source_index`, `last_key`) are in the partial manifest."""
+
+    plan: str
+    backup_id: str
+    seq: int
+    # Index in the plan's sources of the source being worked on; `last_key` None: none of it done yet.
+    source_index: int
+    last_key: str | None
+    partial_key: str
+    # Objects of the previous snapshot seen so far (the base of the mass-deletion share).
+    previous_objects: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    # When the plan run first started (ISO): uploads begun before it are stale.
+    started_at: str | None = None
+    invocations: int = 1
+    # A range of a split plan that reached its end (chalicelib/backup/ranges.py).
+    done: bool = False
+
+    def apply_to(self, result: PlanResult) -> None:
+        for name in _COUNTERS:
+            setattr(result, name, self.counters.get(name, 0))
+        result.sources = {name: dict(stats) for name, stats in self.sources.items()}
+        result.errors = list(self.errors)
+        if self.started_at:
+            result.started_at = self.started_at
+
+    @staticmethod
+    def counters_of(result: PlanResult) -> dict[str, int]:
+        return {name: getattr(result, name) for name in _COUNTERS}
+
+
+class CheckpointStore:
+    """Checkpoints of one plan of one backup."""
+
+    def __init__(self, s3: Any, bucket: str, plan: str, backup_id: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.plan = plan
+        self.backup_id = backup_id
+        self.prefix = f"{CHECKPOINTS_PREFIX}{plan}/{backup_id}/"
+        # Distinguishes this invocation's partial manifests from a concurrent duplicate's.
+        self.token = secrets.token_hex(4)
+        self.saved = False
+
+    @property
+    def state_key(self) -> str:
+        return checkpoint_key(self.plan, self.backup_id)
+
+    def load(self) -> Checkpoint | None:
+        try:
+            response = self.s3.get_object(Bucket=self.bucket, Key=self.state_key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        data = json.loads(response["Body"].read())
+        known = Checkpoint.__dataclass_fields__
+        return Checkpoint(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, checkpoint: Checkpoint, writer: ManifestWriter) -> None:
+        """The partial manifest first, then the state that points at it."""
+        checkpoint.partial_key = f"{self.prefix}partial-{checkpoint.seq:06d}-{self.token}.jsonl.gz"
+        body = writer.finish({"plan": self.plan, "backup_id": self.backup_id, "checkpoint": checkpoint.seq}, keep_held=True)
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=checkpoint.partial_key, Body=body, ContentType="application/gzip")
+        finally:
+            body.close()
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=self.state_key,
+            Body=json.dumps(asdict(checkpoint), ensure_ascii=False).encode("utf-8"),
+            ContentType="application/json",
+        )
+        self.saved = True
+        logger.info(
+            "plan %s of backup %s: checkpoint %d at source #%d after %r",
+            self.plan, self.backup_id, checkpoint.seq, checkpoint.source_index, checkpoint.last_key,
+        )
+
+    def restore(self, checkpoint: Checkpoint) -> ManifestWriter:
+        """A manifest writer holding the checkpoint's entries, ready to take the next ones."""
+        writer = ManifestWriter()
+        try:
+            with Manifest.download(self.s3, self.bucket, checkpoint.partial_key) as partial:
+                for entry in partial.entries(include_held=True):
+                    writer.add(entry)
+        except BaseException:
+            writer.close()
+            raise
+        self.saved = True
+        return writer
+
+    def clear(self) -> None:
+        """Delete this plan run's checkpoints (after its manifest is written). A failure only leaves litter."""
+        try:
+            keys: list[str] = [self.state_key]
+            paginator = self.s3.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                keys.extend(item["Key"] for item in page.get("Contents", []))
+            for start in range(0, len(keys), 1000):
+                self.s3.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": key} for key in keys[start:start + 1000]], "Quiet": True},
+                )
+        except ClientError as exc:
+            logger.warning("could not delete the checkpoints under s3://%s/%s: %s", self.bucket, self.prefix, exc)
+
+
+def checkpoint_key(plan: str, backup_id: str) -> str:
+    return f"{SNAPSHOTS_PREFIX}{plan}/{backup_id}{CHECKPOINT_SUFFIX}"
+
+
+def uploading_key(plan: str, backup_id: str) -> str:
+    return f"{SNAPSHOTS_PREFIX}{plan}/{backup_id}{UPLOADING_SUFFIX}"
+
+
+@dataclass
+class PlanMeta:
+    """What one listing of `meta/snapshots/<plan>/` tells a plan run."""
+
+    manifests: list[str]
+    # Backup ids with a saved checkpoint.
+    checkpoints: set[str]
+    # Upload markers: key -> last modified.
+    uploading: dict[str, datetime]
+
+
+def scan_plan_meta(s3: Any, bucket: str, plan: str) -> PlanMeta:
+    """Manifest keys oldest first (backup ids start with their UTC time), checkpoints and upload markers."""
+    prefix = f"{SNAPSHOTS_PREFIX}{plan}/"
+    meta = PlanMeta([], set(), {})
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            key = item["Key"]
+            if key.endswith(MANIFEST_SUFFIX):
+                meta.manifests.append(key)
+            elif key.endswith(CHECKPOINT_SUFFIX):
+                meta.checkpoints.add(key[len(prefix):-len(CHECKPOINT_SUFFIX)])
+            elif key.endswith(UPLOADING_SUFFIX):
+                meta.uploading[key] = item["LastModified"]
+    meta.manifests.sort()
+    return meta
+
+
+def mark_uploading(s3: Any, bucket: str, plan: str, backup_id: str) -> None:
+    """Before the first multipart copy of an invocation: if the invocation dies, the next run cleans up."""
+    s3.put_object(Bucket=bucket, Key=uploading_key(plan, backup_id), Body=b"")
+
+
+def abort_stale_uploads(s3: Any, bucket: str, prefix: str, before: datetime, markers: list[str]) -> int:
+    """Abort multipart uploads under `prefix` begun before `before` (by runs that are over), then drop the
+    markers that asked for it. Returns how many uploads were aborted.
+
+    A run of another backup of the same plan that is still going and began an upload before `before`
+    loses that copy: it fails, the object is reported failed and taken by the next backup. Nothing that is
+    in a snapshot is touched: an incomplete upload is not an object version.
+    """
+    aborted = 0
+    paginator = s3.get_paginator("list_multipart_uploads")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for upload in page.get("Uploads", []):
+            if upload["Initiated"] >= before:
+                continue
+            try:
+                s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                aborted += 1
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                    raise
+    for start in range(0, len(markers), 1000):
+        s3.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": key} for key in markers[start:start + 1000]], "Quiet": True}
+        )
+    if aborted:
+        logger.info("aborted %d stale multipart upload(s) under s3://%s/%s", aborted, bucket, prefix)
+    return aborted
+
+
+def drive(invoker_queue: list[dict[str, Any]], handle: Callable[[dict[str, Any]], Any], limit: int = 10_000) -> int:
+    """Run queued continuations until none is left (for tests and local runs); returns how many ran."""
+    count = 0
+    while invoker_queue:
+        if count >= limit:
+            raise RuntimeError(f"more than {limit} continuations: the backup is not making progress")
+        handle(invoker_queue.pop(0))
+        count += 1
+    return count
+
+
+def list_after(reader: Any, start_after: str | None) -> Iterator[Any]:
+    """A reader's listing from just after `start_after` (S3 readers start the listing there: `StartAfter`)."""
+    if start_after is None:
+        yield from reader.list_objects()
+        return
+    takes_start = "start_after" in inspect.signature(reader.list_objects).parameters
+    listing = reader.list_objects(start_after=start_after) if takes_start else reader.list_objects()
+    for obj in listing:
+        if obj.key > start_after:
+            yield obj
+
+
+def skip_through(entries: Iterator[Any], start_after: str | None) -> Iterator[Any]:
+    """Previous-snapshot entries after `start_after` (those up to it are already in the partial manifest)."""
+    for entry in entries:
+        if start_after is None or entry.key > start_after:
+            yield entry

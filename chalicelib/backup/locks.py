@@ -1,0 +1,131 @@
+"""One backup per plan at a time: a lock object per plan, `meta/locks/<plan>.json` in the catalog bucket.
+
+Acquiring is a conditional create (`If-None-Match: *`). The lock is never deleted when a backup finishes:
+it simply stops counting once the backup it names is no longer RUNNING, and the next backup replaces it by
+its ETag (`If-Match`). So nothing in the worker has to remember to unlock, and a worker that crashes cannot
+leave a plan locked for ever:
+
+- the lock's backup is finished (its record says SUCCEEDED, PARTIAL or FAILED): the lock is free;
+- the lock is older than the lock lifetime (default six hours): it is stale and free, even if the record
+  still says RUNNING (the worker died without saving its result). A worker invocation lasts at most
+  15 minutes, but a large backup carries on in further invocations from checkpoints and Lambda retries a
+  failed asynchronous invocation twice, so the lifetime is the longest a whole backup may take, not one
+  invocation's limit;
+- the lock's backup has no record yet: a request is between taking the lock and recording the backup; the
+  lock holds for a minute (API Gateway gives up on a request after 29 s), then it is free.
+
+Two requests racing for a free lock both try the conditional write; S3 lets exactly one of them win.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from chalicelib import conditional
+from chalicelib.catalog.records import RecordStore
+from chalicelib.errors import AlreadyExists, Conflict, NotFound
+from chalicelib.layout import LOCKS_PREFIX
+from chalicelib.times import isoformat
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LOCK_LIFETIME = timedelta(hours=6)
+UNRECORDED_GRACE = timedelta(seconds=60)
+# Compare-and-swap rounds before giving up on a lock other requests keep changing.
+_ROUNDS = 3
+
+
+def lock_key(plan: str) -> str:
+    return f"{LOCKS_PREFIX}{plan}.json"
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+class PlanLocks:
+    def __init__(self, s3: Any, bucket: str, records: RecordStore, lifetime: timedelta = DEFAULT_LOCK_LIFETIME) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.records = records
+        self.lifetime = lifetime
+
+    def holder(self, document: conditional.Document, now: datetime) -> str | None:
+        """The backup id the lock still belongs to, or None when the lock is free."""
+        backup_id = document.data.get("backup_id")
+        acquired_at = _parse_time(document.data.get("acquired_at"))
+        if not isinstance(backup_id, str) or acquired_at is None:
+            return None
+        age = now - acquired_at
+        if age > self.lifetime:
+            logger.warning("lock of backup %s is %s old: stale, taken over", backup_id, age)
+            return None
+        try:
+            record = self.records.get(backup_id)
+        except NotFound:
+            return backup_id if age < UNRECORDED_GRACE else None
+        return backup_id if record.status == "RUNNING" else None
+
+    def check(self, plans: list[str], now: datetime) -> None:
+        """`Conflict` naming the running backup if any of the plans is held. Reads only, so a request that
+        is refused leaves nothing behind; `acquire` still settles races with conditional writes."""
+        for plan in plans:
+            current = conditional.read(self.s3, self.bucket, lock_key(plan))
+            holder = self.holder(current, now) if current is not None else None
+            if holder is not None:
+                raise self._held(plan, holder)
+
+    def _held(self, plan: str, holder: str) -> Conflict:
+        return Conflict(
+            f"plan {plan!r} is already being backed up by backup {holder}; wait for it to finish "
+            f"(GET /backups/{holder}) and try again",
+            backup_id=holder,
+        )
+
+    def acquire(self, plans: list[str], backup_id: str, now: datetime) -> None:
+        """Lock every plan for `backup_id`, or none: `Conflict` naming the running backup otherwise."""
+        taken: list[str] = []
+        try:
+            for plan in plans:
+                self._acquire_one(plan, backup_id, now)
+                taken.append(plan)
+        except BaseException:
+            self.release(taken, backup_id)
+            raise
+
+    def _acquire_one(self, plan: str, backup_id: str, now: datetime) -> None:
+        key = lock_key(plan)
+        body = {"plan": plan, "backup_id": backup_id, "acquired_at": isoformat(now)}
+        try:
+            conditional.create(self.s3, self.bucket, key, body)
+            return
+        except AlreadyExists:
+            pass
+        for _ in range(_ROUNDS):
+            current = conditional.read(self.s3, self.bucket, key)
+            try:
+                if current is None:
+                    conditional.create(self.s3, self.bucket, key, body)
+                    return
+                holder = self.holder(current, now)
+                if holder is not None:
+                    raise self._held(plan, holder)
+                conditional.replace(self.s3, self.bucket, key, body, current.etag)
+                return
+            except AlreadyExists:
+                continue
+        raise Conflict(f"plan {plan!r}: other requests are starting backups of it right now; try again in a moment")
+
+    def release(self, plans: list[str], backup_id: str) -> None:
+        """Give back locks this backup took but will not use (its request was refused after all)."""
+        for plan in plans:
+            current = conditional.read(self.s3, self.bucket, lock_key(plan))
+            if current is not None and current.data.get("backup_id") == backup_id:
+                conditional.remove(self.s3, self.bucket, lock_key(plan))

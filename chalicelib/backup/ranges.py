@@ -1,0 +1,349 @@
+"""One large plan, split into key ranges worked by parallel invocations, merged into one snapshot.
+
+A plan whose previous snapshot holds at least `split_objects` objects is cut into K ranges of about equal
+size (K = ceil(objects / split_objects), at most `max_parallel`), at keys taken from that snapshot. The
+invocation that decides the split records it (`meta/checkpoints/<plan>/<backup id>/split.json`, created
+with `IfNoneMatch="*"`, so a duplicate delivery adopts the first split instead of making another), invokes
+the worker once per other range (`{"backup_id", "plan", "segment"}`) and works range 0 itself.
+
+Each range is a plan run bounded to its keys, with its own checkpoints
+(`.../segment-<i>/`): short of time it stops and continues in a new invocation like any plan run. When it
+reaches its end it saves its partial manifest marked done, and looks at the others. The one that finds every
+range done merges the partial manifests (a sorted merge: ranges are disjoint and each is sorted), decides
+deletions on the whole plan, and writes the one manifest, conditionally as always: if two ranges finish at
+the same moment both may merge, and exactly one manifest is written.
+
+Every range compares against the same previous snapshot, the one named in the split record, whatever
+backups finish meanwhile.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import math
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib import conditional
+from chalicelib.backup import checkpoints
+from chalicelib.backup.compare import PreviousSnapshot
+from chalicelib.backup.plan_backup import PlanBackup, ReaderFactory
+from chalicelib.backup.sources import SourceReader, make_reader
+from chalicelib.catalog.manifests import Manifest, ManifestWriter, manifest_key
+from chalicelib.catalog.records import PlanResult
+from chalicelib.errors import AlreadyExists
+from chalicelib.layout import CHECKPOINTS_PREFIX
+from chalicelib.plans import Plan, Source
+
+logger = logging.getLogger(__name__)
+
+# A range's end: (source index in the plan, last key). None: the start or the end of the plan.
+Bound = tuple[int, str] | None
+# A plan run that finished its range while others still work: no continuation, no record update.
+WAITING = "WAITING"
+
+
+@dataclass
+class Split:
+    previous_key: str | None
+    # K-1 inner boundaries; range i covers (bounds[i-1], bounds[i]].
+    bounds: list[tuple[int, str]]
+
+    @property
+    def count(self) -> int:
+        return len(self.bounds) + 1
+
+    def range(self, index: int) -> tuple[Bound, Bound]:
+        start = self.bounds[index - 1] if index > 0 else None
+        stop = self.bounds[index] if index < len(self.bounds) else None
+        return (tuple(start) if start else None, tuple(stop) if stop else None)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class SplitPolicy:
+    split_objects: int
+    max_parallel: int
+    invoker: checkpoints.Invoker
+
+
+def split_key(plan: str, backup_id: str) -> str:
+    return f"{CHECKPOINTS_PREFIX}{plan}/{backup_id}/split.json"
+
+
+class SegmentCheckpoints(checkpoints.CheckpointStore):
+    """The checkpoints of one range: `meta/checkpoints/<plan>/<backup id>/segment-<i>/`."""
+
+    def __init__(self, s3: Any, bucket: str, plan: str, backup_id: str, segment: int) -> None:
+        super().__init__(s3, bucket, plan, backup_id)
+        self.prefix = f"{self.prefix}segment-{segment:03d}/"
+
+    @property
+    def state_key(self) -> str:
+        return self.prefix + "state.json"
+
+
+class _Bounded:
+    """A reader limited to keys up to `stop_key` (the listing is sorted: it stops there)."""
+
+    def __init__(self, reader: SourceReader, stop_key: str | None) -> None:
+        self._reader = reader
+        self.source = reader.source
+        self.stop_key = stop_key
+        if hasattr(reader, "multipart_threshold"):
+            self.multipart_threshold = reader.multipart_threshold
+
+    def list_objects(self, start_after: str | None = None) -> Iterator[Any]:
+        for obj in checkpoints.list_after(self._reader, start_after):
+            if self.stop_key is not None and obj.key > self.stop_key:
+                return
+            yield obj
+
+    def store(self, obj: Any, bucket: str, key: str) -> Any:
+        return self._reader.store(obj, bucket, key)
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __getattr__(self, name: str) -> Any:  # item_count, table_schema of a table export
+        return getattr(self._reader, name)
+
+
+class RangeBackup(PlanBackup):
+    """One range of a split plan."""
+
+    def __init__(self, *args: Any, split: Split, segment: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.split = split
+        self.segment = segment
+        self._checkpoints = SegmentCheckpoints(self.s3, self.plan.bucket, self.plan.name, self.backup_id, segment)
+
+    def _run(self) -> None:
+        key = manifest_key(self.plan.name, self.backup_id)
+        meta = checkpoints.scan_plan_meta(self.s3, self.plan.bucket, self.plan.name)
+        if key in meta.manifests:
+            with Manifest.download(self.s3, self.plan.bucket, key) as done:
+                self._report_existing(done, key)
+            return
+        start, stop = self.split.range(self.segment)
+        state = self._checkpoints.load()
+        if state is None or not state.done:
+            self._work(state, start, stop)
+        self._finalize_if_last(meta)
+
+    def _work(self, state: checkpoints.Checkpoint | None, start: Bound, stop: Bound) -> None:
+        previous = (
+            Manifest.download(self.s3, self.plan.bucket, self.split.previous_key) if self.split.previous_key else None
+        )
+        if state is not None:
+            writer, start_index, start_after = self._resume()
+        else:
+            writer = ManifestWriter()
+            start_index, start_after = start if start else (0, None)
+        stop_index, stop_key = stop if stop else (len(self.plan.sources) - 1, None)
+        factory = self.reader_factory
+        try:
+            with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
+                prev_entries = PreviousSnapshot(previous)
+                for index, source in enumerate(self.plan.sources):
+                    if index < start_index or index > stop_index:
+                        continue
+                    after = start_after if index == start_index else None
+                    bound = stop_key if index == stop_index else None
+                    self.reader_factory = lambda src, bound=bound: _Bounded(factory(src), bound)  # type: ignore[misc]
+                    entries = prev_entries.for_source(source.name)
+                    if bound is not None:
+                        entries = (entry for entry in entries if entry.key <= bound)
+                    self._back_up_source(source, entries, writer, pool, index, after)
+                    self._maybe_suspend(writer, index + 1, None)
+            self.reader_factory = factory
+            # The range is done: its partial manifest, marked so.
+            self._save_checkpoint(writer, stop_index + 1, None, done=True)
+        finally:
+            self.reader_factory = factory
+            writer.close()
+            if previous is not None:
+                previous.close()
+
+    def _finalize_if_last(self, meta: checkpoints.PlanMeta) -> None:
+        states = [
+            SegmentCheckpoints(self.s3, self.plan.bucket, self.plan.name, self.backup_id, index).load()
+            for index in range(self.split.count)
+        ]
+        if not all(state is not None and state.done for state in states):
+            self.result.status = WAITING
+            return
+        result = self.result
+        result.copied = result.unchanged = result.failed = result.bytes_copied = 0
+        result.errors, result.sources = [], {}
+        self._previous_objects = 0
+        manifests = []
+        for state in states:
+            assert state is not None
+            for name in ("copied", "unchanged", "failed", "bytes_copied"):
+                setattr(result, name, getattr(result, name) + state.counters.get(name, 0))
+            result.errors.extend(state.errors)
+            for name, stats in state.sources.items():
+                merged = result.sources.setdefault(name, {"type": stats.get("type"), "objects": 0, "copied": 0})
+                merged["objects"] += stats.get("objects", 0)
+                merged["copied"] += stats.get("copied", 0)
+                for extra in ("items", "table_schema"):
+                    if extra in stats:
+                        merged[extra] = stats[extra]
+            self._previous_objects += state.previous_objects
+            manifests.append(Manifest.download(self.s3, self.plan.bucket, state.partial_key))
+        writer = ManifestWriter()
+        try:
+            for entry in heapq.merge(*(m.entries(include_held=True) for m in manifests), key=lambda e: e.sort_key):
+                writer.add(entry)
+            self._write_snapshot(writer, meta)
+        finally:
+            writer.close()
+            for manifest in manifests:
+                manifest.close()
+
+    def _write_snapshot(self, writer: ManifestWriter, meta: checkpoints.PlanMeta) -> None:
+        result = self.result
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            hold = self._decide_deletions(writer)
+            if not hold and not self.dry_run:
+                self._apply_deletions(writer, pool)
+        result.objects = writer.objects
+        result.bytes = writer.bytes
+        if not self.dry_run:
+            self._put_snapshot(writer, hold, ranges=self.split.count)
+        # Every range's checkpoints and the split record go with the plan's own.
+        checkpoints.CheckpointStore(self.s3, self.plan.bucket, self.plan.name, self.backup_id).clear()
+        self._checkpoints.saved = False
+        self._finish_run(meta)
+        result.status = "PARTIAL" if (result.failed or result.deletions_held_back or result.errors) else "SUCCEEDED"
+
+
+def load_split(s3: Any, bucket: str, plan: str, backup_id: str) -> Split | None:
+    try:
+        response = s3.get_object(Bucket=bucket, Key=split_key(plan, backup_id))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    data = json.loads(response["Body"].read())
+    return Split(previous_key=data.get("previous_key"), bounds=[tuple(b) for b in data["bounds"]])  # type: ignore[misc]
+
+
+def _manifest_header(s3: Any, bucket: str, key: str) -> dict[str, Any]:
+    """A manifest's header line, from its first 64 KiB (a ranged GET, not the whole manifest)."""
+    response = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-65535")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    text = inflater.decompress(response["Body"].read(), 1 << 20)
+    line, newline, _ = text.partition(b"\n")
+    if not newline:
+        with Manifest.download(s3, bucket, key) as manifest:
+            return manifest.header
+    return json.loads(line)
+
+
+def start_split(s3: Any, plan: Plan, backup_id: str, policy: SplitPolicy | None, dry_run: bool = False) -> Split | None:
+    """At the start of a plan run: the plan's split if it is (or is now) split, else None (a single run).
+    A new or adopted split has the other ranges invoked; the caller works range 0. Deciding costs a listing
+    and a ranged GET of the previous manifest's header."""
+    if policy is None or dry_run or not policy.split_objects:
+        return None
+    meta = checkpoints.scan_plan_meta(s3, plan.bucket, plan.name)
+    if manifest_key(plan.name, backup_id) in meta.manifests or not meta.manifests:
+        return None
+    latest = meta.manifests[-1]
+    header = _manifest_header(s3, plan.bucket, latest)
+    objects = int(header.get("objects", 0)) + int(header.get("held_deletions", 0))
+    count = min(policy.max_parallel, math.ceil(objects / policy.split_objects))
+    if count < 2:
+        return None
+    split = load_split(s3, plan.bucket, plan.name, backup_id) or _record_split(s3, plan, backup_id, latest, objects, count)
+    if split is not None:
+        # A repeated delivery invokes the ranges again: a range that is done, or running, costs little.
+        for index in range(1, split.count):
+            policy.invoker({"backup_id": backup_id, "plan": plan.name, "segment": index})
+    return split
+
+
+def _record_split(s3: Any, plan: Plan, backup_id: str, latest: str, objects: int, count: int) -> Split | None:
+    order = {source.name: index for index, source in enumerate(plan.sources)}
+    marks = {math.floor(objects * i / count) for i in range(1, count)}
+    bounds: list[tuple[int, str]] = []
+    with Manifest.download(s3, plan.bucket, latest) as previous:
+        for position, entry in enumerate(previous.entries(include_held=True)):
+            if position in marks and entry.source in order:
+                bounds.append((order[entry.source], entry.key))
+    bounds = sorted(set(bounds))
+    if not bounds:
+        return None
+    split = Split(previous_key=latest, bounds=bounds)
+    try:
+        conditional.put_new(
+            s3,
+            Bucket=plan.bucket,
+            Key=split_key(plan.name, backup_id),
+            Body=json.dumps(asdict(split)).encode("utf-8"),
+            ContentType="application/json",
+        )
+    except AlreadyExists:
+        # Another delivery of this backup split the plan first: work its split.
+        return load_split(s3, plan.bucket, plan.name, backup_id)
+    logger.info("plan %s of backup %s: %d objects, split into %d ranges", plan.name, backup_id, objects, split.count)
+    return split
+
+
+def run_range(
+    plan: Plan, clients: Any, backup_id: str, split: Split, segment: int, reader_factory: ReaderFactory | None = None,
+    **options: Any,
+) -> PlanResult:
+    """Work one range. Status `WAITING`: this range is done and others still work."""
+
+    def default_factory(source: Source) -> SourceReader:
+        return make_reader(source, clients.s3, clients.dynamodb)
+
+    result = RangeBackup(
+        plan, clients.s3, backup_id, reader_factory or default_factory, split=split, segment=segment, **options
+    ).run()
+    # Not a record field (asdict ignores it): tells the caller which range a continuation must carry on.
+    result.segment = segment  # type: ignore[attr-defined]
+    return result
+
+
+def run_plan(
+    plan: Plan,
+    clients: Any,
+    backup_id: str,
+    max_workers: int = 32,
+    dry_run: bool = False,
+    budget: checkpoints.TimeBudget | None = None,
+    policy: SplitPolicy | None = None,
+    segment: int | None = None,
+    reader_factory: ReaderFactory | None = None,
+    batch_size: int | None = None,
+) -> PlanResult:
+    """A plan run as the worker does it: the range `segment` of a split plan, or the start of one (a new
+    split when the plan is large enough and `policy` allows, then range 0), or the ordinary single run."""
+
+    def default_factory(source: Source) -> SourceReader:
+        return make_reader(source, clients.s3, clients.dynamodb)
+
+    factory = reader_factory or default_factory
+    options: dict[str, Any] = {"max_workers": max_workers, "dry_run": dry_run, "budget": budget}
+    if batch_size:
+        options["batch_size"] = batch_size
+    if segment is not None:
+        split = load_split(clients.s3, plan.bucket, plan.name, backup_id)
+        if split is None:
+            raise ValueError(f"plan {plan.name} of backup {backup_id}: range {segment} asked for, no split recorded")
+    else:
+        split = start_split(clients.s3, plan, backup_id, policy, dry_run)
+        segment = 0
+    if split is None:
+        return PlanBackup(plan, clients.s3, backup_id, factory, **options).run()
+    return run_range(plan, clients, backup_id, split, segment, factory, **options)

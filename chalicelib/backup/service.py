@@ -1,0 +1,232 @@
+"""Backups as the API and the schedule see them: start one, run it, look them up."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import datetime
+from typing import Any
+
+from chalicelib.aws import Clients
+from chalicelib.backup import checkpoints, ranges
+from chalicelib.backup.locks import PlanLocks
+from chalicelib.backup.plan_backup import back_up_plan
+from chalicelib.catalog.records import (
+    BackupRecord,
+    PlanResult,
+    RecordStore,
+    backup_time,
+    new_backup_id,
+    overall_status,
+)
+from chalicelib.config import Settings
+from chalicelib.deploy import drift
+from chalicelib.errors import AlreadyExists, BadRequest, Conflict
+from chalicelib.notify import alerts, metrics
+from chalicelib.times import isoformat, utcnow
+from chalicelib.verify.verifier import Verifier
+
+logger = logging.getLogger(__name__)
+
+
+class BackupService:
+    def __init__(self, settings: Settings, clients: Clients, invoker: checkpoints.Invoker | None = None) -> None:
+        self.settings = settings
+        self.clients = clients
+        # How a backup that ran short of time is carried on (default: by the worker mode).
+        self.invoker = invoker
+        self.records = RecordStore(clients.s3, settings.plans.catalog_bucket)
+
+    def check_plan_names(self, names: list[str] | None) -> list[str]:
+        known = self.settings.plans.names
+        if names is None:
+            return known
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise BadRequest(
+                f"unknown plan(s) {', '.join(map(repr, unknown))}; the known plans are {', '.join(known)}"
+            )
+        # Keep the plans file's order, drop repeats.
+        return [name for name in known if name in set(names)]
+
+    def start(
+        self,
+        plan_names: list[str] | None,
+        trigger: str,
+        dry_run: bool = False,
+        backup_id: str | None = None,
+    ) -> BackupRecord:
+        """Record a new RUNNING backup. `AlreadyExists` when `backup_id` is given and already recorded."""
+        names = self.check_plan_names(plan_names)
+        record = BackupRecord(
+            backup_id=backup_id or new_backup_id(),
+            trigger=trigger,
+            plans={name: PlanResult(plan=name) for name in names},
+            started_at=isoformat(utcnow()),
+            dry_run=dry_run,
+        )
+        try:
+            self.records.create(record)
+        except AlreadyExists:
+            if backup_id is not None:
+                raise
+            # A generated id is never reused: the create went through and only its answer was lost
+            # (a 5xx after the write, then the retry found the record).
+            logger.info("backup %s: the record was already written by a retried request", record.backup_id)
+        return record
+
+    def run(
+        self, backup_id: str, context: Any = None, plan_name: str | None = None, segment: int | None = None
+    ) -> BackupRecord:
+        """Do the work of a recorded backup. Safe to call again: finished plans are not redone.
+
+        `context` is the Lambda context: short of time, a plan stops at a checkpoint and the backup carries
+        on in a new asynchronous invocation of the worker (the record stays RUNNING until then).
+        `plan_name` and `segment` name one key range of a large plan split across invocations."""
+        budget = checkpoints.budget_for(context, getattr(self.settings, "checkpoint_reserve_ms", checkpoints.DEFAULT_RESERVE_MS))
+        record = self.records.get(backup_id)
+        if record.status != "RUNNING":
+            return record
+        for name in list(record.plans):
+            if record.plans[name].status != "RUNNING":
+                continue
+            try:
+                plan = self.settings.plans.get(name)
+            except KeyError:
+                # The plans file changed between start and run: fail this plan, never leave it RUNNING.
+                record.plans[name].status = "FAILED"
+                record.plans[name].errors.append(f"plan '{name}' is no longer in the plans file")
+                self.records.save(record)
+                continue
+            # A large plan may be split into key ranges worked by parallel invocations (chalicelib/backup/ranges.py).
+            this_segment = segment if name == plan_name else None
+            if this_segment is not None:
+                split = ranges.load_split(self.clients.s3, plan.bucket, plan.name, backup_id)
+            else:
+                split = ranges.start_split(self.clients.s3, plan, backup_id, self._split_policy(), record.dry_run)
+            if split is None:
+                result = back_up_plan(
+                    plan, self.clients, backup_id, max_workers=self.settings.max_workers, dry_run=record.dry_run,
+                    budget=budget,
+                )
+            else:
+                result = ranges.run_range(
+                    plan, self.clients, backup_id, split, this_segment or 0,
+                    max_workers=self.settings.max_workers, dry_run=record.dry_run, budget=budget,
+                )
+            record.plans[name] = result
+            if result.status == ranges.WAITING:
+                # This key range is done; the last range to finish writes the snapshot and carries on.
+                return record
+            if result.status == "RUNNING":
+                # Stopped at a checkpoint: show the progress, and carry on in a fresh invocation.
+                range_run = getattr(result, "segment", None)
+                if range_run is None:
+                    self.records.save(record)
+                self.continue_later(backup_id, plan_name=name if range_run is not None else None, segment=range_run)
+                return record
+            drift.check_plan(self.clients.s3, plan, record.plans[name])
+            # Saved after each plan so GET /backups/{id} shows progress.
+            self.records.save(record)
+        record.status = overall_status(list(record.plans.values()))
+        if record.trigger == "schedule" and not record.dry_run and record.verification is None:
+            record.verification = self._verify_weekly_slice(backup_id)
+        record.finished_at = isoformat(utcnow())
+        self.records.save(record)
+        logger.info("backup %s finished: %s", backup_id, record.status)
+        alerts.publish(self.clients.sns, self.settings.topic_arn, record)
+        metrics.report(self.clients.cloudwatch, self.settings.plans.catalog_bucket, record)
+        return record
+
+    def _verify_weekly_slice(self, backup_id: str) -> dict[str, Any]:
+        """Check the stored versions whose slice is this backup's weekday: all of them, over a week.
+        A failure here is reported, never allowed to change the backup's own result."""
+        weekday = backup_time(backup_id).weekday()
+        try:
+            return Verifier(self.settings.plans, self.clients, self.settings.max_workers).verify_slice(weekday)
+        except Exception as exc:  # verification must not break the backup it rides along with
+            logger.exception("verification of slice %d failed", weekday)
+            return {"weekday": weekday, "ok": False, "checked": 0, "errors": [f"{type(exc).__name__}: {exc}"]}
+
+    def run_scheduled(self, scheduled_at: datetime, context: Any = None) -> BackupRecord:
+        """The daily backup. The id comes from the schedule time, so a repeated delivery finds the same
+        backup and finishes it (if an earlier invocation stopped midway) instead of starting another."""
+        backup_id = new_backup_id(scheduled_at, suffix="scheduled")
+        try:
+            record = self.start(None, trigger="schedule", backup_id=backup_id)
+        except AlreadyExists:
+            logger.info("scheduled backup %s already recorded; resuming it if unfinished", backup_id)
+        else:
+            self._lock_plans(record)
+        return self.run(backup_id, context=context)
+
+    def _lock_plans(self, record: BackupRecord) -> None:
+        """Take the plan locks, so that POST /backup meanwhile answers 409 naming this backup. The daily
+        backup is never skipped: if an API backup holds a plan, both run (each writes its own snapshot)."""
+        try:
+            PlanLocks(self.clients.s3, self.settings.plans.catalog_bucket, self.records).acquire(
+                list(record.plans), record.backup_id, utcnow()
+            )
+        except Conflict as exc:
+            logger.warning("scheduled backup %s runs beside another backup: %s", record.backup_id, exc)
+
+    def continue_later(self, backup_id: str, plan_name: str | None = None, segment: int | None = None) -> None:
+        """Have a new invocation carry on a backup that stopped at a checkpoint. A failure propagates, so
+        Lambda retries this invocation, which resumes from the same checkpoint."""
+        payload: dict[str, Any] = {"backup_id": backup_id}
+        if segment is not None:
+            payload.update(plan=plan_name, segment=segment)
+        invoker = self._invoker()
+        if invoker is not None:
+            invoker(payload)
+        else:
+            # In-process workers have no time limit: the rest runs now, without a budget.
+            self.run(backup_id, plan_name=plan_name, segment=segment)
+
+    def _invoker(self) -> checkpoints.Invoker | None:
+        if self.invoker is not None:
+            return self.invoker
+        if self.settings.worker_mode == "lambda":
+            return checkpoints.LambdaInvoker(self.clients.lambda_, self.settings.worker_function or "")
+        return None
+
+    def _split_policy(self) -> ranges.SplitPolicy | None:
+        """Large plans are split into key ranges only where parallel invocations exist."""
+        invoker = self._invoker()
+        split_objects = getattr(self.settings, "split_objects", 0)
+        if invoker is None or not split_objects:
+            return None
+        return ranges.SplitPolicy(split_objects, getattr(self.settings, "max_parallel_ranges", 8), invoker)
+
+    def dispatch(self, record: BackupRecord) -> None:
+        """Have the recorded backup run, by the configured worker mode."""
+        mode = self.settings.worker_mode
+        if mode == "inline":
+            self.run(record.backup_id)
+        elif mode == "thread":
+            threading.Thread(target=self._run_logged, args=(record.backup_id,), daemon=True).start()
+        else:
+            self.clients.lambda_.invoke(
+                FunctionName=self.settings.worker_function,
+                InvocationType="Event",
+                Payload=json.dumps({"backup_id": record.backup_id}).encode("utf-8"),
+            )
+
+    def _run_logged(self, backup_id: str) -> None:
+        try:
+            self.run(backup_id)
+        except Exception:
+            logger.exception("backup %s failed in its worker thread", backup_id)
+
+    def get(self, backup_id: str) -> BackupRecord:
+        return self.records.get(backup_id)
+
+    def list(self, limit: int = 20) -> list[BackupRecord]:
+        return self.records.list(limit)
+
+
+def summary(record: BackupRecord) -> dict[str, Any]:
+    data = record.to_dict()
+    data["totals"] = record.totals()
+    return data

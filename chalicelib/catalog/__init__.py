@@ -1,0 +1,1 @@
+"""The catalog: what backups exist and what each snapshot holds (manifests, backup records, page tokens)."""

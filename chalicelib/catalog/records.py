@@ -1,0 +1,171 @@
+"""Backup records: one JSON document per backup run, kept in the catalog bucket's metadata prefix.
+
+Keys are `meta/backups/<inverted time>_<backup_id>.json`. The inverted time makes S3's ascending listing
+newest first, so a page of `GET /backups` reads one listing page and only the records it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib import conditional
+from chalicelib.errors import AlreadyExists, NotFound
+from chalicelib.layout import RECORDS_PREFIX
+from chalicelib.times import utcnow
+
+STATUSES = ("RUNNING", "SUCCEEDED", "PARTIAL", "FAILED")
+_ID = re.compile(r"^(\d{8}T\d{9})Z-([a-z0-9-]{1,40})$")
+_MAX_MS = 10**13  # milliseconds since the epoch stay below this until the year 2286
+
+
+def new_backup_id(moment: datetime | None = None, suffix: str | None = None) -> str:
+    """`20261126T134735123Z-9f2c4a1b`: sortable by time, unique by its random suffix.
+
+    A scheduled run passes a fixed suffix so that the same schedule time always gives the same id.
+    """
+    moment = (moment or utcnow()).astimezone(timezone.utc)
+    stamp = moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}"
+    return f"{stamp}Z-{suffix or secrets.token_hex(4)}"
+
+
+def backup_time(backup_id: str) -> datetime:
+    match = _ID.match(backup_id)
+    if not match:
+        raise NotFound(f"{backup_id!r} is not a backup id (expected e.g. 20261126T134735123Z-9f2c4a1b)")
+    return datetime.strptime(match.group(1) + "000", "%Y%m%dT%H%M%S%f").replace(tzinfo=timezone.utc)
+
+
+def is_backup_id(value: str) -> bool:
+    return bool(_ID.match(value))
+
+
+def record_key(backup_id: str) -> str:
+    millis = int(backup_time(backup_id).timestamp() * 1000)
+    return f"{RECORDS_PREFIX}{_MAX_MS - millis:013d}_{backup_id}.json"
+
+
+@dataclass
+class PlanResult:
+    plan: str
+    status: str = "RUNNING"
+    copied: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    deletions_held_back: int = 0
+    failed: int = 0
+    bytes_copied: int = 0
+    objects: int = 0
+    bytes: int = 0
+    snapshot: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Ways the plan's backup bucket no longer matches the plan (see drift.py).
+    drift: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlanResult:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class BackupRecord:
+    backup_id: str
+    trigger: str
+    plans: dict[str, PlanResult]
+    status: str = "RUNNING"
+    started_at: str | None = None
+    finished_at: str | None = None
+    dry_run: bool = False
+    # What the daily check of stored snapshots found (see verify.py); None when none ran.
+    verification: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["plans"] = {name: asdict(result) for name, result in self.plans.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackupRecord:
+        plans = {name: PlanResult.from_dict(result) for name, result in data.get("plans", {}).items()}
+        known = cls.__dataclass_fields__
+        values = {k: v for k, v in data.items() if k in known and k != "plans"}
+        return cls(plans=plans, **values)
+
+    def totals(self) -> dict[str, int]:
+        keys = ("copied", "unchanged", "deleted", "deletions_held_back", "failed", "bytes_copied", "objects", "bytes")
+        return {k: sum(getattr(result, k) for result in self.plans.values()) for k in keys}
+
+
+def overall_status(results: list[PlanResult]) -> str:
+    statuses = {result.status for result in results}
+    if not statuses or statuses == {"SUCCEEDED"}:
+        return "SUCCEEDED"
+    if statuses == {"FAILED"}:
+        return "FAILED"
+    return "PARTIAL"
+
+
+class RecordStore:
+    """Reads and writes backup records in one bucket."""
+
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+
+    def create(self, record: BackupRecord) -> None:
+        """Store a new record; `AlreadyExists` if a record with this id is already there."""
+        try:
+            conditional.put_new(
+                self.s3,
+                Bucket=self.bucket,
+                Key=record_key(record.backup_id),
+                Body=json.dumps(record.to_dict(), ensure_ascii=False).encode("utf-8"),
+                ContentType="application/json",
+            )
+        except AlreadyExists as exc:
+            raise AlreadyExists(f"backup {record.backup_id} already exists") from exc
+
+    def save(self, record: BackupRecord) -> None:
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=record_key(record.backup_id),
+            Body=json.dumps(record.to_dict(), ensure_ascii=False).encode("utf-8"),
+            ContentType="application/json",
+        )
+
+    def get(self, backup_id: str) -> BackupRecord:
+        try:
+            response = self.s3.get_object(Bucket=self.bucket, Key=record_key(backup_id))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise NotFound(f"no backup with id {backup_id!r}") from exc
+            raise
+        return BackupRecord.from_dict(json.loads(response["Body"].read()))
+
+    def list_keys(self, limit: int, start_after: str | None = None) -> tuple[list[str], bool]:
+        """Up to `limit` record keys, newest first, after `start_after`; and whether more follow."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": RECORDS_PREFIX, "MaxKeys": limit}
+        if start_after:
+            params["StartAfter"] = start_after
+        response = self.s3.list_objects_v2(**params)
+        keys = [item["Key"] for item in response.get("Contents", [])]
+        return keys, bool(response.get("IsTruncated"))
+
+    def read_key(self, key: str) -> BackupRecord:
+        response = self.s3.get_object(Bucket=self.bucket, Key=key)
+        return BackupRecord.from_dict(json.loads(response["Body"].read()))
+
+    def list(self, limit: int = 20) -> list[BackupRecord]:
+        keys, _ = self.list_keys(limit)
+        return [self.read_key(key) for key in keys]

@@ -1,0 +1,193 @@
+"""The commands about backups: plans, backup, backups, show, contents, verify."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+from chalicelib.api.backups import describe
+from chalicelib.api.plans import describe_plans
+from chalicelib.backup.locks import PlanLocks
+from chalicelib.backup.service import BackupService
+from chalicelib.catalog.manifests import load_snapshot
+from chalicelib.catalog.records import RecordStore, new_backup_id
+from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, plan_named, table
+from chalicelib.errors import BackupError, BadRequest
+from chalicelib.notify.alerts import verification_line
+from chalicelib.times import utcnow
+from chalicelib.verify.verifier import Verifier
+
+
+def cmd_plans(ctx: Context) -> int:
+    data = describe_plans(ctx.settings.plans)
+
+    def text() -> str:
+        rows = []
+        for plan in ctx.settings.plans.plans:
+            sources = ", ".join(f"{s.name} ({s.type})" for s in plan.sources)
+            tiers = ", ".join(f"{t.storage_class} after {t.days}d" for t in plan.lifecycle.transitions) or "-"
+            rows.append([plan.name, plan.bucket, sources, tiers])
+        return table(rows, ["PLAN", "BUCKET", "SOURCES", "LIFECYCLE"]) + f"\ncatalog bucket: {ctx.settings.plans.catalog_bucket}"
+
+    emit(ctx, data, text)
+    return EXIT_OK
+
+
+def cmd_backup(ctx: Context) -> int:
+    backups = BackupService(ctx.settings, ctx.clients)
+    names = backups.check_plan_names(ctx.args.plan)
+    now = utcnow()
+    backup_id = new_backup_id(now)
+    locks = PlanLocks(ctx.clients.s3, ctx.settings.plans.catalog_bucket, backups.records)
+    locked: list[str] = []
+    try:
+        if not ctx.args.dry_run:
+            # The same plan locks as POST /backup: never two backups of one plan at once.
+            locks.acquire(names, backup_id, now)
+            locked = names
+        backups.start(names, trigger="cli", dry_run=ctx.args.dry_run, backup_id=backup_id)
+    except BaseException:
+        if locked:
+            locks.release(locked, backup_id)
+        raise
+    if not ctx.json:
+        print(f"backup {backup_id}: {', '.join(names)}{' (dry run)' if ctx.args.dry_run else ''}", file=sys.stderr)
+    record = _run_with_plan_progress(ctx, backups, backup_id, len(names))
+    data = describe(record)
+
+    def text() -> str:
+        rows = [
+            [name, r.status, str(r.copied), human(r.bytes_copied), str(r.unchanged), str(r.deleted), str(r.failed), str(r.objects)]
+            for name, r in record.plans.items()
+        ]
+        lines = [f"backup {record.backup_id}: {record.status}", table(rows, ["PLAN", "STATUS", "COPIED", "BYTES", "UNCHANGED", "DELETED", "FAILED", "OBJECTS"])]
+        for name, r in record.plans.items():
+            lines += [f"  {name}: {message}" for message in r.warnings + r.errors]
+        return "\n".join(lines)
+
+    emit(ctx, data, text)
+    return EXIT_OK if record.status == "SUCCEEDED" else EXIT_ATTENTION
+
+
+def _run_with_plan_progress(ctx: Context, backups: Any, backup_id: str, plans: int) -> Any:
+    """Run the backup here; the record is saved after each plan, which is what the bar follows."""
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["record"] = backups.run(backup_id)
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, daemon=True)
+    with ctx.progress(plans, "plans") as bar:
+        worker.start()
+        done = 0
+        while worker.is_alive():
+            worker.join(timeout=1.0)
+            try:
+                finished = sum(1 for r in backups.get(backup_id).plans.values() if r.status != "RUNNING")
+            except BackupError:
+                continue
+            bar.update(finished - done)
+            done = finished
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["record"]
+
+
+def cmd_backups(ctx: Context) -> int:
+    records = RecordStore(ctx.clients.s3, ctx.settings.plans.catalog_bucket).list(ctx.args.limit)
+    data = {"backups": [describe(r) for r in records]}
+
+    def text() -> str:
+        rows = [
+            [r.backup_id, r.status, r.trigger + (" (dry run)" if r.dry_run else ""), ",".join(r.plans), str(r.totals()["objects"]),
+             human(r.totals()["bytes"]), r.started_at or ""]
+            for r in records
+        ]
+        return table(rows, ["BACKUP", "STATUS", "TRIGGER", "PLANS", "OBJECTS", "SIZE", "STARTED"]) if rows else "no backups"
+
+    emit(ctx, data, text)
+    return EXIT_OK
+
+
+def cmd_show(ctx: Context) -> int:
+    record = RecordStore(ctx.clients.s3, ctx.settings.plans.catalog_bucket).get(ctx.args.backup_id)
+    data = describe(record)
+
+    def text() -> str:
+        lines = [
+            f"backup {record.backup_id} ({record.trigger}{', dry run' if record.dry_run else ''}): {record.status}",
+            f"started {record.started_at}, finished {record.finished_at}",
+        ]
+        for name, r in record.plans.items():
+            lines.append(
+                f"  {name}: {r.status}, copied {r.copied} ({human(r.bytes_copied)}), unchanged {r.unchanged}, "
+                f"deleted {r.deleted}, failed {r.failed}; snapshot {r.snapshot or '-'} holds {r.objects} objects "
+                f"({human(r.bytes)})"
+            )
+            lines += [f"    - {m}" for m in r.warnings + r.errors]
+        if record.verification:
+            lines.append(verification_line(record.verification))
+        return "\n".join(lines)
+
+    emit(ctx, data, text)
+    return EXIT_OK
+
+
+def cmd_contents(ctx: Context) -> int:
+    plan = plan_named(ctx, ctx.args.plan)
+    RecordStore(ctx.clients.s3, ctx.settings.plans.catalog_bucket).get(ctx.args.backup_id)
+    with load_snapshot(ctx.clients.s3, plan.bucket, plan.name, ctx.args.backup_id) as manifest:
+        entries = [e for e in manifest.entries() if ctx.args.prefix is None or e.key.startswith(ctx.args.prefix)]
+        header = manifest.header
+    data = {
+        "backup_id": ctx.args.backup_id,
+        "plan": plan.name,
+        "objects": len(entries),
+        "bytes": sum(e.size for e in entries),
+        "created_at": header.get("created_at"),
+        "entries": [
+            {"source": e.source, "key": e.key, "version_id": e.version_id, "size": e.size, "checksum": e.checksum,
+             "sha256": e.sha256, "item_count": e.item_count}
+            for e in entries
+        ],
+    }
+
+    def text() -> str:
+        rows = [[e.source, e.key, str(e.size), e.version_id] for e in entries]
+        shown = table(rows, ["SOURCE", "KEY", "SIZE", "VERSION"]) if rows else "(nothing)"
+        return f"{shown}\n{len(entries)} objects, {human(data['bytes'])}"
+
+    emit(ctx, data, text)
+    return EXIT_OK
+
+
+def cmd_verify(ctx: Context) -> int:
+    percent = ctx.args.sample_percent
+    if not 0 <= percent <= 100:
+        raise BadRequest(f"--sample-percent must be from 0 to 100, got {percent}")
+    verifier = Verifier(ctx.settings.plans, ctx.clients, ctx.settings.max_workers)
+    total = sum(verifier.snapshot_sizes(ctx.args.backup_id, ctx.args.plan).values())
+    with ctx.progress(total, "verifying") as bar:
+        result = verifier.verify_backup(ctx.args.backup_id, ctx.args.plan, percent, progress=bar.update)
+
+    def text() -> str:
+        lines = [
+            f"backup {result['backup_id']}: {'OK' if result['ok'] else 'PROBLEMS FOUND'}: "
+            f"{result['checked']} versions checked, {result['sampled']} re-read and re-hashed, "
+            f"{result['missing_count']} missing, {result['damaged_count']} damaged"
+        ]
+        for finding in result["missing"] + result["damaged"]:
+            lines.append(f"  {finding['problem'].upper()}: {finding['plan']} {finding['source']}/{finding['key']} "
+                         f"(version {finding['version_id']}): {finding['detail']}")
+        lines += [f"  error: {e}" for e in result["errors"]]
+        return "\n".join(lines)
+
+    emit(ctx, result, text)
+    return EXIT_OK if result["ok"] else EXIT_ATTENTION
+
+
+# ---------------------------------------------------------------------------------------------- parsing

@@ -1,0 +1,143 @@
+"""`org-backup`: the operator's command line. It works on AWS directly with the operator's credentials
+(not through the API), using a stage's settings from `.chalice/config.json`.
+
+    org-backup plans
+    org-backup backup [--plan NAME ...] [--dry-run]
+    org-backup backups [--limit N]
+    org-backup show BACKUP_ID
+    org-backup contents BACKUP_ID --plan NAME [--prefix P]
+    org-backup restore BACKUP_ID --plan NAME (--to-bucket B [--to-prefix P] | --to-table T | --to-dir D)
+                       [--prefix P | --key K ...] [--overwrite] [--tier Bulk|Standard|Expedited] [--dry-run]
+    org-backup restore-status RESTORE_ID [--resume]
+    org-backup verify BACKUP_ID [--plan NAME ...] [--sample-percent N]
+
+Every command takes `--stage` (default `dev`, or $ORG_BACKUP_STAGE) and `--json`. Exit status: 0 done,
+1 done but something needs attention (a failed backup or restore, verification findings), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from chalicelib.cli.backups import cmd_backup, cmd_backups, cmd_contents, cmd_plans, cmd_show, cmd_verify
+from chalicelib.cli.output import EXIT_BAD_INPUT, Context
+from chalicelib.cli.restores import cmd_restore, cmd_restore_status
+from chalicelib.errors import BackupError, BadRequest, Conflict, NotFound, PlanError
+
+COMMANDS: dict[str, Callable[[Context], int]] = {
+    "plans": cmd_plans,
+    "backup": cmd_backup,
+    "backups": cmd_backups,
+    "show": cmd_show,
+    "contents": cmd_contents,
+    "restore": cmd_restore,
+    "restore-status": cmd_restore_status,
+    "verify": cmd_verify,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # The common options are accepted before or after the command (`org-backup --json show X` or
+    # `org-backup show X --json`); SUPPRESS keeps a subcommand's default from hiding the global value.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--stage", default=argparse.SUPPRESS, help="stage in .chalice/config.json (default: dev, or $ORG_BACKUP_STAGE)")
+    common.add_argument("--project-dir", default=argparse.SUPPRESS, help="folder holding .chalice/config.json")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    common.add_argument("--progress", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                        help="show progress bars (default: on a terminal)")
+
+    parser = argparse.ArgumentParser(prog="org-backup", description="Operate the org-backup system.", parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("plans", parents=[common], help="show the plans")
+
+    backup = commands.add_parser("backup", parents=[common], help="take a backup now (runs here)")
+    backup.add_argument("--plan", action="append", help="a plan to back up (repeat; default: all)")
+    backup.add_argument("--dry-run", action="store_true", help="say what would be copied; write nothing")
+
+    listing = commands.add_parser("backups", parents=[common], help="list backups, newest first")
+    listing.add_argument("--limit", type=int, default=20)
+
+    show = commands.add_parser("show", parents=[common], help="show one backup")
+    show.add_argument("backup_id")
+
+    contents = commands.add_parser("contents", parents=[common], help="list what a snapshot holds")
+    contents.add_argument("backup_id")
+    contents.add_argument("--plan", required=True)
+    contents.add_argument("--prefix")
+
+    restore = commands.add_parser("restore", parents=[common], help="restore a snapshot (or part of it)")
+    restore.add_argument("backup_id")
+    restore.add_argument("--plan", required=True)
+    restore.add_argument("--to-bucket", help="target bucket (never a backup bucket)")
+    restore.add_argument("--to-prefix", help="key prefix in the target bucket")
+    restore.add_argument("--to-table", help="new DynamoDB table for a database export")
+    restore.add_argument("--to-dir", help="local folder")
+    what = restore.add_mutually_exclusive_group()
+    what.add_argument("--prefix", help="only keys starting with this")
+    what.add_argument("--key", action="append", help="only this key (repeat)")
+    restore.add_argument("--overwrite", action="store_true", help="replace objects or a table that already exist")
+    restore.add_argument("--tier", choices=("Bulk", "Standard", "Expedited"), default="Bulk", help="thaw tier for archived versions")
+    restore.add_argument("--dry-run", action="store_true", help="quote objects, bytes, thaws, cost and time; write nothing")
+
+    status = commands.add_parser("restore-status", parents=[common], help="show a restore")
+    status.add_argument("restore_id")
+    status.add_argument("--resume", action="store_true", help="run another pass now (copies thawed versions)")
+
+    verify = commands.add_parser("verify", parents=[common], help="verify a backup's snapshots")
+    verify.add_argument("backup_id")
+    verify.add_argument("--plan", action="append", help="only this plan (repeat)")
+    verify.add_argument("--sample-percent", type=float, default=0, help="also re-read and re-hash this share (0-100)")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    defaults = {"stage": os.environ.get("ORG_BACKUP_STAGE", "dev"), "project_dir": None, "json": False, "progress": None}
+    for name, value in defaults.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return args
+
+
+@contextmanager
+def _quiet_logs(json_output: bool) -> Iterator[None]:
+    """The library logs to stderr for Lambda; at a terminal only warnings are worth showing."""
+    root = logging.getLogger("chalicelib")
+    level = root.level
+    root.setLevel(logging.WARNING if not json_output else logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        with _quiet_logs(args.json):
+            ctx = Context(args)
+            return COMMANDS[args.command](ctx)
+    except (BadRequest, NotFound, Conflict, PlanError) as exc:
+        return _fail(args, exc)
+    except BackupError as exc:
+        return _fail(args, exc)
+
+
+def _fail(args: argparse.Namespace, exc: BaseException) -> int:
+    kind = {BadRequest: "bad request", NotFound: "not found", Conflict: "conflict", PlanError: "configuration"}.get(type(exc), "error")
+    if args.json:
+        print(json.dumps({"error": str(exc), "kind": kind}))
+    print(f"org-backup: {kind}: {exc}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

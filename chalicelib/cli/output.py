@@ -1,0 +1,68 @@
+"""What every command of the command line needs: the stage's settings, AWS clients, and how to print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from chalicelib.errors import BadRequest
+from chalicelib.notify.alerts import human_bytes
+
+EXIT_OK = 0
+EXIT_ATTENTION = 1
+EXIT_BAD_INPUT = 2
+
+
+class Context:
+    """What every command needs: the stage's settings, AWS clients, and how to print."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from chalicelib.aws import Clients
+        from chalicelib.config import Settings
+        from chalicelib.stages import PROJECT_DIR, stage_environment
+
+        self.args = args
+        self.json = bool(args.json)
+        project_dir = Path(args.project_dir) if args.project_dir else PROJECT_DIR
+        environ = {**os.environ, **stage_environment(args.stage, project_dir)}
+        # The command line does the work itself, whatever the stage's worker mode says.
+        environ["WORKER_MODE"] = "inline"
+        self.settings = Settings.from_environ(environ)
+        self.clients = Clients()
+
+    def progress(self, total: int | None, description: str) -> Any:
+        """A progress bar on stderr, shown on a terminal only (never in JSON output or in a pipe)."""
+        from tqdm import tqdm
+
+        show = self.args.progress if self.args.progress is not None else sys.stderr.isatty()
+        return tqdm(total=total, desc=description, unit="obj", file=sys.stderr, disable=self.json or not show, leave=False)
+
+
+def emit(ctx: Context, data: Any, text: Callable[[], str]) -> None:
+    if ctx.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(text())
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(header)).rstrip()]
+    lines += ["  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def human(count: int) -> str:
+    return human_bytes(count)
+
+
+def plan_named(ctx: Context, name: str) -> Any:
+    try:
+        return ctx.settings.plans.get(name)
+    except KeyError:
+        raise BadRequest(f"unknown plan {name!r}; the known plans are {', '.join(ctx.settings.plans.names)}") from None

@@ -1,0 +1,40 @@
+"""Drift: a backup bucket whose protective settings no longer match its plan.
+
+After each plan's backup the bucket's settings are read (get_* calls only) and compared with the plan.
+Every difference is recorded in the plan's result and the alert, and a plan that otherwise succeeded is
+PARTIAL. Nothing is repaired here: the running system has no right to change bucket settings, because a
+writer that can change lifecycle rules or versioning can destroy every backup. An administrator repairs
+drift with `make provision` (forced where a setting was changed on purpose).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.catalog.records import PlanResult
+from chalicelib.deploy.bucket_settings import differences, read_state
+from chalicelib.plans import Plan
+
+logger = logging.getLogger(__name__)
+
+
+def find_drift(s3: Any, plan: Plan) -> list[str]:
+    """What differs between the plan's bucket and the plan, one readable line each."""
+    try:
+        state = read_state(s3, plan.bucket)
+    except (ClientError, BotoCoreError) as exc:
+        return [f"bucket {plan.bucket}: settings could not be read: {exc}"]
+    return [f"bucket {plan.bucket}: {d.message}" for d in differences(plan, state)]
+
+
+def check_plan(s3: Any, plan: Plan, result: PlanResult) -> PlanResult:
+    """Record the plan bucket's drift in `result`; a drifted plan that otherwise succeeded is PARTIAL."""
+    result.drift = find_drift(s3, plan)
+    if result.drift:
+        logger.warning("plan %s: bucket settings drifted: %s", plan.name, "; ".join(result.drift))
+        if result.status == "SUCCEEDED":
+            result.status = "PARTIAL"
+    return result

@@ -1,0 +1,216 @@
+"""Which IAM authorisations an AWS API call needs, and whether a policy allows them.
+
+`required_permissions` maps one call (service, operation, parameters) to the IAM actions and resources it
+needs, for the services this system uses; `allows` evaluates a policy's statements for one of them (explicit
+Deny wins). The test suite records every call the system makes and checks each against the generated policy
+with these two.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.deploy.policy import bucket_arn, function_arn
+
+
+@dataclass(frozen=True)
+class Permission:
+    """One IAM authorisation an API call needs."""
+
+    action: str
+    resource: str
+    # Condition keys the request supplies (e.g. s3:prefix for a listing).
+    context: tuple[tuple[str, str], ...] = ()
+
+
+# S3 operations whose IAM action is not simply "s3:<operation>", and what they act on.
+_S3_BUCKET_ACTIONS = {
+    "ListObjects": "s3:ListBucket",
+    "ListObjectsV2": "s3:ListBucket",
+    "HeadBucket": "s3:ListBucket",
+    "ListObjectVersions": "s3:ListBucketVersions",
+    "ListMultipartUploads": "s3:ListBucketMultipartUploads",
+    "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+    "DeleteBucketLifecycle": "s3:PutLifecycleConfiguration",
+    "GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    "PutBucketEncryption": "s3:PutEncryptionConfiguration",
+    "DeleteBucketEncryption": "s3:PutEncryptionConfiguration",
+    "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+    "PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "DeletePublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "DeleteBucketOwnershipControls": "s3:PutBucketOwnershipControls",
+    "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
+    "PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
+    "DeleteBucketPolicy": "s3:DeleteBucketPolicy",
+    "GetBucketVersioning": "s3:GetBucketVersioning",
+    "PutBucketVersioning": "s3:PutBucketVersioning",
+    "GetBucketPolicy": "s3:GetBucketPolicy",
+    "PutBucketPolicy": "s3:PutBucketPolicy",
+    "GetBucketOwnershipControls": "s3:GetBucketOwnershipControls",
+    "PutBucketOwnershipControls": "s3:PutBucketOwnershipControls",
+    "CreateBucket": "s3:CreateBucket",
+    "DeleteBucket": "s3:DeleteBucket",
+    "GetBucketLocation": "s3:GetBucketLocation",
+    "GetBucketTagging": "s3:GetBucketTagging",
+    "GetBucketNotificationConfiguration": "s3:GetBucketNotification",
+}
+_S3_OBJECT_ACTIONS = {
+    "HeadObject": "s3:GetObject",
+    "GetObject": "s3:GetObject",
+    "PutObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "ListParts": "s3:ListMultipartUploadParts",
+    "DeleteObject": "s3:DeleteObject",
+    "RestoreObject": "s3:RestoreObject",
+    "SelectObjectContent": "s3:GetObject",
+}
+# Reading a specific version needs the *Version variant of the action.
+_VERSIONED = {
+    "s3:GetObject": "s3:GetObjectVersion",
+    "s3:DeleteObject": "s3:DeleteObjectVersion",
+    "s3:GetObjectTagging": "s3:GetObjectVersionTagging",
+    "s3:PutObjectTagging": "s3:PutObjectVersionTagging",
+    "s3:GetObjectAttributes": "s3:GetObjectVersionAttributes",
+    "s3:GetObjectAcl": "s3:GetObjectVersionAcl",
+    "s3:RestoreObject": "s3:RestoreObject",
+}
+
+
+def _copy_source(value: Any) -> tuple[str, str, str | None]:
+    if isinstance(value, Mapping):
+        return value["Bucket"], value["Key"], value.get("VersionId")
+    text = str(value).lstrip("/")
+    version = None
+    if "?versionId=" in text:
+        text, version = text.split("?versionId=", 1)
+    from urllib.parse import unquote
+
+    bucket, key = text.split("/", 1)
+    return bucket, unquote(key), version
+
+
+def _s3_permissions(operation: str, params: Mapping[str, Any]) -> list[Permission]:
+    bucket = params.get("Bucket", "")
+    object_arn = f"{bucket_arn(bucket)}/{params.get('Key', '')}"
+    version = params.get("VersionId")
+
+    def obj(action: str, arn: str = object_arn, versioned: Any = version) -> Permission:
+        return Permission(_VERSIONED.get(action, action) if versioned else action, arn)
+
+    needed: list[Permission] = []
+    if operation == "ListBuckets":
+        return [Permission("s3:ListAllMyBuckets", "*")]
+    if operation in ("CopyObject", "UploadPartCopy"):
+        src_bucket, src_key, src_version = _copy_source(params["CopySource"])
+        src_arn = f"{bucket_arn(src_bucket)}/{src_key}"
+        needed += [obj("s3:GetObject", src_arn, src_version), obj("s3:PutObject", object_arn, None)]
+        if operation == "CopyObject" and params.get("TaggingDirective", "COPY") == "COPY":
+            needed += [obj("s3:GetObjectTagging", src_arn, src_version), obj("s3:PutObjectTagging", object_arn, None)]
+        if operation == "CopyObject" and params.get("TaggingDirective") == "REPLACE" and params.get("Tagging"):
+            needed.append(obj("s3:PutObjectTagging", object_arn, None))
+    elif operation == "DeleteObjects":
+        for item in params.get("Delete", {}).get("Objects", []):
+            arn = f"{bucket_arn(bucket)}/{item['Key']}"
+            needed.append(obj("s3:DeleteObject", arn, item.get("VersionId")))
+    elif operation == "GetObjectAttributes":
+        needed += [obj("s3:GetObject"), obj("s3:GetObjectAttributes")]
+    elif operation in _S3_BUCKET_ACTIONS:
+        context: tuple[tuple[str, str], ...] = ()
+        if operation in ("ListObjects", "ListObjectsV2", "ListObjectVersions") and params.get("Prefix") is not None:
+            context = (("s3:prefix", params["Prefix"]),)
+        needed.append(Permission(_S3_BUCKET_ACTIONS[operation], bucket_arn(bucket), context))
+    elif operation in _S3_OBJECT_ACTIONS:
+        needed.append(obj(_S3_OBJECT_ACTIONS[operation]))
+    elif "Key" in params:
+        needed.append(obj(f"s3:{operation}"))
+    else:
+        needed.append(Permission(f"s3:{operation}", bucket_arn(bucket)))
+    # Parameters that need rights of their own.
+    if operation in ("PutObject", "CreateMultipartUpload", "CopyObject"):
+        if params.get("Tagging") and operation != "CopyObject":
+            needed.append(obj("s3:PutObjectTagging", object_arn, None))
+        if params.get("ObjectLockMode") or params.get("ObjectLockRetainUntilDate"):
+            needed.append(obj("s3:PutObjectRetention", object_arn, None))
+        if params.get("ObjectLockLegalHoldStatus"):
+            needed.append(obj("s3:PutObjectLegalHold", object_arn, None))
+    if params.get("BypassGovernanceRetention"):
+        needed.append(Permission("s3:BypassGovernanceRetention", object_arn if "Key" in params else bucket_arn(bucket) + "/*"))
+    return needed
+
+
+_LAMBDA_ACTIONS = {"Invoke": "lambda:InvokeFunction", "InvokeAsync": "lambda:InvokeFunction"}
+
+
+def required_permissions(service: str, operation: str, params: Mapping[str, Any], region: str, account: str) -> list[Permission]:
+    """The IAM authorisations one API call needs, for the services this system uses."""
+    if service == "s3":
+        return _s3_permissions(operation, params)
+    if service == "dynamodb":
+        action = f"dynamodb:{operation}"
+        if "TableName" in params:
+            return [Permission(action, f"arn:aws:dynamodb:{region}:{account}:table/{params['TableName']}")]
+        if "TableArn" in params:
+            return [Permission(action, params["TableArn"])]
+        if "RequestItems" in params:
+            return [Permission(action, f"arn:aws:dynamodb:{region}:{account}:table/{t}") for t in params["RequestItems"]]
+        return [Permission(action, "*")]
+    if service == "sns":
+        return [Permission(f"sns:{operation}", params.get("TopicArn") or params.get("TargetArn") or "*")]
+    if service == "lambda":
+        name = params.get("FunctionName", "*")
+        return [Permission(_LAMBDA_ACTIONS.get(operation, f"lambda:{operation}"), function_arn(region, account, name))]
+    if service == "cloudwatch":
+        context = (("cloudwatch:namespace", params["Namespace"]),) if "Namespace" in params else ()
+        return [Permission(f"cloudwatch:{operation}", "*", context)]
+    return [Permission(f"{service}:{operation}", "*")]
+
+
+def _matches(pattern: str, value: str) -> bool:
+    # IAM wildcards: '*' any run of characters (including '/' and ':'), '?' one character.
+    return fnmatch.fnmatchcase(value, pattern)
+
+
+def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -> bool:
+    for operator, keys in condition.items():
+        for key, wanted in keys.items():
+            values = wanted if isinstance(wanted, list) else [wanted]
+            if key not in context:
+                return False
+            actual = context[key]
+            if operator == "StringEquals":
+                ok = actual in values
+            elif operator == "StringLike":
+                ok = any(_matches(v, actual) for v in values)
+            else:
+                return False  # an operator this checker does not know never counts as allowing
+            if not ok:
+                return False
+    return True
+
+
+def allows(policy: Mapping[str, Any], permission: Permission) -> bool:
+    """Whether the policy's statements allow `permission` (explicit Deny wins)."""
+    context = dict(permission.context)
+    allowed = False
+    for statement in policy.get("Statement", []):
+        actions = statement.get("Action", [])
+        resources = statement.get("Resource", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        resources = [resources] if isinstance(resources, str) else resources
+        if not any(a.lower() == permission.action.lower() or _matches(a.lower(), permission.action.lower()) for a in actions):
+            continue
+        if not any(_matches(r, permission.resource) for r in resources):
+            continue
+        if not _condition_holds(statement.get("Condition", {}), context):
+            continue
+        if statement.get("Effect") == "Deny":
+            return False
+        allowed = True
+    return allowed

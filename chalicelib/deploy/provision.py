@@ -1,0 +1,134 @@
+"""The administrator's provisioning step: create a plan's backup bucket if needed and give it every setting
+of the plan. `make provision STAGE=...` runs it (`python -m chalicelib.deploy.provision`); the running backup
+system never does: it only reads the settings (see `drift.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from chalicelib.deploy.bucket_settings import (
+    OBJECT_OWNERSHIP,
+    PUBLIC_ACCESS_BLOCK,
+    BucketConflict,
+    bucket_exists,
+    bucket_policy,
+    differences,
+    encryption_default,
+    lifecycle_rules,
+    object_lock_rule,
+    read_state,
+)
+from chalicelib.errors import BackupError
+from chalicelib.plans import Plan
+
+logger = logging.getLogger(__name__)
+
+
+def provision(s3: Any, plan: Plan, region: str | None = None, force: bool = False) -> list[str]:
+    """Create the plan's bucket if needed and give it every setting of the plan. Returns what it changed
+    (empty when the bucket already matched).
+
+    An existing bucket whose settings contradict the plan is left alone and `BucketConflict` lists what
+    differs, unless `force` is true. Settings that are simply absent are added without forcing.
+    """
+    region = region or getattr(getattr(s3, "meta", None), "region_name", None) or "us-east-1"
+    changes: list[str] = []
+    if not bucket_exists(s3, plan.bucket):
+        params: dict[str, Any] = {"Bucket": plan.bucket}
+        if region != "us-east-1":
+            params["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        if plan.object_lock is not None:
+            # Object Lock is switched on at creation; the default retention follows below.
+            params["ObjectLockEnabledForBucket"] = True
+        s3.create_bucket(**params)
+        changes.append("created bucket")
+    state = read_state(s3, plan.bucket)
+    found = differences(plan, state)
+    unreadable = [d.message for d in found if d.kind == "unreadable"]
+    if unreadable:
+        raise BucketConflict(f"bucket {plan.bucket} (plan '{plan.name}'): " + "; ".join(unreadable), unreadable)
+    conflicts = [d.message for d in found if d.kind == "conflict"]
+    if conflicts and not force:
+        listing = "".join(f"\n  - {message}" for message in conflicts)
+        raise BucketConflict(
+            f"bucket {plan.bucket} (plan '{plan.name}') exists with settings that differ from the plan; "
+            f"nothing was changed (provision with force to apply the plan):{listing}",
+            conflicts,
+        )
+    settings = {d.setting for d in found}
+    bucket = plan.bucket
+    # Order matters: versioning before Object Lock, ownership and the access block before the policy.
+    if "versioning" in settings:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        changes.append("enabled versioning")
+    if "ownership" in settings:
+        s3.put_bucket_ownership_controls(
+            Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": OBJECT_OWNERSHIP}]}
+        )
+        changes.append(f"set object ownership to {OBJECT_OWNERSHIP} (ACLs disabled)")
+    if "public access" in settings:
+        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=dict(PUBLIC_ACCESS_BLOCK))
+        changes.append("blocked all public access")
+    if "encryption" in settings:
+        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [encryption_default(plan)]})
+        changes.append("set default encryption to " + ("SSE-KMS with a bucket key" if plan.kms_key_id else "SSE-S3"))
+    if "tls policy" in settings:
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(bucket_policy(bucket, state.policy)))
+        changes.append("added the bucket policy statement that denies requests without TLS")
+    if "lifecycle" in settings:
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": lifecycle_rules(plan)})
+        changes.append("set lifecycle rules")
+    if "object lock" in settings:
+        s3.put_object_lock_configuration(
+            Bucket=bucket, ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": object_lock_rule(plan)}
+        )
+        changes.append("set object lock default retention")
+    if changes:
+        for change in changes:
+            logger.info("bucket %s (plan %s): %s", bucket, plan.name, change)
+    else:
+        logger.info("bucket %s (plan %s) already matches the plan: nothing changed", bucket, plan.name)
+    return changes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m chalicelib.deploy.provision --stage dev [--force]`: provision every plan's bucket of a stage."""
+    import boto3
+
+    from chalicelib.aws import client_config
+    from chalicelib.stages import stage_plans
+
+    parser = argparse.ArgumentParser(prog="python -m chalicelib.deploy.provision", description=main.__doc__)
+    parser.add_argument("--stage", required=True, help="a stage of .chalice/config.json")
+    parser.add_argument("--plan", action="append", help="only this plan (repeatable)")
+    parser.add_argument("--force", action="store_true", help="overwrite settings that differ from the plan")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        plans = stage_plans(args.stage)
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    s3 = boto3.session.Session().client("s3", config=client_config())
+    status = 0
+    for plan in plans.select(args.plan):
+        try:
+            changes = provision(s3, plan, force=args.force)
+        except BucketConflict as exc:
+            print(f"{exc}", file=sys.stderr)
+            status = 1
+            continue
+        if changes:
+            print(f"{plan.bucket} (plan {plan.name}): " + "; ".join(changes))
+        else:
+            print(f"{plan.bucket} (plan {plan.name}): already as planned, nothing changed")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

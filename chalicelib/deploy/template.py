@@ -1,0 +1,215 @@
+"""The CloudFormation additions merged into `chalice package` output (`--merge-template`), per stage:
+
+- the plans' backup buckets with every protective setting of `bucket_settings.py` (versioning, lifecycle rules
+  scoped to data/, default encryption, all four Block Public Access settings, ACLs disabled, the TLS-only
+  bucket policy, Object Lock default retention where a plan asks for it), kept when the stack is deleted;
+- the buckets restores may write into (RESTORE_BUCKETS), private and encrypted;
+- the alert topic named by the stage's ALERT_TOPIC_ARN;
+- an alarm on the backups' heartbeat metric that fires when no fully successful backup has been reported
+  for 26 hours, missing data counting as breaching;
+- every function on python3.12 and named as `chalice deploy` names it (the worker is invoked by name).
+
+    python -m chalicelib.deploy.template --stage dev --output build/template-extra-dev.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from chalicelib.deploy import bucket_settings as buckets
+from chalicelib.notify import metrics
+from chalicelib.plans import Plan
+from chalicelib.stages import PROJECT_DIR, app_name, stage_environment, stage_plans
+
+RUNTIME = "python3.12"
+# The daily schedule plus two hours of slack: one missed or failed run is an alarm.
+SILENCE_HOURS = 26
+
+
+def _camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.replace("_", "-").split("-") if part)
+
+
+def bucket_resource_name(plan: Plan) -> str:
+    return f"BackupBucket{_camel(plan.name)}"
+
+
+def _lifecycle_rules(plan: Plan) -> list[dict[str, Any]]:
+    """`buckets.lifecycle_rules` in CloudFormation's spelling."""
+    rules = []
+    for rule in buckets.lifecycle_rules(plan):
+        out: dict[str, Any] = {"Id": rule["ID"], "Status": rule["Status"], "Prefix": rule["Filter"]["Prefix"]}
+        if "Transitions" in rule:
+            out["Transitions"] = [{"StorageClass": t["StorageClass"], "TransitionInDays": t["Days"]} for t in rule["Transitions"]]
+        if "NoncurrentVersionTransitions" in rule:
+            out["NoncurrentVersionTransitions"] = [
+                {"StorageClass": t["StorageClass"], "TransitionInDays": t["NoncurrentDays"]}
+                for t in rule["NoncurrentVersionTransitions"]
+            ]
+        if "NoncurrentVersionExpiration" in rule:
+            out["NoncurrentVersionExpiration"] = {"NoncurrentDays": rule["NoncurrentVersionExpiration"]["NoncurrentDays"]}
+        out["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
+        rules.append(out)
+    return rules
+
+
+def _encryption(plan: Plan) -> dict[str, Any]:
+    default = buckets.encryption_default(plan)
+    rule: dict[str, Any] = {"ServerSideEncryptionByDefault": dict(default["ApplyServerSideEncryptionByDefault"])}
+    if plan.kms_key_id:
+        rule["BucketKeyEnabled"] = True
+    return {"ServerSideEncryptionConfiguration": [rule]}
+
+
+def bucket_resources(plan: Plan) -> dict[str, Any]:
+    name = bucket_resource_name(plan)
+    properties: dict[str, Any] = {
+        "BucketName": plan.bucket,
+        "VersioningConfiguration": {"Status": "Enabled"},
+        "LifecycleConfiguration": {"Rules": _lifecycle_rules(plan)},
+        "BucketEncryption": _encryption(plan),
+        "PublicAccessBlockConfiguration": dict(buckets.PUBLIC_ACCESS_BLOCK),
+        "OwnershipControls": {"Rules": [{"ObjectOwnership": buckets.OBJECT_OWNERSHIP}]},
+    }
+    lock = buckets.object_lock_rule(plan)
+    if lock is not None:
+        properties["ObjectLockEnabled"] = True
+        properties["ObjectLockConfiguration"] = {"ObjectLockEnabled": "Enabled", "Rule": lock}
+    return {
+        name: {
+            "Type": "AWS::S3::Bucket",
+            # Backups outlive the stack: deleting or replacing it must never delete a bucket.
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": properties,
+        },
+        f"{name}Policy": {
+            "Type": "AWS::S3::BucketPolicy",
+            "Properties": {"Bucket": {"Ref": name}, "PolicyDocument": buckets.bucket_policy(plan.bucket)},
+        },
+    }
+
+
+def restore_bucket_resources(bucket: str, index: int) -> dict[str, Any]:
+    """A bucket restores may write into: private, encrypted, owner-enforced, TLS only, kept on stack deletion."""
+    name = f"RestoreBucket{index + 1}"
+    return {
+        name: {
+            "Type": "AWS::S3::Bucket",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "BucketName": bucket,
+                "BucketEncryption": {
+                    "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+                },
+                "PublicAccessBlockConfiguration": dict(buckets.PUBLIC_ACCESS_BLOCK),
+                "OwnershipControls": {"Rules": [{"ObjectOwnership": buckets.OBJECT_OWNERSHIP}]},
+            },
+        },
+        f"{name}Policy": {
+            "Type": "AWS::S3::BucketPolicy",
+            "Properties": {"Bucket": {"Ref": name}, "PolicyDocument": buckets.bucket_policy(bucket)},
+        },
+    }
+
+
+def function_names(app_module: Any, app: str, stage: str) -> dict[str, str]:
+    """CloudFormation resource name -> function name, as `chalice deploy` names the functions."""
+    from chalice.utils import to_cfn_resource_name
+
+    chalice_app = app_module.app
+    names: dict[str, str] = {}
+    if chalice_app.routes:
+        names["APIHandler"] = f"{app}-{stage}"
+    for function in chalice_app.pure_lambda_functions:
+        names[to_cfn_resource_name(function.name)] = f"{app}-{stage}-{function.name}"
+    for source in chalice_app.event_sources:
+        names[to_cfn_resource_name(source.name)] = f"{app}-{stage}-{source.name}"
+    return names
+
+
+def _load_app(project_dir: Path) -> Any:
+    if str(project_dir) not in sys.path:
+        sys.path.insert(0, str(project_dir))
+    return importlib.import_module("app")
+
+
+def merge_template(stage: str, project_dir: str | Path = PROJECT_DIR, app_module: Any = None) -> dict[str, Any]:
+    directory = Path(project_dir)
+    app = app_name(directory)
+    environ = stage_environment(stage, directory)
+    plans = stage_plans(stage, directory)
+    resources: dict[str, Any] = {}
+    for plan in plans.plans:
+        resources.update(bucket_resources(plan))
+    outputs: dict[str, Any] = {
+        f"{bucket_resource_name(plan)}Name": {"Value": {"Ref": bucket_resource_name(plan)}} for plan in plans.plans
+    }
+    restore_buckets = sorted({b.strip() for b in environ.get("RESTORE_BUCKETS", "").split(",") if b.strip()})
+    for index, bucket in enumerate(restore_buckets):
+        resources.update(restore_bucket_resources(bucket, index))
+    topic_arn = environ.get("ALERT_TOPIC_ARN")
+    alarm_actions: list[Any] = []
+    if topic_arn:
+        resources["AlertTopic"] = {
+            "Type": "AWS::SNS::Topic",
+            "Properties": {"TopicName": topic_arn.rsplit(":", 1)[1], "DisplayName": f"{app} {stage} backups"},
+        }
+        alarm_actions = [{"Ref": "AlertTopic"}]
+        outputs["AlertTopicArn"] = {"Value": {"Ref": "AlertTopic"}}
+    resources["NoSuccessfulBackupAlarm"] = {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmName": f"{app}-{stage}-no-successful-backup",
+            "AlarmDescription": (
+                f"No fully successful backup reported for {SILENCE_HOURS} hours: the daily schedule stopped, "
+                "the function cannot start, or backups keep failing. See GET /backups and the function logs."
+            ),
+            "Namespace": metrics.NAMESPACE,
+            "MetricName": metrics.METRIC,
+            "Dimensions": [{"Name": metrics.DIMENSION, "Value": plans.catalog_bucket}],
+            "Statistic": "Sum",
+            # Hourly periods, all 26 empty or below 1: the alarm fires 26 hours after the last success.
+            "Period": 3600,
+            "EvaluationPeriods": SILENCE_HOURS,
+            "DatapointsToAlarm": SILENCE_HOURS,
+            "Threshold": 1,
+            "ComparisonOperator": "LessThanThreshold",
+            "TreatMissingData": "breaching",
+            "AlarmActions": alarm_actions,
+            "OKActions": alarm_actions,
+        },
+    }
+    module = app_module if app_module is not None else _load_app(directory)
+    for resource, function in function_names(module, app, stage).items():
+        resources[resource] = {"Properties": {"Runtime": RUNTIME, "FunctionName": function}}
+    return {"Resources": resources, "Outputs": outputs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from chalicelib.errors import BackupError
+
+    parser = argparse.ArgumentParser(prog="python -m chalicelib.deploy.template", description="Write the --merge-template file.")
+    parser.add_argument("--stage", required=True)
+    parser.add_argument("--output", required=True, help="where to write the JSON")
+    args = parser.parse_args(argv)
+    try:
+        template = merge_template(args.stage)
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
+    print(f"{output}: written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Where everything lives in a backup bucket. Every prefix the system reads or writes is named here once.
+
+    data/<source>/<source key>                         backed-up objects (lifecycle rules apply here only)
+    meta/snapshots/<plan>/<backup_id>.jsonl.gz         one manifest per plan per backup
+    meta/snapshots/<plan>/<backup_id>.checkpoint.json  where an unfinished plan run stopped
+    meta/snapshots/<plan>/<backup_id>.uploading        a run of this backup began multipart copies
+    meta/checkpoints/<plan>/<backup_id>/...            partial manifests of unfinished runs, split records
+    meta/backups/<inverted time>_<backup_id>.json      backup records (in the catalog bucket)
+    meta/locks/<plan>.json                             one backup per plan at a time (catalog bucket)
+    meta/idempotency/<sha256 of key>.json              Idempotency-Key claims (catalog bucket)
+    meta/restores/<inverted time>_<restore_id>.json    restore records (catalog bucket)
+    meta/restore-queue/<restore_id>                    restores not finished yet (catalog bucket)
+
+Lifecycle rules are scoped to `data/`, so metadata always stays in S3 Standard, readable at once.
+"""
+
+from __future__ import annotations
+
+DATA_PREFIX = "data/"
+META_PREFIX = "meta/"
+SNAPSHOTS_PREFIX = META_PREFIX + "snapshots/"
+CHECKPOINTS_PREFIX = META_PREFIX + "checkpoints/"
+RECORDS_PREFIX = META_PREFIX + "backups/"
+LOCKS_PREFIX = META_PREFIX + "locks/"
+IDEMPOTENCY_PREFIX = META_PREFIX + "idempotency/"
+RESTORES_PREFIX = META_PREFIX + "restores/"
+RESTORE_QUEUE_PREFIX = META_PREFIX + "restore-queue/"
+
+
+def data_key(source: str, key: str) -> str:
+    """Where a source object lives in the backup bucket."""
+    return f"{DATA_PREFIX}{source}/{key}"

@@ -1,0 +1,1 @@
+"""Telling people: SNS alerts and the heartbeat metric."""

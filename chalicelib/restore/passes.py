@@ -1,0 +1,181 @@
+"""One pass of a restore. The first pass walks the selected manifest entries: a version in a warm storage
+class goes to the target, an archived one gets a thaw request and is listed as pending. Later passes, started
+by the hourly check, take the pending versions once S3 has thawed them. Every pass is idempotent."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.catalog.manifests import Entry
+from chalicelib.errors import describe_error, error_code
+from chalicelib.plans import Plan
+from chalicelib.restore.bucket import copy_to_bucket
+from chalicelib.restore.folder import download
+from chalicelib.restore.outcome import Outcome, ProgressCallback
+from chalicelib.restore.prepare import RestoreChecks
+from chalicelib.restore.records import RestoreRecord, RestoreStore
+from chalicelib.restore.requests import Target
+from chalicelib.restore.selection import select_entries, sources_by_name, target_table
+from chalicelib.restore.table import restore_table, table_schema
+from chalicelib.restore.thaw import is_archived, request_thaw
+from chalicelib.times import isoformat, utcnow
+
+logger = logging.getLogger(__name__)
+
+MAX_FAILURES_LISTED = 100
+
+
+class RestorePass:
+    """Runs passes of recorded restores. `clients` is an `aws.Clients`."""
+
+    def __init__(self, checks: RestoreChecks, clients: Any, store: RestoreStore, max_workers: int) -> None:
+        self.checks = checks
+        self.clients = clients
+        self.store = store
+        self.max_workers = max_workers
+        self._lock = threading.Lock()
+
+    def run(self, restore_id: str, progress: ProgressCallback | None = None) -> RestoreRecord:
+        """One pass. The first pass covers the whole selection; later ones the versions waiting for a thaw."""
+        record = self.store.get(restore_id)
+        if record.finished:
+            return record
+        plan = self.checks.plan(record.plan)
+        try:
+            if not record.scanned:
+                with self.checks.manifest(plan, record.backup_id) as manifest:
+                    entries = list(select_entries(manifest, record.prefix, record.keys))
+                self._first_pass(plan, record, entries, progress)
+            else:
+                self._pending_pass(plan, record, progress)
+        except (ClientError, BotoCoreError) as exc:
+            # The pass stopped (e.g. access denied on the target); what it did is kept, the rest is retried
+            # by the hourly check while the record says RUNNING.
+            record.warnings = (record.warnings + [f"pass {record.passes + 1} stopped: {describe_error(exc)}"])[-20:]
+            self.store.save(record)
+            raise
+        record.passes += 1
+        self._settle(record)
+        self.store.save(record)
+        logger.info("restore %s pass %d: %s", restore_id, record.passes, record.status)
+        return record
+
+    def _first_pass(self, plan: Plan, record: RestoreRecord, entries: list[Entry], progress: ProgressCallback | None) -> None:
+        record.restored = record.bytes_restored = record.failed = 0
+        record.pending, record.failures = [], []
+        outcomes = self._process(plan, record, entries, progress)
+        self._apply(record, outcomes)
+        record.scanned = True
+
+    def _pending_pass(self, plan: Plan, record: RestoreRecord, progress: ProgressCallback | None) -> None:
+        entries = [Entry.from_json(json.dumps(item["entry"])) for item in record.pending]
+        # `record.pending` stays as it was while the pass runs: a thaw keeps its first request time.
+        outcomes = self._process(plan, record, entries, progress)
+        record.pending = []
+        self._apply(record, outcomes)
+
+    def _apply(self, record: RestoreRecord, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            if outcome.state == "restored":
+                record.restored += 1
+                record.bytes_restored += outcome.bytes
+            elif outcome.state == "pending":
+                assert outcome.pending is not None
+                record.pending.append(outcome.pending)
+            else:
+                record.failed += 1
+                if len(record.failures) < MAX_FAILURES_LISTED:
+                    record.failures.append(
+                        {"source": outcome.entry.source, "key": outcome.entry.key, "reason": outcome.reason}
+                    )
+
+    def _settle(self, record: RestoreRecord) -> None:
+        record.pending_thaw = len(record.pending)
+        if record.pending:
+            record.status = "WAITING_FOR_THAW"
+            record.expected_thaw_completion = max(item["ready_by"] for item in record.pending)
+            return
+        record.expected_thaw_completion = None
+        if record.failed == 0:
+            record.status = "SUCCEEDED"
+        elif record.restored:
+            record.status = "PARTIAL"
+        else:
+            record.status = "FAILED"
+        record.finished_at = isoformat(utcnow())
+
+    def _process(
+        self, plan: Plan, record: RestoreRecord, entries: list[Entry], progress: ProgressCallback | None
+    ) -> list[Outcome]:
+        target = record.target_spec
+
+        def one(entry: Entry) -> Outcome:
+            try:
+                return self._restore_entry(plan, record, target, entry)
+            except (ClientError, BotoCoreError, OSError, ValueError) as exc:
+                return Outcome("failed", entry, reason=describe_error(exc))
+            finally:
+                if progress is not None:
+                    progress(1)
+
+        with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
+            return list(pool.map(one, entries))
+
+    def _restore_entry(self, plan: Plan, record: RestoreRecord, target: Target, entry: Entry) -> Outcome:
+        s3 = self.clients.s3
+        try:
+            head = s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id)
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NoSuchVersion", "405"):
+                return Outcome("failed", entry, reason=f"version {entry.version_id} of {entry.data_key} is missing from {plan.bucket}")
+            raise
+        if head.get("ContentLength") != entry.size:
+            return Outcome("failed", entry, reason=f"stored size {head.get('ContentLength')} differs from the snapshot's {entry.size}")
+        if is_archived(head):
+            return request_thaw(s3, plan.bucket, entry, head, record.tier, record.pending)
+        try:
+            return self._to_target(plan, record, target, entry)
+        except ClientError as exc:
+            # The version moved to an archive class after we looked (a lifecycle transition), or its thaw
+            # expired: thaw it again rather than fail the object.
+            if error_code(exc) not in ("InvalidObjectState", "ObjectNotInActiveTierError"):
+                raise
+            head = s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id)
+            if not is_archived(head):
+                raise
+            return request_thaw(s3, plan.bucket, entry, head, record.tier, record.pending)
+
+    def _to_target(self, plan: Plan, record: RestoreRecord, target: Target, entry: Entry) -> Outcome:
+        table = target_table(plan, target, entry)
+        if table:
+            return restore_table(
+                self.clients.dynamodb, self.clients.s3, plan.bucket, entry, table, record.overwrite,
+                record.tables_created, lambda: self._table_schema(plan, record, entry),
+                lambda name: self._remember_table(record, name),
+            )
+        if target.path:
+            return download(self.clients.s3, plan, target, entry, record.overwrite)
+        return copy_to_bucket(self.clients.s3, plan, target, entry, record.overwrite)
+
+    def _remember_table(self, record: RestoreRecord, table: str) -> None:
+        # Saved at once: a pass that resumes after a crash knows this table is ours to fill.
+        with self._lock:
+            record.tables_created.append(table)
+            self.store.save(record)
+
+    def _table_schema(self, plan: Plan, record: RestoreRecord, entry: Entry) -> dict[str, Any]:
+        """The key schema recorded with the snapshot; for older snapshots, the source table's current one."""
+        with self.checks.manifest(plan, record.backup_id) as manifest:
+            stats = manifest.header.get("sources", {}).get(entry.source, {})
+        schema = stats.get("table_schema")
+        if schema:
+            return {"KeySchema": schema["KeySchema"], "AttributeDefinitions": schema["AttributeDefinitions"]}
+        source = sources_by_name(plan)[entry.source]
+        description = self.clients.dynamodb.describe_table(TableName=source.table)["Table"]
+        return table_schema(description)

@@ -1,0 +1,132 @@
+"""Everything a restore checks before a byte is written: the plan, the snapshot, the target, the selection
+and the conflicts at the target. Any problem is a BadRequest, NotFound or Conflict naming it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.catalog.manifests import Entry, Manifest, load_snapshot
+from chalicelib.catalog.records import RecordStore
+from chalicelib.errors import BadRequest, Conflict, NotFound, describe_error, error_code
+from chalicelib.plans import DynamoDBSource, Plan, PlanSet
+from chalicelib.restore.bucket import existing_keys
+from chalicelib.restore.requests import RestoreRequest, Target
+from chalicelib.restore.selection import select_entries, sources_by_name, target_key, target_table
+
+
+class RestoreChecks:
+    """`allowed_buckets` None: any bucket that is not a backup bucket (an operator's own credentials);
+    `table_prefix`: restored tables must be named with it (the functions may only create such tables)."""
+
+    def __init__(
+        self, plans: PlanSet, clients: Any, allowed_buckets: tuple[str, ...] | None, table_prefix: str | None
+    ) -> None:
+        self.plans = plans
+        self.clients = clients
+        self.allowed_buckets = allowed_buckets
+        self.table_prefix = table_prefix
+
+    def plan(self, name: str) -> Plan:
+        try:
+            return self.plans.get(name)
+        except KeyError:
+            raise BadRequest(f"unknown plan {name!r}; the known plans are {', '.join(self.plans.names)}") from None
+
+    def manifest(self, plan: Plan, backup_id: str) -> Manifest:
+        records = RecordStore(self.clients.s3, self.plans.catalog_bucket)
+        record = records.get(backup_id)  # NotFound names an unknown backup
+        if plan.name not in record.plans:
+            raise NotFound(f"backup {backup_id} did not back up plan {plan.name!r} (it has {', '.join(record.plans)})")
+        try:
+            return load_snapshot(self.clients.s3, plan.bucket, plan.name, backup_id)
+        except NotFound:
+            raise NotFound(
+                f"backup {backup_id} has no snapshot of plan {plan.name!r} (status {record.plans[plan.name].status}"
+                f"{', dry run' if record.dry_run else ''})"
+            ) from None
+
+    def target(self, plan: Plan, target: Target) -> None:
+        backup_buckets = {p.bucket for p in self.plans.plans}
+        if target.bucket and target.bucket in backup_buckets:
+            raise BadRequest(
+                f"target bucket {target.bucket!r} is a backup bucket; restores never write into backup buckets, "
+                "choose another bucket"
+            )
+        if target.bucket and self.allowed_buckets is not None and target.bucket not in self.allowed_buckets:
+            allowed = ", ".join(self.allowed_buckets) or "none are configured"
+            raise BadRequest(
+                f"target bucket {target.bucket!r} is not one of this stage's restore buckets ({allowed}; "
+                "set RESTORE_BUCKETS to add one)"
+            )
+        if target.table and self.table_prefix and not target.table.startswith(self.table_prefix):
+            raise BadRequest(f"target table {target.table!r} must be named {self.table_prefix}... (RESTORE_TABLE_PREFIX)")
+        if target.bucket:
+            try:
+                self.clients.s3.head_bucket(Bucket=target.bucket)
+            except ClientError as exc:
+                raise BadRequest(f"target bucket {target.bucket!r} cannot be used: {describe_error(exc)}") from exc
+        has_table_source = any(isinstance(s, DynamoDBSource) for s in plan.sources)
+        if target.table and not has_table_source:
+            raise BadRequest(f"plan {plan.name!r} has no database source; give a target bucket instead of a table")
+        if not target.bucket and not target.path and any(not isinstance(s, DynamoDBSource) for s in plan.sources):
+            raise BadRequest(f"plan {plan.name!r} backs up objects: the target needs a 'bucket'")
+
+    def selection(self, plan: Plan, manifest: Manifest, request: RestoreRequest) -> list[Entry]:
+        selected = list(select_entries(manifest, request.prefix, request.keys))
+        if request.keys is not None:
+            found = {entry.key for entry in selected}
+            missing = [key for key in request.keys if key not in found]
+            if missing:
+                shown = ", ".join(map(repr, missing[:5])) + (" ..." if len(missing) > 5 else "")
+                raise BadRequest(f"{len(missing)} key(s) are not in the snapshot of backup {request.backup_id}: {shown}")
+        if not selected:
+            what = f"under prefix {request.prefix!r}" if request.prefix else "at all"
+            raise BadRequest(f"the snapshot of plan {plan.name!r} in backup {request.backup_id} has no objects {what}")
+        return selected
+
+    def conflicts(self, plan: Plan, target: Target, selected: list[Entry]) -> list[str]:
+        """Targets that already exist (with overwrite false, the restore must not start)."""
+        conflicts: list[str] = []
+        tables = {t for t in (target_table(plan, target, e) for e in selected) if t}
+        for table in sorted(tables):
+            try:
+                self.clients.dynamodb.describe_table(TableName=table)
+                conflicts.append(f"table {table}")
+            except ClientError as exc:
+                if error_code(exc) != "ResourceNotFoundException":
+                    raise
+        files = [e for e in selected if not target_table(plan, target, e)]
+        if target.bucket and files:
+            existing = existing_keys(self.clients.s3, target.bucket, target.prefix)
+            conflicts.extend(
+                f"s3://{target.bucket}/{key}" for key in (target_key(plan, target, e) for e in files) if key in existing
+            )
+        if target.path and files:
+            root = Path(target.path)
+            conflicts.extend(
+                str(root / key) for key in (target_key(plan, target, e) for e in files) if (root / key).exists()
+            )
+        return conflicts
+
+    def prepare(self, request: RestoreRequest) -> tuple[Plan, list[Entry]]:
+        """Everything that can be checked before a byte is written. Raises BadRequest, NotFound or Conflict."""
+        plan = self.plan(request.plan)
+        self.target(plan, request.target)
+        with self.manifest(plan, request.backup_id) as manifest:
+            selected = self.selection(plan, manifest, request)
+        sources = sources_by_name(plan)
+        exports_as_files = any(
+            target_table(plan, request.target, e) is None and isinstance(sources.get(e.source), DynamoDBSource)
+            for e in selected
+        )
+        if exports_as_files and not (request.target.bucket or request.target.path):
+            raise BadRequest("a database export needs a target 'table'")
+        if not request.overwrite:
+            conflicts = self.conflicts(plan, request.target, selected)
+            if conflicts:
+                shown = ", ".join(conflicts[:5]) + (f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
+                raise Conflict(f"{len(conflicts)} target(s) already exist: {shown}; set overwrite to replace them")
+        return plan, selected

@@ -1,0 +1,144 @@
+"""Restore records: one JSON document per restore in the catalog bucket
+(`meta/restores/<inverted time>_<restore_id>.json`), and the queue of restores not finished yet
+(`meta/restore-queue/<restore_id>`, one empty object each: the hourly check lists only these)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib import conditional
+from chalicelib.catalog.records import backup_time
+from chalicelib.errors import AlreadyExists, NotFound
+from chalicelib.layout import RESTORE_QUEUE_PREFIX, RESTORES_PREFIX
+from chalicelib.restore.requests import DEFAULT_TIER, Target
+from chalicelib.times import isoformat, utcnow
+
+STATUSES = ("RUNNING", "WAITING_FOR_THAW", "SUCCEEDED", "PARTIAL", "FAILED")
+_ID = re.compile(r"^\d{8}T\d{9}Z-[a-z0-9-]{1,40}$")
+
+
+@dataclass
+class RestoreRecord:
+    restore_id: str
+    backup_id: str
+    plan: str
+    target: dict[str, Any]
+    prefix: str | None = None
+    keys: list[str] | None = None
+    overwrite: bool = False
+    tier: str = DEFAULT_TIER
+    status: str = "RUNNING"
+    total: int = 0
+    bytes_total: int = 0
+    restored: int = 0
+    bytes_restored: int = 0
+    pending_thaw: int = 0
+    failed: int = 0
+    expected_thaw_completion: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+    # The first pass over the selection is done; later passes only look at `pending`.
+    scanned: bool = False
+    passes: int = 0
+    tables_created: list[str] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RestoreRecord:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def target_spec(self) -> Target:
+        return Target(**{k: v for k, v in self.target.items() if k in Target.__dataclass_fields__})
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("SUCCEEDED", "PARTIAL", "FAILED")
+
+
+def restore_record_key(restore_id: str) -> str:
+    if not _ID.match(restore_id):
+        raise NotFound(f"{restore_id!r} is not a restore id (expected e.g. 20261126T134735123Z-9f2c4a1b)")
+    millis = int(backup_time(restore_id).timestamp() * 1000)
+    return f"{RESTORES_PREFIX}{10**13 - millis:013d}_{restore_id}.json"
+
+
+class RestoreStore:
+    """Restore records and the queue of unfinished restores, in the catalog bucket."""
+
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+
+    def _put(self, record: RestoreRecord, create: bool) -> None:
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": restore_record_key(record.restore_id),
+            "Body": json.dumps(record.to_dict(), ensure_ascii=False).encode("utf-8"),
+            "ContentType": "application/json",
+        }
+        if not create:
+            self.s3.put_object(**params)
+            return
+        try:
+            conditional.put_new(self.s3, **params)
+        except AlreadyExists as exc:
+            raise AlreadyExists(f"restore {record.restore_id} already exists") from exc
+
+    def create(self, record: RestoreRecord) -> None:
+        self._put(record, create=True)
+        self.s3.put_object(Bucket=self.bucket, Key=RESTORE_QUEUE_PREFIX + record.restore_id, Body=b"")
+
+    def save(self, record: RestoreRecord) -> None:
+        record.updated_at = isoformat(utcnow())
+        self._put(record, create=False)
+        if record.finished:
+            self.s3.delete_object(Bucket=self.bucket, Key=RESTORE_QUEUE_PREFIX + record.restore_id)
+
+    def get(self, restore_id: str) -> RestoreRecord:
+        try:
+            response = self.s3.get_object(Bucket=self.bucket, Key=restore_record_key(restore_id))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise NotFound(f"no restore with id {restore_id!r}") from exc
+            raise
+        return RestoreRecord.from_dict(json.loads(response["Body"].read()))
+
+    def list(self, limit: int = 20) -> list[RestoreRecord]:
+        response = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=RESTORES_PREFIX, MaxKeys=limit)
+        records = []
+        for item in response.get("Contents", []):
+            body = self.s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
+            records.append(RestoreRecord.from_dict(json.loads(body)))
+        return records
+
+    def unfinished(self) -> list[str]:
+        ids: list[str] = []
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=RESTORE_QUEUE_PREFIX):
+            ids.extend(item["Key"][len(RESTORE_QUEUE_PREFIX):] for item in page.get("Contents", []))
+        return ids
+
+
+def summary(record: RestoreRecord) -> dict[str, Any]:
+    """A record as the API shows it (pending entries summarised, not listed version by version)."""
+    data = record.to_dict()
+    data.pop("pending")
+    data["pending"] = [
+        {"source": p["entry"]["source"], "key": p["entry"]["key"], "storage_class": p["storage_class"],
+         "tier": p["tier"], "ready_by": p["ready_by"]}
+        for p in record.pending[:100]
+    ]
+    return data

@@ -1,0 +1,151 @@
+"""Restores as the API, the command line and the hourly check see them: quote, start, run, look up.
+
+Restores only ever write to their target: a target bucket that is one of the backup buckets is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from chalicelib.catalog.records import new_backup_id
+from chalicelib.errors import BadRequest, NotFound
+from chalicelib.plans import PlanSet
+from chalicelib.restore.outcome import ProgressCallback
+from chalicelib.restore.passes import RestorePass
+from chalicelib.restore.prepare import RestoreChecks
+from chalicelib.restore.quote import quote, version_heads
+from chalicelib.restore.records import RestoreRecord, RestoreStore
+from chalicelib.restore.requests import RestoreRequest
+from chalicelib.times import isoformat, parse_iso, utcnow
+
+logger = logging.getLogger(__name__)
+
+# A RUNNING restore not updated for this long has lost its worker (a timeout or a crash): resume it.
+STALE_AFTER = timedelta(minutes=20)
+
+
+class RestoreService:
+    """Start, run and look up restores. `clients` is an `aws.Clients`."""
+
+    def __init__(
+        self,
+        plans: PlanSet,
+        clients: Any,
+        max_workers: int = 16,
+        worker_mode: str = "inline",
+        worker_function: str | None = None,
+        allowed_buckets: tuple[str, ...] | None = None,
+        table_prefix: str | None = None,
+    ) -> None:
+        """`allowed_buckets` None: any bucket that is not a backup bucket (an operator's own credentials);
+        `table_prefix`: restored tables must be named with it (the functions may only create such tables)."""
+        self.plans = plans
+        self.clients = clients
+        self.max_workers = max_workers
+        self.worker_mode = worker_mode
+        self.worker_function = worker_function
+        self.store = RestoreStore(clients.s3, plans.catalog_bucket)
+        self.checks = RestoreChecks(plans, clients, allowed_buckets, table_prefix)
+        self.passes = RestorePass(self.checks, clients, self.store, max_workers)
+
+    @classmethod
+    def from_settings(cls, settings: Any, clients: Any) -> RestoreService:
+        """From a `config.Settings`: the same plans, worker mode and concurrency as backups."""
+        return cls(
+            settings.plans,
+            clients,
+            max_workers=settings.max_workers,
+            worker_mode=settings.worker_mode,
+            worker_function=settings.worker_function,
+            allowed_buckets=settings.restore_buckets,
+            table_prefix=settings.restore_table_prefix,
+        )
+
+    def quote(self, request: RestoreRequest) -> dict[str, Any]:
+        """What a restore would cost and how long its thaws would take, per tier. Writes nothing."""
+        plan, selected = self.checks.prepare(request)
+        return quote(request, plan, selected, version_heads(self.clients.s3, plan, selected, self.max_workers))
+
+    def start(self, request: RestoreRequest) -> RestoreRecord:
+        """Check everything, then record a RUNNING restore (it has not written anything yet)."""
+        plan, selected = self.checks.prepare(request)
+        now = isoformat(utcnow())
+        target = {k: v for k, v in asdict(request.target).items() if v not in (None, "") or k == "prefix"}
+        record = RestoreRecord(
+            restore_id=new_backup_id(),
+            backup_id=request.backup_id,
+            plan=plan.name,
+            target=target,
+            prefix=request.prefix,
+            keys=list(request.keys) if request.keys is not None else None,
+            overwrite=request.overwrite,
+            tier=request.tier,
+            total=len(selected),
+            bytes_total=sum(e.size for e in selected),
+            created_at=now,
+            updated_at=now,
+        )
+        self.store.create(record)
+        return record
+
+    def get(self, restore_id: str) -> RestoreRecord:
+        return self.store.get(restore_id)
+
+    def list(self, limit: int = 20) -> list[RestoreRecord]:
+        return self.store.list(limit)
+
+    def dispatch(self, record: RestoreRecord) -> None:
+        """Run the first pass by the configured worker mode (as backups do)."""
+        if self.worker_mode == "inline":
+            self.run(record.restore_id)
+        elif self.worker_mode == "thread":
+            threading.Thread(target=self._run_logged, args=(record.restore_id,), daemon=True).start()
+        else:
+            self.clients.lambda_.invoke(
+                FunctionName=restore_worker_name(self.worker_function),
+                InvocationType="Event",
+                Payload=json.dumps({"restore_id": record.restore_id}).encode("utf-8"),
+            )
+
+    def _run_logged(self, restore_id: str) -> None:
+        try:
+            self.run(restore_id)
+        except Exception:
+            logger.exception("restore %s failed in its worker thread", restore_id)
+
+    def run(self, restore_id: str, progress: ProgressCallback | None = None) -> RestoreRecord:
+        """One pass. The first pass covers the whole selection; later ones the versions waiting for a thaw."""
+        return self.passes.run(restore_id, progress)
+
+    def resume_pending(self, now: datetime | None = None) -> list[RestoreRecord]:
+        """The hourly check: run another pass of each restore waiting for a thaw or left RUNNING by a lost worker."""
+        now = now or utcnow()
+        done: list[RestoreRecord] = []
+        for restore_id in self.store.unfinished():
+            try:
+                record = self.store.get(restore_id)
+            except NotFound:
+                continue
+            if record.status == "RUNNING" and record.updated_at:
+                if now - parse_iso(record.updated_at) < STALE_AFTER:
+                    continue  # its worker is probably still at it
+            if record.finished:
+                self.store.save(record)  # drops the queue entry
+                continue
+            try:
+                done.append(self.run(restore_id))
+            except Exception:
+                logger.exception("restore %s: resuming failed; the next check tries again", restore_id)
+        return done
+
+
+def restore_worker_name(backup_worker: str | None) -> str:
+    """The deployed restore worker sits beside the backup worker: `<app>-<stage>-restore_worker`."""
+    if not backup_worker or not backup_worker.endswith("backup_worker"):
+        raise BadRequest("WORKER_FUNCTION_NAME must name the backup worker to find the restore worker beside it")
+    return backup_worker[: -len("backup_worker")] + "restore_worker"

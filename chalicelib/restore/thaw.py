@@ -1,0 +1,89 @@
+"""Archived versions: a version in GLACIER or DEEP_ARCHIVE cannot be read or copied until S3 thaws it
+(`RestoreObject`). A restore asks for the thaw, lists the version as pending with the time it should be
+ready, and copies it in a later pass."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.catalog.manifests import Entry
+from chalicelib.errors import error_code
+from chalicelib.restore.outcome import Outcome
+from chalicelib.times import isoformat, parse_iso, utcnow
+
+ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+# How long S3 keeps a thawed copy readable: long enough for a few hourly checks to pick it up.
+THAW_DAYS = 3
+# Expedited retrievals are for Glacier Flexible Retrieval objects under 250 MB only.
+EXPEDITED_MAX_BYTES = 250 * 1000**2
+# Upper bounds of S3's documented retrieval times, in hours.
+THAW_HOURS = {
+    ("GLACIER", "Expedited"): 5 / 60,
+    ("GLACIER", "Standard"): 5.0,
+    ("GLACIER", "Bulk"): 12.0,
+    ("DEEP_ARCHIVE", "Standard"): 12.0,
+    ("DEEP_ARCHIVE", "Bulk"): 48.0,
+}
+
+
+def effective_tier(storage_class: str, tier: str, size: int) -> str:
+    """The tier S3 will accept for this object: Expedited only exists for small Glacier Flexible Retrieval
+    objects; anything else asked for as Expedited is thawed at Standard."""
+    if tier == "Expedited" and (storage_class != "GLACIER" or size > EXPEDITED_MAX_BYTES):
+        return "Standard"
+    return tier
+
+
+def is_archived(head: dict[str, Any]) -> bool:
+    """Archived and not readable now: no finished thaw (`Restore: ongoing-request="false", ...`)."""
+    if head.get("StorageClass") not in ARCHIVE_CLASSES:
+        return False
+    return 'ongoing-request="false"' not in (head.get("Restore") or "")
+
+
+def request_thaw(
+    s3: Any, bucket: str, entry: Entry, head: dict[str, Any], tier: str, pending: list[dict[str, Any]]
+) -> Outcome:
+    """Ask S3 to thaw the entry's version (unless a thaw is already under way) and describe it as pending.
+    `pending` is the restore's list of versions already waiting: a thaw keeps its first request time."""
+    storage_class = head["StorageClass"]
+    tier = effective_tier(storage_class, tier, entry.size)
+    if not head.get("Restore"):
+        try:
+            _restore_object(s3, bucket, entry, tier)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == "GlacierExpeditedRetrievalNotAvailable":
+                # No Expedited capacity right now (S3 answers 503): Standard is the next fastest.
+                tier = "Standard"
+                _restore_object(s3, bucket, entry, tier)
+            elif code != "RestoreAlreadyInProgress":
+                # A thaw already under way (another pass asked) is what we want anyway.
+                raise
+    previous = next((p for p in pending if p["entry"]["key"] == entry.key and p["entry"]["source"] == entry.source), None)
+    requested_at = previous["requested_at"] if previous else isoformat(utcnow())
+    ready_by = parse_iso(requested_at) + timedelta(hours=THAW_HOURS[(storage_class, tier)])
+    return Outcome(
+        "pending",
+        entry,
+        pending={
+            "entry": json.loads(entry.to_json()),
+            "storage_class": storage_class,
+            "tier": tier,
+            "requested_at": requested_at,
+            "ready_by": isoformat(ready_by),
+        },
+    )
+
+
+def _restore_object(s3: Any, bucket: str, entry: Entry, tier: str) -> None:
+    s3.restore_object(
+        Bucket=bucket,
+        Key=entry.data_key,
+        VersionId=entry.version_id,
+        RestoreRequest={"Days": THAW_DAYS, "GlacierJobParameters": {"Tier": tier}},
+    )

@@ -1,0 +1,99 @@
+"""Verifying whole backups, and the daily slice that checks every stored version once a week."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.catalog.manifests import Entry, Manifest, list_snapshot_keys, load_snapshot
+from chalicelib.catalog.records import RecordStore
+from chalicelib.errors import BadRequest, NotFound, describe_error
+from chalicelib.plans import Plan, PlanSet
+from chalicelib.verify.checks import ProgressCallback, VerifyReport, verify_entries, weekly_slice
+
+logger = logging.getLogger(__name__)
+
+
+class Verifier:
+    """Verification of whole backups and of the weekly rotating slice. `clients` is an `aws.Clients`."""
+
+    def __init__(self, plans: PlanSet, clients: Any, max_workers: int = 16) -> None:
+        self.plans = plans
+        self.clients = clients
+        self.max_workers = max_workers
+
+    def snapshot_sizes(self, backup_id: str, plan_names: list[str] | None = None) -> dict[str, int]:
+        """Objects per plan in a backup's snapshots (for a progress bar)."""
+        sizes: dict[str, int] = {}
+        for plan in self._plans_of(backup_id, plan_names):
+            with load_snapshot(self.clients.s3, plan.bucket, plan.name, backup_id) as manifest:
+                sizes[plan.name] = int(manifest.header.get("objects", 0))
+        return sizes
+
+    def _plans_of(self, backup_id: str, plan_names: list[str] | None) -> list[Plan]:
+        record = RecordStore(self.clients.s3, self.plans.catalog_bucket).get(backup_id)
+        if plan_names is not None:
+            unknown = [name for name in plan_names if name not in self.plans.names]
+            if unknown:
+                raise BadRequest(f"unknown plan(s) {', '.join(map(repr, unknown))}; the known plans are {', '.join(self.plans.names)}")
+            absent = [name for name in plan_names if name not in record.plans]
+            if absent:
+                raise NotFound(f"backup {backup_id} did not back up plan(s) {', '.join(map(repr, absent))}")
+        names = plan_names if plan_names is not None else list(record.plans)
+        plans = [self.plans.get(name) for name in names if name in self.plans.names]
+        with_snapshot = [p for p in plans if record.plans.get(p.name) and record.plans[p.name].snapshot]
+        if not with_snapshot:
+            raise NotFound(f"backup {backup_id} has no stored snapshot to verify{' (it was a dry run)' if record.dry_run else ''}")
+        return with_snapshot
+
+    def verify_backup(
+        self,
+        backup_id: str,
+        plan_names: list[str] | None = None,
+        sample_percent: float = 0,
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        """Every entry of the backup's snapshots. Raises NotFound for an unknown backup or plan snapshot."""
+        if not 0 <= sample_percent <= 100:
+            raise BadRequest(f"'sample_percent' must be between 0 and 100, got {sample_percent}")
+        total = VerifyReport()
+        per_plan: dict[str, Any] = {}
+        for plan in self._plans_of(backup_id, plan_names):
+            with load_snapshot(self.clients.s3, plan.bucket, plan.name, backup_id) as manifest:
+                report = verify_entries(
+                    self.clients.s3, plan, manifest.entries(), sample_percent, self.max_workers, progress
+                )
+            per_plan[plan.name] = {"checked": report.checked, "missing": len(report.missing), "damaged": len(report.damaged)}
+            total.add(report)
+        return {"backup_id": backup_id, "sample_percent": sample_percent, "plans": per_plan, **total.to_dict()}
+
+    def verify_slice(self, weekday: int, plan_names: list[str] | None = None) -> dict[str, Any]:
+        """Every distinct version of every stored snapshot whose slice is `weekday` (0-6), checked once."""
+        total = VerifyReport()
+        snapshots = 0
+        for plan in self.plans.select(plan_names):
+            try:
+                keys = list_snapshot_keys(self.clients.s3, plan.bucket, plan.name)
+                snapshots += len(keys)
+                entries = _distinct_in_slice(self.clients.s3, plan, keys, weekday)
+                total.add(verify_entries(self.clients.s3, plan, entries, 0, self.max_workers))
+            except (ClientError, BotoCoreError, NotFound, ValueError) as exc:
+                total.errors.append(f"plan {plan.name}: {describe_error(exc)}")
+        return {"weekday": weekday, "snapshots": snapshots, **total.to_dict()}
+
+
+def _distinct_in_slice(s3: Any, plan: Plan, manifest_keys: list[str], weekday: int) -> Iterator[Entry]:
+    seen: set[tuple[str, str]] = set()
+    for key in manifest_keys:
+        with Manifest.download(s3, plan.bucket, key) as manifest:
+            for entry in manifest.entries():
+                if weekly_slice(entry) != weekday:
+                    continue
+                ident = (entry.data_key, entry.version_id)
+                if ident in seen:
+                    continue
+                seen.add(ident)
+                yield entry
