@@ -37,6 +37,12 @@ class SourceError(BackupError):
     """A source could not be read at all (missing bucket or table, access denied)."""
 
 
+class HistoryNotKept(BackupError):
+    """A backup bucket does not keep history (versioning not Enabled, Object Lock off where the plan asks for
+    it, or a write answered without a version id): nothing more may be written to it, since a later write
+    could replace the bytes a snapshot names."""
+
+
 class Unprocessable(BackupError):
     """Well-formed but unusable, e.g. an Idempotency-Key reused for a different request (HTTP 422)."""
 

@@ -1,6 +1,7 @@
 """Where everything lives in a backup bucket. Every prefix the system reads or writes is named here once.
 
     data/<source>/<source key>                         backed-up objects (lifecycle rules apply here only)
+    data/~long/<source>/<sha256 of the source key>     the same, for keys too long for the line above
     meta/snapshots/<plan>/<backup_id>.jsonl.gz         one manifest per plan per backup
     meta/snapshots/<plan>/<backup_id>.checkpoint.json  where an unfinished plan run stopped
     meta/snapshots/<plan>/<backup_id>.uploading        a run of this backup began multipart copies
@@ -16,6 +17,8 @@ Lifecycle rules are scoped to `data/`, so metadata always stays in S3 Standard, 
 
 from __future__ import annotations
 
+import hashlib
+
 DATA_PREFIX = "data/"
 META_PREFIX = "meta/"
 SNAPSHOTS_PREFIX = META_PREFIX + "snapshots/"
@@ -27,6 +30,17 @@ RESTORES_PREFIX = META_PREFIX + "restores/"
 RESTORE_QUEUE_PREFIX = META_PREFIX + "restore-queue/"
 
 
+# S3 refuses keys longer than 1,024 bytes of UTF-8 (KeyTooLongError).
+MAX_KEY_BYTES = 1024
+LONG_KEYS_PREFIX = DATA_PREFIX + "~long/"
+
+
 def data_key(source: str, key: str) -> str:
-    """Where a source object lives in the backup bucket."""
-    return f"{DATA_PREFIX}{source}/{key}"
+    """Where a source object lives in the backup bucket: `data/<source>/<key>`, or, when that would pass S3's
+    1,024-byte limit, a deterministic short name (the SHA-256 of the key) under `data/~long/<source>/`. Source
+    names cannot start with '~', so the two never meet; the manifest keeps the original key, and a restore
+    gives it back."""
+    full = f"{DATA_PREFIX}{source}/{key}"
+    if len(full.encode("utf-8")) <= MAX_KEY_BYTES:
+        return full
+    return f"{LONG_KEYS_PREFIX}{source}/{hashlib.sha256(key.encode('utf-8')).hexdigest()}"

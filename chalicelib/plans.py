@@ -60,11 +60,20 @@ class Lifecycle:
     noncurrent_expiration_days: int | None = None
 
 
+ARCHIVED_CHOICES = ("skip", "thaw")
+
+
 @dataclass(frozen=True)
 class S3Source:
     name: str
     bucket: str
     prefix: str = ""
+    # Objects archived at the source (Glacier classes, Intelligent-Tiering's archive tiers) cannot be copied:
+    # "skip" counts and lists them; "thaw" asks S3 to thaw them, and a later backup copies them.
+    archived: str = "skip"
+    # The KMS key the source's objects are encrypted with (SSE-KMS under a customer key): the generated
+    # policy may decrypt with this key and no other.
+    kms_key_id: str | None = None
     type: str = field(default="s3", init=False)
 
 
@@ -100,7 +109,12 @@ class Plan:
     bucket: str
     sources: tuple[Source, ...]
     lifecycle: Lifecycle
+    # The mass-deletion guard: deletions are held back when more than this share of the plan's objects, or of
+    # any one source's, vanished since the previous snapshot...
     max_delete_fraction: float = 0.2
+    # ...or when the deletions of the last `deletion_window_days` days together pass this share (slow erosion).
+    max_delete_fraction_window: float = 0.3
+    deletion_window_days: int = 7
     object_lock: ObjectLock | None = None
     kms_key_id: str | None = None
 
@@ -215,7 +229,21 @@ def _parse_source(data: Any, where: str, environ: Mapping[str, str]) -> Source:
         prefix = reader.text("prefix", "")
         if ".." in prefix.split("/") or prefix.startswith("/"):
             raise reader.fail("prefix", f"{prefix!r} must be a relative key prefix without '..'")
-        source = S3Source(name=name, bucket=bucket, prefix=prefix)
+        plain = reader.raw("plain_prefix", False, bool)
+        if prefix and not prefix.endswith("/") and not plain:
+            # 'docs' would also take 'docs-old/' and 'docs.txt': a folder is written 'docs/'.
+            raise reader.fail(
+                "prefix",
+                f"{prefix!r} does not end in '/', so it would also take keys such as {prefix + '-old/'!r}; write "
+                f"{prefix + '/'!r} for a folder, or set \"plain_prefix\": true to take every key starting with {prefix!r}",
+            )
+        archived = reader.raw("archived", "skip", str)
+        if archived not in ARCHIVED_CHOICES:
+            raise reader.fail("archived", f"must be 'skip' or 'thaw', got {archived!r}")
+        kms_key_id = reader.text("kms_key_id", None)
+        if kms_key_id and not isinstance(environ, _AnyVariable) and not _KMS_KEY.match(kms_key_id):
+            raise reader.fail("kms_key_id", f"{kms_key_id!r} is not a KMS key id, key ARN, alias name or alias ARN")
+        source = S3Source(name=name, bucket=bucket, prefix=prefix, archived=archived, kms_key_id=kms_key_id or None)
     elif kind == "dynamodb":
         table = reader.text("table", pattern=_TABLE_NAME, what="a valid DynamoDB table name")
         segments = reader.integer("segments", 4, minimum=1)
@@ -303,9 +331,20 @@ def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
         if isinstance(source, S3Source) and source.bucket == bucket:
             raise reader.fail("sources", f"source {source.name!r} reads the plan's own backup bucket {bucket!r}")
     lifecycle = _parse_lifecycle(reader.raw("lifecycle", {}, dict), f"plan '{name}', field 'lifecycle'", environ)
-    fraction = reader.raw("max_delete_fraction", 0.2, (int, float))
-    if not 0 <= fraction <= 1:
-        raise reader.fail("max_delete_fraction", f"must be between 0 and 1, got {fraction}")
+    fractions = {}
+    for field_name, default in (("max_delete_fraction", 0.2), ("max_delete_fraction_window", 0.3)):
+        value = reader.raw(field_name, default, (int, float))
+        # 0 would hold back every deletion for ever and 1 would turn the guard off: an intended mass deletion
+        # is allowed for one run instead (POST /backup {"allow_deletions": [...]}).
+        if not 0 < value < 1:
+            raise reader.fail(
+                field_name, f"must be strictly between 0 and 1, got {value}; to let one backup delete more, allow it "
+                "for that run (allow_deletions)"
+            )
+        fractions[field_name] = float(value)
+    window_days = reader.integer("deletion_window_days", 7, minimum=1)
+    if window_days > 90:
+        raise reader.fail("deletion_window_days", f"must be at most 90, got {window_days}")
     object_lock = None
     raw_lock = reader.raw("object_lock", None, (dict, type(None)))
     if raw_lock is not None:
@@ -334,7 +373,9 @@ def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
         bucket=bucket,
         sources=tuple(sorted(sources, key=lambda s: s.name)),
         lifecycle=lifecycle,
-        max_delete_fraction=float(fraction),
+        max_delete_fraction=fractions["max_delete_fraction"],
+        max_delete_fraction_window=fractions["max_delete_fraction_window"],
+        deletion_window_days=window_days,
         object_lock=object_lock,
         kms_key_id=kms_key_id or None,
     )

@@ -127,7 +127,9 @@ def test_plans(api: Any, plans: Any) -> None:
     by_name = {plan["name"]: plan for plan in body["plans"]}
     assert list(by_name) == plans.names
     assert by_name["photos"]["bucket"] == "test-backup-photos"
-    assert by_name["photos"]["sources"][0] == {"name": "photos", "type": "s3", "bucket": "test-src-photos", "prefix": ""}
+    assert by_name["photos"]["sources"][0] == {
+        "name": "photos", "type": "s3", "bucket": "test-src-photos", "prefix": "", "archived": "skip", "kms_key_id": None
+    }
     assert [(t["days"], t["storage_class"]) for t in by_name["documents"]["lifecycle"]["transitions"]] == [
         (30, "GLACIER"),
         (180, "DEEP_ARCHIVE"),

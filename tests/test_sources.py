@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from chalicelib import transfer
+from chalicelib.backup import writes
 from chalicelib.backup.plan_backup import PlanBackup
 from chalicelib.backup.sources import DirectorySourceReader, DynamoDBSourceReader, S3SourceReader, make_reader
 from chalicelib.catalog.manifests import Manifest
@@ -316,7 +317,16 @@ def test_an_unreadable_file_is_a_failure_not_a_deletion(
             raise PermissionError(13, "Permission denied", str(path))
         return real_hash(path)
 
+    real_upload = writes.upload
+
+    def upload(s3: Any, path: Path, *args: Any, **kwargs: Any) -> Any:
+        if path.name == "locked.txt":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_upload(s3, path, *args, **kwargs)
+
+    # Unreadable both when listed (hashed) and when uploaded.
     monkeypatch.setattr(transfer, "file_sha256", file_sha256)
+    monkeypatch.setattr(writes, "upload", upload)
     second = run(plan, clients, "20261126T000001000Z-second")
     assert (second.status, second.failed, second.deleted, second.unchanged) == ("PARTIAL", 1, 0, 2)
     assert "locked.txt" in second.errors[0] and "Permission denied" in second.errors[0]

@@ -98,7 +98,11 @@ def start_backup(
     catalog = backups.settings.plans.catalog_bucket
     keys = IdempotencyKeys(s3, catalog)
     locks = PlanLocks(s3, catalog, backups.records, lifetime=lock_lifetime)
-    request_print = fingerprint({"plans": names, "dry_run": request.dry_run})
+    allowed = backups.check_plan_names(request.allow_deletions) if request.allow_deletions else []
+    # (allow_deletions only when given, so the fingerprint of a plain request is what it always was)
+    request_print = fingerprint(
+        {"plans": names, "dry_run": request.dry_run} | ({"allow_deletions": allowed} if allowed else {})
+    )
 
     def is_recorded(first: str) -> bool:
         return _exists(backups.records, first)
@@ -122,7 +126,9 @@ def start_backup(
         if not request.dry_run:
             locks.acquire(names, backup_id, now)
             locked = names
-        record = backups.start(names, trigger="api", dry_run=request.dry_run, backup_id=backup_id)
+        record = backups.start(
+            names, trigger="api", dry_run=request.dry_run, backup_id=backup_id, allow_deletions=allowed
+        )
     except BaseException:
         if locked:
             locks.release(locked, backup_id)

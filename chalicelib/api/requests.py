@@ -98,6 +98,8 @@ def parse_time(name: str, value: str | None, end_of_day: bool = False) -> dateti
 class BackupRequest:
     plans: list[str] | None = None
     dry_run: bool = False
+    # Plans whose deletions may pass the mass-deletion guard in this one backup.
+    allow_deletions: list[str] | None = None
 
 
 def parse_json_object(raw_body: bytes | None) -> dict[str, Any]:
@@ -135,12 +137,18 @@ def parse_plan_names(data: dict[str, Any]) -> list[str] | None:
 
 def parse_backup_request(raw_body: bytes | None) -> BackupRequest:
     data = parse_json_object(raw_body)
-    reject_unknown_fields(data, {"plans", "dry_run"})
+    reject_unknown_fields(data, {"plans", "dry_run", "allow_deletions"})
     plans = parse_plan_names(data)
     dry_run = data.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise BadRequest("'dry_run' must be true or false")
-    return BackupRequest(plans=plans, dry_run=dry_run)
+    allow = data.get("allow_deletions")
+    if allow is not None and (not isinstance(allow, list) or not allow or not all(isinstance(n, str) for n in allow)):
+        raise BadRequest(
+            "'allow_deletions' must be a non-empty list of plan names whose deletions may pass the mass-deletion "
+            "guard in this backup, e.g. {\"allow_deletions\": [\"documents\"]}"
+        )
+    return BackupRequest(plans=plans, dry_run=dry_run, allow_deletions=allow)
 
 
 @dataclass(frozen=True)

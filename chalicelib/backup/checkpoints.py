@@ -104,8 +104,6 @@ class Checkpoint:
     source_index: int
     last_key: str | None
     partial_key: str
-    # Objects of the previous snapshot seen so far (the base of the mass-deletion share).
-    previous_objects: int = 0
     counters: dict[str, int] = field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)

@@ -17,10 +17,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.backup import checkpoints, deletions
 from chalicelib.backup.compare import Action, PreviousSnapshot, last_key, merge
-from chalicelib.backup.sources import SourceObject, SourceReader, Stored, make_reader
+from chalicelib.backup.sources import NotCopied, SourceObject, SourceReader, Stored, make_reader
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, manifest_key, put_manifest
 from chalicelib.catalog.records import PlanResult
-from chalicelib.errors import AlreadyExists, SourceError, describe_error
+from chalicelib.deploy import drift
+from chalicelib.errors import AlreadyExists, HistoryNotKept, SourceError, describe_error
 from chalicelib.layout import DATA_PREFIX, data_key
 from chalicelib.plans import Plan, Source
 from chalicelib.times import isoformat, utcnow
@@ -28,6 +29,12 @@ from chalicelib.times import isoformat, utcnow
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
+# Objects a run leaves out on purpose, by the kind `NotCopied` names, as the warnings word them.
+NOT_COPIED = {
+    "archived_at_source": "archived at the source, not copied (the source's `archived` is skip)",
+    "thawing_at_source": "archived at the source: a thaw was requested, a later backup copies them",
+    "sse_c": "encrypted with a customer-provided key (SSE-C), which S3 cannot copy: not backed up",
+}
 ReaderFactory = Callable[[Source], SourceReader]
 
 
@@ -44,6 +51,7 @@ class PlanBackup:
         dry_run: bool = False,
         batch_size: int = BATCH_SIZE,
         budget: checkpoints.TimeBudget | None = None,
+        allow_deletions: bool = False,
     ) -> None:
         self.plan = plan
         self.s3 = s3
@@ -53,8 +61,10 @@ class PlanBackup:
         self.dry_run = dry_run
         self.batch_size = batch_size
         self.result = PlanResult(plan=plan.name)
-        # Objects in the previous snapshot: the base of the mass-deletion share.
-        self._previous_objects = 0
+        # Deletions beyond the guard's limits go ahead in this run: someone asked for exactly that.
+        self.allow_deletions = allow_deletions
+        # Objects left out on purpose (archived at the source, SSE-C), a few keys of each kind for the record.
+        self._not_copied: dict[str, list[str]] = {}
         # Data keys whose delete marker S3 refused: kept as held entries so the next backup retries them.
         self._undeleted: set[str] = set()
         # The invocation's remaining time (None: no limit). Short of time, the run stops at a checkpoint.
@@ -68,13 +78,15 @@ class PlanBackup:
         result = self.result
         result.started_at = isoformat(utcnow())
         try:
+            # Before anything is written: a bucket that does not keep every version must get nothing.
+            drift.check_history_kept(self.s3, self.plan)
             self._run()
         except checkpoints.Suspended:
             # Stopped at a checkpoint: the plan stays RUNNING and a continuation carries it on.
             result.status = "RUNNING"
             result.finished_at = None
             return result
-        except SourceError as exc:
+        except (SourceError, HistoryNotKept) as exc:
             result.status = "FAILED"
             result.errors.append(str(exc))
         except (ClientError, BotoCoreError) as exc:
@@ -116,7 +128,7 @@ class PlanBackup:
                     after = start_after if index == start_index else None
                     self._back_up_source(source, prev_entries.for_source(source.name), writer, pool, index, after)
                     self._maybe_suspend(writer, index + 1, None)
-                hold = self._decide_deletions(writer)
+                hold = self._decide_deletions(writer, meta)
                 if not hold and not self.dry_run:
                     self._apply_deletions(writer, pool)
             result.objects = writer.objects
@@ -143,7 +155,6 @@ class PlanBackup:
             return ManifestWriter(), 0, None
         writer = self._checkpoints.restore(checkpoint)
         checkpoint.apply_to(self.result)
-        self._previous_objects = checkpoint.previous_objects
         self._checkpoint = checkpoint
         logger.info(
             "plan %s of backup %s resumes (invocation %d) at source #%d after %r",
@@ -174,7 +185,6 @@ class PlanBackup:
             source_index=source_index,
             last_key=last_key,
             partial_key="",
-            previous_objects=self._previous_objects,
             counters=checkpoints.Checkpoint.counters_of(self.result),
             sources=self.result.sources,
             errors=self.result.errors[:20],
@@ -197,6 +207,7 @@ class PlanBackup:
             "copied": result.copied,
             "unchanged": result.unchanged,
             "failed": result.failed,
+            "deleted": result.deleted,
             "sources": result.sources,
             **extra_header,
         }
@@ -204,7 +215,12 @@ class PlanBackup:
         try:
             put_manifest(self.s3, self.plan.bucket, key, body)
         except AlreadyExists:
-            logger.info("snapshot %s was already written by another invocation", key)
+            # Another invocation of this backup wrote the snapshot first: that manifest is the snapshot, and
+            # the record must describe it, not this run's counts (its copies are versions no snapshot names).
+            logger.info("snapshot %s was already written by another invocation; reporting that one", key)
+            with Manifest.download(self.s3, self.plan.bucket, key) as existing:
+                self._report_existing(existing, key)
+            return
         finally:
             body.close()
         result.snapshot = f"s3://{self.plan.bucket}/{key}"
@@ -242,6 +258,7 @@ class PlanBackup:
         result.failed = header.get("failed", 0)
         result.objects = header.get("objects", 0)
         result.bytes = header.get("bytes", 0)
+        result.deleted = header.get("deleted", 0)
         result.deletions_held_back = header.get("held_deletions", 0)
         result.sources = header.get("sources", {})
         result.snapshot = f"s3://{self.plan.bucket}/{key}"
@@ -258,7 +275,9 @@ class PlanBackup:
     ) -> None:
         reader = self.reader_factory(source)
         # A resumed source keeps counting where the checkpoint left off.
-        stats = self.result.sources.get(source.name) or {"type": source.type, "objects": 0, "copied": 0}
+        stats = self.result.sources.get(source.name) or {
+            "type": source.type, "objects": 0, "copied": 0, "previous": 0, "vanished": 0
+        }
         self.result.sources[source.name] = stats
         try:
             batch: list[Action] = []
@@ -289,6 +308,17 @@ class PlanBackup:
         finally:
             reader.close()
         self.result.sources[source.name] = stats
+        self._warn_not_copied(source.name, stats)
+
+    def _warn_not_copied(self, source: str, stats: dict[str, Any]) -> None:
+        """One warning per kind of object left out on purpose: how many, and the first few keys."""
+        for kind, what in NOT_COPIED.items():
+            count = int(stats.get(kind, 0))
+            if not count:
+                continue
+            keys = self._not_copied.get(f"{source}:{kind}", [])
+            shown = ", ".join(keys[:10]) + (" ..." if count > len(keys[:10]) else "")
+            self.result.warnings.append(f"source '{source}': {count} object(s) {what}: {shown}")
 
     def _submit(self, batch: list[Action], reader: SourceReader, pool: ThreadPoolExecutor) -> dict[int, Future[Stored]]:
         """Start the copies of a batch's new and changed objects."""
@@ -317,10 +347,11 @@ class PlanBackup:
         for index, action in enumerate(batch):
             cur, prev = action.current, action.previous
             if prev is not None:
-                self._previous_objects += 1
+                stats["previous"] = stats.get("previous", 0) + 1
             if cur is None:
                 assert prev is not None
                 # Gone from the source: a deletion candidate, decided once the whole plan is compared.
+                stats["vanished"] = stats.get("vanished", 0) + 1
                 writer.add(Entry(**{**prev.__dict__, "held": True}))
                 continue
             stats["objects"] += 1
@@ -335,6 +366,15 @@ class PlanBackup:
                 continue
             try:
                 stored = futures[index].result()
+            except NotCopied as skipped:
+                # Left out on purpose (a warning, not a failure); an older version stays in the snapshot.
+                stats[skipped.kind] = stats.get(skipped.kind, 0) + 1
+                self._not_copied.setdefault(f"{source.name}:{skipped.kind}", []).append(cur.key)
+                if prev is not None:
+                    writer.add(Entry(**{**prev.__dict__, "held": False}))
+                continue
+            except HistoryNotKept:
+                raise
             except Exception as exc:
                 result.failed += 1
                 if len(result.errors) < 20:
@@ -360,13 +400,24 @@ class PlanBackup:
                 )
             )
 
-    def _decide_deletions(self, writer: ManifestWriter) -> bool:
-        """True when the deletions must be held back: more than the plan's share of its objects vanished."""
-        warning = deletions.held_back_warning(writer.pending_deletions, self._previous_objects, self.plan.max_delete_fraction)
-        if warning is None:
+    def _decide_deletions(self, writer: ManifestWriter, meta: checkpoints.PlanMeta) -> bool:
+        """True when the deletions must be held back (see deletions.py). An allowed run lets them go, and
+        says what it let through."""
+        pending = writer.pending_deletions
+        if not pending:
             return False
-        self.result.deletions_held_back = writer.pending_deletions
-        self.result.warnings.append(warning)
+        window = deletions.deleted_in_window(self.s3, self.plan, meta.manifests, self.backup_id)
+        reasons = deletions.review(self.plan, self.result.sources, window)
+        if not reasons:
+            return False
+        if self.allow_deletions:
+            self.result.warnings.append(
+                f"{pending} deletion(s) beyond the guard's limits ALLOWED for this backup: " + "; ".join(reasons)
+            )
+            self.result.deletions_allowed = pending
+            return False
+        self.result.deletions_held_back = pending
+        self.result.warnings.append(deletions.held_back_warning(reasons, pending))
         return True
 
     def _apply_deletions(self, writer: ManifestWriter, pool: ThreadPoolExecutor) -> None:
@@ -387,6 +438,7 @@ def back_up_plan(
     max_workers: int = 32,
     dry_run: bool = False,
     budget: checkpoints.TimeBudget | None = None,
+    allow_deletions: bool = False,
 ) -> PlanResult:
     """Back up one plan with readers built on `clients` (an `aws.Clients`)."""
 
@@ -394,5 +446,6 @@ def back_up_plan(
         return make_reader(source, clients.s3, clients.dynamodb)
 
     return PlanBackup(
-        plan, clients.s3, backup_id, factory, max_workers=max_workers, dry_run=dry_run, budget=budget
+        plan, clients.s3, backup_id, factory, max_workers=max_workers, dry_run=dry_run, budget=budget,
+        allow_deletions=allow_deletions,
     ).run()

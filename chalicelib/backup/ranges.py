@@ -23,7 +23,6 @@ import heapq
 import json
 import logging
 import math
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -36,7 +35,7 @@ from chalicelib.backup import checkpoints
 from chalicelib.backup.compare import PreviousSnapshot
 from chalicelib.backup.plan_backup import PlanBackup, ReaderFactory
 from chalicelib.backup.sources import SourceReader, make_reader
-from chalicelib.catalog.manifests import Manifest, ManifestWriter, manifest_key
+from chalicelib.catalog.manifests import Manifest, ManifestWriter, manifest_key, read_header
 from chalicelib.catalog.records import PlanResult
 from chalicelib.errors import AlreadyExists
 from chalicelib.layout import CHECKPOINTS_PREFIX
@@ -181,8 +180,7 @@ class RangeBackup(PlanBackup):
             return
         result = self.result
         result.copied = result.unchanged = result.failed = result.bytes_copied = 0
-        result.errors, result.sources = [], {}
-        self._previous_objects = 0
+        result.errors, result.warnings, result.sources = [], [], {}
         manifests = []
         for state in states:
             assert state is not None
@@ -190,14 +188,10 @@ class RangeBackup(PlanBackup):
                 setattr(result, name, getattr(result, name) + state.counters.get(name, 0))
             result.errors.extend(state.errors)
             for name, stats in state.sources.items():
-                merged = result.sources.setdefault(name, {"type": stats.get("type"), "objects": 0, "copied": 0})
-                merged["objects"] += stats.get("objects", 0)
-                merged["copied"] += stats.get("copied", 0)
-                for extra in ("items", "table_schema"):
-                    if extra in stats:
-                        merged[extra] = stats[extra]
-            self._previous_objects += state.previous_objects
+                merge_source_stats(result.sources.setdefault(name, {}), stats)
             manifests.append(Manifest.download(self.s3, self.plan.bucket, state.partial_key))
+        for name, stats in result.sources.items():
+            self._warn_not_copied(name, stats)
         writer = ManifestWriter()
         try:
             for entry in heapq.merge(*(m.entries(include_held=True) for m in manifests), key=lambda e: e.sort_key):
@@ -211,7 +205,7 @@ class RangeBackup(PlanBackup):
     def _write_snapshot(self, writer: ManifestWriter, meta: checkpoints.PlanMeta) -> None:
         result = self.result
         with ThreadPoolExecutor(max_workers=2) as pool:
-            hold = self._decide_deletions(writer)
+            hold = self._decide_deletions(writer, meta)
             if not hold and not self.dry_run:
                 self._apply_deletions(writer, pool)
         result.objects = writer.objects
@@ -225,6 +219,16 @@ class RangeBackup(PlanBackup):
         result.status = "PARTIAL" if (result.failed or result.deletions_held_back or result.errors) else "SUCCEEDED"
 
 
+def merge_source_stats(merged: dict[str, Any], stats: dict[str, Any]) -> None:
+    """Add one range's counts of a source to the plan's: numbers add up, everything else (the type, a
+    table's schema and item count, which only the range holding the export has) is taken as it is."""
+    for name, value in stats.items():
+        if isinstance(value, int) and not isinstance(value, bool) and name != "items":
+            merged[name] = merged.get(name, 0) + value
+        else:
+            merged[name] = value
+
+
 def load_split(s3: Any, bucket: str, plan: str, backup_id: str) -> Split | None:
     try:
         response = s3.get_object(Bucket=bucket, Key=split_key(plan, backup_id))
@@ -234,18 +238,6 @@ def load_split(s3: Any, bucket: str, plan: str, backup_id: str) -> Split | None:
         raise
     data = json.loads(response["Body"].read())
     return Split(previous_key=data.get("previous_key"), bounds=[tuple(b) for b in data["bounds"]])  # type: ignore[misc]
-
-
-def _manifest_header(s3: Any, bucket: str, key: str) -> dict[str, Any]:
-    """A manifest's header line, from its first 64 KiB (a ranged GET, not the whole manifest)."""
-    response = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-65535")
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    text = inflater.decompress(response["Body"].read(), 1 << 20)
-    line, newline, _ = text.partition(b"\n")
-    if not newline:
-        with Manifest.download(s3, bucket, key) as manifest:
-            return manifest.header
-    return json.loads(line)
 
 
 def start_split(s3: Any, plan: Plan, backup_id: str, policy: SplitPolicy | None, dry_run: bool = False) -> Split | None:
@@ -258,7 +250,7 @@ def start_split(s3: Any, plan: Plan, backup_id: str, policy: SplitPolicy | None,
     if manifest_key(plan.name, backup_id) in meta.manifests or not meta.manifests:
         return None
     latest = meta.manifests[-1]
-    header = _manifest_header(s3, plan.bucket, latest)
+    header = read_header(s3, plan.bucket, latest)
     objects = int(header.get("objects", 0)) + int(header.get("held_deletions", 0))
     count = min(policy.max_parallel, math.ceil(objects / policy.split_objects))
     if count < 2:

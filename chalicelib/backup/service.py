@@ -56,15 +56,22 @@ class BackupService:
         trigger: str,
         dry_run: bool = False,
         backup_id: str | None = None,
+        allow_deletions: list[str] | None = None,
     ) -> BackupRecord:
-        """Record a new RUNNING backup. `AlreadyExists` when `backup_id` is given and already recorded."""
+        """Record a new RUNNING backup. `AlreadyExists` when `backup_id` is given and already recorded.
+        `allow_deletions` names plans whose deletions may pass the mass-deletion guard in this backup."""
         names = self.check_plan_names(plan_names)
+        allowed = self.check_plan_names(allow_deletions) if allow_deletions else []
+        outside = [name for name in allowed if name not in names]
+        if outside:
+            raise BadRequest(f"allow_deletions names plan(s) this backup does not back up: {', '.join(outside)}")
         record = BackupRecord(
             backup_id=backup_id or new_backup_id(),
             trigger=trigger,
             plans={name: PlanResult(plan=name) for name in names},
             started_at=isoformat(utcnow()),
             dry_run=dry_run,
+            allow_deletions=allowed,
         )
         try:
             self.records.create(record)
@@ -108,12 +115,14 @@ class BackupService:
             if split is None:
                 result = back_up_plan(
                     plan, self.clients, backup_id, max_workers=self.settings.max_workers, dry_run=record.dry_run,
+                    allow_deletions=name in record.allow_deletions,
                     budget=budget,
                 )
             else:
                 result = ranges.run_range(
                     plan, self.clients, backup_id, split, this_segment or 0,
                     max_workers=self.settings.max_workers, dry_run=record.dry_run, budget=budget,
+                    allow_deletions=name in record.allow_deletions,
                 )
             record.plans[name] = result
             if result.status == ranges.WAITING:

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import transfer
-from chalicelib.errors import SourceError, describe_error
+from chalicelib.backup import writes
+from chalicelib.errors import SourceError, describe_error, error_code
 from chalicelib.plans import DirectorySource, DynamoDBSource, S3Source, Source
 
 logger = logging.getLogger(__name__)
@@ -69,8 +69,28 @@ def _dynamodb_json(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as DynamoDB JSON")
 
 
-def _sha256_b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
+# Where a source object is archived, S3 refuses to read or copy it until it is thawed.
+ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+_ARCHIVED_ERRORS = ("ObjectNotInActiveTierError", "InvalidObjectState")
+# A thaw of an archived source object lasts this long: enough for the next daily runs to copy it.
+SOURCE_THAW_DAYS = 3
+
+
+class NotCopied(Exception):
+    """An object this run deliberately leaves out (a warning, not a failure): `kind` is one of
+    `archived_at_source`, `thawing_at_source` or `sse_c`, and `reason` says why in words."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def _sse_c(exc: ClientError) -> bool:
+    """S3 refuses to read an SSE-C object without its key (400 InvalidRequest naming server-side encryption);
+    the system never holds customers' keys, so such objects cannot be backed up."""
+    error = exc.response.get("Error", {})
+    return error.get("Code") == "InvalidRequest" and "Server Side Encryption" in str(error.get("Message", ""))
 
 
 class S3SourceReader:
@@ -107,43 +127,38 @@ class S3SourceReader:
 
     def store(self, obj: SourceObject, bucket: str, key: str) -> Stored:
         source_key = self.source.prefix + obj.key
+        if obj.storage_class in ARCHIVE_CLASSES and self.source.archived == "skip":
+            # Known from the listing: no request is spent on a copy S3 would refuse.
+            raise NotCopied("archived_at_source", f"in {obj.storage_class} at the source (archived: skip)")
         etag = obj.identity.split(":")[1]
-        if obj.size <= self.multipart_threshold:
-            # IfMatch pins the copy to the version we listed: a change mid-backup fails this copy (and the
-            # next backup takes the new content) instead of recording a size and ETag that don't match.
-            response = self.s3.copy_object(
-                Bucket=bucket,
-                Key=key,
-                CopySource={"Bucket": self.source.bucket, "Key": source_key},
-                CopySourceIfMatch=f'"{etag}"',
-                ChecksumAlgorithm="SHA256",
+        try:
+            written = writes.copy(
+                self.s3, self.source.bucket, source_key, etag, obj.size, bucket, key, self.multipart_threshold
             )
-            result = response.get("CopyObjectResult", {})
-            return Stored(
-                version_id=response.get("VersionId", "null"),
-                etag=result.get("ETag", "").strip('"'),
-                size=obj.size,
-                identity=obj.identity,
-                checksum=result.get("ChecksumSHA256"),
-            )
-        config = TransferConfig(
-            multipart_threshold=self.multipart_threshold, multipart_chunksize=transfer.copy_part_size(obj.size)
-        )
-        self.s3.copy(
-            CopySource={"Bucket": self.source.bucket, "Key": source_key},
-            Bucket=bucket,
-            Key=key,
-            ExtraArgs={"ChecksumAlgorithm": "SHA256", "CopySourceIfMatch": f'"{etag}"'},
-            Config=config,
-        )
-        head = self.s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-        return Stored(
-            version_id=head.get("VersionId", "null"),
-            etag=head["ETag"].strip('"'),
-            size=head["ContentLength"],
-            identity=obj.identity,
-            checksum=head.get("ChecksumSHA256"),
-        )
+        except ClientError as exc:
+            if error_code(exc) in _ARCHIVED_ERRORS:
+                raise self._archived(source_key, obj) from exc
+            if _sse_c(exc):
+                raise NotCopied("sse_c", "encrypted with a customer-provided key (SSE-C): S3 cannot copy it") from exc
+            raise
+        return Stored(written.version_id, written.etag, written.size, obj.identity, written.checksum)
+
+    def _archived(self, source_key: str, obj: SourceObject) -> NotCopied:
+        """The object is archived (Glacier classes, or Intelligent-Tiering's archive tiers, which the listing
+        does not show). With `archived: thaw` a thaw is requested, and a later run copies it once readable."""
+        where = obj.storage_class or "an archive tier"
+        if self.source.archived != "thaw":
+            return NotCopied("archived_at_source", f"in {where} at the source (archived: skip)")
+        request: dict[str, Any] = {"GlacierJobParameters": {"Tier": "Bulk"}}
+        if obj.storage_class in ARCHIVE_CLASSES:
+            # Intelligent-Tiering's archive tiers take no Days: the object moves back to its frequent tier.
+            request["Days"] = SOURCE_THAW_DAYS
+        try:
+            self.s3.restore_object(Bucket=self.source.bucket, Key=source_key, RestoreRequest=request)
+        except ClientError as exc:
+            if error_code(exc) != "RestoreAlreadyInProgress":
+                raise
+        return NotCopied("thawing_at_source", f"in {where} at the source: thaw requested, a later backup copies it")
 
     def close(self) -> None:
         pass
@@ -198,43 +213,16 @@ class DirectorySourceReader:
             yield SourceObject(key=key, size=stat.st_size, identity=identity)
 
     def store(self, obj: SourceObject, bucket: str, key: str) -> Stored:
-        path = self.root / obj.key
-        return upload_file(self.s3, path, bucket, key, obj.identity, self.multipart_threshold)
+        written = writes.upload(self.s3, self.root / obj.key, bucket, key, self.multipart_threshold)
+        identity = obj.identity
+        if self.source.hash_contents:
+            # The identity is the hash of what was stored: a file that changed while it was read is then
+            # recognised as changed (or unchanged) next time by its content, not by the listing's reading.
+            identity = f"sha256:{written.sha256}"
+        return Stored(written.version_id, written.etag, written.size, identity, written.checksum, written.sha256)
 
     def close(self) -> None:
         pass
-
-
-def upload_file(
-    s3: Any, path: Path, bucket: str, key: str, identity: str, multipart_threshold: int, item_count: int | None = None
-) -> Stored:
-    """Upload a local file with an end-to-end SHA-256: S3 rejects a single-part body that doesn't match."""
-    digest = transfer.file_sha256(path)
-    size = path.stat().st_size
-    if size <= multipart_threshold:
-        with open(path, "rb") as body:
-            response = s3.put_object(Bucket=bucket, Key=key, Body=body, ChecksumSHA256=_sha256_b64(digest))
-        return Stored(
-            version_id=response.get("VersionId", "null"),
-            etag=response["ETag"].strip('"'),
-            size=size,
-            identity=identity,
-            checksum=response.get("ChecksumSHA256"),
-            sha256=digest.hex(),
-            item_count=item_count,
-        )
-    config = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=transfer.MULTIPART_CHUNKSIZE)
-    s3.upload_file(str(path), bucket, key, ExtraArgs={"ChecksumAlgorithm": "SHA256"}, Config=config)
-    head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-    return Stored(
-        version_id=head.get("VersionId", "null"),
-        etag=head["ETag"].strip('"'),
-        size=size,
-        identity=identity,
-        checksum=head.get("ChecksumSHA256"),
-        sha256=digest.hex(),
-        item_count=item_count,
-    )
 
 
 class DynamoDBSourceReader:
@@ -312,8 +300,9 @@ class DynamoDBSourceReader:
 
     def store(self, obj: SourceObject, bucket: str, key: str) -> Stored:
         assert self._export is not None, "list_objects() runs before store()"
-        return upload_file(
-            self.s3, Path(self._export.name), bucket, key, obj.identity, self.multipart_threshold, self.item_count
+        written = writes.upload(self.s3, Path(self._export.name), bucket, key, self.multipart_threshold)
+        return Stored(
+            written.version_id, written.etag, written.size, obj.identity, written.checksum, written.sha256, self.item_count
         )
 
     def close(self) -> None:

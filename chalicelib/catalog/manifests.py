@@ -13,6 +13,7 @@ import gzip
 import json
 import shutil
 import tempfile
+import zlib
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, fields
 from typing import IO, Any
@@ -205,6 +206,21 @@ class Manifest:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_header(s3: Any, bucket: str, key: str) -> dict[str, Any]:
+    """A manifest's header line, from its first 64 KiB (a ranged GET, not the whole manifest)."""
+    response = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-65535")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    text = inflater.decompress(response["Body"].read(), 1 << 20)
+    line, newline, _ = text.partition(b"\n")
+    if not newline:
+        with Manifest.download(s3, bucket, key) as manifest:
+            return manifest.header
+    header = json.loads(line)
+    if not isinstance(header, dict) or header.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"s3://{bucket}/{key} is not a snapshot manifest")
+    return header
 
 
 def load_snapshot(s3: Any, bucket: str, plan: str, backup_id: str) -> Manifest:

@@ -59,6 +59,8 @@ class PlanResult:
     unchanged: int = 0
     deleted: int = 0
     deletions_held_back: int = 0
+    # Deletions beyond the guard's limits that this run was allowed to make (allow_deletions).
+    deletions_allowed: int = 0
     failed: int = 0
     bytes_copied: int = 0
     objects: int = 0
@@ -87,6 +89,8 @@ class BackupRecord:
     started_at: str | None = None
     finished_at: str | None = None
     dry_run: bool = False
+    # Plans whose deletions may pass the mass-deletion guard in this backup, as the request asked.
+    allow_deletions: list[str] = field(default_factory=list)
     # What the daily check of stored snapshots found (see verify.py); None when none ran.
     verification: dict[str, Any] | None = None
 

@@ -46,7 +46,9 @@ def cmd_backup(ctx: Context) -> int:
             # The same plan locks as POST /backup: never two backups of one plan at once.
             locks.acquire(names, backup_id, now)
             locked = names
-        backups.start(names, trigger="cli", dry_run=ctx.args.dry_run, backup_id=backup_id)
+        backups.start(
+            names, trigger="cli", dry_run=ctx.args.dry_run, backup_id=backup_id, allow_deletions=ctx.args.allow_deletions
+        )
     except BaseException:
         if locked:
             locks.release(locked, backup_id)

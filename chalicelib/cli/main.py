@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     backup = commands.add_parser("backup", parents=[common], help="take a backup now (runs here)")
     backup.add_argument("--plan", action="append", help="a plan to back up (repeat; default: all)")
     backup.add_argument("--dry-run", action="store_true", help="say what would be copied; write nothing")
+    backup.add_argument("--allow-deletions", action="append", metavar="PLAN",
+                        help="let this plan's deletions pass the mass-deletion guard in this backup (repeat)")
 
     listing = commands.add_parser("backups", parents=[common], help="list backups, newest first")
     listing.add_argument("--limit", type=int, default=20)

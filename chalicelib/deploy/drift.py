@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.records import PlanResult
 from chalicelib.deploy.bucket_settings import differences, read_state
+from chalicelib.errors import HistoryNotKept, error_code
 from chalicelib.plans import Plan
 
 logger = logging.getLogger(__name__)
@@ -38,3 +39,27 @@ def check_plan(s3: Any, plan: Plan, result: PlanResult) -> PlanResult:
         if result.status == "SUCCEEDED":
             result.status = "PARTIAL"
     return result
+
+
+def check_history_kept(s3: Any, plan: Plan) -> None:
+    """Before a plan writes anything: its bucket must keep every version (and lock them, where the plan asks
+    for Object Lock). `HistoryNotKept` names what is wrong; the plan then fails without writing a byte.
+    One or two reads, against a backup that would otherwise put unprotected bytes under a snapshot."""
+    status = s3.get_bucket_versioning(Bucket=plan.bucket).get("Status")
+    if status != "Enabled":
+        raise HistoryNotKept(
+            f"backup bucket {plan.bucket}: versioning is {status or 'not enabled'}, so a later write could replace "
+            "what a snapshot names; nothing was written. Enable it (make provision) and back up again"
+        )
+    if plan.object_lock is not None:
+        try:
+            lock = s3.get_object_lock_configuration(Bucket=plan.bucket).get("ObjectLockConfiguration", {})
+        except ClientError as exc:
+            if error_code(exc) != "ObjectLockConfigurationNotFoundError":
+                raise
+            lock = {}
+        if lock.get("ObjectLockEnabled") != "Enabled":
+            raise HistoryNotKept(
+                f"backup bucket {plan.bucket}: Object Lock is off, and plan '{plan.name}' asks for "
+                f"{plan.object_lock.mode} retention of {plan.object_lock.days} days; nothing was written"
+            )

@@ -40,6 +40,7 @@ def subject(record: BackupRecord) -> str:
 def body(record: BackupRecord) -> str:
     lines = [
         f"Backup {record.backup_id} ({record.trigger}{', dry run' if record.dry_run else ''}): {record.status}",
+        *([f"Mass deletions allowed for: {', '.join(record.allow_deletions)}"] if record.allow_deletions else []),
         f"Started {record.started_at}, finished {record.finished_at}",
         "",
     ]
@@ -52,6 +53,8 @@ def body(record: BackupRecord) -> str:
         )
         if result.deletions_held_back:
             line += f"; {result.deletions_held_back} DELETIONS HELD BACK"
+        if result.deletions_allowed:
+            line += f"; {result.deletions_allowed} DELETIONS ALLOWED BEYOND THE GUARD (allow_deletions)"
         lines.append(line)
         for message in [f"DRIFT: {finding}" for finding in result.drift] + result.warnings + result.errors:
             lines.append(f"{' ' * width}    - {message}")
