@@ -24,6 +24,8 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,25 @@ def _collect_configuration(frames: list[Any]) -> None:
         for item in found:
             RECORDER.configurations.add(item)
         RECORDER.topics |= topics
+
+
+@contextmanager
+def the_tests_own_calls() -> Iterator[None]:
+    """Calls made inside this block are the test's (e.g. from an event hook that plays another writer while
+    the system's call is on the stack), never the system's."""
+    before = getattr(_LOCAL, "busy", False)
+    _LOCAL.busy = True
+    try:
+        yield
+    finally:
+        _LOCAL.busy = before
+
+
+def assume_configuration(item: Any) -> None:
+    """A plan (or plans, settings) the system runs with although no system frame holds it, e.g. the plan
+    whose bucket a test hands straight to a source reader."""
+    with RECORDER.lock:
+        RECORDER.configurations.add(item)
 
 
 def _record(params: dict[str, Any], model: Any, context: dict[str, Any] | None = None, **kwargs: Any) -> None:

@@ -24,6 +24,7 @@ from chalicelib.deploy.provision import provision
 from chalicelib.plans import Plan, PlanSet
 from tests.conftest import create_table, read_alerts
 from tests.faults import Crash
+from tests.stored import assert_versions_hold, entries_of
 from tests.test_scale import assert_manifests_describe_stored_data, copy_counter, make_bucket, snapshot_content
 
 MiB = 1024**2
@@ -39,6 +40,12 @@ def make_plan_buckets(s3: Any, plans: PlanSet) -> None:
     """Provisioned as deployed: a bucket short of its settings would make every plan PARTIAL (drift)."""
     for plan in plans.plans:
         provision(s3, plan)
+
+
+def latest_id(s3: Any, plan: Plan) -> str:
+    keys = list_snapshot_keys(s3, plan.bucket, plan.name)
+    assert keys, f"plan {plan.name} has no snapshot"
+    return keys[-1].rsplit("/", 1)[1].removesuffix(".jsonl.gz")
 
 
 def latest_content(s3: Any, plan: Plan) -> list[tuple[Any, ...]]:
@@ -168,18 +175,36 @@ def seeded_points(operations: int, chunk: int, sample: int, seed: int = 20261129
     return [k for k in sorted(chosen) if k % CHUNKS == chunk]
 
 
+def source_bytes(s3: Any, plan: Plan) -> dict[tuple[str, str], bytes]:
+    """What each S3 source of the plan holds now, by (source, key): the bytes a snapshot must name."""
+    found: dict[tuple[str, str], bytes] = {}
+    for source in plan.sources:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=source.bucket, Prefix=source.prefix):
+            for item in page.get("Contents", []):
+                body = s3.get_object(Bucket=source.bucket, Key=item["Key"])["Body"].read()
+                found[(source.name, item["Key"][len(source.prefix):])] = body
+    return found
+
+
 def sweep(
     s3: Any, client: Any, plan: Plan, fault_injector: Any, points: list[int], backup: Callable[[Plan, str], Any],
     prepare: Callable[[Plan], None], expected: list[tuple[Any, ...]],
 ) -> int:
     """For each k: a fresh bucket prepared as the reference's was, a backup whose process dies at call k
-    (counted on `client`), then a new backup that must leave exactly the reference's snapshot, with every
-    manifest naming stored data."""
+    (counted on `client`), then a new backup that must leave exactly the reference's snapshot, naming by
+    version id versions that hold the source's bytes, keeping the version of every object the first
+    snapshot already held unchanged, with every manifest naming stored data."""
+    wanted = source_bytes(s3, plan)
     crashes = 0
     for k in points:
         plan_k = dataclasses.replace(plan, bucket=f"crash-{plan.name}-{k}")
         make_bucket(s3, plan_k.bucket)
         prepare(plan_k)
+        before = {
+            (e.source, e.key): e
+            for key in list_snapshot_keys(s3, plan_k.bucket, plan_k.name)
+            for e in entries_of(s3, plan_k.bucket, plan_k.name, key.rsplit("/", 1)[1].removesuffix(".jsonl.gz"))
+        }
         faults = fault_injector(k)
         faults.crash_at_operation(k)
         faults.attach(client)
@@ -193,6 +218,12 @@ def sweep(
         # crashed run wrote before it died) names data that is not stored.
         assert backup(plan_k, "20261126T010000000Z-next").status == "SUCCEEDED", k
         assert latest_content(s3, plan_k) == expected, k
+        final = entries_of(s3, plan_k.bucket, plan_k.name, latest_id(s3, plan_k))
+        assert_versions_hold(s3, plan_k.bucket, final, wanted)
+        for entry in final:
+            first = before.get((entry.source, entry.key))
+            if first is not None and first.identity == entry.identity:
+                assert entry.version_id == first.version_id, (k, entry.key, "an unchanged object changed version")
         assert_manifests_describe_stored_data(s3, plan_k.bucket)
     return crashes
 

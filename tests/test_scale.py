@@ -1,7 +1,8 @@
 """Backups past one invocation, duplicate deliveries, and faults: the snapshot always ends up the same.
 
-Every comparison is with a single-pass, fault-free backup of the same data. Snapshots are compared by
-content (source, key, size, ETag, identity, checksums), not by version ids, which differ by nature.
+Every comparison is with a single-pass, fault-free backup of the same data. Snapshots of two buckets are
+compared by content (source, key, size, ETag, identity, checksums), since version ids differ from bucket to
+bucket; and every entry of every manifest is checked by its version id against what the bucket stores.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from chalicelib.backup.service import BackupService
 from chalicelib.backup.sources import make_reader
 from chalicelib.catalog.manifests import Manifest, list_snapshot_keys, manifest_key
 from chalicelib.config import Settings
-from chalicelib.layout import SNAPSHOTS_PREFIX
 from chalicelib.plans import Plan
 from tests.conftest import STAGE_ENV
+from tests.stored import assert_every_manifest_holds
 
 RESERVE_MS = checkpoints.DEFAULT_RESERVE_MS
 
@@ -72,23 +73,9 @@ def make_bucket(s3: Any, name: str) -> None:
 
 
 def assert_manifests_describe_stored_data(s3: Any, bucket: str) -> int:
-    """Every entry of every manifest in the bucket names a version that exists, with its size and ETag."""
-    stored: dict[tuple[str, str], tuple[int, str]] = {}
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix="data/"):
-        for version in page.get("Versions", []):
-            stored[(version["Key"], version["VersionId"])] = (version["Size"], version["ETag"].strip('"'))
-    checked = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=SNAPSHOTS_PREFIX):
-        for item in page.get("Contents", []):
-            if not item["Key"].endswith(".jsonl.gz"):
-                continue
-            with Manifest.download(s3, bucket, item["Key"]) as manifest:
-                for entry in manifest.entries(include_held=True):
-                    found = stored.get((entry.data_key, entry.version_id))
-                    assert found is not None, f"{item['Key']} names {entry.data_key}@{entry.version_id}: not stored"
-                    assert found == (entry.size, entry.etag), f"{entry.data_key}@{entry.version_id}: {found}"
-                    checked += 1
-    return checked
+    """Every entry of every manifest in the bucket names a version that exists, by its version id, with its
+    size, ETag, checksum (and bytes, where a SHA-256 was recorded)."""
+    return assert_every_manifest_holds(s3, bucket)
 
 
 def copy_counter(s3: Any) -> Counter[str]:

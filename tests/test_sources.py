@@ -21,6 +21,7 @@ from chalicelib.backup.sources import DirectorySourceReader, DynamoDBSourceReade
 from chalicelib.catalog.manifests import Manifest
 from chalicelib.errors import SourceError
 from chalicelib.plans import DirectorySource, DynamoDBSource, Lifecycle, Plan, S3Source
+from tests.record_calls import assume_configuration
 from tests.conftest import create_table
 from tests.test_backup_engine import client_calls
 
@@ -49,6 +50,8 @@ AWKWARD = {
 def backup_bucket(s3: Any) -> str:
     s3.create_bucket(Bucket=BACKUP)
     s3.put_bucket_versioning(Bucket=BACKUP, VersioningConfiguration={"Status": "Enabled"})
+    # Tests hand this bucket straight to readers: it is a plan's backup bucket, as far as the policy goes.
+    assume_configuration(plan_for(S3Source(name="any", bucket="src")))
     return BACKUP
 
 

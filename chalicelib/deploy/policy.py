@@ -98,6 +98,11 @@ class Scope:
     def kms_keys(self) -> list[str]:
         return sorted({plan.kms_key_id for plan in self.plans if plan.kms_key_id})
 
+    @property
+    def source_kms_keys(self) -> list[str]:
+        """Keys the S3 sources' objects are encrypted with (SSE-KMS under a customer key)."""
+        return sorted({s.kms_key_id for s in self.s3_sources if s.kms_key_id})
+
 
 @dataclass(frozen=True)
 class Grant:
@@ -195,6 +200,10 @@ def _s3_source_grants(scope: Scope) -> list[dict[str, Any]]:
     if objects:
         # GetObjectTagging: CopyObject reads the source's tags to copy them.
         statements.append(_statement("SourceObjectsRead", ["s3:GetObject", "s3:GetObjectTagging"], objects))
+    # Sources whose archived objects are thawed (`archived: thaw`) ask S3 to restore them, and nothing else.
+    thawed = sorted({f"{bucket_arn(s.bucket)}/{s.prefix}*" for s in scope.s3_sources if s.archived == "thaw"})
+    if thawed:
+        statements.append(_statement("SourceObjectsThaw", ["s3:RestoreObject"], thawed))
     return statements
 
 
@@ -205,6 +214,8 @@ SOURCE_GRANTS: tuple[Grant, ...] = (
 # Backup buckets encrypted with a plan's KMS key: writing needs a data key, copying and reading decrypt.
 ENCRYPTION_GRANTS: tuple[Grant, ...] = (
     Grant("BackupKeysUse", ("kms:GenerateDataKey", "kms:Decrypt"), lambda s: [_kms_arn(s, k) for k in s.kms_keys]),
+    # Copying a source object encrypted under a customer key reads it: decrypt with that key, nothing else.
+    Grant("SourceKeysDecrypt", ("kms:Decrypt",), lambda s: [_kms_arn(s, k) for k in s.source_kms_keys]),
 )
 
 ALERT_GRANTS: tuple[Grant, ...] = (Grant("AlertsPublish", ("sns:Publish",), lambda s: sorted(set(s.topic_arns))),)
