@@ -5,8 +5,9 @@ here from the same simulated days are:
 - `aws_backup`: AWS Backup for S3, keeping the same restore points (its backup plans have daily, weekly,
   monthly and yearly rules, each with its own retention, so the same policy can be written there) and so the
   same versions; billed at its warm storage price, every object as at least 128 KB, with no cold tier for
-  S3. Its source-side requests, the versioning it requires on the source bucket and its one-way
-  low-cost warm tier are left out, all of which flatters it;
+  S3. Left out: its source-side requests and the versioning it requires on the source bucket, which
+  would add to its bill, and its one-way low-cost warm tier after 60 days, which would lower it (its price
+  is not in the prices file);
 - `versioned_no_lifecycle`: this system writing into a versioned bucket with no lifecycle rule and no
   retention: every version and every manifest stays in STANDARD for ever;
 - `sync_copy`: `aws s3 sync --delete` into a plain bucket: one current copy, no history, STANDARD; each
@@ -184,7 +185,7 @@ def alternatives(workload: Workload, prices: Prices, start: date, days: Sequence
             "aws_backup",
             f"AWS Backup for S3 keeping the same restore points and versions as this system: warm storage at "
             f"{prices.aws_backup.warm_storage} per GB-month, each object billed as at least {minimum // 1024} KB, no cold "
-            "tier for S3; its source-side requests and the low-cost warm tier are not counted",
+            "tier for S3; not counted: its source-side requests (more) and its low-cost warm tier after 60 days (less)",
             backup_months,
         ),
         "versioned_no_lifecycle": Bill(
