@@ -7,7 +7,7 @@ API_PORT ?= 8000
 EMULATOR_PORT ?= 5000
 
 # `make run`: the whole system on this laptop. `make test`: lint and the whole suite.
-.PHONY: install test test-full run clean policies provision package bench bench-api
+.PHONY: install test test-full run clean policies provision package bench bench-api cost-reference
 
 # A failed install must not leave a virtualenv that make thinks is complete.
 .DELETE_ON_ERROR:
@@ -73,6 +73,12 @@ bench: install
 # GET /backups with 1,000 recorded backups: median page time and S3 requests per page. A report, not a test.
 bench-api: install
 	$(BIN)/python scripts/bench_api.py
+
+# A year of daily backups of two workloads under the shipped plan, priced beside AWS Backup for S3, a bare
+# versioned bucket and a sync copy (chalicelib/prices.json). A report, never a failure; the last line is one
+# JSON object.
+cost-reference: install
+	$(BIN)/python scripts/cost_reference.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

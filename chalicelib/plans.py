@@ -3,6 +3,10 @@
 `chalicelib/plans.json` holds one plan per backup bucket. Names that differ per stage (buckets, tables,
 the topic) are written as `${VARIABLE}` and filled in from the stage's environment when a handler runs.
 Every mistake is reported as a `PlanError` naming the plan and the field, never as a KeyError.
+
+Each plan says which snapshots it keeps (`retention`, see `chalicelib.retention.policy`). Retention is the
+mechanism that bounds storage; `lifecycle.noncurrent_expiration_days` is only a backstop, so it must be
+longer than anything the retention policy can keep.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from chalicelib.errors import PlanError
+from chalicelib.retention.policy import RetentionPolicy, parse_retention
 
 DEFAULT_PLANS_FILE = Path(__file__).with_name("plans.json")
 
@@ -45,6 +50,17 @@ _KMS_KEY = re.compile(
 )
 # S3 Object Lock retention is at most 100 years.
 MAX_RETENTION_DAYS = 36500
+# What a lifecycle does with objects under 128 KB, and the bucket setting
+# (`TransitionDefaultMinimumObjectSize`) that says so. "standard": S3's default, small objects never leave
+# STANDARD. "archive": they go to GLACIER and DEEP_ARCHIVE too (never to the IA classes or GLACIER_IR).
+# An archived object carries 40 KB of overhead, so archiving a tiny object can cost more than keeping it.
+SMALL_OBJECT_SETTINGS = {"standard": "all_storage_classes_128K", "archive": "varies_by_storage_class"}
+# A plan without a `retention` block keeps a year of history: every day for 5 weeks, every week for 12
+# weeks, every month for 12 months. Not "keep everything": storage would then grow for ever. Not the
+# documents plan's 7 years either: how long data must be kept is a decision for whoever owns it, and an
+# unchosen default should stay the cheaper one. Its horizon (386 days) leaves a plans file written before
+# retention existed valid as long as its noncurrent_expiration_days was at least 387.
+DEFAULT_RETENTION = RetentionPolicy(keep_daily=35, keep_weekly=12, keep_monthly=12)
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,13 @@ class Lifecycle:
     transitions: tuple[Transition, ...]
     # Days after which a version that is no longer current is expired; None keeps every version forever.
     noncurrent_expiration_days: int | None = None
+    # "standard" or "archive": see SMALL_OBJECT_SETTINGS.
+    small_objects: str = "standard"
+
+    @property
+    def transition_default_minimum_object_size(self) -> str:
+        """The bucket lifecycle configuration's `TransitionDefaultMinimumObjectSize` for this choice."""
+        return SMALL_OBJECT_SETTINGS[self.small_objects]
 
 
 ARCHIVED_CHOICES = ("skip", "thaw")
@@ -117,6 +140,8 @@ class Plan:
     deletion_window_days: int = 7
     object_lock: ObjectLock | None = None
     kms_key_id: str | None = None
+    # Which snapshots are kept; DEFAULT_RETENTION when the plans file has no `retention` block.
+    retention: RetentionPolicy = DEFAULT_RETENTION
 
     def source(self, name: str) -> Source:
         for source in self.sources:
@@ -308,8 +333,15 @@ def _parse_lifecycle(data: Any, where: str, environ: Mapping[str, str]) -> Lifec
                 f"{expiration} days would delete versions before their {MINIMUM_STORAGE_DAYS[last.storage_class]}-day "
                 f"minimum in {last.storage_class} (reached after {last.days} days); use at least {earliest}",
             )
+    small_objects = reader.raw("small_objects", "standard", str)
+    if small_objects not in SMALL_OBJECT_SETTINGS:
+        raise reader.fail(
+            "small_objects",
+            f"must be 'standard' (objects under 128 KB stay in STANDARD) or 'archive' (they transition too), "
+            f"got {small_objects!r}",
+        )
     reader.finish()
-    return Lifecycle(transitions=tuple(transitions), noncurrent_expiration_days=expiration)
+    return Lifecycle(transitions=tuple(transitions), noncurrent_expiration_days=expiration, small_objects=small_objects)
 
 
 def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
@@ -331,6 +363,11 @@ def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
         if isinstance(source, S3Source) and source.bucket == bucket:
             raise reader.fail("sources", f"source {source.name!r} reads the plan's own backup bucket {bucket!r}")
     lifecycle = _parse_lifecycle(reader.raw("lifecycle", {}, dict), f"plan '{name}', field 'lifecycle'", environ)
+    raw_retention = reader.raw("retention", None)
+    if "retention" in data:
+        retention = parse_retention(raw_retention, f"plan '{name}', field 'retention'")
+    else:
+        retention = DEFAULT_RETENTION
     fractions = {}
     for field_name, default in (("max_delete_fraction", 0.2), ("max_delete_fraction_window", 0.3)):
         value = reader.raw(field_name, default, (int, float))
@@ -367,6 +404,17 @@ def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
     # (Skipped by the import-time shape check, where every ${VARIABLE} reads "placeholder".)
     if kms_key_id and not isinstance(environ, _AnyVariable) and not _KMS_KEY.match(kms_key_id):
         raise reader.fail("kms_key_id", f"{kms_key_id!r} is not a KMS key id, key ARN, alias name or alias ARN")
+    # Checked after object_lock, whose conflict with the same field is the more specific message.
+    expiration = lifecycle.noncurrent_expiration_days
+    if expiration is not None and expiration <= retention.horizon_days():
+        # S3 would delete versions that kept snapshots still name: their restores would fail.
+        written = "" if "retention" in data else " (the default, this plan has no 'retention' block)"
+        raise PlanError(
+            f"plan '{name}', field 'lifecycle', field 'noncurrent_expiration_days': {expiration} days could delete "
+            f"versions that the retention policy{written} ({retention.describe()}) still keeps: a kept snapshot "
+            f"can be up to {retention.horizon_days()} days old (its horizon). It is only a backstop: use more "
+            f"than {retention.horizon_days()} days, or leave it out and let retention decide"
+        )
     reader.finish()
     return Plan(
         name=name,
@@ -378,6 +426,7 @@ def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
         deletion_window_days=window_days,
         object_lock=object_lock,
         kms_key_id=kms_key_id or None,
+        retention=retention,
     )
 
 

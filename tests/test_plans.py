@@ -20,6 +20,7 @@ from chalicelib.plans import (
     load_plans,
     parse_plans,
 )
+from chalicelib.retention.policy import RetentionPolicy
 
 ENV = {
     "BACKUP_BUCKET_PREFIX": "acme-backup-test",
@@ -43,7 +44,9 @@ def valid_document() -> dict[str, Any]:
                         {"days": 180, "storage_class": "DEEP_ARCHIVE"},
                     ]
                 },
+                "retention": {"keep_daily": 35, "keep_weekly": 12, "keep_monthly": 24, "keep_yearly": 7},
             },
+            # No retention block: the default applies.
             {
                 "name": "database",
                 "bucket": "acme-backup-database",
@@ -66,6 +69,13 @@ def test_shipped_plans_are_the_three_default_plans() -> None:
     assert documents.sources == (S3Source(name="documents", bucket="acme-documents", prefix=""),)
     assert database.sources == (DynamoDBSource(name="orders", table="acme-orders"),)
     assert plans.catalog_bucket == "acme-backup-test-documents"
+    for plan in (documents, photos):
+        assert plan.retention == RetentionPolicy(keep_daily=35, keep_weekly=12, keep_monthly=24, keep_yearly=7)
+    assert database.retention == RetentionPolicy(keep_daily=35, keep_weekly=12, keep_monthly=12)
+    for plan in plans.plans:
+        assert plan.lifecycle.small_objects == "standard"
+        assert plan.lifecycle.transition_default_minimum_object_size == "all_storage_classes_128K"
+        assert plan.lifecycle.noncurrent_expiration_days is None
 
 
 def test_shipped_plans_file_passes_the_import_time_check() -> None:
@@ -126,7 +136,48 @@ BAD_DOCUMENTS = {
     "days a boolean": (_set("plans.1.lifecycle.transitions.0.days", True), ["plan 'database'", "'days'", "boolean"]),
     "unknown storage class": (_set("plans.1.lifecycle.transitions.0.storage_class", "COLD"), ["plan 'database'", "'storage_class'", "COLD"]),
     "duplicate plan names": (_duplicate_plan, ["plan 'documents'", "'name'", "two plans"]),
-    "unknown plan field": (_set("plans.0.retention", 30), ["plan 'documents'", "'retention'", "unknown field"]),
+    "unknown plan field": (_set("plans.0.retain", 30), ["plan 'documents'", "'retain'", "unknown field"]),
+    "retention not an object": (_set("plans.0.retention", 30), ["plan 'documents'", "'retention'", "JSON object", "int"]),
+    "retention null": (_set("plans.0.retention", None), ["plan 'documents'", "'retention'", "JSON object"]),
+    "retention without a rule": (_set("plans.0.retention", {}), ["plan 'documents'", "'retention'", "at least one rule"]),
+    "unknown retention rule": (
+        _set("plans.0.retention.keep_hourly", 24),
+        ["plan 'documents'", "'retention'", "'keep_hourly'", "unknown field"],
+    ),
+    "retention count as text": (
+        _set("plans.0.retention.keep_daily", "35"),
+        ["plan 'documents'", "'retention'", "'keep_daily'", "integer"],
+    ),
+    "retention count negative": (
+        _set("plans.0.retention.keep_yearly", -7),
+        ["plan 'documents'", "'retention'", "'keep_yearly'", "at least 0"],
+    ),
+    "retention count a boolean": (
+        _set("plans.0.retention.keep_weekly", False),
+        ["plan 'documents'", "'retention'", "'keep_weekly'", "boolean"],
+    ),
+    # keep_yearly 7 keeps snapshots up to 7 x 366 + 14 = 2576 days old.
+    "expiration inside the retention horizon": (
+        _set("plans.0.lifecycle.noncurrent_expiration_days", 400),
+        ["plan 'documents'", "'lifecycle'", "'noncurrent_expiration_days'", "400 days", "2576 days", "backstop"],
+    ),
+    "expiration equal to the retention horizon": (
+        _set("plans.0.lifecycle.noncurrent_expiration_days", 2576),
+        ["plan 'documents'", "'noncurrent_expiration_days'", "more than 2576"],
+    ),
+    # The default policy (no block) keeps 12 months: 12 x 31 + 14 = 386 days.
+    "expiration inside the default retention's horizon": (
+        _set("plans.1.lifecycle.noncurrent_expiration_days", 386),
+        ["plan 'database'", "'noncurrent_expiration_days'", "386 days", "the default", "more than 386"],
+    ),
+    "small objects choice unknown": (
+        _set("plans.0.lifecycle.small_objects", "glacier"),
+        ["plan 'documents'", "'lifecycle'", "'small_objects'", "'standard'", "'archive'", "'glacier'"],
+    ),
+    "small objects choice not text": (
+        _set("plans.0.lifecycle.small_objects", True),
+        ["plan 'documents'", "'lifecycle'", "'small_objects'", "a string"],
+    ),
     "unknown source field": (_set("plans.1.sources.0.colour", "red"), ["plan 'database'", "sources[0]", "'colour'"]),
     "no sources": (_set("plans.0.sources", []), ["plan 'documents'", "'sources'", "at least one"]),
     "sources not a list": (_set("plans.0.sources", {"type": "s3"}), ["plan 'documents'", "'sources'", "list"]),
@@ -172,6 +223,42 @@ def test_a_mistake_is_a_plan_error_naming_plan_and_field(case: str) -> None:
 def test_the_valid_document_itself_passes() -> None:
     # The mutations above start from this document: it must be valid, or every case proves nothing.
     assert parse_plans(valid_document(), ENV).names == ["documents", "database"]
+
+
+def test_a_plan_without_a_retention_block_keeps_a_year() -> None:
+    database = parse_plans(valid_document(), ENV).get("database")
+    assert database.retention == RetentionPolicy(keep_daily=35, keep_weekly=12, keep_monthly=12)
+
+
+def test_noncurrent_expiration_just_beyond_the_horizon_is_accepted() -> None:
+    document = valid_document()
+    # Horizons: 7 x 366 + 14 = 2576 days (documents), 12 x 31 + 14 = 386 days (database, the default).
+    document["plans"][0]["lifecycle"]["noncurrent_expiration_days"] = 2577
+    document["plans"][1]["lifecycle"]["noncurrent_expiration_days"] = 387
+    plans = parse_plans(document, ENV)
+    assert plans.get("documents").lifecycle.noncurrent_expiration_days == 2577
+    assert plans.get("database").lifecycle.noncurrent_expiration_days == 387
+
+
+def test_a_shorter_retention_allows_a_shorter_backstop() -> None:
+    document = valid_document()
+    # keep_daily 7 and keep_weekly 4: 4 x 7 + 14 = 42 days; GLACIER after 30 days needs 30 + 90 = 120 anyway.
+    document["plans"][0]["retention"] = {"keep_daily": 7, "keep_weekly": 4}
+    document["plans"][0]["lifecycle"] = {"transitions": [{"days": 30, "storage_class": "GLACIER"}], "noncurrent_expiration_days": 120}
+    assert parse_plans(document, ENV).get("documents").lifecycle.noncurrent_expiration_days == 120
+    # The minimum-duration rule still applies on its own.
+    document["plans"][0]["lifecycle"]["noncurrent_expiration_days"] = 119
+    with pytest.raises(PlanError, match="minimum in GLACIER"):
+        parse_plans(document, ENV)
+
+
+def test_small_objects_archive_selects_the_per_class_default() -> None:
+    document = valid_document()
+    document["plans"][0]["lifecycle"]["small_objects"] = "archive"
+    plans = parse_plans(document, ENV)
+    assert plans.get("documents").lifecycle.small_objects == "archive"
+    assert plans.get("documents").lifecycle.transition_default_minimum_object_size == "varies_by_storage_class"
+    assert plans.get("database").lifecycle.small_objects == "standard"
 
 
 @pytest.mark.parametrize(
@@ -235,6 +322,10 @@ FIELD_PATHS = [
     "plans.0.lifecycle.transitions.0.days",
     "plans.0.lifecycle.transitions.1.storage_class",
     "plans.0.lifecycle.noncurrent_expiration_days",
+    "plans.0.lifecycle.small_objects",
+    "plans.0.retention",
+    "plans.0.retention.keep_daily",
+    "plans.1.retention",
     "plans.0.max_delete_fraction",
     "plans.0.object_lock",
     "plans.0.kms_key_id",

@@ -1,0 +1,1 @@
+"""What backups cost: where each stored version sits, and a projection of a plan's monthly bill."""

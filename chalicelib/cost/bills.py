@@ -1,0 +1,203 @@
+"""Monthly bills, and what the same data would cost kept another way.
+
+The projection (`chalicelib.cost.projection`) fills one `Bill` for this system. The alternatives priced
+here from the same simulated days are:
+- `aws_backup`: AWS Backup for S3, keeping the same restore points (its backup plans have daily, weekly,
+  monthly and yearly rules, each with its own retention, so the same policy can be written there) and so the
+  same versions; billed at its warm storage price, every object as at least 128 KB, with no cold tier for
+  S3. Left out: its source-side requests and the versioning it requires on the source bucket, which
+  would add to its bill, and its one-way low-cost warm tier after 60 days, which would lower it (its price
+  is not in the prices file);
+- `versioned_no_lifecycle`: this system writing into a versioned bucket with no lifecycle rule and no
+  retention: every version and every manifest stays in STANDARD for ever;
+- `sync_copy`: `aws s3 sync --delete` into a plain bucket: one current copy, no history, STANDARD; each
+  run lists the source and the destination and copies what changed or is new.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+from chalicelib.prices import GB, Prices
+
+if TYPE_CHECKING:
+    from chalicelib.cost.projection import Workload
+
+# Requests every backup makes besides copies and the source listing: the previous manifest (GET), the new
+# manifest and the backup records (PUT), the listing of the plan's metadata (LIST).
+FIXED_GETS_PER_BACKUP = 1
+FIXED_PUTS_PER_BACKUP = 3
+FIXED_LISTS_PER_BACKUP = 1
+
+
+@dataclass
+class Month:
+    """One calendar month of a bill. Counts and bytes are at the month's last simulated day; costs are the
+    month's total. Storage is billed by the day: a GB kept d days of a 30-day month is d/30 GB-month."""
+
+    label: str
+    days: int
+    versions: dict[str, float] = field(default_factory=dict)
+    bytes: dict[str, float] = field(default_factory=dict)
+    # USD per storage class for the object bytes; the 40 KB per archived object is `overhead`.
+    storage: dict[str, float] = field(default_factory=dict)
+    overhead: float = 0.0
+    manifest_bytes: float = 0.0
+    manifests: float = 0.0
+    request_counts: dict[str, float] = field(default_factory=dict)
+    requests: float = 0.0
+    transitions: float = 0.0
+    early_deletions: float = 0.0
+
+    def add_storage(self, storage_class: str, size: float, objects: float, days: float, prices: Prices) -> None:
+        """`objects` objects of `size` bytes in all held `days` days of this month in `storage_class`."""
+        share = days / self.days
+        self.storage[storage_class] = self.storage.get(storage_class, 0.0) + size * share * prices.storage_per_byte_month(storage_class)
+        if storage_class in prices.archive_classes:
+            per_object = prices.overhead_standard_bytes * prices.storage_per_byte_month("STANDARD")
+            per_object += prices.overhead_archive_bytes * prices.storage_per_byte_month(storage_class)
+            self.overhead += objects * share * per_object
+
+    def add_manifests(self, size: float, days: float, prices: Prices) -> None:
+        self.manifests += size * days / self.days * prices.storage_per_byte_month("STANDARD")
+
+    def add_requests(self, counts: dict[str, float], prices: Prices) -> None:
+        for name, amount in counts.items():
+            self.request_counts[name] = self.request_counts.get(name, 0.0) + amount
+        priced = counts.get("copy", 0) + counts.get("put", 0) + counts.get("list", 0)
+        self.requests += priced * prices.put_copy_post_list / 1000 + counts.get("get", 0) * prices.get / 1000
+
+    @property
+    def storage_total(self) -> float:
+        """Everything billed for keeping bytes: objects, their overhead and the manifests."""
+        return sum(self.storage.values()) + self.overhead + self.manifests
+
+    @property
+    def total(self) -> float:
+        return self.storage_total + self.requests + self.transitions + self.early_deletions
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "month": self.label,
+            "versions": {k: round(v) for k, v in sorted(self.versions.items())},
+            "bytes": {k: round(v) for k, v in sorted(self.bytes.items())},
+            "manifest_bytes": round(self.manifest_bytes),
+            "storage": {k: round(v, 4) for k, v in sorted(self.storage.items())},
+            "overhead": round(self.overhead, 4),
+            "manifests": round(self.manifests, 4),
+            "requests": round(self.requests, 4),
+            "request_counts": {k: round(v) for k, v in sorted(self.request_counts.items())},
+            "transitions": round(self.transitions, 4),
+            "early_deletions": round(self.early_deletions, 4),
+            "total": round(self.total, 4),
+        }
+
+
+@dataclass(frozen=True)
+class Bill:
+    name: str
+    # Which prices and rules the bill uses.
+    notes: str
+    months: list[Month]
+
+
+@dataclass(frozen=True)
+class Day:
+    """What one simulated day did, as the alternatives need it."""
+
+    copies: float
+    # Current objects after the backup (the source's objects), and every version the backup bucket holds.
+    objects: float
+    versions: float
+    deleted: float
+
+
+def month_spans(start: date, days: int) -> list[tuple[str, int, int]]:
+    """(label, first day index, length in simulated days) of each calendar month the days touch."""
+    spans: list[tuple[str, int, int]] = []
+    for index in range(days):
+        label = (start + timedelta(days=index)).strftime("%Y-%m")
+        if spans and spans[-1][0] == label:
+            spans[-1] = (label, spans[-1][1], spans[-1][2] + 1)
+        else:
+            spans.append((label, index, 1))
+    return spans
+
+
+def new_months(start: date, days: int) -> tuple[list[Month], list[int]]:
+    """Empty months, each as long as the calendar month (a partial month is billed for its days only),
+    and the month index of every simulated day."""
+    months, month_of = [], []
+    for index, (label, _, length) in enumerate(month_spans(start, days)):
+        first = date.fromisoformat(label + "-01")
+        following = (first + timedelta(days=32)).replace(day=1)
+        months.append(Month(label, (following - first).days))
+        month_of.extend([index] * length)
+    return months, month_of
+
+
+def backup_requests(day: int, day_record: Day) -> dict[str, float]:
+    """The requests of one backup: a copy per changed or new object, the source listing (1,000 keys a page)
+    and the fixed ones; delete markers go 1,000 keys to a DeleteObjects request."""
+    return {
+        "copy": day_record.copies,
+        "list": math.ceil(day_record.objects / 1000) + FIXED_LISTS_PER_BACKUP,
+        "get": FIXED_GETS_PER_BACKUP,
+        "put": FIXED_PUTS_PER_BACKUP + (math.ceil(day_record.deleted / 1000) if day else 0),
+    }
+
+
+def alternatives(workload: Workload, prices: Prices, start: date, days: Sequence[Day], manifest_bytes_per_entry: float) -> dict[str, Bill]:
+    """The same simulated days priced as AWS Backup for S3, a versioned bucket without lifecycle or
+    retention, and a plain sync copy."""
+    mean_size = workload.mean_size
+    minimum = prices.aws_backup.minimum_billable_bytes
+    billed_by_aws_backup = sum(s.share * max(s.size, minimum) for s in workload.sizes)
+    backup_months, month_of = new_months(start, len(days))
+    versioned_months, _ = new_months(start, len(days))
+    sync_months, _ = new_months(start, len(days))
+    versions_ever = manifests_ever = 0.0
+    for index, record in enumerate(days):
+        versions_ever += record.copies
+        manifests_ever += record.objects * manifest_bytes_per_entry
+        backup, versioned, sync = backup_months[month_of[index]], versioned_months[month_of[index]], sync_months[month_of[index]]
+        backup.storage["AWS_BACKUP_WARM"] = backup.storage.get("AWS_BACKUP_WARM", 0.0) + (
+            record.versions * billed_by_aws_backup / backup.days * prices.aws_backup.warm_storage / GB
+        )
+        versioned.add_storage("STANDARD", versions_ever * mean_size, versions_ever, 1, prices)
+        versioned.add_manifests(manifests_ever, 1, prices)
+        versioned.add_requests(backup_requests(index, record), prices)
+        sync.add_storage("STANDARD", record.objects * mean_size, record.objects, 1, prices)
+        # Deleting vanished objects is free (DELETE requests cost nothing); the run lists both sides.
+        sync.add_requests({"copy": record.copies, "list": 2 * math.ceil(record.objects / 1000)}, prices)
+        last_of_month = index + 1 == len(days) or month_of[index + 1] != month_of[index]
+        if last_of_month:
+            backup.versions, backup.bytes = {"AWS_BACKUP_WARM": record.versions}, {"AWS_BACKUP_WARM": record.versions * mean_size}
+            versioned.versions, versioned.bytes = {"STANDARD": versions_ever}, {"STANDARD": versions_ever * mean_size}
+            versioned.manifest_bytes = manifests_ever
+            sync.versions, sync.bytes = {"STANDARD": record.objects}, {"STANDARD": record.objects * mean_size}
+    return {
+        "aws_backup": Bill(
+            "aws_backup",
+            f"AWS Backup for S3 keeping the same restore points and versions as this system: warm storage at "
+            f"{prices.aws_backup.warm_storage} per GB-month, each object billed as at least {minimum // 1024} KB, no cold "
+            "tier for S3; not counted: its source-side requests (more) and its low-cost warm tier after 60 days (less)",
+            backup_months,
+        ),
+        "versioned_no_lifecycle": Bill(
+            "versioned_no_lifecycle",
+            f"this system without lifecycle or retention: every version and manifest for ever in STANDARD at "
+            f"{prices.storage['STANDARD']} per GB-month; the same copies and listings",
+            versioned_months,
+        ),
+        "sync_copy": Bill(
+            "sync_copy",
+            f"aws s3 sync --delete into a plain bucket: one current copy in STANDARD at {prices.storage['STANDARD']} per "
+            "GB-month, no history; each run lists source and destination and copies what changed",
+            sync_months,
+        ),
+    }

@@ -1,0 +1,1 @@
+"""Which snapshots a plan keeps: the retention policy and its decisions."""

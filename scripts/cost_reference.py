@@ -1,0 +1,181 @@
+"""`make cost-reference`: what a year of daily backups costs, beside AWS Backup, a bare versioned bucket and
+a sync copy.
+
+Two workloads, each backed up daily for 365 days (from 2026-01-01) under the shipped `documents` plan's
+lifecycle and retention, priced with `chalicelib/prices.json` (or PRICES_FILE):
+
+- office: 100 GiB in 100,000 objects. 70% are documents under 128 KB (40,000 of 16 KiB, 20,000 of 64 KiB,
+  10,000 of 112 KiB: 2.9 GiB in all), 5,000 are large documents of about 4.8 MiB, and 25,000 are photos of 1
+  to 5 MiB (5,000 of each whole size). Each day 1% of the objects change, 0.1% are deleted and 150 new ones
+  appear (slow growth: 0.05% a day, about 20% a year).
+- many small files: 10,000,000 objects of 10 KiB (95 GiB; all under 128 KB, so only the average matters:
+  every price is linear in bytes or in objects). Each day 1% change, 0.1% are deleted and 10,000 new ones
+  appear (a steady count).
+
+For each workload it prints month 12's bill for each way of keeping the data and the ratios, where this
+system's money goes, and what each small_objects and lifecycle choice would cost. A report, not a test: it
+never fails on a number. The last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from chalicelib.cost.projection import SizeClass, Workload, describe_lifecycle, project  # noqa: E402
+from chalicelib.plans import Lifecycle, Transition, check_plans_file  # noqa: E402
+from chalicelib.prices import Prices, load_prices  # noqa: E402
+
+KIB = 1024
+MIB = 1024**2
+GIB = 1024**3
+# The photos take 75,000 MiB and the small documents 2,968.75 MiB; the large documents make up the rest
+# of 100 GiB (102,400 MiB).
+LARGE_DOCUMENT = round((102400 - 75000 - 2968.75) * MIB / 5000)
+TARGETS = {"aws_backup": 5.0, "versioned_no_lifecycle": 3.0}
+# The plans-file settings compared on each workload: these lifecycles, each with both small_objects choices.
+LIFECYCLES = {
+    "shipped": (Transition(30, "GLACIER"), Transition(180, "DEEP_ARCHIVE")),
+    "GLACIER 30": (Transition(30, "GLACIER"),),
+    "DEEP_ARCHIVE 30": (Transition(30, "DEEP_ARCHIVE"),),
+    "no transitions": (),
+}
+
+
+def office(scale: float = 1.0) -> Workload:
+    count = round(100_000 * scale)
+    return Workload(
+        name="office",
+        objects=count,
+        sizes=(
+            SizeClass("small documents", 16 * KIB, 0.40),
+            SizeClass("documents", 64 * KIB, 0.20),
+            SizeClass("documents", 112 * KIB, 0.10),
+            SizeClass("large documents", LARGE_DOCUMENT, 0.05),
+            *(SizeClass(f"photos of {n} MiB", n * MIB, 0.05) for n in range(1, 6)),
+        ),
+        changed_per_day=0.01,
+        deleted_per_day=0.001,
+        new_per_day=150 * scale,
+        description="100 GiB in 100,000 objects, 70% under 128 KB; 1% changed, 0.1% deleted, 150 new a day",
+    )
+
+
+def many_small_files(scale: float = 1.0) -> Workload:
+    count = round(10_000_000 * scale)
+    return Workload(
+        name="many_small_files",
+        objects=count,
+        sizes=(SizeClass("small files", 10 * KIB, 1.0),),
+        changed_per_day=0.01,
+        deleted_per_day=0.001,
+        new_per_day=count * 0.001,
+        description="10,000,000 objects of 10 KiB; 1% changed, 0.1% deleted, 0.1% new a day",
+    )
+
+
+def _where_the_money_goes(month: Any) -> dict[str, float]:
+    parts = {
+        "storage": sum(month.storage.values()),
+        "archive_overhead": month.overhead,
+        "manifests": month.manifests,
+        "requests": month.requests,
+        "transitions": month.transitions,
+        "early_deletions": month.early_deletions,
+    }
+    return {name: round(value, 4) for name, value in parts.items()}
+
+
+def run(scale: float = 1.0, days: int = 365, prices: Prices | None = None) -> dict[str, Any]:
+    """Every figure of the report, as one dictionary (also what the test checks at a small scale)."""
+    prices = prices or load_prices()
+    plan = check_plans_file().get("documents")
+    report: dict[str, Any] = {
+        "prices": {"file": prices.origin, "region": prices.region, "read_on": prices.read_on.isoformat(), "currency": prices.currency},
+        "days": days,
+        "plan": {"name": plan.name, "lifecycle": describe_lifecycle(plan.lifecycle), "retention": plan.retention.describe()},
+        "workloads": {},
+    }
+    for workload in (office(scale), many_small_files(scale)):
+        projection = project(workload, plan.lifecycle, plan.retention, prices, days=days)
+        bills = projection.bills()
+        last = {name: bill.months[-1] for name, bill in bills.items()}
+        ours = last["ours"].total
+        entry: dict[str, Any] = {
+            "description": workload.description,
+            "objects": workload.objects,
+            "bytes": round(workload.total_bytes()),
+            "month": last["ours"].label,
+            "totals": {name: round(month.total, 4) for name, month in last.items()},
+            "ratios": {name: round(month.total / ours, 2) for name, month in last.items() if name != "ours"},
+            "notes": {name: bill.notes for name, bill in bills.items()},
+            "bills": {name: month.as_dict() for name, month in last.items()},
+            "monthly_totals": {name: [round(m.total, 4) for m in bill.months] for name, bill in bills.items()},
+            "monthly_bytes": {name: [round(sum(m.bytes.values())) for m in bill.months] for name, bill in bills.items()},
+            "where_the_money_goes": _where_the_money_goes(last["ours"]),
+        }
+        entry["targets"] = {
+            f"{name}_at_least_{target:g}x": entry["ratios"][name] >= target for name, target in TARGETS.items()
+        } if workload.name == "office" else {}
+        entry["settings"] = _compare_settings(workload, LIFECYCLES, plan.retention, prices, days)
+        cheapest = min(s["total"] for s in entry["settings"])
+        entry["cheapest_settings"] = [s for s in entry["settings"] if s["total"] <= cheapest * (1 + 1e-9)]
+        report["workloads"][workload.name] = entry
+    return report
+
+
+def _compare_settings(workload: Workload, lifecycles: dict[str, Any], retention: Any, prices: Prices, days: int) -> list[dict[str, Any]]:
+    settings = []
+    for label, transitions in lifecycles.items():
+        for small_objects in ("standard", "archive"):
+            lifecycle = Lifecycle(transitions=transitions, small_objects=small_objects)
+            month = project(workload, lifecycle, retention, prices, days=days).ours.months[-1]
+            settings.append(
+                {"lifecycle": label, "small_objects": small_objects, "total": round(month.total, 4), **_where_the_money_goes(month)}
+            )
+    return settings
+
+
+def _print(report: dict[str, Any]) -> None:
+    plan = report["plan"]
+    print(f"Prices: {report['prices']['file']} ({report['prices']['region']}, read {report['prices']['read_on']})")
+    print(f"Plan '{plan['name']}': lifecycle {plan['lifecycle']}; retention {plan['retention']}; {report['days']} daily backups")
+    for name, entry in report["workloads"].items():
+        print(f"\n{name}: {entry['description']}")
+        print(f"  month {entry['month']}, monthly cost ({report['prices']['currency']}):")
+        for bill, total in entry["totals"].items():
+            ratio = "" if bill == "ours" else f"  ({entry['ratios'][bill]:.2f} x ours)"
+            print(f"    {bill:<24}{total:>12.4f}{ratio}")
+        print("  ours, where the money goes: " + ", ".join(f"{k} {v:.4f}" for k, v in entry["where_the_money_goes"].items()))
+        for target, met in entry["targets"].items():
+            print(f"  target {target}: {'met' if met else 'NOT met'}")
+        print("  ours under each setting:")
+        for setting in entry["settings"]:
+            print(f"    small_objects {setting['small_objects']:<9} lifecycle {setting['lifecycle']:<40}{setting['total']:>12.4f}")
+        cheapest = "; ".join(f"small_objects {s['small_objects']}, lifecycle {s['lifecycle']}" for s in entry["cheapest_settings"])
+        print(f"  cheapest: {cheapest}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every workload's object counts (default 1)")
+    parser.add_argument("--days", type=int, default=365, help="days of daily backups (default 365)")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    report = run(args.scale, args.days)
+    report["elapsed_seconds"] = round(time.monotonic() - started, 1)
+    _print(report)
+    print(f"\n({report['elapsed_seconds']} s)")
+    print(json.dumps(report, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

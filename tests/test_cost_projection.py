@@ -1,0 +1,243 @@
+"""The projection: small histories worked out by hand, and the reference report's invariants at a small scale."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from chalicelib.cost.projection import SizeClass, Workload, project
+from chalicelib.plans import Lifecycle, Transition
+from chalicelib.prices import load_prices
+from chalicelib.retention.policy import RetentionPolicy
+
+ROOT = Path(__file__).resolve().parent.parent
+PRICES = load_prices(environ={})
+KIB, MIB, GIB = 1024, 1024**2, 1024**3
+SHIPPED = Lifecycle(transitions=(Transition(30, "GLACIER"), Transition(180, "DEEP_ARCHIVE")))
+# Dollars per object-month of the 40 KB overhead: 8 KiB at STANDARD plus 32 KiB at the archive class.
+GLACIER_OVERHEAD = (8 * KIB * 0.023 + 32 * KIB * 0.0036) / GIB
+DEEP_OVERHEAD = (8 * KIB * 0.023 + 32 * KIB * 0.00099) / GIB
+
+
+def still(objects: int = 1000, size: int = MIB) -> Workload:
+    return Workload("still", objects, (SizeClass("files", size, 1.0),), changed_per_day=0, deleted_per_day=0, new_per_day=0)
+
+
+def test_a_source_that_never_changes() -> None:
+    # 1,000 objects of 1 MiB written on 2026-01-01 at 02:00 and never touched again. GLACIER on day 30 is
+    # Jan 31 02:00, rounded to Feb 1 00:00; DEEP_ARCHIVE on day 180 is Jun 30 02:00, rounded to Jul 1.
+    projection = project(still(), SHIPPED, RetentionPolicy(keep_last=3), PRICES)
+    months = {m.label: m for m in projection.ours.months}
+    assert len(months) == 12
+    gb = 1000 * MIB / GIB
+    jan, feb, jun, jul, dec = (months[f"2026-{n:02d}"] for n in (1, 2, 6, 7, 12))
+    assert jan.storage == pytest.approx({"STANDARD": gb * 0.023})
+    assert (jan.overhead, jan.transitions, jan.early_deletions) == (0, 0, 0)
+    assert feb.storage == pytest.approx({"GLACIER": gb * 0.0036})
+    assert feb.overhead == pytest.approx(1000 * GLACIER_OVERHEAD)
+    assert feb.transitions == pytest.approx(1000 * 0.03 / 1000)
+    assert jun.storage == pytest.approx({"GLACIER": gb * 0.0036}) and jun.transitions == 0
+    assert jul.storage == pytest.approx({"DEEP_ARCHIVE": gb * 0.00099})
+    assert jul.overhead == pytest.approx(1000 * DEEP_OVERHEAD)
+    assert jul.transitions == pytest.approx(1000 * 0.05 / 1000)
+    assert dec.versions == pytest.approx({"DEEP_ARCHIVE": 1000}) and dec.bytes == pytest.approx({"DEEP_ARCHIVE": 1000 * MIB})
+    assert sum(m.early_deletions for m in months.values()) == 0
+    # Requests in January: the first backup copies all 1,000; every day lists 1 page of the source and the
+    # metadata (2 LIST), reads the previous manifest (1 GET) and writes the manifest and records (3 PUT).
+    assert jan.request_counts == pytest.approx({"copy": 1000, "list": 62, "get": 31, "put": 93})
+    assert jan.requests == pytest.approx((1000 + 62 + 93) * 0.005 / 1000 + 31 * 0.0004 / 1000)
+    assert feb.request_counts == pytest.approx({"copy": 0, "list": 56, "get": 28, "put": 84})
+    # keep_last 3: 1, 2, then 3 manifests of 1,000 entries x 110 bytes.
+    assert jan.manifests == pytest.approx(110_000 * (1 + 2 + 3 * 29) / 31 * 0.023 / GIB)
+    assert jan.manifest_bytes == 330_000 and dec.manifest_bytes == 330_000
+
+    others = projection.others
+    # AWS Backup: the same 1,000 versions, 1 MiB each (above its 128 KB minimum), at 0.05.
+    assert [m.total for m in others["aws_backup"].months] == pytest.approx([gb * 0.05] * 12)
+    # The bucket without lifecycle keeps 1,000 versions in STANDARD and every manifest: after day k there are k.
+    versioned_jan = others["versioned_no_lifecycle"].months[0]
+    assert versioned_jan.storage == pytest.approx({"STANDARD": gb * 0.023})
+    assert versioned_jan.manifests == pytest.approx(110_000 * sum(range(1, 32)) / 31 * 0.023 / GIB)
+    # A sync copy: the same STANDARD bytes; each run lists the source and the destination.
+    sync_jan = others["sync_copy"].months[0]
+    assert sync_jan.request_counts == pytest.approx({"copy": 1000, "list": 62})
+    assert sync_jan.total == pytest.approx(gb * 0.023 + 1062 * 0.005 / 1000)
+
+
+def test_every_object_replaced_every_day_into_glacier_and_pruned_early() -> None:
+    # GLACIER after 0 days: a version written at 02:00 moves at the next midnight, is replaced at 02:00 that
+    # day, and keep_last 2 drops the snapshot naming it at the following backup: 1 day and 2 hours in
+    # GLACIER, so 90 - 26/24 days of early deletion. January only.
+    workload = Workload("churn", 1000, (SizeClass("files", MIB, 1.0),), changed_per_day=1.0, deleted_per_day=0, new_per_day=0)
+    lifecycle = Lifecycle(transitions=(Transition(0, "GLACIER"),))
+    jan = project(workload, lifecycle, RetentionPolicy(keep_last=2), PRICES, days=31).ours.months[0]
+    gb = 1000 * MIB / GIB
+    # Every day 1,000 current versions in STANDARD; from day 1 on, 1,000 noncurrent ones in GLACIER.
+    assert jan.storage == pytest.approx({"STANDARD": gb * 0.023, "GLACIER": gb * 0.0036 * 30 / 31})
+    assert jan.overhead == pytest.approx(1000 * GLACIER_OVERHEAD * 30 / 31)
+    # 1,000 transitions on each of days 1 to 30.
+    assert jan.transitions == pytest.approx(30 * 1000 * 0.03 / 1000)
+    # Deletions on days 2 to 30.
+    per_version = (MIB + 32 * KIB) / GIB * 0.0036 * (90 - 26 / 24) / 30
+    assert jan.early_deletions == pytest.approx(29 * 1000 * per_version)
+    assert jan.versions == pytest.approx({"STANDARD": 1000, "GLACIER": 1000})
+    assert jan.request_counts["copy"] == pytest.approx(31 * 1000)
+    assert jan.manifests == pytest.approx(110_000 * (1 + 2 * 30) / 31 * 0.023 / GIB)
+
+
+def test_small_objects_stay_in_standard_unless_archived() -> None:
+    small = still(size=10 * KIB)
+    standard = project(small, SHIPPED, RetentionPolicy(keep_last=1), PRICES, days=62).ours.months[1]
+    assert standard.storage == pytest.approx({"STANDARD": 1000 * 10 * KIB / GIB * 0.023}) and standard.transitions == 0
+    archived = Lifecycle(transitions=SHIPPED.transitions, small_objects="archive")
+    moved = project(small, archived, RetentionPolicy(keep_last=1), PRICES, days=62).ours.months[1]
+    assert moved.storage == pytest.approx({"GLACIER": 1000 * 10 * KIB / GIB * 0.0036})
+    assert moved.overhead == pytest.approx(1000 * GLACIER_OVERHEAD)
+    # Archived, the 10 KiB files cost more than in STANDARD: 8 KiB at STANDARD and 42 KiB at GLACIER.
+    assert moved.total > standard.total
+
+
+def test_without_lifecycle_or_retention_this_system_is_the_bare_versioned_bucket() -> None:
+    workload = Workload(
+        "mixed",
+        2000,
+        (SizeClass("small", 20 * KIB, 0.5), SizeClass("large", 2 * MIB, 0.5)),
+        changed_per_day=0.02,
+        deleted_per_day=0.005,
+        new_per_day=30,
+    )
+    projection = project(workload, Lifecycle(transitions=()), None, PRICES, days=90)
+    versioned = projection.others["versioned_no_lifecycle"].months
+    for ours, bare in zip(projection.ours.months, versioned):
+        assert ours.total == pytest.approx(bare.total, rel=1e-9)
+        assert sum(ours.versions.values()) == pytest.approx(sum(bare.versions.values()), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"sizes": (SizeClass("a", 1, 0.5),)}, "add up to"),
+        ({"changed_per_day": 0.8, "deleted_per_day": 0.3}, "between 0 and 1"),
+        ({"new_per_day": -1}, "new_per_day"),
+        ({"objects": 0}, "at least one object"),
+    ],
+)
+def test_a_workload_that_cannot_be_is_refused(kwargs: dict, fragment: str) -> None:
+    fields = {"name": "w", "objects": 10, "sizes": (SizeClass("a", 1, 1.0),), "changed_per_day": 0.1, "deleted_per_day": 0, "new_per_day": 0}
+    with pytest.raises(ValueError, match=fragment):
+        Workload(**{**fields, **kwargs})
+
+
+def _reference_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("cost_reference", ROOT / "scripts" / "cost_reference.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_reference_report_at_a_small_scale() -> None:
+    # A hundredth of the objects, the full year: the invariants below do not depend on the scale.
+    report = _reference_script().run(scale=0.01, days=365, prices=PRICES)
+    assert set(report["workloads"]) == {"office", "many_small_files"}
+    for name, entry in report["workloads"].items():
+        totals = entry["monthly_totals"]
+        assert set(totals) == {"ours", "aws_backup", "versioned_no_lifecycle", "sync_copy"}
+        for bill, months in totals.items():
+            assert len(months) == 12 and all(cost > 0 for cost in months), (name, bill)
+        # Nothing is ever deleted from the bare versioned bucket.
+        stored = entry["monthly_bytes"]["versioned_no_lifecycle"]
+        assert stored == sorted(stored)
+        # One current copy and no history is the cheapest way to keep the data after a year.
+        final = entry["totals"]
+        assert final["sync_copy"] == min(final.values()), name
+        assert entry["cheapest_settings"] and all(s["total"] > 0 for s in entry["settings"])
+    office = report["workloads"]["office"]
+    # Keeping everything in STANDARD is never cheaper than this system's lifecycle and retention.
+    for ours, bare in zip(office["monthly_totals"]["ours"], office["monthly_totals"]["versioned_no_lifecycle"]):
+        assert bare >= ours - 1e-9
+    assert set(office["targets"]) == {"aws_backup_at_least_5x", "versioned_no_lifecycle_at_least_3x"}
+    json.dumps(report)
+
+
+def test_the_reference_script_ends_with_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _reference_script().main(["--scale", "0.001", "--days", "40"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    report = json.loads(last)
+    assert report["days"] == 40 and report["workloads"]["office"]["objects"] == 100
+
+
+def test_the_cohort_bookkeeping_matches_the_model_version_by_version() -> None:
+    """The projection books storage, moves and deletions by whole days and running totals. Here the same
+    history is recomputed the slow way: every (written, replaced) cohort as one StoredVersion, its class
+    read from the model at each day's backup time, its deletion charged by the model. A lifecycle with
+    short steps (no plan would pass validation with it) makes moves and early deletions frequent."""
+    from datetime import date, datetime, timedelta, timezone
+
+    from chalicelib.cost.model import StoredVersion, early_deletion, placement_at, timeline
+    from chalicelib.retention.policy import Snapshot, decide
+
+    days, start = 75, date(2026, 1, 20)
+    sizes = ((4 * KIB, 0.6), (3 * MIB, 0.4))
+    changed, deleted, new, initial = 0.1, 0.05, 7.0, 500.0
+    lifecycle = Lifecycle(transitions=(Transition(3, "GLACIER"), Transition(10, "DEEP_ARCHIVE")))
+    retention = RetentionPolicy(keep_daily=4, keep_weekly=3)
+    workload = Workload("w", 500, tuple(SizeClass(str(s), s, share) for s, share in sizes), changed, deleted, new)
+    projected = project(workload, lifecycle, retention, PRICES, days=days, start=start).ours.months
+
+    def at(day: int) -> datetime:
+        return datetime.combine(start + timedelta(days=day), datetime.min.time(), tzinfo=timezone.utc) + timedelta(hours=2)
+
+    # The workload itself: who is current, who is replaced when.
+    current: dict[int, float] = {}
+    cohorts: list[list] = []  # [written, replaced or None, count, deleted on day or None]
+    snapshots: list[int] = []
+    for day in range(days):
+        if day == 0:
+            current[0] = initial
+        else:
+            for written in list(current):
+                cohorts.append([written, day, current[written] * (changed + deleted), None])
+                current[written] *= 1 - changed - deleted
+            current[day] = sum(c[2] for c in cohorts if c[1] == day) * changed / (changed + deleted) + new
+        snapshots.append(day)
+        kept = decide([Snapshot(str(d), at(d)) for d in snapshots], retention).kept
+        snapshots = sorted(int(s.backup_id) for s in kept)
+        for cohort in cohorts:
+            if cohort[3] is None and not any(cohort[0] <= d < cohort[1] for d in snapshots):
+                cohort[3] = day
+    cohorts += [[written, None, count, None] for written, count in current.items()]
+
+    months = {m.label: {"storage": {}, "overhead": 0.0, "transitions": 0.0, "early": 0.0, "days": m.days} for m in projected}
+    for written, replaced, count, gone in cohorts:
+        end = days if gone is None else gone
+        for size, share in sizes:
+            version = StoredVersion(size, at(written), None if replaced is None else at(replaced))
+            for day in range(written, end):
+                month = months[(start + timedelta(days=day)).strftime("%Y-%m")]
+                name = placement_at(version, lifecycle, at(day)).storage_class
+                cost = count * share * size * PRICES.storage_per_byte_month(name) / month["days"]
+                month["storage"][name] = month["storage"].get(name, 0.0) + cost
+                if name in PRICES.archive_classes:
+                    overhead = 8 * KIB * PRICES.storage_per_byte_month("STANDARD") + 32 * KIB * PRICES.storage_per_byte_month(name)
+                    month["overhead"] += count * share * overhead / month["days"]
+            for placement in timeline(version, lifecycle)[1:]:
+                if placement.since <= at(end if gone is not None else days - 1):
+                    month = months[placement.since.strftime("%Y-%m")]
+                    month["transitions"] += count * share * PRICES.transition_per_request(placement.storage_class)
+            if gone is not None:
+                month = months[(start + timedelta(days=gone)).strftime("%Y-%m")]
+                month["early"] += count * share * early_deletion(version, lifecycle, at(gone), PRICES).charge
+
+    assert sum(1 for c in cohorts if c[3] is not None) > 100
+    for month in projected:
+        expected = months[month.label]
+        assert month.storage == pytest.approx(expected["storage"], rel=1e-9), month.label
+        assert month.overhead == pytest.approx(expected["overhead"], rel=1e-9)
+        assert month.transitions == pytest.approx(expected["transitions"], rel=1e-9)
+        assert month.early_deletions == pytest.approx(expected["early"], rel=1e-9)
+    assert sum(m.early_deletions for m in projected) > 0
