@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chalicelib.errors import PlanError
 from chalicelib.plans import PlanSet, load_plans
+from chalicelib.prices import Prices, load_prices
 
 WORKER_MODES = ("inline", "thread", "lambda")
 
@@ -33,6 +34,9 @@ class Settings:
     # must start with: the functions' policy grants writes there and nowhere else.
     restore_buckets: tuple[str, ...] = ()
     restore_table_prefix: str = "restored-"
+    # List prices (chalicelib/prices.json, or the file PRICES_FILE names): quotes and cost reports use them.
+    # Not part of a Settings' identity (and unhashable): two stages priced alike are the same settings.
+    prices: Prices | None = field(default=None, compare=False)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -57,6 +61,7 @@ class Settings:
             max_parallel_ranges=max(1, _whole(env, "MAX_PARALLEL_RANGES", 8)),
             restore_buckets=tuple(sorted({b.strip() for b in env.get("RESTORE_BUCKETS", "").split(",") if b.strip()})),
             restore_table_prefix=env.get("RESTORE_TABLE_PREFIX", "restored-"),
+            prices=load_prices(environ=env),
         )
 
 

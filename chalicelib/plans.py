@@ -4,7 +4,7 @@
 the topic) are written as `${VARIABLE}` and filled in from the stage's environment when a handler runs.
 Every mistake is reported as a `PlanError` naming the plan and the field, never as a KeyError.
 
-Each plan says which snapshots it keeps (`retention`, see `chalicelib.retention.policy`). Retention is the
+Each plan says which snapshots it keeps (`retention`, see `chalicelib.retention`). Retention is the
 mechanism that bounds storage; `lifecycle.noncurrent_expiration_days` is only a backstop, so it must be
 longer than anything the retention policy can keep.
 """
@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from chalicelib.documents import AnyVariable, FieldReader
 from chalicelib.errors import PlanError
-from chalicelib.retention.policy import RetentionPolicy, parse_retention
+from chalicelib.retention import RetentionPolicy, parse_retention
 
 DEFAULT_PLANS_FILE = Path(__file__).with_name("plans.json")
 
@@ -39,7 +40,6 @@ MINIMUM_TRANSITION_DAYS = {"STANDARD_IA": 30, "ONEZONE_IA": 30}
 OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 MAX_SCAN_SEGMENTS = 64
 
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PLAN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -174,78 +174,8 @@ class PlanSet:
         return [plan for plan in self.plans if plan.name in wanted]
 
 
-class _Reader:
-    """Walks one JSON object, naming where it is in every error."""
-
-    def __init__(self, data: Any, where: str, environ: Mapping[str, str]) -> None:
-        if not isinstance(data, dict):
-            raise PlanError(f"{where}: must be a JSON object, got {type(data).__name__}")
-        self.data = data
-        self.where = where
-        self.environ = environ
-        self.used: set[str] = set()
-
-    def _fail(self, name: str, problem: str) -> PlanError:
-        return PlanError(f"{self.where}, field '{name}': {problem}")
-
-    def raw(self, name: str, default: Any = ..., kind: type | tuple[type, ...] = object) -> Any:
-        self.used.add(name)
-        if name not in self.data:
-            if default is ...:
-                raise self._fail(name, "is required")
-            return default
-        value = self.data[name]
-        # JSON booleans are ints in Python; never accept one where a number is meant.
-        if kind is not bool and isinstance(value, bool) and kind is not object:
-            raise self._fail(name, f"must be {_kind_name(kind)}, got a boolean")
-        if not isinstance(value, kind):
-            raise self._fail(name, f"must be {_kind_name(kind)}, got {type(value).__name__}")
-        return value
-
-    def text(self, name: str, default: Any = ..., pattern: re.Pattern[str] | None = None, what: str = "") -> Any:
-        if self.data.get(name) is None and default is not ...:
-            self.used.add(name)
-            return default
-        value = self._substitute(name, self.raw(name, kind=str))
-        if pattern is not None and not pattern.match(value):
-            raise self._fail(name, f"{value!r} is not {what or 'valid'}")
-        return value
-
-    def integer(self, name: str, default: Any = ..., minimum: int = 0) -> Any:
-        if self.data.get(name) is None and default is not ...:
-            self.used.add(name)
-            return default
-        value = self.raw(name, kind=int)
-        if value < minimum:
-            raise self._fail(name, f"must be at least {minimum}, got {value}")
-        return value
-
-    def _substitute(self, name: str, value: str) -> str:
-        def fill(match: re.Match[str]) -> str:
-            variable = match.group(1)
-            if variable not in self.environ or not self.environ[variable]:
-                raise self._fail(name, f"uses ${{{variable}}}, but the environment variable {variable} is not set")
-            return self.environ[variable]
-
-        return _PLACEHOLDER.sub(fill, value)
-
-    def fail(self, name: str, problem: str) -> PlanError:
-        return self._fail(name, problem)
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise PlanError(f"{self.where}: unknown field(s) {', '.join(map(repr, unknown))}")
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object", bool: "true or false"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
 def _parse_source(data: Any, where: str, environ: Mapping[str, str]) -> Source:
-    reader = _Reader(data, where, environ)
+    reader = FieldReader(data, where, environ)
     kind = reader.raw("type", kind=str)
     name = reader.text("name", pattern=_SOURCE_NAME, what="a source name (letters, digits, '.', '_', '-')")
     source: Source
@@ -266,7 +196,7 @@ def _parse_source(data: Any, where: str, environ: Mapping[str, str]) -> Source:
         if archived not in ARCHIVED_CHOICES:
             raise reader.fail("archived", f"must be 'skip' or 'thaw', got {archived!r}")
         kms_key_id = reader.text("kms_key_id", None)
-        if kms_key_id and not isinstance(environ, _AnyVariable) and not _KMS_KEY.match(kms_key_id):
+        if kms_key_id and not isinstance(environ, AnyVariable) and not _KMS_KEY.match(kms_key_id):
             raise reader.fail("kms_key_id", f"{kms_key_id!r} is not a KMS key id, key ARN, alias name or alias ARN")
         source = S3Source(name=name, bucket=bucket, prefix=prefix, archived=archived, kms_key_id=kms_key_id or None)
     elif kind == "dynamodb":
@@ -288,11 +218,11 @@ def _parse_source(data: Any, where: str, environ: Mapping[str, str]) -> Source:
 
 
 def _parse_lifecycle(data: Any, where: str, environ: Mapping[str, str]) -> Lifecycle:
-    reader = _Reader(data, where, environ)
+    reader = FieldReader(data, where, environ)
     raw_transitions = reader.raw("transitions", [], list)
     transitions: list[Transition] = []
     for index, item in enumerate(raw_transitions):
-        item_reader = _Reader(item, f"{where}, transitions[{index}]", environ)
+        item_reader = FieldReader(item, f"{where}, transitions[{index}]", environ)
         days = item_reader.integer("days", minimum=0)
         storage_class = item_reader.raw("storage_class", kind=str)
         if storage_class not in STORAGE_CLASS_ORDER:
@@ -345,7 +275,7 @@ def _parse_lifecycle(data: Any, where: str, environ: Mapping[str, str]) -> Lifec
 
 
 def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
-    reader = _Reader(data, where, environ)
+    reader = FieldReader(data, where, environ)
     name = reader.text("name", pattern=_PLAN_NAME, what="a plan name (lowercase letters, digits, '_', '-')")
     reader.where = f"plan '{name}'"
     bucket = reader.text("bucket", pattern=_BUCKET_NAME, what="a valid S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
@@ -385,7 +315,7 @@ def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
     object_lock = None
     raw_lock = reader.raw("object_lock", None, (dict, type(None)))
     if raw_lock is not None:
-        lock_reader = _Reader(raw_lock, f"plan '{name}', field 'object_lock'", environ)
+        lock_reader = FieldReader(raw_lock, f"plan '{name}', field 'object_lock'", environ)
         mode = lock_reader.raw("mode", kind=str)
         if mode not in OBJECT_LOCK_MODES:
             raise lock_reader.fail("mode", f"must be GOVERNANCE or COMPLIANCE, got {mode!r}")
@@ -402,7 +332,7 @@ def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
         lock_reader.finish()
     kms_key_id = reader.text("kms_key_id", None)
     # (Skipped by the import-time shape check, where every ${VARIABLE} reads "placeholder".)
-    if kms_key_id and not isinstance(environ, _AnyVariable) and not _KMS_KEY.match(kms_key_id):
+    if kms_key_id and not isinstance(environ, AnyVariable) and not _KMS_KEY.match(kms_key_id):
         raise reader.fail("kms_key_id", f"{kms_key_id!r} is not a KMS key id, key ARN, alias name or alias ARN")
     # Checked after object_lock, whose conflict with the same field is the more specific message.
     expiration = lifecycle.noncurrent_expiration_days
@@ -432,7 +362,7 @@ def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
 
 def parse_plans(document: Any, environ: Mapping[str, str], origin: str = "plans file") -> PlanSet:
     """Validate a decoded plans document and fill in its `${VARIABLES}` from `environ`."""
-    reader = _Reader(document, origin, environ)
+    reader = FieldReader(document, origin, environ)
     version = reader.raw("version", 1, int)
     if version != 1:
         raise reader.fail("version", f"unsupported version {version}; this release reads version 1")
@@ -471,19 +401,6 @@ def load_plans(environ: Mapping[str, str], path: str | Path | None = None) -> Pl
     return parse_plans(document, environ, origin=f"plans file {chosen.name}")
 
 
-class _AnyVariable(dict):  # type: ignore[type-arg]
-    """An environment in which every variable is set, to check a file's shape before the stage is known."""
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __getitem__(self, key: str) -> str:
-        return "placeholder"
-
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
-        return None
-
-
 def check_plans_file(path: str | Path | None = None) -> PlanSet:
     """Validate everything that does not depend on the stage. Run when the app is imported."""
-    return load_plans(_AnyVariable(), path)
+    return load_plans(AnyVariable(), path)

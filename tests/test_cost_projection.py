@@ -12,7 +12,7 @@ import pytest
 from chalicelib.cost.projection import SizeClass, Workload, project
 from chalicelib.plans import Lifecycle, Transition
 from chalicelib.prices import load_prices
-from chalicelib.retention.policy import RetentionPolicy
+from chalicelib.retention import RetentionPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICES = load_prices(environ={})
@@ -179,7 +179,7 @@ def test_the_cohort_bookkeeping_matches_the_model_version_by_version() -> None:
     from datetime import date, datetime, timedelta, timezone
 
     from chalicelib.cost.model import StoredVersion, early_deletion, placement_at, timeline
-    from chalicelib.retention.policy import Snapshot, decide
+    from chalicelib.retention import Snapshot, decide
 
     days, start = 75, date(2026, 1, 20)
     sizes = ((4 * KIB, 0.6), (3 * MIB, 0.4))

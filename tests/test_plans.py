@@ -20,7 +20,7 @@ from chalicelib.plans import (
     load_plans,
     parse_plans,
 )
-from chalicelib.retention.policy import RetentionPolicy
+from chalicelib.retention import RetentionPolicy
 
 ENV = {
     "BACKUP_BUCKET_PREFIX": "acme-backup-test",

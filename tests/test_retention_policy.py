@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.errors import PlanError
-from chalicelib.retention.policy import (
+from chalicelib.retention import (
     HORIZON_SLACK_DAYS,
     MAX_KEEP,
     RetentionPolicy,

@@ -34,7 +34,7 @@ from chalicelib.cost.bills import Bill, Day, alternatives, backup_requests, new_
 from chalicelib.cost.model import SMALL_OBJECT_BYTES, StoredVersion, early_deletion_charge, timeline
 from chalicelib.plans import Lifecycle
 from chalicelib.prices import Prices
-from chalicelib.retention.policy import RetentionPolicy, Snapshot, decide
+from chalicelib.retention import RetentionPolicy, Snapshot, decide
 
 BACKUP_TIME = time(2, 0)
 # A manifest entry gzipped: measured on the manifest's own format with random version ids, ETags and

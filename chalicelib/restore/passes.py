@@ -15,6 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.catalog.manifests import Entry
 from chalicelib.errors import describe_error, error_code
 from chalicelib.plans import Plan
+from chalicelib.prices import Prices
 from chalicelib.restore.bucket import copy_to_bucket
 from chalicelib.restore.folder import download
 from chalicelib.restore.outcome import Outcome, ProgressCallback
@@ -34,8 +35,9 @@ MAX_FAILURES_LISTED = 100
 class RestorePass:
     """Runs passes of recorded restores. `clients` is an `aws.Clients`."""
 
-    def __init__(self, checks: RestoreChecks, clients: Any, store: RestoreStore, max_workers: int) -> None:
+    def __init__(self, checks: RestoreChecks, clients: Any, store: RestoreStore, max_workers: int, prices: Prices) -> None:
         self.checks = checks
+        self.prices = prices
         self.clients = clients
         self.store = store
         self.max_workers = max_workers
@@ -138,7 +140,7 @@ class RestorePass:
         if head.get("ContentLength") != entry.size:
             return Outcome("failed", entry, reason=f"stored size {head.get('ContentLength')} differs from the snapshot's {entry.size}")
         if is_archived(head):
-            return request_thaw(s3, plan.bucket, entry, head, record.tier, record.pending)
+            return request_thaw(s3, plan.bucket, entry, head, record.tier, record.pending, self.prices)
         try:
             return self._to_target(plan, record, target, entry)
         except ClientError as exc:
@@ -149,7 +151,7 @@ class RestorePass:
             head = s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id)
             if not is_archived(head):
                 raise
-            return request_thaw(s3, plan.bucket, entry, head, record.tier, record.pending)
+            return request_thaw(s3, plan.bucket, entry, head, record.tier, record.pending, self.prices)
 
     def _to_target(self, plan: Plan, record: RestoreRecord, target: Target, entry: Entry) -> Outcome:
         table = target_table(plan, target, entry)

@@ -10,21 +10,9 @@ from botocore.exceptions import ClientError
 from chalicelib.catalog.manifests import Entry
 from chalicelib.errors import error_code
 from chalicelib.plans import Plan
+from chalicelib.prices import GB, Prices
 from chalicelib.restore.requests import TIERS, RestoreRequest
-from chalicelib.restore.thaw import ARCHIVE_CLASSES, THAW_HOURS, effective_tier, is_archived
-
-# List prices, us-east-1 (USD): retrieval per GB and per 1,000 requests.
-RETRIEVAL_PRICES = {
-    ("GLACIER", "Expedited"): (0.03, 10.0),
-    ("GLACIER", "Standard"): (0.01, 0.05),
-    ("GLACIER", "Bulk"): (0.0, 0.0),
-    ("DEEP_ARCHIVE", "Standard"): (0.02, 0.10),
-    ("DEEP_ARCHIVE", "Bulk"): (0.0025, 0.025),
-}
-# Per 1,000 requests: COPY (each restored object) and GET (reading an export or downloading to a folder).
-COPY_PRICE_PER_1000 = 0.005
-GET_PRICE_PER_1000 = 0.0004
-_GB = 1000**3
+from chalicelib.restore.thaw import ARCHIVE_CLASSES, effective_tier, is_archived
 
 
 def version_heads(s3: Any, plan: Plan, entries: list[Entry], max_workers: int) -> list[dict[str, Any] | None]:
@@ -43,8 +31,10 @@ def version_heads(s3: Any, plan: Plan, entries: list[Entry], max_workers: int) -
 
 
 def quote(
-    request: RestoreRequest, plan: Plan, selected: list[Entry], heads: list[dict[str, Any] | None]
+    request: RestoreRequest, plan: Plan, selected: list[Entry], heads: list[dict[str, Any] | None], prices: Prices
 ) -> dict[str, Any]:
+    """Retrieval cost and the longest thaw per tier, from the prices file (its region and date are quoted),
+    and the requests a restore makes: a COPY (or GET, to a folder) per object."""
     archived: dict[str, dict[str, int]] = {c: {"objects": 0, "bytes": 0} for c in ARCHIVE_CLASSES}
     thawed = missing = 0
     for entry, head in zip(selected, heads):
@@ -68,9 +58,9 @@ def quote(
             ]
             for entry, _ in objects:
                 used = effective_tier(storage_class, tier, entry.size)
-                per_gb, per_1000 = RETRIEVAL_PRICES[(storage_class, used)]
-                cost += entry.size / _GB * per_gb + per_1000 / 1000
-                hours = max(hours, THAW_HOURS[(storage_class, used)])
+                option = prices.retrieval[(storage_class, used)]
+                cost += entry.size / GB * option.per_gb + option.per_1000_requests / 1000
+                hours = max(hours, option.thaw_hours)
                 if used != tier:
                     notes.append(f"{storage_class} objects{' over 250 MB' if storage_class == 'GLACIER' else ''} use Standard")
         tiers[tier] = {
@@ -78,7 +68,7 @@ def quote(
             "thaw_hours_at_most": round(hours, 3),
             "notes": sorted(set(notes)),
         }
-    requests_cost = len(selected) * (COPY_PRICE_PER_1000 + GET_PRICE_PER_1000) / 1000
+    requests_cost = len(selected) * (prices.put_copy_post_list + prices.get) / 1000
     return {
         "backup_id": request.backup_id,
         "plan": plan.name,
@@ -92,4 +82,5 @@ def quote(
         "missing_versions": missing,
         "request_cost_usd": round(requests_cost, 6),
         "tiers": tiers,
+        "prices": {"region": prices.region, "read_on": prices.read_on.isoformat(), "currency": prices.currency},
     }

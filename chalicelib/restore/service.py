@@ -15,6 +15,7 @@ from typing import Any
 from chalicelib.catalog.records import new_backup_id
 from chalicelib.errors import BadRequest, NotFound
 from chalicelib.plans import PlanSet
+from chalicelib.prices import Prices, load_prices
 from chalicelib.restore.outcome import ProgressCallback
 from chalicelib.restore.passes import RestorePass
 from chalicelib.restore.prepare import RestoreChecks
@@ -41,17 +42,20 @@ class RestoreService:
         worker_function: str | None = None,
         allowed_buckets: tuple[str, ...] | None = None,
         table_prefix: str | None = None,
+        prices: Prices | None = None,
     ) -> None:
         """`allowed_buckets` None: any bucket that is not a backup bucket (an operator's own credentials);
-        `table_prefix`: restored tables must be named with it (the functions may only create such tables)."""
+        `table_prefix`: restored tables must be named with it (the functions may only create such tables);
+        `prices`: for quotes and thaw times (the shipped prices file when not given)."""
         self.plans = plans
         self.clients = clients
         self.max_workers = max_workers
         self.worker_mode = worker_mode
         self.worker_function = worker_function
         self.store = RestoreStore(clients.s3, plans.catalog_bucket)
+        self.prices = prices or load_prices()
         self.checks = RestoreChecks(plans, clients, allowed_buckets, table_prefix)
-        self.passes = RestorePass(self.checks, clients, self.store, max_workers)
+        self.passes = RestorePass(self.checks, clients, self.store, max_workers, self.prices)
 
     @classmethod
     def from_settings(cls, settings: Any, clients: Any) -> RestoreService:
@@ -64,12 +68,14 @@ class RestoreService:
             worker_function=settings.worker_function,
             allowed_buckets=settings.restore_buckets,
             table_prefix=settings.restore_table_prefix,
+            prices=settings.prices,
         )
 
     def quote(self, request: RestoreRequest) -> dict[str, Any]:
         """What a restore would cost and how long its thaws would take, per tier. Writes nothing."""
         plan, selected = self.checks.prepare(request)
-        return quote(request, plan, selected, version_heads(self.clients.s3, plan, selected, self.max_workers))
+        heads = version_heads(self.clients.s3, plan, selected, self.max_workers)
+        return quote(request, plan, selected, heads, self.prices)
 
     def start(self, request: RestoreRequest) -> RestoreRecord:
         """Check everything, then record a RUNNING restore (it has not written anything yet)."""

@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.catalog.manifests import Entry
 from chalicelib.errors import error_code
+from chalicelib.prices import Prices
 from chalicelib.restore.outcome import Outcome
 from chalicelib.times import isoformat, parse_iso, utcnow
 
@@ -20,14 +21,6 @@ ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 THAW_DAYS = 3
 # Expedited retrievals are for Glacier Flexible Retrieval objects under 250 MB only.
 EXPEDITED_MAX_BYTES = 250 * 1000**2
-# Upper bounds of S3's documented retrieval times, in hours.
-THAW_HOURS = {
-    ("GLACIER", "Expedited"): 5 / 60,
-    ("GLACIER", "Standard"): 5.0,
-    ("GLACIER", "Bulk"): 12.0,
-    ("DEEP_ARCHIVE", "Standard"): 12.0,
-    ("DEEP_ARCHIVE", "Bulk"): 48.0,
-}
 
 
 def effective_tier(storage_class: str, tier: str, size: int) -> str:
@@ -46,9 +39,10 @@ def is_archived(head: dict[str, Any]) -> bool:
 
 
 def request_thaw(
-    s3: Any, bucket: str, entry: Entry, head: dict[str, Any], tier: str, pending: list[dict[str, Any]]
+    s3: Any, bucket: str, entry: Entry, head: dict[str, Any], tier: str, pending: list[dict[str, Any]], prices: Prices
 ) -> Outcome:
-    """Ask S3 to thaw the entry's version (unless a thaw is already under way) and describe it as pending.
+    """Ask S3 to thaw the entry's version (unless a thaw is already under way) and describe it as pending,
+    ready by the documented upper bound of the tier's wait (in the prices file, beside its price).
     `pending` is the restore's list of versions already waiting: a thaw keeps its first request time."""
     storage_class = head["StorageClass"]
     tier = effective_tier(storage_class, tier, entry.size)
@@ -66,7 +60,7 @@ def request_thaw(
                 raise
     previous = next((p for p in pending if p["entry"]["key"] == entry.key and p["entry"]["source"] == entry.source), None)
     requested_at = previous["requested_at"] if previous else isoformat(utcnow())
-    ready_by = parse_iso(requested_at) + timedelta(hours=THAW_HOURS[(storage_class, tier)])
+    ready_by = parse_iso(requested_at) + timedelta(hours=prices.retrieval[(storage_class, tier)].thaw_hours)
     return Outcome(
         "pending",
         entry,

@@ -1,1 +1,0 @@
-"""Which snapshots a plan keeps: the retention policy and its decisions."""
