@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 from chalicelib.catalog.manifests import Entry
 from chalicelib.errors import error_code
 from chalicelib.plans import Plan
+from chalicelib.restore.folder_layout import FolderLayout
 from chalicelib.restore.requests import TIERS, RestoreRequest
 from chalicelib.restore.thaw import ARCHIVE_CLASSES, THAW_HOURS, effective_tier, is_archived
 
@@ -43,8 +44,14 @@ def version_heads(s3: Any, plan: Plan, entries: list[Entry], max_workers: int) -
 
 
 def quote(
-    request: RestoreRequest, plan: Plan, selected: list[Entry], heads: list[dict[str, Any] | None]
+    request: RestoreRequest,
+    plan: Plan,
+    selected: list[Entry],
+    heads: list[dict[str, Any] | None],
+    layout: FolderLayout | None = None,
 ) -> dict[str, Any]:
+    """The quote of the whole selection; for a folder target (`layout`), also the keys the restore would
+    report instead of writing (collisions, invalid names, folder markers with content)."""
     archived: dict[str, dict[str, int]] = {c: {"objects": 0, "bytes": 0} for c in ARCHIVE_CLASSES}
     thawed = missing = 0
     for entry, head in zip(selected, heads):
@@ -92,4 +99,5 @@ def quote(
         "missing_versions": missing,
         "request_cost_usd": round(requests_cost, 6),
         "tiers": tiers,
+        **({"folder_problems": layout.report()} if layout is not None else {}),
     }
