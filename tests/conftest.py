@@ -17,8 +17,9 @@ import pytest
 from moto import mock_aws
 
 # Record every AWS call the system makes and check it against the generated policy; let moto honour the
-# TLS-only bucket policy as S3 does (see each plugin).
-pytest_plugins = ["tests.record_calls", "tests.moto_tls", "tests.faults"]
+# TLS-only bucket policy as S3 does, and enforce the S3 rules moto lets pass (key length, copy conditions)
+# (see each plugin).
+pytest_plugins = ["tests.record_calls", "tests.moto_tls", "tests.moto_strict", "tests.faults"]
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"

@@ -134,6 +134,24 @@ def assume_configuration(item: Any) -> None:
         RECORDER.configurations.add(item)
 
 
+def _origin(frames: list[Any]) -> str:
+    if not frames:
+        return "a thread started by the system"
+    code = frames[0].f_code
+    return f"{Path(code.co_filename).relative_to(ROOT)}:{frames[0].f_lineno} ({code.co_name})"
+
+
+def system_origin() -> str | None:
+    """Where the system's own code is making the call under way: `file:line (function)` of its innermost
+    frame, or "a thread started by the system"; None when a test or fixture makes it."""
+    if getattr(_LOCAL, "busy", False):
+        return None  # inside `the_tests_own_calls`
+    frames = _runtime_frames()
+    if not frames and not getattr(threading.current_thread(), "_started_by_system", False):
+        return None
+    return _origin(frames)
+
+
 def _record(params: dict[str, Any], model: Any, context: dict[str, Any] | None = None, **kwargs: Any) -> None:
     if getattr(_LOCAL, "busy", False):
         return
@@ -144,10 +162,7 @@ def _record(params: dict[str, Any], model: Any, context: dict[str, Any] | None =
         if not frames and not started_by_system:
             return
         _collect_configuration(frames)
-        origin = "a thread started by the system"
-        if frames:
-            code = frames[0].f_code
-            origin = f"{Path(code.co_filename).relative_to(ROOT)}:{frames[0].f_lineno} ({code.co_name})"
+        origin = _origin(frames)
         call = Call(
             service=model.service_model.service_name,
             operation=model.name,

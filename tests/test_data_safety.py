@@ -8,7 +8,6 @@ superseded one that a rule may one day expire).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -103,21 +102,13 @@ def test_a_multipart_copy_records_the_version_its_own_write_made(
     assert_versions_hold(s3, BACKUP, [entry], {("src", "big.bin"): body})
 
 
-def test_a_multipart_upload_records_its_own_version_and_the_hash_of_what_it_sent(
+def test_a_multipart_upload_records_the_version_its_own_write_made(
     tmp_path: Path, s3: Any, clients: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A folder's file is rewritten while its parts are being sent, and another run writes the key after the
-    upload: the entry names this upload's version, and its size and SHA-256 are those of the bytes stored."""
+    """Another run writes the key right after this run's multipart upload completes: the entry names this
+    upload's version, with the size and SHA-256 of the bytes it stored."""
     monkeypatch.setattr(transfer, "MULTIPART_CHUNKSIZE", 5 * MiB)
-    path = tmp_path / "big.bin"
-    path.write_bytes(b"1" * (12 * MiB))
-    parts: list[int] = []
-
-    def rewrite_midway(params: dict[str, Any], parsed: dict[str, Any]) -> None:
-        parts.append(params["PartNumber"])
-        if len(parts) == 1:
-            path.write_bytes(b"2" * (13 * MiB))
-
+    (tmp_path / "big.bin").write_bytes(b"1" * (12 * MiB))
     completed: list[str] = []
 
     def concurrent_write(params: dict[str, Any], parsed: dict[str, Any]) -> None:
@@ -125,15 +116,42 @@ def test_a_multipart_upload_records_its_own_version_and_the_hash_of_what_it_sent
         with the_tests_own_calls():
             s3.put_object(Bucket=BACKUP, Key=params["Key"], Body=b"another run's bytes")
 
-    after_call(clients.s3, "UploadPart", rewrite_midway)
     after_call(clients.s3, "CompleteMultipartUpload", concurrent_write)
     plan = plan_of(DirectorySource(name="files", path=str(tmp_path)))
     assert run(plan, clients.s3, "20261126T000000000Z-a", 5 * MiB).status == "SUCCEEDED"
     (entry,) = entries_of(s3, BACKUP, "safety", "20261126T000000000Z-a")
-    assert entry.version_id == completed[0]
-    stored = s3.get_object(Bucket=BACKUP, Key=entry.data_key, VersionId=entry.version_id)["Body"].read()
-    assert (entry.size, entry.sha256) == (len(stored), hashlib.sha256(stored).hexdigest())
-    assert_versions_hold(s3, BACKUP, [entry])
+    assert entry.version_id == completed[0] != versions_written(s3, BACKUP, entry.data_key)[0]
+    assert_versions_hold(s3, BACKUP, [entry], {("files", "big.bin"): b"1" * (12 * MiB)})
+
+
+def test_a_file_rewritten_while_its_parts_are_sent_is_never_stored_torn(
+    tmp_path: Path, s3: Any, clients: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is rewritten in place after its first part went out: the upload is aborted before it becomes
+    a version, the object fails for this run (naming why), and the snapshot keeps what it had."""
+    monkeypatch.setattr(transfer, "MULTIPART_CHUNKSIZE", 5 * MiB)
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"1" * (12 * MiB))
+    plan = plan_of(DirectorySource(name="files", path=str(tmp_path)))
+    assert run(plan, clients.s3, "20261126T000000000Z-a", 5 * MiB).status == "SUCCEEDED"
+    (before,) = entries_of(s3, BACKUP, "safety", "20261126T000000000Z-a")
+    path.write_bytes(b"2" * (12 * MiB))  # changed since: the next backup uploads it
+    parts: list[int] = []
+
+    def rewrite_midway(params: dict[str, Any], parsed: dict[str, Any]) -> None:
+        parts.append(params["PartNumber"])
+        if len(parts) == 1:
+            path.write_bytes(b"3" * (13 * MiB))
+
+    after_call(clients.s3, "UploadPart", rewrite_midway)
+    result = run(plan, clients.s3, "20261127T000000000Z-b", 5 * MiB)
+    assert (result.status, result.failed, result.copied) == ("PARTIAL", 1, 0)
+    assert "changed while it was being read" in result.errors[0]
+    (after,) = entries_of(s3, BACKUP, "safety", "20261127T000000000Z-b")
+    assert after.version_id == before.version_id
+    assert versions_written(s3, BACKUP, before.data_key) == [before.version_id]
+    assert s3.list_multipart_uploads(Bucket=BACKUP).get("Uploads", []) == []
+    assert_versions_hold(s3, BACKUP, [after], {("files", "big.bin"): b"1" * (12 * MiB)})
 
 
 def test_a_file_that_changes_while_read_is_recorded_as_stored(

@@ -361,6 +361,29 @@ def test_missing_version_fails_that_object_not_the_restore(app_client: Client, w
     assert status["failures"][0]["key"] == "reports/report-4.txt" and "missing" in status["failures"][0]["reason"]
 
 
+def test_an_object_that_appears_at_the_target_during_the_restore_is_not_replaced(
+    app_client: Client, world: dict[str, Any], s3: Any, clients: Any
+) -> None:
+    import app as app_module
+
+    app_module._clients = clients
+    backup_id = backup(app_client, ["documents"])
+
+    def another_writer(params: dict[str, Any], **kwargs: Any) -> None:
+        # Someone else writes the key after the restore found it free and before its copy lands.
+        if params["Key"] == "reports/report-7.txt":
+            s3.put_object(Bucket=TARGET, Key="reports/report-7.txt", Body=b"written meanwhile")
+
+    clients.s3.meta.events.register("provide-client-params.s3.CopyObject", another_writer)
+    response = post(app_client, "/restores", {"backup_id": backup_id, "plan": "documents", "target": {"bucket": TARGET}})
+    status = get(app_client, f"/restores/{response.json_body['restore_id']}").json_body
+    assert (status["status"], status["restored"], status["failed"]) == ("PARTIAL", 9, 1)
+    assert status["failures"][0]["key"] == "reports/report-7.txt"
+    assert "appeared during the restore" in status["failures"][0]["reason"]
+    expected = {**world["documents"], "reports/report-7.txt": b"written meanwhile"}
+    assert bucket_contents(s3, TARGET) == expected
+
+
 def test_a_pass_repeated_after_an_interruption_counts_its_own_copies(
     world: dict[str, Any], s3: Any, clients: Any, stage_env: dict[str, str]
 ) -> None:

@@ -6,8 +6,11 @@ multipart copy or upload. boto3's managed transfers drop that answer (and readin
 can find another run's newer version), which is why multipart copies and uploads are driven here, part by
 part, on a small thread pool, with the same part sizes boto3 would choose (`chalicelib/transfer.py`).
 
-Uploads read the file once and hash exactly the bytes they send: a file that changes while it is read is
-stored as read, with the size and SHA-256 of what was stored, never of what the file became.
+Uploads read the file once and hash exactly the bytes they send, so an entry always describes the bytes
+stored. A file modified while it is being read (its size or modification time moves under the open handle)
+could be stored torn, half old and half new: the upload is then abandoned (a multipart upload is aborted
+before it completes) and the object fails for this run; the snapshot keeps its previous version and the next
+backup takes the file again.
 
 A write whose answer has no version id (or the version `null`) means the bucket does not keep history: that
 is `HistoryNotKept`, and the plan stops, since a later write could replace those bytes.
@@ -18,9 +21,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 import threading
 from contextlib import contextmanager
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,12 +126,28 @@ def _multipart_copy(s3: Any, source: dict[str, str], etag: str, size: int, bucke
     )
 
 
+class ChangedWhileRead(Exception):
+    """The file changed while it was being read: what was read may be half old and half new."""
+
+
+def _stamp(handle: Any) -> tuple[int, int]:
+    stat = os.fstat(handle.fileno())
+    return stat.st_size, stat.st_mtime_ns
+
+
 def upload(s3: Any, path: Path, bucket: str, key: str, multipart_threshold: int) -> Written:
     """Upload a local file, reading it once. The SHA-256 of what is read goes with each request, so S3
     refuses a body that does not match it, and is what the manifest records."""
     with open(path, "rb") as handle:
+        stamp = _stamp(handle)
+
+        def check_unchanged() -> None:
+            if _stamp(handle) != stamp:
+                raise ChangedWhileRead(f"{path} changed while it was being read; the next backup takes it again")
+
         first = handle.read(multipart_threshold + 1)
         if len(first) <= multipart_threshold:
+            check_unchanged()
             digest = hashlib.sha256(first).digest()
             response = s3.put_object(Bucket=bucket, Key=key, Body=first, ChecksumSHA256=_b64(digest))
             return Written(
@@ -137,10 +157,12 @@ def upload(s3: Any, path: Path, bucket: str, key: str, multipart_threshold: int)
                 checksum=response.get("ChecksumSHA256"),
                 sha256=digest.hex(),
             )
-        return _multipart_upload(s3, handle, first, bucket, key)
+        return _multipart_upload(s3, handle, first, bucket, key, check_unchanged)
 
 
-def _multipart_upload(s3: Any, handle: Any, first: bytes, bucket: str, key: str) -> Written:
+def _multipart_upload(
+    s3: Any, handle: Any, first: bytes, bucket: str, key: str, check_unchanged: Callable[[], None]
+) -> Written:
     part_size = transfer.MULTIPART_CHUNKSIZE
     whole = hashlib.sha256()
     size = 0
@@ -163,12 +185,14 @@ def _multipart_upload(s3: Any, handle: Any, first: bytes, bucket: str, key: str)
         with ThreadPoolExecutor(max_workers=PART_THREADS) as pool:
             pending = first
             number = 0
+            # The first end of file ends the upload: a file truncated and rewritten while it is read must not
+            # give a short part in the middle (S3 refuses parts under 5 MiB but the last) or a mix of two files.
+            ended = False
             while pending:
                 # Parts of exactly part_size, the last one shorter: read until a part is full.
-                while len(pending) < part_size:
+                while len(pending) < part_size and not ended:
                     more = handle.read(part_size - len(pending))
-                    if not more:
-                        break
+                    ended = not more
                     pending += more
                 body, pending = pending[:part_size], pending[part_size:]
                 number += 1
@@ -176,9 +200,12 @@ def _multipart_upload(s3: Any, handle: Any, first: bytes, bucket: str, key: str)
                 size += len(body)
                 slots.acquire()
                 futures.append(pool.submit(send, number, body))
-                if not pending:
+                if not pending and not ended:
                     pending = handle.read(part_size)
+                    ended = not pending
             parts = [future.result() for future in futures]
+        # Before the upload becomes a version: a torn file is aborted, never stored.
+        check_unchanged()
         response = s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
     return Written(
         version_id=version_of(response, bucket, key),

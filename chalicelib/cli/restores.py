@@ -55,6 +55,12 @@ def cmd_restore(ctx: Context) -> int:
     return EXIT_OK if record.status in ("SUCCEEDED", "WAITING_FOR_THAW") else EXIT_ATTENTION
 
 
+def printable(key: str) -> str:
+    """A key as a terminal can show it: a control character in a key (an escape sequence) is shown escaped,
+    never sent to the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in key)
+
+
 def _quote_text(quote: dict[str, Any]) -> str:
     lines = [
         f"restore of {quote['objects']} objects ({human(quote['bytes'])}) to {quote['target']}",
@@ -63,6 +69,14 @@ def _quote_text(quote: dict[str, Any]) -> str:
     ]
     if quote["missing_versions"]:
         lines.append(f"{quote['missing_versions']} versions are missing from the backup bucket")
+    problems = quote.get("folder_problems")
+    if problems and problems["objects"]:
+        lines.append(
+            f"{problems['objects']} objects cannot be written to the folder ({problems['collisions']} collide, "
+            f"{problems['invalid_names']} have no valid file name, {problems['markers_with_content']} folder "
+            "markers hold bytes): the restore reports them instead; a bucket target keeps every key exact"
+        )
+        lines += [f"  - {p['source']}/{printable(p['key'])}: {p['reason']}" for p in problems["listed"][:20]]
     rows = [
         [tier, f"${info['retrieval_cost_usd']:.4f}", f"{info['thaw_hours_at_most']:g} h", "; ".join(info["notes"])]
         for tier, info in quote["tiers"].items()
@@ -83,7 +97,7 @@ def _restore_text(record: Any) -> str:
             f"thaws expected by {record.expected_thaw_completion}; the hourly check finishes the restore "
             f"(or run: org-backup restore-status {record.restore_id} --resume)"
         )
-    lines += [f"  - {f['source']}/{f['key']}: {f['reason']}" for f in record.failures[:20]]
+    lines += [f"  - {f['source']}/{printable(f['key'])}: {f['reason']}" for f in record.failures[:20]]
     lines += [f"  ! {w}" for w in record.warnings]
     return "\n".join(lines)
 

@@ -54,7 +54,7 @@ def copy_to_bucket(s3: Any, plan: Plan, target: Target, entry: Entry, overwrite:
     source = {"Bucket": plan.bucket, "Key": entry.data_key, "VersionId": entry.version_id}
     extra: dict[str, Any] = {"StorageClass": "STANDARD", "ChecksumAlgorithm": "SHA256"}
     if not overwrite:
-        # Closes the gap between the check above and the write. (moto ignores IfNoneMatch on CopyObject.)
+        # Closes the gap between the check above and the write.
         extra["IfNoneMatch"] = "*"
     if entry.size <= transfer.COPY_OBJECT_LIMIT:
         try:

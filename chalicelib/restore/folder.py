@@ -1,5 +1,7 @@
 """Restoring into a local folder (the command line only): each version is downloaded to a temporary file
-beside its destination, its SHA-256 checked against the snapshot, then moved into place."""
+beside its destination, its SHA-256 checked against the snapshot, then moved into place; a folder marker
+becomes a directory. Where each key goes (and which keys cannot go anywhere) is `folder_layout`'s decision,
+made for the whole selection before anything is written."""
 
 from __future__ import annotations
 
@@ -11,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.catalog.manifests import Entry
-from chalicelib.transfer import file_sha256
 from chalicelib.plans import Plan
 from chalicelib.restore.outcome import Outcome
-from chalicelib.restore.requests import Target
-from chalicelib.restore.selection import target_key
+from chalicelib.transfer import file_sha256
 
 
 def digest_mismatch(entry: Entry, digest: bytes) -> str | None:
@@ -29,11 +29,29 @@ def digest_mismatch(entry: Entry, digest: bytes) -> str | None:
     return None
 
 
-def download(s3: Any, plan: Plan, target: Target, entry: Entry, overwrite: bool) -> Outcome:
-    assert target.path
-    root = Path(target.path).resolve()
-    path = (root / target_key(plan, target, entry)).resolve()
-    if root not in path.parents:
+def _inside(root: Path, relative: str) -> Path | None:
+    """The absolute path, or None when it would land outside `root` (a symbolic link inside the folder can
+    point anywhere; the layout has already refused `..` segments)."""
+    resolved_root = root.resolve()
+    path = (resolved_root / relative).resolve()
+    return path if resolved_root in path.parents else None
+
+
+def make_folder(root: Path, relative: str, entry: Entry) -> Outcome:
+    """A folder marker: its directory (which may exist already: a marker's only content is the folder)."""
+    path = _inside(root, relative)
+    if path is None:
+        return Outcome("failed", entry, reason=f"{entry.key!r} would land outside {root}")
+    if path.exists() and not path.is_dir():
+        return Outcome("failed", entry, reason=f"{path} exists and is not a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return Outcome("restored", entry, bytes=0)
+
+
+def download(s3: Any, plan: Plan, root: Path, relative: str, entry: Entry, overwrite: bool) -> Outcome:
+    """One version into `root / relative` (the path the layout gave it)."""
+    path = _inside(root, relative)
+    if path is None:
         return Outcome("failed", entry, reason=f"{entry.key!r} would land outside {root}")
     if path.exists() and not overwrite:
         if path.stat().st_size == entry.size and entry.sha256 and file_sha256(path).hex() == entry.sha256:

@@ -1,6 +1,12 @@
 """One pass of a restore. The first pass walks the selected manifest entries: a version in a warm storage
 class goes to the target, an archived one gets a thaw request and is listed as pending. Later passes, started
-by the hourly check, take the pending versions once S3 has thawed them. Every pass is idempotent."""
+by the hourly check, take the pending versions once S3 has thawed them. Every pass is idempotent.
+
+For a folder target every pass lays out its entries first (`folder_layout`): a key with no valid path, or
+one that collides with another, fails at once with its reason and is never fetched, thawed or written, so
+no two workers ever write one path. The restore's checks did the same before it was recorded; the pass does
+it again because a recorded restore may run later (in another process, after an upgrade) and must not trust
+what was checked then."""
 
 from __future__ import annotations
 
@@ -17,7 +23,8 @@ from chalicelib.errors import describe_error, error_code
 from chalicelib.plans import Plan
 from chalicelib.prices import Prices
 from chalicelib.restore.bucket import copy_to_bucket
-from chalicelib.restore.folder import download
+from chalicelib.restore.folder import download, make_folder
+from chalicelib.restore.folder_layout import FolderLayout, lay_out
 from chalicelib.restore.outcome import Outcome, ProgressCallback
 from chalicelib.restore.prepare import RestoreChecks
 from chalicelib.restore.records import RestoreRecord, RestoreStore
@@ -116,10 +123,17 @@ class RestorePass:
         self, plan: Plan, record: RestoreRecord, entries: list[Entry], progress: ProgressCallback | None
     ) -> list[Outcome]:
         target = record.target_spec
+        layout = lay_out(plan, target, entries) if target.path else None
+        refused: list[Outcome] = []
+        if layout is not None and layout.problems:
+            refused = [Outcome("failed", e, reason=p.reason) for e in entries if (p := layout.problem(e)) is not None]
+            entries = [e for e in entries if layout.problem(e) is None]
+            if progress is not None:
+                progress(len(refused))
 
         def one(entry: Entry) -> Outcome:
             try:
-                return self._restore_entry(plan, record, target, entry)
+                return self._restore_entry(plan, record, target, layout, entry)
             except (ClientError, BotoCoreError, OSError, ValueError) as exc:
                 return Outcome("failed", entry, reason=describe_error(exc))
             finally:
@@ -127,9 +141,14 @@ class RestorePass:
                     progress(1)
 
         with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
-            return list(pool.map(one, entries))
+            return refused + list(pool.map(one, entries))
 
-    def _restore_entry(self, plan: Plan, record: RestoreRecord, target: Target, entry: Entry) -> Outcome:
+    def _restore_entry(
+        self, plan: Plan, record: RestoreRecord, target: Target, layout: FolderLayout | None, entry: Entry
+    ) -> Outcome:
+        if layout is not None and layout.is_folder(entry):
+            # A folder marker's only content is the folder: no byte to read, so nothing to fetch or thaw.
+            return make_folder(layout.root, layout.path(entry), entry)
         s3 = self.clients.s3
         try:
             head = s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id)
@@ -142,7 +161,7 @@ class RestorePass:
         if is_archived(head):
             return request_thaw(s3, plan.bucket, entry, head, record.tier, record.pending, self.prices)
         try:
-            return self._to_target(plan, record, target, entry)
+            return self._to_target(plan, record, target, layout, entry)
         except ClientError as exc:
             # The version moved to an archive class after we looked (a lifecycle transition), or its thaw
             # expired: thaw it again rather than fail the object.
@@ -153,7 +172,9 @@ class RestorePass:
                 raise
             return request_thaw(s3, plan.bucket, entry, head, record.tier, record.pending, self.prices)
 
-    def _to_target(self, plan: Plan, record: RestoreRecord, target: Target, entry: Entry) -> Outcome:
+    def _to_target(
+        self, plan: Plan, record: RestoreRecord, target: Target, layout: FolderLayout | None, entry: Entry
+    ) -> Outcome:
         table = target_table(plan, target, entry)
         if table:
             return restore_table(
@@ -161,8 +182,8 @@ class RestorePass:
                 record.tables_created, lambda: self._table_schema(plan, record, entry),
                 lambda name: self._remember_table(record, name),
             )
-        if target.path:
-            return download(self.clients.s3, plan, target, entry, record.overwrite)
+        if layout is not None:
+            return download(self.clients.s3, plan, layout.root, layout.path(entry), entry, record.overwrite)
         return copy_to_bucket(self.clients.s3, plan, target, entry, record.overwrite)
 
     def _remember_table(self, record: RestoreRecord, table: str) -> None:

@@ -1,10 +1,13 @@
 """Everything a restore checks before a byte is written: the plan, the snapshot, the target, the selection
-and the conflicts at the target. Any problem is a BadRequest, NotFound or Conflict naming it."""
+and the conflicts at the target. Any problem is a BadRequest, NotFound or Conflict naming it.
+
+For a folder target the selection is also laid out (`folder_layout`): keys that collide or have no valid
+file name are not refused as a whole restore; they are reported one by one (in the quote, and as failures by
+the pass, which never writes them) while the rest is restored."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
@@ -13,8 +16,17 @@ from chalicelib.catalog.records import RecordStore
 from chalicelib.errors import BadRequest, Conflict, NotFound, describe_error, error_code
 from chalicelib.plans import DynamoDBSource, Plan, PlanSet
 from chalicelib.restore.bucket import existing_keys
+from chalicelib.restore.folder_layout import FolderLayout, lay_out
 from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.selection import select_entries, sources_by_name, target_key, target_table
+
+
+class Prepared(NamedTuple):
+    """A checked restore: its plan, the entries it takes and, for a folder target, where each one lands."""
+
+    plan: Plan
+    selected: list[Entry]
+    layout: FolderLayout | None
 
 
 class RestoreChecks:
@@ -87,8 +99,9 @@ class RestoreChecks:
             raise BadRequest(f"the snapshot of plan {plan.name!r} in backup {request.backup_id} has no objects {what}")
         return selected
 
-    def conflicts(self, plan: Plan, target: Target, selected: list[Entry]) -> list[str]:
-        """Targets that already exist (with overwrite false, the restore must not start)."""
+    def conflicts(self, plan: Plan, target: Target, selected: list[Entry], layout: FolderLayout | None) -> list[str]:
+        """Targets that already exist (with overwrite false, the restore must not start). A folder target
+        is looked at only where `layout` places something: a key with no valid name is not a path to test."""
         conflicts: list[str] = []
         tables = {t for t in (target_table(plan, target, e) for e in selected) if t}
         for table in sorted(tables):
@@ -104,14 +117,17 @@ class RestoreChecks:
             conflicts.extend(
                 f"s3://{target.bucket}/{key}" for key in (target_key(plan, target, e) for e in files) if key in existing
             )
-        if target.path and files:
-            root = Path(target.path)
-            conflicts.extend(
-                str(root / key) for key in (target_key(plan, target, e) for e in files) if (root / key).exists()
-            )
+        if layout is not None:
+            for entry in files:
+                if layout.problem(entry) is not None:
+                    continue
+                path = layout.root / layout.path(entry)
+                # A folder that exists already is what a folder marker asks for.
+                if path.exists() and not (layout.is_folder(entry) and path.is_dir()):
+                    conflicts.append(str(path))
         return conflicts
 
-    def prepare(self, request: RestoreRequest) -> tuple[Plan, list[Entry]]:
+    def prepare(self, request: RestoreRequest) -> Prepared:
         """Everything that can be checked before a byte is written. Raises BadRequest, NotFound or Conflict."""
         plan = self.plan(request.plan)
         self.target(plan, request.target)
@@ -124,9 +140,10 @@ class RestoreChecks:
         )
         if exports_as_files and not (request.target.bucket or request.target.path):
             raise BadRequest("a database export needs a target 'table'")
+        layout = lay_out(plan, request.target, selected) if request.target.path else None
         if not request.overwrite:
-            conflicts = self.conflicts(plan, request.target, selected)
+            conflicts = self.conflicts(plan, request.target, selected, layout)
             if conflicts:
                 shown = ", ".join(conflicts[:5]) + (f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
                 raise Conflict(f"{len(conflicts)} target(s) already exist: {shown}; set overwrite to replace them")
-        return plan, selected
+        return Prepared(plan, selected, layout)

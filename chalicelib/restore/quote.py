@@ -11,6 +11,7 @@ from chalicelib.catalog.manifests import Entry
 from chalicelib.errors import error_code
 from chalicelib.plans import Plan
 from chalicelib.prices import GB, Prices
+from chalicelib.restore.folder_layout import FolderLayout
 from chalicelib.restore.requests import TIERS, RestoreRequest
 from chalicelib.restore.thaw import ARCHIVE_CLASSES, effective_tier, is_archived
 
@@ -31,10 +32,17 @@ def version_heads(s3: Any, plan: Plan, entries: list[Entry], max_workers: int) -
 
 
 def quote(
-    request: RestoreRequest, plan: Plan, selected: list[Entry], heads: list[dict[str, Any] | None], prices: Prices
+    request: RestoreRequest,
+    plan: Plan,
+    selected: list[Entry],
+    heads: list[dict[str, Any] | None],
+    prices: Prices,
+    layout: FolderLayout | None = None,
 ) -> dict[str, Any]:
     """Retrieval cost and the longest thaw per tier, from the prices file (its region and date are quoted),
-    and the requests a restore makes: a COPY (or GET, to a folder) per object."""
+    and the requests a restore makes: a COPY (or GET, to a folder) per object. For a folder target
+    (`layout`), also the keys the restore would report instead of writing (collisions, invalid names,
+    folder markers with content)."""
     archived: dict[str, dict[str, int]] = {c: {"objects": 0, "bytes": 0} for c in ARCHIVE_CLASSES}
     thawed = missing = 0
     for entry, head in zip(selected, heads):
@@ -83,4 +91,5 @@ def quote(
         "request_cost_usd": round(requests_cost, 6),
         "tiers": tiers,
         "prices": {"region": prices.region, "read_on": prices.read_on.isoformat(), "currency": prices.currency},
+        **({"folder_problems": layout.report()} if layout is not None else {}),
     }

@@ -73,13 +73,13 @@ class RestoreService:
 
     def quote(self, request: RestoreRequest) -> dict[str, Any]:
         """What a restore would cost and how long its thaws would take, per tier. Writes nothing."""
-        plan, selected = self.checks.prepare(request)
+        plan, selected, layout = self.checks.prepare(request)
         heads = version_heads(self.clients.s3, plan, selected, self.max_workers)
-        return quote(request, plan, selected, heads, self.prices)
+        return quote(request, plan, selected, heads, self.prices, layout)
 
     def start(self, request: RestoreRequest) -> RestoreRecord:
         """Check everything, then record a RUNNING restore (it has not written anything yet)."""
-        plan, selected = self.checks.prepare(request)
+        plan, selected, _ = self.checks.prepare(request)
         now = isoformat(utcnow())
         target = {k: v for k, v in asdict(request.target).items() if v not in (None, "") or k == "prefix"}
         record = RestoreRecord(

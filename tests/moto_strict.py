@@ -1,0 +1,218 @@
+"""A pytest plugin that makes the in-process moto enforce S3 rules that moto 5.2.5 lets pass, so the suite
+asserts what AWS would do rather than what its test double forgives.
+
+What it enforces, and why:
+
+1. Keys are at most 1,024 bytes of UTF-8. moto stores longer ones; AWS answers 400 `KeyTooLongError`. Here
+   any S3 request whose key (in the URL), `CopySource` key or `Delete.Objects[].Key` is longer fails the
+   same way. A test seeding such a key just gets the error; a request made by the system's own code (decided
+   as `record_calls` decides it: a frame in `app.py` or `chalicelib/`, or a thread started from there) is
+   also recorded, and the session fails at its end listing each one: code that works against moto but
+   whose request AWS refuses must not pass unnoticed, even where it handles the error.
+2. `CopyObject` and `UploadPartCopy` honour `CopySourceIfMatch` and `CopySourceIfNoneMatch` against the
+   source version's current ETag (412 `PreconditionFailed`). moto ignores the first, and compares the second
+   only for `CopyObject`. This is what pins a backup's copy to the content it listed.
+3. `CopyObject` honours `IfNoneMatch="*"` (AWS does since 2024): 412 `PreconditionFailed` when the
+   destination key exists. moto ignores it; a restore relies on it not to replace what appeared meanwhile.
+
+ETags are compared as S3 compares them: with or without the surrounding quotes, a comma-separated list, or
+`*` (any). Each rule wraps one method of moto's `S3Response` (names and signatures of moto 5.2.5's
+`moto/s3/responses.py`); the wrapped method runs unchanged when the request is valid.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import pytest
+import xmltodict
+from moto.s3.exceptions import PreconditionFailed, S3ClientError
+from moto.s3.models import FakeKey
+from moto.s3.responses import S3Response
+
+from tests.record_calls import system_origin
+
+MAX_KEY_BYTES = 1024
+
+
+class KeyTooLongError(S3ClientError):
+    """AWS's answer to a key over 1,024 bytes (400; the code and message S3 sends)."""
+
+    code = "KeyTooLongError"
+
+    def __init__(self) -> None:
+        super().__init__(self.code, "Your key is too long")
+
+
+@dataclass(frozen=True)
+class LongKeyRequest:
+    """A request of the system's own code that AWS would refuse for its key's length."""
+
+    operation: str
+    field: str
+    bucket: str
+    key_bytes: int
+    key_start: str
+    origin: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.operation} with a {self.field} of {self.key_bytes} bytes (s3://{self.bucket}/{self.key_start}...) "
+            f"from {self.origin}"
+        )
+
+
+# Every long-key request the system made in this process; a test of the plugin itself takes back its own.
+FOUND: list[LongKeyRequest] = []
+
+
+def _operation() -> str:
+    """The botocore operation under way in this thread (its `_make_api_call` frame), for the report."""
+    frame: Any = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_make_api_call" and "operation_name" in frame.f_locals:
+            return str(frame.f_locals["operation_name"])
+        frame = frame.f_back
+    return "an S3 request"
+
+
+def _refuse_long(key: str, field: str, bucket: str) -> None:
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size <= MAX_KEY_BYTES:
+        return
+    origin = system_origin()
+    if origin is not None:
+        FOUND.append(LongKeyRequest(_operation(), field, bucket, size, key[:60], origin))
+    raise KeyTooLongError()
+
+
+def _copy_source(response: S3Response) -> tuple[str, str, str | None] | None:
+    """The `x-amz-copy-source` header as moto parses it: bucket, key and version id."""
+    header = response.headers.get("x-amz-copy-source")
+    if not header:
+        return None
+    if isinstance(header, bytes):
+        header = header.decode("utf-8")
+    parsed = urlparse(header)
+    bucket, _, key = unquote(parsed.path).lstrip("/").partition("/")
+    return bucket, key, parse_qs(parsed.query).get("versionId", [None])[0]
+
+
+def _peek(response: S3Response, bucket_name: str, key_name: str, version_id: str | None = None) -> FakeKey | None:
+    """The object (or version) as moto's `get_object` finds it, without its side effect: `get_object` counts
+    as one more question to a pending thaw (`FakeKey.advance`), and the tests count those questions."""
+    try:
+        bucket = response.backend.get_bucket(bucket_name)
+    except S3ClientError:
+        return None
+    if version_id is None:
+        found = bucket.keys[key_name] if key_name in bucket.keys else None
+    else:
+        found = next((k for k in bucket.keys.getlist(key_name, default=[]) if str(k.version_id) == str(version_id)), None)
+    return found if isinstance(found, FakeKey) else None
+
+
+def etag_matches(condition: str, etag: str) -> bool:
+    """Does an `If-Match`-style condition (`"abc"`, `abc`, `"abc", "def"` or `*`) hold for `etag`?"""
+    wanted = etag.strip().strip('"')
+    for tag in condition.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.strip('"') == wanted:
+            return True
+    return False
+
+
+def _check_copy_source_conditions(response: S3Response) -> None:
+    source = _copy_source(response)
+    if source is None:
+        return
+    found = _peek(response, *source)
+    if found is None:
+        return  # moto answers NoSuchKey / NoSuchVersion itself
+    if_match = response.headers.get("x-amz-copy-source-if-match")
+    if if_match and not etag_matches(if_match, found.etag):
+        raise PreconditionFailed("x-amz-copy-source-If-Match")
+    if_none_match = response.headers.get("x-amz-copy-source-if-none-match")
+    if if_none_match and etag_matches(if_none_match, found.etag):
+        raise PreconditionFailed("x-amz-copy-source-If-None-Match")
+
+
+# The wrapped moto methods ------------------------------------------------------------------------------
+
+_key_response = S3Response._key_response
+_delete_keys = S3Response._bucket_response_delete_keys
+_copy_object = S3Response.copy_object
+_upload_part_copy = S3Response.upload_part_copy
+
+
+def _strict_key_response(self: S3Response, request: Any, full_url: str) -> Any:
+    # Every request on an object passes here (moto's `key_response` turns an S3ClientError into its answer).
+    bucket = self.parse_bucket_name_from_url(request, full_url)
+    _refuse_long(self.parse_key_name(), "Key", bucket)
+    source = _copy_source(self)
+    if source is not None:
+        _refuse_long(source[1], "CopySource key", source[0])
+    return _key_response(self, request, full_url)
+
+
+def _strict_delete_keys(self: S3Response, bucket_name: str, authenticated: bool = True) -> Any:
+    body = xmltodict.parse(self.body, strip_whitespace=False)
+    objects = (body.get("Delete") or {}).get("Object") or []
+    for item in objects if isinstance(objects, list) else [objects]:
+        _refuse_long(str(item.get("Key", "")), "Delete.Objects[].Key", bucket_name)
+    return _delete_keys(self, bucket_name, authenticated)
+
+
+def _strict_copy_object(self: S3Response) -> Any:
+    _check_copy_source_conditions(self)
+    if self.headers.get("If-None-Match") == "*" and _peek(self, self.bucket_name, self.parse_key_name()) is not None:
+        raise PreconditionFailed("If-None-Match")
+    return _copy_object(self)
+
+
+def _strict_upload_part_copy(self: S3Response) -> Any:
+    _check_copy_source_conditions(self)
+    return _upload_part_copy(self)
+
+
+S3Response._key_response = _strict_key_response  # type: ignore[method-assign]
+S3Response._bucket_response_delete_keys = _strict_delete_keys  # type: ignore[method-assign]
+S3Response.copy_object = _strict_copy_object  # type: ignore[method-assign]
+S3Response.upload_part_copy = _strict_upload_part_copy  # type: ignore[method-assign]
+
+
+# Reporting: each xdist worker hands its findings to the controller (as `record_calls` does) -----------------
+
+_SESSION: list[dict[str, Any]] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _SESSION.extend(asdict(found) for found in FOUND if asdict(found) not in _SESSION)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["moto_strict"] = json.dumps(_SESSION)
+        return
+    if _SESSION:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    found = getattr(node, "workeroutput", {}).get("moto_strict")
+    if found:
+        _SESSION.extend(item for item in json.loads(found) if item not in _SESSION)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _SESSION:
+        return
+    terminalreporter.section("S3 requests AWS would refuse: keys over 1,024 bytes", red=True)
+    for item in _SESSION[:50]:
+        terminalreporter.write_line(LongKeyRequest(**item).describe())
+    if len(_SESSION) > 50:
+        terminalreporter.write_line(f"... and {len(_SESSION) - 50} more")
