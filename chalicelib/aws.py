@@ -10,7 +10,8 @@ import boto3
 from botocore.config import Config
 
 
-# Standard mode retries throttling and transient errors with backoff; 10 attempts rides out S3 SlowDown bursts.
+# Standard mode retries throttling and transient errors with backoff; 10 retries (11 attempts in all) ride
+# out S3 SlowDown bursts.
 # The pool must be at least as large as the copy thread pool, or threads queue for connections.
 def client_config(max_pool_connections: int = 64) -> Config:
     return Config(

@@ -143,6 +143,11 @@ class Plan:
     # Which snapshots are kept; DEFAULT_RETENTION when the plans file has no `retention` block.
     retention: RetentionPolicy = DEFAULT_RETENTION
 
+    def __post_init__(self) -> None:
+        # A snapshot is sorted by (source, key): the engine walks the sources in name order, however the plan
+        # was written or built.
+        object.__setattr__(self, "sources", tuple(sorted(self.sources, key=lambda s: s.name)))
+
     def source(self, name: str) -> Source:
         for source in self.sources:
             if source.name == name:

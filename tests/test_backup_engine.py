@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -618,6 +617,9 @@ def test_copies_run_on_a_bounded_thread_pool(docs: BackupService, s3: Any, clien
         s3.put_object(Bucket=DOCS_SRC, Key=f"bulk/{i:03d}", Body=b"x" * i)
     lock = threading.Lock()
     state = {"now": 0, "max": 0, "calls": 0}
+    # The first three copies must all be running at once to pass this barrier: proof that the pool runs
+    # three at a time (with fewer threads it breaks after its timeout and the copies fail).
+    together = threading.Barrier(3, timeout=30)
 
     def factory(source: Any) -> Any:
         reader = make_reader(source, clients.s3, clients.dynamodb)
@@ -628,8 +630,10 @@ def test_copies_run_on_a_bounded_thread_pool(docs: BackupService, s3: Any, clien
                 state["now"] += 1
                 state["calls"] += 1
                 state["max"] = max(state["max"], state["now"])
+                first_three = state["calls"] <= 3
             try:
-                time.sleep(0.01)  # hold the slot so that overlapping calls really overlap
+                if first_three:
+                    together.wait()
                 return store(*args)
             finally:
                 with lock:
@@ -641,7 +645,7 @@ def test_copies_run_on_a_bounded_thread_pool(docs: BackupService, s3: Any, clien
     plan = docs.settings.plans.get("documents")
     result = PlanBackup(plan, clients.s3, "20261126T000000000Z-pool", factory, max_workers=3, batch_size=16).run()
     assert result.status == "SUCCEEDED" and result.copied == state["calls"] == 50
-    assert 2 <= state["max"] <= 3
+    assert state["max"] == 3 and not together.broken
 
 
 def test_a_plan_dropped_from_the_plans_file_fails_instead_of_hanging(service: BackupService, clients: Any) -> None:
@@ -658,9 +662,12 @@ def test_a_plan_dropped_from_the_plans_file_fails_instead_of_hanging(service: Ba
 
 
 def test_clients_retry_in_standard_mode_with_a_pool_as_big_as_the_copy_pool(clients: Any) -> None:
+    from chalicelib.aws import client_config
+
     workers = Settings.from_environ({"BACKUP_BUCKET_PREFIX": "x-backup", "DOCUMENTS_SOURCE_BUCKET": "x-docs",
                                      "PHOTOS_SOURCE_BUCKET": "x-photos", "DATABASE_TABLE": "x-orders"}).max_workers
-    for client in (clients.s3, clients.dynamodb, clients.sns):
-        retries = client.meta.config.retries
-        assert retries["mode"] in ("standard", "adaptive") and retries["total_max_attempts"] >= 5
+    # What aws.py asks for: standard mode, 10 retries after the first attempt (botocore: 11 attempts in all).
+    assert client_config().retries == {"mode": "standard", "max_attempts": 10}
+    for client in (clients.s3, clients.dynamodb, clients.sns, clients.lambda_, clients.cloudwatch):
+        assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 11}
     assert clients.s3.meta.config.max_pool_connections >= workers
