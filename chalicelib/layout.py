@@ -10,6 +10,7 @@
     meta/idempotency/<sha256 of key>.json              Idempotency-Key claims (catalog bucket)
     meta/restores/<inverted time>_<restore_id>.json    restore records (catalog bucket)
     meta/restore-queue/<restore_id>                    restores not finished yet (catalog bucket)
+    meta/verifications/<inverted time>_<job_id>.json   weekly verification jobs, with their checkpoint (catalog bucket)
 
 Lifecycle rules are scoped to `data/`, so metadata always stays in S3 Standard, readable at once.
 """
@@ -25,6 +26,7 @@ LOCKS_PREFIX = META_PREFIX + "locks/"
 IDEMPOTENCY_PREFIX = META_PREFIX + "idempotency/"
 RESTORES_PREFIX = META_PREFIX + "restores/"
 RESTORE_QUEUE_PREFIX = META_PREFIX + "restore-queue/"
+VERIFICATIONS_PREFIX = META_PREFIX + "verifications/"
 
 
 def data_key(source: str, key: str) -> str:

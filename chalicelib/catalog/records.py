@@ -87,7 +87,8 @@ class BackupRecord:
     started_at: str | None = None
     finished_at: str | None = None
     dry_run: bool = False
-    # What the daily check of stored snapshots found (see verify.py); None when none ran.
+    # What the weekly slice check found, in backups that ran it inline; it is now a job of its own with its
+    # own record (chalicelib/verify/slice_record.py), and this stays None.
     verification: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
