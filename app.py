@@ -141,6 +141,14 @@ def backup_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"backup_id": record.backup_id, "status": record.status}
 
 
+@app.lambda_function(name="verify_worker")
+def verify_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Runs the weekly verification job a scheduled backup started, carrying itself on past the time limit
+    (invoked asynchronously)."""
+    record = service().verification.run(event["job_id"], context=context)
+    return {"job_id": record.job_id, "status": record.status}
+
+
 def restores() -> RestoreService:
     """Restores use the same settings and clients as backups."""
     backups = service()

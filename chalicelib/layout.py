@@ -11,6 +11,7 @@
     meta/idempotency/<sha256 of key>.json              Idempotency-Key claims (catalog bucket)
     meta/restores/<inverted time>_<restore_id>.json    restore records (catalog bucket)
     meta/restore-queue/<restore_id>                    restores not finished yet (catalog bucket)
+    meta/verifications/<inverted time>_<job_id>.json   weekly verification jobs, with their checkpoint (catalog bucket)
 
 Lifecycle rules are scoped to `data/`, so metadata always stays in S3 Standard, readable at once.
 """
@@ -28,6 +29,7 @@ LOCKS_PREFIX = META_PREFIX + "locks/"
 IDEMPOTENCY_PREFIX = META_PREFIX + "idempotency/"
 RESTORES_PREFIX = META_PREFIX + "restores/"
 RESTORE_QUEUE_PREFIX = META_PREFIX + "restore-queue/"
+VERIFICATIONS_PREFIX = META_PREFIX + "verifications/"
 
 
 # S3 refuses keys longer than 1,024 bytes of UTF-8 (KeyTooLongError).

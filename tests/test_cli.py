@@ -123,6 +123,29 @@ def test_verify_reports_a_deleted_version_and_exits_1(run: Any, world: dict[str,
     assert "MISSING" in out and "2026/img-4.png" in out
 
 
+def test_verify_slice_checks_one_weekday_of_every_snapshot_and_exits_1_on_findings(
+    run: Any, world: dict[str, Any], s3: Any
+) -> None:
+    from chalicelib.catalog.manifests import load_snapshot
+    from chalicelib.verify.checks import weekly_slice
+
+    first = backup_id_of(run, "photos")
+    backup_id_of(run, "photos")
+    with load_snapshot(s3, "test-backup-photos", "photos", first) as manifest:
+        lost = next(manifest.entries())
+    weekday = weekly_slice(lost)
+    code, out, _ = run("verify-slice", "--weekday", str(weekday), "--json")
+    result = json.loads(out)
+    assert code == 0 and result["status"] == "SUCCEEDED" and result["weekday"] == weekday
+    assert result["snapshots"] == 2 and result["checked"] >= 1 and result["trigger"] == "cli"
+    s3.delete_object(Bucket="test-backup-photos", Key=lost.data_key, VersionId=lost.version_id)
+    code, out, _ = run("verify-slice", "--weekday", str(weekday))
+    assert code == 1
+    assert "FAILED" in out and "MISSING" in out and lost.key in out
+    code, _, err = run("verify-slice", "--weekday", "7")
+    assert code == 2 and "--weekday" in err
+
+
 def test_dry_run_quote_writes_nothing(run: Any, world: dict[str, Any], s3: Any) -> None:
     backup_id = backup_id_of(run, "documents")
     code, out, _ = run("restore", backup_id, "--plan", "documents", "--to-bucket", TARGET, "--dry-run", "--json")

@@ -74,6 +74,16 @@ def test_every_function_runs_python_312_under_its_deployed_name(template: dict[s
     assert worker["FunctionName"] == stage_environment(STAGE, ROOT)["WORKER_FUNCTION_NAME"]
 
 
+def test_the_verify_worker_is_packaged_with_its_own_settings(template: dict[str, Any]) -> None:
+    from chalicelib.backup.verification import verify_worker_name
+
+    worker = of_type(template, "AWS::Serverless::Function")["VerifyWorker"]["Properties"]
+    assert worker["FunctionName"] == verify_worker_name(stage_environment(STAGE, ROOT)["WORKER_FUNCTION_NAME"])
+    assert worker["FunctionName"] == "org-backup-dev-verify_worker"
+    assert (worker["Runtime"], worker["Timeout"], worker["MemorySize"]) == (RUNTIME, 900, 1024)
+    assert worker["Handler"] == "app.verify_worker"
+
+
 def test_each_bucket_carries_its_plan(template: dict[str, Any]) -> None:
     plans = stage_plans(STAGE, ROOT)
     backup_buckets = {r["Properties"]["BucketName"] for r in of_type(template, "AWS::S3::Bucket").values()}

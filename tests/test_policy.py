@@ -15,6 +15,7 @@ from chalicelib.config import Settings
 from chalicelib.deploy.permissions import Permission, allows, required_permissions
 from chalicelib.deploy.policy import (
     FORBIDDEN_ACTIONS,
+    VERIFY_GRANTS,
     PolicyError,
     check_actions,
     generate,
@@ -222,6 +223,54 @@ def test_calls_from_transfer_threads_are_recorded_and_allowed(
     assert all(call.origin.startswith("chalicelib/backup/writes.py") for call in part_copies), part_copies
     policy = generate(settings_scope("org-backup", "test", Settings.from_environ(stage_env)))
     assert violations(calls, policy) == []
+
+
+def own_policy(grants: tuple[Any, ...], scope: Any) -> dict[str, Any]:
+    """The policy a function would get from these grant tables alone."""
+    statements = [
+        {"Sid": grant.sid, "Effect": "Allow", "Action": list(grant.actions), "Resource": grant.resources(scope)}
+        for grant in grants
+        if grant.resources(scope)
+    ]
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def test_the_verify_job_needs_only_its_own_grants(
+    clients: Any, backup_buckets: Any, sources: Any, topic_queue: str, stage_env: dict[str, str], recorded_calls: Any
+) -> None:
+    from datetime import datetime, timezone
+
+    from chalicelib.backup.service import BackupService
+    from chalicelib.catalog.records import new_backup_id
+
+    settings = Settings.from_environ(stage_env)
+    backups = BackupService(settings, clients)
+    backups.run(backups.start(None, trigger="api").backup_id)
+    start = len(recorded_calls.calls())
+    job = backups.verification.job()
+    for weekday in range(7):
+        job.run(job.start(new_backup_id(datetime(2100, 1, 1, tzinfo=timezone.utc), suffix=f"p{weekday}"), weekday).job_id)
+    calls = recorded_calls.calls()[start:]
+    assert {"ListObjectsV2", "GetObject", "HeadObject", "PutObject", "Publish"} <= {call.operation for call in calls}
+    assert violations(calls, own_policy(VERIFY_GRANTS, settings_scope("org-backup", "test", settings))) == []
+
+
+def test_the_verify_grants_read_and_write_only_its_own_records() -> None:
+    policy = own_policy(VERIFY_GRANTS, stage_scope("dev", ROOT))
+    documents = "arn:aws:s3:::acme-backup-dev-documents"
+    assert allows(policy, Permission("s3:GetObjectVersion", "arn:aws:s3:::acme-backup-dev-photos/data/photos/a.png"))
+    assert allows(policy, Permission("s3:GetObject", f"{documents}/meta/snapshots/documents/x.jsonl.gz"))
+    assert allows(policy, Permission("s3:PutObject", f"{documents}/meta/verifications/0001_verify-x.json"))
+    for key in ("data/documents/a.txt", "meta/snapshots/documents/x.jsonl.gz", "meta/backups/0001_x.json"):
+        assert not allows(policy, Permission("s3:PutObject", f"{documents}/{key}"))
+    # Only the catalog bucket holds verification records.
+    assert not allows(policy, Permission("s3:PutObject", "arn:aws:s3:::acme-backup-dev-photos/meta/verifications/x.json"))
+    assert not any(action.startswith(("s3:Delete", "dynamodb:")) for action in actions_of(policy))
+    worker = "arn:aws:lambda:us-east-1:123456789012:function:org-backup-dev-verify_worker"
+    assert allows(policy, Permission("lambda:InvokeFunction", worker))
+    assert not allows(policy, Permission("lambda:InvokeFunction", worker.replace("verify_worker", "backup_worker")))
+    # The stage's shared policy lets the backup's invocation start the job.
+    assert allows(generate(stage_scope("dev", ROOT)), Permission("lambda:InvokeFunction", worker))
 
 
 def test_calls_made_by_tests_themselves_are_not_recorded(s3: Any, recorded_calls: Any) -> None:

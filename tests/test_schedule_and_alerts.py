@@ -13,7 +13,7 @@ from chalicelib.catalog.manifests import list_snapshot_keys
 from chalicelib.catalog.records import BackupRecord, PlanResult
 from chalicelib.config import Settings
 from chalicelib.errors import NotFound
-from chalicelib.layout import RECORDS_PREFIX
+from chalicelib.layout import RECORDS_PREFIX, VERIFICATIONS_PREFIX
 from tests.conftest import read_alerts
 from tests.test_backup_engine import Crash, client_calls
 
@@ -38,9 +38,18 @@ def stack(app_client: Any, backup_buckets: Any, sources: Any, topic_queue: str, 
     return app_client
 
 
-def records(s3: Any) -> list[str]:
-    listing = s3.list_objects_v2(Bucket="test-backup-documents", Prefix=RECORDS_PREFIX)
+def records(s3: Any, prefix: str = RECORDS_PREFIX) -> list[str]:
+    listing = s3.list_objects_v2(Bucket="test-backup-documents", Prefix=prefix)
     return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def kind(alert: dict[str, Any]) -> str:
+    return str(alert["MessageAttributes"]["kind"]["Value"])
+
+
+def backup_alerts(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """The backups' alerts; a scheduled backup's verification job sends one of its own."""
+    return [alert for alert in read_alerts(sqs, queue_url) if kind(alert) == "backup"]
 
 
 def test_the_schedule_backs_up_every_plan_once_per_event(stack: Any, s3: Any, sqs: Any, topic_queue: str) -> None:
@@ -55,7 +64,10 @@ def test_the_schedule_backs_up_every_plan_once_per_event(stack: Any, s3: Any, sq
         assert len(list_snapshot_keys(s3, f"test-backup-{plan}", plan)) == 1
     record = stack.http.get(f"/backups/{first['backup_id']}").json_body
     assert record["trigger"] == "schedule" and set(record["plans"]) == set(PLANS)
-    assert len(read_alerts(sqs, topic_queue)) == 1
+    # One alert for the backup and one for its verification job: the second delivery sent none.
+    assert sorted(kind(alert) for alert in read_alerts(sqs, topic_queue)) == ["backup", "verification"]
+    assert len(records(s3, VERIFICATIONS_PREFIX)) == 1
+    assert record["verification"]["status"] == "SUCCEEDED" and record["verification"]["checked"] > 0
 
 
 def test_a_scheduled_run_that_died_is_finished_by_the_redelivery(stack: Any, s3: Any, clients: Any) -> None:
@@ -104,7 +116,7 @@ def test_the_worker_refuses_an_unknown_backup(stack: Any) -> None:
 def test_the_alert_has_status_totals_and_a_line_per_plan(stack: Any, sqs: Any, topic_queue: str) -> None:
     event = scheduled_event(stack)
     payload = stack.lambda_.invoke("daily_backup", event).payload
-    [alert] = read_alerts(sqs, topic_queue)
+    [alert] = backup_alerts(sqs, topic_queue)
     # 10 documents + 10 photos + 1 table export.
     assert alert["Subject"].startswith("Backup SUCCEEDED: 3 plan(s), 21 copied (")
     assert alert["Subject"].endswith(", 0 failed")

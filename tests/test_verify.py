@@ -13,10 +13,13 @@ import pytest
 from botocore.response import StreamingBody
 from chalice.test import Client
 
+from chalicelib.api.backups import get_backup
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.manifests import Entry, list_snapshot_keys, manifest_key
 from chalicelib.config import Settings
+from chalicelib.verify import slice_job
 from chalicelib.verify.checks import VerifyReport, in_sample, weekly_slice
+from chalicelib.verify.slice_record import VerificationStore, verification_id
 from chalicelib.verify.verifier import Verifier
 
 BUCKET = "test-backup-documents"
@@ -180,11 +183,19 @@ def test_verify_through_the_api(app_client: Client, backup_buckets: Any, sources
 # ------------------------------------------------------------------------------------------------ weekly rotation
 
 
+def verification_alerts(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """The verification jobs' alerts among those published (backups send their own)."""
+    from tests.conftest import read_alerts
+
+    found: list[dict[str, Any]] = []
+    while batch := read_alerts(sqs, queue_url):
+        found += [a for a in batch if a["MessageAttributes"].get("kind", {}).get("Value") == "verification"]
+    return found
+
+
 def test_daily_backups_check_every_stored_version_within_a_week(
     backups: BackupService, clients: Any, plans: Any, s3: Any, sqs: Any, topic_queue: str
 ) -> None:
-    from tests.conftest import read_alerts
-
     first = take_backup(backups)
     s3.put_object(Bucket="test-src-documents", Key="reports/report-0.txt", Body=b"changed")
     take_backup(backups)
@@ -196,39 +207,46 @@ def test_daily_backups_check_every_stored_version_within_a_week(
             stored.update((e.data_key, e.version_id) for e in entries)
     lost = next(e for e in read_manifest(s3, BUCKET, manifest_key("documents", first))[1] if e.key == "reports/report-7.txt")
     s3.delete_object(Bucket=BUCKET, Key=lost.data_key, VersionId=lost.version_id)
-    while read_alerts(sqs, topic_queue):
-        pass
+    verification_alerts(sqs, topic_queue)
 
     monday = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
     checked = 0
     for day in range(7):
         record = backups.run_scheduled(monday + timedelta(days=day))
-        verification = record.verification
-        assert verification is not None and verification["weekday"] == day
-        checked += verification["checked"]
+        # The backup's own result is final and clean; its slice is checked by a job of its own.
+        assert record.status == "SUCCEEDED" and record.verification is None
+        verification = get_backup(backups.records, record.backup_id)["verification"]
+        assert verification is not None and verification["weekday"] == day and verification["status"] != "RUNNING"
+        job = VerificationStore(s3, BUCKET).get(verification_id(record.backup_id))
+        checked += job.checked
+        (alert,) = verification_alerts(sqs, topic_queue)
         if day == weekly_slice(lost):
-            assert [(f["key"], f["version_id"]) for f in verification["missing"]] == [(lost.key, lost.version_id)]
-            assert backups.get(record.backup_id).verification["missing_count"] == 1
-            alert = read_alerts(sqs, topic_queue)[-1]
+            assert [(f["key"], f["version_id"]) for f in job.missing] == [(lost.key, lost.version_id)]
+            assert verification["missing_count"] == 1 and verification["status"] == "FAILED"
             assert alert["Subject"].startswith("VERIFY FAILED")
             assert "1 MISSING" in alert["Message"] and lost.key in alert["Message"]
         else:
-            assert verification["missing_count"] == 0, verification
-            while read_alerts(sqs, topic_queue):
-                pass
+            assert verification["missing_count"] == 0 and verification["status"] == "SUCCEEDED", verification
+            assert alert["Subject"].startswith("Verification SUCCEEDED")
     # The scheduled backups add no new versions (nothing changed), so the week covered exactly what was stored.
     assert checked == len(stored)
 
 
-def test_a_failing_slice_check_never_fails_the_backup(backups: BackupService, clients: Any, monkeypatch: Any) -> None:
-    def broken(self: Any, weekday: int, plan_names: Any = None) -> Any:
+def test_a_failing_slice_check_never_fails_the_backup(
+    backups: BackupService, clients: Any, monkeypatch: Any, s3: Any, sqs: Any, topic_queue: str
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("listing failed")
 
-    monkeypatch.setattr(Verifier, "verify_slice", broken)
+    monkeypatch.setattr(slice_job, "list_snapshot_keys", broken)
     record = backups.run_scheduled(datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc))
     assert record.status == "SUCCEEDED"
-    assert record.verification is not None and not record.verification["ok"]
-    assert "listing failed" in record.verification["errors"][0]
+    assert backups.get(record.backup_id).status == "SUCCEEDED"
+    job = VerificationStore(s3, BUCKET).get(verification_id(record.backup_id))
+    assert job.status == "FAILED" and not job.ok
+    assert "listing failed" in job.errors[0]
+    (alert,) = verification_alerts(sqs, topic_queue)
+    assert alert["Subject"].startswith("VERIFY FAILED") and "listing failed" in alert["Message"]
 
 
 def test_report_totals_add_up() -> None:

@@ -35,6 +35,7 @@ from chalicelib.errors import BadRequest, Conflict, NotFound
 from chalicelib.layout import RECORDS_PREFIX
 from chalicelib.plans import PlanSet
 from chalicelib.times import utcnow
+from chalicelib.verify.slice_record import backup_verification
 
 logger = logging.getLogger(__name__)
 
@@ -300,7 +301,12 @@ def _matches(record: BackupRecord, plan: str | None, status: str | None) -> bool
 def get_backup(records: RecordStore, backup_id: str) -> dict[str, Any]:
     if not is_backup_id(backup_id):
         raise NotFound(f"no backup with id {backup_id!r}: backup ids look like 20261126T134735123Z-9f2c4a1b")
-    return describe(records.get(backup_id))
+    record = records.get(backup_id)
+    data = describe(record)
+    if record.trigger == "schedule" and not record.dry_run:
+        # Its weekly verification job, found by the id it derives from the backup's: one GET, no listing.
+        data["verification"] = backup_verification(records.s3, records.bucket, backup_id) or record.verification
+    return data
 
 
 # ---------------------------------------------------------------------------- GET /backups/{id}/objects

@@ -12,11 +12,11 @@ from chalicelib.aws import Clients
 from chalicelib.backup import checkpoints, ranges
 from chalicelib.backup.locks import PlanLocks
 from chalicelib.backup.plan_backup import back_up_plan
+from chalicelib.backup.verification import WeeklyVerification
 from chalicelib.catalog.records import (
     BackupRecord,
     PlanResult,
     RecordStore,
-    backup_time,
     new_backup_id,
     overall_status,
 )
@@ -25,18 +25,26 @@ from chalicelib.deploy import drift
 from chalicelib.errors import AlreadyExists, BadRequest, Conflict
 from chalicelib.notify import alerts, metrics
 from chalicelib.times import isoformat, utcnow
-from chalicelib.verify.verifier import Verifier
 
 logger = logging.getLogger(__name__)
 
 
 class BackupService:
-    def __init__(self, settings: Settings, clients: Clients, invoker: checkpoints.Invoker | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clients: Clients,
+        invoker: checkpoints.Invoker | None = None,
+        verify_invoker: checkpoints.Invoker | None = None,
+    ) -> None:
         self.settings = settings
         self.clients = clients
         # How a backup that ran short of time is carried on (default: by the worker mode).
         self.invoker = invoker
         self.records = RecordStore(clients.s3, settings.plans.catalog_bucket)
+        # The weekly check of stored versions a scheduled backup starts when it ends (`verify_invoker`:
+        # how its job is invoked; default: by the worker mode).
+        self.verification = WeeklyVerification(settings, clients, verify_invoker)
 
     def check_plan_names(self, names: list[str] | None) -> list[str]:
         known = self.settings.plans.names
@@ -94,6 +102,8 @@ class BackupService:
         budget = checkpoints.budget_for(context, getattr(self.settings, "checkpoint_reserve_ms", checkpoints.DEFAULT_RESERVE_MS))
         record = self.records.get(backup_id)
         if record.status != "RUNNING":
+            # A redelivery may follow a run that ended before its verification job was started.
+            self.verification.start_after(record)
             return record
         for name in list(record.plans):
             if record.plans[name].status != "RUNNING":
@@ -139,24 +149,14 @@ class BackupService:
             # Saved after each plan so GET /backups/{id} shows progress.
             self.records.save(record)
         record.status = overall_status(list(record.plans.values()))
-        if record.trigger == "schedule" and not record.dry_run and record.verification is None:
-            record.verification = self._verify_weekly_slice(backup_id)
         record.finished_at = isoformat(utcnow())
         self.records.save(record)
         logger.info("backup %s finished: %s", backup_id, record.status)
         alerts.publish(self.clients.sns, self.settings.topic_arn, record)
         metrics.report(self.clients.cloudwatch, self.settings.plans.catalog_bucket, record)
+        # Only now, with the backup final: its weekly verification is a job of its own, never waited for.
+        self.verification.start_after(record)
         return record
-
-    def _verify_weekly_slice(self, backup_id: str) -> dict[str, Any]:
-        """Check the stored versions whose slice is this backup's weekday: all of them, over a week.
-        A failure here is reported, never allowed to change the backup's own result."""
-        weekday = backup_time(backup_id).weekday()
-        try:
-            return Verifier(self.settings.plans, self.clients, self.settings.max_workers).verify_slice(weekday)
-        except Exception as exc:  # verification must not break the backup it rides along with
-            logger.exception("verification of slice %d failed", weekday)
-            return {"weekday": weekday, "ok": False, "checked": 0, "errors": [f"{type(exc).__name__}: {exc}"]}
 
     def run_scheduled(self, scheduled_at: datetime, context: Any = None) -> BackupRecord:
         """The daily backup. The id comes from the schedule time, so a repeated delivery finds the same

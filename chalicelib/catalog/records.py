@@ -91,7 +91,8 @@ class BackupRecord:
     dry_run: bool = False
     # Plans whose deletions may pass the mass-deletion guard in this backup, as the request asked.
     allow_deletions: list[str] = field(default_factory=list)
-    # What the daily check of stored snapshots found (see verify.py); None when none ran.
+    # What the weekly slice check found, in backups that ran it inline; it is now a job of its own with its
+    # own record (chalicelib/verify/slice_record.py), and this stays None.
     verification: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The commands about backups: plans, backup, backups, show, contents, verify."""
+"""The commands about backups: plans, backup, backups, show, contents, verify, verify-slice."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 import threading
 from typing import Any
 
-from chalicelib.api.backups import describe
+from chalicelib.api.backups import describe, get_backup
 from chalicelib.api.plans import describe_plans
 from chalicelib.backup.locks import PlanLocks
 from chalicelib.backup.service import BackupService
@@ -16,6 +16,7 @@ from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human,
 from chalicelib.errors import BackupError, BadRequest
 from chalicelib.notify.alerts import verification_line
 from chalicelib.times import utcnow
+from chalicelib.verify.slice_job import SliceJob
 from chalicelib.verify.verifier import Verifier
 
 
@@ -116,8 +117,10 @@ def cmd_backups(ctx: Context) -> int:
 
 
 def cmd_show(ctx: Context) -> int:
-    record = RecordStore(ctx.clients.s3, ctx.settings.plans.catalog_bucket).get(ctx.args.backup_id)
-    data = describe(record)
+    records = RecordStore(ctx.clients.s3, ctx.settings.plans.catalog_bucket)
+    record = records.get(ctx.args.backup_id)
+    # As GET /backups/{id} answers: with a scheduled backup's verification job.
+    data = get_backup(records, ctx.args.backup_id)
 
     def text() -> str:
         lines = [
@@ -131,8 +134,8 @@ def cmd_show(ctx: Context) -> int:
                 f"({human(r.bytes)})"
             )
             lines += [f"    - {m}" for m in r.warnings + r.errors]
-        if record.verification:
-            lines.append(verification_line(record.verification))
+        if data.get("verification"):
+            lines.append(verification_line(data["verification"]))
         return "\n".join(lines)
 
     emit(ctx, data, text)
@@ -190,6 +193,34 @@ def cmd_verify(ctx: Context) -> int:
 
     emit(ctx, result, text)
     return EXIT_OK if result["ok"] else EXIT_ATTENTION
+
+
+def cmd_verify_slice(ctx: Context) -> int:
+    """One weekday's slice of every stored snapshot, here and now: the job a scheduled backup starts, with
+    its own record (and alert), run in the foreground without a time limit."""
+    weekday = utcnow().weekday() if ctx.args.weekday is None else ctx.args.weekday
+    if not 0 <= weekday <= 6:
+        raise BadRequest(f"--weekday must be from 0 (Monday) to 6 (Sunday), got {weekday}")
+    job = SliceJob(ctx.settings.plans, ctx.clients, ctx.settings.topic_arn, ctx.settings.max_workers)
+    started = job.start(new_backup_id(utcnow()), weekday=weekday, trigger="cli")
+    if not ctx.json:
+        print(f"verification {started.job_id}: slice {weekday} of every stored snapshot", file=sys.stderr)
+    record = job.run(started.job_id)
+    data = record.to_dict()
+
+    def text() -> str:
+        lines = [
+            f"verification {record.job_id}: {record.status}: {record.snapshots} snapshots, {record.checked} versions "
+            f"checked, {record.missing_count} missing, {record.damaged_count} damaged, {record.error_count} error(s)"
+        ]
+        for finding in record.missing + record.damaged:
+            lines.append(f"  {finding['problem'].upper()}: {finding['plan']} {finding['source']}/{finding['key']} "
+                         f"(version {finding['version_id']}): {finding['detail']}")
+        lines += [f"  error: {e}" for e in record.errors]
+        return "\n".join(lines)
+
+    emit(ctx, data, text)
+    return EXIT_OK if record.status == "SUCCEEDED" else EXIT_ATTENTION
 
 
 # ---------------------------------------------------------------------------------------------- parsing

@@ -10,6 +10,7 @@
                        [--prefix P | --key K ...] [--overwrite] [--tier Bulk|Standard|Expedited] [--dry-run]
     org-backup restore-status RESTORE_ID [--resume]
     org-backup verify BACKUP_ID [--plan NAME ...] [--sample-percent N]
+    org-backup verify-slice [--weekday N]
 
 Every command takes `--stage` (default `dev`, or $ORG_BACKUP_STAGE) and `--json`. Exit status: 0 done,
 1 done but something needs attention (a failed backup or restore, verification findings), 2 bad input.
@@ -25,7 +26,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from chalicelib.cli.backups import cmd_backup, cmd_backups, cmd_contents, cmd_plans, cmd_show, cmd_verify
+from chalicelib.cli.backups import cmd_backup, cmd_backups, cmd_contents, cmd_plans, cmd_show, cmd_verify, cmd_verify_slice
 from chalicelib.cli.output import EXIT_BAD_INPUT, Context
 from chalicelib.cli.restores import cmd_restore, cmd_restore_status
 from chalicelib.errors import BackupError, BadRequest, Conflict, NotFound, PlanError
@@ -39,6 +40,7 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "restore": cmd_restore,
     "restore-status": cmd_restore_status,
     "verify": cmd_verify,
+    "verify-slice": cmd_verify_slice,
 }
 
 
@@ -96,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("backup_id")
     verify.add_argument("--plan", action="append", help="only this plan (repeat)")
     verify.add_argument("--sample-percent", type=float, default=0, help="also re-read and re-hash this share (0-100)")
+
+    verify_slice = commands.add_parser(
+        "verify-slice", parents=[common], help="verify one weekday's slice of every stored snapshot (the daily check)"
+    )
+    verify_slice.add_argument("--weekday", type=int, help="0 (Monday) to 6 (Sunday); default: today's, UTC")
     return parser
 
 

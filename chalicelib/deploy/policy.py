@@ -8,7 +8,7 @@ useful; `autogen_policy` is off and this module writes `.chalice/policy-<stage>.
     python -m chalicelib.deploy.policy --check    # exit 1 when a committed file is out of date
 
 What may be granted is declared below in one table per concern (`Grant` rows): the backup buckets, the
-sources, alerts, the worker function, metrics, logs. A new feature that calls AWS adds rows to its
+sources, alerts, the worker function, metrics, logs, restores, long runs, the weekly verification job. A new feature that calls AWS adds rows to its
 concern's table (or a new table to `CONCERNS`). Resources are scoped to the stage's buckets and prefixes,
 tables, topic and functions, resolved from the stage's environment variables.
 
@@ -39,6 +39,7 @@ from chalicelib.layout import (
     META_PREFIX,
     RESTORE_QUEUE_PREFIX,
     SNAPSHOTS_PREFIX,
+    VERIFICATIONS_PREFIX,
 )
 from chalicelib.notify.metrics import NAMESPACE as METRICS_NAMESPACE
 from chalicelib.plans import DynamoDBSource, Plan, S3Source
@@ -80,6 +81,8 @@ class Scope:
     # Where restores may write: these buckets, and new tables whose names start with the prefix.
     restore_buckets: tuple[str, ...] = ()
     restore_table_prefix: str = ""
+    # The backup bucket that holds the catalog (records); empty: unknown, nothing scoped to it is granted.
+    catalog_bucket: str = ""
 
     @property
     def backup_buckets(self) -> list[str]:
@@ -295,6 +298,30 @@ LONG_RUN_GRANTS: tuple[Grant, ...] = (
     Grant("StaleUploadsList", ("s3:ListBucketMultipartUploads",), lambda s: [bucket_arn(b) for b in s.backup_buckets]),
 )
 
+# The weekly verification job (chalicelib/verify/slice_job.py, the verify_worker function): read only. It lists
+# and reads the manifests, asks S3 about exact versions of the data (HeadObject with VersionId), writes its
+# own record and checkpoint under meta/verifications/, sends its alert, and invokes itself to carry on.
+# Everything it needs is here, apart from logs, so that it can be given a policy of its own.
+VERIFY_GRANTS: tuple[Grant, ...] = (
+    Grant("VerifyList", ("s3:ListBucket",), lambda s: [bucket_arn(b) for b in s.backup_buckets]),
+    Grant(
+        "VerifyRead",
+        ("s3:GetObject", "s3:GetObjectVersion"),
+        lambda s: _object_arns(s, SNAPSHOTS_PREFIX) + _object_arns(s, DATA_PREFIX),
+    ),
+    Grant(
+        "VerifyRecords",
+        ("s3:PutObject", "s3:GetObject"),
+        lambda s: [f"{bucket_arn(s.catalog_bucket)}/{VERIFICATIONS_PREFIX}*"] if s.catalog_bucket else [],
+    ),
+    Grant("VerifyAlerts", ("sns:Publish",), lambda s: sorted(set(s.topic_arns))),
+    Grant(
+        "VerifyContinue",
+        ("lambda:InvokeFunction",),
+        lambda s: sorted({function_arn(s.region, s.account, f) for f in s.invoked_functions if f.endswith("verify_worker")}),
+    ),
+)
+
 # Every concern, in the order its statements appear. Tables may also be functions returning statements.
 CONCERNS: tuple[tuple[Grant, ...] | Callable[[Scope], list[dict[str, Any]]], ...] = (
     BACKUP_BUCKET_GRANTS,
@@ -308,6 +335,7 @@ CONCERNS: tuple[tuple[Grant, ...] | Callable[[Scope], list[dict[str, Any]]], ...
     API_GRANTS,
     RESTORE_GRANTS,
     LONG_RUN_GRANTS,
+    VERIFY_GRANTS,
 )
 
 
@@ -379,16 +407,19 @@ def settings_scope(app: str, stage: str, settings: Any) -> Scope:
         account=account,
         restore_buckets=tuple(getattr(settings, "restore_buckets", ())),
         restore_table_prefix=getattr(settings, "restore_table_prefix", ""),
+        catalog_bucket=settings.plans.catalog_bucket,
     )
 
 
 def _invoked_functions(settings: Any) -> tuple[str, ...]:
-    """The backup worker, and the restore worker deployed beside it (`...-backup_worker` -> `...-restore_worker`)."""
+    """The backup worker, and the restore and verify workers deployed beside it (`...-backup_worker` ->
+    `...-restore_worker`, `...-verify_worker`)."""
     if settings.worker_mode != "lambda" or not settings.worker_function:
         return ()
     worker = settings.worker_function
     if worker.endswith("backup_worker"):
-        return (worker, worker[: -len("backup_worker")] + "restore_worker")
+        base = worker[: -len("backup_worker")]
+        return (worker, base + "restore_worker", base + "verify_worker")
     return (worker,)
 
 

@@ -1,5 +1,6 @@
-"""One SNS message per backup: a subject with the status and totals, a line per plan, a `status` attribute
-so subscribers can filter (e.g. an email subscription that only wants failures)."""
+"""One SNS message per backup, and one per weekly verification job: a subject with the status and totals, a
+line per plan, a `status` attribute so subscribers can filter (e.g. an email subscription that only wants
+failures)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.catalog.records import BackupRecord
+from chalicelib.catalog.records import BackupRecord, backup_time
+from chalicelib.errors import NotFound
+from chalicelib.times import isoformat
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +33,10 @@ def subject(record: BackupRecord) -> str:
         f"Backup {record.status}: {len(record.plans)} plan(s), {totals['copied']} copied "
         f"({human_bytes(totals['bytes_copied'])}), {totals['failed']} failed"
     )
-    if record.verification is not None and not record.verification.get("ok", True):
-        text = "VERIFY FAILED. " + text
+    return _subject_text(text)
+
+
+def _subject_text(text: str) -> str:
     # SNS subjects must be printable ASCII on one line.
     text = text.encode("ascii", "replace").decode("ascii")
     return text[:SUBJECT_LIMIT]
@@ -58,28 +63,76 @@ def body(record: BackupRecord) -> str:
         lines.append(line)
         for message in [f"DRIFT: {finding}" for finding in result.drift] + result.warnings + result.errors:
             lines.append(f"{' ' * width}    - {message}")
-    if record.verification is not None:
-        lines.append("")
-        lines.append(verification_line(record.verification))
-        for finding in record.verification.get("missing", [])[:20] + record.verification.get("damaged", [])[:20]:
-            lines.append(f"    - {finding['problem'].upper()}: {finding['plan']} {finding['source']}/{finding['key']} "
-                         f"version {finding['version_id']}: {finding['detail']}")
-        for message in record.verification.get("errors", [])[:5]:
-            lines.append(f"    - error: {message}")
     return "\n".join(lines) + "\n"
 
 
 def verification_line(verification: dict[str, Any]) -> str:
     """One line for an alert: what the weekly slice found."""
+    if verification.get("status") == "RUNNING":
+        return f"Verification: running, {verification.get('checked', 0)} stored versions checked so far"
     if verification.get("ok"):
         return f"Verification: {verification.get('checked', 0)} stored versions checked, all intact"
     parts = [
         f"Verification: {verification.get('checked', 0)} stored versions checked, "
         f"{verification.get('missing_count', 0)} MISSING, {verification.get('damaged_count', 0)} DAMAGED"
     ]
-    if verification.get("errors"):
-        parts.append(f"{len(verification['errors'])} error(s)")
+    errors = verification.get("error_count", len(verification.get("errors", [])))
+    if errors:
+        parts.append(f"{errors} error(s)")
     return "; ".join(parts)
+
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _weekday(verification: dict[str, Any]) -> str:
+    day = verification.get("weekday")
+    return f"weekly slice {day} ({WEEKDAYS[day]})" if isinstance(day, int) and 0 <= day < 7 else "weekly slice"
+
+
+def _taken_until(verification: dict[str, Any]) -> str:
+    try:
+        return isoformat(backup_time(str(verification.get("backup_id"))))
+    except NotFound:
+        return str(verification.get("backup_id"))
+
+
+def verification_subject(verification: dict[str, Any]) -> str:
+    """`VERIFY FAILED: ...` when anything is missing or damaged, or the job could not check everything."""
+    checked = verification.get("checked", 0)
+    if verification.get("ok"):
+        return _subject_text(f"Verification SUCCEEDED: {checked} stored versions intact, {_weekday(verification)}")
+    errors = verification.get("error_count", len(verification.get("errors", [])))
+    return _subject_text(
+        f"VERIFY FAILED: {verification.get('missing_count', 0)} missing, {verification.get('damaged_count', 0)} damaged, "
+        f"{errors} error(s); {checked} versions checked, {_weekday(verification)}"
+    )
+
+
+def verification_body(verification: dict[str, Any]) -> str:
+    """A line per plan, then each missing or damaged version (the first 20 of each) and the errors."""
+    lines = [
+        f"Verification {verification.get('job_id')} ({verification.get('trigger')}), {_weekday(verification)} of "
+        f"the snapshots taken up to {_taken_until(verification)}: {verification.get('status')}",
+        f"Started {verification.get('started_at')}, finished {verification.get('finished_at')}; "
+        f"{verification.get('snapshots', 0)} snapshot(s) read",
+        "",
+    ]
+    plans = verification.get("plans") or {}
+    width = max((len(name) for name in plans), default=0)
+    for name, stats in plans.items():
+        lines.append(
+            f"{name.ljust(width)}  checked {stats.get('checked', 0)}, missing {stats.get('missing', 0)}, "
+            f"damaged {stats.get('damaged', 0)} ({stats.get('snapshots', 0)} snapshots)"
+        )
+    lines.append("")
+    lines.append(verification_line(verification))
+    for finding in verification.get("missing", [])[:20] + verification.get("damaged", [])[:20]:
+        lines.append(f"    - {finding['problem'].upper()}: {finding['plan']} {finding['source']}/{finding['key']} "
+                     f"version {finding['version_id']}: {finding['detail']}")
+    for message in verification.get("errors", [])[:5]:
+        lines.append(f"    - error: {message}")
+    return "\n".join(lines) + "\n"
 
 
 def publish(sns: Any, topic_arn: str | None, record: BackupRecord) -> bool:
@@ -93,11 +146,35 @@ def publish(sns: Any, topic_arn: str | None, record: BackupRecord) -> bool:
             Message=body(record),
             MessageAttributes={
                 "status": {"DataType": "String", "StringValue": record.status},
+                "kind": {"DataType": "String", "StringValue": "backup"},
                 "backup_id": {"DataType": "String", "StringValue": record.backup_id},
                 "trigger": {"DataType": "String", "StringValue": record.trigger},
             },
         )
     except (ClientError, BotoCoreError) as exc:
         logger.error("could not publish the alert for backup %s to %s: %s", record.backup_id, topic_arn, exc)
+        return False
+    return True
+
+
+def publish_verification(sns: Any, topic_arn: str | None, verification: dict[str, Any]) -> bool:
+    """Send the alert of a finished verification job (its record as a dict). A failure is logged and
+    swallowed, as for backups; the `kind` attribute tells the two kinds of message apart."""
+    if not topic_arn:
+        return False
+    try:
+        sns.publish(
+            TopicArn=topic_arn,
+            Subject=verification_subject(verification),
+            Message=verification_body(verification),
+            MessageAttributes={
+                "status": {"DataType": "String", "StringValue": str(verification.get("status"))},
+                "kind": {"DataType": "String", "StringValue": "verification"},
+                "job_id": {"DataType": "String", "StringValue": str(verification.get("job_id"))},
+                "backup_id": {"DataType": "String", "StringValue": str(verification.get("backup_id"))},
+            },
+        )
+    except (ClientError, BotoCoreError) as exc:
+        logger.error("could not publish the alert for verification %s to %s: %s", verification.get("job_id"), topic_arn, exc)
         return False
     return True

@@ -1,24 +1,21 @@
-"""Verifying whole backups, and the daily slice that checks every stored version once a week."""
+"""Verifying whole backups (the weekly slice of every stored version is a job of its own: slice_job.py)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from chalicelib.catalog.manifests import Entry, Manifest, list_snapshot_keys, load_snapshot
+from chalicelib.catalog.manifests import load_snapshot
 from chalicelib.catalog.records import RecordStore
-from chalicelib.errors import BadRequest, NotFound, describe_error
+from chalicelib.errors import BadRequest, NotFound
 from chalicelib.plans import Plan, PlanSet
-from chalicelib.verify.checks import ProgressCallback, VerifyReport, verify_entries, weekly_slice
+from chalicelib.verify.checks import ProgressCallback, VerifyReport, verify_entries
 
 logger = logging.getLogger(__name__)
 
 
 class Verifier:
-    """Verification of whole backups and of the weekly rotating slice. `clients` is an `aws.Clients`."""
+    """Verification of whole backups. `clients` is an `aws.Clients`."""
 
     def __init__(self, plans: PlanSet, clients: Any, max_workers: int = 16) -> None:
         self.plans = plans
@@ -69,31 +66,3 @@ class Verifier:
             per_plan[plan.name] = {"checked": report.checked, "missing": len(report.missing), "damaged": len(report.damaged)}
             total.add(report)
         return {"backup_id": backup_id, "sample_percent": sample_percent, "plans": per_plan, **total.to_dict()}
-
-    def verify_slice(self, weekday: int, plan_names: list[str] | None = None) -> dict[str, Any]:
-        """Every distinct version of every stored snapshot whose slice is `weekday` (0-6), checked once."""
-        total = VerifyReport()
-        snapshots = 0
-        for plan in self.plans.select(plan_names):
-            try:
-                keys = list_snapshot_keys(self.clients.s3, plan.bucket, plan.name)
-                snapshots += len(keys)
-                entries = _distinct_in_slice(self.clients.s3, plan, keys, weekday)
-                total.add(verify_entries(self.clients.s3, plan, entries, 0, self.max_workers))
-            except (ClientError, BotoCoreError, NotFound, ValueError) as exc:
-                total.errors.append(f"plan {plan.name}: {describe_error(exc)}")
-        return {"weekday": weekday, "snapshots": snapshots, **total.to_dict()}
-
-
-def _distinct_in_slice(s3: Any, plan: Plan, manifest_keys: list[str], weekday: int) -> Iterator[Entry]:
-    seen: set[tuple[str, str]] = set()
-    for key in manifest_keys:
-        with Manifest.download(s3, plan.bucket, key) as manifest:
-            for entry in manifest.entries():
-                if weekly_slice(entry) != weekday:
-                    continue
-                ident = (entry.data_key, entry.version_id)
-                if ident in seen:
-                    continue
-                seen.add(ident)
-                yield entry

@@ -1,0 +1,264 @@
+"""The weekly slice check as a job of its own: every distinct version of every stored snapshot whose slice
+is the job's weekday (`checks.weekly_slice`), checked once, in as many invocations as it takes.
+
+A scheduled backup starts the job when it has finished (chalicelib/backup/verification.py); the job never
+runs inside the backup's invocation, and the backup's status and record never wait for it.
+
+Memory stays flat however many versions are stored: the versions of a plan come from a sorted merge of its
+manifests (each sorted by (source, key)), so all versions of one key arrive together and deduplication
+holds only that key's versions. Versions are checked a batch at a time, and a batch always ends with a key.
+
+Time is bounded by the invocation: after each batch the record (`slice_record.py`, which is also the
+checkpoint) is saved with the plan and the last (source, key) done, so it always describes a consistent
+point; when the invocation's time runs short the job has itself invoked again with the same job id and the
+next invocation carries on after that key. Each invocation downloads the plan's manifests again and skips
+what was done. A finished job is never redone.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Entry, Manifest, list_snapshot_keys
+from chalicelib.catalog.records import backup_time, is_backup_id
+from chalicelib.errors import AlreadyExists, NotFound, describe_error
+from chalicelib.layout import SNAPSHOTS_PREFIX
+from chalicelib.notify import alerts
+from chalicelib.plans import Plan, PlanSet
+from chalicelib.times import isoformat, utcnow
+from chalicelib.verify.checks import verify_entries, weekly_slice
+from chalicelib.verify.slice_record import VerificationRecord, VerificationStore, verification_id
+
+logger = logging.getLogger(__name__)
+
+# Versions checked between two saves of the checkpoint (and two looks at the clock).
+BATCH_SIZE = 1000
+Invoker = Callable[[dict[str, Any]], None]
+
+
+class Budget(Protocol):
+    """The invocation's remaining time (chalicelib/backup/checkpoints.py's TimeBudget)."""
+
+    def running_out(self) -> bool: ...
+
+
+def _sort_key(entry: Entry) -> tuple[str, str]:
+    return entry.sort_key
+
+
+class DistinctVersions:
+    """The distinct versions of one weekday's slice of a plan's snapshots, in (source, key) order, after
+    `after` (a (source, key) already done).
+
+    `largest` is the most versions the deduplication ever held at once: at most the number of distinct
+    versions of one key, whatever the number of versions in all."""
+
+    def __init__(self, manifests: Sequence[Iterable[Entry]], weekday: int, after: tuple[str, str] | None = None) -> None:
+        self.manifests = manifests
+        self.weekday = weekday
+        self.after = after
+        self.largest = 0
+
+    def _remaining(self, entries: Iterable[Entry]) -> Iterator[Entry]:
+        if self.after is None:
+            return iter(entries)
+        after = self.after
+        return itertools.dropwhile(lambda entry: entry.sort_key <= after, entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        current: tuple[str, str] | None = None
+        seen: set[str] = set()
+        for entry in heapq.merge(*(self._remaining(m) for m in self.manifests), key=_sort_key):
+            if entry.sort_key != current:
+                # A new key: no later entry can repeat a version of the previous one.
+                current = entry.sort_key
+                seen.clear()
+            if entry.version_id in seen or weekly_slice(entry) != self.weekday:
+                continue
+            seen.add(entry.version_id)
+            self.largest = max(self.largest, len(seen))
+            yield entry
+
+
+def batches(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
+    """Batches of about `size` entries, cut only between two keys, so that a checkpoint after a batch
+    (its last key) never leaves versions of that key unchecked."""
+    batch: list[Entry] = []
+    for entry in entries:
+        if len(batch) >= size and entry.sort_key != batch[-1].sort_key:
+            yield batch
+            batch = []
+        batch.append(entry)
+    if batch:
+        yield batch
+
+
+@dataclass
+class _Held:
+    """The record as this invocation last read or wrote it, and that version's ETag."""
+
+    record: VerificationRecord
+    etag: str
+
+
+class SliceJob:
+    """Start and run weekly verification jobs. `clients` is an `aws.Clients`.
+
+    `budget` is the invocation's remaining time (None: no limit); `invoker` has the job carried on by a new
+    invocation when time runs short (None: it carries on here)."""
+
+    def __init__(
+        self,
+        plans: PlanSet,
+        clients: Any,
+        topic_arn: str | None = None,
+        max_workers: int = 16,
+        budget: Budget | None = None,
+        invoker: Invoker | None = None,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self.plans = plans
+        self.clients = clients
+        self.topic_arn = topic_arn
+        self.max_workers = max_workers
+        self.budget = budget
+        self.invoker = invoker
+        self.batch_size = max(1, batch_size)
+        self.store = VerificationStore(clients.s3, plans.catalog_bucket)
+        # The most versions of one key the deduplication held at once, over every plan this object checked.
+        self.largest_working_set = 0
+
+    def start(self, backup_id: str, weekday: int | None = None, trigger: str = "schedule") -> VerificationRecord:
+        """Record the job of `backup_id` (RUNNING), or find it already recorded: a backup has one job.
+        `weekday` defaults to the backup's (0 = Monday)."""
+        now = isoformat(utcnow())
+        record = VerificationRecord(
+            job_id=verification_id(backup_id),
+            backup_id=backup_id,
+            weekday=backup_time(backup_id).weekday() if weekday is None else weekday,
+            trigger=trigger,
+            started_at=now,
+            updated_at=now,
+        )
+        if not 0 <= record.weekday <= 6:
+            raise ValueError(f"weekday must be from 0 (Monday) to 6 (Sunday), got {record.weekday}")
+        try:
+            self.store.create(record)
+        except AlreadyExists:
+            logger.info("verification %s is already recorded", record.job_id)
+            return self.store.get(record.job_id)
+        logger.info("verification %s started: slice %d of the snapshots up to %s", record.job_id, record.weekday, backup_id)
+        return record
+
+    def run(self, job_id: str) -> VerificationRecord:
+        """Work the job until it ends, or until time runs short and a new invocation has been asked to carry
+        it on. Safe to call again: a finished job is returned as it is, checking nothing."""
+        while True:
+            found = self.store.read(job_id)
+            if found is None:
+                raise NotFound(f"no verification job with id {job_id!r}")
+            held = _Held(*found)
+            if held.record.finished:
+                return held.record
+            try:
+                done = self._invocation(held)
+            except AlreadyExists:
+                # Another invocation of the same job wrote the record meanwhile: it carries the job on.
+                logger.warning("verification %s: another invocation is working on it; this one stops", job_id)
+                return self.store.get(job_id)
+            if done:
+                return held.record
+            if self.invoker is not None:
+                # A failure propagates: Lambda retries this invocation, which resumes from the same checkpoint.
+                self.invoker({"job_id": job_id})
+                logger.info("verification %s: continues in a new invocation after %s", job_id, held.record.after)
+                return held.record
+
+    def _invocation(self, held: _Held) -> bool:
+        """One invocation's share of the work; True when the job ended (its record is then final)."""
+        record = held.record
+        record.invocations += 1
+        try:
+            if not self._work(held):
+                return False
+        except AlreadyExists:
+            raise
+        except Exception as exc:  # the job ends FAILED with the reason, and says so, whatever went wrong
+            logger.exception("verification %s stopped", record.job_id)
+            record.add_error(f"the verification stopped: {describe_error(exc)}")
+        record.conclude(isoformat(utcnow()))
+        self._save(held)
+        logger.info(
+            "verification %s %s: %d versions checked, %d missing, %d damaged, %d error(s)",
+            record.job_id, record.status, record.checked, record.missing_count, record.damaged_count, record.error_count,
+        )
+        alerts.publish_verification(self.clients.sns, self.topic_arn, record.to_dict())
+        return True
+
+    def _work(self, held: _Held) -> bool:
+        """Plan after plan from the checkpoint; False when time ran short."""
+        record = held.record
+        plans = self.plans.plans
+        progressed = False
+        while record.plan_index < len(plans):
+            if progressed and self._out_of_time():
+                return False
+            plan = plans[record.plan_index]
+            try:
+                if not self._check_plan(held, plan):
+                    return False
+            except (ClientError, BotoCoreError, NotFound, ValueError) as exc:
+                # This plan's slice could not be (fully) read; the other plans are still checked.
+                record.add_error(f"plan {plan.name}: {describe_error(exc)}")
+            progressed = True
+            record.plan_index += 1
+            record.after = None
+            self._save(held)
+        return True
+
+    def _check_plan(self, held: _Held, plan: Plan) -> bool:
+        """The plan's slice after the checkpoint; False when time ran short (the checkpoint is saved)."""
+        record = held.record
+        keys = self._snapshot_keys(plan, record.backup_id)
+        record.set_snapshots(plan.name, len(keys))
+        after = (record.after[0], record.after[1]) if record.after else None
+        with ExitStack() as stack:
+            manifests = [stack.enter_context(Manifest.download(self.clients.s3, plan.bucket, key)).entries() for key in keys]
+            distinct = DistinctVersions(manifests, record.weekday, after)
+            try:
+                for batch in batches(distinct, self.batch_size):
+                    record.add(plan.name, verify_entries(self.clients.s3, plan, batch, 0, self.max_workers))
+                    record.after = [batch[-1].source, batch[-1].key]
+                    self._save(held)
+                    if self._out_of_time():
+                        return False
+            finally:
+                self.largest_working_set = max(self.largest_working_set, distinct.largest)
+        return True
+
+    def _snapshot_keys(self, plan: Plan, backup_id: str) -> list[str]:
+        """The plan's manifests taken up to the job's backup: a job that spans invocations always merges the
+        same snapshots, and a snapshot taken later is checked by a later job."""
+        until = backup_time(backup_id)
+        prefix = f"{SNAPSHOTS_PREFIX}{plan.name}/"
+        keys = []
+        for key in list_snapshot_keys(self.clients.s3, plan.bucket, plan.name):
+            taken = key[len(prefix):-len(MANIFEST_SUFFIX)]
+            if not is_backup_id(taken) or backup_time(taken) <= until:
+                keys.append(key)
+        return keys
+
+    def _out_of_time(self) -> bool:
+        return self.budget is not None and self.budget.running_out()
+
+    def _save(self, held: _Held) -> None:
+        held.record.updated_at = isoformat(utcnow())
+        held.etag = self.store.replace(held.record, held.etag)

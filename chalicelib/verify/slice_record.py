@@ -1,0 +1,179 @@
+"""The record of a weekly verification job, which is also its checkpoint: one JSON document per job in the
+catalog bucket, `meta/verifications/<inverted time>_<job_id>.json`, beside the backup records.
+
+A job's id derives from the backup that started it (`verify-<backup_id>`), so the record's key is known
+from the backup id alone: `GET /backups/{id}` finds it with one GET, no listing, and a repeated delivery of
+the same backup finds the same job instead of starting another.
+
+Every write after the first replaces the version read (`If-Match` on its ETag): of two invocations working
+the same job (a duplicated or retried invocation) only one can move the record on, and the other stops at
+its next write. The counts are complete; the findings and errors listed are capped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from chalicelib import conditional
+from chalicelib.catalog.records import backup_time, is_backup_id
+from chalicelib.errors import NotFound
+from chalicelib.layout import VERIFICATIONS_PREFIX
+from chalicelib.verify.checks import MAX_LISTED, VerifyReport
+
+JOB_PREFIX = "verify-"
+STATUSES = ("RUNNING", "SUCCEEDED", "FAILED")
+MAX_ERRORS = 20
+_MAX_MS = 10**13  # as for backup records: inverted milliseconds stay positive until the year 2286
+
+
+def verification_id(backup_id: str) -> str:
+    """The id of the verification job a backup starts: the same backup always gives the same job."""
+    return f"{JOB_PREFIX}{backup_id}"
+
+
+def backup_of(job_id: str) -> str:
+    """The backup id inside a job id. NotFound when `job_id` is not a verification job's id."""
+    backup_id = job_id[len(JOB_PREFIX):] if job_id.startswith(JOB_PREFIX) else ""
+    if not is_backup_id(backup_id):
+        raise NotFound(f"{job_id!r} is not a verification job id (expected e.g. verify-20261126T020000000Z-scheduled)")
+    return backup_id
+
+
+def verification_key(job_id: str) -> str:
+    millis = int(backup_time(backup_of(job_id)).timestamp() * 1000)
+    return f"{VERIFICATIONS_PREFIX}{_MAX_MS - millis:013d}_{job_id}.json"
+
+
+@dataclass
+class VerificationRecord:
+    """A weekly slice check: what it found so far, and where it stands (its checkpoint)."""
+
+    job_id: str
+    # Snapshots taken up to this backup's time are checked; later ones belong to later jobs.
+    backup_id: str
+    weekday: int
+    trigger: str = "schedule"
+    status: str = "RUNNING"
+    started_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+    snapshots: int = 0
+    checked: int = 0
+    missing_count: int = 0
+    damaged_count: int = 0
+    error_count: int = 0
+    missing: list[dict[str, Any]] = field(default_factory=list)
+    damaged: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    # Per plan: snapshots read, versions checked, missing, damaged.
+    plans: dict[str, dict[str, int]] = field(default_factory=dict)
+    # The checkpoint: the plan being worked on (index in the plans file) and the last (source, key) of it
+    # whose versions are all checked and counted above; None: nothing of that plan done yet.
+    plan_index: int = 0
+    after: list[str] | None = None
+    invocations: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "RUNNING"
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing_count or self.damaged_count or self.error_count)
+
+    def plan_stats(self, plan: str) -> dict[str, int]:
+        return self.plans.setdefault(plan, {"snapshots": 0, "checked": 0, "missing": 0, "damaged": 0})
+
+    def set_snapshots(self, plan: str, count: int) -> None:
+        # Set, not added: a resumed invocation lists the same snapshots again.
+        self.plan_stats(plan)["snapshots"] = count
+        self.snapshots = sum(stats["snapshots"] for stats in self.plans.values())
+
+    def add(self, plan: str, report: VerifyReport) -> None:
+        """Count a checked batch; list its findings while there is room."""
+        stats = self.plan_stats(plan)
+        stats["checked"] += report.checked
+        stats["missing"] += len(report.missing)
+        stats["damaged"] += len(report.damaged)
+        self.checked += report.checked
+        self.missing_count += len(report.missing)
+        self.damaged_count += len(report.damaged)
+        self.missing.extend(asdict(f) for f in report.missing[: max(0, MAX_LISTED - len(self.missing))])
+        self.damaged.extend(asdict(f) for f in report.damaged[: max(0, MAX_LISTED - len(self.damaged))])
+        for message in report.errors:
+            self.add_error(message)
+
+    def add_error(self, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(message)
+
+    def conclude(self, now: str) -> None:
+        """FAILED when anything is missing or damaged, or part of the slice could not be checked."""
+        self.status = "SUCCEEDED" if self.ok else "FAILED"
+        self.finished_at = now
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ok"] = self.ok if self.finished else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VerificationRecord:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def summary(self) -> dict[str, Any]:
+        """What `GET /backups/{id}` shows of it: status and counts, no findings."""
+        return {
+            "job_id": self.job_id,
+            "status": self.status,
+            "ok": self.ok if self.finished else None,
+            "weekday": self.weekday,
+            "snapshots": self.snapshots,
+            "checked": self.checked,
+            "missing_count": self.missing_count,
+            "damaged_count": self.damaged_count,
+            "error_count": self.error_count,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+
+class VerificationStore:
+    """Verification records in the catalog bucket, written with conditional writes."""
+
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+
+    def create(self, record: VerificationRecord) -> str:
+        """Store a new record; returns its ETag. `AlreadyExists` when the job is already recorded."""
+        return conditional.create(self.s3, self.bucket, verification_key(record.job_id), record.to_dict())
+
+    def read(self, job_id: str) -> tuple[VerificationRecord, str] | None:
+        """The record and its ETag, or None when the job was never started."""
+        document = conditional.read(self.s3, self.bucket, verification_key(job_id))
+        if document is None:
+            return None
+        if not document.data:
+            raise ValueError(f"the record of {job_id} at s3://{self.bucket}/{verification_key(job_id)} is not a JSON object")
+        return VerificationRecord.from_dict(document.data), document.etag
+
+    def get(self, job_id: str) -> VerificationRecord:
+        found = self.read(job_id)
+        if found is None:
+            raise NotFound(f"no verification job with id {job_id!r}")
+        return found[0]
+
+    def replace(self, record: VerificationRecord, etag: str) -> str:
+        """Write over the version whose ETag is `etag`; returns the new ETag. `AlreadyExists` when another
+        invocation wrote the record meanwhile (it carries the job on; this one must stop)."""
+        return conditional.replace(self.s3, self.bucket, verification_key(record.job_id), record.to_dict(), etag)
+
+
+def backup_verification(s3: Any, bucket: str, backup_id: str) -> dict[str, Any] | None:
+    """The summary of the verification job a backup started, or None when none ran (one GET)."""
+    found = VerificationStore(s3, bucket).read(verification_id(backup_id))
+    return found[0].summary() if found is not None else None
