@@ -212,3 +212,19 @@ def test_existing_target_needs_overwrite(run: Any, world: dict[str, Any], s3: An
     code, _, err = run("restore", backup_id, "--plan", "documents", "--to-bucket", TARGET, "--overwrite")
     assert code == 0, err
     assert bucket_contents(s3, TARGET) == world["documents"]
+
+
+def test_allow_deletions_lets_one_backup_pass_the_guard(run: Any, world: dict[str, Any], s3: Any) -> None:
+    backup_id_of(run, "documents")
+    for i in range(5):
+        s3.delete_object(Bucket=DOCS, Key=f"reports/report-{i}.txt")
+    code, out, _ = run("backup", "--plan", "documents", "--json")
+    held = json.loads(out)["plans"]["documents"]
+    assert code == 1 and (held["deleted"], held["deletions_held_back"]) == (0, 5)
+    code, out, err = run("backup", "--plan", "documents", "--allow-deletions", "documents", "--json")
+    record = json.loads(out)
+    assert code == 0, err
+    assert record["allow_deletions"] == ["documents"]
+    assert (record["plans"]["documents"]["deleted"], record["plans"]["documents"]["deletions_allowed"]) == (5, 5)
+    code, _, err = run("backup", "--plan", "documents", "--allow-deletions", "photos")
+    assert code == 2 and "allow_deletions names plan(s) this backup does not back up: photos" in err

@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 from chalicelib import conditional, transfer
 from chalicelib.catalog.manifests import Entry
 from chalicelib.errors import error_code
+from chalicelib.layout import MAX_KEY_BYTES
 from chalicelib.plans import Plan
 from chalicelib.restore.outcome import Outcome
 from chalicelib.restore.requests import Target
@@ -40,6 +41,12 @@ def existing_keys(s3: Any, bucket: str, prefix: str) -> set[str]:
 def copy_to_bucket(s3: Any, plan: Plan, target: Target, entry: Entry, overwrite: bool) -> Outcome:
     assert target.bucket
     key = target_key(plan, target, entry)
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        # S3 cannot hold the original key under this prefix (it was stored under a short name in the backup).
+        return Outcome(
+            "failed", entry, reason=f"s3://{target.bucket}/{key[:60]}... would be {len(key.encode('utf-8'))} bytes, "
+            f"more than S3's {MAX_KEY_BYTES}; restore it with a shorter target prefix, or to a folder"
+        )
     try:
         existing = s3.head_object(Bucket=target.bucket, Key=key, ChecksumMode="ENABLED")
     except ClientError as exc:
