@@ -101,6 +101,8 @@ def test_transient_faults_everywhere_change_nothing_in_the_snapshots(
     assert service.run(record.backup_id).status == "SUCCEEDED"
     expected = all_contents(s3, settings)
 
+    # What each S3 plan's entries must hold, by (source, key); the database's export is checked by its SHA-256.
+    wanted = {plan.name: source_bytes(s3, plan) if plan.name != "database" else None for plan in settings.plans.plans}
     fired: set[str] = set()
     for seed in range(50):
         drop_snapshots(s3, settings)
@@ -120,7 +122,11 @@ def test_transient_faults_everywhere_change_nothing_in_the_snapshots(
         assert all_contents(s3, settings) == expected, (seed, faults.log)
         for plan in settings.plans.plans:
             assert list_snapshot_keys(s3, plan.bucket, plan.name) == [manifest_key(plan.name, record.backup_id)]
+            # By version id: each entry's version exists with its recorded size, ETag and checksum, and (the
+            # S3 plans) holds the source's bytes, whatever faults the run met.
             assert_manifests_describe_stored_data(s3, plan.bucket)
+            entries = entries_of(s3, plan.bucket, plan.name, record.backup_id)
+            assert_versions_hold(s3, plan.bucket, entries, wanted[plan.name])
         fired.update(f"{operation}:{kind}" for _, operation, kind in faults.log)
     # The runs did meet faults: of every kind, on every service.
     assert {entry.rsplit(":", 1)[1] for entry in fired} == {"reset", "timeout", "slowdown", "error500"}
