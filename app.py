@@ -15,7 +15,15 @@ from chalicelib.api.requests import check_body, parse_restore_request, parse_ver
 from chalicelib.aws import Clients
 from chalicelib.backup.service import BackupService
 from chalicelib.config import Settings
-from chalicelib.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from chalicelib.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    Tampered,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 from chalicelib.plans import check_plans_file
 from chalicelib.restore import records as restore_records
 from chalicelib.restore.service import RestoreService
@@ -62,6 +70,10 @@ def _client_errors(func: Any) -> Any:
             return _error(413, "PayloadTooLarge", str(exc))
         except UnsupportedMediaType as exc:
             return _error(415, "UnsupportedMediaType", str(exc))
+        except Tampered as exc:
+            # Stored metadata that cannot be trusted: never a 500, never used; the operators are told.
+            service().tampering.report(str(exc))
+            return _error(409, "TamperingDetected", str(exc))
 
     return wrapper
 
@@ -100,7 +112,9 @@ def start_backup() -> Response:
 def list_backups() -> dict[str, Any]:
     """Backups, newest first, filtered by plan, status and time, a page at a time."""
     backups = service()
-    return api.list_backups(backups.records, backups.settings.plans, app.current_request.query_params)
+    return api.list_backups(
+        backups.records, backups.settings.plans, app.current_request.query_params, backups.tampering.report
+    )
 
 
 @app.route("/backups/{backup_id}", methods=["GET"], authorizer=iam)
@@ -115,7 +129,10 @@ def get_backup(backup_id: str) -> dict[str, Any]:
 def list_backup_objects(backup_id: str) -> dict[str, Any]:
     """What one plan's snapshot of a backup holds, a page at a time."""
     backups = service()
-    return api.list_objects(backups.clients.s3, backups.records, backup_id, app.current_request.query_params)
+    return api.list_objects(
+        backups.clients.s3, backups.records, backups.settings.plans, backup_id, app.current_request.query_params,
+        backups.tampering.report,
+    )
 
 
 @app.route("/plans", methods=["GET"], authorizer=iam)
@@ -130,7 +147,7 @@ def daily_backup(event: Any) -> dict[str, Any]:
     """Back up every plan once a day."""
     scheduled_at = datetime.fromisoformat(event.time.replace("Z", "+00:00"))
     # The Lambda context tells a long backup when to stop at a checkpoint and carry on in a new invocation.
-    record = service().run_scheduled(scheduled_at, context=event.context)
+    record = service().run_scheduled(scheduled_at, context=event.context, event_id=event.event_id)
     return {"backup_id": record.backup_id, "status": record.status}
 
 
@@ -152,7 +169,7 @@ def verify_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def restores() -> RestoreService:
     """Restores use the same settings and clients as backups."""
     backups = service()
-    return RestoreService.from_settings(backups.settings, backups.clients)
+    return RestoreService.from_settings(backups.settings, backups.clients, backups.tampering.report)
 
 
 @app.route("/restores", methods=["POST"], authorizer=iam, content_types=["*/*"])
@@ -187,7 +204,7 @@ def verify_backup(backup_id: str) -> dict[str, Any]:
     current = app.current_request
     request = parse_verify_request(check_body(current.raw_body, current.headers.get("content-type")))
     backups = service()
-    verifier = Verifier(backups.settings.plans, backups.clients, backups.settings.max_workers)
+    verifier = Verifier(backups.settings.plans, backups.clients, backups.settings.max_workers, backups.tampering.report)
     return verifier.verify_backup(backup_id, request.plans, request.sample_percent)
 
 

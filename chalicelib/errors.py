@@ -43,6 +43,11 @@ class HistoryNotKept(BackupError):
     could replace the bytes a snapshot names."""
 
 
+class Tampered(BackupError):
+    """Stored metadata (a backup record, a manifest) is unreadable, contradicts itself, or changed after it
+    was written: reported as tampering, never trusted (an HTTP 409 and an alert)."""
+
+
 class Unprocessable(BackupError):
     """Well-formed but unusable, e.g. an Idempotency-Key reused for a different request (HTTP 422)."""
 

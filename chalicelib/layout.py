@@ -7,6 +7,7 @@
     meta/snapshots/<plan>/<backup_id>.uploading        a run of this backup began multipart copies
     meta/checkpoints/<plan>/<backup_id>/...            partial manifests of unfinished runs, split records
     meta/backups/<inverted time>_<backup_id>.json      backup records (in the catalog bucket)
+    meta/sealed/backups/<same name>                    finished backups' records, written once (create-only)
     meta/locks/<plan>.json                             one backup per plan at a time (catalog bucket)
     meta/idempotency/<sha256 of key>.json              Idempotency-Key claims (catalog bucket)
     meta/restores/<inverted time>_<restore_id>.json    restore records (catalog bucket)
@@ -25,6 +26,11 @@ META_PREFIX = "meta/"
 SNAPSHOTS_PREFIX = META_PREFIX + "snapshots/"
 CHECKPOINTS_PREFIX = META_PREFIX + "checkpoints/"
 RECORDS_PREFIX = META_PREFIX + "backups/"
+# Written once, never replaced: the bucket policy refuses a PutObject here without If-None-Match.
+SEALED_PREFIX = META_PREFIX + "sealed/"
+SEALED_RECORDS_PREFIX = SEALED_PREFIX + "backups/"
+# One create-only marker per tampering finding, so that each is alerted once (notify/tampering.py).
+TAMPERING_PREFIX = META_PREFIX + "tampering/"
 LOCKS_PREFIX = META_PREFIX + "locks/"
 IDEMPOTENCY_PREFIX = META_PREFIX + "idempotency/"
 RESTORES_PREFIX = META_PREFIX + "restores/"

@@ -4,6 +4,7 @@ longer match, bytes altered in transit) is found, and the daily backup checks ev
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 from datetime import datetime, timedelta, timezone
@@ -45,12 +46,22 @@ def read_manifest(s3: Any, bucket: str, key: str) -> tuple[dict[str, Any], list[
 
 
 def rewrite_manifest(s3: Any, bucket: str, key: str, change: dict[str, dict[str, Any]]) -> None:
-    """Point entries (by source key) at other versions or metadata, as a damaged bucket would look."""
+    """Point entries (by source key) at other versions or metadata, as a damaged bucket would look; and have
+    the backup's sealed record name that manifest (as if the backup had written it so), so that verification
+    reads these entries (a manifest rewritten behind its record's back is tampering: see test_tampering.py)."""
+    from chalicelib.catalog.records import sealed_key
+
     header, entries = read_manifest(s3, bucket, key)
     lines = [json.dumps(header)] + [
         Entry(**{**e.__dict__, **change.get(e.key, {})}).to_json() for e in entries
     ]
-    s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(("\n".join(lines) + "\n").encode()))
+    body = gzip.compress(("\n".join(lines) + "\n").encode())
+    version = s3.put_object(Bucket=bucket, Key=key, Body=body)["VersionId"]
+    backup_id, plan = header["backup_id"], header["plan"]
+    record_key = sealed_key(backup_id)
+    record = json.loads(s3.get_object(Bucket=BUCKET, Key=record_key)["Body"].read())
+    record["plans"][plan] |= {"manifest_version": version, "manifest_sha256": hashlib.sha256(body).hexdigest()}
+    s3.put_object(Bucket=BUCKET, Key=record_key, Body=json.dumps(record).encode())
 
 
 def data_version(s3: Any, key: str) -> str:

@@ -22,16 +22,18 @@ from chalicelib.api.requests import MAX_LIMIT, check_body, parse_backup_request,
 from chalicelib.backup.locks import DEFAULT_LOCK_LIFETIME, PlanLocks
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog import pagetokens
-from chalicelib.catalog.manifests import Entry, Manifest
+from chalicelib.catalog.manifests import Entry
+from chalicelib.catalog.snapshots import open_snapshot
 from chalicelib.catalog.records import (
     _MAX_MS,
     STATUSES,
     BackupRecord,
     RecordStore,
+    backup_id_of_key,
     is_backup_id,
     new_backup_id,
 )
-from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.errors import BadRequest, Conflict, NotFound, Tampered
 from chalicelib.layout import RECORDS_PREFIX
 from chalicelib.plans import PlanSet
 from chalicelib.times import utcnow
@@ -201,13 +203,21 @@ def describe(record: BackupRecord) -> dict[str, Any]:
 _LIST_PARAMS = ("plan", "status", "since", "until", "limit", "next_token")
 
 
-def list_backups(records: RecordStore, plans: PlanSet, params: Mapping[str, Any] | None) -> dict[str, Any]:
+def list_backups(
+    records: RecordStore,
+    plans: PlanSet,
+    params: Mapping[str, Any] | None,
+    report: Callable[[str], Any] = lambda finding: None,
+) -> dict[str, Any]:
     """One page of backups, newest first.
 
     Record keys start with the inverted start time, so S3 lists them newest first and `since`/`until` map
     to a key range: `until` becomes StartAfter and listing stops at the first key older than `since`. A
     page costs one LIST of `limit` keys and one GET per record returned (more with plan/status filters,
     bounded by SCAN_BUDGET), whatever the size of the catalog.
+
+    A record that cannot be trusted (`Tampered`) is listed as `UNREADABLE` with the reason, whatever the
+    filters, never left out; and `report` (the tampering alert) is told.
     """
     values = query(params, _LIST_PARAMS)
     plan = values.get("plan")
@@ -255,7 +265,10 @@ def list_backups(records: RecordStore, plans: PlanSet, params: Mapping[str, Any]
         for key, record in zip(in_range, loaded):
             last_key = key
             scanned += 1
-            if record is not None and _matches(record, plan, status):
+            if isinstance(record, Tampered):
+                report(str(record))
+                found.append(record)
+            elif record is not None and _matches(record, plan, status):
                 found.append(record)
                 if len(found) == limit:
                     break
@@ -264,7 +277,7 @@ def list_backups(records: RecordStore, plans: PlanSet, params: Mapping[str, Any]
             exhausted = True  # reached the end of the catalog, or the first record older than `since`
             break
         start_after = last_key
-    body: dict[str, Any] = {"backups": [describe(record) for record in found]}
+    body: dict[str, Any] = {"backups": [_unreadable(r) if isinstance(r, Tampered) else describe(r) for r in found]}
     body["next_token"] = pagetokens.encode("backups", last_key, filters) if not exhausted and last_key else None
     return body
 
@@ -279,16 +292,19 @@ def _valid_record_key(key: str) -> bool:
     return bool(match) and is_backup_id(match.group(2))
 
 
-def _read_record(records: RecordStore, key: str) -> BackupRecord | None:
+def _read_record(records: RecordStore, key: str) -> BackupRecord | Tampered | None:
     try:
         return records.read_key(key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None  # removed between the listing and the read
-        raise
-    except (ValueError, TypeError):
-        logger.warning("backup record %s is unreadable; left out of the listing", key)
-        return None
+    except NotFound:
+        return None  # removed between the listing and the read
+    except Tampered as exc:
+        exc.backup_id = backup_id_of_key(key)  # type: ignore[attr-defined]
+        return exc
+
+
+def _unreadable(exc: Tampered) -> dict[str, Any]:
+    """A listed backup whose record cannot be trusted: shown, with why, never dropped from the list."""
+    return {"backup_id": getattr(exc, "backup_id", None), "status": "UNREADABLE", "error": str(exc), "plans": {}}
 
 
 def _matches(record: BackupRecord, plan: str | None, status: str | None) -> bool:
@@ -314,8 +330,16 @@ def get_backup(records: RecordStore, backup_id: str) -> dict[str, Any]:
 _OBJECT_PARAMS = ("plan", "prefix", "limit", "next_token")
 
 
-def list_objects(s3: Any, records: RecordStore, backup_id: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """One page of what a plan's snapshot holds, in (source, key) order, read from its manifest."""
+def list_objects(
+    s3: Any,
+    records: RecordStore,
+    plans: PlanSet,
+    backup_id: str,
+    params: Mapping[str, Any] | None,
+    report: Callable[[str], Any] = lambda finding: None,
+) -> dict[str, Any]:
+    """One page of what a plan's snapshot holds, in (source, key) order, read from its manifest at the version
+    the backup's record names (its hash checked)."""
     values = query(params, _OBJECT_PARAMS)
     limit = parse_limit(values.get("limit"), DEFAULT_OBJECTS_LIMIT)
     prefix = values.get("prefix") or ""
@@ -352,7 +376,7 @@ def list_objects(s3: Any, records: RecordStore, backup_id: str, params: Mapping[
 
     page: list[Entry] = []
     more = False
-    with Manifest.download(s3, bucket, manifest_key) as manifest:
+    with open_snapshot(s3, records, plans.get(plan), backup_id, report) as manifest:
         for entry in manifest.entries():
             if after is not None and entry.sort_key <= after:
                 continue

@@ -150,9 +150,28 @@ class CheckpointStore:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise
-        data = json.loads(response["Body"].read())
-        known = Checkpoint.__dataclass_fields__
-        return Checkpoint(**{k: v for k, v in data.items() if k in known})
+        try:
+            data = json.loads(response["Body"].read())
+            known = Checkpoint.__dataclass_fields__
+            checkpoint = Checkpoint(**{k: v for k, v in data.items() if k in known})
+        except (ValueError, TypeError) as exc:
+            logger.warning("checkpoint %s is unreadable (%s): the run starts over", self.state_key, exc)
+            return None
+        problem = self._implausible(checkpoint)
+        if problem:
+            # Resuming would build the snapshot on entries from elsewhere; starting over costs only time.
+            logger.warning("checkpoint %s is not this run's (%s): the run starts over", self.state_key, problem)
+            return None
+        return checkpoint
+
+    def _implausible(self, checkpoint: Checkpoint) -> str | None:
+        if (checkpoint.plan, checkpoint.backup_id) != (self.plan, self.backup_id):
+            return f"it names plan {checkpoint.plan!r} of backup {checkpoint.backup_id!r}"
+        if not isinstance(checkpoint.partial_key, str) or not checkpoint.partial_key.startswith(self.prefix):
+            return f"its partial manifest {checkpoint.partial_key!r} is outside {self.prefix}"
+        if not isinstance(checkpoint.seq, int) or checkpoint.seq < 1 or not isinstance(checkpoint.source_index, int):
+            return "its position is not a position"
+        return None
 
     def save(self, checkpoint: Checkpoint, writer: ManifestWriter) -> None:
         """The partial manifest first, then the state that points at it."""
@@ -216,6 +235,8 @@ class PlanMeta:
     """What one listing of `meta/snapshots/<plan>/` tells a plan run."""
 
     manifests: list[str]
+    # Each manifest key's current ETag (what the listing says it holds now).
+    etags: dict[str, str]
     # Backup ids with a saved checkpoint.
     checkpoints: set[str]
     # Upload markers: key -> last modified.
@@ -225,13 +246,14 @@ class PlanMeta:
 def scan_plan_meta(s3: Any, bucket: str, plan: str) -> PlanMeta:
     """Manifest keys oldest first (backup ids start with their UTC time), checkpoints and upload markers."""
     prefix = f"{SNAPSHOTS_PREFIX}{plan}/"
-    meta = PlanMeta([], set(), {})
+    meta = PlanMeta([], {}, set(), {})
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             key = item["Key"]
             if key.endswith(MANIFEST_SUFFIX):
                 meta.manifests.append(key)
+                meta.etags[key] = item["ETag"]
             elif key.endswith(CHECKPOINT_SUFFIX):
                 meta.checkpoints.add(key[len(prefix):-len(CHECKPOINT_SUFFIX)])
             elif key.endswith(UPLOADING_SUFFIX):

@@ -18,7 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.backup import checkpoints, deletions
 from chalicelib.backup.compare import Action, PreviousSnapshot, last_key, merge
 from chalicelib.backup.sources import NotCopied, SourceObject, SourceReader, Stored, make_reader
-from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, manifest_key, put_manifest
+from chalicelib.backup.base import Base, open_base
+from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, load_snapshot, manifest_key, put_manifest
 from chalicelib.catalog.records import PlanResult
 from chalicelib.deploy import drift
 from chalicelib.errors import AlreadyExists, HistoryNotKept, SourceError, describe_error
@@ -52,8 +53,12 @@ class PlanBackup:
         batch_size: int = BATCH_SIZE,
         budget: checkpoints.TimeBudget | None = None,
         allow_deletions: bool = False,
+        base: Base | None = None,
     ) -> None:
         self.plan = plan
+        # The snapshot to compare with, as the catalog's sealed records name it (None: the bucket's manifests
+        # decide, see base.py).
+        self.base = base
         self.s3 = s3
         self.backup_id = backup_id
         self.reader_factory = reader_factory
@@ -103,17 +108,16 @@ class PlanBackup:
         result = self.result
         key = manifest_key(self.plan.name, self.backup_id)
         meta = checkpoints.scan_plan_meta(self.s3, self.plan.bucket, self.plan.name)
-        existing = meta.manifests
-        latest = existing[-1] if existing else None
-        if key in existing:
+        if key in meta.manifests:
             # This backup already finished this plan (a retried or duplicated invocation, perhaps delivered
             # after a newer backup): report it again rather than redo it.
-            with Manifest.download(self.s3, self.plan.bucket, key) as done:
+            with load_snapshot(self.s3, self.plan.bucket, self.plan.name, self.backup_id) as done:
                 self._report_existing(done, key)
             if self.backup_id in meta.checkpoints:
                 self._checkpoints.clear()
             return
-        previous = Manifest.download(self.s3, self.plan.bucket, latest) if latest else None
+        previous, warnings = open_base(self.s3, self.plan.bucket, self.plan.name, self.backup_id, self.base, meta.etags)
+        result.warnings.extend(warnings)
         start_index, start_after = 0, None
         if self.backup_id in meta.checkpoints:
             writer, start_index, start_after = self._resume()
@@ -213,17 +217,18 @@ class PlanBackup:
         }
         body = writer.finish(header, keep_held=hold, undeleted=self._undeleted)
         try:
-            put_manifest(self.s3, self.plan.bucket, key, body)
+            written = put_manifest(self.s3, self.plan.bucket, key, body)
         except AlreadyExists:
             # Another invocation of this backup wrote the snapshot first: that manifest is the snapshot, and
             # the record must describe it, not this run's counts (its copies are versions no snapshot names).
             logger.info("snapshot %s was already written by another invocation; reporting that one", key)
-            with Manifest.download(self.s3, self.plan.bucket, key) as existing:
+            with load_snapshot(self.s3, self.plan.bucket, self.plan.name, self.backup_id) as existing:
                 self._report_existing(existing, key)
             return
         finally:
             body.close()
         result.snapshot = f"s3://{self.plan.bucket}/{key}"
+        result.manifest_version, result.manifest_sha256 = written.version_id, written.sha256
 
     def _note_multipart(self, reader: SourceReader, obj: SourceObject) -> None:
         """Mark the plan before this invocation's first multipart copy: if it dies midway, the upload is
@@ -262,6 +267,7 @@ class PlanBackup:
         result.deletions_held_back = header.get("held_deletions", 0)
         result.sources = header.get("sources", {})
         result.snapshot = f"s3://{self.plan.bucket}/{key}"
+        result.manifest_version, result.manifest_sha256 = manifest.version_id, manifest.sha256
         result.status = "PARTIAL" if (result.failed or result.deletions_held_back) else "SUCCEEDED"
 
     def _back_up_source(
@@ -439,6 +445,7 @@ def back_up_plan(
     dry_run: bool = False,
     budget: checkpoints.TimeBudget | None = None,
     allow_deletions: bool = False,
+    base: Base | None = None,
 ) -> PlanResult:
     """Back up one plan with readers built on `clients` (an `aws.Clients`)."""
 
@@ -447,5 +454,5 @@ def back_up_plan(
 
     return PlanBackup(
         plan, clients.s3, backup_id, factory, max_workers=max_workers, dry_run=dry_run, budget=budget,
-        allow_deletions=allow_deletions,
+        allow_deletions=allow_deletions, base=base,
     ).run()

@@ -146,6 +146,13 @@ def _kms_arn(scope: Scope, key: str) -> str:
 # the bucket settings that drift detection compares with the plan.
 BACKUP_BUCKET_GRANTS: tuple[Grant, ...] = (
     Grant("BackupBucketsList", ("s3:ListBucket",), lambda s: [bucket_arn(b) for b in s.backup_buckets]),
+    # A manifest's versions (one listing of its own key): its original version, and any tampering after it.
+    Grant(
+        "ManifestVersionsList",
+        ("s3:ListBucketVersions",),
+        lambda s: [bucket_arn(b) for b in s.backup_buckets],
+        lambda s: {"StringLike": {"s3:prefix": [SNAPSHOTS_PREFIX + "*"]}},
+    ),
     Grant(
         "BackupBucketsReadSettings",
         (

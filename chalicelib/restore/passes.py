@@ -19,7 +19,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import Entry
-from chalicelib.errors import describe_error, error_code
+from chalicelib.errors import BadRequest, describe_error, error_code
 from chalicelib.plans import Plan
 from chalicelib.prices import Prices
 from chalicelib.restore.bucket import copy_to_bucket
@@ -56,6 +56,16 @@ class RestorePass:
         if record.finished:
             return record
         plan = self.checks.plan(record.plan)
+        try:
+            # The record was queued by another function: its target is checked again here, by the worker's
+            # own rules, before anything is written (a forged queue entry cannot aim a restore elsewhere).
+            self.checks.target(plan, record.target_spec)
+        except BadRequest as exc:
+            record.status, record.finished_at = "FAILED", isoformat(utcnow())
+            record.warnings = (record.warnings + [f"refused: {exc}"])[-20:]
+            self.store.save(record)
+            logger.error("restore %s refused: %s", restore_id, exc)
+            return record
         try:
             if not record.scanned:
                 with self.checks.manifest(plan, record.backup_id) as manifest:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,6 +44,7 @@ class RestoreService:
         allowed_buckets: tuple[str, ...] | None = None,
         table_prefix: str | None = None,
         prices: Prices | None = None,
+        report: Callable[[str], Any] = lambda finding: None,
     ) -> None:
         """`allowed_buckets` None: any bucket that is not a backup bucket (an operator's own credentials);
         `table_prefix`: restored tables must be named with it (the functions may only create such tables);
@@ -54,12 +56,15 @@ class RestoreService:
         self.worker_function = worker_function
         self.store = RestoreStore(clients.s3, plans.catalog_bucket)
         self.prices = prices or load_prices()
-        self.checks = RestoreChecks(plans, clients, allowed_buckets, table_prefix)
+        self.checks = RestoreChecks(plans, clients, allowed_buckets, table_prefix, report)
         self.passes = RestorePass(self.checks, clients, self.store, max_workers, self.prices)
 
     @classmethod
-    def from_settings(cls, settings: Any, clients: Any) -> RestoreService:
-        """From a `config.Settings`: the same plans, worker mode and concurrency as backups."""
+    def from_settings(
+        cls, settings: Any, clients: Any, report: Callable[[str], Any] = lambda finding: None
+    ) -> RestoreService:
+        """From a `config.Settings`: the same plans, worker mode and concurrency as backups; `report` tells
+        of tampering found on the way."""
         return cls(
             settings.plans,
             clients,
@@ -69,6 +74,7 @@ class RestoreService:
             allowed_buckets=settings.restore_buckets,
             table_prefix=settings.restore_table_prefix,
             prices=settings.prices,
+            report=report,
         )
 
     def quote(self, request: RestoreRequest) -> dict[str, Any]:

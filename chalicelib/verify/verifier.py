@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from chalicelib.catalog.manifests import load_snapshot
+from chalicelib.catalog.snapshots import open_snapshot
 from chalicelib.catalog.records import RecordStore
 from chalicelib.errors import BadRequest, NotFound
 from chalicelib.plans import Plan, PlanSet
@@ -17,21 +18,26 @@ logger = logging.getLogger(__name__)
 class Verifier:
     """Verification of whole backups. `clients` is an `aws.Clients`."""
 
-    def __init__(self, plans: PlanSet, clients: Any, max_workers: int = 16) -> None:
+    def __init__(
+        self, plans: PlanSet, clients: Any, max_workers: int = 16, report: Callable[[str], Any] = lambda finding: None
+    ) -> None:
         self.plans = plans
         self.clients = clients
         self.max_workers = max_workers
+        # Where tampering found on the way is told (notify/tampering.py).
+        self.report = report
+        self.records = RecordStore(clients.s3, plans.catalog_bucket)
 
     def snapshot_sizes(self, backup_id: str, plan_names: list[str] | None = None) -> dict[str, int]:
         """Objects per plan in a backup's snapshots (for a progress bar)."""
         sizes: dict[str, int] = {}
         for plan in self._plans_of(backup_id, plan_names):
-            with load_snapshot(self.clients.s3, plan.bucket, plan.name, backup_id) as manifest:
+            with open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report) as manifest:
                 sizes[plan.name] = int(manifest.header.get("objects", 0))
         return sizes
 
     def _plans_of(self, backup_id: str, plan_names: list[str] | None) -> list[Plan]:
-        record = RecordStore(self.clients.s3, self.plans.catalog_bucket).get(backup_id)
+        record = self.records.get(backup_id)
         if plan_names is not None:
             unknown = [name for name in plan_names if name not in self.plans.names]
             if unknown:
@@ -59,7 +65,9 @@ class Verifier:
         total = VerifyReport()
         per_plan: dict[str, Any] = {}
         for plan in self._plans_of(backup_id, plan_names):
-            with load_snapshot(self.clients.s3, plan.bucket, plan.name, backup_id) as manifest:
+            with open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report) as manifest:
+                if manifest.tampering:
+                    total.errors.append(f"TAMPERING: {manifest.tampering}")
                 report = verify_entries(
                     self.clients.s3, plan, manifest.entries(), sample_percent, self.max_workers, progress
                 )
