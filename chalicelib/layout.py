@@ -24,6 +24,7 @@ import hashlib
 DATA_PREFIX = "data/"
 META_PREFIX = "meta/"
 SNAPSHOTS_PREFIX = META_PREFIX + "snapshots/"
+MANIFEST_SUFFIX = ".jsonl.gz"
 CHECKPOINTS_PREFIX = META_PREFIX + "checkpoints/"
 RECORDS_PREFIX = META_PREFIX + "backups/"
 # Written once, never replaced: the bucket policy refuses a PutObject here without If-None-Match.

@@ -317,6 +317,42 @@ def recorded_calls() -> CallsSince:
 _SUMMARY: dict[str, Any] = {"calls": 0, "operations": set(), "violations": [], "seconds": 0.0}
 
 
+def backup_buckets_seen() -> set[str]:
+    """Every backup bucket of the configurations the system ran with."""
+    from chalicelib.config import Settings
+    from chalicelib.plans import Plan, PlanSet
+
+    buckets: set[str] = set()
+    for item in list(RECORDER.configurations):
+        if isinstance(item, Plan):
+            buckets.add(item.bucket)
+        elif isinstance(item, PlanSet):
+            buckets |= {plan.bucket for plan in item.plans}
+        elif isinstance(item, Settings):
+            buckets |= {plan.bucket for plan in item.plans.plans}
+    return buckets
+
+
+def bucket_policy_violations(calls: list[Call], buckets: set[str] | None = None) -> list[str]:
+    """Calls into a backup bucket that its own bucket policy (as provisioning writes it) refuses: moto does
+    not evaluate the create-only statements, so the suite checks every request the system sends."""
+    from chalicelib.deploy.bucket_settings import bucket_policy
+    from chalicelib.deploy.permissions import denies, required_permissions
+
+    buckets = backup_buckets_seen() if buckets is None else buckets
+    policies = {bucket: bucket_policy(bucket) for bucket in buckets}
+    found: dict[str, str] = {}
+    for call in calls:
+        if call.service != "s3" or call.params.get("Bucket") not in policies:
+            continue
+        for permission in required_permissions(call.service, call.operation, call.params, call.region, TEST_ACCOUNT):
+            sid = denies(policies[call.params["Bucket"]], permission)
+            if sid and permission.resource.startswith(f"arn:aws:s3:::{call.params['Bucket']}"):
+                line = f"REFUSED by the backup bucket's policy ({sid}): {call.operation} on {permission.resource}"
+                found.setdefault(line, f"{line} from {call.origin}")
+    return sorted(found.values())
+
+
 def _check_own_calls() -> None:
     if not RECORDER.calls:
         return
@@ -325,6 +361,7 @@ def _check_own_calls() -> None:
     _SUMMARY["calls"] += len(calls)
     _SUMMARY["operations"] |= {f"{c.service}:{c.operation}" for c in calls}
     _SUMMARY["violations"].extend(violations(calls))
+    _SUMMARY["violations"].extend(bucket_policy_violations(calls))
     _SUMMARY["seconds"] += time.perf_counter() - started
 
 

@@ -22,10 +22,9 @@ from botocore.exceptions import ClientError
 
 from chalicelib import conditional
 from chalicelib.errors import NotFound, Tampered
-from chalicelib.layout import SNAPSHOTS_PREFIX, data_key
+from chalicelib.layout import MANIFEST_SUFFIX, SNAPSHOTS_PREFIX, data_key
 
 MANIFEST_FORMAT = "backup-snapshot/1"
-MANIFEST_SUFFIX = ".jsonl.gz"
 
 
 def manifest_key(plan: str, backup_id: str) -> str:

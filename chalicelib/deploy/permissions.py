@@ -58,7 +58,7 @@ _S3_BUCKET_ACTIONS = {
     "GetBucketTagging": "s3:GetBucketTagging",
     "GetBucketNotificationConfiguration": "s3:GetBucketNotification",
 }
-_S3_OBJECT_ACTIONS = {
+_S3_OBJECT_ACTIONS: dict[str, str] = {
     "HeadObject": "s3:GetObject",
     "GetObject": "s3:GetObject",
     "PutObject": "s3:PutObject",
@@ -142,7 +142,32 @@ def _s3_permissions(operation: str, params: Mapping[str, Any]) -> list[Permissio
             needed.append(obj("s3:PutObjectLegalHold", object_arn, None))
     if params.get("BypassGovernanceRetention"):
         needed.append(Permission("s3:BypassGovernanceRetention", object_arn if "Key" in params else bucket_arn(bucket) + "/*"))
+    # The request's own condition keys, for resource policies that decide on them (the create-only rule).
+    writes = _write_context(operation, params)
+    if writes:
+        needed = [
+            Permission(p.action, p.resource, p.context + writes) if p.action == "s3:PutObject" else p for p in needed
+        ]
     return needed
+
+
+# Operations that create an object (S3's `s3:ObjectCreationOperation` is true) and the parts of a multipart
+# upload, which do not (they carry no conditional header).
+_CREATING = ("PutObject", "CopyObject", "CompleteMultipartUpload")
+_PARTS = ("CreateMultipartUpload", "UploadPart", "UploadPartCopy")
+
+
+def _write_context(operation: str, params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    if operation in _PARTS:
+        return (("s3:ObjectCreationOperation", "false"),)
+    if operation not in _CREATING:
+        return ()
+    context: tuple[tuple[str, str], ...] = (("s3:ObjectCreationOperation", "true"),)
+    if params.get("IfNoneMatch"):
+        context += (("s3:if-none-match", str(params["IfNoneMatch"])),)
+    if params.get("IfMatch"):
+        context += (("s3:if-match", str(params["IfMatch"])),)
+    return context
 
 
 _LAMBDA_ACTIONS = {"Invoke": "lambda:InvokeFunction", "InvokeAsync": "lambda:InvokeFunction"}
@@ -181,10 +206,17 @@ def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -
     for operator, keys in condition.items():
         for key, wanted in keys.items():
             values = wanted if isinstance(wanted, list) else [wanted]
+            if operator == "Null":
+                # "true": the request does not carry the key; "false": it does.
+                if (key not in context) != (str(values[0]).lower() == "true"):
+                    return False
+                continue
             if key not in context:
                 return False
             actual = context[key]
-            if operator == "StringEquals":
+            if operator == "Bool":
+                ok = str(actual).lower() in [str(v).lower() for v in values]
+            elif operator == "StringEquals":
                 ok = actual in values
             elif operator == "StringLike":
                 ok = any(_matches(v, actual) for v in values)
@@ -193,6 +225,27 @@ def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -
             if not ok:
                 return False
     return True
+
+
+def denies(policy: Mapping[str, Any], permission: Permission) -> str | None:
+    """The Sid of a statement of a resource policy (a bucket policy) that denies `permission` to everyone,
+    or None. Used to check that every request the system sends passes the backup buckets' policy, which
+    moto does not evaluate."""
+    context = dict(permission.context)
+    for statement in policy.get("Statement", []):
+        if statement.get("Effect") != "Deny" or statement.get("Principal") not in ("*", {"AWS": "*"}):
+            continue
+        actions = statement.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        resources = statement.get("Resource", [])
+        resources = [resources] if isinstance(resources, str) else resources
+        if not any(_matches(a.lower(), permission.action.lower()) for a in actions):
+            continue
+        if not any(_matches(r, permission.resource) for r in resources):
+            continue
+        if _condition_holds(statement.get("Condition", {}), context):
+            return str(statement.get("Sid") or "a Deny statement")
+    return None
 
 
 def allows(policy: Mapping[str, Any], permission: Permission) -> bool:

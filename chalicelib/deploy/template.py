@@ -114,7 +114,7 @@ def restore_bucket_resources(bucket: str, index: int) -> dict[str, Any]:
         },
         f"{name}Policy": {
             "Type": "AWS::S3::BucketPolicy",
-            "Properties": {"Bucket": {"Ref": name}, "PolicyDocument": buckets.bucket_policy(bucket)},
+            "Properties": {"Bucket": {"Ref": name}, "PolicyDocument": buckets.bucket_policy(bucket, create_only=False)},
         },
     }
 
