@@ -27,7 +27,7 @@ from chalicelib.errors import (
 from chalicelib.plans import check_plans_file
 from chalicelib.restore import records as restore_records
 from chalicelib.restore.service import RestoreService
-from chalicelib.verify.verifier import Verifier
+from chalicelib.verify import job_record as verifications
 
 app = Chalice(app_name="org-backup")
 app.log.setLevel(logging.INFO)
@@ -175,17 +175,16 @@ def restores() -> RestoreService:
 @app.route("/restores", methods=["POST"], authorizer=iam, content_types=["*/*"])
 @_client_errors
 def start_restore() -> Response:
-    """Restore a snapshot (or part of it) to a bucket or a new table; `dry_run` answers with a quote."""
+    """Restore a snapshot (or part of it) to a bucket or a new table; `dry_run` quotes it instead. The
+    restore worker selects, checks and quotes; GET /restores/{id} shows where it is."""
     current = app.current_request
     request = parse_restore_request(check_body(current.raw_body, current.headers.get("content-type")))
     service_ = restores()
-    if request.dry_run:
-        return Response(status_code=200, body={"dry_run": True, "quote": service_.quote(request)})
-    record = service_.start(request)
+    record = service_.submit(request)
     service_.dispatch(record)
     return Response(
         status_code=202,
-        body={"restore_id": record.restore_id, "status": record.status, "objects": record.total},
+        body={"restore_id": record.restore_id, "status": record.status, "dry_run": record.dry_run},
         headers={"Location": f"/restores/{record.restore_id}"},
     )
 
@@ -199,13 +198,25 @@ def get_restore(restore_id: str) -> dict[str, Any]:
 
 @app.route("/backups/{backup_id}/verify", methods=["POST"], authorizer=iam, content_types=["*/*"])
 @_client_errors
-def verify_backup(backup_id: str) -> dict[str, Any]:
-    """Check every version of a backup's snapshots; `sample_percent` also re-reads and re-hashes a share."""
+def verify_backup(backup_id: str) -> Response:
+    """Check every version of a backup's snapshots (`sample_percent` also re-reads and re-hashes a share):
+    a job for the verify worker; the answer (202) names it, GET /verifications/{id} shows it."""
     current = app.current_request
     request = parse_verify_request(check_body(current.raw_body, current.headers.get("content-type")))
-    backups = service()
-    verifier = Verifier(backups.settings.plans, backups.clients, backups.settings.max_workers, backups.tampering.report)
-    return verifier.verify_backup(backup_id, request.plans, request.sample_percent)
+    job = service().verification.start_check(backup_id, request.plans, request.sample_percent)
+    return Response(
+        status_code=202,
+        body={"verification_id": job.job_id, "backup_id": backup_id, "status": job.status},
+        headers={"Location": f"/verifications/{job.job_id}"},
+    )
+
+
+@app.route("/verifications/{verification_id}", methods=["GET"], authorizer=iam)
+@_client_errors
+def get_verification(verification_id: str) -> dict[str, Any]:
+    """A verification job (the weekly one of a scheduled backup, or a check of one backup): status, counts
+    and findings."""
+    return verifications.describe(service().verification.store(), verification_id)
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS))

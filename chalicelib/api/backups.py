@@ -37,7 +37,7 @@ from chalicelib.errors import BadRequest, Conflict, NotFound, Tampered
 from chalicelib.layout import RECORDS_PREFIX
 from chalicelib.plans import PlanSet
 from chalicelib.times import utcnow
-from chalicelib.verify.slice_record import backup_verification
+from chalicelib.verify.job_record import backup_verification
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from chalicelib.backup import checkpoints, ranges
 from chalicelib.backup.base import sealed_bases
 from chalicelib.backup.locks import PlanLocks
 from chalicelib.backup.plan_backup import back_up_plan
-from chalicelib.backup.verification import WeeklyVerification
+from chalicelib.backup.verification import VerificationJobs
 from chalicelib.catalog.records import (
     BackupRecord,
     PlanResult,
@@ -49,7 +49,7 @@ class BackupService:
         self.tampering = TamperingAlerts(clients.s3, settings.plans.catalog_bucket, clients.sns, settings.topic_arn)
         # The weekly check of stored versions a scheduled backup starts when it ends (`verify_invoker`:
         # how its job is invoked; default: by the worker mode).
-        self.verification = WeeklyVerification(settings, clients, verify_invoker)
+        self.verification = VerificationJobs(settings, clients, verify_invoker, self.tampering.report)
 
     def check_plan_names(self, names: list[str] | None) -> list[str]:
         known = self.settings.plans.names

@@ -16,7 +16,7 @@ from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human,
 from chalicelib.errors import BackupError, BadRequest
 from chalicelib.notify.alerts import verification_line
 from chalicelib.times import utcnow
-from chalicelib.verify.slice_job import SliceJob
+from chalicelib.verify.job import VerificationJob
 from chalicelib.verify.verifier import Verifier
 
 
@@ -201,7 +201,7 @@ def cmd_verify_slice(ctx: Context) -> int:
     weekday = utcnow().weekday() if ctx.args.weekday is None else ctx.args.weekday
     if not 0 <= weekday <= 6:
         raise BadRequest(f"--weekday must be from 0 (Monday) to 6 (Sunday), got {weekday}")
-    job = SliceJob(ctx.settings.plans, ctx.clients, ctx.settings.topic_arn, ctx.settings.max_workers)
+    job = VerificationJob(ctx.settings.plans, ctx.clients, ctx.settings.topic_arn, ctx.settings.max_workers)
     started = job.start(new_backup_id(utcnow()), weekday=weekday, trigger="cli")
     if not ctx.json:
         print(f"verification {started.job_id}: slice {weekday} of every stored snapshot", file=sys.stderr)

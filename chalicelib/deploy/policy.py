@@ -305,7 +305,7 @@ LONG_RUN_GRANTS: tuple[Grant, ...] = (
     Grant("StaleUploadsList", ("s3:ListBucketMultipartUploads",), lambda s: [bucket_arn(b) for b in s.backup_buckets]),
 )
 
-# The weekly verification job (chalicelib/verify/slice_job.py, the verify_worker function): read only. It lists
+# The weekly verification job (chalicelib/verify/job.py, the verify_worker function): read only. It lists
 # and reads the manifests, asks S3 about exact versions of the data (HeadObject with VersionId), writes its
 # own record and checkpoint under meta/verifications/, sends its alert, and invokes itself to carry on.
 # Everything it needs is here, apart from logs, so that it can be given a policy of its own.

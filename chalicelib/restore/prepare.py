@@ -45,6 +45,7 @@ class RestoreChecks:
     ) -> None:
         self.plans = plans
         self.clients = clients
+        self.records = RecordStore(clients.s3, plans.catalog_bucket)
         # Where tampering found on the way is told (notify/tampering.py).
         self.report = report
         self.allowed_buckets = allowed_buckets
@@ -58,8 +59,7 @@ class RestoreChecks:
 
     def manifest(self, plan: Plan, backup_id: str) -> Manifest:
         """The snapshot as its record names it (catalog/snapshots.py): NotFound, or `Tampered`, otherwise."""
-        records = RecordStore(self.clients.s3, self.plans.catalog_bucket)
-        return open_snapshot(self.clients.s3, records, plan, backup_id, self.report)
+        return open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report)
 
     def target(self, plan: Plan, target: Target) -> None:
         backup_buckets = {p.bucket for p in self.plans.plans}

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.catalog.records import new_backup_id
-from chalicelib.errors import BadRequest, NotFound
+from chalicelib.errors import BadRequest, NotFound, Tampered
 from chalicelib.plans import PlanSet
 from chalicelib.prices import Prices, load_prices
 from chalicelib.restore.outcome import ProgressCallback
@@ -105,6 +105,36 @@ class RestoreService:
         self.store.create(record)
         return record
 
+    def submit(self, request: RestoreRequest) -> RestoreRecord:
+        """`POST /restores`: only what is cheap is checked here (the plan, the target, that the backup
+        exists); the record is PREPARING and the worker does the rest (selecting the entries, the conflict
+        check at the target, the quote of a dry run), which reads whole manifests and heads versions: more
+        than a request's 29 seconds and 256 MB allow for a large snapshot."""
+        plan = self.checks.plan(request.plan)
+        self.checks.target(plan, request.target)
+        try:
+            self.checks.records.get(request.backup_id)
+        except Tampered:
+            pass  # reported by the worker, which finds the snapshot from the plan and the backup id alone
+        now = isoformat(utcnow())
+        target = {k: v for k, v in asdict(request.target).items() if v not in (None, "") or k == "prefix"}
+        record = RestoreRecord(
+            restore_id=new_backup_id(),
+            backup_id=request.backup_id,
+            plan=plan.name,
+            target=target,
+            prefix=request.prefix,
+            keys=list(request.keys) if request.keys is not None else None,
+            overwrite=request.overwrite,
+            tier=request.tier,
+            status="PREPARING",
+            dry_run=request.dry_run,
+            created_at=now,
+            updated_at=now,
+        )
+        self.store.create(record)
+        return record
+
     def get(self, restore_id: str) -> RestoreRecord:
         return self.store.get(restore_id)
 
@@ -143,7 +173,7 @@ class RestoreService:
                 record = self.store.get(restore_id)
             except NotFound:
                 continue
-            if record.status == "RUNNING" and record.updated_at:
+            if record.status in ("RUNNING", "PREPARING") and record.updated_at:
                 if now - parse_iso(record.updated_at) < STALE_AFTER:
                     continue  # its worker is probably still at it
             if record.finished:

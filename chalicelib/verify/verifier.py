@@ -1,4 +1,4 @@
-"""Verifying whole backups (the weekly slice of every stored version is a job of its own: slice_job.py)."""
+"""Verifying whole backups (the weekly slice of every stored version is a job of its own: job.py)."""
 
 from __future__ import annotations
 
@@ -31,12 +31,12 @@ class Verifier:
     def snapshot_sizes(self, backup_id: str, plan_names: list[str] | None = None) -> dict[str, int]:
         """Objects per plan in a backup's snapshots (for a progress bar)."""
         sizes: dict[str, int] = {}
-        for plan in self._plans_of(backup_id, plan_names):
+        for plan in self.plans_of(backup_id, plan_names):
             with open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report) as manifest:
                 sizes[plan.name] = int(manifest.header.get("objects", 0))
         return sizes
 
-    def _plans_of(self, backup_id: str, plan_names: list[str] | None) -> list[Plan]:
+    def plans_of(self, backup_id: str, plan_names: list[str] | None) -> list[Plan]:
         record = self.records.get(backup_id)
         if plan_names is not None:
             unknown = [name for name in plan_names if name not in self.plans.names]
@@ -64,7 +64,7 @@ class Verifier:
             raise BadRequest(f"'sample_percent' must be between 0 and 100, got {sample_percent}")
         total = VerifyReport()
         per_plan: dict[str, Any] = {}
-        for plan in self._plans_of(backup_id, plan_names):
+        for plan in self.plans_of(backup_id, plan_names):
             with open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report) as manifest:
                 if manifest.tampering:
                     total.errors.append(f"TAMPERING: {manifest.tampering}")
