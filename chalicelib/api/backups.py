@@ -90,7 +90,7 @@ def start_backup(
     """Check the request, then claim its idempotency key, lock its plans, record it and hand it to a worker.
 
     Any refusal gives back what was taken, so a rejected request leaves nothing behind. A dry run writes no
-    backup data, so it neither takes nor waits for the plan locks.
+    backup data, but it reads every source: it takes the plan locks like a backup.
     """
     request = parse_backup_request(check_body(raw_body, content_type))
     key = check_key(idempotency_key)
@@ -116,8 +116,9 @@ def start_backup(
         if first is not None:
             logger.info("Idempotency-Key repeated: answering with backup %s", first)
             return Started(backups.get(first), replayed=True)
-    if not request.dry_run:
-        locks.check(names, now)
+    # A dry run takes the locks too: it lists every source and scans the production table, work that must not
+    # pile up beside a running backup of the same plan or another dry run.
+    locks.check(names, now)
     # Then the conditional writes, which settle races between requests arriving together.
     claim: Claim | None = None
     if key is not None:
@@ -126,9 +127,8 @@ def start_backup(
             return Started(backups.get(claim.existing), replayed=True)
     locked: list[str] = []
     try:
-        if not request.dry_run:
-            locks.acquire(names, backup_id, now)
-            locked = names
+        locks.acquire(names, backup_id, now)
+        locked = names
         record = backups.start(
             names, trigger="api", dry_run=request.dry_run, backup_id=backup_id, allow_deletions=allowed
         )

@@ -43,10 +43,10 @@ def cmd_backup(ctx: Context) -> int:
     locks = PlanLocks(ctx.clients.s3, ctx.settings.plans.catalog_bucket, backups.records)
     locked: list[str] = []
     try:
-        if not ctx.args.dry_run:
-            # The same plan locks as POST /backup: never two backups of one plan at once.
-            locks.acquire(names, backup_id, now)
-            locked = names
+        # The same plan locks as POST /backup: never two backups (or dry runs, which read every source) of one
+        # plan at once.
+        locks.acquire(names, backup_id, now)
+        locked = names
         backups.start(
             names, trigger="cli", dry_run=ctx.args.dry_run, backup_id=backup_id, allow_deletions=ctx.args.allow_deletions
         )
