@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -15,12 +14,14 @@ from chalicelib.backup.base import sealed_bases
 from chalicelib.backup.locks import PlanLocks
 from chalicelib.backup.plan_backup import back_up_plan
 from chalicelib.backup.verification import VerificationJobs
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import (
     BackupRecord,
     PlanResult,
     RecordStore,
     new_backup_id,
     overall_status,
+    scheduled_suffix,
 )
 from chalicelib.config import Settings
 from chalicelib.deploy import drift
@@ -52,16 +53,7 @@ class BackupService:
         self.verification = VerificationJobs(settings, clients, verify_invoker, self.tampering.report)
 
     def check_plan_names(self, names: list[str] | None) -> list[str]:
-        known = self.settings.plans.names
-        if names is None:
-            return known
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            raise BadRequest(
-                f"unknown plan(s) {', '.join(map(repr, unknown))}; the known plans are {', '.join(known)}"
-            )
-        # Keep the plans file's order, drop repeats.
-        return [name for name in known if name in set(names)]
+        return self.settings.plans.check_names(names)
 
     def start(
         self,
@@ -115,7 +107,10 @@ class BackupService:
             return record
         running = [name for name, result in record.plans.items() if result.status == "RUNNING"]
         # Each plan compares with the newest snapshot a sealed record of an older backup names (base.py).
-        bases = sealed_bases(self.records, running, backup_id) if segment is None else {}
+        markers = PrunedMarkers(self.clients.s3, self.settings.plans.catalog_bucket)
+        bases = sealed_bases(self.records, running, backup_id, markers) if segment is None else {}
+        # Where no sealed record names a base, the bucket's manifests decide, never a pruned one.
+        pruned = self._pruned(markers, [name for name in running if name not in bases]) if segment is None else {}
         for name in running:
             try:
                 plan = self.settings.plans.get(name)
@@ -131,13 +126,14 @@ class BackupService:
                 split = ranges.load_split(self.clients.s3, plan.bucket, plan.name, backup_id)
             else:
                 split = ranges.start_split(
-                    self.clients.s3, plan, backup_id, self._split_policy(), record.dry_run, bases.get(name)
+                    self.clients.s3, plan, backup_id, self._split_policy(), record.dry_run, bases.get(name),
+                    pruned.get(name, frozenset()),
                 )
             if split is None:
                 result = back_up_plan(
                     plan, self.clients, backup_id, max_workers=self.settings.max_workers, dry_run=record.dry_run,
                     allow_deletions=name in record.allow_deletions,
-                    budget=budget, base=bases.get(name),
+                    budget=budget, base=bases.get(name), pruned=pruned.get(name, frozenset()),
                 )
             else:
                 result = ranges.run_range(
@@ -185,6 +181,14 @@ class BackupService:
         else:
             self._lock_plans(record)
         return self.run(backup_id, context=context)
+
+    @staticmethod
+    def _pruned(markers: PrunedMarkers, plans: list[str]) -> dict[str, frozenset[str]]:
+        """The pruned snapshots of `plans` (one listing of the markers, only when some plan needs it)."""
+        if not plans:
+            return {}
+        marked = markers.all()
+        return {name: frozenset(b for (p, b) in marked if p == name) for name in plans}
 
     def _lock_plans(self, record: BackupRecord) -> None:
         """Take the plan locks, so that POST /backup meanwhile answers 409 naming this backup. The daily
@@ -249,12 +253,6 @@ class BackupService:
 
     def list(self, limit: int = 20) -> list[BackupRecord]:
         return self.records.list(limit)
-
-
-def scheduled_suffix(event_id: str | None) -> str:
-    if not event_id:
-        return "scheduled"
-    return "scheduled-" + hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:16]
 
 
 def summary(record: BackupRecord) -> dict[str, Any]:

@@ -59,7 +59,7 @@ class RestoreChecks:
 
     def manifest(self, plan: Plan, backup_id: str) -> Manifest:
         """The snapshot as its record names it (catalog/snapshots.py): NotFound, or `Tampered`, otherwise."""
-        return open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report)
+        return open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report, action="restored")
 
     def target(self, plan: Plan, target: Target) -> None:
         backup_buckets = {p.bucket for p in self.plans.plans}
