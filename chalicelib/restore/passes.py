@@ -6,7 +6,9 @@ For a folder target every pass lays out its entries first (`folder_layout`): a k
 one that collides with another, fails at once with its reason and is never fetched, thawed or written, so
 no two workers ever write one path. The restore's checks did the same before it was recorded; the pass does
 it again because a recorded restore may run later (in another process, after an upgrade) and must not trust
-what was checked then."""
+what was checked then. For the same reason every pass checks the target again (`RestoreChecks.target_allowed`:
+one of this stage's restore buckets, a table named with its prefix) before it writes anything: a record
+someone else wrote, naming another bucket, fails with the reason and writes nothing."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import Entry
-from chalicelib.errors import describe_error, error_code
+from chalicelib.errors import BadRequest, describe_error, error_code
 from chalicelib.plans import Plan
 from chalicelib.prices import Prices
 from chalicelib.restore.bucket import copy_to_bucket
@@ -57,6 +59,10 @@ class RestorePass:
             return record
         plan = self.checks.plan(record.plan)
         try:
+            self.checks.target_allowed(record.target_spec)
+        except BadRequest as exc:
+            return self._refuse(record, str(exc))
+        try:
             if not record.scanned:
                 with self.checks.manifest(plan, record.backup_id) as manifest:
                     entries = list(select_entries(manifest, record.prefix, record.keys))
@@ -73,6 +79,16 @@ class RestorePass:
         self._settle(record)
         self.store.save(record)
         logger.info("restore %s pass %d: %s", restore_id, record.passes, record.status)
+        return record
+
+    def _refuse(self, record: RestoreRecord, reason: str) -> RestoreRecord:
+        """A recorded restore this stage must not run: it ends FAILED, naming why, with nothing written."""
+        logger.error("restore %s refused: %s", record.restore_id, reason)
+        record.warnings = (record.warnings + [f"refused: {reason}"])[-20:]
+        record.pending, record.pending_thaw, record.expected_thaw_completion = [], 0, None
+        record.status = "FAILED"
+        record.finished_at = isoformat(utcnow())
+        self.store.save(record)
         return record
 
     def _first_pass(self, plan: Plan, record: RestoreRecord, entries: list[Entry], progress: ProgressCallback | None) -> None:
