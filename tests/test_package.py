@@ -1,5 +1,6 @@
 """The deployable template: `chalice package` with the generated merge template, checked from the packaged
-SAM template itself (built once per test session) and linted with cfn-lint."""
+SAM template itself (built once per test session) and linted with cfn-lint: the functions, each with its own
+role, the buckets and the alarm."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from chalicelib.notify import metrics
 from chalicelib.deploy.bucket_settings import denies_insecure_transport
-from chalicelib.deploy.policy import generate, stage_scope
+from chalicelib.deploy.policy import FUNCTIONS, generate, policy_path, stage_scope
 from chalicelib.deploy.template import RUNTIME, bucket_resource_name, merge_template
+from chalicelib.notify import metrics
 from chalicelib.stages import stage_environment, stage_plans
 from tests.conftest import ROOT
 
@@ -84,9 +85,17 @@ def test_the_verify_worker_is_packaged_with_its_own_settings(template: dict[str,
     assert worker["Handler"] == "app.verify_worker"
 
 
+def named_buckets(template: dict[str, Any]) -> dict[str, Any]:
+    """The buckets the stage names (backup and restore buckets), by name."""
+    return {
+        r["Properties"]["BucketName"]: r
+        for name, r in of_type(template, "AWS::S3::Bucket").items()
+    }
+
+
 def test_each_bucket_carries_its_plan(template: dict[str, Any]) -> None:
     plans = stage_plans(STAGE, ROOT)
-    backup_buckets = {r["Properties"]["BucketName"] for r in of_type(template, "AWS::S3::Bucket").values()}
+    backup_buckets = set(named_buckets(template))
     assert {plan.bucket for plan in plans.plans} <= backup_buckets
     for plan in plans.plans:
         bucket = template["Resources"][bucket_resource_name(plan)]
@@ -115,11 +124,7 @@ def test_each_bucket_carries_its_plan(template: dict[str, Any]) -> None:
 def test_the_restore_buckets_exist_private_and_encrypted(template: dict[str, Any]) -> None:
     wanted = {b for b in stage_environment(STAGE, ROOT)["RESTORE_BUCKETS"].split(",") if b}
     plans = stage_plans(STAGE, ROOT)
-    restore = {
-        r["Properties"]["BucketName"]: r
-        for r in of_type(template, "AWS::S3::Bucket").values()
-        if r["Properties"]["BucketName"] not in {plan.bucket for plan in plans.plans}
-    }
+    restore = {name: r for name, r in named_buckets(template).items() if name not in {plan.bucket for plan in plans.plans}}
     assert set(restore) == wanted
     for resource in restore.values():
         assert resource["DeletionPolicy"] == "Retain"
@@ -130,8 +135,11 @@ def test_the_restore_buckets_exist_private_and_encrypted(template: dict[str, Any
 def test_the_alarm_fires_after_26_silent_hours(template: dict[str, Any]) -> None:
     (alarm,) = of_type(template, "AWS::CloudWatch::Alarm").values()
     props = alarm["Properties"]
-    assert (props["Namespace"], props["MetricName"]) == (metrics.NAMESPACE, metrics.METRIC)
-    assert props["Dimensions"] == [{"Name": metrics.DIMENSION, "Value": stage_plans(STAGE, ROOT).catalog_bucket}]
+    catalog = stage_plans(STAGE, ROOT).catalog_bucket
+    # The stage's own namespace, which only its backup functions may publish to (tests/test_roles.py).
+    assert (props["Namespace"], props["MetricName"]) == (f"OrgBackup/{catalog}", metrics.METRIC)
+    assert props["Namespace"] == metrics.namespace(catalog) != metrics.NAMESPACE_PREFIX
+    assert props["Dimensions"] == [{"Name": metrics.DIMENSION, "Value": catalog}]
     assert props["Period"] * props["EvaluationPeriods"] == 26 * 3600
     assert props["DatapointsToAlarm"] == props["EvaluationPeriods"]
     assert (props["Statistic"], props["ComparisonOperator"], props["Threshold"]) == ("Sum", "LessThanThreshold", 1)
@@ -141,15 +149,24 @@ def test_the_alarm_fires_after_26_silent_hours(template: dict[str, Any]) -> None
     assert stage_environment(STAGE, ROOT)["ALERT_TOPIC_ARN"].endswith(f":{topic}")
 
 
-def test_the_roles_have_the_generated_policy(template: dict[str, Any]) -> None:
-    generated = generate(stage_scope(STAGE, ROOT))
-    committed = json.loads((ROOT / ".chalice" / f"policy-{STAGE}.json").read_text())
-    assert committed == generated
+def test_each_function_has_a_role_of_its_own_with_its_generated_policy(template: dict[str, Any]) -> None:
+    from chalice.utils import to_cfn_resource_name
+
+    scope = stage_scope(STAGE, ROOT)
+    functions = of_type(template, "AWS::Serverless::Function")
     roles = of_type(template, "AWS::IAM::Role")
-    assert roles
-    for name, role in roles.items():
-        (policy,) = role["Properties"]["Policies"]
-        assert policy["PolicyDocument"] == generated, name
+    documents = []
+    for function in FUNCTIONS:
+        generated = generate(scope, function)
+        assert json.loads(policy_path(STAGE, function, ROOT).read_text()) == generated
+        resource = "APIHandler" if function == "api_handler" else to_cfn_resource_name(function)
+        role_name = functions[resource]["Properties"]["Role"]["Fn::GetAtt"][0]
+        (policy,) = roles[role_name]["Properties"]["Policies"]
+        assert policy["PolicyDocument"] == generated, function
+        documents.append(json.dumps(generated, sort_keys=True))
+    # A role per function, each policy different (if only by the log group it may write).
+    assert len({functions[r]["Properties"]["Role"]["Fn::GetAtt"][0] for r in functions}) == len(FUNCTIONS)
+    assert len(set(documents)) == len(FUNCTIONS)
 
 
 def test_cfn_lint_passes(packaged: Path) -> None:

@@ -5,8 +5,8 @@
   bucket policy, Object Lock default retention where a plan asks for it), kept when the stack is deleted;
 - the buckets restores may write into (RESTORE_BUCKETS), private and encrypted;
 - the alert topic named by the stage's ALERT_TOPIC_ARN;
-- an alarm on the backups' heartbeat metric that fires when no fully successful backup has been reported
-  for 26 hours, missing data counting as breaching;
+- an alarm on the backups' heartbeat metric (in the stage's own namespace) that fires when no fully
+  successful backup has been reported for 26 hours, missing data counting as breaching;
 - every function on python3.12 and named as `chalice deploy` names it (the worker is invoked by name).
 
     python -m chalicelib.deploy.template --stage dev --output build/template-extra-dev.json
@@ -171,7 +171,7 @@ def merge_template(stage: str, project_dir: str | Path = PROJECT_DIR, app_module
                 f"No fully successful backup reported for {SILENCE_HOURS} hours: the daily schedule stopped, "
                 "the function cannot start, or backups keep failing. See GET /backups and the function logs."
             ),
-            "Namespace": metrics.NAMESPACE,
+            "Namespace": metrics.namespace(plans.catalog_bucket),
             "MetricName": metrics.METRIC,
             "Dimensions": [{"Name": metrics.DIMENSION, "Value": plans.catalog_bucket}],
             "Statistic": "Sum",
