@@ -108,8 +108,12 @@ def _grant_statements(grant: Grant, scope: Scope) -> list[dict[str, Any]]:
 
 def union(policies: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """One document allowing what any of `policies` allows (the operator's tool needs no more than the
-    functions together)."""
-    return {"Version": "2012-10-17", "Statement": [s for policy in policies for s in policy["Statement"]]}
+    functions together). A statement several of them share appears once."""
+    statements: dict[str, dict[str, Any]] = {}
+    for policy in policies:
+        for found in policy["Statement"]:
+            statements.setdefault(json.dumps(found, sort_keys=True), found)
+    return {"Version": "2012-10-17", "Statement": list(statements.values())}
 
 
 def render(policy: Mapping[str, Any]) -> str:
