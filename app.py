@@ -47,11 +47,13 @@ _clients: Clients | None = None
 
 
 def service() -> BackupService:
-    """Settings come from the environment of the running handler; clients are made once per process."""
+    """Settings come from the environment of the running handler; clients are made once per process, with
+    S3 requests to the stage's backup and restore buckets pinned to its account."""
     global _clients
+    settings = Settings.from_environ()
     if _clients is None:
-        _clients = Clients()
-    return BackupService(Settings.from_environ(), _clients)
+        _clients = Clients(bucket_owner=settings.bucket_owner)
+    return BackupService(settings, _clients)
 
 
 def _client_errors(func: Any) -> Any:
