@@ -72,7 +72,8 @@ def violations(calls: Iterable[Any], policy: dict[str, Any], account: str) -> li
     per use of a forbidden action. `policy`: one policy document for every call, or one per function;
     `account`: the account the calls were made in (and the buckets are owned by)."""
     from chalicelib.deploy.permissions import allows, required_permissions
-    from chalicelib.deploy.policy import FORBIDDEN_ACTIONS
+    from chalicelib.deploy.policy import FORBIDDEN_ACTIONS, PRUNE_ACTION
+    from chalicelib.deploy.roles import DELETES_VERSIONS
 
     from chalicelib.deploy.policy import union
 
@@ -88,7 +89,9 @@ def violations(calls: Iterable[Any], policy: dict[str, Any], account: str) -> li
             if key in checked:
                 continue
             checked.add(key)
-            forbidden = permission.action in FORBIDDEN_ACTIONS
+            forbidden = permission.action in FORBIDDEN_ACTIONS and not (
+                permission.action == PRUNE_ACTION and call.function in DELETES_VERSIONS
+            )
             if forbidden or not allows(role, permission):
                 group = problems.setdefault(
                     (call.function, permission.action, _general(permission.resource)), [0, call, permission, forbidden]

@@ -6,7 +6,8 @@ the role of the function that makes it. In the tests the functions' code runs in
 say which function it is, walked from the outermost to the innermost:
 
 1. A handler of `app.py` is its Lambda function: every route is `api_handler`; `daily_backup`,
-   `backup_worker`, `verify_worker`, `resume_restores` and `restore_worker` are themselves.
+   `backup_worker`, `verify_worker`, `resume_restores`, `restore_worker`, `daily_prune` and `prune_worker`
+   are themselves.
 2. A hand-off (`HAND_OFFS`: where work that a deployed function hands to another by an asynchronous invoke
    runs in-process instead, in the `inline` and `thread` worker modes or through a test's invoker) makes the
    work inside it the receiving function's: `POST /backup` run inline is the backup worker's work, not the
@@ -37,6 +38,8 @@ from chalicelib.deploy.scope import (
     API_HANDLER,
     BACKUP_WORKER,
     DAILY_BACKUP,
+    DAILY_PRUNE,
+    PRUNE_WORKER,
     RESTORE_WORKER,
     RESUME_RESTORES,
     VERIFY_WORKER,
@@ -56,6 +59,8 @@ GROUPS = {
     RESTORE_WORKER: "restore",
     RESUME_RESTORES: "restore",
     VERIFY_WORKER: "verify",
+    DAILY_PRUNE: "prune",
+    PRUNE_WORKER: "prune",
 }
 
 # (module under chalicelib/, function) -> the function an asynchronous invoke of the work would start.
@@ -64,7 +69,9 @@ GROUPS = {
 HAND_OFFS = {
     ("backup/service.py", "run"): BACKUP_WORKER,
     ("backup/verification.py", "run"): VERIFY_WORKER,
-    ("verify/slice_job.py", "run"): VERIFY_WORKER,
+    ("verify/job.py", "run"): VERIFY_WORKER,
+    ("prune/service.py", "run"): PRUNE_WORKER,
+    ("prune/job.py", "run"): PRUNE_WORKER,
     ("restore/service.py", "run"): RESTORE_WORKER,
     ("restore/passes.py", "run"): RESTORE_WORKER,
 }
@@ -73,6 +80,10 @@ HAND_OFFS = {
 ENTRY_POINTS = {
     ("backup/service.py", "run_scheduled"): DAILY_BACKUP,
     ("restore/service.py", "start"): API_HANDLER,
+    ("restore/service.py", "submit"): API_HANDLER,
+    ("backup/verification.py", "start_check"): API_HANDLER,
+    ("prune/service.py", "scheduled"): DAILY_PRUNE,
+    ("prune/service.py", "start"): API_HANDLER,
     ("restore/service.py", "quote"): API_HANDLER,
     ("restore/service.py", "resume_pending"): RESUME_RESTORES,
     # Restores are recorded by POST /restores (or the operator), never by the restore functions.
@@ -82,7 +93,8 @@ ENTRY_POINTS = {
 # The outermost system frame's module, when nothing above decided (longest prefix first).
 PACKAGES = (
     ("verify/verifier.py", API_HANDLER),
-    ("verify/slice_job.py", VERIFY_WORKER),
+    ("verify/job.py", VERIFY_WORKER),
+    ("prune/", PRUNE_WORKER),
     ("api/", API_HANDLER),
     ("cli/", OPERATOR),
     ("backup/", BACKUP_WORKER),

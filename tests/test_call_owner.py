@@ -22,13 +22,9 @@ from chalicelib.deploy.scope import (
 )
 from tests.call_owner import OPERATOR, app_handlers
 from tests.conftest import ROOT, STAGE_ENV
+from tests.conftest import scheduled_event as scheduled
 from tests.record_calls import violations
 
-
-def scheduled(client: Any) -> dict[str, Any]:
-    return client.events.generate_cw_event(
-        source="aws.events", detail_type="Scheduled Event", detail={}, resources=["arn:aws:events:us-east-1:123456789012:rule/x"]
-    )
 
 
 def test_the_handlers_are_read_from_app_py() -> None:

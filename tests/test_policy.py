@@ -17,6 +17,7 @@ from chalicelib.config import Settings
 from chalicelib.deploy.permissions import Permission, allows, required_permissions
 from chalicelib.deploy.policy import (
     FORBIDDEN_ACTIONS,
+    PRUNE_ACTION,
     FUNCTIONS,
     PolicyError,
     check_actions,
@@ -30,6 +31,7 @@ from chalicelib.deploy.policy import (
     union,
     write_stage,
 )
+from chalicelib.deploy.roles import DELETES_VERSIONS
 from chalicelib.deploy.scope import API_HANDLER, BACKUP_WORKER, DAILY_BACKUP, RESTORE_WORKER, VERIFY_WORKER
 from chalicelib.stages import read_config, stage_names
 from tests.conftest import ROOT
@@ -119,12 +121,23 @@ def test_a_function_without_its_own_policy_file_is_reported(tmp_path: Path) -> N
 def test_nothing_forbidden_and_no_wildcard_actions(stage: str, function: str) -> None:
     policy = generate(stage_scope(stage, ROOT), function)
     actions = actions_of(policy)
-    assert not actions & FORBIDDEN_ACTIONS
+    # Only the prune roles delete versions, and nothing else forbidden is ever granted.
+    assert actions & FORBIDDEN_ACTIONS == ({PRUNE_ACTION} if function in DELETES_VERSIONS else set())
     assert all("*" not in action and "?" not in action for action in actions)
     assert {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"} <= actions
     account = (("s3:ResourceAccount", "123456789012"),)
-    for forbidden in sorted(FORBIDDEN_ACTIONS):
-        assert not allows(policy, Permission(forbidden, f"arn:aws:s3:::acme-backup-{stage}-documents/data/x", account))
+    bucket = f"arn:aws:s3:::acme-backup-{stage}-documents"
+    for forbidden in sorted(FORBIDDEN_ACTIONS - {PRUNE_ACTION}):
+        assert not allows(policy, Permission(forbidden, f"{bucket}/data/x", account))
+    prunable = [f"{bucket}/data/x", f"{bucket}/meta/snapshots/documents/1.jsonl.gz"]
+    for resource in prunable:
+        assert allows(policy, Permission(PRUNE_ACTION, resource, account)) == (function in DELETES_VERSIONS)
+    # Never the catalog: records, sealed records, pruned markers, prune and restore records.
+    for kept in ("meta/backups/x.json", "meta/sealed/backups/x.json", "meta/pruned/x/documents.json", "meta/prunes/x.json"):
+        assert not allows(policy, Permission(PRUNE_ACTION, f"{bucket}/{kept}", account))
+    # A bucket of the same name in another account is never pruned.
+    other = (("s3:ResourceAccount", "999999999999"),)
+    assert not allows(policy, Permission(PRUNE_ACTION, prunable[0], other))
 
 
 def test_each_function_writes_only_its_own_log_group() -> None:
@@ -200,7 +213,8 @@ def test_a_source_prefix_limits_listing_and_reading(stage_env: dict[str, str], t
 def test_operations_map_to_the_actions_iam_checks() -> None:
     own = (("s3:ResourceAccount", "123456789012"),)
     copy = permission("s3", "CopyObject", Bucket="dst", Key="data/k", CopySource={"Bucket": "src", "Key": "k"})
-    assert {p.context for p in copy} == {own}
+    # The write carries its own condition keys too (for the create-only rule of the bucket policy).
+    assert {p.context for p in copy} == {own, own + (("s3:ObjectCreationOperation", "true"),)}
     assert {(p.action, p.resource) for p in copy} == {
         ("s3:GetObject", "arn:aws:s3:::src/k"),
         ("s3:GetObjectTagging", "arn:aws:s3:::src/k"),

@@ -16,6 +16,8 @@ from chalicelib.deploy.scope import (
     API_HANDLER,
     BACKUP_WORKER,
     DAILY_BACKUP,
+    DAILY_PRUNE,
+    PRUNE_WORKER,
     RESTORE_WORKER,
     RESUME_RESTORES,
     VERIFY_WORKER,
@@ -35,6 +37,7 @@ TOPIC = "arn:aws:sns:us-east-1:123456789012:org-backup-alerts-dev"
 FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:org-backup-dev-"
 BACKUP_WRITERS = {DAILY_BACKUP, BACKUP_WORKER}
 RESTORERS = {RESTORE_WORKER, RESUME_RESTORES}
+PRUNERS = {DAILY_PRUNE, PRUNE_WORKER}
 
 Call = tuple[str, str, dict[str, Any]]
 
@@ -77,6 +80,14 @@ CREATE_UNPREFIXED_TABLE = ("dynamodb", "CreateTable", {"TableName": "orders"})
 HEARTBEAT = ("cloudwatch", "PutMetricData", {"Namespace": namespace(CATALOG), "MetricData": []})
 ALERT = ("sns", "Publish", {"TopicArn": TOPIC, "Message": "all fine"})
 CHANGE_LIFECYCLE = s3("PutBucketLifecycleConfiguration", Bucket=PHOTOS)
+# Retention's own writes and deletions, and what no role may destroy.
+MARK_PRUNED = s3("PutObject", Bucket=CATALOG, Key="meta/pruned/8000_20261126T000000000Z-x/photos.json")
+DESTROY_MANIFEST_VERSION = s3("DeleteObject", Bucket=PHOTOS, Key="meta/snapshots/photos/20261126T000000000Z-x.jsonl.gz", VersionId="v1")
+DESTROY_RECORD = s3("DeleteObject", Bucket=CATALOG, Key="meta/backups/0001_20261126T000000000Z-x.json", VersionId="v1")
+DESTROY_SEALED = s3("DeleteObject", Bucket=CATALOG, Key="meta/sealed/backups/0001_20261126T000000000Z-x.json", VersionId="v1")
+DESTROY_MARKER = s3("DeleteObject", Bucket=CATALOG, Key="meta/pruned/8000_20261126T000000000Z-x/photos.json", VersionId="v1")
+BYPASS_LOCK = s3("DeleteObject", Bucket=PHOTOS, Key="data/photos/2026/a.png", VersionId="v1", BypassGovernanceRetention=True)
+READ_DATA = s3("GetObject", Bucket=PHOTOS, Key="data/photos/2026/a.png", VersionId="v1")
 
 
 def invoke(function: str) -> Call:
@@ -90,27 +101,39 @@ ATTACKS: dict[str, list[Call]] = {
         WRITE_DATA, COPY_INTO_DATA, COPY_META_INTO_DATA, DELETE_MARKER, TAG_DATA, FORGE_MANIFEST, FORGE_VERIFICATION, DELETE_MANIFEST,
         DESTROY_VERSION, THAW_DATA, READ_SOURCE, WRITE_SOURCE, SCAN_SOURCE, CREATE_TABLE, WRITE_RESTORE_BUCKET,
         WRITE_OTHER_BUCKET, EXFILTRATE_VERSION, HEARTBEAT, ALERT, CHANGE_LIFECYCLE, invoke(VERIFY_WORKER),
+        MARK_PRUNED, DESTROY_MANIFEST_VERSION,
     ],
     # The backup writer: nothing of restores (records, queue, targets, tables), no version destroyed.
     DAILY_BACKUP: [
         FORGE_RESTORE_RECORD, ENQUEUE_RESTORE, WRITE_RESTORE_BUCKET, WRITE_OTHER_BUCKET, EXFILTRATE_VERSION,
         CREATE_TABLE, WRITE_SOURCE, WRITE_SOURCE_TABLE, DELETE_MANIFEST, DESTROY_VERSION, THAW_DATA,
-        CHANGE_LIFECYCLE, invoke(RESTORE_WORKER),
+        CHANGE_LIFECYCLE, invoke(RESTORE_WORKER), MARK_PRUNED, DESTROY_MANIFEST_VERSION, invoke(PRUNE_WORKER),
     ],
     # The restorers: nothing written into the backup buckets but their own records, no source read.
     RESTORE_WORKER: [
         WRITE_DATA, COPY_INTO_DATA, COPY_META_INTO_DATA, DELETE_MARKER, TAG_DATA, FORGE_MANIFEST, FORGE_BACKUP_RECORD, ENQUEUE_RESTORE,
         FORGE_VERIFICATION, DELETE_MANIFEST, DESTROY_VERSION, READ_SOURCE, SCAN_SOURCE, WRITE_SOURCE_TABLE,
         WRITE_OTHER_BUCKET, EXFILTRATE_VERSION, CREATE_UNPREFIXED_TABLE, HEARTBEAT, ALERT, CHANGE_LIFECYCLE,
-        invoke(BACKUP_WORKER), invoke(RESTORE_WORKER),
+        invoke(BACKUP_WORKER), invoke(RESTORE_WORKER), MARK_PRUNED, DESTROY_MANIFEST_VERSION,
     ],
     # The weekly check: read-only but for its own records.
     VERIFY_WORKER: [
         WRITE_DATA, COPY_INTO_DATA, DELETE_MARKER, TAG_DATA, FORGE_MANIFEST, FORGE_BACKUP_RECORD, FORGE_RESTORE_RECORD,
         ENQUEUE_RESTORE, DELETE_MANIFEST, DESTROY_VERSION, THAW_DATA, READ_SOURCE, SCAN_SOURCE, CREATE_TABLE,
         WRITE_RESTORE_BUCKET, WRITE_OTHER_BUCKET, EXFILTRATE_VERSION, HEARTBEAT, CHANGE_LIFECYCLE, invoke(BACKUP_WORKER),
+        MARK_PRUNED, DESTROY_MANIFEST_VERSION,
+    ],
+    # Retention: deletes versions under data/ and meta/snapshots/ and nothing else; writes nothing but its
+    # markers and records; reads no data and no source.
+    DAILY_PRUNE: [
+        WRITE_DATA, COPY_INTO_DATA, COPY_META_INTO_DATA, DELETE_MARKER, TAG_DATA, FORGE_MANIFEST, FORGE_BACKUP_RECORD,
+        FORGE_RESTORE_RECORD, ENQUEUE_RESTORE, FORGE_VERIFICATION, DELETE_MANIFEST, DESTROY_RECORD, DESTROY_SEALED,
+        DESTROY_MARKER, BYPASS_LOCK, READ_DATA, THAW_DATA, READ_SOURCE, SCAN_SOURCE, WRITE_SOURCE, CREATE_TABLE,
+        WRITE_RESTORE_BUCKET, WRITE_OTHER_BUCKET, EXFILTRATE_VERSION, HEARTBEAT, CHANGE_LIFECYCLE,
+        invoke(BACKUP_WORKER), invoke(RESTORE_WORKER),
     ],
 }
+ATTACKS[PRUNE_WORKER] = ATTACKS[DAILY_PRUNE]
 ATTACKS[BACKUP_WORKER] = ATTACKS[DAILY_BACKUP]
 ATTACKS[RESUME_RESTORES] = ATTACKS[RESTORE_WORKER]
 
@@ -142,6 +165,14 @@ JOBS: dict[str, list[Call]] = {
         s3("GetObject", Bucket=PHOTOS, Key="meta/snapshots/photos/x.jsonl.gz"),
     ],
 }
+JOBS[DAILY_PRUNE] = JOBS[PRUNE_WORKER] = [
+    DESTROY_VERSION, DESTROY_MANIFEST_VERSION, MARK_PRUNED, ALERT, invoke(PRUNE_WORKER),
+    s3("PutObject", Bucket=CATALOG, Key="meta/prunes/8000_prune-x.json"),
+    s3("ListObjectVersions", Bucket=PHOTOS, Prefix="data/"),
+    s3("ListObjectVersions", Bucket=PHOTOS, Prefix="meta/snapshots/photos/"),
+    s3("ListObjectsV2", Bucket=CATALOG, Prefix="meta/sealed/backups/"),
+    s3("GetObject", Bucket=PHOTOS, Key="meta/snapshots/photos/x.jsonl.gz", VersionId="v1"),
+]
 JOBS[BACKUP_WORKER] = [call for call in JOBS[DAILY_BACKUP]]
 JOBS[RESUME_RESTORES] = JOBS[RESTORE_WORKER]
 
@@ -167,6 +198,16 @@ def test_each_role_allows_its_own_job(function: str) -> None:
 @pytest.mark.parametrize("call", [WRITE_DATA, COPY_INTO_DATA, DELETE_MARKER, TAG_DATA], ids=describe)
 def test_no_role_but_the_backup_writer_writes_data(call: Call) -> None:
     assert {function for function in FUNCTIONS if may(function, call)} == BACKUP_WRITERS
+
+
+@pytest.mark.parametrize("call", [DESTROY_VERSION, DESTROY_MANIFEST_VERSION], ids=describe)
+def test_only_the_prune_roles_destroy_versions(call: Call) -> None:
+    assert {function for function in FUNCTIONS if may(function, call)} == PRUNERS
+
+
+def test_no_role_destroys_the_catalog_or_bypasses_object_lock() -> None:
+    for call in (DESTROY_RECORD, DESTROY_SEALED, DESTROY_MARKER, BYPASS_LOCK):
+        assert not any(may(function, call) for function in FUNCTIONS), describe(call)
 
 
 def test_only_the_daily_backup_takes_plan_locks_besides_the_api() -> None:
@@ -221,7 +262,7 @@ def test_a_bucket_of_the_same_name_in_another_account_is_refused() -> None:
     (elsewhere,) = required_permissions(
         "s3", "PutObject", {"Bucket": PHOTOS, "Key": "data/photos/a.png", "ExpectedBucketOwner": "999999999999"}, "us-east-1", ACCOUNT
     )
-    assert elsewhere.context == (("s3:ResourceAccount", "999999999999"),)
+    assert elsewhere.context[0] == ("s3:ResourceAccount", "999999999999")
     assert not allows(policy, elsewhere)
     (here,) = required_permissions("s3", "PutObject", {"Bucket": PHOTOS, "Key": "data/photos/a.png"}, "us-east-1", ACCOUNT)
     assert allows(policy, here)

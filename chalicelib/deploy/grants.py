@@ -16,6 +16,7 @@ from typing import Any
 
 from chalicelib.deploy.scope import (
     BACKUP_WORKER,
+    PRUNE_WORKER,
     RESTORE_WORKER,
     VERIFY_WORKER,
     Scope,
@@ -31,10 +32,14 @@ from chalicelib.layout import (
     IDEMPOTENCY_PREFIX,
     LOCKS_PREFIX,
     META_PREFIX,
+    PRUNED_PREFIX,
+    PRUNES_PREFIX,
     RECORDS_PREFIX,
     RESTORE_QUEUE_PREFIX,
     RESTORES_PREFIX,
+    SEALED_PREFIX,
     SNAPSHOTS_PREFIX,
+    TAMPERING_PREFIX,
     VERIFICATIONS_PREFIX,
 )
 from chalicelib.notify import metrics
@@ -111,6 +116,25 @@ READER_KEY_GRANTS: tuple[Grant, ...] = (
 
 ALERT_GRANTS: tuple[Grant, ...] = (Grant("AlertsPublish", ("sns:Publish",), lambda s: sorted(set(s.topic_arns))),)
 
+# Every reader of a snapshot reads its manifest at the version its sealed record holds, and lists the
+# versions of that one key to tell tampering after it (chalicelib/catalog/manifests.py).
+SEALED_MANIFEST_GRANTS: tuple[Grant, ...] = (
+    Grant("ManifestVersionsRead", ("s3:GetObjectVersion",), lambda s: object_arns(s.backup_buckets, SNAPSHOTS_PREFIX), owned=True),
+    Grant(
+        "ManifestVersionsList",
+        ("s3:ListBucketVersions",),
+        _buckets,
+        lambda s: {"StringLike": {"s3:prefix": [SNAPSHOTS_PREFIX + "*"]}},
+        owned=True,
+    ),
+)
+
+# Whichever function finds a manifest or record that differs from what was sealed remembers the finding
+# (create-only, so that it alerts once: chalicelib/notify/tampering.py).
+TAMPERING_GRANTS: tuple[Grant, ...] = (
+    Grant("TamperingFindings", ("s3:PutObject",), lambda s: _catalog(s, TAMPERING_PREFIX), owned=True),
+)
+
 
 # The backup writer (daily_backup, backup_worker) ---------------------------------------------------------
 
@@ -155,9 +179,11 @@ BACKUP_BUCKET_GRANTS: tuple[Grant, ...] = (
         "BackupMetadata",
         ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"),
         lambda s: object_arns(s.backup_buckets, SNAPSHOTS_PREFIX, CHECKPOINTS_PREFIX)
-        + _catalog(s, RECORDS_PREFIX, VERIFICATIONS_PREFIX),
+        + _catalog(s, RECORDS_PREFIX, SEALED_PREFIX, VERIFICATIONS_PREFIX),
         owned=True,
     ),
+    # The base of the next backup is never a pruned snapshot (its marker).
+    Grant("PrunedMarkersRead", ("s3:GetObject",), lambda s: _catalog(s, PRUNED_PREFIX), owned=True),
 )
 
 
@@ -242,7 +268,9 @@ API_GRANTS: tuple[Grant, ...] = (
     Grant(
         "ApiRecordsWrite",
         ("s3:PutObject",),
-        lambda s: _catalog(s, RECORDS_PREFIX, RESTORES_PREFIX, RESTORE_QUEUE_PREFIX, LOCKS_PREFIX, IDEMPOTENCY_PREFIX),
+        lambda s: _catalog(
+            s, RECORDS_PREFIX, RESTORES_PREFIX, RESTORE_QUEUE_PREFIX, LOCKS_PREFIX, IDEMPOTENCY_PREFIX, PRUNES_PREFIX
+        ),
         owned=True,
     ),
     # Giving back a plan lock or an idempotency key that a request claimed before it was refused
@@ -256,7 +284,7 @@ API_GRANTS: tuple[Grant, ...] = (
         ("dynamodb:DescribeTable",),
         lambda s: [table_arn(s, s.restore_table_prefix + "*")] if s.restore_table_prefix else [],
     ),
-    Grant("ApiStartWorkers", ("lambda:InvokeFunction",), lambda s: s.invoked(BACKUP_WORKER, RESTORE_WORKER)),
+    Grant("ApiStartWorkers", ("lambda:InvokeFunction",), lambda s: s.invoked(BACKUP_WORKER, RESTORE_WORKER, PRUNE_WORKER)),
 )
 
 
@@ -302,7 +330,7 @@ RESTORE_GRANTS: tuple[Grant, ...] = (
 
 # The weekly verification job (verify_worker) -----------------------------------------------------------------
 
-# Read only (chalicelib/verify/slice_job.py): it lists and reads the manifests, asks S3 about exact versions
+# Read only (chalicelib/verify/job.py): it lists and reads the manifests, asks S3 about exact versions
 # of the data (HeadObject with VersionId) and re-reads some, writes its own record and checkpoint under
 # meta/verifications/, sends its alert, and invokes itself to carry on.
 VERIFY_GRANTS: tuple[Grant, ...] = (
@@ -316,4 +344,38 @@ VERIFY_GRANTS: tuple[Grant, ...] = (
     Grant("VerifyRecords", ("s3:PutObject", "s3:GetObject"), lambda s: _catalog(s, VERIFICATIONS_PREFIX), owned=True),
     Grant("VerifyAlerts", ("sns:Publish",), lambda s: sorted(set(s.topic_arns))),
     Grant("VerifyContinue", ("lambda:InvokeFunction",), lambda s: s.invoked(VERIFY_WORKER)),
+)
+
+
+# Retention (daily_prune, prune_worker) -------------------------------------------------------------------------
+
+# The only role that deletes versions (chalicelib/prune/). It reads the catalog and every manifest version,
+# lists the versions under data/ to find the ones no kept snapshot names, marks the snapshots it removes
+# (create-only markers) and keeps its own record, then deletes versions of data/ and of manifests. It writes
+# nothing under data/ and cannot change a bucket's settings, lifecycle, policy or Object Lock retention: on
+# a bucket with Object Lock, S3 itself refuses to delete a version before its retention date.
+PRUNE_GRANTS: tuple[Grant, ...] = (
+    Grant("PruneCatalogList", ("s3:ListBucket",), _buckets, _meta_listing, owned=True),
+    Grant(
+        "PruneVersionsList",
+        ("s3:ListBucketVersions",),
+        _buckets,
+        lambda s: {"StringLike": {"s3:prefix": [DATA_PREFIX + "*", SNAPSHOTS_PREFIX + "*"]}},
+        owned=True,
+    ),
+    Grant(
+        "PruneCatalogRead",
+        ("s3:GetObject", "s3:GetObjectVersion"),
+        lambda s: object_arns(s.backup_buckets, META_PREFIX),
+        owned=True,
+    ),
+    Grant("PruneRecords", ("s3:PutObject",), lambda s: _catalog(s, PRUNED_PREFIX, PRUNES_PREFIX), owned=True),
+    Grant(
+        "PruneDeleteVersions",
+        ("s3:DeleteObjectVersion",),
+        lambda s: object_arns(s.backup_buckets, DATA_PREFIX, SNAPSHOTS_PREFIX),
+        owned=True,
+    ),
+    Grant("PruneAlerts", ("sns:Publish",), lambda s: sorted(set(s.topic_arns))),
+    Grant("PruneContinue", ("lambda:InvokeFunction",), lambda s: s.invoked(PRUNE_WORKER)),
 )

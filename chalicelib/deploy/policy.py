@@ -16,7 +16,8 @@ function that made it.
 
 Never granted, whatever a table says: the actions in `FORBIDDEN_ACTIONS` (a role that can change lifecycle
 rules, versioning, retention or bucket policies, or delete versions, can destroy every backup) and any action
-with a wildcard.
+with a wildcard. The one exception: the prune roles (`roles.DELETES_VERSIONS`) delete versions, and only
+under data/ and meta/snapshots/.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.deploy.grants import Grant, statement
-from chalicelib.deploy.roles import FUNCTIONS, ROLES
+from chalicelib.deploy.roles import DELETES_VERSIONS, FUNCTIONS, ROLES
 from chalicelib.deploy.scope import Scope, settings_scope, stage_scope
 
 __all__ = [
@@ -72,8 +73,14 @@ class PolicyError(Exception):
     """A grant table asks for something a function must never have, or a function has no role."""
 
 
-def check_actions(actions: Iterable[str]) -> None:
+# The one forbidden action the prune roles are allowed: deleting the versions no kept snapshot names.
+PRUNE_ACTION = "s3:DeleteObjectVersion"
+
+
+def check_actions(actions: Iterable[str], deletes_versions: bool = False) -> None:
     for action in actions:
+        if action == PRUNE_ACTION and deletes_versions:
+            continue
         if action in FORBIDDEN_ACTIONS:
             raise PolicyError(f"{action} must never be granted to the backup functions")
         if "*" in action or "?" in action or ":" not in action:
@@ -93,7 +100,7 @@ def generate(scope: Scope, function: str) -> dict[str, Any]:
         for grant in concern:
             statements.extend(_grant_statements(grant, scope))
     for found in statements:
-        check_actions(found["Action"])
+        check_actions(found["Action"], deletes_versions=function in DELETES_VERSIONS)
     sids = [found["Sid"] for found in statements]
     duplicated = sorted({sid for sid in sids if sids.count(sid) > 1})
     if duplicated:

@@ -8,9 +8,10 @@ holds one function's credentials can do that function's job and nothing more.
 | `restore_worker`, `resume_restores` | read the catalog and data versions; thaw; write the restore buckets and create `restored-*` tables; keep restore records and the queue |
 | `verify_worker` | read manifests and data versions; write its records under meta/verifications/; alert; invoke itself |
 
-A prune function (expiring versions no kept snapshot names) will be the only role with
-`s3:DeleteObjectVersion`: its table goes in `PRUNE_GRANTS` and the role in `ROLES`, and `policy.py`'s
-forbidden-action check then lets that one role have that one action.
+| `daily_prune`, `prune_worker` | read the catalog and every manifest version; list versions under data/ and meta/snapshots/; mark pruned snapshots and keep prune records; delete versions under data/ and meta/snapshots/; alert; invoke itself |
+
+The prune functions are the only roles with `s3:DeleteObjectVersion` (`DELETES_VERSIONS`): `policy.py`'s
+forbidden-action check lets those roles have that one action and no other role.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from chalicelib.deploy.scope import (
     API_HANDLER,
     BACKUP_WORKER,
     DAILY_BACKUP,
+    DAILY_PRUNE,
+    PRUNE_WORKER,
     RESTORE_WORKER,
     RESUME_RESTORES,
     VERIFY_WORKER,
@@ -38,21 +41,37 @@ BACKUP_WRITER: tuple[Concern, ...] = (
     grants.METRIC_GRANTS,
     grants.LOG_GRANTS,
     grants.LONG_RUN_GRANTS,
+    grants.TAMPERING_GRANTS,
+    grants.SEALED_MANIFEST_GRANTS,
+)
+
+# What every reader of the catalog has beside its own table.
+READER: tuple[Concern, ...] = (
+    grants.READER_KEY_GRANTS,
+    grants.LOG_GRANTS,
+    grants.TAMPERING_GRANTS,
+    grants.SEALED_MANIFEST_GRANTS,
 )
 
 # Both restore functions run passes of recorded restores: the worker the first, the hourly check the rest.
-RESTORER: tuple[Concern, ...] = (grants.RESTORE_GRANTS, grants.READER_KEY_GRANTS, grants.LOG_GRANTS)
+RESTORER: tuple[Concern, ...] = (grants.RESTORE_GRANTS, *READER)
 
-# Reserved for the prune function; nothing is granted until it exists.
-PRUNE_GRANTS: tuple[grants.Grant, ...] = ()
+# Both prune functions run the same job: the schedule's invocation starts it, the worker carries it on.
+PRUNER: tuple[Concern, ...] = (grants.PRUNE_GRANTS, grants.READER_KEY_GRANTS, grants.LOG_GRANTS, grants.TAMPERING_GRANTS)
+
 
 ROLES: dict[str, tuple[Concern, ...]] = {
-    API_HANDLER: (grants.API_GRANTS, grants.READER_KEY_GRANTS, grants.LOG_GRANTS),
+    API_HANDLER: (grants.API_GRANTS, *READER),
     DAILY_BACKUP: BACKUP_WRITER + (grants.SCHEDULE_LOCK_GRANTS,),
     BACKUP_WORKER: BACKUP_WRITER,
     RESTORE_WORKER: RESTORER,
     RESUME_RESTORES: RESTORER,
-    VERIFY_WORKER: (grants.VERIFY_GRANTS, grants.READER_KEY_GRANTS, grants.LOG_GRANTS),
+    VERIFY_WORKER: (grants.VERIFY_GRANTS, *READER),
+    DAILY_PRUNE: PRUNER,
+    PRUNE_WORKER: PRUNER,
 }
+
+# The roles that may delete versions, and the one forbidden action they are allowed.
+DELETES_VERSIONS: frozenset[str] = frozenset({DAILY_PRUNE, PRUNE_WORKER})
 
 FUNCTIONS: tuple[str, ...] = tuple(ROLES)
