@@ -515,6 +515,9 @@ The backup system is running on this machine (no AWS account involved).
 Try it:
   curl -X POST {api}/backup      # start a backup of every plan
   curl {api}/backups             # backups, newest first: RUNNING, then SUCCEEDED
+  curl -X POST -H 'Content-Type: application/json' -d '{{"dry_run": true}}' {api}/prune
+                                 # what retention would remove (after two backups: the older one)
+  curl -X POST {api}/prune       # apply it; curl {api}/prunes shows the report
   AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION={REGION} \\
     aws --endpoint-url http://{HOST}:{emulator_port} s3api list-object-versions --bucket {first} --prefix data/
 

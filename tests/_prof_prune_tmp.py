@@ -16,11 +16,12 @@ def go():
         s3.create_bucket(Bucket=t.SOURCE_BUCKET); s3.create_bucket(Bucket=t.RESTORE_BUCKET)
         ddb.create_table(TableName=t.TABLE, KeySchema=[{"AttributeName":"pk","KeyType":"HASH"}], AttributeDefinitions=[{"AttributeName":"pk","AttributeType":"S"}], BillingMode="PAY_PER_REQUEST")
         c = Clients(); c.s3; c.dynamodb; c.sns
-        w = t.World(s3, ddb, c, clock); provision(s3, w.config.plans.plans[0])
+        w = t.World(s3, ddb, c, clock); [provision(s3, p) for p in w.config.plans.plans]
         t0=time.perf_counter()
         t.live_through(w, history, P)
         print("total", time.perf_counter()-t0, "prunes", w.prunes, "restores", w.restores, "snapshots", len(w.expected))
 def test_prof(aws_credentials):
+    t0=time.perf_counter(); go(); print("unprofiled", time.perf_counter()-t0); return
     cProfile.runctx("go()", globals(), locals(), "/tmp/prune.prof")
     st = pstats.Stats("/tmp/prune.prof"); st.sort_stats("cumulative").print_stats(60)
     st.sort_stats("tottime").print_stats(25)

@@ -207,10 +207,15 @@ def prune_body(prune: dict[str, Any]) -> str:
         kept = sum(1 for s in plan.get("snapshots", []) if s.get("kept"))
         tally = plan.get(key, {})
         early = plan.get("would_early_deletion" if prune.get("dry_run") else "early_deletion", {})
+        dry = bool(prune.get("dry_run"))
         line = (
             f"{name}  {plan.get('status')}: {kept} snapshots kept ({plan.get('policy')}), {len(plan.get('removing', []))} "
-            f"removed; {tally.get('versions', 0)} versions ({human_bytes(tally.get('bytes', 0))}) deleted"
+            f"{'to remove' if dry else 'removed'}; {tally.get('versions', 0)} versions ({human_bytes(tally.get('bytes', 0))}) "
+            f"{'would be deleted' if dry else 'deleted'}"
         )
+        if plan.get("kept_young"):
+            # Versions only removed snapshots name, younger than the grace period: a later prune takes them.
+            line += f"; {plan['kept_young']} kept until the grace period has passed"
         if plan.get("object_locked"):
             line += f"; {plan['object_locked']} held by Object Lock"
         if early.get("usd"):
