@@ -152,7 +152,7 @@ class BackupService:
         record.finished_at = isoformat(utcnow())
         self.records.save(record)
         logger.info("backup %s finished: %s", backup_id, record.status)
-        alerts.publish(self.clients.sns, self.settings.topic_arn, record)
+        alerts.publish(self.clients.sns, self.settings.topic_arn, record, self.settings.time_zone)
         metrics.report(self.clients.cloudwatch, self.settings.plans.catalog_bucket, record)
         # Only now, with the backup final: its weekly verification is a job of its own, never waited for.
         self.verification.start_after(record)

@@ -79,6 +79,7 @@ class WeeklyVerification:
             max_workers=self.settings.max_workers,
             budget=budget,
             invoker=self._invoker(),
+            time_zone=self.settings.time_zone,
         )
 
     def _invoker(self) -> checkpoints.Invoker | None:

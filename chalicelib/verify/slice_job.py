@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -31,6 +32,7 @@ from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Entry, Manifest, list_
 from chalicelib.catalog.records import backup_time, is_backup_id
 from chalicelib.errors import AlreadyExists, NotFound, describe_error
 from chalicelib.layout import SNAPSHOTS_PREFIX
+from chalicelib.localtime import UTC
 from chalicelib.notify import alerts
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.times import isoformat, utcnow
@@ -113,7 +115,7 @@ class SliceJob:
     """Start and run weekly verification jobs. `clients` is an `aws.Clients`.
 
     `budget` is the invocation's remaining time (None: no limit); `invoker` has the job carried on by a new
-    invocation when time runs short (None: it carries on here)."""
+    invocation when time runs short (None: it carries on here); `time_zone`: the alert's times."""
 
     def __init__(
         self,
@@ -124,8 +126,10 @@ class SliceJob:
         budget: Budget | None = None,
         invoker: Invoker | None = None,
         batch_size: int = BATCH_SIZE,
+        time_zone: ZoneInfo = UTC,
     ) -> None:
         self.plans = plans
+        self.time_zone = time_zone
         self.clients = clients
         self.topic_arn = topic_arn
         self.max_workers = max_workers
@@ -200,7 +204,7 @@ class SliceJob:
             "verification %s %s: %d versions checked, %d missing, %d damaged, %d error(s)",
             record.job_id, record.status, record.checked, record.missing_count, record.damaged_count, record.error_count,
         )
-        alerts.publish_verification(self.clients.sns, self.topic_arn, record.to_dict())
+        alerts.publish_verification(self.clients.sns, self.topic_arn, record.to_dict(), self.time_zone)
         return True
 
     def _work(self, held: _Held) -> bool:
