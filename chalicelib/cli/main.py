@@ -11,6 +11,7 @@
     org-backup restore-status RESTORE_ID [--resume]
     org-backup verify BACKUP_ID [--plan NAME ...] [--sample-percent N]
     org-backup verify-slice [--weekday N]
+    org-backup dashboard [--port P]
 
 Every command takes `--stage` (default `dev`, or $ORG_BACKUP_STAGE) and `--json`. Exit status: 0 done,
 1 done but something needs attention (a failed backup or restore, verification findings), 2 bad input.
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from chalicelib.cli.backups import cmd_backup, cmd_backups, cmd_contents, cmd_plans, cmd_show, cmd_verify, cmd_verify_slice
+from chalicelib.cli.dashboard import DEFAULT_PORT, cmd_dashboard
 from chalicelib.cli.output import EXIT_BAD_INPUT, Context
 from chalicelib.cli.restores import cmd_restore, cmd_restore_status
 from chalicelib.errors import BackupError, BadRequest, Conflict, NotFound, PlanError
@@ -41,6 +43,7 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "restore-status": cmd_restore_status,
     "verify": cmd_verify,
     "verify-slice": cmd_verify_slice,
+    "dashboard": cmd_dashboard,
 }
 
 
@@ -103,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         "verify-slice", parents=[common], help="verify one weekday's slice of every stored snapshot (the daily check)"
     )
     verify_slice.add_argument("--weekday", type=int, help="0 (Monday) to 6 (Sunday); default: today's, UTC")
+
+    dashboard = commands.add_parser("dashboard", parents=[common], help="serve the operator's dashboard on 127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0: any free port)")
     return parser
 
 
