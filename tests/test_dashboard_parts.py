@@ -59,6 +59,17 @@ def test_everything_from_data_is_escaped(
     assert keys == [hostile]
 
 
+def test_a_stage_with_no_backup_yet_says_so(backup_buckets: Any, clients: Any, stage_env: dict[str, str]) -> None:
+    page = call(dashboard(Settings.from_environ(stage_env), clients), "GET", "/").page
+    assert page.find(id="summary").find("h1").text() == "No backup in the last 30 days"
+    for name in ("documents", "photos", "database"):
+        row = page.find(id="plans").find("tr", data_plan=name)
+        assert row.find(class_="success").find("span", class_="flag").text() == "none in 30 days"
+    assert page.find(id="recent").text().endswith("No backup in the last 30 days.")
+    assert not page.find_all(id="verify-latest")  # nothing to verify yet; backing up is possible
+    assert page.find(id="backup-now")
+
+
 def _count_requests(s3: Any) -> tuple[dict[str, int], Any]:
     counts: dict[str, int] = {}
 
