@@ -61,7 +61,8 @@ run: install
 screenshot: install browser
 	DASHBOARD_SCREENSHOT=docs/dashboard.png $(BIN)/python -m pytest -q -p no:xdist tests/test_dashboard_browser.py -k every_plan
 
-# Least-privilege IAM policies, .chalice/policy-<stage>.json for every stage, from the plans (commit them).
+# Least-privilege IAM policies, .chalice/policy-<stage>-<function>.json for every stage and function, from the
+# plans (commit them; .chalice/config.json names each function's file).
 policies: install
 	$(BIN)/python -m chalicelib.deploy.policy
 
@@ -69,8 +70,8 @@ policies: install
 provision: install
 	$(BIN)/python -m chalicelib.deploy.provision --stage $(STAGE) $(if $(FORCE),--force)
 
-# One deployable CloudFormation template in build/<stage>/sam.json: the functions, the buckets, the topic and
-# the alarm, linted. The local stage runs on the emulator and is never deployed, so it packages dev.
+# One deployable CloudFormation template in build/<stage>/sam.json: the functions, the buckets, the topic, the
+# alarm and the audit trail, linted. The local stage runs on the emulator and is never deployed, so it packages dev.
 PACKAGE_STAGE = $(if $(filter local,$(STAGE)),dev,$(STAGE))
 package: install
 	$(BIN)/python -m chalicelib.deploy.policy --check --stage $(PACKAGE_STAGE)

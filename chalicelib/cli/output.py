@@ -34,7 +34,8 @@ class Context:
         self.stage_environ = {**os.environ, **stage_environment(args.stage, project_dir)}
         # The command line does the work itself, whatever the stage's worker mode says.
         self.settings = Settings.from_environ({**self.stage_environ, "WORKER_MODE": "inline"})
-        self.clients = Clients()
+        # The operator's requests to the backup and restore buckets are pinned to the stage's account too.
+        self.clients = Clients(bucket_owner=self.settings.bucket_owner)
         # Tables show times in the organisation's time zone (TIME_ZONE); --json keeps UTC.
         self.zone = self.settings.time_zone
 
