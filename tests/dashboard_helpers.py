@@ -184,6 +184,7 @@ class World:
     missing_key: str  # a stored version deleted behind the system's back, found by the verification job
     verification: str
     restore: str
+    held_prune: str  # the database plan's latest prune, held by the prune guard
 
 
 def seed(settings: Any, clients: Any, env: dict[str, str], now: datetime) -> World:
@@ -195,7 +196,7 @@ def seed(settings: Any, clients: Any, env: dict[str, str], now: datetime) -> Wor
     from chalicelib.deploy.provision import provision
     from chalicelib.times import utcnow
     from chalicelib.verify.checks import weekly_slice
-    from chalicelib.verify.slice_job import SliceJob
+    from chalicelib.verify.job import VerificationJob
 
     s3, plans = clients.s3, settings.plans
     for plan in plans.plans:
@@ -234,10 +235,26 @@ def seed(settings: Any, clients: Any, env: dict[str, str], now: datetime) -> Wor
     with load_snapshot(s3, plan.bucket, plan.name, latest.backup_id) as manifest:
         victim = next(entry for entry in manifest.entries() if entry.key == "reports/report-7.txt")
     s3.delete_object(Bucket=plan.bucket, Key=victim.data_key, VersionId=victim.version_id)
-    job = SliceJob(plans, clients, None, 4)
+    job = VerificationJob(plans, clients, None, 4)
     # (its id's time, after the newest snapshot, says which snapshots it covers)
     started = job.start(new_backup_id(utcnow()), weekday=weekly_slice(victim), trigger="cli")
     job.run(started.job_id)
 
     restore = waiting_restore(s3, plans.catalog_bucket, first.backup_id, "photos", now)
-    return World(past, first.backup_id, latest.backup_id, 4, victim.key, started.job_id, restore)
+    return World(past, first.backup_id, latest.backup_id, 4, victim.key, started.job_id, restore,
+                 held_prune(s3, plans.catalog_bucket, "database", now))
+
+
+def held_prune(s3: Any, catalog: str, plan: str, now: datetime) -> str:
+    """A prune of `plan` the prune guard held back an hour ago, recorded as the prune job records it."""
+    from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStore, new_prune_id
+    from chalicelib.times import isoformat
+
+    at = now - timedelta(hours=1)
+    reason = "it would remove 5 of 6 snapshots (83%)"
+    result = PlanPrune(plan=plan, phase="done", status="HELD", guard={"held": True, "reasons": [reason], "limit": 0.3},
+                       warnings=[f"prune of plan {plan} held: {reason}, more than max_prune_fraction 0.3. Nothing was deleted."])
+    record = PruneRecord(prune_id=new_prune_id(at), trigger="schedule", plan_names=[plan], status="HELD",
+                         started_at=isoformat(at), finished_at=isoformat(at), plans={plan: result})
+    PruneStore(s3, catalog).create(record)
+    return record.prune_id

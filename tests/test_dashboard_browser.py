@@ -169,6 +169,7 @@ def test_the_page_shows_every_plan_a_failure_held_deletions_and_the_charts(brows
     assert "s3 source 'photos'" in reason and "NoSuchBucket" in reason
     held = css(browser, "#held-deletions").text
     assert f"documents: 4 held back in {stack.world.latest}" in held
+    assert stack.world.held_prune in css(browser, '#held-prunes li[data-plan="database"]').text
     assert "MISSING" in css(browser, "#verification").text and "WAITING_FOR_THAW" in css(browser, "#restores").text
     # The charts are drawn: the marks and bars have a size on the screen, and the stylesheet was applied
     # (a FAILED badge is not on a transparent background).
@@ -256,7 +257,9 @@ def test_a_backups_page_quotes_a_restore_and_verifies(browser: Any, stack: Stack
     assert css(browser, "#quote-objects").text.startswith("6 ")
     browser.back()
     css(browser, "#verify-form button").click()
-    wait_for(browser, lambda d: d.current_url.endswith("/verify"), "the verification's result")
+    # The check is recorded and runs in the worker (a thread here); its page reloads itself until it ends.
+    wait_for(browser, lambda d: "/verifications/check-" in d.current_url, "the verification's page")
+    wait_for(browser, lambda d: css(d, "#verify").get_attribute("data-status") != "RUNNING", "the verification's end")
     result = css(browser, "#verify").text
     assert "Problems found" in result and "MISSING" in result and stack.world.missing_key in result
     # The snapshot's 6 documents and the table's export (photos failed and stored nothing).

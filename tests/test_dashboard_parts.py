@@ -12,16 +12,18 @@ import pytest
 
 from chalicelib.backup import schedule
 from chalicelib.backup.service import BackupService
-from chalicelib.catalog.records import BackupRecord, PlanResult, RecordStore, new_backup_id
+from chalicelib.catalog.records import BackupRecord, PlanResult, RecordStore, new_backup_id, sealed_key
 from chalicelib.config import Settings
 from chalicelib.dashboard import charts
 from chalicelib.dashboard.access import operator_policy
 from chalicelib.dashboard.overview import STALE_AFTER, plan_health
 from chalicelib.dashboard.server import Dashboard
+from chalicelib.dashboard.storage import StorageCache, storage_by_class
 from chalicelib.dashboard.views import STATIC
 from chalicelib.deploy.permissions import allows, required_permissions
 from chalicelib.localtime import parse_zone
 from chalicelib.times import isoformat, utcnow
+from chalicelib.verify.job_record import VerificationStore
 from tests.dashboard_helpers import call
 from tests.test_backup_engine import client_calls
 
@@ -42,10 +44,15 @@ def test_everything_from_data_is_escaped(
     settings = Settings.from_environ(stage_env)
     service = BackupService(settings, clients)
     record = service.run(service.start(["documents"], trigger="api").backup_id)
-    # A failure message that carries markup (an error text quoting a key, say).
-    record.plans["documents"].status = "FAILED"
-    record.plans["documents"].errors = ['object "</td><script>alert(2)</script>": AccessDenied']
-    RecordStore(s3, settings.plans.catalog_bucket).save(record)
+    # A later backup whose failure message carries markup (an error text quoting a key, say), recorded and
+    # sealed as the service records a finished backup.
+    failed = BackupRecord(
+        backup_id=new_backup_id(), trigger="api", status="FAILED", started_at=isoformat(utcnow()), finished_at=isoformat(utcnow()),
+        plans={"documents": PlanResult(plan="documents", status="FAILED", errors=['object "</td><script>alert(2)</script>": AccessDenied'])},
+    )
+    store = RecordStore(s3, settings.plans.catalog_bucket)
+    store.create(failed)
+    store.seal(failed)
     app = dashboard(settings, clients)
 
     for path in ("/", f"/backups/{record.backup_id}?plan=documents&prefix=%3Cimg"):
@@ -57,6 +64,20 @@ def test_everything_from_data_is_escaped(
     assert "</td><script>alert(2)</script>" in overview.find("tr", data_plan="documents").find(class_="reason").text()
     keys = [row.find_all("td")[1].text() for row in call(app, "GET", f"/backups/{record.backup_id}?plan=documents&prefix=%3Cimg").page.find(id="objects").find("tbody").find_all("tr")]
     assert keys == [hostile]
+
+
+def test_a_record_that_cannot_be_trusted_needs_attention_and_is_not_counted(
+    backup_buckets: Any, sources: Any, clients: Any, stage_env: dict[str, str], s3: Any
+) -> None:
+    settings = Settings.from_environ(stage_env)
+    service = BackupService(settings, clients)
+    good = service.run(service.start(["documents"], trigger="api").backup_id)
+    forged = service.run(service.start(["documents"], trigger="api").backup_id)
+    s3.put_object(Bucket=settings.plans.catalog_bucket, Key=sealed_key(forged.backup_id), Body=b"{not a record")
+    page = call(dashboard(settings, clients), "GET", "/").page
+    assert forged.backup_id in page.find(id="unreadable").text()
+    assert page.find(id="plans").find("tr", data_plan="documents").find("a").text() == good.backup_id
+    assert forged.backup_id not in page.find(id="recent").text()
 
 
 def test_a_stage_with_no_backup_yet_says_so(backup_buckets: Any, clients: Any, stage_env: dict[str, str]) -> None:
@@ -87,18 +108,20 @@ def test_the_main_page_reads_the_last_30_days_however_large_the_catalog(
     settings = Settings.from_environ(stage_env)
     store = RecordStore(clients.s3, settings.plans.catalog_bucket)
     now = utcnow()
-    app = dashboard(settings, clients)
 
     def record(day: int) -> None:
         moment = now - timedelta(days=day, hours=1)
         results = {name: PlanResult(plan=name, status="SUCCEEDED", finished_at=isoformat(moment)) for name in settings.plans.names}
-        store.create(BackupRecord(new_backup_id(moment, suffix="scheduled"), "schedule", results, "SUCCEEDED",
-                                  isoformat(moment), isoformat(moment)))
+        finished = BackupRecord(new_backup_id(moment, suffix="scheduled"), "schedule", results, "SUCCEEDED",
+                                isoformat(moment), isoformat(moment))
+        store.create(finished)
+        store.seal(finished)
 
     def requests() -> dict[str, int]:
         counts, handler = _count_requests(clients.s3)
         try:
-            assert call(app, "GET", "/").status == 200
+            # A dashboard started afresh: its storage listing is not kept from the first call.
+            assert call(dashboard(settings, clients), "GET", "/").status == 200
         finally:
             clients.s3.meta.events.unregister("before-call.s3", handler)
         return counts
@@ -109,10 +132,12 @@ def test_the_main_page_reads_the_last_30_days_however_large_the_catalog(
     for day in range(40, 366):
         record(day)
     year = requests()
-    # The 30 records of the window (and each one's GET), a listing of the catalog, the verification jobs and
-    # the restore queue: the same for a year of backups as for 40 days of them.
+    # The 30 records of the window (each one's sealed copy), a listing of the catalog, of the pruned markers
+    # of those backups, of the verification jobs, the prunes and the restore queue, and the versions under
+    # data/ of each bucket for storage per class: the same for a year of backups as for 40 days of them.
     assert year == month
-    assert year["GetObject"] == 30 and year["ListObjectsV2"] <= 3
+    assert year["GetObject"] == 30 and year["ListObjectsV2"] <= 5
+    assert year["ListObjectVersions"] == len({plan.bucket for plan in settings.plans.plans})
 
 
 def test_the_operator_policy_allows_every_call_of_the_pages_and_buttons_and_nothing_unused(
@@ -131,9 +156,13 @@ def test_the_operator_policy_allows_every_call_of_the_pages_and_buttons_and_noth
     assert call(app, "GET", f"/backups/{backup_id}?plan=photos").status == 200
     assert call(app, "GET", f"/backups/{backup_id}/quote?plan=documents&prefix=reports/").status == 200
     assert call(app, "GET", f"/backups/{backup_id}/quote?plan=database").status == 200
-    assert call(app, "POST", f"/backups/{backup_id}/verify", form={"token": app.token, "sample_percent": "100"}).status == 200
-    # No worker function exists in moto: the invocation is refused, which is still the call the button makes.
+    # No worker function exists in moto: the invocations are refused, which are still the calls the buttons
+    # make (each after recording its backup or check).
+    assert call(app, "POST", f"/backups/{backup_id}/verify", form={"token": app.token, "sample_percent": "100"}).status == 502
     assert call(app, "POST", "/backup", form={"token": app.token, "plans": "photos"}).status == 502
+    checks = VerificationStore(s3, inline.plans.catalog_bucket).recent(5)
+    assert [c.kind for c in checks] == ["backup"]
+    assert call(app, "GET", f"/verifications/{checks[0].job_id}").status == 200
     # Recording the backup fails after its lock was taken: the lock is given back.
     with client_calls(clients.s3) as faults:
         faults.fail("PutObject", when=lambda params: params.get("Key", "").startswith("meta/backups/"))
@@ -247,3 +276,54 @@ def test_the_daily_schedule_fires_at_02_00_utc() -> None:
     manila = at.astimezone(parse_zone("Asia/Manila"))
     assert schedule.next_daily_run(manila) == datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)
     assert schedule.last_daily_run(at) == datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+
+
+# --- storage per class ----------------------------------------------------------------------------------
+
+
+class _ListedVersions:
+    """An S3 client that answers ListObjectVersions from a fixed list, counting the listings."""
+
+    def __init__(self, versions: list[dict[str, Any]]) -> None:
+        self.versions = versions
+        self.listings = 0
+
+    def get_paginator(self, name: str) -> Any:
+        assert name == "list_object_versions"
+        owner = self
+
+        class Pages:
+            def paginate(self, **params: Any) -> list[dict[str, Any]]:
+                owner.listings += 1
+                assert params["Prefix"] == "data/"
+                return [{"Versions": owner.versions[:2]}, {"Versions": owner.versions[2:], "DeleteMarkers": [{"Key": "data/x"}]}]
+
+        return Pages()
+
+
+def test_storage_per_class_counts_what_s3_lists_and_is_kept_for_an_hour(stage_env: dict[str, str]) -> None:
+    settings = Settings.from_environ(stage_env)
+    s3 = _ListedVersions([
+        {"Key": "data/a", "Size": 2 * 2**30, "StorageClass": "STANDARD"},
+        {"Key": "data/b", "Size": 10 * 2**30, "StorageClass": "GLACIER"},
+        {"Key": "data/c", "Size": 2**30},  # S3 leaves the class out for STANDARD
+    ])
+    now = utcnow()
+    found = storage_by_class(s3, settings.plans, settings.prices, now)
+    buckets = len({plan.bucket for plan in settings.plans.plans})
+    assert s3.listings == buckets
+    assert found.total["STANDARD"].versions == 2 * buckets and found.total["STANDARD"].bytes == 3 * 2**30 * buckets
+    assert found.total["GLACIER"].versions == buckets
+    # List prices per GB-month, and each archived object's 40 KB overhead (8 KB of it at STANDARD's price).
+    prices = settings.prices
+    glacier = 10 * prices.storage["GLACIER"] + 32 * 1024 * prices.storage_per_byte_month("GLACIER")
+    assert found.plans["documents"]["GLACIER"].monthly_usd == pytest.approx(glacier, abs=1e-6)
+    standard = 3 * prices.storage["STANDARD"] + 8 * 1024 * prices.storage_per_byte_month("STANDARD")
+    assert found.plans["documents"]["STANDARD"].monthly_usd == pytest.approx(standard, abs=1e-6)
+
+    cache = StorageCache(ttl=timedelta(hours=1))
+    cache.get(s3, settings.plans, settings.prices, now)
+    cache.get(s3, settings.plans, settings.prices, now + timedelta(minutes=59))
+    assert s3.listings == 2 * buckets
+    cache.get(s3, settings.plans, settings.prices, now + timedelta(minutes=61))
+    assert s3.listings == 3 * buckets

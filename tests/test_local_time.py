@@ -121,6 +121,10 @@ def test_the_command_lines_tables_show_the_zone_and_json_stays_utc(
     table = run("backups")
     assert backup_id in table and local in table
     assert f"started {local}" in run("show", backup_id)
+    # A plan's snapshots, as retention sees them: when each was taken, in the zone; --json keeps UTC.
+    taken = json.loads(run("snapshots", "--plan", "photos", "--json"))["snapshots"][0]["taken_at"]
+    assert taken.endswith("Z")
+    assert format_instant(taken, parse_zone("America/Los_Angeles")) in run("snapshots", "--plan", "photos")
 
 
 @pytest.mark.parametrize(

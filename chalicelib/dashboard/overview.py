@@ -1,6 +1,6 @@
 """What the main page shows, read the way the API reads it: the backups of the last 30 days through the
 paged listing of `GET /backups` (`chalicelib.api.backups.list_backups`), the weekly verification records, the
-unfinished restores, and the seams for costs and prunes.
+unfinished restores, the latest prunes (held ones need attention), and storage per class (storage.py).
 
 A page costs what the window holds, never what the catalog holds: record keys sort newest first and the
 listing stops at the first record older than the window, so a year of daily backups reads the same 30
@@ -17,13 +17,14 @@ from typing import Any
 from chalicelib.api.backups import list_backups
 from chalicelib.backup.schedule import next_daily_run
 from chalicelib.catalog.records import RecordStore
-from chalicelib.dashboard import providers
+from chalicelib.dashboard.storage import StorageByClass, StorageCache, cost_report
 from chalicelib.deploy.template import SILENCE_HOURS
 from chalicelib.errors import NotFound
 from chalicelib.plans import PlanSet
+from chalicelib.prune.record import PruneRecord, PruneStore
 from chalicelib.restore.records import RestoreRecord, RestoreStore
 from chalicelib.times import isoformat, parse_iso
-from chalicelib.verify.slice_record import VerificationRecord, VerificationStore
+from chalicelib.verify.job_record import VerificationRecord, VerificationStore
 
 WINDOW = timedelta(days=30)
 # The alarm's threshold: no fully successful backup for this long and the alarm fires.
@@ -34,6 +35,8 @@ MAX_BACKUPS = 300
 VERIFICATION_RECORDS = 14
 COVERAGE_DAYS = 7
 MAX_RESTORES = 20
+# Prune records read: a daily prune and a few manual ones; the newest finished one of each plan decides.
+PRUNE_RECORDS = 10
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -78,6 +81,18 @@ class Finding:
 
 
 @dataclass
+class HeldPrune:
+    """A plan whose latest prune the prune guard held back: nothing of it was deleted, and retention waits
+    until an operator allows it (or changes the policy)."""
+
+    plan: str
+    prune_id: str
+    time: datetime | None
+    reasons: list[str]
+    message: str
+
+
+@dataclass
 class SliceState:
     weekday: int
     status: str  # SUCCEEDED, FAILED, RUNNING, or "not run"
@@ -107,17 +122,19 @@ class Attention:
     failed_plans: list[Finding]
     failed_objects: list[Finding]
     held_deletions: list[Finding]
-    held_prunes: list[dict[str, Any]]
+    held_prunes: list[HeldPrune]
     drift: list[Finding]
     verification: Verification
     restores: list[RestoreRecord]
+    # Backup records that cannot be trusted (tampering, or a record that does not parse).
+    unreadable: list[Finding] = field(default_factory=list)
 
     @property
     def count(self) -> int:
         verification = len(self.verification.findings) + len(self.verification.errors)
         return (
             len(self.failed_plans) + len(self.failed_objects) + len(self.held_deletions) + len(self.held_prunes)
-            + len(self.drift) + verification + len(self.restores)
+            + len(self.drift) + verification + len(self.restores) + len(self.unreadable)
         )
 
 
@@ -133,6 +150,8 @@ class Overview:
     next_run: datetime
     attention: Attention
     costs: dict[str, Any] | None
+    # What the buckets hold per storage class (None where the cost report is shown instead).
+    storage: StorageByClass | None = None
 
     @property
     def healthy(self) -> bool:
@@ -243,12 +262,31 @@ def verification(jobs: list[VerificationRecord], now: datetime) -> Verification:
         if started is None or started < since:
             continue
         state = slices.get(job.weekday)
-        if state is not None and state.job_id is None:
+        # Only the weekly jobs cover a slice; an on-demand check of one backup reports findings only.
+        if job.kind == "slice" and state is not None and state.job_id is None:
             slices[job.weekday] = SliceState(job.weekday, job.status, job.job_id, started)
         if job.status == "FAILED":
             found.extend(dict(f, job_id=job.job_id) for f in job.missing + job.damaged)
             errors.extend(f"{job.job_id}: {e}" for e in job.errors)
     return Verification(slices=[slices[day] for day in range(7)], findings=found[:50], errors=errors[:20])
+
+
+def held_prunes(prunes: list[PruneRecord], names: list[str]) -> list[HeldPrune]:
+    """Per plan, its newest finished real prune (newest first in `prunes`), when the guard held it."""
+    held: list[HeldPrune] = []
+    decided: set[str] = set()
+    for record in prunes:
+        if record.dry_run or not record.finished:
+            continue
+        for name, plan in record.plans.items():
+            if name in decided or name not in names or plan.status is None:
+                continue
+            decided.add(name)
+            if plan.status == "HELD":
+                guard = plan.guard or {}
+                message = next((w for w in plan.warnings if "held" in w), "the prune guard held this prune")
+                held.append(HeldPrune(name, record.prune_id, _time(record.finished_at), list(guard.get("reasons", [])), message))
+    return sorted(held, key=lambda h: names.index(h.plan))
 
 
 def unfinished_restores(store: RestoreStore) -> list[RestoreRecord]:
@@ -263,22 +301,28 @@ def unfinished_restores(store: RestoreStore) -> list[RestoreRecord]:
     return restores
 
 
-def build(settings: Any, clients: Any, now: datetime) -> Overview:
-    """Everything the main page shows, read now with `clients` (the operator's credentials)."""
+def build(settings: Any, clients: Any, now: datetime, storage: StorageCache | None = None) -> Overview:
+    """Everything the main page shows, read now with `clients` (the operator's credentials); `storage`
+    keeps the listing of storage per class between pages (None: listed now)."""
     plans: PlanSet = settings.plans
     records = RecordStore(clients.s3, plans.catalog_bucket)
     since = now - WINDOW
-    backups, complete = recent_backups(records, plans, since)
+    listed, complete = recent_backups(records, plans, since)
+    # A record that cannot be trusted (sealed copy differs, unreadable) is listed by GET /backups as
+    # UNREADABLE: never counted as a backup here, always shown as needing attention.
+    backups = [b for b in listed if b["status"] != "UNREADABLE"]
+    unreadable = [b for b in listed if b["status"] == "UNREADABLE"]
     found = findings(plans.names, backups)
     jobs = VerificationStore(clients.s3, plans.catalog_bucket).recent(VERIFICATION_RECORDS)
     attention = Attention(
         failed_plans=found["failed_plans"],
         failed_objects=found["failed_objects"],
         held_deletions=found["held_deletions"],
-        held_prunes=providers.held_prunes(settings, clients),
+        held_prunes=held_prunes(PruneStore(clients.s3, plans.catalog_bucket).latest(PRUNE_RECORDS), plans.names),
         drift=found["drift"],
         verification=verification(jobs, now),
         restores=unfinished_restores(RestoreStore(clients.s3, plans.catalog_bucket)),
+        unreadable=[Finding("-", b.get("backup_id"), 1, [str(b.get("error", ""))]) for b in unreadable],
     )
     plan_states = [plan_health(name, backups, now) for name in plans.names]
     system = system_health(backups, now)
@@ -287,6 +331,8 @@ def build(settings: Any, clients: Any, now: datetime) -> Overview:
     if stored:
         system.objects = sum(p.objects or 0 for p in stored)
         system.bytes = sum(p.bytes or 0 for p in stored)
+    costs = cost_report(settings, clients, now)
+    stored_by_class = (storage or StorageCache()).get(clients.s3, plans, settings.prices, now) if costs is None else None
     return Overview(
         now=now,
         window_start=since,
@@ -296,5 +342,6 @@ def build(settings: Any, clients: Any, now: datetime) -> Overview:
         system=system,
         next_run=next_daily_run(now),
         attention=attention,
-        costs=providers.cost_report(settings, clients),
+        costs=costs,
+        storage=stored_by_class,
     )

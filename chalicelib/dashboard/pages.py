@@ -1,11 +1,12 @@
 """What each page and button does, as the API's routes do it: the same chalicelib functions with the same
 validation, so the dashboard can neither show nor start anything the API would not.
 
-    index        overview.build + charts                            (GET /backups, verification, restores)
-    backup       api.backups.get_backup + list_objects              (GET /backups/{id}, .../objects)
-    quote        RestoreService.quote                               (POST /restores with dry_run: writes nothing)
-    start        api.backups.start_backup                           (POST /backup)
-    verify       Verifier.verify_backup                             (POST /backups/{id}/verify)
+    index        overview.build + charts                (GET /backups, verifications, prunes, restores)
+    backup       api.backups.get_backup + list_objects  (GET /backups/{id}, .../objects)
+    quote        RestoreService.quote                   (a restore dry run's quote, computed here: writes nothing)
+    start        api.backups.start_backup               (POST /backup)
+    verify       VerificationJobs.start_check           (POST /backups/{id}/verify: recorded, run by the worker)
+    verification job_record.describe                    (GET /verifications/{id})
 """
 
 from __future__ import annotations
@@ -20,18 +21,19 @@ from chalicelib.api import backups as api
 from chalicelib.api.requests import parse_verify_request, restore_request_from_dict
 from chalicelib.backup.service import BackupService
 from chalicelib.dashboard import charts, overview
-from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.dashboard.storage import StorageCache
+from chalicelib.errors import BadRequest, Conflict, NotFound, Pruned
 from chalicelib.plans import DynamoDBSource
 from chalicelib.restore.service import RestoreService
-from chalicelib.verify.verifier import Verifier
+from chalicelib.verify import job_record
 
 OBJECTS_PER_PAGE = 50
 RECENT_BACKUPS = 12
 
 
-def index(settings: Any, clients: Any, now: datetime) -> dict[str, Any]:
+def index(settings: Any, clients: Any, now: datetime, storage: StorageCache | None = None) -> dict[str, Any]:
     """The main page's data and charts."""
-    seen = overview.build(settings, clients, now)
+    seen = overview.build(settings, clients, now, storage)
     names = settings.plans.names
     zone = settings.time_zone
     window = (seen.window_start, now)
@@ -77,8 +79,10 @@ def backup(settings: Any, clients: Any, backup_id: str, query: dict[str, str]) -
         params = {"plan": plan, "limit": str(OBJECTS_PER_PAGE)}
         params.update({k: query[k] for k in ("prefix", "next_token") if query.get(k)})
         try:
-            page = api.list_objects(clients.s3, records, backup_id, params)
-        except (NotFound, Conflict) as exc:
+            page = api.list_objects(clients.s3, records, settings.plans, backup_id, params)
+        except (NotFound, Conflict, Pruned) as exc:
+            # A pruned snapshot is gone for good: the page says when and by which prune, and offers no
+            # restore (the template leaves the quote out for a plan with `pruned_at`).
             contents.problem = str(exc)
         else:
             contents.objects, contents.next_token = page["objects"], page["next_token"]
@@ -94,9 +98,9 @@ def start(settings: Any, clients: Any, plans: list[str]) -> str:
     return started.record.backup_id
 
 
-def verify(settings: Any, clients: Any, backup_id: str, form: dict[str, str]) -> dict[str, Any]:
+def verify(settings: Any, clients: Any, backup_id: str, form: dict[str, str]) -> str:
     """`POST /backups/{id}/verify`: every version of the backup's snapshots checked, with the same body
-    validation as the API."""
+    validation as the API; recorded and handed to the verify worker. Returns the verification's id."""
     body: dict[str, Any] = {}
     percent = (form.get("sample_percent") or "").strip()
     if percent:
@@ -105,8 +109,13 @@ def verify(settings: Any, clients: Any, backup_id: str, form: dict[str, str]) ->
         except ValueError:
             raise BadRequest(f"'sample_percent' must be a number from 0 to 100, got {percent!r}") from None
     request = parse_verify_request(json.dumps(body).encode("utf-8"))
-    verifier = Verifier(settings.plans, clients, settings.max_workers)
-    return verifier.verify_backup(backup_id, request.plans, request.sample_percent)
+    job = BackupService(settings, clients).verification.start_check(backup_id, request.plans, request.sample_percent)
+    return job.job_id
+
+
+def verification(settings: Any, clients: Any, verification_id: str) -> dict[str, Any]:
+    """`GET /verifications/{id}`: the job's status, counts and findings."""
+    return job_record.describe(BackupService(settings, clients).verification.store(), verification_id)
 
 
 def quote(settings: Any, clients: Any, backup_id: str, query: dict[str, str], stage: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@
     GET  /backups/{id}/quote        a restore dry run for a prefix (the quote; writes nothing)
     POST /backup                    "Back up now"                (token and same-origin checks)
     POST /backups/{id}/verify       "Verify"                     (token and same-origin checks)
+    GET  /verifications/{id}        a verification: running, or what it found
     GET  /static/dashboard.css
 
 Nothing else changes state, and GET never does. A thread per request, so that a long verification does not
@@ -26,8 +27,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.dashboard import pages, security
+from chalicelib.dashboard.storage import StorageCache
 from chalicelib.dashboard.views import Views, stylesheet
-from chalicelib.errors import BadRequest, Conflict, NotFound, PlanError, describe_error
+from chalicelib.errors import BadRequest, Conflict, NotFound, PlanError, Pruned, Tampered, describe_error
 from chalicelib.times import utcnow
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ class Dashboard:
         ("GET", re.compile(r"^/backups/(?P<backup_id>[^/]+)/quote$"), "quote"),
         ("POST", re.compile(r"^/backup$"), "start"),
         ("POST", re.compile(r"^/backups/(?P<backup_id>[^/]+)/verify$"), "verify"),
+        ("GET", re.compile(r"^/verifications/(?P<verification_id>[^/]+)$"), "verification"),
         ("GET", re.compile(r"^/static/dashboard\.css$"), "css"),
     )
 
@@ -97,6 +100,7 @@ class Dashboard:
         self.local = local
         self.token = token or security.new_token()
         self.views = Views(settings.time_zone)
+        self.storage = StorageCache()
         self.hosts: frozenset[str] = frozenset()
 
     def bind(self, port: int) -> None:
@@ -148,8 +152,10 @@ class Dashboard:
             raise HTTPError(400, str(exc)) from exc
         except NotFound as exc:
             raise HTTPError(404, str(exc)) from exc
-        except Conflict as exc:
+        except (Conflict, Tampered) as exc:
             raise HTTPError(409, str(exc)) from exc
+        except Pruned as exc:
+            raise HTTPError(410, str(exc)) from exc
         except (ClientError, BotoCoreError) as exc:
             logger.warning("AWS refused %s %s: %s", method, path, exc)
             raise HTTPError(502, f"AWS answered: {describe_error(exc)} (see the README, Dashboard, for the permissions it needs)") from exc
@@ -186,7 +192,7 @@ class Dashboard:
             return Response(status, f"{status}: {message}".encode(), "text/plain; charset=utf-8")
 
     def page_index(self, request: Request) -> Response:
-        return self.render("index.html", **pages.index(self.settings, self.clients, utcnow()))
+        return self.render("index.html", **pages.index(self.settings, self.clients, utcnow(), self.storage))
 
     def page_backup(self, request: Request, backup_id: str) -> Response:
         data = pages.backup(self.settings, self.clients, backup_id, request.query)
@@ -204,8 +210,14 @@ class Dashboard:
 
     def page_verify(self, request: Request, backup_id: str) -> Response:
         form = {k: v[-1] for k, v in request.form.items()}
-        result = pages.verify(self.settings, self.clients, backup_id, form)
-        return self.render("verify.html", backup_id=backup_id, r=result)
+        verification_id = pages.verify(self.settings, self.clients, backup_id, form)
+        # As POST /backups/{id}/verify answers 202 with its Location: the check runs in the verify worker.
+        return Response(303, b"", location=f"/verifications/{quote(verification_id)}")
+
+    def page_verification(self, request: Request, verification_id: str) -> Response:
+        data = pages.verification(self.settings, self.clients, verification_id)
+        refresh = REFRESH_SECONDS if data["status"] == "RUNNING" else None
+        return self.render("verify.html", refresh=refresh, r=data)
 
     def page_css(self, request: Request) -> Response:
         return Response(200, stylesheet(), "text/css; charset=utf-8")

@@ -34,6 +34,14 @@ def _instant(value: Any) -> datetime | None:
     return None
 
 
+def _usd(amount: Any) -> str:
+    """Dollars and cents; a small bucket's few cents a year still shows as something, not as $0.00."""
+    if amount is None:
+        return "-"
+    value = float(amount)
+    return "under $0.01" if 0 < value < 0.005 else f"${value:,.2f}"
+
+
 class Views:
     """The templates of one dashboard, showing times in `zone`."""
 
@@ -52,7 +60,7 @@ class Views:
             age=lambda delta: format_age(delta) if isinstance(delta, timedelta) else "-",
             bytes=lambda count: human_bytes(int(count)) if count is not None else "-",
             number=lambda count: f"{int(count):,}" if count is not None else "-",
-            usd=lambda amount: f"${float(amount):,.2f}" if amount is not None else "-",
+            usd=_usd,
             objects=lambda count: "-" if count is None else f"{int(count):,} object{'' if count == 1 else 's'}",
         )
         self.env.globals.update(zone_name=str(zone.key))
