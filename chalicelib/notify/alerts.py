@@ -1,17 +1,19 @@
 """One SNS message per backup, and one per weekly verification job: a subject with the status and totals, a
 line per plan, a `status` attribute so subscribers can filter (e.g. an email subscription that only wants
-failures)."""
+failures). Times in the body are in the organisation's time zone (TIME_ZONE), named once with its offset."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.records import BackupRecord, backup_time
 from chalicelib.errors import NotFound
-from chalicelib.times import isoformat
+from chalicelib.localtime import UTC, format_instant, zone_caption
+from chalicelib.times import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +44,19 @@ def _subject_text(text: str) -> str:
     return text[:SUBJECT_LIMIT]
 
 
-def body(record: BackupRecord) -> str:
+def _times(started: Any, finished: Any, zone: ZoneInfo) -> str:
+    """`Started 2026-11-26 21:47:05 PST, finished ... (times in Asia/Manila (PST, UTC+08:00))`."""
+    return (
+        f"Started {format_instant(started, zone, seconds=True)}, finished {format_instant(finished, zone, seconds=True)} "
+        f"(times in {zone_caption(zone, utcnow())})"
+    )
+
+
+def body(record: BackupRecord, zone: ZoneInfo = UTC) -> str:
     lines = [
         f"Backup {record.backup_id} ({record.trigger}{', dry run' if record.dry_run else ''}): {record.status}",
         *([f"Mass deletions allowed for: {', '.join(record.allow_deletions)}"] if record.allow_deletions else []),
-        f"Started {record.started_at}, finished {record.finished_at}",
+        _times(record.started_at, record.finished_at, zone),
         "",
     ]
     width = max((len(name) for name in record.plans), default=0)
@@ -90,9 +100,9 @@ def _weekday(verification: dict[str, Any]) -> str:
     return f"weekly slice {day} ({WEEKDAYS[day]})" if isinstance(day, int) and 0 <= day < 7 else "weekly slice"
 
 
-def _taken_until(verification: dict[str, Any]) -> str:
+def _taken_until(verification: dict[str, Any], zone: ZoneInfo) -> str:
     try:
-        return isoformat(backup_time(str(verification.get("backup_id"))))
+        return format_instant(backup_time(str(verification.get("backup_id"))), zone)
     except NotFound:
         return str(verification.get("backup_id"))
 
@@ -109,12 +119,12 @@ def verification_subject(verification: dict[str, Any]) -> str:
     )
 
 
-def verification_body(verification: dict[str, Any]) -> str:
+def verification_body(verification: dict[str, Any], zone: ZoneInfo = UTC) -> str:
     """A line per plan, then each missing or damaged version (the first 20 of each) and the errors."""
     lines = [
         f"Verification {verification.get('job_id')} ({verification.get('trigger')}), {_weekday(verification)} of "
-        f"the snapshots taken up to {_taken_until(verification)}: {verification.get('status')}",
-        f"Started {verification.get('started_at')}, finished {verification.get('finished_at')}; "
+        f"the snapshots taken up to {_taken_until(verification, zone)}: {verification.get('status')}",
+        f"{_times(verification.get('started_at'), verification.get('finished_at'), zone)}; "
         f"{verification.get('snapshots', 0)} snapshot(s) read",
         "",
     ]
@@ -135,7 +145,7 @@ def verification_body(verification: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish(sns: Any, topic_arn: str | None, record: BackupRecord) -> bool:
+def publish(sns: Any, topic_arn: str | None, record: BackupRecord, zone: ZoneInfo = UTC) -> bool:
     """Send the alert. A failure is logged and swallowed: an alert must never change a backup's result."""
     if not topic_arn:
         return False
@@ -143,7 +153,7 @@ def publish(sns: Any, topic_arn: str | None, record: BackupRecord) -> bool:
         sns.publish(
             TopicArn=topic_arn,
             Subject=subject(record),
-            Message=body(record),
+            Message=body(record, zone),
             MessageAttributes={
                 "status": {"DataType": "String", "StringValue": record.status},
                 "kind": {"DataType": "String", "StringValue": "backup"},
@@ -157,7 +167,7 @@ def publish(sns: Any, topic_arn: str | None, record: BackupRecord) -> bool:
     return True
 
 
-def publish_verification(sns: Any, topic_arn: str | None, verification: dict[str, Any]) -> bool:
+def publish_verification(sns: Any, topic_arn: str | None, verification: dict[str, Any], zone: ZoneInfo = UTC) -> bool:
     """Send the alert of a finished verification job (its record as a dict). A failure is logged and
     swallowed, as for backups; the `kind` attribute tells the two kinds of message apart."""
     if not topic_arn:
@@ -166,7 +176,7 @@ def publish_verification(sns: Any, topic_arn: str | None, verification: dict[str
         sns.publish(
             TopicArn=topic_arn,
             Subject=verification_subject(verification),
-            Message=verification_body(verification),
+            Message=verification_body(verification, zone),
             MessageAttributes={
                 "status": {"DataType": "String", "StringValue": str(verification.get("status"))},
                 "kind": {"DataType": "String", "StringValue": "verification"},
