@@ -25,6 +25,8 @@ from chalicelib.deploy.provision import provision
 from chalicelib.errors import Pruned
 from chalicelib.plans import Lifecycle, Plan, PlanSet, S3Source
 from chalicelib.prune.job import PruneJob
+from chalicelib.prune.record import PlanPrune, PruneRecord, new_prune_id
+from chalicelib.prune.snapshots import possible_bases
 from chalicelib.prune.sweep import Rules
 from chalicelib.retention import RetentionPolicy
 from tests.stored import assert_versions_hold, entries_of
@@ -288,6 +290,38 @@ def test_a_manifest_out_of_key_order_stops_that_plan_before_anything_is_deleted(
             assert assert_versions_hold(world.s3, BUCKET, entries_of(world.s3, BUCKET, "docs", backup_id))
 
 
+def test_a_forged_prune_record_cannot_mark_a_kept_snapshot_or_shorten_the_grace_period(world: Any) -> None:
+    """The API's role writes prune records. One written to look half done (in its mark step, removing every
+    snapshot, with no grace period) marks only what the policy drops now and deletes nothing young."""
+    taken = []
+    for step in range(4):  # keep_last 2: the two newest stay
+        world.s3.put_object(Bucket=SOURCE, Key="k.txt", Body=f"version {step}".encode())
+        taken.append(world.backup())
+        world.days(0.4)
+    before = listed_versions(world.s3)
+    forged = PruneRecord(
+        prune_id=new_prune_id(),
+        trigger="api",
+        plan_names=["docs"],
+        allow_large=["docs"],
+        grace_hours=0,
+        plans={"docs": PlanPrune(plan="docs", phase="mark", removing=list(taken))},
+    )
+    job = PruneJob(world.config.plans, world.clients)
+    job.store.create(forged)
+    record = job.run(forged.prune_id)
+    work = record.plans["docs"]
+    assert record.status == "SUCCEEDED", work.errors
+    assert work.removing == taken[:2]
+    assert any(taken[-1] in warning and "kept after all" in warning for warning in work.warnings), work.warnings
+    markers = PrunedMarkers(world.s3, BUCKET)
+    assert [b for b in taken if markers.get("docs", b)] == taken[:2]
+    for backup_id in taken[2:]:
+        assert assert_versions_hold(world.s3, BUCKET, entries_of(world.s3, BUCKET, "docs", backup_id)) == 1
+    # The removed snapshots' own versions are 1.6 and 1.2 days old: the 48 hours hold whatever the record says.
+    assert listed_versions(world.s3) == before and work.kept_young == 2
+
+
 def plant_backup(s3: Any, backup_id: str, source_of: str) -> None:
     """A sealed record and a manifest for `backup_id`, naming what `source_of`'s snapshot names."""
     records = RecordStore(s3, BUCKET)
@@ -448,3 +482,22 @@ def test_versions_object_lock_still_protects_are_skipped_and_counted_then_taken_
     assert second.plans["docs"].deleted["versions"] == 2 and second.plans["docs"].object_locked == 0
     assert second.plans["docs"].manifests_deleted == 2  # the marked snapshots' manifests, left by the first
     assert assert_versions_hold(s3, BUCKET, entries_of(s3, BUCKET, "docs", taken[2])) == 1
+
+
+def test_a_running_backup_may_compare_with_any_snapshot_that_was_the_newest_sealed_while_it_ran() -> None:
+    start = datetime(2026, 3, 2, tzinfo=timezone.utc)
+
+    def at(hours: float) -> datetime:
+        return start + timedelta(hours=hours)
+
+    s2, s4, a, b = (new_backup_id(at(h)) for h in (2, 4, 5, 6))
+    # A (05:00) ran long and was sealed at 08:00, after B (06:00) had started and taken S4 as its base.
+    sealed = {s2: at(2.1), s4: at(4.1), a: at(8)}
+    assert possible_bases(b, at(6), sealed, [s2, s4, a]) == {s4, a}
+    # A sealed before B started: B never compared with S4, nor with anything older.
+    sealed[a] = at(5.5)
+    assert possible_bases(b, at(6), sealed, [s2, s4, a]) == {a}
+    # A marked: B may have skipped it and taken S4.
+    assert possible_bases(b, at(6), sealed, [s2, s4, a], marked={a}) == {s4, a}
+    # Not sealed, or newer than the backup: never its base.
+    assert possible_bases(s4, at(4), {s2: at(2.1), a: at(5.5)}, [s2, a]) == {s2}

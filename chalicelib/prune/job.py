@@ -26,7 +26,7 @@ Every step is idempotent, so a repeated or resumed invocation redoes at most one
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
@@ -81,8 +81,12 @@ class PruneJob:
         invoker: Invoker | None = None,
         report: Callable[[str], Any] | None = None,
         batch_size: int = BATCH_SIZE,
+        grace: timedelta = DEFAULT_GRACE,
     ) -> None:
         self.plans = plans
+        # The shortest grace period this job applies, whatever a prune's record says: a record is written by
+        # the API too, and must not be able to shorten it.
+        self.grace = grace
         self.clients = clients
         self.prices = prices
         self.time_zone = time_zone
@@ -104,7 +108,7 @@ class PruneJob:
         dry_run: bool = False,
         allow_large: list[str] | None = None,
         prune_id: str | None = None,
-        grace: timedelta = DEFAULT_GRACE,
+        grace: timedelta | None = None,
     ) -> PruneRecord:
         """Record a prune (RUNNING) of the named plans; with a `prune_id` already recorded (a repeated
         delivery of the schedule), that prune is returned as it is."""
@@ -115,7 +119,7 @@ class PruneJob:
             plan_names=list(plan_names),
             dry_run=dry_run,
             allow_large=sorted(set(allow_large or [])),
-            grace_hours=grace.total_seconds() / 3600,
+            grace_hours=max(grace or self.grace, self.grace).total_seconds() / 3600,
             started_at=isoformat(now),
             updated_at=isoformat(now),
         )
@@ -210,6 +214,7 @@ class PruneJob:
             work.position = None
             self._save(held)
         if work.phase == "mark":
+            self._confirm_removing(plan, work)
             now = utcnow()
             for backup_id in work.removing:
                 self.markers.mark(plan.name, backup_id, record.prune_id, now)
@@ -242,10 +247,10 @@ class PruneJob:
     def _decide(self, plan: Plan, work: PlanPrune, report: bool = True) -> None:
         s3 = self.clients.s3
         now = utcnow()
-        meta = snapshots.scan_bucket(s3, plan.bucket)
         sealed = snapshots.sealed_backups(s3, self.plans.catalog_bucket)
-        pruned = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
         running = self._running(sealed, now, plan.name)
+        pruned = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
+        meta = snapshots.scan_bucket(s3, plan.bucket)
         decision = snapshots.decide_plan(plan, meta, sealed, pruned, running, self.time_zone)
         work.policy = plan.retention.describe()
         work.snapshots = decision.snapshots
@@ -256,7 +261,20 @@ class PruneJob:
             if report:
                 self.report(warning.removeprefix("TAMPERING: "))
 
-    def _running(self, sealed: set[str], now: datetime, plan: str) -> dict[str, datetime]:
+    def _confirm_removing(self, plan: Plan, work: PlanPrune) -> None:
+        """Just before marking: only what the policy drops now, as well as when the prune decided, is marked.
+        The decision may be hours old (a long survey), the plans file may have changed since, a backup may
+        have started that compares with one of them, and the record that carries the decision is not the
+        prune's alone to write. Snapshots marked already (a resumed mark step) stay in the list."""
+        fresh = PlanPrune(plan=plan.name)
+        self._decide(plan, fresh, report=False)
+        marked = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
+        confirmed = [b for b in work.removing if b in fresh.removing or b in marked]
+        for backup_id in sorted(set(work.removing) - set(confirmed)):
+            work.warn(f"snapshot {backup_id} is kept after all: the policy, decided again before marking, keeps it")
+        work.removing = confirmed
+
+    def _running(self, sealed: Collection[str], now: datetime, plan: str) -> dict[str, datetime]:
         found = snapshots.running_backups(self.records, sealed, now)
         return {**found.get("*", {}), **found.get(plan, {})}
 
@@ -267,22 +285,23 @@ class PruneJob:
         False when time ran short (the checkpoint is saved)."""
         s3 = self.clients.s3
         now = utcnow()
-        meta = snapshots.scan_bucket(s3, plan.bucket)
+        # What runs is read before the bucket: a backup that finishes while the bucket is listed (its
+        # manifest written after the listing, its partial manifest gone before it) still counts as running.
         sealed = snapshots.sealed_backups(s3, self.plans.catalog_bucket)
         running = self._running(sealed, now, plan.name)
         marked = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
+        meta = snapshots.scan_bucket(s3, plan.bucket)
         # The survey judges as if the snapshots being removed were already marked.
         excluded = marked | (set() if delete else set(work.removing))
-        governed = [m.backup_id for m in meta.manifests.values() if m.plan == plan.name and m.backup_id in sealed]
-        for running_id in running:
-            base = snapshots.base_of(running_id, governed)
-            if base is not None and base in excluded:
+        candidates = [m.backup_id for m in meta.manifests.values() if m.plan == plan.name and m.backup_id in sealed]
+        for running_id, started in sorted(running.items()):
+            for base in sorted(snapshots.possible_bases(running_id, started, sealed, candidates, excluded) & excluded):
                 # A running backup may carry versions forward from it: they stay while it runs.
                 excluded.discard(base)
-                work.warn(f"snapshot {base} stays readable while backup {running_id}, which compares with it, runs")
+                work.warn(f"snapshot {base} stays readable while backup {running_id}, which may compare with it, runs")
         rules = Rules(
             now=now,
-            grace=timedelta(hours=held.record.grace_hours),
+            grace=max(timedelta(hours=held.record.grace_hours), self.grace),
             running_since=min(running.values()) if running else None,
             lock_days=plan.object_lock.days if plan.object_lock else None,
         )
@@ -315,7 +334,7 @@ class PruneJob:
         self,
         plan: Plan,
         meta: snapshots.BucketMeta,
-        sealed: set[str],
+        sealed: Mapping[str, datetime],
         excluded: set[str],
         now: datetime,
         stack: ExitStack,
@@ -421,10 +440,12 @@ class PruneJob:
         s3 = self.clients.s3
         sealed = snapshots.sealed_backups(s3, self.plans.catalog_bucket)
         running = self._running(sealed, utcnow(), plan.name)
-        meta = snapshots.scan_bucket(s3, plan.bucket)
-        governed = [m.backup_id for m in meta.manifests.values() if m.plan == plan.name and m.backup_id in sealed]
-        protected = {snapshots.base_of(running_id, governed) for running_id in running}
         marked = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
+        meta = snapshots.scan_bucket(s3, plan.bucket)
+        candidates = [m.backup_id for m in meta.manifests.values() if m.plan == plan.name and m.backup_id in sealed]
+        protected: set[str] = set()
+        for running_id, started in running.items():
+            protected |= snapshots.possible_bases(running_id, started, sealed, candidates, marked)
         present = {m.backup_id for m in meta.manifests.values() if m.plan == plan.name}
         doomed: list[dict[str, str]] = []
         for backup_id in sorted((set(work.removing) | marked) & present):

@@ -108,6 +108,7 @@ class PruneJobs:
             budget=budget,
             invoker=self._invoker(),
             report=self.report,
+            grace=self._grace(),
         )
 
     def _grace(self) -> timedelta:

@@ -16,7 +16,7 @@ cannot take the place of an older period's snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
@@ -89,18 +89,19 @@ def scan_bucket(s3: Any, bucket: str) -> BucketMeta:
     return meta
 
 
-def sealed_backups(s3: Any, catalog_bucket: str) -> set[str]:
-    """The ids of every sealed (finished) backup: one listing request per thousand."""
-    found: set[str] = set()
+def sealed_backups(s3: Any, catalog_bucket: str) -> dict[str, datetime]:
+    """Every sealed (finished) backup, and when its record was sealed (S3's date of the sealed record): one
+    listing request per thousand."""
+    found: dict[str, datetime] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=catalog_bucket, Prefix=SEALED_RECORDS_PREFIX):
         for item in page.get("Contents", []):
             backup_id = backup_id_of_key(item["Key"])
             if is_backup_id(backup_id):
-                found.add(backup_id)
+                found[backup_id] = item["LastModified"]
     return found
 
 
-def running_backups(records: RecordStore, sealed: set[str], now: datetime) -> dict[str, dict[str, datetime]]:
+def running_backups(records: RecordStore, sealed: Collection[str], now: datetime) -> dict[str, dict[str, datetime]]:
     """plan -> {backup id: started} of the backups that may still write a snapshot: recent records (newest
     first, back to RUNNING_LOOKBACK) neither sealed nor finished nor dry runs. A record that cannot be read
     counts as running for every plan: it can only make the prune keep more."""
@@ -157,17 +158,43 @@ def _credible(stored: StoredManifest) -> str | None:
     return None
 
 
-def base_of(backup_id: str, candidates: Iterable[str]) -> str | None:
-    """The snapshot a backup compares with: the newest sealed one older than it (see backup/base.py)."""
+def possible_bases(
+    backup_id: str,
+    started: datetime,
+    sealed: Mapping[str, datetime],
+    candidates: Iterable[str],
+    marked: Collection[str] = (),
+) -> set[str]:
+    """Every snapshot a running backup may be comparing with, or may have compared with since it started.
+
+    A backup takes as its base the newest snapshot older than itself whose record was sealed when it looked,
+    skipping marked ones, and looks again each time it resumes (see backup/base.py). So at a time T of its
+    run its base is the newest unmarked candidate sealed by T: a candidate is that for some T from its start
+    on if it was sealed no later than every newer candidate (or than the start). A marked candidate may
+    have been marked before the backup looked, or after: it is counted as a possible base, and as not
+    hiding the older ones."""
     moment = (backup_time(backup_id), backup_id)
-    older = [other for other in candidates if (backup_time(other), other) < moment]
-    return max(older, key=lambda other: (backup_time(other), other)) if older else None
+    older = sorted(
+        (other for other in candidates if other in sealed and (backup_time(other), other) < moment),
+        key=lambda other: (backup_time(other), other),
+        reverse=True,
+    )
+    found: set[str] = set()
+    hidden_from: datetime | None = None  # from then on a newer unmarked candidate is sealed
+    for other in older:
+        if hidden_from is None or max(sealed[other], started) <= hidden_from:
+            found.add(other)
+        if other not in marked:
+            hidden_from = sealed[other] if hidden_from is None else min(hidden_from, sealed[other])
+            if hidden_from <= started:
+                break  # sealed before the run began: nothing older was ever this backup's base
+    return found
 
 
 def decide_plan(
     plan: Plan,
     meta: BucketMeta,
-    sealed: set[str],
+    sealed: Mapping[str, datetime],
     pruned: set[str],
     running: dict[str, datetime],
     tz: str | tzinfo,
@@ -205,9 +232,8 @@ def decide_plan(
         for v in decision.verdicts
     ]
     by_id = {row["backup_id"]: row for row in rows}
-    for running_id in sorted(running):
-        base = base_of(running_id, by_id)
-        if base is not None:
+    for running_id, started in sorted(running.items()):
+        for base in sorted(possible_bases(running_id, started, sealed, by_id)):
             by_id[base]["reasons"].append(f"base of running backup {running_id}")
             by_id[base]["kept"] = True
     rows += extra
