@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+import time_machine
 from botocore.awsrequest import AWSResponse
 
 from chalicelib import transfer
@@ -326,17 +328,20 @@ def test_slow_erosion_over_the_window_is_held(s3: Any, clients: Any, bucket: str
     """15% a day passes the per-run limit of 20%, but the third day takes the week past 30%."""
     fill(s3, "safety-src", {f"k{i:03d}": b"x" for i in range(100)})
     plan = plan_of(S3Source(name="src", bucket="safety-src"))
-    assert run(plan, clients.s3, "20261120T000000000Z-d0").status == "SUCCEEDED"
-    remaining = [f"k{i:03d}" for i in range(100)]
-    outcomes = []
-    for day in range(1, 4):
-        count = len(remaining) * 15 // 100
-        for key in remaining[:count]:
-            s3.delete_object(Bucket="safety-src", Key=key)
-        result = run(plan, clients.s3, f"202611{20 + day}T000000000Z-d{day}")
-        outcomes.append((result.deleted, result.deletions_held_back))
-        if result.deleted:
-            remaining = remaining[count:]
+    # Each backup runs on its own day (a backup finishing days after its id's time is abandoned).
+    with time_machine.travel(datetime(2026, 11, 20, 0, 0, 1, tzinfo=timezone.utc), tick=True) as clock:
+        assert run(plan, clients.s3, "20261120T000000000Z-d0").status == "SUCCEEDED"
+        remaining = [f"k{i:03d}" for i in range(100)]
+        outcomes = []
+        for day in range(1, 4):
+            clock.shift(timedelta(days=1))
+            count = len(remaining) * 15 // 100
+            for key in remaining[:count]:
+                s3.delete_object(Bucket="safety-src", Key=key)
+            result = run(plan, clients.s3, f"202611{20 + day}T000000000Z-d{day}")
+            outcomes.append((result.deleted, result.deletions_held_back))
+            if result.deleted:
+                remaining = remaining[count:]
     assert outcomes[0] == (15, 0) and outcomes[1] == (12, 0)
     assert outcomes[2] == (0, 10)
 

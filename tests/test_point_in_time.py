@@ -202,7 +202,8 @@ def test_restoring_any_backup_gives_back_what_the_sources_held_then(
             pass
 
         taken: list[tuple[str, dict[str, dict[str, str]]]] = []
-        start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+        # An hour ago: a backup must finish within MAX_BACKUP_DAYS of its id's time, or it is abandoned.
+        start = datetime.now(timezone.utc) - timedelta(hours=1)
         for step in [*history, ("backup",)]:
             if step[0] == "put":
                 sources.put(step[1], step[2], step[3])

@@ -357,9 +357,10 @@ def test_the_verify_role_reads_and_writes_only_its_own_records() -> None:
     worker = "arn:aws:lambda:us-east-1:123456789012:function:org-backup-dev-verify_worker"
     assert allows(policy, Permission("lambda:InvokeFunction", worker))
     assert not allows(policy, Permission("lambda:InvokeFunction", worker.replace("verify_worker", "backup_worker")))
-    # The backup functions start the job; the API and the restores do not.
+    # The backup functions start the weekly job, the API a backup's check (POST /backups/{id}/verify); the
+    # restores and the prunes do not.
     starters = {f for f in FUNCTIONS if allows(generate(scope, f), Permission("lambda:InvokeFunction", worker))}
-    assert starters == {DAILY_BACKUP, BACKUP_WORKER, VERIFY_WORKER}
+    assert starters == {DAILY_BACKUP, BACKUP_WORKER, VERIFY_WORKER, API_HANDLER}
     assert RESTORE_WORKER not in starters
 
 

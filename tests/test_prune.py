@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,11 +21,13 @@ from chalicelib.backup.service import BackupService
 from chalicelib.catalog.manifests import MANIFEST_FORMAT, ManifestWriter, manifest_key, put_manifest
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import BackupRecord, RecordStore, new_backup_id
+from chalicelib.catalog.restoring import restore_record_key
 from chalicelib.config import Settings
 from chalicelib.deploy.provision import provision
 from chalicelib.errors import Pruned
+from chalicelib.layout import RESTORE_QUEUE_PREFIX
 from chalicelib.plans import Lifecycle, Plan, PlanSet, S3Source
-from chalicelib.prune.job import PruneJob
+from chalicelib.prune.job import PruneJob, held_by_object_lock
 from chalicelib.prune.record import PlanPrune, PruneRecord, new_prune_id
 from chalicelib.prune.snapshots import possible_bases
 from chalicelib.prune.sweep import Rules
@@ -266,8 +269,21 @@ def test_a_manifest_out_of_key_order_stops_that_plan_before_anything_is_deleted(
         for entry in [entries[-1], *entries[:-1]]:  # the last key first
             gz.write(entry.to_json().encode() + b"\n")
 
+    # The writer's request comes from a thread the test started: the recorded calls are attributed by the
+    # calling frames and the starting thread, and this one is not the prune's.
+    go, done = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        go.wait()
+        key = manifest_key("docs", new_backup_id())
+        world.s3.put_object(Bucket=BUCKET, Key=key, Body=body.getvalue(), IfNoneMatch="*")
+        done.set()
+
+    threading.Thread(target=writer, daemon=True).start()
+
     def plant() -> None:
-        world.s3.put_object(Bucket=BUCKET, Key=manifest_key("docs", new_backup_id()), Body=body.getvalue(), IfNoneMatch="*")
+        go.set()
+        assert done.wait(30)
 
     sweep = PruneJob._sweep
 
@@ -501,3 +517,28 @@ def test_a_running_backup_may_compare_with_any_snapshot_that_was_the_newest_seal
     assert possible_bases(b, at(6), sealed, [s2, s4, a], marked={a}) == {s4, a}
     # Not sealed, or newer than the backup: never its base.
     assert possible_bases(s4, at(4), {s2: at(2.1), a: at(5.5)}, [s2, a]) == {s2}
+
+
+def test_only_s3s_object_lock_refusal_counts_as_held_by_object_lock() -> None:
+    assert held_by_object_lock({"Code": "AccessDenied", "Message": "Access Denied because object protected by object lock."})
+    # A missing permission (or a KMS key the role may not use) is an error, even in a bucket with Object Lock.
+    assert not held_by_object_lock({"Code": "AccessDenied", "Message": "Access Denied"})
+    assert not held_by_object_lock({"Code": "InternalError", "Message": "object lock"})
+
+
+def test_a_snapshot_an_unfinished_restore_reads_is_kept_until_the_restore_ends(world: Any) -> None:
+    """A restore from Deep Archive waits up to two days for its thaw: the prune keeps its snapshot."""
+    taken = daily_history(world, 4)
+    world.days(3)
+    restore_id = new_backup_id()
+    record = {"restore_id": restore_id, "backup_id": taken[0], "plan": "docs", "status": "WAITING_FOR_THAW"}
+    world.s3.put_object(Bucket=BUCKET, Key=restore_record_key(restore_id), Body=json.dumps(record).encode())
+    world.s3.put_object(Bucket=BUCKET, Key=f"{RESTORE_QUEUE_PREFIX}{restore_id}", Body=b"")
+    work = world.prune(allow=True).plans["docs"]
+    rows = {row["backup_id"]: row for row in work.snapshots}
+    assert rows[taken[0]]["kept"] and f"being restored (restore {restore_id})" in rows[taken[0]]["reasons"]
+    assert work.removing == [taken[1]]
+    assert assert_versions_hold(world.s3, BUCKET, entries_of(world.s3, BUCKET, "docs", taken[0])) == 3
+    # Once it has finished, the next prune removes it.
+    world.s3.put_object(Bucket=BUCKET, Key=restore_record_key(restore_id), Body=json.dumps({**record, "status": "SUCCEEDED"}).encode())
+    assert world.prune(allow=True).plans["docs"].removing == [taken[0]]

@@ -168,9 +168,13 @@ def test_the_command_line_prunes_and_shows_what_keeps_each_snapshot(
 ) -> None:
     first, second = history["first"], history["second"]
 
+    errors: list[str] = []
+
     def run(*argv: str) -> tuple[int, str]:
         code = cli.main(["--stage", "local", "--project-dir", str(project_dir), *argv])
-        return code, capsys.readouterr().out
+        captured = capsys.readouterr()
+        errors.append(captured.err)
+        return code, captured.out
 
     code, out = run("snapshots", "--plan", "documents")
     assert code == 0
@@ -182,6 +186,10 @@ def test_the_command_line_prunes_and_shows_what_keeps_each_snapshot(
     assert code != 0 and json.loads(out)["status"] == "HELD"  # two snapshots of three: past the guard
     code, out = run("prune", "--plan", "documents", "--allow-large-prune", "documents")
     assert code == 0 and "SUCCEEDED" in out
+    code, out = run("contents", first, "--plan", "documents")
+    assert code != 0 and "was pruned at" in errors[-1], errors[-1]
+    code, out = run("contents", second, "--plan", "documents")
+    assert code == 0 and CHANGED in out
     code, out = run("backups")
     assert "PRUNED" in out
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("2026"))}

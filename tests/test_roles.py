@@ -100,8 +100,7 @@ ATTACKS: dict[str, list[Call]] = {
     API_HANDLER: [
         WRITE_DATA, COPY_INTO_DATA, COPY_META_INTO_DATA, DELETE_MARKER, TAG_DATA, FORGE_MANIFEST, FORGE_VERIFICATION, DELETE_MANIFEST,
         DESTROY_VERSION, THAW_DATA, READ_SOURCE, WRITE_SOURCE, SCAN_SOURCE, CREATE_TABLE, WRITE_RESTORE_BUCKET,
-        WRITE_OTHER_BUCKET, EXFILTRATE_VERSION, HEARTBEAT, ALERT, CHANGE_LIFECYCLE, invoke(VERIFY_WORKER),
-        MARK_PRUNED, DESTROY_MANIFEST_VERSION,
+        WRITE_OTHER_BUCKET, EXFILTRATE_VERSION, HEARTBEAT, CHANGE_LIFECYCLE, MARK_PRUNED, DESTROY_MANIFEST_VERSION,
     ],
     # The backup writer: nothing of restores (records, queue, targets, tables), no version destroyed.
     DAILY_BACKUP: [
@@ -113,7 +112,7 @@ ATTACKS: dict[str, list[Call]] = {
     RESTORE_WORKER: [
         WRITE_DATA, COPY_INTO_DATA, COPY_META_INTO_DATA, DELETE_MARKER, TAG_DATA, FORGE_MANIFEST, FORGE_BACKUP_RECORD, ENQUEUE_RESTORE,
         FORGE_VERIFICATION, DELETE_MANIFEST, DESTROY_VERSION, READ_SOURCE, SCAN_SOURCE, WRITE_SOURCE_TABLE,
-        WRITE_OTHER_BUCKET, EXFILTRATE_VERSION, CREATE_UNPREFIXED_TABLE, HEARTBEAT, ALERT, CHANGE_LIFECYCLE,
+        WRITE_OTHER_BUCKET, EXFILTRATE_VERSION, CREATE_UNPREFIXED_TABLE, HEARTBEAT, CHANGE_LIFECYCLE,
         invoke(BACKUP_WORKER), invoke(RESTORE_WORKER), MARK_PRUNED, DESTROY_MANIFEST_VERSION,
     ],
     # The weekly check: read-only but for its own records.
@@ -145,7 +144,11 @@ JOBS: dict[str, list[Call]] = {
         s3("HeadObject", Bucket=PHOTOS, Key="data/photos/2026/a.png", VersionId="v1"),
         s3("ListObjectsV2", Bucket=CATALOG, Prefix="meta/backups/"),
         s3("DeleteObject", Bucket=CATALOG, Key="meta/locks/photos.json"),
-        invoke(BACKUP_WORKER), invoke(RESTORE_WORKER),
+        s3("PutObject", Bucket=CATALOG, Key="meta/verifications/0001_check-20261126T000000000Z-x.json"),
+        s3("PutObject", Bucket=CATALOG, Key="meta/prunes/0001_prune-20261126T000000000Z-x.json"),
+        invoke(BACKUP_WORKER), invoke(RESTORE_WORKER), invoke(VERIFY_WORKER), invoke(PRUNE_WORKER),
+        # Tampering found on the way is alerted by whichever function finds it.
+        ALERT,
     ],
     DAILY_BACKUP: [
         WRITE_DATA, DELETE_MARKER, FORGE_MANIFEST, FORGE_BACKUP_RECORD, READ_SOURCE, SCAN_SOURCE, HEARTBEAT, ALERT,

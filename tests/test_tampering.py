@@ -313,5 +313,5 @@ def test_a_queued_restore_naming_another_bucket_is_refused_by_the_worker(
 
 def test_permission_context_of_conditional_writes() -> None:
     (put,) = required_permissions("s3", "PutObject", {"Bucket": "b", "Key": "k", "IfNoneMatch": "*"}, "us-east-1", "1")
-    assert dict(put.context) == {"s3:ObjectCreationOperation": "true", "s3:if-none-match": "*"}
+    assert dict(put.context) == {"s3:ResourceAccount": "1", "s3:ObjectCreationOperation": "true", "s3:if-none-match": "*"}
     assert denies({"Statement": []}, Permission("s3:PutObject", "arn:aws:s3:::b/k")) is None

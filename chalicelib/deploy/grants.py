@@ -133,6 +133,7 @@ SEALED_MANIFEST_GRANTS: tuple[Grant, ...] = (
 # (create-only, so that it alerts once: chalicelib/notify/tampering.py).
 TAMPERING_GRANTS: tuple[Grant, ...] = (
     Grant("TamperingFindings", ("s3:PutObject",), lambda s: _catalog(s, TAMPERING_PREFIX), owned=True),
+    Grant("TamperingAlerts", ("sns:Publish",), lambda s: sorted(set(s.topic_arns))),
 )
 
 
@@ -276,9 +277,10 @@ API_GRANTS: tuple[Grant, ...] = (
             LOCKS_PREFIX,
             IDEMPOTENCY_PREFIX,
             PRUNES_PREFIX,
-            # The record of a check POST /backups/{id}/verify starts (the verify worker runs it).
-            VERIFICATIONS_PREFIX,
-        ),
+        )
+        # The record of a check POST /backups/{id}/verify starts (`check-...`; the verify worker runs it), never
+        # a weekly job's (`verify-...`).
+        + _catalog(s, VERIFICATIONS_PREFIX + "*_check-"),
         owned=True,
     ),
     # Giving back a plan lock or an idempotency key that a request claimed before it was refused
@@ -292,7 +294,12 @@ API_GRANTS: tuple[Grant, ...] = (
         ("dynamodb:DescribeTable",),
         lambda s: [table_arn(s, s.restore_table_prefix + "*")] if s.restore_table_prefix else [],
     ),
-    Grant("ApiStartWorkers", ("lambda:InvokeFunction",), lambda s: s.invoked(BACKUP_WORKER, RESTORE_WORKER, PRUNE_WORKER)),
+    # The backup, restore and prune workers, and the verify worker for POST /backups/{id}/verify.
+    Grant(
+        "ApiStartWorkers",
+        ("lambda:InvokeFunction",),
+        lambda s: s.invoked(BACKUP_WORKER, RESTORE_WORKER, PRUNE_WORKER, VERIFY_WORKER),
+    ),
 )
 
 

@@ -37,6 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.catalog.manifests import Entry, Manifest, manifest_key
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
+from chalicelib.catalog.restoring import snapshots_being_restored
 from chalicelib.cost.model import StoredVersion, early_deletion_as_stored
 from chalicelib.errors import AlreadyExists, NotFound, Tampered, describe_error
 from chalicelib.notify import alerts
@@ -63,6 +64,13 @@ class Budget(Protocol):
 class _Held:
     record: PruneRecord
     etag: str
+
+
+def held_by_object_lock(error: dict[str, Any]) -> bool:
+    """Whether a DeleteObjects error is S3 refusing to delete a version under Object Lock retention (a later
+    prune takes it) rather than a missing permission or key (an error to report): S3 answers both with
+    AccessDenied, the first with "Access Denied because object protected by object lock"."""
+    return error.get("Code") == "AccessDenied" and "object lock" in str(error.get("Message", "")).lower()
 
 
 class PruneJob:
@@ -251,7 +259,12 @@ class PruneJob:
         running = self._running(sealed, now, plan.name)
         pruned = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
         meta = snapshots.scan_bucket(s3, plan.bucket)
-        decision = snapshots.decide_plan(plan, meta, sealed, pruned, running, self.time_zone)
+        restoring = {
+            backup_id: restore_id
+            for (name, backup_id), restore_id in snapshots_being_restored(s3, self.plans.catalog_bucket).items()
+            if name == plan.name
+        }
+        decision = snapshots.decide_plan(plan, meta, sealed, pruned, running, self.time_zone, restoring)
         work.policy = plan.retention.describe()
         work.snapshots = decision.snapshots
         work.removing = decision.removing
@@ -464,7 +477,7 @@ class PruneJob:
             errors = response.get("Errors", [])
             work.manifests_deleted += len(batch) - len(errors)
             for error in errors:
-                if error.get("Code") == "AccessDenied" and plan.object_lock is not None:
+                if held_by_object_lock(error):
                     work.object_locked += 1  # a later prune deletes it, once its retention has passed
                 else:
                     work.add_error(f"could not delete {error.get('Key')} version {error.get('VersionId')}: {error.get('Code')}")
@@ -548,7 +561,7 @@ class _Deleter:
                     _add_charge(self.work.early_deletion, charge, size)
 
     def _failed(self, key: str, version: dict[str, Any], error: dict[str, Any]) -> None:
-        if error.get("Code") == "AccessDenied" and self.plan.object_lock is not None:
+        if held_by_object_lock(error):
             # Retention set on the version itself, longer than the bucket's default: a later prune takes it.
             self.work.object_locked += 1
             return

@@ -198,8 +198,10 @@ def decide_plan(
     pruned: set[str],
     running: dict[str, datetime],
     tz: str | tzinfo,
+    restoring: Mapping[str, str] | None = None,
 ) -> Decision:
-    """Which of the plan's snapshots stay, and why; `pruned`: its snapshots already marked."""
+    """Which of the plan's snapshots stay, and why; `pruned`: its snapshots already marked; `restoring`:
+    backup id -> the unfinished restore reading its snapshot (kept until that restore ends)."""
     snapshots: list[Snapshot] = []
     extra: list[dict[str, Any]] = []
     warnings: list[str] = []
@@ -236,6 +238,10 @@ def decide_plan(
         for base in sorted(possible_bases(running_id, started, sealed, by_id)):
             by_id[base]["reasons"].append(f"base of running backup {running_id}")
             by_id[base]["kept"] = True
+    for backup_id, restore_id in sorted((restoring or {}).items()):
+        if backup_id in by_id:
+            by_id[backup_id]["reasons"].append(f"being restored (restore {restore_id})")
+            by_id[backup_id]["kept"] = True
     rows += extra
     rows.sort(key=lambda row: (row["taken_at"] or "", row["backup_id"]), reverse=True)
     removing = sorted(row["backup_id"] for row in rows if not row["kept"])

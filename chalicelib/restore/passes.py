@@ -21,7 +21,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import Entry
-from chalicelib.errors import BadRequest, Conflict, NotFound, Tampered, describe_error, error_code
+from chalicelib.errors import BadRequest, Conflict, NotFound, Pruned, Tampered, describe_error, error_code
 from chalicelib.plans import Plan
 from chalicelib.prices import Prices
 from chalicelib.restore.bucket import copy_to_bucket
@@ -71,6 +71,12 @@ class RestorePass:
                     return record
             except (BadRequest, NotFound, Conflict, Tampered) as exc:
                 return self._refuse(record, exc)
+        try:
+            # Retention keeps a snapshot while a queued restore reads it; one marked all the same (marked
+            # before this restore was queued) is refused with the reason, not restored half.
+            self.checks.not_pruned(plan, record.backup_id)
+        except Pruned as exc:
+            return self._refuse(record, exc)
         try:
             if not record.scanned:
                 with self.checks.manifest(plan, record.backup_id) as manifest:

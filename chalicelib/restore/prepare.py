@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from botocore.exceptions import ClientError
 
 from chalicelib.catalog.manifests import Entry, Manifest
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.snapshots import open_snapshot
 from chalicelib.catalog.records import RecordStore
 from chalicelib.errors import BadRequest, Conflict, describe_error, error_code
@@ -56,6 +57,10 @@ class RestoreChecks:
             return self.plans.get(name)
         except KeyError:
             raise BadRequest(f"unknown plan {name!r}; the known plans are {', '.join(self.plans.names)}") from None
+
+    def not_pruned(self, plan: Plan, backup_id: str) -> None:
+        """`Pruned` when retention has marked the snapshot (it may be half deleted)."""
+        PrunedMarkers(self.clients.s3, self.records.bucket).check(plan.name, backup_id, "restored")
 
     def manifest(self, plan: Plan, backup_id: str) -> Manifest:
         """The snapshot as its record names it (catalog/snapshots.py): NotFound, or `Tampered`, otherwise."""

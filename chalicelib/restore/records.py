@@ -5,23 +5,23 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from chalicelib import conditional
-from chalicelib.catalog.records import backup_time
+from chalicelib.catalog.restoring import FINISHED, restore_record_key
 from chalicelib.errors import AlreadyExists, NotFound
 from chalicelib.layout import RESTORE_QUEUE_PREFIX, RESTORES_PREFIX
 from chalicelib.restore.requests import DEFAULT_TIER, Target
 from chalicelib.times import isoformat, utcnow
 
+__all__ = ["FINISHED", "RestoreRecord", "RestoreStore", "restore_record_key", "summary"]
+
 # PREPARING: recorded by the API, not yet checked (the worker selects, checks and quotes); QUOTED: a dry
 # run's quote is ready.
 STATUSES = ("PREPARING", "RUNNING", "WAITING_FOR_THAW", "SUCCEEDED", "PARTIAL", "FAILED", "QUOTED")
-_ID = re.compile(r"^\d{8}T\d{9}Z-[a-z0-9-]{1,40}$")
 
 
 @dataclass
@@ -72,14 +72,7 @@ class RestoreRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("SUCCEEDED", "PARTIAL", "FAILED", "QUOTED")
-
-
-def restore_record_key(restore_id: str) -> str:
-    if not _ID.match(restore_id):
-        raise NotFound(f"{restore_id!r} is not a restore id (expected e.g. 20261126T134735123Z-9f2c4a1b)")
-    millis = int(backup_time(restore_id).timestamp() * 1000)
-    return f"{RESTORES_PREFIX}{10**13 - millis:013d}_{restore_id}.json"
+        return self.status in FINISHED
 
 
 class RestoreStore:
