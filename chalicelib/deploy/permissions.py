@@ -154,6 +154,13 @@ def required_permissions(service: str, operation: str, params: Mapping[str, Any]
         return _s3_permissions(operation, params)
     if service == "dynamodb":
         action = f"dynamodb:{operation}"
+        if operation == "ExportTableToPointInTime":
+            # DynamoDB writes the export into the bucket with the caller's own permissions.
+            files = f"{bucket_arn(params['S3Bucket'])}/{params.get('S3Prefix', '')}/AWSDynamoDB/"
+            writes = ("s3:PutObject", "s3:PutObjectAcl", "s3:AbortMultipartUpload")
+            return [Permission(action, params["TableArn"])] + [Permission(write, files) for write in writes]
+        if "ExportArn" in params:
+            return [Permission(action, params["ExportArn"])]
         if "TableName" in params:
             return [Permission(action, f"arn:aws:dynamodb:{region}:{account}:table/{params['TableName']}")]
         if "TableArn" in params:

@@ -34,6 +34,7 @@ from typing import Any
 from chalicelib.layout import (
     CHECKPOINTS_PREFIX,
     DATA_PREFIX,
+    EXPORTS_PREFIX,
     IDEMPOTENCY_PREFIX,
     LOCKS_PREFIX,
     META_PREFIX,
@@ -210,8 +211,34 @@ def _s3_source_grants(scope: Scope) -> list[dict[str, Any]]:
     return statements
 
 
+def _export_buckets(scope: Scope) -> list[str]:
+    """The backup buckets DynamoDB exports tables into: those of plans with a table."""
+    return sorted({plan.bucket for plan in scope.plans if any(isinstance(s, DynamoDBSource) for s in plan.sources)})
+
+
 SOURCE_GRANTS: tuple[Grant, ...] = (
     Grant("SourceTablesRead", ("dynamodb:DescribeTable", "dynamodb:Scan"), lambda s: [_table_arn(s, t) for t in s.tables]),
+    # Tables with point-in-time recovery are backed up by DynamoDB's own export (chalicelib/backup/table_export.py).
+    Grant(
+        "SourceTablesExport",
+        ("dynamodb:DescribeContinuousBackups", "dynamodb:ExportTableToPointInTime"),
+        lambda s: [_table_arn(s, t) for t in s.tables],
+    ),
+    Grant("SourceTableExportsDescribe", ("dynamodb:DescribeExport",), lambda s: [_table_arn(s, t) + "/export/*" for t in s.tables]),
+    # DynamoDB writes an export with the caller's permissions (the ACL one too, though ACLs are disabled on
+    # the backup buckets), into the export prefix only; the run then reads the exact versions it wrote there
+    # to join them into the table's object.
+    Grant(
+        "TableExportsWrite",
+        ("s3:PutObject", "s3:PutObjectAcl", "s3:AbortMultipartUpload", "s3:GetObjectVersion"),
+        lambda s: [f"{bucket_arn(bucket)}/{EXPORTS_PREFIX}*" for bucket in _export_buckets(s)],
+    ),
+    Grant(
+        "TableExportsList",
+        ("s3:ListBucketVersions",),
+        lambda s: [bucket_arn(bucket) for bucket in _export_buckets(s)],
+        lambda s: {"StringLike": {"s3:prefix": [f"{EXPORTS_PREFIX}*"]}},
+    ),
 )
 
 # Backup buckets encrypted with a plan's KMS key: writing needs a data key, copying and reading decrypt.
