@@ -101,6 +101,10 @@ def test_a_listing_in_ranges_gives_the_snapshot_of_a_single_listing(buckets: Any
     for bucket, ranges_at_once in ((RANGED, 8), (SEQUENTIAL, 1)):
         run(plan_for(bucket, prefix), s3, "20261126T000000000Z-first", ranges_at_once)
 
+    # Keys new before the first split key and after the last: the open-ended ranges must list them.
+    with Manifest.download(s3, RANGED, manifest_key("listing", "20261126T000000000Z-first")) as previous:
+        split = listing.split_keys(listing.page_marks(previous.lines(), PAGE)["src"], max_ranges=8, page_size=PAGE)
+    assert len(split) == 7 and min(added) < split[0] and max(added) > split[-1]
     seed(s3, added, prefix)
     for key in before[::7]:
         s3.put_object(Bucket=SOURCE_BUCKET, Key=prefix + key, Body=b"changed")
