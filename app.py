@@ -7,19 +7,30 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from chalice import BadRequestError, Chalice, ConflictError, IAMAuthorizer, NotFoundError, Rate, Response
+from chalice import BadRequestError, Chalice, ConflictError, Cron, IAMAuthorizer, NotFoundError, Rate, Response
 
 from chalicelib.api import backups as api
+from chalicelib.api import prunes as prune_api
 from chalicelib.api.plans import describe_plans
 from chalicelib.api.requests import check_body, parse_restore_request, parse_verify_request
 from chalicelib.aws import Clients
 from chalicelib.backup.service import BackupService
 from chalicelib.config import Settings
-from chalicelib.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from chalicelib.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    Pruned,
+    Tampered,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 from chalicelib.plans import check_plans_file
+from chalicelib.prune.service import PruneJobs
 from chalicelib.restore import records as restore_records
 from chalicelib.restore.service import RestoreService
-from chalicelib.verify.verifier import Verifier
+from chalicelib.verify import job_record as verifications
 
 app = Chalice(app_name="org-backup")
 app.log.setLevel(logging.INFO)
@@ -36,11 +47,13 @@ _clients: Clients | None = None
 
 
 def service() -> BackupService:
-    """Settings come from the environment of the running handler; clients are made once per process."""
+    """Settings come from the environment of the running handler; clients are made once per process, with
+    S3 requests to the stage's backup and restore buckets pinned to its account."""
     global _clients
+    settings = Settings.from_environ()
     if _clients is None:
-        _clients = Clients()
-    return BackupService(Settings.from_environ(), _clients)
+        _clients = Clients(bucket_owner=settings.bucket_owner)
+    return BackupService(settings, _clients)
 
 
 def _client_errors(func: Any) -> Any:
@@ -58,10 +71,17 @@ def _client_errors(func: Any) -> Any:
             return _error(409, "ConflictError", str(exc), backup_id=exc.backup_id)
         except Unprocessable as exc:
             return _error(422, "UnprocessableEntityError", str(exc))
+        except Pruned as exc:
+            # Retention removed the snapshot: gone for good, and the answer says when and by which prune.
+            return _error(410, "SnapshotPruned", str(exc))
         except PayloadTooLarge as exc:
             return _error(413, "PayloadTooLarge", str(exc))
         except UnsupportedMediaType as exc:
             return _error(415, "UnsupportedMediaType", str(exc))
+        except Tampered as exc:
+            # Stored metadata that cannot be trusted: never a 500, never used; the operators are told.
+            service().tampering.report(str(exc))
+            return _error(409, "TamperingDetected", str(exc))
 
     return wrapper
 
@@ -100,7 +120,9 @@ def start_backup() -> Response:
 def list_backups() -> dict[str, Any]:
     """Backups, newest first, filtered by plan, status and time, a page at a time."""
     backups = service()
-    return api.list_backups(backups.records, backups.settings.plans, app.current_request.query_params)
+    return api.list_backups(
+        backups.records, backups.settings.plans, app.current_request.query_params, backups.tampering.report
+    )
 
 
 @app.route("/backups/{backup_id}", methods=["GET"], authorizer=iam)
@@ -115,7 +137,10 @@ def get_backup(backup_id: str) -> dict[str, Any]:
 def list_backup_objects(backup_id: str) -> dict[str, Any]:
     """What one plan's snapshot of a backup holds, a page at a time."""
     backups = service()
-    return api.list_objects(backups.clients.s3, backups.records, backup_id, app.current_request.query_params)
+    return api.list_objects(
+        backups.clients.s3, backups.records, backups.settings.plans, backup_id, app.current_request.query_params,
+        backups.tampering.report,
+    )
 
 
 @app.route("/plans", methods=["GET"], authorizer=iam)
@@ -130,7 +155,7 @@ def daily_backup(event: Any) -> dict[str, Any]:
     """Back up every plan once a day."""
     scheduled_at = datetime.fromisoformat(event.time.replace("Z", "+00:00"))
     # The Lambda context tells a long backup when to stop at a checkpoint and carry on in a new invocation.
-    record = service().run_scheduled(scheduled_at, context=event.context)
+    record = service().run_scheduled(scheduled_at, context=event.context, event_id=event.event_id)
     return {"backup_id": record.backup_id, "status": record.status}
 
 
@@ -152,23 +177,22 @@ def verify_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def restores() -> RestoreService:
     """Restores use the same settings and clients as backups."""
     backups = service()
-    return RestoreService.from_settings(backups.settings, backups.clients)
+    return RestoreService.from_settings(backups.settings, backups.clients, backups.tampering.report)
 
 
 @app.route("/restores", methods=["POST"], authorizer=iam, content_types=["*/*"])
 @_client_errors
 def start_restore() -> Response:
-    """Restore a snapshot (or part of it) to a bucket or a new table; `dry_run` answers with a quote."""
+    """Restore a snapshot (or part of it) to a bucket or a new table; `dry_run` quotes it instead. The
+    restore worker selects, checks and quotes; GET /restores/{id} shows where it is."""
     current = app.current_request
     request = parse_restore_request(check_body(current.raw_body, current.headers.get("content-type")))
     service_ = restores()
-    if request.dry_run:
-        return Response(status_code=200, body={"dry_run": True, "quote": service_.quote(request)})
-    record = service_.start(request)
+    record = service_.submit(request)
     service_.dispatch(record)
     return Response(
         status_code=202,
-        body={"restore_id": record.restore_id, "status": record.status, "objects": record.total},
+        body={"restore_id": record.restore_id, "status": record.status, "dry_run": record.dry_run},
         headers={"Location": f"/restores/{record.restore_id}"},
     )
 
@@ -182,13 +206,25 @@ def get_restore(restore_id: str) -> dict[str, Any]:
 
 @app.route("/backups/{backup_id}/verify", methods=["POST"], authorizer=iam, content_types=["*/*"])
 @_client_errors
-def verify_backup(backup_id: str) -> dict[str, Any]:
-    """Check every version of a backup's snapshots; `sample_percent` also re-reads and re-hashes a share."""
+def verify_backup(backup_id: str) -> Response:
+    """Check every version of a backup's snapshots (`sample_percent` also re-reads and re-hashes a share):
+    a job for the verify worker; the answer (202) names it, GET /verifications/{id} shows it."""
     current = app.current_request
     request = parse_verify_request(check_body(current.raw_body, current.headers.get("content-type")))
-    backups = service()
-    verifier = Verifier(backups.settings.plans, backups.clients, backups.settings.max_workers)
-    return verifier.verify_backup(backup_id, request.plans, request.sample_percent)
+    job = service().verification.start_check(backup_id, request.plans, request.sample_percent)
+    return Response(
+        status_code=202,
+        body={"verification_id": job.job_id, "backup_id": backup_id, "status": job.status},
+        headers={"Location": f"/verifications/{job.job_id}"},
+    )
+
+
+@app.route("/verifications/{verification_id}", methods=["GET"], authorizer=iam)
+@_client_errors
+def get_verification(verification_id: str) -> dict[str, Any]:
+    """A verification job (the weekly one of a scheduled backup, or a check of one backup): status, counts
+    and findings."""
+    return verifications.describe(service().verification.store(), verification_id)
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS))
@@ -203,3 +239,53 @@ def restore_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Runs the first pass of a restore that POST /restores recorded (invoked asynchronously)."""
     record = restores().run(event["restore_id"])
     return {"restore_id": record.restore_id, "status": record.status}
+
+
+def prunes() -> PruneJobs:
+    """Prunes use the same settings and clients as backups."""
+    backups = service()
+    return PruneJobs(backups.settings, backups.clients, report=backups.tampering.report)
+
+
+@app.route("/prune", methods=["POST"], authorizer=iam, content_types=["*/*"])
+@_client_errors
+def start_prune() -> Response:
+    """Apply the plans' retention policies (`dry_run`: only say what would go and what it would save): a job
+    for the prune worker; the answer (202) names it, GET /prunes/{id} shows it."""
+    current = app.current_request
+    record = prune_api.start_prune(prunes(), current.raw_body, current.headers.get("content-type"))
+    return Response(
+        status_code=202,
+        body={"prune_id": record.prune_id, "status": record.status, "dry_run": record.dry_run},
+        headers={"Location": f"/prunes/{record.prune_id}"},
+    )
+
+
+@app.route("/prunes", methods=["GET"], authorizer=iam)
+@_client_errors
+def list_prunes() -> dict[str, Any]:
+    """The latest prunes, newest first."""
+    return prune_api.list_prunes(prunes(), app.current_request.query_params)
+
+
+@app.route("/prunes/{prune_id}", methods=["GET"], authorizer=iam)
+@_client_errors
+def get_prune(prune_id: str) -> dict[str, Any]:
+    """A prune: every snapshot with the rules that keep it, what was removed, what stayed and why."""
+    return prune_api.get_prune(prunes(), prune_id)
+
+
+# Every day at 05:00 UTC, three hours after the daily backup.
+@app.schedule(Cron(0, 5, "*", "*", "?", "*"))
+def daily_prune(event: Any) -> dict[str, Any]:
+    """Apply every plan's retention policy; a repeated delivery finds the same prune."""
+    scheduled_at = datetime.fromisoformat(event.time.replace("Z", "+00:00"))
+    record = prunes().scheduled(scheduled_at, event.event_id, context=event.context)
+    return {"prune_id": record.prune_id, "status": record.status}
+
+
+@app.lambda_function(name="prune_worker")
+def prune_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Runs a prune that POST /prune or the schedule recorded, carrying itself on past the time limit."""
+    record = prunes().run(event["prune_id"], context=context)
+    return {"prune_id": record.prune_id, "status": record.status}

@@ -43,6 +43,16 @@ class HistoryNotKept(BackupError):
     could replace the bytes a snapshot names."""
 
 
+class Tampered(BackupError):
+    """Stored metadata (a backup record, a manifest) is unreadable, contradicts itself, or changed after it
+    was written: reported as tampering, never trusted (an HTTP 409 and an alert)."""
+
+
+class Pruned(BackupError):
+    """The snapshot asked for was removed by retention (a prune): it can no longer be restored or verified
+    (HTTP 410). The message says when, and by which prune."""
+
+
 class Unprocessable(BackupError):
     """Well-formed but unusable, e.g. an Idempotency-Key reused for a different request (HTTP 422)."""
 

@@ -8,11 +8,14 @@
     meta/snapshots/<plan>/<backup_id>.uploading        a run of this backup began multipart copies
     meta/checkpoints/<plan>/<backup_id>/...            partial manifests of unfinished runs, split records
     meta/backups/<inverted time>_<backup_id>.json      backup records (in the catalog bucket)
+    meta/sealed/backups/<same name>                    finished backups' records, written once (create-only)
     meta/locks/<plan>.json                             one backup per plan at a time (catalog bucket)
     meta/idempotency/<sha256 of key>.json              Idempotency-Key claims (catalog bucket)
     meta/restores/<inverted time>_<restore_id>.json    restore records (catalog bucket)
     meta/restore-queue/<restore_id>                    restores not finished yet (catalog bucket)
     meta/verifications/<inverted time>_<job_id>.json   weekly verification jobs, with their checkpoint (catalog bucket)
+    meta/pruned/<inverted time>_<backup_id>/<plan>.json a snapshot the prune removes, written once (catalog bucket)
+    meta/prunes/<inverted time>_<prune_id>.json        prune jobs, with their checkpoint (catalog bucket)
 
 Lifecycle rules are scoped to `data/`, so metadata always stays in S3 Standard, readable at once.
 """
@@ -24,13 +27,22 @@ import hashlib
 DATA_PREFIX = "data/"
 META_PREFIX = "meta/"
 SNAPSHOTS_PREFIX = META_PREFIX + "snapshots/"
+MANIFEST_SUFFIX = ".jsonl.gz"
 CHECKPOINTS_PREFIX = META_PREFIX + "checkpoints/"
 RECORDS_PREFIX = META_PREFIX + "backups/"
+# Written once, never replaced: the bucket policy refuses a PutObject here without If-None-Match.
+SEALED_PREFIX = META_PREFIX + "sealed/"
+SEALED_RECORDS_PREFIX = SEALED_PREFIX + "backups/"
+# One create-only marker per tampering finding, so that each is alerted once (notify/tampering.py).
+TAMPERING_PREFIX = META_PREFIX + "tampering/"
 LOCKS_PREFIX = META_PREFIX + "locks/"
 IDEMPOTENCY_PREFIX = META_PREFIX + "idempotency/"
 RESTORES_PREFIX = META_PREFIX + "restores/"
 RESTORE_QUEUE_PREFIX = META_PREFIX + "restore-queue/"
 VERIFICATIONS_PREFIX = META_PREFIX + "verifications/"
+# A snapshot is marked here before the prune deletes anything of it; written once, like sealed records.
+PRUNED_PREFIX = META_PREFIX + "pruned/"
+PRUNES_PREFIX = META_PREFIX + "prunes/"
 
 
 # S3 refuses keys longer than 1,024 bytes of UTF-8 (KeyTooLongError).

@@ -31,7 +31,10 @@ def seed_record(s3: Any, bucket: str, moment: datetime, status: str = "SUCCEEDED
         started_at=isoformat(moment),
         finished_at=None if status == "RUNNING" else isoformat(moment),
     )
-    RecordStore(s3, bucket).create(record)
+    store = RecordStore(s3, bucket)
+    store.create(record)
+    if status != "RUNNING":
+        store.seal(record)  # as the service seals every finished backup
     return backup_id
 
 

@@ -89,8 +89,9 @@ def test_a_plan_already_running_answers_409_with_the_running_backup(api: Any, s3
     assert mixed.status_code == 409 and mixed.json_body["backup_id"] == first
     assert all_keys(s3, CATALOG) == before  # no record, no lock, no idempotency claim: nothing written
     assert post(api, {"plans": ["documents"]}).status_code == 202
-    # A dry run writes no backup data: it is not held up by the running backup.
-    assert post(api, {"plans": ["photos"], "dry_run": True}).status_code == 202
+    # A dry run reads every source (and scans the table): it waits for the running backup like a backup.
+    dry = post(api, {"plans": ["photos"], "dry_run": True})
+    assert dry.status_code == 409 and dry.json_body["backup_id"] == first
 
 
 def test_the_lock_is_free_once_the_backup_finished(api: Any) -> None:

@@ -11,6 +11,7 @@ import pytest
 from chalicelib.deploy.bucket_settings import (
     PUBLIC_ACCESS_BLOCK,
     BucketConflict,
+    create_only_statements,
     denies_insecure_transport,
     differences,
     lifecycle_rules,
@@ -55,9 +56,11 @@ def test_new_bucket_gets_every_setting(s3: Any, plans: Any) -> None:
     assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
     assert denies_insecure_transport(policy, bucket)
-    (statement,) = policy["Statement"]
+    statement, *create_only = policy["Statement"]
     assert statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert sorted(statement["Resource"]) == [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]
+    # Manifests, sealed records and tampering markers: created once, never replaced or hidden.
+    assert create_only == create_only_statements(bucket)
 
 
 def test_database_plan_has_its_own_days(s3: Any, plans: Any) -> None:
@@ -128,7 +131,7 @@ def test_existing_policy_statements_are_kept(s3: Any) -> None:
     s3.put_bucket_policy(Bucket=plan.bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [mine]}))
     provision(s3, plan)
     statements = json.loads(s3.get_bucket_policy(Bucket=plan.bucket)["Policy"])["Statement"]
-    assert [s["Sid"] for s in statements] == ["AuditorRead", "DenyInsecureTransport"]
+    assert [s["Sid"] for s in statements] == ["AuditorRead", "DenyInsecureTransport", "CreateOnlyMetadata", "NoDeleteMarkersOnMetadata"]
 
 
 def conflicting_bucket(s3: Any, plan: Any) -> None:

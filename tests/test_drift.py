@@ -11,7 +11,7 @@ import boto3
 from chalicelib.catalog.records import PlanResult
 from chalicelib.deploy.bucket_settings import PUBLIC_ACCESS_BLOCK
 from chalicelib.deploy.drift import check_plan, find_drift
-from chalicelib.notify.metrics import DIMENSION, METRIC, NAMESPACE
+from chalicelib.notify.metrics import DIMENSION, METRIC, namespace
 from tests.conftest import REGION, read_alerts
 
 
@@ -28,7 +28,7 @@ def heartbeat_count(catalog_bucket: str) -> float:
 
     now = datetime.now(timezone.utc)
     stats = cloudwatch.get_metric_statistics(
-        Namespace=NAMESPACE,
+        Namespace=namespace(catalog_bucket),
         MetricName=METRIC,
         Dimensions=[{"Name": DIMENSION, "Value": catalog_bucket}],
         StartTime=now - timedelta(hours=1),
@@ -77,7 +77,7 @@ def test_drifted_buckets_are_reported_and_left_alone(
     assert "versioning is Suspended" in plans["documents"]["errors"][0]
     assert plans["documents"]["drift"] == [
         f"bucket {documents}: versioning is suspended",
-        f"bucket {documents}: TLS-only bucket policy is gone (no bucket policy)",
+        f"bucket {documents}: TLS-only and create-only bucket policy is gone (no bucket policy)",
     ]
     assert plans["photos"]["drift"] == [
         f"bucket {photos}: lifecycle rules removed (none configured)",
@@ -127,7 +127,26 @@ def test_a_policy_without_the_tls_statement_is_drift(s3: Any, backup_buckets: An
         "Statement": [{"Sid": "Other", "Effect": "Deny", "Principal": "*", "Action": "s3:DeleteBucket", "Resource": f"arn:aws:s3:::{plan.bucket}"}],
     }
     s3.put_bucket_policy(Bucket=plan.bucket, Policy=json.dumps(policy))
-    assert find_drift(s3, plan) == [f"bucket {plan.bucket}: the bucket policy no longer denies requests without TLS"]
+    assert find_drift(s3, plan) == [
+        f"bucket {plan.bucket}: the bucket policy no longer denies requests without TLS",
+        f"bucket {plan.bucket}: the bucket policy no longer makes manifests and sealed records create-only "
+        "(statements CreateOnlyMetadata and NoDeleteMarkersOnMetadata)",
+    ]
+
+
+def test_a_weakened_create_only_statement_is_drift(s3: Any, backup_buckets: Any) -> None:
+    """Someone drops the condition's header key (making any write pass): drift, named."""
+    from chalicelib.deploy.bucket_settings import bucket_policy
+
+    plan = backup_buckets.get("documents")
+    policy = bucket_policy(plan.bucket)
+    weakened = next(s for s in policy["Statement"] if s["Sid"] == "CreateOnlyMetadata")
+    weakened["Condition"] = {"Bool": {"s3:ObjectCreationOperation": "false"}}
+    s3.put_bucket_policy(Bucket=plan.bucket, Policy=json.dumps(policy))
+    assert find_drift(s3, plan) == [
+        f"bucket {plan.bucket}: the bucket policy no longer makes manifests and sealed records create-only "
+        "(statements CreateOnlyMetadata and NoDeleteMarkersOnMetadata)",
+    ]
 
 
 def test_drift_keeps_a_failed_plan_failed(s3: Any, plans: Any) -> None:

@@ -265,7 +265,7 @@ def test_the_default_reader_lists_in_ranges_of_s3_pages(buckets: Any) -> None:
         etag = hashlib.md5(f"v1 {key}".encode()).hexdigest()
         size = len(f"v1 {key}")
         writer.add(Entry("src", key, "v1", size, etag, f"etag:{etag}:{size}"))
-    put_manifest(s3, RANGED, manifest_key("listing", "20261126T000000000Z-first"), writer.finish({"plan": "listing"}, keep_held=False))
+    put_manifest(s3, RANGED, manifest_key("listing", "20261126T000000000Z-first"), writer.finish({"plan": "listing", "backup_id": "20261126T000000000Z-first"}, keep_held=False))
     writer.close()
     again = PlanBackup(plan_for(RANGED), s3, "20261127T000000000Z-again", lambda source: S3SourceReader(s3, source))
     assert again.run().unchanged == 2001

@@ -173,9 +173,11 @@ def test_database_export_restores_into_a_new_table_item_for_item(
     key_schema = dynamodb.describe_table(TableName="restored-orders")["Table"]["KeySchema"]
     assert key_schema == [{"AttributeName": "pk", "KeyType": "HASH"}]
 
+    # The worker checks the target (the request only records the restore): an existing table refuses it.
     again = post(app_client, "/restores", {"backup_id": backup_id, "plan": "database", "target": {"table": "restored-orders"}})
-    assert again.status_code == 409
-    assert "restored-orders" in again.json_body["Message"]
+    assert again.status_code == 202
+    refused = get(app_client, again.headers["Location"]).json_body
+    assert refused["status"] == "FAILED" and "table restored-orders" in refused["refused"]
 
 
 def test_binary_attributes_survive_the_export_round_trip() -> None:
@@ -195,11 +197,11 @@ def test_existing_target_is_refused_without_overwrite_and_replaced_with_it(
     s3.put_object(Bucket=TARGET, Key="reports/report-2.txt", Body=b"someone's newer work")
     body = {"backup_id": backup_id, "plan": "documents", "target": {"bucket": TARGET}}
     response = post(app_client, "/restores", body)
-    assert response.status_code == 409
-    assert "s3://restore-target/reports/report-2.txt" in response.json_body["Message"]
-    assert "overwrite" in response.json_body["Message"]
+    assert response.status_code == 202
+    refused = get(app_client, response.headers["Location"]).json_body
+    assert refused["status"] == "FAILED" and refused["restored"] == 0
+    assert "s3://restore-target/reports/report-2.txt" in refused["refused"] and "overwrite" in refused["refused"]
     assert bucket_contents(s3, TARGET) == {"reports/report-2.txt": b"someone's newer work"}
-    assert restore_records(s3) == []
 
     response = post(app_client, "/restores", {**body, "overwrite": True})
     assert response.status_code == 202
@@ -213,7 +215,6 @@ BAD_INPUT = [
     ({"prefix": "reports/\x00x"}, 400, "control character"),
     ({"target": {"bucket": TARGET, "prefix": "a/../../b/"}}, 400, "'..'"),
     ({"target": {"bucket": TARGET, "prefix": "new\nline/"}}, 400, "control character"),
-    ({"keys": ["reports/nope.txt"]}, 400, "reports/nope.txt"),
     ({"plan": "nope"}, 400, "unknown plan 'nope'"),
     ({"backup_id": "20200101T000000000Z-deadbeef"}, 404, "20200101T000000000Z-deadbeef"),
     ({"backup_id": "not-an-id"}, 404, "not-an-id"),
@@ -236,6 +237,20 @@ def test_bad_input_is_a_clear_4xx_and_writes_nothing(app_client: Client, world: 
         assert words in response.json_body["Message"], (change, response.json_body)
     assert bucket_contents(s3, TARGET) == {}
     assert restore_records(s3) == []
+
+
+def test_keys_not_in_the_snapshot_are_refused_by_the_worker_and_nothing_is_written(
+    app_client: Client, world: dict[str, Any], s3: Any
+) -> None:
+    """Reading the snapshot to find keys is the worker's work, not the request's: 202, then FAILED saying
+    which keys are missing."""
+    backup_id = backup(app_client, ["documents"])
+    body = {"backup_id": backup_id, "plan": "documents", "target": {"bucket": TARGET}, "keys": ["reports/nope.txt"]}
+    response = post(app_client, "/restores", body)
+    assert response.status_code == 202 and response.json_body["status"] == "PREPARING"
+    refused = get(app_client, response.headers["Location"]).json_body
+    assert refused["status"] == "FAILED" and "reports/nope.txt" in refused["refused"]
+    assert bucket_contents(s3, TARGET) == {}
 
 
 def test_table_target_must_be_new_and_carry_the_restore_prefix(app_client: Client, world: dict[str, Any], dynamodb: Any) -> None:
@@ -330,8 +345,10 @@ def test_dry_run_quotes_objects_bytes_thaws_and_costs_and_writes_nothing(
         archive("test-backup-documents", f"data/documents/{key}", head["VersionId"], storage_class)
     response = post(app_client, "/restores", {"backup_id": backup_id, "plan": "documents", "dry_run": True,
                                               "target": {"bucket": TARGET}})
-    assert response.status_code == 200, response.body
-    quote = response.json_body["quote"]
+    assert response.status_code == 202 and response.json_body["dry_run"] is True, response.body
+    quoted = get(app_client, response.headers["Location"]).json_body
+    assert quoted["status"] == "QUOTED"
+    quote = quoted["quote"]
     assert quote["objects"] == 10 and quote["bytes"] == sum(sizes.values())
     assert quote["need_thaw"] == 2
     assert quote["need_thaw_bytes"] == sizes["reports/report-8.txt"] + sizes["reports/report-9.txt"]
@@ -343,8 +360,9 @@ def test_dry_run_quotes_objects_bytes_thaws_and_costs_and_writes_nothing(
     assert tiers["Expedited"]["thaw_hours_at_most"] == 12
     assert tiers["Expedited"]["notes"]
     assert tiers["Expedited"]["retrieval_cost_usd"] > tiers["Standard"]["retrieval_cost_usd"] > tiers["Bulk"]["retrieval_cost_usd"] > 0
+    # Nothing restored, nothing thawed: the dry run's own record (QUOTED) is all it wrote.
     assert bucket_contents(s3, TARGET) == {}
-    assert restore_records(s3) == []
+    assert [key.rsplit("_", 1)[1] for key in restore_records(s3)] == [f"{quoted['restore_id']}.json"]
 
 
 # ------------------------------------------------------------------------------------------------ robustness

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.backup.service import scheduled_suffix
 from chalicelib.notify import alerts
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.manifests import list_snapshot_keys
@@ -57,7 +58,9 @@ def test_the_schedule_backs_up_every_plan_once_per_event(stack: Any, s3: Any, sq
     first = stack.lambda_.invoke("daily_backup", event).payload
     # EventBridge delivers at least once: the same event again finds the same backup and does nothing more.
     second = stack.lambda_.invoke("daily_backup", event).payload
-    assert first["backup_id"] == second["backup_id"] == "20151111T212954000Z-scheduled"
+    # The id: the schedule time, and a part derived from the event's own id (never known in advance).
+    assert first["backup_id"] == second["backup_id"] == f"20151111T212954000Z-{scheduled_suffix(event['id'])}"
+    assert scheduled_suffix(event["id"]).startswith("scheduled-")
     assert second["status"] == "SUCCEEDED"
     assert len(records(s3)) == 1
     for plan in PLANS:

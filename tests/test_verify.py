@@ -4,6 +4,7 @@ longer match, bytes altered in transit) is found, and the daily backup checks ev
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 from datetime import datetime, timedelta, timezone
@@ -17,9 +18,9 @@ from chalicelib.api.backups import get_backup
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.manifests import Entry, list_snapshot_keys, manifest_key
 from chalicelib.config import Settings
-from chalicelib.verify import slice_job
+from chalicelib.verify import job as slice_job
 from chalicelib.verify.checks import VerifyReport, in_sample, weekly_slice
-from chalicelib.verify.slice_record import VerificationStore, verification_id
+from chalicelib.verify.job_record import VerificationStore, verification_id
 from chalicelib.verify.verifier import Verifier
 
 BUCKET = "test-backup-documents"
@@ -45,12 +46,22 @@ def read_manifest(s3: Any, bucket: str, key: str) -> tuple[dict[str, Any], list[
 
 
 def rewrite_manifest(s3: Any, bucket: str, key: str, change: dict[str, dict[str, Any]]) -> None:
-    """Point entries (by source key) at other versions or metadata, as a damaged bucket would look."""
+    """Point entries (by source key) at other versions or metadata, as a damaged bucket would look; and have
+    the backup's sealed record name that manifest (as if the backup had written it so), so that verification
+    reads these entries (a manifest rewritten behind its record's back is tampering: see test_tampering.py)."""
+    from chalicelib.catalog.records import sealed_key
+
     header, entries = read_manifest(s3, bucket, key)
     lines = [json.dumps(header)] + [
         Entry(**{**e.__dict__, **change.get(e.key, {})}).to_json() for e in entries
     ]
-    s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(("\n".join(lines) + "\n").encode()))
+    body = gzip.compress(("\n".join(lines) + "\n").encode())
+    version = s3.put_object(Bucket=bucket, Key=key, Body=body)["VersionId"]
+    backup_id, plan = header["backup_id"], header["plan"]
+    record_key = sealed_key(backup_id)
+    record = json.loads(s3.get_object(Bucket=BUCKET, Key=record_key)["Body"].read())
+    record["plans"][plan] |= {"manifest_version": version, "manifest_sha256": hashlib.sha256(body).hexdigest()}
+    s3.put_object(Bucket=BUCKET, Key=record_key, Body=json.dumps(record).encode())
 
 
 def data_version(s3: Any, key: str) -> str:
@@ -160,13 +171,21 @@ def test_sampling_is_a_stable_share() -> None:
 def test_verify_through_the_api(app_client: Client, backup_buckets: Any, sources: Any, s3: Any) -> None:
     response = post(app_client, "/backup", {"plans": ["documents"]})
     backup_id = response.json_body["backup_id"]
+    # The request only records the check (202) and hands it to the verify worker (inline here): a whole
+    # backup may hold millions of versions, far more than a request's 29 seconds.
     clean = post(app_client, f"/backups/{backup_id}/verify", {})
-    assert clean.status_code == 200 and clean.json_body["ok"] and clean.json_body["checked"] == 10
+    assert clean.status_code == 202 and clean.json_body["verification_id"].startswith("check-")
+    job = app_client.http.get(clean.headers["Location"]).json_body
+    assert job["status"] == "SUCCEEDED" and job["ok"] and job["checked"] == 10 and job["kind"] == "backup"
     seeded = seed_faults(s3, backup_id)
-    found = post(app_client, f"/backups/{backup_id}/verify", {"sample_percent": 50}).json_body
+    started = post(app_client, f"/backups/{backup_id}/verify", {"sample_percent": 50}).json_body
+    found = app_client.http.get(f"/verifications/{started['verification_id']}").json_body
+    assert found["status"] == "FAILED" and found["sample_percent"] == 50 and found["sampled"] > 0
     assert keys_of(found["missing"]) == seeded["missing"]
     assert keys_of(found["damaged"]) == seeded["damaged"]
-    assert found["plans"]["documents"] == {"checked": 10, "missing": 3, "damaged": 2}
+    assert found["plans"]["documents"] == {"snapshots": 1, "checked": 10, "missing": 3, "damaged": 2}
+    assert app_client.http.get("/verifications/check-20200101T000000000Z-nothing").status_code == 404
+    assert app_client.http.get("/verifications/nonsense").status_code == 404
 
     assert post(app_client, "/backups/20200101T000000000Z-deadbeef/verify", {}).status_code == 404
     bad = post(app_client, f"/backups/{backup_id}/verify", {"sample_percent": 101})

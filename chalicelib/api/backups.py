@@ -22,20 +22,23 @@ from chalicelib.api.requests import MAX_LIMIT, check_body, parse_backup_request,
 from chalicelib.backup.locks import DEFAULT_LOCK_LIFETIME, PlanLocks
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog import pagetokens
-from chalicelib.catalog.manifests import Entry, Manifest
+from chalicelib.catalog.manifests import Entry
+from chalicelib.catalog.pruned import PrunedMarkers
+from chalicelib.catalog.snapshots import open_snapshot
 from chalicelib.catalog.records import (
     _MAX_MS,
     STATUSES,
     BackupRecord,
     RecordStore,
+    backup_id_of_key,
     is_backup_id,
     new_backup_id,
 )
-from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.errors import BadRequest, Conflict, NotFound, Tampered
 from chalicelib.layout import RECORDS_PREFIX
 from chalicelib.plans import PlanSet
 from chalicelib.times import utcnow
-from chalicelib.verify.slice_record import backup_verification
+from chalicelib.verify.job_record import backup_verification
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +91,7 @@ def start_backup(
     """Check the request, then claim its idempotency key, lock its plans, record it and hand it to a worker.
 
     Any refusal gives back what was taken, so a rejected request leaves nothing behind. A dry run writes no
-    backup data, so it neither takes nor waits for the plan locks.
+    backup data, but it reads every source: it takes the plan locks like a backup.
     """
     request = parse_backup_request(check_body(raw_body, content_type))
     key = check_key(idempotency_key)
@@ -114,8 +117,9 @@ def start_backup(
         if first is not None:
             logger.info("Idempotency-Key repeated: answering with backup %s", first)
             return Started(backups.get(first), replayed=True)
-    if not request.dry_run:
-        locks.check(names, now)
+    # A dry run takes the locks too: it lists every source and scans the production table, work that must not
+    # pile up beside a running backup of the same plan or another dry run.
+    locks.check(names, now)
     # Then the conditional writes, which settle races between requests arriving together.
     claim: Claim | None = None
     if key is not None:
@@ -124,9 +128,8 @@ def start_backup(
             return Started(backups.get(claim.existing), replayed=True)
     locked: list[str] = []
     try:
-        if not request.dry_run:
-            locks.acquire(names, backup_id, now)
-            locked = names
+        locks.acquire(names, backup_id, now)
+        locked = names
         record = backups.start(
             names, trigger="api", dry_run=request.dry_run, backup_id=backup_id, allow_deletions=allowed
         )
@@ -162,14 +165,21 @@ def _duration(started: str | None, finished: str | None) -> float | None:
     return round((end - begin).total_seconds(), 3)
 
 
-def describe(record: BackupRecord) -> dict[str, Any]:
-    """A backup as the API shows it: the record, plus durations, totals and the findings spelled out."""
+def describe(record: BackupRecord, pruned: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A backup as the API shows it: the record, plus durations, totals and the findings spelled out;
+    `pruned`: plan -> when retention removed that plan's snapshot."""
     data = record.to_dict()
+    pruned = pruned or {}
+    with_snapshot = [name for name, result in record.plans.items() if result.snapshot]
+    # Pruned as a whole once every snapshot it had is gone; each plan says so on its own too.
+    data["pruned"] = dict(pruned)
+    data["pruned_at"] = max(pruned.values()) if with_snapshot and all(n in pruned for n in with_snapshot) else None
     data["duration_seconds"] = _duration(record.started_at, record.finished_at)
     data["totals"] = record.totals()
     for name, result in record.plans.items():
         plan = data["plans"][name]
         plan["duration_seconds"] = _duration(result.started_at, result.finished_at)
+        plan["pruned_at"] = pruned.get(name)
         held = result.deletions_held_back
         plan["findings"] = {
             "mass_deletion": {
@@ -201,13 +211,21 @@ def describe(record: BackupRecord) -> dict[str, Any]:
 _LIST_PARAMS = ("plan", "status", "since", "until", "limit", "next_token")
 
 
-def list_backups(records: RecordStore, plans: PlanSet, params: Mapping[str, Any] | None) -> dict[str, Any]:
+def list_backups(
+    records: RecordStore,
+    plans: PlanSet,
+    params: Mapping[str, Any] | None,
+    report: Callable[[str], Any] = lambda finding: None,
+) -> dict[str, Any]:
     """One page of backups, newest first.
 
     Record keys start with the inverted start time, so S3 lists them newest first and `since`/`until` map
     to a key range: `until` becomes StartAfter and listing stops at the first key older than `since`. A
     page costs one LIST of `limit` keys and one GET per record returned (more with plan/status filters,
     bounded by SCAN_BUDGET), whatever the size of the catalog.
+
+    A record that cannot be trusted (`Tampered`) is listed as `UNREADABLE` with the reason, whatever the
+    filters, never left out; and `report` (the tampering alert) is told.
     """
     values = query(params, _LIST_PARAMS)
     plan = values.get("plan")
@@ -255,7 +273,10 @@ def list_backups(records: RecordStore, plans: PlanSet, params: Mapping[str, Any]
         for key, record in zip(in_range, loaded):
             last_key = key
             scanned += 1
-            if record is not None and _matches(record, plan, status):
+            if isinstance(record, Tampered):
+                report(str(record))
+                found.append(record)
+            elif record is not None and _matches(record, plan, status):
                 found.append(record)
                 if len(found) == limit:
                     break
@@ -264,7 +285,15 @@ def list_backups(records: RecordStore, plans: PlanSet, params: Mapping[str, Any]
             exhausted = True  # reached the end of the catalog, or the first record older than `since`
             break
         start_after = last_key
-    body: dict[str, Any] = {"backups": [describe(record) for record in found]}
+    # The pruned markers of the page: one listing of one key range.
+    marked = PrunedMarkers(records.s3, records.bucket).for_backups(
+        [r.backup_id for r in found if isinstance(r, BackupRecord)]
+    )
+    body: dict[str, Any] = {
+        "backups": [
+            _unreadable(r) if isinstance(r, Tampered) else describe(r, marked.get(r.backup_id)) for r in found
+        ]
+    }
     body["next_token"] = pagetokens.encode("backups", last_key, filters) if not exhausted and last_key else None
     return body
 
@@ -279,16 +308,19 @@ def _valid_record_key(key: str) -> bool:
     return bool(match) and is_backup_id(match.group(2))
 
 
-def _read_record(records: RecordStore, key: str) -> BackupRecord | None:
+def _read_record(records: RecordStore, key: str) -> BackupRecord | Tampered | None:
     try:
         return records.read_key(key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None  # removed between the listing and the read
-        raise
-    except (ValueError, TypeError):
-        logger.warning("backup record %s is unreadable; left out of the listing", key)
-        return None
+    except NotFound:
+        return None  # removed between the listing and the read
+    except Tampered as exc:
+        exc.backup_id = backup_id_of_key(key)  # type: ignore[attr-defined]
+        return exc
+
+
+def _unreadable(exc: Tampered) -> dict[str, Any]:
+    """A listed backup whose record cannot be trusted: shown, with why, never dropped from the list."""
+    return {"backup_id": getattr(exc, "backup_id", None), "status": "UNREADABLE", "error": str(exc), "plans": {}}
 
 
 def _matches(record: BackupRecord, plan: str | None, status: str | None) -> bool:
@@ -302,7 +334,7 @@ def get_backup(records: RecordStore, backup_id: str) -> dict[str, Any]:
     if not is_backup_id(backup_id):
         raise NotFound(f"no backup with id {backup_id!r}: backup ids look like 20261126T134735123Z-9f2c4a1b")
     record = records.get(backup_id)
-    data = describe(record)
+    data = describe(record, PrunedMarkers(records.s3, records.bucket).for_backups([backup_id]).get(backup_id))
     if record.trigger == "schedule" and not record.dry_run:
         # Its weekly verification job, found by the id it derives from the backup's: one GET, no listing.
         data["verification"] = backup_verification(records.s3, records.bucket, backup_id) or record.verification
@@ -314,8 +346,16 @@ def get_backup(records: RecordStore, backup_id: str) -> dict[str, Any]:
 _OBJECT_PARAMS = ("plan", "prefix", "limit", "next_token")
 
 
-def list_objects(s3: Any, records: RecordStore, backup_id: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """One page of what a plan's snapshot holds, in (source, key) order, read from its manifest."""
+def list_objects(
+    s3: Any,
+    records: RecordStore,
+    plans: PlanSet,
+    backup_id: str,
+    params: Mapping[str, Any] | None,
+    report: Callable[[str], Any] = lambda finding: None,
+) -> dict[str, Any]:
+    """One page of what a plan's snapshot holds, in (source, key) order, read from its manifest at the version
+    the backup's record names (its hash checked)."""
     values = query(params, _OBJECT_PARAMS)
     limit = parse_limit(values.get("limit"), DEFAULT_OBJECTS_LIMIT)
     prefix = values.get("prefix") or ""
@@ -352,7 +392,7 @@ def list_objects(s3: Any, records: RecordStore, backup_id: str, params: Mapping[
 
     page: list[Entry] = []
     more = False
-    with Manifest.download(s3, bucket, manifest_key) as manifest:
+    with open_snapshot(s3, records, plans.get(plan), backup_id, report) as manifest:
         for entry in manifest.entries():
             if after is not None and entry.sort_key <= after:
                 continue

@@ -28,6 +28,7 @@ WINDOW = timedelta(hours=24)
 # A claim whose backup was never recorded belongs to a request still being answered (API Gateway gives up
 # after 29 s); after this long the request is known to have failed and the key may be used again.
 UNRECORDED_GRACE = timedelta(seconds=60)
+FUTURE_SLACK = timedelta(minutes=5)
 _KEY = re.compile(r"^[!-~]{1,255}$")
 _ROUNDS = 3
 
@@ -108,7 +109,8 @@ class IdempotencyKeys:
     ) -> str | None:
         created = _created_at(current.data)
         first = current.data.get("backup_id")
-        if created is None or not isinstance(first, str) or now - created > WINDOW:
+        # A claim dated in the future was not made by a request of ours: the key is free.
+        if created is None or not isinstance(first, str) or now - created > WINDOW or created > now + FUTURE_SLACK:
             return None
         if current.data.get("request") != request_fingerprint:
             raise Unprocessable(

@@ -31,18 +31,18 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Manifest, ManifestWriter
 from chalicelib.catalog.records import PlanResult
 from chalicelib.layout import CHECKPOINTS_PREFIX, SNAPSHOTS_PREFIX
+# The time budget and continuations are shared with the other long jobs (verification, prune).
+from chalicelib.workers import DEFAULT_RESERVE_MS, Invoker, LambdaInvoker, TimeBudget, budget_for  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-# Time kept in hand when a plan run stops: enough to finish the batch in flight and save the checkpoint.
-DEFAULT_RESERVE_MS = 60_000
 CHECKPOINT_SUFFIX = ".checkpoint.json"
 UPLOADING_SUFFIX = ".uploading"
 # Counters of a PlanResult carried from one invocation to the next.
@@ -51,46 +51,6 @@ _COUNTERS = ("copied", "unchanged", "deleted", "failed", "bytes_copied")
 
 class Suspended(Exception):
     """A plan run stopped at a checkpoint; a continuation carries it on."""
-
-
-class TimeBudget:
-    """The invocation's remaining time (a Lambda context), and when to stop."""
-
-    def __init__(self, context: Any, reserve_ms: int = DEFAULT_RESERVE_MS) -> None:
-        self.context = context
-        self.reserve_ms = reserve_ms
-
-    def remaining_ms(self) -> float:
-        return float(self.context.get_remaining_time_in_millis())
-
-    def running_out(self) -> bool:
-        return self.remaining_ms() < self.reserve_ms
-
-
-def budget_for(context: Any, reserve_ms: int = DEFAULT_RESERVE_MS) -> TimeBudget | None:
-    """No context (a test, `chalice local`'s thread worker): no limit, the run never stops early."""
-    if context is None or not hasattr(context, "get_remaining_time_in_millis"):
-        return None
-    return TimeBudget(context, reserve_ms)
-
-
-class Invoker(Protocol):
-    def __call__(self, payload: dict[str, Any]) -> None: ...
-
-
-class LambdaInvoker:
-    """Runs the worker again, asynchronously: `{"backup_id": ...}` to the backup worker function."""
-
-    def __init__(self, lambda_client: Any, function_name: str) -> None:
-        self.lambda_client = lambda_client
-        self.function_name = function_name
-
-    def __call__(self, payload: dict[str, Any]) -> None:
-        self.lambda_client.invoke(
-            FunctionName=self.function_name,
-            InvocationType="Event",
-            Payload=json.dumps(payload).encode("utf-8"),
-        )
 
 
 @dataclass
@@ -150,9 +110,28 @@ class CheckpointStore:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise
-        data = json.loads(response["Body"].read())
-        known = Checkpoint.__dataclass_fields__
-        return Checkpoint(**{k: v for k, v in data.items() if k in known})
+        try:
+            data = json.loads(response["Body"].read())
+            known = Checkpoint.__dataclass_fields__
+            checkpoint = Checkpoint(**{k: v for k, v in data.items() if k in known})
+        except (ValueError, TypeError) as exc:
+            logger.warning("checkpoint %s is unreadable (%s): the run starts over", self.state_key, exc)
+            return None
+        problem = self._implausible(checkpoint)
+        if problem:
+            # Resuming would build the snapshot on entries from elsewhere; starting over costs only time.
+            logger.warning("checkpoint %s is not this run's (%s): the run starts over", self.state_key, problem)
+            return None
+        return checkpoint
+
+    def _implausible(self, checkpoint: Checkpoint) -> str | None:
+        if (checkpoint.plan, checkpoint.backup_id) != (self.plan, self.backup_id):
+            return f"it names plan {checkpoint.plan!r} of backup {checkpoint.backup_id!r}"
+        if not isinstance(checkpoint.partial_key, str) or not checkpoint.partial_key.startswith(self.prefix):
+            return f"its partial manifest {checkpoint.partial_key!r} is outside {self.prefix}"
+        if not isinstance(checkpoint.seq, int) or checkpoint.seq < 1 or not isinstance(checkpoint.source_index, int):
+            return "its position is not a position"
+        return None
 
     def save(self, checkpoint: Checkpoint, writer: ManifestWriter) -> None:
         """The partial manifest first, then the state that points at it."""
@@ -216,6 +195,8 @@ class PlanMeta:
     """What one listing of `meta/snapshots/<plan>/` tells a plan run."""
 
     manifests: list[str]
+    # Each manifest key's current ETag (what the listing says it holds now).
+    etags: dict[str, str]
     # Backup ids with a saved checkpoint.
     checkpoints: set[str]
     # Upload markers: key -> last modified.
@@ -227,7 +208,7 @@ class PlanMeta:
 def scan_plan_meta(s3: Any, bucket: str, plan: str) -> PlanMeta:
     """Manifest keys oldest first (backup ids start with their UTC time), checkpoints and upload markers."""
     prefix = f"{SNAPSHOTS_PREFIX}{plan}/"
-    meta = PlanMeta([], set(), {})
+    meta = PlanMeta([], {}, set(), {})
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         meta.pages += 1
@@ -235,6 +216,7 @@ def scan_plan_meta(s3: Any, bucket: str, plan: str) -> PlanMeta:
             key = item["Key"]
             if key.endswith(MANIFEST_SUFFIX):
                 meta.manifests.append(key)
+                meta.etags[key] = item["ETag"]
             elif key.endswith(CHECKPOINT_SUFFIX):
                 meta.checkpoints.add(key[len(prefix):-len(CHECKPOINT_SUFFIX)])
             elif key.endswith(UPLOADING_SUFFIX):

@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LOCK_LIFETIME = timedelta(hours=6)
 UNRECORDED_GRACE = timedelta(seconds=60)
+# Clocks differ a little between machines; more than this ahead is not a clock, it is a forged date.
+FUTURE_SLACK = timedelta(minutes=5)
 # Compare-and-swap rounds before giving up on a lock other requests keep changing.
 _ROUNDS = 3
 
@@ -62,6 +64,10 @@ class PlanLocks:
         backup_id = document.data.get("backup_id")
         acquired_at = _parse_time(document.data.get("acquired_at"))
         if not isinstance(backup_id, str) or acquired_at is None:
+            return None
+        if acquired_at > now + FUTURE_SLACK:
+            # A lock dated in the future would never go stale: it was not written by a request of ours.
+            logger.warning("lock of backup %s is dated %s, in the future: ignored, taken over", backup_id, acquired_at)
             return None
         age = now - acquired_at
         if age > self.lifetime:

@@ -9,26 +9,34 @@ manifest is written in key order as each batch completes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.backup import checkpoints, deletions
+from chalicelib.backup.base import Base, open_base
 from chalicelib.backup.compare import Action, PreviousSnapshot, SourceEntries, last_key, merge
 from chalicelib.backup.listing import PageMarks
 from chalicelib.backup.sources import NotCopied, ReaderSuspended, SourceObject, SourceReader, Stored, make_reader
 from chalicelib.backup.tables import TableRun
-from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, manifest_key, put_manifest
-from chalicelib.catalog.records import PlanResult
+from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, load_snapshot, manifest_key, put_manifest
+from chalicelib.catalog.records import PlanResult, backup_time
 from chalicelib.deploy import drift
-from chalicelib.errors import AlreadyExists, HistoryNotKept, SourceError, describe_error
+from chalicelib.errors import AlreadyExists, BackupError, HistoryNotKept, SourceError, describe_error
 from chalicelib.layout import DATA_PREFIX, data_key
 from chalicelib.plans import Plan, Source
+from chalicelib.retention import MAX_BACKUP_DAYS
 from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
+
+
+class Abandoned(BackupError):
+    """A plan run still going MAX_BACKUP_DAYS after its backup started: it writes no snapshot."""
+
 
 BATCH_SIZE = 1000
 # Objects a run leaves out on purpose, by the kind `NotCopied` names, as the warnings word them.
@@ -54,8 +62,15 @@ class PlanBackup:
         batch_size: int = BATCH_SIZE,
         budget: checkpoints.TimeBudget | None = None,
         allow_deletions: bool = False,
+        base: Base | None = None,
+        pruned: Collection[str] = (),
     ) -> None:
         self.plan = plan
+        # Snapshots of the plan a prune has marked: never a base, even where the bucket's manifests decide.
+        self.pruned = pruned
+        # The snapshot to compare with, as the catalog's sealed records name it (None: the bucket's manifests
+        # decide, see base.py).
+        self.base = base
         self.s3 = s3
         self.backup_id = backup_id
         self.reader_factory = reader_factory
@@ -93,7 +108,7 @@ class PlanBackup:
             result.status = "RUNNING"
             result.finished_at = None
             return result
-        except (SourceError, HistoryNotKept) as exc:
+        except (SourceError, HistoryNotKept, Abandoned) as exc:
             result.status = "FAILED"
             result.errors.append(str(exc))
         except (ClientError, BotoCoreError) as exc:
@@ -110,17 +125,18 @@ class PlanBackup:
         result = self.result
         key = manifest_key(self.plan.name, self.backup_id)
         meta = checkpoints.scan_plan_meta(self.s3, self.plan.bucket, self.plan.name)
-        existing = meta.manifests
-        latest = existing[-1] if existing else None
-        if key in existing:
+        if key in meta.manifests:
             # This backup already finished this plan (a retried or duplicated invocation, perhaps delivered
             # after a newer backup): report it again rather than redo it.
-            with Manifest.download(self.s3, self.plan.bucket, key) as done:
+            with load_snapshot(self.s3, self.plan.bucket, self.plan.name, self.backup_id) as done:
                 self._report_existing(done, key)
             if self.backup_id in meta.checkpoints:
                 self._checkpoints.clear()
             return
-        previous = Manifest.download(self.s3, self.plan.bucket, latest) if latest else None
+        previous, warnings = open_base(
+            self.s3, self.plan.bucket, self.plan.name, self.backup_id, self.base, meta.etags, self.pruned
+        )
+        result.warnings.extend(warnings)
         start_index, start_after = 0, None
         if self.backup_id in meta.checkpoints:
             writer, start_index, start_after = self._resume()
@@ -206,6 +222,14 @@ class PlanBackup:
         """Write the plan's manifest: the run's last write, made only if no manifest for it exists yet."""
         result = self.result
         key = manifest_key(self.plan.name, self.backup_id)
+        started = backup_time(self.backup_id)
+        if utcnow() > started + timedelta(days=MAX_BACKUP_DAYS):
+            # The prune protects what a running backup wrote only this long: past it, some versions this run
+            # copied (or carries forward) may be gone, and a snapshot naming them would be a lie.
+            raise Abandoned(
+                f"the backup started at {isoformat(started)}, more than {MAX_BACKUP_DAYS} days ago: it is abandoned "
+                "and writes no snapshot; the next backup copies what it copied"
+            )
         header = {
             "plan": self.plan.name,
             "backup_id": self.backup_id,
@@ -220,17 +244,18 @@ class PlanBackup:
         }
         body = writer.finish(header, keep_held=hold, undeleted=self._undeleted)
         try:
-            put_manifest(self.s3, self.plan.bucket, key, body)
+            written = put_manifest(self.s3, self.plan.bucket, key, body)
         except AlreadyExists:
             # Another invocation of this backup wrote the snapshot first: that manifest is the snapshot, and
             # the record must describe it, not this run's counts (its copies are versions no snapshot names).
             logger.info("snapshot %s was already written by another invocation; reporting that one", key)
-            with Manifest.download(self.s3, self.plan.bucket, key) as existing:
+            with load_snapshot(self.s3, self.plan.bucket, self.plan.name, self.backup_id) as existing:
                 self._report_existing(existing, key)
             return
         finally:
             body.close()
         result.snapshot = f"s3://{self.plan.bucket}/{key}"
+        result.manifest_version, result.manifest_sha256 = written.version_id, written.sha256
 
     def _note_multipart(self, reader: SourceReader, obj: SourceObject) -> None:
         """Mark the plan before this invocation's first multipart copy: if it dies midway, the upload is
@@ -275,6 +300,7 @@ class PlanBackup:
         result.deletions_held_back = header.get("held_deletions", 0)
         result.sources = header.get("sources", {})
         result.snapshot = f"s3://{self.plan.bucket}/{key}"
+        result.manifest_version, result.manifest_sha256 = manifest.version_id, manifest.sha256
         result.status = "PARTIAL" if (result.failed or result.deletions_held_back) else "SUCCEEDED"
 
     def _back_up_source(
@@ -482,6 +508,8 @@ def back_up_plan(
     dry_run: bool = False,
     budget: checkpoints.TimeBudget | None = None,
     allow_deletions: bool = False,
+    base: Base | None = None,
+    pruned: Collection[str] = (),
 ) -> PlanResult:
     """Back up one plan with readers built on `clients` (an `aws.Clients`)."""
 
@@ -490,5 +518,5 @@ def back_up_plan(
 
     return PlanBackup(
         plan, clients.s3, backup_id, factory, max_workers=max_workers, dry_run=dry_run, budget=budget,
-        allow_deletions=allow_deletions,
+        allow_deletions=allow_deletions, base=base, pruned=pruned,
     ).run()

@@ -23,7 +23,7 @@ import heapq
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -35,9 +35,10 @@ from chalicelib.backup import checkpoints
 from chalicelib.backup.compare import PreviousSnapshot
 from chalicelib.backup.plan_backup import PlanBackup, ReaderFactory
 from chalicelib.backup.sources import SourceReader, make_reader
-from chalicelib.catalog.manifests import Manifest, ManifestWriter, manifest_key, read_header
+from chalicelib.backup.base import Base, bases_from_manifests
+from chalicelib.catalog.manifests import Manifest, ManifestWriter, load_snapshot, manifest_key, read_header
 from chalicelib.catalog.records import PlanResult
-from chalicelib.errors import AlreadyExists
+from chalicelib.errors import AlreadyExists, NotFound, Tampered
 from chalicelib.layout import CHECKPOINTS_PREFIX
 from chalicelib.plans import Plan, Source
 
@@ -51,7 +52,8 @@ WAITING = "WAITING"
 
 @dataclass
 class Split:
-    previous_key: str | None
+    # The base every range compares with: {"backup_id", "version_id", "sha256"} (see base.py), or None.
+    previous: dict[str, Any] | None
     # K-1 inner boundaries; range i covers (bounds[i-1], bounds[i]].
     bounds: list[tuple[int, str]]
 
@@ -128,7 +130,7 @@ class RangeBackup(PlanBackup):
         key = manifest_key(self.plan.name, self.backup_id)
         meta = checkpoints.scan_plan_meta(self.s3, self.plan.bucket, self.plan.name)
         if key in meta.manifests:
-            with Manifest.download(self.s3, self.plan.bucket, key) as done:
+            with load_snapshot(self.s3, self.plan.bucket, self.plan.name, self.backup_id) as done:
                 self._report_existing(done, key)
             return
         start, stop = self.split.range(self.segment)
@@ -139,7 +141,7 @@ class RangeBackup(PlanBackup):
 
     def _work(self, state: checkpoints.Checkpoint | None, start: Bound, stop: Bound) -> None:
         previous = (
-            Manifest.download(self.s3, self.plan.bucket, self.split.previous_key) if self.split.previous_key else None
+            Base(**self.split.previous).open(self.s3, self.plan.bucket, self.plan.name) if self.split.previous else None
         )
         if state is not None:
             writer, start_index, start_after = self._resume()
@@ -236,25 +238,37 @@ def load_split(s3: Any, bucket: str, plan: str, backup_id: str) -> Split | None:
             return None
         raise
     data = json.loads(response["Body"].read())
-    return Split(previous_key=data.get("previous_key"), bounds=[tuple(b) for b in data["bounds"]])  # type: ignore[misc]
+    return Split(previous=data.get("previous"), bounds=[tuple(b) for b in data["bounds"]])  # type: ignore[misc]
 
 
-def start_split(s3: Any, plan: Plan, backup_id: str, policy: SplitPolicy | None, dry_run: bool = False) -> Split | None:
+def start_split(
+    s3: Any,
+    plan: Plan,
+    backup_id: str,
+    policy: SplitPolicy | None,
+    dry_run: bool = False,
+    base: Base | None = None,
+    pruned: Collection[str] = (),
+) -> Split | None:
     """At the start of a plan run: the plan's split if it is (or is now) split, else None (a single run).
     A new or adopted split has the other ranges invoked; the caller works range 0. Deciding costs a listing
-    and a ranged GET of the previous manifest's header."""
+    and a ranged GET of the base manifest's header (`base`: as the catalog names it; None: from the bucket's
+    manifests, see base.py)."""
     if policy is None or dry_run or not policy.split_objects:
         return None
     meta = checkpoints.scan_plan_meta(s3, plan.bucket, plan.name)
-    if manifest_key(plan.name, backup_id) in meta.manifests or not meta.manifests:
+    if manifest_key(plan.name, backup_id) in meta.manifests:
         return None
-    latest = meta.manifests[-1]
-    header = read_header(s3, plan.bucket, latest)
+    base = base or next(bases_from_manifests(plan.name, meta.manifests, backup_id, pruned), None)
+    if base is None:
+        return None
+    latest = manifest_key(plan.name, base.backup_id)
+    header = read_header(s3, plan.bucket, latest, base.version_id)
     objects = int(header.get("objects", 0)) + int(header.get("held_deletions", 0))
     count = min(policy.max_parallel, math.ceil(objects / policy.split_objects))
     if count < 2:
         return None
-    split = load_split(s3, plan.bucket, plan.name, backup_id) or _record_split(s3, plan, backup_id, latest, objects, count)
+    split = load_split(s3, plan.bucket, plan.name, backup_id) or _record_split(s3, plan, backup_id, base, objects, count)
     if split is not None:
         # A repeated delivery invokes the ranges again: a range that is done, or running, costs little.
         for index in range(1, split.count):
@@ -262,18 +276,23 @@ def start_split(s3: Any, plan: Plan, backup_id: str, policy: SplitPolicy | None,
     return split
 
 
-def _record_split(s3: Any, plan: Plan, backup_id: str, latest: str, objects: int, count: int) -> Split | None:
+def _record_split(s3: Any, plan: Plan, backup_id: str, base: Base, objects: int, count: int) -> Split | None:
     order = {source.name: index for index, source in enumerate(plan.sources)}
     marks = {math.floor(objects * i / count) for i in range(1, count)}
     bounds: list[tuple[int, str]] = []
-    with Manifest.download(s3, plan.bucket, latest) as previous:
+    try:
+        previous = base.open(s3, plan.bucket, plan.name)
+    except (Tampered, NotFound) as exc:
+        logger.warning("plan %s of backup %s is not split: its base cannot be used: %s", plan.name, backup_id, exc)
+        return None
+    with previous:
         for position, entry in enumerate(previous.entries(include_held=True)):
             if position in marks and entry.source in order:
                 bounds.append((order[entry.source], entry.key))
     bounds = sorted(set(bounds))
     if not bounds:
         return None
-    split = Split(previous_key=latest, bounds=bounds)
+    split = Split(previous=asdict(base), bounds=bounds)
     try:
         conditional.put_new(
             s3,

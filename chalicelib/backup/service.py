@@ -10,20 +10,24 @@ from typing import Any
 
 from chalicelib.aws import Clients
 from chalicelib.backup import checkpoints, ranges
+from chalicelib.backup.base import sealed_bases
 from chalicelib.backup.locks import PlanLocks
 from chalicelib.backup.plan_backup import back_up_plan
-from chalicelib.backup.verification import WeeklyVerification
+from chalicelib.backup.verification import VerificationJobs
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import (
     BackupRecord,
     PlanResult,
     RecordStore,
     new_backup_id,
     overall_status,
+    scheduled_suffix,
 )
 from chalicelib.config import Settings
 from chalicelib.deploy import drift
 from chalicelib.errors import AlreadyExists, BadRequest, Conflict
 from chalicelib.notify import alerts, metrics
+from chalicelib.notify.tampering import TamperingAlerts
 from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
@@ -42,21 +46,14 @@ class BackupService:
         # How a backup that ran short of time is carried on (default: by the worker mode).
         self.invoker = invoker
         self.records = RecordStore(clients.s3, settings.plans.catalog_bucket)
+        # Tampering is told once per finding, by SNS (notify/tampering.py).
+        self.tampering = TamperingAlerts(clients.s3, settings.plans.catalog_bucket, clients.sns, settings.topic_arn)
         # The weekly check of stored versions a scheduled backup starts when it ends (`verify_invoker`:
         # how its job is invoked; default: by the worker mode).
-        self.verification = WeeklyVerification(settings, clients, verify_invoker)
+        self.verification = VerificationJobs(settings, clients, verify_invoker, self.tampering.report)
 
     def check_plan_names(self, names: list[str] | None) -> list[str]:
-        known = self.settings.plans.names
-        if names is None:
-            return known
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            raise BadRequest(
-                f"unknown plan(s) {', '.join(map(repr, unknown))}; the known plans are {', '.join(known)}"
-            )
-        # Keep the plans file's order, drop repeats.
-        return [name for name in known if name in set(names)]
+        return self.settings.plans.check_names(names)
 
     def start(
         self,
@@ -102,12 +99,19 @@ class BackupService:
         budget = checkpoints.budget_for(context, getattr(self.settings, "checkpoint_reserve_ms", checkpoints.DEFAULT_RESERVE_MS))
         record = self.records.get(backup_id)
         if record.status != "RUNNING":
+            if record.sealed_at is None:
+                # A run that died between its final save and the seal: seal it now.
+                record = self.records.seal(record)
             # A redelivery may follow a run that ended before its verification job was started.
             self.verification.start_after(record)
             return record
-        for name in list(record.plans):
-            if record.plans[name].status != "RUNNING":
-                continue
+        running = [name for name, result in record.plans.items() if result.status == "RUNNING"]
+        # Each plan compares with the newest snapshot a sealed record of an older backup names (base.py).
+        markers = PrunedMarkers(self.clients.s3, self.settings.plans.catalog_bucket)
+        bases = sealed_bases(self.records, running, backup_id, markers) if segment is None else {}
+        # Where no sealed record names a base, the bucket's manifests decide, never a pruned one.
+        pruned = self._pruned(markers, [name for name in running if name not in bases]) if segment is None else {}
+        for name in running:
             try:
                 plan = self.settings.plans.get(name)
             except KeyError:
@@ -121,12 +125,15 @@ class BackupService:
             if this_segment is not None:
                 split = ranges.load_split(self.clients.s3, plan.bucket, plan.name, backup_id)
             else:
-                split = ranges.start_split(self.clients.s3, plan, backup_id, self._split_policy(), record.dry_run)
+                split = ranges.start_split(
+                    self.clients.s3, plan, backup_id, self._split_policy(), record.dry_run, bases.get(name),
+                    pruned.get(name, frozenset()),
+                )
             if split is None:
                 result = back_up_plan(
                     plan, self.clients, backup_id, max_workers=self.settings.max_workers, dry_run=record.dry_run,
                     allow_deletions=name in record.allow_deletions,
-                    budget=budget,
+                    budget=budget, base=bases.get(name), pruned=pruned.get(name, frozenset()),
                 )
             else:
                 result = ranges.run_range(
@@ -151,6 +158,8 @@ class BackupService:
         record.status = overall_status(list(record.plans.values()))
         record.finished_at = isoformat(utcnow())
         self.records.save(record)
+        # From now on the record is read from its create-only copy: nothing can rewrite a finished backup.
+        record = self.records.seal(record)
         logger.info("backup %s finished: %s", backup_id, record.status)
         alerts.publish(self.clients.sns, self.settings.topic_arn, record)
         metrics.report(self.clients.cloudwatch, self.settings.plans.catalog_bucket, record)
@@ -158,10 +167,13 @@ class BackupService:
         self.verification.start_after(record)
         return record
 
-    def run_scheduled(self, scheduled_at: datetime, context: Any = None) -> BackupRecord:
-        """The daily backup. The id comes from the schedule time, so a repeated delivery finds the same
-        backup and finishes it (if an earlier invocation stopped midway) instead of starting another."""
-        backup_id = new_backup_id(scheduled_at, suffix="scheduled")
+    def run_scheduled(self, scheduled_at: datetime, context: Any = None, event_id: str | None = None) -> BackupRecord:
+        """The daily backup. The id comes from the schedule's event: its time, and a part derived from the
+        event's own id (a UUID EventBridge keeps across the deliveries and retries of one event). So a repeated
+        delivery finds the same backup and finishes it instead of starting another, and nobody can know
+        tomorrow's id today: a record or manifest planted in advance under it is never met. (Without an
+        event id, e.g. from a test, the id is the predictable `<time>Z-scheduled`.)"""
+        backup_id = new_backup_id(scheduled_at, suffix=scheduled_suffix(event_id))
         try:
             record = self.start(None, trigger="schedule", backup_id=backup_id)
         except AlreadyExists:
@@ -169,6 +181,14 @@ class BackupService:
         else:
             self._lock_plans(record)
         return self.run(backup_id, context=context)
+
+    @staticmethod
+    def _pruned(markers: PrunedMarkers, plans: list[str]) -> dict[str, frozenset[str]]:
+        """The pruned snapshots of `plans` (one listing of the markers, only when some plan needs it)."""
+        if not plans:
+            return {}
+        marked = markers.all()
+        return {name: frozenset(b for (p, b) in marked if p == name) for name in plans}
 
     def _lock_plans(self, record: BackupRecord) -> None:
         """Take the plan locks, so that POST /backup meanwhile answers 409 naming this backup. The daily

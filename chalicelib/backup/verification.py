@@ -1,4 +1,4 @@
-"""The weekly verification of a scheduled backup: a job of its own (chalicelib/verify/slice_job.py), started
+"""The weekly verification of a scheduled backup: a job of its own (chalicelib/verify/job.py), started
 once the backup is final (after its record and its alert), never run inside the backup's invocation.
 
 Like backups, the job runs by the worker mode: `lambda`, an asynchronous invocation of the `verify_worker`
@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from chalicelib.backup import checkpoints
-from chalicelib.catalog.records import BackupRecord
-from chalicelib.errors import PlanError
-from chalicelib.verify.slice_job import SliceJob
-from chalicelib.verify.slice_record import VerificationRecord
+from chalicelib.catalog.records import BackupRecord, new_backup_id
+from chalicelib.verify.job import VerificationJob
+from chalicelib.verify.verifier import Verifier
+from chalicelib.verify.job_record import VerificationRecord, VerificationStore
+from chalicelib.workers import worker_beside
 
 logger = logging.getLogger(__name__)
 
@@ -27,22 +29,24 @@ VERIFY_WORKER = "verify_worker"
 
 def verify_worker_name(backup_worker: str | None) -> str:
     """The deployed verify worker sits beside the backup worker: `<app>-<stage>-verify_worker`."""
-    if not backup_worker or not backup_worker.endswith("backup_worker"):
-        raise PlanError(
-            f"environment variable WORKER_FUNCTION_NAME: {backup_worker!r} must name the backup worker "
-            "(<app>-<stage>-backup_worker) to find the verify worker beside it"
-        )
-    return backup_worker[: -len("backup_worker")] + VERIFY_WORKER
+    return worker_beside(backup_worker, VERIFY_WORKER)
 
 
-class WeeklyVerification:
+class VerificationJobs:
     """Starts, dispatches and runs the verification jobs of scheduled backups. `settings` is a
     `config.Settings`, `clients` an `aws.Clients`; `invoker` replaces the Lambda invocation (tests)."""
 
-    def __init__(self, settings: Any, clients: Any, invoker: checkpoints.Invoker | None = None) -> None:
+    def __init__(
+        self,
+        settings: Any,
+        clients: Any,
+        invoker: checkpoints.Invoker | None = None,
+        report: Callable[[str], Any] | None = None,
+    ) -> None:
         self.settings = settings
         self.clients = clients
         self.invoker = invoker
+        self.report = report
 
     def start_after(self, record: BackupRecord) -> VerificationRecord | None:
         """Start the job of a finished scheduled backup (None for any other backup). A failure to record or
@@ -53,6 +57,15 @@ class WeeklyVerification:
         job = self.job().start(record.backup_id)
         if not job.finished:
             self.dispatch(job.job_id)
+        return job
+
+    def start_check(self, backup_id: str, plan_names: list[str] | None, sample_percent: float) -> VerificationRecord:
+        """POST /backups/{id}/verify: check the request (NotFound for an unknown backup or plan snapshot,
+        BadRequest for a bad plan name), record the check and dispatch it; the caller answers 202 at once.
+        A whole backup may hold millions of versions: the work is the verify worker's, never the request's."""
+        Verifier(self.settings.plans, self.clients).plans_of(backup_id, plan_names)
+        job = self.job().start_check(backup_id, new_backup_id(), plan_names, sample_percent)
+        self.dispatch(job.job_id)
         return job
 
     def dispatch(self, job_id: str) -> None:
@@ -71,14 +84,18 @@ class WeeklyVerification:
         budget = checkpoints.budget_for(context, getattr(self.settings, "checkpoint_reserve_ms", checkpoints.DEFAULT_RESERVE_MS))
         return self.job(budget).run(job_id)
 
-    def job(self, budget: checkpoints.TimeBudget | None = None) -> SliceJob:
-        return SliceJob(
+    def store(self) -> VerificationStore:
+        return VerificationStore(self.clients.s3, self.settings.plans.catalog_bucket)
+
+    def job(self, budget: checkpoints.TimeBudget | None = None) -> VerificationJob:
+        return VerificationJob(
             self.settings.plans,
             self.clients,
             topic_arn=self.settings.topic_arn,
             max_workers=self.settings.max_workers,
             budget=budget,
             invoker=self._invoker(),
+            report=self.report,
         )
 
     def _invoker(self) -> checkpoints.Invoker | None:

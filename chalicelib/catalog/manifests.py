@@ -10,10 +10,10 @@ a manifest exists only once every object it names is in the bucket.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
-import shutil
 import tempfile
 import zlib
 from collections.abc import Collection, Iterator
@@ -23,11 +23,10 @@ from typing import IO, Any
 from botocore.exceptions import ClientError
 
 from chalicelib import conditional
-from chalicelib.errors import NotFound
-from chalicelib.layout import SNAPSHOTS_PREFIX, data_key
+from chalicelib.errors import NotFound, Tampered
+from chalicelib.layout import MANIFEST_SUFFIX, SNAPSHOTS_PREFIX, data_key
 
 MANIFEST_FORMAT = "backup-snapshot/1"
-MANIFEST_SUFFIX = ".jsonl.gz"
 
 
 def manifest_key(plan: str, backup_id: str) -> str:
@@ -144,12 +143,26 @@ class ManifestWriter:
         self._raw.close()
 
 
-def put_manifest(s3: Any, bucket: str, key: str, body: IO[bytes]) -> str:
-    """Write a finished manifest, only if no manifest is there yet. Returns its version id."""
+@dataclass(frozen=True)
+class Written:
+    """Where a manifest was written: the version S3 answered, and the SHA-256 of its bytes. A backup's record
+    keeps both; every later reader reads that exact version and checks the hash."""
+
+    version_id: str
+    sha256: str
+
+
+def put_manifest(s3: Any, bucket: str, key: str, body: IO[bytes]) -> Written:
+    """Write a finished manifest, only if no manifest is there yet (`AlreadyExists` otherwise)."""
+    digest = hashlib.sha256()
+    body.seek(0)
+    for block in iter(lambda: body.read(1024 * 1024), b""):
+        digest.update(block)
+    body.seek(0)
     response = conditional.put_new(
         s3, Bucket=bucket, Key=key, Body=body, ContentType="application/gzip", ChecksumAlgorithm="SHA256"
     )
-    return str(response.get("VersionId", ""))
+    return Written(version_id=str(response.get("VersionId", "")), sha256=digest.hexdigest())
 
 
 def list_snapshot_keys(s3: Any, bucket: str, plan: str) -> list[str]:
@@ -173,8 +186,16 @@ class Manifest:
     while it works through the comparison.
     """
 
-    def __init__(self, fileobj: IO[bytes]) -> None:
+    def __init__(
+        self, fileobj: IO[bytes], version_id: str | None = None, sha256: str | None = None, etag: str | None = None
+    ) -> None:
         self._file = fileobj
+        # The version read, the SHA-256 of its bytes and its ETag (when downloaded).
+        self.version_id = version_id
+        self.sha256 = sha256
+        self.etag = etag
+        # Why this manifest may have been tampered with after it was written (None: nothing seen).
+        self.tampering: str | None = None
         self._file.seek(0)
         with gzip.GzipFile(fileobj=self._file, mode="rb") as gz:
             first = gz.readline()
@@ -185,16 +206,38 @@ class Manifest:
             raise ValueError(f"unknown manifest format {self.header.get('format')!r}")
 
     @classmethod
-    def download(cls, s3: Any, bucket: str, key: str) -> Manifest:
+    def download(
+        cls, s3: Any, bucket: str, key: str, version_id: str | None = None, sha256: str | None = None
+    ) -> Manifest:
+        """The manifest at `key` (its exact `version_id`, when given). With `sha256`, bytes that hash to
+        anything else are `Tampered`: the record that named this manifest described other bytes."""
         spool: IO[bytes] = tempfile.TemporaryFile()
+        params = {"Bucket": bucket, "Key": key} | ({"VersionId": version_id} if version_id else {})
         try:
-            response = s3.get_object(Bucket=bucket, Key=key)
+            response = s3.get_object(**params)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise NotFound(f"no snapshot at s3://{bucket}/{key}") from exc
+            spool.close()
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NoSuchVersion"):
+                where = f"s3://{bucket}/{key}" + (f" version {version_id}" if version_id else "")
+                raise NotFound(f"no snapshot at {where}") from exc
             raise
-        shutil.copyfileobj(response["Body"], spool, 1024 * 1024)
-        return cls(spool)
+        digest = hashlib.sha256()
+        for block in iter(lambda: response["Body"].read(1024 * 1024), b""):
+            digest.update(block)
+            spool.write(block)
+        if sha256 and digest.hexdigest() != sha256:
+            spool.close()
+            raise Tampered(
+                f"s3://{bucket}/{key} version {response.get('VersionId')} hashes to {digest.hexdigest()}, not the "
+                f"{sha256} its backup's record holds: the manifest was changed after it was written"
+            )
+        try:
+            return cls(
+                spool, version_id=response.get("VersionId"), sha256=digest.hexdigest(), etag=response.get("ETag")
+            )
+        except (ValueError, OSError, EOFError) as exc:
+            spool.close()
+            raise Tampered(f"s3://{bucket}/{key} is not a readable snapshot manifest: {exc}") from exc
 
     def entries(self, include_held: bool = False) -> Iterator[Entry]:
         self._file.seek(0)
@@ -239,14 +282,15 @@ class _PositionalReader(io.RawIOBase):
         return len(data)
 
 
-def read_header(s3: Any, bucket: str, key: str) -> dict[str, Any]:
+def read_header(s3: Any, bucket: str, key: str, version_id: str | None = None) -> dict[str, Any]:
     """A manifest's header line, from its first 64 KiB (a ranged GET, not the whole manifest)."""
-    response = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-65535")
+    version = {"VersionId": version_id} if version_id else {}
+    response = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-65535", **version)
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     text = inflater.decompress(response["Body"].read(), 1 << 20)
     line, newline, _ = text.partition(b"\n")
     if not newline:
-        with Manifest.download(s3, bucket, key) as manifest:
+        with Manifest.download(s3, bucket, key, version_id) as manifest:
             return manifest.header
     header = json.loads(line)
     if not isinstance(header, dict) or header.get("format") != MANIFEST_FORMAT:
@@ -254,5 +298,55 @@ def read_header(s3: Any, bucket: str, key: str) -> dict[str, Any]:
     return header
 
 
-def load_snapshot(s3: Any, bucket: str, plan: str, backup_id: str) -> Manifest:
-    return Manifest.download(s3, bucket, manifest_key(plan, backup_id))
+def load_snapshot(
+    s3: Any,
+    bucket: str,
+    plan: str,
+    backup_id: str,
+    version_id: str | None = None,
+    sha256: str | None = None,
+    list_versions: bool = True,
+) -> Manifest:
+    """A plan's snapshot of a backup, found from the plan and the backup id alone.
+
+    With the `version_id` and `sha256` its backup's record holds, that exact version, its hash checked. Without
+    (the record is unreadable, or predates sealed records), the manifest key's oldest version: manifests are
+    created only if absent, so the first version is the one the backup wrote. Either way its header must name
+    this plan and backup, and any later version or delete marker on the key is reported as tampering (in
+    `Manifest.tampering`) while the snapshot is read from the original. A caller that knows the version and
+    hash, and has its own way to see the key's current state (a listing it makes anyway), may skip the
+    versions listing (`list_versions=False`)."""
+    key = manifest_key(plan, backup_id)
+    notes = []
+    if list_versions or not (version_id and sha256):
+        versions, markers = _versions_of(s3, bucket, key)
+        if not versions:
+            raise NotFound(f"no snapshot of plan {plan!r} for backup {backup_id} in s3://{bucket}/{key}")
+        oldest = versions[-1]["VersionId"]
+        if version_id and version_id != oldest:
+            notes.append(f"the record names version {version_id}, not the key's first version {oldest}")
+        if len(versions) > 1:
+            notes.append(f"{len(versions)} versions of the manifest exist; it is written once")
+        if markers and markers[0].get("IsLatest"):
+            notes.append("a delete marker hides it")
+        version_id = version_id or oldest
+    manifest = Manifest.download(s3, bucket, key, version_id, sha256)
+    if manifest.header.get("plan") != plan or manifest.header.get("backup_id") != backup_id:
+        manifest.close()
+        raise Tampered(
+            f"s3://{bucket}/{key}: its header names plan {manifest.header.get('plan')!r} and backup "
+            f"{manifest.header.get('backup_id')!r}, not {plan!r} and {backup_id!r}"
+        )
+    if notes:
+        manifest.tampering = f"s3://{bucket}/{key}: " + "; ".join(notes)
+    return manifest
+
+
+def _versions_of(s3: Any, bucket: str, key: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The versions and delete markers of exactly `key`, newest first (one request for a manifest's few)."""
+    versions: list[dict[str, Any]] = []
+    markers: list[dict[str, Any]] = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+        versions += [v for v in page.get("Versions", []) if v["Key"] == key]
+        markers += [m for m in page.get("DeleteMarkers", []) if m["Key"] == key]
+    return versions, markers

@@ -2,10 +2,18 @@
 
 Keys are `meta/backups/<inverted time>_<backup_id>.json`. The inverted time makes S3's ascending listing
 newest first, so a page of `GET /backups` reads one listing page and only the records it returns.
+
+That record is the backup's working copy, rewritten while the backup runs. When the backup finishes, its
+record is sealed: written once more under `meta/sealed/backups/<same name>`, created only if absent (and the
+bucket policy refuses any other write there). Reads prefer the sealed record, so a finished backup's record
+can no longer be changed by whoever can write the working copy. A record that is not JSON, or contradicts
+itself (another backup's id, no plans, a sealed record still RUNNING, a snapshot of another backup), is
+`Tampered`: reported, never trusted, never silently dropped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -16,9 +24,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib import conditional
-from chalicelib.errors import AlreadyExists, NotFound
-from chalicelib.layout import RECORDS_PREFIX
-from chalicelib.times import utcnow
+from chalicelib.errors import AlreadyExists, NotFound, Tampered
+from chalicelib.layout import RECORDS_PREFIX, SEALED_RECORDS_PREFIX
+from chalicelib.times import isoformat, utcnow
 
 STATUSES = ("RUNNING", "SUCCEEDED", "PARTIAL", "FAILED")
 _ID = re.compile(r"^(\d{8}T\d{9})Z-([a-z0-9-]{1,40})$")
@@ -33,6 +41,14 @@ def new_backup_id(moment: datetime | None = None, suffix: str | None = None) -> 
     moment = (moment or utcnow()).astimezone(timezone.utc)
     stamp = moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}"
     return f"{stamp}Z-{suffix or secrets.token_hex(4)}"
+
+
+def scheduled_suffix(event_id: str | None) -> str:
+    """The id part a scheduled run derives from its event's id (which EventBridge keeps across the deliveries
+    of one event): a repeated delivery finds the same run, and nobody can know tomorrow's id today."""
+    if not event_id:
+        return "scheduled"
+    return "scheduled-" + hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:16]
 
 
 def backup_time(backup_id: str) -> datetime:
@@ -51,6 +67,15 @@ def record_key(backup_id: str) -> str:
     return f"{RECORDS_PREFIX}{_MAX_MS - millis:013d}_{backup_id}.json"
 
 
+def sealed_key(backup_id: str) -> str:
+    return SEALED_RECORDS_PREFIX + record_key(backup_id)[len(RECORDS_PREFIX):]
+
+
+def backup_id_of_key(key: str) -> str:
+    """The backup id in a record key (working or sealed)."""
+    return key.rsplit("/", 1)[1].split("_", 1)[1].removesuffix(".json")
+
+
 @dataclass
 class PlanResult:
     plan: str
@@ -66,6 +91,10 @@ class PlanResult:
     objects: int = 0
     bytes: int = 0
     snapshot: str | None = None
+    # The manifest's version (as S3 answered its write) and the SHA-256 of its bytes: readers read exactly
+    # that version and check the hash.
+    manifest_version: str | None = None
+    manifest_sha256: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
     errors: list[str] = field(default_factory=list)
@@ -91,8 +120,10 @@ class BackupRecord:
     dry_run: bool = False
     # Plans whose deletions may pass the mass-deletion guard in this backup, as the request asked.
     allow_deletions: list[str] = field(default_factory=list)
+    # When the record was sealed (set only in the sealed copy).
+    sealed_at: str | None = None
     # What the weekly slice check found, in backups that ran it inline; it is now a job of its own with its
-    # own record (chalicelib/verify/slice_record.py), and this stays None.
+    # own record (chalicelib/verify/job_record.py), and this stays None.
     verification: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +150,38 @@ def overall_status(results: list[PlanResult]) -> str:
     if statuses == {"FAILED"}:
         return "FAILED"
     return "PARTIAL"
+
+
+def parse_record(body: bytes, backup_id: str, sealed: bool) -> BackupRecord:
+    """A stored record, checked against what its key says: `Tampered` naming every problem otherwise."""
+    what = f"backup {backup_id}'s {'sealed ' if sealed else ''}record"
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise Tampered(f"{what} is not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("plans"), dict):
+        raise Tampered(f"{what} is not a backup record (it has no 'plans' object)")
+    try:
+        record = BackupRecord.from_dict(data)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise Tampered(f"{what} is not a backup record: {exc}") from None
+    problems = []
+    if record.backup_id != backup_id:
+        problems.append(f"it names backup {record.backup_id!r}")
+    if not record.plans:
+        problems.append("it names no plan")
+    if record.status not in STATUSES:
+        problems.append(f"its status {record.status!r} is not one of {', '.join(STATUSES)}")
+    if sealed and record.status == "RUNNING":
+        problems.append("it is sealed but still RUNNING")
+    for name, result in record.plans.items():
+        if result.plan != name:
+            problems.append(f"plan {name!r} holds the result of plan {result.plan!r}")
+        if result.snapshot and not str(result.snapshot).endswith(f"/meta/snapshots/{name}/{backup_id}.jsonl.gz"):
+            problems.append(f"plan {name!r} names another backup's snapshot {result.snapshot}")
+    if problems:
+        raise Tampered(f"{what} is inconsistent: " + "; ".join(problems))
+    return record
 
 
 class RecordStore:
@@ -149,14 +212,45 @@ class RecordStore:
             ContentType="application/json",
         )
 
-    def get(self, backup_id: str) -> BackupRecord:
+    def seal(self, record: BackupRecord) -> BackupRecord:
+        """Write the finished record once more under its create-only key. Idempotent: a record sealed
+        before (by an earlier delivery of this backup) stays as it was, and that is what is returned."""
+        assert record.status != "RUNNING", "only a finished backup is sealed"
+        sealed = BackupRecord.from_dict({**record.to_dict(), "sealed_at": isoformat(utcnow())})
         try:
-            response = self.s3.get_object(Bucket=self.bucket, Key=record_key(backup_id))
+            conditional.put_new(
+                self.s3,
+                Bucket=self.bucket,
+                Key=sealed_key(record.backup_id),
+                Body=json.dumps(sealed.to_dict(), ensure_ascii=False).encode("utf-8"),
+                ContentType="application/json",
+            )
+        except AlreadyExists:
+            return self.get(record.backup_id)
+        return sealed
+
+    def get(self, backup_id: str) -> BackupRecord:
+        """The sealed record when the backup finished, else the working one. NotFound when neither exists;
+        `Tampered` when the one found cannot be trusted."""
+        for key, sealed in ((sealed_key(backup_id), True), (record_key(backup_id), False)):
+            body = self._body(key)
+            if body is not None:
+                return parse_record(body, backup_id, sealed)
+        raise NotFound(f"no backup with id {backup_id!r}")
+
+    def get_sealed(self, backup_id: str) -> BackupRecord | None:
+        """The sealed record only (None: the backup has not finished, or finished before records were
+        sealed). `Tampered` when it cannot be trusted."""
+        body = self._body(sealed_key(backup_id))
+        return None if body is None else parse_record(body, backup_id, sealed=True)
+
+    def _body(self, key: str) -> bytes | None:
+        try:
+            return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise NotFound(f"no backup with id {backup_id!r}") from exc
+                return None
             raise
-        return BackupRecord.from_dict(json.loads(response["Body"].read()))
 
     def list_keys(self, limit: int, start_after: str | None = None) -> tuple[list[str], bool]:
         """Up to `limit` record keys, newest first, after `start_after`; and whether more follow."""
@@ -168,8 +262,8 @@ class RecordStore:
         return keys, bool(response.get("IsTruncated"))
 
     def read_key(self, key: str) -> BackupRecord:
-        response = self.s3.get_object(Bucket=self.bucket, Key=key)
-        return BackupRecord.from_dict(json.loads(response["Body"].read()))
+        """The record a listed (working) key stands for: its sealed copy when there is one."""
+        return self.get(backup_id_of_key(key))
 
     def list(self, limit: int = 20) -> list[BackupRecord]:
         keys, _ = self.list_keys(limit)

@@ -11,12 +11,13 @@ from chalicelib.api.plans import describe_plans
 from chalicelib.backup.locks import PlanLocks
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.manifests import load_snapshot
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore, new_backup_id
 from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, plan_named, table
 from chalicelib.errors import BackupError, BadRequest
 from chalicelib.notify.alerts import verification_line
 from chalicelib.times import utcnow
-from chalicelib.verify.slice_job import SliceJob
+from chalicelib.verify.job import VerificationJob
 from chalicelib.verify.verifier import Verifier
 
 
@@ -43,10 +44,10 @@ def cmd_backup(ctx: Context) -> int:
     locks = PlanLocks(ctx.clients.s3, ctx.settings.plans.catalog_bucket, backups.records)
     locked: list[str] = []
     try:
-        if not ctx.args.dry_run:
-            # The same plan locks as POST /backup: never two backups of one plan at once.
-            locks.acquire(names, backup_id, now)
-            locked = names
+        # The same plan locks as POST /backup: never two backups (or dry runs, which read every source) of one
+        # plan at once.
+        locks.acquire(names, backup_id, now)
+        locked = names
         backups.start(
             names, trigger="cli", dry_run=ctx.args.dry_run, backup_id=backup_id, allow_deletions=ctx.args.allow_deletions
         )
@@ -101,16 +102,19 @@ def _run_with_plan_progress(ctx: Context, backups: Any, backup_id: str, plans: i
 
 
 def cmd_backups(ctx: Context) -> int:
-    records = RecordStore(ctx.clients.s3, ctx.settings.plans.catalog_bucket).list(ctx.args.limit)
-    data = {"backups": [describe(r) for r in records]}
+    store = RecordStore(ctx.clients.s3, ctx.settings.plans.catalog_bucket)
+    records = store.list(ctx.args.limit)
+    pruned = PrunedMarkers(store.s3, store.bucket).for_backups([r.backup_id for r in records])
+    data = {"backups": [describe(r, pruned.get(r.backup_id)) for r in records]}
 
     def text() -> str:
         rows = [
             [r.backup_id, r.status, r.trigger + (" (dry run)" if r.dry_run else ""), ",".join(r.plans), str(r.totals()["objects"]),
-             human(r.totals()["bytes"]), r.started_at or ""]
+             human(r.totals()["bytes"]), r.started_at or "", ",".join(sorted(pruned.get(r.backup_id, {}))) or "-"]
             for r in records
         ]
-        return table(rows, ["BACKUP", "STATUS", "TRIGGER", "PLANS", "OBJECTS", "SIZE", "STARTED"]) if rows else "no backups"
+        header = ["BACKUP", "STATUS", "TRIGGER", "PLANS", "OBJECTS", "SIZE", "STARTED", "PRUNED"]
+        return table(rows, header) if rows else "no backups"
 
     emit(ctx, data, text)
     return EXIT_OK
@@ -201,7 +205,7 @@ def cmd_verify_slice(ctx: Context) -> int:
     weekday = utcnow().weekday() if ctx.args.weekday is None else ctx.args.weekday
     if not 0 <= weekday <= 6:
         raise BadRequest(f"--weekday must be from 0 (Monday) to 6 (Sunday), got {weekday}")
-    job = SliceJob(ctx.settings.plans, ctx.clients, ctx.settings.topic_arn, ctx.settings.max_workers)
+    job = VerificationJob(ctx.settings.plans, ctx.clients, ctx.settings.topic_arn, ctx.settings.max_workers)
     started = job.start(new_backup_id(utcnow()), weekday=weekday, trigger="cli")
     if not ctx.json:
         print(f"verification {started.job_id}: slice {weekday} of every stored snapshot", file=sys.stderr)

@@ -15,10 +15,26 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import BackupError
-from chalicelib.layout import DATA_PREFIX
+from chalicelib.layout import (
+    DATA_PREFIX,
+    MANIFEST_SUFFIX,
+    PRUNED_PREFIX,
+    SEALED_PREFIX,
+    SNAPSHOTS_PREFIX,
+    TAMPERING_PREFIX,
+)
 from chalicelib.plans import Plan
 
 TLS_STATEMENT_SID = "DenyInsecureTransport"
+CREATE_ONLY_SID = "CreateOnlyMetadata"
+NO_HIDING_SID = "NoDeleteMarkersOnMetadata"
+# Under a backup bucket: keys written once (see create_only_statements).
+CREATE_ONLY_PATTERNS = (
+    SNAPSHOTS_PREFIX + "*" + MANIFEST_SUFFIX,
+    SEALED_PREFIX + "*",
+    TAMPERING_PREFIX + "*",
+    PRUNED_PREFIX + "*",
+)
 PUBLIC_ACCESS_BLOCK = {
     "BlockPublicAcls": True,
     "IgnorePublicAcls": True,
@@ -97,10 +113,48 @@ def tls_statement(bucket: str) -> dict[str, Any]:
     }
 
 
-def bucket_policy(bucket: str, existing: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The existing policy with the TLS statement added (or put back); other statements are kept."""
-    statements = [s for s in (existing or {}).get("Statement", []) if s.get("Sid") != TLS_STATEMENT_SID]
-    return {"Version": "2012-10-17", "Statement": statements + [tls_statement(bucket)]}
+def create_only_keys(bucket: str) -> list[str]:
+    """The object ARNs that are written once and never replaced: manifests, sealed records, tampering and
+    pruned markers. (Checkpoints and working records next to them are rewritten, and are not among them.)"""
+    return [f"arn:aws:s3:::{bucket}/{pattern}" for pattern in CREATE_ONLY_PATTERNS]
+
+
+def create_only_statements(bucket: str) -> list[dict[str, Any]]:
+    """Enforced by S3 itself, whoever writes: a PutObject (or the CompleteMultipartUpload that ends an upload)
+    on a create-only key without `If-None-Match` is denied, so nothing there can be overwritten, only created;
+    the parts of a multipart upload are exempt (`s3:ObjectCreationOperation` false), as AWS documents, since
+    they carry no conditional header. A delete marker there is denied too: it would hide a backup. (A
+    `CopyObject` into those keys is refused by S3 either way; nothing copies there.)"""
+    resources = create_only_keys(bucket)
+    return [
+        {
+            "Sid": CREATE_ONLY_SID,
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "Resource": resources,
+            "Condition": {"Null": {"s3:if-none-match": "true"}, "Bool": {"s3:ObjectCreationOperation": "true"}},
+        },
+        {"Sid": NO_HIDING_SID, "Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject", "Resource": resources},
+    ]
+
+
+def bucket_policy(bucket: str, existing: dict[str, Any] | None = None, create_only: bool = True) -> dict[str, Any]:
+    """The existing policy with the TLS statement and (for a backup bucket) the create-only statements added
+    or put back; other statements are kept."""
+    ours = {TLS_STATEMENT_SID, CREATE_ONLY_SID, NO_HIDING_SID}
+    statements = [s for s in (existing or {}).get("Statement", []) if s.get("Sid") not in ours]
+    statements.append(tls_statement(bucket))
+    if create_only:
+        statements += create_only_statements(bucket)
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def has_create_only_statements(policy: dict[str, Any] | None, bucket: str) -> bool:
+    """True when the policy holds the create-only statements exactly as `create_only_statements` writes
+    them (drift: a weakened condition or a narrower resource list is a difference)."""
+    by_sid = {s.get("Sid"): s for s in (policy or {}).get("Statement", [])}
+    return all(by_sid.get(wanted["Sid"]) == wanted for wanted in create_only_statements(bucket))
 
 
 def object_lock_rule(plan: Plan) -> dict[str, Any] | None:
@@ -331,11 +385,21 @@ def denies_insecure_transport(policy: dict[str, Any] | None, bucket: str) -> boo
 
 def _policy_differences(bucket: str, current: dict[str, Any] | None) -> list[Difference]:
     if current is None:
-        return [Difference("tls policy", "TLS-only bucket policy is gone (no bucket policy)", "missing")]
+        return [Difference("tls policy", "TLS-only and create-only bucket policy is gone (no bucket policy)", "missing")]
+    found = []
     if not denies_insecure_transport(current, bucket):
         # Added next to the existing statements, which are kept: nothing anyone chose is overridden.
-        return [Difference("tls policy", "the bucket policy no longer denies requests without TLS", "missing")]
-    return []
+        found.append(Difference("tls policy", "the bucket policy no longer denies requests without TLS", "missing"))
+    if not has_create_only_statements(current, bucket):
+        found.append(
+            Difference(
+                "tls policy",
+                "the bucket policy no longer makes manifests and sealed records create-only (statements "
+                f"{CREATE_ONLY_SID} and {NO_HIDING_SID})",
+                "missing",
+            )
+        )
+    return found
 
 
 def _versioning_differences(current: str | None) -> list[Difference]:

@@ -79,7 +79,7 @@ def provision(s3: Any, plan: Plan, region: str | None = None, force: bool = Fals
         changes.append("set default encryption to " + ("SSE-KMS with a bucket key" if plan.kms_key_id else "SSE-S3"))
     if "tls policy" in settings:
         s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(bucket_policy(bucket, state.policy)))
-        changes.append("added the bucket policy statement that denies requests without TLS")
+        changes.append("set the bucket policy statements that deny requests without TLS and make metadata create-only")
     if "lifecycle" in settings:
         s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": lifecycle_rules(plan)})
         changes.append("set lifecycle rules")

@@ -6,7 +6,9 @@ For a folder target every pass lays out its entries first (`folder_layout`): a k
 one that collides with another, fails at once with its reason and is never fetched, thawed or written, so
 no two workers ever write one path. The restore's checks did the same before it was recorded; the pass does
 it again because a recorded restore may run later (in another process, after an upgrade) and must not trust
-what was checked then."""
+what was checked then. For the same reason every pass checks the target again (`RestoreChecks.target_allowed`:
+one of this stage's restore buckets, a table named with its prefix) before it writes anything: a record
+someone else wrote, naming another bucket, fails with the reason and writes nothing."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import Entry
-from chalicelib.errors import describe_error, error_code
+from chalicelib.errors import BadRequest, Conflict, NotFound, Tampered, describe_error, error_code
 from chalicelib.plans import Plan
 from chalicelib.prices import Prices
 from chalicelib.restore.bucket import copy_to_bucket
@@ -28,7 +30,8 @@ from chalicelib.restore.folder_layout import FolderLayout, lay_out
 from chalicelib.restore.outcome import Outcome, ProgressCallback
 from chalicelib.restore.prepare import RestoreChecks
 from chalicelib.restore.records import RestoreRecord, RestoreStore
-from chalicelib.restore.requests import Target
+from chalicelib.restore.quote import quote, version_heads
+from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.selection import select_entries, sources_by_name, target_table
 from chalicelib.restore.table import restore_table, table_schema
 from chalicelib.restore.thaw import is_archived, request_thaw
@@ -57,6 +60,18 @@ class RestorePass:
             return record
         plan = self.checks.plan(record.plan)
         try:
+            # The record was queued by another function: its target is checked again here, by the worker's
+            # own rules, before anything is written (a forged queue entry cannot aim a restore elsewhere).
+            self.checks.target(plan, record.target_spec)
+        except BadRequest as exc:
+            return self._refuse(record, exc)
+        if record.status == "PREPARING":
+            try:
+                if not self._prepare(plan, record):
+                    return record
+            except (BadRequest, NotFound, Conflict, Tampered) as exc:
+                return self._refuse(record, exc)
+        try:
             if not record.scanned:
                 with self.checks.manifest(plan, record.backup_id) as manifest:
                     entries = list(select_entries(manifest, record.prefix, record.keys))
@@ -73,6 +88,34 @@ class RestorePass:
         self._settle(record)
         self.store.save(record)
         logger.info("restore %s pass %d: %s", restore_id, record.passes, record.status)
+        return record
+
+    def _prepare(self, plan: Plan, record: RestoreRecord) -> bool:
+        """A restore the API recorded: select, check the target for conflicts, and either quote it (a dry
+        run: the record ends QUOTED) or start it (True: the first pass follows)."""
+        request = RestoreRequest(
+            backup_id=record.backup_id, plan=record.plan, target=record.target_spec, prefix=record.prefix,
+            keys=tuple(record.keys) if record.keys is not None else None, overwrite=record.overwrite,
+            tier=record.tier, dry_run=record.dry_run,
+        )
+        plan, selected, layout = self.checks.prepare(request)
+        if record.dry_run:
+            heads = version_heads(self.clients.s3, plan, selected, self.max_workers)
+            record.quote = quote(request, plan, selected, heads, self.prices, layout)
+            record.status, record.finished_at = "QUOTED", isoformat(utcnow())
+            self.store.save(record)
+            return False
+        record.total, record.bytes_total, record.status = len(selected), sum(e.size for e in selected), "RUNNING"
+        self.store.save(record)
+        return True
+
+    def _refuse(self, record: RestoreRecord, exc: Exception) -> RestoreRecord:
+        """The request cannot be carried out as it stands: the record says why, and nothing was written."""
+        record.status, record.finished_at, record.refused = "FAILED", isoformat(utcnow()), str(exc)
+        record.warnings = (record.warnings + [f"refused: {exc}"])[-20:]
+        record.pending, record.pending_thaw, record.expected_thaw_completion = [], 0, None
+        self.store.save(record)
+        logger.error("restore %s refused: %s", record.restore_id, exc)
         return record
 
     def _first_pass(self, plan: Plan, record: RestoreRecord, entries: list[Entry], progress: ProgressCallback | None) -> None:

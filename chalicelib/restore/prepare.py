@@ -7,13 +7,15 @@ the pass, which never writes them) while the rest is restored."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
-from chalicelib.catalog.manifests import Entry, Manifest, load_snapshot
+from chalicelib.catalog.manifests import Entry, Manifest
+from chalicelib.catalog.snapshots import open_snapshot
 from chalicelib.catalog.records import RecordStore
-from chalicelib.errors import BadRequest, Conflict, NotFound, describe_error, error_code
+from chalicelib.errors import BadRequest, Conflict, describe_error, error_code
 from chalicelib.plans import DynamoDBSource, Plan, PlanSet
 from chalicelib.restore.bucket import existing_keys
 from chalicelib.restore.folder_layout import FolderLayout, lay_out
@@ -34,10 +36,18 @@ class RestoreChecks:
     `table_prefix`: restored tables must be named with it (the functions may only create such tables)."""
 
     def __init__(
-        self, plans: PlanSet, clients: Any, allowed_buckets: tuple[str, ...] | None, table_prefix: str | None
+        self,
+        plans: PlanSet,
+        clients: Any,
+        allowed_buckets: tuple[str, ...] | None,
+        table_prefix: str | None,
+        report: Callable[[str], Any] = lambda finding: None,
     ) -> None:
         self.plans = plans
         self.clients = clients
+        self.records = RecordStore(clients.s3, plans.catalog_bucket)
+        # Where tampering found on the way is told (notify/tampering.py).
+        self.report = report
         self.allowed_buckets = allowed_buckets
         self.table_prefix = table_prefix
 
@@ -48,19 +58,13 @@ class RestoreChecks:
             raise BadRequest(f"unknown plan {name!r}; the known plans are {', '.join(self.plans.names)}") from None
 
     def manifest(self, plan: Plan, backup_id: str) -> Manifest:
-        records = RecordStore(self.clients.s3, self.plans.catalog_bucket)
-        record = records.get(backup_id)  # NotFound names an unknown backup
-        if plan.name not in record.plans:
-            raise NotFound(f"backup {backup_id} did not back up plan {plan.name!r} (it has {', '.join(record.plans)})")
-        try:
-            return load_snapshot(self.clients.s3, plan.bucket, plan.name, backup_id)
-        except NotFound:
-            raise NotFound(
-                f"backup {backup_id} has no snapshot of plan {plan.name!r} (status {record.plans[plan.name].status}"
-                f"{', dry run' if record.dry_run else ''})"
-            ) from None
+        """The snapshot as its record names it (catalog/snapshots.py): NotFound, or `Tampered`, otherwise."""
+        return open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report, action="restored")
 
-    def target(self, plan: Plan, target: Target) -> None:
+    def target_allowed(self, target: Target) -> None:
+        """Whether this stage lets a restore write where `target` says: never into a backup bucket; in the
+        functions, only into the allowed buckets or new tables named with the prefix, never a folder. Needs no
+        request: a pass checks it again for every recorded restore, whatever wrote the record."""
         backup_buckets = {p.bucket for p in self.plans.plans}
         if target.bucket and target.bucket in backup_buckets:
             raise BadRequest(
@@ -75,6 +79,11 @@ class RestoreChecks:
             )
         if target.table and self.table_prefix and not target.table.startswith(self.table_prefix):
             raise BadRequest(f"target table {target.table!r} must be named {self.table_prefix}... (RESTORE_TABLE_PREFIX)")
+        if target.path and self.allowed_buckets is not None:
+            raise BadRequest(f"target folder {target.path!r}: only the command line restores into a folder")
+
+    def target(self, plan: Plan, target: Target) -> None:
+        self.target_allowed(target)
         if target.bucket:
             try:
                 self.clients.s3.head_bucket(Bucket=target.bucket)

@@ -18,7 +18,9 @@ from chalicelib.layout import RESTORE_QUEUE_PREFIX, RESTORES_PREFIX
 from chalicelib.restore.requests import DEFAULT_TIER, Target
 from chalicelib.times import isoformat, utcnow
 
-STATUSES = ("RUNNING", "WAITING_FOR_THAW", "SUCCEEDED", "PARTIAL", "FAILED")
+# PREPARING: recorded by the API, not yet checked (the worker selects, checks and quotes); QUOTED: a dry
+# run's quote is ready.
+STATUSES = ("PREPARING", "RUNNING", "WAITING_FOR_THAW", "SUCCEEDED", "PARTIAL", "FAILED", "QUOTED")
 _ID = re.compile(r"^\d{8}T\d{9}Z-[a-z0-9-]{1,40}$")
 
 
@@ -50,6 +52,11 @@ class RestoreRecord:
     pending: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # A dry run answers with a quote instead of restoring.
+    dry_run: bool = False
+    quote: dict[str, Any] | None = None
+    # Why the worker refused the request (a conflict at the target, keys not in the snapshot, ...).
+    refused: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,7 +72,7 @@ class RestoreRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("SUCCEEDED", "PARTIAL", "FAILED")
+        return self.status in ("SUCCEEDED", "PARTIAL", "FAILED", "QUOTED")
 
 
 def restore_record_key(restore_id: str) -> str:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import new_backup_id
-from chalicelib.errors import BadRequest, NotFound
+from chalicelib.errors import BadRequest, NotFound, Tampered
 from chalicelib.plans import PlanSet
 from chalicelib.prices import Prices, load_prices
 from chalicelib.restore.outcome import ProgressCallback
@@ -43,6 +45,7 @@ class RestoreService:
         allowed_buckets: tuple[str, ...] | None = None,
         table_prefix: str | None = None,
         prices: Prices | None = None,
+        report: Callable[[str], Any] = lambda finding: None,
     ) -> None:
         """`allowed_buckets` None: any bucket that is not a backup bucket (an operator's own credentials);
         `table_prefix`: restored tables must be named with it (the functions may only create such tables);
@@ -54,12 +57,15 @@ class RestoreService:
         self.worker_function = worker_function
         self.store = RestoreStore(clients.s3, plans.catalog_bucket)
         self.prices = prices or load_prices()
-        self.checks = RestoreChecks(plans, clients, allowed_buckets, table_prefix)
+        self.checks = RestoreChecks(plans, clients, allowed_buckets, table_prefix, report)
         self.passes = RestorePass(self.checks, clients, self.store, max_workers, self.prices)
 
     @classmethod
-    def from_settings(cls, settings: Any, clients: Any) -> RestoreService:
-        """From a `config.Settings`: the same plans, worker mode and concurrency as backups."""
+    def from_settings(
+        cls, settings: Any, clients: Any, report: Callable[[str], Any] = lambda finding: None
+    ) -> RestoreService:
+        """From a `config.Settings`: the same plans, worker mode and concurrency as backups; `report` tells
+        of tampering found on the way."""
         return cls(
             settings.plans,
             clients,
@@ -69,6 +75,7 @@ class RestoreService:
             allowed_buckets=settings.restore_buckets,
             table_prefix=settings.restore_table_prefix,
             prices=settings.prices,
+            report=report,
         )
 
     def quote(self, request: RestoreRequest) -> dict[str, Any]:
@@ -93,6 +100,38 @@ class RestoreService:
             tier=request.tier,
             total=len(selected),
             bytes_total=sum(e.size for e in selected),
+            created_at=now,
+            updated_at=now,
+        )
+        self.store.create(record)
+        return record
+
+    def submit(self, request: RestoreRequest) -> RestoreRecord:
+        """`POST /restores`: only what is cheap is checked here (the plan, the target, that the backup
+        exists); the record is PREPARING and the worker does the rest (selecting the entries, the conflict
+        check at the target, the quote of a dry run), which reads whole manifests and heads versions: more
+        than a request's 29 seconds and 256 MB allow for a large snapshot."""
+        plan = self.checks.plan(request.plan)
+        self.checks.target(plan, request.target)
+        # A snapshot retention removed is refused at once (410), not by the worker.
+        PrunedMarkers(self.checks.clients.s3, self.checks.records.bucket).check(plan.name, request.backup_id, "restored")
+        try:
+            self.checks.records.get(request.backup_id)
+        except Tampered:
+            pass  # reported by the worker, which finds the snapshot from the plan and the backup id alone
+        now = isoformat(utcnow())
+        target = {k: v for k, v in asdict(request.target).items() if v not in (None, "") or k == "prefix"}
+        record = RestoreRecord(
+            restore_id=new_backup_id(),
+            backup_id=request.backup_id,
+            plan=plan.name,
+            target=target,
+            prefix=request.prefix,
+            keys=list(request.keys) if request.keys is not None else None,
+            overwrite=request.overwrite,
+            tier=request.tier,
+            status="PREPARING",
+            dry_run=request.dry_run,
             created_at=now,
             updated_at=now,
         )
@@ -137,7 +176,7 @@ class RestoreService:
                 record = self.store.get(restore_id)
             except NotFound:
                 continue
-            if record.status == "RUNNING" and record.updated_at:
+            if record.status in ("RUNNING", "PREPARING") and record.updated_at:
                 if now - parse_iso(record.updated_at) < STALE_AFTER:
                     continue  # its worker is probably still at it
             if record.finished:

@@ -5,7 +5,7 @@ it must exist, not be a delete marker, and have the recorded size, ETag and SHA-
 An optional sample re-reads a share of the versions and hashes their bytes again, which also catches damage
 that S3's metadata would not show.
 
-Each daily backup starts a job that verifies a rotating slice of every stored snapshot (slice_job.py): a
+Each daily backup starts a job that verifies a rotating slice of every stored snapshot (job.py): a
 version belongs to slice `sha256(data key, version id) mod 7`, and the slice checked is the backup's weekday,
 so every stored version is checked once a week whatever the number of snapshots that share it.
 """

@@ -22,6 +22,9 @@ from chalicelib.layout import VERIFICATIONS_PREFIX
 from chalicelib.verify.checks import MAX_LISTED, VerifyReport
 
 JOB_PREFIX = "verify-"
+# An on-demand check of one backup (POST /backups/{id}/verify): `check-<a fresh id of the request's time>`.
+CHECK_PREFIX = "check-"
+KINDS = ("slice", "backup")
 STATUSES = ("RUNNING", "SUCCEEDED", "FAILED")
 MAX_ERRORS = 20
 _MAX_MS = 10**13  # as for backup records: inverted milliseconds stay positive until the year 2286
@@ -32,12 +35,21 @@ def verification_id(backup_id: str) -> str:
     return f"{JOB_PREFIX}{backup_id}"
 
 
+def check_id(request_id: str) -> str:
+    """The id of an on-demand check: `request_id` is a fresh, time-sortable id of the request."""
+    return f"{CHECK_PREFIX}{request_id}"
+
+
 def backup_of(job_id: str) -> str:
-    """The backup id inside a job id. NotFound when `job_id` is not a verification job's id."""
-    backup_id = job_id[len(JOB_PREFIX):] if job_id.startswith(JOB_PREFIX) else ""
-    if not is_backup_id(backup_id):
-        raise NotFound(f"{job_id!r} is not a verification job id (expected e.g. verify-20261126T020000000Z-scheduled)")
-    return backup_id
+    """The time-sortable id inside a job id (the backup's for a weekly job, the request's for a check).
+    NotFound when `job_id` is not a verification job's id."""
+    inner = next((job_id[len(p):] for p in (JOB_PREFIX, CHECK_PREFIX) if job_id.startswith(p)), "")
+    if not is_backup_id(inner):
+        raise NotFound(
+            f"{job_id!r} is not a verification job id (expected e.g. verify-20261126T020000000Z-scheduled or "
+            "check-20261126T134735123Z-9f2c4a1b)"
+        )
+    return inner
 
 
 def verification_key(job_id: str) -> str:
@@ -50,9 +62,16 @@ class VerificationRecord:
     """A weekly slice check: what it found so far, and where it stands (its checkpoint)."""
 
     job_id: str
-    # Snapshots taken up to this backup's time are checked; later ones belong to later jobs.
+    # "slice": the weekly job (snapshots taken up to this backup's time are checked; later ones belong to
+    # later jobs). "backup": an on-demand check of this one backup's snapshots.
     backup_id: str
     weekday: int
+    kind: str = "slice"
+    # A check's plans (None: every plan the backup has), and the share of versions re-read and re-hashed.
+    plan_names: list[str] | None = None
+    sample_percent: float = 0
+    sampled: int = 0
+    sample_skipped_archived: int = 0
     trigger: str = "schedule"
     status: str = "RUNNING"
     started_at: str | None = None
@@ -97,6 +116,8 @@ class VerificationRecord:
         stats["missing"] += len(report.missing)
         stats["damaged"] += len(report.damaged)
         self.checked += report.checked
+        self.sampled += report.sampled
+        self.sample_skipped_archived += report.sample_skipped_archived
         self.missing_count += len(report.missing)
         self.damaged_count += len(report.damaged)
         self.missing.extend(asdict(f) for f in report.missing[: max(0, MAX_LISTED - len(self.missing))])
@@ -128,6 +149,8 @@ class VerificationRecord:
         """What `GET /backups/{id}` shows of it: status and counts, no findings."""
         return {
             "job_id": self.job_id,
+            "kind": self.kind,
+            "backup_id": self.backup_id,
             "status": self.status,
             "ok": self.ok if self.finished else None,
             "weekday": self.weekday,
@@ -177,3 +200,13 @@ def backup_verification(s3: Any, bucket: str, backup_id: str) -> dict[str, Any] 
     """The summary of the verification job a backup started, or None when none ran (one GET)."""
     found = VerificationStore(s3, bucket).read(verification_id(backup_id))
     return found[0].summary() if found is not None else None
+
+
+def describe(store: VerificationStore, job_id: str) -> dict[str, Any]:
+    """`GET /verifications/{id}`: the job's record as the API shows it (checkpoint fields left out)."""
+    backup_of(job_id)  # NotFound names a malformed id
+    record = store.get(job_id)
+    data = record.to_dict()
+    for internal in ("plan_index", "after", "invocations"):
+        data.pop(internal, None)
+    return data

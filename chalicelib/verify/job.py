@@ -8,7 +8,7 @@ Memory stays flat however many versions are stored: the versions of a plan come 
 manifests (each sorted by (source, key)), so all versions of one key arrive together and deduplication
 holds only that key's versions. Versions are checked a batch at a time, and a batch always ends with a key.
 
-Time is bounded by the invocation: after each batch the record (`slice_record.py`, which is also the
+Time is bounded by the invocation: after each batch the record (`job_record.py`, which is also the
 checkpoint) is saved with the plan and the last (source, key) done, so it always describes a consistent
 point; when the invocation's time runs short the job has itself invoked again with the same job id and the
 next invocation carries on after that key. Each invocation downloads the plan's manifests again and skips
@@ -28,14 +28,16 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Entry, Manifest, list_snapshot_keys
-from chalicelib.catalog.records import backup_time, is_backup_id
-from chalicelib.errors import AlreadyExists, NotFound, describe_error
+from chalicelib.catalog.pruned import PrunedMarkers
+from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
+from chalicelib.catalog.snapshots import open_snapshot
+from chalicelib.errors import AlreadyExists, NotFound, Pruned, describe_error
 from chalicelib.layout import SNAPSHOTS_PREFIX
 from chalicelib.notify import alerts
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.times import isoformat, utcnow
 from chalicelib.verify.checks import verify_entries, weekly_slice
-from chalicelib.verify.slice_record import VerificationRecord, VerificationStore, verification_id
+from chalicelib.verify.job_record import VerificationRecord, VerificationStore, check_id, verification_id
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,9 @@ class DistinctVersions:
     `largest` is the most versions the deduplication ever held at once: at most the number of distinct
     versions of one key, whatever the number of versions in all."""
 
-    def __init__(self, manifests: Sequence[Iterable[Entry]], weekday: int, after: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, manifests: Sequence[Iterable[Entry]], weekday: int | None, after: tuple[str, str] | None = None
+    ) -> None:
         self.manifests = manifests
         self.weekday = weekday
         self.after = after
@@ -81,7 +85,7 @@ class DistinctVersions:
                 # A new key: no later entry can repeat a version of the previous one.
                 current = entry.sort_key
                 seen.clear()
-            if entry.version_id in seen or weekly_slice(entry) != self.weekday:
+            if entry.version_id in seen or (self.weekday is not None and weekly_slice(entry) != self.weekday):
                 continue
             seen.add(entry.version_id)
             self.largest = max(self.largest, len(seen))
@@ -109,7 +113,7 @@ class _Held:
     etag: str
 
 
-class SliceJob:
+class VerificationJob:
     """Start and run weekly verification jobs. `clients` is an `aws.Clients`.
 
     `budget` is the invocation's remaining time (None: no limit); `invoker` has the job carried on by a new
@@ -124,6 +128,7 @@ class SliceJob:
         budget: Budget | None = None,
         invoker: Invoker | None = None,
         batch_size: int = BATCH_SIZE,
+        report: Callable[[str], Any] | None = None,
     ) -> None:
         self.plans = plans
         self.clients = clients
@@ -133,6 +138,9 @@ class SliceJob:
         self.invoker = invoker
         self.batch_size = max(1, batch_size)
         self.store = VerificationStore(clients.s3, plans.catalog_bucket)
+        self.records = RecordStore(clients.s3, plans.catalog_bucket)
+        # Where tampering found on the way is told (notify/tampering.py); a test may leave it silent.
+        self.report = report or (lambda finding: None)
         # The most versions of one key the deduplication held at once, over every plan this object checked.
         self.largest_working_set = 0
 
@@ -203,6 +211,27 @@ class SliceJob:
         alerts.publish_verification(self.clients.sns, self.topic_arn, record.to_dict())
         return True
 
+    def start_check(
+        self, backup_id: str, request_id: str, plan_names: list[str] | None, sample_percent: float
+    ) -> VerificationRecord:
+        """Record an on-demand check of one backup (RUNNING): every version of its snapshots (of
+        `plan_names`, or all), and a re-read of `sample_percent` of them. The caller has checked the request
+        (chalicelib/verify/verifier.py `Verifier.plans_of`)."""
+        now = isoformat(utcnow())
+        record = VerificationRecord(
+            job_id=check_id(request_id),
+            backup_id=backup_id,
+            weekday=backup_time(backup_id).weekday(),
+            kind="backup",
+            trigger="api",
+            plan_names=plan_names,
+            sample_percent=sample_percent,
+            started_at=now,
+            updated_at=now,
+        )
+        self.store.create(record)
+        return record
+
     def _work(self, held: _Held) -> bool:
         """Plan after plan from the checkpoint; False when time ran short."""
         record = held.record
@@ -215,7 +244,7 @@ class SliceJob:
             try:
                 if not self._check_plan(held, plan):
                     return False
-            except (ClientError, BotoCoreError, NotFound, ValueError) as exc:
+            except (ClientError, BotoCoreError, NotFound, Pruned, ValueError) as exc:
                 # This plan's slice could not be (fully) read; the other plans are still checked.
                 record.add_error(f"plan {plan.name}: {describe_error(exc)}")
             progressed = True
@@ -227,15 +256,30 @@ class SliceJob:
     def _check_plan(self, held: _Held, plan: Plan) -> bool:
         """The plan's slice after the checkpoint; False when time ran short (the checkpoint is saved)."""
         record = held.record
-        keys = self._snapshot_keys(plan, record.backup_id)
-        record.set_snapshots(plan.name, len(keys))
+        if record.kind == "backup" and not self._in_check(record, plan):
+            return True
         after = (record.after[0], record.after[1]) if record.after else None
         with ExitStack() as stack:
-            manifests = [stack.enter_context(Manifest.download(self.clients.s3, plan.bucket, key)).entries() for key in keys]
-            distinct = DistinctVersions(manifests, record.weekday, after)
+            if record.kind == "backup":
+                # One snapshot, read as its record names it (exact version, hash checked).
+                manifest = stack.enter_context(
+                    open_snapshot(self.clients.s3, self.records, plan, record.backup_id, self.report, "verified")
+                )
+                if manifest.tampering:
+                    record.add_error(f"TAMPERING: {manifest.tampering}")
+                manifests, weekday, sample = [manifest.entries()], None, record.sample_percent
+                record.set_snapshots(plan.name, 1)
+            else:
+                keys = self._snapshot_keys(plan, record.backup_id)
+                record.set_snapshots(plan.name, len(keys))
+                manifests = [
+                    stack.enter_context(Manifest.download(self.clients.s3, plan.bucket, key)).entries() for key in keys
+                ]
+                weekday, sample = record.weekday, 0.0
+            distinct = DistinctVersions(manifests, weekday, after)
             try:
                 for batch in batches(distinct, self.batch_size):
-                    record.add(plan.name, verify_entries(self.clients.s3, plan, batch, 0, self.max_workers))
+                    record.add(plan.name, verify_entries(self.clients.s3, plan, batch, sample, self.max_workers))
                     record.after = [batch[-1].source, batch[-1].key]
                     self._save(held)
                     if self._out_of_time():
@@ -244,14 +288,26 @@ class SliceJob:
                 self.largest_working_set = max(self.largest_working_set, distinct.largest)
         return True
 
+    def _in_check(self, record: VerificationRecord, plan: Plan) -> bool:
+        """Whether an on-demand check covers this plan: named (or all named), and backed up by the backup."""
+        if record.plan_names is not None and plan.name not in record.plan_names:
+            return False
+        backup = self.records.get(record.backup_id)
+        result = backup.plans.get(plan.name)
+        return result is not None and bool(result.snapshot)
+
     def _snapshot_keys(self, plan: Plan, backup_id: str) -> list[str]:
         """The plan's manifests taken up to the job's backup: a job that spans invocations always merges the
         same snapshots, and a snapshot taken later is checked by a later job."""
         until = backup_time(backup_id)
         prefix = f"{SNAPSHOTS_PREFIX}{plan.name}/"
+        # Snapshots a prune marked are being deleted: their versions are no longer expected to be there.
+        pruned = {taken for (name, taken) in PrunedMarkers(self.clients.s3, self.plans.catalog_bucket).all() if name == plan.name}
         keys = []
         for key in list_snapshot_keys(self.clients.s3, plan.bucket, plan.name):
             taken = key[len(prefix):-len(MANIFEST_SUFFIX)]
+            if taken in pruned:
+                continue
             if not is_backup_id(taken) or backup_time(taken) <= until:
                 keys.append(key)
         return keys

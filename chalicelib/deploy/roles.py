@@ -1,0 +1,59 @@
+"""Which grant tables (`grants.py`) each function's role is made of: a role per function, so that whoever
+holds one function's credentials can do that function's job and nothing more.
+
+| function | may |
+|---|---|
+| `api_handler` (internet-facing) | read the catalog and HEAD data versions; write the records its routes create and its plan locks and idempotency claims (meta/ of the catalog only); start the backup and restore workers |
+| `daily_backup`, `backup_worker` | read the sources (tables by scan, or by DynamoDB's export into data/~exports/ of the plan's bucket); write data/ (delete markers included), manifests, checkpoints, backup records; read bucket settings; alert; publish the heartbeat; invoke the backup and verify workers. The daily backup also takes the plan locks |
+| `restore_worker`, `resume_restores` | read the catalog and data versions; thaw; write the restore buckets and create `restored-*` tables; keep restore records and the queue |
+| `verify_worker` | read manifests and data versions; write its records under meta/verifications/; alert; invoke itself |
+
+A prune function (expiring versions no kept snapshot names) will be the only role with
+`s3:DeleteObjectVersion`: its table goes in `PRUNE_GRANTS` and the role in `ROLES`, and `policy.py`'s
+forbidden-action check then lets that one role have that one action.
+"""
+
+from __future__ import annotations
+
+from chalicelib.deploy import grants
+from chalicelib.deploy.grants import Concern
+from chalicelib.deploy.scope import (
+    API_HANDLER,
+    BACKUP_WORKER,
+    DAILY_BACKUP,
+    RESTORE_WORKER,
+    RESUME_RESTORES,
+    VERIFY_WORKER,
+)
+
+# Both backup functions run the same engine: the schedule's invocation backs up in-process until it must
+# carry on in the worker.
+BACKUP_WRITER: tuple[Concern, ...] = (
+    grants.BACKUP_BUCKET_GRANTS,
+    grants.source_grants,
+    grants.SOURCE_TABLE_GRANTS,
+    grants.TABLE_EXPORT_GRANTS,
+    grants.WRITER_KEY_GRANTS,
+    grants.ALERT_GRANTS,
+    grants.BACKUP_INVOKE_GRANTS,
+    grants.METRIC_GRANTS,
+    grants.LOG_GRANTS,
+    grants.LONG_RUN_GRANTS,
+)
+
+# Both restore functions run passes of recorded restores: the worker the first, the hourly check the rest.
+RESTORER: tuple[Concern, ...] = (grants.RESTORE_GRANTS, grants.READER_KEY_GRANTS, grants.LOG_GRANTS)
+
+# Reserved for the prune function; nothing is granted until it exists.
+PRUNE_GRANTS: tuple[grants.Grant, ...] = ()
+
+ROLES: dict[str, tuple[Concern, ...]] = {
+    API_HANDLER: (grants.API_GRANTS, grants.READER_KEY_GRANTS, grants.LOG_GRANTS),
+    DAILY_BACKUP: BACKUP_WRITER + (grants.SCHEDULE_LOCK_GRANTS,),
+    BACKUP_WORKER: BACKUP_WRITER,
+    RESTORE_WORKER: RESTORER,
+    RESUME_RESTORES: RESTORER,
+    VERIFY_WORKER: (grants.VERIFY_GRANTS, grants.READER_KEY_GRANTS, grants.LOG_GRANTS),
+}
+
+FUNCTIONS: tuple[str, ...] = tuple(ROLES)
