@@ -89,11 +89,15 @@ def serve() -> None:
                 backend().put_object(query["bucket"], key, body[:size])
             return {"seeded": count}
         if path == "/__bench/clone":
+            # Every object of `source` written again under `prefix` of `target`; what was written, so that a
+            # snapshot naming those versions can be made without a request per object.
             source = backend().get_bucket(query["source"])
             keys = [(name, key.value) for name, key in source.keys.items()]
+            written = []
             for name, value in keys:
-                backend().put_object(query["target"], name, value)
-            return {"cloned": len(keys)}
+                stored = backend().put_object(query["target"], query.get("prefix", "") + name, value)
+                written.append([name, stored.version_id, stored.etag.strip('"'), stored.size])
+            return {"cloned": len(keys), "written": written}
         raise KeyError(path)
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
@@ -153,8 +157,10 @@ class Emulator:
     def seed(self, bucket: str, count: int, size: int, first: int = 0, tag: str = "") -> None:
         self._call("seed", bucket=bucket, count=count, size=size, first=first, tag=tag)
 
-    def clone(self, source: str, target: str) -> None:
-        self._call("clone", source=source, target=target)
+    def clone(self, source: str, target: str, prefix: str = "") -> list[tuple[str, str, str, int]]:
+        """Copy every object of `source` into `target` (under `prefix`) inside the emulator: for each, its
+        key, and the version id, ETag and size written."""
+        return [tuple(row) for row in self._call("clone", source=source, target=target, prefix=prefix)["written"]]  # type: ignore[misc]
 
     def stop(self) -> None:
         self.process.terminate()
