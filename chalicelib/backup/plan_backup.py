@@ -100,6 +100,8 @@ class PlanBackup:
         result = self.result
         result.started_at = isoformat(utcnow())
         try:
+            # Before anything is written: a bucket that does not keep every version must get nothing.
+            drift.check_history_kept(self.s3, self.plan)
             self._run()
         except checkpoints.Suspended:
             # Stopped at a checkpoint: the plan stays RUNNING and a continuation carries it on.
@@ -122,7 +124,7 @@ class PlanBackup:
     def _run(self) -> None:
         result = self.result
         key = manifest_key(self.plan.name, self.backup_id)
-        meta = self._read_plan_meta()
+        meta = checkpoints.scan_plan_meta(self.s3, self.plan.bucket, self.plan.name)
         if key in meta.manifests:
             # This backup already finished this plan (a retried or duplicated invocation, perhaps delivered
             # after a newer backup): report it again rather than redo it.
@@ -168,17 +170,6 @@ class PlanBackup:
             if previous is not None:
                 previous.close()
         result.status = "PARTIAL" if (result.failed or result.deletions_held_back or result.errors) else "SUCCEEDED"
-
-    def _read_plan_meta(self) -> checkpoints.PlanMeta:
-        """The listing of the plan's snapshots and checkpoints, and the check that the bucket keeps every
-        version, at once: two reads in one round trip rather than two, before anything is written."""
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-check") as side:
-            kept = side.submit(drift.check_history_kept, self.s3, self.plan)
-            try:
-                return checkpoints.scan_plan_meta(self.s3, self.plan.bucket, self.plan.name)
-            finally:
-                # A bucket that does not keep every version gets nothing: this failure comes first.
-                kept.result()
 
     def _resume(self) -> tuple[ManifestWriter, int, str | None]:
         """Carry on from the saved checkpoint: its partial manifest, counts and position."""
