@@ -81,10 +81,13 @@ package: install
 		--merge-template build/template-extra-$(PACKAGE_STAGE).json build/$(PACKAGE_STAGE)
 	$(BIN)/cfn-lint build/$(PACKAGE_STAGE)/sam.json
 
-# Speed, requests and memory against moto's server on loopback, beside `aws s3 sync` and a plain boto3 loop.
-# A report, never a failure; the last line is one JSON object.
+# Speed, requests, CPU and memory against moto's server answering with S3's latency (a fixed delay per
+# request), beside `aws s3 sync` and a plain boto3 loop; about 10 minutes on two quiet cores (far longer
+# on a loaded machine: the emulator is one Python process). BENCH_ARGS passes
+# options (scripts/bench.py --help). A report, never a failure; the last line is one JSON object.
+BENCH_ARGS ?=
 bench: install
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 # GET /backups and the dashboard's main page with 1,000 recorded backups: median page time and S3 requests per
 # page. A report, not a test.

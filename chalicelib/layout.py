@@ -2,6 +2,7 @@
 
     data/<source>/<source key>                         backed-up objects (lifecycle rules apply here only)
     data/~long/<source>/<sha256 of the source key>     the same, for keys too long for the line above
+    data/~exports/<source>/<backup_id>-<token>/...     DynamoDB's own export files, before they are joined
     meta/snapshots/<plan>/<backup_id>.jsonl.gz         one manifest per plan per backup
     meta/snapshots/<plan>/<backup_id>.checkpoint.json  where an unfinished plan run stopped
     meta/snapshots/<plan>/<backup_id>.uploading        a run of this backup began multipart copies
@@ -47,6 +48,8 @@ PRUNES_PREFIX = META_PREFIX + "prunes/"
 # S3 refuses keys longer than 1,024 bytes of UTF-8 (KeyTooLongError).
 MAX_KEY_BYTES = 1024
 LONG_KEYS_PREFIX = DATA_PREFIX + "~long/"
+# Where DynamoDB writes a table export (chalicelib/backup/table_export.py); like `~long/`, never a source's name.
+EXPORTS_PREFIX = DATA_PREFIX + "~exports/"
 
 
 def data_key(source: str, key: str) -> str:

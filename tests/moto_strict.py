@@ -1,5 +1,5 @@
-"""A pytest plugin that makes the in-process moto enforce S3 rules that moto 5.2.5 lets pass, so the suite
-asserts what AWS would do rather than what its test double forgives.
+"""A pytest plugin that makes the in-process moto enforce S3 rules that moto 5.2.5 lets pass (and name DynamoDB
+exports as AWS does), so the suite asserts what AWS would do rather than what its test double forgives.
 
 What it enforces, and why:
 
@@ -14,10 +14,14 @@ What it enforces, and why:
    only for `CopyObject`. This is what pins a backup's copy to the content it listed.
 3. `CopyObject` honours `IfNoneMatch="*"` (AWS does since 2024): 412 `PreconditionFailed` when the
    destination key exists. moto ignores it; a restore relies on it not to replace what appeared meanwhile.
+4. A DynamoDB table export is named as AWS names it, `arn:aws:dynamodb:<region>:<account>:table/<table>/export/<id>`:
+   moto nests the table's whole ARN and says `import`, which no IAM grant on `table/<table>/export/*` (the
+   resource `DescribeExport` is authorised on) would match. (moto also writes only the export's data file,
+   `AWSDynamoDB/<id>/data/<id>.gz`, without AWS's manifest files; the system relies on neither.)
 
 And one rule moto is stricter about than AWS, relaxed:
 
-4. A `CopyObject` into a bucket with a default Object Lock retention needs no `Content-MD5` (it has no body;
+5. A `CopyObject` into a bucket with a default Object Lock retention needs no `Content-MD5` (it has no body;
    AWS documents the header for uploads). moto asks the copy for it too, so a copy reaches moto as if the
    SDK had named a checksum algorithm: backups into locked buckets work here as they do in AWS.
 
@@ -36,6 +40,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 import xmltodict
+from moto.dynamodb.models.table_export import TableExport
 from moto.s3.exceptions import PreconditionFailed, S3ClientError
 from moto.s3.models import FakeKey
 from moto.s3.responses import S3Response
@@ -187,6 +192,15 @@ def _strict_upload_part_copy(self: S3Response) -> Any:
     return _upload_part_copy(self)
 
 
+_export_init = TableExport.__init__
+
+
+def _aws_named_export(self: TableExport, *args: Any, **kwargs: Any) -> None:
+    _export_init(self, *args, **kwargs)
+    export_id = self.arn.rsplit("/", 1)[-1]
+    self.arn = f"arn:{self.partition}:dynamodb:{self.region_name}:{self.account_id}:table/{self.table.name}/export/{export_id}"
+
+
 def _copy_into_locked_bucket(self: S3Response, query: dict[str, Any], key_name: str) -> Any:
     is_copy = "x-amz-copy-source" in self.headers and not query.get("uploadId")
     locked = is_copy and self.backend.get_bucket(self.bucket_name).has_default_lock
@@ -206,6 +220,7 @@ S3Response._key_response = _strict_key_response  # type: ignore[method-assign]
 S3Response._bucket_response_delete_keys = _strict_delete_keys  # type: ignore[method-assign]
 S3Response.copy_object = _strict_copy_object  # type: ignore[method-assign]
 S3Response.upload_part_copy = _strict_upload_part_copy  # type: ignore[method-assign]
+TableExport.__init__ = _aws_named_export  # type: ignore[method-assign]
 
 
 # Reporting: each xdist worker hands its findings to the controller (as `record_calls` does) -----------------

@@ -17,7 +17,8 @@ from botocore.exceptions import ClientError
 from chalicelib import transfer
 from chalicelib.backup import writes
 from chalicelib.backup.plan_backup import PlanBackup
-from chalicelib.backup.sources import DirectorySourceReader, DynamoDBSourceReader, S3SourceReader, make_reader
+from chalicelib.backup.sources import DirectorySourceReader, S3SourceReader, make_reader
+from chalicelib.backup.tables import DynamoDBSourceReader
 from chalicelib.catalog.manifests import Manifest
 from chalicelib.errors import SourceError
 from chalicelib.plans import DirectorySource, DynamoDBSource, Lifecycle, Plan, S3Source

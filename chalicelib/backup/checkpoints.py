@@ -201,6 +201,8 @@ class PlanMeta:
     checkpoints: set[str]
     # Upload markers: key -> last modified.
     uploading: dict[str, datetime]
+    # LIST requests this listing of the prefix took.
+    pages: int = 0
 
 
 def scan_plan_meta(s3: Any, bucket: str, plan: str) -> PlanMeta:
@@ -209,6 +211,7 @@ def scan_plan_meta(s3: Any, bucket: str, plan: str) -> PlanMeta:
     meta = PlanMeta([], {}, set(), {})
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        meta.pages += 1
         for item in page.get("Contents", []):
             key = item["Key"]
             if key.endswith(MANIFEST_SUFFIX):
@@ -267,15 +270,17 @@ def drive(invoker_queue: list[dict[str, Any]], handle: Callable[[dict[str, Any]]
     return count
 
 
-def list_after(reader: Any, start_after: str | None) -> Iterator[Any]:
-    """A reader's listing from just after `start_after` (S3 readers start the listing there: `StartAfter`)."""
-    if start_after is None:
-        yield from reader.list_objects()
-        return
-    takes_start = "start_after" in inspect.signature(reader.list_objects).parameters
-    listing = reader.list_objects(start_after=start_after) if takes_start else reader.list_objects()
-    for obj in listing:
-        if obj.key > start_after:
+def list_after(reader: Any, start_after: str | None, **hints: Any) -> Iterator[Any]:
+    """A reader's listing from just after `start_after` (S3 readers start the listing there: `StartAfter`).
+
+    `hints` (`stop_key`, `previous_pages`) go to readers whose `list_objects` takes them; for the others
+    they are only hints, and the caller bounds the listing itself."""
+    accepted = inspect.signature(reader.list_objects).parameters
+    arguments = {name: value for name, value in hints.items() if value is not None and name in accepted}
+    if start_after is not None and "start_after" in accepted:
+        arguments["start_after"] = start_after
+    for obj in reader.list_objects(**arguments):
+        if start_after is None or obj.key > start_after:
             yield obj
 
 

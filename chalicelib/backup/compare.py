@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from chalicelib.backup.listing import PageMarks, page_marks
 from chalicelib.backup.sources import SourceObject
 from chalicelib.catalog.manifests import Entry, Manifest
 from chalicelib.errors import SourceError
@@ -47,17 +48,48 @@ def last_key(batch: list[Action]) -> str:
     return last.key
 
 
+class SourceEntries(Iterator[Entry]):
+    """One source's entries of the previous snapshot, in key order, with where they came from: the listing
+    of the source is cut into ranges at that snapshot's page marks (chalicelib/backup/listing.py)."""
+
+    def __init__(self, entries: Iterator[Entry], snapshot: PreviousSnapshot, source: str) -> None:
+        self._entries = entries
+        self._snapshot = snapshot
+        self.source = source
+
+    def __next__(self) -> Entry:
+        return next(self._entries)
+
+    def page_marks(self, page_size: int) -> PageMarks | None:
+        return self._snapshot.page_marks(page_size).get(self.source)
+
+
 class PreviousSnapshot:
     """The previous manifest's entries, handed out source by source (the manifest is sorted by source)."""
 
     def __init__(self, manifest: Manifest | None) -> None:
+        self._manifest = manifest
         self._entries = manifest.entries(include_held=True) if manifest else iter(())
         self._next = next(self._entries, None)
+        self._marks: dict[int, dict[str, PageMarks]] = {}
 
-    def for_source(self, name: str) -> Iterator[Entry]:
+    def for_source(self, name: str, up_to: str | None = None) -> SourceEntries:
+        """The source's entries; with `up_to`, those with keys up to it (a range of a split plan)."""
+        return SourceEntries(self._for_source(name, up_to), self, name)
+
+    def _for_source(self, name: str, up_to: str | None) -> Iterator[Entry]:
         # Entries of sources no longer in the plan are skipped: they stay in the older snapshots.
         while self._next is not None and self._next.source < name:
             self._next = next(self._entries, None)
         while self._next is not None and self._next.source == name:
-            yield self._next
+            if up_to is None or self._next.key <= up_to:
+                yield self._next
             self._next = next(self._entries, None)
+
+    def page_marks(self, page_size: int) -> dict[str, PageMarks]:
+        """Every source's page marks, from one pass over the manifest (made the first time they are asked for)."""
+        if self._manifest is None:
+            return {}
+        if page_size not in self._marks:
+            self._marks[page_size] = page_marks(self._manifest.lines(), page_size)
+        return self._marks[page_size]

@@ -17,9 +17,11 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.backup import checkpoints, deletions
-from chalicelib.backup.compare import Action, PreviousSnapshot, last_key, merge
-from chalicelib.backup.sources import NotCopied, SourceObject, SourceReader, Stored, make_reader
 from chalicelib.backup.base import Base, open_base
+from chalicelib.backup.compare import Action, PreviousSnapshot, SourceEntries, last_key, merge
+from chalicelib.backup.listing import PageMarks
+from chalicelib.backup.sources import NotCopied, ReaderSuspended, SourceObject, SourceReader, Stored, make_reader
+from chalicelib.backup.tables import TableRun
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, load_snapshot, manifest_key, put_manifest
 from chalicelib.catalog.records import PlanResult, backup_time
 from chalicelib.deploy import drift
@@ -88,6 +90,11 @@ class PlanBackup:
         self._checkpoint: checkpoints.Checkpoint | None = None
         self._marked_uploading = False
         self._invocation_started = utcnow()
+        # LIST requests this invocation made of its plan's snapshots and its sources, and how many of them
+        # had to run one after another (a source listed in ranges counts its longest range).
+        self.list_requests = 0
+        self.list_depth = 0
+        self.list_ranges = 0
 
     def run(self) -> PlanResult:
         result = self.result
@@ -253,13 +260,19 @@ class PlanBackup:
     def _note_multipart(self, reader: SourceReader, obj: SourceObject) -> None:
         """Mark the plan before this invocation's first multipart copy: if it dies midway, the upload is
         left incomplete, and the next run of the plan aborts it."""
-        if self._marked_uploading or obj.size <= getattr(reader, "multipart_threshold", float("inf")):
-            return
-        checkpoints.mark_uploading(self.s3, self.plan.bucket, self.plan.name, self.backup_id)
-        self._marked_uploading = True
+        if obj.size > getattr(reader, "multipart_threshold", float("inf")):
+            self._mark_uploading()
+
+    def _mark_uploading(self) -> None:
+        if not self._marked_uploading:
+            checkpoints.mark_uploading(self.s3, self.plan.bucket, self.plan.name, self.backup_id)
+            self._marked_uploading = True
 
     def _finish_run(self, meta: checkpoints.PlanMeta) -> None:
         """After the manifest: drop this run's checkpoints, abort uploads that died with an earlier run."""
+        # The listing of the plan's snapshots ran before anything else: one more LIST in a row, per page.
+        self.list_requests += meta.pages
+        self.list_depth += meta.pages
         if self._checkpoints.saved:
             self._checkpoints.clear()
         markers = list(meta.uploading)
@@ -300,17 +313,20 @@ class PlanBackup:
         start_after: str | None = None,
     ) -> None:
         reader = self.reader_factory(source)
+        if hasattr(reader, "attach"):
+            reader.attach(self._table_run(source))
         # A resumed source keeps counting where the checkpoint left off.
         stats = self.result.sources.get(source.name) or {
             "type": source.type, "objects": 0, "copied": 0, "previous": 0, "vanished": 0
         }
+        before = dict(stats)
         self.result.sources[source.name] = stats
         try:
             batch: list[Action] = []
             # A full batch's copies start at once, and the batch before it is written while they run: the
             # pool never drains between batches, and the next listing page is read while copies are in flight.
             waiting: tuple[list[Action], dict[int, Future[Stored]]] | None = None
-            listing = checkpoints.list_after(reader, start_after)
+            listing = checkpoints.list_after(reader, start_after, previous_pages=self._previous_pages(reader, previous))
             for action in merge(checkpoints.skip_through(previous, start_after), listing):
                 batch.append(action)
                 if len(batch) >= self.batch_size:
@@ -331,10 +347,37 @@ class PlanBackup:
                 stats["items"] = reader.item_count
             if getattr(reader, "table_schema", None):
                 stats["table_schema"] = reader.table_schema
+        except ReaderSuspended as stopped:
+            # The reader keeps its own progress: the plan stops before this source, whose counts start again
+            # where this invocation found them.
+            self.result.sources[source.name] = before
+            self._checkpoint = self._save_checkpoint(writer, index, start_after)
+            raise checkpoints.Suspended(f"plan {self.plan.name}: {stopped}") from stopped
         finally:
+            self.list_requests += getattr(reader, "listing_pages", 0)
+            self.list_depth += getattr(reader, "listing_depth", 0)
+            self.list_ranges = max(self.list_ranges, getattr(reader, "listing_ranges", 0))
             reader.close()
         self.result.sources[source.name] = stats
         self._warn_not_copied(source.name, stats)
+
+    def _table_run(self, source: Source) -> TableRun:
+        """What a table reader keeps across invocations, and where: under this run's checkpoints."""
+        return TableRun(
+            bucket=self.plan.bucket,
+            prefix=f"{self._checkpoints.prefix}table-{source.name}/",
+            backup_id=self.backup_id,
+            running_out=self._running_out if self.budget is not None else None,
+            before_multipart=self._mark_uploading,
+        )
+
+    @staticmethod
+    def _previous_pages(reader: SourceReader, previous: Iterator[Entry]) -> PageMarks | None:
+        """Where the source's keys were in the previous snapshot, for readers that list in ranges."""
+        page_size = getattr(reader, "page_size", None)
+        if page_size is None or not isinstance(previous, SourceEntries):
+            return None
+        return previous.page_marks(page_size)
 
     def _warn_not_copied(self, source: str, stats: dict[str, Any]) -> None:
         """One warning per kind of object left out on purpose: how many, and the first few keys."""
@@ -399,7 +442,7 @@ class PlanBackup:
                 if prev is not None:
                     writer.add(Entry(**{**prev.__dict__, "held": False}))
                 continue
-            except HistoryNotKept:
+            except (HistoryNotKept, ReaderSuspended):
                 raise
             except Exception as exc:
                 result.failed += 1

@@ -100,8 +100,9 @@ class _Bounded:
         if hasattr(reader, "multipart_threshold"):
             self.multipart_threshold = reader.multipart_threshold
 
-    def list_objects(self, start_after: str | None = None) -> Iterator[Any]:
-        for obj in checkpoints.list_after(self._reader, start_after):
+    def list_objects(self, start_after: str | None = None, previous_pages: Any = None) -> Iterator[Any]:
+        listing = checkpoints.list_after(self._reader, start_after, stop_key=self.stop_key, previous_pages=previous_pages)
+        for obj in listing:
             if self.stop_key is not None and obj.key > self.stop_key:
                 return
             yield obj
@@ -112,7 +113,7 @@ class _Bounded:
     def close(self) -> None:
         self._reader.close()
 
-    def __getattr__(self, name: str) -> Any:  # item_count, table_schema of a table export
+    def __getattr__(self, name: str) -> Any:  # a table export's item_count and table_schema; listing counts
         return getattr(self._reader, name)
 
 
@@ -158,9 +159,7 @@ class RangeBackup(PlanBackup):
                     after = start_after if index == start_index else None
                     bound = stop_key if index == stop_index else None
                     self.reader_factory = lambda src, bound=bound: _Bounded(factory(src), bound)  # type: ignore[misc]
-                    entries = prev_entries.for_source(source.name)
-                    if bound is not None:
-                        entries = (entry for entry in entries if entry.key <= bound)
+                    entries = prev_entries.for_source(source.name, up_to=bound)
                     self._back_up_source(source, entries, writer, pool, index, after)
                     self._maybe_suspend(writer, index + 1, None)
             self.reader_factory = factory

@@ -1,4 +1,5 @@
 """Readers for the three kinds of source: what a source holds, and how one object gets into a backup bucket.
+(DynamoDB tables: chalicelib/backup/tables.py.)
 
 Every reader lists its objects sorted by key (the order S3 lists in), with an `identity` that changes
 whenever the content may have changed; the backup engine copies an object only when its identity differs
@@ -7,24 +8,17 @@ from the previous snapshot's.
 
 from __future__ import annotations
 
-import base64
-import gzip
-import hashlib
-import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import transfer
-from chalicelib.backup import writes
+from chalicelib.backup import listing, writes
 from chalicelib.errors import SourceError, describe_error, error_code
 from chalicelib.plans import DirectorySource, DynamoDBSource, S3Source, Source
 
@@ -62,13 +56,6 @@ class SourceReader(Protocol):
     def close(self) -> None: ...
 
 
-def _dynamodb_json(value: Any) -> Any:
-    """boto3 hands B and BS values over as bytes; DynamoDB JSON (as in a DynamoDB export) writes them base64."""
-    if isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(value).decode("ascii")
-    raise TypeError(f"cannot write {type(value).__name__} as DynamoDB JSON")
-
-
 # Where a source object is archived, S3 refuses to read or copy it until it is thawed.
 ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 _ARCHIVED_ERRORS = ("ObjectNotInActiveTierError", "InvalidObjectState")
@@ -86,6 +73,11 @@ class NotCopied(Exception):
         self.reason = reason
 
 
+class ReaderSuspended(Exception):
+    """A reader stopped at a checkpoint of its own (a table scan, or the wait for an export, outlasting the
+    invocation): the plan run stops before this source, and the next invocation carries it on."""
+
+
 def _sse_c(exc: ClientError) -> bool:
     """S3 refuses to read an SSE-C object without its key (400 InvalidRequest naming server-side encryption);
     the system never holds customers' keys, so such objects cannot be backed up."""
@@ -96,34 +88,68 @@ def _sse_c(exc: ClientError) -> bool:
 class S3SourceReader:
     """A bucket and prefix, copied server-side: no object's bytes pass through the function."""
 
-    def __init__(self, s3: Any, source: S3Source, multipart_threshold: int = transfer.COPY_OBJECT_LIMIT) -> None:
+    def __init__(
+        self, s3: Any, source: S3Source, multipart_threshold: int = transfer.COPY_OBJECT_LIMIT,
+        page_size: int = listing.PAGE_SIZE, max_ranges: int = listing.MAX_RANGES,
+    ) -> None:
         self.s3 = s3
         self.source = source
         self.multipart_threshold = multipart_threshold
+        # Keys per listing page, and how many ranges one listing may be cut into (chalicelib/backup/listing.py).
+        self.page_size = page_size
+        self.max_ranges = max_ranges
+        self._listing: listing.SequentialListing | listing.RangedListing | None = None
 
     def _where(self) -> str:
         return f"s3 source '{self.source.name}' (s3://{self.source.bucket}/{self.source.prefix})"
 
-    def list_objects(self, start_after: str | None = None) -> Iterator[SourceObject]:
-        """Sorted by key; from just after `start_after` when a resumed backup carries on."""
+    @property
+    def listing_pages(self) -> int:
+        """LIST requests of the last listing."""
+        return self._listing.pages if self._listing else 0
+
+    @property
+    def listing_depth(self) -> int:
+        """LIST requests of the last listing that had to run one after another."""
+        return self._listing.depth if self._listing else 0
+
+    @property
+    def listing_ranges(self) -> int:
+        """Key ranges the last listing was cut into (1: one listing, page after page)."""
+        return self._listing.ranges if self._listing else 0
+
+    def list_objects(
+        self, start_after: str | None = None, stop_key: str | None = None,
+        previous_pages: listing.PageMarks | None = None,
+    ) -> Iterator[SourceObject]:
+        """Sorted by key; from just after `start_after` when a resumed backup carries on, up to `stop_key` for
+        a range of a split plan. With the previous snapshot's page marks, listed in ranges at once."""
         prefix = self.source.prefix
-        paginator = self.s3.get_paginator("list_objects_v2")
-        extra = {"StartAfter": prefix + start_after} if start_after else {}
+        split = listing.split_keys(previous_pages, start_after, stop_key, self.max_ranges, self.page_size)
+        if split:
+            self._listing = listing.RangedListing(
+                self.s3, self.source.bucket, prefix, split, start_after, stop_key, self.page_size
+            )
+        else:
+            self._listing = listing.SequentialListing(
+                self.s3, self.source.bucket, prefix, start_after, stop_key, self.page_size
+            )
         try:
-            for page in paginator.paginate(Bucket=self.source.bucket, Prefix=prefix, **extra):
-                for item in page.get("Contents", []):
-                    key = item["Key"][len(prefix):]
-                    if not key:
-                        continue
-                    etag = item["ETag"].strip('"')
-                    yield SourceObject(
-                        key=key,
-                        size=item["Size"],
-                        identity=f"etag:{etag}:{item['Size']}",
-                        storage_class=item.get("StorageClass"),
-                    )
+            for item in self._listing:
+                key = item["Key"][len(prefix):]
+                if not key:
+                    continue
+                etag = item["ETag"].strip('"')
+                yield SourceObject(
+                    key=key,
+                    size=item["Size"],
+                    identity=f"etag:{etag}:{item['Size']}",
+                    storage_class=item.get("StorageClass"),
+                )
         except (ClientError, BotoCoreError) as exc:
             raise SourceError(f"{self._where()}: {describe_error(exc)}") from exc
+        finally:
+            self._listing.close()
 
     def store(self, obj: SourceObject, bucket: str, key: str) -> Stored:
         source_key = self.source.prefix + obj.key
@@ -161,7 +187,9 @@ class S3SourceReader:
         return NotCopied("thawing_at_source", f"in {where} at the source: thaw requested, a later backup copies it")
 
     def close(self) -> None:
-        pass
+        if self._listing is not None:
+            # A run that stops midway (a checkpoint, a failure) stops the listers too.
+            self._listing.close()
 
 
 class DirectorySourceReader:
@@ -225,96 +253,13 @@ class DirectorySourceReader:
         pass
 
 
-class DynamoDBSourceReader:
-    """A table, exported by a parallel scan as gzip JSON Lines of DynamoDB JSON (one item a line).
-
-    The export's identity is an order-independent hash of its items, so an unchanged table is recognised
-    even though a parallel scan returns items in a different order each time.
-    """
-
-    def __init__(
-        self, dynamodb: Any, s3: Any, source: DynamoDBSource, multipart_threshold: int = transfer.UPLOAD_MULTIPART_THRESHOLD
-    ) -> None:
-        self.dynamodb = dynamodb
-        self.s3 = s3
-        self.source = source
-        self.multipart_threshold = multipart_threshold
-        self._export: IO[bytes] | None = None
-        self.item_count = 0
-        # The table's key schema, kept with the snapshot so a restore can create an equivalent table.
-        self.table_schema: dict[str, Any] | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.source.table}.jsonl.gz"
-
-    def _scan_segment(self, segment: int, total: int) -> tuple[IO[bytes], int, int]:
-        out: IO[bytes] = tempfile.TemporaryFile()
-        count = 0
-        digest_sum = 0
-        paginator = self.dynamodb.get_paginator("scan")
-        with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
-            for page in paginator.paginate(
-                TableName=self.source.table, Segment=segment, TotalSegments=total, ConsistentRead=True
-            ):
-                for item in page.get("Items", []):
-                    line = json.dumps(
-                        item, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_dynamodb_json
-                    ).encode("utf-8")
-                    digest_sum += int.from_bytes(hashlib.sha256(line).digest(), "big")
-                    count += 1
-                    gz.write(line + b"\n")
-        out.seek(0)
-        return out, count, digest_sum
-
-    def list_objects(self) -> Iterator[SourceObject]:
-        try:
-            description = self.dynamodb.describe_table(TableName=self.source.table)["Table"]
-            key_names = {item["AttributeName"] for item in description["KeySchema"]}
-            self.table_schema = {
-                "KeySchema": description["KeySchema"],
-                "AttributeDefinitions": [
-                    a for a in description["AttributeDefinitions"] if a["AttributeName"] in key_names
-                ],
-            }
-            total = self.source.segments
-            with ThreadPoolExecutor(max_workers=total) as pool:
-                parts = list(pool.map(lambda s: self._scan_segment(s, total), range(total)))
-        except (ClientError, BotoCoreError) as exc:
-            raise SourceError(
-                f"dynamodb source '{self.source.name}' (table {self.source.table}): {describe_error(exc)}"
-            ) from exc
-        # Concatenated gzip members are one valid gzip stream.
-        export: IO[bytes] = tempfile.NamedTemporaryFile(suffix=".jsonl.gz")
-        combined = 0
-        self.item_count = 0
-        for part, count, digest_sum in parts:
-            shutil.copyfileobj(part, export)
-            part.close()
-            self.item_count += count
-            combined = (combined + digest_sum) % (1 << 256)
-        export.flush()
-        self._export = export
-        size = export.tell()
-        yield SourceObject(key=self.key, size=size, identity=f"items:{self.item_count}:{combined:064x}")
-
-    def store(self, obj: SourceObject, bucket: str, key: str) -> Stored:
-        assert self._export is not None, "list_objects() runs before store()"
-        written = writes.upload(self.s3, Path(self._export.name), bucket, key, self.multipart_threshold)
-        return Stored(
-            written.version_id, written.etag, written.size, obj.identity, written.checksum, written.sha256, self.item_count
-        )
-
-    def close(self) -> None:
-        if self._export is not None:
-            self._export.close()
-            self._export = None
-
-
 def make_reader(source: Source, s3: Any, dynamodb: Any) -> SourceReader:
     if isinstance(source, S3Source):
         return S3SourceReader(s3, source)
     if isinstance(source, DynamoDBSource):
+        # Tables read with the types above (imported here: tables.py builds on this module).
+        from chalicelib.backup.tables import DynamoDBSourceReader
+
         return DynamoDBSourceReader(dynamodb, s3, source)
     if isinstance(source, DirectorySource):
         return DirectorySourceReader(s3, source)

@@ -113,7 +113,7 @@ def _multipart_copy(s3: Any, source: dict[str, str], etag: str, size: int, bucke
         return _part(number, result["ETag"], result.get("ChecksumSHA256"))
 
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **extra)["UploadId"]
-    with _aborted_on_failure(s3, bucket, key, upload_id):
+    with aborted_on_failure(s3, bucket, key, upload_id):
         with ThreadPoolExecutor(max_workers=PART_THREADS) as pool:
             futures = [pool.submit(part, n, first) for n, first in enumerate(range(0, size, part_size), start=1)]
             parts = [future.result() for future in futures]
@@ -181,7 +181,7 @@ def _multipart_upload(
             slots.release()
 
     futures: list[Future[dict[str, Any]]] = []
-    with _aborted_on_failure(s3, bucket, key, upload_id):
+    with aborted_on_failure(s3, bucket, key, upload_id):
         with ThreadPoolExecutor(max_workers=PART_THREADS) as pool:
             pending = first
             number = 0
@@ -224,7 +224,7 @@ def _part(number: int, etag: str, checksum: str | None) -> dict[str, Any]:
 
 
 @contextmanager
-def _aborted_on_failure(s3: Any, bucket: str, key: str, upload_id: str) -> Iterator[None]:
+def aborted_on_failure(s3: Any, bucket: str, key: str, upload_id: str) -> Iterator[None]:
     """Abort the multipart upload when anything fails before it completes, so no parts are left billed.
     If the abort fails too (the process is dying), the run's upload marker and the bucket's
     AbortIncompleteMultipartUpload rule clean up."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
+import os
 import tempfile
 import zlib
 from collections.abc import Collection, Iterator
@@ -70,6 +72,11 @@ class Entry:
         data = json.loads(line)
         known = _ENTRY_FIELDS or {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# The identity of a table's entry whose object holds a DynamoDB export (lines `{"Item": {...}}`) rather than a
+# scan (one item a line): `export:<items>:<export id>`.
+EXPORT_IDENTITY = "export:"
 
 
 # Field names of Entry, computed once: parsing a manifest calls from_json once per object.
@@ -241,6 +248,13 @@ class Manifest:
                 if include_held or not entry.held:
                     yield entry
 
+    def lines(self) -> Iterator[bytes]:
+        """The entries' raw JSON lines, read through a position of their own (`os.pread`), so that a pass over
+        them can run while an `entries()` stream of the same manifest is half-way through."""
+        with gzip.GzipFile(fileobj=io.BufferedReader(_PositionalReader(self._file.fileno()), 1 << 20), mode="rb") as gz:
+            gz.readline()
+            yield from gz
+
     def close(self) -> None:
         self._file.close()
 
@@ -249,6 +263,23 @@ class Manifest:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _PositionalReader(io.RawIOBase):
+    """Reads a file from its start without moving the file's own position (shared by every handle on it)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = os.pread(self._fd, len(buffer), self._at)
+        buffer[: len(data)] = data
+        self._at += len(data)
+        return len(data)
 
 
 def read_header(s3: Any, bucket: str, key: str, version_id: str | None = None) -> dict[str, Any]:

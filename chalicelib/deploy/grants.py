@@ -29,6 +29,7 @@ from chalicelib.deploy.scope import (
 from chalicelib.layout import (
     CHECKPOINTS_PREFIX,
     DATA_PREFIX,
+    EXPORTS_PREFIX,
     IDEMPOTENCY_PREFIX,
     LOCKS_PREFIX,
     META_PREFIX,
@@ -43,6 +44,7 @@ from chalicelib.layout import (
     VERIFICATIONS_PREFIX,
 )
 from chalicelib.notify import metrics
+from chalicelib.plans import DynamoDBSource
 
 RESOURCE_ACCOUNT = "s3:ResourceAccount"
 
@@ -213,6 +215,38 @@ def source_grants(scope: Scope) -> list[dict[str, Any]]:
 
 SOURCE_TABLE_GRANTS: tuple[Grant, ...] = (
     Grant("SourceTablesRead", ("dynamodb:DescribeTable", "dynamodb:Scan"), lambda s: [table_arn(s, t) for t in s.tables]),
+)
+
+
+def _export_buckets(scope: Scope) -> list[str]:
+    """The backup buckets DynamoDB exports tables into: those of plans with a table."""
+    return sorted({plan.bucket for plan in scope.plans if any(isinstance(s, DynamoDBSource) for s in plan.sources)})
+
+
+# Tables with point-in-time recovery are backed up by DynamoDB's own export (chalicelib/backup/table_export.py).
+# DynamoDB writes an export with the caller's permissions (the ACL one too, though ACLs are disabled on the
+# backup buckets), into the export prefix only; the run then reads the exact versions it wrote there to join
+# them into the table's object, and puts delete markers on them (BackupData's s3:DeleteObject on data/).
+TABLE_EXPORT_GRANTS: tuple[Grant, ...] = (
+    Grant(
+        "SourceTablesExport",
+        ("dynamodb:DescribeContinuousBackups", "dynamodb:ExportTableToPointInTime"),
+        lambda s: [table_arn(s, t) for t in s.tables],
+    ),
+    Grant("SourceTableExportsDescribe", ("dynamodb:DescribeExport",), lambda s: [table_arn(s, t) + "/export/*" for t in s.tables]),
+    Grant(
+        "TableExportsWrite",
+        ("s3:PutObject", "s3:PutObjectAcl", "s3:AbortMultipartUpload", "s3:GetObjectVersion"),
+        lambda s: object_arns(_export_buckets(s), EXPORTS_PREFIX),
+        owned=True,
+    ),
+    Grant(
+        "TableExportsList",
+        ("s3:ListBucketVersions",),
+        lambda s: [bucket_arn(bucket) for bucket in _export_buckets(s)],
+        lambda s: {"StringLike": {"s3:prefix": [f"{EXPORTS_PREFIX}*"]}},
+        owned=True,
+    ),
 )
 
 # A backup carries itself on (checkpoints, key ranges) in the backup worker and starts the weekly

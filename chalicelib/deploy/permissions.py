@@ -185,6 +185,14 @@ def required_permissions(service: str, operation: str, params: Mapping[str, Any]
         return _s3_permissions(operation, params, account)
     if service == "dynamodb":
         action = f"dynamodb:{operation}"
+        if operation == "ExportTableToPointInTime":
+            # DynamoDB writes the export into the bucket with the caller's own permissions.
+            files = f"{bucket_arn(params['S3Bucket'])}/{params.get('S3Prefix', '')}/AWSDynamoDB/"
+            writes = ("s3:PutObject", "s3:PutObjectAcl", "s3:AbortMultipartUpload")
+            owned_by = ((RESOURCE_ACCOUNT, str(params.get("S3BucketOwner") or account)),)
+            return [Permission(action, params["TableArn"])] + [Permission(write, files, owned_by) for write in writes]
+        if "ExportArn" in params:
+            return [Permission(action, params["ExportArn"])]
         if "TableName" in params:
             return [Permission(action, f"arn:aws:dynamodb:{region}:{account}:table/{params['TableName']}")]
         if "TableArn" in params:

@@ -4,7 +4,7 @@ holds one function's credentials can do that function's job and nothing more.
 | function | may |
 |---|---|
 | `api_handler` (internet-facing) | read the catalog and HEAD data versions; write the records its routes create and its plan locks and idempotency claims (meta/ of the catalog only); start the backup and restore workers |
-| `daily_backup`, `backup_worker` | read the sources; write data/ (delete markers included), manifests, checkpoints, backup records; read bucket settings; alert; publish the heartbeat; invoke the backup and verify workers. The daily backup also takes the plan locks |
+| `daily_backup`, `backup_worker` | read the sources (tables by scan, or by DynamoDB's export into data/~exports/ of the plan's bucket); write data/ (delete markers included), manifests, checkpoints, backup records; read bucket settings; alert; publish the heartbeat; invoke the backup and verify workers. The daily backup also takes the plan locks |
 | `restore_worker`, `resume_restores` | read the catalog and data versions; thaw; write the restore buckets and create `restored-*` tables; keep restore records and the queue |
 | `verify_worker` | read manifests and data versions; write its records under meta/verifications/; alert; invoke itself |
 
@@ -35,6 +35,7 @@ BACKUP_WRITER: tuple[Concern, ...] = (
     grants.BACKUP_BUCKET_GRANTS,
     grants.source_grants,
     grants.SOURCE_TABLE_GRANTS,
+    grants.TABLE_EXPORT_GRANTS,
     grants.WRITER_KEY_GRANTS,
     grants.ALERT_GRANTS,
     grants.BACKUP_INVOKE_GRANTS,

@@ -1,5 +1,7 @@
 """Restoring a database export into a new DynamoDB table: the table is created with the key schema recorded
-with the snapshot (on-demand billing), then the export's items are written 25 at a time."""
+with the snapshot (on-demand billing), then the export's items are written 25 at a time. The export is either
+form a backup takes (chalicelib/backup/tables.py): a scan's lines are items, a DynamoDB export's lines wrap
+each item as `{"Item": {...}}`; the entry's identity says which."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.catalog.manifests import Entry
+from chalicelib.catalog.manifests import EXPORT_IDENTITY, Entry
 from chalicelib.errors import error_code
 from chalicelib.restore.outcome import Outcome
 
@@ -48,13 +50,16 @@ def restore_table(
             remember_created(table)
         dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 2, "MaxAttempts": 150})
     response = s3.get_object(Bucket=bucket, Key=entry.data_key, VersionId=entry.version_id)
+    # A DynamoDB export wraps each item (`{"Item": {...}}`); a scan writes the item itself.
+    exported = entry.identity.startswith(EXPORT_IDENTITY)
     written = 0
     batch: list[dict[str, Any]] = []
     with gzip.GzipFile(fileobj=response["Body"], mode="rb") as lines:
         for line in lines:
             if not line.strip():
                 continue
-            batch.append({"PutRequest": {"Item": item_from_export(json.loads(line))}})
+            item = json.loads(line)
+            batch.append({"PutRequest": {"Item": item_from_export(item["Item"] if exported else item)}})
             if len(batch) == WRITE_BATCH:
                 written += write_batch(dynamodb, table, batch)
                 batch = []
