@@ -14,6 +14,10 @@ What it enforces, and why:
    only for `CopyObject`. This is what pins a backup's copy to the content it listed.
 3. `CopyObject` honours `IfNoneMatch="*"` (AWS does since 2024): 412 `PreconditionFailed` when the
    destination key exists. moto ignores it; a restore relies on it not to replace what appeared meanwhile.
+4. A bucket's lifecycle configuration keeps its `TransitionDefaultMinimumObjectSize` (what happens to
+   objects under 128 KB): `PutBucketLifecycleConfiguration` sets it (S3's default,
+   `all_storage_classes_128K`, when the request leaves it out) and `GetBucketLifecycleConfiguration` answers
+   it. moto answers `all_storage_classes_128K` whatever was written, so drift detection could not be tested.
 
 ETags are compared as S3 compares them: with or without the surrounding quotes, a comma-separated list, or
 `*` (any). Each rule wraps one method of moto's `S3Response` (names and signatures of moto 5.2.5's
@@ -23,6 +27,7 @@ ETags are compared as S3 compares them: with or without the surrounding quotes, 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -144,6 +149,8 @@ def _check_copy_source_conditions(response: S3Response) -> None:
 # The wrapped moto methods ------------------------------------------------------------------------------
 
 _key_response = S3Response._key_response
+_bucket_put = S3Response._bucket_response_put
+_get_lifecycle = S3Response.get_bucket_lifecycle
 _delete_keys = S3Response._bucket_response_delete_keys
 _copy_object = S3Response.copy_object
 _upload_part_copy = S3Response.upload_part_copy
@@ -179,7 +186,35 @@ def _strict_upload_part_copy(self: S3Response) -> Any:
     return _upload_part_copy(self)
 
 
+SMALL_OBJECTS_HEADER = "x-amz-transition-default-minimum-object-size"
+# Kept on moto's bucket object, so that it goes with the bucket when moto's state is reset.
+_SMALL_OBJECTS_ATTRIBUTE = "_strict_transition_default_minimum_object_size"
+
+
+def _bucket_put_keeping_small_objects(self: S3Response, request: Any, bucket_name: str, querystring: dict[str, Any]) -> Any:
+    answer = _bucket_put(self, request, bucket_name, querystring)
+    if querystring and "lifecycle" in querystring:
+        value = request.headers.get(SMALL_OBJECTS_HEADER) or "all_storage_classes_128K"
+        setattr(self.backend.get_bucket(bucket_name), _SMALL_OBJECTS_ATTRIBUTE, value)
+    return answer
+
+
+def _get_lifecycle_with_small_objects(self: S3Response) -> Any:
+    status, headers, body = _get_lifecycle(self)
+    value = getattr(self.backend.get_bucket(self.bucket_name), _SMALL_OBJECTS_ATTRIBUTE, None)
+    if value is not None:
+        headers = {**headers, SMALL_OBJECTS_HEADER: value}
+        body = re.sub(
+            r"<TransitionDefaultMinimumObjectSize>[^<]*</TransitionDefaultMinimumObjectSize>",
+            f"<TransitionDefaultMinimumObjectSize>{value}</TransitionDefaultMinimumObjectSize>",
+            body.decode("utf-8") if isinstance(body, bytes) else body,
+        )
+    return status, headers, body
+
+
 S3Response._key_response = _strict_key_response  # type: ignore[method-assign]
+S3Response._bucket_response_put = _bucket_put_keeping_small_objects  # type: ignore[method-assign]
+S3Response.get_bucket_lifecycle = _get_lifecycle_with_small_objects  # type: ignore[method-assign]
 S3Response._bucket_response_delete_keys = _strict_delete_keys  # type: ignore[method-assign]
 S3Response.copy_object = _strict_copy_object  # type: ignore[method-assign]
 S3Response.upload_part_copy = _strict_upload_part_copy  # type: ignore[method-assign]
