@@ -23,8 +23,9 @@ from chalicelib.catalog.records import (
     overall_status,
 )
 from chalicelib.config import Settings
+from chalicelib.cost.reports import CostReports
 from chalicelib.deploy import drift
-from chalicelib.errors import AlreadyExists, BadRequest, Conflict
+from chalicelib.errors import AlreadyExists, BadRequest, Conflict, describe_error
 from chalicelib.notify import alerts, metrics
 from chalicelib.notify.tampering import TamperingAlerts
 from chalicelib.times import isoformat, utcnow
@@ -165,11 +166,24 @@ class BackupService:
         # From now on the record is read from its create-only copy: nothing can rewrite a finished backup.
         record = self.records.seal(record)
         logger.info("backup %s finished: %s", backup_id, record.status)
-        alerts.publish(self.clients.sns, self.settings.topic_arn, record)
+        alerts.publish(self.clients.sns, self.settings.topic_arn, record, cost=self._cost_line(record))
         metrics.report(self.clients.cloudwatch, self.settings.plans.catalog_bucket, record)
         # Only now, with the backup final: its weekly verification is a job of its own, never waited for.
         self.verification.start_after(record)
         return record
+
+    def _cost_line(self, record: BackupRecord) -> str | None:
+        """The daily backup's cost report, computed and kept now (GET /costs then reads it), as the alert's
+        last line. Other backups leave their report to be computed when first asked for."""
+        if record.trigger != "schedule" or record.dry_run:
+            return None
+        try:
+            report = CostReports.from_settings(self.settings, self.clients, self.tampering.report).for_backup(record.backup_id)
+        except Exception as exc:
+            # Whatever goes wrong with the figures, the backup's result and its alert stand.
+            logger.exception("backup %s: the cost report could not be computed", record.backup_id)
+            return f"Cost: not computed ({describe_error(exc)})"
+        return alerts.cost_line(report["total"], report["prices"]["currency"])
 
     def run_scheduled(self, scheduled_at: datetime, context: Any = None, event_id: str | None = None) -> BackupRecord:
         """The daily backup. The id comes from the schedule's event: its time, and a part derived from the

@@ -11,6 +11,7 @@
     org-backup restore-status RESTORE_ID [--resume]
     org-backup verify BACKUP_ID [--plan NAME ...] [--sample-percent N]
     org-backup verify-slice [--weekday N]
+    org-backup cost [--plan NAME] [--refresh]
 
 Every command takes `--stage` (default `dev`, or $ORG_BACKUP_STAGE) and `--json`. Exit status: 0 done,
 1 done but something needs attention (a failed backup or restore, verification findings), 2 bad input.
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from chalicelib.cli.backups import cmd_backup, cmd_backups, cmd_contents, cmd_plans, cmd_show, cmd_verify, cmd_verify_slice
+from chalicelib.cli.costs import cmd_cost
 from chalicelib.cli.output import EXIT_BAD_INPUT, Context
 from chalicelib.cli.restores import cmd_restore, cmd_restore_status
 from chalicelib.errors import BackupError, BadRequest, Conflict, NotFound, PlanError
@@ -41,6 +43,7 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "restore-status": cmd_restore_status,
     "verify": cmd_verify,
     "verify-slice": cmd_verify_slice,
+    "cost": cmd_cost,
 }
 
 
@@ -103,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         "verify-slice", parents=[common], help="verify one weekday's slice of every stored snapshot (the daily check)"
     )
     verify_slice.add_argument("--weekday", type=int, help="0 (Monday) to 6 (Sunday); default: today's, UTC")
+
+    cost = commands.add_parser(
+        "cost", parents=[common], help="what the backups cost: per storage class now, the next 12 months, the alternatives"
+    )
+    cost.add_argument("--plan", help="only this plan")
+    cost.add_argument(
+        "--refresh", action="store_true", help="compute the report again now instead of reading the newest backup's"
+    )
     return parser
 
 

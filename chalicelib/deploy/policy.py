@@ -8,8 +8,8 @@ useful; `autogen_policy` is off and this module writes `.chalice/policy-<stage>.
     python -m chalicelib.deploy.policy --check    # exit 1 when a committed file is out of date
 
 What may be granted is declared below in one table per concern (`Grant` rows): the backup buckets, the
-sources, alerts, the worker function, metrics, logs, restores, long runs, the weekly verification job. A new feature that calls AWS adds rows to its
-concern's table (or a new table to `CONCERNS`). Resources are scoped to the stage's buckets and prefixes,
+sources, alerts, the worker function, metrics, logs, restores, long runs, the weekly verification job, the
+cost report. A new feature that calls AWS adds rows to its concern's table (or a new table to `CONCERNS`). Resources are scoped to the stage's buckets and prefixes,
 tables, topic and functions, resolved from the stage's environment variables.
 
 `permissions.py` maps an AWS API call to the IAM actions and resources it needs and evaluates a policy for
@@ -33,11 +33,15 @@ from typing import Any
 
 from chalicelib.layout import (
     CHECKPOINTS_PREFIX,
+    COSTS_PREFIX,
     DATA_PREFIX,
     IDEMPOTENCY_PREFIX,
     LOCKS_PREFIX,
     META_PREFIX,
+    PRUNES_PREFIX,
+    RECORDS_PREFIX,
     RESTORE_QUEUE_PREFIX,
+    SEALED_RECORDS_PREFIX,
     SNAPSHOTS_PREFIX,
     VERIFICATIONS_PREFIX,
 )
@@ -329,6 +333,37 @@ VERIFY_GRANTS: tuple[Grant, ...] = (
     ),
 )
 
+# The cost report (chalicelib/cost/: GET /costs, org-backup cost, the daily backup's alert): read only but for
+# its own report. It lists every version under data/ (write times and storage classes, 1,000 a request) and
+# the manifests' versions, reads the backup records, the prune records and the kept snapshots' manifests,
+# asks S3 about a sample of versions (HeadObject with VersionId), and keeps its report under meta/costs/
+# in the catalog bucket. Everything it needs is here, apart from logs, so that it can go to any function.
+COST_GRANTS: tuple[Grant, ...] = (
+    Grant("CostList", ("s3:ListBucket",), lambda s: [bucket_arn(b) for b in s.backup_buckets]),
+    Grant(
+        "CostVersionsList",
+        ("s3:ListBucketVersions",),
+        lambda s: [bucket_arn(b) for b in s.backup_buckets],
+        lambda s: {"StringLike": {"s3:prefix": [DATA_PREFIX + "*", SNAPSHOTS_PREFIX + "*"]}},
+    ),
+    Grant(
+        "CostRead",
+        ("s3:GetObject", "s3:GetObjectVersion"),
+        lambda s: _object_arns(s, SNAPSHOTS_PREFIX)
+        + _object_arns(s, DATA_PREFIX)
+        + (
+            [f"{bucket_arn(s.catalog_bucket)}/{prefix}*" for prefix in (RECORDS_PREFIX, SEALED_RECORDS_PREFIX, PRUNES_PREFIX)]
+            if s.catalog_bucket
+            else []
+        ),
+    ),
+    Grant(
+        "CostReports",
+        ("s3:PutObject", "s3:GetObject"),
+        lambda s: [f"{bucket_arn(s.catalog_bucket)}/{COSTS_PREFIX}*"] if s.catalog_bucket else [],
+    ),
+)
+
 # Every concern, in the order its statements appear. Tables may also be functions returning statements.
 CONCERNS: tuple[tuple[Grant, ...] | Callable[[Scope], list[dict[str, Any]]], ...] = (
     BACKUP_BUCKET_GRANTS,
@@ -343,6 +378,7 @@ CONCERNS: tuple[tuple[Grant, ...] | Callable[[Scope], list[dict[str, Any]]], ...
     RESTORE_GRANTS,
     LONG_RUN_GRANTS,
     VERIFY_GRANTS,
+    COST_GRANTS,
 )
 
 

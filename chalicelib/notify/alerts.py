@@ -5,6 +5,7 @@ failures)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -42,7 +43,24 @@ def _subject_text(text: str) -> str:
     return text[:SUBJECT_LIMIT]
 
 
-def body(record: BackupRecord) -> str:
+def _money(amount: float) -> str:
+    # Cents for real bills; small test and trial buckets would otherwise read 0.00 throughout.
+    return f"{amount:.2f}" if amount >= 1 else f"{amount:.4f}"
+
+
+def cost_line(total: Mapping[str, Any], currency: str = "USD") -> str:
+    """One line for the daily alert from a cost report's `total`: bytes and monthly cost per storage class."""
+    classes = ", ".join(
+        f"{name} {human_bytes(entry['bytes'])} {_money(entry['monthly_usd'])}"
+        for name, entry in sorted(total.get("storage", {}).items(), key=lambda item: -item[1]["bytes"])
+    )
+    return (
+        f"Cost ({currency} a month): {classes or 'nothing stored'}; {_money(total.get('monthly_usd', 0))} in all "
+        "with manifests, requests and transitions (GET /costs)"
+    )
+
+
+def body(record: BackupRecord, cost: str | None = None) -> str:
     lines = [
         f"Backup {record.backup_id} ({record.trigger}{', dry run' if record.dry_run else ''}): {record.status}",
         *([f"Mass deletions allowed for: {', '.join(record.allow_deletions)}"] if record.allow_deletions else []),
@@ -63,6 +81,8 @@ def body(record: BackupRecord) -> str:
         lines.append(line)
         for message in [f"DRIFT: {finding}" for finding in result.drift] + result.warnings + result.errors:
             lines.append(f"{' ' * width}    - {message}")
+    if cost:
+        lines += ["", cost]
     return "\n".join(lines) + "\n"
 
 
@@ -135,15 +155,16 @@ def verification_body(verification: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish(sns: Any, topic_arn: str | None, record: BackupRecord) -> bool:
-    """Send the alert. A failure is logged and swallowed: an alert must never change a backup's result."""
+def publish(sns: Any, topic_arn: str | None, record: BackupRecord, cost: str | None = None) -> bool:
+    """Send the alert (`cost`: a last line, the daily backup's `cost_line`). A failure is logged and
+    swallowed: an alert must never change a backup's result."""
     if not topic_arn:
         return False
     try:
         sns.publish(
             TopicArn=topic_arn,
             Subject=subject(record),
-            Message=body(record),
+            Message=body(record, cost),
             MessageAttributes={
                 "status": {"DataType": "String", "StringValue": record.status},
                 "kind": {"DataType": "String", "StringValue": "backup"},
