@@ -31,6 +31,7 @@ holds now (`Holdings`, measured by the cost report) and carries it forward month
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -293,9 +294,7 @@ class _Simulation:
         """Drop the snapshots retention no longer keeps, then the versions no kept snapshot names."""
         if self.retention is None:
             return
-        taken = [datetime.combine(self.start + timedelta(days=d), BACKUP_TIME, tzinfo=timezone.utc) for d in self.snapshot_days]
-        decision = decide([Snapshot(f"{d:06d}", t) for d, t in zip(self.snapshot_days, taken)], self.retention)
-        kept = {int(s.backup_id) for s in decision.kept}
+        kept = set(_kept_days(self.start, tuple(self.snapshot_days), self.retention))
         for gone in set(self.snapshot_days) - kept:
             self.manifest_bytes.pop(gone, None)
         self.snapshot_days = sorted(kept)
@@ -382,6 +381,16 @@ class _Simulation:
             held = sum(group.held_versions for group in self.groups)
             self.records.append(Day(record.copies, record.objects, record.objects + held, record.deleted))
         return self.records
+
+
+@functools.lru_cache(maxsize=4096)
+def _kept_days(start: date, days: tuple[int, ...], retention: RetentionPolicy) -> tuple[int, ...]:
+    """The days (after `start`) of the daily snapshots `retention` keeps. Cached: the decision depends on the
+    days alone, so every projection of one report (both `small_objects` choices, plans sharing a policy)
+    makes the same decisions; deciding was most of a projection's time."""
+    taken = [datetime.combine(start + timedelta(days=d), BACKUP_TIME, tzinfo=timezone.utc) for d in days]
+    decision = decide([Snapshot(f"{d:06d}", t) for d, t in zip(days, taken)], retention)
+    return tuple(int(s.backup_id) for s in decision.kept)
 
 
 def project(
