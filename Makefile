@@ -46,7 +46,8 @@ test-full: install
 run: install
 	API_PORT=$(API_PORT) EMULATOR_PORT=$(EMULATOR_PORT) $(BIN)/python scripts/localstack.py
 
-# Least-privilege IAM policies, .chalice/policy-<stage>.json for every stage, from the plans (commit them).
+# Least-privilege IAM policies, .chalice/policy-<stage>-<function>.json for every stage and function, from the
+# plans (commit them; .chalice/config.json names each function's file).
 policies: install
 	$(BIN)/python -m chalicelib.deploy.policy
 
@@ -54,8 +55,8 @@ policies: install
 provision: install
 	$(BIN)/python -m chalicelib.deploy.provision --stage $(STAGE) $(if $(FORCE),--force)
 
-# One deployable CloudFormation template in build/<stage>/sam.json: the functions, the buckets, the topic and
-# the alarm, linted. The local stage runs on the emulator and is never deployed, so it packages dev.
+# One deployable CloudFormation template in build/<stage>/sam.json: the functions, the buckets, the topic, the
+# alarm and the audit trail, linted. The local stage runs on the emulator and is never deployed, so it packages dev.
 PACKAGE_STAGE = $(if $(filter local,$(STAGE)),dev,$(STAGE))
 package: install
 	$(BIN)/python -m chalicelib.deploy.policy --check --stage $(PACKAGE_STAGE)

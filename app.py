@@ -7,10 +7,11 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from chalice import BadRequestError, Chalice, ConflictError, IAMAuthorizer, NotFoundError, Rate, Response
+from chalice import BadRequestError, Chalice, ConflictError, Cron, IAMAuthorizer, NotFoundError, Rate, Response
 
 from chalicelib.api import backups as api
 from chalicelib.api import costs as costs_api
+from chalicelib.api import prunes as prune_api
 from chalicelib.api.plans import describe_plans
 from chalicelib.api.requests import check_body, parse_restore_request, parse_verify_request
 from chalicelib.aws import Clients
@@ -22,11 +23,13 @@ from chalicelib.errors import (
     Conflict,
     NotFound,
     PayloadTooLarge,
+    Pruned,
     Tampered,
     Unprocessable,
     UnsupportedMediaType,
 )
 from chalicelib.plans import check_plans_file
+from chalicelib.prune.service import PruneJobs
 from chalicelib.restore import records as restore_records
 from chalicelib.restore.service import RestoreService
 from chalicelib.verify import job_record as verifications
@@ -46,11 +49,13 @@ _clients: Clients | None = None
 
 
 def service() -> BackupService:
-    """Settings come from the environment of the running handler; clients are made once per process."""
+    """Settings come from the environment of the running handler; clients are made once per process, with
+    S3 requests to the stage's backup and restore buckets pinned to its account."""
     global _clients
+    settings = Settings.from_environ()
     if _clients is None:
-        _clients = Clients()
-    return BackupService(Settings.from_environ(), _clients)
+        _clients = Clients(bucket_owner=settings.bucket_owner)
+    return BackupService(settings, _clients)
 
 
 def _client_errors(func: Any) -> Any:
@@ -68,6 +73,9 @@ def _client_errors(func: Any) -> Any:
             return _error(409, "ConflictError", str(exc), backup_id=exc.backup_id)
         except Unprocessable as exc:
             return _error(422, "UnprocessableEntityError", str(exc))
+        except Pruned as exc:
+            # Retention removed the snapshot: gone for good, and the answer says when and by which prune.
+            return _error(410, "SnapshotPruned", str(exc))
         except PayloadTooLarge as exc:
             return _error(413, "PayloadTooLarge", str(exc))
         except UnsupportedMediaType as exc:
@@ -255,3 +263,53 @@ def restore_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Runs the first pass of a restore that POST /restores recorded (invoked asynchronously)."""
     record = restores().run(event["restore_id"])
     return {"restore_id": record.restore_id, "status": record.status}
+
+
+def prunes() -> PruneJobs:
+    """Prunes use the same settings and clients as backups."""
+    backups = service()
+    return PruneJobs(backups.settings, backups.clients, report=backups.tampering.report)
+
+
+@app.route("/prune", methods=["POST"], authorizer=iam, content_types=["*/*"])
+@_client_errors
+def start_prune() -> Response:
+    """Apply the plans' retention policies (`dry_run`: only say what would go and what it would save): a job
+    for the prune worker; the answer (202) names it, GET /prunes/{id} shows it."""
+    current = app.current_request
+    record = prune_api.start_prune(prunes(), current.raw_body, current.headers.get("content-type"))
+    return Response(
+        status_code=202,
+        body={"prune_id": record.prune_id, "status": record.status, "dry_run": record.dry_run},
+        headers={"Location": f"/prunes/{record.prune_id}"},
+    )
+
+
+@app.route("/prunes", methods=["GET"], authorizer=iam)
+@_client_errors
+def list_prunes() -> dict[str, Any]:
+    """The latest prunes, newest first."""
+    return prune_api.list_prunes(prunes(), app.current_request.query_params)
+
+
+@app.route("/prunes/{prune_id}", methods=["GET"], authorizer=iam)
+@_client_errors
+def get_prune(prune_id: str) -> dict[str, Any]:
+    """A prune: every snapshot with the rules that keep it, what was removed, what stayed and why."""
+    return prune_api.get_prune(prunes(), prune_id)
+
+
+# Every day at 05:00 UTC, three hours after the daily backup.
+@app.schedule(Cron(0, 5, "*", "*", "?", "*"))
+def daily_prune(event: Any) -> dict[str, Any]:
+    """Apply every plan's retention policy; a repeated delivery finds the same prune."""
+    scheduled_at = datetime.fromisoformat(event.time.replace("Z", "+00:00"))
+    record = prunes().scheduled(scheduled_at, event.event_id, context=event.context)
+    return {"prune_id": record.prune_id, "status": record.status}
+
+
+@app.lambda_function(name="prune_worker")
+def prune_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Runs a prune that POST /prune or the schedule recorded, carrying itself on past the time limit."""
+    record = prunes().run(event["prune_id"], context=context)
+    return {"prune_id": record.prune_id, "status": record.status}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+from urllib.parse import unquote
 
 import boto3
 from botocore.config import Config
@@ -22,19 +23,60 @@ def client_config(max_pool_connections: int = 64) -> Config:
     )
 
 
+def copy_source_bucket(copy_source: Any) -> str:
+    """The bucket a CopySource names, whether still a dict or already botocore's `bucket/key?versionId=` text."""
+    if isinstance(copy_source, dict):
+        return str(copy_source.get("Bucket", ""))
+    return unquote(str(copy_source).lstrip("/").split("/", 1)[0])
+
+
+@dataclass(frozen=True)
+class BucketOwner:
+    """The account the backup and restore buckets belong to.
+
+    Bucket names are global: if one of ours were ever deleted and its name taken by another account, a backup
+    would write into a stranger's bucket and a restore would read a stranger's data. Every S3 request to one
+    of `buckets` therefore carries `ExpectedBucketOwner` (and a copy out of one `ExpectedSourceBucketOwner`),
+    and S3 refuses it with 403 unless `account` owns the bucket. Sources are not pinned: they may live in
+    other accounts.
+    """
+
+    account: str
+    buckets: frozenset[str]
+
+    def pin(self, params: dict[str, Any], model: Any, **kwargs: Any) -> None:
+        """A botocore `before-parameter-build.s3` handler. Only operations whose model has the member get
+        it; a value the caller gave is kept."""
+        members = model.input_shape.members if model.input_shape is not None else {}
+        if "ExpectedBucketOwner" in members and params.get("Bucket") in self.buckets:
+            params.setdefault("ExpectedBucketOwner", self.account)
+        if "ExpectedSourceBucketOwner" in members and "CopySource" in params:
+            if copy_source_bucket(params["CopySource"]) in self.buckets:
+                params.setdefault("ExpectedSourceBucketOwner", self.account)
+
+
 @dataclass
 class Clients:
-    """Lazily created boto3 clients sharing one session (clients are thread-safe; sessions are not)."""
+    """Lazily created boto3 clients sharing one session (clients are thread-safe; sessions are not).
+
+    `bucket_owner`: the account the backup and restore buckets must belong to (`config.Settings.bucket_owner`);
+    None pins nothing."""
 
     session: Any = field(default_factory=boto3.session.Session)
     max_pool_connections: int = 64
+    bucket_owner: BucketOwner | None = None
 
     def _make(self, service: str) -> Any:
         return self.session.client(service, config=client_config(self.max_pool_connections))
 
     @cached_property
     def s3(self) -> Any:
-        return self._make("s3")
+        client = self._make("s3")
+        if self.bucket_owner is not None:
+            # Registered on the client itself, so every call through it (boto3's managed transfers
+            # included) is pinned, whichever module makes it.
+            client.meta.events.register("before-parameter-build.s3", self.bucket_owner.pin)
+        return client
 
     @cached_property
     def dynamodb(self) -> Any:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from chalicelib.aws import BucketOwner
 from chalicelib.errors import PlanError
 from chalicelib.plans import PlanSet, load_plans
 from chalicelib.prices import Prices, load_prices
 
 WORKER_MODES = ("inline", "thread", "lambda")
+
+# The alert topic's ARN is the one fully qualified name in a stage's configuration: its region and account
+# are the stage's (the generated policies and the S3 account pinning both read them from it).
+_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:([a-z0-9-]+):(\d{12}):[A-Za-z0-9_-]+$")
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,27 @@ class Settings:
             restore_table_prefix=env.get("RESTORE_TABLE_PREFIX", "restored-"),
             prices=load_prices(environ=env),
         )
+
+    @property
+    def region(self) -> str | None:
+        """The stage's region, from ALERT_TOPIC_ARN; None without a topic."""
+        match = _TOPIC_ARN.match(self.topic_arn or "")
+        return match.group(1) if match else None
+
+    @property
+    def account(self) -> str | None:
+        """The stage's AWS account, from ALERT_TOPIC_ARN; None without a topic."""
+        match = _TOPIC_ARN.match(self.topic_arn or "")
+        return match.group(2) if match else None
+
+    @property
+    def bucket_owner(self) -> BucketOwner | None:
+        """The account every backup and restore bucket must belong to (S3 refuses a request to a bucket of
+        that name owned by anyone else); None when the account is not known (no alert topic)."""
+        if self.account is None:
+            return None
+        buckets = {plan.bucket for plan in self.plans.plans} | set(self.restore_buckets)
+        return BucketOwner(self.account, frozenset(buckets))
 
 
 def _reserve_ms(env: Mapping[str, str]) -> int:

@@ -48,6 +48,11 @@ class Tampered(BackupError):
     was written: reported as tampering, never trusted (an HTTP 409 and an alert)."""
 
 
+class Pruned(BackupError):
+    """The snapshot asked for was removed by retention (a prune): it can no longer be restored or verified
+    (HTTP 410). The message says when, and by which prune."""
+
+
 class Unprocessable(BackupError):
     """Well-formed but unusable, e.g. an Idempotency-Key reused for a different request (HTTP 422)."""
 

@@ -13,7 +13,8 @@
     meta/restores/<inverted time>_<restore_id>.json    restore records (catalog bucket)
     meta/restore-queue/<restore_id>                    restores not finished yet (catalog bucket)
     meta/verifications/<inverted time>_<job_id>.json   weekly verification jobs, with their checkpoint (catalog bucket)
-    meta/prunes/<inverted time>_<prune_id>.json        prune jobs' records, with their early-deletion charges (catalog bucket)
+    meta/pruned/<inverted time>_<backup_id>/<plan>.json a snapshot the prune removes, written once (catalog bucket)
+    meta/prunes/<inverted time>_<prune_id>.json        prune jobs, with their checkpoint (catalog bucket)
     meta/costs/<backup_id>.json                        the cost report computed after that backup (catalog bucket)
 
 Lifecycle rules are scoped to `data/`, so metadata always stays in S3 Standard, readable at once.
@@ -39,6 +40,8 @@ IDEMPOTENCY_PREFIX = META_PREFIX + "idempotency/"
 RESTORES_PREFIX = META_PREFIX + "restores/"
 RESTORE_QUEUE_PREFIX = META_PREFIX + "restore-queue/"
 VERIFICATIONS_PREFIX = META_PREFIX + "verifications/"
+# A snapshot is marked here before the prune deletes anything of it; written once, like sealed records.
+PRUNED_PREFIX = META_PREFIX + "pruned/"
 PRUNES_PREFIX = META_PREFIX + "prunes/"
 COSTS_PREFIX = META_PREFIX + "costs/"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from chalicelib.documents import AnyVariable, FieldReader
-from chalicelib.errors import PlanError
+from chalicelib.errors import BadRequest, PlanError
 from chalicelib.retention import RetentionPolicy, parse_retention
 
 DEFAULT_PLANS_FILE = Path(__file__).with_name("plans.json")
@@ -144,6 +144,9 @@ class Plan:
     kms_key_id: str | None = None
     # Which snapshots are kept; DEFAULT_RETENTION when the plans file has no `retention` block.
     retention: RetentionPolicy = DEFAULT_RETENTION
+    # The prune guard: a prune that would remove more than this share of the plan's snapshots, or of its stored
+    # bytes, is held (a retention typo such as keep_daily 1) until allowed for one run.
+    max_prune_fraction: float = 0.3
 
     def __post_init__(self) -> None:
         # A snapshot is sorted by (source, key): the engine walks the sources in name order, however the plan
@@ -172,6 +175,17 @@ class PlanSet:
             if plan.name == name:
                 return plan
         raise KeyError(name)
+
+    def check_names(self, names: list[str] | None) -> list[str]:
+        """The plans a request names, in file order without repeats (all of them for None); `BadRequest`
+        naming every unknown one."""
+        known = self.names
+        if names is None:
+            return known
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise BadRequest(f"unknown plan(s) {', '.join(map(repr, unknown))}; the known plans are {', '.join(known)}")
+        return [name for name in known if name in set(names)]
 
     def select(self, names: list[str] | None) -> list[Plan]:
         """The plans named, in file order; all of them when `names` is None."""
@@ -325,6 +339,12 @@ def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
                 "for that run (allow_deletions)"
             )
         fractions[field_name] = float(value)
+    prune_fraction = reader.raw("max_prune_fraction", 0.3, (int, float))
+    if not 0 < prune_fraction < 1:
+        raise reader.fail(
+            "max_prune_fraction", f"must be strictly between 0 and 1, got {prune_fraction}; to let one prune remove "
+            "more, allow it for that run (allow_large_prune)"
+        )
     window_days = reader.integer("deletion_window_days", 7, minimum=1)
     if window_days > 90:
         raise reader.fail("deletion_window_days", f"must be at most 90, got {window_days}")
@@ -373,6 +393,7 @@ def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
         object_lock=object_lock,
         kms_key_id=kms_key_id or None,
         retention=retention,
+        max_prune_fraction=float(prune_fraction),
     )
 
 

@@ -37,6 +37,10 @@ _PERIOD_DAYS = {"keep_last": 1, "keep_daily": 1, "keep_weekly": 7, "keep_monthly
 # Missed backups push the kept periods further back (only periods with a snapshot count): the horizon
 # tolerates this many days without a backup. A plan that misses two weeks has alerted every day by then.
 HORIZON_SLACK_DAYS = 14
+# A backup still running this many days after it started is abandoned: it writes no snapshot (its plans
+# fail, and the next backup copies what it had copied). The prune relies on it: it protects what running
+# backups wrote and the snapshots they compare with, and looks back this far (plus a day) for them.
+MAX_BACKUP_DAYS = 6
 
 
 class UnknownTimeZone(ValueError):

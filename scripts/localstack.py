@@ -390,15 +390,17 @@ def seed(s3: Any, dynamodb: Any, sns: Any, sqs: Any, env: Mapping[str, str]) -> 
     put_objects(s3, env["PHOTOS_SOURCE_BUCKET"], images)
     ensure_table(dynamodb, env["DATABASE_TABLE"], items)
     queue_url = ensure_alert_queue(sns, sqs, env["ALERT_TOPIC_ARN"])
-    # Restores write only to the buckets the stage allows; they exist beforehand, as in AWS.
+    # Restores write only to the buckets the stage allows; they exist beforehand, as in AWS, and are versioned
+    # as the deploy template makes them (a restore that overwrites a key leaves what was there).
     restore_buckets = sorted({name.strip() for name in env.get("RESTORE_BUCKETS", "").split(",") if name.strip()})
     for bucket in restore_buckets:
         ensure_bucket(s3, bucket)
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     logger.info("source bucket %-32s %d documents", env["DOCUMENTS_SOURCE_BUCKET"], len(docs))
     logger.info("source bucket %-32s %d PNG photos", env["PHOTOS_SOURCE_BUCKET"], len(images))
     logger.info("table         %-32s %d orders", env["DATABASE_TABLE"], len(items))
     for bucket in restore_buckets:
-        logger.info("restore bucket %-31s empty, for restores", bucket)
+        logger.info("restore bucket %-31s empty, versioned, for restores", bucket)
     logger.info("alert topic   %s -> queue %s", env["ALERT_TOPIC_ARN"], ALERT_QUEUE)
     return Seeded(plans=plans, queue_url=queue_url, documents=len(docs), photos=len(images), orders=len(items))
 

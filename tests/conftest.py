@@ -192,3 +192,15 @@ def snapshot_entries(s3: Any, bucket: str, plan: str, backup_id: str) -> list[An
 
     with load_snapshot(s3, bucket, plan, backup_id) as manifest:
         return list(manifest.entries())
+
+
+def scheduled_event(client: Any, at: Any = None) -> dict[str, Any]:
+    """A scheduled event as EventBridge delivers it: its time is when the rule fired (now, unless `at`).
+    Chalice's generator dates it 2015, and a backup older than retention's horizon refuses to finish."""
+    from chalicelib.times import utcnow
+
+    event: dict[str, Any] = client.events.generate_cw_event(
+        source="aws.events", detail_type="Scheduled Event", detail={}, resources=["arn:aws:events:us-east-1:123456789012:rule/x"]
+    )
+    event["time"] = (at or utcnow()).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return event

@@ -19,6 +19,12 @@ What it enforces, and why:
    `all_storage_classes_128K`, when the request leaves it out) and `GetBucketLifecycleConfiguration` answers
    it. moto answers `all_storage_classes_128K` whatever was written, so drift detection could not be tested.
 
+And one rule moto is stricter about than AWS, relaxed:
+
+5. A `CopyObject` into a bucket with a default Object Lock retention needs no `Content-MD5` (it has no body;
+   AWS documents the header for uploads). moto asks the copy for it too, so a copy reaches moto as if the
+   SDK had named a checksum algorithm: backups into locked buckets work here as they do in AWS.
+
 ETags are compared as S3 compares them: with or without the surrounding quotes, a comma-separated list, or
 `*` (any). Each rule wraps one method of moto's `S3Response` (names and signatures of moto 5.2.5's
 `moto/s3/responses.py`); the wrapped method runs unchanged when the request is valid.
@@ -38,6 +44,7 @@ import xmltodict
 from moto.s3.exceptions import PreconditionFailed, S3ClientError
 from moto.s3.models import FakeKey
 from moto.s3.responses import S3Response
+from werkzeug.datastructures import Headers
 
 from tests.record_calls import system_origin
 
@@ -154,6 +161,7 @@ _get_lifecycle = S3Response.get_bucket_lifecycle
 _delete_keys = S3Response._bucket_response_delete_keys
 _copy_object = S3Response.copy_object
 _upload_part_copy = S3Response.upload_part_copy
+_key_response_put = S3Response._key_response_put
 
 
 def _strict_key_response(self: S3Response, request: Any, full_url: str) -> Any:
@@ -212,6 +220,22 @@ def _get_lifecycle_with_small_objects(self: S3Response) -> Any:
     return status, headers, body
 
 
+
+def _copy_into_locked_bucket(self: S3Response, query: dict[str, Any], key_name: str) -> Any:
+    is_copy = "x-amz-copy-source" in self.headers and not query.get("uploadId")
+    locked = is_copy and self.backend.get_bucket(self.bucket_name).has_default_lock
+    if locked and not self.headers.get("Content-Md5") and not self.headers.get("x-amz-sdk-checksum-algorithm"):
+        headers = Headers(self.headers)  # case-insensitive, as moto reads them
+        headers["x-amz-sdk-checksum-algorithm"] = "SHA256"
+        original, self.headers = self.headers, headers
+        try:
+            return _key_response_put(self, query, key_name)
+        finally:
+            self.headers = original
+    return _key_response_put(self, query, key_name)
+
+
+S3Response._key_response_put = _copy_into_locked_bucket  # type: ignore[method-assign]
 S3Response._key_response = _strict_key_response  # type: ignore[method-assign]
 S3Response._bucket_response_put = _bucket_put_keeping_small_objects  # type: ignore[method-assign]
 S3Response.get_bucket_lifecycle = _get_lifecycle_with_small_objects  # type: ignore[method-assign]

@@ -7,9 +7,10 @@ only plain-HTTP ones. Every request in the tests goes to an https endpoint, so s
 aws:SecureTransport are evaluated here for a TLS request before moto sees the policy.
 
 moto has no request context at all, so it cannot evaluate the create-only statements (conditioned on the
-`s3:if-none-match` header and `s3:ObjectCreationOperation`): they are left out of moto's evaluation, and the
-suite checks every request the system sends against them instead (tests/record_calls.py, with
-`chalicelib.deploy.permissions.denies`).
+`s3:if-none-match` header and `s3:ObjectCreationOperation`), and it takes a delete of one version for
+s3:DeleteObject where AWS asks for s3:DeleteObjectVersion: those statements are left out of moto's
+evaluation, and the suite checks every request the system sends against them instead
+(tests/record_calls.py, with `chalicelib.deploy.permissions.denies`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def _without_tls_condition(statement: dict[str, Any]) -> dict[str, Any]:
 
 
 def _needs_request(statement: dict[str, Any]) -> bool:
+    if statement.get("Effect") == "Deny" and statement.get("Action") in ("s3:DeleteObject", ["s3:DeleteObject"]):
+        # moto checks s3:DeleteObject for every delete, also one of a given version, which AWS authorizes as
+        # s3:DeleteObjectVersion: the suite checks these statements on every request instead.
+        return True
     return any(key in REQUEST_KEYS for keys in statement.get("Condition", {}).values() for key in keys)
 
 

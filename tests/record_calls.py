@@ -1,5 +1,5 @@
 """A pytest plugin: record every AWS call the system's own code makes during the whole test run, and
-check at the end that the generated least-privilege policy allows each one.
+check at the end that the generated least-privilege policy of the function that made it allows each one.
 
 How a call is recorded: a botocore `before-parameter-build` handler, added to botocore's built-in
 handlers so every session (and so every client) made during the run has it, sees each API call with
@@ -8,13 +8,19 @@ or a runtime module of `chalicelib/`, or the thread was started from such code (
 transfer threads). Calls made by tests and fixtures themselves (seeding sources, provisioning buckets,
 reading results) are not the system's and are ignored.
 
-What the check uses as the policy: `chalicelib.deploy.policy.generate` for the configurations the code ran with
-(every Plan, PlanSet, Settings and source seen in the system's frames when it made a call, and every plans
-document loaded during the run), so tests that use their own plans are checked against the policy those
-plans would get.
+Which function made it: `tests/call_owner.py` decides from the calling frames (the app.py handler, the
+in-process hand-off to a worker, or the chalicelib entry point a test drives), and a thread started by the
+system's code belongs to the function that started it. The operator's command line, and internals a test
+drives with no entry point, are checked against the union of every function's policy.
 
-At the end of the session the run fails if a call needs an action or resource the policy does not
-allow, or needs a forbidden action. `recorded_calls` gives a test the calls made while it ran.
+What the check uses as the policies: `chalicelib.deploy.policy.generate` of each function for the
+configurations the code ran with (every Plan, PlanSet, Settings and source seen in the system's frames when
+it made a call, and every plans document loaded during the run), so tests that use their own plans are
+checked against the policies those plans would get.
+
+At the end of the session the run fails if a call needs an action or resource its function's policy does
+not allow, or needs a forbidden action; each line names the function. `recorded_calls` gives a test the
+calls made while it ran.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ from typing import Any
 import botocore.handlers
 import pytest
 
+from tests import call_check
+from tests.call_owner import UNATTRIBUTED, owner, thread_owner
+
 ROOT = Path(__file__).resolve().parent.parent
 _RUNTIME_DIR = str(ROOT / "chalicelib") + os.sep
 _APP_FILE = str(ROOT / "app.py")
@@ -45,6 +54,9 @@ ADMIN_MODULES = {
     "deploy/policy.py",
     "deploy/permissions.py",
     "deploy/template.py",
+    "deploy/grants.py",
+    "deploy/roles.py",
+    "deploy/scope.py",
     "stages.py",
 }
 _ADMIN_FILES = {_RUNTIME_DIR + name.replace("/", os.sep) for name in ADMIN_MODULES}
@@ -58,6 +70,8 @@ class Call:
     params: dict[str, Any]
     region: str
     origin: str  # file:line of the innermost system frame, for the report
+    # The function whose role must allow the call (tests/call_owner.py).
+    function: str = UNATTRIBUTED
 
 
 @dataclass
@@ -170,6 +184,7 @@ def _record(params: dict[str, Any], model: Any, context: dict[str, Any] | None =
             params={k: v for k, v in params.items() if k != "Body"},
             region=(context or {}).get("client_region") or "us-east-1",
             origin=origin,
+            function=owner(frames, thread_owner()),
         )
         with RECORDER.lock:
             RECORDER.calls.append(call)
@@ -181,10 +196,15 @@ _original_start = threading.Thread.start
 
 
 def _start(self: threading.Thread) -> None:
-    # Copy pools and boto3's transfer threads run the system's calls with no system frame on their stack.
+    # Copy pools and boto3's transfer threads run the system's calls with no system frame on their stack:
+    # they are the system's, and belong to the function that started them.
+    frames = _runtime_frames()
     self._started_by_system = bool(  # type: ignore[attr-defined]
-        getattr(threading.current_thread(), "_started_by_system", False) or _runtime_frames()
+        getattr(threading.current_thread(), "_started_by_system", False) or frames
     )
+    if self._started_by_system:  # type: ignore[attr-defined]
+        started_for = owner(frames, thread_owner())
+        self._started_for = None if started_for == UNATTRIBUTED else started_for  # type: ignore[attr-defined]
     _original_start(self)
 
 
@@ -218,81 +238,18 @@ install()
 # Checking ---------------------------------------------------------------------------------------------
 
 
-def check_policy() -> dict[str, Any]:
-    """The policy for everything the system ran with during the tests: the generated policy of each
-    configuration seen, combined (a call passes when one of them allows it)."""
-    from chalicelib.config import Settings
-    from chalicelib.deploy.policy import Scope, generate, settings_scope
-    from chalicelib.plans import DirectorySource, DynamoDBSource, Lifecycle, Plan, PlanSet, S3Source
-
-    scopes: list[Scope] = []
-    plans: set[Plan] = set()
-    sources: set[Any] = set()
-    for item in list(RECORDER.configurations):
-        if isinstance(item, Settings):
-            scopes.append(settings_scope("org-backup", "test", item))
-        elif isinstance(item, Plan):
-            plans.add(item)
-        elif isinstance(item, PlanSet):
-            plans.update(item.plans)
-        elif isinstance(item, (S3Source, DynamoDBSource, DirectorySource)):
-            sources.add(item)
-    # Plans and readers used on their own (without settings) get exactly the grants their plan or source would.
-    known = {source for plan in plans for source in plan.sources}
-    loose = tuple(sorted(sources - known, key=repr))
-    if loose:
-        plans.add(Plan(name="loose-sources", bucket="loose-sources.invalid", sources=loose, lifecycle=Lifecycle(())))
-    scopes.append(
-        Scope(
-            app_name="org-backup",
-            stage="test",
-            plans=tuple(sorted(plans, key=repr)),
-            topic_arns=tuple(sorted(RECORDER.topics)),
-            region="us-east-1",
-            account=TEST_ACCOUNT,
-        )
-    )
-    statements = [statement for scope in scopes for statement in generate(scope)["Statement"]]
-    return {"Version": "2012-10-17", "Statement": statements}
-
-
-def _general(resource: str) -> str:
-    """An object ARN shown by its bucket and top-level prefix, so one missing grant is one report line."""
-    if resource.startswith("arn:aws:s3:::") and "/" in resource:
-        bucket, _, key = resource[len("arn:aws:s3:::") :].partition("/")
-        top = key.split("/", 1)[0] + "/" if "/" in key else ""
-        return f"arn:aws:s3:::{bucket}/{top}*"
-    return resource
+def check_policies() -> dict[str, dict[str, Any]]:
+    """Each function's policy for everything the system ran with during the tests (`call_check.policies_for`)."""
+    with RECORDER.lock:
+        configurations = list(RECORDER.configurations)
+        topics = set(RECORDER.topics)
+    return call_check.policies_for(configurations, topics, TEST_ACCOUNT)
 
 
 def violations(calls: list[Call], policy: dict[str, Any] | None = None) -> list[str]:
-    """One line per missing grant (action and resource, objects grouped by top-level prefix), or per use
-    of a forbidden action."""
-    from chalicelib.deploy.permissions import allows, required_permissions
-    from chalicelib.deploy.policy import FORBIDDEN_ACTIONS
-
-    policy = policy if policy is not None else check_policy()
-    problems: dict[tuple[str, str], list[Any]] = {}
-    checked: set[tuple[str, str, tuple[tuple[str, str], ...]]] = set()
-    for call in calls:
-        for permission in required_permissions(call.service, call.operation, call.params, call.region, TEST_ACCOUNT):
-            key = (permission.action, permission.resource, permission.context)
-            if key in checked:
-                continue
-            checked.add(key)
-            forbidden = permission.action in FORBIDDEN_ACTIONS
-            if forbidden or not allows(policy, permission):
-                group = problems.setdefault((permission.action, _general(permission.resource)), [0, call, permission, forbidden])
-                group[0] += 1
-    lines = []
-    for (action, resource), (count, call, permission, forbidden) in problems.items():
-        what = "FORBIDDEN" if forbidden else "not allowed by the generated policy:"
-        context = f" with {dict(permission.context)}" if permission.context else ""
-        lines.append(
-            f"{what} {action} on {resource}{context} ({count} resource(s), e.g. {permission.resource}): "
-            f"{call.service} {call.operation} from {call.origin}"
-        )
-    return lines
+    """One line per missing grant, naming the function, or per use of a forbidden action. `policy`: one
+    policy document for every call, or one per function (default: `check_policies()`)."""
+    return call_check.violations(calls, policy if policy is not None else check_policies(), TEST_ACCOUNT)
 
 
 class CallsSince:
@@ -314,7 +271,12 @@ def recorded_calls() -> CallsSince:
 
 # What the check found: the calls and operations seen, and every violation. Under pytest-xdist each worker
 # checks its own calls and the controller gathers the workers' findings (`pytest_testnodedown`).
-_SUMMARY: dict[str, Any] = {"calls": 0, "operations": set(), "violations": [], "seconds": 0.0}
+_SUMMARY: dict[str, Any] = {"calls": 0, "operations": set(), "functions": {}, "violations": [], "seconds": 0.0}
+
+
+def _count_functions(counts: dict[str, int]) -> None:
+    for function, count in counts.items():
+        _SUMMARY["functions"][function] = _SUMMARY["functions"].get(function, 0) + count
 
 
 def backup_buckets_seen() -> set[str]:
@@ -360,6 +322,10 @@ def _check_own_calls() -> None:
     calls = list(RECORDER.calls)
     _SUMMARY["calls"] += len(calls)
     _SUMMARY["operations"] |= {f"{c.service}:{c.operation}" for c in calls}
+    counts: dict[str, int] = {}
+    for call in calls:
+        counts[call.function] = counts.get(call.function, 0) + 1
+    _count_functions(counts)
     _SUMMARY["violations"].extend(violations(calls))
     _SUMMARY["violations"].extend(bucket_policy_violations(calls))
     _SUMMARY["seconds"] += time.perf_counter() - started
@@ -375,6 +341,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             {
                 "calls": _SUMMARY["calls"],
                 "operations": sorted(_SUMMARY["operations"]),
+                "functions": _SUMMARY["functions"],
                 "violations": _SUMMARY["violations"],
                 "seconds": _SUMMARY["seconds"],
             }
@@ -392,15 +359,17 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     data = json.loads(found)
     _SUMMARY["calls"] += data["calls"]
     _SUMMARY["operations"] |= set(data["operations"])
+    _count_functions(data.get("functions", {}))
     _SUMMARY["seconds"] += data["seconds"]
     _SUMMARY["violations"].extend(v for v in data["violations"] if v not in _SUMMARY["violations"])
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _SUMMARY["calls"]:
+        functions = ", ".join(f"{name} {count}" for name, count in sorted(_SUMMARY["functions"].items()))
         terminalreporter.write_line(
             f"recorded AWS calls: {_SUMMARY['calls']} ({len(_SUMMARY['operations'])} operations) checked against "
-            f"the generated policy in {_SUMMARY['seconds']:.1f} s"
+            f"the generated policy of the function that made each in {_SUMMARY['seconds']:.1f} s ({functions})"
         )
     found = _SUMMARY["violations"]
     if found:
@@ -409,4 +378,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(line)
         if len(found) > 50:
             terminalreporter.write_line(f"... and {len(found) - 50} more")
-        terminalreporter.write_line("Add the permission to its concern's table in chalicelib/deploy/policy.py and run `make policies`.")
+        terminalreporter.write_line(
+            "Add the permission to a table of chalicelib/deploy/grants.py that the function's role has "
+            "(chalicelib/deploy/roles.py) and run `make policies`."
+        )

@@ -38,11 +38,9 @@ def packaged_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any
     shutil.copy(ROOT / "app.py", project / "app.py")
     shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / ".chalice" / "config.json", project / ".chalice" / "config.json")
-    policy = ROOT / ".chalice" / "policy-dev.json"
-    if policy.exists():
-        shutil.copy(policy, project / ".chalice" / "policy-dev.json")
-    else:
-        (project / ".chalice" / "policy-dev.json").write_text(json.dumps({"Version": "2012-10-17", "Statement": []}))
+    # Each function's policy file, as config.json names them (their content does not matter here).
+    for policy in (ROOT / ".chalice").glob("policy-dev-*.json"):
+        shutil.copy(policy, project / ".chalice" / policy.name)
     env = {
         **os.environ,
         "AWS_DEFAULT_REGION": "us-east-1",

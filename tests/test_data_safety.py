@@ -460,7 +460,7 @@ def test_a_source_kms_key_is_granted_decrypt_and_nothing_wider(stage_env: dict[s
     path = tmp_path / "plans.json"
     path.write_text(json.dumps(document))
     settings = Settings.from_environ({**stage_env, "PLANS_FILE": str(path)})
-    statements = generate(settings_scope("org-backup", "test", settings))["Statement"]
+    statements = generate(settings_scope("org-backup", "test", settings), "backup_worker")["Statement"]
     decrypting = [s for s in statements if "kms:Decrypt" in s["Action"]]
     assert [s["Resource"] for s in decrypting if key in s["Resource"]] == [[key]]
     assert all("*" not in resource for s in decrypting for resource in s["Resource"])

@@ -11,7 +11,7 @@ import boto3
 from chalicelib.catalog.records import PlanResult
 from chalicelib.deploy.bucket_settings import PUBLIC_ACCESS_BLOCK
 from chalicelib.deploy.drift import check_plan, find_drift
-from chalicelib.notify.metrics import DIMENSION, METRIC, NAMESPACE
+from chalicelib.notify.metrics import DIMENSION, METRIC, namespace
 from tests.conftest import REGION, read_alerts
 
 
@@ -28,7 +28,7 @@ def heartbeat_count(catalog_bucket: str) -> float:
 
     now = datetime.now(timezone.utc)
     stats = cloudwatch.get_metric_statistics(
-        Namespace=NAMESPACE,
+        Namespace=namespace(catalog_bucket),
         MetricName=METRIC,
         Dimensions=[{"Name": DIMENSION, "Value": catalog_bucket}],
         StartTime=now - timedelta(hours=1),

@@ -1,5 +1,6 @@
 """The deployable template: `chalice package` with the generated merge template, checked from the packaged
-SAM template itself (built once per test session) and linted with cfn-lint."""
+SAM template itself (built once per test session) and linted with cfn-lint: the functions, each with its own
+role, the buckets, the alarm, and the audit trail."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from chalicelib.notify import metrics
+from chalicelib.deploy import audit
 from chalicelib.deploy.bucket_settings import denies_insecure_transport
-from chalicelib.deploy.policy import generate, stage_scope
+from chalicelib.deploy.policy import FUNCTIONS, generate, policy_path, stage_scope
 from chalicelib.deploy.template import RUNTIME, bucket_resource_name, merge_template
+from chalicelib.notify import metrics
 from chalicelib.stages import stage_environment, stage_plans
 from tests.conftest import ROOT
 
@@ -84,9 +86,19 @@ def test_the_verify_worker_is_packaged_with_its_own_settings(template: dict[str,
     assert worker["Handler"] == "app.verify_worker"
 
 
+def named_buckets(template: dict[str, Any]) -> dict[str, Any]:
+    """The buckets the stage names (backup and restore buckets), by name; the audit log bucket's name is
+    CloudFormation's."""
+    return {
+        r["Properties"]["BucketName"]: r
+        for name, r in of_type(template, "AWS::S3::Bucket").items()
+        if name != audit.TRAIL_BUCKET
+    }
+
+
 def test_each_bucket_carries_its_plan(template: dict[str, Any]) -> None:
     plans = stage_plans(STAGE, ROOT)
-    backup_buckets = {r["Properties"]["BucketName"] for r in of_type(template, "AWS::S3::Bucket").values()}
+    backup_buckets = set(named_buckets(template))
     assert {plan.bucket for plan in plans.plans} <= backup_buckets
     for plan in plans.plans:
         bucket = template["Resources"][bucket_resource_name(plan)]
@@ -115,26 +127,27 @@ def test_each_bucket_carries_its_plan(template: dict[str, Any]) -> None:
     assert [t["TransitionInDays"] for t in documents["Transitions"]] == [30, 180]
 
 
-def test_the_restore_buckets_exist_private_and_encrypted(template: dict[str, Any]) -> None:
+def test_the_restore_buckets_exist_private_encrypted_and_versioned(template: dict[str, Any]) -> None:
     wanted = {b for b in stage_environment(STAGE, ROOT)["RESTORE_BUCKETS"].split(",") if b}
     plans = stage_plans(STAGE, ROOT)
-    restore = {
-        r["Properties"]["BucketName"]: r
-        for r in of_type(template, "AWS::S3::Bucket").values()
-        if r["Properties"]["BucketName"] not in {plan.bucket for plan in plans.plans}
-    }
+    restore = {name: r for name, r in named_buckets(template).items() if name not in {plan.bucket for plan in plans.plans}}
     assert set(restore) == wanted
     for resource in restore.values():
         assert resource["DeletionPolicy"] == "Retain"
         assert set(resource["Properties"]["PublicAccessBlockConfiguration"].values()) == {True}
         assert resource["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        # A restore that overwrites a key (or whoever holds the restore role) leaves what was there.
+        assert resource["Properties"]["VersioningConfiguration"] == {"Status": "Enabled"}
 
 
 def test_the_alarm_fires_after_26_silent_hours(template: dict[str, Any]) -> None:
     (alarm,) = of_type(template, "AWS::CloudWatch::Alarm").values()
     props = alarm["Properties"]
-    assert (props["Namespace"], props["MetricName"]) == (metrics.NAMESPACE, metrics.METRIC)
-    assert props["Dimensions"] == [{"Name": metrics.DIMENSION, "Value": stage_plans(STAGE, ROOT).catalog_bucket}]
+    catalog = stage_plans(STAGE, ROOT).catalog_bucket
+    # The stage's own namespace, which only its backup functions may publish to (tests/test_roles.py).
+    assert (props["Namespace"], props["MetricName"]) == (f"OrgBackup/{catalog}", metrics.METRIC)
+    assert props["Namespace"] == metrics.namespace(catalog) != metrics.NAMESPACE_PREFIX
+    assert props["Dimensions"] == [{"Name": metrics.DIMENSION, "Value": catalog}]
     assert props["Period"] * props["EvaluationPeriods"] == 26 * 3600
     assert props["DatapointsToAlarm"] == props["EvaluationPeriods"]
     assert (props["Statistic"], props["ComparisonOperator"], props["Threshold"]) == ("Sum", "LessThanThreshold", 1)
@@ -144,15 +157,84 @@ def test_the_alarm_fires_after_26_silent_hours(template: dict[str, Any]) -> None
     assert stage_environment(STAGE, ROOT)["ALERT_TOPIC_ARN"].endswith(f":{topic}")
 
 
-def test_the_roles_have_the_generated_policy(template: dict[str, Any]) -> None:
-    generated = generate(stage_scope(STAGE, ROOT))
-    committed = json.loads((ROOT / ".chalice" / f"policy-{STAGE}.json").read_text())
-    assert committed == generated
+def test_each_function_has_a_role_of_its_own_with_its_generated_policy(template: dict[str, Any]) -> None:
+    from chalice.utils import to_cfn_resource_name
+
+    scope = stage_scope(STAGE, ROOT)
+    functions = of_type(template, "AWS::Serverless::Function")
     roles = of_type(template, "AWS::IAM::Role")
-    assert roles
-    for name, role in roles.items():
-        (policy,) = role["Properties"]["Policies"]
-        assert policy["PolicyDocument"] == generated, name
+    documents = []
+    for function in FUNCTIONS:
+        generated = generate(scope, function)
+        assert json.loads(policy_path(STAGE, function, ROOT).read_text()) == generated
+        resource = "APIHandler" if function == "api_handler" else to_cfn_resource_name(function)
+        role_name = functions[resource]["Properties"]["Role"]["Fn::GetAtt"][0]
+        (policy,) = roles[role_name]["Properties"]["Policies"]
+        assert policy["PolicyDocument"] == generated, function
+        documents.append(json.dumps(generated, sort_keys=True))
+    # A role per function, each policy different (if only by the log group it may write).
+    assert len({functions[r]["Properties"]["Role"]["Fn::GetAtt"][0] for r in functions}) == len(FUNCTIONS)
+    assert len(set(documents)) == len(FUNCTIONS)
+
+
+def test_the_audit_trail_records_every_write_under_meta(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    (trail,) = of_type(template, "AWS::CloudTrail::Trail").values()
+    props = trail["Properties"]
+    assert props["IsLogging"] is True and props["EnableLogFileValidation"] is True
+    assert props["S3BucketName"] == {"Ref": audit.TRAIL_BUCKET}
+    assert trail["DependsOn"] == [f"{audit.TRAIL_BUCKET}Policy"]
+    (selector,) = props["AdvancedEventSelectors"]
+    fields = {f["Field"]: f for f in selector["FieldSelectors"]}
+    assert fields["eventCategory"]["Equals"] == ["Data"]
+    assert fields["resources.type"]["Equals"] == ["AWS::S3::Object"]
+    # Writes and deletes (every event that is not read-only), under each backup bucket's meta/ only.
+    assert fields["readOnly"]["Equals"] == ["false"]
+    plans = stage_plans(STAGE, ROOT)
+    assert sorted(fields["resources.ARN"]["StartsWith"]) == sorted(f"arn:aws:s3:::{p.bucket}/meta/" for p in plans.plans)
+    log_bucket = resources[audit.TRAIL_BUCKET]
+    assert (log_bucket["DeletionPolicy"], log_bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert log_bucket["Properties"]["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert set(log_bucket["Properties"]["PublicAccessBlockConfiguration"].values()) == {True}
+    statements = {s["Sid"]: s for s in resources[f"{audit.TRAIL_BUCKET}Policy"]["Properties"]["PolicyDocument"]["Statement"]}
+    trail_arn = {"Fn::Sub": f"arn:${{AWS::Partition}}:cloudtrail:${{AWS::Region}}:${{AWS::AccountId}}:trail/{props['TrailName']}"}
+    for sid, action in (("CloudTrailAclCheck", "s3:GetBucketAcl"), ("CloudTrailWrite", "s3:PutObject")):
+        assert statements[sid]["Principal"] == {"Service": "cloudtrail.amazonaws.com"} and statements[sid]["Action"] == action
+        # Only this trail may write there (no confused deputy).
+        assert statements[sid]["Condition"]["StringEquals"]["aws:SourceArn"] == trail_arn
+    assert statements["CloudTrailWrite"]["Condition"]["StringEquals"]["s3:x-amz-acl"] == "bucket-owner-full-control"
+    assert statements["DenyInsecureTransport"]["Effect"] == "Deny"
+    assert template["Outputs"]["AuditLogBucketName"]["Value"] == {"Ref": audit.TRAIL_BUCKET}
+
+
+def test_the_api_logs_every_request_and_is_throttled(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    api = resources["RestAPI"]
+    assert "ApiGatewayAccount" in api["DependsOn"]
+    access = api["Properties"]["AccessLogSetting"]
+    assert "${ApiAccessLogs}" in access["DestinationArn"]["Fn::Sub"]
+    fields = json.loads(access["Format"])
+    assert {"requestId", "ip", "userArn", "httpMethod", "resourcePath", "status"} <= set(fields)
+    assert resources["ApiAccessLogs"]["Properties"]["RetentionInDays"] == audit.LOG_RETENTION_DAYS
+    (throttling,) = api["Properties"]["MethodSettings"]
+    assert (throttling["ResourcePath"], throttling["HttpMethod"]) == ("/*", "*")
+    assert 0 < throttling["ThrottlingRateLimit"] <= throttling["ThrottlingBurstLimit"] <= 100
+    account = resources["ApiGatewayAccount"]
+    assert account["Type"] == "AWS::ApiGateway::Account"
+    role = resources[account["Properties"]["CloudWatchRoleArn"]["Fn::GetAtt"][0]]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "apigateway.amazonaws.com"}
+
+
+def test_every_function_log_group_has_a_retention_period(template: dict[str, Any]) -> None:
+    groups = {
+        r["Properties"]["LogGroupName"]: r for r in of_type(template, "AWS::Logs::LogGroup").values()
+    }
+    functions = of_type(template, "AWS::Serverless::Function")
+    assert len(functions) == len(FUNCTIONS)
+    for name, function in functions.items():
+        group = groups[f"/aws/lambda/{function['Properties']['FunctionName']}"]
+        assert group["Properties"]["RetentionInDays"] == audit.LOG_RETENTION_DAYS
+        assert function["DependsOn"] == [f"{name}LogGroup"]
 
 
 def test_cfn_lint_passes(packaged: Path) -> None:

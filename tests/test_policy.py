@@ -1,6 +1,8 @@
-"""The generated least-privilege policies: committed files match the generator, nothing forbidden is ever
-granted, resources are scoped, and the calls a real backup makes are all allowed (the whole suite's
-calls are checked the same way at the end of the run, by tests/record_calls.py)."""
+"""The generated least-privilege policies, one per function: committed files match the generator and
+`.chalice/config.json` names each, nothing forbidden is ever granted, resources are scoped, and the calls a
+real backup makes are all allowed by the role of the function that makes them (the whole suite's calls are
+checked the same way at the end of the run, by tests/record_calls.py). What each role must refuse is in
+tests/test_roles.py."""
 
 from __future__ import annotations
 
@@ -15,17 +17,22 @@ from chalicelib.config import Settings
 from chalicelib.deploy.permissions import Permission, allows, required_permissions
 from chalicelib.deploy.policy import (
     FORBIDDEN_ACTIONS,
-    VERIFY_GRANTS,
+    PRUNE_ACTION,
+    FUNCTIONS,
     PolicyError,
     check_actions,
+    config_problems,
     generate,
     main,
     policy_path,
     render,
     settings_scope,
     stage_scope,
+    union,
     write_stage,
 )
+from chalicelib.deploy.roles import DELETES_VERSIONS
+from chalicelib.deploy.scope import API_HANDLER, BACKUP_WORKER, DAILY_BACKUP, RESTORE_WORKER, VERIFY_WORKER
 from chalicelib.stages import read_config, stage_names
 from tests.conftest import ROOT
 from tests.record_calls import Call, violations
@@ -41,19 +48,43 @@ def permission(service: str, operation: str, **params: Any) -> list[Permission]:
     return required_permissions(service, operation, params, "us-east-1", "123456789012")
 
 
-def test_every_stage_has_a_policy_file() -> None:
+def roles(scope: Any) -> dict[str, dict[str, Any]]:
+    """Every function's generated policy in `scope`."""
+    return {function: generate(scope, function) for function in FUNCTIONS}
+
+
+def test_every_stage_gives_each_function_its_own_policy_file() -> None:
     config = read_config(ROOT)
     assert config["autogen_policy"] is False
     assert sorted(stage_names(ROOT)) == sorted(STAGES)
     for stage in STAGES:
-        assert config["stages"][stage]["iam_policy_file"] == f"policy-{stage}.json"
-        assert policy_path(stage, ROOT).exists()
+        functions = config["stages"][stage]["lambda_functions"]
+        assert {name: functions[name]["iam_policy_file"] for name in FUNCTIONS} == {
+            name: f"policy-{stage}-{name}.json" for name in FUNCTIONS
+        }
+        assert all(policy_path(stage, name, ROOT).exists() for name in FUNCTIONS)
+        # No stage-wide file: a function Chalice found no per-function file for would fall back to it.
+        assert "iam_policy_file" not in config["stages"][stage]
+        assert not (ROOT / ".chalice" / f"policy-{stage}.json").exists()
+        assert config_problems(stage, ROOT) == []
+
+
+def test_every_function_of_the_app_has_a_role() -> None:
+    import app as app_module
+
+    chalice_app = app_module.app
+    functions = {"api_handler"} | {f.name for f in chalice_app.pure_lambda_functions} | {s.name for s in chalice_app.event_sources}
+    assert functions == set(FUNCTIONS)
+    with pytest.raises(PolicyError, match="'prune' has no role"):
+        generate(stage_scope("dev", ROOT), "prune")
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_committed_policy_is_what_the_generator_writes(stage: str) -> None:
-    committed = policy_path(stage, ROOT).read_text(encoding="utf-8")
-    assert committed == render(generate(stage_scope(stage, ROOT))), f"run `make policies`: {stage} is stale"
+def test_committed_policies_are_what_the_generator_writes(stage: str) -> None:
+    scope = stage_scope(stage, ROOT)
+    for function in FUNCTIONS:
+        committed = policy_path(stage, function, ROOT).read_text(encoding="utf-8")
+        assert committed == render(generate(scope, function)), f"run `make policies`: {stage} {function} is stale"
 
 
 def test_the_check_command_passes_on_the_committed_files() -> None:
@@ -63,22 +94,60 @@ def test_the_check_command_passes_on_the_committed_files() -> None:
 def test_writing_is_idempotent_and_detects_stale_files(tmp_path: Path) -> None:
     (tmp_path / ".chalice").mkdir()
     shutil.copy(ROOT / ".chalice" / "config.json", tmp_path / ".chalice" / "config.json")
-    path, changed = write_stage("dev", tmp_path)
-    assert changed and path == tmp_path / ".chalice" / "policy-dev.json"
-    assert write_stage("dev", tmp_path) == (path, False)
-    path.write_text("{}")
-    assert write_stage("dev", tmp_path)[1] is True
+    written = write_stage("dev", tmp_path)
+    assert [path for path, _ in written] == [tmp_path / ".chalice" / f"policy-dev-{f}.json" for f in FUNCTIONS]
+    assert all(changed for _, changed in written)
+    assert write_stage("dev", tmp_path) == [(path, False) for path, _ in written]
+    written[0][0].write_text("{}")
+    assert [changed for _, changed in write_stage("dev", tmp_path)] == [True] + [False] * (len(FUNCTIONS) - 1)
+
+
+def test_a_function_without_its_own_policy_file_is_reported(tmp_path: Path) -> None:
+    (tmp_path / ".chalice").mkdir()
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    del config["stages"]["dev"]["lambda_functions"]["api_handler"]
+    config["stages"]["dev"]["lambda_functions"]["verify_worker"]["iam_policy_file"] = "policy-dev-backup_worker.json"
+    (tmp_path / ".chalice" / "config.json").write_text(json.dumps(config))
+    assert config_problems("dev", tmp_path) == [
+        ".chalice/config.json: stages.dev.lambda_functions.api_handler.iam_policy_file is None, "
+        "must be 'policy-dev-api_handler.json'",
+        ".chalice/config.json: stages.dev.lambda_functions.verify_worker.iam_policy_file is "
+        "'policy-dev-backup_worker.json', must be 'policy-dev-verify_worker.json'",
+    ]
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_nothing_forbidden_and_no_wildcard_actions(stage: str) -> None:
-    policy = generate(stage_scope(stage, ROOT))
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_nothing_forbidden_and_no_wildcard_actions(stage: str, function: str) -> None:
+    policy = generate(stage_scope(stage, ROOT), function)
     actions = actions_of(policy)
-    assert not actions & FORBIDDEN_ACTIONS
+    # Only the prune roles delete versions, and nothing else forbidden is ever granted.
+    assert actions & FORBIDDEN_ACTIONS == ({PRUNE_ACTION} if function in DELETES_VERSIONS else set())
     assert all("*" not in action and "?" not in action for action in actions)
     assert {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"} <= actions
-    for forbidden in sorted(FORBIDDEN_ACTIONS):
-        assert not allows(policy, Permission(forbidden, "arn:aws:s3:::acme-backup-dev-documents/data/x"))
+    account = (("s3:ResourceAccount", "123456789012"),)
+    bucket = f"arn:aws:s3:::acme-backup-{stage}-documents"
+    for forbidden in sorted(FORBIDDEN_ACTIONS - {PRUNE_ACTION}):
+        assert not allows(policy, Permission(forbidden, f"{bucket}/data/x", account))
+    prunable = [f"{bucket}/data/x", f"{bucket}/meta/snapshots/documents/1.jsonl.gz"]
+    for resource in prunable:
+        assert allows(policy, Permission(PRUNE_ACTION, resource, account)) == (function in DELETES_VERSIONS)
+    # Never the catalog: records, sealed records, pruned markers, prune and restore records.
+    for kept in ("meta/backups/x.json", "meta/sealed/backups/x.json", "meta/pruned/x/documents.json", "meta/prunes/x.json"):
+        assert not allows(policy, Permission(PRUNE_ACTION, f"{bucket}/{kept}", account))
+    # A bucket of the same name in another account is never pruned.
+    other = (("s3:ResourceAccount", "999999999999"),)
+    assert not allows(policy, Permission(PRUNE_ACTION, prunable[0], other))
+
+
+def test_each_function_writes_only_its_own_log_group() -> None:
+    scope = stage_scope("dev", ROOT)
+    group = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/"
+    assert allows(generate(scope, API_HANDLER), Permission("logs:PutLogEvents", f"{group}org-backup-dev:log-stream:x"))
+    assert not allows(generate(scope, API_HANDLER), Permission("logs:PutLogEvents", f"{group}org-backup-dev-backup_worker:log-stream:x"))
+    worker = generate(scope, BACKUP_WORKER)
+    assert allows(worker, Permission("logs:PutLogEvents", f"{group}org-backup-dev-backup_worker:log-stream:x"))
+    assert not allows(worker, Permission("logs:PutLogEvents", f"{group}org-backup-dev-verify_worker:log-stream:x"))
 
 
 def test_a_grant_table_can_not_sneak_in_a_forbidden_action() -> None:
@@ -89,37 +158,41 @@ def test_a_grant_table_can_not_sneak_in_a_forbidden_action() -> None:
 
 
 def test_resources_are_scoped_to_the_stage() -> None:
-    policy = generate(stage_scope("prod", ROOT))
+    scope = stage_scope("prod", ROOT)
+    policy = generate(scope, BACKUP_WORKER)
     backup = "arn:aws:s3:::acme-backup-prod-documents"
     source = "arn:aws:s3:::acme-documents"
-    assert allows(policy, Permission("s3:PutObject", f"{backup}/data/documents/a.txt"))
-    assert allows(policy, Permission("s3:PutObject", f"{backup}/meta/backups/x.json"))
+    own = (("s3:ResourceAccount", "123456789012"),)
+    assert allows(policy, Permission("s3:PutObject", f"{backup}/data/documents/a.txt", own))
+    assert allows(policy, Permission("s3:PutObject", f"{backup}/meta/backups/x.json", own))
     # Another stage's buckets, the sources, and anything else: no writes.
-    assert not allows(policy, Permission("s3:PutObject", "arn:aws:s3:::acme-backup-dev-documents/data/a.txt"))
-    assert not allows(policy, Permission("s3:PutObject", f"{source}/a.txt"))
-    assert not allows(policy, Permission("s3:DeleteObject", f"{source}/a.txt"))
-    assert allows(policy, Permission("s3:GetObject", f"{source}/a.txt"))
-    assert allows(policy, Permission("s3:GetObjectTagging", f"{source}/a.txt"))
-    # Snapshots and records are never deleted by the functions.
-    assert not allows(policy, Permission("s3:DeleteObject", f"{backup}/meta/snapshots/documents/20261126T000000000Z-x.jsonl.gz"))
-    assert not allows(policy, Permission("s3:DeleteObject", f"{backup}/meta/backups/0001_x.json"))
+    assert not allows(policy, Permission("s3:PutObject", "arn:aws:s3:::acme-backup-dev-documents/data/a.txt", own))
+    assert not allows(policy, Permission("s3:PutObject", f"{source}/a.txt", own))
+    assert not allows(policy, Permission("s3:DeleteObject", f"{source}/a.txt", own))
+    assert allows(policy, Permission("s3:GetObject", f"{source}/a.txt", own))
+    assert allows(policy, Permission("s3:GetObjectTagging", f"{source}/a.txt", own))
+    # Snapshots and records are never deleted by any function.
+    everything = union(roles(scope).values())
+    assert not allows(everything, Permission("s3:DeleteObject", f"{backup}/meta/snapshots/documents/20261126T000000000Z-x.jsonl.gz", own))
+    assert not allows(everything, Permission("s3:DeleteObject", f"{backup}/meta/backups/0001_x.json", own))
     table = "arn:aws:dynamodb:us-east-1:123456789012:table/acme-orders"
     assert allows(policy, Permission("dynamodb:Scan", table))
-    assert not allows(policy, Permission("dynamodb:PutItem", table))
-    assert not allows(policy, Permission("dynamodb:Scan", "arn:aws:dynamodb:us-east-1:123456789012:table/acme-dev-orders"))
+    assert not allows(everything, Permission("dynamodb:PutItem", table))
+    assert not allows(everything, Permission("dynamodb:Scan", "arn:aws:dynamodb:us-east-1:123456789012:table/acme-dev-orders"))
     topic = "arn:aws:sns:us-east-1:123456789012:org-backup-alerts-prod"
     assert allows(policy, Permission("sns:Publish", topic))
-    assert not allows(policy, Permission("sns:Publish", topic.replace("prod", "dev")))
+    assert not allows(everything, Permission("sns:Publish", topic.replace("prod", "dev")))
     worker = "arn:aws:lambda:us-east-1:123456789012:function:org-backup-prod-backup_worker"
     assert allows(policy, Permission("lambda:InvokeFunction", worker))
-    assert not allows(policy, Permission("lambda:InvokeFunction", worker.replace("backup_worker", "other")))
-    metric = Permission("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", "OrgBackup"),))
+    assert not allows(everything, Permission("lambda:InvokeFunction", worker.replace("backup_worker", "other")))
+    metric = Permission("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", "OrgBackup/acme-backup-prod-documents"),))
     assert allows(policy, metric)
     assert not allows(policy, Permission("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", "Other"),)))
 
 
-def test_local_stage_runs_workers_in_threads_so_invokes_nothing() -> None:
-    assert not any(a.startswith("lambda:") for a in actions_of(generate(stage_scope("local", ROOT))))
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_local_stage_runs_workers_in_threads_so_invokes_nothing(function: str) -> None:
+    assert not any(a.startswith("lambda:") for a in actions_of(generate(stage_scope("local", ROOT), function)))
 
 
 def test_a_source_prefix_limits_listing_and_reading(stage_env: dict[str, str], tmp_path: Path) -> None:
@@ -128,7 +201,7 @@ def test_a_source_prefix_limits_listing_and_reading(stage_env: dict[str, str], t
     path = tmp_path / "plans.json"
     path.write_text(json.dumps(plans))
     settings = Settings.from_environ({**stage_env, "PLANS_FILE": str(path)})
-    policy = generate(settings_scope("org-backup", "test", settings))
+    policy = generate(settings_scope("org-backup", "test", settings), BACKUP_WORKER)
     bucket = "arn:aws:s3:::test-src-documents"
     assert allows(policy, Permission("s3:ListBucket", bucket, (("s3:prefix", "shared/"),)))
     assert not allows(policy, Permission("s3:ListBucket", bucket, (("s3:prefix", "private/"),)))
@@ -138,7 +211,10 @@ def test_a_source_prefix_limits_listing_and_reading(stage_env: dict[str, str], t
 
 
 def test_operations_map_to_the_actions_iam_checks() -> None:
+    own = (("s3:ResourceAccount", "123456789012"),)
     copy = permission("s3", "CopyObject", Bucket="dst", Key="data/k", CopySource={"Bucket": "src", "Key": "k"})
+    # The write carries its own condition keys too (for the create-only rule of the bucket policy).
+    assert {p.context for p in copy} == {own, own + (("s3:ObjectCreationOperation", "true"),)}
     assert {(p.action, p.resource) for p in copy} == {
         ("s3:GetObject", "arn:aws:s3:::src/k"),
         ("s3:GetObjectTagging", "arn:aws:s3:::src/k"),
@@ -159,7 +235,7 @@ def test_operations_map_to_the_actions_iam_checks() -> None:
         ("s3:DeleteObjectVersion", "arn:aws:s3:::b/b"),
     ]
     (listing,) = permission("s3", "ListObjectsV2", Bucket="b", Prefix="meta/")
-    assert listing == Permission("s3:ListBucket", "arn:aws:s3:::b", (("s3:prefix", "meta/"),))
+    assert listing == Permission("s3:ListBucket", "arn:aws:s3:::b", (("s3:prefix", "meta/"),) + own)
     assert permission("s3", "GetBucketLifecycleConfiguration", Bucket="b")[0].action == "s3:GetLifecycleConfiguration"
     assert permission("s3", "PutBucketLifecycleConfiguration", Bucket="b")[0].action == "s3:PutLifecycleConfiguration"
     assert permission("s3", "GetPublicAccessBlock", Bucket="b")[0].action == "s3:GetBucketPublicAccessBlock"
@@ -172,7 +248,7 @@ def test_operations_map_to_the_actions_iam_checks() -> None:
 
 
 def test_the_recorded_calls_check_catches_what_the_policy_lacks(stage_env: dict[str, str]) -> None:
-    policy = generate(settings_scope("org-backup", "test", Settings.from_environ(stage_env)))
+    policy = generate(settings_scope("org-backup", "test", Settings.from_environ(stage_env)), BACKUP_WORKER)
     fine = Call("s3", "PutObject", {"Bucket": "test-backup-photos", "Key": "data/photos/a.png"}, "us-east-1", "here")
     assert violations([fine], policy) == []
     into_source = Call("s3", "PutObject", {"Bucket": "test-src-photos", "Key": "a.png"}, "us-east-1", "here")
@@ -186,7 +262,20 @@ def test_the_recorded_calls_check_catches_what_the_policy_lacks(stage_env: dict[
         "here",
     )
     (problem,) = violations([purge], policy)
-    assert problem.startswith("FORBIDDEN s3:DeleteObjectVersion")
+    assert problem.startswith("unattributed: FORBIDDEN s3:DeleteObjectVersion")
+
+
+def test_each_recorded_call_is_checked_against_its_own_functions_policy(stage_env: dict[str, str]) -> None:
+    policies = roles(settings_scope("org-backup", "test", Settings.from_environ(stage_env)))
+    policies["unattributed"] = union(policies.values())
+    params = {"Bucket": "test-backup-photos", "Key": "data/photos/a.png"}
+    writes = [Call("s3", "PutObject", params, "us-east-1", "here", function) for function in FUNCTIONS]
+    problems = violations(writes, policies)
+    # Only the backup writer may write data/: every other function's write is reported, naming it.
+    assert sorted(line.split(":", 1)[0] for line in problems) == sorted(set(FUNCTIONS) - {DAILY_BACKUP, BACKUP_WORKER})
+    assert all("s3:PutObject on arn:aws:s3:::test-backup-photos/data/*" in line for line in problems)
+    # The same write through the union (what the shared role allowed) would have passed.
+    assert violations([Call("s3", "PutObject", params, "us-east-1", "here")], policies) == []
 
 
 def test_a_whole_backup_needs_only_the_stage_policy(
@@ -200,8 +289,12 @@ def test_a_whole_backup_needs_only_the_stage_policy(
     calls = recorded_calls.calls()
     operations = {call.operation for call in calls}
     assert {"CopyObject", "PutObject", "Scan", "Publish", "PutMetricData", "GetBucketVersioning", "DeleteObjects"} <= operations
-    policy = generate(settings_scope("org-backup", "test", Settings.from_environ(stage_env)))
-    assert violations(calls, policy) == []
+    # POST /backup runs the backup inline here; deployed, the API hands it to the backup worker.
+    by_function = {call.function for call in calls if call.operation in ("CopyObject", "Scan", "PutMetricData", "DeleteObjects")}
+    assert by_function == {BACKUP_WORKER}
+    assert {call.function for call in calls if "meta/locks/" in call.params.get("Key", "")} == {API_HANDLER}
+    policies = roles(settings_scope("org-backup", "test", Settings.from_environ(stage_env)))
+    assert violations(calls, policies) == []
 
 
 def test_calls_from_transfer_threads_are_recorded_and_allowed(
@@ -221,18 +314,10 @@ def test_calls_from_transfer_threads_are_recorded_and_allowed(
     assert part_copies, sorted({call.operation for call in calls})
     # The parts are copied on the engine's own part pool, each call seen with its system frame.
     assert all(call.origin.startswith("chalicelib/backup/writes.py") for call in part_copies), part_copies
-    policy = generate(settings_scope("org-backup", "test", Settings.from_environ(stage_env)))
+    # ... and belongs to the backup worker, like the reader that started the pool.
+    assert {call.function for call in calls} == {BACKUP_WORKER}
+    policy = generate(settings_scope("org-backup", "test", Settings.from_environ(stage_env)), BACKUP_WORKER)
     assert violations(calls, policy) == []
-
-
-def own_policy(grants: tuple[Any, ...], scope: Any) -> dict[str, Any]:
-    """The policy a function would get from these grant tables alone."""
-    statements = [
-        {"Sid": grant.sid, "Effect": "Allow", "Action": list(grant.actions), "Resource": grant.resources(scope)}
-        for grant in grants
-        if grant.resources(scope)
-    ]
-    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def test_the_verify_job_needs_only_its_own_grants(
@@ -252,25 +337,30 @@ def test_the_verify_job_needs_only_its_own_grants(
         job.run(job.start(new_backup_id(datetime(2100, 1, 1, tzinfo=timezone.utc), suffix=f"p{weekday}"), weekday).job_id)
     calls = recorded_calls.calls()[start:]
     assert {"ListObjectsV2", "GetObject", "HeadObject", "PutObject", "Publish"} <= {call.operation for call in calls}
-    assert violations(calls, own_policy(VERIFY_GRANTS, settings_scope("org-backup", "test", settings))) == []
+    assert {call.function for call in calls} == {VERIFY_WORKER}
+    assert violations(calls, generate(settings_scope("org-backup", "test", settings), VERIFY_WORKER)) == []
 
 
-def test_the_verify_grants_read_and_write_only_its_own_records() -> None:
-    policy = own_policy(VERIFY_GRANTS, stage_scope("dev", ROOT))
+def test_the_verify_role_reads_and_writes_only_its_own_records() -> None:
+    scope = stage_scope("dev", ROOT)
+    policy = generate(scope, VERIFY_WORKER)
+    own = (("s3:ResourceAccount", "123456789012"),)
     documents = "arn:aws:s3:::acme-backup-dev-documents"
-    assert allows(policy, Permission("s3:GetObjectVersion", "arn:aws:s3:::acme-backup-dev-photos/data/photos/a.png"))
-    assert allows(policy, Permission("s3:GetObject", f"{documents}/meta/snapshots/documents/x.jsonl.gz"))
-    assert allows(policy, Permission("s3:PutObject", f"{documents}/meta/verifications/0001_verify-x.json"))
+    assert allows(policy, Permission("s3:GetObjectVersion", "arn:aws:s3:::acme-backup-dev-photos/data/photos/a.png", own))
+    assert allows(policy, Permission("s3:GetObject", f"{documents}/meta/snapshots/documents/x.jsonl.gz", own))
+    assert allows(policy, Permission("s3:PutObject", f"{documents}/meta/verifications/0001_verify-x.json", own))
     for key in ("data/documents/a.txt", "meta/snapshots/documents/x.jsonl.gz", "meta/backups/0001_x.json"):
-        assert not allows(policy, Permission("s3:PutObject", f"{documents}/{key}"))
+        assert not allows(policy, Permission("s3:PutObject", f"{documents}/{key}", own))
     # Only the catalog bucket holds verification records.
-    assert not allows(policy, Permission("s3:PutObject", "arn:aws:s3:::acme-backup-dev-photos/meta/verifications/x.json"))
+    assert not allows(policy, Permission("s3:PutObject", "arn:aws:s3:::acme-backup-dev-photos/meta/verifications/x.json", own))
     assert not any(action.startswith(("s3:Delete", "dynamodb:")) for action in actions_of(policy))
     worker = "arn:aws:lambda:us-east-1:123456789012:function:org-backup-dev-verify_worker"
     assert allows(policy, Permission("lambda:InvokeFunction", worker))
     assert not allows(policy, Permission("lambda:InvokeFunction", worker.replace("verify_worker", "backup_worker")))
-    # The stage's shared policy lets the backup's invocation start the job.
-    assert allows(generate(stage_scope("dev", ROOT)), Permission("lambda:InvokeFunction", worker))
+    # The backup functions start the job; the API and the restores do not.
+    starters = {f for f in FUNCTIONS if allows(generate(scope, f), Permission("lambda:InvokeFunction", worker))}
+    assert starters == {DAILY_BACKUP, BACKUP_WORKER, VERIFY_WORKER}
+    assert RESTORE_WORKER not in starters
 
 
 def test_calls_made_by_tests_themselves_are_not_recorded(s3: Any, recorded_calls: Any) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from tests.conftest import scheduled_event
 from chalice.test import Client
 
 from chalicelib.config import Settings
@@ -59,11 +61,6 @@ def archive(bucket: str, key: str, version_id: str, storage_class: str = "GLACIE
 
     s3_backends[DEFAULT_ACCOUNT_ID]["aws"].get_object(bucket, key, version_id=version_id).set_storage_class(storage_class)
 
-
-def scheduled_event(client: Client) -> dict[str, Any]:
-    return client.events.generate_cw_event(
-        source="aws.events", detail_type="Scheduled Event", detail={}, resources=["arn:aws:events:us-east-1:123456789012:rule/x"]
-    )
 
 
 @pytest.fixture

@@ -184,10 +184,10 @@ def test_the_service_continues_in_new_invocations_until_done(
     """Through BackupService: each invocation stops at its checkpoint and queues {"backup_id": ...}."""
 
     def small_batches(plan: Plan, clients: Any, backup_id: str, max_workers: int = 32, dry_run: bool = False,
-                      budget: Any = None, allow_deletions: bool = False, base: Any = None) -> Any:
+                      budget: Any = None, allow_deletions: bool = False, base: Any = None, pruned: Any = ()) -> Any:
         factory = lambda source: make_reader(source, clients.s3, clients.dynamodb)  # noqa: E731
         return PlanBackup(plan, clients.s3, backup_id, factory, max_workers, dry_run, batch_size=1, budget=budget,
-                          allow_deletions=allow_deletions, base=base).run()
+                          allow_deletions=allow_deletions, base=base, pruned=pruned).run()
 
     monkeypatch.setattr(service_module, "back_up_plan", small_batches)
     invoker = Invocations()

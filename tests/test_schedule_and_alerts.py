@@ -15,19 +15,11 @@ from chalicelib.catalog.records import BackupRecord, PlanResult
 from chalicelib.config import Settings
 from chalicelib.errors import NotFound
 from chalicelib.layout import RECORDS_PREFIX, VERIFICATIONS_PREFIX
-from tests.conftest import read_alerts
+from tests.conftest import read_alerts, scheduled_event
 from tests.test_backup_engine import Crash, client_calls
 
 PLANS = ("documents", "photos", "database")
 
-
-def scheduled_event(client: Any) -> dict[str, Any]:
-    return client.events.generate_cw_event(
-        source="aws.events",
-        detail_type="Scheduled Event",
-        detail={},
-        resources=["arn:aws:events:us-east-1:123456789012:rule/x"],
-    )
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from chalicelib.backup.locks import DEFAULT_LOCK_LIFETIME, PlanLocks
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog import pagetokens
 from chalicelib.catalog.manifests import Entry
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.snapshots import open_snapshot
 from chalicelib.catalog.records import (
     _MAX_MS,
@@ -164,14 +165,21 @@ def _duration(started: str | None, finished: str | None) -> float | None:
     return round((end - begin).total_seconds(), 3)
 
 
-def describe(record: BackupRecord) -> dict[str, Any]:
-    """A backup as the API shows it: the record, plus durations, totals and the findings spelled out."""
+def describe(record: BackupRecord, pruned: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A backup as the API shows it: the record, plus durations, totals and the findings spelled out;
+    `pruned`: plan -> when retention removed that plan's snapshot."""
     data = record.to_dict()
+    pruned = pruned or {}
+    with_snapshot = [name for name, result in record.plans.items() if result.snapshot]
+    # Pruned as a whole once every snapshot it had is gone; each plan says so on its own too.
+    data["pruned"] = dict(pruned)
+    data["pruned_at"] = max(pruned.values()) if with_snapshot and all(n in pruned for n in with_snapshot) else None
     data["duration_seconds"] = _duration(record.started_at, record.finished_at)
     data["totals"] = record.totals()
     for name, result in record.plans.items():
         plan = data["plans"][name]
         plan["duration_seconds"] = _duration(result.started_at, result.finished_at)
+        plan["pruned_at"] = pruned.get(name)
         held = result.deletions_held_back
         plan["findings"] = {
             "mass_deletion": {
@@ -277,7 +285,15 @@ def list_backups(
             exhausted = True  # reached the end of the catalog, or the first record older than `since`
             break
         start_after = last_key
-    body: dict[str, Any] = {"backups": [_unreadable(r) if isinstance(r, Tampered) else describe(r) for r in found]}
+    # The pruned markers of the page: one listing of one key range.
+    marked = PrunedMarkers(records.s3, records.bucket).for_backups(
+        [r.backup_id for r in found if isinstance(r, BackupRecord)]
+    )
+    body: dict[str, Any] = {
+        "backups": [
+            _unreadable(r) if isinstance(r, Tampered) else describe(r, marked.get(r.backup_id)) for r in found
+        ]
+    }
     body["next_token"] = pagetokens.encode("backups", last_key, filters) if not exhausted and last_key else None
     return body
 
@@ -318,7 +334,7 @@ def get_backup(records: RecordStore, backup_id: str) -> dict[str, Any]:
     if not is_backup_id(backup_id):
         raise NotFound(f"no backup with id {backup_id!r}: backup ids look like 20261126T134735123Z-9f2c4a1b")
     record = records.get(backup_id)
-    data = describe(record)
+    data = describe(record, PrunedMarkers(records.s3, records.bucket).for_backups([backup_id]).get(backup_id))
     if record.trigger == "schedule" and not record.dry_run:
         # Its weekly verification job, found by the id it derives from the backup's: one GET, no listing.
         data["verification"] = backup_verification(records.s3, records.bucket, backup_id) or record.verification

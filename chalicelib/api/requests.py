@@ -141,13 +141,34 @@ def parse_backup_request(raw_body: bytes | None) -> BackupRequest:
     dry_run = data.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise BadRequest("'dry_run' must be true or false")
-    allow = data.get("allow_deletions")
-    if allow is not None and (not isinstance(allow, list) or not allow or not all(isinstance(n, str) for n in allow)):
-        raise BadRequest(
-            "'allow_deletions' must be a non-empty list of plan names whose deletions may pass the mass-deletion "
-            "guard in this backup, e.g. {\"allow_deletions\": [\"documents\"]}"
-        )
+    allow = _allow_list(data, "allow_deletions", "whose deletions may pass the mass-deletion guard in this backup")
     return BackupRequest(plans=plans, dry_run=dry_run, allow_deletions=allow)
+
+
+def _allow_list(data: dict[str, Any], name: str, meaning: str) -> list[str] | None:
+    allow = data.get(name)
+    if allow is not None and (not isinstance(allow, list) or not allow or not all(isinstance(n, str) for n in allow)):
+        raise BadRequest(f"'{name}' must be a non-empty list of plan names {meaning}, e.g. {{\"{name}\": [\"documents\"]}}")
+    return allow
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    plans: list[str] | None = None
+    dry_run: bool = False
+    # Plans whose prune may pass the prune guard in this one run.
+    allow_large_prune: list[str] | None = None
+
+
+def parse_prune_request(raw_body: bytes | None) -> PruneRequest:
+    """A `POST /prune` body: optional `plans`, `dry_run` and `allow_large_prune`."""
+    data = parse_json_object(raw_body)
+    reject_unknown_fields(data, {"plans", "dry_run", "allow_large_prune"})
+    dry_run = data.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise BadRequest("'dry_run' must be true or false")
+    allow = _allow_list(data, "allow_large_prune", "whose prune may pass the prune guard in this run")
+    return PruneRequest(plans=parse_plan_names(data), dry_run=dry_run, allow_large_prune=allow)
 
 
 @dataclass(frozen=True)

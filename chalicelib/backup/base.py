@@ -6,7 +6,7 @@ every later backup, so they copied nothing. So:
 
 - the base is the newest snapshot of the plan named by a *sealed* record (a finished backup's create-only
   copy) of a backup older than this one, read at the exact manifest version the record holds, its SHA-256
-  checked; ids later than this backup's own time are never looked at;
+  checked; ids later than this backup's own time are never looked at, nor snapshots a prune has marked;
 - only when no sealed record names the plan (snapshots taken before records were sealed) is the base taken
   from the plan bucket's manifests: the newest one older than this backup whose header names its own plan
   and backup.
@@ -18,11 +18,12 @@ version contradicts the source's ETag is copied again rather than trusted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.catalog.manifests import Manifest, load_snapshot, manifest_key
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore, backup_id_of_key, backup_time, record_key
 from chalicelib.errors import NotFound, Tampered
 
@@ -46,10 +47,13 @@ class Base:
         return load_snapshot(s3, bucket, plan, self.backup_id, self.version_id, self.sha256, list_versions)
 
 
-def sealed_bases(records: RecordStore, plans: list[str], backup_id: str) -> dict[str, Base]:
-    """For each plan, the newest sealed snapshot older than `backup_id`, from the catalog: one listing page
-    from this backup's place on (records are listed newest first), and the sealed records read until every
-    plan has its base (usually one or two)."""
+def sealed_bases(
+    records: RecordStore, plans: list[str], backup_id: str, markers: PrunedMarkers | None = None
+) -> dict[str, Base]:
+    """For each plan, the newest sealed snapshot older than `backup_id` that no prune has marked, from the
+    catalog: one listing page from this backup's place on (records are listed newest first), and the sealed
+    records read until every plan has its base (usually one or two). A marked snapshot may be half deleted:
+    it is never a base (`markers`: one GET per candidate)."""
     found: dict[str, Base] = {}
     wanted = set(plans)
     position = record_key(backup_id)
@@ -70,6 +74,8 @@ def sealed_bases(records: RecordStore, plans: list[str], backup_id: str) -> dict
             for name in sorted(wanted):
                 result = record.plans.get(name)
                 if result is not None and result.snapshot and result.manifest_version:
+                    if markers is not None and markers.get(name, older) is not None:
+                        continue
                     found[name] = Base(older, result.manifest_version, result.manifest_sha256)
                     wanted.discard(name)
             if not wanted or read >= MAX_RECORDS_READ:
@@ -79,10 +85,13 @@ def sealed_bases(records: RecordStore, plans: list[str], backup_id: str) -> dict
     return found
 
 
-def bases_from_manifests(plan: str, manifest_keys: list[str], backup_id: str) -> Iterator[Base]:
+def bases_from_manifests(
+    plan: str, manifest_keys: list[str], backup_id: str, pruned: Collection[str] = ()
+) -> Iterator[Base]:
     """Where no sealed record names a base: the plan's manifests older than this backup, newest first (the
     caller takes the first whose header checks out). Keys come sorted, as ids start with their time; later
-    ones, this backup's own, and names that are not backup ids are never taken."""
+    ones, this backup's own, names that are not backup ids and snapshots a prune marked (`pruned`) are never
+    taken."""
     now = backup_time(backup_id)
     for key in reversed(manifest_keys):
         other = key.rsplit("/", 1)[1].removesuffix(".jsonl.gz")
@@ -91,11 +100,18 @@ def bases_from_manifests(plan: str, manifest_keys: list[str], backup_id: str) ->
                 continue
         except NotFound:
             continue  # not a backup id at all: planted, or litter
-        yield Base(other)
+        if other not in pruned:
+            yield Base(other)
 
 
 def open_base(
-    s3: Any, bucket: str, plan: str, backup_id: str, base: Base | None, current: dict[str, str]
+    s3: Any,
+    bucket: str,
+    plan: str,
+    backup_id: str,
+    base: Base | None,
+    current: dict[str, str],
+    pruned: Collection[str] = (),
 ) -> tuple[Manifest | None, list[str]]:
     """The base manifest, opened and checked, and what was seen on the way (warnings for the record and the
     alert). `current` maps the plan's manifest keys to their current ETags (the run's own listing of them):
@@ -105,7 +121,9 @@ def open_base(
     backup copies everything."""
     manifest_keys = sorted(current)
     warnings: list[str] = []
-    candidates: Iterator[Base] = iter([base]) if base is not None else bases_from_manifests(plan, manifest_keys, backup_id)
+    candidates: Iterator[Base] = (
+        iter([base]) if base is not None else bases_from_manifests(plan, manifest_keys, backup_id, pruned)
+    )
     for tried, candidate in enumerate(candidates):
         if tried >= MAX_LEGACY_TRIES:
             break

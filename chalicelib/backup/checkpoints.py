@@ -31,18 +31,18 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Manifest, ManifestWriter
 from chalicelib.catalog.records import PlanResult
 from chalicelib.layout import CHECKPOINTS_PREFIX, SNAPSHOTS_PREFIX
+# The time budget and continuations are shared with the other long jobs (verification, prune).
+from chalicelib.workers import DEFAULT_RESERVE_MS, Invoker, LambdaInvoker, TimeBudget, budget_for  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-# Time kept in hand when a plan run stops: enough to finish the batch in flight and save the checkpoint.
-DEFAULT_RESERVE_MS = 60_000
 CHECKPOINT_SUFFIX = ".checkpoint.json"
 UPLOADING_SUFFIX = ".uploading"
 # Counters of a PlanResult carried from one invocation to the next.
@@ -51,46 +51,6 @@ _COUNTERS = ("copied", "unchanged", "deleted", "failed", "bytes_copied")
 
 class Suspended(Exception):
     """A plan run stopped at a checkpoint; a continuation carries it on."""
-
-
-class TimeBudget:
-    """The invocation's remaining time (a Lambda context), and when to stop."""
-
-    def __init__(self, context: Any, reserve_ms: int = DEFAULT_RESERVE_MS) -> None:
-        self.context = context
-        self.reserve_ms = reserve_ms
-
-    def remaining_ms(self) -> float:
-        return float(self.context.get_remaining_time_in_millis())
-
-    def running_out(self) -> bool:
-        return self.remaining_ms() < self.reserve_ms
-
-
-def budget_for(context: Any, reserve_ms: int = DEFAULT_RESERVE_MS) -> TimeBudget | None:
-    """No context (a test, `chalice local`'s thread worker): no limit, the run never stops early."""
-    if context is None or not hasattr(context, "get_remaining_time_in_millis"):
-        return None
-    return TimeBudget(context, reserve_ms)
-
-
-class Invoker(Protocol):
-    def __call__(self, payload: dict[str, Any]) -> None: ...
-
-
-class LambdaInvoker:
-    """Runs the worker again, asynchronously: `{"backup_id": ...}` to the backup worker function."""
-
-    def __init__(self, lambda_client: Any, function_name: str) -> None:
-        self.lambda_client = lambda_client
-        self.function_name = function_name
-
-    def __call__(self, payload: dict[str, Any]) -> None:
-        self.lambda_client.invoke(
-            FunctionName=self.function_name,
-            InvocationType="Event",
-            Payload=json.dumps(payload).encode("utf-8"),
-        )
 
 
 @dataclass

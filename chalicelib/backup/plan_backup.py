@@ -9,8 +9,9 @@ manifest is written in key order as each batch completes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -20,14 +21,20 @@ from chalicelib.backup.compare import Action, PreviousSnapshot, last_key, merge
 from chalicelib.backup.sources import NotCopied, SourceObject, SourceReader, Stored, make_reader
 from chalicelib.backup.base import Base, open_base
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, load_snapshot, manifest_key, put_manifest
-from chalicelib.catalog.records import PlanResult
+from chalicelib.catalog.records import PlanResult, backup_time
 from chalicelib.deploy import drift
-from chalicelib.errors import AlreadyExists, HistoryNotKept, SourceError, describe_error
+from chalicelib.errors import AlreadyExists, BackupError, HistoryNotKept, SourceError, describe_error
 from chalicelib.layout import DATA_PREFIX, data_key
 from chalicelib.plans import Plan, Source
+from chalicelib.retention import MAX_BACKUP_DAYS
 from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
+
+
+class Abandoned(BackupError):
+    """A plan run still going MAX_BACKUP_DAYS after its backup started: it writes no snapshot."""
+
 
 BATCH_SIZE = 1000
 # Objects a run leaves out on purpose, by the kind `NotCopied` names, as the warnings word them.
@@ -54,8 +61,11 @@ class PlanBackup:
         budget: checkpoints.TimeBudget | None = None,
         allow_deletions: bool = False,
         base: Base | None = None,
+        pruned: Collection[str] = (),
     ) -> None:
         self.plan = plan
+        # Snapshots of the plan a prune has marked: never a base, even where the bucket's manifests decide.
+        self.pruned = pruned
         # The snapshot to compare with, as the catalog's sealed records name it (None: the bucket's manifests
         # decide, see base.py).
         self.base = base
@@ -91,7 +101,7 @@ class PlanBackup:
             result.status = "RUNNING"
             result.finished_at = None
             return result
-        except (SourceError, HistoryNotKept) as exc:
+        except (SourceError, HistoryNotKept, Abandoned) as exc:
             result.status = "FAILED"
             result.errors.append(str(exc))
         except (ClientError, BotoCoreError) as exc:
@@ -116,7 +126,9 @@ class PlanBackup:
             if self.backup_id in meta.checkpoints:
                 self._checkpoints.clear()
             return
-        previous, warnings = open_base(self.s3, self.plan.bucket, self.plan.name, self.backup_id, self.base, meta.etags)
+        previous, warnings = open_base(
+            self.s3, self.plan.bucket, self.plan.name, self.backup_id, self.base, meta.etags, self.pruned
+        )
         result.warnings.extend(warnings)
         start_index, start_after = 0, None
         if self.backup_id in meta.checkpoints:
@@ -203,6 +215,14 @@ class PlanBackup:
         """Write the plan's manifest: the run's last write, made only if no manifest for it exists yet."""
         result = self.result
         key = manifest_key(self.plan.name, self.backup_id)
+        started = backup_time(self.backup_id)
+        if utcnow() > started + timedelta(days=MAX_BACKUP_DAYS):
+            # The prune protects what a running backup wrote only this long: past it, some versions this run
+            # copied (or carries forward) may be gone, and a snapshot naming them would be a lie.
+            raise Abandoned(
+                f"the backup started at {isoformat(started)}, more than {MAX_BACKUP_DAYS} days ago: it is abandoned "
+                "and writes no snapshot; the next backup copies what it copied"
+            )
         header = {
             "plan": self.plan.name,
             "backup_id": self.backup_id,
@@ -446,6 +466,7 @@ def back_up_plan(
     budget: checkpoints.TimeBudget | None = None,
     allow_deletions: bool = False,
     base: Base | None = None,
+    pruned: Collection[str] = (),
 ) -> PlanResult:
     """Back up one plan with readers built on `clients` (an `aws.Clients`)."""
 
@@ -454,5 +475,5 @@ def back_up_plan(
 
     return PlanBackup(
         plan, clients.s3, backup_id, factory, max_workers=max_workers, dry_run=dry_run, budget=budget,
-        allow_deletions=allow_deletions, base=base,
+        allow_deletions=allow_deletions, base=base, pruned=pruned,
     ).run()

@@ -23,7 +23,7 @@ import heapq
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -243,7 +243,13 @@ def load_split(s3: Any, bucket: str, plan: str, backup_id: str) -> Split | None:
 
 
 def start_split(
-    s3: Any, plan: Plan, backup_id: str, policy: SplitPolicy | None, dry_run: bool = False, base: Base | None = None
+    s3: Any,
+    plan: Plan,
+    backup_id: str,
+    policy: SplitPolicy | None,
+    dry_run: bool = False,
+    base: Base | None = None,
+    pruned: Collection[str] = (),
 ) -> Split | None:
     """At the start of a plan run: the plan's split if it is (or is now) split, else None (a single run).
     A new or adopted split has the other ranges invoked; the caller works range 0. Deciding costs a listing
@@ -254,7 +260,7 @@ def start_split(
     meta = checkpoints.scan_plan_meta(s3, plan.bucket, plan.name)
     if manifest_key(plan.name, backup_id) in meta.manifests:
         return None
-    base = base or next(bases_from_manifests(plan.name, meta.manifests, backup_id), None)
+    base = base or next(bases_from_manifests(plan.name, meta.manifests, backup_id, pruned), None)
     if base is None:
         return None
     latest = manifest_key(plan.name, base.backup_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -15,12 +14,14 @@ from chalicelib.backup.base import sealed_bases
 from chalicelib.backup.locks import PlanLocks
 from chalicelib.backup.plan_backup import back_up_plan
 from chalicelib.backup.verification import VerificationJobs
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import (
     BackupRecord,
     PlanResult,
     RecordStore,
     new_backup_id,
     overall_status,
+    scheduled_suffix,
 )
 from chalicelib.config import Settings
 from chalicelib.cost.reports import CostReports
@@ -31,6 +32,11 @@ from chalicelib.notify.tampering import TamperingAlerts
 from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
+
+
+# Time the daily backup must have left to compute the cost report before its alert: a listing of about a
+# million versions and a year's projection per plan, with room to spare.
+COST_REPORT_RESERVE_MS = 180_000
 
 
 class BackupService:
@@ -53,16 +59,7 @@ class BackupService:
         self.verification = VerificationJobs(settings, clients, verify_invoker, self.tampering.report)
 
     def check_plan_names(self, names: list[str] | None) -> list[str]:
-        known = self.settings.plans.names
-        if names is None:
-            return known
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            raise BadRequest(
-                f"unknown plan(s) {', '.join(map(repr, unknown))}; the known plans are {', '.join(known)}"
-            )
-        # Keep the plans file's order, drop repeats.
-        return [name for name in known if name in set(names)]
+        return self.settings.plans.check_names(names)
 
     def start(
         self,
@@ -116,7 +113,10 @@ class BackupService:
             return record
         running = [name for name, result in record.plans.items() if result.status == "RUNNING"]
         # Each plan compares with the newest snapshot a sealed record of an older backup names (base.py).
-        bases = sealed_bases(self.records, running, backup_id) if segment is None else {}
+        markers = PrunedMarkers(self.clients.s3, self.settings.plans.catalog_bucket)
+        bases = sealed_bases(self.records, running, backup_id, markers) if segment is None else {}
+        # Where no sealed record names a base, the bucket's manifests decide, never a pruned one.
+        pruned = self._pruned(markers, [name for name in running if name not in bases]) if segment is None else {}
         for name in running:
             try:
                 plan = self.settings.plans.get(name)
@@ -132,13 +132,14 @@ class BackupService:
                 split = ranges.load_split(self.clients.s3, plan.bucket, plan.name, backup_id)
             else:
                 split = ranges.start_split(
-                    self.clients.s3, plan, backup_id, self._split_policy(), record.dry_run, bases.get(name)
+                    self.clients.s3, plan, backup_id, self._split_policy(), record.dry_run, bases.get(name),
+                    pruned.get(name, frozenset()),
                 )
             if split is None:
                 result = back_up_plan(
                     plan, self.clients, backup_id, max_workers=self.settings.max_workers, dry_run=record.dry_run,
                     allow_deletions=name in record.allow_deletions,
-                    budget=budget, base=bases.get(name),
+                    budget=budget, base=bases.get(name), pruned=pruned.get(name, frozenset()),
                 )
             else:
                 result = ranges.run_range(
@@ -166,17 +167,21 @@ class BackupService:
         # From now on the record is read from its create-only copy: nothing can rewrite a finished backup.
         record = self.records.seal(record)
         logger.info("backup %s finished: %s", backup_id, record.status)
-        alerts.publish(self.clients.sns, self.settings.topic_arn, record, cost=self._cost_line(record))
+        alerts.publish(self.clients.sns, self.settings.topic_arn, record, cost=self._cost_line(record, budget))
         metrics.report(self.clients.cloudwatch, self.settings.plans.catalog_bucket, record)
         # Only now, with the backup final: its weekly verification is a job of its own, never waited for.
         self.verification.start_after(record)
         return record
 
-    def _cost_line(self, record: BackupRecord) -> str | None:
+    def _cost_line(self, record: BackupRecord, budget: checkpoints.TimeBudget | None) -> str | None:
         """The daily backup's cost report, computed and kept now (GET /costs then reads it), as the alert's
         last line. Other backups leave their report to be computed when first asked for."""
         if record.trigger != "schedule" or record.dry_run:
             return None
+        if budget is not None and budget.remaining_ms() < COST_REPORT_RESERVE_MS:
+            # The report lists every version of every bucket: started short of time, the invocation could end
+            # before the alert is sent. The backup's alert matters more; the first GET /costs computes it.
+            return "Cost: not computed in this run (too little time left); GET /costs computes it"
         try:
             report = CostReports.from_settings(self.settings, self.clients, self.tampering.report).for_backup(record.backup_id)
         except Exception as exc:
@@ -199,6 +204,14 @@ class BackupService:
         else:
             self._lock_plans(record)
         return self.run(backup_id, context=context)
+
+    @staticmethod
+    def _pruned(markers: PrunedMarkers, plans: list[str]) -> dict[str, frozenset[str]]:
+        """The pruned snapshots of `plans` (one listing of the markers, only when some plan needs it)."""
+        if not plans:
+            return {}
+        marked = markers.all()
+        return {name: frozenset(b for (p, b) in marked if p == name) for name in plans}
 
     def _lock_plans(self, record: BackupRecord) -> None:
         """Take the plan locks, so that POST /backup meanwhile answers 409 naming this backup. The daily
@@ -263,12 +276,6 @@ class BackupService:
 
     def list(self, limit: int = 20) -> list[BackupRecord]:
         return self.records.list(limit)
-
-
-def scheduled_suffix(event_id: str | None) -> str:
-    if not event_id:
-        return "scheduled"
-    return "scheduled-" + hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:16]
 
 
 def summary(record: BackupRecord) -> dict[str, Any]:

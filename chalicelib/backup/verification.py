@@ -17,10 +17,10 @@ from typing import Any
 
 from chalicelib.backup import checkpoints
 from chalicelib.catalog.records import BackupRecord, new_backup_id
-from chalicelib.errors import PlanError
 from chalicelib.verify.job import VerificationJob
 from chalicelib.verify.verifier import Verifier
 from chalicelib.verify.job_record import VerificationRecord, VerificationStore
+from chalicelib.workers import worker_beside
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +29,7 @@ VERIFY_WORKER = "verify_worker"
 
 def verify_worker_name(backup_worker: str | None) -> str:
     """The deployed verify worker sits beside the backup worker: `<app>-<stage>-verify_worker`."""
-    if not backup_worker or not backup_worker.endswith("backup_worker"):
-        raise PlanError(
-            f"environment variable WORKER_FUNCTION_NAME: {backup_worker!r} must name the backup worker "
-            "(<app>-<stage>-backup_worker) to find the verify worker beside it"
-        )
-    return backup_worker[: -len("backup_worker")] + VERIFY_WORKER
+    return worker_beside(backup_worker, VERIFY_WORKER)
 
 
 class VerificationJobs:

@@ -13,6 +13,7 @@ itself (another backup's id, no plans, a sealed record still RUNNING, a snapshot
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -40,6 +41,14 @@ def new_backup_id(moment: datetime | None = None, suffix: str | None = None) -> 
     moment = (moment or utcnow()).astimezone(timezone.utc)
     stamp = moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}"
     return f"{stamp}Z-{suffix or secrets.token_hex(4)}"
+
+
+def scheduled_suffix(event_id: str | None) -> str:
+    """The id part a scheduled run derives from its event's id (which EventBridge keeps across the deliveries
+    of one event): a repeated delivery finds the same run, and nobody can know tomorrow's id today."""
+    if not event_id:
+        return "scheduled"
+    return "scheduled-" + hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:16]
 
 
 def backup_time(backup_id: str) -> datetime:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.catalog.manifests import Manifest, load_snapshot
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.plans import Plan
@@ -21,9 +22,14 @@ from chalicelib.plans import Plan
 Report = Callable[[str], Any]
 
 
-def open_snapshot(s3: Any, records: RecordStore, plan: Plan, backup_id: str, report: Report) -> Manifest:
+def open_snapshot(
+    s3: Any, records: RecordStore, plan: Plan, backup_id: str, report: Report, action: str = "read"
+) -> Manifest:
     """The plan's snapshot of the backup. NotFound for an unknown backup, a plan it did not back up, or a
-    plan that wrote no snapshot; `Tampered` for a manifest that is not what its record says."""
+    plan that wrote no snapshot; `Pruned` for a snapshot retention removed (`action` completes "it cannot
+    be ..."); `Tampered` for a manifest that is not what its record says."""
+    # A pruned snapshot may be half deleted already: it is refused before anything of it is read.
+    PrunedMarkers(s3, records.bucket).check(plan.name, backup_id, action)
     version = sha256 = None
     try:
         record = records.get(backup_id)

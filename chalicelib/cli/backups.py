@@ -11,6 +11,7 @@ from chalicelib.api.plans import describe_plans
 from chalicelib.backup.locks import PlanLocks
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.manifests import load_snapshot
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore, new_backup_id
 from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, plan_named, table
 from chalicelib.errors import BackupError, BadRequest
@@ -101,16 +102,19 @@ def _run_with_plan_progress(ctx: Context, backups: Any, backup_id: str, plans: i
 
 
 def cmd_backups(ctx: Context) -> int:
-    records = RecordStore(ctx.clients.s3, ctx.settings.plans.catalog_bucket).list(ctx.args.limit)
-    data = {"backups": [describe(r) for r in records]}
+    store = RecordStore(ctx.clients.s3, ctx.settings.plans.catalog_bucket)
+    records = store.list(ctx.args.limit)
+    pruned = PrunedMarkers(store.s3, store.bucket).for_backups([r.backup_id for r in records])
+    data = {"backups": [describe(r, pruned.get(r.backup_id)) for r in records]}
 
     def text() -> str:
         rows = [
             [r.backup_id, r.status, r.trigger + (" (dry run)" if r.dry_run else ""), ",".join(r.plans), str(r.totals()["objects"]),
-             human(r.totals()["bytes"]), r.started_at or ""]
+             human(r.totals()["bytes"]), r.started_at or "", ",".join(sorted(pruned.get(r.backup_id, {}))) or "-"]
             for r in records
         ]
-        return table(rows, ["BACKUP", "STATUS", "TRIGGER", "PLANS", "OBJECTS", "SIZE", "STARTED"]) if rows else "no backups"
+        header = ["BACKUP", "STATUS", "TRIGGER", "PLANS", "OBJECTS", "SIZE", "STARTED", "PRUNED"]
+        return table(rows, header) if rows else "no backups"
 
     emit(ctx, data, text)
     return EXIT_OK

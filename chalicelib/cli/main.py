@@ -11,6 +11,8 @@
     org-backup restore-status RESTORE_ID [--resume]
     org-backup verify BACKUP_ID [--plan NAME ...] [--sample-percent N]
     org-backup verify-slice [--weekday N]
+    org-backup prune [--plan NAME ...] [--dry-run] [--allow-large-prune NAME ...]
+    org-backup snapshots --plan NAME
     org-backup cost [--plan NAME] [--refresh]
 
 Every command takes `--stage` (default `dev`, or $ORG_BACKUP_STAGE) and `--json`. Exit status: 0 done,
@@ -30,6 +32,7 @@ from contextlib import contextmanager
 from chalicelib.cli.backups import cmd_backup, cmd_backups, cmd_contents, cmd_plans, cmd_show, cmd_verify, cmd_verify_slice
 from chalicelib.cli.costs import cmd_cost
 from chalicelib.cli.output import EXIT_BAD_INPUT, Context
+from chalicelib.cli.prunes import cmd_prune, cmd_snapshots
 from chalicelib.cli.restores import cmd_restore, cmd_restore_status
 from chalicelib.errors import BackupError, BadRequest, Conflict, NotFound, PlanError
 
@@ -43,6 +46,8 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "restore-status": cmd_restore_status,
     "verify": cmd_verify,
     "verify-slice": cmd_verify_slice,
+    "prune": cmd_prune,
+    "snapshots": cmd_snapshots,
     "cost": cmd_cost,
 }
 
@@ -106,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
         "verify-slice", parents=[common], help="verify one weekday's slice of every stored snapshot (the daily check)"
     )
     verify_slice.add_argument("--weekday", type=int, help="0 (Monday) to 6 (Sunday); default: today's, UTC")
+
+    prune = commands.add_parser("prune", parents=[common], help="apply the retention policies now (runs here)")
+    prune.add_argument("--plan", action="append", help="a plan to prune (repeat; default: all)")
+    prune.add_argument("--dry-run", action="store_true", help="say what would go and what it would save; delete nothing")
+    prune.add_argument("--allow-large-prune", action="append", metavar="PLAN",
+                       help="let this plan's prune pass the prune guard in this run (repeat)")
+
+    snapshots = commands.add_parser("snapshots", parents=[common], help="a plan's snapshots and the rules that keep each")
+    snapshots.add_argument("--plan", required=True)
 
     cost = commands.add_parser(
         "cost", parents=[common], help="what the backups cost: per storage class now, the next 12 months, the alternatives"

@@ -33,7 +33,8 @@ class Context:
         # The command line does the work itself, whatever the stage's worker mode says.
         environ["WORKER_MODE"] = "inline"
         self.settings = Settings.from_environ(environ)
-        self.clients = Clients()
+        # The operator's requests to the backup and restore buckets are pinned to the stage's account too.
+        self.clients = Clients(bucket_owner=self.settings.bucket_owner)
 
     def progress(self, total: int | None, description: str) -> Any:
         """A progress bar on stderr, shown on a terminal only (never in JSON output or in a pipe)."""

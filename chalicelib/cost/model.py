@@ -213,3 +213,21 @@ def monthly_storage_cost(holdings: Iterable[tuple[str, int]], prices: Prices) ->
     for storage_class, size in holdings:
         tally.add(storage_class, size, 1, prices)
     return tally.monthly_cost(prices)
+
+
+def early_deletion_as_stored(
+    version: StoredVersion, lifecycle: Lifecycle, storage_class: str, deleted_at: datetime, prices: Prices
+) -> EarlyDeletion:
+    """`early_deletion` for a version S3 reports in `storage_class` (a listing's StorageClass): the time it
+    entered that class is the model's where the model agrees on the class, else the version's write time
+    (an object written straight into the class, or moved by rules the model does not know)."""
+    placement = placement_at(version, lifecycle, deleted_at)
+    since = placement.since if placement.storage_class == storage_class else version.written
+    stayed = (deleted_at - since) / _DAY
+    remaining = max(0.0, prices.minimum_days(storage_class) - stayed)
+    return EarlyDeletion(
+        storage_class=storage_class,
+        days_in_class=stayed,
+        remaining_days=remaining,
+        charge=early_deletion_charge(version.size, storage_class, remaining, prices),
+    )

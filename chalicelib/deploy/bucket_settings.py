@@ -15,14 +15,26 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import BackupError
-from chalicelib.layout import DATA_PREFIX, MANIFEST_SUFFIX, SEALED_PREFIX, SNAPSHOTS_PREFIX, TAMPERING_PREFIX
+from chalicelib.layout import (
+    DATA_PREFIX,
+    MANIFEST_SUFFIX,
+    PRUNED_PREFIX,
+    SEALED_PREFIX,
+    SNAPSHOTS_PREFIX,
+    TAMPERING_PREFIX,
+)
 from chalicelib.plans import SMALL_OBJECT_SETTINGS, Plan
 
 TLS_STATEMENT_SID = "DenyInsecureTransport"
 CREATE_ONLY_SID = "CreateOnlyMetadata"
 NO_HIDING_SID = "NoDeleteMarkersOnMetadata"
 # Under a backup bucket: keys written once (see create_only_statements).
-CREATE_ONLY_PATTERNS = (SNAPSHOTS_PREFIX + "*" + MANIFEST_SUFFIX, SEALED_PREFIX + "*", TAMPERING_PREFIX + "*")
+CREATE_ONLY_PATTERNS = (
+    SNAPSHOTS_PREFIX + "*" + MANIFEST_SUFFIX,
+    SEALED_PREFIX + "*",
+    TAMPERING_PREFIX + "*",
+    PRUNED_PREFIX + "*",
+)
 PUBLIC_ACCESS_BLOCK = {
     "BlockPublicAcls": True,
     "IgnorePublicAcls": True,
@@ -117,8 +129,8 @@ def tls_statement(bucket: str) -> dict[str, Any]:
 
 
 def create_only_keys(bucket: str) -> list[str]:
-    """The object ARNs that are written once and never replaced: manifests, sealed records, tampering
-    markers. (Checkpoints and working records next to them are rewritten, and are not among them.)"""
+    """The object ARNs that are written once and never replaced: manifests, sealed records, tampering and
+    pruned markers. (Checkpoints and working records next to them are rewritten, and are not among them.)"""
     return [f"arn:aws:s3:::{bucket}/{pattern}" for pattern in CREATE_ONLY_PATTERNS]
 
 

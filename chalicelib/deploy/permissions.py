@@ -1,9 +1,12 @@
 """Which IAM authorisations an AWS API call needs, and whether a policy allows them.
 
 `required_permissions` maps one call (service, operation, parameters) to the IAM actions and resources it
-needs, for the services this system uses; `allows` evaluates a policy's statements for one of them (explicit
-Deny wins). The test suite records every call the system makes and checks each against the generated policy
-with these two.
+needs, for the services this system uses, with the condition keys the request carries; `allows` evaluates a
+policy's statements for one of them (explicit Deny wins). The test suite records every call the system makes
+and checks each against the generated policy of the function that made it with these two.
+
+Every S3 permission carries `s3:ResourceAccount`, the account that owns the bucket: the one the request
+names with `ExpectedBucketOwner` (S3 refuses the request if another account owns it), else the caller's own.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.deploy.policy import bucket_arn, function_arn
+from chalicelib.deploy.grants import RESOURCE_ACCOUNT
+from chalicelib.deploy.scope import bucket_arn, function_arn
 
 
 @dataclass(frozen=True)
@@ -96,13 +100,14 @@ def _copy_source(value: Any) -> tuple[str, str, str | None]:
     return bucket, unquote(key), version
 
 
-def _s3_permissions(operation: str, params: Mapping[str, Any]) -> list[Permission]:
+def _s3_permissions(operation: str, params: Mapping[str, Any], account: str) -> list[Permission]:
     bucket = params.get("Bucket", "")
     object_arn = f"{bucket_arn(bucket)}/{params.get('Key', '')}"
     version = params.get("VersionId")
+    owned_by = ((RESOURCE_ACCOUNT, str(params.get("ExpectedBucketOwner") or account)),)
 
-    def obj(action: str, arn: str = object_arn, versioned: Any = version) -> Permission:
-        return Permission(_VERSIONED.get(action, action) if versioned else action, arn)
+    def obj(action: str, arn: str = object_arn, versioned: Any = version, context: Any = owned_by) -> Permission:
+        return Permission(_VERSIONED.get(action, action) if versioned else action, arn, context)
 
     needed: list[Permission] = []
     if operation == "ListBuckets":
@@ -110,9 +115,10 @@ def _s3_permissions(operation: str, params: Mapping[str, Any]) -> list[Permissio
     if operation in ("CopyObject", "UploadPartCopy"):
         src_bucket, src_key, src_version = _copy_source(params["CopySource"])
         src_arn = f"{bucket_arn(src_bucket)}/{src_key}"
-        needed += [obj("s3:GetObject", src_arn, src_version), obj("s3:PutObject", object_arn, None)]
+        src_owner = ((RESOURCE_ACCOUNT, str(params.get("ExpectedSourceBucketOwner") or account)),)
+        needed += [obj("s3:GetObject", src_arn, src_version, src_owner), obj("s3:PutObject", object_arn, None)]
         if operation == "CopyObject" and params.get("TaggingDirective", "COPY") == "COPY":
-            needed += [obj("s3:GetObjectTagging", src_arn, src_version), obj("s3:PutObjectTagging", object_arn, None)]
+            needed += [obj("s3:GetObjectTagging", src_arn, src_version, src_owner), obj("s3:PutObjectTagging", object_arn, None)]
         if operation == "CopyObject" and params.get("TaggingDirective") == "REPLACE" and params.get("Tagging"):
             needed.append(obj("s3:PutObjectTagging", object_arn, None))
     elif operation == "DeleteObjects":
@@ -122,16 +128,16 @@ def _s3_permissions(operation: str, params: Mapping[str, Any]) -> list[Permissio
     elif operation == "GetObjectAttributes":
         needed += [obj("s3:GetObject"), obj("s3:GetObjectAttributes")]
     elif operation in _S3_BUCKET_ACTIONS:
-        context: tuple[tuple[str, str], ...] = ()
+        context: tuple[tuple[str, str], ...] = owned_by
         if operation in ("ListObjects", "ListObjectsV2", "ListObjectVersions") and params.get("Prefix") is not None:
-            context = (("s3:prefix", params["Prefix"]),)
+            context = (("s3:prefix", params["Prefix"]),) + owned_by
         needed.append(Permission(_S3_BUCKET_ACTIONS[operation], bucket_arn(bucket), context))
     elif operation in _S3_OBJECT_ACTIONS:
         needed.append(obj(_S3_OBJECT_ACTIONS[operation]))
     elif "Key" in params:
         needed.append(obj(f"s3:{operation}"))
     else:
-        needed.append(Permission(f"s3:{operation}", bucket_arn(bucket)))
+        needed.append(Permission(f"s3:{operation}", bucket_arn(bucket), owned_by))
     # Parameters that need rights of their own.
     if operation in ("PutObject", "CreateMultipartUpload", "CopyObject"):
         if params.get("Tagging") and operation != "CopyObject":
@@ -141,7 +147,7 @@ def _s3_permissions(operation: str, params: Mapping[str, Any]) -> list[Permissio
         if params.get("ObjectLockLegalHoldStatus"):
             needed.append(obj("s3:PutObjectLegalHold", object_arn, None))
     if params.get("BypassGovernanceRetention"):
-        needed.append(Permission("s3:BypassGovernanceRetention", object_arn if "Key" in params else bucket_arn(bucket) + "/*"))
+        needed.append(Permission("s3:BypassGovernanceRetention", object_arn if "Key" in params else bucket_arn(bucket) + "/*", owned_by))
     # The request's own condition keys, for resource policies that decide on them (the create-only rule).
     writes = _write_context(operation, params)
     if writes:
@@ -176,7 +182,7 @@ _LAMBDA_ACTIONS = {"Invoke": "lambda:InvokeFunction", "InvokeAsync": "lambda:Inv
 def required_permissions(service: str, operation: str, params: Mapping[str, Any], region: str, account: str) -> list[Permission]:
     """The IAM authorisations one API call needs, for the services this system uses."""
     if service == "s3":
-        return _s3_permissions(operation, params)
+        return _s3_permissions(operation, params, account)
     if service == "dynamodb":
         action = f"dynamodb:{operation}"
         if "TableName" in params:

@@ -3,11 +3,13 @@
 - the plans' backup buckets with every protective setting of `bucket_settings.py` (versioning, lifecycle rules
   scoped to data/, default encryption, all four Block Public Access settings, ACLs disabled, the TLS-only
   bucket policy, Object Lock default retention where a plan asks for it), kept when the stack is deleted;
-- the buckets restores may write into (RESTORE_BUCKETS), private and encrypted;
+- the buckets restores may write into (RESTORE_BUCKETS), private, encrypted and versioned;
 - the alert topic named by the stage's ALERT_TOPIC_ARN;
-- an alarm on the backups' heartbeat metric that fires when no fully successful backup has been reported
-  for 26 hours, missing data counting as breaching;
-- every function on python3.12 and named as `chalice deploy` names it (the worker is invoked by name).
+- an alarm on the backups' heartbeat metric (in the stage's own namespace) that fires when no fully
+  successful backup has been reported for 26 hours, missing data counting as breaching;
+- every function on python3.12 and named as `chalice deploy` names it (the worker is invoked by name);
+- the audit trail (`audit.py`): CloudTrail data events for writes under the backup buckets' meta/, the API's
+  access logs and throttling, and a retention period on every function's log group.
 
     python -m chalicelib.deploy.template --stage dev --output build/template-extra-dev.json
 """
@@ -21,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from chalicelib.deploy import audit
 from chalicelib.deploy import bucket_settings as buckets
 from chalicelib.notify import metrics
 from chalicelib.plans import Plan
@@ -100,7 +103,9 @@ def bucket_resources(plan: Plan) -> dict[str, Any]:
 
 
 def restore_bucket_resources(bucket: str, index: int) -> dict[str, Any]:
-    """A bucket restores may write into: private, encrypted, owner-enforced, TLS only, kept on stack deletion."""
+    """A bucket restores may write into: private, encrypted, owner-enforced, TLS only, kept on stack deletion,
+    and versioned, so that a restore (or whoever holds the restore role) that overwrites a key leaves what was
+    there recoverable."""
     name = f"RestoreBucket{index + 1}"
     return {
         name: {
@@ -109,6 +114,7 @@ def restore_bucket_resources(bucket: str, index: int) -> dict[str, Any]:
             "UpdateReplacePolicy": "Retain",
             "Properties": {
                 "BucketName": bucket,
+                "VersioningConfiguration": {"Status": "Enabled"},
                 "BucketEncryption": {
                     "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
                 },
@@ -175,7 +181,7 @@ def merge_template(stage: str, project_dir: str | Path = PROJECT_DIR, app_module
                 f"No fully successful backup reported for {SILENCE_HOURS} hours: the daily schedule stopped, "
                 "the function cannot start, or backups keep failing. See GET /backups and the function logs."
             ),
-            "Namespace": metrics.NAMESPACE,
+            "Namespace": metrics.namespace(plans.catalog_bucket),
             "MetricName": metrics.METRIC,
             "Dimensions": [{"Name": metrics.DIMENSION, "Value": plans.catalog_bucket}],
             "Statistic": "Sum",
@@ -191,8 +197,19 @@ def merge_template(stage: str, project_dir: str | Path = PROJECT_DIR, app_module
         },
     }
     module = app_module if app_module is not None else _load_app(directory)
-    for resource, function in function_names(module, app, stage).items():
-        resources[resource] = {"Properties": {"Runtime": RUNTIME, "FunctionName": function}}
+    functions = function_names(module, app, stage)
+    for resource, function in functions.items():
+        resources[resource] = {
+            # The stack's log group (with its retention) must exist before the function can create its own.
+            "DependsOn": [audit.log_group_name(resource)],
+            "Properties": {"Runtime": RUNTIME, "FunctionName": function},
+        }
+    resources.update(audit.log_group_resources(functions))
+    resources.update(audit.trail_resources(app, stage, [plan.bucket for plan in plans.plans]))
+    outputs["AuditLogBucketName"] = {"Value": {"Ref": audit.TRAIL_BUCKET}}
+    if "APIHandler" in functions:
+        resources.update(audit.api_resources(app, stage))
+        outputs["ApiAccessLogGroup"] = {"Value": {"Ref": audit.API_ACCESS_LOGS}}
     return {"Resources": resources, "Outputs": outputs}
 
 

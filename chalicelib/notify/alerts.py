@@ -199,3 +199,66 @@ def publish_verification(sns: Any, topic_arn: str | None, verification: dict[str
         logger.error("could not publish the alert for verification %s to %s: %s", verification.get("job_id"), topic_arn, exc)
         return False
     return True
+
+
+def prune_subject(prune: dict[str, Any]) -> str:
+    """`Prune SUCCEEDED: 3 snapshots, 120 versions (1.2 GB) removed`; a held prune says so first."""
+    plans = prune.get("plans", {})
+    removed = sum(len(p.get("removing", [])) for p in plans.values() if p.get("status") != "HELD")
+    key = "would_delete" if prune.get("dry_run") else "deleted"
+    versions = sum(p.get(key, {}).get("versions", 0) for p in plans.values())
+    size = sum(p.get(key, {}).get("bytes", 0) for p in plans.values())
+    held = [name for name, p in plans.items() if p.get("status") == "HELD"]
+    verb = "would be removed (dry run)" if prune.get("dry_run") else "removed"
+    text = f"Prune {prune.get('status')}: {removed} snapshots, {versions} versions ({human_bytes(size)}) {verb}"
+    if held:
+        text = f"Prune HELD for {', '.join(held)}: " + text.split(": ", 1)[1]
+    return _subject_text(text)
+
+
+def prune_body(prune: dict[str, Any]) -> str:
+    lines = [
+        f"Prune {prune.get('prune_id')} ({prune.get('trigger')}{', dry run' if prune.get('dry_run') else ''}): {prune.get('status')}",
+        *([f"Allowed past the prune guard: {', '.join(prune['allow_large'])}"] if prune.get("allow_large") else []),
+        f"Started {prune.get('started_at')}, finished {prune.get('finished_at')}",
+        "",
+    ]
+    key = "would_delete" if prune.get("dry_run") else "deleted"
+    for name, plan in prune.get("plans", {}).items():
+        kept = sum(1 for s in plan.get("snapshots", []) if s.get("kept"))
+        tally = plan.get(key, {})
+        early = plan.get("would_early_deletion" if prune.get("dry_run") else "early_deletion", {})
+        line = (
+            f"{name}  {plan.get('status')}: {kept} snapshots kept ({plan.get('policy')}), {len(plan.get('removing', []))} "
+            f"removed; {tally.get('versions', 0)} versions ({human_bytes(tally.get('bytes', 0))}) deleted"
+        )
+        if plan.get("object_locked"):
+            line += f"; {plan['object_locked']} held by Object Lock"
+        if early.get("usd"):
+            line += f"; early-deletion charge ${early['usd']:.2f}"
+        lines.append(line)
+        for message in plan.get("warnings", []) + plan.get("errors", []):
+            lines.append(f"    - {message}")
+    return "\n".join(lines) + "\n"
+
+
+def publish_prune(sns: Any, topic_arn: str | None, prune: dict[str, Any]) -> bool:
+    """Send the alert of a finished prune (its record as a dict); a held prune has the status HELD, which a
+    subscription filtering on failures and warnings can take. Failures to publish are logged, as for backups."""
+    if not topic_arn:
+        return False
+    try:
+        sns.publish(
+            TopicArn=topic_arn,
+            Subject=prune_subject(prune),
+            Message=prune_body(prune),
+            MessageAttributes={
+                "status": {"DataType": "String", "StringValue": str(prune.get("status"))},
+                "kind": {"DataType": "String", "StringValue": "prune"},
+                "prune_id": {"DataType": "String", "StringValue": str(prune.get("prune_id"))},
+            },
+        )
+    except (ClientError, BotoCoreError) as exc:
+        logger.error("could not publish the alert for prune %s to %s: %s", prune.get("prune_id"), topic_arn, exc)
+        return False
+    return True

@@ -16,10 +16,21 @@ from chalicelib.catalog.records import BackupRecord
 
 logger = logging.getLogger(__name__)
 
-NAMESPACE = "OrgBackup"
+NAMESPACE_PREFIX = "OrgBackup"
 METRIC = "BackupsSucceeded"
 # The catalog bucket is unique to a deployment, so it tells the stages' metrics apart without extra config.
 DIMENSION = "CatalogBucket"
+
+
+def namespace(catalog_bucket: str) -> str:
+    """The stage's own namespace, `OrgBackup/<catalog bucket>`.
+
+    PutMetricData has no resource-level permissions: the `cloudwatch:namespace` condition is the only scope
+    a policy can give it. In a namespace shared by every stage, any role allowed to publish it (another
+    stage's, or another application's) could keep this stage's 26-hour alarm quiet; in this one, only the
+    stage's backup functions are allowed to.
+    """
+    return f"{NAMESPACE_PREFIX}/{catalog_bucket}"
 
 
 def report(cloudwatch: Any, catalog_bucket: str, record: BackupRecord) -> bool:
@@ -28,7 +39,7 @@ def report(cloudwatch: Any, catalog_bucket: str, record: BackupRecord) -> bool:
         return False
     try:
         cloudwatch.put_metric_data(
-            Namespace=NAMESPACE,
+            Namespace=namespace(catalog_bucket),
             MetricData=[
                 {
                     "MetricName": METRIC,

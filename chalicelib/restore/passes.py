@@ -6,7 +6,9 @@ For a folder target every pass lays out its entries first (`folder_layout`): a k
 one that collides with another, fails at once with its reason and is never fetched, thawed or written, so
 no two workers ever write one path. The restore's checks did the same before it was recorded; the pass does
 it again because a recorded restore may run later (in another process, after an upgrade) and must not trust
-what was checked then."""
+what was checked then. For the same reason every pass checks the target again (`RestoreChecks.target_allowed`:
+one of this stage's restore buckets, a table named with its prefix) before it writes anything: a record
+someone else wrote, naming another bucket, fails with the reason and writes nothing."""
 
 from __future__ import annotations
 
@@ -111,6 +113,7 @@ class RestorePass:
         """The request cannot be carried out as it stands: the record says why, and nothing was written."""
         record.status, record.finished_at, record.refused = "FAILED", isoformat(utcnow()), str(exc)
         record.warnings = (record.warnings + [f"refused: {exc}"])[-20:]
+        record.pending, record.pending_thaw, record.expected_thaw_completion = [], 0, None
         self.store.save(record)
         logger.error("restore %s refused: %s", record.restore_id, exc)
         return record

@@ -59,9 +59,12 @@ class RestoreChecks:
 
     def manifest(self, plan: Plan, backup_id: str) -> Manifest:
         """The snapshot as its record names it (catalog/snapshots.py): NotFound, or `Tampered`, otherwise."""
-        return open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report)
+        return open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report, action="restored")
 
-    def target(self, plan: Plan, target: Target) -> None:
+    def target_allowed(self, target: Target) -> None:
+        """Whether this stage lets a restore write where `target` says: never into a backup bucket; in the
+        functions, only into the allowed buckets or new tables named with the prefix, never a folder. Needs no
+        request: a pass checks it again for every recorded restore, whatever wrote the record."""
         backup_buckets = {p.bucket for p in self.plans.plans}
         if target.bucket and target.bucket in backup_buckets:
             raise BadRequest(
@@ -76,6 +79,11 @@ class RestoreChecks:
             )
         if target.table and self.table_prefix and not target.table.startswith(self.table_prefix):
             raise BadRequest(f"target table {target.table!r} must be named {self.table_prefix}... (RESTORE_TABLE_PREFIX)")
+        if target.path and self.allowed_buckets is not None:
+            raise BadRequest(f"target folder {target.path!r}: only the command line restores into a folder")
+
+    def target(self, plan: Plan, target: Target) -> None:
+        self.target_allowed(target)
         if target.bucket:
             try:
                 self.clients.s3.head_bucket(Bucket=target.bucket)

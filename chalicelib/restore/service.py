@@ -13,6 +13,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import new_backup_id
 from chalicelib.errors import BadRequest, NotFound, Tampered
 from chalicelib.plans import PlanSet
@@ -112,6 +113,8 @@ class RestoreService:
         than a request's 29 seconds and 256 MB allow for a large snapshot."""
         plan = self.checks.plan(request.plan)
         self.checks.target(plan, request.target)
+        # A snapshot retention removed is refused at once (410), not by the worker.
+        PrunedMarkers(self.checks.clients.s3, self.checks.records.bucket).check(plan.name, request.backup_id, "restored")
         try:
             self.checks.records.get(request.backup_id)
         except Tampered:

@@ -28,9 +28,10 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Entry, Manifest, list_snapshot_keys
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
 from chalicelib.catalog.snapshots import open_snapshot
-from chalicelib.errors import AlreadyExists, NotFound, describe_error
+from chalicelib.errors import AlreadyExists, NotFound, Pruned, describe_error
 from chalicelib.layout import SNAPSHOTS_PREFIX
 from chalicelib.notify import alerts
 from chalicelib.plans import Plan, PlanSet
@@ -243,7 +244,7 @@ class VerificationJob:
             try:
                 if not self._check_plan(held, plan):
                     return False
-            except (ClientError, BotoCoreError, NotFound, ValueError) as exc:
+            except (ClientError, BotoCoreError, NotFound, Pruned, ValueError) as exc:
                 # This plan's slice could not be (fully) read; the other plans are still checked.
                 record.add_error(f"plan {plan.name}: {describe_error(exc)}")
             progressed = True
@@ -262,7 +263,7 @@ class VerificationJob:
             if record.kind == "backup":
                 # One snapshot, read as its record names it (exact version, hash checked).
                 manifest = stack.enter_context(
-                    open_snapshot(self.clients.s3, self.records, plan, record.backup_id, self.report)
+                    open_snapshot(self.clients.s3, self.records, plan, record.backup_id, self.report, "verified")
                 )
                 if manifest.tampering:
                     record.add_error(f"TAMPERING: {manifest.tampering}")
@@ -300,9 +301,13 @@ class VerificationJob:
         same snapshots, and a snapshot taken later is checked by a later job."""
         until = backup_time(backup_id)
         prefix = f"{SNAPSHOTS_PREFIX}{plan.name}/"
+        # Snapshots a prune marked are being deleted: their versions are no longer expected to be there.
+        pruned = {taken for (name, taken) in PrunedMarkers(self.clients.s3, self.plans.catalog_bucket).all() if name == plan.name}
         keys = []
         for key in list_snapshot_keys(self.clients.s3, plan.bucket, plan.name):
             taken = key[len(prefix):-len(MANIFEST_SUFFIX)]
+            if taken in pruned:
+                continue
             if not is_backup_id(taken) or backup_time(taken) <= until:
                 keys.append(key)
         return keys

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.snapshots import open_snapshot
 from chalicelib.catalog.records import RecordStore
 from chalicelib.errors import BadRequest, NotFound
@@ -32,7 +33,7 @@ class Verifier:
         """Objects per plan in a backup's snapshots (for a progress bar)."""
         sizes: dict[str, int] = {}
         for plan in self.plans_of(backup_id, plan_names):
-            with open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report) as manifest:
+            with open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report, "verified") as manifest:
                 sizes[plan.name] = int(manifest.header.get("objects", 0))
         return sizes
 
@@ -50,7 +51,13 @@ class Verifier:
         with_snapshot = [p for p in plans if record.plans.get(p.name) and record.plans[p.name].snapshot]
         if not with_snapshot:
             raise NotFound(f"backup {backup_id} has no stored snapshot to verify{' (it was a dry run)' if record.dry_run else ''}")
-        return with_snapshot
+        # Snapshots retention removed cannot be verified: named ones are refused, unnamed ones left out.
+        markers = PrunedMarkers(self.clients.s3, self.plans.catalog_bucket)
+        pruned = {p.name: markers.get(p.name, backup_id) for p in with_snapshot}
+        refused = [marker for marker in pruned.values() if marker is not None]
+        if refused and (plan_names is not None or len(refused) == len(with_snapshot)):
+            raise refused[0].refusal("verified")
+        return [p for p in with_snapshot if pruned[p.name] is None]
 
     def verify_backup(
         self,
@@ -65,7 +72,7 @@ class Verifier:
         total = VerifyReport()
         per_plan: dict[str, Any] = {}
         for plan in self.plans_of(backup_id, plan_names):
-            with open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report) as manifest:
+            with open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report, "verified") as manifest:
                 if manifest.tampering:
                     total.errors.append(f"TAMPERING: {manifest.tampering}")
                 report = verify_entries(

@@ -1,0 +1,81 @@
+"""Which grant tables (`grants.py`) each function's role is made of: a role per function, so that whoever
+holds one function's credentials can do that function's job and nothing more.
+
+| function | may |
+|---|---|
+| `api_handler` (internet-facing) | read the catalog and HEAD data versions; write the records its routes create and its plan locks and idempotency claims (meta/ of the catalog only); start the backup and restore workers |
+| `daily_backup`, `backup_worker` | read the sources; write data/ (delete markers included), manifests, checkpoints, backup records; read bucket settings; alert; publish the heartbeat; invoke the backup and verify workers. The daily backup also takes the plan locks |
+| `restore_worker`, `resume_restores` | read the catalog and data versions; thaw; write the restore buckets and create `restored-*` tables; keep restore records and the queue |
+| `verify_worker` | read manifests and data versions; write its records under meta/verifications/; alert; invoke itself |
+
+| `daily_prune`, `prune_worker` | read the catalog and every manifest version; list versions under data/ and meta/snapshots/; mark pruned snapshots and keep prune records; delete versions under data/ and meta/snapshots/; alert; invoke itself |
+
+The cost report (`COST_GRANTS`: list versions under data/, read records, manifests and prune records, HEAD a
+sample of versions, keep the report under meta/costs/) goes with `GET /costs` in `api_handler` and with the
+daily backup's alert, computed where the backup finishes (`daily_backup` or `backup_worker`).
+
+The prune functions are the only roles with `s3:DeleteObjectVersion` (`DELETES_VERSIONS`): `policy.py`'s
+forbidden-action check lets those roles have that one action and no other role.
+"""
+
+from __future__ import annotations
+
+from chalicelib.deploy import grants
+from chalicelib.deploy.grants import Concern
+from chalicelib.deploy.scope import (
+    API_HANDLER,
+    BACKUP_WORKER,
+    DAILY_BACKUP,
+    DAILY_PRUNE,
+    PRUNE_WORKER,
+    RESTORE_WORKER,
+    RESUME_RESTORES,
+    VERIFY_WORKER,
+)
+
+# Both backup functions run the same engine: the schedule's invocation backs up in-process until it must
+# carry on in the worker.
+BACKUP_WRITER: tuple[Concern, ...] = (
+    grants.BACKUP_BUCKET_GRANTS,
+    grants.source_grants,
+    grants.SOURCE_TABLE_GRANTS,
+    grants.WRITER_KEY_GRANTS,
+    grants.ALERT_GRANTS,
+    grants.BACKUP_INVOKE_GRANTS,
+    grants.METRIC_GRANTS,
+    grants.LOG_GRANTS,
+    grants.LONG_RUN_GRANTS,
+    grants.TAMPERING_GRANTS,
+    grants.SEALED_MANIFEST_GRANTS,
+)
+
+# What every reader of the catalog has beside its own table.
+READER: tuple[Concern, ...] = (
+    grants.READER_KEY_GRANTS,
+    grants.LOG_GRANTS,
+    grants.TAMPERING_GRANTS,
+    grants.SEALED_MANIFEST_GRANTS,
+)
+
+# Both restore functions run passes of recorded restores: the worker the first, the hourly check the rest.
+RESTORER: tuple[Concern, ...] = (grants.RESTORE_GRANTS, *READER)
+
+# Both prune functions run the same job: the schedule's invocation starts it, the worker carries it on.
+PRUNER: tuple[Concern, ...] = (grants.PRUNE_GRANTS, grants.READER_KEY_GRANTS, grants.LOG_GRANTS, grants.TAMPERING_GRANTS)
+
+
+ROLES: dict[str, tuple[Concern, ...]] = {
+    API_HANDLER: (grants.API_GRANTS, *READER, grants.COST_GRANTS),
+    DAILY_BACKUP: BACKUP_WRITER + (grants.SCHEDULE_LOCK_GRANTS, grants.COST_GRANTS),
+    BACKUP_WORKER: BACKUP_WRITER + (grants.COST_GRANTS,),
+    RESTORE_WORKER: RESTORER,
+    RESUME_RESTORES: RESTORER,
+    VERIFY_WORKER: (grants.VERIFY_GRANTS, *READER),
+    DAILY_PRUNE: PRUNER,
+    PRUNE_WORKER: PRUNER,
+}
+
+# The roles that may delete versions, and the one forbidden action they are allowed.
+DELETES_VERSIONS: frozenset[str] = frozenset({DAILY_PRUNE, PRUNE_WORKER})
+
+FUNCTIONS: tuple[str, ...] = tuple(ROLES)

@@ -1,0 +1,225 @@
+"""The record of a prune, which is also its checkpoint: one JSON document per prune in the catalog bucket,
+`meta/prunes/<inverted time>_<prune_id>.json`, newest first like backup records.
+
+Every write after the first replaces the version read (`If-Match` on its ETag): of two invocations working
+the same prune (a duplicated or retried invocation) only one moves the record on; the other stops at its
+next write. The counts are complete; the errors and warnings listed are capped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from chalicelib import conditional
+from chalicelib.catalog.records import backup_time, is_backup_id, new_backup_id
+from chalicelib.errors import NotFound
+from chalicelib.layout import PRUNES_PREFIX
+
+ID_PREFIX = "prune-"
+# A plan's prune goes through these phases in order; a crash resumes the phase it was in.
+PHASES = ("decide", "survey", "mark", "delete", "manifests", "done")
+STATUSES = ("RUNNING", "SUCCEEDED", "HELD", "FAILED")
+MAX_LISTED = 20
+_MAX_MS = 10**13  # as for backup records
+
+
+def new_prune_id(moment: Any = None, suffix: str | None = None) -> str:
+    """`prune-20261129T050000000Z-9f2c4a1b`: sortable by time; a scheduled prune passes a fixed suffix."""
+    return ID_PREFIX + new_backup_id(moment, suffix)
+
+
+def prune_time_id(prune_id: str) -> str:
+    """The time-sortable id inside a prune id. NotFound when `prune_id` is not one."""
+    inner = prune_id[len(ID_PREFIX):] if prune_id.startswith(ID_PREFIX) else ""
+    if not is_backup_id(inner):
+        raise NotFound(f"{prune_id!r} is not a prune id (expected e.g. prune-20261129T050000000Z-9f2c4a1b)")
+    return inner
+
+
+def prune_key(prune_id: str) -> str:
+    millis = int(backup_time(prune_time_id(prune_id)).timestamp() * 1000)
+    return f"{PRUNES_PREFIX}{_MAX_MS - millis:013d}_{prune_id}.json"
+
+
+def _tally() -> dict[str, Any]:
+    return {"versions": 0, "bytes": 0, "by_class": {}}
+
+
+def add_to(tally: dict[str, Any], storage_class: str, size: int) -> None:
+    tally["versions"] += 1
+    tally["bytes"] += size
+    row = tally["by_class"].setdefault(storage_class, {"versions": 0, "bytes": 0})
+    row["versions"] += 1
+    row["bytes"] += size
+
+
+@dataclass
+class PlanPrune:
+    """One plan's part of a prune: the decision, where it stands, and what it found and did."""
+
+    plan: str
+    phase: str = "decide"
+    # SUCCEEDED, HELD (the prune guard stopped it before anything was deleted) or FAILED; None while running.
+    status: str | None = None
+    policy: str = ""
+    # Every snapshot of the plan, newest first: backup_id, taken_at, kept, reasons (empty when removed).
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    # The snapshots this prune removes (their backup ids), marked before anything of them is deleted.
+    removing: list[str] = field(default_factory=list)
+    # Backups of the plan seen running, and since when: their versions and their bases are kept.
+    running: dict[str, str] = field(default_factory=dict)
+    # What would go (found by the survey, before anything is deleted) and what went.
+    would_delete: dict[str, Any] = field(default_factory=_tally)
+    deleted: dict[str, Any] = field(default_factory=_tally)
+    # Everything stored under data/ when the survey looked (the guard's measure of "a share of the bytes").
+    stored: dict[str, Any] = field(default_factory=_tally)
+    # Versions no kept snapshot names that stay this time, and why.
+    kept_young: int = 0
+    kept_running: int = 0
+    object_locked: int = 0
+    # Versions a kept snapshot names that are not in the bucket (verification reports them in detail).
+    missing: int = 0
+    manifests_deleted: int = 0
+    # What deleting archived versions before their minimum duration is billed (estimated by the cost model).
+    would_early_deletion: dict[str, Any] = field(default_factory=lambda: {"usd": 0.0, "versions": 0, "bytes": 0})
+    early_deletion: dict[str, Any] = field(default_factory=lambda: {"usd": 0.0, "versions": 0, "bytes": 0})
+    # What the removed versions cost each month where they were (the saving), estimated from the prices.
+    monthly_saving_usd: float = 0.0
+    guard: dict[str, Any] | None = None
+    # The checkpoint inside the survey or the delete pass (see sweep.py); None: from the start.
+    position: list[str] | None = None
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error_count: int = 0
+
+    def add_error(self, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_LISTED:
+            self.errors.append(message)
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings and len(self.warnings) < MAX_LISTED:
+            self.warnings.append(message)
+
+    @property
+    def kept_count(self) -> int:
+        return sum(1 for s in self.snapshots if s["kept"])
+
+    @property
+    def removed_count(self) -> int:
+        return len(self.removing)
+
+    def reset_counts(self) -> None:
+        """Before a pass starts from the beginning (a resumed pass keeps what it counted so far)."""
+        self.would_delete, self.stored = _tally(), _tally()
+        self.kept_young = self.kept_running = self.object_locked = self.missing = 0
+        self.would_early_deletion = {"usd": 0.0, "versions": 0, "bytes": 0}
+        self.monthly_saving_usd = 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlanPrune:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class PruneRecord:
+    prune_id: str
+    trigger: str
+    plan_names: list[str]
+    dry_run: bool = False
+    # Plans whose prune may pass the guard in this run.
+    allow_large: list[str] = field(default_factory=list)
+    grace_hours: float = 48.0
+    status: str = "RUNNING"
+    started_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+    plans: dict[str, PlanPrune] = field(default_factory=dict)
+    plan_index: int = 0
+    invocations: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "RUNNING"
+
+    def plan(self, name: str) -> PlanPrune:
+        return self.plans.setdefault(name, PlanPrune(plan=name))
+
+    def conclude(self, now: str) -> None:
+        statuses = {self.plans[name].status for name in self.plan_names if name in self.plans}
+        if "FAILED" in statuses:
+            self.status = "FAILED"
+        elif "HELD" in statuses:
+            self.status = "HELD"
+        else:
+            self.status = "SUCCEEDED"
+        self.finished_at = now
+
+    def totals(self) -> dict[str, Any]:
+        plans = list(self.plans.values())
+        key = "would_delete" if self.dry_run else "deleted"
+        return {
+            "snapshots_kept": sum(p.kept_count for p in plans),
+            "snapshots_removed": sum(p.removed_count for p in plans),
+            "versions_deleted": sum(p.deleted["versions"] for p in plans),
+            "bytes_deleted": sum(p.deleted["bytes"] for p in plans),
+            "versions": sum(p.__dict__[key]["versions"] for p in plans),
+            "bytes": sum(p.__dict__[key]["bytes"] for p in plans),
+            "object_locked": sum(p.object_locked for p in plans),
+            "early_deletion_usd": round(sum(p.early_deletion["usd"] for p in plans), 6),
+            "monthly_saving_usd": round(sum(p.monthly_saving_usd for p in plans), 6),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["plans"] = {name: asdict(plan) for name, plan in self.plans.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruneRecord:
+        plans = {name: PlanPrune.from_dict(plan) for name, plan in (data.get("plans") or {}).items()}
+        known = cls.__dataclass_fields__
+        return cls(plans=plans, **{k: v for k, v in data.items() if k in known and k != "plans"})
+
+
+class PruneStore:
+    """Prune records in the catalog bucket, written with conditional writes."""
+
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+
+    def create(self, record: PruneRecord) -> str:
+        """Store a new record; returns its ETag. `AlreadyExists` when the prune is already recorded."""
+        return conditional.create(self.s3, self.bucket, prune_key(record.prune_id), record.to_dict())
+
+    def read(self, prune_id: str) -> tuple[PruneRecord, str] | None:
+        document = conditional.read(self.s3, self.bucket, prune_key(prune_id))
+        if document is None:
+            return None
+        if not document.data.get("prune_id") == prune_id:
+            raise ValueError(f"the record at s3://{self.bucket}/{prune_key(prune_id)} is not prune {prune_id}'s")
+        return PruneRecord.from_dict(document.data), document.etag
+
+    def get(self, prune_id: str) -> PruneRecord:
+        found = self.read(prune_id)
+        if found is None:
+            raise NotFound(f"no prune with id {prune_id!r}")
+        return found[0]
+
+    def replace(self, record: PruneRecord, etag: str) -> str:
+        return conditional.replace(self.s3, self.bucket, prune_key(record.prune_id), record.to_dict(), etag)
+
+    def latest(self, limit: int = 20) -> list[PruneRecord]:
+        """The newest prunes first (one listing request, then one GET each)."""
+        response = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=PRUNES_PREFIX, MaxKeys=limit)
+        found = []
+        for item in response.get("Contents", []):
+            prune_id = item["Key"].rsplit("/", 1)[1].split("_", 1)[-1].removesuffix(".json")
+            try:
+                found.append(self.get(prune_id))
+            except (NotFound, ValueError, TypeError):
+                continue
+        return found

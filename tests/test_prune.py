@@ -1,0 +1,406 @@
+"""The prune: retention decided by snapshots, versions deleted only where no kept snapshot names them, in an
+order that keeps every kept snapshot whole, guarded, and refused by restores and verifications afterwards.
+
+Time is simulated (time-machine): S3's write times (moto's) follow the same clock, so the grace period and
+the snapshot-time checks see days pass without any sleeping."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import time_machine
+
+from chalicelib.aws import Clients
+from chalicelib.backup.service import BackupService
+from chalicelib.catalog.manifests import ManifestWriter, manifest_key, put_manifest
+from chalicelib.catalog.pruned import PrunedMarkers
+from chalicelib.catalog.records import BackupRecord, RecordStore, new_backup_id
+from chalicelib.config import Settings
+from chalicelib.deploy.provision import provision
+from chalicelib.errors import Pruned
+from chalicelib.plans import Lifecycle, Plan, PlanSet, S3Source
+from chalicelib.prune.job import PruneJob
+from chalicelib.prune.sweep import Rules
+from chalicelib.retention import RetentionPolicy
+from tests.stored import assert_versions_hold, entries_of
+
+SOURCE = "prune-source"
+BUCKET = "prune-backup"
+DAY0 = datetime(2026, 3, 2, 2, 0, tzinfo=timezone.utc)  # a Monday
+
+
+def make_settings(retention: RetentionPolicy, **plan_fields: Any) -> Settings:
+    plan = Plan(
+        name="docs",
+        bucket=BUCKET,
+        sources=(S3Source(name="src", bucket=SOURCE),),
+        lifecycle=Lifecycle(transitions=()),
+        retention=retention,
+        **plan_fields,
+    )
+    return Settings(
+        plans=PlanSet(plans=(plan,), catalog_bucket=BUCKET),
+        topic_arn=None,
+        worker_mode="inline",
+        worker_function=None,
+        max_workers=4,
+    )
+
+
+@pytest.fixture
+def clock() -> Any:
+    with time_machine.travel(DAY0, tick=True) as traveller:
+        yield traveller
+
+
+@pytest.fixture
+def world(aws: None, s3: Any, clock: Any) -> Any:
+    s3.create_bucket(Bucket=SOURCE)
+
+    class World:
+        def __init__(self) -> None:
+            self.s3 = s3
+            self.clients = Clients()
+            self.clock = clock
+            self.config = make_settings(RetentionPolicy(keep_last=2))
+            provision(s3, self.config.plans.plans[0])
+
+        def use(self, retention: RetentionPolicy, **plan_fields: Any) -> None:
+            self.config = make_settings(retention, **plan_fields)
+
+        def backup(self) -> str:
+            service = BackupService(self.config, self.clients)
+            backup_id = new_backup_id()
+            service.start(None, trigger="api", backup_id=backup_id)
+            record = service.run(backup_id)
+            assert record.status == "SUCCEEDED", record.plans["docs"].errors
+            return backup_id
+
+        def prune(self, dry_run: bool = False, allow: bool = False, grace: timedelta = timedelta(hours=48)) -> Any:
+            job = PruneJob(self.config.plans, self.clients)
+            record = job.start(["docs"], "api", dry_run=dry_run, allow_large=["docs"] if allow else None, grace=grace)
+            return job.run(record.prune_id)
+
+        def days(self, count: float) -> None:
+            self.clock.shift(timedelta(days=count))
+
+    return World()
+
+
+def test_a_prune_keeps_what_the_policy_keeps_and_deletes_only_what_no_kept_snapshot_names(world: Any) -> None:
+    s3 = world.s3
+    taken = []
+    for day in range(5):
+        s3.put_object(Bucket=SOURCE, Key="stable.txt", Body=b"never changes")
+        s3.put_object(Bucket=SOURCE, Key="daily.txt", Body=f"day {day}".encode())
+        taken.append(world.backup())
+        world.days(1)
+    world.days(3)
+    entries = {backup_id: entries_of(s3, BUCKET, "docs", backup_id) for backup_id in taken}
+
+    record = world.prune(allow=True)
+
+    work = record.plans["docs"]
+    assert record.status == "SUCCEEDED", work.errors
+    assert work.removing == sorted(taken[:3])
+    kept = {row["backup_id"]: row["reasons"] for row in work.snapshots if row["kept"]}
+    assert set(kept) == set(taken[3:]) and kept[taken[4]][0] == "newest"
+    # Every kept snapshot still names versions that exist and hold its bytes.
+    for backup_id in taken[3:]:
+        assert assert_versions_hold(s3, BUCKET, entries[backup_id]) == 2
+    # Versions only the removed snapshots named are gone: three of daily.txt.
+    gone = {(e.data_key, e.version_id) for b in taken[:3] for e in entries[b] if e.key == "daily.txt"}
+    listed = s3.list_object_versions(Bucket=BUCKET, Prefix="data/")
+    present = {(v["Key"], v["VersionId"]) for v in listed.get("Versions", [])}
+    assert not gone & present and len(gone) == 3
+    assert work.deleted["versions"] == 3
+    # The removed snapshots are marked, and their manifests are gone.
+    markers = PrunedMarkers(s3, BUCKET)
+    for backup_id in taken[:3]:
+        assert markers.get("docs", backup_id) is not None
+        assert "Versions" not in s3.list_object_versions(Bucket=BUCKET, Prefix=manifest_key("docs", backup_id))
+    with pytest.raises(Pruned, match="was pruned at"):
+        markers.check("docs", taken[0], "restored")
+
+
+def test_nothing_younger_than_the_grace_period_goes(world: Any) -> None:
+    s3 = world.s3
+    taken = []
+    for day in range(4):
+        s3.put_object(Bucket=SOURCE, Key="daily.txt", Body=f"day {day}".encode())
+        taken.append(world.backup())
+        world.days(1)
+    # The oldest two snapshots are removed (keep_last 2); their versions are 4 and 3 days old: with a grace
+    # of 3.5 days only the older one goes.
+    first, second = (entries_of(world.s3, BUCKET, "docs", backup_id)[0] for backup_id in taken[:2])
+    record = world.prune(allow=True, grace=timedelta(days=3.5))
+    work = record.plans["docs"]
+    assert work.removing == sorted(taken[:2])
+    assert (work.deleted["versions"], work.kept_young) == (1, 1)
+    listed = world.s3.list_object_versions(Bucket=BUCKET, Prefix="data/")["Versions"]
+    assert second.version_id in {v["VersionId"] for v in listed}
+    assert first.version_id not in {v["VersionId"] for v in listed}
+
+
+def listed_versions(s3: Any, prefix: str = "data/") -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET, Prefix=prefix):
+        found |= {(v["Key"], v["VersionId"]) for v in page.get("Versions", [])}
+    return found
+
+
+def daily_history(world: Any, days: int, keys: int = 3) -> list[str]:
+    """A backup a day; each day one key changes and the others stay."""
+    taken = []
+    for day in range(days):
+        for index in range(keys):
+            if day == 0 or index == day % keys:
+                world.s3.put_object(Bucket=SOURCE, Key=f"k{index}.txt", Body=f"{index} on day {day}".encode())
+        taken.append(world.backup())
+        world.days(1)
+    return taken
+
+
+def test_a_dry_run_says_what_a_prune_would_do_and_does_nothing(world: Any) -> None:
+    taken = daily_history(world, 6)
+    world.days(3)
+    before = listed_versions(world.s3) | listed_versions(world.s3, "meta/")
+    dry = world.prune(dry_run=True, allow=True)
+    assert listed_versions(world.s3) | listed_versions(world.s3, "meta/") - {
+        k for k in listed_versions(world.s3, "meta/") if k[0].startswith("meta/prunes/")
+    } >= before
+    assert not any(PrunedMarkers(world.s3, BUCKET).get("docs", b) for b in taken)
+    plan = dry.plans["docs"]
+    assert dry.status == "SUCCEEDED" and plan.phase == "done" and plan.deleted["versions"] == 0
+    assert plan.removing == sorted(taken[:4]) and plan.would_delete["versions"] == 4
+    # The real prune then deletes exactly what the dry run announced.
+    real = world.prune(allow=True)
+    assert real.plans["docs"].deleted == plan.would_delete
+    assert real.plans["docs"].removing == plan.removing
+
+
+def test_the_guard_holds_a_prune_that_would_remove_too_much_until_it_is_allowed(world: Any) -> None:
+    taken = daily_history(world, 6)
+    world.days(3)
+    world.use(RetentionPolicy(keep_last=1))
+    held = world.prune()
+    plan = held.plans["docs"]
+    assert held.status == "HELD" and plan.status == "HELD"
+    assert plan.guard["held"] and "5 of 6 snapshots" in plan.guard["reasons"][0]
+    assert "allow_large_prune" in plan.warnings[0]
+    # Held before anything was marked or deleted.
+    assert not any(PrunedMarkers(world.s3, BUCKET).get("docs", b) for b in taken)
+    assert plan.deleted["versions"] == 0
+    allowed = world.prune(allow=True)
+    assert allowed.status == "SUCCEEDED" and allowed.plans["docs"].guard["allowed"]
+    assert allowed.plans["docs"].removing == sorted(taken[:5])
+
+
+def test_versions_no_manifest_ever_named_go_once_past_the_grace_period(world: Any) -> None:
+    taken = daily_history(world, 2)
+    # What a crashed run leaves: a version in data/ that no snapshot names.
+    orphan = world.s3.put_object(Bucket=BUCKET, Key="data/src/k0.txt", Body=b"copied by a run that died")["VersionId"]
+    young = world.prune(allow=True)
+    assert ("data/src/k0.txt", orphan) in listed_versions(world.s3) and young.plans["docs"].kept_young >= 1
+    world.days(3)
+    record = world.prune(allow=True)
+    assert ("data/src/k0.txt", orphan) not in listed_versions(world.s3)
+    for backup_id in taken:
+        assert assert_versions_hold(world.s3, BUCKET, entries_of(world.s3, BUCKET, "docs", backup_id)) == 3
+    assert record.plans["docs"].removing == []
+
+
+def test_long_keys_and_manifests_of_other_plan_folders_are_references_too(world: Any) -> None:
+    long_key = "deep/" + "x" * 1015  # fits the source bucket, not data/src/ in the backup bucket
+    world.s3.put_object(Bucket=SOURCE, Key=long_key, Body=b"long one, first")
+    first = world.backup()
+    world.days(1)
+    world.s3.put_object(Bucket=SOURCE, Key=long_key, Body=b"long one, second")
+    second = world.backup()
+    # A manifest in another plan's folder (a plan that once used this bucket) names the first long version.
+    old = entries_of(world.s3, BUCKET, "docs", first)
+    assert old[0].data_key.startswith("data/~long/src/")
+    body = world.s3.get_object(Bucket=BUCKET, Key=manifest_key("docs", first))["Body"].read()
+    world.s3.put_object(Bucket=BUCKET, Key=manifest_key("retired", first), Body=body, IfNoneMatch="*")
+    world.days(3)
+    world.use(RetentionPolicy(keep_last=1))
+    record = world.prune(allow=True)
+    assert record.plans["docs"].removing == [first]
+    assert assert_versions_hold(world.s3, BUCKET, old) == 1  # still named by the retired plan's manifest
+    assert assert_versions_hold(world.s3, BUCKET, entries_of(world.s3, BUCKET, "docs", second)) == 1
+
+
+def test_a_manifest_the_prune_cannot_read_stops_that_plan_before_anything_is_deleted(world: Any) -> None:
+    taken = daily_history(world, 4)
+    world.days(3)
+    world.s3.put_object(Bucket=BUCKET, Key="meta/snapshots/docs/planted.jsonl.gz", Body=b"not gzip", IfNoneMatch="*")
+    before = listed_versions(world.s3)
+    record = world.prune(allow=True)
+    plan = record.plans["docs"]
+    assert record.status == "FAILED" and "TAMPERING" in plan.errors[0]
+    assert listed_versions(world.s3) == before
+    assert not any(PrunedMarkers(world.s3, BUCKET).get("docs", b) for b in taken)
+
+
+def plant_backup(s3: Any, backup_id: str, source_of: str) -> None:
+    """A sealed record and a manifest for `backup_id`, naming what `source_of`'s snapshot names."""
+    records = RecordStore(s3, BUCKET)
+    record = records.get(source_of)
+    writer = ManifestWriter()
+    for entry in entries_of(s3, BUCKET, "docs", source_of):
+        writer.add(entry)
+    body = writer.finish({"plan": "docs", "backup_id": backup_id}, keep_held=True)
+    written = put_manifest(s3, BUCKET, manifest_key("docs", backup_id), body)
+    result = record.plans["docs"]
+    result.snapshot = f"s3://{BUCKET}/{manifest_key('docs', backup_id)}"
+    result.manifest_version, result.manifest_sha256 = written.version_id, written.sha256
+    records.seal(BackupRecord(backup_id=backup_id, trigger="api", plans={"docs": result}, status="SUCCEEDED"))
+
+
+def test_a_snapshot_whose_manifest_s3_dates_long_after_its_id_is_kept_and_counted_by_no_rule(world: Any) -> None:
+    taken = daily_history(world, 3)
+    # Someone with the writer's keys plants a finished backup under an id dated ten days back (the system
+    # itself never writes a snapshot that late: a backup running that long is abandoned).
+    forged = new_backup_id(datetime.now(timezone.utc) - timedelta(days=10))
+    plant_backup(world.s3, forged, source_of=taken[-1])
+    world.days(3)
+    record = world.prune(allow=True)
+    rows = {row["backup_id"]: row for row in record.plans["docs"].snapshots}
+    assert rows[forged]["kept"] and rows[forged]["reasons"][0].startswith("time not trusted")
+    assert not rows[forged]["governed"]
+    assert any(w.startswith("TAMPERING") and forged in w for w in record.plans["docs"].warnings)
+    assert record.plans["docs"].removing == [taken[0]]
+
+
+def test_a_prune_racing_a_running_backup_never_deletes_what_that_backup_then_names(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B starts and stops at a checkpoint (it runs on in a later invocation); a newer backup N finishes
+    meanwhile, so retention (keep_last 1) keeps only N. B compares with S2, and copied a version before the
+    prune: both stay, and once B finishes every version its snapshot names is there."""
+    from chalicelib.backup import service as service_module
+    from chalicelib.backup.plan_backup import PlanBackup
+    from chalicelib.backup.sources import make_reader
+    from tests.test_scale import FakeContext, Invocations
+
+    s3 = world.s3
+    s1, s2 = daily_history(world, 2, keys=4)
+    for index in range(4):
+        s3.put_object(Bucket=SOURCE, Key=f"k{index}.txt", Body=f"{index} changed before B".encode())
+
+    def one_at_a_time(plan: Any, clients: Any, backup_id: str, **options: Any) -> Any:
+        def factory(source: Any) -> Any:
+            return make_reader(source, clients.s3, clients.dynamodb)
+
+        return PlanBackup(plan, clients.s3, backup_id, factory, batch_size=1, **options).run()
+
+    monkeypatch.setattr(service_module, "back_up_plan", one_at_a_time)
+    invoker = Invocations()
+    running = BackupService(world.config, world.clients, invoker=invoker)
+    b = new_backup_id()
+    running.start(None, trigger="api", backup_id=b)
+    assert running.run(b, context=FakeContext(1)).status == "RUNNING" and invoker.queue
+    monkeypatch.undo()
+    world.days(0.1)
+    s3.put_object(Bucket=SOURCE, Key="k0.txt", Body=b"changed again")
+    newest = world.backup()
+    world.days(3)
+    world.use(RetentionPolicy(keep_last=1))
+
+    record = world.prune(allow=True)
+    plan = record.plans["docs"]
+    reasons = {row["backup_id"]: row["reasons"] for row in plan.snapshots if row["kept"]}
+    assert reasons[newest] == ["newest", "last 1 of 1"]
+    assert reasons[s2] == [f"base of running backup {b}"]
+    assert plan.removing == [s1] and b in plan.running
+
+    # B carries on and finishes: every version its snapshot names is stored.
+    monkeypatch.setattr(service_module, "back_up_plan", one_at_a_time)
+    invoker.drive(lambda payload: running.run(payload["backup_id"]))
+    final = running.get(b)
+    assert final.status == "SUCCEEDED", final.plans["docs"].errors
+    assert assert_versions_hold(s3, BUCKET, entries_of(s3, BUCKET, "docs", b)) == 4
+    assert assert_versions_hold(s3, BUCKET, entries_of(s3, BUCKET, "docs", newest)) == 4
+
+
+def test_a_prune_longer_than_an_invocation_carries_on_from_its_checkpoint_and_ends_as_an_uninterrupted_one(
+    world: Any,
+) -> None:
+    from tests.test_scale import FakeContext, Invocations
+
+    daily_history(world, 8, keys=4)
+    world.days(3)
+    reference_world_state = listed_versions(world.s3)
+    dry = world.prune(dry_run=True, allow=True)
+    invoker = Invocations()
+    job = PruneJob(world.config.plans, world.clients, budget=None, invoker=invoker, batch_size=2)
+    record = job.start(["docs"], "api", allow_large=["docs"])
+
+    def invocation(prune_id: str) -> Any:
+        from chalicelib.workers import TimeBudget
+
+        budget = TimeBudget(FakeContext(1))
+        return PruneJob(world.config.plans, world.clients, budget=budget, invoker=invoker, batch_size=2).run(prune_id)
+
+    first = invocation(record.prune_id)
+    assert first.status == "RUNNING" and invoker.queue
+    invoker.drive(lambda payload: invocation(payload["prune_id"]))
+    assert invoker.count >= 3
+    final = job.store.get(record.prune_id)
+    plan = final.plans["docs"]
+    assert final.status == "SUCCEEDED" and final.invocations >= 4
+    assert plan.deleted == dry.plans["docs"].would_delete
+    deleted = reference_world_state - listed_versions(world.s3)
+    assert len(deleted) == plan.deleted["versions"] > 0
+
+
+def test_what_keeps_an_unreferenced_version() -> None:
+    now = datetime(2026, 3, 20, tzinfo=timezone.utc)
+    rules = Rules(now=now, grace=timedelta(hours=48), running_since=now - timedelta(days=4), lock_days=10)
+
+    def version(age_days: float, version_id: str = "v") -> dict[str, Any]:
+        return {"VersionId": version_id, "LastModified": now - timedelta(days=age_days)}
+
+    assert rules.judge(version(30, "named"), {"named"}) == "referenced"
+    assert rules.judge(version(1.9), set()) == "young"
+    assert rules.judge(version(3.9), set()) == "running"  # written after a running backup started
+    assert rules.judge(version(9), set()) == "locked"  # Object Lock keeps it 10 days
+    assert rules.judge(version(11), set()) == "delete"
+    assert Rules(now=now, grace=timedelta(hours=48)).judge(version(3), set()) == "delete"
+
+
+def test_versions_object_lock_still_protects_are_skipped_and_counted_then_taken_by_a_later_prune(
+    aws: None, s3: Any, clock: Any
+) -> None:
+    from chalicelib.plans import ObjectLock
+
+    s3.create_bucket(Bucket=SOURCE)
+    config = make_settings(RetentionPolicy(keep_last=1), object_lock=ObjectLock(mode="GOVERNANCE", days=6))
+    provision(s3, config.plans.plans[0])
+    clients = Clients()
+    taken = []
+    for day in range(3):
+        s3.put_object(Bucket=SOURCE, Key="k.txt", Body=f"day {day}".encode())
+        service = BackupService(config, clients)
+        backup_id = new_backup_id()
+        service.start(None, trigger="api", backup_id=backup_id)
+        result = service.run(backup_id)
+        assert result.status == "SUCCEEDED", result.plans["docs"]
+        taken.append(backup_id)
+        clock.shift(timedelta(days=1))
+    clock.shift(timedelta(days=2))  # the versions are 5, 4 and 3 days old: all still locked for 6 days
+    job = PruneJob(config.plans, clients)
+    first = job.run(job.start(["docs"], "api", allow_large=["docs"]).prune_id)
+    plan = first.plans["docs"]
+    assert first.status == "SUCCEEDED", plan.errors
+    assert plan.removing == sorted(taken[:2])
+    # Two data versions and the two removed snapshots' manifests: all under retention, none deleted.
+    assert plan.object_locked == 4 and plan.deleted["versions"] == 0 and plan.manifests_deleted == 0
+    assert len(listed_versions(s3)) == 3
+    clock.shift(timedelta(days=2))  # the two unreferenced versions are now 7 and 6 days old
+    second = job.run(job.start(["docs"], "api", allow_large=["docs"]).prune_id)
+    assert second.plans["docs"].deleted["versions"] == 2 and second.plans["docs"].object_locked == 0
+    assert second.plans["docs"].manifests_deleted == 2  # the marked snapshots' manifests, left by the first
+    assert assert_versions_hold(s3, BUCKET, entries_of(s3, BUCKET, "docs", taken[2])) == 1

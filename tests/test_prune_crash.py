@@ -1,0 +1,130 @@
+"""A prune killed at any operation, then a new prune: every kept snapshot is whole, and the bucket ends as an
+uninterrupted prune leaves it.
+
+One history of daily backups is built once per chunk; for each crash point k the backup bucket (which is
+also the catalog) is put back exactly as it was (moto's bucket object, deep-copied: same version ids, same
+write times), a prune dies at operation k, and a new prune runs to its end. The kept snapshots are then read
+version by version against what the source held when each was taken, and the bucket's versions, markers and
+manifests are compared with those an uninterrupted prune left. Every k is taken in every run of the suite."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import time_machine
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.s3.models import s3_backends
+
+from chalicelib.aws import Clients
+from chalicelib.backup.service import BackupService
+from chalicelib.catalog.records import new_backup_id
+from chalicelib.deploy.provision import provision
+from chalicelib.layout import PRUNED_PREFIX, SNAPSHOTS_PREFIX
+from chalicelib.prune.job import PruneJob
+from chalicelib.retention import RetentionPolicy
+from tests.faults import Crash
+from tests.stored import assert_versions_hold, entries_of
+from tests.test_prune import BUCKET, SOURCE, make_settings
+
+CHUNKS = 4
+DAY0 = datetime(2026, 5, 4, 2, 0, tzinfo=timezone.utc)
+# Small batches, so that the prune's ~200 operations cover every step several times: survey checkpoints,
+# markers, delete batches with their checkpoints, manifests.
+BATCH = 2
+
+
+def clone(bucket: Any) -> Any:
+    """moto's bucket with every version of every key (a plain deepcopy keeps only each key's latest: moto's
+    key store is a dict whose items() yields the latest version)."""
+    store = bucket.keys
+    histories = {name: dict.__getitem__(store, name) for name in dict.keys(store)}
+    bucket.keys = type(store)()
+    try:
+        twin = copy.deepcopy(bucket)
+    finally:
+        bucket.keys = store
+    for name, versions in histories.items():
+        twin.keys.setlist(name, [copy.deepcopy(version) for version in versions])
+    return twin
+
+
+def state(s3: Any) -> dict[str, set[tuple[str, str]]]:
+    """The bucket's versions under data/, the manifests and the markers."""
+    found: dict[str, set[tuple[str, str]]] = {"data": set(), "manifests": set(), "markers": set()}
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET):
+        for version in page.get("Versions", []):
+            key = version["Key"]
+            if key.startswith("data/"):
+                found["data"].add((key, version["VersionId"]))
+            elif key.startswith(SNAPSHOTS_PREFIX) and key.endswith(".jsonl.gz"):
+                found["manifests"].add((key, version["VersionId"]))
+            elif key.startswith(PRUNED_PREFIX):
+                found["markers"].add((key, ""))
+    return found
+
+
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_a_crash_at_any_operation_of_a_prune_then_a_new_prune_keeps_every_kept_snapshot_whole(
+    aws: None, s3: Any, fault_injector: Any, chunk: int
+) -> None:
+    with time_machine.travel(DAY0, tick=True) as clock:
+        s3.create_bucket(Bucket=SOURCE)
+        config = make_settings(RetentionPolicy(keep_last=2, keep_weekly=1))
+        provision(s3, config.plans.plans[0])
+        clients = Clients()
+        held: dict[str, dict[tuple[str, str], bytes]] = {}
+        model: dict[str, bytes] = {}
+        for day in range(20):
+            for index in range(40):
+                if day == 0 or (index + day) % 4 == 0:
+                    model[f"k{index}.txt"] = f"{index} on day {day}".encode()
+                    s3.put_object(Bucket=SOURCE, Key=f"k{index}.txt", Body=model[f"k{index}.txt"])
+            if day % 5 == 4:
+                s3.delete_object(Bucket=SOURCE, Key=f"k{day}.txt")
+                model.pop(f"k{day}.txt", None)
+            service = BackupService(config, clients)
+            backup_id = new_backup_id()
+            service.start(None, trigger="api", backup_id=backup_id)
+            assert service.run(backup_id).status == "SUCCEEDED"
+            held[backup_id] = {("src", key): body for key, body in model.items()}
+            clock.shift(timedelta(days=1))
+        clock.shift(timedelta(days=3))
+        backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+        pristine = clone(backend.buckets[BUCKET])
+
+        def prune() -> Any:
+            job = PruneJob(config.plans, clients, batch_size=BATCH)
+            return job.run(job.start(["docs"], "api", allow_large=["docs"]).prune_id)
+
+        counting = fault_injector(0).attach(clients.s3)
+        reference = prune()
+        counting.detach()
+        operations = counting.operations
+        plan = reference.plans["docs"]
+        assert reference.status == "SUCCEEDED" and len(plan.removing) >= 8 and plan.deleted["versions"] >= 10
+        assert 150 <= operations <= 260, (operations, counting.calls)
+        kept = [row["backup_id"] for row in plan.snapshots if row["kept"]]
+        expected = state(s3)
+
+        points = list(range(chunk, operations, CHUNKS))
+        for k in points:
+            backend.buckets[BUCKET] = clone(pristine)
+            faults = fault_injector(k)
+            faults.crash_at_operation(k)
+            faults.attach(clients.s3)
+            with pytest.raises(Crash):
+                prune()
+            faults.detach()
+            after = prune()
+            assert after.status == "SUCCEEDED", (k, after.plans["docs"].errors)
+            for backup_id in kept:
+                entries = entries_of(s3, BUCKET, "docs", backup_id)
+                present = state(s3)["data"]
+                lost = [(e.data_key, e.version_id) for e in entries if (e.data_key, e.version_id) not in present]
+                assert not lost, (k, backup_id, lost)
+                assert assert_versions_hold(s3, BUCKET, entries_of(s3, BUCKET, "docs", backup_id), held[backup_id]), k
+            found = state(s3)
+            assert found == expected, (k, {name: found[name] ^ expected[name] for name in found})
