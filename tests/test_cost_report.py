@@ -113,6 +113,7 @@ def test_versions_are_counted_where_the_lifecycle_puts_them_and_priced(s3: Any, 
     check = documents["check"]
     assert (check["compared"], check["agree"], check["disagreements_count"], check["head_sampled"]) == (6, 6, 0, 6)
     assert documents["work"]["snapshots_read"] == 2 and documents["work"]["versions"] == 6
+    assert documents["work"]["missing_versions"] == 0
     # The other plans hold nothing; the total is the documents plan's.
     assert report["plans"]["photos"]["versions"] == 0
     assert report["total"]["storage"]["GLACIER"]["versions"] == 5
@@ -229,14 +230,18 @@ def test_requests_and_rates_of_change_are_measured_from_the_backups() -> None:
     ]
     usage = measure(runs, day0 + timedelta(days=2, hours=1), PRICES)
     # Three days of backups, scaled to thirty: each lists one page of the source plus its metadata, reads the
-    # previous manifest, writes three objects (and one DeleteObjects for the deletions).
+    # previous manifest, writes three objects (and one DeleteObjects for the deletions). The first copied
+    # every object: a one-off, not a month of full copies, so only the later 22 copies are scaled.
     assert usage.days == 3
-    assert usage.requests == pytest.approx({"copy": 1220, "list": 60, "get": 30, "put": 100})
-    assert usage.monthly_usd == pytest.approx((1220 + 60 + 100) * 0.005 / 1000 + 30 * 0.0004 / 1000)
+    assert usage.requests == pytest.approx({"copy": 220, "list": 60, "get": 30, "put": 100})
+    assert usage.monthly_usd == pytest.approx((220 + 60 + 100) * 0.005 / 1000 + 30 * 0.0004 / 1000)
+    assert usage.initial_copies == 100 and usage.to_dict()["one_off_initial_copies"] == 100
     assert (usage.new_per_day, usage.changed_per_day, usage.deleted_per_day) == (3.5, 7.5, 1.5)
     assert usage.changed_share == pytest.approx(7.5 / 104) and usage.bytes_copied_per_day == 1_100
     # One backup measures no change.
     assert measure(runs[:1], day0, PRICES).changed_per_day == 0
+    # A window that starts with an incremental backup scales all of its copies.
+    assert measure(runs[1:], day0 + timedelta(days=2, hours=1), PRICES).requests["copy"] == pytest.approx((12 + 10) * 15)
 
 
 def test_the_measured_backups_leave_out_dry_runs_failures_and_old_ones(s3: Any, backup_buckets: Any) -> None:
@@ -260,3 +265,29 @@ def test_the_measured_backups_leave_out_dry_runs_failures_and_old_ones(s3: Any, 
     assert len(history.runs["photos"]) == 2
     # The listing stops at the first record older than the window.
     assert history.records == 5
+
+
+def test_versions_a_kept_snapshot_names_but_the_bucket_lacks_are_counted_missing(
+    s3: Any, backup_buckets: Any, stored: dict[str, Any]
+) -> None:
+    bucket = backup_buckets.get("documents").bucket
+    kept = store(s3, bucket, "kept.bin", 130 * KIB)
+    ghost = dataclasses.replace(kept, key="ghost.bin", version_id="not-in-the-bucket")
+    newest = snapshot(s3, backup_buckets, [kept, ghost], utcnow())
+    work = reports(s3, backup_buckets).compute(newest)["plans"]["documents"]["work"]
+    assert (work["versions"], work["missing_versions"]) == (7, 1)
+
+
+def test_a_record_the_prune_job_writes_is_read_as_it_is_written(s3: Any, backup_buckets: Any, stored: dict[str, Any]) -> None:
+    from chalicelib.prune.record import PruneRecord, PruneStore, new_prune_id
+
+    now = utcnow()
+    record = PruneRecord(new_prune_id(now - timedelta(hours=2)), "api", ["documents"], started_at=isoformat(now - timedelta(hours=2)))
+    record.plan("documents").early_deletion = {"usd": 0.5, "versions": 4, "bytes": 4096}
+    record.plan("documents").status = "SUCCEEDED"
+    record.conclude(isoformat(now - timedelta(hours=1)))
+    PruneStore(s3, backup_buckets.catalog_bucket).create(record)
+    report = reports(s3, backup_buckets).compute(stored["newer"], now)
+    early = report["plans"]["documents"]["early_deletion"]
+    assert (early["usd"], early["versions"], early["bytes"], early["prunes"]) == (0.5, 4, 4096, 1)
+    assert report["warnings"] == []

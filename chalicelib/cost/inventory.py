@@ -256,7 +256,10 @@ class PlanInventory:
             while wanted is not None and wanted[0] < key:
                 self.work.missing += len(wanted[1])
                 wanted = next(named, None)
-            ids = wanted[1] if wanted is not None and wanted[0] == key else set()
+            ids: set[str] = set()
+            if wanted is not None and wanted[0] == key:
+                ids = wanted[1]
+                wanted = next(named, None)
             yield from _versions(key, items, ids, self.work)
         while wanted is not None:
             self.work.missing += len(wanted[1])

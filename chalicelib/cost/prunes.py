@@ -1,6 +1,6 @@
 """Early-deletion charges of recent prunes, as the prune jobs recorded them.
 
-A prune job (chalicelib/prune/) writes one record per run in the catalog bucket,
+A prune job writes one record per run in the catalog bucket (`chalicelib/prune/record.py`, `PruneRecord`),
 `meta/prunes/<inverted time>_<prune_id>.json`, newest first in a listing like the backup records, holding
 what it paid for deleting archived versions before their minimum storage duration:
 

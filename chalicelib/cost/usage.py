@@ -4,7 +4,8 @@ fast each plan's data changes.
 Both come from the backup records of the last 30 days (`meta/backups/`, newest first, so the listing stops
 at the first older key), one GET per record, sealed copy first:
 - requests: per backup, one COPY per object copied, one LIST per 1,000 objects of the source plus the fixed
-  requests of `bills.backup_requests`; the window's total scaled to 30 days;
+  requests of `bills.backup_requests`; the window's total scaled to 30 days (the copies of a first full
+  backup at the window's start are a one-off, reported apart and not scaled);
 - change: between two consecutive backups of a plan, `new = objects - previous objects + deleted` (never more
   than were copied), `changed = copied - new`; per day over the days the window's backups span, and as a
   share of the plan's objects for the projection.
@@ -113,6 +114,8 @@ class Usage:
     # Between which backups change was measured (days between the first and the last; 0: not measured).
     measured_days: float
     objects: int
+    # Copies of a first full backup at the window's start, left out of the monthly figures (a one-off).
+    initial_copies: int = 0
 
     @property
     def changed_share(self) -> float:
@@ -128,6 +131,7 @@ class Usage:
             "days": self.days,
             "requests": {name: round(count) for name, count in sorted(self.requests.items())},
             "monthly_usd": round(self.monthly_usd, 8),
+            "one_off_initial_copies": self.initial_copies,
             "change": {
                 "measured_days": round(self.measured_days, 2),
                 "objects": self.objects,
@@ -144,9 +148,14 @@ class Usage:
 def measure(runs: list[PlanRun], now: datetime, prices: Prices, days: int = WINDOW_DAYS) -> Usage:
     """Requests per month and rates of change from a plan's runs (oldest first)."""
     span = min(days, max(1, math.ceil((now - runs[0].taken) / DAY))) if runs else days
+    # A plan's first backup copies everything once; scaled to a month it would read as a month of full
+    # copies. A window that starts with a run that copied every object leaves its copies out (its listing
+    # and fixed requests stay: every backup has them) and reports them apart, as a one-off.
+    initial = runs[0] if runs and runs[0].objects and runs[0].copied >= runs[0].objects else None
     counts: dict[str, float] = {}
     for run in runs:
-        day = Day(copies=run.copied, objects=run.objects, versions=0.0, deleted=run.deleted)
+        copies = 0 if run is initial else run.copied
+        day = Day(copies=copies, objects=run.objects, versions=0.0, deleted=run.deleted)
         # (Day 1: not a plan's first backup, so its delete markers count.)
         for name, amount in backup_requests(1, day).items():
             counts[name] = counts.get(name, 0.0) + amount
@@ -174,4 +183,5 @@ def measure(runs: list[PlanRun], now: datetime, prices: Prices, days: int = WIND
         bytes_copied_per_day=copied_bytes / per_day,
         measured_days=measured,
         objects=runs[-1].objects if runs else 0,
+        initial_copies=initial.copied if initial is not None else 0,
     )
