@@ -291,3 +291,10 @@ def test_a_record_the_prune_job_writes_is_read_as_it_is_written(s3: Any, backup_
     early = report["plans"]["documents"]["early_deletion"]
     assert (early["usd"], early["versions"], early["bytes"], early["prunes"]) == (0.5, 4, 4096, 1)
     assert report["warnings"] == []
+
+
+def test_a_backup_dated_after_the_reports_clock_is_projected_once(s3: Any, backup_buckets: Any, stored: dict[str, Any]) -> None:
+    # Clocks disagree: the newest snapshot's day is tomorrow by the report's clock. The projection's first
+    # simulated day already has that snapshot; it is counted once, not refused as listed twice.
+    report = reports(s3, backup_buckets).compute(stored["newer"], stored["written"] - timedelta(days=1))
+    assert report["warnings"] == [] and len(report["plans"]["documents"]["projection"]) == 12

@@ -75,6 +75,9 @@ def holdings(tally: PlanTally, snapshots: Iterable[SnapshotFile], now: datetime)
     dates = [key[1] for key in tally.current_cohorts] + [key[1] for key in tally.noncurrent_cohorts]
     dates += [s.taken.date() for s in snapshots]
     start = min(dates + [today])
+    # A version or snapshot dated after the clock's day (clocks disagree by a little) moves today up to it:
+    # the projection simulates only days after everything the bucket holds.
+    today = max(dates + [today])
 
     def day(moment: date) -> int:
         return (moment - start).days
