@@ -5,9 +5,10 @@ BIN := $(VENV)/bin
 STAGE ?= local
 API_PORT ?= 8000
 EMULATOR_PORT ?= 5000
+DASHBOARD_PORT ?= 8001
 
 # `make run`: the whole system on this laptop. `make test`: lint and the whole suite.
-.PHONY: install test test-full run clean policies provision package bench bench-api cost-reference
+.PHONY: install test test-full run clean policies provision package bench bench-api cost-reference browser screenshot
 
 # A failed install must not leave a virtualenv that make thinks is complete.
 .DELETE_ON_ERROR:
@@ -30,21 +31,35 @@ PYTEST = $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durati
 
 LINT = $(BIN)/ruff check app.py chalicelib scripts tests && $(BIN)/lint-imports --no-cache
 
+# The dashboard's browser tests drive Debian's headless Chromium through its chromedriver: installed here
+# (apt-get, as root or with sudo) only when /usr/bin/chromium or /usr/bin/chromedriver is missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		echo "installing Debian's chromium and chromium-driver for the dashboard's browser tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver; \
+	fi
+
 # The linters (ruff, and import-linter's layers), then the whole suite (the exhaustive sweeps as a fixed,
 # seeded subset).
-test: install
+test: install browser
 	$(LINT)
 	$(PYTEST)
 
 # The same, with every case of the exhaustive sweeps (a crash at every call of a 185-object backup). Run it
 # before calling a change to the engine done.
-test-full: install
+test-full: install browser
 	$(LINT)
 	$(PYTEST) --exhaustive
 
-# The whole system on this machine: AWS emulator, seeded sources, API on 127.0.0.1:$(API_PORT). Ctrl-C stops it.
+# The whole system on this machine: AWS emulator, seeded sources, API on 127.0.0.1:$(API_PORT), the dashboard on
+# 127.0.0.1:$(DASHBOARD_PORT). Ctrl-C stops it.
 run: install
-	API_PORT=$(API_PORT) EMULATOR_PORT=$(EMULATOR_PORT) $(BIN)/python scripts/localstack.py
+	API_PORT=$(API_PORT) EMULATOR_PORT=$(EMULATOR_PORT) DASHBOARD_PORT=$(DASHBOARD_PORT) $(BIN)/python scripts/localstack.py
+
+# The README's picture of the dashboard (docs/dashboard.png), taken by its browser test on a seeded stack.
+screenshot: install browser
+	DASHBOARD_SCREENSHOT=docs/dashboard.png $(BIN)/python -m pytest -q -p no:xdist tests/test_dashboard_browser.py -k every_plan
 
 # Least-privilege IAM policies, .chalice/policy-<stage>-<function>.json for every stage and function, from the
 # plans (commit them; .chalice/config.json names each function's file).
@@ -71,7 +86,8 @@ package: install
 bench: install
 	$(BIN)/python scripts/bench.py
 
-# GET /backups with 1,000 recorded backups: median page time and S3 requests per page. A report, not a test.
+# GET /backups and the dashboard's main page with 1,000 recorded backups: median page time and S3 requests per
+# page. A report, not a test.
 bench-api: install
 	$(BIN)/python scripts/bench_api.py
 

@@ -15,6 +15,7 @@ from chalicelib.api import prunes as prune_api
 from chalicelib.api.plans import describe_plans
 from chalicelib.api.requests import check_body, parse_restore_request, parse_verify_request
 from chalicelib.aws import Clients
+from chalicelib.backup.schedule import DAILY_AT
 from chalicelib.backup.service import BackupService
 from chalicelib.config import Settings
 from chalicelib.cost.reports import CostReports
@@ -174,9 +175,10 @@ def get_plan_costs(plan: str) -> dict[str, Any]:
     return costs_api.get_plan_costs(reports, reports.plans, plan, app.current_request.query_params)
 
 
-@app.schedule(Rate(1, unit=Rate.DAYS))
+# At a fixed time of day in UTC (02:00), not `rate(1 day)`, which fires at the hour the rule was created.
+@app.schedule(Cron(DAILY_AT.minute, DAILY_AT.hour, "*", "*", "?", "*"))
 def daily_backup(event: Any) -> dict[str, Any]:
-    """Back up every plan once a day."""
+    """Back up every plan once a day (chalicelib/backup/schedule.py)."""
     scheduled_at = datetime.fromisoformat(event.time.replace("Z", "+00:00"))
     # The Lambda context tells a long backup when to stop at a checkpoint and carry on in a new invocation.
     record = service().run_scheduled(scheduled_at, context=event.context, event_id=event.event_id)

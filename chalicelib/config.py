@@ -6,9 +6,11 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
 
 from chalicelib.aws import BucketOwner
 from chalicelib.errors import PlanError
+from chalicelib.localtime import UTC, parse_zone
 from chalicelib.plans import PlanSet, load_plans
 from chalicelib.prices import Prices, load_prices
 
@@ -43,6 +45,9 @@ class Settings:
     # List prices (chalicelib/prices.json, or the file PRICES_FILE names): quotes and cost reports use them.
     # Not part of a Settings' identity (and unhashable): two stages priced alike are the same settings.
     prices: Prices | None = field(default=None, compare=False)
+    # The organisation's time zone (TIME_ZONE, an IANA name): what alerts, the command line and the dashboard
+    # show times in. Records and the API's JSON stay UTC.
+    time_zone: ZoneInfo = UTC
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -68,6 +73,7 @@ class Settings:
             restore_buckets=tuple(sorted({b.strip() for b in env.get("RESTORE_BUCKETS", "").split(",") if b.strip()})),
             restore_table_prefix=env.get("RESTORE_TABLE_PREFIX", "restored-"),
             prices=load_prices(environ=env),
+            time_zone=parse_zone(env.get("TIME_ZONE")),
         )
 
     @property

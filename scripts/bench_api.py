@@ -1,10 +1,11 @@
-"""How `GET /backups` scales: 1,000 recorded backups, then pages timed and their S3 requests counted.
+"""How `GET /backups` and the dashboard's main page scale: 1,000 recorded backups, then pages timed and their
+S3 requests counted.
 
     .venv/bin/python scripts/bench_api.py [--records 1000] [--repeat 30]
 
-Runs in-process against moto (no network), through the Chalice test client, so the times show the API's
-own work; the S3 request counts are what a page costs against real S3, where each request takes
-milliseconds. A report, not a test: nothing here passes or fails.
+Runs in-process against moto (no network), through the Chalice test client and the dashboard's WSGI
+application, so the times show the code's own work; the S3 request counts are what a page costs against
+real S3, where each request takes milliseconds. A report, not a test: nothing here passes or fails.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def run(count: int, repeat: int, tmp: Path) -> None:
             finished_at=isoformat(moment + timedelta(minutes=7)),
         )
         store.create(record)
+        if status != "RUNNING":
+            store.seal(record)  # as the service does when a backup finishes: readers take the sealed copy
     print(f"recorded {count} backups in {time.perf_counter() - seeded_at:.1f} s")
 
     project = tmp / "project"
@@ -153,6 +156,54 @@ def run(count: int, repeat: int, tmp: Path) -> None:
         print(f"{label:42} {ms:10.1f} {requests:12d} {returned:8d}")
     first = rows[0]
     print(f"\nfirst page vs reading every record: {rows[-1][1] / first[1]:.0f}x faster, {rows[-1][2] / first[2]:.0f}x fewer S3 requests")
+
+    dashboard_report(app_module._clients, counts, count, max(5, repeat // 3), start + timedelta(hours=6 * count))
+
+
+def dashboard_report(clients: Any, counts: Counter[str], count: int, repeat: int, now: datetime) -> None:
+    """The dashboard's main page over the same catalog, seen at `now` (just after the newest backup): the whole
+    page (its reads and its rendering), and the rendering alone (the charts as inline SVG and the templates,
+    from data already read)."""
+    from chalicelib.config import Settings
+    from chalicelib.dashboard import pages
+    from chalicelib.dashboard.server import Dashboard
+
+    settings = Settings.from_environ(STAGE_ENV)
+    app = Dashboard(settings, clients, stage="bench")
+
+    def page() -> tuple[float, Counter[str], int]:
+        counts.clear()
+        began = time.perf_counter()
+        # The dashboard's own storage cache, as its server passes it: storage per class is listed on the first
+        # page and kept for an hour (STORAGE_TTL), so the median is of pages that do not list it.
+        body = app.render("index.html", **pages.index(settings, clients, now, app.storage)).body
+        return time.perf_counter() - began, Counter(counts), len(body)
+
+    results = [page() for _ in range(repeat)]
+    page_ms = statistics.median(r[0] for r in results) * 1000
+    # The steady state: the last page's requests (the first one also listed storage per class).
+    requests, size = results[-1][1], results[-1][2]
+    listing = results[0][1]["ListObjectVersions"]
+    data = pages.index(settings, clients, now, app.storage)
+    render_times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        app.render("index.html", **data)
+        render_times.append(time.perf_counter() - began)
+    render_ms = statistics.median(render_times) * 1000
+    shown = len(data["o"].backups)
+    marks = len([e for e in data["charts"]["timeline"].elements if "mark" in str(e.attrs.get("class", "")).split()])
+    print(f"\nDashboard main page with {count} recorded backups, the last 30 days shown (median of {repeat}; moto in-process)\n")
+    print(f"{'page':42} {'median ms':>10} {'S3 requests':>12} {'backups':>8}")
+    print(f"{'main page: read and render':42} {page_ms:10.1f} {sum(requests.values()):12d} {shown:8d}")
+    print(f"{'main page: render only (charts, templates)':42} {render_ms:10.1f} {0:12d} {shown:8d}")
+    print(f"\nS3 requests per main page: {', '.join(f'{n} {op}' for op, n in sorted(requests.items()))}; the first page "
+          f"after start-up (or after an hour) also lists storage per class: {listing} ListObjectVersions (one per 1,000 "
+          "stored versions of each bucket)")
+    print(f"{1000 / page_ms:.1f} pages per second in one thread ({1000 / render_ms:.0f} rendered from data already read); "
+          f"{size / 1024:.0f} KiB of HTML with {marks} chart marks, no script, no file but the stylesheet")
+    print(json.dumps({"dashboard": {"records": count, "page_ms": round(page_ms, 1), "render_ms": round(render_ms, 1),
+                                    "s3_requests": dict(requests), "backups_shown": shown, "html_bytes": size}}))
 
 
 if __name__ == "__main__":

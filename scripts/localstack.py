@@ -4,9 +4,11 @@
 Starts moto's server (the AWS emulator) in this process, creates the three backup buckets exactly as
 `chalicelib.deploy.provision` would in AWS, seeds sources that look like production (a documents bucket,
 a photos bucket of real PNG images, an orders table, the alert topic with a queue subscribed), then serves
-the API with `chalice local` and prints every backup alert as it arrives. Ctrl-C stops everything.
+the API with `chalice local` and the operator's dashboard (`org-backup dashboard`), and prints every backup
+alert as it arrives. Ctrl-C stops everything.
 
-Ports come from API_PORT (default 8000) and EMULATOR_PORT (default 5000), or --api-port/--emulator-port.
+Ports come from API_PORT (default 8000), EMULATOR_PORT (default 5000) and DASHBOARD_PORT (default 8001), or
+--api-port/--emulator-port/--dashboard-port.
 """
 
 from __future__ import annotations
@@ -473,17 +475,29 @@ def start_chalice(stage: str, api_port: int, endpoint: str) -> subprocess.Popen[
     return subprocess.Popen(command, cwd=ROOT, env=chalice_environment(endpoint), start_new_session=True)
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+# The dashboard is the operator's command (`org-backup dashboard`), in a child that dies with this script.
+_DASHBOARD_BOOT = _CHALICE_BOOT.split("from chalice.cli import main")[0] + """
+from chalicelib.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def start_dashboard(stage: str, port: int, endpoint: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-c", _DASHBOARD_BOOT, "--stage", stage, "dashboard", "--port", str(port)]
+    return subprocess.Popen(command, cwd=ROOT, env=chalice_environment(endpoint), start_new_session=True)
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float, name: str = "chalice local") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise StackError(f"chalice local exited with code {process.returncode} before serving (see above)")
+            raise StackError(f"{name} exited with code {process.returncode} before serving (see above)")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.settimeout(0.5)
             if probe.connect_ex((HOST, port)) == 0:
                 return
         time.sleep(0.2)
-    raise StackError(f"chalice local did not open port {port} within {timeout:.0f} s")
+    raise StackError(f"{name} did not open port {port} within {timeout:.0f} s")
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
@@ -500,13 +514,14 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 # --- main ----------------------------------------------------------------------------------------------
 
 
-def banner(stage: str, api_port: int, emulator_port: int, seeded: Seeded) -> str:
+def banner(stage: str, api_port: int, emulator_port: int, seeded: Seeded, dashboard_port: int) -> str:
     api = f"localhost:{api_port}"
     buckets = "\n".join(f"    {plan.name:<9} s3://{plan.bucket}" for plan in seeded.plans.plans)
     first = seeded.plans.plans[0].bucket
     return f"""
 The backup system is running on this machine (no AWS account involved).
 
+  Dashboard  http://{HOST}:{dashboard_port}/   (open it in a browser: every plan, its backups, what needs attention)
   API        http://{HOST}:{api_port}   (chalice local, stage '{stage}')
   Emulator   http://{HOST}:{emulator_port}   (moto; every AWS call of the API goes here)
   Backup buckets:
@@ -515,10 +530,13 @@ The backup system is running on this machine (no AWS account involved).
 Try it:
   curl -X POST {api}/backup      # start a backup of every plan
   curl {api}/backups             # backups, newest first: RUNNING, then SUCCEEDED
+  curl -X POST -H 'Content-Type: application/json' -d '{{"dry_run": true}}' {api}/prune
+                                 # what retention would remove (after two backups: the older one)
+  curl -X POST {api}/prune       # apply it; curl {api}/prunes shows the report
   AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION={REGION} \\
     aws --endpoint-url http://{HOST}:{emulator_port} s3api list-object-versions --bucket {first} --prefix data/
 
-Alerts are printed here as they arrive. Press Ctrl-C to stop the API and the emulator.
+Alerts are printed here as they arrive. Press Ctrl-C to stop the dashboard, the API and the emulator.
 """
 
 
@@ -527,6 +545,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stage", default="local", help="chalice stage to serve (default: local)")
     parser.add_argument("--api-port", help="port of the API (default: $API_PORT or 8000)")
     parser.add_argument("--emulator-port", help="port of the AWS emulator (default: $EMULATOR_PORT or 5000)")
+    parser.add_argument("--dashboard-port", help="port of the dashboard (default: $DASHBOARD_PORT or 8001)")
     parser.add_argument("--seed-only", action="store_true",
                         help="seed an emulator that is already running on the emulator port, then exit")
     return parser.parse_args(argv)
@@ -535,8 +554,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     api_port = port_from(args.api_port or os.environ.get("API_PORT"), "API_PORT", 8000)
     emulator_port = port_from(args.emulator_port or os.environ.get("EMULATOR_PORT"), "EMULATOR_PORT", 5000)
-    if api_port == emulator_port:
-        raise StackError(f"API_PORT and EMULATOR_PORT are both {api_port}; they must differ")
+    dashboard_port = port_from(args.dashboard_port or os.environ.get("DASHBOARD_PORT"), "DASHBOARD_PORT", 8001)
+    if len({api_port, emulator_port, dashboard_port}) < 3:
+        raise StackError(
+            f"API_PORT ({api_port}), EMULATOR_PORT ({emulator_port}) and DASHBOARD_PORT ({dashboard_port}) must differ"
+        )
     env = stage_environment(args.stage)
     endpoint = f"http://{HOST}:{emulator_port}"
     emulator = Emulator(endpoint)
@@ -547,6 +569,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_port_free(emulator_port, "EMULATOR_PORT")
     check_port_free(api_port, "API_PORT")
+    check_port_free(dashboard_port, "DASHBOARD_PORT")
 
     stop = threading.Event()
 
@@ -561,6 +584,7 @@ def run(args: argparse.Namespace) -> int:
     server.start()
     logger.info("AWS emulator on %s", endpoint)
     chalice: subprocess.Popen[bytes] | None = None
+    dashboard: subprocess.Popen[bytes] | None = None
     watcher: threading.Thread | None = None
     try:
         sqs = emulator.client("sqs")
@@ -571,21 +595,27 @@ def run(args: argparse.Namespace) -> int:
             return 0
         logger.info("starting chalice local on http://%s:%d", HOST, api_port)
         chalice = start_chalice(args.stage, api_port, endpoint)
+        dashboard = start_dashboard(args.stage, dashboard_port, endpoint)
         wait_for_port(api_port, chalice, STARTUP_TIMEOUT)
-        print(banner(args.stage, api_port, emulator_port, seeded), flush=True)
+        wait_for_port(dashboard_port, dashboard, STARTUP_TIMEOUT, name="the dashboard")
+        print(banner(args.stage, api_port, emulator_port, seeded, dashboard_port), flush=True)
         while not stop.wait(0.5):
             if chalice.poll() is not None:
                 raise StackError(f"chalice local stopped unexpectedly with code {chalice.returncode}")
+            if dashboard.poll() is not None:
+                raise StackError(f"the dashboard stopped unexpectedly with code {dashboard.returncode}")
         logger.info("stopping")
         return 0
     finally:
         stop.set()
         if chalice is not None:
             stop_process(chalice)
+        if dashboard is not None:
+            stop_process(dashboard)
         if watcher is not None:
             watcher.join(STOP_TIMEOUT)
         server.stop()
-        logger.info("API and emulator stopped")
+        logger.info("dashboard, API and emulator stopped")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,6 +116,8 @@ class FaultInjector:
         self.crashed = False
         self.log: list[tuple[int, str, str]] = []
         self.calls: Counter[str] = Counter()
+        # Every operation in the order it was sent (service.Operation).
+        self.sequence: list[str] = []
         self._clients: list[Any] = []
         # The thread that meets `Crash`: the test's.
         self._owner = threading.current_thread()
@@ -154,6 +156,7 @@ class FaultInjector:
             index = self.operations
             self.operations += 1
             self.calls[operation] += 1
+            self.sequence.append(operation)
             if self.crash_at is not None and index >= self.crash_at:
                 self.crashed = True
                 self.log.append((index, operation, "crash"))

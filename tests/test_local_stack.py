@@ -139,7 +139,7 @@ def test_a_busy_port_is_named_with_its_variable() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        env = dict(os.environ, API_PORT=str(free_port()), EMULATOR_PORT=str(port))
+        env = dict(os.environ, API_PORT=str(free_port()), EMULATOR_PORT=str(port), DASHBOARD_PORT=str(free_port()))
         result = subprocess.run(
             [sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
         )
@@ -154,11 +154,13 @@ def test_a_busy_port_is_named_with_its_variable() -> None:
 class Stack:
     """scripts/localstack.py in a subprocess, its output collected line by line."""
 
-    def __init__(self, api_port: int, emulator_port: int) -> None:
+    def __init__(self, api_port: int, emulator_port: int, dashboard_port: int) -> None:
         self.api = f"http://127.0.0.1:{api_port}"
         self.endpoint = f"http://127.0.0.1:{emulator_port}"
+        self.dashboard = f"http://127.0.0.1:{dashboard_port}/"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
-        env.update(API_PORT=str(api_port), EMULATOR_PORT=str(emulator_port), PYTHONUNBUFFERED="1")
+        env.update(API_PORT=str(api_port), EMULATOR_PORT=str(emulator_port), DASHBOARD_PORT=str(dashboard_port),
+                   PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             [sys.executable, str(SCRIPT)], cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
@@ -235,10 +237,11 @@ class Stack:
 
 @pytest.fixture
 def stack() -> Iterator[Stack]:
-    api_port, emulator_port = free_port(), free_port()
-    while emulator_port == api_port:
-        emulator_port = free_port()
-    running = Stack(api_port, emulator_port)
+    ports: set[int] = set()
+    while len(ports) < 3:
+        ports.add(free_port())
+    api_port, emulator_port, dashboard_port = sorted(ports)
+    running = Stack(api_port, emulator_port, dashboard_port)
     try:
         yield running
     finally:
@@ -299,12 +302,19 @@ def test_make_run_serves_a_backup_of_all_three_plans_and_stops_on_ctrl_c(stack: 
     assert "SUCCEEDED" in alert.splitlines()[0], alert
     assert all(name in alert for name in ("documents", "photos", "database")), alert
 
+    # The dashboard: its address printed, and the backup on its page.
+    assert f"Dashboard  {stack.dashboard}" in stack.output
+    with urllib.request.urlopen(stack.dashboard, timeout=10) as response:
+        page = response.read().decode("utf-8")
+    assert response.status == 200 and backup_id in page and 'data-plan="photos"' in page
+
     api_port = int(stack.api.rsplit(":", 1)[1])
     emulator_port = int(stack.endpoint.rsplit(":", 1)[1])
+    dashboard_port = int(stack.dashboard.rstrip("/").rsplit(":", 1)[1])
     stack.process.send_signal(signal.SIGINT)
     assert stack.process.wait(20) == 0, stack.output
     deadline = time.monotonic() + 10
-    while not (port_is_free(api_port) and port_is_free(emulator_port)):
+    while not (port_is_free(api_port) and port_is_free(emulator_port) and port_is_free(dashboard_port)):
         assert time.monotonic() < deadline, "a port is still in use after Ctrl-C"
         time.sleep(0.2)
     assert "Traceback" not in stack.output, stack.output

@@ -63,9 +63,10 @@ def of_type(template: dict[str, Any], kind: str) -> dict[str, Any]:
     return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
 
 
-def test_the_schedule_is_daily(template: dict[str, Any]) -> None:
+def test_the_schedule_is_daily_at_a_fixed_utc_hour(template: dict[str, Any]) -> None:
     events = template["Resources"]["DailyBackup"]["Properties"]["Events"]
-    assert [e["Properties"]["Schedule"] for e in events.values() if e["Type"] == "Schedule"] == ["rate(1 day)"]
+    # cron, not rate(1 day): a rate fires at whatever hour the rule was created; this fires at 02:00 UTC daily.
+    assert [e["Properties"]["Schedule"] for e in events.values() if e["Type"] == "Schedule"] == ["cron(0 2 * * ? *)"]
 
 
 def test_every_function_runs_python_312_under_its_deployed_name(template: dict[str, Any]) -> None:

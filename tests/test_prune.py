@@ -6,6 +6,9 @@ the snapshot-time checks see days pass without any sleeping."""
 
 from __future__ import annotations
 
+import gzip
+import io
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -14,7 +17,7 @@ import time_machine
 
 from chalicelib.aws import Clients
 from chalicelib.backup.service import BackupService
-from chalicelib.catalog.manifests import ManifestWriter, manifest_key, put_manifest
+from chalicelib.catalog.manifests import MANIFEST_FORMAT, ManifestWriter, manifest_key, put_manifest
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import BackupRecord, RecordStore, new_backup_id
 from chalicelib.config import Settings
@@ -242,6 +245,47 @@ def test_a_manifest_the_prune_cannot_read_stops_that_plan_before_anything_is_del
     assert record.status == "FAILED" and "TAMPERING" in plan.errors[0]
     assert listed_versions(world.s3) == before
     assert not any(PrunedMarkers(world.s3, BUCKET).get("docs", b) for b in taken)
+
+
+@pytest.mark.parametrize("planted_in", ["survey", "delete"])
+def test_a_manifest_out_of_key_order_stops_that_plan_before_anything_is_deleted(
+    world: Any, monkeypatch: pytest.MonkeyPatch, planted_in: str
+) -> None:
+    """Someone with the writer's keys writes a new manifest whose entries are not sorted: merged with the
+    others, it would end the references of the keys after its first out-of-order entry early, and the
+    versions kept snapshots name there would look unreferenced. Planted before the survey, or between the
+    survey and the delete pass (where the merge would meet it only after judging the keys before it)."""
+    taken = daily_history(world, 4, keys=4)
+    world.days(3)
+    entries = entries_of(world.s3, BUCKET, "docs", taken[-1])
+    body = io.BytesIO()
+    with gzip.GzipFile(fileobj=body, mode="wb") as gz:
+        gz.write(json.dumps({"format": MANIFEST_FORMAT, "plan": "docs", "backup_id": new_backup_id()}).encode() + b"\n")
+        for entry in [entries[-1], *entries[:-1]]:  # the last key first
+            gz.write(entry.to_json().encode() + b"\n")
+
+    def plant() -> None:
+        world.s3.put_object(Bucket=BUCKET, Key=manifest_key("docs", new_backup_id()), Body=body.getvalue(), IfNoneMatch="*")
+
+    sweep = PruneJob._sweep
+
+    def sweep_then(job: Any, held: Any, plan: Any, work: Any, delete: bool) -> bool:
+        if delete and planted_in == "delete":
+            plant()
+        return sweep(job, held, plan, work, delete)
+
+    monkeypatch.setattr(PruneJob, "_sweep", sweep_then)
+    if planted_in == "survey":
+        plant()
+    before = listed_versions(world.s3)
+    record = world.prune(allow=True)
+    plan = record.plans["docs"]
+    assert record.status == "FAILED" and "TAMPERING" in plan.errors[0] and "sorted" in plan.errors[0], plan.errors
+    assert f"in its {planted_in} step" in plan.errors[0]
+    assert listed_versions(world.s3) == before
+    for backup_id in taken:
+        if backup_id not in plan.removing:
+            assert assert_versions_hold(world.s3, BUCKET, entries_of(world.s3, BUCKET, "docs", backup_id))
 
 
 def plant_backup(s3: Any, backup_id: str, source_of: str) -> None:

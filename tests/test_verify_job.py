@@ -410,11 +410,13 @@ def stack(app_client: Any, backup_buckets: Any, sources: Any, topic_queue: str, 
 
 
 def test_get_backup_shows_the_verification_job_found_with_one_get(stack: Any, clients: Any, s3: Any) -> None:
-    from tests.test_schedule_and_alerts import scheduled_event
+    from tests.conftest import scheduled_event
 
     manual = stack.http.post("/backup", body=b"").json_body["backup_id"]
     assert stack.http.get(f"/backups/{manual}").json_body["verification"] is None
-    scheduled = stack.lambda_.invoke("daily_backup", scheduled_event(stack)).payload["backup_id"]
+    # The schedule fired an hour ago (its delivery came late): its id, and its slice, are older than the manual backup.
+    fired = datetime.now(timezone.utc) - timedelta(hours=1)
+    scheduled = stack.lambda_.invoke("daily_backup", scheduled_event(stack, fired)).payload["backup_id"]
     calls: list[tuple[str, str]] = []
     clients.s3.meta.events.register(
         "provide-client-params.s3.*", lambda params, model, **kw: calls.append((model.name, params.get("Key", "")))
@@ -422,11 +424,12 @@ def test_get_backup_shows_the_verification_job_found_with_one_get(stack: Any, cl
     shown = stack.http.get(f"/backups/{scheduled}").json_body["verification"]
     job = VerificationStore(s3, CATALOG).get(verification_id(scheduled))
     assert shown == job.summary()
-    # Its own three snapshots: the manual backup is taken now, after the test event's time (2015).
+    # Its own three snapshots: the manual backup was taken after the time the schedule fired.
     assert shown["status"] == "SUCCEEDED" and shown["ok"] is True and shown["snapshots"] == 3
-    # The backup's record, then the job's, by the key its id gives: no listing.
-    assert [op for op, _ in calls] == ["GetObject", "GetObject"]
-    assert calls[1][1].startswith(VERIFICATIONS_PREFIX) and calls[1][1].endswith(f"_{job.job_id}.json")
+    # The backup's record, then the job's, by the key its id gives: no listing but the one of the
+    # backup's pruned markers (a key range of meta/pruned/, ListObjectsV2 has no Key).
+    assert [op for op, _ in calls] == ["GetObject", "ListObjectsV2", "GetObject"]
+    assert calls[2][1].startswith(VERIFICATIONS_PREFIX) and calls[2][1].endswith(f"_{job.job_id}.json")
 
 
 def test_the_verify_worker_function_runs_a_job_and_does_not_redo_it(stack: Any, clients: Any, plans: Any, s3: Any) -> None:

@@ -167,7 +167,7 @@ class BackupService:
         # From now on the record is read from its create-only copy: nothing can rewrite a finished backup.
         record = self.records.seal(record)
         logger.info("backup %s finished: %s", backup_id, record.status)
-        alerts.publish(self.clients.sns, self.settings.topic_arn, record, cost=self._cost_line(record, budget))
+        alerts.publish(self.clients.sns, self.settings.topic_arn, record, self.settings.time_zone, cost=self._cost_line(record, budget))
         metrics.report(self.clients.cloudwatch, self.settings.plans.catalog_bucket, record)
         # Only now, with the backup final: its weekly verification is a job of its own, never waited for.
         self.verification.start_after(record)

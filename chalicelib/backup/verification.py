@@ -95,6 +95,7 @@ class VerificationJobs:
             max_workers=self.settings.max_workers,
             budget=budget,
             invoker=self._invoker(),
+            time_zone=self.settings.time_zone,
             report=self.report,
         )
 

@@ -13,7 +13,7 @@ from chalicelib.backup.service import BackupService
 from chalicelib.catalog.manifests import load_snapshot
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore, new_backup_id
-from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, plan_named, table
+from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, plan_named, table, when
 from chalicelib.errors import BackupError, BadRequest
 from chalicelib.notify.alerts import verification_line
 from chalicelib.times import utcnow
@@ -110,7 +110,7 @@ def cmd_backups(ctx: Context) -> int:
     def text() -> str:
         rows = [
             [r.backup_id, r.status, r.trigger + (" (dry run)" if r.dry_run else ""), ",".join(r.plans), str(r.totals()["objects"]),
-             human(r.totals()["bytes"]), r.started_at or "", ",".join(sorted(pruned.get(r.backup_id, {}))) or "-"]
+             human(r.totals()["bytes"]), when(ctx, r.started_at), ",".join(sorted(pruned.get(r.backup_id, {}))) or "-"]
             for r in records
         ]
         header = ["BACKUP", "STATUS", "TRIGGER", "PLANS", "OBJECTS", "SIZE", "STARTED", "PRUNED"]
@@ -129,7 +129,7 @@ def cmd_show(ctx: Context) -> int:
     def text() -> str:
         lines = [
             f"backup {record.backup_id} ({record.trigger}{', dry run' if record.dry_run else ''}): {record.status}",
-            f"started {record.started_at}, finished {record.finished_at}",
+            f"started {when(ctx, record.started_at)}, finished {when(ctx, record.finished_at)}",
         ]
         for name, r in record.plans.items():
             lines.append(
@@ -205,7 +205,9 @@ def cmd_verify_slice(ctx: Context) -> int:
     weekday = utcnow().weekday() if ctx.args.weekday is None else ctx.args.weekday
     if not 0 <= weekday <= 6:
         raise BadRequest(f"--weekday must be from 0 (Monday) to 6 (Sunday), got {weekday}")
-    job = VerificationJob(ctx.settings.plans, ctx.clients, ctx.settings.topic_arn, ctx.settings.max_workers)
+    job = VerificationJob(
+        ctx.settings.plans, ctx.clients, ctx.settings.topic_arn, ctx.settings.max_workers, time_zone=ctx.zone
+    )
     started = job.start(new_backup_id(utcnow()), weekday=weekday, trigger="cli")
     if not ctx.json:
         print(f"verification {started.job_id}: slice {weekday} of every stored snapshot", file=sys.stderr)

@@ -13,6 +13,7 @@
     org-backup verify-slice [--weekday N]
     org-backup prune [--plan NAME ...] [--dry-run] [--allow-large-prune NAME ...]
     org-backup snapshots --plan NAME
+    org-backup dashboard [--port P]
     org-backup cost [--plan NAME] [--refresh]
 
 Every command takes `--stage` (default `dev`, or $ORG_BACKUP_STAGE) and `--json`. Exit status: 0 done,
@@ -30,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from chalicelib.cli.backups import cmd_backup, cmd_backups, cmd_contents, cmd_plans, cmd_show, cmd_verify, cmd_verify_slice
+from chalicelib.cli.dashboard import DEFAULT_PORT, cmd_dashboard
 from chalicelib.cli.costs import cmd_cost
 from chalicelib.cli.output import EXIT_BAD_INPUT, Context
 from chalicelib.cli.prunes import cmd_prune, cmd_snapshots
@@ -48,6 +50,7 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "verify-slice": cmd_verify_slice,
     "prune": cmd_prune,
     "snapshots": cmd_snapshots,
+    "dashboard": cmd_dashboard,
     "cost": cmd_cost,
 }
 
@@ -120,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     snapshots = commands.add_parser("snapshots", parents=[common], help="a plan's snapshots and the rules that keep each")
     snapshots.add_argument("--plan", required=True)
+
+    dashboard = commands.add_parser("dashboard", parents=[common], help="serve the operator's dashboard on 127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0: any free port)")
 
     cost = commands.add_parser(
         "cost", parents=[common], help="what the backups cost: per storage class now, the next 12 months, the alternatives"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.errors import BadRequest
+from chalicelib.localtime import format_instant
 from chalicelib.notify.alerts import human_bytes
 
 EXIT_OK = 0
@@ -29,12 +30,14 @@ class Context:
         self.args = args
         self.json = bool(args.json)
         project_dir = Path(args.project_dir) if args.project_dir else PROJECT_DIR
-        environ = {**os.environ, **stage_environment(args.stage, project_dir)}
+        # The stage's own environment (the dashboard keeps its worker mode).
+        self.stage_environ = {**os.environ, **stage_environment(args.stage, project_dir)}
         # The command line does the work itself, whatever the stage's worker mode says.
-        environ["WORKER_MODE"] = "inline"
-        self.settings = Settings.from_environ(environ)
+        self.settings = Settings.from_environ({**self.stage_environ, "WORKER_MODE": "inline"})
         # The operator's requests to the backup and restore buckets are pinned to the stage's account too.
         self.clients = Clients(bucket_owner=self.settings.bucket_owner)
+        # Tables show times in the organisation's time zone (TIME_ZONE); --json keeps UTC.
+        self.zone = self.settings.time_zone
 
     def progress(self, total: int | None, description: str) -> Any:
         """A progress bar on stderr, shown on a terminal only (never in JSON output or in a pipe)."""
@@ -60,6 +63,11 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 def human(count: int) -> str:
     return human_bytes(count)
+
+
+def when(ctx: Context, moment: Any) -> str:
+    """A recorded UTC time as the operator reads it: in TIME_ZONE, with the zone's abbreviation."""
+    return format_instant(moment, ctx.zone)
 
 
 def plan_named(ctx: Context, name: str) -> Any:

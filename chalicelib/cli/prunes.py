@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from chalicelib.api.prunes import describe
-from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, plan_named, table
+from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, plan_named, table, when
 from chalicelib.prune.job import PruneJob
 from chalicelib.prune.record import PruneRecord
 from chalicelib.prune.service import PruneJobs
@@ -48,13 +48,13 @@ def prune_text(record: PruneRecord) -> str:
 def cmd_snapshots(ctx: Context) -> int:
     """Every snapshot of a plan, newest first, with the rules that keep it (what a prune would decide now)."""
     plan = plan_named(ctx, ctx.args.plan)
-    job = PruneJob(ctx.settings.plans, ctx.clients, time_zone=getattr(ctx.settings, "time_zone", "UTC"))
+    job = PruneJob(ctx.settings.plans, ctx.clients, time_zone=ctx.zone)
     work = job.decide(plan)
     data = {"plan": plan.name, "policy": work.policy, "snapshots": work.snapshots, "running": work.running, "warnings": work.warnings}
 
     def text() -> str:
         rows = [
-            [s["backup_id"], s["taken_at"] or "-", "kept" if s["kept"] else "REMOVE", ", ".join(s["reasons"]) or "-"]
+            [s["backup_id"], when(ctx, s["taken_at"]), "kept" if s["kept"] else "REMOVE", ", ".join(s["reasons"]) or "-"]
             for s in work.snapshots
         ]
         lines = [f"plan {plan.name}: retention {work.policy}"]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.api.requests import restore_request_from_dict
-from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, table
+from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, table, when
 from chalicelib.errors import BadRequest
 from chalicelib.restore.records import summary
 from chalicelib.restore.service import RestoreService
@@ -51,7 +51,7 @@ def cmd_restore(ctx: Context) -> int:
     with ctx.progress(record.total, "restoring") as bar:
         record = restores.run(record.restore_id, progress=bar.update)
     data = summary(record)
-    emit(ctx, data, lambda: _restore_text(record))
+    emit(ctx, data, lambda: _restore_text(ctx, record))
     return EXIT_OK if record.status in ("SUCCEEDED", "WAITING_FOR_THAW") else EXIT_ATTENTION
 
 
@@ -86,7 +86,7 @@ def _quote_text(quote: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _restore_text(record: Any) -> str:
+def _restore_text(ctx: Context, record: Any) -> str:
     lines = [
         f"restore {record.restore_id} of backup {record.backup_id} ({record.plan}): {record.status}",
         f"restored {record.restored} of {record.total} ({human(record.bytes_restored)}), "
@@ -94,7 +94,7 @@ def _restore_text(record: Any) -> str:
     ]
     if record.expected_thaw_completion:
         lines.append(
-            f"thaws expected by {record.expected_thaw_completion}; the hourly check finishes the restore "
+            f"thaws expected by {when(ctx, record.expected_thaw_completion)}; the hourly check finishes the restore "
             f"(or run: org-backup restore-status {record.restore_id} --resume)"
         )
     lines += [f"  - {f['source']}/{printable(f['key'])}: {f['reason']}" for f in record.failures[:20]]
@@ -108,5 +108,5 @@ def cmd_restore_status(ctx: Context) -> int:
     if ctx.args.resume and not record.finished:
         with ctx.progress(record.pending_thaw or record.total, "resuming") as bar:
             record = restores.run(record.restore_id, progress=bar.update)
-    emit(ctx, summary(record), lambda: _restore_text(record))
+    emit(ctx, summary(record), lambda: _restore_text(ctx, record))
     return EXIT_ATTENTION if record.status in ("PARTIAL", "FAILED") else EXIT_OK

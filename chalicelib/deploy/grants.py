@@ -270,7 +270,15 @@ API_GRANTS: tuple[Grant, ...] = (
         "ApiRecordsWrite",
         ("s3:PutObject",),
         lambda s: _catalog(
-            s, RECORDS_PREFIX, RESTORES_PREFIX, RESTORE_QUEUE_PREFIX, LOCKS_PREFIX, IDEMPOTENCY_PREFIX, PRUNES_PREFIX
+            s,
+            RECORDS_PREFIX,
+            RESTORES_PREFIX,
+            RESTORE_QUEUE_PREFIX,
+            LOCKS_PREFIX,
+            IDEMPOTENCY_PREFIX,
+            PRUNES_PREFIX,
+            # The record of a check POST /backups/{id}/verify starts (the verify worker runs it).
+            VERIFICATIONS_PREFIX,
         ),
         owned=True,
     ),
@@ -300,7 +308,8 @@ RESTORE_GRANTS: tuple[Grant, ...] = (
     Grant(
         "RestoreCatalogRead",
         ("s3:GetObject",),
-        lambda s: object_arns(s.backup_buckets, SNAPSHOTS_PREFIX) + _catalog(s, RECORDS_PREFIX, RESTORES_PREFIX),
+        # Pruned markers: a snapshot retention removed is never restored.
+        lambda s: object_arns(s.backup_buckets, SNAPSHOTS_PREFIX) + _catalog(s, RECORDS_PREFIX, SEALED_PREFIX, RESTORES_PREFIX, PRUNED_PREFIX),
         owned=True,
     ),
     Grant("RestoreRecords", ("s3:PutObject",), lambda s: _catalog(s, RESTORES_PREFIX), owned=True),
@@ -343,6 +352,8 @@ VERIFY_GRANTS: tuple[Grant, ...] = (
         owned=True,
     ),
     Grant("VerifyRecords", ("s3:PutObject", "s3:GetObject"), lambda s: _catalog(s, VERIFICATIONS_PREFIX), owned=True),
+    # Backup records, to find a snapshot, and pruned markers: a snapshot retention removed is not verified.
+    Grant("VerifyCatalogRead", ("s3:GetObject",), lambda s: _catalog(s, RECORDS_PREFIX, SEALED_PREFIX, PRUNED_PREFIX), owned=True),
     Grant("VerifyAlerts", ("sns:Publish",), lambda s: sorted(set(s.topic_arns))),
     Grant("VerifyContinue", ("lambda:InvokeFunction",), lambda s: s.invoked(VERIFY_WORKER)),
 )

@@ -1,18 +1,20 @@
 """One SNS message per backup, and one per weekly verification job: a subject with the status and totals, a
 line per plan, a `status` attribute so subscribers can filter (e.g. an email subscription that only wants
-failures)."""
+failures). Times in the body are in the organisation's time zone (TIME_ZONE), named once with its offset."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.records import BackupRecord, backup_time
 from chalicelib.errors import NotFound
-from chalicelib.times import isoformat
+from chalicelib.localtime import UTC, format_instant, zone_caption
+from chalicelib.times import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +62,19 @@ def cost_line(total: Mapping[str, Any], currency: str = "USD") -> str:
     )
 
 
-def body(record: BackupRecord, cost: str | None = None) -> str:
+def _times(started: Any, finished: Any, zone: ZoneInfo) -> str:
+    """`Started 2026-11-26 21:47:05 PST, finished ... (times in Asia/Manila (PST, UTC+08:00))`."""
+    return (
+        f"Started {format_instant(started, zone, seconds=True)}, finished {format_instant(finished, zone, seconds=True)} "
+        f"(times in {zone_caption(zone, utcnow())})"
+    )
+
+
+def body(record: BackupRecord, zone: ZoneInfo = UTC, cost: str | None = None) -> str:
     lines = [
         f"Backup {record.backup_id} ({record.trigger}{', dry run' if record.dry_run else ''}): {record.status}",
         *([f"Mass deletions allowed for: {', '.join(record.allow_deletions)}"] if record.allow_deletions else []),
-        f"Started {record.started_at}, finished {record.finished_at}",
+        _times(record.started_at, record.finished_at, zone),
         "",
     ]
     width = max((len(name) for name in record.plans), default=0)
@@ -110,9 +120,9 @@ def _weekday(verification: dict[str, Any]) -> str:
     return f"weekly slice {day} ({WEEKDAYS[day]})" if isinstance(day, int) and 0 <= day < 7 else "weekly slice"
 
 
-def _taken_until(verification: dict[str, Any]) -> str:
+def _taken_until(verification: dict[str, Any], zone: ZoneInfo) -> str:
     try:
-        return isoformat(backup_time(str(verification.get("backup_id"))))
+        return format_instant(backup_time(str(verification.get("backup_id"))), zone)
     except NotFound:
         return str(verification.get("backup_id"))
 
@@ -129,12 +139,12 @@ def verification_subject(verification: dict[str, Any]) -> str:
     )
 
 
-def verification_body(verification: dict[str, Any]) -> str:
+def verification_body(verification: dict[str, Any], zone: ZoneInfo = UTC) -> str:
     """A line per plan, then each missing or damaged version (the first 20 of each) and the errors."""
     lines = [
         f"Verification {verification.get('job_id')} ({verification.get('trigger')}), {_weekday(verification)} of "
-        f"the snapshots taken up to {_taken_until(verification)}: {verification.get('status')}",
-        f"Started {verification.get('started_at')}, finished {verification.get('finished_at')}; "
+        f"the snapshots taken up to {_taken_until(verification, zone)}: {verification.get('status')}",
+        f"{_times(verification.get('started_at'), verification.get('finished_at'), zone)}; "
         f"{verification.get('snapshots', 0)} snapshot(s) read",
         "",
     ]
@@ -155,7 +165,7 @@ def verification_body(verification: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish(sns: Any, topic_arn: str | None, record: BackupRecord, cost: str | None = None) -> bool:
+def publish(sns: Any, topic_arn: str | None, record: BackupRecord, zone: ZoneInfo = UTC, cost: str | None = None) -> bool:
     """Send the alert (`cost`: a last line, the daily backup's `cost_line`). A failure is logged and
     swallowed: an alert must never change a backup's result."""
     if not topic_arn:
@@ -164,7 +174,7 @@ def publish(sns: Any, topic_arn: str | None, record: BackupRecord, cost: str | N
         sns.publish(
             TopicArn=topic_arn,
             Subject=subject(record),
-            Message=body(record, cost),
+            Message=body(record, zone, cost),
             MessageAttributes={
                 "status": {"DataType": "String", "StringValue": record.status},
                 "kind": {"DataType": "String", "StringValue": "backup"},
@@ -178,7 +188,7 @@ def publish(sns: Any, topic_arn: str | None, record: BackupRecord, cost: str | N
     return True
 
 
-def publish_verification(sns: Any, topic_arn: str | None, verification: dict[str, Any]) -> bool:
+def publish_verification(sns: Any, topic_arn: str | None, verification: dict[str, Any], zone: ZoneInfo = UTC) -> bool:
     """Send the alert of a finished verification job (its record as a dict). A failure is logged and
     swallowed, as for backups; the `kind` attribute tells the two kinds of message apart."""
     if not topic_arn:
@@ -187,7 +197,7 @@ def publish_verification(sns: Any, topic_arn: str | None, verification: dict[str
         sns.publish(
             TopicArn=topic_arn,
             Subject=verification_subject(verification),
-            Message=verification_body(verification),
+            Message=verification_body(verification, zone),
             MessageAttributes={
                 "status": {"DataType": "String", "StringValue": str(verification.get("status"))},
                 "kind": {"DataType": "String", "StringValue": "verification"},
@@ -228,10 +238,15 @@ def prune_body(prune: dict[str, Any]) -> str:
         kept = sum(1 for s in plan.get("snapshots", []) if s.get("kept"))
         tally = plan.get(key, {})
         early = plan.get("would_early_deletion" if prune.get("dry_run") else "early_deletion", {})
+        dry = bool(prune.get("dry_run"))
         line = (
             f"{name}  {plan.get('status')}: {kept} snapshots kept ({plan.get('policy')}), {len(plan.get('removing', []))} "
-            f"removed; {tally.get('versions', 0)} versions ({human_bytes(tally.get('bytes', 0))}) deleted"
+            f"{'to remove' if dry else 'removed'}; {tally.get('versions', 0)} versions ({human_bytes(tally.get('bytes', 0))}) "
+            f"{'would be deleted' if dry else 'deleted'}"
         )
+        if plan.get("kept_young"):
+            # Versions only removed snapshots name, younger than the grace period: a later prune takes them.
+            line += f"; {plan['kept_young']} kept until the grace period has passed"
         if plan.get("object_locked"):
             line += f"; {plan['object_locked']} held by Object Lock"
         if early.get("usd"):

@@ -44,7 +44,7 @@ from chalicelib.plans import Plan, PlanSet
 from chalicelib.prices import Prices
 from chalicelib.prune import snapshots
 from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStore, add_to, new_prune_id
-from chalicelib.prune.sweep import References, Rules, StoredKey, walk
+from chalicelib.prune.sweep import References, Rules, StoredKey, check_order, walk
 from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ class PruneJob:
             lock_days=plan.object_lock.days if plan.object_lock else None,
         )
         with ExitStack() as stack:
-            sources = self._references(plan, meta, sealed, excluded, now, stack)
+            sources = self._references(plan, meta, sealed, excluded, now, stack, check=delete)
             references = References(sources)
             stack.callback(references.close)
             deleter = _Deleter(s3, plan, work, self.prices, now) if delete else None
@@ -312,24 +312,38 @@ class PruneJob:
         return True
 
     def _references(
-        self, plan: Plan, meta: snapshots.BucketMeta, sealed: set[str], excluded: set[str], now: datetime, stack: ExitStack
+        self,
+        plan: Plan,
+        meta: snapshots.BucketMeta,
+        sealed: set[str],
+        excluded: set[str],
+        now: datetime,
+        stack: ExitStack,
+        check: bool = False,
     ) -> list[Iterator[Entry]]:
         """Every manifest that names versions this sweep must keep, downloaded: all versions of every manifest
-        in the bucket but the plan's excluded snapshots, and the partial manifests of unfinished backups."""
+        in the bucket but the plan's excluded snapshots, and the partial manifests of unfinished backups.
+        With `check`, each is read through once first and refused (Tampered) if not sorted by key."""
         s3 = self.clients.s3
         opened: list[Iterator[Entry]] = []
+
+        def add(manifest: Manifest, where: str) -> None:
+            if check:
+                check_order(manifest.entries(include_held=True), where)
+            opened.append(manifest.entries(include_held=True))
+
         for stored in meta.manifests.values():
             if stored.plan == plan.name and stored.backup_id in excluded:
                 continue
             for version_id, _ in stored.versions:
                 manifest = stack.enter_context(Manifest.download(s3, plan.bucket, stored.key, version_id))
-                opened.append(manifest.entries(include_held=True))
+                add(manifest, f"manifest {stored.key} (version {version_id})")
         since = now - snapshots.RUNNING_LOOKBACK
         for key, (_, backup_id) in sorted(meta.partials.items()):
             if backup_id in sealed or (is_backup_id(backup_id) and backup_time(backup_id) < since):
                 continue  # left behind by a run that finished, or was abandoned long ago
             manifest = stack.enter_context(Manifest.download(s3, plan.bucket, key))
-            opened.append(manifest.entries(include_held=True))
+            add(manifest, f"partial manifest {key}")
         return opened
 
     def _judge_key(

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import IO, Any
 
 from chalicelib.catalog.manifests import Entry
+from chalicelib.errors import Tampered
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,30 @@ class ExternalSort:
         self._runs = []
 
 
+def in_order(entries: Iterable[Entry], where: str) -> Iterator[Entry]:
+    """`entries`, refusing one that comes before the entry it follows (Tampered).
+
+    The merge of references is only right over sorted streams: an entry out of order would end the
+    references of the keys after it early, and their versions would look unreferenced. Every manifest the
+    system writes is sorted by (source, key); one that is not was not written by a backup."""
+    previous: tuple[str, str] | None = None
+    for entry in entries:
+        if previous is not None and entry.sort_key < previous:
+            raise Tampered(
+                f"{where} lists {entry.source}/{entry.key} after {previous[0]}/{previous[1]}: manifests are sorted "
+                "by key, so it was not written by a backup; the prune of this plan stopped"
+            )
+        previous = entry.sort_key
+        yield entry
+
+
+def check_order(entries: Iterable[Entry], where: str) -> None:
+    """Read every entry through `in_order`: before a sweep deletes anything, since the merge meets an entry
+    out of order only after judging the keys before it."""
+    for _ in in_order(entries, where):
+        pass
+
+
 class References:
     """The versions a set of manifests names, in the sweep's order. `short()` first (all of it), then
     `long()`; both deduplicated per key."""
@@ -84,7 +109,7 @@ class References:
         self._short_done = False
 
     def _divert(self, entries: Iterable[Entry]) -> Iterator[Entry]:
-        for entry in entries:
+        for entry in in_order(entries, "a manifest"):
             data_key = entry.data_key
             if data_key.startswith(LONG_KEYS_PREFIX):
                 self.long_keys.add(data_key, entry.version_id)

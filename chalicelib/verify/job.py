@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -33,6 +34,7 @@ from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
 from chalicelib.catalog.snapshots import open_snapshot
 from chalicelib.errors import AlreadyExists, NotFound, Pruned, describe_error
 from chalicelib.layout import SNAPSHOTS_PREFIX
+from chalicelib.localtime import UTC
 from chalicelib.notify import alerts
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.times import isoformat, utcnow
@@ -117,7 +119,7 @@ class VerificationJob:
     """Start and run weekly verification jobs. `clients` is an `aws.Clients`.
 
     `budget` is the invocation's remaining time (None: no limit); `invoker` has the job carried on by a new
-    invocation when time runs short (None: it carries on here)."""
+    invocation when time runs short (None: it carries on here); `time_zone`: the alert's times."""
 
     def __init__(
         self,
@@ -128,9 +130,11 @@ class VerificationJob:
         budget: Budget | None = None,
         invoker: Invoker | None = None,
         batch_size: int = BATCH_SIZE,
+        time_zone: ZoneInfo = UTC,
         report: Callable[[str], Any] | None = None,
     ) -> None:
         self.plans = plans
+        self.time_zone = time_zone
         self.clients = clients
         self.topic_arn = topic_arn
         self.max_workers = max_workers
@@ -208,7 +212,7 @@ class VerificationJob:
             "verification %s %s: %d versions checked, %d missing, %d damaged, %d error(s)",
             record.job_id, record.status, record.checked, record.missing_count, record.damaged_count, record.error_count,
         )
-        alerts.publish_verification(self.clients.sns, self.topic_arn, record.to_dict())
+        alerts.publish_verification(self.clients.sns, self.topic_arn, record.to_dict(), self.time_zone)
         return True
 
     def start_check(

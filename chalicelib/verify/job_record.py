@@ -190,6 +190,22 @@ class VerificationStore:
             raise NotFound(f"no verification job with id {job_id!r}")
         return found[0]
 
+    def recent(self, limit: int) -> list[VerificationRecord]:
+        """The newest `limit` jobs, newest first (keys begin with the inverted time): one LIST, a GET each.
+        A record that cannot be read is left out."""
+        response = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=VERIFICATIONS_PREFIX, MaxKeys=limit)
+        jobs = []
+        for item in response.get("Contents", []):
+            # <13-digit inverted time>_<job id>.json
+            job_id = item["Key"][len(VERIFICATIONS_PREFIX) + 14 : -len(".json")]
+            try:
+                found = self.read(job_id)
+            except (NotFound, ValueError, TypeError):
+                continue
+            if found is not None:
+                jobs.append(found[0])
+        return jobs
+
     def replace(self, record: VerificationRecord, etag: str) -> str:
         """Write over the version whose ETag is `etag`; returns the new ETag. `AlreadyExists` when another
         invocation wrote the record meanwhile (it carries the job on; this one must stop)."""

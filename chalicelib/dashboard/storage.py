@@ -1,0 +1,127 @@
+"""Storage and cost for the main page: the cost report (`GET /costs`, issue 13) where the system has one,
+else what the backup buckets hold per storage class, as S3 lists it, priced at the list prices.
+
+The cost report is looked up by module (`chalicelib.cost.report`, function `cost_report(settings, clients,
+now)`) so that the page uses it the day it lands without waiting for it now; its shape is documented at
+`cost_report` below.
+
+The fallback lists every version under `data/` of each backup bucket (current and noncurrent, delete markers
+left out) with the class S3 reports for it: the same bytes S3 bills, not a model. A listing returns 1,000
+versions per request, so it is kept for `STORAGE_TTL` in the dashboard's process: storage classes change
+when lifecycle rules run, once a day, and the page stays fast however many versions there are.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from chalicelib.cost.model import StorageTally
+from chalicelib.layout import DATA_PREFIX
+from chalicelib.plans import PlanSet
+from chalicelib.prices import Prices
+
+logger = logging.getLogger(__name__)
+
+STORAGE_TTL = timedelta(hours=1)
+COST_REPORT_MODULE = "chalicelib.cost.report"
+
+
+def cost_report(settings: Any, clients: Any, now: datetime) -> dict[str, Any] | None:
+    """What `GET /costs` answers, or None while the system has no cost report. The shape the page expects:
+
+        {"prices": {"region", "read_on", "currency"},
+         "total": {"monthly_usd": float, "storage": {<class>: {"versions": int, "bytes": int, "monthly_usd": float}}},
+         "plans": {<plan>: {"monthly_usd": float, "storage": {<class>: {...}},
+                            "projection": [{"month": "2026-12", "monthly_usd": float,
+                                            "by_class": {<class>: {"bytes": int, "monthly_usd": float}}},
+                                           ... 12 entries]}}}
+    """
+    try:
+        module = importlib.import_module(COST_REPORT_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name != COST_REPORT_MODULE:
+            raise  # the module exists but is broken: say so, do not hide it behind the fallback
+        return None
+    build: Callable[..., dict[str, Any]] | None = getattr(module, "cost_report", None)
+    return build(settings, clients, now) if build is not None else None
+
+
+@dataclass
+class ClassUsage:
+    versions: int = 0
+    bytes: int = 0
+    monthly_usd: float = 0.0
+
+
+@dataclass
+class StorageByClass:
+    """What the backup buckets hold per storage class, per plan and in all, priced per month at list prices
+    (storage only, the archived classes' per-object overhead included)."""
+
+    listed_at: datetime
+    region: str
+    currency: str
+    read_on: str
+    plans: dict[str, dict[str, ClassUsage]] = field(default_factory=dict)
+    total: dict[str, ClassUsage] = field(default_factory=dict)
+
+    @property
+    def monthly_usd(self) -> float:
+        return sum(usage.monthly_usd for usage in self.total.values())
+
+    def plan_monthly_usd(self, plan: str) -> float:
+        return sum(usage.monthly_usd for usage in self.plans.get(plan, {}).values())
+
+
+def _bucket_tally(s3: Any, bucket: str, prices: Prices) -> tuple[dict[str, int], dict[str, int], dict[str, float]]:
+    """(versions, bytes, monthly USD) per class of the versions under data/ in `bucket`."""
+    tally = StorageTally()
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=DATA_PREFIX):
+        for version in page.get("Versions", []):
+            tally.add(version.get("StorageClass") or "STANDARD", int(version.get("Size", 0)), 1, prices)
+    cost = tally.monthly_cost(prices)
+    versions = {name: int(count) for name, count in tally.objects.items()}
+    sizes = {name: int(size) for name, size in tally.object_bytes.items()}
+    return versions, sizes, cost
+
+
+def storage_by_class(s3: Any, plans: PlanSet, prices: Prices, now: datetime) -> StorageByClass:
+    """List every plan's bucket once (plans sharing a bucket share its figures: each shows the bucket)."""
+    found = StorageByClass(listed_at=now, region=prices.region, currency=prices.currency, read_on=str(prices.read_on))
+    by_bucket: dict[str, dict[str, ClassUsage]] = {}
+    for plan in plans.plans:
+        if plan.bucket not in by_bucket:
+            versions, sizes, cost = _bucket_tally(s3, plan.bucket, prices)
+            # Overhead billed at STANDARD's price for archived versions shows under STANDARD's cost.
+            classes = sorted(set(versions) | set(cost))
+            by_bucket[plan.bucket] = {
+                name: ClassUsage(versions.get(name, 0), sizes.get(name, 0), round(cost.get(name, 0.0), 6)) for name in classes
+            }
+            for name, usage in by_bucket[plan.bucket].items():
+                total = found.total.setdefault(name, ClassUsage())
+                total.versions += usage.versions
+                total.bytes += usage.bytes
+                total.monthly_usd += usage.monthly_usd
+        found.plans[plan.name] = by_bucket[plan.bucket]
+    return found
+
+
+class StorageCache:
+    """`storage_by_class`, listed at most once per `ttl` per dashboard (one listing at a time)."""
+
+    def __init__(self, ttl: timedelta = STORAGE_TTL) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._value: StorageByClass | None = None
+
+    def get(self, s3: Any, plans: PlanSet, prices: Prices, now: datetime) -> StorageByClass:
+        with self._lock:
+            if self._value is None or not (self._value.listed_at <= now < self._value.listed_at + self.ttl):
+                self._value = storage_by_class(s3, plans, prices, now)
+            return self._value
