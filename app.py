@@ -10,6 +10,7 @@ from typing import Any
 from chalice import BadRequestError, Chalice, ConflictError, Cron, IAMAuthorizer, NotFoundError, Rate, Response
 
 from chalicelib.api import backups as api
+from chalicelib.api import costs as costs_api
 from chalicelib.api import prunes as prune_api
 from chalicelib.api.plans import describe_plans
 from chalicelib.api.requests import check_body, parse_restore_request, parse_verify_request
@@ -17,6 +18,7 @@ from chalicelib.aws import Clients
 from chalicelib.backup.schedule import DAILY_AT
 from chalicelib.backup.service import BackupService
 from chalicelib.config import Settings
+from chalicelib.cost.reports import CostReports
 from chalicelib.errors import (
     BadRequest,
     Conflict,
@@ -149,6 +151,28 @@ def list_backup_objects(backup_id: str) -> dict[str, Any]:
 def list_plans() -> dict[str, Any]:
     """The configured plans: buckets, sources, lifecycle and retention."""
     return describe_plans(service().settings.plans)
+
+
+def cost_reports() -> CostReports:
+    """Cost reports use the same settings and clients as backups."""
+    backups = service()
+    return CostReports.from_settings(backups.settings, backups.clients, backups.tampering.report)
+
+
+@app.route("/costs", methods=["GET"], authorizer=iam)
+@_client_errors
+def get_costs() -> dict[str, Any]:
+    """What the backups cost a month, where the bytes are, the next 12 months and the alternatives, from the
+    newest finished backup (computed once per backup, then kept)."""
+    return costs_api.get_costs(cost_reports(), app.current_request.query_params)
+
+
+@app.route("/costs/{plan}", methods=["GET"], authorizer=iam)
+@_client_errors
+def get_plan_costs(plan: str) -> dict[str, Any]:
+    """One plan's part of the same report."""
+    reports = cost_reports()
+    return costs_api.get_plan_costs(reports, reports.plans, plan, app.current_request.query_params)
 
 
 # At a fixed time of day in UTC (02:00), not `rate(1 day)`, which fires at the hour the rule was created.

@@ -16,6 +16,7 @@
     meta/verifications/<inverted time>_<job_id>.json   weekly verification jobs, with their checkpoint (catalog bucket)
     meta/pruned/<inverted time>_<backup_id>/<plan>.json a snapshot the prune removes, written once (catalog bucket)
     meta/prunes/<inverted time>_<prune_id>.json        prune jobs, with their checkpoint (catalog bucket)
+    meta/costs/<backup_id>.json                        the cost report computed after that backup (catalog bucket)
 
 Lifecycle rules are scoped to `data/`, so metadata always stays in S3 Standard, readable at once.
 """
@@ -43,6 +44,7 @@ VERIFICATIONS_PREFIX = META_PREFIX + "verifications/"
 # A snapshot is marked here before the prune deletes anything of it; written once, like sealed records.
 PRUNED_PREFIX = META_PREFIX + "pruned/"
 PRUNES_PREFIX = META_PREFIX + "prunes/"
+COSTS_PREFIX = META_PREFIX + "costs/"
 
 
 # S3 refuses keys longer than 1,024 bytes of UTF-8 (KeyTooLongError).

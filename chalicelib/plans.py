@@ -55,6 +55,8 @@ MAX_RETENTION_DAYS = 36500
 # STANDARD. "archive": they go to GLACIER and DEEP_ARCHIVE too (never to the IA classes or GLACIER_IR).
 # An archived object carries 40 KB of overhead, so archiving a tiny object can cost more than keeping it.
 SMALL_OBJECT_SETTINGS = {"standard": "all_storage_classes_128K", "archive": "varies_by_storage_class"}
+# Under "archive", the classes an object under 128 KB may still move to.
+SMALL_OBJECT_ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 # A plan without a `retention` block keeps a year of history: every day for 5 weeks, every week for 12
 # weeks, every month for 12 months. Not "keep everything": storage would then grow for ever. Not the
 # documents plan's 7 years either: how long data must be kept is a decision for whoever owns it, and an
@@ -288,6 +290,15 @@ def _parse_lifecycle(data: Any, where: str, environ: Mapping[str, str]) -> Lifec
             "small_objects",
             f"must be 'standard' (objects under 128 KB stay in STANDARD) or 'archive' (they transition too), "
             f"got {small_objects!r}",
+        )
+    if small_objects == "archive" and not any(t.storage_class in SMALL_OBJECT_ARCHIVE_CLASSES for t in transitions):
+        # The setting would change nothing: say so rather than let the plan read as if small objects were archived.
+        moves = ", ".join(t.storage_class for t in transitions) or "nothing"
+        raise reader.fail(
+            "small_objects",
+            f"'archive' moves objects under 128 KB only to {' or '.join(SMALL_OBJECT_ARCHIVE_CLASSES)}, and this "
+            f"lifecycle moves versions to {moves}: they would stay in STANDARD all the same; use 'standard', or "
+            "add a GLACIER or DEEP_ARCHIVE transition",
         )
     reader.finish()
     return Lifecycle(transitions=tuple(transitions), noncurrent_expiration_days=expiration, small_objects=small_objects)

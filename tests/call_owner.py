@@ -96,6 +96,8 @@ PACKAGES = (
     ("verify/job.py", VERIFY_WORKER),
     ("prune/", PRUNE_WORKER),
     ("api/", API_HANDLER),
+    # The cost report is computed for GET /costs (and at the end of the daily backup, inside its frames).
+    ("cost/", API_HANDLER),
     ("cli/", OPERATOR),
     ("backup/", BACKUP_WORKER),
     ("restore/", RESTORE_WORKER),

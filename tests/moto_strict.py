@@ -18,10 +18,14 @@ What it enforces, and why:
    moto nests the table's whole ARN and says `import`, which no IAM grant on `table/<table>/export/*` (the
    resource `DescribeExport` is authorised on) would match. (moto also writes only the export's data file,
    `AWSDynamoDB/<id>/data/<id>.gz`, without AWS's manifest files; the system relies on neither.)
+5. A bucket's lifecycle configuration keeps its `TransitionDefaultMinimumObjectSize` (what happens to
+   objects under 128 KB): `PutBucketLifecycleConfiguration` sets it (S3's default,
+   `all_storage_classes_128K`, when the request leaves it out) and `GetBucketLifecycleConfiguration` answers
+   it. moto answers `all_storage_classes_128K` whatever was written, so drift detection could not be tested.
 
 And one rule moto is stricter about than AWS, relaxed:
 
-5. A `CopyObject` into a bucket with a default Object Lock retention needs no `Content-MD5` (it has no body;
+6. A `CopyObject` into a bucket with a default Object Lock retention needs no `Content-MD5` (it has no body;
    AWS documents the header for uploads). moto asks the copy for it too, so a copy reaches moto as if the
    SDK had named a checksum algorithm: backups into locked buckets work here as they do in AWS.
 
@@ -33,6 +37,7 @@ ETags are compared as S3 compares them: with or without the surrounding quotes, 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -156,6 +161,8 @@ def _check_copy_source_conditions(response: S3Response) -> None:
 # The wrapped moto methods ------------------------------------------------------------------------------
 
 _key_response = S3Response._key_response
+_bucket_put = S3Response._bucket_response_put
+_get_lifecycle = S3Response.get_bucket_lifecycle
 _delete_keys = S3Response._bucket_response_delete_keys
 _copy_object = S3Response.copy_object
 _upload_part_copy = S3Response.upload_part_copy
@@ -199,6 +206,31 @@ def _aws_named_export(self: TableExport, *args: Any, **kwargs: Any) -> None:
     _export_init(self, *args, **kwargs)
     export_id = self.arn.rsplit("/", 1)[-1]
     self.arn = f"arn:{self.partition}:dynamodb:{self.region_name}:{self.account_id}:table/{self.table.name}/export/{export_id}"
+SMALL_OBJECTS_HEADER = "x-amz-transition-default-minimum-object-size"
+# Kept on moto's bucket object, so that it goes with the bucket when moto's state is reset.
+_SMALL_OBJECTS_ATTRIBUTE = "_strict_transition_default_minimum_object_size"
+
+
+def _bucket_put_keeping_small_objects(self: S3Response, request: Any, bucket_name: str, querystring: dict[str, Any]) -> Any:
+    answer = _bucket_put(self, request, bucket_name, querystring)
+    if querystring and "lifecycle" in querystring:
+        value = request.headers.get(SMALL_OBJECTS_HEADER) or "all_storage_classes_128K"
+        setattr(self.backend.get_bucket(bucket_name), _SMALL_OBJECTS_ATTRIBUTE, value)
+    return answer
+
+
+def _get_lifecycle_with_small_objects(self: S3Response) -> Any:
+    status, headers, body = _get_lifecycle(self)
+    value = getattr(self.backend.get_bucket(self.bucket_name), _SMALL_OBJECTS_ATTRIBUTE, None)
+    if value is not None:
+        headers = {**headers, SMALL_OBJECTS_HEADER: value}
+        body = re.sub(
+            r"<TransitionDefaultMinimumObjectSize>[^<]*</TransitionDefaultMinimumObjectSize>",
+            f"<TransitionDefaultMinimumObjectSize>{value}</TransitionDefaultMinimumObjectSize>",
+            body.decode("utf-8") if isinstance(body, bytes) else body,
+        )
+    return status, headers, body
+
 
 
 def _copy_into_locked_bucket(self: S3Response, query: dict[str, Any], key_name: str) -> Any:
@@ -217,6 +249,8 @@ def _copy_into_locked_bucket(self: S3Response, query: dict[str, Any], key_name: 
 
 S3Response._key_response_put = _copy_into_locked_bucket  # type: ignore[method-assign]
 S3Response._key_response = _strict_key_response  # type: ignore[method-assign]
+S3Response._bucket_response_put = _bucket_put_keeping_small_objects  # type: ignore[method-assign]
+S3Response.get_bucket_lifecycle = _get_lifecycle_with_small_objects  # type: ignore[method-assign]
 S3Response._bucket_response_delete_keys = _strict_delete_keys  # type: ignore[method-assign]
 S3Response.copy_object = _strict_copy_object  # type: ignore[method-assign]
 S3Response.upload_part_copy = _strict_upload_part_copy  # type: ignore[method-assign]

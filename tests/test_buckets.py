@@ -63,6 +63,32 @@ def test_new_bucket_gets_every_setting(s3: Any, plans: Any) -> None:
     assert create_only == create_only_statements(bucket)
 
 
+@pytest.mark.parametrize(
+    "small_objects, setting", [("standard", "all_storage_classes_128K"), ("archive", "varies_by_storage_class")]
+)
+def test_the_small_objects_choice_is_set_explicitly_and_provisioning_puts_it_back(s3: Any, small_objects: str, setting: str) -> None:
+    transitions = [{"days": 30, "storage_class": "GLACIER"}, {"days": 180, "storage_class": "DEEP_ARCHIVE"}]
+    plan = make_plan(lifecycle={"transitions": transitions, "small_objects": small_objects})
+    calls: list[dict[str, Any]] = []
+    s3.meta.events.register("before-call.s3.PutBucketLifecycleConfiguration", lambda params, **_: calls.append(params))
+    changes = provision(s3, plan)
+    # Sent with the request, never left to S3's default.
+    assert calls[0]["headers"]["x-amz-transition-default-minimum-object-size"] == setting
+    assert f"set lifecycle rules (objects under 128 KB: {setting})" in changes
+    assert s3.get_bucket_lifecycle_configuration(Bucket=plan.bucket)["TransitionDefaultMinimumObjectSize"] == setting
+    assert read_state(s3, plan.bucket).transition_default_minimum_object_size == setting
+    assert provision(s3, plan) == []
+    # Someone changes it: a conflict naming both values, put back only when forced.
+    other = "varies_by_storage_class" if setting == "all_storage_classes_128K" else "all_storage_classes_128K"
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=plan.bucket, LifecycleConfiguration={"Rules": lifecycle_rules(plan)}, TransitionDefaultMinimumObjectSize=other
+    )
+    with pytest.raises(BucketConflict, match=f"TransitionDefaultMinimumObjectSize is {other}, plan wants {setting}"):
+        provision(s3, plan)
+    provision(s3, plan, force=True)
+    assert s3.get_bucket_lifecycle_configuration(Bucket=plan.bucket)["TransitionDefaultMinimumObjectSize"] == setting
+
+
 def test_database_plan_has_its_own_days(s3: Any, plans: Any) -> None:
     plan = plans.get("database")
     provision(s3, plan)
@@ -172,7 +198,7 @@ def test_force_applies_the_plan(s3: Any) -> None:
     plan = make_plan()
     conflicting_bucket(s3, plan)
     changes = provision(s3, plan, force=True)
-    assert "set lifecycle rules" in changes and "enabled versioning" in changes
+    assert "set lifecycle rules (objects under 128 KB: all_storage_classes_128K)" in changes and "enabled versioning" in changes
     assert differences(plan, read_state(s3, plan.bucket)) == []
     assert [r["ID"] for r in s3.get_bucket_lifecycle_configuration(Bucket=plan.bucket)["Rules"]] == ["vault-data-tiering"]
 

@@ -66,7 +66,9 @@ def test_each_call_belongs_to_the_function_that_makes_it_when_deployed(
     # ... and records the weekly verification job, which then runs (inline here) in the verify worker.
     verifications = {c.function for c in daily if c.operation == "PutObject" and "meta/verifications/" in c.params["Key"]}
     assert verifications == {DAILY_BACKUP, VERIFY_WORKER}
-    assert functions("HeadObject", "data/", "test-backup") == {VERIFY_WORKER, RESTORE_WORKER}
+    # The daily backup's cost report (the alert's last line) asks S3 again about a sample of versions.
+    assert functions("HeadObject", "data/", "test-backup") == {DAILY_BACKUP, VERIFY_WORKER, RESTORE_WORKER}
+    assert functions("PutObject", "meta/costs/") == {DAILY_BACKUP}
     # POST /restores records the restore; the copies are the restore worker's; the hourly check reads the queue.
     assert functions("PutObject", "meta/restores/") >= {API_HANDLER, RESTORE_WORKER}
     assert {c.function for c in calls if c.operation == "PutObject" and c.params["Key"].startswith("meta/restore-queue/")} == {API_HANDLER}

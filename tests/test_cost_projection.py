@@ -241,3 +241,75 @@ def test_the_cohort_bookkeeping_matches_the_model_version_by_version() -> None:
         assert month.transitions == pytest.approx(expected["transitions"], rel=1e-9)
         assert month.early_deletions == pytest.approx(expected["early"], rel=1e-9)
     assert sum(m.early_deletions for m in projected) > 0
+
+
+def test_a_projection_from_what_a_bucket_holds_carries_the_history_on_exactly() -> None:
+    """`project_from` starts from holdings instead of an empty bucket. Seeded with the state a simulation
+    reached on day 45 (current versions by day written, noncurrent cohorts, kept snapshots and manifests), the
+    next twelve months must be those the uninterrupted simulation priced: storage per class, overhead,
+    transitions, early deletions, requests and manifests alike."""
+    from datetime import date, timedelta
+
+    from chalicelib.cost.projection import Holdings, _Simulation, project_from
+
+    start, today = date(2026, 1, 20), 45
+    lifecycle = Lifecycle(transitions=(Transition(3, "GLACIER"), Transition(10, "DEEP_ARCHIVE")))
+    retention = RetentionPolicy(keep_daily=4, keep_weekly=3)
+    workload = Workload("w", 500, (SizeClass("small", 4 * KIB, 0.6), SizeClass("large", 3 * MIB, 0.4)), 0.1, 0.05, 7.0)
+    whole = project(workload, lifecycle, retention, PRICES, days=500, start=start).ours.months
+
+    before = _Simulation(workload, lifecycle, retention, PRICES, today + 1, start)
+    before.run()
+    holdings = Holdings(
+        start=start,
+        today=today,
+        current={g.small: {w: (c, g.current_bytes[w]) for w, c in enumerate(g.current) if c} for g in before.groups},
+        noncurrent={
+            g.small: {(c.written, c.replaced): (c.count, c.count * c.size) for cs in g.noncurrent.values() for c in cs if c.alive}
+            for g in before.groups
+        },
+        snapshot_days=tuple(before.snapshot_days),
+        manifest_bytes=dict(before.manifest_bytes),
+    )
+    assert sum(len(cohorts) for cohorts in holdings.noncurrent.values()) > 20
+    months = project_from(holdings, workload, lifecycle, retention, PRICES)
+    # Day 45 is 2026-03-06: the twelve months after March.
+    assert (start + timedelta(days=today)).strftime("%Y-%m") == "2026-03"
+    assert [m.label for m in months] == [f"{2026 + (3 + n) // 12}-{(3 + n) % 12 + 1:02d}" for n in range(12)]
+    expected = {m.label: m for m in whole}
+    for month in months:
+        full = expected[month.label]
+        assert month.storage == pytest.approx(full.storage, rel=1e-9), month.label
+        assert month.overhead_by_class == pytest.approx(full.overhead_by_class, rel=1e-9)
+        assert month.transitions == pytest.approx(full.transitions, rel=1e-9)
+        assert month.early_deletions == pytest.approx(full.early_deletions, rel=1e-9)
+        assert month.requests == pytest.approx(full.requests, rel=1e-9)
+        assert month.manifests == pytest.approx(full.manifests, rel=1e-9)
+        assert month.versions == pytest.approx(full.versions, rel=1e-9)
+    assert sum(m.early_deletions for m in months) > 0 and sum(m.transitions for m in months) > 0
+
+
+def test_a_projection_from_holdings_ages_what_is_stored_with_nothing_new() -> None:
+    # 100 versions of 1 MiB written on day 0 and never changed, seen on day 10: GLACIER from day 30 and
+    # DEEP_ARCHIVE from day 180 under the shipped lifecycle, one transition each.
+    from datetime import date
+
+    from chalicelib.cost.projection import Holdings, project_from
+
+    holdings = Holdings(
+        start=date(2026, 1, 1),
+        today=10,
+        current={False: {0: (100.0, 100.0 * MIB)}},
+        noncurrent={},
+        snapshot_days=(0, 5, 10),
+        manifest_bytes={0: 11_000.0, 5: 11_000.0, 10: 11_000.0},
+    )
+    workload = Workload("still", 100, (SizeClass("files", MIB, 1.0),), changed_per_day=0, deleted_per_day=0, new_per_day=0)
+    months = {m.label: m for m in project_from(holdings, workload, SHIPPED, RetentionPolicy(keep_last=3), PRICES)}
+    assert list(months)[0] == "2026-02" and len(months) == 12
+    gb = 100 * MIB / GIB
+    assert months["2026-02"].storage == pytest.approx({"GLACIER": gb * 0.0036})
+    assert months["2026-02"].transitions == pytest.approx(100 * 0.03 / 1000)
+    assert months["2026-07"].storage == pytest.approx({"DEEP_ARCHIVE": gb * 0.00099})
+    assert months["2026-07"].overhead_by_class == pytest.approx({"DEEP_ARCHIVE": 100 * DEEP_OVERHEAD})
+    assert months["2027-01"].versions == pytest.approx({"DEEP_ARCHIVE": 100})

@@ -120,6 +120,21 @@ def test_changed_lifecycle_days_are_drift(s3: Any, backup_buckets: Any) -> None:
     assert "unexpected lifecycle rule 'cleanup'" in found[1] and "expires current versions" in found[1]
 
 
+def test_what_happens_to_small_objects_is_read_back_and_a_difference_is_drift(s3: Any, backup_buckets: Any) -> None:
+    plan = backup_buckets.get("documents")
+    assert plan.lifecycle.small_objects == "standard"
+    assert s3.get_bucket_lifecycle_configuration(Bucket=plan.bucket)["TransitionDefaultMinimumObjectSize"] == "all_storage_classes_128K"
+    assert find_drift(s3, plan) == []
+    # The same rules, written by someone who lets objects under 128 KB go to the archive classes.
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=plan.bucket)["Rules"]
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=plan.bucket, LifecycleConfiguration={"Rules": rules}, TransitionDefaultMinimumObjectSize="varies_by_storage_class"
+    )
+    (found,) = find_drift(s3, plan)
+    assert "TransitionDefaultMinimumObjectSize is varies_by_storage_class, plan wants all_storage_classes_128K" in found
+    assert "small_objects 'standard'" in found and plan.bucket in found
+
+
 def test_a_policy_without_the_tls_statement_is_drift(s3: Any, backup_buckets: Any) -> None:
     plan = backup_buckets.get("photos")
     policy = {

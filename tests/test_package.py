@@ -108,6 +108,9 @@ def test_each_bucket_carries_its_plan(template: dict[str, Any]) -> None:
         assert props["BucketName"] == plan.bucket
         assert props["VersioningConfiguration"] == {"Status": "Enabled"}
         (rule,) = props["LifecycleConfiguration"]["Rules"]
+        # What objects under 128 KB do is stated, from the plan's small_objects, never left to S3's default.
+        setting = props["LifecycleConfiguration"]["TransitionDefaultMinimumObjectSize"]
+        assert setting == plan.lifecycle.transition_default_minimum_object_size
         assert rule["Prefix"] == "data/" and rule["Status"] == "Enabled"
         wanted = [(t.storage_class, t.days) for t in plan.lifecycle.transitions]
         assert [(t["StorageClass"], t["TransitionInDays"]) for t in rule["Transitions"]] == wanted

@@ -178,6 +178,14 @@ BAD_DOCUMENTS = {
         _set("plans.0.lifecycle.small_objects", True),
         ["plan 'documents'", "'lifecycle'", "'small_objects'", "a string"],
     ),
+    "archiving small objects with no archive class to go to": (
+        _set("plans.0.lifecycle", {"transitions": [{"days": 30, "storage_class": "STANDARD_IA"}], "small_objects": "archive"}),
+        ["plan 'documents'", "'lifecycle'", "'small_objects'", "GLACIER or DEEP_ARCHIVE", "STANDARD_IA", "'standard'"],
+    ),
+    "archiving small objects without transitions": (
+        _set("plans.0.lifecycle", {"small_objects": "archive"}),
+        ["plan 'documents'", "'small_objects'", "moves versions to nothing"],
+    ),
     "unknown source field": (_set("plans.1.sources.0.colour", "red"), ["plan 'database'", "sources[0]", "'colour'"]),
     "no sources": (_set("plans.0.sources", []), ["plan 'documents'", "'sources'", "at least one"]),
     "sources not a list": (_set("plans.0.sources", {"type": "s3"}), ["plan 'documents'", "'sources'", "list"]),

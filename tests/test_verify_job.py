@@ -4,9 +4,11 @@ the backup's invocation and never changes the backup's result; its memory does n
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,6 +41,9 @@ def take_backup(backups: BackupService) -> str:
     return backups.run(backups.start(None, trigger="api").backup_id).backup_id
 
 
+COST_CODE = str(Path(__file__).resolve().parent.parent / "chalicelib" / "cost")
+
+
 class Heads:
     """The (data key, version id) of every HeadObject the system sends, in order."""
 
@@ -48,6 +53,12 @@ class Heads:
         s3.meta.events.register("provide-client-params.s3.HeadObject", self._record)
 
     def _record(self, params: dict[str, Any], **kwargs: Any) -> None:
+        # The daily backup's cost report asks S3 about a sample of versions too: not the verification's.
+        frame = sys._getframe()
+        while frame is not None:
+            if frame.f_code.co_filename.startswith(COST_CODE):
+                return
+            frame = frame.f_back
         with self.lock:
             self.calls.append((params["Key"], params.get("VersionId", "")))
 

@@ -50,9 +50,8 @@ def query(params: Mapping[str, Any] | None, allowed: Iterable[str]) -> dict[str,
     allowed = tuple(allowed)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise BadRequest(
-            f"unknown query parameter(s) {', '.join(map(repr, unknown))}; this route takes {', '.join(allowed)}"
-        )
+        takes = ", ".join(allowed) if allowed else "no query parameters"
+        raise BadRequest(f"unknown query parameter(s) {', '.join(map(repr, unknown))}; this route takes {takes}")
     values: dict[str, str] = {}
     for name in params:
         many = params.getlist(name) if hasattr(params, "getlist") else [params[name]]

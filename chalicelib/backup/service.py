@@ -24,13 +24,19 @@ from chalicelib.catalog.records import (
     scheduled_suffix,
 )
 from chalicelib.config import Settings
+from chalicelib.cost.reports import CostReports
 from chalicelib.deploy import drift
-from chalicelib.errors import AlreadyExists, BadRequest, Conflict
+from chalicelib.errors import AlreadyExists, BadRequest, Conflict, describe_error
 from chalicelib.notify import alerts, metrics
 from chalicelib.notify.tampering import TamperingAlerts
 from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
+
+
+# Time the daily backup must have left to compute the cost report before its alert: a listing of about a
+# million versions and a year's projection per plan, with room to spare.
+COST_REPORT_RESERVE_MS = 180_000
 
 
 class BackupService:
@@ -161,11 +167,28 @@ class BackupService:
         # From now on the record is read from its create-only copy: nothing can rewrite a finished backup.
         record = self.records.seal(record)
         logger.info("backup %s finished: %s", backup_id, record.status)
-        alerts.publish(self.clients.sns, self.settings.topic_arn, record, self.settings.time_zone)
+        alerts.publish(self.clients.sns, self.settings.topic_arn, record, self.settings.time_zone, cost=self._cost_line(record, budget))
         metrics.report(self.clients.cloudwatch, self.settings.plans.catalog_bucket, record)
         # Only now, with the backup final: its weekly verification is a job of its own, never waited for.
         self.verification.start_after(record)
         return record
+
+    def _cost_line(self, record: BackupRecord, budget: checkpoints.TimeBudget | None) -> str | None:
+        """The daily backup's cost report, computed and kept now (GET /costs then reads it), as the alert's
+        last line. Other backups leave their report to be computed when first asked for."""
+        if record.trigger != "schedule" or record.dry_run:
+            return None
+        if budget is not None and budget.remaining_ms() < COST_REPORT_RESERVE_MS:
+            # The report lists every version of every bucket: started short of time, the invocation could end
+            # before the alert is sent. The backup's alert matters more; the first GET /costs computes it.
+            return "Cost: not computed in this run (too little time left); GET /costs computes it"
+        try:
+            report = CostReports.from_settings(self.settings, self.clients, self.tampering.report).for_backup(record.backup_id)
+        except Exception as exc:
+            # Whatever goes wrong with the figures, the backup's result and its alert stand.
+            logger.exception("backup %s: the cost report could not be computed", record.backup_id)
+            return f"Cost: not computed ({describe_error(exc)})"
+        return alerts.cost_line(report["total"], report["prices"]["currency"])
 
     def run_scheduled(self, scheduled_at: datetime, context: Any = None, event_id: str | None = None) -> BackupRecord:
         """The daily backup. The id comes from the schedule's event: its time, and a part derived from the

@@ -62,9 +62,18 @@ def is_backup_id(value: str) -> bool:
     return bool(_ID.match(value))
 
 
+def inverted_time(moment: datetime) -> str:
+    """The 13 digits that make a key list newest first: milliseconds before the year 2286."""
+    return f"{_MAX_MS - int(moment.timestamp() * 1000):013d}"
+
+
+def time_of_inverted(digits: str) -> datetime:
+    """The moment `inverted_time` wrote as `digits`."""
+    return datetime.fromtimestamp((_MAX_MS - int(digits)) / 1000, tz=timezone.utc)
+
+
 def record_key(backup_id: str) -> str:
-    millis = int(backup_time(backup_id).timestamp() * 1000)
-    return f"{RECORDS_PREFIX}{_MAX_MS - millis:013d}_{backup_id}.json"
+    return f"{RECORDS_PREFIX}{inverted_time(backup_time(backup_id))}_{backup_id}.json"
 
 
 def sealed_key(backup_id: str) -> str:

@@ -14,6 +14,7 @@
     org-backup prune [--plan NAME ...] [--dry-run] [--allow-large-prune NAME ...]
     org-backup snapshots --plan NAME
     org-backup dashboard [--port P]
+    org-backup cost [--plan NAME] [--refresh]
 
 Every command takes `--stage` (default `dev`, or $ORG_BACKUP_STAGE) and `--json`. Exit status: 0 done,
 1 done but something needs attention (a failed backup or restore, verification findings), 2 bad input.
@@ -31,6 +32,7 @@ from contextlib import contextmanager
 
 from chalicelib.cli.backups import cmd_backup, cmd_backups, cmd_contents, cmd_plans, cmd_show, cmd_verify, cmd_verify_slice
 from chalicelib.cli.dashboard import DEFAULT_PORT, cmd_dashboard
+from chalicelib.cli.costs import cmd_cost
 from chalicelib.cli.output import EXIT_BAD_INPUT, Context
 from chalicelib.cli.prunes import cmd_prune, cmd_snapshots
 from chalicelib.cli.restores import cmd_restore, cmd_restore_status
@@ -49,6 +51,7 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "prune": cmd_prune,
     "snapshots": cmd_snapshots,
     "dashboard": cmd_dashboard,
+    "cost": cmd_cost,
 }
 
 
@@ -123,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboard = commands.add_parser("dashboard", parents=[common], help="serve the operator's dashboard on 127.0.0.1")
     dashboard.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0: any free port)")
+
+    cost = commands.add_parser(
+        "cost", parents=[common], help="what the backups cost: per storage class now, the next 12 months, the alternatives"
+    )
+    cost.add_argument("--plan", help="only this plan")
+    cost.add_argument(
+        "--refresh", action="store_true", help="compute the report again now instead of reading the newest backup's"
+    )
     return parser
 
 

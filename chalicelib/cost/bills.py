@@ -46,6 +46,8 @@ class Month:
     # USD per storage class for the object bytes; the 40 KB per archived object is `overhead`.
     storage: dict[str, float] = field(default_factory=dict)
     overhead: float = 0.0
+    # The same overhead by the class of the objects that carry it (the 8 KB billed at STANDARD included).
+    overhead_by_class: dict[str, float] = field(default_factory=dict)
     manifest_bytes: float = 0.0
     manifests: float = 0.0
     request_counts: dict[str, float] = field(default_factory=dict)
@@ -61,6 +63,7 @@ class Month:
             per_object = prices.overhead_standard_bytes * prices.storage_per_byte_month("STANDARD")
             per_object += prices.overhead_archive_bytes * prices.storage_per_byte_month(storage_class)
             self.overhead += objects * share * per_object
+            self.overhead_by_class[storage_class] = self.overhead_by_class.get(storage_class, 0.0) + objects * share * per_object
 
     def add_manifests(self, size: float, days: float, prices: Prices) -> None:
         self.manifests += size * days / self.days * prices.storage_per_byte_month("STANDARD")

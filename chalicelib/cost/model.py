@@ -24,12 +24,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from chalicelib.plans import STORAGE_CLASS_ORDER, Lifecycle
+from chalicelib.plans import SMALL_OBJECT_ARCHIVE_CLASSES, STORAGE_CLASS_ORDER, Lifecycle
 from chalicelib.prices import Prices
 
 SMALL_OBJECT_BYTES = 128 * 1024
-# Under varies_by_storage_class, the classes an object under 128 KB may still move to.
-SMALL_OBJECT_ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 # Early deletion is billed pro rata, a day being 1/30 of a GB-month.
 DAYS_PER_MONTH = 30
 _DAY = timedelta(days=1)

@@ -23,7 +23,7 @@ from chalicelib.layout import (
     SNAPSHOTS_PREFIX,
     TAMPERING_PREFIX,
 )
-from chalicelib.plans import Plan
+from chalicelib.plans import SMALL_OBJECT_SETTINGS, Plan
 
 TLS_STATEMENT_SID = "DenyInsecureTransport"
 CREATE_ONLY_SID = "CreateOnlyMetadata"
@@ -43,6 +43,11 @@ PUBLIC_ACCESS_BLOCK = {
 }
 OBJECT_OWNERSHIP = "BucketOwnerEnforced"
 ABORT_MULTIPART_DAYS = 7
+# What each TransitionDefaultMinimumObjectSize does, for drift messages.
+_SMALL_OBJECT_EFFECT = {
+    "all_storage_classes_128K": "objects under 128 KB stay in STANDARD",
+    "varies_by_storage_class": "objects under 128 KB go to GLACIER and DEEP_ARCHIVE too",
+}
 
 # Error codes S3 answers when a setting has never been configured (or was deleted).
 _NOT_CONFIGURED = {
@@ -88,6 +93,16 @@ def lifecycle_rules(plan: Plan) -> list[dict[str, Any]]:
     if plan.lifecycle.noncurrent_expiration_days:
         rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": plan.lifecycle.noncurrent_expiration_days}
     return [rule]
+
+
+def lifecycle_configuration(plan: Plan) -> dict[str, Any]:
+    """`PutBucketLifecycleConfiguration`'s parameters besides the bucket: the rules, and what happens to
+    objects under 128 KB (`TransitionDefaultMinimumObjectSize`, from the plan's `small_objects`), always
+    given: S3 applies its default to any configuration written without it."""
+    return {
+        "LifecycleConfiguration": {"Rules": lifecycle_rules(plan)},
+        "TransitionDefaultMinimumObjectSize": plan.lifecycle.transition_default_minimum_object_size,
+    }
 
 
 def encryption_default(plan: Plan) -> dict[str, Any]:
@@ -174,6 +189,8 @@ class BucketState:
     exists: bool = True
     versioning: str | None = None
     lifecycle: list[dict[str, Any]] | None = None
+    # What the lifecycle configuration does with objects under 128 KB (None without a configuration).
+    transition_default_minimum_object_size: str | None = None
     encryption: dict[str, Any] | None = None
     public_access_block: dict[str, bool] | None = None
     ownership: str | None = None
@@ -213,6 +230,10 @@ def read_state(s3: Any, bucket: str) -> BucketState:
     state.versioning = (versioning or {}).get("Status")
     lifecycle = _read(state, "lifecycle", lambda: s3.get_bucket_lifecycle_configuration(Bucket=bucket))
     state.lifecycle = None if lifecycle is None else lifecycle.get("Rules", [])
+    if lifecycle is not None:
+        # A configuration written before September 2024 has no value: S3 treats it as the old default,
+        # which let small objects transition (varies_by_storage_class).
+        state.transition_default_minimum_object_size = lifecycle.get("TransitionDefaultMinimumObjectSize") or SMALL_OBJECT_SETTINGS["archive"]
     encryption = _read(state, "encryption", lambda: s3.get_bucket_encryption(Bucket=bucket))
     if encryption is not None:
         rules = encryption.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
@@ -289,12 +310,22 @@ def _describe_rule(rule: dict[str, Any]) -> str:
     return f"{rule.get('Status')}, {scope}: {'; '.join(parts) or 'no actions'}"
 
 
-def _lifecycle_differences(plan: Plan, current: list[dict[str, Any]] | None) -> list[Difference]:
+def _lifecycle_differences(plan: Plan, current: list[dict[str, Any]] | None, small_objects: str | None = None) -> list[Difference]:
     wanted = [_canonical_rule(rule) for rule in lifecycle_rules(plan)]
     if current is None:
         return [Difference("lifecycle", "lifecycle rules removed (none configured)", "missing")]
     have = {rule.get("ID"): _canonical_rule(rule) for rule in current}
     found: list[Difference] = []
+    planned = plan.lifecycle.transition_default_minimum_object_size
+    if small_objects is not None and small_objects != planned:
+        found.append(
+            Difference(
+                "lifecycle",
+                f"objects under 128 KB: TransitionDefaultMinimumObjectSize is {small_objects}, plan wants {planned} "
+                f"(small_objects {plan.lifecycle.small_objects!r}: {_SMALL_OBJECT_EFFECT[planned]})",
+                "conflict",
+            )
+        )
     for rule in wanted:
         existing = have.pop(rule["ID"], None)
         if existing is None:
@@ -436,7 +467,7 @@ def differences(plan: Plan, state: BucketState) -> list[Difference]:
     found: list[Difference] = []
     checks = [
         ("versioning", lambda: _versioning_differences(state.versioning)),
-        ("lifecycle", lambda: _lifecycle_differences(plan, state.lifecycle)),
+        ("lifecycle", lambda: _lifecycle_differences(plan, state.lifecycle, state.transition_default_minimum_object_size)),
         ("encryption", lambda: _encryption_differences(plan, state.encryption)),
         ("public access block", lambda: _public_access_differences(state.public_access_block)),
         ("ownership controls", lambda: _ownership_differences(state.ownership)),

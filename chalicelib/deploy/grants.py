@@ -28,6 +28,7 @@ from chalicelib.deploy.scope import (
 )
 from chalicelib.layout import (
     CHECKPOINTS_PREFIX,
+    COSTS_PREFIX,
     DATA_PREFIX,
     EXPORTS_PREFIX,
     IDEMPOTENCY_PREFIX,
@@ -430,4 +431,31 @@ PRUNE_GRANTS: tuple[Grant, ...] = (
     ),
     Grant("PruneAlerts", ("sns:Publish",), lambda s: sorted(set(s.topic_arns))),
     Grant("PruneContinue", ("lambda:InvokeFunction",), lambda s: s.invoked(PRUNE_WORKER)),
+)
+
+
+# The cost report (chalicelib/cost/: GET /costs, `org-backup cost`, the daily backup's alert line) ----------------
+
+# Read only, but for its own report. It lists every version under data/ (sizes, write times and the storage
+# classes S3 reports, 1,000 to a request) and the plans' manifests, reads the backup records, the kept
+# snapshots' manifests (as every reader does, SEALED_MANIFEST_GRANTS) and the prune records, asks S3 again
+# about a sample of versions (HeadObject with VersionId), and keeps the report under meta/costs/ in the
+# catalog. It never reads an object's content under data/ (HeadObject of a version needs GetObjectVersion).
+COST_GRANTS: tuple[Grant, ...] = (
+    Grant("CostCatalogList", ("s3:ListBucket",), _buckets, _meta_listing, owned=True),
+    Grant(
+        "CostVersionsList",
+        ("s3:ListBucketVersions",),
+        _buckets,
+        lambda s: {"StringLike": {"s3:prefix": [DATA_PREFIX + "*"]}},
+        owned=True,
+    ),
+    Grant(
+        "CostCatalogRead",
+        ("s3:GetObject",),
+        lambda s: object_arns(s.backup_buckets, SNAPSHOTS_PREFIX) + _catalog(s, RECORDS_PREFIX, SEALED_PREFIX, PRUNES_PREFIX),
+        owned=True,
+    ),
+    Grant("CostVersionsHead", ("s3:GetObjectVersion",), lambda s: object_arns(s.backup_buckets, DATA_PREFIX), owned=True),
+    Grant("CostReports", ("s3:PutObject", "s3:GetObject"), lambda s: _catalog(s, COSTS_PREFIX), owned=True),
 )

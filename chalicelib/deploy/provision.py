@@ -19,7 +19,7 @@ from chalicelib.deploy.bucket_settings import (
     bucket_policy,
     differences,
     encryption_default,
-    lifecycle_rules,
+    lifecycle_configuration,
     object_lock_rule,
     read_state,
 )
@@ -81,8 +81,10 @@ def provision(s3: Any, plan: Plan, region: str | None = None, force: bool = Fals
         s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(bucket_policy(bucket, state.policy)))
         changes.append("set the bucket policy statements that deny requests without TLS and make metadata create-only")
     if "lifecycle" in settings:
-        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": lifecycle_rules(plan)})
-        changes.append("set lifecycle rules")
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket, **lifecycle_configuration(plan))
+        changes.append(
+            f"set lifecycle rules (objects under 128 KB: {plan.lifecycle.transition_default_minimum_object_size})"
+        )
     if "object lock" in settings:
         s3.put_object_lock_configuration(
             Bucket=bucket, ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": object_lock_rule(plan)}

@@ -10,6 +10,10 @@ holds one function's credentials can do that function's job and nothing more.
 
 | `daily_prune`, `prune_worker` | read the catalog and every manifest version; list versions under data/ and meta/snapshots/; mark pruned snapshots and keep prune records; delete versions under data/ and meta/snapshots/; alert; invoke itself |
 
+The cost report (`COST_GRANTS`: list versions under data/, read records, manifests and prune records, HEAD a
+sample of versions, keep the report under meta/costs/) goes with `GET /costs` in `api_handler` and with the
+daily backup's alert, computed where the backup finishes (`daily_backup` or `backup_worker`).
+
 The prune functions are the only roles with `s3:DeleteObjectVersion` (`DELETES_VERSIONS`): `policy.py`'s
 forbidden-action check lets those roles have that one action and no other role.
 """
@@ -62,9 +66,9 @@ PRUNER: tuple[Concern, ...] = (grants.PRUNE_GRANTS, grants.READER_KEY_GRANTS, gr
 
 
 ROLES: dict[str, tuple[Concern, ...]] = {
-    API_HANDLER: (grants.API_GRANTS, *READER),
-    DAILY_BACKUP: BACKUP_WRITER + (grants.SCHEDULE_LOCK_GRANTS,),
-    BACKUP_WORKER: BACKUP_WRITER,
+    API_HANDLER: (grants.API_GRANTS, *READER, grants.COST_GRANTS),
+    DAILY_BACKUP: BACKUP_WRITER + (grants.SCHEDULE_LOCK_GRANTS, grants.COST_GRANTS),
+    BACKUP_WORKER: BACKUP_WRITER + (grants.COST_GRANTS,),
     RESTORE_WORKER: RESTORER,
     RESUME_RESTORES: RESTORER,
     VERIFY_WORKER: (grants.VERIFY_GRANTS, *READER),

@@ -74,7 +74,11 @@ def bucket_resources(plan: Plan) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "BucketName": plan.bucket,
         "VersioningConfiguration": {"Status": "Enabled"},
-        "LifecycleConfiguration": {"Rules": _lifecycle_rules(plan)},
+        "LifecycleConfiguration": {
+            "Rules": _lifecycle_rules(plan),
+            # Stated, never left to S3's default: the plan's small_objects choice.
+            "TransitionDefaultMinimumObjectSize": plan.lifecycle.transition_default_minimum_object_size,
+        },
         "BucketEncryption": _encryption(plan),
         "PublicAccessBlockConfiguration": dict(buckets.PUBLIC_ACCESS_BLOCK),
         "OwnershipControls": {"Rules": [{"ObjectOwnership": buckets.OBJECT_OWNERSHIP}]},

@@ -5,6 +5,7 @@ failures). Times in the body are in the organisation's time zone (TIME_ZONE), na
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -44,6 +45,23 @@ def _subject_text(text: str) -> str:
     return text[:SUBJECT_LIMIT]
 
 
+def _money(amount: float) -> str:
+    # Cents for real bills; small test and trial buckets would otherwise read 0.00 throughout.
+    return f"{amount:.2f}" if amount >= 1 else f"{amount:.4f}"
+
+
+def cost_line(total: Mapping[str, Any], currency: str = "USD") -> str:
+    """One line for the daily alert from a cost report's `total`: bytes and monthly cost per storage class."""
+    classes = ", ".join(
+        f"{name} {human_bytes(entry['bytes'])} {_money(entry['monthly_usd'])}"
+        for name, entry in sorted(total.get("storage", {}).items(), key=lambda item: -item[1]["bytes"])
+    )
+    return (
+        f"Cost ({currency} a month): {classes or 'nothing stored'}; {_money(total.get('monthly_usd', 0))} in all "
+        "with manifests, requests and transitions (GET /costs)"
+    )
+
+
 def _times(started: Any, finished: Any, zone: ZoneInfo) -> str:
     """`Started 2026-11-26 21:47:05 PST, finished ... (times in Asia/Manila (PST, UTC+08:00))`."""
     return (
@@ -52,7 +70,7 @@ def _times(started: Any, finished: Any, zone: ZoneInfo) -> str:
     )
 
 
-def body(record: BackupRecord, zone: ZoneInfo = UTC) -> str:
+def body(record: BackupRecord, zone: ZoneInfo = UTC, cost: str | None = None) -> str:
     lines = [
         f"Backup {record.backup_id} ({record.trigger}{', dry run' if record.dry_run else ''}): {record.status}",
         *([f"Mass deletions allowed for: {', '.join(record.allow_deletions)}"] if record.allow_deletions else []),
@@ -73,6 +91,8 @@ def body(record: BackupRecord, zone: ZoneInfo = UTC) -> str:
         lines.append(line)
         for message in [f"DRIFT: {finding}" for finding in result.drift] + result.warnings + result.errors:
             lines.append(f"{' ' * width}    - {message}")
+    if cost:
+        lines += ["", cost]
     return "\n".join(lines) + "\n"
 
 
@@ -145,15 +165,16 @@ def verification_body(verification: dict[str, Any], zone: ZoneInfo = UTC) -> str
     return "\n".join(lines) + "\n"
 
 
-def publish(sns: Any, topic_arn: str | None, record: BackupRecord, zone: ZoneInfo = UTC) -> bool:
-    """Send the alert. A failure is logged and swallowed: an alert must never change a backup's result."""
+def publish(sns: Any, topic_arn: str | None, record: BackupRecord, zone: ZoneInfo = UTC, cost: str | None = None) -> bool:
+    """Send the alert (`cost`: a last line, the daily backup's `cost_line`). A failure is logged and
+    swallowed: an alert must never change a backup's result."""
     if not topic_arn:
         return False
     try:
         sns.publish(
             TopicArn=topic_arn,
             Subject=subject(record),
-            Message=body(record, zone),
+            Message=body(record, zone, cost),
             MessageAttributes={
                 "status": {"DataType": "String", "StringValue": record.status},
                 "kind": {"DataType": "String", "StringValue": "backup"},

@@ -1,0 +1,266 @@
+"""What a plan's backup bucket holds, version by version, for the cost report.
+
+Two sources, read once per report and joined key by key:
+- S3's listing of every version and delete marker under `data/` (`ListObjectVersions`, 1,000 to a request):
+  each version's size, when it was written, when it stopped being current (when the next version or delete
+  marker of its key was written), and the storage class S3 reports. These are the times S3's lifecycle counts
+  from, exact to the second, which no manifest could give once older snapshots are pruned;
+- the plan's kept snapshots (every manifest under `meta/snapshots/<plan>/`, read the way every reader must,
+  `catalog.snapshots.open_snapshot`), merged in (source, key) order: which versions some kept snapshot
+  names. A version no kept snapshot names is still stored and billed until a prune deletes it.
+
+Both streams are sorted by key (a manifest by (source, key), S3's listing of `data/<source>/` by key), so
+they are merged, never loaded: memory holds one key's versions. Keys too long for `data/<source>/` live
+under `data/~long/` by hash, in another order; their names are kept in memory (they are rare) and matched
+after the other sources.
+
+Work per report, for V versions in the bucket, S snapshots of N objects each:
+- ceil(V / 1,000) LIST requests, plus one per source;
+- S manifests downloaded (about 110 bytes per entry gzipped) and S x N entries decoded: the part that grows
+  fastest, since every kept snapshot names every object;
+- no request per version (a fixed sample is checked with HeadObject afterwards, see `tally.py`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chalicelib.catalog.manifests import Entry, Manifest
+from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
+from chalicelib.catalog.snapshots import open_snapshot
+from chalicelib.errors import NotFound, Tampered
+from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, MANIFEST_SUFFIX, SNAPSHOTS_PREFIX
+from chalicelib.plans import Plan
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Version:
+    """One stored version under data/, as S3 lists it."""
+
+    key: str
+    version_id: str
+    size: int
+    written: datetime
+    # When a newer version or a delete marker replaced it; None while it is current.
+    noncurrent_since: datetime | None
+    # The class S3 reports (ListObjectVersions).
+    storage_class: str
+    # Named by at least one kept snapshot.
+    named: bool
+
+    @property
+    def current(self) -> bool:
+        return self.noncurrent_since is None
+
+
+@dataclass(frozen=True)
+class SnapshotFile:
+    """A kept snapshot's manifest: whose backup, and its size (it is billed in STANDARD)."""
+
+    backup_id: str
+    key: str
+    size: int
+    taken: datetime
+
+
+@dataclass
+class Work:
+    """What computing the inventory cost: the README's measure of how it grows."""
+
+    list_requests: int = 0
+    snapshots: int = 0
+    manifest_entries: int = 0
+    versions: int = 0
+    # Versions a kept snapshot names that the listing does not have (verification reports them).
+    missing: int = 0
+
+
+def list_snapshots(s3: Any, plan: Plan, work: Work | None = None) -> list[SnapshotFile]:
+    """The plan's manifests, oldest first. Checkpoint files beside them are not snapshots."""
+    found = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=plan.bucket, Prefix=f"{SNAPSHOTS_PREFIX}{plan.name}/"):
+        if work is not None:
+            work.list_requests += 1
+        for item in page.get("Contents", []):
+            name = item["Key"].rsplit("/", 1)[1]
+            backup_id = name.removesuffix(MANIFEST_SUFFIX)
+            if name.endswith(MANIFEST_SUFFIX) and is_backup_id(backup_id):
+                found.append(SnapshotFile(backup_id, item["Key"], int(item.get("Size", 0)), backup_time(backup_id)))
+    return sorted(found, key=lambda snapshot: snapshot.taken)
+
+
+def _listed(s3: Any, bucket: str, prefix: str, work: Work) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(key, its versions and delete markers newest first) for every key under `prefix`, in key order.
+
+    boto3 hands a page's versions and delete markers over as two lists; a key's items may also straddle
+    two pages. So each key is gathered whole before it is yielded."""
+    key: str | None = None
+    items: list[dict[str, Any]] = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        work.list_requests += 1
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for item in page.get("Versions", []):
+            grouped.setdefault(item["Key"], []).append(item)
+        for item in page.get("DeleteMarkers", []):
+            grouped.setdefault(item["Key"], []).append({**item, "DeleteMarker": True})
+        # S3 lists keys in UTF-8 byte order, which is the order of their code points, Python's string order.
+        for name in sorted(grouped):
+            if name != key:
+                if key is not None:
+                    yield key, _newest_first(items)
+                key, items = name, []
+            items += grouped[name]
+    if key is not None:
+        yield key, _newest_first(items)
+
+
+def _newest_first(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # The latest first; the others by write time. Two items of one second stay in either order: a version
+    # replaced within the second it was written is noncurrent from that second whichever came first.
+    return sorted(items, key=lambda item: (not item.get("IsLatest"), -item["LastModified"].timestamp()))
+
+
+def _versions(key: str, items: list[dict[str, Any]], named: set[str], work: Work) -> Iterator[Version]:
+    """The versions of one key, each with the moment the item above it (newer) was written."""
+    newer: datetime | None = None
+    listed = set()
+    for item in items:
+        written = item["LastModified"]
+        if not item.get("DeleteMarker"):
+            listed.add(item["VersionId"])
+            work.versions += 1
+            if item.get("IsLatest"):
+                replaced = None
+            else:
+                # Never before the version itself was written (clocks agree to the second, not better).
+                replaced = max(newer or written, written)
+            yield Version(
+                key=key,
+                version_id=item["VersionId"],
+                size=int(item.get("Size", 0)),
+                written=written,
+                noncurrent_since=replaced,
+                storage_class=item.get("StorageClass") or "STANDARD",
+                named=item["VersionId"] in named,
+            )
+        newer = written
+    work.missing += len(named - listed)
+
+
+class PlanInventory:
+    """Every version in a plan's bucket, joined with what its kept snapshots name. `report` is told of
+    tampering met while reading the snapshots; `warnings` collects what the report should say."""
+
+    def __init__(self, s3: Any, plan: Plan, records: RecordStore, report: Callable[[str], Any], warnings: list[str]) -> None:
+        self.s3 = s3
+        self.plan = plan
+        self.records = records
+        self.report = report
+        self.warnings = warnings
+        self.work = Work()
+        self.snapshots = list_snapshots(s3, plan, self.work)
+
+    def versions(self) -> Iterator[Version]:
+        with ExitStack() as stack:
+            manifests = []
+            for snapshot in self.snapshots:
+                manifest = self._open(snapshot)
+                if manifest is not None:
+                    manifests.append(stack.enter_context(manifest))
+            self.work.snapshots = len(manifests)
+            yield from self._join(manifests)
+
+    def _open(self, snapshot: SnapshotFile) -> Manifest | None:
+        try:
+            return open_snapshot(self.s3, self.records, self.plan, snapshot.backup_id, self.report)
+        except (NotFound, Tampered) as exc:
+            self.warnings.append(
+                f"plan '{self.plan.name}': snapshot of backup {snapshot.backup_id} not read ({exc}); the versions "
+                "only it names count as named by no snapshot"
+            )
+            return None
+
+    def _entries(self, manifests: list[Manifest]) -> Iterator[Entry]:
+        # Held entries too: a deletion the guard held back keeps its version, and later backups reconsider it.
+        for entry in heapq.merge(*(m.entries(include_held=True) for m in manifests), key=lambda e: e.sort_key):
+            self.work.manifest_entries += 1
+            yield entry
+
+    def _sources(self) -> list[str]:
+        """Every source with something under data/: the plan's, and any a listing finds (a source removed
+        from the plan still has its versions billed)."""
+        found = {source.name for source in self.plan.sources}
+        paginator = self.s3.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.plan.bucket, Prefix=DATA_PREFIX, Delimiter="/"):
+            self.work.list_requests += 1
+            for common in page.get("CommonPrefixes", []):
+                name = common["Prefix"][len(DATA_PREFIX) :].rstrip("/")
+                if name and common["Prefix"] != LONG_KEYS_PREFIX:
+                    found.add(name)
+        return sorted(found)
+
+    def _join(self, manifests: list[Manifest]) -> Iterator[Version]:
+        long_named: dict[str, set[str]] = {}
+        groups = itertools.groupby(self._entries(manifests), key=lambda entry: entry.source)
+        pending = next(groups, None)
+        for source in self._sources():
+            while pending is not None and pending[0] < source:
+                self._drop(pending[1], long_named)
+                pending = next(groups, None)
+            entries: Iterable[Entry] = pending[1] if pending is not None and pending[0] == source else ()
+            yield from self._merge(self._listed(f"{DATA_PREFIX}{source}/"), self._grouped(entries, long_named))
+            if pending is not None and pending[0] == source:
+                pending = next(groups, None)
+        while pending is not None:
+            self._drop(pending[1], long_named)
+            pending = next(groups, None)
+        for key, items in self._listed(LONG_KEYS_PREFIX):
+            yield from _versions(key, items, long_named.pop(key, set()), self.work)
+        self.work.missing += sum(len(ids) for ids in long_named.values())
+
+    def _listed(self, prefix: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        return _listed(self.s3, self.plan.bucket, prefix, self.work)
+
+    def _drop(self, entries: Iterable[Entry], long_named: dict[str, set[str]]) -> None:
+        """A source the snapshots name but nothing lists: its named versions are missing (its long keys are
+        still matched with the listing of data/~long/)."""
+        for _, ids in self._grouped(entries, long_named):
+            self.work.missing += len(ids)
+
+    def _grouped(self, entries: Iterable[Entry], long_named: dict[str, set[str]]) -> Iterator[tuple[str, set[str]]]:
+        """(data key, the version ids kept snapshots name) in key order; long keys go to `long_named`."""
+        for _, same in itertools.groupby(entries, key=lambda entry: entry.sort_key):
+            ids: set[str] = set()
+            data_key = ""
+            for entry in same:
+                data_key = entry.data_key
+                ids.add(entry.version_id)
+            if data_key.startswith(LONG_KEYS_PREFIX):
+                long_named.setdefault(data_key, set()).update(ids)
+            else:
+                yield data_key, ids
+
+    def _merge(self, listed: Iterator[tuple[str, list[dict[str, Any]]]], named: Iterator[tuple[str, set[str]]]) -> Iterator[Version]:
+        """Both in key order: each listed key with the ids its snapshots name."""
+        wanted = next(named, None)
+        for key, items in listed:
+            while wanted is not None and wanted[0] < key:
+                self.work.missing += len(wanted[1])
+                wanted = next(named, None)
+            ids: set[str] = set()
+            if wanted is not None and wanted[0] == key:
+                ids = wanted[1]
+                wanted = next(named, None)
+            yield from _versions(key, items, ids, self.work)
+        while wanted is not None:
+            self.work.missing += len(wanted[1])
+            wanted = next(named, None)

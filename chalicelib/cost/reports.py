@@ -1,0 +1,209 @@
+"""Cost reports as the API, the command line and the daily alert get them: computed once per backup and
+kept, `meta/costs/<backup_id>.json` in the catalog bucket.
+
+`GET /costs` answers the report of the newest finished backup (dry runs aside). It is computed the first
+time it is asked for, or at the end of the daily backup (whose alert carries its one-line summary), and
+read back from then on, until a newer backup finishes, or the plans or the prices change (a stored report
+names what it was computed from, `inputs`, and one computed from other inputs is computed again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.catalog.records import RecordStore
+from chalicelib.config import Settings
+from chalicelib.cost.inventory import PlanInventory
+from chalicelib.cost.projection import describe_lifecycle
+from chalicelib.cost.prunes import recent_prunes
+from chalicelib.cost.report import combine, plan_report
+from chalicelib.cost.tally import PlanTally
+from chalicelib.cost.usage import measure, recent_history
+from chalicelib.errors import NotFound, Tampered, describe_error, error_code
+from chalicelib.layout import COSTS_PREFIX
+from chalicelib.plans import PlanSet
+from chalicelib.prices import Prices, load_prices
+from chalicelib.times import isoformat, utcnow
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "cost-report/1"
+# Records read at most to find the newest finished backup (running backups and dry runs are passed over).
+SCAN_RECORDS = 100
+# Versions per plan asked about again with HeadObject.
+SAMPLE_SIZE = 20
+
+
+def cost_key(backup_id: str) -> str:
+    return f"{COSTS_PREFIX}{backup_id}.json"
+
+
+class CostReports:
+    """Compute, keep and find cost reports. `report` is told of tampering met on the way (backup records,
+    manifests); `clock` gives the time a report is computed at."""
+
+    def __init__(
+        self,
+        plans: PlanSet,
+        s3: Any,
+        prices: Prices,
+        report: Callable[[str], Any] | None = None,
+        sample_size: int = SAMPLE_SIZE,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.plans = plans
+        self.s3 = s3
+        self.prices = prices
+        self.report = report or (lambda finding: None)
+        self.sample_size = sample_size
+        self.clock = clock
+        self.records = RecordStore(s3, plans.catalog_bucket)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clients: Any, report: Callable[[str], Any] | None = None) -> CostReports:
+        return cls(settings.plans, clients.s3, settings.prices or load_prices(), report)
+
+    def inputs(self) -> dict[str, Any]:
+        """What a report depends on besides the buckets: a stored report computed from other inputs is stale."""
+        return {
+            "plans": {
+                plan.name: {"bucket": plan.bucket, "lifecycle": describe_lifecycle(plan.lifecycle), "retention": plan.retention.describe()}
+                for plan in self.plans.plans
+            },
+            "prices": {"file": self.prices.origin, "region": self.prices.region, "read_on": self.prices.read_on.isoformat()},
+        }
+
+    # Finding and keeping ---------------------------------------------------------------------------------
+
+    def latest(self) -> dict[str, Any]:
+        """The report of the newest finished backup, computed now if it was never computed."""
+        backup_id = self.newest_finished()
+        if backup_id is None:
+            raise NotFound(
+                "no finished backup yet: the cost report is computed from what the backups stored; start one "
+                "with POST /backup (or wait for the daily backup) and ask again"
+            )
+        return self.for_backup(backup_id)
+
+    def for_backup(self, backup_id: str, now: datetime | None = None) -> dict[str, Any]:
+        """The stored report of `backup_id`, or a new one, stored for the next caller."""
+        stored = self.stored(backup_id)
+        if stored is not None:
+            return stored
+        report = self.compute(backup_id, now)
+        self.store(report)
+        return report
+
+    def store(self, report: dict[str, Any]) -> None:
+        """Keep a report under its backup's id (replacing one computed before)."""
+        self.s3.put_object(
+            Bucket=self.plans.catalog_bucket,
+            Key=cost_key(report["backup_id"]),
+            Body=json.dumps(report, ensure_ascii=False).encode("utf-8"),
+            ContentType="application/json",
+        )
+
+    def stored(self, backup_id: str) -> dict[str, Any] | None:
+        """The stored report, if there is one computed from today's inputs."""
+        try:
+            body = self.s3.get_object(Bucket=self.plans.catalog_bucket, Key=cost_key(backup_id))["Body"].read()
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise
+        try:
+            report = json.loads(body)
+        except ValueError:
+            logger.warning("cost report of backup %s is not JSON; computing it again", backup_id)
+            return None
+        if not isinstance(report, dict) or report.get("format") != FORMAT or report.get("backup_id") != backup_id:
+            logger.warning("cost report of backup %s is not one; computing it again", backup_id)
+            return None
+        if report.get("inputs") != self.inputs():
+            logger.info("cost report of backup %s was computed from other plans or prices; computing it again", backup_id)
+            return None
+        return report
+
+    def newest_finished(self) -> str | None:
+        """The newest backup that has finished and was not a dry run."""
+        start_after = None
+        read = 0
+        while read < SCAN_RECORDS:
+            keys, more = self.records.list_keys(min(50, SCAN_RECORDS - read), start_after)
+            for key in keys:
+                start_after = key
+                read += 1
+                try:
+                    record = self.records.read_key(key)
+                except Tampered as exc:
+                    self.report(str(exc))
+                    continue
+                except NotFound:
+                    continue
+                if record.status != "RUNNING" and not record.dry_run:
+                    return record.backup_id
+            if not more or not keys:
+                return None
+        return None
+
+    # Computing ---------------------------------------------------------------------------------------------
+
+    def compute(self, backup_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+        """A new report of every plan, as things stand at `now` (default: the clock's time)."""
+        now = now or self.clock()
+        started = time.monotonic()
+        warnings: list[str] = []
+        history = recent_history(self.records, now, report=self.report)
+        warnings += history.warnings
+        prunes = recent_prunes(self.s3, self.plans.catalog_bucket, now)
+        warnings += prunes.warnings
+        plans: dict[str, dict[str, Any]] = {}
+        for plan in self.plans.plans:
+            try:
+                inventory = PlanInventory(self.s3, plan, self.records, self.report, warnings)
+                tally = PlanTally(plan, self.prices, now, self.sample_size)
+                for version in inventory.versions():
+                    tally.add(version)
+                tally.head_check(self.s3)
+            except (ClientError, BotoCoreError) as exc:
+                # One unreadable bucket must not hide what the others cost.
+                message = f"plan '{plan.name}': bucket {plan.bucket} could not be read: {describe_error(exc)}"
+                warnings.append(message)
+                plans[plan.name] = {"error": message, "monthly_usd": None, "storage": {}, "projection": []}
+                continue
+            usage = measure(history.runs.get(plan.name, []), now, self.prices)
+            plans[plan.name] = plan_report(
+                plan, tally, inventory.snapshots, inventory.work, usage, prunes.for_plan(plan.name), self.prices, now
+            )
+        return {
+            "format": FORMAT,
+            "backup_id": backup_id,
+            "computed_at": isoformat(now),
+            "prices": {
+                "file": self.prices.origin,
+                "region": self.prices.region,
+                "read_on": self.prices.read_on.isoformat(),
+                "currency": self.prices.currency,
+                "source": list(self.prices.source),
+            },
+            "inputs": self.inputs(),
+            "total": combine(plans),
+            "plans": plans,
+            "warnings": warnings,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+
+
+def plan_view(report: dict[str, Any], name: str) -> dict[str, Any]:
+    """One plan's part of a report, with what says where it comes from (GET /costs/{plan})."""
+    if name not in report.get("plans", {}):
+        raise NotFound(f"the cost report of backup {report.get('backup_id')} has no plan {name!r}")
+    keep = ("format", "backup_id", "computed_at", "prices", "warnings")
+    return {**{key: report[key] for key in keep if key in report}, "plan": name, **report["plans"][name]}
