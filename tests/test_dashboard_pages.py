@@ -4,8 +4,6 @@ straight to the WSGI application. The same pages in a real browser: tests/test_d
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +19,9 @@ from chalicelib.catalog.records import RecordStore
 from chalicelib.config import Settings
 from chalicelib.dashboard import charts, pages
 from chalicelib.dashboard.server import Dashboard
-from chalicelib.dashboard.storage import COST_REPORT_MODULE
+from chalicelib.cost.reports import CostReports, cost_key
+from chalicelib.dashboard import storage as storage_module
+from chalicelib.dashboard.views import _usd
 from chalicelib.layout import DATA_PREFIX
 from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStore, new_prune_id
 from chalicelib.times import isoformat, utcnow
@@ -143,10 +143,8 @@ def test_the_cost_panel_draws_a_report_of_the_agreed_shape(app: Dashboard, monke
                 "DEEP_ARCHIVE": {"bytes": 10**12, "monthly_usd": 1.0 + i / 2}}}
             for i, month in enumerate(months)]} for name in ("documents", "photos", "database")},
     }
-    # The cost report of issue 13, wherever it lands as chalicelib.cost.report: the page uses it as it is.
-    module = types.ModuleType(COST_REPORT_MODULE)
-    module.cost_report = lambda settings, clients, now: report  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, COST_REPORT_MODULE, module)
+    # The stored cost report (GET /costs): the page shows it as it is.
+    monkeypatch.setattr(storage_module, "stored_cost_report", lambda settings, clients, now: report)
     page = call(app, "GET", "/").page
     storage = page.find(id="storage")
     assert "$12.50 a month" in storage.find(id="cost-total").text()
@@ -162,10 +160,8 @@ def test_the_cost_panel_draws_a_report_of_the_agreed_shape(app: Dashboard, monke
 
 def test_storage_per_class_is_what_s3_lists_until_the_cost_report_exists(app: Dashboard, world: Any, monkeypatch: Any) -> None:
     settings, clients, _ = world
-    # No cost report for the page: the module the page looks for answers none (it may be imported already).
-    module = types.ModuleType(COST_REPORT_MODULE)
-    module.cost_report = lambda settings, clients, now: None  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, COST_REPORT_MODULE, module)
+    # No cost report stored yet.
+    monkeypatch.setattr(storage_module, "stored_cost_report", lambda settings, clients, now: None)
     expected = 0
     for bucket in sorted({plan.bucket for plan in settings.plans.plans}):
         for listed in clients.s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=DATA_PREFIX):
@@ -349,3 +345,25 @@ def test_timeline_marks_follow_the_backups_statuses(world: Any) -> None:
     assert chart.of("polygon") == []  # the dry run is not drawn
     xs = [float(e.attrs["cx"]) for e in chart.of("circle", "mark-succeeded")]
     assert all(charts.LEFT < x < charts.WIDTH - charts.RIGHT for x in xs)
+
+
+def test_the_page_shows_the_stored_cost_report_of_the_newest_backup_and_never_computes_one(
+    app: Dashboard, world: Any
+) -> None:
+    settings, clients, _ = world
+    reports = CostReports.from_settings(settings, clients)
+    newest = reports.newest_finished()
+    assert newest is not None and reports.stored(newest) is None
+    # Nothing stored: the page lists storage per class, and stores no report either.
+    page = call(app, "GET", "/").page
+    assert page.find(id="cost-unavailable") and reports.stored(newest) is None
+    report = reports.latest()  # what GET /costs (or the daily backup) computes and stores
+    try:
+        page = call(app, "GET", "/").page
+        assert not page.find_all(id="cost-unavailable")
+        total = page.find(id="cost-total").text()
+        assert f"{_usd(report['total']['monthly_usd'])} a month at" in total, total
+        shown = [r.find("th").text() for r in page.find(id="cost-classes").find("tbody").find_all("tr")]
+        assert shown == sorted(report["total"]["storage"])
+    finally:
+        clients.s3.delete_object(Bucket=settings.plans.catalog_bucket, Key=cost_key(newest))

@@ -207,3 +207,16 @@ def plan_view(report: dict[str, Any], name: str) -> dict[str, Any]:
         raise NotFound(f"the cost report of backup {report.get('backup_id')} has no plan {name!r}")
     keep = ("format", "backup_id", "computed_at", "prices", "warnings")
     return {**{key: report[key] for key in keep if key in report}, "plan": name, **report["plans"][name]}
+
+
+def cost_report(settings: Settings, clients: Any, now: datetime | None = None) -> dict[str, Any] | None:
+    """The cost report the operator's dashboard shows: the newest finished backup's, as the daily backup or
+    `GET /costs` stored it, or None while there is none (a page view never computes one: that reads every
+    version of every bucket). Plans whose bucket could not be read are left out of it."""
+    reports = CostReports.from_settings(settings, clients)
+    backup_id = reports.newest_finished()
+    report = reports.stored(backup_id) if backup_id is not None else None
+    if report is None:
+        return None
+    plans = {name: plan for name, plan in report.get("plans", {}).items() if plan.get("monthly_usd") is not None}
+    return {**report, "plans": plans}

@@ -1,9 +1,7 @@
-"""Storage and cost for the main page: the cost report (`GET /costs`, issue 13) where the system has one,
-else what the backup buckets hold per storage class, as S3 lists it, priced at the list prices.
-
-The cost report is looked up by module (`chalicelib.cost.report`, function `cost_report(settings, clients,
-now)`) so that the page uses it the day it lands without waiting for it now; its shape is documented at
-`cost_report` below.
+"""Storage and cost for the main page: the cost report (`GET /costs`) of the newest finished backup where
+one is stored (the daily backup computes it, or the first `GET /costs`), else what the backup buckets hold
+per storage class, as S3 lists it, priced at the list prices. A page view never computes a report: that
+reads every version of every bucket.
 
 The fallback lists every version under `data/` of each backup bucket (current and noncurrent, delete markers
 left out) with the class S3 reports for it: the same bytes S3 bills, not a model. A listing returns 1,000
@@ -13,15 +11,14 @@ when lifecycle rules run, once a day, and the page stays fast however many versi
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.cost.model import StorageTally
+from chalicelib.cost.reports import cost_report as stored_cost_report
 from chalicelib.layout import DATA_PREFIX
 from chalicelib.plans import PlanSet
 from chalicelib.prices import Prices
@@ -29,11 +26,11 @@ from chalicelib.prices import Prices
 logger = logging.getLogger(__name__)
 
 STORAGE_TTL = timedelta(hours=1)
-COST_REPORT_MODULE = "chalicelib.cost.report"
 
 
 def cost_report(settings: Any, clients: Any, now: datetime) -> dict[str, Any] | None:
-    """What `GET /costs` answers, or None while the system has no cost report. The shape the page expects:
+    """The stored cost report of the newest finished backup, or None while there is none. The shape the page
+    reads:
 
         {"prices": {"region", "read_on", "currency"},
          "total": {"monthly_usd": float, "storage": {<class>: {"versions": int, "bytes": int, "monthly_usd": float}}},
@@ -42,14 +39,7 @@ def cost_report(settings: Any, clients: Any, now: datetime) -> dict[str, Any] | 
                                             "by_class": {<class>: {"bytes": int, "monthly_usd": float}}},
                                            ... 12 entries]}}}
     """
-    try:
-        module = importlib.import_module(COST_REPORT_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != COST_REPORT_MODULE:
-            raise  # the module exists but is broken: say so, do not hide it behind the fallback
-        return None
-    build: Callable[..., dict[str, Any]] | None = getattr(module, "cost_report", None)
-    return build(settings, clients, now) if build is not None else None
+    return stored_cost_report(settings, clients, now)
 
 
 @dataclass
