@@ -12,6 +12,7 @@ names with `ExpectedBucketOwner` (S3 refuses the request if another account owns
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -262,22 +263,52 @@ def denies(policy: Mapping[str, Any], permission: Permission) -> str | None:
     return None
 
 
-def allows(policy: Mapping[str, Any], permission: Permission) -> bool:
-    """Whether the policy's statements allow `permission` (explicit Deny wins)."""
-    context = dict(permission.context)
-    allowed = False
+@dataclass(frozen=True)
+class _Statement:
+    deny: bool
+    actions: tuple[str, ...]
+    resources: Any  # a compiled regular expression matching any of the statement's resources
+    condition: Mapping[str, Any]
+
+
+# Policies evaluated so far, compiled once: the suite evaluates tens of thousands of calls against a few
+# policies. The policy object is kept with its compiled form, so its id is never reused meanwhile.
+_COMPILED: dict[int, tuple[Mapping[str, Any], tuple[_Statement, ...]]] = {}
+
+
+def _compile(policy: Mapping[str, Any]) -> tuple[_Statement, ...]:
+    found = _COMPILED.get(id(policy))
+    if found is not None and found[0] is policy:
+        return found[1]
+    statements = []
     for statement in policy.get("Statement", []):
         actions = statement.get("Action", [])
         resources = statement.get("Resource", [])
         actions = [actions] if isinstance(actions, str) else actions
         resources = [resources] if isinstance(resources, str) else resources
-        if not any(a.lower() == permission.action.lower() or _matches(a.lower(), permission.action.lower()) for a in actions):
+        pattern = re.compile("|".join(f"(?:{fnmatch.translate(r)})" for r in resources) or "(?!)")
+        statements.append(
+            _Statement(statement.get("Effect") == "Deny", tuple(a.lower() for a in actions), pattern, statement.get("Condition", {}))
+        )
+    if len(_COMPILED) > 256:
+        _COMPILED.clear()
+    _COMPILED[id(policy)] = (policy, tuple(statements))
+    return tuple(statements)
+
+
+def allows(policy: Mapping[str, Any], permission: Permission) -> bool:
+    """Whether the policy's statements allow `permission` (explicit Deny wins)."""
+    context = dict(permission.context)
+    action = permission.action.lower()
+    allowed = False
+    for statement in _compile(policy):
+        if not any(a == action or _matches(a, action) for a in statement.actions):
             continue
-        if not any(_matches(r, permission.resource) for r in resources):
+        if not statement.resources.match(permission.resource):
             continue
-        if not _condition_holds(statement.get("Condition", {}), context):
+        if not _condition_holds(statement.condition, context):
             continue
-        if statement.get("Effect") == "Deny":
+        if statement.deny:
             return False
         allowed = True
     return allowed
