@@ -171,11 +171,19 @@ def run_backup(config: Settings, clients: Clients, backup_id: str, how: str) -> 
     assert not errors, errors
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(history=histories, max_delete_fraction=st.sampled_from([0.2, 0.5, 0.9]))
-def test_restoring_any_backup_gives_back_what_the_sources_held_then(
-    aws_credentials: None, history: list[tuple[Any, ...]], max_delete_fraction: float
-) -> None:
+# Histories per run: a few in `make test`, more under `make test-full` (--exhaustive).
+EXAMPLES, EXHAUSTIVE_EXAMPLES = 8, 40
+
+
+def test_restoring_any_backup_gives_back_what_the_sources_held_then(aws_credentials: None, exhaustive: bool) -> None:
+    settings(
+        max_examples=EXHAUSTIVE_EXAMPLES if exhaustive else EXAMPLES,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )(given(history=histories, max_delete_fraction=st.sampled_from([0.2, 0.5, 0.9]))(restore_any_backup))()
+
+
+def restore_any_backup(history: list[tuple[Any, ...]], max_delete_fraction: float) -> None:
     with mock_aws(), tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         s3 = boto3.client("s3", region_name="us-east-1")

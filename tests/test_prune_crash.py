@@ -16,6 +16,7 @@ delete: a crash at a read is a crash before the next write) at the edges and a s
 from __future__ import annotations
 
 import copy
+import pickle
 import random
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -58,6 +59,27 @@ def clone(bucket: Any) -> Any:
     return twin
 
 
+def freeze(bucket: Any) -> bytes:
+    """moto's bucket with every version of every key, as bytes that outlive the test's mock (moto closes the
+    buffers of every key it made when a mock ends, copies included)."""
+    store = bucket.keys
+    histories = {name: dict.__getitem__(store, name) for name in dict.keys(store)}
+    bucket.keys = type(store)()
+    try:
+        shell = pickle.dumps(bucket)
+    finally:
+        bucket.keys = store
+    return pickle.dumps((shell, {name: pickle.dumps(versions) for name, versions in histories.items()}))
+
+
+def thaw(frozen: bytes) -> Any:
+    shell, histories = pickle.loads(frozen)
+    bucket = pickle.loads(shell)
+    for name, versions in histories.items():
+        bucket.keys.setlist(name, pickle.loads(versions))
+    return bucket
+
+
 def state(s3: Any) -> dict[str, set[tuple[str, str]]]:
     """The bucket's versions under data/, the manifests and the markers."""
     found: dict[str, set[tuple[str, str]]] = {"data": set(), "manifests": set(), "markers": set()}
@@ -71,6 +93,37 @@ def state(s3: Any) -> dict[str, set[tuple[str, str]]]:
             elif key.startswith(PRUNED_PREFIX):
                 found["markers"].add((key, ""))
     return found
+
+
+# The history, built once per worker process and shared by its chunks: the bucket, and what the source held
+# at each backup.
+_HISTORY: dict[str, Any] = {}
+HISTORY_DAYS = timedelta(days=23)
+
+
+def build_history(s3: Any, config: Any, clients: Any, clock: Any) -> dict[str, dict[tuple[str, str], bytes]]:
+    """Twenty daily backups of 40 keys, a quarter of them changed each day and one deleted every fifth day;
+    the clock ends three days after the last (HISTORY_DAYS after it started)."""
+    s3.create_bucket(Bucket=SOURCE)
+    provision(s3, config.plans.plans[0])
+    held: dict[str, dict[tuple[str, str], bytes]] = {}
+    model: dict[str, bytes] = {}
+    for day in range(20):
+        for index in range(40):
+            if day == 0 or (index + day) % 4 == 0:
+                model[f"k{index}.txt"] = f"{index} on day {day}".encode()
+                s3.put_object(Bucket=SOURCE, Key=f"k{index}.txt", Body=model[f"k{index}.txt"])
+        if day % 5 == 4:
+            s3.delete_object(Bucket=SOURCE, Key=f"k{day}.txt")
+            model.pop(f"k{day}.txt", None)
+        service = BackupService(config, clients)
+        backup_id = new_backup_id()
+        service.start(None, trigger="api", backup_id=backup_id)
+        assert service.run(backup_id).status == "SUCCEEDED"
+        held[backup_id] = {("src", key): body for key, body in model.items()}
+        clock.shift(timedelta(days=1))
+    clock.shift(timedelta(days=3))
+    return held
 
 
 # Operations that change the bucket or the prune's record.
@@ -92,28 +145,19 @@ def test_a_crash_at_any_operation_of_a_prune_then_a_new_prune_keeps_every_kept_s
     aws: None, s3: Any, fault_injector: Any, exhaustive: bool, chunk: int
 ) -> None:
     with time_machine.travel(DAY0, tick=True) as clock:
-        s3.create_bucket(Bucket=SOURCE)
         config = make_settings(RetentionPolicy(keep_last=2, keep_weekly=1))
-        provision(s3, config.plans.plans[0])
         clients = Clients()
-        held: dict[str, dict[tuple[str, str], bytes]] = {}
-        model: dict[str, bytes] = {}
-        for day in range(20):
-            for index in range(40):
-                if day == 0 or (index + day) % 4 == 0:
-                    model[f"k{index}.txt"] = f"{index} on day {day}".encode()
-                    s3.put_object(Bucket=SOURCE, Key=f"k{index}.txt", Body=model[f"k{index}.txt"])
-            if day % 5 == 4:
-                s3.delete_object(Bucket=SOURCE, Key=f"k{day}.txt")
-                model.pop(f"k{day}.txt", None)
-            service = BackupService(config, clients)
-            backup_id = new_backup_id()
-            service.start(None, trigger="api", backup_id=backup_id)
-            assert service.run(backup_id).status == "SUCCEEDED"
-            held[backup_id] = {("src", key): body for key, body in model.items()}
-            clock.shift(timedelta(days=1))
-        clock.shift(timedelta(days=3))
         backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+        if not _HISTORY:
+            _HISTORY["held"] = build_history(s3, config, clients, clock)
+            _HISTORY["bucket"] = freeze(backend.buckets[BUCKET])
+        else:
+            # The same history, as this worker built it for an earlier chunk: the bucket with every version,
+            # the same version ids and write times, and the clock where that history left it.
+            s3.create_bucket(Bucket=BUCKET)
+            backend.buckets[BUCKET] = thaw(_HISTORY["bucket"])
+            clock.shift(HISTORY_DAYS)
+        held: dict[str, dict[tuple[str, str], bytes]] = _HISTORY["held"]
         pristine = clone(backend.buckets[BUCKET])
 
         def prune() -> Any:

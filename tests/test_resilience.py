@@ -82,10 +82,10 @@ def drop_snapshots(s3: Any, settings: Settings) -> None:
 
 def test_transient_faults_everywhere_change_nothing_in_the_snapshots(
     s3: Any, small_sources: None, topic_queue: str, stage_env: dict[str, str], fault_injector: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, exhaustive: bool,
 ) -> None:
-    """5% of all S3, DynamoDB and SNS calls fail, half before and half after the write: 50 seeded full
-    backups all succeed with exactly the snapshots of a fault-free run."""
+    """5% of all S3, DynamoDB and SNS calls fail, half before and half after the write: seeded full backups
+    (20, or 50 under `make test-full`) all succeed with exactly the snapshots of a fault-free run."""
     # Bucket drift checks and the heartbeat metric ride along with every backup; they are tested on their
     # own and only add calls here.
     monkeypatch.setattr(service_module.drift, "check_plan", lambda *args, **kwargs: None)
@@ -104,7 +104,7 @@ def test_transient_faults_everywhere_change_nothing_in_the_snapshots(
     # What each S3 plan's entries must hold, by (source, key); the database's export is checked by its SHA-256.
     wanted = {plan.name: source_bytes(s3, plan) if plan.name != "database" else None for plan in settings.plans.plans}
     fired: set[str] = set()
-    for seed in range(50):
+    for seed in range(50 if exhaustive else 20):
         drop_snapshots(s3, settings)
         faults = fault_injector(seed)
         kinds = ("reset", "timeout", "slowdown", "error500")
