@@ -532,7 +532,7 @@ EVERY_CASE = [
 # Histories drawn per run: a fixed few (the first is Hypothesis's simplest, days with nothing in them), more
 # under `make test-full` (--exhaustive). derandomize: every run draws the same histories, so a failure
 # reproduces by running the test again.
-EXAMPLES, EXHAUSTIVE_EXAMPLES = 3, 40
+EXAMPLES, EXHAUSTIVE_EXAMPLES = 2, 40
 
 
 def test_every_prune_keeps_every_kept_snapshot_whole_and_removes_only_what_it_may(

@@ -287,7 +287,7 @@ def test_a_crash_at_any_operation_then_a_new_backup_ends_as_an_uninterrupted_one
     assert 180 <= operations <= 230
     expected = latest_content(s3, reference)
 
-    points = sweep_points(operations, chunk) if exhaustive else seeded_points(operations, chunk, sample=6)
+    points = sweep_points(operations, chunk) if exhaustive else seeded_points(operations, chunk, sample=3)
     assert points
     crashes = sweep(s3, clients.s3, base, fault_injector, points, backup, lambda plan: None, expected)
     assert crashes == len(points)
