@@ -13,10 +13,9 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import new_backup_id
 from chalicelib.errors import BadRequest, NotFound, Tampered
-from chalicelib.plans import PlanSet
+from chalicelib.plans import Plan, PlanSet
 from chalicelib.prices import Prices, load_prices
 from chalicelib.restore.outcome import ProgressCallback
 from chalicelib.restore.passes import RestorePass
@@ -87,24 +86,7 @@ class RestoreService:
     def start(self, request: RestoreRequest) -> RestoreRecord:
         """Check everything, then record a RUNNING restore (it has not written anything yet)."""
         plan, selected, _ = self.checks.prepare(request)
-        now = isoformat(utcnow())
-        target = {k: v for k, v in asdict(request.target).items() if v not in (None, "") or k == "prefix"}
-        record = RestoreRecord(
-            restore_id=new_backup_id(),
-            backup_id=request.backup_id,
-            plan=plan.name,
-            target=target,
-            prefix=request.prefix,
-            keys=list(request.keys) if request.keys is not None else None,
-            overwrite=request.overwrite,
-            tier=request.tier,
-            total=len(selected),
-            bytes_total=sum(e.size for e in selected),
-            created_at=now,
-            updated_at=now,
-        )
-        self.store.create(record)
-        return record
+        return self._record(request, plan, total=len(selected), bytes_total=sum(e.size for e in selected))
 
     def submit(self, request: RestoreRequest) -> RestoreRecord:
         """`POST /restores`: only what is cheap is checked here (the plan, the target, that the backup
@@ -114,11 +96,15 @@ class RestoreService:
         plan = self.checks.plan(request.plan)
         self.checks.target(plan, request.target)
         # A snapshot retention removed is refused at once (410), not by the worker.
-        PrunedMarkers(self.checks.clients.s3, self.checks.records.bucket).check(plan.name, request.backup_id, "restored")
+        self.checks.not_pruned(plan, request.backup_id)
         try:
             self.checks.records.get(request.backup_id)
         except Tampered:
             pass  # reported by the worker, which finds the snapshot from the plan and the backup id alone
+        return self._record(request, plan, status="PREPARING", dry_run=request.dry_run)
+
+    def _record(self, request: RestoreRequest, plan: Plan, **fields: Any) -> RestoreRecord:
+        """Record a new restore of `request` (create-only), with `fields` set."""
         now = isoformat(utcnow())
         target = {k: v for k, v in asdict(request.target).items() if v not in (None, "") or k == "prefix"}
         record = RestoreRecord(
@@ -130,10 +116,9 @@ class RestoreService:
             keys=list(request.keys) if request.keys is not None else None,
             overwrite=request.overwrite,
             tier=request.tier,
-            status="PREPARING",
-            dry_run=request.dry_run,
             created_at=now,
             updated_at=now,
+            **fields,
         )
         self.store.create(record)
         return record
