@@ -671,3 +671,50 @@ def test_clients_retry_in_standard_mode_with_a_pool_as_big_as_the_copy_pool(clie
     for client in (clients.s3, clients.dynamodb, clients.sns, clients.lambda_, clients.cloudwatch):
         assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 11}
     assert clients.s3.meta.config.max_pool_connections >= workers
+
+
+# --------------------------------------------------------------------------------------------------------
+# Requests: what an unchanged backup costs
+
+
+# The requests of a plan with nothing changed: one listing page per 1,000 objects and four more.
+ENGINE_REQUESTS = {
+    "s3:GetBucketVersioning": 1,  # the bucket keeps every version (before anything is written)
+    "s3:ListObjectsV2": 1,  # the plan's snapshots and checkpoints (plus the source's pages, added below)
+    "s3:GetObject": 1,  # the previous manifest, at the version its sealed record names
+    "s3:PutObject": 1,  # the new manifest, create-only
+}
+# What the backup as a whole adds, whatever the number of objects.
+BOOKKEEPING_REQUESTS = {
+    "s3:PutObject": 3,  # the record created, saved once finished, and sealed (create-only)
+    # The worker reads the record (its sealed key first, then the working one); the previous backup's sealed
+    # record names the base, and its pruned marker (absent) says it may still be compared with.
+    "s3:GetObject": 4,
+    "s3:ListObjectsV2": 1,  # the records, newest first, for the previous sealed one
+    # drift: the bucket's settings read back after the plan
+    "s3:GetBucketVersioning": 1,
+    "s3:GetBucketLifecycleConfiguration": 1,
+    "s3:GetBucketEncryption": 1,
+    "s3:GetPublicAccessBlock": 1,
+    "s3:GetBucketOwnershipControls": 1,
+    "s3:GetBucketPolicy": 1,
+    "s3:GetObjectLockConfiguration": 1,
+    "sns:Publish": 1,  # the alert
+    "cloudwatch:PutMetricData": 1,  # the success metric the staleness alarm watches
+}
+
+
+def test_an_unchanged_backup_lists_a_page_per_thousand_objects_and_sends_a_fixed_few_more(
+    docs: BackupService, recorded_calls: Any
+) -> None:
+    from collections import Counter
+
+    docs.run(docs.start(["documents"], trigger="api").backup_id)
+    before = len(recorded_calls.calls())
+    record = docs.run(docs.start(["documents"], trigger="api").backup_id)
+    assert record.plans["documents"].unchanged == len(DOCUMENTS) and record.plans["documents"].copied == 0
+    sent = Counter(f"{call.service}:{call.operation}" for call in recorded_calls.calls()[before:])
+    pages = 1  # ten objects
+    expected = Counter(ENGINE_REQUESTS) + Counter({"s3:ListObjectsV2": pages}) + Counter(BOOKKEEPING_REQUESTS)
+    assert sent == expected
+    assert sum(ENGINE_REQUESTS.values()) == 4

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,36 @@ def test_a_bucket_with_versioning_suspended_gets_nothing_and_the_plan_fails(
     assert list_snapshot_keys(s3, plan.bucket, "documents") == []
     (alert,) = read_alerts(sqs, topic_queue)
     assert "versioning is Suspended" in alert["Message"]
+
+
+def test_the_settings_check_overlaps_the_listing_of_snapshots_and_still_comes_before_any_write(
+    s3: Any, clients: Any, bucket: str
+) -> None:
+    """The bucket's versioning and the plan's snapshots are read at once (one round trip, not two); a slow
+    answer that versioning is suspended still stops the plan before it writes anything."""
+    fill(s3, "safety-src", {f"k{i}": b"x" for i in range(5)})
+    s3.put_bucket_versioning(Bucket=BACKUP, VersioningConfiguration={"Status": "Suspended"})
+    events: list[str] = []
+
+    def slow_check(**kwargs: Any) -> None:
+        events.append("versioning asked")
+        time.sleep(0.3)  # S3 slow to answer: the listing goes out meanwhile
+
+    def listed(params: dict[str, Any], **kwargs: Any) -> None:
+        events.append(f"listed {params.get('Prefix')}")
+
+    def answered(**kwargs: Any) -> None:
+        events.append("versioning answered")
+
+    clients.s3.meta.events.register("before-call.s3.GetBucketVersioning", slow_check)
+    clients.s3.meta.events.register("after-call.s3.GetBucketVersioning", answered)
+    clients.s3.meta.events.register("before-parameter-build.s3.ListObjectsV2", listed)
+    result = run(plan_of(S3Source(name="src", bucket="safety-src")), clients.s3, "20261126T000000000Z-a")
+    assert result.status == "FAILED" and "versioning is Suspended" in result.errors[0]
+    assert events.index("listed meta/snapshots/safety/") < events.index("versioning answered")
+    assert "Versions" not in s3.list_object_versions(Bucket=BACKUP)
+    # The source was never listed: nothing is read for copying before the verdict.
+    assert not any(event.startswith("listed") and "snapshots" not in event for event in events)
 
 
 def test_a_plan_that_asks_for_object_lock_writes_nothing_into_a_bucket_without_it(s3: Any, clients: Any, bucket: str) -> None:

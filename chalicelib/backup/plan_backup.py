@@ -100,8 +100,6 @@ class PlanBackup:
         result = self.result
         result.started_at = isoformat(utcnow())
         try:
-            # Before anything is written: a bucket that does not keep every version must get nothing.
-            drift.check_history_kept(self.s3, self.plan)
             self._run()
         except checkpoints.Suspended:
             # Stopped at a checkpoint: the plan stays RUNNING and a continuation carries it on.
@@ -124,7 +122,7 @@ class PlanBackup:
     def _run(self) -> None:
         result = self.result
         key = manifest_key(self.plan.name, self.backup_id)
-        meta = checkpoints.scan_plan_meta(self.s3, self.plan.bucket, self.plan.name)
+        meta = self._read_plan_meta()
         if key in meta.manifests:
             # This backup already finished this plan (a retried or duplicated invocation, perhaps delivered
             # after a newer backup): report it again rather than redo it.
@@ -170,6 +168,23 @@ class PlanBackup:
             if previous is not None:
                 previous.close()
         result.status = "PARTIAL" if (result.failed or result.deletions_held_back or result.errors) else "SUCCEEDED"
+
+    def _read_plan_meta(self) -> checkpoints.PlanMeta:
+        """The plan's snapshots and checkpoints, read while the bucket's settings are checked: two round
+        trips in the time of one (a first backup's only fixed cost besides the manifest). Nothing is written
+        before the check has answered: a bucket that does not keep every version gets nothing
+        (`HistoryNotKept`). With one worker, one request at a time, in a fixed order."""
+        if self.max_workers <= 1:
+            drift.check_history_kept(self.s3, self.plan)
+            return checkpoints.scan_plan_meta(self.s3, self.plan.bucket, self.plan.name)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            kept = pool.submit(drift.check_history_kept, self.s3, self.plan)
+            try:
+                meta = checkpoints.scan_plan_meta(self.s3, self.plan.bucket, self.plan.name)
+            finally:
+                # The check's verdict comes first, whatever the listing did.
+                kept.result()
+        return meta
 
     def _resume(self) -> tuple[ManifestWriter, int, str | None]:
         """Carry on from the saved checkpoint: its partial manifest, counts and position."""

@@ -159,8 +159,10 @@ class BackupService:
                 self.continue_later(backup_id, plan_name=name if range_run is not None else None, segment=range_run)
                 return record
             drift.check_plan(self.clients.s3, plan, record.plans[name])
-            # Saved after each plan so GET /backups/{id} shows progress.
-            self.records.save(record)
+            if name != running[-1]:
+                # Saved after each plan so GET /backups/{id} shows progress (the last one's result is in the
+                # final save, just below).
+                self.records.save(record)
         record.status = overall_status(list(record.plans.values()))
         record.finished_at = isoformat(utcnow())
         self.records.save(record)
