@@ -20,6 +20,7 @@ from chalicelib.catalog.manifests import Entry, Manifest, manifest_key
 from chalicelib.layout import MAX_KEY_BYTES, SNAPSHOTS_PREFIX
 
 TEST_ACCOUNT = os.environ.get("MOTO_ACCOUNT_ID", "123456789012")
+ARCHIVED = ("GLACIER", "DEEP_ARCHIVE")
 
 
 def entries_of(s3: Any, bucket: str, plan: str, backup_id: str, include_held: bool = True) -> list[Entry]:
@@ -58,9 +59,12 @@ def _in_process_bucket(s3: Any, bucket: str) -> Any | None:
 
     try:
         backend = s3_backends[TEST_ACCOUNT]["global"]
-        return backend if bucket in backend.buckets else None
     except KeyError:
         return None
+    # Where versioning is not Enabled, S3 refuses a HeadObject naming a version: that answer is the API's.
+    if bucket not in backend.buckets or not backend.buckets[bucket].is_versioned:
+        return None
+    return backend
 
 
 def _stored(s3: Any, backend: Any | None, bucket: str, key: str, version_id: str) -> Stored:
@@ -88,6 +92,9 @@ def _stored(s3: Any, backend: Any | None, bucket: str, key: str, version_id: str
         raise NotStored("no such version")
     # S3 returns the SHA-256 only for an object stored with that checksum algorithm.
     sha256 = found.checksum_value if (found.checksum_algorithm or "").upper() == "SHA256" else None
+    if found.storage_class in ARCHIVED:
+        # An archived version's bytes are S3's to refuse (InvalidObjectState until thawed).
+        return Stored(found.size, found.etag.strip('"'), sha256, _stored(s3, None, bucket, key, version_id).read)
     return Stored(found.size, found.etag.strip('"'), sha256, lambda: bytes(found.value))
 
 

@@ -718,3 +718,14 @@ def test_an_unchanged_backup_lists_a_page_per_thousand_objects_and_sends_a_fixed
     expected = Counter(ENGINE_REQUESTS) + Counter({"s3:ListObjectsV2": pages}) + Counter(BOOKKEEPING_REQUESTS)
     assert sent == expected
     assert sum(ENGINE_REQUESTS.values()) == 4
+
+
+def test_the_benchmark_counts_the_same_bookkeeping() -> None:
+    """`make bench` measures the engine alone against the emulator, and adds the backup's bookkeeping."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench", Path(__file__).resolve().parent.parent / "scripts" / "bench.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.BOOKKEEPING_REQUESTS == sum(BOOKKEEPING_REQUESTS.values())

@@ -302,6 +302,21 @@ def test_the_settings_check_overlaps_the_listing_of_snapshots_and_still_comes_be
     assert not any(event.startswith("listed") and "snapshots" not in event for event in events)
 
 
+def test_each_range_of_a_split_plan_writes_nothing_into_a_bucket_with_versioning_suspended(
+    s3: Any, clients: Any, bucket: str
+) -> None:
+    from chalicelib.backup import ranges
+
+    fill(s3, "safety-src", {f"k{i}": b"x" for i in range(6)})
+    s3.put_bucket_versioning(Bucket=BACKUP, VersioningConfiguration={"Status": "Suspended"})
+    split = ranges.Split(previous=None, bounds=[(0, "k2")])
+    plan = plan_of(S3Source(name="src", bucket="safety-src"))
+    for segment in (0, 1):
+        result = ranges.run_range(plan, clients, "20261126T000000000Z-a", split, segment, max_workers=4)
+        assert result.status == "FAILED" and "versioning is Suspended" in result.errors[0], segment
+    assert "Versions" not in s3.list_object_versions(Bucket=BACKUP, Prefix="data/")
+
+
 def test_a_plan_that_asks_for_object_lock_writes_nothing_into_a_bucket_without_it(s3: Any, clients: Any, bucket: str) -> None:
     fill(s3, "safety-src", {"a": b"a"})
     plan = plan_of(S3Source(name="src", bucket="safety-src"), object_lock=ObjectLock(mode="GOVERNANCE", days=30))

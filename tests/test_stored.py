@@ -7,6 +7,7 @@ import base64
 import hashlib
 from typing import Any
 
+import boto3
 import pytest
 
 from chalicelib.catalog.manifests import Entry
@@ -94,3 +95,43 @@ def test_a_version_that_is_another_writes_is_found_by_its_size_etag_checksum_or_
         assert_versions_hold(s3, BUCKET, [entry], {(SOURCE, "a.txt"): b"RECORDED"})
     with pytest.raises(AssertionError, match="not expected"):
         assert_versions_hold(s3, BUCKET, [entry], {})
+
+
+def test_both_paths_describe_every_kind_of_stored_version_alike(aws: None) -> None:
+    """A single-part put with and without a SHA-256, a copy, and a multipart upload (composite checksum,
+    `-N` ETag): moto's record and the API's answer agree on each."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=BUCKET, Key="plain", Body=b"no checksum asked")
+    s3.put_object(Bucket=BUCKET, Key="summed", Body=b"with a checksum", ChecksumAlgorithm="SHA256")
+    s3.copy_object(Bucket=BUCKET, Key="copied", CopySource={"Bucket": BUCKET, "Key": "summed"}, ChecksumAlgorithm="SHA256")
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="parts", ChecksumAlgorithm="SHA256")["UploadId"]
+    parts = []
+    for number, body in enumerate((b"a" * 5 * 1024 * 1024, b"tail"), start=1):
+        answer = s3.upload_part(Bucket=BUCKET, Key="parts", UploadId=upload, PartNumber=number, Body=body,
+                                ChecksumAlgorithm="SHA256")
+        parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": answer["ChecksumSHA256"]})
+    s3.complete_multipart_upload(Bucket=BUCKET, Key="parts", UploadId=upload, MultipartUpload={"Parts": parts})
+    backend = stored._in_process_bucket(s3, BUCKET)
+    assert backend is not None
+    for key in ("plain", "summed", "copied", "parts"):
+        version = s3.list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"][0]["VersionId"]
+        through_api = stored._stored(s3, None, BUCKET, key, version)
+        direct = stored._stored(s3, backend, BUCKET, key, version)
+        assert (direct.size, direct.etag, direct.checksum_sha256) == (
+            through_api.size, through_api.etag, through_api.checksum_sha256
+        ), key
+        assert direct.read() == through_api.read(), key
+    assert stored._stored(s3, None, BUCKET, "parts", version).etag.endswith("-2")
+
+
+def test_moto_s_record_is_read_only_for_the_in_process_emulator_and_a_versioned_bucket(aws: None) -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    assert stored._in_process_bucket(s3, BUCKET) is None  # versioning never enabled: the API answers
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    assert stored._in_process_bucket(s3, BUCKET) is not None
+    assert stored._in_process_bucket(s3, "no-such-bucket") is None
+    server = boto3.client("s3", region_name="us-east-1", endpoint_url="http://127.0.0.1:5999")
+    assert stored._in_process_bucket(server, BUCKET) is None  # moto's server: through the API

@@ -181,9 +181,12 @@ class PlanBackup:
             kept = pool.submit(drift.check_history_kept, self.s3, self.plan)
             try:
                 meta = checkpoints.scan_plan_meta(self.s3, self.plan.bucket, self.plan.name)
-            finally:
-                # The check's verdict comes first, whatever the listing did.
+            except Exception:
+                # The check's verdict comes first, whatever the listing's error. (Anything else, the process
+                # going down, propagates as it is, once the check has ended.)
                 kept.result()
+                raise
+            kept.result()
         return meta
 
     def _resume(self) -> tuple[ManifestWriter, int, str | None]:

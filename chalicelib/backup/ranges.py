@@ -128,7 +128,8 @@ class RangeBackup(PlanBackup):
 
     def _run(self) -> None:
         key = manifest_key(self.plan.name, self.backup_id)
-        meta = checkpoints.scan_plan_meta(self.s3, self.plan.bucket, self.plan.name)
+        # Like a whole plan's run: nothing is written before the bucket is known to keep every version.
+        meta = self._read_plan_meta()
         if key in meta.manifests:
             with load_snapshot(self.s3, self.plan.bucket, self.plan.name, self.backup_id) as done:
                 self._report_existing(done, key)
