@@ -273,7 +273,19 @@ class _Statement:
 
 # Policies evaluated so far, compiled once: the suite evaluates tens of thousands of calls against a few
 # policies. The policy object is kept with its compiled form, so its id is never reused meanwhile.
-_COMPILED: dict[int, tuple[Mapping[str, Any], tuple[_Statement, ...]]] = {}
+# With each, the statements that name a given action, found once per action.
+_COMPILED: dict[int, tuple[Mapping[str, Any], tuple[_Statement, ...], dict[str, tuple[_Statement, ...]]]] = {}
+
+
+def _statements_for(policy: Mapping[str, Any], action: str) -> tuple[_Statement, ...]:
+    """The policy's statements whose actions match `action` (lower case), in the policy's order."""
+    _compile(policy)
+    _, statements, by_action = _COMPILED[id(policy)]
+    found = by_action.get(action)
+    if found is None:
+        found = tuple(s for s in statements if any(a == action or _matches(a, action) for a in s.actions))
+        by_action[action] = found
+    return found
 
 
 def _compile(policy: Mapping[str, Any]) -> tuple[_Statement, ...]:
@@ -292,7 +304,7 @@ def _compile(policy: Mapping[str, Any]) -> tuple[_Statement, ...]:
         )
     if len(_COMPILED) > 256:
         _COMPILED.clear()
-    _COMPILED[id(policy)] = (policy, tuple(statements))
+    _COMPILED[id(policy)] = (policy, tuple(statements), {})
     return tuple(statements)
 
 
@@ -301,9 +313,7 @@ def allows(policy: Mapping[str, Any], permission: Permission) -> bool:
     context = dict(permission.context)
     action = permission.action.lower()
     allowed = False
-    for statement in _compile(policy):
-        if not any(a == action or _matches(a, action) for a in statement.actions):
-            continue
+    for statement in _statements_for(policy, action):
         if not statement.resources.match(permission.resource):
             continue
         if not _condition_holds(statement.condition, context):
