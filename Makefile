@@ -48,11 +48,12 @@ test: install browser
 	$(LINT)
 	$(PYTEST)
 
-# The same, with every case of the exhaustive sweeps (a crash at every call of a 185-object backup). Run it
-# before calling a change to the engine done.
+# The same, with every case of the exhaustive sweeps (a crash at every call of a 185-object backup, 40 drawn
+# prune histories). Run it before calling a change to the engine done. A chunk of a sweep takes up to about
+# two minutes here, so each test may take 15 minutes (a third of that on a machine three times slower).
 test-full: install browser
 	$(LINT)
-	$(PYTEST) --exhaustive
+	$(PYTEST) --exhaustive --timeout 900
 
 # The whole system on this machine: AWS emulator, seeded sources, API on 127.0.0.1:$(API_PORT), the dashboard on
 # 127.0.0.1:$(DASHBOARD_PORT). Ctrl-C stops it.
