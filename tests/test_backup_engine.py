@@ -21,7 +21,7 @@ from chalicelib.backup.plan_backup import PlanBackup, back_up_plan
 from chalicelib.backup.service import BackupService
 from chalicelib.backup.sources import make_reader
 from chalicelib.catalog.manifests import Entry, Manifest, list_snapshot_keys, manifest_key, put_manifest
-from chalicelib.catalog.records import BackupRecord, PlanResult
+from chalicelib.catalog.records import BackupRecord, PlanResult, new_backup_id
 from chalicelib.config import Settings
 from chalicelib.errors import AlreadyExists
 
@@ -643,7 +643,7 @@ def test_copies_run_on_a_bounded_thread_pool(docs: BackupService, s3: Any, clien
         return reader
 
     plan = docs.settings.plans.get("documents")
-    result = PlanBackup(plan, clients.s3, "20261126T000000000Z-pool", factory, max_workers=3, batch_size=16).run()
+    result = PlanBackup(plan, clients.s3, new_backup_id(suffix="pool"), factory, max_workers=3, batch_size=16).run()
     assert result.status == "SUCCEEDED" and result.copied == state["calls"] == 50
     assert state["max"] == 3 and not together.broken
 

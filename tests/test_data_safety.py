@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,13 @@ from tests.stored import assert_versions_hold, entries_of, versions_written
 
 MiB = 1024**2
 BACKUP = "safety-backup"
+
+
+@pytest.fixture(autouse=True)
+def _clock() -> Iterator[None]:
+    """The backup ids these tests name (26 and 27 November 2026) stay within MAX_BACKUP_DAYS of the clock."""
+    with time_machine.travel(datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc), tick=True):
+        yield
 
 
 @pytest.fixture

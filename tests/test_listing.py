@@ -12,10 +12,13 @@ import hashlib
 import math
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import time_machine
 from botocore.exceptions import ClientError
 
 from chalicelib.backup import checkpoints, listing, ranges
@@ -79,6 +82,13 @@ def seed(s3: Any, keys: list[str], prefix: str = "") -> None:
 
     for key in keys:
         s3_backends[DEFAULT_ACCOUNT_ID]["aws"].put_object(SOURCE_BUCKET, prefix + key, f"v1 {key}".encode())
+
+
+@pytest.fixture(autouse=True)
+def _clock() -> Iterator[None]:
+    """The backup ids these tests name (26 and 27 November 2026) stay within MAX_BACKUP_DAYS of the clock."""
+    with time_machine.travel(datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc), tick=True):
+        yield
 
 
 @pytest.fixture

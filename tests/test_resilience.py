@@ -6,11 +6,12 @@ from __future__ import annotations
 import dataclasses
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+import time_machine
 
 from chalicelib import transfer
 from chalicelib.backup import service as service_module
@@ -57,6 +58,13 @@ def latest_content(s3: Any, plan: Plan) -> list[tuple[Any, ...]]:
 
 def all_contents(s3: Any, settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
     return {plan.name: latest_content(s3, plan) for plan in settings.plans.plans}
+
+
+@pytest.fixture(autouse=True)
+def _clock() -> Iterator[None]:
+    """The schedule times these tests name (25 and 26 November 2026) stay within MAX_BACKUP_DAYS of the clock."""
+    with time_machine.travel(datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc), tick=True):
+        yield
 
 
 @pytest.fixture

@@ -11,9 +11,11 @@ import dataclasses
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+import time_machine
 
 from chalicelib.backup import checkpoints
 from chalicelib.backup import service as service_module
@@ -98,6 +100,13 @@ def copy_counter(s3: Any) -> Counter[str]:
 
 # --------------------------------------------------------------------------------------------------------
 # Past the 15-minute limit
+
+
+@pytest.fixture(autouse=True)
+def _clock() -> Iterator[None]:
+    """The backup ids these tests name (26 and 27 November 2026) stay within MAX_BACKUP_DAYS of the clock."""
+    with time_machine.travel(datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc), tick=True):
+        yield
 
 
 @pytest.fixture

@@ -8,10 +8,13 @@ import gzip
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+import time_machine
 from botocore.exceptions import ClientError
 
 from chalicelib import transfer
@@ -45,6 +48,13 @@ AWKWARD = {
     "folder/": b"",
     "nested/deeper/zero": b"",
 }
+
+
+@pytest.fixture(autouse=True)
+def _clock() -> Iterator[None]:
+    """The backup ids these tests name (26 and 27 November 2026) stay within MAX_BACKUP_DAYS of the clock."""
+    with time_machine.travel(datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc), tick=True):
+        yield
 
 
 @pytest.fixture

@@ -8,9 +8,12 @@ import json
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+import time_machine
 from botocore.awsrequest import AWSResponse
 
 from chalicelib.backup import table_export, tables
@@ -44,6 +47,13 @@ def items(dynamodb: Any, table: str) -> list[str]:
     for page in dynamodb.get_paginator("scan").paginate(TableName=table):
         found.extend(json.dumps(item, sort_keys=True, default=repr) for item in page["Items"])
     return sorted(found)
+
+
+@pytest.fixture(autouse=True)
+def _clock() -> Iterator[None]:
+    """The backup ids these tests name (26 and 27 November 2026) stay within MAX_BACKUP_DAYS of the clock."""
+    with time_machine.travel(datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc), tick=True):
+        yield
 
 
 @pytest.fixture

@@ -14,10 +14,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import time_machine
 
 from chalicelib.aws import Clients
 from chalicelib.backup.service import BackupService, scheduled_suffix
@@ -33,6 +35,13 @@ from tests.stored import entries_of
 
 JSON = {"Content-Type": "application/json"}
 DOCS = "test-src-documents"
+
+
+@pytest.fixture(autouse=True)
+def _clock() -> Iterator[None]:
+    """The scheduled runs these tests name (Monday 30 November 2026 and the days after) are still ahead of the clock, within MAX_BACKUP_DAYS."""
+    with time_machine.travel(datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc), tick=True):
+        yield
 
 
 @pytest.fixture

@@ -7,10 +7,12 @@ import gzip
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import time_machine
 from botocore.response import StreamingBody
 from chalice.test import Client
 
@@ -24,6 +26,13 @@ from chalicelib.verify.job_record import VerificationStore, verification_id
 from chalicelib.verify.verifier import Verifier
 
 BUCKET = "test-backup-documents"
+
+
+@pytest.fixture(autouse=True)
+def _clock() -> Iterator[None]:
+    """The scheduled runs these tests name (Monday 30 November 2026 and the days after) are still ahead of the clock, within MAX_BACKUP_DAYS."""
+    with time_machine.travel(datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc), tick=True):
+        yield
 
 
 def post(client: Client, path: str, body: dict[str, Any]) -> Any:
