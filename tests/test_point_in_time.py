@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from moto import mock_aws
 
 from chalicelib.aws import Clients
 from chalicelib.backup.service import BackupService
+from tests.concurrency import at_once
 from tests.stored import assert_versions_hold, entries_of
 from chalicelib.catalog.records import new_backup_id
 from chalicelib.config import Settings
@@ -152,23 +152,8 @@ def run_backup(config: Settings, clients: Clients, backup_id: str, how: str) -> 
         for _ in range(deliveries):
             BackupService(config, clients).run(backup_id)
         return
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
-
-    def deliver() -> None:
-        try:
-            service = BackupService(config, clients)
-            barrier.wait()
-            service.run(backup_id)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=deliver) for _ in range(deliveries)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    delivery = (lambda: BackupService(config, clients), lambda service: service.run(backup_id))
+    at_once(*[delivery] * deliveries)
 
 
 # Histories per run: a few in `make test`, more under `make test-full` (--exhaustive).

@@ -23,7 +23,6 @@ a running backup), so a wrong decision cannot hide behind "the prune kept what i
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -55,6 +54,7 @@ from chalicelib.restore.service import RestoreService
 from chalicelib.retention import RetentionPolicy, Snapshot, decide
 from chalicelib.times import utcnow
 from chalicelib.verify.verifier import Verifier
+from tests.concurrency import at_once
 from tests.stored import assert_versions_hold, entries_of
 from tests.test_scale import FakeContext, Invocations
 
@@ -227,23 +227,8 @@ class World:
         backup_id = new_backup_id()
         BackupService(self.config, self.clients).start([PLAN], trigger="api", backup_id=backup_id)
         if how == "at once":
-            barrier = threading.Barrier(2)
-            errors: list[BaseException] = []
-
-            def deliver() -> None:
-                try:
-                    service = BackupService(self.config, self.clients)
-                    barrier.wait()
-                    service.run(backup_id)
-                except BaseException as exc:  # reported below
-                    errors.append(exc)
-
-            threads = [threading.Thread(target=deliver) for _ in range(2)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            assert not errors, errors
+            delivery = (lambda: BackupService(self.config, self.clients), lambda service: service.run(backup_id))
+            at_once(delivery, delivery)
         else:
             for _ in range(2 if how == "twice" else 1):
                 BackupService(self.config, self.clients).run(backup_id)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -23,6 +22,7 @@ from chalicelib.catalog.manifests import list_snapshot_keys, manifest_key
 from chalicelib.config import Settings
 from chalicelib.deploy.provision import provision
 from chalicelib.plans import Plan, PlanSet
+from tests.concurrency import at_once
 from tests.conftest import create_table, read_alerts
 from tests.faults import Crash
 from tests.stored import assert_versions_hold, entries_of
@@ -436,24 +436,8 @@ def test_the_same_schedule_delivered_twice_at_once_gives_one_snapshot_per_plan(
     expected = all_contents(s3, reference)
 
     moment = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
-    barrier = threading.Barrier(2)
-    results: list[Any] = []
-    errors: list[BaseException] = []
-
-    def deliver() -> None:
-        try:
-            service = BackupService(settings, Clients())
-            barrier.wait()
-            results.append(service.run_scheduled(moment))
-        except BaseException as exc:  # reported below, with the other thread's outcome
-            errors.append(exc)
-
-    threads = [threading.Thread(target=deliver) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    delivery = (lambda: BackupService(settings, Clients()), lambda service: service.run_scheduled(moment))
+    results = at_once(delivery, delivery)
     assert {record.backup_id for record in results} == {results[0].backup_id}
     final = BackupService(settings, Clients()).get(results[0].backup_id)
     assert final.status == "SUCCEEDED", final.to_dict()
@@ -473,33 +457,15 @@ def test_a_manual_and_a_scheduled_backup_at_the_same_moment_each_write_a_whole_s
     BackupService(reference, Clients()).run_scheduled(datetime(2026, 11, 25, 2, 0, tzinfo=timezone.utc))
     expected = all_contents(s3, reference)
 
-    barrier = threading.Barrier(2)
-    records: dict[str, Any] = {}
-    errors: list[BaseException] = []
+    def manual() -> tuple[BackupService, str]:
+        service = BackupService(settings, Clients())
+        return service, service.start(None, trigger="api").backup_id
 
-    def manual() -> None:
-        try:
-            service = BackupService(settings, Clients())
-            record = service.start(None, trigger="api")
-            barrier.wait()
-            records["manual"] = service.run(record.backup_id)
-        except BaseException as exc:
-            errors.append(exc)
-
-    def scheduled() -> None:
-        try:
-            service = BackupService(settings, Clients())
-            barrier.wait()
-            records["schedule"] = service.run_scheduled(datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=manual), threading.Thread(target=scheduled)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    scheduled = (
+        lambda: BackupService(settings, Clients()),
+        lambda service: service.run_scheduled(datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)),
+    )
+    records = dict(zip(("manual", "schedule"), at_once((manual, lambda started: started[0].run(started[1])), scheduled)))
     assert records["manual"].status == "SUCCEEDED" and records["schedule"].status == "SUCCEEDED"
     for plan in settings.plans.plans:
         # Two backups, two snapshots, each whole: the same content as a backup made alone, and every
