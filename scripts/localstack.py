@@ -8,7 +8,9 @@ the API with `chalice local` and the operator's dashboard (`org-backup dashboard
 alert as it arrives. Ctrl-C stops everything.
 
 Ports come from API_PORT (default 8000), EMULATOR_PORT (default 5000) and DASHBOARD_PORT (default 8001), or
---api-port/--emulator-port/--dashboard-port.
+--api-port/--emulator-port/--dashboard-port. Port 0 lets each server bind any free port; the banner names the
+ports they got (scripts and tests use it: a port picked by one process and bound later by another can be
+taken in between).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -87,13 +90,15 @@ def port_from(value: str | None, variable: str, default: int) -> int:
         port = int(value)
     except ValueError:
         raise StackError(f"{variable}={value!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise StackError(f"{variable}={port} is not a port number (1-65535)")
+    if not 0 <= port <= 65535:
+        raise StackError(f"{variable}={port} is not a port number (1-65535, or 0 for any free port)")
     return port
 
 
 def check_port_free(port: int, variable: str) -> None:
     """Fail early and clearly: moto's server would otherwise wait forever for a socket it cannot bind."""
+    if port == 0:
+        return  # the server binds whatever port is free
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.5)
         listening = probe.connect_ex((HOST, port)) == 0
@@ -450,6 +455,20 @@ if sys.platform.startswith("linux"):
 import logging
 # chalice local logs at INFO to the terminal; botocore's INFO lines (credentials found, endpoints) are noise.
 logging.getLogger("botocore").setLevel(logging.WARNING)
+import os
+_port_file = os.environ.pop("ORG_BACKUP_PORT_FILE", None)
+if _port_file:
+    # The server has bound its socket when it starts serving: report the port it got (the one asked for,
+    # or the free one the system chose for port 0), so that its "Serving on" line and the parent agree.
+    import chalice.local
+    _serve_forever = chalice.local.LocalDevServer.serve_forever
+    def _serve_and_report(self):
+        self.port = self.server.server_address[1]
+        with open(_port_file + ".part", "w") as f:
+            f.write(str(self.port))
+        os.replace(_port_file + ".part", _port_file)
+        _serve_forever(self)
+    chalice.local.LocalDevServer.serve_forever = _serve_and_report
 from chalice.cli import main
 sys.argv[0] = "chalice"
 sys.exit(main())
@@ -468,11 +487,15 @@ def chalice_environment(endpoint: str) -> dict[str, str]:
     return env
 
 
-def start_chalice(stage: str, api_port: int, endpoint: str) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-c", _CHALICE_BOOT, "--project-dir", str(ROOT), "local", "--no-autoreload",
+def start_chalice(
+    stage: str, api_port: int, endpoint: str, port_file: Path, project_dir: Path = ROOT, **output: Any
+) -> subprocess.Popen[bytes]:
+    """`chalice local` in a child; it writes the port it serves on into `port_file` (see `read_port`)."""
+    command = [sys.executable, "-c", _CHALICE_BOOT, "--project-dir", str(project_dir), "local", "--no-autoreload",
                "--stage", stage, "--host", HOST, "--port", str(api_port)]
+    env = dict(chalice_environment(endpoint), ORG_BACKUP_PORT_FILE=str(port_file))
     # Its own session: Ctrl-C reaches only this script, which then stops chalice in order (no traceback).
-    return subprocess.Popen(command, cwd=ROOT, env=chalice_environment(endpoint), start_new_session=True)
+    return subprocess.Popen(command, cwd=project_dir, env=env, start_new_session=True, **output)
 
 
 # The dashboard is the operator's command (`org-backup dashboard`), in a child that dies with this script.
@@ -482,22 +505,24 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def start_dashboard(stage: str, port: int, endpoint: str) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-c", _DASHBOARD_BOOT, "--stage", stage, "dashboard", "--port", str(port)]
+def start_dashboard(stage: str, port: int, endpoint: str, port_file: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-c", _DASHBOARD_BOOT, "--stage", stage, "dashboard", "--port", str(port),
+               "--port-file", str(port_file)]
     return subprocess.Popen(command, cwd=ROOT, env=chalice_environment(endpoint), start_new_session=True)
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float, name: str = "chalice local") -> None:
+def read_port(port_file: Path, process: subprocess.Popen[bytes], timeout: float, name: str = "chalice local") -> int:
+    """The port a child server is listening on, once it has written it (it writes only after binding)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        try:
+            return int(port_file.read_text())
+        except FileNotFoundError:
+            pass
         if process.poll() is not None:
             raise StackError(f"{name} exited with code {process.returncode} before serving (see above)")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.settimeout(0.5)
-            if probe.connect_ex((HOST, port)) == 0:
-                return
-        time.sleep(0.2)
-    raise StackError(f"{name} did not open port {port} within {timeout:.0f} s")
+        time.sleep(0.1)
+    raise StackError(f"{name} did not start serving within {timeout:.0f} s")
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
@@ -543,9 +568,9 @@ Alerts are printed here as they arrive. Press Ctrl-C to stop the dashboard, the 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", default="local", help="chalice stage to serve (default: local)")
-    parser.add_argument("--api-port", help="port of the API (default: $API_PORT or 8000)")
-    parser.add_argument("--emulator-port", help="port of the AWS emulator (default: $EMULATOR_PORT or 5000)")
-    parser.add_argument("--dashboard-port", help="port of the dashboard (default: $DASHBOARD_PORT or 8001)")
+    parser.add_argument("--api-port", help="port of the API (default: $API_PORT or 8000; 0: any free port)")
+    parser.add_argument("--emulator-port", help="port of the AWS emulator (default: $EMULATOR_PORT or 5000; 0: any free port)")
+    parser.add_argument("--dashboard-port", help="port of the dashboard (default: $DASHBOARD_PORT or 8001; 0: any free port)")
     parser.add_argument("--seed-only", action="store_true",
                         help="seed an emulator that is already running on the emulator port, then exit")
     return parser.parse_args(argv)
@@ -555,15 +580,17 @@ def run(args: argparse.Namespace) -> int:
     api_port = port_from(args.api_port or os.environ.get("API_PORT"), "API_PORT", 8000)
     emulator_port = port_from(args.emulator_port or os.environ.get("EMULATOR_PORT"), "EMULATOR_PORT", 5000)
     dashboard_port = port_from(args.dashboard_port or os.environ.get("DASHBOARD_PORT"), "DASHBOARD_PORT", 8001)
-    if len({api_port, emulator_port, dashboard_port}) < 3:
+    fixed = [port for port in (api_port, emulator_port, dashboard_port) if port != 0]
+    if len(set(fixed)) < len(fixed):
         raise StackError(
             f"API_PORT ({api_port}), EMULATOR_PORT ({emulator_port}) and DASHBOARD_PORT ({dashboard_port}) must differ"
         )
     env = stage_environment(args.stage)
-    endpoint = f"http://{HOST}:{emulator_port}"
-    emulator = Emulator(endpoint)
 
     if args.seed_only:
+        if emulator_port == 0:
+            raise StackError("--seed-only seeds an emulator that is already running: name its port (EMULATOR_PORT)")
+        emulator = Emulator(f"http://{HOST}:{emulator_port}")
         seed(emulator.client("s3"), emulator.client("dynamodb"), emulator.client("sns"), emulator.client("sqs"), env)
         return 0
 
@@ -582,10 +609,14 @@ def run(args: argparse.Namespace) -> int:
     honour_tls_only_bucket_policies()
     server = ThreadedMotoServer(ip_address=HOST, port=emulator_port, verbose=False)
     server.start()
+    emulator_port = server.get_host_and_port()[1]
+    endpoint = f"http://{HOST}:{emulator_port}"
+    emulator = Emulator(endpoint)
     logger.info("AWS emulator on %s", endpoint)
     chalice: subprocess.Popen[bytes] | None = None
     dashboard: subprocess.Popen[bytes] | None = None
     watcher: threading.Thread | None = None
+    ports = tempfile.TemporaryDirectory(prefix="org-backup-ports-")
     try:
         sqs = emulator.client("sqs")
         seeded = seed(emulator.client("s3"), emulator.client("dynamodb"), emulator.client("sns"), sqs, env)
@@ -593,11 +624,12 @@ def run(args: argparse.Namespace) -> int:
         watcher.start()
         if stop.is_set():
             return 0
-        logger.info("starting chalice local on http://%s:%d", HOST, api_port)
-        chalice = start_chalice(args.stage, api_port, endpoint)
-        dashboard = start_dashboard(args.stage, dashboard_port, endpoint)
-        wait_for_port(api_port, chalice, STARTUP_TIMEOUT)
-        wait_for_port(dashboard_port, dashboard, STARTUP_TIMEOUT, name="the dashboard")
+        logger.info("starting chalice local on %s", HOST)
+        api_file, dashboard_file = Path(ports.name) / "api", Path(ports.name) / "dashboard"
+        chalice = start_chalice(args.stage, api_port, endpoint, api_file)
+        dashboard = start_dashboard(args.stage, dashboard_port, endpoint, dashboard_file)
+        api_port = read_port(api_file, chalice, STARTUP_TIMEOUT)
+        dashboard_port = read_port(dashboard_file, dashboard, STARTUP_TIMEOUT, name="the dashboard")
         print(banner(args.stage, api_port, emulator_port, seeded, dashboard_port), flush=True)
         while not stop.wait(0.5):
             if chalice.poll() is not None:
@@ -615,6 +647,7 @@ def run(args: argparse.Namespace) -> int:
         if watcher is not None:
             watcher.join(STOP_TIMEOUT)
         server.stop()
+        ports.cleanup()
         logger.info("dashboard, API and emulator stopped")
 
 

@@ -14,6 +14,7 @@ import boto3
 # moto must be imported before anything creates a boto3 client, or that client talks to real AWS.
 import moto  # noqa: F401
 import pytest
+from hypothesis import settings as hypothesis_settings
 from moto import mock_aws
 
 # Share the parsed service models between sessions; record every AWS call the system makes and check it
@@ -43,6 +44,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="run every case of the exhaustive sweeps (make test-full); without it, a fixed seeded subset",
     )
+
+
+# Property tests: `make test` draws the same examples on every run, so a failure there is never chance and
+# replays by running the test again; `make test-full` (--exhaustive) draws new ones each run and prints the
+# blob that replays a failure (@reproduce_failure). No example database: a fresh clone has none, and a
+# database kept between runs would make the examples depend on what ran before.
+hypothesis_settings.register_profile("replayable", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("exploring", database=None, print_blob=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    hypothesis_settings.load_profile("exploring" if config.getoption("--exhaustive") else "replayable")
 
 
 @pytest.fixture

@@ -4,10 +4,7 @@ emulator answers generated requests (valid and invalid) with no 5xx and nothing 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +26,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.api_helpers import make_buckets
 from tests.conftest import REGION, STAGE_ENV
+from tests.localstack_script import localstack
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi.yaml"
@@ -73,12 +71,6 @@ def test_openapi_is_a_valid_openapi_3_document() -> None:
 # ------------------------------------------------------------------------------- generated requests
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -95,14 +87,13 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path, seconds
 
 @pytest.fixture(scope="module")
 def local_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`chalice local` (stage local, background worker threads) against moto's server, both on free ports."""
+    """`chalice local` (stage local, background worker threads) against moto's server, each on a port it
+    bound itself and reported (a port picked first and bound later could be taken in between)."""
     from moto.server import ThreadedMotoServer
 
-    emulator_port, api_port = free_port(), free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=emulator_port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    endpoint = f"http://127.0.0.1:{emulator_port}"
-    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
+    endpoint = "http://127.0.0.1:%d" % server.get_host_and_port()[1]
     process: subprocess.Popen[bytes] | None = None
     try:
         import boto3
@@ -125,22 +116,16 @@ def local_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         (project / ".chalice" / "config.json").write_text(json.dumps(config))
         (project / "app.py").write_text((ROOT / "app.py").read_text())
         (project / "chalicelib").symlink_to(ROOT / "chalicelib")
-        env = {**os.environ, **credentials, "AWS_ENDPOINT_URL": endpoint}
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-            env.pop(name, None)
-        chalice = Path(sys.executable).parent / "chalice"
         # Its output goes to a file: an unread pipe fills up and blocks the server mid-request.
         log = project.parent / "chalice-local.log"
-        log_file = log.open("wb")
-        process = subprocess.Popen(
-            [str(chalice), "local", "--no-autoreload", "--host", "127.0.0.1", "--port", str(api_port), "--stage", "local"],
-            cwd=project,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        log_file.close()
-        base_url = f"http://127.0.0.1:{api_port}"
+        with log.open("wb") as log_file:
+            process = localstack.start_chalice("local", 0, endpoint, project.parent / "api-port", project_dir=project,
+                                               stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            port = localstack.read_port(project.parent / "api-port", process, 30)
+        except localstack.StackError as exc:
+            raise RuntimeError(f"{exc}: {log.read_text()[-4000:]}") from None
+        base_url = f"http://127.0.0.1:{port}"
         wait_until_up(f"{base_url}/plans", process, log)
         yield base_url
     finally:

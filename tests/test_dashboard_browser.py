@@ -1,7 +1,13 @@
 """The dashboard in a real browser: headless Chromium (Debian's package; `make test` installs it when it is
-missing) driven by Selenium through Debian's chromedriver. moto's server and the dashboard run on free ports
-on 127.0.0.1 with a seeded catalog (a month of history, a failed plan, held deletions, a verification
-finding, a restore waiting for a thaw); one browser session serves the module.
+missing) driven by Selenium through Debian's chromedriver. moto's server and the dashboard run on 127.0.0.1,
+each on a port it bound itself, with a seeded catalog (a month of history, a failed plan, held deletions, a
+verification finding, a restore waiting for a thaw); one browser session serves the module.
+
+Every test gets a catalog seeded afresh (some start a backup or a verification from the page): none can see
+what another left, whatever order the workers run them in. Pages that reload themselves while something runs
+(a backup's, a verification's) are read only once the server says it has ended, and are then loaded afresh:
+an element found on a page that is reloading belongs to a document that is going away, and reading it fails
+with whatever the browser was doing at that instant.
 
 The full page is saved as a screenshot: build/dashboard.png, or where DASHBOARD_SCREENSHOT says
 (`make screenshot` refreshes docs/dashboard.png, the README's picture), and as a phone shows it in
@@ -11,7 +17,6 @@ build/dashboard-phone.png.
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -29,6 +34,7 @@ from chalicelib.api.backups import list_backups
 from chalicelib.aws import Clients
 from chalicelib.catalog.records import RecordStore
 from chalicelib.config import Settings
+from chalicelib.dashboard import pages
 from chalicelib.dashboard.server import Dashboard, make, url
 from chalicelib.times import utcnow
 from tests.conftest import REGION, ROOT, STAGE_ENV
@@ -53,12 +59,6 @@ def require_browser() -> None:
     if os.environ.get("CI"):
         pytest.fail(message)  # CI skips nothing
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class EmulatorSession(boto3.session.Session):
@@ -92,37 +92,51 @@ class Stack:
             assert time.monotonic() < deadline, f"a backup is still running after {WAIT:.0f} s: {self.newest()}"
             time.sleep(0.2)
 
+    def wait_until_verified(self, verification_id: str) -> dict[str, Any]:
+        """The verification as its page shows it, once it has ended."""
+        deadline = time.monotonic() + WAIT
+        while (found := pages.verification(self.settings, self.clients, verification_id))["status"] == "RUNNING":
+            assert time.monotonic() < deadline, f"verification {verification_id} still running after {WAIT:.0f} s"
+            time.sleep(0.2)
+        return found
+
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def emulator() -> Iterator[str]:
+    """moto's server, on a port it bound itself."""
     require_browser()
     from moto.server import ThreadedMotoServer
 
-    port = free_port()
-    emulator = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    emulator.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    server = None
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
     try:
-        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
-        settings = Settings.from_environ(ENV)
-        clients = Clients(session=EmulatorSession(endpoint))
-        world = seed(settings, clients, ENV, utcnow())
-        app = Dashboard(settings, clients, stage="local", local=True)
-        server = make(app, 0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        running = Stack(settings, clients, world, app, url(server))
+        yield "http://127.0.0.1:%d" % server.get_host_and_port()[1]
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def stack(emulator: str) -> Iterator[Stack]:
+    """A catalog seeded afresh for each test, and the dashboard serving it."""
+    urllib.request.urlopen(urllib.request.Request(f"{emulator}/moto-api/reset", method="POST"), timeout=10).close()
+    settings = Settings.from_environ(ENV)
+    clients = Clients(session=EmulatorSession(emulator))
+    world = seed(settings, clients, ENV, utcnow())
+    app = Dashboard(settings, clients, stage="local", local=True)
+    server = make(app, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    running = Stack(settings, clients, world, app, url(server))
+    try:
         yield running
         running.wait_until_finished()  # a backup the page started runs in this process: let it end cleanly
     finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        emulator.stop()
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="module")
-def browser(stack: Stack) -> Iterator[Any]:
+def browser() -> Iterator[Any]:
+    require_browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -210,9 +224,9 @@ def test_back_up_now_from_the_page_appears_in_get_backups(browser: Any, stack: S
     before = {b["backup_id"] for b in stack.newest(20)}
     css(browser, "#backup-now button").click()
     wait_for(browser, lambda d: "/backups/" in d.current_url, "the backup's page after Back up now")
-    backup_id = browser.current_url.rsplit("/", 1)[1]
+    page = browser.current_url
+    backup_id = page.rsplit("/", 1)[1]
     assert backup_id not in before
-    assert backup_id in css(browser, "h1").text
 
     # GET /backups, through the API's own route, lists it first.
     from chalice.test import Client
@@ -227,8 +241,10 @@ def test_back_up_now_from_the_page_appears_in_get_backups(browser: Any, stack: S
         app_module._clients = None
     assert listed[0]["backup_id"] == backup_id and listed[0]["trigger"] == "api"
 
+    # While it runs its page reloads itself: it is read once the backup has ended, loaded afresh.
     stack.wait_until_finished()
-    browser.refresh()
+    browser.get(page)
+    assert backup_id in css(browser, "h1").text
     assert css(browser, "h1 .badge").text in ("SUCCEEDED", "PARTIAL", "FAILED")
     assert {r.get_attribute("data-plan") for r in css_all(browser, "#results tbody tr")} == set(ENV_PLANS)
 
@@ -253,17 +269,24 @@ def test_a_post_without_the_pages_token_is_refused(stack: Stack) -> None:
 
 
 def test_a_backups_page_quotes_a_restore_and_verifies(browser: Any, stack: Stack) -> None:
-    browser.get(f"{stack.url}backups/{stack.world.latest}?plan=documents")
+    page = f"{stack.url}backups/{stack.world.latest}?plan=documents"
+    browser.get(page)
     keys = [row.text for row in css_all(browser, "#objects tbody td.key")]
     assert keys == [f"reports/report-{i}.txt" for i in range(4, 10)]
     css(browser, "#quote-link").click()
-    wait_for(browser, lambda d: "/quote" in d.current_url, "the quote page")
+    wait_for(browser, lambda d: "/quote" in d.current_url and css_all(d, "#quote-objects"), "the quote page")
     assert css(browser, "#quote-objects").text.startswith("6 ")
     browser.back()
+    wait_for(browser, lambda d: d.current_url == page and css_all(d, "#verify-form button"), "the backup's page again")
     css(browser, "#verify-form button").click()
-    # The check is recorded and runs in the worker (a thread here); its page reloads itself until it ends.
+    # The check is recorded and runs in the worker (a thread here); its page reloads itself until it ends, so
+    # it is read once the server says it has ended, loaded afresh.
     wait_for(browser, lambda d: "/verifications/check-" in d.current_url, "the verification's page")
-    wait_for(browser, lambda d: css(d, "#verify").get_attribute("data-status") != "RUNNING", "the verification's end")
+    verification = browser.current_url
+    ended = stack.wait_until_verified(verification.rsplit("/", 1)[1])
+    assert ended["status"] != "RUNNING"
+    browser.get(verification)
+    assert css(browser, "#verify").get_attribute("data-status") == ended["status"]
     result = css(browser, "#verify").text
     assert "Problems found" in result and "MISSING" in result and stack.world.missing_key in result
     # The snapshot's 6 documents and the table's export (photos failed and stored nothing).

@@ -193,8 +193,6 @@ def test_dry_run_sends_no_heartbeat(app_client: Any, backup_buckets: Any, source
 def test_against_the_emulator_server(monkeypatch: Any, stage_env: dict[str, str]) -> None:
     """The emulator (moto's server, over HTTP, as in the local stack): provisioned buckets show every setting,
     and a bucket drifted after provisioning is reported by the next backup."""
-    import socket
-
     from moto.server import ThreadedMotoServer
 
     from chalicelib.aws import Clients
@@ -204,11 +202,9 @@ def test_against_the_emulator_server(monkeypatch: Any, stage_env: dict[str, str]
     from chalicelib.deploy.provision import provision
     from tests.conftest import create_table
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    port = server.get_host_and_port()[1]
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
         clients = Clients(session=boto3.session.Session())

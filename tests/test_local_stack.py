@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -25,29 +24,14 @@ import pytest
 
 from chalicelib.catalog.manifests import manifest_key
 from chalicelib.layout import data_key
-
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "localstack.py"
+from tests.conftest import ROOT
+from tests.localstack_script import SCRIPT, localstack
 # How the script prints an alert: the subject between rules, then the body, then a closing rule.
 ALERT = re.compile(r"^ALERT  .*\n=+\n.*?\n=+$", re.MULTILINE | re.DOTALL)
-
-
-def load_script() -> Any:
-    spec = importlib.util.spec_from_file_location("localstack_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
-
-
-localstack = load_script()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# The banner's addresses, each with the port its server bound.
+BANNER = re.compile(r"Dashboard  (?P<dashboard>http://127\.0\.0\.1:\d+/) .*\n"
+                    r"  API        (?P<api>http://127\.0\.0\.1:\d+) .*\n"
+                    r"  Emulator   (?P<emulator>http://127\.0\.0\.1:\d+) ")
 
 
 def port_is_free(port: int) -> bool:
@@ -139,7 +123,7 @@ def test_a_busy_port_is_named_with_its_variable() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        env = dict(os.environ, API_PORT=str(free_port()), EMULATOR_PORT=str(port), DASHBOARD_PORT=str(free_port()))
+        env = dict(os.environ, API_PORT="0", EMULATOR_PORT=str(port), DASHBOARD_PORT="0")
         result = subprocess.run(
             [sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
         )
@@ -154,13 +138,12 @@ def test_a_busy_port_is_named_with_its_variable() -> None:
 class Stack:
     """scripts/localstack.py in a subprocess, its output collected line by line."""
 
-    def __init__(self, api_port: int, emulator_port: int, dashboard_port: int) -> None:
-        self.api = f"http://127.0.0.1:{api_port}"
-        self.endpoint = f"http://127.0.0.1:{emulator_port}"
-        self.dashboard = f"http://127.0.0.1:{dashboard_port}/"
+    def __init__(self) -> None:
+        # Every server binds a free port of its own choosing and the banner names it: a port picked here and
+        # bound later by the script could be taken in between.
+        self.api = self.endpoint = self.dashboard = ""
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
-        env.update(API_PORT=str(api_port), EMULATOR_PORT=str(emulator_port), DASHBOARD_PORT=str(dashboard_port),
-                   PYTHONUNBUFFERED="1")
+        env.update(API_PORT="0", EMULATOR_PORT="0", DASHBOARD_PORT="0", PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             [sys.executable, str(SCRIPT)], cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
@@ -188,7 +171,17 @@ class Stack:
             return exc.code, json.loads(exc.read() or b"{}")
 
     def wait_until_serving(self, timeout: float) -> None:
+        """Until the banner names the servers' addresses and the API answers."""
         deadline = time.monotonic() + timeout
+        while not BANNER.search(self.output):
+            if self.process.poll() is not None:
+                pytest.fail(f"the local stack exited with {self.process.returncode}:\n{self.output}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no banner within {timeout} s:\n{self.output}")
+            time.sleep(0.1)
+        found = BANNER.search(self.output)
+        assert found is not None
+        self.dashboard, self.api, self.endpoint = found.group("dashboard"), found.group("api"), found.group("emulator")
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"the local stack exited with {self.process.returncode}:\n{self.output}")
@@ -237,11 +230,7 @@ class Stack:
 
 @pytest.fixture
 def stack() -> Iterator[Stack]:
-    ports: set[int] = set()
-    while len(ports) < 3:
-        ports.add(free_port())
-    api_port, emulator_port, dashboard_port = sorted(ports)
-    running = Stack(api_port, emulator_port, dashboard_port)
+    running = Stack()
     try:
         yield running
     finally:
@@ -251,7 +240,6 @@ def stack() -> Iterator[Stack]:
 @pytest.mark.timeout(120)
 def test_make_run_serves_a_backup_of_all_three_plans_and_stops_on_ctrl_c(stack: Stack) -> None:
     stack.wait_until_serving(timeout=45)
-    stack.wait_for_text("curl -X POST localhost:", timeout=10)  # the banner follows the API's first answer
 
     status, started = stack.request("POST", "/backup")
     assert status == 202, started

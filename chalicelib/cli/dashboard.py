@@ -21,6 +21,11 @@ def cmd_dashboard(ctx: Context) -> int:
     dashboard = Dashboard(settings, ctx.clients, stage=ctx.args.stage, local=ctx.args.stage == "local")
     server = make(dashboard, ctx.args.port)
     address = url(server)
+    if ctx.args.port_file is not None:
+        # Written whole, then renamed: a reader never sees a partial number.
+        partial = ctx.args.port_file.with_name(ctx.args.port_file.name + ".part")
+        partial.write_text(str(server.server_address[1]))
+        partial.replace(ctx.args.port_file)
     if ctx.json:
         print(json.dumps({"dashboard": address, "stage": ctx.args.stage}), flush=True)
     else:

@@ -13,7 +13,7 @@
     org-backup verify-slice [--weekday N]
     org-backup prune [--plan NAME ...] [--dry-run] [--allow-large-prune NAME ...]
     org-backup snapshots --plan NAME
-    org-backup dashboard [--port P]
+    org-backup dashboard [--port P] [--port-file FILE]
     org-backup cost [--plan NAME] [--refresh]
 
 Every command takes `--stage` (default `dev`, or $ORG_BACKUP_STAGE) and `--json`. Exit status: 0 done,
@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -126,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboard = commands.add_parser("dashboard", parents=[common], help="serve the operator's dashboard on 127.0.0.1")
     dashboard.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0: any free port)")
+    dashboard.add_argument("--port-file", type=Path, help="once listening, write the port into this file "
+                           "(for scripts that start it with --port 0)")
 
     cost = commands.add_parser(
         "cost", parents=[common], help="what the backups cost: per storage class now, the next 12 months, the alternatives"
