@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 import threading
 from functools import cache
 from pathlib import Path
@@ -48,6 +49,7 @@ from chalicelib.deploy.scope import (
 ROOT = Path(__file__).resolve().parent.parent
 _APP_FILE = str(ROOT / "app.py")
 _CHALICELIB = str(ROOT / "chalicelib") + os.sep
+_FRAMEWORK = "jobs/"
 
 OPERATOR = "operator"
 UNATTRIBUTED = "unattributed"
@@ -130,11 +132,28 @@ def app_handlers() -> dict[str, str]:
 
 
 def _where(frame: Any) -> tuple[str, str]:
-    """(module relative to chalicelib/ with '/' separators, or 'app.py'; function name)."""
+    """(module relative to chalicelib/ with '/' separators, or 'app.py'; function name).
+
+    The job framework (`chalicelib/jobs/`) runs for one kind of job at a time: a frame of a method it defines
+    counts as the module of the kind's class it runs as (`PruneJob.run` is prune/job.py's `run`, a
+    `PruneStore`'s `create` prune/record.py's), so each kind is attributed as if it had its own copy."""
     filename = frame.f_code.co_filename
     if filename == _APP_FILE:
         return "app.py", frame.f_code.co_name
-    return filename[len(_CHALICELIB) :].replace(os.sep, "/"), frame.f_code.co_name
+    module = filename[len(_CHALICELIB) :].replace(os.sep, "/")
+    if module.startswith(_FRAMEWORK):
+        module = _kind_module(frame.f_locals.get("self")) or module
+    return module, frame.f_code.co_name
+
+
+def _kind_module(obj: Any) -> str | None:
+    """The module (relative to chalicelib/) that defines the class of `obj`, when it is a kind's, not the
+    framework's."""
+    if obj is None:
+        return None
+    filename = getattr(sys.modules.get(type(obj).__module__), "__file__", None) or ""
+    module = filename[len(_CHALICELIB) :].replace(os.sep, "/") if filename.startswith(_CHALICELIB) else ""
+    return module if module and not module.startswith(_FRAMEWORK) else None
 
 
 def _package(module: str) -> str | None:

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from chalicelib.catalog.manifests import Entry, ManifestWriter, manifest_key, put_manifest
-from chalicelib.catalog.records import BackupRecord, PlanResult, RecordStore, inverted_time, new_backup_id
+from chalicelib.catalog.records import BackupRecord, PlanResult, RecordStore, new_backup_id
 from chalicelib.cost.reports import CostReports, cost_key
 from chalicelib.cost.usage import PlanRun, measure, recent_history
 from chalicelib.layout import PRUNES_PREFIX
+from chalicelib.s3docs import inverted_time
 from chalicelib.prices import load_prices
 from chalicelib.times import isoformat, utcnow
 from tests.api_helpers import S3Calls

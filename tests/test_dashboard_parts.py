@@ -161,7 +161,7 @@ def test_the_operator_policy_allows_every_call_of_the_pages_and_buttons_and_noth
     # make (each after recording its backup or check).
     assert call(app, "POST", f"/backups/{backup_id}/verify", form={"token": app.token, "sample_percent": "100"}).status == 502
     assert call(app, "POST", "/backup", form={"token": app.token, "plans": "photos"}).status == 502
-    checks = VerificationStore(s3, inline.plans.catalog_bucket).recent(5)
+    checks = VerificationStore(s3, inline.plans.catalog_bucket).latest(5)
     assert [c.kind for c in checks] == ["backup"]
     assert call(app, "GET", f"/verifications/{checks[0].job_id}").status == 200
     # Recording the backup fails after its lock was taken: the lock is given back.

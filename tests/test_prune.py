@@ -433,7 +433,7 @@ def test_a_prune_longer_than_an_invocation_carries_on_from_its_checkpoint_and_en
     record = job.start(["docs"], "api", allow_large=["docs"])
 
     def invocation(prune_id: str) -> Any:
-        from chalicelib.workers import TimeBudget
+        from chalicelib.jobs.budget import TimeBudget
 
         budget = TimeBudget(FakeContext(1))
         return PruneJob(world.config.plans, world.clients, budget=budget, invoker=invoker, batch_size=2).run(prune_id)

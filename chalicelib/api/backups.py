@@ -26,7 +26,6 @@ from chalicelib.catalog.manifests import Entry
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.snapshots import open_snapshot
 from chalicelib.catalog.records import (
-    _MAX_MS,
     STATUSES,
     BackupRecord,
     RecordStore,
@@ -37,6 +36,7 @@ from chalicelib.catalog.records import (
 from chalicelib.errors import BadRequest, Conflict, NotFound, Tampered
 from chalicelib.layout import RECORDS_PREFIX
 from chalicelib.plans import PlanSet
+from chalicelib.s3docs import inverted_ms
 from chalicelib.times import utcnow
 from chalicelib.verify.job_record import backup_verification
 
@@ -244,7 +244,7 @@ def list_backups(
     start_after: str | None = None
     if until is not None:
         until_ms = max(0, _micros(until) // 1000)
-        start_after = f"{RECORDS_PREFIX}{_MAX_MS - min(until_ms, _MAX_MS):013d}"
+        start_after = f"{RECORDS_PREFIX}{inverted_ms(until_ms)}"
     if values.get("next_token") is not None:
         position = pagetokens.decode(values["next_token"], "backups", filters)
         if not isinstance(position, str) or not _valid_record_key(position):
@@ -253,7 +253,7 @@ def list_backups(
     oldest_inverted = None
     if since is not None:
         since_ms = -(-_micros(since) // 1000)
-        oldest_inverted = _MAX_MS - since_ms
+        oldest_inverted = int(inverted_ms(since_ms))
 
     filtered = plan is not None or status is not None
     found: list[BackupRecord] = []

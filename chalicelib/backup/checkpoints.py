@@ -37,9 +37,10 @@ from botocore.exceptions import ClientError
 
 from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Manifest, ManifestWriter
 from chalicelib.catalog.records import PlanResult
+# The time budget and continuations are the job framework's, shared with the other jobs.
+from chalicelib.jobs.budget import DEFAULT_RESERVE_MS, TimeBudget, budget_for  # noqa: F401
+from chalicelib.jobs.dispatch import Invoker, LambdaInvoker  # noqa: F401
 from chalicelib.layout import CHECKPOINTS_PREFIX, SNAPSHOTS_PREFIX
-# The time budget and continuations are shared with the other long jobs (verification, prune).
-from chalicelib.workers import DEFAULT_RESERVE_MS, Invoker, LambdaInvoker, TimeBudget, budget_for  # noqa: F401
 
 logger = logging.getLogger(__name__)
 

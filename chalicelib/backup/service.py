@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +25,7 @@ from chalicelib.config import Settings
 from chalicelib.cost.reports import CostReports
 from chalicelib.deploy import drift
 from chalicelib.errors import AlreadyExists, BadRequest, Conflict, describe_error
+from chalicelib.jobs.dispatch import Dispatcher
 from chalicelib.notify import alerts, metrics
 from chalicelib.notify.tampering import TamperingAlerts
 from chalicelib.times import isoformat, utcnow
@@ -102,7 +101,7 @@ class BackupService:
         `context` is the Lambda context: short of time, a plan stops at a checkpoint and the backup carries
         on in a new asynchronous invocation of the worker (the record stays RUNNING until then).
         `plan_name` and `segment` name one key range of a large plan split across invocations."""
-        budget = checkpoints.budget_for(context, getattr(self.settings, "checkpoint_reserve_ms", checkpoints.DEFAULT_RESERVE_MS))
+        budget = checkpoints.budget_for(context, self.settings.checkpoint_reserve_ms)
         record = self.records.get(backup_id)
         if record.status != "RUNNING":
             if record.sealed_at is None:
@@ -248,30 +247,18 @@ class BackupService:
     def _split_policy(self) -> ranges.SplitPolicy | None:
         """Large plans are split into key ranges only where parallel invocations exist."""
         invoker = self._invoker()
-        split_objects = getattr(self.settings, "split_objects", 0)
+        split_objects = self.settings.split_objects
         if invoker is None or not split_objects:
             return None
-        return ranges.SplitPolicy(split_objects, getattr(self.settings, "max_parallel_ranges", 8), invoker)
+        return ranges.SplitPolicy(split_objects, self.settings.max_parallel_ranges, invoker)
 
     def dispatch(self, record: BackupRecord) -> None:
         """Have the recorded backup run, by the configured worker mode."""
         mode = self.settings.worker_mode
-        if mode == "inline":
-            self.run(record.backup_id)
-        elif mode == "thread":
-            threading.Thread(target=self._run_logged, args=(record.backup_id,), daemon=True).start()
-        else:
-            self.clients.lambda_.invoke(
-                FunctionName=self.settings.worker_function,
-                InvocationType="Event",
-                Payload=json.dumps({"backup_id": record.backup_id}).encode("utf-8"),
-            )
-
-    def _run_logged(self, backup_id: str) -> None:
-        try:
-            self.run(backup_id)
-        except Exception:
-            logger.exception("backup %s failed in its worker thread", backup_id)
+        invoker = None
+        if mode == "lambda":
+            invoker = checkpoints.LambdaInvoker(self.clients.lambda_, self.settings.worker_function or "")
+        Dispatcher("backup", "backup_id", self.run, invoker, mode, inline_raises=True)(record.backup_id)
 
     def get(self, backup_id: str) -> BackupRecord:
         return self.records.get(backup_id)

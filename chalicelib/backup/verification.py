@@ -10,19 +10,13 @@ let only one invocation move it on), a finished one is left alone.
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Callable
-from typing import Any
-
-from chalicelib.backup import checkpoints
 from chalicelib.catalog.records import BackupRecord, new_backup_id
+from chalicelib.jobs.budget import Budget
+from chalicelib.jobs.dispatch import worker_beside
+from chalicelib.jobs.service import JobService
 from chalicelib.verify.job import VerificationJob
-from chalicelib.verify.verifier import Verifier
 from chalicelib.verify.job_record import VerificationRecord, VerificationStore
-from chalicelib.workers import worker_beside
-
-logger = logging.getLogger(__name__)
+from chalicelib.verify.verifier import Verifier
 
 VERIFY_WORKER = "verify_worker"
 
@@ -32,21 +26,11 @@ def verify_worker_name(backup_worker: str | None) -> str:
     return worker_beside(backup_worker, VERIFY_WORKER)
 
 
-class VerificationJobs:
+class VerificationJobs(JobService[VerificationRecord]):
     """Starts, dispatches and runs the verification jobs of scheduled backups. `settings` is a
     `config.Settings`, `clients` an `aws.Clients`; `invoker` replaces the Lambda invocation (tests)."""
 
-    def __init__(
-        self,
-        settings: Any,
-        clients: Any,
-        invoker: checkpoints.Invoker | None = None,
-        report: Callable[[str], Any] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.clients = clients
-        self.invoker = invoker
-        self.report = report
+    worker = VERIFY_WORKER
 
     def start_after(self, record: BackupRecord) -> VerificationRecord | None:
         """Start the job of a finished scheduled backup (None for any other backup). A failure to record or
@@ -68,46 +52,11 @@ class VerificationJobs:
         self.dispatch(job.job_id)
         return job
 
-    def dispatch(self, job_id: str) -> None:
-        """Have the job run by the worker mode. Inline and thread runs never raise into the backup."""
-        invoker = self._invoker()
-        if invoker is not None:
-            invoker({"job_id": job_id})
-        elif self.settings.worker_mode == "thread":
-            threading.Thread(target=self._run_logged, args=(job_id,), daemon=True).start()
-        else:
-            self._run_logged(job_id)
-
-    def run(self, job_id: str, context: Any = None) -> VerificationRecord:
-        """Work the job in this invocation; with a Lambda `context`, stop short of its time limit and have
-        the worker invoked again (without one, e.g. in-process, the job runs to its end)."""
-        budget = checkpoints.budget_for(context, getattr(self.settings, "checkpoint_reserve_ms", checkpoints.DEFAULT_RESERVE_MS))
-        return self.job(budget).run(job_id)
-
     def store(self) -> VerificationStore:
         return VerificationStore(self.clients.s3, self.settings.plans.catalog_bucket)
 
-    def job(self, budget: checkpoints.TimeBudget | None = None) -> VerificationJob:
+    def job(self, budget: Budget | None = None) -> VerificationJob:
+        settings = self.settings
         return VerificationJob(
-            self.settings.plans,
-            self.clients,
-            topic_arn=self.settings.topic_arn,
-            max_workers=self.settings.max_workers,
-            budget=budget,
-            invoker=self._invoker(),
-            time_zone=self.settings.time_zone,
-            report=self.report,
+            settings.plans, self.clients, max_workers=settings.max_workers, time_zone=settings.time_zone, **self.job_options(budget)
         )
-
-    def _invoker(self) -> checkpoints.Invoker | None:
-        if self.invoker is not None:
-            return self.invoker
-        if self.settings.worker_mode == "lambda":
-            return checkpoints.LambdaInvoker(self.clients.lambda_, verify_worker_name(self.settings.worker_function))
-        return None
-
-    def _run_logged(self, job_id: str) -> None:
-        try:
-            self.run(job_id)
-        except Exception:  # the job records its own failures; this is only what it could not record
-            logger.exception("verification %s failed in-process", job_id)

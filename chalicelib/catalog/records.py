@@ -26,11 +26,11 @@ from botocore.exceptions import ClientError
 from chalicelib import conditional
 from chalicelib.errors import AlreadyExists, NotFound, Tampered
 from chalicelib.layout import RECORDS_PREFIX, SEALED_RECORDS_PREFIX
+from chalicelib.s3docs import inverted_key
 from chalicelib.times import isoformat, utcnow
 
 STATUSES = ("RUNNING", "SUCCEEDED", "PARTIAL", "FAILED")
 _ID = re.compile(r"^(\d{8}T\d{9})Z-([a-z0-9-]{1,40})$")
-_MAX_MS = 10**13  # milliseconds since the epoch stay below this until the year 2286
 
 
 def new_backup_id(moment: datetime | None = None, suffix: str | None = None) -> str:
@@ -62,18 +62,8 @@ def is_backup_id(value: str) -> bool:
     return bool(_ID.match(value))
 
 
-def inverted_time(moment: datetime) -> str:
-    """The 13 digits that make a key list newest first: milliseconds before the year 2286."""
-    return f"{_MAX_MS - int(moment.timestamp() * 1000):013d}"
-
-
-def time_of_inverted(digits: str) -> datetime:
-    """The moment `inverted_time` wrote as `digits`."""
-    return datetime.fromtimestamp((_MAX_MS - int(digits)) / 1000, tz=timezone.utc)
-
-
 def record_key(backup_id: str) -> str:
-    return f"{RECORDS_PREFIX}{inverted_time(backup_time(backup_id))}_{backup_id}.json"
+    return inverted_key(RECORDS_PREFIX, backup_time(backup_id), backup_id)
 
 
 def sealed_key(backup_id: str) -> str:
@@ -136,9 +126,7 @@ class BackupRecord:
     verification: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["plans"] = {name: asdict(result) for name, result in self.plans.items()}
-        return data
+        return asdict(self)  # the plans' results too (asdict goes into dicts)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackupRecord:

@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.catalog.records import backup_time
 from chalicelib.errors import NotFound
 from chalicelib.layout import RESTORE_QUEUE_PREFIX, RESTORES_PREFIX
+from chalicelib.s3docs import inverted_key
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +27,7 @@ FINISHED = ("SUCCEEDED", "PARTIAL", "FAILED", "QUOTED")
 def restore_record_key(restore_id: str) -> str:
     if not RESTORE_ID.match(restore_id):
         raise NotFound(f"{restore_id!r} is not a restore id (expected e.g. 20261126T134735123Z-9f2c4a1b)")
-    millis = int(backup_time(restore_id).timestamp() * 1000)
-    return f"{RESTORES_PREFIX}{10**13 - millis:013d}_{restore_id}.json"
+    return inverted_key(RESTORES_PREFIX, backup_time(restore_id), restore_id)
 
 
 def snapshots_being_restored(s3: Any, catalog_bucket: str) -> dict[tuple[str, str], str]:

@@ -23,9 +23,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.catalog.records import time_of_inverted
 from chalicelib.errors import describe_error
 from chalicelib.layout import PRUNES_PREFIX
+from chalicelib.s3docs import time_of_inverted
 from chalicelib.times import parse_iso
 
 logger = logging.getLogger(__name__)

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.catalog.records import RecordStore, backup_id_of_key, time_of_inverted
+from chalicelib.catalog.records import RecordStore, backup_id_of_key
 from chalicelib.cost.bills import Day, backup_requests
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.layout import RECORDS_PREFIX
 from chalicelib.prices import Prices
+from chalicelib.s3docs import time_of_inverted
 from chalicelib.times import parse_iso
 
 WINDOW_DAYS = 30

@@ -313,7 +313,7 @@ def build(settings: Any, clients: Any, now: datetime, storage: StorageCache | No
     backups = [b for b in listed if b["status"] != "UNREADABLE"]
     unreadable = [b for b in listed if b["status"] == "UNREADABLE"]
     found = findings(plans.names, backups)
-    jobs = VerificationStore(clients.s3, plans.catalog_bucket).recent(VERIFICATION_RECORDS)
+    jobs = VerificationStore(clients.s3, plans.catalog_bucket).latest(VERIFICATION_RECORDS)
     attention = Attention(
         failed_plans=found["failed_plans"],
         failed_objects=found["failed_objects"],

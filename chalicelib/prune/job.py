@@ -28,9 +28,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from typing import Any, Protocol
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -40,30 +39,22 @@ from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
 from chalicelib.catalog.restoring import snapshots_being_restored
 from chalicelib.cost.model import StoredVersion, early_deletion_as_stored
 from chalicelib.errors import AlreadyExists, NotFound, Tampered, describe_error
+from chalicelib.jobs.budget import Budget
+from chalicelib.jobs.dispatch import Invoker
+from chalicelib.jobs.runner import BATCH_SIZE, Checkpoint, Job
 from chalicelib.notify import alerts
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.prices import Prices
 from chalicelib.prune import snapshots
-from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStore, add_to, new_prune_id
+from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus, PruneStore, add_to, new_prune_id
 from chalicelib.prune.sweep import References, Rules, StoredKey, check_order, walk
 from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
 
-# Versions judged between two saves of the checkpoint; also the most a DeleteObjects request takes.
-BATCH_SIZE = 1000
 DEFAULT_GRACE = timedelta(hours=48)
-Invoker = Callable[[dict[str, Any]], None]
-
-
-class Budget(Protocol):
-    def running_out(self) -> bool: ...
-
-
-@dataclass
-class _Held:
-    record: PruneRecord
-    etag: str
+# The most versions one DeleteObjects request takes.
+DELETE_BATCH = 1000
 
 
 def held_by_object_lock(error: dict[str, Any]) -> bool:
@@ -73,10 +64,8 @@ def held_by_object_lock(error: dict[str, Any]) -> bool:
     return error.get("Code") == "AccessDenied" and "object lock" in str(error.get("Message", "")).lower()
 
 
-class PruneJob:
-    """Start and run prunes. `clients` is an `aws.Clients`; `budget` the invocation's remaining time (None:
-    no limit); `invoker` has the prune carried on by a new invocation when time runs short (None: it carries
-    on here); `report` is told tampering found on the way."""
+class PruneJob(Job[PruneRecord]):
+    """Start and run prunes (chalicelib/jobs/runner.py's `Job`). `clients` is an `aws.Clients`."""
 
     def __init__(
         self,
@@ -91,19 +80,15 @@ class PruneJob:
         batch_size: int = BATCH_SIZE,
         grace: timedelta = DEFAULT_GRACE,
     ) -> None:
-        self.plans = plans
+        # Versions judged between two saves of the checkpoint: never more than one DeleteObjects request takes.
+        store = PruneStore(clients.s3, plans.catalog_bucket)
+        super().__init__(plans, clients, store, budget, invoker, report, min(batch_size, DELETE_BATCH))
         # The shortest grace period this job applies, whatever a prune's record says: a record is written by
         # the API too, and must not be able to shorten it.
         self.grace = grace
-        self.clients = clients
         self.prices = prices
         self.time_zone = time_zone
         self.topic_arn = topic_arn
-        self.budget = budget
-        self.invoker = invoker
-        self.report = report or (lambda finding: None)
-        self.batch_size = max(1, min(batch_size, 1000))
-        self.store = PruneStore(clients.s3, plans.catalog_bucket)
         self.records = RecordStore(clients.s3, plans.catalog_bucket)
         self.markers = PrunedMarkers(clients.s3, plans.catalog_bucket)
 
@@ -141,36 +126,14 @@ class PruneJob:
 
     # -- running ----------------------------------------------------------------------------------------
 
-    def run(self, prune_id: str) -> PruneRecord:
-        """Work the prune until it ends, or until time runs short and a new invocation has been asked to
-        carry it on. A finished prune is returned as it is."""
-        while True:
-            found = self.store.read(prune_id)
-            if found is None:
-                raise NotFound(f"no prune with id {prune_id!r}")
-            held = _Held(*found)
-            if held.record.finished:
-                return held.record
-            try:
-                done = self._invocation(held)
-            except AlreadyExists:
-                logger.warning("prune %s: another invocation is working on it; this one stops", prune_id)
-                return self.store.get(prune_id)
-            if done:
-                return held.record
-            if self.invoker is not None:
-                # A failure propagates: Lambda retries this invocation, which resumes from the checkpoint.
-                self.invoker({"prune_id": prune_id})
-                return held.record
-
-    def _invocation(self, held: _Held) -> bool:
-        record = held.record
+    def step(self, checkpoint: Checkpoint[PruneRecord]) -> bool:
+        record = checkpoint.record
         record.invocations += 1
         by_name = {plan.name: plan for plan in self.plans.plans}
         progressed = False
         while record.plan_index < len(record.plan_names):
-            if progressed and self._out_of_time():
-                self._save(held)
+            if progressed and checkpoint.out_of_time():
+                checkpoint.save()
                 return False
             name = record.plan_names[record.plan_index]
             work = record.plan(name)
@@ -178,7 +141,7 @@ class PruneJob:
             try:
                 if plan is None:
                     raise NotFound(f"plan {name!r} is no longer in the plans file")
-                if not self._plan(held, plan, work):
+                if not self._plan(checkpoint, plan, work):
                     return False
             except AlreadyExists:
                 raise
@@ -186,61 +149,61 @@ class PruneJob:
                 # A manifest the prune cannot read may name anything: nothing more of this plan is deleted.
                 self.report(str(exc))
                 work.add_error(f"TAMPERING: the prune of plan {name} stopped in its {work.phase} step: {exc}")
-                work.status = "FAILED"
+                work.status = PruneStatus.FAILED
             except (ClientError, BotoCoreError, NotFound, ValueError, OSError, EOFError) as exc:
                 # This plan stops where it is (everything done so far was safe to do); the others go on.
                 logger.exception("prune %s: plan %s stopped", record.prune_id, name)
                 work.add_error(f"the prune of plan {name} stopped in its {work.phase} step: {describe_error(exc)}")
-                work.status = "FAILED"
+                work.status = PruneStatus.FAILED
             progressed = True
             record.plan_index += 1
-            self._save(held)
+            checkpoint.save()
         record.conclude(isoformat(utcnow()))
-        self._save(held)
+        checkpoint.save()
         logger.info("prune %s %s: %s", record.prune_id, record.status, record.totals())
         alerts.publish_prune(self.clients.sns, self.topic_arn, record.to_dict())
         return True
 
-    def _plan(self, held: _Held, plan: Plan, work: PlanPrune) -> bool:
+    def _plan(self, checkpoint: Checkpoint[PruneRecord], plan: Plan, work: PlanPrune) -> bool:
         """One plan through its phases; False when time ran short (the checkpoint is saved)."""
-        record = held.record
+        record = checkpoint.record
         if work.phase == "decide":
             self._decide(plan, work)
             work.phase = "survey"
             work.position = None
             work.reset_counts()
-            self._save(held)
+            checkpoint.save()
         if work.phase == "survey":
-            if not self._sweep(held, plan, work, delete=False):
+            if not self._sweep(checkpoint, plan, work, delete=False):
                 return False
             self._judge(record, plan, work)
-            if record.dry_run or work.status == "HELD":
+            if record.dry_run or work.status == PruneStatus.HELD:
                 work.phase = "done"
-                work.status = work.status or ("FAILED" if work.error_count else "SUCCEEDED")
+                work.status = work.status or (PruneStatus.FAILED if work.error_count else PruneStatus.SUCCEEDED)
                 return True
             work.phase = "mark"
             work.position = None
-            self._save(held)
+            checkpoint.save()
         if work.phase == "mark":
             self._confirm_removing(plan, work)
             now = utcnow()
             for backup_id in work.removing:
                 self.markers.mark(plan.name, backup_id, record.prune_id, now)
             work.phase = "delete"
-            self._save(held)
+            checkpoint.save()
         if work.phase == "delete":
             if work.position is None:
                 # The delete pass's own findings replace the survey's (what stays, and why).
                 work.kept_young = work.kept_running = work.object_locked = work.missing = 0
-            if not self._sweep(held, plan, work, delete=True):
+            if not self._sweep(checkpoint, plan, work, delete=True):
                 return False
             work.phase = "manifests"
             work.position = None
-            self._save(held)
+            checkpoint.save()
         if work.phase == "manifests":
             self._remove_manifests(plan, work)
             work.phase = "done"
-        work.status = work.status or ("FAILED" if work.error_count else "SUCCEEDED")
+        work.status = work.status or (PruneStatus.FAILED if work.error_count else PruneStatus.SUCCEEDED)
         return True
 
     # -- 1. decide --------------------------------------------------------------------------------------
@@ -293,7 +256,7 @@ class PruneJob:
 
     # -- 2. and 4. the sweeps ---------------------------------------------------------------------------
 
-    def _sweep(self, held: _Held, plan: Plan, work: PlanPrune, delete: bool) -> bool:
+    def _sweep(self, checkpoint: Checkpoint[PruneRecord], plan: Plan, work: PlanPrune, delete: bool) -> bool:
         """Walk the plan bucket's data from the checkpoint; with `delete`, delete what is unreferenced.
         False when time ran short (the checkpoint is saved)."""
         s3 = self.clients.s3
@@ -314,7 +277,7 @@ class PruneJob:
                 work.warn(f"snapshot {base} stays readable while backup {running_id}, which may compare with it, runs")
         rules = Rules(
             now=now,
-            grace=max(timedelta(hours=held.record.grace_hours), self.grace),
+            grace=max(timedelta(hours=checkpoint.record.grace_hours), self.grace),
             running_since=min(running.values()) if running else None,
             lock_days=plan.object_lock.days if plan.object_lock else None,
         )
@@ -334,9 +297,9 @@ class PruneJob:
                     if deleter is not None:
                         deleter.flush()
                     work.position = stored.position
-                    self._save(held)
+                    checkpoint.save()
                     judged = 0
-                    if self._out_of_time():
+                    if checkpoint.out_of_time():
                         return False
             if deleter is not None:
                 deleter.flush()
@@ -435,7 +398,7 @@ class PruneJob:
             "reasons": reasons,
         }
         if held and not record.dry_run:
-            work.status = "HELD"
+            work.status = PruneStatus.HELD
             work.warn(
                 f"prune of plan {plan.name} held: {'; and '.join(reasons)}, more than max_prune_fraction {limit}. Nothing "
                 f"was deleted. If the retention policy ({work.policy}) is right, allow it for one run: "
@@ -471,8 +434,8 @@ class PruneJob:
             # alone is removed by the lifecycle's ExpiredObjectDeleteMarker once nothing is under it).
             key = manifest_key(plan.name, backup_id)
             doomed += [{"Key": key, "VersionId": version_id} for version_id, _ in meta.manifests[key].versions]
-        for start in range(0, len(doomed), 1000):
-            batch = doomed[start:start + 1000]
+        for start in range(0, len(doomed), DELETE_BATCH):
+            batch = doomed[start:start + DELETE_BATCH]
             response = s3.delete_objects(Bucket=plan.bucket, Delete={"Objects": batch, "Quiet": True})
             errors = response.get("Errors", [])
             work.manifests_deleted += len(batch) - len(errors)
@@ -481,15 +444,6 @@ class PruneJob:
                     work.object_locked += 1  # a later prune deletes it, once its retention has passed
                 else:
                     work.add_error(f"could not delete {error.get('Key')} version {error.get('VersionId')}: {error.get('Code')}")
-
-    # -- records ----------------------------------------------------------------------------------------
-
-    def _out_of_time(self) -> bool:
-        return self.budget is not None and self.budget.running_out()
-
-    def _save(self, held: _Held) -> None:
-        held.record.updated_at = isoformat(utcnow())
-        held.etag = self.store.replace(held.record, held.etag)
 
 
 def _monthly(prices: Prices | None, storage_class: str, size: int) -> float:
@@ -539,12 +493,12 @@ class _Deleter:
 
     def add(self, data_key: str, version: dict[str, Any], noncurrent_since: datetime | None) -> None:
         self.pending.append((data_key, version, noncurrent_since))
-        if len(self.pending) >= 1000:
+        if len(self.pending) >= DELETE_BATCH:
             self.flush()
 
     def flush(self) -> None:
         while self.pending:
-            batch, self.pending = self.pending[:1000], self.pending[1000:]
+            batch, self.pending = self.pending[:DELETE_BATCH], self.pending[DELETE_BATCH:]
             objects = [{"Key": key, "VersionId": version["VersionId"]} for key, version, _ in batch]
             response = self.s3.delete_objects(Bucket=self.plan.bucket, Delete={"Objects": objects, "Quiet": True})
             failed = {(e.get("Key"), e.get("VersionId")): e for e in response.get("Errors", [])}

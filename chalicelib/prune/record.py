@@ -1,27 +1,36 @@
 """The record of a prune, which is also its checkpoint: one JSON document per prune in the catalog bucket,
-`meta/prunes/<inverted time>_<prune_id>.json`, newest first like backup records.
-
-Every write after the first replaces the version read (`If-Match` on its ETag): of two invocations working
-the same prune (a duplicated or retried invocation) only one moves the record on; the other stops at its
-next write. The counts are complete; the errors and warnings listed are capped.
+`meta/prunes/<inverted time>_<prune_id>.json`, newest first like backup records, kept by the job framework's
+store (chalicelib/jobs/store.py: create-only, then ETag-guarded). The counts are complete; the errors and
+warnings listed are capped.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from chalicelib import conditional
 from chalicelib.catalog.records import backup_time, is_backup_id, new_backup_id
 from chalicelib.errors import NotFound
+from chalicelib.jobs.store import JobKind, JobStore
 from chalicelib.layout import PRUNES_PREFIX
+from chalicelib.s3docs import inverted_key, known_fields
 
 ID_PREFIX = "prune-"
 # A plan's prune goes through these phases in order; a crash resumes the phase it was in.
 PHASES = ("decide", "survey", "mark", "delete", "manifests", "done")
-STATUSES = ("RUNNING", "SUCCEEDED", "HELD", "FAILED")
 MAX_LISTED = 20
-_MAX_MS = 10**13  # as for backup records
+
+
+class PruneStatus(StrEnum):
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    # The prune guard stopped it before anything was deleted.
+    HELD = "HELD"
+    FAILED = "FAILED"
+
+
+STATUSES = tuple(PruneStatus)
 
 
 def new_prune_id(moment: Any = None, suffix: str | None = None) -> str:
@@ -38,8 +47,7 @@ def prune_time_id(prune_id: str) -> str:
 
 
 def prune_key(prune_id: str) -> str:
-    millis = int(backup_time(prune_time_id(prune_id)).timestamp() * 1000)
-    return f"{PRUNES_PREFIX}{_MAX_MS - millis:013d}_{prune_id}.json"
+    return inverted_key(PRUNES_PREFIX, backup_time(prune_time_id(prune_id)), prune_id)
 
 
 def _tally() -> dict[str, Any]:
@@ -60,8 +68,8 @@ class PlanPrune:
 
     plan: str
     phase: str = "decide"
-    # SUCCEEDED, HELD (the prune guard stopped it before anything was deleted) or FAILED; None while running.
-    status: str | None = None
+    # SUCCEEDED, HELD or FAILED; None while running.
+    status: PruneStatus | None = None
     policy: str = ""
     # Every snapshot of the plan, newest first: backup_id, taken_at, kept, reasons (empty when removed).
     snapshots: list[dict[str, Any]] = field(default_factory=list)
@@ -119,8 +127,9 @@ class PlanPrune:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PlanPrune:
-        known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in known})
+        plan = cls(**known_fields(cls, data))
+        plan.status = PruneStatus(plan.status) if plan.status is not None else None
+        return plan
 
 
 @dataclass
@@ -132,7 +141,7 @@ class PruneRecord:
     # Plans whose prune may pass the guard in this run.
     allow_large: list[str] = field(default_factory=list)
     grace_hours: float = 48.0
-    status: str = "RUNNING"
+    status: PruneStatus = PruneStatus.RUNNING
     started_at: str | None = None
     updated_at: str | None = None
     finished_at: str | None = None
@@ -142,19 +151,19 @@ class PruneRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status != "RUNNING"
+        return self.status != PruneStatus.RUNNING
 
     def plan(self, name: str) -> PlanPrune:
         return self.plans.setdefault(name, PlanPrune(plan=name))
 
     def conclude(self, now: str) -> None:
         statuses = {self.plans[name].status for name in self.plan_names if name in self.plans}
-        if "FAILED" in statuses:
-            self.status = "FAILED"
-        elif "HELD" in statuses:
-            self.status = "HELD"
+        if PruneStatus.FAILED in statuses:
+            self.status = PruneStatus.FAILED
+        elif PruneStatus.HELD in statuses:
+            self.status = PruneStatus.HELD
         else:
-            self.status = "SUCCEEDED"
+            self.status = PruneStatus.SUCCEEDED
         self.finished_at = now
 
     def totals(self) -> dict[str, Any]:
@@ -173,53 +182,17 @@ class PruneRecord:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["plans"] = {name: asdict(plan) for name, plan in self.plans.items()}
-        return data
+        return asdict(self)  # each plan's part too (asdict goes into dicts)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruneRecord:
         plans = {name: PlanPrune.from_dict(plan) for name, plan in (data.get("plans") or {}).items()}
-        known = cls.__dataclass_fields__
-        return cls(plans=plans, **{k: v for k, v in data.items() if k in known and k != "plans"})
+        record = cls(plans=plans, **known_fields(cls, data, without=("plans",)))
+        record.status = PruneStatus(record.status)
+        return record
 
 
-class PruneStore:
-    """Prune records in the catalog bucket, written with conditional writes."""
+class PruneStore(JobStore[PruneRecord]):
+    """Prune records in the catalog bucket."""
 
-    def __init__(self, s3: Any, bucket: str) -> None:
-        self.s3 = s3
-        self.bucket = bucket
-
-    def create(self, record: PruneRecord) -> str:
-        """Store a new record; returns its ETag. `AlreadyExists` when the prune is already recorded."""
-        return conditional.create(self.s3, self.bucket, prune_key(record.prune_id), record.to_dict())
-
-    def read(self, prune_id: str) -> tuple[PruneRecord, str] | None:
-        document = conditional.read(self.s3, self.bucket, prune_key(prune_id))
-        if document is None:
-            return None
-        if not document.data.get("prune_id") == prune_id:
-            raise ValueError(f"the record at s3://{self.bucket}/{prune_key(prune_id)} is not prune {prune_id}'s")
-        return PruneRecord.from_dict(document.data), document.etag
-
-    def get(self, prune_id: str) -> PruneRecord:
-        found = self.read(prune_id)
-        if found is None:
-            raise NotFound(f"no prune with id {prune_id!r}")
-        return found[0]
-
-    def replace(self, record: PruneRecord, etag: str) -> str:
-        return conditional.replace(self.s3, self.bucket, prune_key(record.prune_id), record.to_dict(), etag)
-
-    def latest(self, limit: int = 20) -> list[PruneRecord]:
-        """The newest prunes first (one listing request, then one GET each)."""
-        response = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=PRUNES_PREFIX, MaxKeys=limit)
-        found = []
-        for item in response.get("Contents", []):
-            prune_id = item["Key"].rsplit("/", 1)[1].split("_", 1)[-1].removesuffix(".json")
-            try:
-                found.append(self.get(prune_id))
-            except (NotFound, ValueError, TypeError):
-                continue
-        return found
+    kind = JobKind("prune", "prune_id", PRUNES_PREFIX, prune_key, PruneRecord.from_dict)

@@ -8,23 +8,20 @@ a repeated delivery finds the same prune and finishes it instead of starting ano
 
 from __future__ import annotations
 
-import logging
-import threading
 from datetime import datetime, timedelta
-from typing import Any
 
 from chalicelib.catalog.records import scheduled_suffix
 from chalicelib.errors import BadRequest, Conflict
-from chalicelib.prune.job import DEFAULT_GRACE, Invoker, PruneJob
+from chalicelib.jobs.budget import Budget
+from chalicelib.jobs.dispatch import worker_beside, worker_lost
+from chalicelib.jobs.service import JobService
+from chalicelib.prune.job import DEFAULT_GRACE, PruneJob
 from chalicelib.prune.record import PruneRecord, PruneStore, new_prune_id
-from chalicelib.times import parse_iso, utcnow
-from chalicelib.workers import DEFAULT_RESERVE_MS, LambdaInvoker, budget_for, worker_beside
-
-logger = logging.getLogger(__name__)
+from chalicelib.times import utcnow
 
 PRUNE_WORKER = "prune_worker"
-# A prune recorded RUNNING for longer than this has lost its worker: another may start.
-STALE_AFTER = timedelta(hours=6)
+# A prune recorded RUNNING and not written for this long has lost its worker: another may start.
+WORKER_LOST_AFTER = timedelta(hours=6)
 
 
 def prune_worker_name(backup_worker: str | None) -> str:
@@ -32,15 +29,11 @@ def prune_worker_name(backup_worker: str | None) -> str:
     return worker_beside(backup_worker, PRUNE_WORKER)
 
 
-class PruneJobs:
+class PruneJobs(JobService[PruneRecord]):
     """`settings` is a `config.Settings`, `clients` an `aws.Clients`; `invoker` replaces the Lambda
     invocation (tests); `report` is told tampering."""
 
-    def __init__(self, settings: Any, clients: Any, invoker: Invoker | None = None, report: Any = None) -> None:
-        self.settings = settings
-        self.clients = clients
-        self.invoker = invoker
-        self.report = report
+    worker = PRUNE_WORKER
 
     def store(self) -> PruneStore:
         return PruneStore(self.clients.s3, self.settings.plans.catalog_bucket)
@@ -64,7 +57,7 @@ class PruneJobs:
         running = self.running(now)
         if running is not None:
             raise Conflict(f"prune {running.prune_id} is still running (since {running.started_at})")
-        return self.job().start(names, trigger, dry_run=dry_run, allow_large=allowed, grace=self._grace())
+        return self.job().start(names, trigger, dry_run=dry_run, allow_large=allowed, grace=DEFAULT_GRACE)
 
     def running(self, now: datetime | None = None) -> PruneRecord | None:
         """A recent prune that has not finished, if any (the newest few records are read)."""
@@ -72,57 +65,17 @@ class PruneJobs:
         for record in self.store().latest(5):
             if record.finished or record.dry_run:
                 continue
-            started = parse_iso(record.updated_at or record.started_at or "")
-            if moment - started < STALE_AFTER:
+            if not worker_lost(record.updated_at or record.started_at, moment, WORKER_LOST_AFTER):
                 return record
         return None
 
-    def scheduled(self, scheduled_at: datetime, event_id: str | None, context: Any = None) -> PruneRecord:
+    def scheduled(self, scheduled_at: datetime, event_id: str | None, context: object = None) -> PruneRecord:
         """The daily prune of every plan: recorded once per schedule event, then worked."""
         prune_id = new_prune_id(scheduled_at, suffix=scheduled_suffix(event_id))
-        record = self.job().start(self.settings.plans.names, "schedule", prune_id=prune_id, grace=self._grace())
+        record = self.job().start(self.settings.plans.names, "schedule", prune_id=prune_id, grace=DEFAULT_GRACE)
         return self.run(record.prune_id, context)
 
-    def dispatch(self, prune_id: str) -> None:
-        invoker = self._invoker()
-        if invoker is not None:
-            invoker({"prune_id": prune_id})
-        elif self.settings.worker_mode == "thread":
-            threading.Thread(target=self._run_logged, args=(prune_id,), daemon=True).start()
-        else:
-            self._run_logged(prune_id)
-
-    def run(self, prune_id: str, context: Any = None) -> PruneRecord:
-        """Work the prune in this invocation; with a Lambda `context`, stop short of its time limit and have
-        the prune worker invoked again (without one, e.g. in-process, the prune runs to its end)."""
-        budget = budget_for(context, getattr(self.settings, "checkpoint_reserve_ms", DEFAULT_RESERVE_MS))
-        return self.job(budget).run(prune_id)
-
-    def job(self, budget: Any = None) -> PruneJob:
-        return PruneJob(
-            self.settings.plans,
-            self.clients,
-            prices=getattr(self.settings, "prices", None),
-            time_zone=getattr(self.settings, "time_zone", "UTC"),
-            topic_arn=self.settings.topic_arn,
-            budget=budget,
-            invoker=self._invoker(),
-            report=self.report,
-            grace=self._grace(),
-        )
-
-    def _grace(self) -> timedelta:
-        return timedelta(hours=getattr(self.settings, "prune_grace_hours", DEFAULT_GRACE.total_seconds() / 3600))
-
-    def _invoker(self) -> Invoker | None:
-        if self.invoker is not None:
-            return self.invoker
-        if self.settings.worker_mode == "lambda":
-            return LambdaInvoker(self.clients.lambda_, prune_worker_name(self.settings.worker_function))
-        return None
-
-    def _run_logged(self, prune_id: str) -> None:
-        try:
-            self.run(prune_id)
-        except Exception:  # the prune records its own failures; this is only what it could not record
-            logger.exception("prune %s failed in-process", prune_id)
+    def job(self, budget: Budget | None = None) -> PruneJob:
+        settings = self.settings
+        options = self.job_options(budget)
+        return PruneJob(settings.plans, self.clients, settings.prices, settings.time_zone, grace=DEFAULT_GRACE, **options)

@@ -5,16 +5,15 @@ Restores only ever write to their target: a target bucket that is one of the bac
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.catalog.records import new_backup_id
-from chalicelib.errors import BadRequest, NotFound, Tampered
+from chalicelib.errors import NotFound, Tampered
+from chalicelib.jobs.dispatch import Dispatcher, LambdaInvoker, worker_beside, worker_lost
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.prices import Prices, load_prices
 from chalicelib.restore.outcome import ProgressCallback
@@ -23,12 +22,13 @@ from chalicelib.restore.prepare import RestoreChecks
 from chalicelib.restore.quote import quote, version_heads
 from chalicelib.restore.records import RestoreRecord, RestoreStore
 from chalicelib.restore.requests import RestoreRequest
-from chalicelib.times import isoformat, parse_iso, utcnow
+from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
 
+RESTORE_WORKER = "restore_worker"
 # A RUNNING restore not updated for this long has lost its worker (a timeout or a crash): resume it.
-STALE_AFTER = timedelta(minutes=20)
+WORKER_LOST_AFTER = timedelta(minutes=20)
 
 
 class RestoreService:
@@ -131,22 +131,10 @@ class RestoreService:
 
     def dispatch(self, record: RestoreRecord) -> None:
         """Run the first pass by the configured worker mode (as backups do)."""
-        if self.worker_mode == "inline":
-            self.run(record.restore_id)
-        elif self.worker_mode == "thread":
-            threading.Thread(target=self._run_logged, args=(record.restore_id,), daemon=True).start()
-        else:
-            self.clients.lambda_.invoke(
-                FunctionName=restore_worker_name(self.worker_function),
-                InvocationType="Event",
-                Payload=json.dumps({"restore_id": record.restore_id}).encode("utf-8"),
-            )
-
-    def _run_logged(self, restore_id: str) -> None:
-        try:
-            self.run(restore_id)
-        except Exception:
-            logger.exception("restore %s failed in its worker thread", restore_id)
+        invoker = None
+        if self.worker_mode == "lambda":
+            invoker = LambdaInvoker(self.clients.lambda_, restore_worker_name(self.worker_function))
+        Dispatcher("restore", "restore_id", self.run, invoker, self.worker_mode, inline_raises=True)(record.restore_id)
 
     def run(self, restore_id: str, progress: ProgressCallback | None = None) -> RestoreRecord:
         """One pass. The first pass covers the whole selection; later ones the versions waiting for a thaw."""
@@ -161,9 +149,8 @@ class RestoreService:
                 record = self.store.get(restore_id)
             except NotFound:
                 continue
-            if record.status in ("RUNNING", "PREPARING") and record.updated_at:
-                if now - parse_iso(record.updated_at) < STALE_AFTER:
-                    continue  # its worker is probably still at it
+            if record.status in ("RUNNING", "PREPARING") and not worker_lost(record.updated_at, now, WORKER_LOST_AFTER):
+                continue  # its worker is probably still at it
             if record.finished:
                 self.store.save(record)  # drops the queue entry
                 continue
@@ -176,6 +163,4 @@ class RestoreService:
 
 def restore_worker_name(backup_worker: str | None) -> str:
     """The deployed restore worker sits beside the backup worker: `<app>-<stage>-restore_worker`."""
-    if not backup_worker or not backup_worker.endswith("backup_worker"):
-        raise BadRequest("WORKER_FUNCTION_NAME must name the backup worker to find the restore worker beside it")
-    return backup_worker[: -len("backup_worker")] + "restore_worker"
+    return worker_beside(backup_worker, RESTORE_WORKER)

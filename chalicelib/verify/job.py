@@ -22,8 +22,7 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -33,6 +32,9 @@ from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
 from chalicelib.catalog.snapshots import open_snapshot
 from chalicelib.errors import AlreadyExists, NotFound, Pruned, describe_error
+from chalicelib.jobs.budget import Budget
+from chalicelib.jobs.dispatch import Invoker
+from chalicelib.jobs.runner import BATCH_SIZE, Checkpoint, Job
 from chalicelib.layout import SNAPSHOTS_PREFIX
 from chalicelib.localtime import UTC
 from chalicelib.notify import alerts
@@ -42,17 +44,6 @@ from chalicelib.verify.checks import verify_entries, weekly_slice
 from chalicelib.verify.job_record import VerificationRecord, VerificationStore, check_id, verification_id
 
 logger = logging.getLogger(__name__)
-
-# Versions checked between two saves of the checkpoint (and two looks at the clock).
-BATCH_SIZE = 1000
-Invoker = Callable[[dict[str, Any]], None]
-
-
-class Budget(Protocol):
-    """The invocation's remaining time (chalicelib/backup/checkpoints.py's TimeBudget)."""
-
-    def running_out(self) -> bool: ...
-
 
 def _sort_key(entry: Entry) -> tuple[str, str]:
     return entry.sort_key
@@ -107,19 +98,9 @@ def batches(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
         yield batch
 
 
-@dataclass
-class _Held:
-    """The record as this invocation last read or wrote it, and that version's ETag."""
-
-    record: VerificationRecord
-    etag: str
-
-
-class VerificationJob:
-    """Start and run weekly verification jobs. `clients` is an `aws.Clients`.
-
-    `budget` is the invocation's remaining time (None: no limit); `invoker` has the job carried on by a new
-    invocation when time runs short (None: it carries on here); `time_zone`: the alert's times."""
+class VerificationJob(Job[VerificationRecord]):
+    """Start and run weekly verification jobs and on-demand checks (chalicelib/jobs/runner.py's `Job`).
+    `clients` is an `aws.Clients`; `time_zone`: the alert's times."""
 
     def __init__(
         self,
@@ -133,18 +114,12 @@ class VerificationJob:
         time_zone: ZoneInfo = UTC,
         report: Callable[[str], Any] | None = None,
     ) -> None:
-        self.plans = plans
+        store = VerificationStore(clients.s3, plans.catalog_bucket)
+        super().__init__(plans, clients, store, budget, invoker, report, batch_size)
         self.time_zone = time_zone
-        self.clients = clients
         self.topic_arn = topic_arn
         self.max_workers = max_workers
-        self.budget = budget
-        self.invoker = invoker
-        self.batch_size = max(1, batch_size)
-        self.store = VerificationStore(clients.s3, plans.catalog_bucket)
         self.records = RecordStore(clients.s3, plans.catalog_bucket)
-        # Where tampering found on the way is told (notify/tampering.py); a test may leave it silent.
-        self.report = report or (lambda finding: None)
         # The most versions of one key the deduplication held at once, over every plan this object checked.
         self.largest_working_set = 0
 
@@ -170,36 +145,12 @@ class VerificationJob:
         logger.info("verification %s started: slice %d of the snapshots up to %s", record.job_id, record.weekday, backup_id)
         return record
 
-    def run(self, job_id: str) -> VerificationRecord:
-        """Work the job until it ends, or until time runs short and a new invocation has been asked to carry
-        it on. Safe to call again: a finished job is returned as it is, checking nothing."""
-        while True:
-            found = self.store.read(job_id)
-            if found is None:
-                raise NotFound(f"no verification job with id {job_id!r}")
-            held = _Held(*found)
-            if held.record.finished:
-                return held.record
-            try:
-                done = self._invocation(held)
-            except AlreadyExists:
-                # Another invocation of the same job wrote the record meanwhile: it carries the job on.
-                logger.warning("verification %s: another invocation is working on it; this one stops", job_id)
-                return self.store.get(job_id)
-            if done:
-                return held.record
-            if self.invoker is not None:
-                # A failure propagates: Lambda retries this invocation, which resumes from the same checkpoint.
-                self.invoker({"job_id": job_id})
-                logger.info("verification %s: continues in a new invocation after %s", job_id, held.record.after)
-                return held.record
-
-    def _invocation(self, held: _Held) -> bool:
+    def step(self, checkpoint: Checkpoint[VerificationRecord]) -> bool:
         """One invocation's share of the work; True when the job ended (its record is then final)."""
-        record = held.record
+        record = checkpoint.record
         record.invocations += 1
         try:
-            if not self._work(held):
+            if not self._work(checkpoint):
                 return False
         except AlreadyExists:
             raise
@@ -207,7 +158,7 @@ class VerificationJob:
             logger.exception("verification %s stopped", record.job_id)
             record.add_error(f"the verification stopped: {describe_error(exc)}")
         record.conclude(isoformat(utcnow()))
-        self._save(held)
+        checkpoint.save()
         logger.info(
             "verification %s %s: %d versions checked, %d missing, %d damaged, %d error(s)",
             record.job_id, record.status, record.checked, record.missing_count, record.damaged_count, record.error_count,
@@ -236,17 +187,17 @@ class VerificationJob:
         self.store.create(record)
         return record
 
-    def _work(self, held: _Held) -> bool:
+    def _work(self, checkpoint: Checkpoint[VerificationRecord]) -> bool:
         """Plan after plan from the checkpoint; False when time ran short."""
-        record = held.record
+        record = checkpoint.record
         plans = self.plans.plans
         progressed = False
         while record.plan_index < len(plans):
-            if progressed and self._out_of_time():
+            if progressed and checkpoint.out_of_time():
                 return False
             plan = plans[record.plan_index]
             try:
-                if not self._check_plan(held, plan):
+                if not self._check_plan(checkpoint, plan):
                     return False
             except (ClientError, BotoCoreError, NotFound, Pruned, ValueError) as exc:
                 # This plan's slice could not be (fully) read; the other plans are still checked.
@@ -254,12 +205,12 @@ class VerificationJob:
             progressed = True
             record.plan_index += 1
             record.after = None
-            self._save(held)
+            checkpoint.save()
         return True
 
-    def _check_plan(self, held: _Held, plan: Plan) -> bool:
+    def _check_plan(self, checkpoint: Checkpoint[VerificationRecord], plan: Plan) -> bool:
         """The plan's slice after the checkpoint; False when time ran short (the checkpoint is saved)."""
-        record = held.record
+        record = checkpoint.record
         if record.kind == "backup" and not self._in_check(record, plan):
             return True
         after = (record.after[0], record.after[1]) if record.after else None
@@ -285,8 +236,8 @@ class VerificationJob:
                 for batch in batches(distinct, self.batch_size):
                     record.add(plan.name, verify_entries(self.clients.s3, plan, batch, sample, self.max_workers))
                     record.after = [batch[-1].source, batch[-1].key]
-                    self._save(held)
-                    if self._out_of_time():
+                    checkpoint.save()
+                    if checkpoint.out_of_time():
                         return False
             finally:
                 self.largest_working_set = max(self.largest_working_set, distinct.largest)
@@ -315,10 +266,3 @@ class VerificationJob:
             if not is_backup_id(taken) or backup_time(taken) <= until:
                 keys.append(key)
         return keys
-
-    def _out_of_time(self) -> bool:
-        return self.budget is not None and self.budget.running_out()
-
-    def _save(self, held: _Held) -> None:
-        held.record.updated_at = isoformat(utcnow())
-        held.etag = self.store.replace(held.record, held.etag)

@@ -5,29 +5,37 @@ A job's id derives from the backup that started it (`verify-<backup_id>`), so th
 from the backup id alone: `GET /backups/{id}` finds it with one GET, no listing, and a repeated delivery of
 the same backup finds the same job instead of starting another.
 
-Every write after the first replaces the version read (`If-Match` on its ETag): of two invocations working
-the same job (a duplicated or retried invocation) only one can move the record on, and the other stops at
-its next write. The counts are complete; the findings and errors listed are capped.
+The job framework's store keeps it (chalicelib/jobs/store.py: create-only, then ETag-guarded). The counts
+are complete; the findings and errors listed are capped.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from chalicelib import conditional
 from chalicelib.catalog.records import backup_time, is_backup_id
 from chalicelib.errors import NotFound
+from chalicelib.jobs.store import JobKind, JobStore
 from chalicelib.layout import VERIFICATIONS_PREFIX
+from chalicelib.s3docs import inverted_key, known_fields
 from chalicelib.verify.checks import MAX_LISTED, VerifyReport
 
 JOB_PREFIX = "verify-"
 # An on-demand check of one backup (POST /backups/{id}/verify): `check-<a fresh id of the request's time>`.
 CHECK_PREFIX = "check-"
 KINDS = ("slice", "backup")
-STATUSES = ("RUNNING", "SUCCEEDED", "FAILED")
 MAX_ERRORS = 20
-_MAX_MS = 10**13  # as for backup records: inverted milliseconds stay positive until the year 2286
+
+
+class VerificationStatus(StrEnum):
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+STATUSES = tuple(VerificationStatus)
 
 
 def verification_id(backup_id: str) -> str:
@@ -53,8 +61,7 @@ def backup_of(job_id: str) -> str:
 
 
 def verification_key(job_id: str) -> str:
-    millis = int(backup_time(backup_of(job_id)).timestamp() * 1000)
-    return f"{VERIFICATIONS_PREFIX}{_MAX_MS - millis:013d}_{job_id}.json"
+    return inverted_key(VERIFICATIONS_PREFIX, backup_time(backup_of(job_id)), job_id)
 
 
 @dataclass
@@ -73,7 +80,7 @@ class VerificationRecord:
     sampled: int = 0
     sample_skipped_archived: int = 0
     trigger: str = "schedule"
-    status: str = "RUNNING"
+    status: VerificationStatus = VerificationStatus.RUNNING
     started_at: str | None = None
     updated_at: str | None = None
     finished_at: str | None = None
@@ -95,7 +102,7 @@ class VerificationRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status != "RUNNING"
+        return self.status != VerificationStatus.RUNNING
 
     @property
     def ok(self) -> bool:
@@ -132,7 +139,7 @@ class VerificationRecord:
 
     def conclude(self, now: str) -> None:
         """FAILED when anything is missing or damaged, or part of the slice could not be checked."""
-        self.status = "SUCCEEDED" if self.ok else "FAILED"
+        self.status = VerificationStatus.SUCCEEDED if self.ok else VerificationStatus.FAILED
         self.finished_at = now
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,8 +149,9 @@ class VerificationRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VerificationRecord:
-        known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in known})
+        record = cls(**known_fields(cls, data))
+        record.status = VerificationStatus(record.status)
+        return record
 
     def summary(self) -> dict[str, Any]:
         """What `GET /backups/{id}` shows of it: status and counts, no findings."""
@@ -164,52 +172,10 @@ class VerificationRecord:
         }
 
 
-class VerificationStore:
-    """Verification records in the catalog bucket, written with conditional writes."""
+class VerificationStore(JobStore[VerificationRecord]):
+    """Verification records in the catalog bucket."""
 
-    def __init__(self, s3: Any, bucket: str) -> None:
-        self.s3 = s3
-        self.bucket = bucket
-
-    def create(self, record: VerificationRecord) -> str:
-        """Store a new record; returns its ETag. `AlreadyExists` when the job is already recorded."""
-        return conditional.create(self.s3, self.bucket, verification_key(record.job_id), record.to_dict())
-
-    def read(self, job_id: str) -> tuple[VerificationRecord, str] | None:
-        """The record and its ETag, or None when the job was never started."""
-        document = conditional.read(self.s3, self.bucket, verification_key(job_id))
-        if document is None:
-            return None
-        if not document.data:
-            raise ValueError(f"the record of {job_id} at s3://{self.bucket}/{verification_key(job_id)} is not a JSON object")
-        return VerificationRecord.from_dict(document.data), document.etag
-
-    def get(self, job_id: str) -> VerificationRecord:
-        found = self.read(job_id)
-        if found is None:
-            raise NotFound(f"no verification job with id {job_id!r}")
-        return found[0]
-
-    def recent(self, limit: int) -> list[VerificationRecord]:
-        """The newest `limit` jobs, newest first (keys begin with the inverted time): one LIST, a GET each.
-        A record that cannot be read is left out."""
-        response = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=VERIFICATIONS_PREFIX, MaxKeys=limit)
-        jobs = []
-        for item in response.get("Contents", []):
-            # <13-digit inverted time>_<job id>.json
-            job_id = item["Key"][len(VERIFICATIONS_PREFIX) + 14 : -len(".json")]
-            try:
-                found = self.read(job_id)
-            except (NotFound, ValueError, TypeError):
-                continue
-            if found is not None:
-                jobs.append(found[0])
-        return jobs
-
-    def replace(self, record: VerificationRecord, etag: str) -> str:
-        """Write over the version whose ETag is `etag`; returns the new ETag. `AlreadyExists` when another
-        invocation wrote the record meanwhile (it carries the job on; this one must stop)."""
-        return conditional.replace(self.s3, self.bucket, verification_key(record.job_id), record.to_dict(), etag)
+    kind = JobKind("verification job", "job_id", VERIFICATIONS_PREFIX, verification_key, VerificationRecord.from_dict)
 
 
 def backup_verification(s3: Any, bucket: str, backup_id: str) -> dict[str, Any] | None:

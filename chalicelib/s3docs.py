@@ -1,0 +1,92 @@
+"""JSON documents in S3, read and listed one way: what a missing key looks like, and the newest-first order of
+records kept under `<prefix><inverted time>_<name>.json`.
+
+Conditional writes (create-only, replace-by-ETag) are `conditional.py`'s; this module is where a reader
+learns that a document is not there, and where the inverted time that orders records newest first is
+written and read back.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.errors import error_code
+
+# What S3 answers for a key or a version that is not there: NoSuchKey (GetObject), a bare 404 or NotFound
+# (HeadObject), NoSuchVersion (a version id that names nothing), and 405 MethodNotAllowed (a version id that
+# names a delete marker: there is no object to read).
+MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchVersion", "405", "MethodNotAllowed"})
+# Milliseconds since the epoch stay below this until the year 2286: inverted, they keep their 13 digits.
+_MAX_MS = 10**13
+_INVERTED_DIGITS = 13
+
+
+def is_missing(exc: BaseException) -> bool:
+    """True when an S3 call failed because the key (or the version asked for) is not there."""
+    return error_code(exc) in MISSING_CODES
+
+
+def known_fields(cls: type, data: dict[str, Any], without: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The items of a stored document that are fields of the dataclass `cls` (a field added later is
+    defaulted; one removed since is ignored), leaving out `without` (fields decoded on their own)."""
+    known = cls.__dataclass_fields__  # type: ignore[attr-defined]
+    return {k: v for k, v in data.items() if k in known and k not in without}
+
+
+def get(s3: Any, bucket: str, key: str, version_id: str | None = None) -> dict[str, Any] | None:
+    """GetObject of the key (of `version_id`, when given): S3's answer, its body still to read; None when the
+    key or the version is not there."""
+    params = {"Bucket": bucket, "Key": key} | ({"VersionId": version_id} if version_id else {})
+    try:
+        return dict(s3.get_object(**params))
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        raise
+
+
+def get_bytes(s3: Any, bucket: str, key: str, version_id: str | None = None) -> bytes | None:
+    """The object's bytes, or None when it is not there."""
+    response = get(s3, bucket, key, version_id)
+    return None if response is None else bytes(response["Body"].read())
+
+
+def get_json(s3: Any, bucket: str, key: str, version_id: str | None = None) -> Any:
+    """The JSON document, or None when it is not there (ValueError when it is not JSON)."""
+    body = get_bytes(s3, bucket, key, version_id)
+    return None if body is None else json.loads(body)
+
+
+def inverted_time(moment: datetime) -> str:
+    """13 digits that sort the later moment first (S3 lists keys in ascending order)."""
+    return f"{_MAX_MS - int(moment.timestamp() * 1000):0{_INVERTED_DIGITS}d}"
+
+
+def time_of_inverted(digits: str) -> datetime:
+    """The moment `inverted_time` wrote as `digits`."""
+    return datetime.fromtimestamp((_MAX_MS - int(digits)) / 1000, tz=timezone.utc)
+
+
+def inverted_ms(milliseconds: int) -> str:
+    """`inverted_time` of a moment given in milliseconds since the epoch (clamped to the representable range)."""
+    return f"{_MAX_MS - min(max(milliseconds, 0), _MAX_MS):0{_INVERTED_DIGITS}d}"
+
+
+def inverted_key(prefix: str, moment: datetime, name: str) -> str:
+    """`<prefix><inverted time>_<name>.json`: listed under `prefix`, the newest record comes first."""
+    return f"{prefix}{inverted_time(moment)}_{name}.json"
+
+
+def name_in_inverted_key(key: str) -> str:
+    """The `name` of a key `inverted_key` made."""
+    return key.rsplit("/", 1)[-1].split("_", 1)[-1].removesuffix(".json")
+
+
+def newest_keys(s3: Any, bucket: str, prefix: str, limit: int) -> list[str]:
+    """The keys of the newest `limit` records under `prefix` (one listing request)."""
+    response = s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=limit)
+    return [item["Key"] for item in response.get("Contents", [])]
