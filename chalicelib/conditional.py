@@ -15,12 +15,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.errors import AlreadyExists
+from chalicelib.errors import AlreadyExists, error_code
+from chalicelib import s3docs
+from chalicelib.s3docs import is_missing
 
 # 412: the condition failed. 409: another conditional write to the key is in flight (AWS answers this;
 # moto does not). Both mean "someone else got there first".
 _LOST_RACE = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
-_MISSING = ("NoSuchKey", "404", "NotFound")
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,9 @@ class Document:
     etag: str
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def lost_race(exc: ClientError) -> bool:
     """True when a conditional write failed because another writer got there first."""
-    return _code(exc) in _LOST_RACE
+    return error_code(exc) in _LOST_RACE
 
 
 def put_new(s3: Any, **params: Any) -> dict[str, Any]:
@@ -50,12 +47,9 @@ def put_new(s3: Any, **params: Any) -> dict[str, Any]:
 
 def read(s3: Any, bucket: str, key: str) -> Document | None:
     """The document and its ETag, or None when there is none (or it is not a JSON object)."""
-    try:
-        response = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if _code(exc) in _MISSING:
-            return None
-        raise
+    response = s3docs.get(s3, bucket, key)
+    if response is None:
+        return None
     try:
         data = json.loads(response["Body"].read())
     except ValueError:
@@ -90,7 +84,7 @@ def _put(s3: Any, bucket: str, key: str, data: dict[str, Any], **condition: str)
             **condition,
         )
     except ClientError as exc:
-        if lost_race(exc) or (condition.get("IfMatch") and _code(exc) in _MISSING):
+        if lost_race(exc) or (condition.get("IfMatch") and is_missing(exc)):
             raise AlreadyExists(f"s3://{bucket}/{key} changed while it was being written") from exc
         raise
     return str(response.get("ETag", ""))

@@ -35,6 +35,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib import s3docs
 from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Manifest, ManifestWriter
 from chalicelib.catalog.records import PlanResult
 # The time budget and continuations are the job framework's, shared with the other jobs.
@@ -105,16 +106,12 @@ class CheckpointStore:
         return checkpoint_key(self.plan, self.backup_id)
 
     def load(self) -> Checkpoint | None:
-        try:
-            response = self.s3.get_object(Bucket=self.bucket, Key=self.state_key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise
+        response = s3docs.get(self.s3, self.bucket, self.state_key)
+        if response is None:
+            return None
         try:
             data = json.loads(response["Body"].read())
-            known = Checkpoint.__dataclass_fields__
-            checkpoint = Checkpoint(**{k: v for k, v in data.items() if k in known})
+            checkpoint = Checkpoint(**s3docs.known_fields(Checkpoint, data))
         except (ValueError, TypeError) as exc:
             logger.warning("checkpoint %s is unreadable (%s): the run starts over", self.state_key, exc)
             return None

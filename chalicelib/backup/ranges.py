@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
 
 from chalicelib import conditional
 from chalicelib.backup import checkpoints
@@ -41,6 +40,7 @@ from chalicelib.catalog.records import PlanResult
 from chalicelib.errors import AlreadyExists, NotFound, Tampered
 from chalicelib.layout import CHECKPOINTS_PREFIX
 from chalicelib.plans import Plan, Source
+from chalicelib.s3docs import get_json
 
 logger = logging.getLogger(__name__)
 
@@ -232,13 +232,9 @@ def merge_source_stats(merged: dict[str, Any], stats: dict[str, Any]) -> None:
 
 
 def load_split(s3: Any, bucket: str, plan: str, backup_id: str) -> Split | None:
-    try:
-        response = s3.get_object(Bucket=bucket, Key=split_key(plan, backup_id))
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
-    data = json.loads(response["Body"].read())
+    data = get_json(s3, bucket, split_key(plan, backup_id))
+    if data is None:
+        return None
     return Split(previous=data.get("previous"), bounds=[tuple(b) for b in data["bounds"]])  # type: ignore[misc]
 
 

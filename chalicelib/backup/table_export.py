@@ -41,8 +41,9 @@ from botocore.exceptions import ClientError, WaiterError
 from chalicelib import conditional
 from chalicelib.backup import writes
 from chalicelib.catalog.manifests import EXPORT_IDENTITY
-from chalicelib.errors import AlreadyExists, SourceError, error_code
+from chalicelib.errors import AlreadyExists, SourceError
 from chalicelib.layout import EXPORTS_PREFIX
+from chalicelib.s3docs import get_json
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +85,9 @@ class TableExports:
         self.where = where
 
     def _load(self) -> Export | None:
-        try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=self.state_key)["Body"].read()
-        except ClientError as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
-                return None
-            raise
-        data = json.loads(body)
+        data = get_json(self.s3, self.bucket, self.state_key)
+        if data is None:
+            return None
         return Export(data["arn"], data["prefix"])
 
     def start_or_adopt(self, table_arn: str, source: str, backup_id: str) -> Export:

@@ -38,8 +38,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib import transfer
 from chalicelib.backup import table_export, writes
 from chalicelib.backup.sources import ReaderSuspended, SourceObject, Stored
-from chalicelib.errors import SourceError, describe_error, error_code
+from chalicelib.errors import SourceError, describe_error
 from chalicelib.plans import DynamoDBSource
+from chalicelib.s3docs import get_json
 
 logger = logging.getLogger(__name__)
 
@@ -202,13 +203,9 @@ class DynamoDBSourceReader:
     def _load_scan_state(self) -> list[_Segment] | None:
         if self._run is None:
             return None
-        try:
-            body = self.s3.get_object(Bucket=self._run.bucket, Key=self._state_key("scan.json"))["Body"].read()
-        except ClientError as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
-                return None
-            raise
-        data = json.loads(body)
+        data = get_json(self.s3, self._run.bucket, self._state_key("scan.json"))
+        if data is None:
+            return None
         if data.get("table") != self.source.table:
             return None
         return [_Segment(**{**segment, "digest": int(segment["digest"], 16)}) for segment in data["segments"]]

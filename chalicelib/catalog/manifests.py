@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 from chalicelib import conditional
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.layout import MANIFEST_SUFFIX, SNAPSHOTS_PREFIX, data_key
+from chalicelib.s3docs import is_missing
 
 MANIFEST_FORMAT = "backup-snapshot/1"
 
@@ -217,7 +218,7 @@ class Manifest:
             response = s3.get_object(**params)
         except ClientError as exc:
             spool.close()
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NoSuchVersion"):
+            if is_missing(exc):
                 where = f"s3://{bucket}/{key}" + (f" version {version_id}" if version_id else "")
                 raise NotFound(f"no snapshot at {where}") from exc
             raise

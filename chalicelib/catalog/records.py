@@ -21,12 +21,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from botocore.exceptions import ClientError
 
 from chalicelib import conditional
 from chalicelib.errors import AlreadyExists, NotFound, Tampered
 from chalicelib.layout import RECORDS_PREFIX, SEALED_RECORDS_PREFIX
-from chalicelib.s3docs import inverted_key
+from chalicelib.s3docs import get_bytes, inverted_key, known_fields
 from chalicelib.times import isoformat, utcnow
 
 STATUSES = ("RUNNING", "SUCCEEDED", "PARTIAL", "FAILED")
@@ -104,8 +103,7 @@ class PlanResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PlanResult:
-        known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**known_fields(cls, data))
 
 
 @dataclass
@@ -131,9 +129,7 @@ class BackupRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackupRecord:
         plans = {name: PlanResult.from_dict(result) for name, result in data.get("plans", {}).items()}
-        known = cls.__dataclass_fields__
-        values = {k: v for k, v in data.items() if k in known and k != "plans"}
-        return cls(plans=plans, **values)
+        return cls(plans=plans, **known_fields(cls, data, without=("plans",)))
 
     def totals(self) -> dict[str, int]:
         keys = ("copied", "unchanged", "deleted", "deletions_held_back", "failed", "bytes_copied", "objects", "bytes")
@@ -242,12 +238,7 @@ class RecordStore:
         return None if body is None else parse_record(body, backup_id, sealed=True)
 
     def _body(self, key: str) -> bytes | None:
-        try:
-            return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise
+        return get_bytes(self.s3, self.bucket, key)
 
     def list_keys(self, limit: int, start_after: str | None = None) -> tuple[list[str], bool]:
         """Up to `limit` record keys, newest first, after `start_after`; and whether more follow."""

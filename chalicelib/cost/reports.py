@@ -26,11 +26,12 @@ from chalicelib.cost.prunes import recent_prunes
 from chalicelib.cost.report import combine, plan_report
 from chalicelib.cost.tally import PlanTally
 from chalicelib.cost.usage import measure, recent_history
-from chalicelib.errors import NotFound, Tampered, describe_error, error_code
+from chalicelib.errors import NotFound, Tampered, describe_error
 from chalicelib.layout import COSTS_PREFIX
 from chalicelib.plans import PlanSet
 from chalicelib.prices import Prices, load_prices
 from chalicelib.times import isoformat, utcnow
+from chalicelib.s3docs import get_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +113,9 @@ class CostReports:
 
     def stored(self, backup_id: str) -> dict[str, Any] | None:
         """The stored report, if there is one computed from today's inputs."""
-        try:
-            body = self.s3.get_object(Bucket=self.plans.catalog_bucket, Key=cost_key(backup_id))["Body"].read()
-        except ClientError as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
-                return None
-            raise
+        body = get_bytes(self.s3, self.plans.catalog_bucket, cost_key(backup_id))
+        if body is None:
+            return None
         try:
             report = json.loads(body)
         except ValueError:

@@ -11,12 +11,12 @@ from botocore.exceptions import ClientError
 
 from chalicelib import conditional, transfer
 from chalicelib.catalog.manifests import Entry
-from chalicelib.errors import error_code
 from chalicelib.layout import MAX_KEY_BYTES
 from chalicelib.plans import Plan
 from chalicelib.restore.outcome import Outcome
 from chalicelib.restore.requests import Target
 from chalicelib.restore.selection import target_key
+from chalicelib.s3docs import is_missing
 
 
 def same_content(entry: Entry, head: dict[str, Any]) -> bool:
@@ -50,7 +50,7 @@ def copy_to_bucket(s3: Any, plan: Plan, target: Target, entry: Entry, overwrite:
     try:
         existing = s3.head_object(Bucket=target.bucket, Key=key, ChecksumMode="ENABLED")
     except ClientError as exc:
-        if error_code(exc) not in ("404", "NoSuchKey"):
+        if not is_missing(exc):
             raise
         existing = None
     if existing is not None:

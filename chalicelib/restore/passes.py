@@ -35,6 +35,7 @@ from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.selection import select_entries, sources_by_name, target_table
 from chalicelib.restore.table import restore_table, table_schema
 from chalicelib.restore.thaw import is_archived, request_thaw
+from chalicelib.s3docs import is_missing
 from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ class RestorePass:
         try:
             head = s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id)
         except ClientError as exc:
-            if error_code(exc) in ("404", "NoSuchKey", "NoSuchVersion", "405"):
+            if is_missing(exc):
                 return Outcome("failed", entry, reason=f"version {entry.version_id} of {entry.data_key} is missing from {plan.bucket}")
             raise
         if head.get("ContentLength") != entry.size:

@@ -8,12 +8,12 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.catalog.manifests import Entry
-from chalicelib.errors import error_code
 from chalicelib.plans import Plan
 from chalicelib.prices import GB, Prices
 from chalicelib.restore.folder_layout import FolderLayout
 from chalicelib.restore.requests import TIERS, RestoreRequest
 from chalicelib.restore.thaw import ARCHIVE_CLASSES, effective_tier, is_archived
+from chalicelib.s3docs import is_missing
 
 
 def version_heads(s3: Any, plan: Plan, entries: list[Entry], max_workers: int) -> list[dict[str, Any] | None]:
@@ -23,7 +23,7 @@ def version_heads(s3: Any, plan: Plan, entries: list[Entry], max_workers: int) -
         try:
             return dict(s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id))
         except ClientError as exc:
-            if error_code(exc) in ("404", "NoSuchKey", "NoSuchVersion", "405"):
+            if is_missing(exc):
                 return None
             raise
 

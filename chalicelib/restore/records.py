@@ -8,13 +8,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
 
 from chalicelib import conditional
 from chalicelib.catalog.restoring import FINISHED, restore_record_key
 from chalicelib.errors import AlreadyExists, NotFound
 from chalicelib.layout import RESTORE_QUEUE_PREFIX, RESTORES_PREFIX
 from chalicelib.restore.requests import DEFAULT_TIER, Target
+from chalicelib.s3docs import get_json, known_fields
 from chalicelib.times import isoformat, utcnow
 
 __all__ = ["FINISHED", "RestoreRecord", "RestoreStore", "restore_record_key", "summary"]
@@ -63,12 +63,11 @@ class RestoreRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RestoreRecord:
-        known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**known_fields(cls, data))
 
     @property
     def target_spec(self) -> Target:
-        return Target(**{k: v for k, v in self.target.items() if k in Target.__dataclass_fields__})
+        return Target(**known_fields(Target, self.target))
 
     @property
     def finished(self) -> bool:
@@ -108,13 +107,10 @@ class RestoreStore:
             self.s3.delete_object(Bucket=self.bucket, Key=RESTORE_QUEUE_PREFIX + record.restore_id)
 
     def get(self, restore_id: str) -> RestoreRecord:
-        try:
-            response = self.s3.get_object(Bucket=self.bucket, Key=restore_record_key(restore_id))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise NotFound(f"no restore with id {restore_id!r}") from exc
-            raise
-        return RestoreRecord.from_dict(json.loads(response["Body"].read()))
+        data = get_json(self.s3, self.bucket, restore_record_key(restore_id))
+        if data is None:
+            raise NotFound(f"no restore with id {restore_id!r}")
+        return RestoreRecord.from_dict(data)
 
     def list(self, limit: int = 20) -> list[RestoreRecord]:
         response = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=RESTORES_PREFIX, MaxKeys=limit)

@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.catalog.manifests import Entry
 from chalicelib.errors import describe_error
 from chalicelib.plans import Plan
+from chalicelib.s3docs import is_missing
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +96,6 @@ def in_sample(entry: Entry, percent: float) -> bool:
     return (_version_hash(entry) % 10_000) < percent * 100
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def check_metadata(s3: Any, plan: Plan, entry: Entry) -> tuple[Finding | None, dict[str, Any] | None]:
     """The metadata check of one version; also returns S3's answer for the caller's further checks."""
 
@@ -108,8 +105,8 @@ def check_metadata(s3: Any, plan: Plan, entry: Entry) -> tuple[Finding | None, d
     try:
         head = s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id, ChecksumMode="ENABLED")
     except ClientError as exc:
-        # 404: the version is gone; 405: the version id names a delete marker.
-        if _code(exc) in ("404", "NoSuchKey", "NoSuchVersion", "405", "MethodNotAllowed"):
+        # The version is gone, or its version id names a delete marker.
+        if is_missing(exc):
             return finding("missing", f"version {entry.version_id} of s3://{plan.bucket}/{entry.data_key} does not exist"), None
         raise
     if head.get("DeleteMarker"):
