@@ -16,6 +16,7 @@ from chalicelib.api.plans import describe_plans
 from chalicelib.api.requests import check_body, parse_restore_request, parse_verify_request
 from chalicelib.aws import Clients
 from chalicelib.backup.schedule import DAILY_AT
+from chalicelib.bootstrap import System
 from chalicelib.backup.service import BackupService
 from chalicelib.config import Settings
 from chalicelib.cost.reports import CostReports
@@ -49,14 +50,18 @@ iam = IAMAuthorizer()
 _clients: Clients | None = None
 
 
-def service() -> BackupService:
+def system() -> System:
     """Settings come from the environment of the running handler; clients are made once per process, with
     S3 requests to the stage's backup and restore buckets pinned to its account."""
     global _clients
     settings = Settings.from_environ()
     if _clients is None:
         _clients = Clients(bucket_owner=settings.bucket_owner)
-    return BackupService(settings, _clients)
+    return System(settings, _clients)
+
+
+def service() -> BackupService:
+    return system().backups
 
 
 def _client_errors(func: Any) -> Any:
@@ -83,7 +88,7 @@ def _client_errors(func: Any) -> Any:
             return _error(415, "UnsupportedMediaType", str(exc))
         except Tampered as exc:
             # Stored metadata that cannot be trusted: never a 500, never used; the operators are told.
-            service().tampering.report(str(exc))
+            system().tampering.report(str(exc))
             return _error(409, "TamperingDetected", str(exc))
 
     return wrapper
@@ -154,9 +159,7 @@ def list_plans() -> dict[str, Any]:
 
 
 def cost_reports() -> CostReports:
-    """Cost reports use the same settings and clients as backups."""
-    backups = service()
-    return CostReports.from_settings(backups.settings, backups.clients, backups.tampering.report)
+    return system().costs
 
 
 @app.route("/costs", methods=["GET"], authorizer=iam)
@@ -196,14 +199,12 @@ def backup_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def verify_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Runs the weekly verification job a scheduled backup started, carrying itself on past the time limit
     (invoked asynchronously)."""
-    record = service().verification.run(event["job_id"], context=context)
+    record = system().verifications.run(event["job_id"], context=context)
     return {"job_id": record.job_id, "status": record.status}
 
 
 def restores() -> RestoreService:
-    """Restores use the same settings and clients as backups."""
-    backups = service()
-    return RestoreService.from_settings(backups.settings, backups.clients, backups.tampering.report)
+    return system().restores
 
 
 @app.route("/restores", methods=["POST"], authorizer=iam, content_types=["*/*"])
@@ -237,7 +238,7 @@ def verify_backup(backup_id: str) -> Response:
     a job for the verify worker; the answer (202) names it, GET /verifications/{id} shows it."""
     current = app.current_request
     request = parse_verify_request(check_body(current.raw_body, current.headers.get("content-type")))
-    job = service().verification.start_check(backup_id, request.plans, request.sample_percent)
+    job = system().verifications.start_check(backup_id, request.plans, request.sample_percent)
     return Response(
         status_code=202,
         body={"verification_id": job.job_id, "backup_id": backup_id, "status": job.status},
@@ -250,7 +251,7 @@ def verify_backup(backup_id: str) -> Response:
 def get_verification(verification_id: str) -> dict[str, Any]:
     """A verification job (the weekly one of a scheduled backup, or a check of one backup): status, counts
     and findings."""
-    return verifications.describe(service().verification.store(), verification_id)
+    return verifications.describe(system().verifications.store(), verification_id)
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS))
@@ -268,9 +269,7 @@ def restore_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def prunes() -> PruneJobs:
-    """Prunes use the same settings and clients as backups."""
-    backups = service()
-    return PruneJobs(backups.settings, backups.clients, report=backups.tampering.report)
+    return system().prunes
 
 
 @app.route("/prune", methods=["POST"], authorizer=iam, content_types=["*/*"])

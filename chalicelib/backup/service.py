@@ -45,14 +45,15 @@ class BackupService:
         clients: Clients,
         invoker: checkpoints.Invoker | None = None,
         verify_invoker: checkpoints.Invoker | None = None,
+        tampering: TamperingAlerts | None = None,
     ) -> None:
         self.settings = settings
         self.clients = clients
         # How a backup that ran short of time is carried on (default: by the worker mode).
         self.invoker = invoker
         self.records = RecordStore(clients.s3, settings.plans.catalog_bucket)
-        # Tampering is told once per finding, by SNS (notify/tampering.py).
-        self.tampering = TamperingAlerts(clients.s3, settings.plans.catalog_bucket, clients.sns, settings.topic_arn)
+        # Tampering is told once per finding, by SNS (notify/tampering.py); the composition root passes its own.
+        self.tampering = tampering or TamperingAlerts(clients.s3, settings.plans.catalog_bucket, clients.sns, settings.topic_arn)
         # The weekly check of stored versions a scheduled backup starts when it ends (`verify_invoker`:
         # how its job is invoked; default: by the worker mode).
         self.verification = VerificationJobs(settings, clients, verify_invoker, self.tampering.report)

@@ -19,7 +19,7 @@ from typing import Any
 
 from chalicelib.api import backups as api
 from chalicelib.api.requests import parse_verify_request, restore_request_from_dict
-from chalicelib.backup.service import BackupService
+from chalicelib.bootstrap import System
 from chalicelib.dashboard import charts, overview
 from chalicelib.dashboard.storage import StorageCache
 from chalicelib.errors import BadRequest, Conflict, NotFound, Pruned
@@ -67,7 +67,7 @@ class Contents:
 
 def backup(settings: Any, clients: Any, backup_id: str, query: dict[str, str]) -> dict[str, Any]:
     """A backup as `GET /backups/{id}` describes it, and one page of a plan's snapshot."""
-    records = BackupService(settings, clients).records
+    records = System(settings, clients).backups.records
     described = api.get_backup(records, backup_id)
     plans = list(described["plans"])
     with_snapshot = [name for name in plans if described["plans"][name].get("snapshot")]
@@ -93,7 +93,7 @@ def start(settings: Any, clients: Any, plans: list[str]) -> str:
     """Start a backup exactly as `POST /backup` does (locks, record, dispatch); returns its id."""
     body = json.dumps({"plans": plans}).encode("utf-8") if plans else b""
     started = api.start_backup(
-        BackupService(settings, clients), body, "application/json" if body else None, idempotency_key=None
+        System(settings, clients).backups, body, "application/json" if body else None, idempotency_key=None
     )
     return started.record.backup_id
 
@@ -109,13 +109,13 @@ def verify(settings: Any, clients: Any, backup_id: str, form: dict[str, str]) ->
         except ValueError:
             raise BadRequest(f"'sample_percent' must be a number from 0 to 100, got {percent!r}") from None
     request = parse_verify_request(json.dumps(body).encode("utf-8"))
-    job = BackupService(settings, clients).verification.start_check(backup_id, request.plans, request.sample_percent)
+    job = System(settings, clients).verifications.start_check(backup_id, request.plans, request.sample_percent)
     return job.job_id
 
 
 def verification(settings: Any, clients: Any, verification_id: str) -> dict[str, Any]:
     """`GET /verifications/{id}`: the job's status, counts and findings."""
-    return job_record.describe(BackupService(settings, clients).verification.store(), verification_id)
+    return job_record.describe(System(settings, clients).verifications.store(), verification_id)
 
 
 def quote(settings: Any, clients: Any, backup_id: str, query: dict[str, str], stage: str) -> dict[str, Any]:

@@ -1,0 +1,49 @@
+"""The composition root: the settings, the clients, the tampering reporter and each service, built in one
+place and each once. A handler in app.py (or the dashboard) builds a `System` from the settings of the
+running request and the process's clients, and takes what it needs; a service is made only when first
+asked for, so a request pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from chalicelib.aws import Clients
+from chalicelib.backup.service import BackupService
+from chalicelib.backup.verification import VerificationJobs
+from chalicelib.config import Settings
+from chalicelib.cost.reports import CostReports
+from chalicelib.notify.tampering import TamperingAlerts
+from chalicelib.prune.service import PruneJobs
+from chalicelib.restore.service import RestoreService
+
+
+class System:
+    """Everything the entry points use, sharing one set of settings, clients and tampering reporter."""
+
+    def __init__(self, settings: Settings, clients: Clients) -> None:
+        self.settings = settings
+        self.clients = clients
+        # Tampering is told once per finding, by SNS (notify/tampering.py), whichever service finds it.
+        self.tampering = TamperingAlerts(clients.s3, settings.plans.catalog_bucket, clients.sns, settings.topic_arn)
+
+    @cached_property
+    def backups(self) -> BackupService:
+        return BackupService(self.settings, self.clients, tampering=self.tampering)
+
+    @cached_property
+    def verifications(self) -> VerificationJobs:
+        # The backups start the weekly verification when they end: the same jobs serve both.
+        return self.backups.verification
+
+    @cached_property
+    def restores(self) -> RestoreService:
+        return RestoreService.from_settings(self.settings, self.clients, self.tampering.report)
+
+    @cached_property
+    def prunes(self) -> PruneJobs:
+        return PruneJobs(self.settings, self.clients, report=self.tampering.report)
+
+    @cached_property
+    def costs(self) -> CostReports:
+        return CostReports.from_settings(self.settings, self.clients, self.tampering.report)
