@@ -175,7 +175,9 @@ def topic_queue(sns: Any, sqs: Any, stage_env: dict[str, str]) -> str:
 
 
 def read_alerts(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
-    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+    # An alert read once stays hidden for the longest time SQS allows (12 hours), not the default 30 seconds: a
+    # test that runs longer on a busy machine must not read it a second time.
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=43200).get("Messages", [])
     return [json.loads(message["Body"]) for message in messages]
 
 
