@@ -15,6 +15,9 @@ from chalicelib.errors import PlanError
 # Time kept in hand when a job stops: enough to finish the batch in flight and save the checkpoint.
 DEFAULT_RESERVE_MS = 60_000
 BACKUP_WORKER = "backup_worker"
+# The name of every thread that runs a job in-process (WORKER_MODE=thread): "org-backup backup <id>" and so
+# on, so that a thread dump names the job, and whoever started jobs can wait for them to end.
+WORKER_THREAD = "org-backup "
 
 
 class TimeBudget:

@@ -116,6 +116,7 @@ class FaultInjector:
         self.crashed = False
         self.log: list[tuple[int, str, str]] = []
         self.calls: Counter[str] = Counter()
+        self._sent: Counter[tuple[str, str]] = Counter()
         # Every operation in the order it was sent (service.Operation).
         self.sequence: list[str] = []
         self._clients: list[Any] = []
@@ -161,9 +162,12 @@ class FaultInjector:
                 self.crashed = True
                 self.log.append((index, operation, "crash"))
                 return "crash"
-            ordinal = self.calls[operation] - 1
+            # How many times this very request (operation and URL: bucket, key, query) was sent before: a
+            # retry is drawn anew, and the same request meets the same fault on every run of the seed.
+            ordinal = self._sent[(operation, url)]
+            self._sent[(operation, url)] += 1
             for number, rule in enumerate(self.rules):
-                if rule.matches(operation, url) and self._draw(number, operation, ordinal) < rule.rate:
+                if rule.matches(operation, url) and self._draw(number, operation, url, ordinal) < rule.rate:
                     rule.fired += 1
                     self.log.append((index, operation, rule.kind))
                     if rule.kind == "crash":
@@ -173,12 +177,13 @@ class FaultInjector:
                     return rule.kind
         return None
 
-    def _draw(self, rule: int, operation: str, ordinal: int) -> float:
-        """A number in [0, 1) fixed by the seed, the rule, the operation and how many of that operation came
-        before: the same faults fire on every run of a seed, whatever order the threads send requests in (a
-        shared random stream would hand its draws to whichever thread asked first). Which object the n-th
-        copy names can still differ between runs; that the n-th copy fails does not."""
-        digest = hashlib.blake2b(f"{self.seed}/{rule}/{operation}/{ordinal}".encode(), digest_size=8).digest()
+    def _draw(self, rule: int, operation: str, url: str, attempt: int) -> float:
+        """A number in [0, 1) fixed by the seed, the rule, the request and its attempt: the same request
+        meets the same fault on every run of a seed, whatever order the threads send in (a shared random
+        stream would hand its draws to whichever thread asked first). Requests whose URL names something
+        random (a new backup id) still differ between runs; every DynamoDB request has the same URL, so there
+        the n-th request of an operation is what is fixed."""
+        digest = hashlib.blake2b(f"{self.seed}/{rule}/{operation}/{url}/{attempt}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
 
     def _before_send(self, request: Any, event_name: str = "", **kwargs: Any) -> AWSResponse | None:

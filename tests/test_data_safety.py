@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -288,13 +287,18 @@ def test_the_settings_check_overlaps_the_listing_of_snapshots_and_still_comes_be
     fill(s3, "safety-src", {f"k{i}": b"x" for i in range(5)})
     s3.put_bucket_versioning(Bucket=BACKUP, VersioningConfiguration={"Status": "Suspended"})
     events: list[str] = []
+    snapshots_listed = threading.Event()
 
     def slow_check(**kwargs: Any) -> None:
         events.append("versioning asked")
-        time.sleep(0.3)  # S3 slow to answer: the listing goes out meanwhile
+        # S3 slow to answer: the answer waits until the listing of snapshots has gone out, which it can only
+        # do if the two are asked at once (asked one after the other, the wait runs out and the order shows it).
+        snapshots_listed.wait(30)
 
     def listed(params: dict[str, Any], **kwargs: Any) -> None:
         events.append(f"listed {params.get('Prefix')}")
+        if str(params.get("Prefix", "")).startswith("meta/snapshots/"):
+            snapshots_listed.set()
 
     def answered(**kwargs: Any) -> None:
         events.append("versioning answered")

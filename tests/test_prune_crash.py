@@ -149,8 +149,9 @@ def test_a_crash_at_any_operation_of_a_prune_then_a_new_prune_keeps_every_kept_s
         clients = Clients()
         backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
         if not _HISTORY:
-            _HISTORY["held"] = build_history(s3, config, clients, clock)
-            _HISTORY["bucket"] = freeze(backend.buckets[BUCKET])
+            # Both at once: a build interrupted half way must not leave a history later chunks take as made.
+            held_now = build_history(s3, config, clients, clock)
+            _HISTORY.update(held=held_now, bucket=freeze(backend.buckets[BUCKET]))
         else:
             # The same history, as this worker built it for an earlier chunk: the bucket with every version,
             # the same version ids and write times, and the clock where that history left it.

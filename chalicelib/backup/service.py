@@ -30,6 +30,7 @@ from chalicelib.errors import AlreadyExists, BadRequest, Conflict, describe_erro
 from chalicelib.notify import alerts, metrics
 from chalicelib.notify.tampering import TamperingAlerts
 from chalicelib.times import isoformat, utcnow
+from chalicelib.workers import WORKER_THREAD
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ class BackupService:
         if mode == "inline":
             self.run(record.backup_id)
         elif mode == "thread":
-            threading.Thread(target=self._run_logged, args=(record.backup_id,), daemon=True).start()
+            threading.Thread(target=self._run_logged, args=(record.backup_id,), name=f"{WORKER_THREAD}backup {record.backup_id}", daemon=True).start()
         else:
             self.clients.lambda_.invoke(
                 FunctionName=self.settings.worker_function,

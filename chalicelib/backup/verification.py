@@ -20,7 +20,7 @@ from chalicelib.catalog.records import BackupRecord, new_backup_id
 from chalicelib.verify.job import VerificationJob
 from chalicelib.verify.verifier import Verifier
 from chalicelib.verify.job_record import VerificationRecord, VerificationStore
-from chalicelib.workers import worker_beside
+from chalicelib.workers import WORKER_THREAD, worker_beside
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class VerificationJobs:
         if invoker is not None:
             invoker({"job_id": job_id})
         elif self.settings.worker_mode == "thread":
-            threading.Thread(target=self._run_logged, args=(job_id,), daemon=True).start()
+            threading.Thread(target=self._run_logged, args=(job_id,), name=f"{WORKER_THREAD}verification {job_id}", daemon=True).start()
         else:
             self._run_logged(job_id)
 

@@ -18,7 +18,7 @@ from chalicelib.errors import BadRequest, Conflict
 from chalicelib.prune.job import DEFAULT_GRACE, Invoker, PruneJob
 from chalicelib.prune.record import PruneRecord, PruneStore, new_prune_id
 from chalicelib.times import parse_iso, utcnow
-from chalicelib.workers import DEFAULT_RESERVE_MS, LambdaInvoker, budget_for, worker_beside
+from chalicelib.workers import WORKER_THREAD, DEFAULT_RESERVE_MS, LambdaInvoker, budget_for, worker_beside
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class PruneJobs:
         if invoker is not None:
             invoker({"prune_id": prune_id})
         elif self.settings.worker_mode == "thread":
-            threading.Thread(target=self._run_logged, args=(prune_id,), daemon=True).start()
+            threading.Thread(target=self._run_logged, args=(prune_id,), name=f"{WORKER_THREAD}prune {prune_id}", daemon=True).start()
         else:
             self._run_logged(prune_id)
 

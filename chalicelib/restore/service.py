@@ -24,6 +24,7 @@ from chalicelib.restore.quote import quote, version_heads
 from chalicelib.restore.records import RestoreRecord, RestoreStore
 from chalicelib.restore.requests import RestoreRequest
 from chalicelib.times import isoformat, parse_iso, utcnow
+from chalicelib.workers import WORKER_THREAD
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class RestoreService:
         if self.worker_mode == "inline":
             self.run(record.restore_id)
         elif self.worker_mode == "thread":
-            threading.Thread(target=self._run_logged, args=(record.restore_id,), daemon=True).start()
+            threading.Thread(target=self._run_logged, args=(record.restore_id,), name=f"{WORKER_THREAD}restore {record.restore_id}", daemon=True).start()
         else:
             self.clients.lambda_.invoke(
                 FunctionName=restore_worker_name(self.worker_function),
