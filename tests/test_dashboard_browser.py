@@ -4,8 +4,8 @@ on 127.0.0.1 with a seeded catalog (a month of history, a failed plan, held dele
 finding, a restore waiting for a thaw); one browser session serves the module.
 
 The full page is saved as a screenshot: build/dashboard.png, or where DASHBOARD_SCREENSHOT says
-(`make screenshot` refreshes docs/dashboard.png, the README's picture), and as a phone shows it in
-build/dashboard-phone.png.
+(`make screenshot` refreshes docs/dashboard.png, the picture on the front page and in the docs), and as a
+phone shows it in build/dashboard-phone.png.
 """
 
 from __future__ import annotations
