@@ -162,7 +162,11 @@ def topic_queue(sns: Any, sqs: Any, stage_env: dict[str, str]) -> str:
 
 
 def read_alerts(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """The alerts published since the last read. Each is deleted once read: a message only received comes back
+    when its visibility timeout (30 s) ends, so a slow test would read it twice."""
     messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+    for message in messages:
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
     return [json.loads(message["Body"]) for message in messages]
 
 
