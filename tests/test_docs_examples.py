@@ -68,6 +68,7 @@ def test_every_example_has_a_story_and_every_story_is_shown() -> None:
 
 def test_request_bodies_shown_follow_openapi() -> None:
     problems = []
+    assert examples("schema"), "the pages show request bodies (e.g. docs/retention.md, the prune guard)"
     for block in examples("schema"):
         assert block.marker is not None
         method, path = block.marker[1].split()
