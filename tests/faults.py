@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import io
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+from botocore.response import StreamingBody
 
 KINDS = ("reset", "timeout", "slowdown", "error500", "crash")
 # Faults that leave no trace at the service, and faults after which the write has happened.
@@ -206,6 +208,23 @@ class FaultInjector:
         if kind == "slowdown":
             return _error_response(service, request.url, 503, "SlowDown" if service == "s3" else "ServiceUnavailable")
         return _error_response(service, request.url, 500, "InternalError" if service != "dynamodb" else "InternalServerError")
+
+
+def damage_reads(client: Any, key_part: str) -> None:
+    """A wrapping fault: S3's metadata stays intact, the bytes that arrive do not (a damaged disk or replica).
+    Every GetObject of a key containing `key_part` answers with its first byte flipped."""
+
+    def remember(params: dict[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
+        context["damaged_key"] = params.get("Key", "")
+
+    def alter(parsed: dict[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
+        if key_part in context.get("damaged_key", "") and "Body" in parsed:
+            data = bytearray(parsed["Body"].read())
+            data[0] ^= 0xFF
+            parsed["Body"] = StreamingBody(io.BytesIO(bytes(data)), len(data))
+
+    client.meta.events.register("provide-client-params.s3.GetObject", remember)
+    client.meta.events.register("after-call.s3.GetObject", alter)
 
 
 def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:

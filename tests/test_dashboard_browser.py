@@ -10,8 +10,8 @@ an element found on a page that is reloading belongs to a document that is going
 with whatever the browser was doing at that instant.
 
 The full page is saved as a screenshot: build/dashboard.png, or where DASHBOARD_SCREENSHOT says
-(`make screenshot` refreshes docs/dashboard.png, the README's picture), and as a phone shows it in
-build/dashboard-phone.png.
+(`make screenshot` refreshes docs/dashboard.png, the picture on the front page and in the docs), and as a
+phone shows it in build/dashboard-phone.png.
 """
 
 from __future__ import annotations

@@ -495,8 +495,9 @@ def test_sse_c_objects_are_skipped_with_that_reason(s3: Any, clients: Any, bucke
 
 
 def test_a_change_to_metadata_or_tags_alone_is_not_backed_up(s3: Any, clients: Any, bucket: str) -> None:
-    """Pinned decision (README, "What is backed up"): an object is copied when its content changes (ETag and
-    size); metadata or tags changed alone keep the version the snapshot already has, with its old ones."""
+    """Pinned decision (docs/how-a-backup-works.md, "What is backed up of an object"): an object is copied when
+    its content changes (ETag and size); metadata or tags changed alone keep the version the snapshot already
+    has, with its old ones."""
     s3.create_bucket(Bucket="safety-src")
     s3.put_object(Bucket="safety-src", Key="doc", Body=b"same bytes", Metadata={"owner": "ann"})
     plan = plan_of(S3Source(name="src", bucket="safety-src"))

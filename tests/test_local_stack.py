@@ -159,7 +159,7 @@ class Stack:
         return "".join(self.lines)
 
     def request(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
-        # No body and no Content-Type, like the README's `curl -X POST localhost:8000/backup`.
+        # No body and no Content-Type, like the front page's `curl -X POST localhost:8000/backup`.
         request = urllib.request.Request(self.api + path, method=method)
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
