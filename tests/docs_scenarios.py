@@ -223,9 +223,10 @@ def files(world: World | None, captured: Captured) -> None:
     scheduled["schedule"] = {"daily_at_utc": "02:00"}
     assert parse_plans(scheduled, environ).schedule.backup_expression() == "cron(0 2 * * ? *)"
     captured.answers["plans-file-schedule"] = Answer(scheduled)
-    scheduled["schedule"]["daily_at_utc"] = "2:00"
+    misspelt = copy.deepcopy(scheduled)
+    misspelt["schedule"]["daily_at_utc"] = "2:00"
     try:
-        parse_plans(scheduled, environ, origin="plans file plans.json")
+        parse_plans(misspelt, environ, origin="plans file plans.json")
     except PlanError as exc:
         captured.text("plans-error-schedule", str(exc))
 
