@@ -8,8 +8,8 @@ API_PORT ?= 8000
 EMULATOR_PORT ?= 5000
 DASHBOARD_PORT ?= 8001
 
-# `make run`: the whole system on this laptop. `make test`: lint and the whole suite.
-.PHONY: install test test-full run clean policies provision package bench bench-api cost-reference browser screenshot
+# `make run`: the whole system on this laptop. `make test`: lint, the documentation and the whole suite.
+.PHONY: install test test-full run clean policies provision package bench bench-api cost-reference browser screenshot docs docs-examples
 
 # A failed install must not leave a virtualenv that make thinks is complete.
 .DELETE_ON_ERROR:
@@ -33,6 +33,10 @@ PYTEST = $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durati
 
 LINT = $(BIN)/ruff check app.py chalicelib scripts tests && $(BIN)/lint-imports --no-cache
 
+# The documentation site (mkdocs.yml, docs/) in build/site, offline; --strict fails on a broken link, a page
+# missing from the navigation or an unknown anchor.
+DOCS = NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
+
 # The dashboard's browser tests drive Debian's headless Chromium through its chromedriver: installed here
 # (apt-get, as root or with sudo) only when /usr/bin/chromium or /usr/bin/chromedriver is missing.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -42,10 +46,11 @@ browser:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver; \
 	fi
 
-# The linters (ruff, and import-linter's layers), then the whole suite (the exhaustive sweeps as a fixed,
-# seeded subset).
+# The linters (ruff, and import-linter's layers), the documentation site, then the whole suite (the exhaustive
+# sweeps as a fixed, seeded subset).
 test: install browser
 	$(LINT)
+	$(DOCS)
 	$(PYTEST)
 
 # The same, with every case of the exhaustive sweeps (a crash at every call of a 185-object backup, 40 drawn
@@ -53,14 +58,25 @@ test: install browser
 # two minutes here, so each test may take 15 minutes (a third of that on a machine three times slower).
 test-full: install browser
 	$(LINT)
+	$(DOCS)
 	$(PYTEST) --exhaustive --timeout 900
+
+docs: install
+	$(DOCS)
+
+# The documentation's examples rewritten with what the product answers now (tests/test_docs_examples.py runs
+# each scenario on the local stage's seed): commit the pages with the change that altered the answers.
+docs-examples: install
+	DOCS_EXAMPLES=refresh $(BIN)/python -m pytest -q -p no:xdist tests/test_docs_examples.py
+	$(DOCS)
 
 # The whole system on this machine: AWS emulator, seeded sources, API on 127.0.0.1:$(API_PORT), the dashboard on
 # 127.0.0.1:$(DASHBOARD_PORT). Ctrl-C stops it.
 run: install
 	API_PORT=$(API_PORT) EMULATOR_PORT=$(EMULATOR_PORT) DASHBOARD_PORT=$(DASHBOARD_PORT) $(BIN)/python scripts/localstack.py
 
-# The README's picture of the dashboard (docs/dashboard.png), taken by its browser test on a seeded stack.
+# The picture of the dashboard (docs/dashboard.png: the front page and the docs), taken by its browser test on a
+# seeded stack.
 screenshot: install browser
 	DASHBOARD_SCREENSHOT=docs/dashboard.png $(BIN)/python -m pytest -q -p no:xdist tests/test_dashboard_browser.py -k every_plan
 

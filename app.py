@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 
 from chalice import BadRequestError, Chalice, ConflictError, Cron, IAMAuthorizer, NotFoundError, Rate, Response
@@ -15,7 +15,6 @@ from chalicelib.api import prunes as prune_api
 from chalicelib.api.plans import describe_plans
 from chalicelib.api.requests import check_body, parse_restore_request, parse_verify_request
 from chalicelib.aws import Clients
-from chalicelib.backup.schedule import DAILY_AT
 from chalicelib.bootstrap import System
 from chalicelib.backup.service import BackupService
 from chalicelib.config import Settings
@@ -40,8 +39,15 @@ app = Chalice(app_name="org-backup")
 app.log.setLevel(logging.INFO)
 logging.getLogger("chalicelib").setLevel(logging.INFO)
 
-# A broken plans file must stop a deploy, not the first backup: validate its shape on import.
-check_plans_file()
+# A broken plans file must stop a deploy, not the first backup: validate its shape on import. Its `schedule`
+# entry decides the daily schedules below, as `chalice package` imports this file (chalicelib/schedule.py).
+SCHEDULE = check_plans_file().schedule
+
+
+def daily(at: time | None) -> Rate | Cron:
+    """`rate(1 day)`, the default; every day at `at` (UTC) where the plans file sets a time."""
+    return Rate(1, unit=Rate.DAYS) if at is None else Cron(at.minute, at.hour, "*", "*", "?", "*")
+
 
 # Every route requires SigV4-signed requests from an IAM principal allowed execute-api:Invoke.
 # (chalice local and the test client do not enforce authorizers; tests check each route carries it.)
@@ -178,10 +184,9 @@ def get_plan_costs(plan: str) -> dict[str, Any]:
     return costs_api.get_plan_costs(reports, reports.plans, plan, app.current_request.query_params)
 
 
-# At a fixed time of day in UTC (02:00), not `rate(1 day)`, which fires at the hour the rule was created.
-@app.schedule(Cron(DAILY_AT.minute, DAILY_AT.hour, "*", "*", "?", "*"))
+@app.schedule(daily(SCHEDULE.daily_at))
 def daily_backup(event: Any) -> dict[str, Any]:
-    """Back up every plan once a day (chalicelib/backup/schedule.py)."""
+    """Back up every plan once a day (chalicelib/schedule.py)."""
     scheduled_at = datetime.fromisoformat(event.time.replace("Z", "+00:00"))
     # The Lambda context tells a long backup when to stop at a checkpoint and carry on in a new invocation.
     record = service().run_scheduled(scheduled_at, context=event.context, event_id=event.event_id)
@@ -300,8 +305,8 @@ def get_prune(prune_id: str) -> dict[str, Any]:
     return prune_api.get_prune(prunes(), prune_id)
 
 
-# Every day at 05:00 UTC, three hours after the daily backup.
-@app.schedule(Cron(0, 5, "*", "*", "?", "*"))
+# On the backup's schedule: beside it under `rate(1 day)`, three hours after it at a fixed time.
+@app.schedule(daily(SCHEDULE.prune_at))
 def daily_prune(event: Any) -> dict[str, Any]:
     """Apply every plan's retention policy; a repeated delivery finds the same prune."""
     scheduled_at = datetime.fromisoformat(event.time.replace("Z", "+00:00"))

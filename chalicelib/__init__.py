@@ -1,1 +1,1 @@
-"""org-backup: automatic, verified, incremental backups on AWS. See README.md for the map of packages."""
+"""org-backup: automatic, verified, incremental backups on AWS. docs/development.md, "Layout", maps the packages."""

@@ -1,4 +1,4 @@
-"""Settings, read from the environment when a handler runs (never at import: see README, Configuration)."""
+"""Settings, read from the environment when a handler runs (never at import: see docs/configuration.md)."""
 
 from __future__ import annotations
 

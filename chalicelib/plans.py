@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
 from chalicelib.documents import AnyVariable, FieldReader
 from chalicelib.errors import BadRequest, PlanError
 from chalicelib.retention import RetentionPolicy, parse_retention
+from chalicelib.schedule import Schedule, parse_schedule
 
 DEFAULT_PLANS_FILE = Path(__file__).with_name("plans.json")
 
@@ -165,6 +166,8 @@ class PlanSet:
     plans: tuple[Plan, ...]
     # The bucket whose metadata prefix holds the backup records (one of the plans' buckets).
     catalog_bucket: str
+    # When the daily backup and prune fire (chalicelib/schedule.py): `rate(1 day)` unless the file sets a time.
+    schedule: Schedule = Schedule()
 
     @property
     def names(self) -> list[str]:
@@ -420,8 +423,9 @@ def parse_plans(document: Any, environ: Mapping[str, str], origin: str = "plans 
         catalog = plans[0].bucket
     elif catalog not in {plan.bucket for plan in plans}:
         raise reader.fail("catalog_bucket", f"{catalog!r} must be one of the plans' buckets")
+    schedule = parse_schedule(reader.raw("schedule", None), f"{origin}, field 'schedule'")
     reader.finish()
-    return PlanSet(plans=tuple(plans), catalog_bucket=catalog)
+    return PlanSet(plans=tuple(plans), catalog_bucket=catalog, schedule=schedule)
 
 
 def load_plans(environ: Mapping[str, str], path: str | Path | None = None) -> PlanSet:
@@ -435,7 +439,17 @@ def load_plans(environ: Mapping[str, str], path: str | Path | None = None) -> Pl
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PlanError(f"plans file {chosen}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
-    return parse_plans(document, environ, origin=f"plans file {chosen.name}")
+    plans = parse_plans(document, environ, origin=f"plans file {chosen.name}")
+    if chosen.resolve() == Path(DEFAULT_PLANS_FILE).resolve():
+        return plans
+    # The schedules were registered when the app was packaged, from the shipped file: another file chosen
+    # when a handler runs can neither change them nor be told a different one.
+    if "schedule" in document:
+        raise PlanError(
+            f"plans file {chosen.name}, field 'schedule': the schedule is set in the shipped chalicelib/plans.json "
+            "only (it is registered when the app is packaged, before PLANS_FILE is read); move it there"
+        )
+    return replace(plans, schedule=check_plans_file().schedule)
 
 
 def check_plans_file(path: str | Path | None = None) -> PlanSet:

@@ -175,9 +175,13 @@ def topic_queue(sns: Any, sqs: Any, stage_env: dict[str, str]) -> str:
 
 
 def read_alerts(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
-    # An alert read once stays hidden for the longest time SQS allows (12 hours), not the default 30 seconds: a
-    # test that runs longer on a busy machine must not read it a second time.
-    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=43200).get("Messages", [])
+    """Up to 10 alerts not read before, as a subscriber takes them: each is deleted once read. A message
+    received and left in the queue comes back after SQS's visibility timeout (30 s of real time, whatever
+    clock the test travels on), so a slow test would otherwise read an alert twice."""
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+    if messages:
+        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]} for index, message in enumerate(messages)])
     return [json.loads(message["Body"]) for message in messages]
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import io
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+from botocore.response import StreamingBody
 
 KINDS = ("reset", "timeout", "slowdown", "error500", "crash")
 # Faults that leave no trace at the service, and faults after which the write has happened.
@@ -116,6 +118,7 @@ class FaultInjector:
         self.crashed = False
         self.log: list[tuple[int, str, str]] = []
         self.calls: Counter[str] = Counter()
+        self._sent: Counter[tuple[str, str]] = Counter()
         # Every operation in the order it was sent (service.Operation).
         self.sequence: list[str] = []
         self._clients: list[Any] = []
@@ -161,9 +164,12 @@ class FaultInjector:
                 self.crashed = True
                 self.log.append((index, operation, "crash"))
                 return "crash"
-            ordinal = self.calls[operation] - 1
+            # How many times this very request (operation and URL: bucket, key, query) was sent before: a
+            # retry is drawn anew, and the same request meets the same fault on every run of the seed.
+            ordinal = self._sent[(operation, url)]
+            self._sent[(operation, url)] += 1
             for number, rule in enumerate(self.rules):
-                if rule.matches(operation, url) and self._draw(number, operation, ordinal) < rule.rate:
+                if rule.matches(operation, url) and self._draw(number, operation, url, ordinal) < rule.rate:
                     rule.fired += 1
                     self.log.append((index, operation, rule.kind))
                     if rule.kind == "crash":
@@ -173,12 +179,13 @@ class FaultInjector:
                     return rule.kind
         return None
 
-    def _draw(self, rule: int, operation: str, ordinal: int) -> float:
-        """A number in [0, 1) fixed by the seed, the rule, the operation and how many of that operation came
-        before: the same faults fire on every run of a seed, whatever order the threads send requests in (a
-        shared random stream would hand its draws to whichever thread asked first). Which object the n-th
-        copy names can still differ between runs; that the n-th copy fails does not."""
-        digest = hashlib.blake2b(f"{self.seed}/{rule}/{operation}/{ordinal}".encode(), digest_size=8).digest()
+    def _draw(self, rule: int, operation: str, url: str, attempt: int) -> float:
+        """A number in [0, 1) fixed by the seed, the rule, the request and its attempt: the same request
+        meets the same fault on every run of a seed, whatever order the threads send in (a shared random
+        stream would hand its draws to whichever thread asked first). Requests whose URL names something
+        random (a new backup id) still differ between runs; every DynamoDB request has the same URL, so there
+        the n-th request of an operation is what is fixed."""
+        digest = hashlib.blake2b(f"{self.seed}/{rule}/{operation}/{url}/{attempt}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
 
     def _before_send(self, request: Any, event_name: str = "", **kwargs: Any) -> AWSResponse | None:
@@ -201,6 +208,23 @@ class FaultInjector:
         if kind == "slowdown":
             return _error_response(service, request.url, 503, "SlowDown" if service == "s3" else "ServiceUnavailable")
         return _error_response(service, request.url, 500, "InternalError" if service != "dynamodb" else "InternalServerError")
+
+
+def damage_reads(client: Any, key_part: str) -> None:
+    """A wrapping fault: S3's metadata stays intact, the bytes that arrive do not (a damaged disk or replica).
+    Every GetObject of a key containing `key_part` answers with its first byte flipped."""
+
+    def remember(params: dict[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
+        context["damaged_key"] = params.get("Key", "")
+
+    def alter(parsed: dict[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
+        if key_part in context.get("damaged_key", "") and "Body" in parsed:
+            data = bytearray(parsed["Body"].read())
+            data[0] ^= 0xFF
+            parsed["Body"] = StreamingBody(io.BytesIO(bytes(data)), len(data))
+
+    client.meta.events.register("provide-client-params.s3.GetObject", remember)
+    client.meta.events.register("after-call.s3.GetObject", alter)
 
 
 def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from datetime import datetime, time, timezone
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from chalicelib.cost.projection import SizeClass, Workload, project
+from chalicelib.cost.projection import REFERENCE_BACKUP_TIME, SizeClass, Workload, project
 from chalicelib.plans import Lifecycle, Transition
 from chalicelib.prices import load_prices
 from chalicelib.retention import RetentionPolicy
@@ -68,13 +69,48 @@ def test_a_source_that_never_changes() -> None:
     assert sync_jan.total == pytest.approx(gb * 0.023 + 1062 * 0.005 / 1000)
 
 
-def test_every_object_replaced_every_day_into_glacier_and_pruned_early() -> None:
+def test_backups_at_midnight_move_a_day_sooner_than_backups_at_any_later_time() -> None:
+    # S3 rounds a lifecycle date up to midnight UTC, and a date that is midnight already stays: written at
+    # 00:00 on Jan 1, GLACIER after 30 days is Jan 31 00:00, a day sooner than written at 02:00 (or 13:47).
+    gb = 1000 * MIB / GIB
+    at_midnight = project(still(), SHIPPED, RetentionPolicy(keep_last=3), PRICES, days=31, at=time(0, 0)).ours.months[0]
+    assert at_midnight.storage == pytest.approx({"STANDARD": gb * 0.023 * 30 / 31, "GLACIER": gb * 0.0036 / 31})
+    for later in (REFERENCE_BACKUP_TIME, time(13, 47)):
+        jan = project(still(), SHIPPED, RetentionPolicy(keep_last=3), PRICES, days=31, at=later).ours.months[0]
+        assert jan.storage == pytest.approx({"STANDARD": gb * 0.023})
+
+
+def test_the_cost_report_projects_at_the_time_of_day_the_schedule_runs() -> None:
+    from chalicelib.catalog.records import new_backup_id, scheduled_suffix
+    from chalicelib.cost.inventory import SnapshotFile
+    from chalicelib.cost.report import backup_time_of_day
+    from chalicelib.schedule import Schedule
+
+    def snapshot(moment: datetime, suffix: str | None = None) -> SnapshotFile:
+        return SnapshotFile(new_backup_id(moment, suffix=suffix), "key", 100, moment)
+
+    now = datetime(2026, 11, 27, 20, 0, tzinfo=timezone.utc)
+    scheduled = snapshot(datetime(2026, 11, 27, 13, 47, 21, tzinfo=timezone.utc), scheduled_suffix("event"))
+    manual = snapshot(datetime(2026, 11, 27, 18, 5, tzinfo=timezone.utc))
+    older = snapshot(datetime(2026, 11, 26, 13, 47, tzinfo=timezone.utc), "scheduled")
+    # rate(1 day): the newest scheduled delivery's time of day, whatever ran by hand since.
+    assert backup_time_of_day(Schedule(), [older, scheduled, manual], now) == time(13, 47)
+    # A fixed time is the schedule's, whenever earlier backups ran.
+    assert backup_time_of_day(Schedule(time(2, 0)), [older, scheduled, manual], now) == time(2, 0)
+    # Before any scheduled backup: the newest snapshot's time, or now's.
+    assert backup_time_of_day(Schedule(), [manual], now) == time(18, 5)
+    assert backup_time_of_day(Schedule(), [], now) == time(20, 0)
+
+
+@pytest.mark.parametrize(("at", "in_glacier"), [(time(2, 0), 26 / 24), (time(13, 30), 37.5 / 24), (time(23, 59), (48 - 1 / 60) / 24)])
+def test_every_object_replaced_every_day_into_glacier_and_pruned_early(at: time, in_glacier: float) -> None:
     # GLACIER after 0 days: a version written at 02:00 moves at the next midnight, is replaced at 02:00 that
     # day, and keep_last 2 drops the snapshot naming it at the following backup: 1 day and 2 hours in
-    # GLACIER, so 90 - 26/24 days of early deletion. January only.
+    # GLACIER, so 90 - 26/24 days of early deletion. January only. Backups at another time of day (under
+    # rate(1 day), the time the schedule was deployed) keep a version in GLACIER for a day and that time.
     workload = Workload("churn", 1000, (SizeClass("files", MIB, 1.0),), changed_per_day=1.0, deleted_per_day=0, new_per_day=0)
     lifecycle = Lifecycle(transitions=(Transition(0, "GLACIER"),))
-    jan = project(workload, lifecycle, RetentionPolicy(keep_last=2), PRICES, days=31).ours.months[0]
+    jan = project(workload, lifecycle, RetentionPolicy(keep_last=2), PRICES, days=31, at=at).ours.months[0]
     gb = 1000 * MIB / GIB
     # Every day 1,000 current versions in STANDARD; from day 1 on, 1,000 noncurrent ones in GLACIER.
     assert jan.storage == pytest.approx({"STANDARD": gb * 0.023, "GLACIER": gb * 0.0036 * 30 / 31})
@@ -82,7 +118,7 @@ def test_every_object_replaced_every_day_into_glacier_and_pruned_early() -> None
     # 1,000 transitions on each of days 1 to 30.
     assert jan.transitions == pytest.approx(30 * 1000 * 0.03 / 1000)
     # Deletions on days 2 to 30.
-    per_version = (MIB + 32 * KIB) / GIB * 0.0036 * (90 - 26 / 24) / 30
+    per_version = (MIB + 32 * KIB) / GIB * 0.0036 * (90 - in_glacier) / 30
     assert jan.early_deletions == pytest.approx(29 * 1000 * per_version)
     assert jan.versions == pytest.approx({"STANDARD": 1000, "GLACIER": 1000})
     assert jan.request_counts["copy"] == pytest.approx(31 * 1000)

@@ -10,8 +10,8 @@ an element found on a page that is reloading belongs to a document that is going
 with whatever the browser was doing at that instant.
 
 The full page is saved as a screenshot: build/dashboard.png, or where DASHBOARD_SCREENSHOT says
-(`make screenshot` refreshes docs/dashboard.png, the README's picture), and as a phone shows it in
-build/dashboard-phone.png.
+(`make screenshot` refreshes docs/dashboard.png, the picture on the front page and in the docs), and as a
+phone shows it in build/dashboard-phone.png.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from chalicelib.config import Settings
 from chalicelib.dashboard import pages
 from chalicelib.dashboard.server import Dashboard, make, url
 from chalicelib.times import utcnow
+from chalicelib.jobs.dispatch import WORKER_THREAD
 from tests.conftest import REGION, ROOT, STAGE_ENV
 from tests.dashboard_helpers import World, seed
 
@@ -128,10 +129,17 @@ def stack(emulator: str) -> Iterator[Stack]:
     running = Stack(settings, clients, world, app, url(server))
     try:
         yield running
-        running.wait_until_finished()  # a backup the page started runs in this process: let it end cleanly
     finally:
         server.shutdown()
         server.server_close()
+        # A backup or verification the page started runs in a thread of this process, and goes on writing
+        # (sealing, alerting) after its record says it ended: it must be done before the next test resets
+        # the emulator, or its late writes would land in that test's catalog.
+        deadline = time.monotonic() + WAIT
+        for thread in threading.enumerate():
+            if thread.name.startswith(WORKER_THREAD):
+                thread.join(max(0.0, deadline - time.monotonic()))
+                assert not thread.is_alive(), f"{thread.name} still running after {WAIT:.0f} s"
 
 
 @pytest.fixture(scope="module")
@@ -169,12 +177,11 @@ def css_all(driver: Any, selector: str) -> list[Any]:
 
 
 def wait_for(driver: Any, condition: Any, what: str) -> Any:
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    # A page that reloads itself (a running verification) can replace an element between finding it and
-    # reading it: that is "not yet", and the condition is asked again.
-    ignored = (NoSuchElementException, StaleElementReferenceException)
+    # An element not there yet is "not yet". (Pages that reload themselves are never read while they do.)
+    ignored = (NoSuchElementException,)
     return WebDriverWait(driver, WAIT, poll_frequency=0.1, ignored_exceptions=ignored).until(condition, what)
 
 

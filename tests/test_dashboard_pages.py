@@ -28,6 +28,7 @@ from chalicelib.times import isoformat, utcnow
 from chalicelib.verify.job_record import VerificationStore, describe
 from tests.conftest import REGION, STAGE_ENV
 from tests.dashboard_helpers import Answer, World, call, seed
+from tests.moto_state import buckets_restored
 
 ENV = dict(STAGE_ENV, WORKER_MODE="inline", TIME_ZONE="Asia/Manila")
 
@@ -43,6 +44,15 @@ def world() -> Iterator[tuple[Settings, Any, World]]:
             settings = Settings.from_environ(ENV)
             clients = Clients(session=boto3.session.Session(region_name=REGION))
             yield settings, clients, seed(settings, clients, ENV, utcnow())
+
+
+@pytest.fixture(autouse=True)
+def unchanged_world(world: tuple[Settings, Any, World]) -> Iterator[None]:
+    """The seeded world is made once for the module, and every test gets it as seeded: what a test writes
+    (a backup, a check, a prune record, a cost report) is gone before the next, whatever order the workers
+    run the tests in."""
+    with buckets_restored():
+        yield
 
 
 @pytest.fixture

@@ -1,18 +1,20 @@
 """The dashboard's parts, each against its own state: escaping, what a page reads however large the catalog,
-the operator's IAM policy, the colours' contrast, the staleness flag, the charts' calendar and the schedule."""
+the operator's IAM policy, the colours' contrast, the staleness flag, the charts' calendar and the next run."""
 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from dataclasses import replace
+from datetime import datetime, time, timedelta, timezone
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import time_machine
 
-from chalicelib.backup import schedule
 from chalicelib.backup.service import BackupService
-from chalicelib.catalog.records import BackupRecord, PlanResult, RecordStore, new_backup_id, sealed_key
+from chalicelib.catalog.records import BackupRecord, PlanResult, RecordStore, new_backup_id, scheduled_suffix, sealed_key
 from chalicelib.config import Settings
 from chalicelib.dashboard import charts
 from chalicelib.dashboard.access import operator_policy
@@ -22,6 +24,7 @@ from chalicelib.dashboard.storage import StorageCache, storage_by_class
 from chalicelib.dashboard.views import STATIC
 from chalicelib.deploy.permissions import allows, required_permissions
 from chalicelib.localtime import parse_zone
+from chalicelib.schedule import Schedule
 from chalicelib.times import isoformat, utcnow
 from chalicelib.verify.job_record import VerificationStore
 from tests.dashboard_helpers import call
@@ -89,6 +92,8 @@ def test_a_stage_with_no_backup_yet_says_so(backup_buckets: Any, clients: Any, s
     assert page.find(id="recent").text().endswith("No backup in the last 30 days.")
     assert not page.find_all(id="verify-latest")  # nothing to verify yet; backing up is possible
     assert page.find(id="backup-now")
+    # Under rate(1 day) nothing knows the time of day before the schedule has fired once.
+    assert page.find(id="next-run").text().startswith("not known yet once a day (rate(1 day))")
 
 
 def _count_requests(s3: Any) -> tuple[dict[str, int], Any]:
@@ -269,14 +274,60 @@ def test_the_charts_days_are_the_zones_calendar_days_a_change_of_offset_included
     assert [b.title.split(":")[0] for b in bars if b.title] == ["2026-11-01"]
 
 
-def test_the_daily_schedule_fires_at_02_00_utc() -> None:
-    assert schedule.expression() == "cron(0 2 * * ? *)"
-    at = datetime(2026, 11, 27, 1, 59, tzinfo=timezone.utc)
-    assert schedule.next_daily_run(at) == datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)
-    assert schedule.next_daily_run(at.replace(hour=2, minute=0)) == datetime(2026, 11, 28, 2, 0, tzinfo=timezone.utc)
-    manila = at.astimezone(parse_zone("Asia/Manila"))
-    assert schedule.next_daily_run(manila) == datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)
-    assert schedule.last_daily_run(at) == datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+@pytest.fixture
+def late_november() -> Iterator[datetime]:
+    now = datetime(2026, 11, 27, 9, 30, tzinfo=timezone.utc)
+    with time_machine.travel(now, tick=True):
+        yield now
+
+
+def test_the_next_run_is_a_day_after_the_newest_scheduled_backup_or_at_the_fixed_time(
+    late_november: datetime, backup_buckets: Any, clients: Any, stage_env: dict[str, str]
+) -> None:
+    settings = Settings.from_environ({**stage_env, "TIME_ZONE": "Europe/Berlin"})
+    store = RecordStore(clients.s3, settings.plans.catalog_bucket)
+    now = late_november
+
+    def record(moment: datetime, trigger: str, suffix: str | None = None) -> str:
+        results = {name: PlanResult(plan=name, status="SUCCEEDED", finished_at=isoformat(moment)) for name in settings.plans.names}
+        finished = BackupRecord(new_backup_id(moment, suffix=suffix), trigger, results, "SUCCEEDED", isoformat(moment), isoformat(moment))
+        store.create(finished)
+        store.seal(finished)
+        return finished.backup_id
+
+    def shown(settings: Settings) -> tuple[str | None, str]:
+        """The next run as the page dates it (UTC), and what it says beside it."""
+        cell = call(dashboard(settings, clients), "GET", "/").page.find(id="next-run")
+        times = cell.find_all("time")
+        return (times[0].attrs["datetime"] if times else None), cell.text()
+
+    # A backup started by hand says nothing about when the schedule fires.
+    record(now - timedelta(hours=1), "api")
+    assert shown(settings) == (None, "not known yet once a day (rate(1 day)), a day after the last scheduled run; "
+                                     "no scheduled backup in the last 30 days")
+    # The schedule delivered at 03:30 the day before yesterday (its backup is dated by the event's time) and
+    # a day before that; a manual backup since changes nothing. A day after the last delivery was 6 hours ago
+    # (a delivery that left no backup): the rule fires again at 03:30 tomorrow.
+    delivered = datetime(2026, 11, 26, 3, 30, tzinfo=timezone.utc)
+    record(delivered - timedelta(days=1), "schedule", scheduled_suffix("earlier-event"))
+    record(delivered, "schedule", scheduled_suffix("last-event"))
+    expected = datetime(2026, 11, 28, 3, 30, tzinfo=timezone.utc)
+    when, text = shown(settings)
+    assert when == isoformat(expected)
+    assert text.startswith("2026-11-28 04:30 CET")
+    assert text.endswith("once a day (rate(1 day)), a day after the last scheduled run")
+    # A record planted with a future scheduled time is no delivery.
+    record(now + timedelta(hours=3), "schedule", scheduled_suffix("planted"))
+    assert shown(settings)[0] == isoformat(expected)
+    # Every plan's row says the same.
+    page = call(dashboard(settings, clients), "GET", "/").page
+    for name in settings.plans.names:
+        cell = page.find(id="plans").find("tr", data_plan=name).find("td", data_label="Next run")
+        assert cell.find("time").attrs["datetime"] == isoformat(expected)
+
+    # With a fixed time in the plans file, the next run is at that time, whatever the last delivery was.
+    fixed = replace(settings, plans=replace(settings.plans, schedule=Schedule(time(2, 0))))
+    assert shown(fixed) == ("2026-11-28T02:00:00.000Z", "2026-11-28 03:00 CET daily at 02:00 UTC")
 
 
 # --- storage per class ----------------------------------------------------------------------------------

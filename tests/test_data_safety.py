@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -288,13 +287,18 @@ def test_the_settings_check_overlaps_the_listing_of_snapshots_and_still_comes_be
     fill(s3, "safety-src", {f"k{i}": b"x" for i in range(5)})
     s3.put_bucket_versioning(Bucket=BACKUP, VersioningConfiguration={"Status": "Suspended"})
     events: list[str] = []
+    snapshots_listed = threading.Event()
 
     def slow_check(**kwargs: Any) -> None:
         events.append("versioning asked")
-        time.sleep(0.3)  # S3 slow to answer: the listing goes out meanwhile
+        # S3 slow to answer: the answer waits until the listing of snapshots has gone out, which it can only
+        # do if the two are asked at once (asked one after the other, the wait runs out and the order shows it).
+        snapshots_listed.wait(30)
 
     def listed(params: dict[str, Any], **kwargs: Any) -> None:
         events.append(f"listed {params.get('Prefix')}")
+        if str(params.get("Prefix", "")).startswith("meta/snapshots/"):
+            snapshots_listed.set()
 
     def answered(**kwargs: Any) -> None:
         events.append("versioning answered")
@@ -491,8 +495,9 @@ def test_sse_c_objects_are_skipped_with_that_reason(s3: Any, clients: Any, bucke
 
 
 def test_a_change_to_metadata_or_tags_alone_is_not_backed_up(s3: Any, clients: Any, bucket: str) -> None:
-    """Pinned decision (README, "What is backed up"): an object is copied when its content changes (ETag and
-    size); metadata or tags changed alone keep the version the snapshot already has, with its old ones."""
+    """Pinned decision (docs/how-a-backup-works.md, "What is backed up of an object"): an object is copied when
+    its content changes (ETag and size); metadata or tags changed alone keep the version the snapshot already
+    has, with its old ones."""
     s3.create_bucket(Bucket="safety-src")
     s3.put_object(Bucket="safety-src", Key="doc", Body=b"same bytes", Metadata={"owner": "ann"})
     plan = plan_of(S3Source(name="src", bucket="safety-src"))

@@ -34,14 +34,11 @@ BANNER = re.compile(r"Dashboard  (?P<dashboard>http://127\.0\.0\.1:\d+/) .*\n"
                     r"  Emulator   (?P<emulator>http://127\.0\.0\.1:\d+) ")
 
 
-def port_is_free(port: int) -> bool:
+def nothing_listens_on(port: int) -> bool:
+    """True once a connection to the port is refused. (Binding it would not do: another process's outgoing
+    connection may have been given the same ephemeral port since.)"""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def decode_png(data: bytes) -> tuple[int, int, bytes]:
@@ -162,7 +159,7 @@ class Stack:
         return "".join(self.lines)
 
     def request(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
-        # No body and no Content-Type, like the README's `curl -X POST localhost:8000/backup`.
+        # No body and no Content-Type, like the front page's `curl -X POST localhost:8000/backup`.
         request = urllib.request.Request(self.api + path, method=method)
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
@@ -237,15 +234,14 @@ def stack() -> Iterator[Stack]:
         running.close()
 
 
-@pytest.mark.timeout(120)
 def test_make_run_serves_a_backup_of_all_three_plans_and_stops_on_ctrl_c(stack: Stack) -> None:
-    stack.wait_until_serving(timeout=45)
+    stack.wait_until_serving(timeout=150)
 
     status, started = stack.request("POST", "/backup")
     assert status == 202, started
     backup_id = started["backup_id"]
 
-    deadline = time.monotonic() + 45
+    deadline = time.monotonic() + 120
     while True:
         status, record = stack.request("GET", f"/backups/{backup_id}")
         assert status == 200, record
@@ -286,7 +282,7 @@ def test_make_run_serves_a_backup_of_all_three_plans_and_stops_on_ctrl_c(stack: 
             if plan_name == "photos":
                 decode_png(copy)
 
-    alert = stack.wait_for_alert(backup_id, timeout=20)
+    alert = stack.wait_for_alert(backup_id, timeout=60)
     assert "SUCCEEDED" in alert.splitlines()[0], alert
     assert all(name in alert for name in ("documents", "photos", "database")), alert
 
@@ -302,7 +298,7 @@ def test_make_run_serves_a_backup_of_all_three_plans_and_stops_on_ctrl_c(stack: 
     stack.process.send_signal(signal.SIGINT)
     assert stack.process.wait(20) == 0, stack.output
     deadline = time.monotonic() + 10
-    while not (port_is_free(api_port) and port_is_free(emulator_port) and port_is_free(dashboard_port)):
-        assert time.monotonic() < deadline, "a port is still in use after Ctrl-C"
+    while not (nothing_listens_on(api_port) and nothing_listens_on(emulator_port) and nothing_listens_on(dashboard_port)):
+        assert time.monotonic() < deadline, "a server still listens after Ctrl-C"
         time.sleep(0.2)
     assert "Traceback" not in stack.output, stack.output

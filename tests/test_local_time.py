@@ -137,11 +137,15 @@ def test_the_command_lines_tables_show_the_zone_and_json_stays_utc(
         ("America/Los_Angeles", "2026-01-14 18:00 PST", "2026-07-14 19:00 PDT"),
     ],
 )
-def test_when_the_daily_schedule_fires_in_each_zone_as_the_readme_says(zone: str, winter: str, summer: str) -> None:
-    from chalicelib.backup.schedule import next_daily_run
+def test_when_a_daily_backup_at_02_00_utc_fires_in_each_zone_as_the_readme_says(zone: str, winter: str, summer: str) -> None:
+    from datetime import time
 
+    from chalicelib.schedule import Schedule
+
+    # The README's example of a fixed time: `"schedule": {"daily_at_utc": "02:00"}`.
+    schedule = Schedule(time(2, 0))
     for day, expected in ((datetime(2026, 1, 15, tzinfo=timezone.utc), winter), (datetime(2026, 7, 15, tzinfo=timezone.utc), summer)):
-        assert format_instant(next_daily_run(day), parse_zone(zone)) == expected
+        assert format_instant(schedule.next_run(day, None), parse_zone(zone)) == expected
 
 
 def test_every_stages_time_zone_is_a_real_zone() -> None:

@@ -63,10 +63,60 @@ def of_type(template: dict[str, Any], kind: str) -> dict[str, Any]:
     return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
 
 
-def test_the_schedule_is_daily_at_a_fixed_utc_hour(template: dict[str, Any]) -> None:
-    events = template["Resources"]["DailyBackup"]["Properties"]["Events"]
-    # cron, not rate(1 day): a rate fires at whatever hour the rule was created; this fires at 02:00 UTC daily.
-    assert [e["Properties"]["Schedule"] for e in events.values() if e["Type"] == "Schedule"] == ["cron(0 2 * * ? *)"]
+def schedules(template: dict[str, Any], function: str) -> list[str]:
+    events = template["Resources"][function]["Properties"]["Events"]
+    return [e["Properties"]["Schedule"] for e in events.values() if e["Type"] == "Schedule"]
+
+
+def test_the_daily_backup_and_prune_are_rate_1_day_by_default(template: dict[str, Any]) -> None:
+    # The shipped plans file sets no time of day: the design's rate(1 day), for the prune too.
+    assert schedules(template, "DailyBackup") == ["rate(1 day)"]
+    assert schedules(template, "DailyPrune") == ["rate(1 day)"]
+    assert schedules(template, "ResumeRestores") == ["rate(1 hour)"]
+
+
+@pytest.fixture(scope="session")
+def packaged_at_a_fixed_time(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`chalice package` of a copy of the project whose committed plans file sets `"daily_at_utc": "01:30"`."""
+    import app as app_module
+    from chalicelib import plans as plans_module
+
+    project = tmp_path_factory.mktemp("fixed-time") / "project"
+    shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / ".chalice", project / ".chalice", ignore=shutil.ignore_patterns("venv", "deployments"))
+    for name in ("app.py", "requirements.txt"):
+        shutil.copy(ROOT / name, project / name)
+    plans_file = project / "chalicelib" / "plans.json"
+    plans_file.write_text(json.dumps({**json.loads(plans_file.read_text()), "schedule": {"daily_at_utc": "01:30"}}))
+    with pytest.MonkeyPatch.context() as patch:
+        # The merge template reads the copy's plans file, as `make package` run there would (the functions'
+        # names come from this tree's app: the copy's are the same).
+        patch.setattr(plans_module, "DEFAULT_PLANS_FILE", plans_file)
+        extra = merge_template(STAGE, project, app_module)
+    out = project.parent / "template-extra.json"
+    out.write_text(json.dumps(extra))
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    result = subprocess.run(
+        [_tool("chalice"), "--project-dir", str(project), "package", "--stage", STAGE, "--merge-template", str(out),
+         str(project.parent / "build")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads((project.parent / "build" / "sam.json").read_text())
+
+
+def test_a_time_of_day_in_the_committed_plans_file_packages_the_cron_expressions(
+    packaged_at_a_fixed_time: dict[str, Any],
+) -> None:
+    template = packaged_at_a_fixed_time
+    assert schedules(template, "DailyBackup") == ["cron(30 1 * * ? *)"]
+    # The prune three hours after the backup.
+    assert schedules(template, "DailyPrune") == ["cron(30 4 * * ? *)"]
+    (alarm,) = of_type(template, "AWS::CloudWatch::Alarm").values()
+    assert "(cron(30 1 * * ? *))" in alarm["Properties"]["AlarmDescription"]
 
 
 def test_every_function_runs_python_312_under_its_deployed_name(template: dict[str, Any]) -> None:
@@ -154,6 +204,7 @@ def test_the_alarm_fires_after_26_silent_hours(template: dict[str, Any]) -> None
     assert (props["Statistic"], props["ComparisonOperator"], props["Threshold"]) == ("Sum", "LessThanThreshold", 1)
     assert props["TreatMissingData"] == "breaching"
     assert props["AlarmActions"] == [{"Ref": "AlertTopic"}]
+    assert "the daily schedule (rate(1 day)) stopped" in props["AlarmDescription"]
     topic = template["Resources"]["AlertTopic"]["Properties"]["TopicName"]
     assert stage_environment(STAGE, ROOT)["ALERT_TOPIC_ARN"].endswith(f":{topic}")
 

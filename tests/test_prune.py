@@ -29,9 +29,12 @@ from chalicelib.layout import RESTORE_QUEUE_PREFIX
 from chalicelib.plans import Lifecycle, Plan, PlanSet, S3Source
 from chalicelib.prune.job import PruneJob, held_by_object_lock
 from chalicelib.prune.record import PlanPrune, PruneRecord, new_prune_id
+from chalicelib.prune.service import PruneJobs
 from chalicelib.prune.snapshots import possible_bases
 from chalicelib.prune.sweep import Rules
 from chalicelib.retention import RetentionPolicy
+from chalicelib.times import utcnow
+from tests.concurrency import at_once
 from tests.stored import assert_versions_hold, entries_of
 
 SOURCE = "prune-source"
@@ -417,6 +420,33 @@ def test_a_prune_racing_a_running_backup_never_deletes_what_that_backup_then_nam
     assert final.status == "SUCCEEDED", final.plans["docs"].errors
     assert assert_versions_hold(s3, BUCKET, entries_of(s3, BUCKET, "docs", b)) == 4
     assert assert_versions_hold(s3, BUCKET, entries_of(s3, BUCKET, "docs", newest)) == 4
+
+
+def test_under_rate_1_day_the_daily_prune_fired_with_the_daily_backup_leaves_every_kept_snapshot_whole(world: Any) -> None:
+    """Under rate(1 day) both rules of a deployment fire at about the same minute: the day's prune meets the
+    day's backup at work. However their steps interleave, the backup writes a whole snapshot and the prune
+    removes only snapshots retention no longer keeps, never a version a kept snapshot or that backup names."""
+    s3 = world.s3
+    taken = daily_history(world, 6)
+    world.days(3)  # the history is past the grace period
+    world.use(RetentionPolicy(keep_last=3), max_prune_fraction=0.9)
+    s3.put_object(Bucket=SOURCE, Key="k1.txt", Body=b"changed on the day both fire")
+    fired = utcnow().replace(second=0, microsecond=0)
+    backup = (lambda: BackupService(world.config, Clients()), lambda service: service.run_scheduled(fired, event_id="backup-rule"))
+    prune = (lambda: PruneJobs(world.config, Clients()), lambda prunes: prunes.scheduled(fired, "prune-rule"))
+    record, pruned = at_once(backup, prune)
+
+    assert record.status == "SUCCEEDED", record.plans["docs"].errors
+    assert pruned.status == "SUCCEEDED" and pruned.trigger == "schedule"
+    removed = set(pruned.plans["docs"].removing)
+    # The three oldest go whatever the order; the day's backup, sealed before the prune decided or not, stays.
+    assert set(taken[:3]) <= removed <= set(taken[:4]) and record.backup_id not in removed
+    markers = PrunedMarkers(s3, BUCKET)
+    kept = [b for b in taken + [record.backup_id] if not markers.get("docs", b)]
+    assert record.backup_id in kept and len(kept) >= 3
+    for backup_id in kept:
+        assert assert_versions_hold(s3, BUCKET, entries_of(s3, BUCKET, "docs", backup_id)) == 3
+    assert entries_of(s3, BUCKET, "docs", record.backup_id)[1].size == len(b"changed on the day both fire")
 
 
 def test_a_prune_longer_than_an_invocation_carries_on_from_its_checkpoint_and_ends_as_an_uninterrupted_one(

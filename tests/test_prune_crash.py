@@ -15,8 +15,6 @@ delete: a crash at a read is a crash before the next write) at the edges and a s
 
 from __future__ import annotations
 
-import copy
-import pickle
 import random
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -34,6 +32,7 @@ from chalicelib.layout import PRUNED_PREFIX, SNAPSHOTS_PREFIX
 from chalicelib.prune.job import PruneJob
 from chalicelib.retention import RetentionPolicy
 from tests.faults import Crash
+from tests.moto_state import clone, freeze, thaw
 from tests.stored import assert_versions_hold, entries_of
 from tests.test_prune import BUCKET, SOURCE, make_settings
 
@@ -42,42 +41,6 @@ DAY0 = datetime(2026, 5, 4, 2, 0, tzinfo=timezone.utc)
 # Small batches, so that the prune's ~200 operations cover every step several times: survey checkpoints,
 # markers, delete batches with their checkpoints, manifests.
 BATCH = 2
-
-
-def clone(bucket: Any) -> Any:
-    """moto's bucket with every version of every key (a plain deepcopy keeps only each key's latest: moto's
-    key store is a dict whose items() yields the latest version)."""
-    store = bucket.keys
-    histories = {name: dict.__getitem__(store, name) for name in dict.keys(store)}
-    bucket.keys = type(store)()
-    try:
-        twin = copy.deepcopy(bucket)
-    finally:
-        bucket.keys = store
-    for name, versions in histories.items():
-        twin.keys.setlist(name, [copy.deepcopy(version) for version in versions])
-    return twin
-
-
-def freeze(bucket: Any) -> bytes:
-    """moto's bucket with every version of every key, as bytes that outlive the test's mock (moto closes the
-    buffers of every key it made when a mock ends, copies included)."""
-    store = bucket.keys
-    histories = {name: dict.__getitem__(store, name) for name in dict.keys(store)}
-    bucket.keys = type(store)()
-    try:
-        shell = pickle.dumps(bucket)
-    finally:
-        bucket.keys = store
-    return pickle.dumps((shell, {name: pickle.dumps(versions) for name, versions in histories.items()}))
-
-
-def thaw(frozen: bytes) -> Any:
-    shell, histories = pickle.loads(frozen)
-    bucket = pickle.loads(shell)
-    for name, versions in histories.items():
-        bucket.keys.setlist(name, pickle.loads(versions))
-    return bucket
 
 
 def state(s3: Any) -> dict[str, set[tuple[str, str]]]:
@@ -149,8 +112,9 @@ def test_a_crash_at_any_operation_of_a_prune_then_a_new_prune_keeps_every_kept_s
         clients = Clients()
         backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
         if not _HISTORY:
-            _HISTORY["held"] = build_history(s3, config, clients, clock)
-            _HISTORY["bucket"] = freeze(backend.buckets[BUCKET])
+            # Both at once: a build interrupted half way must not leave a history later chunks take as made.
+            held_now = build_history(s3, config, clients, clock)
+            _HISTORY.update(held=held_now, bucket=freeze(backend.buckets[BUCKET]))
         else:
             # The same history, as this worker built it for an earlier chunk: the bucket with every version,
             # the same version ids and write times, and the clock where that history left it.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -13,7 +12,6 @@ from typing import Any
 
 import pytest
 import time_machine
-from botocore.response import StreamingBody
 from chalice.test import Client
 
 from chalicelib.api.backups import get_backup
@@ -24,6 +22,7 @@ from chalicelib.verify import job as slice_job
 from chalicelib.verify.checks import VerifyReport, in_sample, weekly_slice
 from chalicelib.verify.job_record import VerificationStore, verification_id
 from chalicelib.verify.verifier import Verifier
+from tests.faults import damage_reads
 
 BUCKET = "test-backup-documents"
 
@@ -142,26 +141,10 @@ def test_the_metadata_check_reads_no_data(backups: BackupService, clients: Any, 
     assert len(data_calls) == 10 and all(c.startswith("HeadObject ") for c in data_calls)
 
 
-def _alter_bytes_in_transit(client: Any, key_part: str) -> None:
-    """A wrapping fault: S3's metadata is intact, the bytes that arrive are not (a damaged disk or replica)."""
-
-    def remember(params: dict[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
-        context["test_key"] = params.get("Key", "")
-
-    def alter(parsed: dict[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
-        if key_part in context.get("test_key", "") and "Body" in parsed:
-            data = bytearray(parsed["Body"].read())
-            data[0] ^= 0xFF
-            parsed["Body"] = StreamingBody(io.BytesIO(bytes(data)), len(data))
-
-    client.meta.events.register("provide-client-params.s3.GetObject", remember)
-    client.meta.events.register("after-call.s3.GetObject", alter)
-
-
 def test_altered_bytes_are_found_only_by_re_reading(backups: BackupService, clients: Any, plans: Any) -> None:
     backup_id = take_backup(backups, ["documents", "database"])
-    _alter_bytes_in_transit(clients.s3, "data/documents/reports/report-6.txt")
-    _alter_bytes_in_transit(clients.s3, "data/orders/")
+    damage_reads(clients.s3, "data/documents/reports/report-6.txt")
+    damage_reads(clients.s3, "data/orders/")
     verifier = Verifier(plans, clients)
     assert verifier.verify_backup(backup_id)["ok"]  # metadata alone cannot see it
     result = verifier.verify_backup(backup_id, sample_percent=100)

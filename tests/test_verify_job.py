@@ -8,7 +8,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import time_machine
 from chalicelib.backup import checkpoints
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.manifests import Entry, list_snapshot_keys, manifest_key
-from chalicelib.catalog.records import new_backup_id
+from chalicelib.catalog.records import BackupRecord, PlanResult, new_backup_id, scheduled_suffix
 from chalicelib.config import Settings
 from chalicelib.layout import VERIFICATIONS_PREFIX
 from chalicelib.times import utcnow
@@ -312,6 +312,27 @@ def test_a_job_that_raises_ends_failed_with_the_reason_and_an_alert(
     (alert,) = verification_alerts(sqs, topic_queue)
     assert alert["Subject"].startswith("VERIFY FAILED") and "disk on fire" in alert["Message"]
     assert alert["MessageAttributes"]["status"]["Value"] == "FAILED"
+
+
+@pytest.mark.parametrize("at", [time(0, 0), time(23, 59)])
+def test_a_week_of_daily_deliveries_at_any_time_of_day_checks_each_slice_once(
+    at: time, backups: BackupService, s3: Any
+) -> None:
+    """Under rate(1 day) the schedule fires at the time of day it was deployed, 24 hours apart (at a fixed
+    time, at that time): a week of scheduled backups starts one job per weekday slice, the slice of the UTC
+    day its delivery is dated, whenever the jobs themselves start."""
+    first = datetime.combine(scheduled_on(0).date(), at, tzinfo=timezone.utc)
+    slices = []
+    for day in range(7):
+        moment = first + timedelta(days=day)
+        record = BackupRecord(
+            new_backup_id(moment, suffix=scheduled_suffix(f"event-{day}")), "schedule",
+            {"documents": PlanResult(plan="documents", status="SUCCEEDED")}, "SUCCEEDED",
+        )
+        job = backups.verification.start_after(record)
+        assert job is not None and job.trigger == "schedule"
+        slices.append(VerificationStore(s3, CATALOG).get(job.job_id).weekday)
+    assert slices == [0, 1, 2, 3, 4, 5, 6]
 
 
 def test_a_job_killed_midway_leaves_the_backup_succeeded_and_the_redelivery_finishes_it(

@@ -50,6 +50,12 @@ def scheduled_suffix(event_id: str | None) -> str:
     return "scheduled-" + hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:16]
 
 
+def is_scheduled_id(backup_id: str) -> bool:
+    """Whether the id is a scheduled run's (its suffix is one `scheduled_suffix` gives)."""
+    match = _ID.match(backup_id)
+    return bool(match) and match.group(2).startswith("scheduled")
+
+
 def backup_time(backup_id: str) -> datetime:
     match = _ID.match(backup_id)
     if not match:

@@ -21,11 +21,13 @@ def cmd_dashboard(ctx: Context) -> int:
     dashboard = Dashboard(settings, ctx.clients, stage=ctx.args.stage, local=ctx.args.stage == "local")
     server = make(dashboard, ctx.args.port)
     address = url(server)
-    if ctx.args.port_file is not None:
-        # Written whole, then renamed: a reader never sees a partial number.
-        partial = ctx.args.port_file.with_name(ctx.args.port_file.name + ".part")
+    port_file = ctx.args.port_file
+    if port_file is not None:
+        # Written whole, then renamed: a reader never sees a partial number, nor (removed at exit) the port
+        # of an earlier run.
+        partial = port_file.with_name(port_file.name + ".part")
         partial.write_text(str(server.server_address[1]))
-        partial.replace(ctx.args.port_file)
+        partial.replace(port_file)
     if ctx.json:
         print(json.dumps({"dashboard": address, "stage": ctx.args.stage}), flush=True)
     else:
@@ -36,4 +38,6 @@ def cmd_dashboard(ctx: Context) -> int:
         print("dashboard stopped", file=sys.stderr)
     finally:
         server.server_close()
+        if port_file is not None:
+            port_file.unlink(missing_ok=True)
     return EXIT_OK

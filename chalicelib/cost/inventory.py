@@ -74,7 +74,7 @@ class SnapshotFile:
 
 @dataclass
 class Work:
-    """What computing the inventory cost: the README's measure of how it grows."""
+    """What computing the inventory cost: the measure of how it grows (docs/cost.md)."""
 
     list_requests: int = 0
     snapshots: int = 0

@@ -20,9 +20,10 @@ same as 100:
   mean size.
 The work grows with the square of the days (a year makes about 67,000 cohorts and takes about a second),
 not with the number of objects.
-Other simplifications: backups run at 02:00 UTC every day and never fail; a day is billed whole in the
-class a version holds that day; delete markers and noncurrent expiration are left out (a valid plan's
-`noncurrent_expiration_days` is longer than anything retention keeps, so it never acts).
+Other simplifications: backups run at the same time every day (`project_from`: the time the plan's daily
+backups run at, `Holdings.backup_at`; `project`: `at`, 02:00 UTC unless told) and never fail; a day is
+billed whole in the class a version holds that day; delete markers and noncurrent expiration are left out (a
+valid plan's `noncurrent_expiration_days` is longer than anything retention keeps, so it never acts).
 
 `project` starts from an empty bucket (day 0 copies every object); `project_from` starts from what a bucket
 holds now (`Holdings`, measured by the cost report) and carries it forward month by month.
@@ -42,7 +43,8 @@ from chalicelib.plans import Lifecycle
 from chalicelib.prices import Prices
 from chalicelib.retention import RetentionPolicy, Snapshot, decide
 
-BACKUP_TIME = time(2, 0)
+# The time of day (UTC) of the backups of a projection told no other: the reference workloads'.
+REFERENCE_BACKUP_TIME = time(2, 0)
 # A manifest entry gzipped: measured on the manifest's own format with random version ids, ETags and
 # SHA-256 checksums, which do not compress (a 295-byte JSON line becomes about 110 bytes).
 MANIFEST_BYTES_PER_ENTRY = 110
@@ -192,6 +194,8 @@ class Holdings:
     noncurrent: Mapping[bool, Mapping[tuple[int, int], tuple[float, float]]]
     snapshot_days: tuple[int, ...]
     manifest_bytes: Mapping[int, float]
+    # The time of day (UTC) the plan's daily backups run at (chalicelib/schedule.py).
+    backup_at: time = REFERENCE_BACKUP_TIME
 
 
 class _Simulation:
@@ -208,9 +212,11 @@ class _Simulation:
         days: int,
         start: date,
         holdings: Holdings | None = None,
+        at: time = REFERENCE_BACKUP_TIME,
     ) -> None:
         self.workload, self.retention, self.prices, self.days, self.start = workload, retention, prices, days, start
-        self.schedules = _Schedules(lifecycle, datetime.combine(start, BACKUP_TIME, tzinfo=timezone.utc))
+        self.at = holdings.backup_at if holdings is not None else at
+        self.schedules = _Schedules(lifecycle, datetime.combine(start, self.at, tzinfo=timezone.utc))
         self.groups: list[_Group] = []
         for small in (True, False):
             share, mean_bytes = workload.group(small)
@@ -286,7 +292,8 @@ class _Simulation:
         group.held_versions -= cohort.count
         name, since = class_on(self.schedules(group.small, cohort.replaced - cohort.written), day - cohort.written)
         group.hold(name, -cohort.count, -cohort.count * cohort.size)
-        remaining = self.prices.minimum_days(name) - (day - cohort.written - since + BACKUP_TIME.hour / 24)
+        hours = self.at.hour + self.at.minute / 60
+        remaining = self.prices.minimum_days(name) - (day - cohort.written - since + hours / 24)
         charge = early_deletion_charge(cohort.size, name, remaining, self.prices) * cohort.count
         self.months[self.month_of[day]].early_deletions += charge
 
@@ -294,7 +301,7 @@ class _Simulation:
         """Drop the snapshots retention no longer keeps, then the versions no kept snapshot names."""
         if self.retention is None:
             return
-        kept = set(_kept_days(self.start, tuple(self.snapshot_days), self.retention))
+        kept = set(_kept_days(self.start, tuple(self.snapshot_days), self.retention, self.at))
         for gone in set(self.snapshot_days) - kept:
             self.manifest_bytes.pop(gone, None)
         self.snapshot_days = sorted(kept)
@@ -384,11 +391,11 @@ class _Simulation:
 
 
 @functools.lru_cache(maxsize=4096)
-def _kept_days(start: date, days: tuple[int, ...], retention: RetentionPolicy) -> tuple[int, ...]:
+def _kept_days(start: date, days: tuple[int, ...], retention: RetentionPolicy, at: time) -> tuple[int, ...]:
     """The days (after `start`) of the daily snapshots `retention` keeps. Cached: the decision depends on the
     days alone, so every projection of one report (both `small_objects` choices, plans sharing a policy)
     makes the same decisions; deciding was most of a projection's time."""
-    taken = [datetime.combine(start + timedelta(days=d), BACKUP_TIME, tzinfo=timezone.utc) for d in days]
+    taken = [datetime.combine(start + timedelta(days=d), at, tzinfo=timezone.utc) for d in days]
     decision = decide([Snapshot(f"{d:06d}", t) for d, t in zip(days, taken)], retention)
     return tuple(int(s.backup_id) for s in decision.kept)
 
@@ -400,12 +407,14 @@ def project(
     prices: Prices,
     days: int = 365,
     start: date = date(2026, 1, 1),
+    at: time = REFERENCE_BACKUP_TIME,
 ) -> Projection:
-    """Simulate `days` daily backups of `workload` under a plan's lifecycle and retention (None: every
-    snapshot kept), and price the same days under the alternatives of `chalicelib.cost.bills`."""
+    """Simulate `days` daily backups of `workload`, at `at` (UTC) each day, under a plan's lifecycle and
+    retention (None: every snapshot kept), and price the same days under the alternatives of
+    `chalicelib.cost.bills`."""
     if days < 1:
         raise ValueError("a projection needs at least one day")
-    simulation = _Simulation(workload, lifecycle, retention, prices, days, start)
+    simulation = _Simulation(workload, lifecycle, retention, prices, days, start, at=at)
     records = simulation.run()
     kept = retention.describe() if retention else "none (every snapshot kept)"
     ours = Bill(

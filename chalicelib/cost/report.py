@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from datetime import date, datetime, timezone
+from datetime import date, datetime, time, timezone
 from typing import Any
 
+from chalicelib.catalog.records import is_scheduled_id
 from chalicelib.cost.bills import Month
 from chalicelib.cost.inventory import SnapshotFile, Work
 from chalicelib.cost.model import SMALL_OBJECT_BYTES
@@ -32,6 +33,7 @@ from chalicelib.cost.tally import Count, PlanTally, by_class, storage_usd, usd
 from chalicelib.cost.usage import Usage
 from chalicelib.plans import SMALL_OBJECT_SETTINGS, Lifecycle, Plan
 from chalicelib.prices import GB, Prices
+from chalicelib.schedule import Schedule
 
 PARTS = ("storage", "manifests", "requests", "transitions", "early_deletion")
 
@@ -68,8 +70,20 @@ def _workload(plan: Plan, tally: PlanTally, usage: Usage) -> Workload:
     )
 
 
-def holdings(tally: PlanTally, snapshots: Iterable[SnapshotFile], now: datetime) -> Holdings:
-    """What the bucket holds today, in the projection's whole days."""
+def backup_time_of_day(schedule: Schedule, snapshots: list[SnapshotFile], now: datetime) -> time:
+    """The time of day (UTC) the plan's daily backups run at: the schedule's fixed time, or under
+    `rate(1 day)` that of the newest scheduled snapshot (the rule fires at the same time every day); before
+    there is one, the newest snapshot's, or now's."""
+    scheduled = max((s.taken for s in snapshots if is_scheduled_id(s.backup_id)), default=None)
+    known = schedule.time_of_day(scheduled)
+    if known is not None:
+        return known
+    newest = max((s.taken for s in snapshots), default=now)
+    return newest.astimezone(timezone.utc).time().replace(second=0, microsecond=0)
+
+
+def holdings(tally: PlanTally, snapshots: Iterable[SnapshotFile], now: datetime, schedule: Schedule) -> Holdings:
+    """What the bucket holds today, in the projection's whole days, and when its daily backups run."""
     snapshots = list(snapshots)
     today = now.astimezone(timezone.utc).date()
     dates = [key[1] for key in tally.current_cohorts] + [key[1] for key in tally.noncurrent_cohorts]
@@ -91,7 +105,10 @@ def holdings(tally: PlanTally, snapshots: Iterable[SnapshotFile], now: datetime)
     manifest_bytes: dict[int, float] = {}
     for snapshot in snapshots:
         manifest_bytes[day(snapshot.taken.date())] = manifest_bytes.get(day(snapshot.taken.date()), 0.0) + snapshot.size
-    return Holdings(start, day(today), current, noncurrent, tuple(sorted(manifest_bytes)), manifest_bytes)
+    return Holdings(
+        start, day(today), current, noncurrent, tuple(sorted(manifest_bytes)), manifest_bytes,
+        backup_time_of_day(schedule, snapshots, now),
+    )
 
 
 def month_view(month: Month) -> dict[str, Any]:
@@ -203,6 +220,7 @@ def plan_report(
     early: EarlyDeletions,
     prices: Prices,
     now: datetime,
+    schedule: Schedule,
 ) -> dict[str, Any]:
     storage = by_class(tally.storage, prices)
     manifests = Count(len(snapshots), sum(snapshot.size for snapshot in snapshots))
@@ -215,7 +233,7 @@ def plan_report(
         "early_deletion": early.usd,
     }
     monthly = sum(parts.values())
-    start = holdings(tally, snapshots, now)
+    start = holdings(tally, snapshots, now, schedule)
     workload = _workload(plan, tally, usage)
     projected = {}
     for choice in SMALL_OBJECT_SETTINGS:

@@ -178,7 +178,8 @@ class CostReports:
                 continue
             usage = measure(history.runs.get(plan.name, []), now, self.prices)
             plans[plan.name] = plan_report(
-                plan, tally, inventory.snapshots, inventory.work, usage, prunes.for_plan(plan.name), self.prices, now
+                plan, tally, inventory.snapshots, inventory.work, usage, prunes.for_plan(plan.name), self.prices, now,
+                self.plans.schedule,
             )
         return {
             "format": FORMAT,

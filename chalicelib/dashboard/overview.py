@@ -15,14 +15,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.api.backups import list_backups
-from chalicelib.backup.schedule import next_daily_run
-from chalicelib.catalog.records import RecordStore
+from chalicelib.catalog.records import RecordStore, backup_time
 from chalicelib.dashboard.storage import StorageByClass, StorageCache, cost_report
 from chalicelib.deploy.template import SILENCE_HOURS
 from chalicelib.errors import NotFound
 from chalicelib.plans import PlanSet
 from chalicelib.prune.record import PruneRecord, PruneStore
 from chalicelib.restore.records import RestoreRecord, RestoreStore
+from chalicelib.schedule import Schedule
 from chalicelib.times import isoformat, parse_iso
 from chalicelib.verify.job_record import VerificationRecord, VerificationStore
 
@@ -147,11 +147,13 @@ class Overview:
     backups: list[dict[str, Any]]
     plans: list[PlanHealth]
     system: PlanHealth
-    next_run: datetime
+    # The daily backup's next run; None under `rate(1 day)` before the first scheduled backup (not known yet).
+    next_run: datetime | None
     attention: Attention
     costs: dict[str, Any] | None
     # What the buckets hold per storage class (None where the cost report is shown instead).
     storage: StorageByClass | None = None
+    schedule: Schedule = Schedule()
 
     @property
     def healthy(self) -> bool:
@@ -218,6 +220,17 @@ def system_health(backups: list[dict[str, Any]], now: datetime) -> PlanHealth:
             health.age = now - health.success_time if health.success_time else None
             break
     return health
+
+
+def last_delivery(backups: list[dict[str, Any]], now: datetime) -> datetime | None:
+    """When the schedule last delivered: the time in the newest scheduled backup's id (its event's time),
+    from backups newest first. One dated after `now` is no delivery (a clock ahead, or a planted record)."""
+    for backup in backups:
+        if backup.get("trigger") == "schedule" and not backup.get("dry_run"):
+            moment = backup_time(backup["backup_id"])
+            if moment <= now:
+                return moment
+    return None
 
 
 def latest_finished(name: str, backups: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
@@ -340,8 +353,9 @@ def build(settings: Any, clients: Any, now: datetime, storage: StorageCache | No
         backups=backups,
         plans=plan_states,
         system=system,
-        next_run=next_daily_run(now),
+        next_run=plans.schedule.next_run(now, last_delivery(backups, now)),
         attention=attention,
         costs=costs,
         storage=stored_by_class,
+        schedule=plans.schedule,
     )

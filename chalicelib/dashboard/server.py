@@ -158,7 +158,7 @@ class Dashboard:
             raise HTTPError(410, str(exc)) from exc
         except (ClientError, BotoCoreError) as exc:
             logger.warning("AWS refused %s %s: %s", method, path, exc)
-            raise HTTPError(502, f"AWS answered: {describe_error(exc)} (see the README, Dashboard, for the permissions it needs)") from exc
+            raise HTTPError(502, f"AWS answered: {describe_error(exc)} (docs/dashboard.md lists the permissions it needs)") from exc
 
     def _form(self, environ: dict[str, Any]) -> dict[str, list[str]]:
         try:

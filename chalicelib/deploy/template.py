@@ -20,6 +20,7 @@ import argparse
 import importlib
 import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,13 @@ from chalicelib.deploy import audit
 from chalicelib.deploy import bucket_settings as buckets
 from chalicelib.notify import metrics
 from chalicelib.plans import Plan
+from chalicelib.schedule import INTERVAL
 from chalicelib.stages import PROJECT_DIR, app_name, stage_environment, stage_plans
 
 RUNTIME = "python3.12"
-# The daily schedule plus two hours of slack: one missed or failed run is an alarm.
-SILENCE_HOURS = 26
+# A day between two deliveries of the daily schedule (a rate and a fixed time alike), plus two hours of slack
+# for the backup to finish: one missed or failed run is an alarm. Hourly periods: no time of day is assumed.
+SILENCE_HOURS = (INTERVAL + timedelta(hours=2)) // timedelta(hours=1)
 
 
 def _camel(name: str) -> str:
@@ -178,7 +181,8 @@ def merge_template(stage: str, project_dir: str | Path = PROJECT_DIR, app_module
         "Properties": {
             "AlarmName": f"{app}-{stage}-no-successful-backup",
             "AlarmDescription": (
-                f"No fully successful backup reported for {SILENCE_HOURS} hours: the daily schedule stopped, "
+                f"No fully successful backup reported for {SILENCE_HOURS} hours: the daily schedule "
+                f"({plans.schedule.backup_expression()}) stopped, "
                 "the function cannot start, or backups keep failing. See GET /backups and the function logs."
             ),
             "Namespace": metrics.namespace(plans.catalog_bucket),

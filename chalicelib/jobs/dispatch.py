@@ -17,6 +17,9 @@ from chalicelib.times import parse_iso
 logger = logging.getLogger(__name__)
 
 BACKUP_WORKER = "backup_worker"
+# The name of every thread that runs a job in-process (WORKER_MODE=thread): "org-backup backup <id>" and so
+# on, so that a thread dump names the job, and whoever started jobs can wait for them to end.
+WORKER_THREAD = "org-backup "
 
 
 class Invoker(Protocol):
@@ -71,7 +74,9 @@ class Dispatcher:
         if self.invoker is not None:
             self.invoker({self.id_field: job_id})
         elif self.mode == "thread":
-            threading.Thread(target=self.run_logged, args=(job_id,), daemon=True).start()
+            threading.Thread(
+                target=self.run_logged, args=(job_id,), name=f"{WORKER_THREAD}{self.noun} {job_id}", daemon=True
+            ).start()
         elif self.inline_raises:
             self.run(job_id)
         else:

@@ -56,7 +56,7 @@ class TamperingAlerts:
                 TopicArn=self.topic_arn,
                 Subject=SUBJECT,
                 Message=f"{finding}\n\nNothing was changed or trusted because of it. See the audit trail of the "
-                "backup buckets' meta/ prefixes for who wrote what, and the README's threat model.\n",
+                "backup buckets' meta/ prefixes for who wrote what, and the security model (docs/security.md, Tampering).\n",
                 MessageAttributes={
                     "status": {"DataType": "String", "StringValue": "TAMPERING"},
                     "kind": {"DataType": "String", "StringValue": "tampering"},

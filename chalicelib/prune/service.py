@@ -2,8 +2,10 @@
 
 Like backups, a prune runs by the worker mode: `lambda`, an asynchronous invocation of the `prune_worker`
 function (which carries itself on past its time limit); `thread`, a background thread; `inline`, at once.
-The daily prune runs on its own schedule, after the daily backup; its id comes from the schedule's event, so
-a repeated delivery finds the same prune and finishes it instead of starting another.
+The daily prune runs on a schedule of its own, set with the backup's (chalicelib/schedule.py): beside the
+daily backup under `rate(1 day)`, three hours after it at a fixed time. Either way it may meet a running
+backup, and keeps what that backup may still name. Its id comes from the schedule's event, so a repeated
+delivery finds the same prune and finishes it instead of starting another.
 """
 
 from __future__ import annotations
