@@ -158,9 +158,9 @@ def bytes_copied(backups: list[dict[str, Any]], start: datetime, end: datetime, 
         moment = _started(backup)
         if moment is None or backup.get("dry_run"):
             continue
-        day = per_day[in_zone(moment, zone).date()]
-        day[0] += int(backup["totals"].get("bytes_copied", 0))
-        day[1] += 1
+        tally = per_day[in_zone(moment, zone).date()]
+        tally[0] += int(backup["totals"].get("bytes_copied", 0))
+        tally[1] += 1
     largest = max((v[0] for v in per_day.values()), default=0)
     total = sum(v[0] for v in per_day.values())
     chart = Chart(
@@ -239,9 +239,9 @@ def projection(report: dict[str, Any]) -> Chart:
     months: dict[str, dict[str, float]] = {}
     for plan in (report.get("plans") or {}).values():
         for entry in plan.get("projection") or []:
-            month = months.setdefault(str(entry["month"]), defaultdict(float))
+            by_class = months.setdefault(str(entry["month"]), defaultdict(float))
             for storage_class, figures in (entry.get("by_class") or {}).items():
-                month[storage_class] += float(figures.get("monthly_usd", 0.0))
+                by_class[storage_class] += float(figures.get("monthly_usd", 0.0))
     ordered = sorted(months)[:12]
     classes = sorted({c for m in ordered for c in months[m]}, key=_class_order)
     largest = max((sum(months[m].values()) for m in ordered), default=0.0)
@@ -260,7 +260,7 @@ def projection(report: dict[str, Any]) -> Chart:
     slot = (WIDTH - RIGHT - LEFT) / max(1, len(ordered))
     for index, month in enumerate(ordered):
         x = LEFT + slot * index + slot * 0.15
-        base = top + plot
+        base: float = top + plot
         for storage_class in classes:
             cost = months[month].get(storage_class, 0.0)
             height = plot * cost / largest if largest else 0.0
