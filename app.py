@@ -29,7 +29,7 @@ from chalicelib.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from chalicelib.plans import check_plans_file
+from chalicelib.plans_file import check_plans_file
 from chalicelib.prune.service import PruneJobs
 from chalicelib.restore import records as restore_records
 from chalicelib.restore.service import RestoreService

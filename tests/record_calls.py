@@ -223,13 +223,13 @@ def _remember_plans(parse: Any) -> Any:
 
 
 def install() -> None:
-    import chalicelib.plans
+    import chalicelib.plans_file
 
     if ("before-parameter-build", _record) not in botocore.handlers.BUILTIN_HANDLERS:
         botocore.handlers.BUILTIN_HANDLERS.append(("before-parameter-build", _record))
     threading.Thread.start = _start  # type: ignore[method-assign]
-    if not hasattr(chalicelib.plans.parse_plans, "__wrapped__"):
-        chalicelib.plans.parse_plans = _remember_plans(chalicelib.plans.parse_plans)
+    if not hasattr(chalicelib.plans_file.parse_plans, "__wrapped__"):
+        chalicelib.plans_file.parse_plans = _remember_plans(chalicelib.plans_file.parse_plans)
 
 
 install()

@@ -18,7 +18,7 @@ from chalicelib.deploy.bucket_settings import (
     read_state,
 )
 from chalicelib.deploy.provision import main, provision
-from chalicelib.plans import parse_plans
+from chalicelib.plans_file import parse_plans
 
 
 def make_plan(**overrides: Any) -> Any:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from chalicelib.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from chalicelib.plans_file import BUCKET_NAME, TABLE_NAME
 from chalicelib.restore.requests import DEFAULT_TIER, TIERS, RestoreRequest, Target
 
 MAX_BODY_BYTES = 64 * 1024
@@ -19,8 +20,6 @@ _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})(?:[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2}))?$"
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 
 
 # -------------------------------------------------------------------------------------------- the body
@@ -269,9 +268,9 @@ def _parse_target(raw: Any, allow_path: bool) -> Target:
     prefix = raw.get("prefix", "")
     if bucket is None and table is None and path is None:
         raise BadRequest(f"'target' needs a bucket or a table, e.g. {example}")
-    if bucket is not None and (not isinstance(bucket, str) or not _BUCKET_NAME.match(bucket) or ".." in bucket):
+    if bucket is not None and (not isinstance(bucket, str) or not BUCKET_NAME.match(bucket) or ".." in bucket):
         raise BadRequest(f"target bucket {bucket!r} is not a valid S3 bucket name")
-    if table is not None and (not isinstance(table, str) or not _TABLE_NAME.match(table)):
+    if table is not None and (not isinstance(table, str) or not TABLE_NAME.match(table)):
         raise BadRequest(f"target table {table!r} is not a valid DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
     if not isinstance(prefix, str):
         raise BadRequest("target 'prefix' must be a string")
