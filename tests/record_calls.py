@@ -46,15 +46,19 @@ ROOT = Path(__file__).resolve().parent.parent
 _RUNTIME_DIR = str(ROOT / "chalicelib") + os.sep
 _APP_FILE = str(ROOT / "app.py")
 # Administrator's tools in chalicelib/: they run with an administrator's rights, never in the functions.
-# (The bucket-reading helpers of bucket_settings.py still count when drift.py calls them: its frame is the
+# (The bucket-reading helpers of bucket_state.py still count when drift.py calls them: its frame is the
 # system's.)
 ADMIN_MODULES = {
     "deploy/bucket_settings.py",
+    "deploy/bucket_state.py",
+    "deploy/bucket_differences.py",
     "deploy/provision.py",
     "deploy/policy.py",
     "deploy/permissions.py",
     "deploy/template.py",
     "deploy/grants.py",
+    "deploy/backup_grants.py",
+    "deploy/job_grants.py",
     "deploy/roles.py",
     "deploy/scope.py",
     "stages.py",
@@ -379,6 +383,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         if len(found) > 50:
             terminalreporter.write_line(f"... and {len(found) - 50} more")
         terminalreporter.write_line(
-            "Add the permission to a table of chalicelib/deploy/grants.py that the function's role has "
-            "(chalicelib/deploy/roles.py) and run `make policies`."
+            "Add the permission to a table of chalicelib/deploy/grants.py, backup_grants.py or job_grants.py that "
+            "the function's role has (chalicelib/deploy/roles.py) and run `make policies`."
         )

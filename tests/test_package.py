@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from chalicelib.deploy import audit
-from chalicelib.deploy.bucket_settings import denies_insecure_transport
+from chalicelib.deploy.bucket_differences import denies_insecure_transport
 from chalicelib.deploy.policy import FUNCTIONS, generate, policy_path, stage_scope
 from chalicelib.deploy.template import RUNTIME, bucket_resource_name, merge_template
 from chalicelib.notify import metrics
