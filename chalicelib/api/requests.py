@@ -19,7 +19,7 @@ MAX_LIMIT = 100
 _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})(?:[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2}))?$"
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # -------------------------------------------------------------------------------------------- the body
@@ -192,7 +192,7 @@ def parse_verify_request(raw_body: bytes | None) -> VerifyRequest:
 
 def check_key_text(value: str, name: str) -> str:
     """A key or prefix that cannot climb out of where it is put: no '..' segment, no control character."""
-    if _CONTROL.search(value):
+    if CONTROL_CHARACTERS.search(value):
         raise BadRequest(f"{name} {value!r} contains a control character")
     if ".." in value.replace("\\", "/").split("/"):
         raise BadRequest(f"{name} {value!r} contains a '..' segment")
@@ -275,7 +275,7 @@ def _parse_target(raw: Any, allow_path: bool) -> Target:
     if not isinstance(prefix, str):
         raise BadRequest("target 'prefix' must be a string")
     check_key_text(prefix, "target prefix")
-    if path is not None and (not isinstance(path, str) or not path or _CONTROL.search(path)):
+    if path is not None and (not isinstance(path, str) or not path or CONTROL_CHARACTERS.search(path)):
         raise BadRequest(f"target path {path!r} is not a usable folder path")
     if bucket is not None and path is not None:
         raise BadRequest("target takes a bucket or a local path, not both")
