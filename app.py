@@ -10,6 +10,7 @@ from typing import Any
 from chalice import BadRequestError, Chalice, ConflictError, Cron, IAMAuthorizer, NotFoundError, Rate, Response
 
 from chalicelib.api import backups as api
+from chalicelib.api import start_backup as start_api
 from chalicelib.api import costs as costs_api
 from chalicelib.api import prunes as prune_api
 from chalicelib.api.plans import describe_plans
@@ -29,7 +30,7 @@ from chalicelib.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from chalicelib.plans import check_plans_file
+from chalicelib.plans_file import check_plans_file
 from chalicelib.prune.service import PruneJobs
 from chalicelib.restore import records as restore_records
 from chalicelib.restore.service import RestoreService
@@ -112,7 +113,7 @@ def _error(status: int, code: str, message: str, **extra: Any) -> Response:
 def start_backup() -> Response:
     """Start a backup of every plan, or of the plans named in the body."""
     request = app.current_request
-    started = api.start_backup(
+    started = start_api.start_backup(
         service(), request.raw_body, request.headers.get("content-type"), request.headers.get("idempotency-key")
     )
     record = started.record

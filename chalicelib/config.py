@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 from chalicelib.aws import BucketOwner
 from chalicelib.errors import PlanError
 from chalicelib.localtime import UTC, parse_zone
-from chalicelib.plans import PlanSet, load_plans
+from chalicelib.plans import PlanSet
+from chalicelib.plans_file import load_plans
 from chalicelib.prices import Prices, load_prices
 
 WORKER_MODES = ("inline", "thread", "lambda")

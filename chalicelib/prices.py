@@ -12,7 +12,6 @@ so a copy edited with decimal gigabytes in mind is refused rather than silently 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -24,6 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 from chalicelib.errors import BackupError
+from chalicelib.json_fields import read_json_file
 
 DEFAULT_PRICES_FILE = Path(__file__).with_name("prices.json")
 GB = 1024**3
@@ -295,12 +295,5 @@ def load_prices(path: str | Path | None = None, environ: Mapping[str, str] | Non
     """
     env = os.environ if environ is None else environ
     chosen = Path(path or env.get("PRICES_FILE") or DEFAULT_PRICES_FILE)
-    try:
-        text = chosen.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PriceError(f"prices file {chosen}: cannot be read ({exc.strerror or exc})") from exc
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PriceError(f"prices file {chosen}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    document = read_json_file(chosen, "prices file", PriceError)
     return parse_prices(document, origin=chosen.name)

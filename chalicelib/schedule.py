@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
-from chalicelib.documents import FieldReader
+from chalicelib.json_fields import FieldReader
 
 # Both schedules fire once a day: the alarm and the dashboard's staleness flag allow a day and two hours.
 INTERVAL = timedelta(days=1)

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.errors import PlanError
-from chalicelib.plans import PlanSet, load_plans
+from chalicelib.plans import PlanSet
+from chalicelib.plans_file import load_plans
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 

@@ -64,7 +64,7 @@ def run(count: int, repeat: int, tmp: Path) -> None:
     import app as app_module
     from chalicelib.aws import Clients
     from chalicelib.catalog.records import BackupRecord, PlanResult, RecordStore, new_backup_id
-    from chalicelib.plans import load_plans
+    from chalicelib.plans_file import load_plans
     from chalicelib.times import isoformat
 
     plans = load_plans(STAGE_ENV)

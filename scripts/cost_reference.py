@@ -29,8 +29,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chalicelib.cost.projection import SizeClass, Workload, describe_lifecycle, project  # noqa: E402
-from chalicelib.plans import Lifecycle, Transition, check_plans_file  # noqa: E402
+from chalicelib.cost.projection import describe_lifecycle, project  # noqa: E402
+from chalicelib.cost.workload import SizeClass, Workload  # noqa: E402
+from chalicelib.plans import Lifecycle, Transition  # noqa: E402
+from chalicelib.plans_file import check_plans_file  # noqa: E402
 from chalicelib.prices import Prices, load_prices  # noqa: E402
 
 KIB = 1024

@@ -47,7 +47,8 @@ try:
 except ImportError as exc:  # run outside the project's virtualenv
     sys.exit(f"localstack: {exc.name} is not installed here; start the local stack with `make run`")
 
-from chalicelib.plans import PlanSet, load_plans  # noqa: E402
+from chalicelib.plans import PlanSet  # noqa: E402
+from chalicelib.plans_file import load_plans  # noqa: E402
 
 logger = logging.getLogger("localstack")
 

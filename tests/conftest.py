@@ -112,7 +112,7 @@ def stage_env() -> dict[str, str]:
 
 @pytest.fixture
 def plans(stage_env: dict[str, str]) -> Any:
-    from chalicelib.plans import load_plans
+    from chalicelib.plans_file import load_plans
 
     return load_plans(stage_env)
 

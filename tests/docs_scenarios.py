@@ -204,7 +204,7 @@ def verify(world: World, captured: Captured) -> None:
 def files(world: World | None, captured: Captured) -> None:
     """What the shipped plans file holds, and how a plan that would expire kept versions is refused."""
     from chalicelib.errors import PlanError
-    from chalicelib.plans import parse_plans
+    from chalicelib.plans_file import parse_plans
 
     document = json.loads(PLANS_FILE.read_text(encoding="utf-8"))
     captured.answers["plans-file"] = Answer(document)

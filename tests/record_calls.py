@@ -46,15 +46,19 @@ ROOT = Path(__file__).resolve().parent.parent
 _RUNTIME_DIR = str(ROOT / "chalicelib") + os.sep
 _APP_FILE = str(ROOT / "app.py")
 # Administrator's tools in chalicelib/: they run with an administrator's rights, never in the functions.
-# (The bucket-reading helpers of bucket_settings.py still count when drift.py calls them: its frame is the
+# (The bucket-reading helpers of bucket_state.py still count when drift.py calls them: its frame is the
 # system's.)
 ADMIN_MODULES = {
     "deploy/bucket_settings.py",
+    "deploy/bucket_state.py",
+    "deploy/bucket_differences.py",
     "deploy/provision.py",
     "deploy/policy.py",
     "deploy/permissions.py",
     "deploy/template.py",
     "deploy/grants.py",
+    "deploy/backup_grants.py",
+    "deploy/job_grants.py",
     "deploy/roles.py",
     "deploy/scope.py",
     "stages.py",
@@ -223,13 +227,13 @@ def _remember_plans(parse: Any) -> Any:
 
 
 def install() -> None:
-    import chalicelib.plans
+    import chalicelib.plans_file
 
     if ("before-parameter-build", _record) not in botocore.handlers.BUILTIN_HANDLERS:
         botocore.handlers.BUILTIN_HANDLERS.append(("before-parameter-build", _record))
     threading.Thread.start = _start  # type: ignore[method-assign]
-    if not hasattr(chalicelib.plans.parse_plans, "__wrapped__"):
-        chalicelib.plans.parse_plans = _remember_plans(chalicelib.plans.parse_plans)
+    if not hasattr(chalicelib.plans_file.parse_plans, "__wrapped__"):
+        chalicelib.plans_file.parse_plans = _remember_plans(chalicelib.plans_file.parse_plans)
 
 
 install()
@@ -379,6 +383,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         if len(found) > 50:
             terminalreporter.write_line(f"... and {len(found) - 50} more")
         terminalreporter.write_line(
-            "Add the permission to a table of chalicelib/deploy/grants.py that the function's role has "
-            "(chalicelib/deploy/roles.py) and run `make policies`."
+            "Add the permission to a table of chalicelib/deploy/grants.py, backup_grants.py or job_grants.py that "
+            "the function's role has (chalicelib/deploy/roles.py) and run `make policies`."
         )

@@ -98,7 +98,7 @@ def local_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         import boto3
 
-        from chalicelib.plans import load_plans
+        from chalicelib.plans_file import load_plans
 
         stage_env = {**STAGE_ENV, "WORKER_MODE": "thread", "MAX_WORKERS": "4"}
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION, **{

@@ -8,17 +8,16 @@ from typing import Any
 
 import pytest
 
+from chalicelib.deploy.bucket_differences import denies_insecure_transport, differences
 from chalicelib.deploy.bucket_settings import (
     PUBLIC_ACCESS_BLOCK,
     BucketConflict,
     create_only_statements,
-    denies_insecure_transport,
-    differences,
     lifecycle_rules,
-    read_state,
 )
+from chalicelib.deploy.bucket_state import read_state
 from chalicelib.deploy.provision import main, provision
-from chalicelib.plans import parse_plans
+from chalicelib.plans_file import parse_plans
 
 
 def make_plan(**overrides: Any) -> Any:

@@ -104,7 +104,7 @@ def test_a_session_whose_api_writes_backup_data_fails_naming_the_function(tmp_pa
 
         from chalicelib import conditional
         from chalicelib.api.backups import _parallel
-        from chalicelib.plans import load_plans
+        from chalicelib.plans_file import load_plans
 
         ENV = {STAGE_ENV!r}
 

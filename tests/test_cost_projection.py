@@ -10,7 +10,9 @@ from types import ModuleType
 
 import pytest
 
-from chalicelib.cost.projection import REFERENCE_BACKUP_TIME, SizeClass, Workload, project
+from chalicelib.cost.projection import project
+from chalicelib.cost.simulation import REFERENCE_BACKUP_TIME
+from chalicelib.cost.workload import SizeClass, Workload
 from chalicelib.plans import Lifecycle, Transition
 from chalicelib.prices import load_prices
 from chalicelib.retention import RetentionPolicy
@@ -83,7 +85,7 @@ def test_backups_at_midnight_move_a_day_sooner_than_backups_at_any_later_time() 
 def test_the_cost_report_projects_at_the_time_of_day_the_schedule_runs() -> None:
     from chalicelib.catalog.records import new_backup_id, scheduled_suffix
     from chalicelib.cost.inventory import SnapshotFile
-    from chalicelib.cost.report import backup_time_of_day
+    from chalicelib.cost.plan_costs import backup_time_of_day
     from chalicelib.schedule import Schedule
 
     def snapshot(moment: datetime, suffix: str | None = None) -> SnapshotFile:
@@ -286,7 +288,8 @@ def test_a_projection_from_what_a_bucket_holds_carries_the_history_on_exactly() 
     transitions, early deletions, requests and manifests alike."""
     from datetime import date, timedelta
 
-    from chalicelib.cost.projection import Holdings, _Simulation, project_from
+    from chalicelib.cost.projection import project_from
+    from chalicelib.cost.simulation import Holdings, Simulation
 
     start, today = date(2026, 1, 20), 45
     lifecycle = Lifecycle(transitions=(Transition(3, "GLACIER"), Transition(10, "DEEP_ARCHIVE")))
@@ -294,7 +297,7 @@ def test_a_projection_from_what_a_bucket_holds_carries_the_history_on_exactly() 
     workload = Workload("w", 500, (SizeClass("small", 4 * KIB, 0.6), SizeClass("large", 3 * MIB, 0.4)), 0.1, 0.05, 7.0)
     whole = project(workload, lifecycle, retention, PRICES, days=500, start=start).ours.months
 
-    before = _Simulation(workload, lifecycle, retention, PRICES, today + 1, start)
+    before = Simulation(workload, lifecycle, retention, PRICES, today + 1, start)
     before.run()
     holdings = Holdings(
         start=start,
@@ -330,7 +333,8 @@ def test_a_projection_from_holdings_ages_what_is_stored_with_nothing_new() -> No
     # DEEP_ARCHIVE from day 180 under the shipped lifecycle, one transition each.
     from datetime import date
 
-    from chalicelib.cost.projection import Holdings, project_from
+    from chalicelib.cost.projection import project_from
+    from chalicelib.cost.simulation import Holdings
 
     holdings = Holdings(
         start=date(2026, 1, 1),

@@ -26,7 +26,8 @@ from chalicelib.catalog.manifests import list_snapshot_keys
 from chalicelib.config import Settings
 from chalicelib.errors import PlanError
 from chalicelib.layout import MAX_KEY_BYTES, data_key
-from chalicelib.plans import DirectorySource, Lifecycle, ObjectLock, Plan, S3Source, load_plans, parse_plans
+from chalicelib.plans import DirectorySource, Lifecycle, ObjectLock, Plan, S3Source
+from chalicelib.plans_file import load_plans, parse_plans
 from tests.conftest import read_alerts
 from tests.record_calls import the_tests_own_calls
 from tests.stored import assert_versions_hold, entries_of, versions_written

@@ -198,7 +198,8 @@ def test_against_the_emulator_server(monkeypatch: Any, stage_env: dict[str, str]
     from chalicelib.aws import Clients
     from chalicelib.backup.service import BackupService
     from chalicelib.config import Settings
-    from chalicelib.deploy.bucket_settings import differences, read_state
+    from chalicelib.deploy.bucket_differences import differences
+    from chalicelib.deploy.bucket_state import read_state
     from chalicelib.deploy.provision import provision
     from tests.conftest import create_table
 

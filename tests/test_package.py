@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from chalicelib.deploy import audit
-from chalicelib.deploy.bucket_settings import denies_insecure_transport
+from chalicelib.deploy.bucket_differences import denies_insecure_transport
 from chalicelib.deploy.policy import FUNCTIONS, generate, policy_path, stage_scope
 from chalicelib.deploy.template import RUNTIME, bucket_resource_name, merge_template
 from chalicelib.notify import metrics
@@ -79,7 +79,7 @@ def test_the_daily_backup_and_prune_are_rate_1_day_by_default(template: dict[str
 def packaged_at_a_fixed_time(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """`chalice package` of a copy of the project whose committed plans file sets `"daily_at_utc": "01:30"`."""
     import app as app_module
-    from chalicelib import plans as plans_module
+    from chalicelib import plans_file as plans_module
 
     project = tmp_path_factory.mktemp("fixed-time") / "project"
     shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
@@ -296,7 +296,7 @@ def test_cfn_lint_passes(packaged: Path) -> None:
 
 def test_a_locked_kms_plan_becomes_a_locked_kms_bucket() -> None:
     from chalicelib.deploy.template import bucket_resources
-    from chalicelib.plans import parse_plans
+    from chalicelib.plans_file import parse_plans
 
     (plan,) = parse_plans(
         {

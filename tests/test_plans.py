@@ -12,14 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.errors import PlanError
-from chalicelib.plans import (
-    DirectorySource,
-    DynamoDBSource,
-    S3Source,
-    check_plans_file,
-    load_plans,
-    parse_plans,
-)
+from chalicelib.plans import DirectorySource, DynamoDBSource, S3Source
+from chalicelib.plans_file import check_plans_file, load_plans, parse_plans
 from chalicelib.retention import RetentionPolicy
 
 ENV = {

@@ -16,11 +16,11 @@ import pytest
 from chalice import Cron, Rate
 from chalice.app import ScheduledEventConfig
 
-from chalicelib import plans as plans_module
-from chalicelib.documents import AnyVariable
+from chalicelib import plans_file as plans_module
+from chalicelib.json_fields import AnyVariable
 from chalicelib.errors import PlanError
 from chalicelib.localtime import parse_zone
-from chalicelib.plans import DEFAULT_PLANS_FILE, check_plans_file, load_plans, parse_plans
+from chalicelib.plans_file import DEFAULT_PLANS_FILE, check_plans_file, load_plans, parse_plans
 from chalicelib.schedule import Schedule
 from tests.conftest import ROOT, STAGE_ENV
 

@@ -1,5 +1,5 @@
-"""The backups API: starting backups safely, listing them page by page, describing one backup and what its
-snapshots hold.
+"""The backups API: listing backups page by page, describing one backup and what its snapshots hold
+(starting one: `start_backup.py`).
 
 Every client mistake becomes a typed error (chalicelib/errors.py) with a message saying what was wrong and
 how to fix it; `app.py` maps those to HTTP. Nothing here is written before a request has been fully checked.
@@ -8,19 +8,14 @@ how to fix it; `app.py` maps those to HTTP. Nothing here is written before a req
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.api.idempotency import Claim, IdempotencyKeys, check_key, fingerprint
-from chalicelib.api.requests import MAX_LIMIT, check_body, parse_backup_request, parse_limit, parse_time, query
-from chalicelib.backup.locks import DEFAULT_LOCK_LIFETIME, PlanLocks
-from chalicelib.backup.service import BackupService
+from chalicelib.api.requests import CONTROL_CHARACTERS, MAX_LIMIT, parse_limit, parse_time, query
 from chalicelib.catalog import pagetokens
 from chalicelib.catalog.manifests import Entry
 from chalicelib.catalog.pruned import PrunedMarkers
@@ -31,13 +26,11 @@ from chalicelib.catalog.records import (
     RecordStore,
     backup_id_of_key,
     is_backup_id,
-    new_backup_id,
+    record_key,
+    records_listed_from,
 )
 from chalicelib.errors import BadRequest, Conflict, NotFound, Tampered
-from chalicelib.layout import RECORDS_PREFIX
 from chalicelib.plans import PlanSet
-from chalicelib.s3docs import inverted_ms
-from chalicelib.times import utcnow
 from chalicelib.verify.job_record import backup_verification
 
 logger = logging.getLogger(__name__)
@@ -52,8 +45,6 @@ READ_THREADS = 16
 MAX_PREFIX_LENGTH = 1024
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_RECORD_KEY = re.compile(r"^" + re.escape(RECORDS_PREFIX) + r"(\d{13})_(.+)\.json$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -68,87 +59,6 @@ def _parallel(func: Callable[[T], R], items: list[T]) -> list[R]:
         return [func(item) for item in items]
     with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(items))) as pool:
         return list(pool.map(func, items))
-
-
-# ------------------------------------------------------------------------------------------ POST /backup
-
-
-@dataclass(frozen=True)
-class Started:
-    record: BackupRecord
-    # True when an Idempotency-Key found an earlier request's backup: nothing new was started.
-    replayed: bool
-
-
-def start_backup(
-    backups: BackupService,
-    raw_body: bytes | None,
-    content_type: str | None,
-    idempotency_key: str | None,
-    now: datetime | None = None,
-    lock_lifetime: timedelta = DEFAULT_LOCK_LIFETIME,
-) -> Started:
-    """Check the request, then claim its idempotency key, lock its plans, record it and hand it to a worker.
-
-    Any refusal gives back what was taken, so a rejected request leaves nothing behind. A dry run writes no
-    backup data, but it reads every source: it takes the plan locks like a backup.
-    """
-    request = parse_backup_request(check_body(raw_body, content_type))
-    key = check_key(idempotency_key)
-    names = backups.check_plan_names(request.plans)
-    now = now or utcnow()
-    backup_id = new_backup_id(now)
-    s3 = backups.clients.s3
-    catalog = backups.settings.plans.catalog_bucket
-    keys = IdempotencyKeys(s3, catalog)
-    locks = PlanLocks(s3, catalog, backups.records, lifetime=lock_lifetime)
-    allowed = backups.check_plan_names(request.allow_deletions) if request.allow_deletions else []
-    # (allow_deletions only when given, so the fingerprint of a plain request is what it always was)
-    request_print = fingerprint(
-        {"plans": names, "dry_run": request.dry_run} | ({"allow_deletions": allowed} if allowed else {})
-    )
-
-    def is_recorded(first: str) -> bool:
-        return _exists(backups.records, first)
-
-    # Read-only checks first: a repeated key is answered, a held plan refused, before anything is written.
-    if key is not None:
-        first = keys.lookup(key, request_print, now, is_recorded)
-        if first is not None:
-            logger.info("Idempotency-Key repeated: answering with backup %s", first)
-            return Started(backups.get(first), replayed=True)
-    # A dry run takes the locks too: it lists every source and scans the production table, work that must not
-    # pile up beside a running backup of the same plan or another dry run.
-    locks.check(names, now)
-    # Then the conditional writes, which settle races between requests arriving together.
-    claim: Claim | None = None
-    if key is not None:
-        claim = keys.claim(key, request_print, backup_id, now, is_recorded)
-        if claim.existing is not None:
-            return Started(backups.get(claim.existing), replayed=True)
-    locked: list[str] = []
-    try:
-        locks.acquire(names, backup_id, now)
-        locked = names
-        record = backups.start(
-            names, trigger="api", dry_run=request.dry_run, backup_id=backup_id, allow_deletions=allowed
-        )
-    except BaseException:
-        if locked:
-            locks.release(locked, backup_id)
-        if claim is not None and key is not None:
-            keys.release(key, claim, backup_id)
-        raise
-    backups.dispatch(record)
-    return Started(record, replayed=False)
-
-
-def _exists(records: RecordStore, backup_id: str) -> bool:
-    try:
-        records.get(backup_id)
-    except NotFound:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------------- record representation
@@ -244,16 +154,19 @@ def list_backups(
     start_after: str | None = None
     if until is not None:
         until_ms = max(0, _micros(until) // 1000)
-        start_after = f"{RECORDS_PREFIX}{inverted_ms(until_ms)}"
+        start_after = records_listed_from(until_ms)
     if values.get("next_token") is not None:
         position = pagetokens.decode(values["next_token"], "backups", filters)
         if not isinstance(position, str) or not _valid_record_key(position):
             raise BadRequest("next_token is not a token this API issued; leave it out to start from the first page")
         start_after = max(start_after or "", position)
-    oldest_inverted = None
+    # Keys sort newest first: the records started at or after `since` are those listed before the records
+    # started by the millisecond before it.
+    listed_before: str | None = None
     if since is not None:
         since_ms = -(-_micros(since) // 1000)
-        oldest_inverted = int(inverted_ms(since_ms))
+        if since_ms > 0:
+            listed_before = records_listed_from(since_ms - 1)
 
     filtered = plan is not None or status is not None
     found: list[BackupRecord] = []
@@ -268,7 +181,7 @@ def list_backups(
             want = min(MAX_LIMIT, SCAN_BUDGET - scanned, want * 2**rounds)
         rounds += 1
         keys, truncated = records.list_keys(want, start_after)
-        in_range = [k for k in keys if oldest_inverted is None or _inverted(k) <= oldest_inverted]
+        in_range = [k for k in keys if listed_before is None or k < listed_before]
         loaded = _parallel(lambda k: _read_record(records, k), in_range)
         for key, record in zip(in_range, loaded):
             last_key = key
@@ -298,14 +211,13 @@ def list_backups(
     return body
 
 
-def _inverted(key: str) -> int:
-    """The inverted start time (ms) at the head of a record key."""
-    return int(key[len(RECORDS_PREFIX) :][:13])
-
-
 def _valid_record_key(key: str) -> bool:
-    match = _RECORD_KEY.match(key)
-    return bool(match) and is_backup_id(match.group(2))
+    """Whether `key` is the record key of a backup (a page token's position must be one)."""
+    try:
+        backup_id = backup_id_of_key(key)
+    except IndexError:
+        return False
+    return is_backup_id(backup_id) and record_key(backup_id) == key
 
 
 def _read_record(records: RecordStore, key: str) -> BackupRecord | Tampered | None:
@@ -359,7 +271,7 @@ def list_objects(
     values = query(params, _OBJECT_PARAMS)
     limit = parse_limit(values.get("limit"), DEFAULT_OBJECTS_LIMIT)
     prefix = values.get("prefix") or ""
-    if len(prefix) > MAX_PREFIX_LENGTH or _CONTROL.search(prefix):
+    if len(prefix) > MAX_PREFIX_LENGTH or CONTROL_CHARACTERS.search(prefix):
         raise BadRequest(f"prefix must be at most {MAX_PREFIX_LENGTH} characters with no control characters")
     if not is_backup_id(backup_id):
         raise NotFound(f"no backup with id {backup_id!r}: backup ids look like 20261126T134735123Z-9f2c4a1b")

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from chalicelib.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from chalicelib.plans_file import BUCKET_NAME, TABLE_NAME
 from chalicelib.restore.requests import DEFAULT_TIER, TIERS, RestoreRequest, Target
 
 MAX_BODY_BYTES = 64 * 1024
@@ -18,9 +19,7 @@ MAX_LIMIT = 100
 _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})(?:[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2}))?$"
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # -------------------------------------------------------------------------------------------- the body
@@ -193,7 +192,7 @@ def parse_verify_request(raw_body: bytes | None) -> VerifyRequest:
 
 def check_key_text(value: str, name: str) -> str:
     """A key or prefix that cannot climb out of where it is put: no '..' segment, no control character."""
-    if _CONTROL.search(value):
+    if CONTROL_CHARACTERS.search(value):
         raise BadRequest(f"{name} {value!r} contains a control character")
     if ".." in value.replace("\\", "/").split("/"):
         raise BadRequest(f"{name} {value!r} contains a '..' segment")
@@ -269,14 +268,14 @@ def _parse_target(raw: Any, allow_path: bool) -> Target:
     prefix = raw.get("prefix", "")
     if bucket is None and table is None and path is None:
         raise BadRequest(f"'target' needs a bucket or a table, e.g. {example}")
-    if bucket is not None and (not isinstance(bucket, str) or not _BUCKET_NAME.match(bucket) or ".." in bucket):
+    if bucket is not None and (not isinstance(bucket, str) or not BUCKET_NAME.match(bucket) or ".." in bucket):
         raise BadRequest(f"target bucket {bucket!r} is not a valid S3 bucket name")
-    if table is not None and (not isinstance(table, str) or not _TABLE_NAME.match(table)):
+    if table is not None and (not isinstance(table, str) or not TABLE_NAME.match(table)):
         raise BadRequest(f"target table {table!r} is not a valid DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
     if not isinstance(prefix, str):
         raise BadRequest("target 'prefix' must be a string")
     check_key_text(prefix, "target prefix")
-    if path is not None and (not isinstance(path, str) or not path or _CONTROL.search(path)):
+    if path is not None and (not isinstance(path, str) or not path or CONTROL_CHARACTERS.search(path)):
         raise BadRequest(f"target path {path!r} is not a usable folder path")
     if bucket is not None and path is not None:
         raise BadRequest("target takes a bucket or a local path, not both")

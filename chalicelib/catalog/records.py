@@ -25,7 +25,7 @@ from typing import Any
 from chalicelib import conditional
 from chalicelib.errors import AlreadyExists, NotFound, Tampered
 from chalicelib.layout import RECORDS_PREFIX, SEALED_RECORDS_PREFIX
-from chalicelib.s3docs import get_bytes, inverted_key, known_fields
+from chalicelib.s3docs import get_bytes, inverted_key, inverted_ms, known_fields
 from chalicelib.times import isoformat, utcnow
 
 STATUSES = ("RUNNING", "SUCCEEDED", "PARTIAL", "FAILED")
@@ -69,6 +69,12 @@ def is_backup_id(value: str) -> bool:
 
 def record_key(backup_id: str) -> str:
     return inverted_key(RECORDS_PREFIX, backup_time(backup_id), backup_id)
+
+
+def records_listed_from(milliseconds: int) -> str:
+    """The listing position (StartAfter) after which the records of backups started at `milliseconds` since
+    the epoch or earlier come: record keys sort newest first."""
+    return f"{RECORDS_PREFIX}{inverted_ms(milliseconds)}"
 
 
 def sealed_key(backup_id: str) -> str:

@@ -20,12 +20,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from chalicelib.cost.workload import Workload
 from chalicelib.prices import GB, Prices
-
-if TYPE_CHECKING:
-    from chalicelib.cost.projection import Workload
 
 # Requests every backup makes besides copies and the source listing: the previous manifest (GET), the new
 # manifest and the backup records (PUT), the listing of the plan's metadata (LIST).

@@ -1,29 +1,10 @@
 """A year (or any number of days) of daily backups of one plan, priced month by month.
 
-A workload says how many objects the source holds, their sizes, and what share changes, disappears and
-appears each day. Every day the simulation backs up (copying what changed and what is new), prunes the
-snapshots the plan's retention policy no longer keeps, deletes the versions no kept snapshot names, and
-lets the lifecycle move versions between storage classes (`chalicelib.cost.model`). It reports per month
-and per storage class the versions, bytes and cost: storage (with the 40 KB per archived object), requests,
-lifecycle transitions and early-deletion charges.
-
-Memory stays bounded by counting objects in cohorts instead of one by one, so 10,000,000 objects cost the
-same as 100:
-- counts are expected values (real numbers): 1% of 1,000,000 objects changed is 10,000 every day, not a
-  random draw. Every object is equally likely to change or be deleted, whatever its size or age;
-- all versions written on the same day are one cohort of current versions; the versions of that cohort
-  replaced (or deleted at the source) on a later day are one cohort of noncurrent versions. A version's
-  storage class, its deletion and its early-deletion charge depend only on those two days, so a cohort
-  behaves exactly like each of its members;
-- sizes enter as two groups, under 128 KB and the rest, each with its own books: changes and deletions
-  strike every size alike and new objects follow the workload's mix, so within a group a cohort keeps its
-  mean size.
-The work grows with the square of the days (a year makes about 67,000 cohorts and takes about a second),
-not with the number of objects.
-Other simplifications: backups run at the same time every day (`project_from`: the time the plan's daily
-backups run at, `Holdings.backup_at`; `project`: `at`, 02:00 UTC unless told) and never fail; a day is
-billed whole in the class a version holds that day; delete markers and noncurrent expiration are left out (a
-valid plan's `noncurrent_expiration_days` is longer than anything retention keeps, so it never acts).
+A workload (`chalicelib.cost.workload`) says how many objects the source holds, their sizes, and what share
+changes, disappears and appears each day. The simulation (`chalicelib.cost.simulation`) backs up, prunes
+what the plan's retention policy no longer keeps and lets the lifecycle move versions between storage
+classes; this module prices it per month and per storage class, beside the alternatives of
+`chalicelib.cost.bills`.
 
 `project` starts from an empty bucket (day 0 copies every object); `project_from` starts from what a bucket
 holds now (`Holdings`, measured by the cost report) and carries it forward month by month.
@@ -31,65 +12,15 @@ holds now (`Holdings`, measured by the cost report) and carries it forward month
 
 from __future__ import annotations
 
-import bisect
-import functools
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, time, timedelta
 
-from chalicelib.cost.bills import Bill, Day, Month, alternatives, backup_requests, new_months
-from chalicelib.cost.model import SMALL_OBJECT_BYTES, StoredVersion, early_deletion_charge, timeline
+from chalicelib.cost.bills import Bill, Month, alternatives
+from chalicelib.cost.simulation import MANIFEST_BYTES_PER_ENTRY, REFERENCE_BACKUP_TIME, Holdings, Simulation
+from chalicelib.cost.workload import Workload
 from chalicelib.plans import Lifecycle
 from chalicelib.prices import Prices
-from chalicelib.retention import RetentionPolicy, Snapshot, decide
-
-# The time of day (UTC) of the backups of a projection told no other: the reference workloads'.
-REFERENCE_BACKUP_TIME = time(2, 0)
-# A manifest entry gzipped: measured on the manifest's own format with random version ids, ETags and
-# SHA-256 checksums, which do not compress (a 295-byte JSON line becomes about 110 bytes).
-MANIFEST_BYTES_PER_ENTRY = 110
-
-
-@dataclass(frozen=True)
-class SizeClass:
-    label: str
-    size: int
-    # The share of the objects this size holds (the shares of a workload add up to 1).
-    share: float
-
-
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    objects: int
-    sizes: tuple[SizeClass, ...]
-    # Shares of the current objects changed and deleted at the source each day; new objects each day.
-    changed_per_day: float
-    deleted_per_day: float
-    new_per_day: float
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if abs(sum(s.share for s in self.sizes) - 1) > 1e-9:
-            raise ValueError(f"workload {self.name}: the size shares add up to {sum(s.share for s in self.sizes)}, not 1")
-        if self.objects < 1 or any(s.size < 0 or s.share < 0 for s in self.sizes):
-            raise ValueError(f"workload {self.name}: needs at least one object and no negative size or share")
-        if not (0 <= self.changed_per_day and 0 <= self.deleted_per_day and self.changed_per_day + self.deleted_per_day <= 1):
-            raise ValueError(f"workload {self.name}: changed and deleted shares must be between 0 and 1 together")
-        if self.new_per_day < 0:
-            raise ValueError(f"workload {self.name}: new_per_day must be at least 0")
-
-    def group(self, small: bool) -> tuple[float, float]:
-        """(share of objects, mean bytes per object of the whole mix) of the objects under 128 KB, or the rest."""
-        members = [s for s in self.sizes if (s.size < SMALL_OBJECT_BYTES) == small]
-        return sum(s.share for s in members), sum(s.share * s.size for s in members)
-
-    @property
-    def mean_size(self) -> float:
-        return sum(s.share * s.size for s in self.sizes)
-
-    def total_bytes(self) -> float:
-        return self.objects * self.mean_size
+from chalicelib.retention import RetentionPolicy
 
 
 @dataclass(frozen=True)
@@ -106,300 +37,6 @@ class Projection:
         return {"ours": self.ours, **self.others}
 
 
-class _Schedules:
-    """The storage-class schedule of a (written day, replaced day) pair, from the model, in whole days and
-    relative to the written day. Cached: it depends only on the gap between the two days."""
-
-    def __init__(self, lifecycle: Lifecycle, start: datetime) -> None:
-        self.lifecycle = lifecycle
-        self.start = start
-        self._cache: dict[tuple[bool, int | None], list[tuple[int, str]]] = {}
-
-    def __call__(self, small: bool, replaced_after: int | None) -> list[tuple[int, str]]:
-        key = (small, replaced_after)
-        if key not in self._cache:
-            size = SMALL_OBJECT_BYTES - 1 if small else SMALL_OBJECT_BYTES
-            noncurrent = None if replaced_after is None else self.start + timedelta(days=replaced_after)
-            version = StoredVersion(size, self.start, noncurrent)
-            self._cache[key] = [
-                (0 if p.since == self.start else (p.since.date() - self.start.date()).days, p.storage_class)
-                for p in timeline(version, self.lifecycle)
-            ]
-        return self._cache[key]
-
-
-def class_on(schedule: list[tuple[int, str]], age: int) -> tuple[str, int]:
-    """The class on the day `age` days after writing, and the day (after writing) it entered it."""
-    found = schedule[0]
-    for entry in schedule:
-        if entry[0] <= age:
-            found = entry
-    return found[1], found[0]
-
-
-class _Cohort:
-    """Versions of one size group written on one day and replaced on a later one: they share their whole
-    fate. `size` is their mean size in bytes."""
-
-    __slots__ = ("written", "replaced", "count", "size", "alive")
-
-    def __init__(self, written: int, replaced: int, count: float, size: float) -> None:
-        self.written, self.replaced, self.count, self.size, self.alive = written, replaced, count, size, True
-
-
-class _Group:
-    """The objects of one size group (under 128 KB, or the rest): current versions counted per day written
-    (a list, so that a storage class's share is one slice), with their bytes beside them; noncurrent cohorts
-    by the day they were replaced (written day ascending); the noncurrent totals per storage class; and the
-    cohorts' later transitions, booked on the days they happen."""
-
-    def __init__(self, small: bool, share: float, size: float, days: int) -> None:
-        # `share` of the new objects belongs to this group; `size` is a new object's mean size.
-        self.small, self.share, self.size = small, share, size
-        self.current = [0.0] * days
-        self.current_bytes = [0.0] * days
-        self.noncurrent: dict[int, list[_Cohort]] = {}
-        self.held: dict[str, list[float]] = {}
-        self.held_versions = 0.0
-        self.moves: dict[int, list[tuple[_Cohort, str, str]]] = {}
-
-    def hold(self, name: str, objects: float, size: float) -> None:
-        totals = self.held.setdefault(name, [0.0, 0.0])
-        totals[0] += objects
-        totals[1] += size
-
-
-def _later_moves(schedule: list[tuple[int, str]], after: int) -> list[tuple[int, str, str]]:
-    """The moves of a schedule after `after` days, as (days after writing, from, to)."""
-    moves, previous = [], class_on(schedule, after)[0]
-    for since, target in schedule:
-        if since > after:
-            moves.append((since, previous, target))
-            previous = target
-    return moves
-
-
-@dataclass(frozen=True)
-class Holdings:
-    """What a plan's bucket holds after the backup of day `today`, for a projection that starts from it.
-    Days are counted from `start` (day 0); nothing was written before it.
-
-    Per size group (True: under 128 KB), current versions by the day they were written and noncurrent ones
-    by (day written, day replaced), each as (versions, bytes); the days that have a kept snapshot, and the
-    bytes of their manifests."""
-
-    start: date
-    today: int
-    current: Mapping[bool, Mapping[int, tuple[float, float]]]
-    noncurrent: Mapping[bool, Mapping[tuple[int, int], tuple[float, float]]]
-    snapshot_days: tuple[int, ...]
-    manifest_bytes: Mapping[int, float]
-    # The time of day (UTC) the plan's daily backups run at (chalicelib/schedule.py).
-    backup_at: time = REFERENCE_BACKUP_TIME
-
-
-class _Simulation:
-    """The day-by-day bookkeeping behind `project` and `project_from`; one instance per run. Size groups are
-    independent (changes strike every size alike), so each keeps its own books; snapshots, manifests and
-    the bill are shared."""
-
-    def __init__(
-        self,
-        workload: Workload,
-        lifecycle: Lifecycle,
-        retention: RetentionPolicy | None,
-        prices: Prices,
-        days: int,
-        start: date,
-        holdings: Holdings | None = None,
-        at: time = REFERENCE_BACKUP_TIME,
-    ) -> None:
-        self.workload, self.retention, self.prices, self.days, self.start = workload, retention, prices, days, start
-        self.at = holdings.backup_at if holdings is not None else at
-        self.schedules = _Schedules(lifecycle, datetime.combine(start, self.at, tzinfo=timezone.utc))
-        self.groups: list[_Group] = []
-        for small in (True, False):
-            share, mean_bytes = workload.group(small)
-            held = holdings is not None and bool(holdings.current.get(small) or holdings.noncurrent.get(small))
-            if share > 0 or held:
-                self.groups.append(_Group(small, share, mean_bytes / share if share else 0.0, days))
-        self.months, self.month_of = new_months(start, days)
-        self._plans: dict[tuple[bool, int], tuple[str, list[tuple[int, str, str]]]] = {}
-        self.snapshot_days: list[int] = []
-        self.manifest_bytes: dict[int, float] = {}
-        self.records: list[Day] = []
-        if holdings is not None:
-            self._seed(holdings)
-
-    def _seed(self, holdings: Holdings) -> None:
-        """Start from what the bucket holds: each noncurrent cohort in the class it has reached by today,
-        with its later moves booked."""
-        for group in self.groups:
-            for written, (count, size) in holdings.current.get(group.small, {}).items():
-                group.current[written] += count
-                group.current_bytes[written] += size
-            for (written, replaced), (count, size) in sorted(holdings.noncurrent.get(group.small, {}).items()):
-                if count <= 0:
-                    continue
-                cohort = _Cohort(written, replaced, count, size / count)
-                group.noncurrent.setdefault(replaced, []).append(cohort)
-                group.held_versions += count
-                age = holdings.today - written
-                schedule = self.schedules(group.small, replaced - written)
-                group.hold(class_on(schedule, age)[0], count, size)
-                for since, source, target in _later_moves(schedule, age):
-                    if written + since < self.days:
-                        group.moves.setdefault(written + since, []).append((cohort, source, target))
-            for cohorts in group.noncurrent.values():
-                cohorts.sort(key=lambda cohort: cohort.written)
-        self.snapshot_days = sorted(set(holdings.snapshot_days))
-        self.manifest_bytes = dict(holdings.manifest_bytes)
-
-    def _plan(self, small: bool, gap: int) -> tuple[str, list[tuple[int, str, str]]]:
-        """For versions of a size group replaced `gap` days after writing: their class then, and each later
-        move as (days after writing, from, to)."""
-        key = (small, gap)
-        if key not in self._plans:
-            schedule = self.schedules(small, gap)
-            self._plans[key] = (class_on(schedule, gap)[0], _later_moves(schedule, gap))
-        return self._plans[key]
-
-    def _replace(self, group: _Group, cohort: _Cohort) -> None:
-        """A cohort becomes noncurrent: count it in its class and book its later transitions."""
-        group.held_versions += cohort.count
-        name, moves = self._plan(group.small, cohort.replaced - cohort.written)
-        group.hold(name, cohort.count, cohort.count * cohort.size)
-        for since, source, target in moves:
-            if cohort.written + since < self.days:
-                group.moves.setdefault(cohort.written + since, []).append((cohort, source, target))
-
-    def _midnight(self, day: int) -> None:
-        """Transitions due today, before the backup: noncurrent cohorts' booked ones, and current versions'."""
-        month = self.months[self.month_of[day]]
-        for group in self.groups:
-            for cohort, source, target in group.moves.pop(day, []):
-                if cohort.alive:
-                    group.hold(source, -cohort.count, -cohort.count * cohort.size)
-                    group.hold(target, cohort.count, cohort.count * cohort.size)
-                    month.transitions += cohort.count * self.prices.transition_per_request(target)
-            for since, name in self.schedules(group.small, None)[1:]:
-                if 0 < since <= day:
-                    month.transitions += group.current[day - since] * self.prices.transition_per_request(name)
-
-    def _die(self, group: _Group, cohort: _Cohort, day: int) -> None:
-        """Versions deleted at `day`'s backup: out of the totals, with any early-deletion charge."""
-        cohort.alive = False
-        group.held_versions -= cohort.count
-        name, since = class_on(self.schedules(group.small, cohort.replaced - cohort.written), day - cohort.written)
-        group.hold(name, -cohort.count, -cohort.count * cohort.size)
-        hours = self.at.hour + self.at.minute / 60
-        remaining = self.prices.minimum_days(name) - (day - cohort.written - since + hours / 24)
-        charge = early_deletion_charge(cohort.size, name, remaining, self.prices) * cohort.count
-        self.months[self.month_of[day]].early_deletions += charge
-
-    def _prune(self, day: int) -> None:
-        """Drop the snapshots retention no longer keeps, then the versions no kept snapshot names."""
-        if self.retention is None:
-            return
-        kept = set(_kept_days(self.start, tuple(self.snapshot_days), self.retention, self.at))
-        for gone in set(self.snapshot_days) - kept:
-            self.manifest_bytes.pop(gone, None)
-        self.snapshot_days = sorted(kept)
-        for group in self.groups:
-            for replaced in list(group.noncurrent):
-                cohorts = group.noncurrent[replaced]
-                # A version replaced on day `replaced` is named by the snapshots of the days it was current; the
-                # latest surviving snapshot before that day says which cohorts some snapshot still names.
-                position = bisect.bisect_left(self.snapshot_days, replaced)
-                latest = self.snapshot_days[position - 1] if position else -1
-                while cohorts and cohorts[-1].written > latest:
-                    self._die(group, cohorts.pop(), day)
-                if not cohorts:
-                    del group.noncurrent[replaced]
-
-    def _back_up(self, day: int) -> Day:
-        """The day's backup: versions replaced or deleted become noncurrent, changes and new objects are copied."""
-        if day == 0:
-            for group in self.groups:
-                group.current[0] = self.workload.objects * group.share
-                group.current_bytes[0] = group.current[0] * group.size
-            return Day(copies=float(self.workload.objects), objects=float(self.workload.objects), versions=0.0, deleted=0.0)
-        changed, deleted = self.workload.changed_per_day, self.workload.deleted_per_day
-        copies = before = 0.0
-        for group in self.groups:
-            already = sum(group.current[:day])
-            before += already
-            if changed + deleted > 0:
-                replaced = [
-                    _Cohort(written, day, count * (changed + deleted), group.current_bytes[written] / count)
-                    for written, count in enumerate(group.current[:day])
-                    if count > 0
-                ]
-                for cohort in replaced:
-                    self._replace(group, cohort)
-                if replaced:
-                    group.noncurrent[day] = replaced
-            kept = 1 - changed - deleted
-            group.current[:day] = [count * kept for count in group.current[:day]]
-            group.current_bytes[:day] = [size * kept for size in group.current_bytes[:day]]
-            group.current[day] = already * changed + self.workload.new_per_day * group.share
-            group.current_bytes[day] = group.current[day] * group.size
-            copies += group.current[day]
-        objects = sum(sum(group.current[: day + 1]) for group in self.groups)
-        return Day(copies=copies, objects=objects, versions=0.0, deleted=before * deleted)
-
-    def _bill(self, day: int) -> None:
-        """Storage for the whole of `day`: current versions by class, noncurrent totals, manifests."""
-        month = self.months[self.month_of[day]]
-        stored: dict[str, list[float]] = {}
-        for group in self.groups:
-            for name, (objects, size) in group.held.items():
-                totals = stored.setdefault(name, [0.0, 0.0])
-                totals[0] += objects
-                totals[1] += size
-            schedule = self.schedules(group.small, None)
-            for index, (since, name) in enumerate(schedule):
-                # Current versions of age [since, next since) were written on days (day - next, day - since].
-                oldest = max(0, day - schedule[index + 1][0] + 1) if index + 1 < len(schedule) else 0
-                totals = stored.setdefault(name, [0.0, 0.0])
-                if since <= day:
-                    totals[0] += sum(group.current[oldest : day - since + 1])
-                    totals[1] += sum(group.current_bytes[oldest : day - since + 1])
-        # Adding and removing cohorts leaves rounding dust where a class has emptied: far below one object.
-        stored = {name: totals for name, totals in stored.items() if totals[0] > 1e-6}
-        for name, (objects, size) in stored.items():
-            month.add_storage(name, size, objects, 1, self.prices)
-        manifests = sum(self.manifest_bytes.values())
-        month.add_manifests(manifests, 1, self.prices)
-        if day + 1 == self.days or self.month_of[day + 1] != self.month_of[day]:
-            month.versions = {name: objects for name, (objects, _) in stored.items()}
-            month.bytes = {name: size for name, (_, size) in stored.items()}
-            month.manifest_bytes = manifests
-
-    def run(self, first_day: int = 0) -> list[Day]:
-        for day in range(first_day, self.days):
-            self._midnight(day)
-            record = self._back_up(day)
-            self.months[self.month_of[day]].add_requests(backup_requests(day, record), self.prices)
-            self.snapshot_days.append(day)
-            self.manifest_bytes[day] = record.objects * MANIFEST_BYTES_PER_ENTRY
-            self._prune(day)
-            self._bill(day)
-            held = sum(group.held_versions for group in self.groups)
-            self.records.append(Day(record.copies, record.objects, record.objects + held, record.deleted))
-        return self.records
-
-
-@functools.lru_cache(maxsize=4096)
-def _kept_days(start: date, days: tuple[int, ...], retention: RetentionPolicy, at: time) -> tuple[int, ...]:
-    """The days (after `start`) of the daily snapshots `retention` keeps. Cached: the decision depends on the
-    days alone, so every projection of one report (both `small_objects` choices, plans sharing a policy)
-    makes the same decisions; deciding was most of a projection's time."""
-    taken = [datetime.combine(start + timedelta(days=d), at, tzinfo=timezone.utc) for d in days]
-    decision = decide([Snapshot(f"{d:06d}", t) for d, t in zip(days, taken)], retention)
-    return tuple(int(s.backup_id) for s in decision.kept)
-
-
 def project(
     workload: Workload,
     lifecycle: Lifecycle,
@@ -414,7 +51,7 @@ def project(
     `chalicelib.cost.bills`."""
     if days < 1:
         raise ValueError("a projection needs at least one day")
-    simulation = _Simulation(workload, lifecycle, retention, prices, days, start, at=at)
+    simulation = Simulation(workload, lifecycle, retention, prices, days, start, at=at)
     records = simulation.run()
     kept = retention.describe() if retention else "none (every snapshot kept)"
     ours = Bill(
@@ -445,7 +82,7 @@ def project_from(
     for _ in range(months + 1):
         last = (last + timedelta(days=32)).replace(day=1)
     days = (last - holdings.start).days
-    simulation = _Simulation(workload, lifecycle, retention, prices, days, holdings.start, holdings)
+    simulation = Simulation(workload, lifecycle, retention, prices, days, holdings.start, holdings)
     simulation.run(first_day=holdings.today + 1)
     label = today.strftime("%Y-%m")
     return [month for month in simulation.months if month.label > label][:months]

@@ -23,7 +23,7 @@ from chalicelib.config import Settings
 from chalicelib.cost.inventory import PlanInventory
 from chalicelib.cost.projection import describe_lifecycle
 from chalicelib.cost.prunes import recent_prunes
-from chalicelib.cost.report import combine, plan_report
+from chalicelib.cost.plan_costs import combine, plan_report
 from chalicelib.cost.tally import PlanTally
 from chalicelib.cost.usage import measure, recent_history
 from chalicelib.errors import NotFound, Tampered, describe_error

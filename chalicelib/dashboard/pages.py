@@ -4,7 +4,7 @@ validation, so the dashboard can neither show nor start anything the API would n
     index        overview.build + charts                (GET /backups, verifications, prunes, restores)
     backup       api.backups.get_backup + list_objects  (GET /backups/{id}, .../objects)
     quote        RestoreService.quote                   (a restore dry run's quote, computed here: writes nothing)
-    start        api.backups.start_backup               (POST /backup)
+    start        api.start_backup.start_backup          (POST /backup)
     verify       VerificationJobs.start_check           (POST /backups/{id}/verify: recorded, run by the worker)
     verification job_record.describe                    (GET /verifications/{id})
 """
@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.api import backups as api
+from chalicelib.api import start_backup as start_api
 from chalicelib.api.requests import parse_verify_request, restore_request_from_dict
 from chalicelib.bootstrap import System
 from chalicelib.dashboard import charts, overview
@@ -92,7 +93,7 @@ def backup(settings: Any, clients: Any, backup_id: str, query: dict[str, str]) -
 def start(settings: Any, clients: Any, plans: list[str]) -> str:
     """Start a backup exactly as `POST /backup` does (locks, record, dispatch); returns its id."""
     body = json.dumps({"plans": plans}).encode("utf-8") if plans else b""
-    started = api.start_backup(
+    started = start_api.start_backup(
         System(settings, clients).backups, body, "application/json" if body else None, idempotency_key=None
     )
     return started.record.backup_id

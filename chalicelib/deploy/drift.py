@@ -15,7 +15,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.records import PlanResult
-from chalicelib.deploy.bucket_settings import differences, read_state
+from chalicelib.deploy.bucket_differences import differences
+from chalicelib.deploy.bucket_state import read_state
 from chalicelib.errors import HistoryNotKept, error_code
 from chalicelib.plans import Plan
 

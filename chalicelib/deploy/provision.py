@@ -11,18 +11,17 @@ import logging
 import sys
 from typing import Any
 
+from chalicelib.deploy.bucket_differences import differences
 from chalicelib.deploy.bucket_settings import (
     OBJECT_OWNERSHIP,
     PUBLIC_ACCESS_BLOCK,
     BucketConflict,
-    bucket_exists,
     bucket_policy,
-    differences,
     encryption_default,
     lifecycle_configuration,
     object_lock_rule,
-    read_state,
 )
+from chalicelib.deploy.bucket_state import bucket_exists, read_state
 from chalicelib.errors import BackupError
 from chalicelib.plans import Plan
 

@@ -1,5 +1,6 @@
-"""Which grant tables (`grants.py`) each function's role is made of: a role per function, so that whoever
-holds one function's credentials can do that function's job and nothing more.
+"""Which grant tables (`grants.py`, `backup_grants.py`, `job_grants.py`) each function's role is made of: a
+role per function, so that whoever holds one function's credentials can do that function's job and nothing
+more.
 
 | function | may |
 |---|---|
@@ -20,7 +21,7 @@ forbidden-action check lets those roles have that one action and no other role.
 
 from __future__ import annotations
 
-from chalicelib.deploy import grants
+from chalicelib.deploy import backup_grants, grants, job_grants
 from chalicelib.deploy.grants import Concern
 from chalicelib.deploy.scope import (
     API_HANDLER,
@@ -36,16 +37,16 @@ from chalicelib.deploy.scope import (
 # Both backup functions run the same engine: the schedule's invocation backs up in-process until it must
 # carry on in the worker.
 BACKUP_WRITER: tuple[Concern, ...] = (
-    grants.BACKUP_BUCKET_GRANTS,
-    grants.source_grants,
-    grants.SOURCE_TABLE_GRANTS,
-    grants.TABLE_EXPORT_GRANTS,
+    backup_grants.BACKUP_BUCKET_GRANTS,
+    backup_grants.source_grants,
+    backup_grants.SOURCE_TABLE_GRANTS,
+    backup_grants.TABLE_EXPORT_GRANTS,
     grants.WRITER_KEY_GRANTS,
     grants.ALERT_GRANTS,
-    grants.BACKUP_INVOKE_GRANTS,
-    grants.METRIC_GRANTS,
+    backup_grants.BACKUP_INVOKE_GRANTS,
+    backup_grants.METRIC_GRANTS,
     grants.LOG_GRANTS,
-    grants.LONG_RUN_GRANTS,
+    backup_grants.LONG_RUN_GRANTS,
     grants.TAMPERING_GRANTS,
     grants.SEALED_MANIFEST_GRANTS,
 )
@@ -59,19 +60,19 @@ READER: tuple[Concern, ...] = (
 )
 
 # Both restore functions run passes of recorded restores: the worker the first, the hourly check the rest.
-RESTORER: tuple[Concern, ...] = (grants.RESTORE_GRANTS, *READER)
+RESTORER: tuple[Concern, ...] = (job_grants.RESTORE_GRANTS, *READER)
 
 # Both prune functions run the same job: the schedule's invocation starts it, the worker carries it on.
-PRUNER: tuple[Concern, ...] = (grants.PRUNE_GRANTS, grants.READER_KEY_GRANTS, grants.LOG_GRANTS, grants.TAMPERING_GRANTS)
+PRUNER: tuple[Concern, ...] = (job_grants.PRUNE_GRANTS, grants.READER_KEY_GRANTS, grants.LOG_GRANTS, grants.TAMPERING_GRANTS)
 
 
 ROLES: dict[str, tuple[Concern, ...]] = {
-    API_HANDLER: (grants.API_GRANTS, *READER, grants.COST_GRANTS),
-    DAILY_BACKUP: BACKUP_WRITER + (grants.SCHEDULE_LOCK_GRANTS, grants.COST_GRANTS),
-    BACKUP_WORKER: BACKUP_WRITER + (grants.COST_GRANTS,),
+    API_HANDLER: (grants.API_GRANTS, *READER, job_grants.COST_GRANTS),
+    DAILY_BACKUP: BACKUP_WRITER + (backup_grants.SCHEDULE_LOCK_GRANTS, job_grants.COST_GRANTS),
+    BACKUP_WORKER: BACKUP_WRITER + (job_grants.COST_GRANTS,),
     RESTORE_WORKER: RESTORER,
     RESUME_RESTORES: RESTORER,
-    VERIFY_WORKER: (grants.VERIFY_GRANTS, *READER),
+    VERIFY_WORKER: (job_grants.VERIFY_GRANTS, *READER),
     DAILY_PRUNE: PRUNER,
     PRUNE_WORKER: PRUNER,
 }

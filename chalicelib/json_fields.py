@@ -1,18 +1,34 @@
-"""Reading a JSON configuration document (the plans file) field by field, with errors that say where.
+"""Reading a JSON configuration document field by field, with errors that say where.
 
-Every mistake is a `PlanError` naming its place ("plan 'documents', field 'prefix': ..."), never a KeyError;
-`${VARIABLE}` placeholders in text fields are filled from an environment (a stage's variables).
+Every mistake is a `PlanError` (a configuration error) naming its place ("<where>, field 'prefix': ..."),
+never a KeyError; `${VARIABLE}` placeholders in text fields are filled from an environment (a stage's
+variables).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from chalicelib.errors import PlanError
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def read_json_file(path: Path, what: str, error: type[Exception] = PlanError) -> Any:
+    """The decoded JSON document at `path`; `error` naming `what` and the path when it cannot be read or is
+    not JSON (with the line and column of the mistake)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"{what} {path}: cannot be read ({exc.strerror or exc})") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{what} {path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
 
 
 class FieldReader:

@@ -27,10 +27,12 @@ from chalicelib.catalog.records import is_scheduled_id
 from chalicelib.cost.bills import Month
 from chalicelib.cost.inventory import SnapshotFile, Work
 from chalicelib.cost.model import SMALL_OBJECT_BYTES
-from chalicelib.cost.projection import Holdings, SizeClass, Workload, describe_lifecycle, project_from
+from chalicelib.cost.projection import describe_lifecycle, project_from
 from chalicelib.cost.prunes import EarlyDeletions
+from chalicelib.cost.simulation import Holdings
 from chalicelib.cost.tally import Count, PlanTally, by_class, storage_usd, usd
 from chalicelib.cost.usage import Usage
+from chalicelib.cost.workload import SizeClass, Workload
 from chalicelib.plans import SMALL_OBJECT_SETTINGS, Lifecycle, Plan
 from chalicelib.prices import GB, Prices
 from chalicelib.schedule import Schedule

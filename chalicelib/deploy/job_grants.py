@@ -1,0 +1,148 @@
+"""What restores, the weekly verification job, prunes and the cost report may be granted: one table per
+concern, as in `grants.py`, whose rows, shared tables and account pinning these use."""
+
+from __future__ import annotations
+
+from chalicelib.deploy.grants import Grant, backup_bucket_arns, catalog_objects, meta_listing
+from chalicelib.deploy.scope import (
+    PRUNE_WORKER,
+    VERIFY_WORKER,
+    bucket_arn,
+    object_arns,
+    table_arn,
+)
+from chalicelib.layout import (
+    COSTS_PREFIX,
+    DATA_PREFIX,
+    META_PREFIX,
+    PRUNED_PREFIX,
+    PRUNES_PREFIX,
+    RECORDS_PREFIX,
+    RESTORE_QUEUE_PREFIX,
+    RESTORES_PREFIX,
+    SEALED_PREFIX,
+    SNAPSHOTS_PREFIX,
+    VERIFICATIONS_PREFIX,
+)
+
+# Restores (restore_worker, resume_restores) ----------------------------------------------------------------
+
+# Read the catalog (the backup's record, its manifests, the restore's own record and the queue of unfinished
+# ones), thaw archived versions and copy exact versions (with their tags) out of the backup buckets, into the
+# stage's restore buckets and into new tables named with the restore prefix; keep the restore's record and
+# drop it from the queue when done.
+RESTORE_GRANTS: tuple[Grant, ...] = (
+    Grant("RestoreCatalogList", ("s3:ListBucket",), backup_bucket_arns, meta_listing, owned=True),
+    Grant(
+        "RestoreCatalogRead",
+        ("s3:GetObject",),
+        # Pruned markers: a snapshot retention removed is never restored.
+        lambda s: object_arns(s.backup_buckets, SNAPSHOTS_PREFIX) + catalog_objects(s, RECORDS_PREFIX, SEALED_PREFIX, RESTORES_PREFIX, PRUNED_PREFIX),
+        owned=True,
+    ),
+    Grant("RestoreRecords", ("s3:PutObject",), lambda s: catalog_objects(s, RESTORES_PREFIX), owned=True),
+    Grant("RestoreQueue", ("s3:DeleteObject",), lambda s: catalog_objects(s, RESTORE_QUEUE_PREFIX), owned=True),
+    Grant(
+        "RestoreReadVersions",
+        ("s3:RestoreObject", "s3:GetObjectVersion", "s3:GetObjectVersionTagging"),
+        lambda s: object_arns(s.backup_buckets, DATA_PREFIX),
+        owned=True,
+    ),
+    Grant("RestoreTargetsList", ("s3:ListBucket",), lambda s: [bucket_arn(b) for b in s.restore_buckets], owned=True),
+    Grant(
+        "RestoreTargetsWrite",
+        # AbortMultipartUpload: boto3's managed copy of a large version cleans up the upload it began.
+        ("s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:AbortMultipartUpload"),
+        lambda s: [f"{bucket_arn(b)}/*" for b in s.restore_buckets],
+        owned=True,
+    ),
+    Grant(
+        "RestoreTables",
+        ("dynamodb:CreateTable", "dynamodb:DescribeTable", "dynamodb:BatchWriteItem"),
+        lambda s: [table_arn(s, s.restore_table_prefix + "*")] if s.restore_table_prefix else [],
+    ),
+    # A snapshot older than the recorded key schema is restored with the source table's current one.
+    Grant("RestoreSourceSchemas", ("dynamodb:DescribeTable",), lambda s: [table_arn(s, t) for t in s.tables]),
+)
+
+
+# The weekly verification job (verify_worker) -----------------------------------------------------------------
+
+# Read only (chalicelib/verify/job.py): it lists and reads the manifests, asks S3 about exact versions
+# of the data (HeadObject with VersionId) and re-reads some, writes its own record and checkpoint under
+# meta/verifications/, sends its alert, and invokes itself to carry on.
+VERIFY_GRANTS: tuple[Grant, ...] = (
+    Grant("VerifyList", ("s3:ListBucket",), backup_bucket_arns, owned=True),
+    Grant(
+        "VerifyRead",
+        ("s3:GetObject", "s3:GetObjectVersion"),
+        lambda s: object_arns(s.backup_buckets, SNAPSHOTS_PREFIX, DATA_PREFIX),
+        owned=True,
+    ),
+    Grant("VerifyRecords", ("s3:PutObject", "s3:GetObject"), lambda s: catalog_objects(s, VERIFICATIONS_PREFIX), owned=True),
+    # Backup records, to find a snapshot, and pruned markers: a snapshot retention removed is not verified.
+    Grant("VerifyCatalogRead", ("s3:GetObject",), lambda s: catalog_objects(s, RECORDS_PREFIX, SEALED_PREFIX, PRUNED_PREFIX), owned=True),
+    Grant("VerifyAlerts", ("sns:Publish",), lambda s: sorted(set(s.topic_arns))),
+    Grant("VerifyContinue", ("lambda:InvokeFunction",), lambda s: s.invoked(VERIFY_WORKER)),
+)
+
+
+# Retention (daily_prune, prune_worker) -------------------------------------------------------------------------
+
+# The only role that deletes versions (chalicelib/prune/). It reads the catalog and every manifest version,
+# lists the versions under data/ to find the ones no kept snapshot names, marks the snapshots it removes
+# (create-only markers) and keeps its own record, then deletes versions of data/ and of manifests. It writes
+# nothing under data/ and cannot change a bucket's settings, lifecycle, policy or Object Lock retention: on
+# a bucket with Object Lock, S3 itself refuses to delete a version before its retention date.
+PRUNE_GRANTS: tuple[Grant, ...] = (
+    Grant("PruneCatalogList", ("s3:ListBucket",), backup_bucket_arns, meta_listing, owned=True),
+    Grant(
+        "PruneVersionsList",
+        ("s3:ListBucketVersions",),
+        backup_bucket_arns,
+        lambda s: {"StringLike": {"s3:prefix": [DATA_PREFIX + "*", SNAPSHOTS_PREFIX + "*"]}},
+        owned=True,
+    ),
+    Grant(
+        "PruneCatalogRead",
+        ("s3:GetObject", "s3:GetObjectVersion"),
+        lambda s: object_arns(s.backup_buckets, META_PREFIX),
+        owned=True,
+    ),
+    Grant("PruneRecords", ("s3:PutObject",), lambda s: catalog_objects(s, PRUNED_PREFIX, PRUNES_PREFIX), owned=True),
+    Grant(
+        "PruneDeleteVersions",
+        ("s3:DeleteObjectVersion",),
+        lambda s: object_arns(s.backup_buckets, DATA_PREFIX, SNAPSHOTS_PREFIX),
+        owned=True,
+    ),
+    Grant("PruneAlerts", ("sns:Publish",), lambda s: sorted(set(s.topic_arns))),
+    Grant("PruneContinue", ("lambda:InvokeFunction",), lambda s: s.invoked(PRUNE_WORKER)),
+)
+
+
+# The cost report (chalicelib/cost/: GET /costs, `org-backup cost`, the daily backup's alert line) ----------------
+
+# Read only, but for its own report. It lists every version under data/ (sizes, write times and the storage
+# classes S3 reports, 1,000 to a request) and the plans' manifests, reads the backup records, the kept
+# snapshots' manifests (as every reader does, SEALED_MANIFEST_GRANTS) and the prune records, asks S3 again
+# about a sample of versions (HeadObject with VersionId), and keeps the report under meta/costs/ in the
+# catalog. It never reads an object's content under data/ (HeadObject of a version needs GetObjectVersion).
+COST_GRANTS: tuple[Grant, ...] = (
+    Grant("CostCatalogList", ("s3:ListBucket",), backup_bucket_arns, meta_listing, owned=True),
+    Grant(
+        "CostVersionsList",
+        ("s3:ListBucketVersions",),
+        backup_bucket_arns,
+        lambda s: {"StringLike": {"s3:prefix": [DATA_PREFIX + "*"]}},
+        owned=True,
+    ),
+    Grant(
+        "CostCatalogRead",
+        ("s3:GetObject",),
+        lambda s: object_arns(s.backup_buckets, SNAPSHOTS_PREFIX) + catalog_objects(s, RECORDS_PREFIX, SEALED_PREFIX, PRUNES_PREFIX),
+        owned=True,
+    ),
+    Grant("CostVersionsHead", ("s3:GetObjectVersion",), lambda s: object_arns(s.backup_buckets, DATA_PREFIX), owned=True),
+    Grant("CostReports", ("s3:PutObject", "s3:GetObject"), lambda s: catalog_objects(s, COSTS_PREFIX), owned=True),
+)
