@@ -348,6 +348,18 @@ def test_a_manifest_that_differs_from_its_checksum_is_refused(buckets: Any, deli
         _newest(buckets)
 
 
+def test_a_report_folder_without_its_manifest_is_refused(buckets: Any, delivered: str) -> None:
+    buckets.delete_object(Bucket=DESTINATION, Key=delivered)
+    with pytest.raises(reports.ManifestMissing, match="manifest.json is not there"):
+        _newest(buckets)
+
+
+def test_a_manifest_of_another_source_bucket_is_refused(buckets: Any, delivered: str) -> None:
+    rewrite_manifest(buckets, DESTINATION, delivered, lambda m: m.update(sourceBucket="someone-else"))
+    with pytest.raises(reports.MalformedManifest, match="someone-else"):
+        _newest(buckets)
+
+
 def test_a_manifest_that_is_not_json_is_refused(buckets: Any, delivered: str) -> None:
     body = b"{not json"
     buckets.put_object(Bucket=DESTINATION, Key=delivered, Body=body)

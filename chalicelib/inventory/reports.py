@@ -163,7 +163,10 @@ def newest_report(s3: Any, bucket: str, destination_prefix: str, source_bucket: 
                 folders.append(name)
     if not folders:
         return None
-    return load_report(s3, bucket, f"{base}{max(folders)}/manifest.json")
+    report = load_report(s3, bucket, f"{base}{max(folders)}/manifest.json")
+    if report.source_bucket != source_bucket:
+        raise MalformedManifest(report.manifest_key, f"sourceBucket is {report.source_bucket!r}, not {source_bucket!r}")
+    return report
 
 
 def load_report(s3: Any, bucket: str, manifest_key: str) -> Report:
