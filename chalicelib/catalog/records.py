@@ -19,16 +19,28 @@ import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from enum import StrEnum
 from typing import Any
 
 
-from chalicelib import conditional
+from chalicelib import conditional, s3docs
 from chalicelib.errors import AlreadyExists, NotFound, Tampered
+from chalicelib.jobs.store import JobKind, JobStore
 from chalicelib.layout import RECORDS_PREFIX, SEALED_RECORDS_PREFIX
 from chalicelib.s3docs import get_bytes, inverted_key, known_fields
 from chalicelib.times import isoformat, utcnow
 
-STATUSES = ("RUNNING", "SUCCEEDED", "PARTIAL", "FAILED")
+class BackupStatus(StrEnum):
+    """A backup's status, and each plan's in it (a range of a split plan may also say `WAITING`, never
+    recorded: ranges.py)."""
+
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+
+
+STATUSES = tuple(BackupStatus)
 _ID = re.compile(r"^(\d{8}T\d{9})Z-([a-z0-9-]{1,40})$")
 
 
@@ -125,9 +137,15 @@ class BackupRecord:
     allow_deletions: list[str] = field(default_factory=list)
     # When the record was sealed (set only in the sealed copy).
     sealed_at: str | None = None
+    # When a worker last wrote the working copy (jobs.dispatch.worker_lost tells a lost worker by it).
+    updated_at: str | None = None
     # What the weekly slice check found, in backups that ran it inline; it is now a job of its own with its
     # own record (chalicelib/verify/job_record.py), and this stays None.
     verification: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status != BackupStatus.RUNNING
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # the plans' results too (asdict goes into dicts)
@@ -183,33 +201,35 @@ def parse_record(body: bytes, backup_id: str, sealed: bool) -> BackupRecord:
     return record
 
 
-class RecordStore:
-    """Reads and writes backup records in one bucket."""
+class RecordStore(JobStore[BackupRecord]):
+    """Backup records in one bucket: the working copy, created only if absent and then replaced only as the
+    version last read (the job framework's store, jobs/store.py), and the sealed copy of a finished backup,
+    which reads prefer."""
 
-    def __init__(self, s3: Any, bucket: str) -> None:
-        self.s3 = s3
-        self.bucket = bucket
+    kind = JobKind(
+        noun="backup", id_field="backup_id", prefix=RECORDS_PREFIX, key=record_key, decode=BackupRecord.from_dict
+    )
 
-    def create(self, record: BackupRecord) -> None:
-        """Store a new record; `AlreadyExists` if a record with this id is already there."""
+    def create(self, record: BackupRecord) -> str:
+        """Store a new record; returns its ETag. `AlreadyExists` if a record with this id is already there."""
         try:
-            conditional.put_new(
-                self.s3,
-                Bucket=self.bucket,
-                Key=record_key(record.backup_id),
-                Body=json.dumps(record.to_dict(), ensure_ascii=False).encode("utf-8"),
-                ContentType="application/json",
-            )
+            # The plans keep their order: the order of the plans file, which a backup works them in.
+            return conditional.create(self.s3, self.bucket, self.key(record.backup_id), record.to_dict(), sort_keys=False)
         except AlreadyExists as exc:
             raise AlreadyExists(f"backup {record.backup_id} already exists") from exc
 
-    def save(self, record: BackupRecord) -> None:
-        self.s3.put_object(
-            Bucket=self.bucket,
-            Key=record_key(record.backup_id),
-            Body=json.dumps(record.to_dict(), ensure_ascii=False).encode("utf-8"),
-            ContentType="application/json",
-        )
+    def replace(self, record: BackupRecord, etag: str) -> str:
+        """Write over the working copy whose ETag is `etag`; returns the new ETag. `AlreadyExists` when
+        another invocation of the backup wrote it meanwhile (see backup/progress.py)."""
+        key = self.key(record.backup_id)
+        return conditional.replace(self.s3, self.bucket, key, record.to_dict(), etag, sort_keys=False)
+
+    def read(self, backup_id: str) -> tuple[BackupRecord, str] | None:
+        """The working copy and its ETag (None: never recorded); `Tampered` when it cannot be trusted."""
+        response = s3docs.get(self.s3, self.bucket, record_key(backup_id))
+        if response is None:
+            return None
+        return parse_record(response["Body"].read(), backup_id, sealed=False), str(response["ETag"])
 
     def seal(self, record: BackupRecord) -> BackupRecord:
         """Write the finished record once more under its create-only key. Idempotent: a record sealed
@@ -231,11 +251,18 @@ class RecordStore:
     def get(self, backup_id: str) -> BackupRecord:
         """The sealed record when the backup finished, else the working one. NotFound when neither exists;
         `Tampered` when the one found cannot be trusted."""
-        for key, sealed in ((sealed_key(backup_id), True), (record_key(backup_id), False)):
-            body = self._body(key)
-            if body is not None:
-                return parse_record(body, backup_id, sealed)
-        raise NotFound(f"no backup with id {backup_id!r}")
+        return self.current(backup_id)[0]
+
+    def current(self, backup_id: str) -> tuple[BackupRecord, str | None]:
+        """`get`'s record, and the working copy's ETag to replace it by (None for a sealed record: it is
+        never written again)."""
+        sealed = self.get_sealed(backup_id)
+        if sealed is not None:
+            return sealed, None
+        found = self.read(backup_id)
+        if found is None:
+            raise NotFound(f"no backup with id {backup_id!r}")
+        return found
 
     def get_sealed(self, backup_id: str) -> BackupRecord | None:
         """The sealed record only (None: the backup has not finished, or finished before records were
