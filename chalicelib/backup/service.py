@@ -119,10 +119,10 @@ class BackupService:
             if not self._run_plans(progress, budget, plan_name, segment):
                 return progress.record
             return self._finish(progress, budget)
-        except Superseded as other:
-            # Another invocation finished the backup (and sealed, alerted and started its verification).
+        except Superseded:
+            # Another invocation finished the backup, and alerted: what is left is what a redelivery does.
             logger.info("backup %s was finished by another invocation", backup_id)
-            return other.record
+            return self._conclude(self.records.get(backup_id))
 
     def _conclude(self, record: BackupRecord) -> BackupRecord:
         """A backup found finished: sealed (a run that died between its final save and the seal is sealed
