@@ -23,7 +23,7 @@ from chalicelib.backup.copying import BatchCopier
 from chalicelib.backup.listing import PageMarks
 from chalicelib.backup.source_reader import ReaderRun, ReaderSuspended, SourceReader, Stored
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, load_snapshot, manifest_key, put_manifest
-from chalicelib.catalog.records import PlanResult, backup_time
+from chalicelib.catalog.records import BackupStatus, PlanResult, backup_time
 from chalicelib.jobs.budget import Budget
 from chalicelib.errors import AlreadyExists, BackupError, HistoryNotKept, SourceError, describe_error
 from chalicelib.layout import DATA_PREFIX
@@ -97,18 +97,18 @@ class PlanBackup:
             self._run()
         except checkpoints.Suspended:
             # Stopped at a checkpoint: the plan stays RUNNING and a continuation carries it on.
-            result.status = "RUNNING"
+            result.status = BackupStatus.RUNNING
             result.finished_at = None
             return result
         except (SourceError, HistoryNotKept, Abandoned) as exc:
-            result.status = "FAILED"
+            result.status = BackupStatus.FAILED
             result.errors.append(str(exc))
         except (ClientError, BotoCoreError) as exc:
-            result.status = "FAILED"
+            result.status = BackupStatus.FAILED
             result.errors.append(f"backup bucket {self.plan.bucket}: {describe_error(exc)}")
         except Exception as exc:  # a bug must fail this plan, not the other plans of the backup
             logger.exception("plan %s failed", self.plan.name)
-            result.status = "FAILED"
+            result.status = BackupStatus.FAILED
             result.errors.append(f"internal error: {type(exc).__name__}: {exc}")
         result.finished_at = isoformat(utcnow())
         return result
@@ -152,7 +152,7 @@ class PlanBackup:
                 # Nothing was copied, deleted or recorded: the counts say what a backup would do.
                 if not hold:
                     result.deleted = writer.pending_deletions
-                result.status = "PARTIAL" if (result.deletions_held_back or result.errors) else "SUCCEEDED"
+                result.status = BackupStatus.PARTIAL if (result.deletions_held_back or result.errors) else BackupStatus.SUCCEEDED
                 self._finish_run(meta)
                 return
             self._put_snapshot(writer, hold)
@@ -161,7 +161,7 @@ class PlanBackup:
             writer.close()
             if previous is not None:
                 previous.close()
-        result.status = "PARTIAL" if (result.failed or result.deletions_held_back or result.errors) else "SUCCEEDED"
+        result.status = BackupStatus.PARTIAL if (result.failed or result.deletions_held_back or result.errors) else BackupStatus.SUCCEEDED
 
     def _resume(self) -> tuple[ManifestWriter, int, str | None]:
         """Carry on from the saved checkpoint: its partial manifest, counts and position."""
@@ -287,7 +287,7 @@ class PlanBackup:
         result.sources = header.get("sources", {})
         result.snapshot = f"s3://{self.plan.bucket}/{key}"
         result.manifest_version, result.manifest_sha256 = manifest.version_id, manifest.sha256
-        result.status = "PARTIAL" if (result.failed or result.deletions_held_back) else "SUCCEEDED"
+        result.status = BackupStatus.PARTIAL if (result.failed or result.deletions_held_back) else BackupStatus.SUCCEEDED
 
     def _back_up_source(
         self,

@@ -36,7 +36,7 @@ from chalicelib.backup.plan_backup import PlanBackup, ReaderFactory
 from chalicelib.backup.sources import readers_on
 from chalicelib.backup.base import Base, bases_from_manifests
 from chalicelib.catalog.manifests import Manifest, ManifestWriter, load_snapshot, manifest_key, read_header
-from chalicelib.catalog.records import PlanResult
+from chalicelib.catalog.records import BackupStatus, PlanResult
 from chalicelib.errors import AlreadyExists, NotFound, Tampered
 from chalicelib.layout import CHECKPOINTS_PREFIX
 from chalicelib.plans import Plan
@@ -194,7 +194,7 @@ class RangeBackup(PlanBackup):
         checkpoints.CheckpointStore(self.s3, self.plan.bucket, self.plan.name, self.backup_id).clear()
         self._checkpoints.saved = False
         self._finish_run(meta)
-        result.status = "PARTIAL" if (result.failed or result.deletions_held_back or result.errors) else "SUCCEEDED"
+        result.status = BackupStatus.PARTIAL if (result.failed or result.deletions_held_back or result.errors) else BackupStatus.SUCCEEDED
 
 
 def merge_source_stats(merged: dict[str, Any], stats: dict[str, Any]) -> None:

@@ -40,6 +40,7 @@ class BackupStatus(StrEnum):
     FAILED = "FAILED"
 
 
+# The statuses as a tuple, for modules that name them in messages and checks of a query.
 STATUSES = tuple(BackupStatus)
 _ID = re.compile(r"^(\d{8}T\d{9})Z-([a-z0-9-]{1,40})$")
 
@@ -95,7 +96,7 @@ def backup_id_of_key(key: str) -> str:
 @dataclass
 class PlanResult:
     plan: str
-    status: str = "RUNNING"
+    status: str = BackupStatus.RUNNING
     copied: int = 0
     unchanged: int = 0
     deleted: int = 0
@@ -129,7 +130,7 @@ class BackupRecord:
     backup_id: str
     trigger: str
     plans: dict[str, PlanResult]
-    status: str = "RUNNING"
+    status: str = BackupStatus.RUNNING
     started_at: str | None = None
     finished_at: str | None = None
     dry_run: bool = False
@@ -160,13 +161,13 @@ class BackupRecord:
         return {k: sum(getattr(result, k) for result in self.plans.values()) for k in keys}
 
 
-def overall_status(results: list[PlanResult]) -> str:
+def overall_status(results: list[PlanResult]) -> BackupStatus:
     statuses = {result.status for result in results}
-    if not statuses or statuses == {"SUCCEEDED"}:
-        return "SUCCEEDED"
-    if statuses == {"FAILED"}:
-        return "FAILED"
-    return "PARTIAL"
+    if not statuses or statuses == {BackupStatus.SUCCEEDED}:
+        return BackupStatus.SUCCEEDED
+    if statuses == {BackupStatus.FAILED}:
+        return BackupStatus.FAILED
+    return BackupStatus.PARTIAL
 
 
 def parse_record(body: bytes, backup_id: str, sealed: bool) -> BackupRecord:
@@ -189,7 +190,7 @@ def parse_record(body: bytes, backup_id: str, sealed: bool) -> BackupRecord:
         problems.append("it names no plan")
     if record.status not in STATUSES:
         problems.append(f"its status {record.status!r} is not one of {', '.join(STATUSES)}")
-    if sealed and record.status == "RUNNING":
+    if sealed and record.status == BackupStatus.RUNNING:
         problems.append("it is sealed but still RUNNING")
     for name, result in record.plans.items():
         if result.plan != name:
@@ -234,7 +235,7 @@ class RecordStore(JobStore[BackupRecord]):
     def seal(self, record: BackupRecord) -> BackupRecord:
         """Write the finished record once more under its create-only key. Idempotent: a record sealed
         before (by an earlier delivery of this backup) stays as it was, and that is what is returned."""
-        assert record.status != "RUNNING", "only a finished backup is sealed"
+        assert record.status != BackupStatus.RUNNING, "only a finished backup is sealed"
         sealed = BackupRecord.from_dict({**record.to_dict(), "sealed_at": isoformat(utcnow())})
         try:
             conditional.put_new(
