@@ -60,26 +60,27 @@ def read(s3: Any, bucket: str, key: str) -> Document | None:
     return Document(data=data, etag=response["ETag"])
 
 
-def create(s3: Any, bucket: str, key: str, data: dict[str, Any]) -> str:
-    """Write `data` only if `key` does not exist. Returns the new ETag; `AlreadyExists` otherwise."""
-    return _put(s3, bucket, key, data, IfNoneMatch="*")
+def create(s3: Any, bucket: str, key: str, data: dict[str, Any], sort_keys: bool = True) -> str:
+    """Write `data` only if `key` does not exist. Returns the new ETag; `AlreadyExists` otherwise.
+    (`sort_keys=False` keeps a document's own order, where its order means something.)"""
+    return _put(s3, bucket, key, data, sort_keys, IfNoneMatch="*")
 
 
-def replace(s3: Any, bucket: str, key: str, data: dict[str, Any], etag: str) -> str:
+def replace(s3: Any, bucket: str, key: str, data: dict[str, Any], etag: str, sort_keys: bool = True) -> str:
     """Overwrite the version whose ETag is `etag`, and only it. `AlreadyExists` when it changed meanwhile."""
-    return _put(s3, bucket, key, data, IfMatch=etag)
+    return _put(s3, bucket, key, data, sort_keys, IfMatch=etag)
 
 
 def remove(s3: Any, bucket: str, key: str) -> None:
     s3.delete_object(Bucket=bucket, Key=key)
 
 
-def _put(s3: Any, bucket: str, key: str, data: dict[str, Any], **condition: str) -> str:
+def _put(s3: Any, bucket: str, key: str, data: dict[str, Any], sort_keys: bool, **condition: str) -> str:
     try:
         response = s3.put_object(
             Bucket=bucket,
             Key=key,
-            Body=json.dumps(data, sort_keys=True).encode("utf-8"),
+            Body=json.dumps(data, sort_keys=sort_keys).encode("utf-8"),
             ContentType="application/json",
             **condition,
         )

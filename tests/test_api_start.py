@@ -217,9 +217,9 @@ def test_a_refused_request_gives_its_idempotency_key_back(api: Any, s3: Any, no_
     assert refused.status_code == 409
     assert s3.list_object_versions(Bucket=CATALOG, Prefix="meta/idempotency/").get("Versions") is None
     store = RecordStore(s3, CATALOG)
-    record = store.get(running)
+    record, etag = store.current(running)
     record.status = "SUCCEEDED"
-    store.save(record)
+    store.replace(record, etag or "")
     retried = post(api, {"plans": ["photos"]}, {"Idempotency-Key": "k5"})
     assert retried.status_code == 202 and retried.json_body["replayed"] is False
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from chalicelib.backup.plan_backup import PlanBackup, back_up_plan
+from chalicelib.backup.plan_backup import PlanBackup
+from chalicelib.backup.plan_run import back_up_plan
 from chalicelib.backup.service import BackupService
 from chalicelib.backup.sources import make_reader
 from chalicelib.catalog.manifests import Entry, Manifest, list_snapshot_keys, manifest_key, put_manifest

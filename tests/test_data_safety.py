@@ -177,8 +177,8 @@ def test_a_file_that_changes_while_read_is_recorded_as_stored(
 
     real_list = sources_module.DirectorySourceReader.list_objects
 
-    def list_then_change(self: Any) -> Any:
-        for obj in real_list(self):
+    def list_then_change(self: Any, *bounds: Any, **hints: Any) -> Any:
+        for obj in real_list(self, *bounds, **hints):
             path.write_bytes(b"a much longer text, written after the listing")
             yield obj
 

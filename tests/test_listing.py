@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.backup import checkpoints, listing, ranges
 from chalicelib.backup.plan_backup import PlanBackup
+from chalicelib.backup.plan_run import PlanOptions, run_plan
 from chalicelib.backup.sources import S3SourceReader
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, manifest_key, put_manifest
 from chalicelib.plans import Lifecycle, Plan, S3Source
@@ -205,10 +206,10 @@ def test_each_range_of_a_split_plan_lists_its_keys_in_ranges(buckets: Any) -> No
     results: list[Any] = []
 
     def invocation(payload: dict[str, Any]) -> None:
-        results.append(ranges.run_plan(
-            plan_for(RANGED), clients, payload["backup_id"], max_workers=4, policy=policy,
-            segment=payload.get("segment"), reader_factory=reader_factory(s3, 4),
-        ))
+        # The worker's run of a plan, as BackupService.run makes it.
+        options = PlanOptions(max_workers=4, reader_factory=reader_factory(s3, 4))
+        outcome = run_plan(plan_for(RANGED), clients, payload["backup_id"], options, payload.get("segment"), policy)
+        results.append(outcome.result)
 
     invocation({"backup_id": backup_id})
     invoker.drive(invocation)

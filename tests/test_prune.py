@@ -371,15 +371,10 @@ def test_a_snapshot_whose_manifest_s3_dates_long_after_its_id_is_kept_and_counte
     assert record.plans["docs"].removing == [taken[0]]
 
 
-def test_a_prune_racing_a_running_backup_never_deletes_what_that_backup_then_names(
-    world: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_prune_racing_a_running_backup_never_deletes_what_that_backup_then_names(world: Any) -> None:
     """B starts and stops at a checkpoint (it runs on in a later invocation); a newer backup N finishes
     meanwhile, so retention (keep_last 1) keeps only N. B compares with S2, and copied a version before the
     prune: both stay, and once B finishes every version its snapshot names is there."""
-    from chalicelib.backup import service as service_module
-    from chalicelib.backup.plan_backup import PlanBackup
-    from chalicelib.backup.sources import make_reader
     from tests.test_scale import FakeContext, Invocations
 
     s3 = world.s3
@@ -387,19 +382,12 @@ def test_a_prune_racing_a_running_backup_never_deletes_what_that_backup_then_nam
     for index in range(4):
         s3.put_object(Bucket=SOURCE, Key=f"k{index}.txt", Body=f"{index} changed before B".encode())
 
-    def one_at_a_time(plan: Any, clients: Any, backup_id: str, **options: Any) -> Any:
-        def factory(source: Any) -> Any:
-            return make_reader(source, clients.s3, clients.dynamodb)
-
-        return PlanBackup(plan, clients.s3, backup_id, factory, batch_size=1, **options).run()
-
-    monkeypatch.setattr(service_module, "back_up_plan", one_at_a_time)
     invoker = Invocations()
-    running = BackupService(world.config, world.clients, invoker=invoker)
+    # One object per batch: a short budget stops it after the first.
+    running = BackupService(world.config, world.clients, invoker=invoker, batch_size=1)
     b = new_backup_id()
     running.start(None, trigger="api", backup_id=b)
     assert running.run(b, context=FakeContext(1)).status == "RUNNING" and invoker.queue
-    monkeypatch.undo()
     world.days(0.1)
     s3.put_object(Bucket=SOURCE, Key="k0.txt", Body=b"changed again")
     newest = world.backup()
@@ -414,7 +402,6 @@ def test_a_prune_racing_a_running_backup_never_deletes_what_that_backup_then_nam
     assert plan.removing == [s1] and b in plan.running
 
     # B carries on and finishes: every version its snapshot names is stored.
-    monkeypatch.setattr(service_module, "back_up_plan", one_at_a_time)
     invoker.drive(lambda payload: running.run(payload["backup_id"]))
     final = running.get(b)
     assert final.status == "SUCCEEDED", final.plans["docs"].errors

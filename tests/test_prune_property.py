@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from unittest import mock
 
 import boto3
 import pytest
@@ -36,10 +35,7 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from chalicelib.aws import Clients
-from chalicelib.backup import service as service_module
-from chalicelib.backup.plan_backup import PlanBackup
 from chalicelib.backup.service import BackupService
-from chalicelib.backup.sources import make_reader
 from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Entry
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import backup_time, new_backup_id
@@ -253,11 +249,11 @@ class World:
         """A backup that stops at its first checkpoint, one object at a time: it runs on later."""
         assert self.running is None
         invoker = Invocations()
-        service = BackupService(self.config, self.clients, invoker=invoker)
+        # One object per batch, so a short budget stops it after the first.
+        service = BackupService(self.config, self.clients, invoker=invoker, batch_size=1)
         backup_id = new_backup_id()
         service.start([PLAN], trigger="api", backup_id=backup_id)
-        with mock.patch.object(service_module, "back_up_plan", one_at_a_time):
-            record = service.run(backup_id, context=FakeContext(1))
+        record = service.run(backup_id, context=FakeContext(1))
         assert record.status == "RUNNING" and invoker.queue, record.plans[PLAN].errors
         self.running = Running(backup_id, service, invoker, self.state())
         self.log.append(f"{utcnow():%m-%d %H:%M} backup {backup_id} started and stopped at a checkpoint")
@@ -271,8 +267,7 @@ class World:
     def carry_on(self) -> None:
         running, self.running = self.running, None
         assert running is not None
-        with mock.patch.object(service_module, "back_up_plan", one_at_a_time):
-            running.invoker.drive(lambda payload: running.service.run(payload["backup_id"]))
+        running.invoker.drive(lambda payload: running.service.run(payload["backup_id"]))
         self.finished(running.backup_id, running.state, "overlapped, finished")
 
     # -- checks of a snapshot
@@ -445,15 +440,6 @@ class World:
 def identity(entry: Entry) -> tuple[Any, ...]:
     """A version as an entry records it."""
     return (entry.data_key, entry.version_id, entry.size, entry.etag, entry.checksum, entry.sha256)
-
-
-def one_at_a_time(plan: Any, clients: Any, backup_id: str, **options: Any) -> Any:
-    """The backup engine copying one object per batch, so a short budget stops it after the first."""
-
-    def factory(source: Any) -> Any:
-        return make_reader(source, clients.s3, clients.dynamodb)
-
-    return PlanBackup(plan, clients.s3, backup_id, factory, batch_size=1, **options).run()
 
 
 def live_through(world: World, history: list[Day], last: PruneStep) -> None:

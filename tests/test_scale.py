@@ -18,8 +18,8 @@ import pytest
 import time_machine
 
 from chalicelib.backup import checkpoints
-from chalicelib.backup import service as service_module
 from chalicelib.backup.plan_backup import PlanBackup
+from chalicelib.backup.plan_run import PlanOptions, run_plan
 from chalicelib.backup.service import BackupService
 from chalicelib.backup.sources import make_reader
 from chalicelib.catalog.manifests import Manifest, list_snapshot_keys, manifest_key
@@ -192,15 +192,9 @@ def test_the_service_continues_in_new_invocations_until_done(
 ) -> None:
     """Through BackupService: each invocation stops at its checkpoint and queues {"backup_id": ...}."""
 
-    def small_batches(plan: Plan, clients: Any, backup_id: str, max_workers: int = 32, dry_run: bool = False,
-                      budget: Any = None, allow_deletions: bool = False, base: Any = None, pruned: Any = ()) -> Any:
-        factory = lambda source: make_reader(source, clients.s3, clients.dynamodb)  # noqa: E731
-        return PlanBackup(plan, clients.s3, backup_id, factory, max_workers, dry_run, batch_size=1, budget=budget,
-                          allow_deletions=allow_deletions, base=base, pruned=pruned).run()
-
-    monkeypatch.setattr(service_module, "back_up_plan", small_batches)
     invoker = Invocations()
-    service = BackupService(Settings.from_environ(stage_env), clients, invoker=invoker)
+    # One object per batch: every look at the clock may stop the run.
+    service = BackupService(Settings.from_environ(stage_env), clients, invoker=invoker, batch_size=1)
     record = service.start(None, trigger="api")
     first = service.run(record.backup_id, context=FakeContext(0))
     assert first.status == "RUNNING" and invoker.queue == [{"backup_id": record.backup_id}]
@@ -269,13 +263,11 @@ def test_a_plan_split_into_ranges_across_many_invocations_equals_a_single_pass(s
 
     def invocation(payload: dict[str, Any]) -> None:
         """The worker: a range (or the first, deciding invocation) with a budget of two batches."""
-        result = ranges.run_plan(
-            big_source, clients, payload["backup_id"], max_workers=4, policy=policy, segment=payload.get("segment"),
-            budget=checkpoints.TimeBudget(FakeContext(1)), batch_size=2,
-        )
-        results.append(result)
-        if result.status == "RUNNING":
-            invoker({"backup_id": payload["backup_id"], "plan": big_source.name, "segment": result.segment})
+        options = PlanOptions(max_workers=4, budget=checkpoints.TimeBudget(FakeContext(1)), batch_size=2)
+        outcome = run_plan(big_source, clients, payload["backup_id"], options, payload.get("segment"), policy)
+        results.append(outcome.result)
+        if outcome.result.status == "RUNNING":
+            invoker({"backup_id": payload["backup_id"], "plan": big_source.name, "segment": outcome.segment})
 
     invocation({"backup_id": backup_id})
     assert [p["segment"] for p in invoker.queue[:3]] == [1, 2, 3]  # the other ranges, invoked at once
@@ -304,7 +296,9 @@ def test_a_small_plan_is_not_split(s3: Any, big_source: Plan) -> None:
     assert plan_run(big_source, s3, "20261126T000000000Z-first", batch_size=1000).status == "SUCCEEDED"
     invoker = Invocations()
     policy = ranges.SplitPolicy(split_objects=1000, max_parallel=4, invoker=invoker)
-    result = ranges.run_plan(big_source, SimpleNamespace(s3=s3, dynamodb=None), "20261127T000000000Z-x", policy=policy)
+    result = run_plan(
+        big_source, SimpleNamespace(s3=s3, dynamodb=None), "20261127T000000000Z-x", PlanOptions(), policy=policy
+    ).result
     assert result.status == "SUCCEEDED" and result.unchanged == 90 and invoker.queue == []
 
 

@@ -246,7 +246,7 @@ def test_a_manifest_planted_under_a_future_id_never_becomes_a_base(service: Back
     second = backup(service)
     assert second.plans["documents"].copied == 1 and second.plans["documents"].unchanged == 9
     # With no sealed record at all (legacy), the bucket's manifests decide, and a future id is never one.
-    from chalicelib.backup.plan_backup import back_up_plan
+    from chalicelib.backup.plan_run import back_up_plan
 
     third = back_up_plan(plan, service.clients, new_backup_id())
     assert third.unchanged == 10 and third.copied == 0
@@ -272,7 +272,7 @@ def test_tomorrows_scheduled_backup_cannot_be_prepared_in_advance(service: Backu
     predictable = new_backup_id(tomorrow, suffix="scheduled")
     fake = service.start(["documents"], trigger="schedule", backup_id=predictable)
     fake.status = "SUCCEEDED"
-    service.records.save(fake)
+    service.records.replace(fake, service.records.current(predictable)[1] or "")
     record = service.run_scheduled(tomorrow, event_id="3f5e0c1e-8b7a-4d5c-9e2f-1a2b3c4d5e6f")
     assert record.backup_id != predictable and record.backup_id.endswith(scheduled_suffix("3f5e0c1e-8b7a-4d5c-9e2f-1a2b3c4d5e6f"))
     assert backup_time(record.backup_id) == tomorrow and record.status == "SUCCEEDED"

@@ -24,11 +24,11 @@ checkpoint prefix is deleted once the plan's manifest is written.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import secrets
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,19 +36,21 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib import s3docs
+from chalicelib.backup.listing import PageMarks
+from chalicelib.backup.source_reader import SourceObject, SourceReader
 from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Manifest, ManifestWriter
 from chalicelib.catalog.records import PlanResult
+from chalicelib.deploy import drift
 # The time budget and continuations are the job framework's, shared with the other jobs.
 from chalicelib.jobs.budget import DEFAULT_RESERVE_MS, TimeBudget, budget_for  # noqa: F401
 from chalicelib.jobs.dispatch import Invoker, LambdaInvoker  # noqa: F401
 from chalicelib.layout import CHECKPOINTS_PREFIX, SNAPSHOTS_PREFIX
+from chalicelib.plans import Plan
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIX = ".checkpoint.json"
 UPLOADING_SUFFIX = ".uploading"
-# Counters of a PlanResult carried from one invocation to the next.
-_COUNTERS = ("copied", "unchanged", "deleted", "failed", "bytes_copied")
 
 
 class Suspended(Exception):
@@ -76,8 +78,12 @@ class Checkpoint:
     done: bool = False
 
     def apply_to(self, result: PlanResult) -> None:
-        for name in _COUNTERS:
-            setattr(result, name, self.counters.get(name, 0))
+        counters = self.counters
+        result.copied = counters.get("copied", 0)
+        result.unchanged = counters.get("unchanged", 0)
+        result.deleted = counters.get("deleted", 0)
+        result.failed = counters.get("failed", 0)
+        result.bytes_copied = counters.get("bytes_copied", 0)
         result.sources = {name: dict(stats) for name, stats in self.sources.items()}
         result.errors = list(self.errors)
         if self.started_at:
@@ -85,7 +91,14 @@ class Checkpoint:
 
     @staticmethod
     def counters_of(result: PlanResult) -> dict[str, int]:
-        return {name: getattr(result, name) for name in _COUNTERS}
+        """The counters of a PlanResult carried from one invocation to the next."""
+        return {
+            "copied": result.copied,
+            "unchanged": result.unchanged,
+            "deleted": result.deleted,
+            "failed": result.failed,
+            "bytes_copied": result.bytes_copied,
+        }
 
 
 class CheckpointStore:
@@ -223,6 +236,27 @@ def scan_plan_meta(s3: Any, bucket: str, plan: str) -> PlanMeta:
     return meta
 
 
+def read_plan_meta(s3: Any, plan: Plan, max_workers: int) -> PlanMeta:
+    """The plan's snapshots and checkpoints, read while the bucket's settings are checked: two round trips
+    in the time of one (a first backup's only fixed cost besides the manifest). Nothing is written before
+    the check has answered: a bucket that does not keep every version gets nothing (`HistoryNotKept`). With
+    one worker, one request at a time, in a fixed order."""
+    if max_workers <= 1:
+        drift.check_history_kept(s3, plan)
+        return scan_plan_meta(s3, plan.bucket, plan.name)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        kept = pool.submit(drift.check_history_kept, s3, plan)
+        try:
+            meta = scan_plan_meta(s3, plan.bucket, plan.name)
+        except Exception:
+            # The check's verdict comes first, whatever the listing's error. (Anything else, the process
+            # going down, propagates as it is, once the check has ended.)
+            kept.result()
+            raise
+        kept.result()
+    return meta
+
+
 def mark_uploading(s3: Any, bucket: str, plan: str, backup_id: str) -> None:
     """Before the first multipart copy of an invocation: if the invocation dies, the next run cleans up."""
     s3.put_object(Bucket=bucket, Key=uploading_key(plan, backup_id), Body=b"")
@@ -268,18 +302,18 @@ def drive(invoker_queue: list[dict[str, Any]], handle: Callable[[dict[str, Any]]
     return count
 
 
-def list_after(reader: Any, start_after: str | None, **hints: Any) -> Iterator[Any]:
-    """A reader's listing from just after `start_after` (S3 readers start the listing there: `StartAfter`).
-
-    `hints` (`stop_key`, `previous_pages`) go to readers whose `list_objects` takes them; for the others
-    they are only hints, and the caller bounds the listing itself."""
-    accepted = inspect.signature(reader.list_objects).parameters
-    arguments = {name: value for name, value in hints.items() if value is not None and name in accepted}
-    if start_after is not None and "start_after" in accepted:
-        arguments["start_after"] = start_after
-    for obj in reader.list_objects(**arguments):
-        if start_after is None or obj.key > start_after:
-            yield obj
+def list_after(
+    reader: SourceReader, start_after: str | None, stop_key: str | None = None, previous_pages: PageMarks | None = None
+) -> Iterator[SourceObject]:
+    """A reader's listing of the keys after `start_after` (a resumed run) and up to `stop_key` (a range of a
+    split plan). S3 readers start and stop the listing there; what a reader lists outside the bounds (a
+    folder or a table is read whole) is dropped here."""
+    for obj in reader.list_objects(start_after=start_after, stop_key=stop_key, previous_pages=previous_pages):
+        if start_after is not None and obj.key <= start_after:
+            continue
+        if stop_key is not None and obj.key > stop_key:
+            return
+        yield obj
 
 
 def skip_through(entries: Iterator[Any], start_after: str | None) -> Iterator[Any]:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from chalicelib.backup.listing import PageMarks, page_marks
-from chalicelib.backup.sources import SourceObject
+from chalicelib.backup.source_reader import SourceObject
 from chalicelib.catalog.manifests import Entry, Manifest
 from chalicelib.errors import SourceError
 

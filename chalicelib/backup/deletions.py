@@ -24,7 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 from chalicelib.catalog.manifests import read_header
-from chalicelib.catalog.records import backup_time
+from chalicelib.catalog.records import PlanResult, backup_time
 from chalicelib.plans import Plan
 
 # DeleteObjects takes up to 1,000 keys a request.
@@ -64,6 +64,27 @@ def review(plan: Plan, sources: Mapping[str, Mapping[str, Any]], window_deleted:
             f"{window_limit:.0%} for {plan.deletion_window_days} days"
         )
     return reasons
+
+
+def decide(
+    s3: Any, plan: Plan, result: PlanResult, pending: int, manifest_keys: list[str], backup_id: str, allow: bool
+) -> bool:
+    """True when the run's `pending` deletions must be held back, as `result` then says (an allowed run lets
+    them go, and says what it let through)."""
+    if not pending:
+        return False
+    reasons = review(plan, result.sources, deleted_in_window(s3, plan, manifest_keys, backup_id))
+    if not reasons:
+        return False
+    if allow:
+        result.warnings.append(
+            f"{pending} deletion(s) beyond the guard's limits ALLOWED for this backup: " + "; ".join(reasons)
+        )
+        result.deletions_allowed = pending
+        return False
+    result.deletions_held_back = pending
+    result.warnings.append(held_back_warning(reasons, pending))
+    return True
 
 
 def held_back_warning(reasons: list[str], pending: int) -> str:

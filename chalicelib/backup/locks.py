@@ -24,7 +24,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib import conditional
-from chalicelib.catalog.records import RecordStore
+from chalicelib.catalog.records import BackupStatus, RecordStore
+from chalicelib.jobs.dispatch import worker_lost
 from chalicelib.errors import AlreadyExists, Conflict, NotFound
 from chalicelib.layout import LOCKS_PREFIX
 from chalicelib.times import isoformat
@@ -69,15 +70,16 @@ class PlanLocks:
             # A lock dated in the future would never go stale: it was not written by a request of ours.
             logger.warning("lock of backup %s is dated %s, in the future: ignored, taken over", backup_id, acquired_at)
             return None
-        age = now - acquired_at
-        if age > self.lifetime:
-            logger.warning("lock of backup %s is %s old: stale, taken over", backup_id, age)
+        if worker_lost(isoformat(acquired_at), now, self.lifetime):
+            # The backup's worker is given up as lost (jobs/dispatch.py), whatever its record still says.
+            logger.warning("lock of backup %s is %s old: stale, taken over", backup_id, now - acquired_at)
             return None
+        age = now - acquired_at
         try:
             record = self.records.get(backup_id)
         except NotFound:
             return backup_id if age < UNRECORDED_GRACE else None
-        return backup_id if record.status == "RUNNING" else None
+        return backup_id if record.status == BackupStatus.RUNNING else None
 
     def check(self, plans: list[str], now: datetime) -> None:
         """`Conflict` naming the running backup if any of the plans is held. Reads only, so a request that

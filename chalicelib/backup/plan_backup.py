@@ -19,14 +19,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.backup import checkpoints, deletions
 from chalicelib.backup.base import Base, open_base
 from chalicelib.backup.compare import Action, PreviousSnapshot, SourceEntries, last_key, merge
+from chalicelib.backup.copying import BatchCopier
 from chalicelib.backup.listing import PageMarks
-from chalicelib.backup.sources import NotCopied, ReaderSuspended, SourceObject, SourceReader, Stored, make_reader
-from chalicelib.backup.tables import TableRun
+from chalicelib.backup.source_reader import ReaderRun, ReaderSuspended, SourceReader, Stored
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, load_snapshot, manifest_key, put_manifest
-from chalicelib.catalog.records import PlanResult, backup_time
-from chalicelib.deploy import drift
+from chalicelib.catalog.records import BackupStatus, PlanResult, backup_time
+from chalicelib.jobs.budget import Budget
 from chalicelib.errors import AlreadyExists, BackupError, HistoryNotKept, SourceError, describe_error
-from chalicelib.layout import DATA_PREFIX, data_key
+from chalicelib.layout import DATA_PREFIX
 from chalicelib.plans import Plan, Source
 from chalicelib.retention import MAX_BACKUP_DAYS
 from chalicelib.times import isoformat, utcnow
@@ -39,12 +39,6 @@ class Abandoned(BackupError):
 
 
 BATCH_SIZE = 1000
-# Objects a run leaves out on purpose, by the kind `NotCopied` names, as the warnings word them.
-NOT_COPIED = {
-    "archived_at_source": "archived at the source, not copied (the source's `archived` is skip)",
-    "thawing_at_source": "archived at the source: a thaw was requested, a later backup copies them",
-    "sse_c": "encrypted with a customer-provided key (SSE-C), which S3 cannot copy: not backed up",
-}
 ReaderFactory = Callable[[Source], SourceReader]
 
 
@@ -60,7 +54,7 @@ class PlanBackup:
         max_workers: int = 32,
         dry_run: bool = False,
         batch_size: int = BATCH_SIZE,
-        budget: checkpoints.TimeBudget | None = None,
+        budget: Budget | None = None,
         allow_deletions: bool = False,
         base: Base | None = None,
         pruned: Collection[str] = (),
@@ -80,8 +74,8 @@ class PlanBackup:
         self.result = PlanResult(plan=plan.name)
         # Deletions beyond the guard's limits go ahead in this run: someone asked for exactly that.
         self.allow_deletions = allow_deletions
-        # Objects left out on purpose (archived at the source, SSE-C), a few keys of each kind for the record.
-        self._not_copied: dict[str, list[str]] = {}
+        # The batches' copies and their manifest entries (copying.py).
+        self.copier = BatchCopier(plan.bucket, self.result, dry_run, self._mark_uploading)
         # Data keys whose delete marker S3 refused: kept as held entries so the next backup retries them.
         self._undeleted: set[str] = set()
         # The invocation's remaining time (None: no limit). Short of time, the run stops at a checkpoint.
@@ -103,18 +97,18 @@ class PlanBackup:
             self._run()
         except checkpoints.Suspended:
             # Stopped at a checkpoint: the plan stays RUNNING and a continuation carries it on.
-            result.status = "RUNNING"
+            result.status = BackupStatus.RUNNING
             result.finished_at = None
             return result
         except (SourceError, HistoryNotKept, Abandoned) as exc:
-            result.status = "FAILED"
+            result.status = BackupStatus.FAILED
             result.errors.append(str(exc))
         except (ClientError, BotoCoreError) as exc:
-            result.status = "FAILED"
+            result.status = BackupStatus.FAILED
             result.errors.append(f"backup bucket {self.plan.bucket}: {describe_error(exc)}")
         except Exception as exc:  # a bug must fail this plan, not the other plans of the backup
             logger.exception("plan %s failed", self.plan.name)
-            result.status = "FAILED"
+            result.status = BackupStatus.FAILED
             result.errors.append(f"internal error: {type(exc).__name__}: {exc}")
         result.finished_at = isoformat(utcnow())
         return result
@@ -122,7 +116,7 @@ class PlanBackup:
     def _run(self) -> None:
         result = self.result
         key = manifest_key(self.plan.name, self.backup_id)
-        meta = self._read_plan_meta()
+        meta = checkpoints.read_plan_meta(self.s3, self.plan, self.max_workers)
         if key in meta.manifests:
             # This backup already finished this plan (a retried or duplicated invocation, perhaps delivered
             # after a newer backup): report it again rather than redo it.
@@ -149,7 +143,7 @@ class PlanBackup:
                     after = start_after if index == start_index else None
                     self._back_up_source(source, prev_entries.for_source(source.name), writer, pool, index, after)
                     self._maybe_suspend(writer, index + 1, None)
-                hold = self._decide_deletions(writer, meta)
+                hold = self._decide_deletions(writer.pending_deletions, meta)
                 if not hold and not self.dry_run:
                     self._apply_deletions(writer, pool)
             result.objects = writer.objects
@@ -158,7 +152,7 @@ class PlanBackup:
                 # Nothing was copied, deleted or recorded: the counts say what a backup would do.
                 if not hold:
                     result.deleted = writer.pending_deletions
-                result.status = "PARTIAL" if (result.deletions_held_back or result.errors) else "SUCCEEDED"
+                result.status = BackupStatus.PARTIAL if (result.deletions_held_back or result.errors) else BackupStatus.SUCCEEDED
                 self._finish_run(meta)
                 return
             self._put_snapshot(writer, hold)
@@ -167,27 +161,7 @@ class PlanBackup:
             writer.close()
             if previous is not None:
                 previous.close()
-        result.status = "PARTIAL" if (result.failed or result.deletions_held_back or result.errors) else "SUCCEEDED"
-
-    def _read_plan_meta(self) -> checkpoints.PlanMeta:
-        """The plan's snapshots and checkpoints, read while the bucket's settings are checked: two round
-        trips in the time of one (a first backup's only fixed cost besides the manifest). Nothing is written
-        before the check has answered: a bucket that does not keep every version gets nothing
-        (`HistoryNotKept`). With one worker, one request at a time, in a fixed order."""
-        if self.max_workers <= 1:
-            drift.check_history_kept(self.s3, self.plan)
-            return checkpoints.scan_plan_meta(self.s3, self.plan.bucket, self.plan.name)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            kept = pool.submit(drift.check_history_kept, self.s3, self.plan)
-            try:
-                meta = checkpoints.scan_plan_meta(self.s3, self.plan.bucket, self.plan.name)
-            except Exception:
-                # The check's verdict comes first, whatever the listing's error. (Anything else, the process
-                # going down, propagates as it is, once the check has ended.)
-                kept.result()
-                raise
-            kept.result()
-        return meta
+        result.status = BackupStatus.PARTIAL if (result.failed or result.deletions_held_back or result.errors) else BackupStatus.SUCCEEDED
 
     def _resume(self) -> tuple[ManifestWriter, int, str | None]:
         """Carry on from the saved checkpoint: its partial manifest, counts and position."""
@@ -275,12 +249,6 @@ class PlanBackup:
         result.snapshot = f"s3://{self.plan.bucket}/{key}"
         result.manifest_version, result.manifest_sha256 = written.version_id, written.sha256
 
-    def _note_multipart(self, reader: SourceReader, obj: SourceObject) -> None:
-        """Mark the plan before this invocation's first multipart copy: if it dies midway, the upload is
-        left incomplete, and the next run of the plan aborts it."""
-        if obj.size > getattr(reader, "multipart_threshold", float("inf")):
-            self._mark_uploading()
-
     def _mark_uploading(self) -> None:
         if not self._marked_uploading:
             checkpoints.mark_uploading(self.s3, self.plan.bucket, self.plan.name, self.backup_id)
@@ -319,7 +287,7 @@ class PlanBackup:
         result.sources = header.get("sources", {})
         result.snapshot = f"s3://{self.plan.bucket}/{key}"
         result.manifest_version, result.manifest_sha256 = manifest.version_id, manifest.sha256
-        result.status = "PARTIAL" if (result.failed or result.deletions_held_back) else "SUCCEEDED"
+        result.status = BackupStatus.PARTIAL if (result.failed or result.deletions_held_back) else BackupStatus.SUCCEEDED
 
     def _back_up_source(
         self,
@@ -329,42 +297,46 @@ class PlanBackup:
         pool: ThreadPoolExecutor,
         index: int = 0,
         start_after: str | None = None,
+        stop_key: str | None = None,
     ) -> None:
+        """Compare one source with its previous entries and copy what changed, from just after `start_after`
+        (a resumed run) up to `stop_key` (a range of a split plan)."""
         reader = self.reader_factory(source)
-        if hasattr(reader, "attach"):
-            reader.attach(self._table_run(source))
+        reader.attach(self._reader_run(source))
         # A resumed source keeps counting where the checkpoint left off.
         stats = self.result.sources.get(source.name) or {
             "type": source.type, "objects": 0, "copied": 0, "previous": 0, "vanished": 0
         }
         before = dict(stats)
         self.result.sources[source.name] = stats
+        copier = self.copier
         try:
             batch: list[Action] = []
             # A full batch's copies start at once, and the batch before it is written while they run: the
             # pool never drains between batches, and the next listing page is read while copies are in flight.
             waiting: tuple[list[Action], dict[int, Future[Stored]]] | None = None
-            listing = checkpoints.list_after(reader, start_after, previous_pages=self._previous_pages(reader, previous))
+            listing = checkpoints.list_after(reader, start_after, stop_key, self._previous_pages(reader, previous))
             for action in merge(checkpoints.skip_through(previous, start_after), listing):
                 batch.append(action)
                 if len(batch) >= self.batch_size:
-                    submitted = (batch, self._submit(batch, reader, pool))
+                    submitted = (batch, copier.submit(batch, reader, pool))
                     batch = []
                     if waiting is not None:
-                        self._flush(waiting[0], reader, writer, pool, stats, waiting[1])
+                        copier.flush(waiting[0], reader, writer, pool, stats, waiting[1])
                         if self._running_out():
                             # Finish what is in flight, so nothing is copied again by the next invocation.
-                            self._flush(submitted[0], reader, writer, pool, stats, submitted[1])
+                            copier.flush(submitted[0], reader, writer, pool, stats, submitted[1])
                             self._maybe_suspend(writer, index, last_key(submitted[0]))
                     waiting = submitted
             if waiting is not None:
-                self._flush(waiting[0], reader, writer, pool, stats, waiting[1])
+                copier.flush(waiting[0], reader, writer, pool, stats, waiting[1])
                 self._maybe_suspend(writer, index, last_key(waiting[0]))
-            self._flush(batch, reader, writer, pool, stats)
-            if hasattr(reader, "item_count"):
-                stats["items"] = reader.item_count
-            if getattr(reader, "table_schema", None):
-                stats["table_schema"] = reader.table_schema
+            copier.flush(batch, reader, writer, pool, stats)
+            counted = reader.stats()
+            if counted.item_count is not None:
+                stats["items"] = counted.item_count
+            if counted.table_schema:
+                stats["table_schema"] = counted.table_schema
         except ReaderSuspended as stopped:
             # The reader keeps its own progress: the plan stops before this source, whose counts start again
             # where this invocation found them.
@@ -372,16 +344,17 @@ class PlanBackup:
             self._checkpoint = self._save_checkpoint(writer, index, start_after)
             raise checkpoints.Suspended(f"plan {self.plan.name}: {stopped}") from stopped
         finally:
-            self.list_requests += getattr(reader, "listing_pages", 0)
-            self.list_depth += getattr(reader, "listing_depth", 0)
-            self.list_ranges = max(self.list_ranges, getattr(reader, "listing_ranges", 0))
+            listed = reader.stats()
+            self.list_requests += listed.listing_pages
+            self.list_depth += listed.listing_depth
+            self.list_ranges = max(self.list_ranges, listed.listing_ranges)
             reader.close()
         self.result.sources[source.name] = stats
-        self._warn_not_copied(source.name, stats)
+        copier.warn_not_copied(source.name, stats)
 
-    def _table_run(self, source: Source) -> TableRun:
-        """What a table reader keeps across invocations, and where: under this run's checkpoints."""
-        return TableRun(
+    def _reader_run(self, source: Source) -> ReaderRun:
+        """What a reader keeps across invocations, and where: under this run's checkpoints."""
+        return ReaderRun(
             bucket=self.plan.bucket,
             prefix=f"{self._checkpoints.prefix}table-{source.name}/",
             backup_id=self.backup_id,
@@ -392,120 +365,13 @@ class PlanBackup:
     @staticmethod
     def _previous_pages(reader: SourceReader, previous: Iterator[Entry]) -> PageMarks | None:
         """Where the source's keys were in the previous snapshot, for readers that list in ranges."""
-        page_size = getattr(reader, "page_size", None)
-        if page_size is None or not isinstance(previous, SourceEntries):
+        if reader.page_size is None or not isinstance(previous, SourceEntries):
             return None
-        return previous.page_marks(page_size)
+        return previous.page_marks(reader.page_size)
 
-    def _warn_not_copied(self, source: str, stats: dict[str, Any]) -> None:
-        """One warning per kind of object left out on purpose: how many, and the first few keys."""
-        for kind, what in NOT_COPIED.items():
-            count = int(stats.get(kind, 0))
-            if not count:
-                continue
-            keys = self._not_copied.get(f"{source}:{kind}", [])
-            shown = ", ".join(keys[:10]) + (" ..." if count > len(keys[:10]) else "")
-            self.result.warnings.append(f"source '{source}': {count} object(s) {what}: {shown}")
-
-    def _submit(self, batch: list[Action], reader: SourceReader, pool: ThreadPoolExecutor) -> dict[int, Future[Stored]]:
-        """Start the copies of a batch's new and changed objects."""
-        futures: dict[int, Future[Stored]] = {}
-        for index, action in enumerate(batch):
-            cur, prev = action.current, action.previous
-            if cur is not None and (prev is None or prev.identity != cur.identity) and not self.dry_run:
-                self._note_multipart(reader, cur)
-                futures[index] = pool.submit(reader.store, cur, self.plan.bucket, data_key(reader.source.name, cur.key))
-        return futures
-
-    def _flush(
-        self,
-        batch: list[Action],
-        reader: SourceReader,
-        writer: ManifestWriter,
-        pool: ThreadPoolExecutor,
-        stats: dict[str, Any],
-        futures: dict[int, Future[Stored]] | None = None,
-    ) -> None:
-        """Write a batch's entries in key order, once its copies (started by `_submit`) are done."""
-        result = self.result
-        source = reader.source
-        if futures is None:
-            futures = self._submit(batch, reader, pool)
-        for index, action in enumerate(batch):
-            cur, prev = action.current, action.previous
-            if prev is not None:
-                stats["previous"] = stats.get("previous", 0) + 1
-            if cur is None:
-                assert prev is not None
-                # Gone from the source: a deletion candidate, decided once the whole plan is compared.
-                stats["vanished"] = stats.get("vanished", 0) + 1
-                writer.add(Entry(**{**prev.__dict__, "held": True}))
-                continue
-            stats["objects"] += 1
-            if prev is not None and prev.identity == cur.identity:
-                result.unchanged += 1
-                writer.add(Entry(**{**prev.__dict__, "held": False}))
-                continue
-            if self.dry_run:
-                result.copied += 1
-                result.bytes_copied += cur.size
-                writer.add(Entry(source.name, cur.key, "", cur.size, "", cur.identity))
-                continue
-            try:
-                stored = futures[index].result()
-            except NotCopied as skipped:
-                # Left out on purpose (a warning, not a failure); an older version stays in the snapshot.
-                stats[skipped.kind] = stats.get(skipped.kind, 0) + 1
-                self._not_copied.setdefault(f"{source.name}:{skipped.kind}", []).append(cur.key)
-                if prev is not None:
-                    writer.add(Entry(**{**prev.__dict__, "held": False}))
-                continue
-            except (HistoryNotKept, ReaderSuspended):
-                raise
-            except Exception as exc:
-                result.failed += 1
-                if len(result.errors) < 20:
-                    result.errors.append(f"{source.name}/{cur.key}: {describe_error(exc)}")
-                if prev is not None:
-                    # The older version is still in the bucket: the snapshot keeps pointing at it.
-                    writer.add(Entry(**{**prev.__dict__, "held": False}))
-                continue
-            result.copied += 1
-            stats["copied"] += 1
-            result.bytes_copied += stored.size
-            writer.add(
-                Entry(
-                    source=source.name,
-                    key=cur.key,
-                    version_id=stored.version_id,
-                    size=stored.size,
-                    etag=stored.etag,
-                    identity=stored.identity,
-                    checksum=stored.checksum,
-                    sha256=stored.sha256,
-                    item_count=stored.item_count,
-                )
-            )
-
-    def _decide_deletions(self, writer: ManifestWriter, meta: checkpoints.PlanMeta) -> bool:
-        """True when the deletions must be held back (see deletions.py). An allowed run lets them go, and
-        says what it let through."""
-        pending = writer.pending_deletions
-        if not pending:
-            return False
-        window = deletions.deleted_in_window(self.s3, self.plan, meta.manifests, self.backup_id)
-        reasons = deletions.review(self.plan, self.result.sources, window)
-        if not reasons:
-            return False
-        if self.allow_deletions:
-            self.result.warnings.append(
-                f"{pending} deletion(s) beyond the guard's limits ALLOWED for this backup: " + "; ".join(reasons)
-            )
-            self.result.deletions_allowed = pending
-            return False
-        self.result.deletions_held_back = pending
-        self.result.warnings.append(deletions.held_back_warning(reasons, pending))
-        return True
+    def _decide_deletions(self, pending: int, meta: checkpoints.PlanMeta) -> bool:
+        """True when the deletions must be held back (deletions.py)."""
+        return deletions.decide(self.s3, self.plan, self.result, pending, meta.manifests, self.backup_id, self.allow_deletions)
 
     def _apply_deletions(self, writer: ManifestWriter, pool: ThreadPoolExecutor) -> None:
         """Put a delete marker on each vanished object. Its versions stay; older snapshots still restore it."""
@@ -517,24 +383,3 @@ class PlanBackup:
             if len(self.result.errors) < 20:
                 self.result.errors.append(f"delete marker for {key}: {reason}")
 
-
-def back_up_plan(
-    plan: Plan,
-    clients: Any,
-    backup_id: str,
-    max_workers: int = 32,
-    dry_run: bool = False,
-    budget: checkpoints.TimeBudget | None = None,
-    allow_deletions: bool = False,
-    base: Base | None = None,
-    pruned: Collection[str] = (),
-) -> PlanResult:
-    """Back up one plan with readers built on `clients` (an `aws.Clients`)."""
-
-    def factory(source: Source) -> SourceReader:
-        return make_reader(source, clients.s3, clients.dynamodb)
-
-    return PlanBackup(
-        plan, clients.s3, backup_id, factory, max_workers=max_workers, dry_run=dry_run, budget=budget,
-        allow_deletions=allow_deletions, base=base, pruned=pruned,
-    ).run()

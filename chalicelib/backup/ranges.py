@@ -23,7 +23,7 @@ import heapq
 import json
 import logging
 import math
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,13 +33,13 @@ from chalicelib import conditional
 from chalicelib.backup import checkpoints
 from chalicelib.backup.compare import PreviousSnapshot
 from chalicelib.backup.plan_backup import PlanBackup, ReaderFactory
-from chalicelib.backup.sources import SourceReader, make_reader
+from chalicelib.backup.sources import readers_on
 from chalicelib.backup.base import Base, bases_from_manifests
 from chalicelib.catalog.manifests import Manifest, ManifestWriter, load_snapshot, manifest_key, read_header
-from chalicelib.catalog.records import PlanResult
+from chalicelib.catalog.records import BackupStatus, PlanResult
 from chalicelib.errors import AlreadyExists, NotFound, Tampered
 from chalicelib.layout import CHECKPOINTS_PREFIX
-from chalicelib.plans import Plan, Source
+from chalicelib.plans import Plan
 from chalicelib.s3docs import get_json
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,12 @@ class Split:
     def range(self, index: int) -> tuple[Bound, Bound]:
         start = self.bounds[index - 1] if index > 0 else None
         stop = self.bounds[index] if index < len(self.bounds) else None
-        return (tuple(start) if start else None, tuple(stop) if stop else None)  # type: ignore[return-value]
+        return (_bound(start), _bound(stop))
+
+
+def _bound(value: Any) -> Bound:
+    """A boundary as stored (JSON gives a list) or as computed (a tuple)."""
+    return None if not value else (int(value[0]), str(value[1]))
 
 
 @dataclass(frozen=True)
@@ -90,33 +95,6 @@ class SegmentCheckpoints(checkpoints.CheckpointStore):
         return self.prefix + "state.json"
 
 
-class _Bounded:
-    """A reader limited to keys up to `stop_key` (the listing is sorted: it stops there)."""
-
-    def __init__(self, reader: SourceReader, stop_key: str | None) -> None:
-        self._reader = reader
-        self.source = reader.source
-        self.stop_key = stop_key
-        if hasattr(reader, "multipart_threshold"):
-            self.multipart_threshold = reader.multipart_threshold
-
-    def list_objects(self, start_after: str | None = None, previous_pages: Any = None) -> Iterator[Any]:
-        listing = checkpoints.list_after(self._reader, start_after, stop_key=self.stop_key, previous_pages=previous_pages)
-        for obj in listing:
-            if self.stop_key is not None and obj.key > self.stop_key:
-                return
-            yield obj
-
-    def store(self, obj: Any, bucket: str, key: str) -> Any:
-        return self._reader.store(obj, bucket, key)
-
-    def close(self) -> None:
-        self._reader.close()
-
-    def __getattr__(self, name: str) -> Any:  # a table export's item_count and table_schema; listing counts
-        return getattr(self._reader, name)
-
-
 class RangeBackup(PlanBackup):
     """One range of a split plan."""
 
@@ -129,7 +107,7 @@ class RangeBackup(PlanBackup):
     def _run(self) -> None:
         key = manifest_key(self.plan.name, self.backup_id)
         # Like a whole plan's run: nothing is written before the bucket is known to keep every version.
-        meta = self._read_plan_meta()
+        meta = checkpoints.read_plan_meta(self.s3, self.plan, self.max_workers)
         if key in meta.manifests:
             with load_snapshot(self.s3, self.plan.bucket, self.plan.name, self.backup_id) as done:
                 self._report_existing(done, key)
@@ -150,7 +128,6 @@ class RangeBackup(PlanBackup):
             writer = ManifestWriter()
             start_index, start_after = start if start else (0, None)
         stop_index, stop_key = stop if stop else (len(self.plan.sources) - 1, None)
-        factory = self.reader_factory
         try:
             with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
                 prev_entries = PreviousSnapshot(previous)
@@ -159,15 +136,12 @@ class RangeBackup(PlanBackup):
                         continue
                     after = start_after if index == start_index else None
                     bound = stop_key if index == stop_index else None
-                    self.reader_factory = lambda src, bound=bound: _Bounded(factory(src), bound)  # type: ignore[misc]
                     entries = prev_entries.for_source(source.name, up_to=bound)
-                    self._back_up_source(source, entries, writer, pool, index, after)
+                    self._back_up_source(source, entries, writer, pool, index, after, stop_key=bound)
                     self._maybe_suspend(writer, index + 1, None)
-            self.reader_factory = factory
             # The range is done: its partial manifest, marked so.
             self._save_checkpoint(writer, stop_index + 1, None, done=True)
         finally:
-            self.reader_factory = factory
             writer.close()
             if previous is not None:
                 previous.close()
@@ -186,14 +160,16 @@ class RangeBackup(PlanBackup):
         manifests = []
         for state in states:
             assert state is not None
-            for name in ("copied", "unchanged", "failed", "bytes_copied"):
-                setattr(result, name, getattr(result, name) + state.counters.get(name, 0))
+            result.copied += state.counters.get("copied", 0)
+            result.unchanged += state.counters.get("unchanged", 0)
+            result.failed += state.counters.get("failed", 0)
+            result.bytes_copied += state.counters.get("bytes_copied", 0)
             result.errors.extend(state.errors)
             for name, stats in state.sources.items():
                 merge_source_stats(result.sources.setdefault(name, {}), stats)
             manifests.append(Manifest.download(self.s3, self.plan.bucket, state.partial_key))
         for name, stats in result.sources.items():
-            self._warn_not_copied(name, stats)
+            self.copier.warn_not_copied(name, stats)
         writer = ManifestWriter()
         try:
             for entry in heapq.merge(*(m.entries(include_held=True) for m in manifests), key=lambda e: e.sort_key):
@@ -207,7 +183,7 @@ class RangeBackup(PlanBackup):
     def _write_snapshot(self, writer: ManifestWriter, meta: checkpoints.PlanMeta) -> None:
         result = self.result
         with ThreadPoolExecutor(max_workers=2) as pool:
-            hold = self._decide_deletions(writer, meta)
+            hold = self._decide_deletions(writer.pending_deletions, meta)
             if not hold and not self.dry_run:
                 self._apply_deletions(writer, pool)
         result.objects = writer.objects
@@ -218,7 +194,7 @@ class RangeBackup(PlanBackup):
         checkpoints.CheckpointStore(self.s3, self.plan.bucket, self.plan.name, self.backup_id).clear()
         self._checkpoints.saved = False
         self._finish_run(meta)
-        result.status = "PARTIAL" if (result.failed or result.deletions_held_back or result.errors) else "SUCCEEDED"
+        result.status = BackupStatus.PARTIAL if (result.failed or result.deletions_held_back or result.errors) else BackupStatus.SUCCEEDED
 
 
 def merge_source_stats(merged: dict[str, Any], stats: dict[str, Any]) -> None:
@@ -235,7 +211,7 @@ def load_split(s3: Any, bucket: str, plan: str, backup_id: str) -> Split | None:
     data = get_json(s3, bucket, split_key(plan, backup_id))
     if data is None:
         return None
-    return Split(previous=data.get("previous"), bounds=[tuple(b) for b in data["bounds"]])  # type: ignore[misc]
+    return Split(previous=data.get("previous"), bounds=[(int(b[0]), str(b[1])) for b in data["bounds"]])
 
 
 def start_split(
@@ -310,47 +286,5 @@ def run_range(
     **options: Any,
 ) -> PlanResult:
     """Work one range. Status `WAITING`: this range is done and others still work."""
-
-    def default_factory(source: Source) -> SourceReader:
-        return make_reader(source, clients.s3, clients.dynamodb)
-
-    result = RangeBackup(
-        plan, clients.s3, backup_id, reader_factory or default_factory, split=split, segment=segment, **options
-    ).run()
-    # Not a record field (asdict ignores it): tells the caller which range a continuation must carry on.
-    result.segment = segment  # type: ignore[attr-defined]
-    return result
-
-
-def run_plan(
-    plan: Plan,
-    clients: Any,
-    backup_id: str,
-    max_workers: int = 32,
-    dry_run: bool = False,
-    budget: checkpoints.TimeBudget | None = None,
-    policy: SplitPolicy | None = None,
-    segment: int | None = None,
-    reader_factory: ReaderFactory | None = None,
-    batch_size: int | None = None,
-) -> PlanResult:
-    """A plan run as the worker does it: the range `segment` of a split plan, or the start of one (a new
-    split when the plan is large enough and `policy` allows, then range 0), or the ordinary single run."""
-
-    def default_factory(source: Source) -> SourceReader:
-        return make_reader(source, clients.s3, clients.dynamodb)
-
-    factory = reader_factory or default_factory
-    options: dict[str, Any] = {"max_workers": max_workers, "dry_run": dry_run, "budget": budget}
-    if batch_size:
-        options["batch_size"] = batch_size
-    if segment is not None:
-        split = load_split(clients.s3, plan.bucket, plan.name, backup_id)
-        if split is None:
-            raise ValueError(f"plan {plan.name} of backup {backup_id}: range {segment} asked for, no split recorded")
-    else:
-        split = start_split(clients.s3, plan, backup_id, policy, dry_run)
-        segment = 0
-    if split is None:
-        return PlanBackup(plan, clients.s3, backup_id, factory, **options).run()
-    return run_range(plan, clients, backup_id, split, segment, factory, **options)
+    factory = reader_factory or readers_on(clients)
+    return RangeBackup(plan, clients.s3, backup_id, factory, split=split, segment=segment, **options).run()

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime
 from typing import Any
 
 from chalicelib.aws import Clients
 from chalicelib.backup import checkpoints, ranges
-from chalicelib.backup.base import sealed_bases
+from chalicelib.backup.base import Base, sealed_bases
 from chalicelib.backup.locks import PlanLocks
-from chalicelib.backup.plan_backup import back_up_plan
+from chalicelib.backup.plan_backup import BATCH_SIZE
+from chalicelib.backup.plan_run import PlanOptions, run_plan
+from chalicelib.backup.progress import BackupProgress, Superseded
 from chalicelib.backup.verification import VerificationJobs
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import (
     BackupRecord,
+    BackupStatus,
     PlanResult,
     RecordStore,
     new_backup_id,
@@ -25,6 +29,7 @@ from chalicelib.config import Settings
 from chalicelib.cost.reports import CostReports
 from chalicelib.deploy import drift
 from chalicelib.errors import AlreadyExists, BadRequest, Conflict, describe_error
+from chalicelib.jobs.budget import Budget, TimeBudget, budget_for
 from chalicelib.jobs.dispatch import Dispatcher
 from chalicelib.notify import alerts, metrics
 from chalicelib.notify.tampering import TamperingAlerts
@@ -46,8 +51,11 @@ class BackupService:
         invoker: checkpoints.Invoker | None = None,
         verify_invoker: checkpoints.Invoker | None = None,
         tampering: TamperingAlerts | None = None,
+        batch_size: int = BATCH_SIZE,
     ) -> None:
         self.settings = settings
+        # Objects a plan run compares and copies between two looks at the clock (and checkpoints).
+        self.batch_size = batch_size
         self.clients = clients
         # How a backup that ran short of time is carried on (default: by the worker mode).
         self.invoker = invoker
@@ -102,85 +110,108 @@ class BackupService:
         `context` is the Lambda context: short of time, a plan stops at a checkpoint and the backup carries
         on in a new asynchronous invocation of the worker (the record stays RUNNING until then).
         `plan_name` and `segment` name one key range of a large plan split across invocations."""
-        budget = checkpoints.budget_for(context, self.settings.checkpoint_reserve_ms)
-        record = self.records.get(backup_id)
-        if record.status != "RUNNING":
-            if record.sealed_at is None:
-                # A run that died between its final save and the seal: seal it now.
-                record = self.records.seal(record)
-            # A redelivery may follow a run that ended before its verification job was started.
-            self.verification.start_after(record)
-            return record
-        running = [name for name, result in record.plans.items() if result.status == "RUNNING"]
-        # Each plan compares with the newest snapshot a sealed record of an older backup names (base.py).
-        markers = PrunedMarkers(self.clients.s3, self.settings.plans.catalog_bucket)
-        bases = sealed_bases(self.records, running, backup_id, markers) if segment is None else {}
-        # Where no sealed record names a base, the bucket's manifests decide, never a pruned one.
-        pruned = self._pruned(markers, [name for name in running if name not in bases]) if segment is None else {}
+        budget = budget_for(context, self.settings.checkpoint_reserve_ms)
+        record, etag = self.records.current(backup_id)
+        if etag is None or record.finished:
+            return self._conclude(record)
+        progress = BackupProgress(self.records, record, etag)
+        try:
+            if not self._run_plans(progress, budget, plan_name, segment):
+                return progress.record
+            return self._finish(progress, budget)
+        except Superseded:
+            # Another invocation finished the backup, and alerted: what is left is what a redelivery does.
+            logger.info("backup %s was finished by another invocation", backup_id)
+            return self._conclude(self.records.get(backup_id))
+
+    def _conclude(self, record: BackupRecord) -> BackupRecord:
+        """A backup found finished: sealed (a run that died between its final save and the seal is sealed
+        now), and its verification started (a redelivery may follow a run that ended before it did)."""
+        if record.sealed_at is None:
+            record = self.records.seal(record)
+        self.verification.start_after(record)
+        return record
+
+    def _run_plans(
+        self, progress: BackupProgress, budget: Budget | None, plan_name: str | None, segment: int | None
+    ) -> bool:
+        """Work the plans still running, in order, saving the record after each; False when this invocation
+        stops before the backup ends (a range done before the others, or a checkpoint)."""
+        record = progress.record
+        running = [name for name, result in record.plans.items() if result.status == BackupStatus.RUNNING]
+        bases, pruned = self._comparison_bases(running, record.backup_id) if segment is None else ({}, {})
+        options = PlanOptions(
+            max_workers=self.settings.max_workers, dry_run=record.dry_run, budget=budget, batch_size=self.batch_size
+        )
         for name in running:
+            if not progress.running(name):
+                continue  # finished by another invocation of this backup meanwhile (see progress.py)
             try:
                 plan = self.settings.plans.get(name)
             except KeyError:
                 # The plans file changed between start and run: fail this plan, never leave it RUNNING.
-                record.plans[name].status = "FAILED"
-                record.plans[name].errors.append(f"plan '{name}' is no longer in the plans file")
-                self.records.save(record)
+                progress.record.plans[name].status = BackupStatus.FAILED
+                progress.record.plans[name].errors.append(f"plan '{name}' is no longer in the plans file")
+                progress.save()
                 continue
-            # A large plan may be split into key ranges worked by parallel invocations (chalicelib/backup/ranges.py).
-            this_segment = segment if name == plan_name else None
-            if this_segment is not None:
-                split = ranges.load_split(self.clients.s3, plan.bucket, plan.name, backup_id)
-            else:
-                split = ranges.start_split(
-                    self.clients.s3, plan, backup_id, self._split_policy(), record.dry_run, bases.get(name),
-                    pruned.get(name, frozenset()),
-                )
-            if split is None:
-                result = back_up_plan(
-                    plan, self.clients, backup_id, max_workers=self.settings.max_workers, dry_run=record.dry_run,
-                    allow_deletions=name in record.allow_deletions,
-                    budget=budget, base=bases.get(name), pruned=pruned.get(name, frozenset()),
-                )
-            else:
-                result = ranges.run_range(
-                    plan, self.clients, backup_id, split, this_segment or 0,
-                    max_workers=self.settings.max_workers, dry_run=record.dry_run, budget=budget,
-                    allow_deletions=name in record.allow_deletions,
-                )
-            record.plans[name] = result
-            if result.status == ranges.WAITING:
+            outcome = run_plan(
+                plan, self.clients, record.backup_id,
+                dataclasses.replace(options, allow_deletions=name in record.allow_deletions),
+                segment=segment if name == plan_name else None, policy=self._split_policy(),
+                base=bases.get(name), pruned=pruned.get(name, frozenset()),
+            )
+            progress.record.plans[name] = outcome.result
+            if outcome.waiting:
                 # This key range is done; the last range to finish writes the snapshot and carries on.
-                return record
-            if result.status == "RUNNING":
-                # Stopped at a checkpoint: show the progress, and carry on in a fresh invocation.
-                range_run = getattr(result, "segment", None)
-                if range_run is None:
-                    self.records.save(record)
-                self.continue_later(backup_id, plan_name=name if range_run is not None else None, segment=range_run)
-                return record
-            drift.check_plan(self.clients.s3, plan, record.plans[name])
+                return False
+            if outcome.result.status == BackupStatus.RUNNING:
+                # Stopped at a checkpoint: show the progress (a range's shows once the plan is whole), and
+                # carry on in a fresh invocation.
+                if outcome.segment is None:
+                    progress.save()
+                self.continue_later(record.backup_id, plan_name=name if outcome.segment is not None else None,
+                                    segment=outcome.segment)
+                return False
+            drift.check_plan(self.clients.s3, plan, progress.record.plans[name])
             if name != running[-1]:
                 # Saved after each plan so GET /backups/{id} shows progress (the last one's result is in the
-                # final save, just below).
-                self.records.save(record)
+                # final save).
+                progress.save()
+        return True
+
+    def _comparison_bases(
+        self, running: list[str], backup_id: str
+    ) -> tuple[dict[str, Base], dict[str, frozenset[str]]]:
+        """What each plan compares with: the newest snapshot a sealed record of an older backup names
+        (base.py); where none does, the bucket's manifests decide, never a pruned one."""
+        markers = PrunedMarkers(self.clients.s3, self.settings.plans.catalog_bucket)
+        bases = sealed_bases(self.records, running, backup_id, markers)
+        return bases, self._pruned(markers, [name for name in running if name not in bases])
+
+    def _finish(self, progress: BackupProgress, budget: Budget | None) -> BackupRecord:
+        """Every plan has run: the record's final save, its seal, the alert, the metrics and the weekly
+        verification."""
+        record = progress.record
         record.status = overall_status(list(record.plans.values()))
         record.finished_at = isoformat(utcnow())
-        self.records.save(record)
+        progress.save()
         # From now on the record is read from its create-only copy: nothing can rewrite a finished backup.
-        record = self.records.seal(record)
-        logger.info("backup %s finished: %s", backup_id, record.status)
-        alerts.publish(self.clients.sns, self.settings.topic_arn, record, self.settings.time_zone, cost=self._cost_line(record, budget))
+        record = self.records.seal(progress.record)
+        logger.info("backup %s finished: %s", record.backup_id, record.status)
+        alerts.publish(
+            self.clients.sns, self.settings.topic_arn, record, self.settings.time_zone, cost=self._cost_line(record, budget)
+        )
         metrics.report(self.clients.cloudwatch, self.settings.plans.catalog_bucket, record)
         # Only now, with the backup final: its weekly verification is a job of its own, never waited for.
         self.verification.start_after(record)
         return record
 
-    def _cost_line(self, record: BackupRecord, budget: checkpoints.TimeBudget | None) -> str | None:
+    def _cost_line(self, record: BackupRecord, budget: Budget | None) -> str | None:
         """The daily backup's cost report, computed and kept now (GET /costs then reads it), as the alert's
         last line. Other backups leave their report to be computed when first asked for."""
         if record.trigger != "schedule" or record.dry_run:
             return None
-        if budget is not None and budget.remaining_ms() < COST_REPORT_RESERVE_MS:
+        if isinstance(budget, TimeBudget) and budget.remaining_ms() < COST_REPORT_RESERVE_MS:
             # The report lists every version of every bucket: started short of time, the invocation could end
             # before the alert is sent. The backup's alert matters more; the first GET /costs computes it.
             return "Cost: not computed in this run (too little time left); GET /costs computes it"

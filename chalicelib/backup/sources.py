@@ -1,5 +1,5 @@
-"""Readers for the three kinds of source: what a source holds, and how one object gets into a backup bucket.
-(DynamoDB tables: chalicelib/backup/tables.py.)
+"""Readers of S3 buckets and local folders, and the reader for any kind of source (`make_reader`; DynamoDB
+tables: chalicelib/backup/tables.py). What a reader must do is declared in source_reader.py.
 
 Every reader lists its objects sorted by key (the order S3 lists in), with an `identity` that changes
 whenever the content may have changed; the backup engine copies an object only when its identity differs
@@ -10,50 +10,28 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import transfer
 from chalicelib.backup import listing, writes
+from chalicelib.backup.source_reader import (  # noqa: F401 (the readers' types, also imported from here)
+    NotCopied,
+    ReaderRun,
+    ReaderStats,
+    ReaderSuspended,
+    SourceObject,
+    SourceReader,
+    Stored,
+)
+from chalicelib.backup.tables import DynamoDBSourceReader
 from chalicelib.errors import SourceError, describe_error, error_code
 from chalicelib.plans import DirectorySource, DynamoDBSource, S3Source, Source
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SourceObject:
-    key: str
-    size: int
-    identity: str
-    storage_class: str | None = None
-
-
-@dataclass(frozen=True)
-class Stored:
-    """What S3 said about the version a backup wrote."""
-
-    version_id: str
-    etag: str
-    size: int
-    identity: str
-    checksum: str | None = None
-    sha256: str | None = None
-    item_count: int | None = None
-
-
-class SourceReader(Protocol):
-    source: Source
-
-    def list_objects(self) -> Iterator[SourceObject]: ...
-
-    def store(self, obj: SourceObject, bucket: str, key: str) -> Stored: ...
-
-    def close(self) -> None: ...
 
 
 # Where a source object is archived, S3 refuses to read or copy it until it is thawed.
@@ -61,21 +39,6 @@ ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 _ARCHIVED_ERRORS = ("ObjectNotInActiveTierError", "InvalidObjectState")
 # A thaw of an archived source object lasts this long: enough for the next daily runs to copy it.
 SOURCE_THAW_DAYS = 3
-
-
-class NotCopied(Exception):
-    """An object this run deliberately leaves out (a warning, not a failure): `kind` is one of
-    `archived_at_source`, `thawing_at_source` or `sse_c`, and `reason` says why in words."""
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
-
-
-class ReaderSuspended(Exception):
-    """A reader stopped at a checkpoint of its own (a table scan, or the wait for an export, outlasting the
-    invocation): the plan run stops before this source, and the next invocation carries it on."""
 
 
 def _sse_c(exc: ClientError) -> bool:
@@ -103,20 +66,16 @@ class S3SourceReader:
     def _where(self) -> str:
         return f"s3 source '{self.source.name}' (s3://{self.source.bucket}/{self.source.prefix})"
 
-    @property
-    def listing_pages(self) -> int:
-        """LIST requests of the last listing."""
-        return self._listing.pages if self._listing else 0
+    def attach(self, run: ReaderRun) -> None:
+        """A bucket keeps no progress of its own: the plan run's checkpoint says where its listing stopped."""
 
-    @property
-    def listing_depth(self) -> int:
-        """LIST requests of the last listing that had to run one after another."""
-        return self._listing.depth if self._listing else 0
-
-    @property
-    def listing_ranges(self) -> int:
-        """Key ranges the last listing was cut into (1: one listing, page after page)."""
-        return self._listing.ranges if self._listing else 0
+    def stats(self) -> ReaderStats:
+        """The last listing's LIST requests, those that ran one after another, and its key ranges."""
+        if self._listing is None:
+            return ReaderStats()
+        return ReaderStats(
+            listing_pages=self._listing.pages, listing_depth=self._listing.depth, listing_ranges=self._listing.ranges
+        )
 
     def list_objects(
         self, start_after: str | None = None, stop_key: str | None = None,
@@ -200,13 +159,25 @@ class DirectorySourceReader:
         self.source = source
         self.root = Path(source.path)
         self.multipart_threshold = multipart_threshold
+        # A folder is listed in one pass.
+        self.page_size: int | None = None
+
+    def attach(self, run: ReaderRun) -> None:
+        """A folder keeps no progress of its own: the plan run's checkpoint says where its listing stopped."""
+
+    def stats(self) -> ReaderStats:
+        return ReaderStats()
 
     def _identity(self, path: Path, stat: os.stat_result) -> str:
         if self.source.hash_contents:
             return f"sha256:{transfer.file_sha256(path).hex()}"
         return f"file:{stat.st_size}:{stat.st_mtime_ns}"
 
-    def list_objects(self) -> Iterator[SourceObject]:
+    def list_objects(
+        self, start_after: str | None = None, stop_key: str | None = None,
+        previous_pages: listing.PageMarks | None = None,
+    ) -> Iterator[SourceObject]:
+        """Every file, sorted by key (the engine drops those outside the bounds: a folder is walked whole)."""
         if not self.root.is_dir():
             raise SourceError(f"directory source '{self.source.name}': {self.root} is not a readable directory")
         keys: list[str] = []
@@ -253,13 +224,15 @@ class DirectorySourceReader:
         pass
 
 
+def readers_on(clients: Any) -> Callable[[Source], SourceReader]:
+    """The readers a backup reads its sources with, on `clients` (an `aws.Clients`)."""
+    return lambda source: make_reader(source, clients.s3, clients.dynamodb)
+
+
 def make_reader(source: Source, s3: Any, dynamodb: Any) -> SourceReader:
     if isinstance(source, S3Source):
         return S3SourceReader(s3, source)
     if isinstance(source, DynamoDBSource):
-        # Tables read with the types above (imported here: tables.py builds on this module).
-        from chalicelib.backup.tables import DynamoDBSourceReader
-
         return DynamoDBSourceReader(dynamodb, s3, source)
     if isinstance(source, DirectorySource):
         return DirectorySourceReader(s3, source)

@@ -27,7 +27,7 @@ import logging
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +37,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import transfer
 from chalicelib.backup import table_export, writes
-from chalicelib.backup.sources import ReaderSuspended, SourceObject, Stored
+from chalicelib.backup.listing import PageMarks
+from chalicelib.backup.source_reader import ReaderRun, ReaderStats, ReaderSuspended, SourceObject, Stored
 from chalicelib.errors import SourceError, describe_error
 from chalicelib.plans import DynamoDBSource
 from chalicelib.s3docs import get_json
@@ -46,20 +47,6 @@ logger = logging.getLogger(__name__)
 
 # Items per scan page: None lets DynamoDB fill its 1 MB pages (the invocation's time is looked at between pages).
 SCAN_PAGE_ITEMS: int | None = None
-
-
-@dataclass(frozen=True)
-class TableRun:
-    """What a table reader needs of the plan run it works for: where to keep its progress, and the clock."""
-
-    bucket: str
-    # The reader's checkpoint prefix, under the plan run's (cleared with it).
-    prefix: str
-    backup_id: str
-    # True when the invocation must stop at the next checkpoint; None: no time limit.
-    running_out: Callable[[], bool] | None = None
-    # Called before a multipart upload begins (the run marks itself, so a crash's upload is aborted later).
-    before_multipart: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -90,8 +77,10 @@ class DynamoDBSourceReader:
         self.s3 = s3
         self.source = source
         self.multipart_threshold = multipart_threshold
+        # A table is scanned (or exported) whole.
+        self.page_size: int | None = None
         self._export: IO[bytes] | None = None
-        self._run: TableRun | None = None
+        self._run: ReaderRun | None = None
         self._table_arn = ""
         self._identity = ""
         self.exported = False
@@ -106,11 +95,17 @@ class DynamoDBSourceReader:
     def _where(self) -> str:
         return f"dynamodb source '{self.source.name}' (table {self.source.table})"
 
-    def attach(self, run: TableRun) -> None:
+    def attach(self, run: ReaderRun) -> None:
         """Work for a plan run: checkpoints past the invocation's end, and exports where they are possible."""
         self._run = run
 
-    def list_objects(self) -> Iterator[SourceObject]:
+    def stats(self) -> ReaderStats:
+        return ReaderStats(item_count=self.item_count, table_schema=self.table_schema)
+
+    def list_objects(
+        self, start_after: str | None = None, stop_key: str | None = None, previous_pages: PageMarks | None = None
+    ) -> Iterator[SourceObject]:
+        """The table as one object (the bounds are the engine's to apply: a table is read whole)."""
         try:
             description = self.dynamodb.describe_table(TableName=self.source.table)["Table"]
             key_names = {item["AttributeName"] for item in description["KeySchema"]}

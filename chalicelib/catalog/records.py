@@ -19,16 +19,29 @@ import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from enum import StrEnum
 from typing import Any
 
 
-from chalicelib import conditional
+from chalicelib import conditional, s3docs
 from chalicelib.errors import AlreadyExists, NotFound, Tampered
+from chalicelib.jobs.store import JobKind, JobStore
 from chalicelib.layout import RECORDS_PREFIX, SEALED_RECORDS_PREFIX
 from chalicelib.s3docs import get_bytes, inverted_key, inverted_ms, known_fields
 from chalicelib.times import isoformat, utcnow
 
-STATUSES = ("RUNNING", "SUCCEEDED", "PARTIAL", "FAILED")
+class BackupStatus(StrEnum):
+    """A backup's status, and each plan's in it (a range of a split plan may also say `WAITING`, never
+    recorded: ranges.py)."""
+
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+
+
+# The statuses as a tuple, for modules that name them in messages and checks of a query.
+STATUSES = tuple(BackupStatus)
 _ID = re.compile(r"^(\d{8}T\d{9})Z-([a-z0-9-]{1,40})$")
 
 
@@ -89,7 +102,7 @@ def backup_id_of_key(key: str) -> str:
 @dataclass
 class PlanResult:
     plan: str
-    status: str = "RUNNING"
+    status: str = BackupStatus.RUNNING
     copied: int = 0
     unchanged: int = 0
     deleted: int = 0
@@ -123,7 +136,7 @@ class BackupRecord:
     backup_id: str
     trigger: str
     plans: dict[str, PlanResult]
-    status: str = "RUNNING"
+    status: str = BackupStatus.RUNNING
     started_at: str | None = None
     finished_at: str | None = None
     dry_run: bool = False
@@ -131,9 +144,15 @@ class BackupRecord:
     allow_deletions: list[str] = field(default_factory=list)
     # When the record was sealed (set only in the sealed copy).
     sealed_at: str | None = None
+    # When a worker last wrote the working copy (jobs.dispatch.worker_lost tells a lost worker by it).
+    updated_at: str | None = None
     # What the weekly slice check found, in backups that ran it inline; it is now a job of its own with its
     # own record (chalicelib/verify/job_record.py), and this stays None.
     verification: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status != BackupStatus.RUNNING
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # the plans' results too (asdict goes into dicts)
@@ -148,13 +167,13 @@ class BackupRecord:
         return {k: sum(getattr(result, k) for result in self.plans.values()) for k in keys}
 
 
-def overall_status(results: list[PlanResult]) -> str:
+def overall_status(results: list[PlanResult]) -> BackupStatus:
     statuses = {result.status for result in results}
-    if not statuses or statuses == {"SUCCEEDED"}:
-        return "SUCCEEDED"
-    if statuses == {"FAILED"}:
-        return "FAILED"
-    return "PARTIAL"
+    if not statuses or statuses == {BackupStatus.SUCCEEDED}:
+        return BackupStatus.SUCCEEDED
+    if statuses == {BackupStatus.FAILED}:
+        return BackupStatus.FAILED
+    return BackupStatus.PARTIAL
 
 
 def parse_record(body: bytes, backup_id: str, sealed: bool) -> BackupRecord:
@@ -177,7 +196,7 @@ def parse_record(body: bytes, backup_id: str, sealed: bool) -> BackupRecord:
         problems.append("it names no plan")
     if record.status not in STATUSES:
         problems.append(f"its status {record.status!r} is not one of {', '.join(STATUSES)}")
-    if sealed and record.status == "RUNNING":
+    if sealed and record.status == BackupStatus.RUNNING:
         problems.append("it is sealed but still RUNNING")
     for name, result in record.plans.items():
         if result.plan != name:
@@ -189,38 +208,40 @@ def parse_record(body: bytes, backup_id: str, sealed: bool) -> BackupRecord:
     return record
 
 
-class RecordStore:
-    """Reads and writes backup records in one bucket."""
+class RecordStore(JobStore[BackupRecord]):
+    """Backup records in one bucket: the working copy, created only if absent and then replaced only as the
+    version last read (the job framework's store, jobs/store.py), and the sealed copy of a finished backup,
+    which reads prefer."""
 
-    def __init__(self, s3: Any, bucket: str) -> None:
-        self.s3 = s3
-        self.bucket = bucket
+    kind = JobKind(
+        noun="backup", id_field="backup_id", prefix=RECORDS_PREFIX, key=record_key, decode=BackupRecord.from_dict
+    )
 
-    def create(self, record: BackupRecord) -> None:
-        """Store a new record; `AlreadyExists` if a record with this id is already there."""
+    def create(self, record: BackupRecord) -> str:
+        """Store a new record; returns its ETag. `AlreadyExists` if a record with this id is already there."""
         try:
-            conditional.put_new(
-                self.s3,
-                Bucket=self.bucket,
-                Key=record_key(record.backup_id),
-                Body=json.dumps(record.to_dict(), ensure_ascii=False).encode("utf-8"),
-                ContentType="application/json",
-            )
+            # The plans keep their order: the order of the plans file, which a backup works them in.
+            return conditional.create(self.s3, self.bucket, self.key(record.backup_id), record.to_dict(), sort_keys=False)
         except AlreadyExists as exc:
             raise AlreadyExists(f"backup {record.backup_id} already exists") from exc
 
-    def save(self, record: BackupRecord) -> None:
-        self.s3.put_object(
-            Bucket=self.bucket,
-            Key=record_key(record.backup_id),
-            Body=json.dumps(record.to_dict(), ensure_ascii=False).encode("utf-8"),
-            ContentType="application/json",
-        )
+    def replace(self, record: BackupRecord, etag: str) -> str:
+        """Write over the working copy whose ETag is `etag`; returns the new ETag. `AlreadyExists` when
+        another invocation of the backup wrote it meanwhile (see backup/progress.py)."""
+        key = self.key(record.backup_id)
+        return conditional.replace(self.s3, self.bucket, key, record.to_dict(), etag, sort_keys=False)
+
+    def read(self, backup_id: str) -> tuple[BackupRecord, str] | None:
+        """The working copy and its ETag (None: never recorded); `Tampered` when it cannot be trusted."""
+        response = s3docs.get(self.s3, self.bucket, record_key(backup_id))
+        if response is None:
+            return None
+        return parse_record(response["Body"].read(), backup_id, sealed=False), str(response["ETag"])
 
     def seal(self, record: BackupRecord) -> BackupRecord:
         """Write the finished record once more under its create-only key. Idempotent: a record sealed
         before (by an earlier delivery of this backup) stays as it was, and that is what is returned."""
-        assert record.status != "RUNNING", "only a finished backup is sealed"
+        assert record.status != BackupStatus.RUNNING, "only a finished backup is sealed"
         sealed = BackupRecord.from_dict({**record.to_dict(), "sealed_at": isoformat(utcnow())})
         try:
             conditional.put_new(
@@ -237,11 +258,18 @@ class RecordStore:
     def get(self, backup_id: str) -> BackupRecord:
         """The sealed record when the backup finished, else the working one. NotFound when neither exists;
         `Tampered` when the one found cannot be trusted."""
-        for key, sealed in ((sealed_key(backup_id), True), (record_key(backup_id), False)):
-            body = self._body(key)
-            if body is not None:
-                return parse_record(body, backup_id, sealed)
-        raise NotFound(f"no backup with id {backup_id!r}")
+        return self.current(backup_id)[0]
+
+    def current(self, backup_id: str) -> tuple[BackupRecord, str | None]:
+        """`get`'s record, and the working copy's ETag to replace it by (None for a sealed record: it is
+        never written again)."""
+        sealed = self.get_sealed(backup_id)
+        if sealed is not None:
+            return sealed, None
+        found = self.read(backup_id)
+        if found is None:
+            raise NotFound(f"no backup with id {backup_id!r}")
+        return found
 
     def get_sealed(self, backup_id: str) -> BackupRecord | None:
         """The sealed record only (None: the backup has not finished, or finished before records were
