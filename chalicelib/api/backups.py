@@ -169,7 +169,8 @@ def list_backups(
             listed_before = records_listed_from(since_ms - 1)
 
     filtered = plan is not None or status is not None
-    found: list[BackupRecord] = []
+    # A record that cannot be trusted is listed too, as UNREADABLE: never dropped silently.
+    found: list[BackupRecord | Tampered] = []
     last_key: str | None = None  # the last key looked at: the next page starts after it
     exhausted = False
     scanned = 0

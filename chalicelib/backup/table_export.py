@@ -122,7 +122,9 @@ class TableExports:
                 # Two attempts: one poll, one wait, one more poll; then the invocation's time is looked at.
                 waiter.wait(ExportArn=export.arn, WaiterConfig={"Delay": EXPORT_POLL_SECONDS, "MaxAttempts": 2})
             except WaiterError as exc:
-                description = (exc.last_response or {}).get("ExportDescription", {})
+                # A waiter's last response is DescribeExport's answer (botocore types it loosely).
+                last: Any = exc.last_response or {}
+                description = last.get("ExportDescription", {})
                 status = description.get("ExportStatus")
                 if status == "FAILED":
                     raise SourceError(

@@ -66,7 +66,7 @@ def scheduled_suffix(event_id: str | None) -> str:
 def is_scheduled_id(backup_id: str) -> bool:
     """Whether the id is a scheduled run's (its suffix is one `scheduled_suffix` gives)."""
     match = _ID.match(backup_id)
-    return bool(match) and match.group(2).startswith("scheduled")
+    return match is not None and match.group(2).startswith("scheduled")
 
 
 def backup_time(backup_id: str) -> datetime:

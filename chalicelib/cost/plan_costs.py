@@ -305,7 +305,7 @@ def combine(plans: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 into["versions"] += entry["versions"]
                 into["bytes"] += entry["bytes"]
                 into["monthly_usd"] = usd(into["monthly_usd"] + entry["monthly_usd"])
-    alternatives = {}
+    alternatives: dict[str, float] = {}
     for plan in reported:
         for name, entry in plan["alternatives"].items():
             alternatives[name] = usd(alternatives.get(name, 0.0) + entry["monthly_usd"])
