@@ -21,7 +21,7 @@ from chalicelib.deploy.template import SILENCE_HOURS
 from chalicelib.errors import NotFound
 from chalicelib.plans import PlanSet
 from chalicelib.prune.record import PruneRecord, PruneStore
-from chalicelib.restore.records import RestoreRecord, RestoreStore
+from chalicelib.restore.record import RestoreRecord, RestoreStore
 from chalicelib.schedule import Schedule
 from chalicelib.times import isoformat, parse_iso
 from chalicelib.verify.job_record import VerificationRecord, VerificationStore
