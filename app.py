@@ -33,7 +33,7 @@ from chalicelib.plans import check_plans_file
 from chalicelib.prune.service import PruneJobs
 from chalicelib.restore import record as restore_record
 from chalicelib.restore.service import RestoreService
-from chalicelib.verify import job_record as verifications
+from chalicelib.verify import record as verifications
 
 app = Chalice(app_name="org-backup")
 app.log.setLevel(logging.INFO)

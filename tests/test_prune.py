@@ -31,7 +31,7 @@ from chalicelib.prune.deleter import retained_by_object_lock
 from chalicelib.prune.job import PruneJob
 from chalicelib.prune.record import PlanPrune, PruneRecord, new_prune_id
 from chalicelib.prune.service import PruneJobs
-from chalicelib.prune.snapshots import possible_bases
+from chalicelib.prune.decision import possible_bases
 from chalicelib.prune.sweep import Rules
 from chalicelib.retention import RetentionPolicy
 from chalicelib.times import utcnow

@@ -24,7 +24,7 @@ from chalicelib.backup.service import BackupService
 from chalicelib.catalog import pagetokens
 from chalicelib.catalog.manifests import Entry
 from chalicelib.catalog.pruned import PrunedMarkers
-from chalicelib.catalog.snapshots import open_snapshot
+from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.catalog.records import (
     STATUSES,
     BackupRecord,
@@ -38,7 +38,7 @@ from chalicelib.layout import RECORDS_PREFIX
 from chalicelib.plans import PlanSet
 from chalicelib.s3docs import inverted_ms
 from chalicelib.times import utcnow
-from chalicelib.verify.job_record import backup_verification
+from chalicelib.verify.record import backup_verification
 
 logger = logging.getLogger(__name__)
 

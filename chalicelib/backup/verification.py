@@ -16,7 +16,7 @@ from chalicelib.jobs.dispatch import worker_beside
 from chalicelib.jobs.ids import new_job_id
 from chalicelib.jobs.service import JobService
 from chalicelib.verify.job import VerificationJob
-from chalicelib.verify.job_record import VerificationRecord, VerificationStore
+from chalicelib.verify.record import VerificationRecord, VerificationStore
 from chalicelib.verify.verifier import Verifier
 
 VERIFY_WORKER = "verify_worker"

@@ -126,7 +126,7 @@ class BackupRecord:
     # When the record was sealed (set only in the sealed copy).
     sealed_at: str | None = None
     # What the weekly slice check found, in backups that ran it inline; it is now a job of its own with its
-    # own record (chalicelib/verify/job_record.py), and this stays None.
+    # own record (chalicelib/verify/record.py), and this stays None.
     verification: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@ snapshot names, then the manifests of the snapshots not kept.
 
 The order is what makes a crash at any point harmless:
 
-1. decide: the retention policy over the plan's sealed snapshots (`snapshots.py`), with the bases of
+1. decide: the retention policy over the plan's sealed snapshots (`decision.py`), with the bases of
    running backups kept too. Nothing is written but the prune's own record.
 2. survey: the sweep (`sweep.py`) counts what would go and what is stored, deleting nothing. The guard
    (`guard.py`) looks at the shares removed; a held prune stops here, as does a dry run.
@@ -45,7 +45,7 @@ from chalicelib.jobs.runner import BATCH_SIZE, Checkpoint, Job
 from chalicelib.notify import alerts
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.prices import Prices
-from chalicelib.prune import guard, snapshots
+from chalicelib.prune import decision, guard
 from chalicelib.prune.deleter import DELETE_BATCH, Deleter, delete_versions, judge_versions, retained_by_object_lock
 from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus, PruneStore, new_prune_id
 from chalicelib.prune.sweep import References, Rules, check_order, walk
@@ -210,21 +210,21 @@ class PruneJob(Job[PruneRecord]):
     def _decide(self, plan: Plan, work: PlanPrune, report: bool = True) -> None:
         s3 = self.clients.s3
         now = utcnow()
-        sealed = snapshots.sealed_backups(s3, self.plans.catalog_bucket)
+        sealed = decision.sealed_backups(s3, self.plans.catalog_bucket)
         running = self._running(sealed, now, plan.name)
         pruned = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
-        meta = snapshots.scan_bucket(s3, plan.bucket)
+        meta = decision.scan_bucket(s3, plan.bucket)
         restoring = {
             backup_id: restore_id
             for (name, backup_id), restore_id in snapshots_being_restored(s3, self.plans.catalog_bucket).items()
             if name == plan.name
         }
-        decision = snapshots.decide_plan(plan, meta, sealed, pruned, running, self.time_zone, restoring)
+        decided = decision.decide_plan(plan, meta, sealed, pruned, running, self.time_zone, restoring)
         work.policy = plan.retention.describe()
-        work.snapshots = decision.snapshots
-        work.removing = decision.removing
+        work.snapshots = decided.snapshots
+        work.removing = decided.removing
         work.running = {backup_id: isoformat(started) for backup_id, started in sorted(running.items())}
-        for warning in decision.warnings:
+        for warning in decided.warnings:
             work.warn(warning)
             if report:
                 self.report(warning.removeprefix("TAMPERING: "))
@@ -243,7 +243,7 @@ class PruneJob(Job[PruneRecord]):
         work.removing = confirmed
 
     def _running(self, sealed: Collection[str], now: datetime, plan: str) -> dict[str, datetime]:
-        found = snapshots.running_backups(self.records, sealed, now)
+        found = decision.running_backups(self.records, sealed, now)
         return {**found.get("*", {}), **found.get(plan, {})}
 
     # -- 2. and 4. the sweeps ---------------------------------------------------------------------------
@@ -255,15 +255,15 @@ class PruneJob(Job[PruneRecord]):
         now = utcnow()
         # What runs is read before the bucket: a backup that finishes while the bucket is listed (its
         # manifest written after the listing, its partial manifest gone before it) still counts as running.
-        sealed = snapshots.sealed_backups(s3, self.plans.catalog_bucket)
+        sealed = decision.sealed_backups(s3, self.plans.catalog_bucket)
         running = self._running(sealed, now, plan.name)
         marked = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
-        meta = snapshots.scan_bucket(s3, plan.bucket)
+        meta = decision.scan_bucket(s3, plan.bucket)
         # The survey judges as if the snapshots being removed were already marked.
         excluded = marked | (set() if delete else set(work.removing))
         candidates = [m.backup_id for m in meta.manifests.values() if m.plan == plan.name and m.backup_id in sealed]
         for running_id, started in sorted(running.items()):
-            for base in sorted(snapshots.possible_bases(running_id, started, sealed, candidates, excluded) & excluded):
+            for base in sorted(decision.possible_bases(running_id, started, sealed, candidates, excluded) & excluded):
                 # A running backup may carry versions forward from it: they stay while it runs.
                 excluded.discard(base)
                 work.warn(f"snapshot {base} stays readable while backup {running_id}, which may compare with it, runs")
@@ -301,7 +301,7 @@ class PruneJob(Job[PruneRecord]):
     def _references(
         self,
         plan: Plan,
-        meta: snapshots.BucketMeta,
+        meta: decision.BucketMeta,
         sealed: Mapping[str, datetime],
         excluded: set[str],
         now: datetime,
@@ -325,7 +325,7 @@ class PruneJob(Job[PruneRecord]):
             for version_id, _ in stored.versions:
                 manifest = stack.enter_context(Manifest.download(s3, plan.bucket, stored.key, version_id))
                 add(manifest, f"manifest {stored.key} (version {version_id})")
-        since = now - snapshots.RUNNING_LOOKBACK
+        since = now - decision.RUNNING_LOOKBACK
         for key, (_, backup_id) in sorted(meta.partials.items()):
             if backup_id in sealed or (is_backup_id(backup_id) and backup_time(backup_id) < since):
                 continue  # left behind by a run that finished, or was abandoned long ago
@@ -340,14 +340,14 @@ class PruneJob(Job[PruneRecord]):
         snapshot an earlier prune marked whose manifest is still there (it crashed first, or Object Lock held
         the manifest), unless a backup that runs now compares with it."""
         s3 = self.clients.s3
-        sealed = snapshots.sealed_backups(s3, self.plans.catalog_bucket)
+        sealed = decision.sealed_backups(s3, self.plans.catalog_bucket)
         running = self._running(sealed, utcnow(), plan.name)
         marked = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
-        meta = snapshots.scan_bucket(s3, plan.bucket)
+        meta = decision.scan_bucket(s3, plan.bucket)
         candidates = [m.backup_id for m in meta.manifests.values() if m.plan == plan.name and m.backup_id in sealed]
         protected: set[str] = set()
         for running_id, started in running.items():
-            protected |= snapshots.possible_bases(running_id, started, sealed, candidates, marked)
+            protected |= decision.possible_bases(running_id, started, sealed, candidates, marked)
         present = {m.backup_id for m in meta.manifests.values() if m.plan == plan.name}
         doomed: list[dict[str, str]] = []
         for backup_id in sorted((set(work.removing) | marked) & present):
