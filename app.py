@@ -32,9 +32,9 @@ from chalicelib.errors import (
 )
 from chalicelib.plans_file import check_plans_file
 from chalicelib.prune.service import PruneJobs
-from chalicelib.restore import records as restore_records
+from chalicelib.restore import record as restore_record
 from chalicelib.restore.service import RestoreService
-from chalicelib.verify import job_record as verifications
+from chalicelib.verify import record as verifications
 
 app = Chalice(app_name="org-backup")
 app.log.setLevel(logging.INFO)
@@ -234,7 +234,7 @@ def start_restore() -> Response:
 @_client_errors
 def get_restore(restore_id: str) -> dict[str, Any]:
     """A restore's status, counts and expected thaw completion."""
-    return restore_records.summary(restores().get(restore_id))
+    return restore_record.summary(restores().get(restore_id))
 
 
 @app.route("/backups/{backup_id}/verify", methods=["POST"], authorizer=iam, content_types=["*/*"])

@@ -151,7 +151,7 @@ class Verdict:
 
 
 @dataclass(frozen=True)
-class Decision:
+class RetentionDecision:
     """Every snapshot, newest first, with its verdict."""
 
     verdicts: list[Verdict]
@@ -216,7 +216,7 @@ def newest_first(snapshots: Iterable[Snapshot]) -> list[Snapshot]:
     return sorted(snapshots, key=lambda s: (s.taken_at, s.backup_id), reverse=True)
 
 
-def decide(snapshots: Iterable[Snapshot], policy: RetentionPolicy, tz: str | tzinfo = "UTC") -> Decision:
+def decide(snapshots: Iterable[Snapshot], policy: RetentionPolicy, tz: str | tzinfo = "UTC") -> RetentionDecision:
     """Which snapshots the policy keeps, newest first, each with every rule that keeps it.
 
     Reasons read `newest`, `last 2 of 3`, `daily 2026-11-28`, `weekly 2026-W48`, `monthly 2026-11`,
@@ -232,7 +232,7 @@ def decide(snapshots: Iterable[Snapshot], policy: RetentionPolicy, tz: str | tzi
         seen.add(snapshot.backup_id)
     reasons: dict[str, list[str]] = {s.backup_id: [] for s in ordered}
     if not ordered:
-        return Decision(verdicts=[])
+        return RetentionDecision(verdicts=[])
     newest = ordered[0]
     reasons[newest.backup_id].append("newest")
     for index, snapshot in enumerate(ordered[: policy.keep_last]):
@@ -257,4 +257,4 @@ def decide(snapshots: Iterable[Snapshot], policy: RetentionPolicy, tz: str | tzi
             reasons[snapshot.backup_id].append(f"within {policy.keep_within_days} days")
     verdicts = [Verdict(snapshot=s, kept=bool(reasons[s.backup_id]), reasons=reasons[s.backup_id]) for s in ordered]
     logger.debug("retention %s keeps %d of %d snapshots", policy.describe(), sum(v.kept for v in verdicts), len(verdicts))
-    return Decision(verdicts=verdicts)
+    return RetentionDecision(verdicts=verdicts)

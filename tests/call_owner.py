@@ -89,7 +89,7 @@ ENTRY_POINTS = {
     ("restore/service.py", "quote"): API_HANDLER,
     ("restore/service.py", "resume_pending"): RESUME_RESTORES,
     # Restores are recorded by POST /restores (or the operator), never by the restore functions.
-    ("restore/records.py", "create"): API_HANDLER,
+    ("restore/record.py", "create"): API_HANDLER,
 }
 
 # The outermost system frame's module, when nothing above decided (longest prefix first).

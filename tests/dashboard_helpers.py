@@ -158,8 +158,8 @@ def history(store: Any, buckets: dict[str, str], now: datetime, days: int = 29) 
 def waiting_restore(s3: Any, catalog: str, backup_id: str, plan: str, now: datetime) -> str:
     """A restore recorded as waiting for two archived versions to thaw."""
     from chalicelib.catalog.records import new_backup_id
-    from chalicelib.restore.records import RestoreRecord, RestoreStore
-    from chalicelib.times import isoformat
+    from chalicelib.restore.record import RestoreRecord, RestoreStore
+    from chalicelib.times import isoformat, utcnow
 
     store = RestoreStore(s3, catalog)
     record = RestoreRecord(
@@ -168,8 +168,9 @@ def waiting_restore(s3: Any, catalog: str, backup_id: str, plan: str, now: datet
         status="WAITING_FOR_THAW", expected_thaw_completion=isoformat(now + timedelta(hours=4)),
         created_at=isoformat(now - timedelta(hours=1)),
     )
-    store.create(record)
-    store.save(record)
+    etag = store.create(record)
+    record.updated_at = isoformat(utcnow())
+    store.replace(record, etag)
     return record.restore_id
 
 

@@ -25,7 +25,7 @@ from chalicelib.dashboard.views import _usd
 from chalicelib.layout import DATA_PREFIX
 from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStore, new_prune_id
 from chalicelib.times import isoformat, utcnow
-from chalicelib.verify.job_record import VerificationStore, describe
+from chalicelib.verify.record import VerificationStore, describe
 from tests.conftest import REGION, STAGE_ENV
 from tests.dashboard_helpers import Answer, World, call, seed
 from tests.moto_state import buckets_restored

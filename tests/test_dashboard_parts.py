@@ -26,7 +26,7 @@ from chalicelib.deploy.permissions import allows, required_permissions
 from chalicelib.localtime import parse_zone
 from chalicelib.schedule import Schedule
 from chalicelib.times import isoformat, utcnow
-from chalicelib.verify.job_record import VerificationStore
+from chalicelib.verify.record import VerificationStore
 from tests.dashboard_helpers import call
 from tests.test_backup_engine import client_calls
 

@@ -27,10 +27,11 @@ from chalicelib.deploy.provision import provision
 from chalicelib.errors import Pruned
 from chalicelib.layout import RESTORE_QUEUE_PREFIX
 from chalicelib.plans import Lifecycle, Plan, PlanSet, S3Source
-from chalicelib.prune.job import PruneJob, held_by_object_lock
+from chalicelib.prune.deleter import retained_by_object_lock
+from chalicelib.prune.job import PruneJob
 from chalicelib.prune.record import PlanPrune, PruneRecord, new_prune_id
 from chalicelib.prune.service import PruneJobs
-from chalicelib.prune.snapshots import possible_bases
+from chalicelib.prune.decision import possible_bases
 from chalicelib.prune.sweep import Rules
 from chalicelib.retention import RetentionPolicy
 from chalicelib.times import utcnow
@@ -536,11 +537,11 @@ def test_a_running_backup_may_compare_with_any_snapshot_that_was_the_newest_seal
     assert possible_bases(s4, at(4), {s2: at(2.1), a: at(5.5)}, [s2, a]) == {s2}
 
 
-def test_only_s3s_object_lock_refusal_counts_as_held_by_object_lock() -> None:
-    assert held_by_object_lock({"Code": "AccessDenied", "Message": "Access Denied because object protected by object lock."})
+def test_only_s3s_object_lock_refusal_counts_as_retained_by_object_lock() -> None:
+    assert retained_by_object_lock({"Code": "AccessDenied", "Message": "Access Denied because object protected by object lock."})
     # A missing permission (or a KMS key the role may not use) is an error, even in a bucket with Object Lock.
-    assert not held_by_object_lock({"Code": "AccessDenied", "Message": "Access Denied"})
-    assert not held_by_object_lock({"Code": "InternalError", "Message": "object lock"})
+    assert not retained_by_object_lock({"Code": "AccessDenied", "Message": "Access Denied"})
+    assert not retained_by_object_lock({"Code": "InternalError", "Message": "object lock"})
 
 
 def test_a_snapshot_an_unfinished_restore_reads_is_kept_until_the_restore_ends(world: Any) -> None:

@@ -443,8 +443,9 @@ def test_objects_above_the_single_copy_limit_go_through_a_managed_multipart_copy
 def test_deployed_restores_run_in_the_restore_worker_beside_the_backup_worker(plans: Any) -> None:
     from types import SimpleNamespace
 
-    from chalicelib.restore.records import RestoreRecord
-    from chalicelib.restore.service import restore_worker_name
+    from chalicelib.restore.record import RestoreRecord
+    from chalicelib.jobs.dispatch import worker_beside
+    from chalicelib.restore.service import RESTORE_WORKER
 
     invoked: list[dict[str, Any]] = []
     fake = SimpleNamespace(s3=None, lambda_=SimpleNamespace(invoke=lambda **kw: invoked.append(kw)))
@@ -455,7 +456,8 @@ def test_deployed_restores_run_in_the_restore_worker_beside_the_backup_worker(pl
         "InvocationType": "Event",
         "Payload": json.dumps({"restore_id": "20261126T000000000Z-abc"}).encode(),
     }]
-    assert restore_worker_name("arn:aws:lambda:us-east-1:1:function:org-backup-prod-backup_worker").endswith("prod-restore_worker")
+    backup_worker = "arn:aws:lambda:us-east-1:1:function:org-backup-prod-backup_worker"
+    assert worker_beside(backup_worker, RESTORE_WORKER).endswith("prod-restore_worker")
 
 
 def test_the_restore_worker_function_runs_a_recorded_restore(

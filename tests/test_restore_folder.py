@@ -243,7 +243,7 @@ def test_a_recorded_restore_checks_again_when_its_first_pass_starts(
     source: Any, run: Any, tmp_path: Path, clients: Any, stage_env: dict[str, str]
 ) -> None:
     from chalicelib.config import Settings
-    from chalicelib.restore.records import RestoreRecord, RestoreStore
+    from chalicelib.restore.record import RestoreRecord, RestoreStore
     from chalicelib.restore.service import RestoreService
 
     objects = source({"a//b": b"first", "a/b": b"second", "x/": b"", "bad\x01": b"b", "fine.txt": b"fine"})

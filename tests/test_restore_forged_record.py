@@ -14,7 +14,7 @@ import pytest
 from chalicelib.backup.service import BackupService
 from chalicelib.config import Settings
 from chalicelib.layout import RESTORE_QUEUE_PREFIX
-from chalicelib.restore.records import restore_record_key
+from chalicelib.restore.record import restore_record_key
 from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.service import RestoreService
 

@@ -28,7 +28,7 @@ from chalicelib.catalog.records import backup_time, new_backup_id, record_key, s
 from chalicelib.config import Settings
 from chalicelib.deploy.bucket_settings import bucket_policy, create_only_statements
 from chalicelib.deploy.permissions import Permission, denies, required_permissions
-from chalicelib.restore.records import RestoreRecord, RestoreStore
+from chalicelib.restore.record import RestoreRecord, RestoreStore
 from chalicelib.verify.verifier import Verifier
 from tests.conftest import read_alerts
 from tests.stored import entries_of

@@ -20,7 +20,7 @@ from chalicelib.catalog.manifests import Entry, list_snapshot_keys, manifest_key
 from chalicelib.config import Settings
 from chalicelib.verify import job as slice_job
 from chalicelib.verify.checks import VerifyReport, in_sample, weekly_slice
-from chalicelib.verify.job_record import VerificationStore, verification_id
+from chalicelib.verify.record import VerificationStore, verification_id
 from chalicelib.verify.verifier import Verifier
 from tests.faults import damage_reads
 

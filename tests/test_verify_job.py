@@ -24,7 +24,7 @@ from chalicelib.layout import VERIFICATIONS_PREFIX
 from chalicelib.times import utcnow
 from chalicelib.verify.checks import weekly_slice
 from chalicelib.verify.job import DistinctVersions, VerificationJob, batches
-from chalicelib.verify.job_record import VerificationStore, verification_id
+from chalicelib.verify.record import VerificationStore, verification_id
 from tests.conftest import read_alerts
 from tests.test_backup_engine import Crash
 from tests.test_scale import FakeContext, Invocations
@@ -483,7 +483,7 @@ def test_the_verify_worker_function_runs_a_job_and_does_not_redo_it(stack: Any, 
 
 def test_the_verification_alert_subject_stays_within_what_sns_accepts() -> None:
     from chalicelib.notify import alerts
-    from chalicelib.verify.job_record import VerificationRecord
+    from chalicelib.verify.record import VerificationRecord
 
     failed = VerificationRecord("verify-20261126T020000000Z-scheduled", "20261126T020000000Z-scheduled", 6,
                                 status="FAILED", checked=10**12, missing_count=10**9, damaged_count=10**9, error_count=3)

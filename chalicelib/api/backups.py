@@ -19,7 +19,7 @@ from chalicelib.api.requests import CONTROL_CHARACTERS, MAX_LIMIT, parse_limit, 
 from chalicelib.catalog import pagetokens
 from chalicelib.catalog.manifests import Entry
 from chalicelib.catalog.pruned import PrunedMarkers
-from chalicelib.catalog.snapshots import open_snapshot
+from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.catalog.records import (
     STATUSES,
     BackupRecord,
@@ -31,7 +31,7 @@ from chalicelib.catalog.records import (
 )
 from chalicelib.errors import BadRequest, Conflict, NotFound, Tampered
 from chalicelib.plans import PlanSet
-from chalicelib.verify.job_record import backup_verification
+from chalicelib.verify.record import backup_verification
 
 logger = logging.getLogger(__name__)
 

@@ -10,12 +10,13 @@ let only one invocation move it on), a finished one is left alone.
 
 from __future__ import annotations
 
-from chalicelib.catalog.records import BackupRecord, new_backup_id
+from chalicelib.catalog.records import BackupRecord
 from chalicelib.jobs.budget import Budget
 from chalicelib.jobs.dispatch import worker_beside
+from chalicelib.jobs.ids import new_job_id
 from chalicelib.jobs.service import JobService
 from chalicelib.verify.job import VerificationJob
-from chalicelib.verify.job_record import VerificationRecord, VerificationStore
+from chalicelib.verify.record import VerificationRecord, VerificationStore
 from chalicelib.verify.verifier import Verifier
 
 VERIFY_WORKER = "verify_worker"
@@ -48,7 +49,7 @@ class VerificationJobs(JobService[VerificationRecord]):
         BadRequest for a bad plan name), record the check and dispatch it; the caller answers 202 at once.
         A whole backup may hold millions of versions: the work is the verify worker's, never the request's."""
         Verifier(self.settings.plans, self.clients).plans_of(backup_id, plan_names)
-        job = self.job().start_check(backup_id, new_backup_id(), plan_names, sample_percent)
+        job = self.job().start_check(backup_id, new_job_id(), plan_names, sample_percent)
         self.dispatch(job.job_id)
         return job
 

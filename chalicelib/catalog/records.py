@@ -147,7 +147,7 @@ class BackupRecord:
     # When a worker last wrote the working copy (jobs.dispatch.worker_lost tells a lost worker by it).
     updated_at: str | None = None
     # What the weekly slice check found, in backups that ran it inline; it is now a job of its own with its
-    # own record (chalicelib/verify/job_record.py), and this stays None.
+    # own record (chalicelib/verify/record.py), and this stays None.
     verification: dict[str, Any] | None = None
 
     @property

@@ -1,33 +1,43 @@
 """Where restore records are kept, and which snapshots unfinished restores are reading: retention keeps
 those (a thaw from Deep Archive takes up to two days, and a restore must not lose its versions halfway).
 
-Restores write their records (`restore/records.py`); the prune only reads them, through this module, so
-that neither imports the other."""
+Restores write their records (`restore/record.py`); the prune only reads them, through this module, so
+that neither imports the other. A restore's statuses are here for the same reason."""
 
 from __future__ import annotations
 
-import json
 import logging
-import re
+from enum import StrEnum
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.catalog.records import backup_time
 from chalicelib.errors import NotFound
+from chalicelib.jobs.ids import job_time
 from chalicelib.layout import RESTORE_QUEUE_PREFIX, RESTORES_PREFIX
-from chalicelib.s3docs import inverted_key
+from chalicelib.s3docs import get_json, inverted_key
 
 logger = logging.getLogger(__name__)
 
-RESTORE_ID = re.compile(r"^\d{8}T\d{9}Z-[a-z0-9-]{1,40}$")
-FINISHED = ("SUCCEEDED", "PARTIAL", "FAILED", "QUOTED")
+
+class RestoreStatus(StrEnum):
+    # Recorded by the API, not yet checked (the worker selects, checks and quotes).
+    PREPARING = "PREPARING"
+    RUNNING = "RUNNING"
+    WAITING_FOR_THAW = "WAITING_FOR_THAW"
+    SUCCEEDED = "SUCCEEDED"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+    # A dry run's quote is ready.
+    QUOTED = "QUOTED"
+
+
+FINISHED = frozenset({RestoreStatus.SUCCEEDED, RestoreStatus.PARTIAL, RestoreStatus.FAILED, RestoreStatus.QUOTED})
 
 
 def restore_record_key(restore_id: str) -> str:
-    if not RESTORE_ID.match(restore_id):
-        raise NotFound(f"{restore_id!r} is not a restore id (expected e.g. 20261126T134735123Z-9f2c4a1b)")
-    return inverted_key(RESTORES_PREFIX, backup_time(restore_id), restore_id)
+    """`meta/restores/<inverted time>_<restore_id>.json`. NotFound when `restore_id` is not a restore id."""
+    return inverted_key(RESTORES_PREFIX, job_time(restore_id, "restore"), restore_id)
 
 
 def snapshots_being_restored(s3: Any, catalog_bucket: str) -> dict[tuple[str, str], str]:
@@ -38,8 +48,7 @@ def snapshots_being_restored(s3: Any, catalog_bucket: str) -> dict[tuple[str, st
         for item in page.get("Contents", []):
             restore_id = item["Key"][len(RESTORE_QUEUE_PREFIX):]
             try:
-                body = s3.get_object(Bucket=catalog_bucket, Key=restore_record_key(restore_id))["Body"].read()
-                record = json.loads(body)
+                record = get_json(s3, catalog_bucket, restore_record_key(restore_id))
             except (NotFound, ClientError, BotoCoreError, ValueError) as exc:
                 logger.warning("queued restore %r not read: %s", restore_id, exc)
                 continue

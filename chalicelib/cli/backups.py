@@ -13,7 +13,7 @@ from chalicelib.backup.locks import PlanLocks
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore, new_backup_id
-from chalicelib.catalog.snapshots import open_snapshot
+from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, plan_named, table, when
 from chalicelib.errors import BackupError, BadRequest
 from chalicelib.notify.alerts import verification_line

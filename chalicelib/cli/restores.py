@@ -8,7 +8,7 @@ from typing import Any
 from chalicelib.api.requests import restore_request_from_dict
 from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, table, when
 from chalicelib.errors import BadRequest
-from chalicelib.restore.records import summary
+from chalicelib.restore.record import summary
 from chalicelib.restore.service import RestoreService
 
 

@@ -6,7 +6,7 @@ Two sources, read once per report and joined key by key:
   marker of its key was written), and the storage class S3 reports. These are the times S3's lifecycle counts
   from, exact to the second, which no manifest could give once older snapshots are pruned;
 - the plan's kept snapshots (every manifest under `meta/snapshots/<plan>/`, read the way every reader must,
-  `catalog.snapshots.open_snapshot`), merged in (source, key) order: which versions some kept snapshot
+  `catalog.snapshot_reader.open_snapshot`), merged in (source, key) order: which versions some kept snapshot
   names. A version no kept snapshot names is still stored and billed until a prune deletes it.
 
 Both streams are sorted by key (a manifest by (source, key), S3's listing of `data/<source>/` by key), so
@@ -34,7 +34,7 @@ from typing import Any
 
 from chalicelib.catalog.manifests import Entry, Manifest
 from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
-from chalicelib.catalog.snapshots import open_snapshot
+from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, MANIFEST_SUFFIX, SNAPSHOTS_PREFIX
 from chalicelib.plans import Plan

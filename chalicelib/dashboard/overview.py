@@ -21,10 +21,10 @@ from chalicelib.deploy.template import SILENCE_HOURS
 from chalicelib.errors import NotFound
 from chalicelib.plans import PlanSet
 from chalicelib.prune.record import PruneRecord, PruneStore
-from chalicelib.restore.records import RestoreRecord, RestoreStore
+from chalicelib.restore.record import RestoreRecord, RestoreStore
 from chalicelib.schedule import Schedule
 from chalicelib.times import isoformat, parse_iso
-from chalicelib.verify.job_record import VerificationRecord, VerificationStore
+from chalicelib.verify.record import VerificationRecord, VerificationStore
 
 WINDOW = timedelta(days=30)
 # The alarm's threshold: no fully successful backup for this long and the alarm fires.

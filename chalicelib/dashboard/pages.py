@@ -6,7 +6,7 @@ validation, so the dashboard can neither show nor start anything the API would n
     quote        RestoreService.quote                   (a restore dry run's quote, computed here: writes nothing)
     start        api.start_backup.start_backup          (POST /backup)
     verify       VerificationJobs.start_check           (POST /backups/{id}/verify: recorded, run by the worker)
-    verification job_record.describe                    (GET /verifications/{id})
+    verification verification_record.describe          (GET /verifications/{id})
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from chalicelib.dashboard.storage import StorageCache
 from chalicelib.errors import BadRequest, Conflict, NotFound, Pruned
 from chalicelib.plans import DynamoDBSource
 from chalicelib.restore.service import RestoreService
-from chalicelib.verify import job_record
+from chalicelib.verify import record as verification_record
 
 OBJECTS_PER_PAGE = 50
 RECENT_BACKUPS = 12
@@ -116,7 +116,7 @@ def verify(settings: Any, clients: Any, backup_id: str, form: dict[str, str]) ->
 
 def verification(settings: Any, clients: Any, verification_id: str) -> dict[str, Any]:
     """`GET /verifications/{id}`: the job's status, counts and findings."""
-    return job_record.describe(System(settings, clients).verifications.store(), verification_id)
+    return verification_record.describe(System(settings, clients).verifications.store(), verification_id)
 
 
 def quote(settings: Any, clients: Any, backup_id: str, query: dict[str, str], stage: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@
 - `budget.py`: the invocation's remaining time.
 - `dispatch.py`: how a recorded job is started (a Lambda worker, a thread, or inline), the worker beside the
   backup worker, and when a worker is given up as lost.
+- `ids.py`: a job's id (time-sortable, the same form as a backup id).
 - `service.py`: a kind of job as the API, the command line and the schedule see it (store, dispatch, run).
 
 Each kind keeps only its own steps: `prune/job.py`, `verify/job.py`, `backup/service.py`, `restore/passes.py`.

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from chalicelib.catalog.records import backup_time, is_backup_id, new_backup_id
 from chalicelib.errors import NotFound
+from chalicelib.jobs.ids import is_job_id, job_time, new_job_id
 from chalicelib.jobs.store import JobKind, JobStore
 from chalicelib.layout import PRUNES_PREFIX
 from chalicelib.s3docs import inverted_key, known_fields
@@ -35,19 +35,19 @@ STATUSES = tuple(PruneStatus)
 
 def new_prune_id(moment: Any = None, suffix: str | None = None) -> str:
     """`prune-20261129T050000000Z-9f2c4a1b`: sortable by time; a scheduled prune passes a fixed suffix."""
-    return ID_PREFIX + new_backup_id(moment, suffix)
+    return ID_PREFIX + new_job_id(moment, suffix)
 
 
 def prune_time_id(prune_id: str) -> str:
     """The time-sortable id inside a prune id. NotFound when `prune_id` is not one."""
     inner = prune_id[len(ID_PREFIX):] if prune_id.startswith(ID_PREFIX) else ""
-    if not is_backup_id(inner):
+    if not is_job_id(inner):
         raise NotFound(f"{prune_id!r} is not a prune id (expected e.g. prune-20261129T050000000Z-9f2c4a1b)")
     return inner
 
 
 def prune_key(prune_id: str) -> str:
-    return inverted_key(PRUNES_PREFIX, backup_time(prune_time_id(prune_id)), prune_id)
+    return inverted_key(PRUNES_PREFIX, job_time(prune_time_id(prune_id)), prune_id)
 
 
 def _tally() -> dict[str, Any]:

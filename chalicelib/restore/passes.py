@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import Entry
 from chalicelib.errors import BadRequest, Conflict, NotFound, Pruned, Tampered, describe_error, error_code
+from chalicelib.jobs.runner import Checkpoint, run_until_done
 from chalicelib.plans import Plan
 from chalicelib.prices import Prices
 from chalicelib.restore.bucket import copy_to_bucket
@@ -29,7 +30,7 @@ from chalicelib.restore.folder import download, make_folder
 from chalicelib.restore.folder_layout import FolderLayout, lay_out
 from chalicelib.restore.outcome import Outcome, ProgressCallback
 from chalicelib.restore.prepare import RestoreChecks
-from chalicelib.restore.records import RestoreRecord, RestoreStore
+from chalicelib.restore.record import RestoreRecord, RestoreStatus, RestoreStore
 from chalicelib.restore.quote import quote, version_heads
 from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.selection import select_entries, sources_by_name, target_table
@@ -55,51 +56,60 @@ class RestorePass:
         self._lock = threading.Lock()
 
     def run(self, restore_id: str, progress: ProgressCallback | None = None) -> RestoreRecord:
-        """One pass. The first pass covers the whole selection; later ones the versions waiting for a thaw."""
-        record = self.store.get(restore_id)
-        if record.finished:
-            return record
+        """One pass (chalicelib/jobs/runner.py's `run_until_done`, with no time budget: a pass runs to its end
+        in one invocation, and the hourly check starts the next). The first pass covers the whole selection;
+        later ones the versions waiting for a thaw. Of two invocations of one pass (the hourly check and a
+        retried worker), the one whose first write of the record comes second stops there, before it writes
+        anywhere else."""
+        return run_until_done(self.store, restore_id, lambda checkpoint: self._pass(checkpoint, progress), None, None)
+
+    def _pass(self, checkpoint: Checkpoint[RestoreRecord], progress: ProgressCallback | None) -> bool:
+        record = checkpoint.record
+        # The record is written before anything else: it says since when this pass runs (the hourly check
+        # leaves it alone meanwhile), and another invocation that read the same version stops at its own.
+        checkpoint.save()
         plan = self.checks.plan(record.plan)
         try:
             # The record was queued by another function: its target is checked again here, by the worker's
             # own rules, before anything is written (a forged queue entry cannot aim a restore elsewhere).
             self.checks.target(plan, record.target_spec)
         except BadRequest as exc:
-            return self._refuse(record, exc)
-        if record.status == "PREPARING":
+            return self._refuse(checkpoint, exc)
+        if record.status == RestoreStatus.PREPARING:
             try:
-                if not self._prepare(plan, record):
-                    return record
+                if not self._prepare(checkpoint, plan):
+                    return True
             except (BadRequest, NotFound, Conflict, Tampered) as exc:
-                return self._refuse(record, exc)
+                return self._refuse(checkpoint, exc)
         try:
             # Retention keeps a snapshot while a queued restore reads it; one marked all the same (marked
             # before this restore was queued) is refused with the reason, not restored half.
             self.checks.not_pruned(plan, record.backup_id)
         except Pruned as exc:
-            return self._refuse(record, exc)
+            return self._refuse(checkpoint, exc)
         try:
             if not record.scanned:
                 with self.checks.manifest(plan, record.backup_id) as manifest:
                     entries = list(select_entries(manifest, record.prefix, record.keys))
-                self._first_pass(plan, record, entries, progress)
+                self._first_pass(checkpoint, plan, entries, progress)
             else:
-                self._pending_pass(plan, record, progress)
+                self._pending_pass(checkpoint, plan, progress)
         except (ClientError, BotoCoreError) as exc:
             # The pass stopped (e.g. access denied on the target); what it did is kept, the rest is retried
             # by the hourly check while the record says RUNNING.
             record.warnings = (record.warnings + [f"pass {record.passes + 1} stopped: {describe_error(exc)}"])[-20:]
-            self.store.save(record)
+            checkpoint.save()
             raise
         record.passes += 1
         self._settle(record)
-        self.store.save(record)
-        logger.info("restore %s pass %d: %s", restore_id, record.passes, record.status)
-        return record
+        checkpoint.save()
+        logger.info("restore %s pass %d: %s", record.restore_id, record.passes, record.status)
+        return True
 
-    def _prepare(self, plan: Plan, record: RestoreRecord) -> bool:
+    def _prepare(self, checkpoint: Checkpoint[RestoreRecord], plan: Plan) -> bool:
         """A restore the API recorded: select, check the target for conflicts, and either quote it (a dry
         run: the record ends QUOTED) or start it (True: the first pass follows)."""
+        record = checkpoint.record
         request = RestoreRequest(
             backup_id=record.backup_id, plan=record.plan, target=record.target_spec, prefix=record.prefix,
             keys=tuple(record.keys) if record.keys is not None else None, overwrite=record.overwrite,
@@ -109,33 +119,39 @@ class RestorePass:
         if record.dry_run:
             heads = version_heads(self.clients.s3, plan, selected, self.max_workers)
             record.quote = quote(request, plan, selected, heads, self.prices, layout)
-            record.status, record.finished_at = "QUOTED", isoformat(utcnow())
-            self.store.save(record)
+            record.status, record.finished_at = RestoreStatus.QUOTED, isoformat(utcnow())
+            checkpoint.save()
             return False
-        record.total, record.bytes_total, record.status = len(selected), sum(e.size for e in selected), "RUNNING"
-        self.store.save(record)
+        record.total, record.bytes_total = len(selected), sum(e.size for e in selected)
+        record.status = RestoreStatus.RUNNING
+        checkpoint.save()
         return True
 
-    def _refuse(self, record: RestoreRecord, exc: Exception) -> RestoreRecord:
+    def _refuse(self, checkpoint: Checkpoint[RestoreRecord], exc: Exception) -> bool:
         """The request cannot be carried out as it stands: the record says why, and nothing was written."""
-        record.status, record.finished_at, record.refused = "FAILED", isoformat(utcnow()), str(exc)
+        record = checkpoint.record
+        record.status, record.finished_at, record.refused = RestoreStatus.FAILED, isoformat(utcnow()), str(exc)
         record.warnings = (record.warnings + [f"refused: {exc}"])[-20:]
         record.pending, record.pending_thaw, record.expected_thaw_completion = [], 0, None
-        self.store.save(record)
+        checkpoint.save()
         logger.error("restore %s refused: %s", record.restore_id, exc)
-        return record
+        return True
 
-    def _first_pass(self, plan: Plan, record: RestoreRecord, entries: list[Entry], progress: ProgressCallback | None) -> None:
+    def _first_pass(
+        self, checkpoint: Checkpoint[RestoreRecord], plan: Plan, entries: list[Entry], progress: ProgressCallback | None
+    ) -> None:
+        record = checkpoint.record
         record.restored = record.bytes_restored = record.failed = 0
         record.pending, record.failures = [], []
-        outcomes = self._process(plan, record, entries, progress)
+        outcomes = self._process(checkpoint, plan, entries, progress)
         self._apply(record, outcomes)
         record.scanned = True
 
-    def _pending_pass(self, plan: Plan, record: RestoreRecord, progress: ProgressCallback | None) -> None:
+    def _pending_pass(self, checkpoint: Checkpoint[RestoreRecord], plan: Plan, progress: ProgressCallback | None) -> None:
+        record = checkpoint.record
         entries = [Entry.from_json(json.dumps(item["entry"])) for item in record.pending]
         # `record.pending` stays as it was while the pass runs: a thaw keeps its first request time.
-        outcomes = self._process(plan, record, entries, progress)
+        outcomes = self._process(checkpoint, plan, entries, progress)
         record.pending = []
         self._apply(record, outcomes)
 
@@ -157,21 +173,22 @@ class RestorePass:
     def _settle(self, record: RestoreRecord) -> None:
         record.pending_thaw = len(record.pending)
         if record.pending:
-            record.status = "WAITING_FOR_THAW"
+            record.status = RestoreStatus.WAITING_FOR_THAW
             record.expected_thaw_completion = max(item["ready_by"] for item in record.pending)
             return
         record.expected_thaw_completion = None
         if record.failed == 0:
-            record.status = "SUCCEEDED"
+            record.status = RestoreStatus.SUCCEEDED
         elif record.restored:
-            record.status = "PARTIAL"
+            record.status = RestoreStatus.PARTIAL
         else:
-            record.status = "FAILED"
+            record.status = RestoreStatus.FAILED
         record.finished_at = isoformat(utcnow())
 
     def _process(
-        self, plan: Plan, record: RestoreRecord, entries: list[Entry], progress: ProgressCallback | None
+        self, checkpoint: Checkpoint[RestoreRecord], plan: Plan, entries: list[Entry], progress: ProgressCallback | None
     ) -> list[Outcome]:
+        record = checkpoint.record
         target = record.target_spec
         layout = lay_out(plan, target, entries) if target.path else None
         refused: list[Outcome] = []
@@ -183,7 +200,7 @@ class RestorePass:
 
         def one(entry: Entry) -> Outcome:
             try:
-                return self._restore_entry(plan, record, target, layout, entry)
+                return self._restore_entry(checkpoint, plan, target, layout, entry)
             except (ClientError, BotoCoreError, OSError, ValueError) as exc:
                 return Outcome("failed", entry, reason=describe_error(exc))
             finally:
@@ -194,8 +211,9 @@ class RestorePass:
             return refused + list(pool.map(one, entries))
 
     def _restore_entry(
-        self, plan: Plan, record: RestoreRecord, target: Target, layout: FolderLayout | None, entry: Entry
+        self, checkpoint: Checkpoint[RestoreRecord], plan: Plan, target: Target, layout: FolderLayout | None, entry: Entry
     ) -> Outcome:
+        record = checkpoint.record
         if layout is not None and layout.is_folder(entry):
             # A folder marker's only content is the folder: no byte to read, so nothing to fetch or thaw.
             return make_folder(layout.root, layout.path(entry), entry)
@@ -211,7 +229,7 @@ class RestorePass:
         if is_archived(head):
             return request_thaw(s3, plan.bucket, entry, head, record.tier, record.pending, self.prices)
         try:
-            return self._to_target(plan, record, target, layout, entry)
+            return self._to_target(checkpoint, plan, target, layout, entry)
         except ClientError as exc:
             # The version moved to an archive class after we looked (a lifecycle transition), or its thaw
             # expired: thaw it again rather than fail the object.
@@ -223,24 +241,25 @@ class RestorePass:
             return request_thaw(s3, plan.bucket, entry, head, record.tier, record.pending, self.prices)
 
     def _to_target(
-        self, plan: Plan, record: RestoreRecord, target: Target, layout: FolderLayout | None, entry: Entry
+        self, checkpoint: Checkpoint[RestoreRecord], plan: Plan, target: Target, layout: FolderLayout | None, entry: Entry
     ) -> Outcome:
+        record = checkpoint.record
         table = target_table(plan, target, entry)
         if table:
             return restore_table(
                 self.clients.dynamodb, self.clients.s3, plan.bucket, entry, table, record.overwrite,
                 record.tables_created, lambda: self._table_schema(plan, record, entry),
-                lambda name: self._remember_table(record, name),
+                lambda name: self._remember_table(checkpoint, name),
             )
         if layout is not None:
             return download(self.clients.s3, plan, layout.root, layout.path(entry), entry, record.overwrite)
         return copy_to_bucket(self.clients.s3, plan, target, entry, record.overwrite)
 
-    def _remember_table(self, record: RestoreRecord, table: str) -> None:
+    def _remember_table(self, checkpoint: Checkpoint[RestoreRecord], table: str) -> None:
         # Saved at once: a pass that resumes after a crash knows this table is ours to fill.
         with self._lock:
-            record.tables_created.append(table)
-            self.store.save(record)
+            checkpoint.record.tables_created.append(table)
+            checkpoint.save()
 
     def _table_schema(self, plan: Plan, record: RestoreRecord, entry: Entry) -> dict[str, Any]:
         """The key schema recorded with the snapshot; for older snapshots, the source table's current one."""

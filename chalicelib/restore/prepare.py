@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.catalog.manifests import Entry, Manifest
 from chalicelib.catalog.pruned import PrunedMarkers
-from chalicelib.catalog.snapshots import open_snapshot
+from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.catalog.records import RecordStore
 from chalicelib.errors import BadRequest, Conflict, describe_error, error_code
 from chalicelib.plans import DynamoDBSource, Plan, PlanSet
@@ -63,7 +63,7 @@ class RestoreChecks:
         PrunedMarkers(self.clients.s3, self.records.bucket).check(plan.name, backup_id, "restored")
 
     def manifest(self, plan: Plan, backup_id: str) -> Manifest:
-        """The snapshot as its record names it (catalog/snapshots.py): NotFound, or `Tampered`, otherwise."""
+        """The snapshot as its record names it (catalog/snapshot_reader.py): NotFound, or `Tampered`, otherwise."""
         return open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report, action="restored")
 
     def target_allowed(self, target: Target) -> None:

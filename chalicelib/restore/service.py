@@ -11,24 +11,25 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.catalog.records import new_backup_id
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.jobs.dispatch import Dispatcher, LambdaInvoker, worker_beside, worker_lost
+from chalicelib.jobs.ids import new_job_id
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.prices import Prices, load_prices
 from chalicelib.restore.outcome import ProgressCallback
 from chalicelib.restore.passes import RestorePass
 from chalicelib.restore.prepare import RestoreChecks
 from chalicelib.restore.quote import quote, version_heads
-from chalicelib.restore.records import RestoreRecord, RestoreStore
+from chalicelib.restore.record import RestoreRecord, RestoreStatus, RestoreStore
 from chalicelib.restore.requests import RestoreRequest
 from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
 
 RESTORE_WORKER = "restore_worker"
-# A RUNNING restore not updated for this long has lost its worker (a timeout or a crash): resume it.
-WORKER_LOST_AFTER = timedelta(minutes=20)
+# A pass writes the restore's record when it starts (restore/passes.py) and runs within one invocation, which
+# Lambda ends after at most 15 minutes: a RUNNING restore whose record is older than that has lost its worker.
+PASS_TIME_LIMIT = timedelta(minutes=15)
 
 
 class RestoreService:
@@ -101,14 +102,14 @@ class RestoreService:
             self.checks.records.get(request.backup_id)
         except Tampered:
             pass  # reported by the worker, which finds the snapshot from the plan and the backup id alone
-        return self._record(request, plan, status="PREPARING", dry_run=request.dry_run)
+        return self._record(request, plan, status=RestoreStatus.PREPARING, dry_run=request.dry_run)
 
     def _record(self, request: RestoreRequest, plan: Plan, **fields: Any) -> RestoreRecord:
         """Record a new restore of `request` (create-only), with `fields` set."""
         now = isoformat(utcnow())
         target = {k: v for k, v in asdict(request.target).items() if v not in (None, "") or k == "prefix"}
         record = RestoreRecord(
-            restore_id=new_backup_id(),
+            restore_id=new_job_id(),
             backup_id=request.backup_id,
             plan=plan.name,
             target=target,
@@ -127,13 +128,13 @@ class RestoreService:
         return self.store.get(restore_id)
 
     def list(self, limit: int = 20) -> list[RestoreRecord]:
-        return self.store.list(limit)
+        return self.store.latest(limit)
 
     def dispatch(self, record: RestoreRecord) -> None:
         """Run the first pass by the configured worker mode (as backups do)."""
         invoker = None
         if self.worker_mode == "lambda":
-            invoker = LambdaInvoker(self.clients.lambda_, restore_worker_name(self.worker_function))
+            invoker = LambdaInvoker(self.clients.lambda_, worker_beside(self.worker_function, RESTORE_WORKER))
         Dispatcher("restore", "restore_id", self.run, invoker, self.worker_mode, inline_raises=True)(record.restore_id)
 
     def run(self, restore_id: str, progress: ProgressCallback | None = None) -> RestoreRecord:
@@ -141,18 +142,22 @@ class RestoreService:
         return self.passes.run(restore_id, progress)
 
     def resume_pending(self, now: datetime | None = None) -> list[RestoreRecord]:
-        """The hourly check: run another pass of each restore waiting for a thaw or left RUNNING by a lost worker."""
+        """The hourly check: run another pass of each restore waiting for a thaw or left RUNNING by a lost
+        worker. A worker that is not lost after all (or is retried meanwhile) and this check work from the same
+        version of the record: the first to write it carries the pass on, the other stops (restore/passes.py)."""
         now = now or utcnow()
         done: list[RestoreRecord] = []
         for restore_id in self.store.unfinished():
             try:
                 record = self.store.get(restore_id)
-            except NotFound:
+            except (NotFound, ValueError) as exc:
+                logger.warning("queued restore %r not read: %s", restore_id, exc)
                 continue
-            if record.status in ("RUNNING", "PREPARING") and not worker_lost(record.updated_at, now, WORKER_LOST_AFTER):
-                continue  # its worker is probably still at it
+            working = record.status in (RestoreStatus.RUNNING, RestoreStatus.PREPARING)
+            if working and not worker_lost(record.updated_at, now, PASS_TIME_LIMIT):
+                continue  # its worker may still be at it
             if record.finished:
-                self.store.save(record)  # drops the queue entry
+                self.store.dequeue(restore_id)  # its last pass ended before it could
                 continue
             try:
                 done.append(self.run(restore_id))
@@ -160,7 +165,3 @@ class RestoreService:
                 logger.exception("restore %s: resuming failed; the next check tries again", restore_id)
         return done
 
-
-def restore_worker_name(backup_worker: str | None) -> str:
-    """The deployed restore worker sits beside the backup worker: `<app>-<stage>-restore_worker`."""
-    return worker_beside(backup_worker, RESTORE_WORKER)

@@ -8,7 +8,7 @@ Memory stays flat however many versions are stored: the versions of a plan come 
 manifests (each sorted by (source, key)), so all versions of one key arrive together and deduplication
 holds only that key's versions. Versions are checked a batch at a time, and a batch always ends with a key.
 
-Time is bounded by the invocation: after each batch the record (`job_record.py`, which is also the
+Time is bounded by the invocation: after each batch the record (`record.py`, which is also the
 checkpoint) is saved with the plan and the last (source, key) done, so it always describes a consistent
 point; when the invocation's time runs short the job has itself invoked again with the same job id and the
 next invocation carries on after that key. Each invocation downloads the plan's manifests again and skips
@@ -30,7 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Entry, Manifest, list_snapshot_keys
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
-from chalicelib.catalog.snapshots import open_snapshot
+from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.errors import AlreadyExists, NotFound, Pruned, describe_error
 from chalicelib.jobs.budget import Budget
 from chalicelib.jobs.dispatch import Invoker
@@ -41,7 +41,7 @@ from chalicelib.notify import alerts
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.times import isoformat, utcnow
 from chalicelib.verify.checks import verify_entries, weekly_slice
-from chalicelib.verify.job_record import VerificationRecord, VerificationStore, check_id, verification_id
+from chalicelib.verify.record import VerificationRecord, VerificationStore, check_id, verification_id
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.catalog.pruned import PrunedMarkers
-from chalicelib.catalog.snapshots import open_snapshot
+from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.catalog.records import RecordStore
 from chalicelib.errors import BadRequest, NotFound
 from chalicelib.plans import Plan, PlanSet

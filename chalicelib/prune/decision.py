@@ -136,7 +136,7 @@ def running_backups(records: RecordStore, sealed: Collection[str], now: datetime
 
 
 @dataclass
-class Decision:
+class PlanDecision:
     """A plan's snapshots, newest first, as the report shows them (`governed`: retention decides its fate),
     and the ones this prune removes."""
 
@@ -199,7 +199,7 @@ def decide_plan(
     running: dict[str, datetime],
     tz: str | tzinfo,
     restoring: Mapping[str, str] | None = None,
-) -> Decision:
+) -> PlanDecision:
     """Which of the plan's snapshots stay, and why; `pruned`: its snapshots already marked; `restoring`:
     backup id -> the unfinished restore reading its snapshot (kept until that restore ends)."""
     snapshots: list[Snapshot] = []
@@ -245,7 +245,7 @@ def decide_plan(
     rows += extra
     rows.sort(key=lambda row: (row["taken_at"] or "", row["backup_id"]), reverse=True)
     removing = sorted(row["backup_id"] for row in rows if not row["kept"])
-    return Decision(snapshots=rows, removing=removing, warnings=warnings)
+    return PlanDecision(snapshots=rows, removing=removing, warnings=warnings)
 
 
 def _kept(backup_id: str, taken_at: str | None, reason: str) -> dict[str, Any]:

@@ -1,27 +1,24 @@
-"""Restore records: one JSON document per restore in the catalog bucket
-(`meta/restores/<inverted time>_<restore_id>.json`), and the queue of restores not finished yet
-(`meta/restore-queue/<restore_id>`, one empty object each: the hourly check lists only these)."""
+"""The record of a restore, which is also its checkpoint: one JSON document per restore in the catalog bucket
+(`meta/restores/<inverted time>_<restore_id>.json`), kept by the job framework's store
+(chalicelib/jobs/store.py: created only if absent, then replaced only as the version last read), and the
+queue of restores not finished yet (`meta/restore-queue/<restore_id>`, one empty object each: the hourly
+check lists only these)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-
-from chalicelib import conditional
-from chalicelib.catalog.restoring import FINISHED, restore_record_key
-from chalicelib.errors import AlreadyExists, NotFound
+from chalicelib.catalog.restoring import FINISHED, RestoreStatus, restore_record_key
+from chalicelib.errors import AlreadyExists
+from chalicelib.jobs.store import JobKind, JobStore
 from chalicelib.layout import RESTORE_QUEUE_PREFIX, RESTORES_PREFIX
 from chalicelib.restore.requests import DEFAULT_TIER, Target
-from chalicelib.s3docs import get_json, known_fields
-from chalicelib.times import isoformat, utcnow
+from chalicelib.s3docs import known_fields
 
-__all__ = ["FINISHED", "RestoreRecord", "RestoreStore", "restore_record_key", "summary"]
+__all__ = ["FINISHED", "RestoreRecord", "RestoreStatus", "RestoreStore", "restore_record_key", "summary"]
 
-# PREPARING: recorded by the API, not yet checked (the worker selects, checks and quotes); QUOTED: a dry
-# run's quote is ready.
-STATUSES = ("PREPARING", "RUNNING", "WAITING_FOR_THAW", "SUCCEEDED", "PARTIAL", "FAILED", "QUOTED")
+STATUSES = tuple(RestoreStatus)
 
 
 @dataclass
@@ -34,7 +31,7 @@ class RestoreRecord:
     keys: list[str] | None = None
     overwrite: bool = False
     tier: str = DEFAULT_TIER
-    status: str = "RUNNING"
+    status: RestoreStatus = RestoreStatus.RUNNING
     total: int = 0
     bytes_total: int = 0
     restored: int = 0
@@ -63,7 +60,9 @@ class RestoreRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RestoreRecord:
-        return cls(**known_fields(cls, data))
+        record = cls(**known_fields(cls, data))
+        record.status = RestoreStatus(record.status)
+        return record
 
     @property
     def target_spec(self) -> Target:
@@ -74,53 +73,32 @@ class RestoreRecord:
         return self.status in FINISHED
 
 
-class RestoreStore:
+class RestoreStore(JobStore[RestoreRecord]):
     """Restore records and the queue of unfinished restores, in the catalog bucket."""
 
-    def __init__(self, s3: Any, bucket: str) -> None:
-        self.s3 = s3
-        self.bucket = bucket
+    kind = JobKind("restore", "restore_id", RESTORES_PREFIX, restore_record_key, RestoreRecord.from_dict)
 
-    def _put(self, record: RestoreRecord, create: bool) -> None:
-        params: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Key": restore_record_key(record.restore_id),
-            "Body": json.dumps(record.to_dict(), ensure_ascii=False).encode("utf-8"),
-            "ContentType": "application/json",
-        }
-        if not create:
-            self.s3.put_object(**params)
-            return
+    def create(self, record: RestoreRecord) -> str:
+        """Record a new restore and queue it for the hourly check. `AlreadyExists` when it is recorded."""
         try:
-            conditional.put_new(self.s3, **params)
+            etag = super().create(record)
         except AlreadyExists as exc:
             raise AlreadyExists(f"restore {record.restore_id} already exists") from exc
-
-    def create(self, record: RestoreRecord) -> None:
-        self._put(record, create=True)
         self.s3.put_object(Bucket=self.bucket, Key=RESTORE_QUEUE_PREFIX + record.restore_id, Body=b"")
+        return etag
 
-    def save(self, record: RestoreRecord) -> None:
-        record.updated_at = isoformat(utcnow())
-        self._put(record, create=False)
+    def replace(self, record: RestoreRecord, etag: str) -> str:
+        """`JobStore.replace`; a finished restore also leaves the queue."""
+        new_etag = super().replace(record, etag)
         if record.finished:
-            self.s3.delete_object(Bucket=self.bucket, Key=RESTORE_QUEUE_PREFIX + record.restore_id)
+            self.dequeue(record.restore_id)
+        return new_etag
 
-    def get(self, restore_id: str) -> RestoreRecord:
-        data = get_json(self.s3, self.bucket, restore_record_key(restore_id))
-        if data is None:
-            raise NotFound(f"no restore with id {restore_id!r}")
-        return RestoreRecord.from_dict(data)
-
-    def list(self, limit: int = 20) -> list[RestoreRecord]:
-        response = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=RESTORES_PREFIX, MaxKeys=limit)
-        records = []
-        for item in response.get("Contents", []):
-            body = self.s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
-            records.append(RestoreRecord.from_dict(json.loads(body)))
-        return records
+    def dequeue(self, restore_id: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=RESTORE_QUEUE_PREFIX + restore_id)
 
     def unfinished(self) -> list[str]:
+        """The ids in the queue (oldest first)."""
         ids: list[str] = []
         paginator = self.s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=RESTORE_QUEUE_PREFIX):

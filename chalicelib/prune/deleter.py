@@ -1,0 +1,144 @@
+"""How a prune deletes versions: DeleteObjects a thousand at a time, what S3's refusals mean, and what the
+deleted versions were billed and would have cost (estimated by the cost model from the prices)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from chalicelib.cost.model import StoredVersion, early_deletion_as_stored
+from chalicelib.plans import Plan
+from chalicelib.prices import Prices
+from chalicelib.prune.record import PlanPrune, add_to
+from chalicelib.prune.sweep import Rules, StoredKey
+
+# The most versions one DeleteObjects request takes.
+DELETE_BATCH = 1000
+
+
+def retained_by_object_lock(error: dict[str, Any]) -> bool:
+    """Whether a DeleteObjects error is S3 refusing to delete a version under Object Lock retention (a later
+    prune takes it) rather than a missing permission or key (an error to report): S3 answers both with
+    AccessDenied, the first with "Access Denied because object protected by object lock"."""
+    return error.get("Code") == "AccessDenied" and "object lock" in str(error.get("Message", "")).lower()
+
+
+def delete_versions(s3: Any, bucket: str, objects: list[dict[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Delete the versions (`{"Key", "VersionId"}` each), a thousand per request: the errors S3 answered,
+    by (key, version id)."""
+    failed: dict[tuple[str, str], dict[str, Any]] = {}
+    for start in range(0, len(objects), DELETE_BATCH):
+        batch = objects[start:start + DELETE_BATCH]
+        response = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        failed.update({(e.get("Key"), e.get("VersionId")): e for e in response.get("Errors", [])})
+    return failed
+
+
+def monthly_cost(prices: Prices | None, storage_class: str, size: int) -> float:
+    """What a version costs a month where it is (with the 40 KB an archived object carries)."""
+    if prices is None:
+        return 0.0
+    known = storage_class if storage_class in prices.storage else "STANDARD"
+    overhead = 0.0
+    if known in prices.archive_classes:
+        overhead = (
+            prices.overhead_standard_bytes * prices.storage_per_byte_month("STANDARD")
+            + prices.overhead_archive_bytes * prices.storage_per_byte_month(known)
+        )
+    return size * prices.storage_per_byte_month(known) + overhead
+
+
+def early_charge(
+    plan: Plan, version: dict[str, Any], noncurrent_since: datetime | None, storage_class: str, prices: Prices | None, now: datetime
+) -> float:
+    """What deleting the version now is billed for leaving its storage class before its minimum duration."""
+    if prices is None or prices.minimum_days(storage_class) <= 0:
+        return 0.0
+    written: datetime = version["LastModified"]
+    stored = StoredVersion(
+        size=int(version.get("Size", 0)),
+        written=written,
+        noncurrent_since=max(noncurrent_since, written) if noncurrent_since is not None else None,
+    )
+    return early_deletion_as_stored(stored, plan.lifecycle, storage_class, max(now, written), prices).charge
+
+
+def add_charge(tally: dict[str, Any], charge: float, size: int) -> None:
+    tally["usd"] = round(tally["usd"] + charge, 9)
+    tally["versions"] += 1
+    tally["bytes"] += size
+
+
+class Deleter:
+    """Deletes unreferenced versions a thousand at a time (one DeleteObjects request) and counts them."""
+
+    def __init__(self, s3: Any, plan: Plan, work: PlanPrune, prices: Prices | None, now: datetime) -> None:
+        self.s3 = s3
+        self.plan = plan
+        self.work = work
+        self.prices = prices
+        self.now = now
+        self.pending: list[tuple[str, dict[str, Any], datetime | None]] = []
+
+    def add(self, data_key: str, version: dict[str, Any], noncurrent_since: datetime | None) -> None:
+        self.pending.append((data_key, version, noncurrent_since))
+        if len(self.pending) >= DELETE_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending[:DELETE_BATCH], self.pending[DELETE_BATCH:]
+            objects = [{"Key": key, "VersionId": version["VersionId"]} for key, version, _ in batch]
+            failed = delete_versions(self.s3, self.plan.bucket, objects)
+            for key, version, noncurrent_since in batch:
+                error = failed.get((key, version["VersionId"]))
+                if error is not None:
+                    self._failed(key, version, error)
+                    continue
+                storage_class = version.get("StorageClass") or "STANDARD"
+                size = int(version.get("Size", 0))
+                add_to(self.work.deleted, storage_class, size)
+                charge = early_charge(self.plan, version, noncurrent_since, storage_class, self.prices, self.now)
+                if charge:
+                    add_charge(self.work.early_deletion, charge, size)
+
+    def _failed(self, key: str, version: dict[str, Any], error: dict[str, Any]) -> None:
+        if retained_by_object_lock(error):
+            # Retention set on the version itself, longer than the bucket's default: a later prune takes it.
+            self.work.object_locked += 1
+            return
+        self.work.add_error(f"could not delete {key} version {version['VersionId']}: {error.get('Code')}: {error.get('Message')}")
+
+
+def judge_versions(
+    stored: StoredKey, rules: Rules, work: PlanPrune, deleter: Deleter | None, plan: Plan, prices: Prices | None, now: datetime
+) -> int:
+    """Judge every version of one key by the sweep's `rules`, and count it: with a `deleter`, an unreferenced
+    version is deleted; without one (the survey), counted as what would go. Returns how many versions it has."""
+    listed: set[str] = set()
+    count = 0
+    for version, noncurrent_since in stored.versions():
+        count += 1
+        listed.add(version["VersionId"])
+        storage_class = version.get("StorageClass") or "STANDARD"
+        size = int(version.get("Size", 0))
+        if deleter is None:
+            add_to(work.stored, storage_class, size)
+        verdict = rules.judge(version, stored.referenced)
+        if verdict == "young":
+            work.kept_young += 1
+        elif verdict == "running":
+            work.kept_running += 1
+        elif verdict == "locked":
+            work.object_locked += 1
+        elif verdict == "delete":
+            if deleter is not None:
+                deleter.add(stored.data_key, version, noncurrent_since)
+            else:
+                add_to(work.would_delete, storage_class, size)
+                charge = early_charge(plan, version, noncurrent_since, storage_class, prices, now)
+                if charge:
+                    add_charge(work.would_early_deletion, charge, size)
+                work.monthly_saving_usd += monthly_cost(prices, storage_class, size)
+    work.missing += len(stored.referenced - listed)
+    return count
