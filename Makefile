@@ -31,7 +31,7 @@ install: $(BIN)/activate
 TEST_WORKERS ?= auto
 PYTEST = $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
-LINT = $(BIN)/ruff check app.py chalicelib scripts tests && $(BIN)/lint-imports --no-cache
+LINT = $(BIN)/ruff check app.py chalicelib scripts tests && $(BIN)/lint-imports --no-cache && $(BIN)/mypy
 
 # The documentation site (mkdocs.yml, docs/) in build/site, offline; --strict fails on a broken link, a page
 # missing from the navigation or an unknown anchor.

@@ -101,7 +101,7 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-class AnyVariable(dict):  # type: ignore[type-arg]
+class AnyVariable(dict[str, str]):
     """An environment in which every variable is set, to check a file's shape before the stage is known."""
 
     def __contains__(self, key: object) -> bool:
@@ -110,5 +110,5 @@ class AnyVariable(dict):  # type: ignore[type-arg]
     def __getitem__(self, key: str) -> str:
         return "placeholder"
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return None

@@ -21,6 +21,7 @@ from chalicelib.catalog.manifests import Entry
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.catalog.records import (
+    BackupStatus,
     STATUSES,
     BackupRecord,
     RecordStore,
@@ -291,7 +292,7 @@ def list_objects(
     if record.dry_run:
         raise NotFound(f"backup {backup_id} was a dry run: it wrote no snapshot to list")
     if not result.snapshot:
-        if result.status == "RUNNING":
+        if result.status == BackupStatus.RUNNING:
             raise Conflict(f"plan {plan!r} of backup {backup_id} is still running; its snapshot is written when it ends")
         raise NotFound(f"plan {plan!r} of backup {backup_id} has no snapshot (status {result.status}); see its errors")
     bucket, _, manifest_key = result.snapshot.removeprefix("s3://").partition("/")

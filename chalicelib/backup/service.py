@@ -295,8 +295,8 @@ class BackupService:
     def get(self, backup_id: str) -> BackupRecord:
         return self.records.get(backup_id)
 
-    def list(self, limit: int = 20) -> list[BackupRecord]:
-        return self.records.list(limit)
+    def latest(self, limit: int = 20) -> list[BackupRecord]:
+        return self.records.latest(limit)
 
 
 def summary(record: BackupRecord) -> dict[str, Any]:

@@ -10,7 +10,7 @@ let only one invocation move it on), a finished one is left alone.
 
 from __future__ import annotations
 
-from chalicelib.catalog.records import BackupRecord
+from chalicelib.catalog.records import BackupStatus, BackupRecord
 from chalicelib.jobs.budget import Budget
 from chalicelib.jobs.dispatch import worker_beside
 from chalicelib.jobs.ids import new_job_id
@@ -37,7 +37,7 @@ class VerificationJobs(JobService[VerificationRecord]):
         """Start the job of a finished scheduled backup (None for any other backup). A failure to record or
         invoke it propagates, so that Lambda retries the backup's invocation, which finds the backup done
         and starts the job again."""
-        if record.trigger != "schedule" or record.dry_run or record.status == "RUNNING":
+        if record.trigger != "schedule" or record.dry_run or record.status == BackupStatus.RUNNING:
             return None
         job = self.job().start(record.backup_id)
         if not job.finished:

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import secrets
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 
 from chalicelib import conditional, s3docs
+from chalicelib.jobs.ids import is_job_id, job_time, new_job_id
 from chalicelib.errors import AlreadyExists, NotFound, Tampered
 from chalicelib.jobs.store import JobKind, JobStore
 from chalicelib.layout import RECORDS_PREFIX, SEALED_RECORDS_PREFIX
@@ -42,17 +41,12 @@ class BackupStatus(StrEnum):
 
 # The statuses as a tuple, for modules that name them in messages and checks of a query.
 STATUSES = tuple(BackupStatus)
-_ID = re.compile(r"^(\d{8}T\d{9})Z-([a-z0-9-]{1,40})$")
 
 
 def new_backup_id(moment: datetime | None = None, suffix: str | None = None) -> str:
-    """`20261126T134735123Z-9f2c4a1b`: sortable by time, unique by its random suffix.
-
-    A scheduled run passes a fixed suffix so that the same schedule time always gives the same id.
-    """
-    moment = (moment or utcnow()).astimezone(timezone.utc)
-    stamp = moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}"
-    return f"{stamp}Z-{suffix or secrets.token_hex(4)}"
+    """`20261126T134735123Z-9f2c4a1b`: a job id (jobs/ids.py), sortable by time, unique by its random suffix.
+    A scheduled run passes a fixed suffix so that the same schedule time always gives the same id."""
+    return new_job_id(moment, suffix)
 
 
 def scheduled_suffix(event_id: str | None) -> str:
@@ -65,19 +59,15 @@ def scheduled_suffix(event_id: str | None) -> str:
 
 def is_scheduled_id(backup_id: str) -> bool:
     """Whether the id is a scheduled run's (its suffix is one `scheduled_suffix` gives)."""
-    match = _ID.match(backup_id)
-    return match is not None and match.group(2).startswith("scheduled")
+    return is_job_id(backup_id) and backup_id.split("Z-", 1)[1].startswith("scheduled")
 
 
 def backup_time(backup_id: str) -> datetime:
-    match = _ID.match(backup_id)
-    if not match:
-        raise NotFound(f"{backup_id!r} is not a backup id (expected e.g. 20261126T134735123Z-9f2c4a1b)")
-    return datetime.strptime(match.group(1) + "000", "%Y%m%dT%H%M%S%f").replace(tzinfo=timezone.utc)
+    return job_time(backup_id, "backup")
 
 
 def is_backup_id(value: str) -> bool:
-    return bool(_ID.match(value))
+    return is_job_id(value)
 
 
 def record_key(backup_id: str) -> str:
@@ -293,6 +283,8 @@ class RecordStore(JobStore[BackupRecord]):
         """The record a listed (working) key stands for: its sealed copy when there is one."""
         return self.get(backup_id_of_key(key))
 
-    def list(self, limit: int = 20) -> list[BackupRecord]:
+    def latest(self, limit: int = 20) -> list[BackupRecord]:
+        """The newest `limit` backups, newest first. Unlike other jobs' records, a backup record that cannot
+        be trusted is never left out: `Tampered` is raised for it."""
         keys, _ = self.list_keys(limit)
         return [self.read_key(key) for key in keys]

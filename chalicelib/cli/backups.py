@@ -12,7 +12,7 @@ from chalicelib.api.plans import describe_plans
 from chalicelib.backup.locks import PlanLocks
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.pruned import PrunedMarkers
-from chalicelib.catalog.records import RecordStore, new_backup_id
+from chalicelib.catalog.records import BackupStatus, RecordStore, new_backup_id
 from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, plan_named, table, when
 from chalicelib.errors import BackupError, BadRequest
@@ -20,6 +20,7 @@ from chalicelib.notify.alerts import verification_line
 from chalicelib.times import utcnow
 from chalicelib.verify.job import VerificationJob
 from chalicelib.verify.verifier import Verifier
+from chalicelib.verify.record import VerificationStatus
 
 
 def cmd_plans(ctx: Context) -> int:
@@ -72,7 +73,7 @@ def cmd_backup(ctx: Context) -> int:
         return "\n".join(lines)
 
     emit(ctx, data, text)
-    return EXIT_OK if record.status == "SUCCEEDED" else EXIT_ATTENTION
+    return EXIT_OK if record.status == BackupStatus.SUCCEEDED else EXIT_ATTENTION
 
 
 def _run_with_plan_progress(ctx: Context, backups: Any, backup_id: str, plans: int) -> Any:
@@ -92,7 +93,7 @@ def _run_with_plan_progress(ctx: Context, backups: Any, backup_id: str, plans: i
         while worker.is_alive():
             worker.join(timeout=1.0)
             try:
-                finished = sum(1 for r in backups.get(backup_id).plans.values() if r.status != "RUNNING")
+                finished = sum(1 for r in backups.get(backup_id).plans.values() if r.status != BackupStatus.RUNNING)
             except BackupError:
                 continue
             bar.update(finished - done)
@@ -104,7 +105,7 @@ def _run_with_plan_progress(ctx: Context, backups: Any, backup_id: str, plans: i
 
 def cmd_backups(ctx: Context) -> int:
     store = RecordStore(ctx.clients.s3, ctx.settings.plans.catalog_bucket)
-    records = store.list(ctx.args.limit)
+    records = store.latest(ctx.args.limit)
     pruned = PrunedMarkers(store.s3, store.bucket).for_backups([r.backup_id for r in records])
     data = {"backups": [describe(r, pruned.get(r.backup_id)) for r in records]}
 
@@ -233,7 +234,7 @@ def cmd_verify_slice(ctx: Context) -> int:
         return "\n".join(lines)
 
     emit(ctx, data, text)
-    return EXIT_OK if record.status == "SUCCEEDED" else EXIT_ATTENTION
+    return EXIT_OK if record.status == VerificationStatus.SUCCEEDED else EXIT_ATTENTION
 
 
 # ---------------------------------------------------------------------------------------------- parsing

@@ -7,7 +7,7 @@ import sys
 from chalicelib.api.prunes import describe
 from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, plan_named, table, when
 from chalicelib.prune.job import PruneJob
-from chalicelib.prune.record import PruneRecord
+from chalicelib.prune.record import PruneStatus, PruneRecord
 from chalicelib.prune.service import PruneJobs
 
 
@@ -22,7 +22,7 @@ def cmd_prune(ctx: Context) -> int:
         print(f"prune {record.prune_id}: {', '.join(record.plan_names)}{' (dry run)' if record.dry_run else ''}", file=sys.stderr)
     record = jobs.run(record.prune_id)
     emit(ctx, describe(record), lambda: prune_text(record))
-    return EXIT_OK if record.status == "SUCCEEDED" else EXIT_ATTENTION
+    return EXIT_OK if record.status == PruneStatus.SUCCEEDED else EXIT_ATTENTION
 
 
 def prune_text(record: PruneRecord) -> str:

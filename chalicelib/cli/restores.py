@@ -10,6 +10,7 @@ from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human,
 from chalicelib.errors import BadRequest
 from chalicelib.restore.record import summary
 from chalicelib.restore.service import RestoreService
+from chalicelib.catalog.restoring import RestoreStatus
 
 
 def _restores(ctx: Context) -> Any:
@@ -52,7 +53,7 @@ def cmd_restore(ctx: Context) -> int:
         record = restores.run(record.restore_id, progress=bar.update)
     data = summary(record)
     emit(ctx, data, lambda: _restore_text(ctx, record))
-    return EXIT_OK if record.status in ("SUCCEEDED", "WAITING_FOR_THAW") else EXIT_ATTENTION
+    return EXIT_OK if record.status in (RestoreStatus.SUCCEEDED, RestoreStatus.WAITING_FOR_THAW) else EXIT_ATTENTION
 
 
 def printable(key: str) -> str:
@@ -109,4 +110,4 @@ def cmd_restore_status(ctx: Context) -> int:
         with ctx.progress(record.pending_thaw or record.total, "resuming") as bar:
             record = restores.run(record.restore_id, progress=bar.update)
     emit(ctx, summary(record), lambda: _restore_text(ctx, record))
-    return EXIT_ATTENTION if record.status in ("PARTIAL", "FAILED") else EXIT_OK
+    return EXIT_ATTENTION if record.status in (RestoreStatus.PARTIAL, RestoreStatus.FAILED) else EXIT_OK

@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.catalog.records import RecordStore
+from chalicelib.catalog.records import BackupStatus, RecordStore
 from chalicelib.config import Settings
 from chalicelib.cost.inventory import PlanInventory
 from chalicelib.cost.projection import describe_lifecycle
@@ -145,7 +145,7 @@ class CostReports:
                     continue
                 except NotFound:
                     continue
-                if record.status != "RUNNING" and not record.dry_run:
+                if record.status != BackupStatus.RUNNING and not record.dry_run:
                     return record.backup_id
             if not more or not keys:
                 return None

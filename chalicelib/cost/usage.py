@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.catalog.records import RecordStore, backup_id_of_key
+from chalicelib.catalog.records import BackupStatus, RecordStore, backup_id_of_key
 from chalicelib.cost.bills import Day, backup_requests
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.layout import RECORDS_PREFIX
@@ -88,11 +88,11 @@ def _add(records: RecordStore, key: str, history: History, report: Any) -> None:
         return
     except NotFound:
         return
-    if record.dry_run or record.status == "RUNNING" or not record.started_at:
+    if record.dry_run or record.status == BackupStatus.RUNNING or not record.started_at:
         return
     taken = parse_iso(record.started_at)
     for name, result in record.plans.items():
-        if result.status in ("SUCCEEDED", "PARTIAL") and result.snapshot:
+        if result.status in (BackupStatus.SUCCEEDED, BackupStatus.PARTIAL) and result.snapshot:
             history.runs.setdefault(name, []).append(
                 PlanRun(taken, result.copied, result.deleted, result.objects, result.bytes_copied)
             )

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from chalicelib.localtime import format_instant, in_zone
 from chalicelib.notify.alerts import human_bytes
 from chalicelib.times import parse_iso
+from chalicelib.catalog.records import BackupStatus
 
 WIDTH = 960
 LEFT = 128  # room for the lane labels
@@ -28,7 +29,7 @@ PLOT_RIGHT = WIDTH - 124
 LANE = 30
 AXIS = 22
 MARK = 5.5
-STATUSES = ("SUCCEEDED", "PARTIAL", "FAILED", "RUNNING")
+STATUSES = (BackupStatus.SUCCEEDED, BackupStatus.PARTIAL, BackupStatus.FAILED, BackupStatus.RUNNING)
 
 
 @dataclass
@@ -94,12 +95,12 @@ def _started(backup: dict[str, Any]) -> datetime | None:
 
 def _mark(chart: Chart, status: str, x: float, y: float, title: str) -> None:
     cls = f"mark mark-{status.lower()}" if status in STATUSES else "mark mark-running"
-    if status == "SUCCEEDED":
+    if status == BackupStatus.SUCCEEDED:
         chart.add("circle", title, cx=x, cy=y, r=MARK, class_=cls)
-    elif status == "PARTIAL":
+    elif status == BackupStatus.PARTIAL:
         d = MARK * 1.3
         chart.add("polygon", title, points=f"{x:.1f},{y - d:.1f} {x + d:.1f},{y:.1f} {x:.1f},{y + d:.1f} {x - d:.1f},{y:.1f}", class_=cls)
-    elif status == "FAILED":
+    elif status == BackupStatus.FAILED:
         d = MARK
         chart.add("path", title, d=f"M{x - d:.1f} {y - d:.1f}L{x + d:.1f} {y + d:.1f}M{x + d:.1f} {y - d:.1f}L{x - d:.1f} {y + d:.1f}", class_=cls)
     else:
@@ -204,7 +205,7 @@ def stored(backups: list[dict[str, Any]], plans: list[str], start: datetime, end
             moment = _started(backup)
             if result is None or moment is None or backup.get("dry_run") or not result.get("snapshot"):
                 continue
-            if result["status"] == "RUNNING":
+            if result["status"] == BackupStatus.RUNNING:
                 continue
             points.append((scale.x(moment), int(result.get("bytes", 0)), moment))
         top = lane * index

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.api.backups import list_backups
-from chalicelib.catalog.records import RecordStore, backup_time
+from chalicelib.catalog.records import BackupStatus, RecordStore, backup_time
 from chalicelib.dashboard.storage import StorageByClass, StorageCache, cost_report
 from chalicelib.deploy.template import SILENCE_HOURS
 from chalicelib.errors import NotFound
@@ -24,7 +24,7 @@ from chalicelib.prune.record import PruneRecord, PruneStore
 from chalicelib.restore.record import RestoreRecord, RestoreStore
 from chalicelib.schedule import Schedule
 from chalicelib.times import isoformat, parse_iso
-from chalicelib.verify.record import VerificationRecord, VerificationStore
+from chalicelib.verify.record import VerificationStatus, VerificationRecord, VerificationStore
 
 WINDOW = timedelta(days=30)
 # The alarm's threshold: no fully successful backup for this long and the alarm fires.
@@ -114,7 +114,7 @@ class Verification:
 
     @property
     def covered(self) -> int:
-        return sum(1 for s in self.slices if s.status == "SUCCEEDED")
+        return sum(1 for s in self.slices if s.status == VerificationStatus.SUCCEEDED)
 
 
 @dataclass
@@ -188,17 +188,17 @@ def plan_health(name: str, backups: list[dict[str, Any]], now: datetime) -> Plan
         if health.last_id is None:
             health.last_id, health.last_status = backup["backup_id"], result["status"]
             health.last_time = _time(result.get("finished_at")) or _time(backup.get("started_at"))
-            if result["status"] not in ("SUCCEEDED", "RUNNING"):
+            if result["status"] not in (BackupStatus.SUCCEEDED, BackupStatus.RUNNING):
                 reasons = result.get("errors", []) + result.get("warnings", []) + [
                     f"drift: {d}" for d in result.get("drift", [])
                 ]
                 health.reason = reasons[0] if reasons else None
-        if health.success_id is None and result["status"] == "SUCCEEDED":
+        if health.success_id is None and result["status"] == BackupStatus.SUCCEEDED:
             health.success_id = backup["backup_id"]
             health.success_time = _time(result.get("finished_at")) or _time(backup.get("finished_at"))
             if health.success_time is not None:
                 health.age = now - health.success_time
-        if health.snapshot_id is None and result.get("snapshot") and result["status"] != "RUNNING":
+        if health.snapshot_id is None and result.get("snapshot") and result["status"] != BackupStatus.RUNNING:
             health.snapshot_id, health.objects, health.bytes = backup["backup_id"], result["objects"], result["bytes"]
         if health.last_id and health.success_id and health.snapshot_id:
             break
@@ -214,7 +214,7 @@ def system_health(backups: list[dict[str, Any]], now: datetime) -> PlanHealth:
         if health.last_id is None:
             health.last_id, health.last_status = backup["backup_id"], backup["status"]
             health.last_time = _time(backup.get("finished_at")) or _time(backup.get("started_at"))
-        if backup["status"] == "SUCCEEDED":
+        if backup["status"] == BackupStatus.SUCCEEDED:
             health.success_id = backup["backup_id"]
             health.success_time = _time(backup.get("finished_at"))
             health.age = now - health.success_time if health.success_time else None
@@ -238,7 +238,7 @@ def latest_finished(name: str, backups: list[dict[str, Any]]) -> tuple[str, dict
     so only the latest one says what is true now)."""
     for backup in backups:
         result = backup["plans"].get(name)
-        if result is not None and not backup.get("dry_run") and result["status"] != "RUNNING":
+        if result is not None and not backup.get("dry_run") and result["status"] != BackupStatus.RUNNING:
             return backup["backup_id"], result
     return None
 
@@ -250,7 +250,7 @@ def findings(names: list[str], backups: list[dict[str, Any]]) -> dict[str, list[
         if latest is None:
             continue
         backup_id, result = latest
-        if result["status"] == "FAILED":
+        if result["status"] == BackupStatus.FAILED:
             found["failed_plans"].append(Finding(name, backup_id, 1, list(result.get("errors", []))))
         elif result.get("failed"):
             found["failed_objects"].append(Finding(name, backup_id, result["failed"], list(result.get("errors", []))[:10]))
@@ -278,7 +278,7 @@ def verification(jobs: list[VerificationRecord], now: datetime) -> Verification:
         # Only the weekly jobs cover a slice; an on-demand check of one backup reports findings only.
         if job.kind == "slice" and state is not None and state.job_id is None:
             slices[job.weekday] = SliceState(job.weekday, job.status, job.job_id, started)
-        if job.status == "FAILED":
+        if job.status == VerificationStatus.FAILED:
             found.extend(dict(f, job_id=job.job_id) for f in job.missing + job.damaged)
             errors.extend(f"{job.job_id}: {e}" for e in job.errors)
     return Verification(slices=[slices[day] for day in range(7)], findings=found[:50], errors=errors[:20])

@@ -27,6 +27,7 @@ from chalicelib.errors import BadRequest, Conflict, NotFound, Pruned
 from chalicelib.plans import DynamoDBSource
 from chalicelib.restore.service import RestoreService
 from chalicelib.verify import record as verification_record
+from chalicelib.catalog.records import BackupStatus
 
 OBJECTS_PER_PAGE = 50
 RECENT_BACKUPS = 12
@@ -45,7 +46,7 @@ def index(settings: Any, clients: Any, now: datetime, storage: StorageCache | No
     }
     if seen.costs is not None:
         drawn["projection"] = charts.projection(seen.costs)
-    latest = next((b for b in seen.backups if not b.get("dry_run") and b["status"] != "RUNNING"), None)
+    latest = next((b for b in seen.backups if not b.get("dry_run") and b["status"] != BackupStatus.RUNNING), None)
     return {
         "o": seen,
         "charts": drawn,

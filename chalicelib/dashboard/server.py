@@ -31,6 +31,8 @@ from chalicelib.dashboard.storage import StorageCache
 from chalicelib.dashboard.views import Views, stylesheet
 from chalicelib.errors import BadRequest, Conflict, NotFound, PlanError, Pruned, Tampered, describe_error
 from chalicelib.times import utcnow
+from chalicelib.catalog.records import BackupStatus
+from chalicelib.verify.record import VerificationStatus
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +198,7 @@ class Dashboard:
 
     def page_backup(self, request: Request, backup_id: str) -> Response:
         data = pages.backup(self.settings, self.clients, backup_id, request.query)
-        running = data["b"]["status"] == "RUNNING"
+        running = data["b"]["status"] == BackupStatus.RUNNING
         return self.render("backup.html", refresh=REFRESH_SECONDS if running else None, **data)
 
     def page_quote(self, request: Request, backup_id: str) -> Response:
@@ -216,7 +218,7 @@ class Dashboard:
 
     def page_verification(self, request: Request, verification_id: str) -> Response:
         data = pages.verification(self.settings, self.clients, verification_id)
-        refresh = REFRESH_SECONDS if data["status"] == "RUNNING" else None
+        refresh = REFRESH_SECONDS if data["status"] == VerificationStatus.RUNNING else None
         return self.render("verify.html", refresh=refresh, r=data)
 
     def page_css(self, request: Request) -> Response:

@@ -14,7 +14,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.catalog.records import PlanResult
+from chalicelib.catalog.records import BackupStatus, PlanResult
 from chalicelib.deploy.bucket_differences import differences
 from chalicelib.deploy.bucket_state import read_state
 from chalicelib.errors import HistoryNotKept, error_code
@@ -37,8 +37,8 @@ def check_plan(s3: Any, plan: Plan, result: PlanResult) -> PlanResult:
     result.drift = find_drift(s3, plan)
     if result.drift:
         logger.warning("plan %s: bucket settings drifted: %s", plan.name, "; ".join(result.drift))
-        if result.status == "SUCCEEDED":
-            result.status = "PARTIAL"
+        if result.status == BackupStatus.SUCCEEDED:
+            result.status = BackupStatus.PARTIAL
     return result
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.catalog.records import BackupRecord
+from chalicelib.catalog.records import BackupStatus, BackupRecord
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def namespace(catalog_bucket: str) -> str:
 
 def report(cloudwatch: Any, catalog_bucket: str, record: BackupRecord) -> bool:
     """Count a fully successful, real backup. A failure to publish is logged and never changes the backup."""
-    if record.status != "SUCCEEDED" or record.dry_run:
+    if record.status != BackupStatus.SUCCEEDED or record.dry_run:
         return False
     try:
         cloudwatch.put_metric_data(

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from chalicelib.catalog.manifests import MANIFEST_SUFFIX
-from chalicelib.catalog.records import RecordStore, backup_id_of_key, backup_time, is_backup_id
+from chalicelib.catalog.records import BackupStatus, RecordStore, backup_id_of_key, backup_time, is_backup_id
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.layout import CHECKPOINTS_PREFIX, SEALED_RECORDS_PREFIX, SNAPSHOTS_PREFIX
 from chalicelib.plans import Plan
@@ -128,7 +128,7 @@ def running_backups(records: RecordStore, sealed: Collection[str], now: datetime
                 continue
             except NotFound:
                 continue
-            if record.status == "RUNNING" and not record.dry_run:
+            if record.status == BackupStatus.RUNNING and not record.dry_run:
                 for plan in record.plans:
                     running.setdefault(plan, {})[backup_id] = started
         if not more or not keys:
@@ -223,7 +223,7 @@ def decide_plan(
             continue
         snapshots.append(Snapshot(backup_id, backup_time(backup_id)))
     decision = decide(snapshots, plan.retention, tz)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "backup_id": v.snapshot.backup_id,
             "taken_at": isoformat(v.snapshot.taken_at),

@@ -127,7 +127,7 @@ class RestoreService:
     def get(self, restore_id: str) -> RestoreRecord:
         return self.store.get(restore_id)
 
-    def list(self, limit: int = 20) -> list[RestoreRecord]:
+    def latest(self, limit: int = 20) -> list[RestoreRecord]:
         return self.store.latest(limit)
 
     def dispatch(self, record: RestoreRecord) -> None:
