@@ -1,20 +1,26 @@
-"""JSON documents in S3, read and listed one way: what a missing key looks like, and the newest-first order of
-records kept under `<prefix><inverted time>_<name>.json`.
+"""JSON documents in S3, read, written and listed one way: every store of the catalog uses this module.
 
-Conditional writes (create-only, replace-by-ETag) are `conditional.py`'s; this module is where a reader
-learns that a document is not there, and where the inverted time that orders records newest first is
-written and read back.
+- A missing document: `is_missing` is the one set of error codes for a key, version or delete marker that is
+  not there; `get`, `get_bytes` and `get_json` (by version too) answer None for it.
+- Conditional writes: S3 has strong read-after-write consistency, and `PutObject` honours `If-None-Match: *`
+  (create only if absent) and `If-Match: <etag>` (replace only the version read). Of two writers racing for
+  one key exactly one wins; the other gets 412 (or 409 ConditionalRequestConflict while the first write is
+  in flight). `create`, `put_new`, `read` (a document with its ETag) and `replace` make compare-and-swap on
+  one object possible without any other database: plan locks, idempotency keys and every job's record.
+- Newest first: records kept under `<prefix><inverted time>_<name>.json` list newest first (`inverted_key`,
+  `newest_keys`).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.errors import error_code
+from chalicelib.errors import AlreadyExists, error_code
 
 # What S3 answers for a key or a version that is not there: NoSuchKey (GetObject), a bare 404 or NotFound
 # (HeadObject), NoSuchVersion (a version id that names nothing), and 405 MethodNotAllowed (a version id that
@@ -90,3 +96,75 @@ def newest_keys(s3: Any, bucket: str, prefix: str, limit: int) -> list[str]:
     """The keys of the newest `limit` records under `prefix` (one listing request)."""
     response = s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=limit)
     return [item["Key"] for item in response.get("Contents", [])]
+
+
+# 412: the condition failed. 409: another conditional write to the key is in flight (AWS answers this;
+# moto does not). Both mean "someone else got there first".
+_LOST_RACE = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+
+
+@dataclass(frozen=True)
+class Document:
+    data: dict[str, Any]
+    etag: str
+
+
+def lost_race(exc: ClientError) -> bool:
+    """True when a conditional write failed because another writer got there first."""
+    return error_code(exc) in _LOST_RACE
+
+
+def put_new(s3: Any, **params: Any) -> dict[str, Any]:
+    """`PutObject` that only creates (`IfNoneMatch="*"`): `AlreadyExists` when the key is already there."""
+    try:
+        return dict(s3.put_object(IfNoneMatch="*", **params))
+    except ClientError as exc:
+        if lost_race(exc):
+            raise AlreadyExists(f"s3://{params.get('Bucket')}/{params.get('Key')} already exists") from exc
+        raise
+
+
+def read(s3: Any, bucket: str, key: str) -> Document | None:
+    """The document and its ETag, or None when there is none (or it is not a JSON object)."""
+    response = get(s3, bucket, key)
+    if response is None:
+        return None
+    try:
+        data = json.loads(response["Body"].read())
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        # Unreadable: treat like a document with no content; a caller may replace it by its ETag.
+        data = {}
+    return Document(data=data, etag=response["ETag"])
+
+
+def create(s3: Any, bucket: str, key: str, data: dict[str, Any], sort_keys: bool = True) -> str:
+    """Write `data` only if `key` does not exist. Returns the new ETag; `AlreadyExists` otherwise.
+    (`sort_keys=False` keeps a document's own order, where its order means something.)"""
+    return _put(s3, bucket, key, data, sort_keys, IfNoneMatch="*")
+
+
+def replace(s3: Any, bucket: str, key: str, data: dict[str, Any], etag: str, sort_keys: bool = True) -> str:
+    """Overwrite the version whose ETag is `etag`, and only it. `AlreadyExists` when it changed meanwhile."""
+    return _put(s3, bucket, key, data, sort_keys, IfMatch=etag)
+
+
+def remove(s3: Any, bucket: str, key: str) -> None:
+    s3.delete_object(Bucket=bucket, Key=key)
+
+
+def _put(s3: Any, bucket: str, key: str, data: dict[str, Any], sort_keys: bool, **condition: str) -> str:
+    try:
+        response = s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=json.dumps(data, sort_keys=sort_keys).encode("utf-8"),
+            ContentType="application/json",
+            **condition,
+        )
+    except ClientError as exc:
+        if lost_race(exc) or (condition.get("IfMatch") and is_missing(exc)):
+            raise AlreadyExists(f"s3://{bucket}/{key} changed while it was being written") from exc
+        raise
+    return str(response.get("ETag", ""))

@@ -121,12 +121,12 @@ def test_two_requests_racing_for_a_free_lock_only_one_wins(api: Any, s3: Any, mo
     """Both read the same finished lock; the other request replaces it first, so ours must lose."""
     from datetime import datetime, timezone
 
-    from chalicelib import conditional
+    from chalicelib import s3docs
     from chalicelib.backup.locks import lock_key
 
     post(api, {"plans": ["photos"]})  # finished: its lock is free to take over
     rival = seed_record(s3, CATALOG, datetime.now(timezone.utc), status="RUNNING", plans=("photos",))
-    real_replace = conditional.replace
+    real_replace = s3docs.replace
 
     def rival_first(s3_: Any, bucket: str, key: str, data: dict[str, Any], etag: str) -> str:
         if key == lock_key("photos") and data["backup_id"] != rival:
@@ -137,7 +137,7 @@ def test_two_requests_racing_for_a_free_lock_only_one_wins(api: Any, s3: Any, mo
             )
         return real_replace(s3_, bucket, key, data, etag)
 
-    monkeypatch.setattr(conditional, "replace", rival_first)
+    monkeypatch.setattr(s3docs, "replace", rival_first)
     lost = post(api, {"plans": ["photos"]}, {"Idempotency-Key": "raced"})
     assert lost.status_code == 409
     assert lost.json_body["backup_id"] == rival

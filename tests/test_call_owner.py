@@ -102,7 +102,7 @@ def test_a_session_whose_api_writes_backup_data_fails_naming_the_function(tmp_pa
         import boto3
         from moto import mock_aws
 
-        from chalicelib import conditional
+        from chalicelib import s3docs
         from chalicelib.api.backups import _parallel
         from chalicelib.plans_file import load_plans
 
@@ -115,9 +115,9 @@ def test_a_session_whose_api_writes_backup_data_fails_naming_the_function(tmp_pa
                     s3.create_bucket(Bucket=bucket)
                 load_plans(ENV)  # the configuration whose policies the check generates
                 # Two items: the API's read pool runs them on threads it starts.
-                _parallel(lambda key: conditional.put_new(s3, Bucket="test-backup-photos", Key=key, Body=b""),
+                _parallel(lambda key: s3docs.put_new(s3, Bucket="test-backup-photos", Key=key, Body=b""),
                           ["data/photos/a.png", "data/photos/b.png"])
-                _parallel(lambda key: conditional.put_new(s3, Bucket="test-backup-documents", Key=key, Body=b"{{}}"),
+                _parallel(lambda key: s3docs.put_new(s3, Bucket="test-backup-documents", Key=key, Body=b"{{}}"),
                           ["meta/backups/1_a.json", "meta/backups/2_b.json"])
     """))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}

@@ -21,7 +21,8 @@ import pytest
 import time_machine
 from botocore.exceptions import ClientError
 
-from chalicelib.backup import checkpoints, listing, ranges
+from chalicelib.backup import listing, ranges
+from chalicelib.jobs.budget import TimeBudget
 from chalicelib.backup.plan_backup import PlanBackup
 from chalicelib.backup.plan_run import PlanOptions, run_plan
 from chalicelib.backup.sources import S3SourceReader
@@ -180,7 +181,7 @@ def test_a_ranged_listing_resumed_across_invocations_equals_a_single_pass(bucket
         assert invocations < 200, "no progress"
         result = PlanBackup(
             plan_for(RANGED), s3, "20261127T000000000Z-second", reader_factory(s3, 8), max_workers=4, batch_size=1,
-            budget=checkpoints.TimeBudget(FakeContext(1)),
+            budget=TimeBudget(FakeContext(1)),
         ).run()
         if result.status != "RUNNING":
             assert result.status == "SUCCEEDED", result

@@ -89,17 +89,17 @@ def test_a_key_of_exactly_1024_bytes_is_valid(bucket: Any) -> None:
 def test_the_systems_long_key_requests_are_recorded_and_a_tests_are_not(
     bucket: Any, found: Callable[[], list[LongKeyRequest]]
 ) -> None:
-    from chalicelib import conditional
+    from chalicelib import s3docs
 
     with pytest.raises(ClientError):
         bucket.put_object(Bucket=BUCKET, Key=TOO_LONG, Body=b"seeded by the test")
     assert found() == []  # the test's own request: only the error
     with pytest.raises(ClientError) as caught:
-        conditional.put_new(bucket, Bucket=BUCKET, Key=TOO_LONG, Body=b"written by the system")
+        s3docs.put_new(bucket, Bucket=BUCKET, Key=TOO_LONG, Body=b"written by the system")
     assert error(caught) == (400, "KeyTooLongError")
     [request] = found()
     assert (request.operation, request.field, request.key_bytes) == ("PutObject", "Key", 1025)
-    assert request.origin.startswith("chalicelib/conditional.py:") and "put_new" in request.origin
+    assert request.origin.startswith("chalicelib/s3docs.py:") and "put_new" in request.origin
 
 
 def test_a_session_whose_system_sent_a_long_key_fails_listing_it(tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_a_session_whose_system_sent_a_long_key_fails_listing_it(tmp_path: Path)
         from botocore.exceptions import ClientError
         from moto import mock_aws
 
-        from chalicelib import conditional
+        from chalicelib import s3docs
 
         def test_seeding_a_long_key_only_gets_the_error():
             with mock_aws():
@@ -125,7 +125,7 @@ def test_a_session_whose_system_sent_a_long_key_fails_listing_it(tmp_path: Path)
                 s3 = boto3.client("s3", region_name="us-east-1")
                 s3.create_bucket(Bucket="b-strict")
                 with pytest.raises(ClientError):
-                    conditional.put_new(s3, Bucket="b-strict", Key="{"s" * 1100}", Body=b"")
+                    s3docs.put_new(s3, Bucket="b-strict", Key="{"s" * 1100}", Body=b"")
     """))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     result = subprocess.run(
@@ -136,7 +136,7 @@ def test_a_session_whose_system_sent_a_long_key_fails_listing_it(tmp_path: Path)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
     report = result.stdout.split("S3 requests AWS would refuse", 1)[1]
     assert "PutObject with a Key of 1100 bytes (s3://b-strict/sss" in report
-    assert "chalicelib/conditional.py" in report and "ttt" not in report
+    assert "chalicelib/s3docs.py" in report and "ttt" not in report
 
 
 # ------------------------------------------------------------------------------------------------ copy conditions

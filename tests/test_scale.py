@@ -18,6 +18,7 @@ import pytest
 import time_machine
 
 from chalicelib.backup import checkpoints
+from chalicelib.jobs.budget import DEFAULT_RESERVE_MS, TimeBudget, budget_for
 from chalicelib.backup.plan_backup import PlanBackup
 from chalicelib.backup.plan_run import PlanOptions, run_plan
 from chalicelib.backup.service import BackupService
@@ -28,7 +29,7 @@ from chalicelib.plans import Plan
 from tests.conftest import STAGE_ENV
 from tests.stored import assert_every_manifest_holds
 
-RESERVE_MS = checkpoints.DEFAULT_RESERVE_MS
+RESERVE_MS = DEFAULT_RESERVE_MS
 
 
 class FakeContext:
@@ -138,7 +139,7 @@ def run_in_invocations(plan: Plan, s3: Any, backup_id: str, batches: int, batch_
     while True:
         invocations += 1
         assert invocations < 500, "no progress"
-        result = plan_run(plan, s3, backup_id, budget=checkpoints.TimeBudget(FakeContext(batches)), batch_size=batch_size)
+        result = plan_run(plan, s3, backup_id, budget=TimeBudget(FakeContext(batches)), batch_size=batch_size)
         if result.status != "RUNNING":
             assert result.status == "SUCCEEDED", result
             return invocations
@@ -227,8 +228,8 @@ def test_the_service_continues_in_new_invocations_until_done(
 
 
 def test_time_budget_comes_from_the_lambda_context() -> None:
-    assert checkpoints.budget_for(None) is None
-    budget = checkpoints.budget_for(FakeContext(1), reserve_ms=RESERVE_MS)
+    assert budget_for(None) is None
+    budget = budget_for(FakeContext(1), reserve_ms=RESERVE_MS)
     assert budget is not None and not budget.running_out() and budget.running_out()
     with pytest.raises(Exception, match="CHECKPOINT_RESERVE_SECONDS"):
         Settings.from_environ({**STAGE_ENV, "CHECKPOINT_RESERVE_SECONDS": "soon"})
@@ -263,7 +264,7 @@ def test_a_plan_split_into_ranges_across_many_invocations_equals_a_single_pass(s
 
     def invocation(payload: dict[str, Any]) -> None:
         """The worker: a range (or the first, deciding invocation) with a budget of two batches."""
-        options = PlanOptions(max_workers=4, budget=checkpoints.TimeBudget(FakeContext(1)), batch_size=2)
+        options = PlanOptions(max_workers=4, budget=TimeBudget(FakeContext(1)), batch_size=2)
         outcome = run_plan(big_source, clients, payload["backup_id"], options, payload.get("segment"), policy)
         results.append(outcome.result)
         if outcome.result.status == "RUNNING":

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import time_machine
 
-from chalicelib.backup import checkpoints
+from chalicelib.jobs.budget import TimeBudget
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.manifests import Entry, list_snapshot_keys, manifest_key
 from chalicelib.catalog.records import BackupRecord, PlanResult, new_backup_id, scheduled_suffix
@@ -155,7 +155,7 @@ def test_a_job_over_many_invocations_checks_what_one_pass_checks(
 
         def invocation(payload: dict[str, Any]) -> None:
             # Each invocation's time runs out after two batches of two keys.
-            VerificationJob(plans, clients, TOPIC, 4, checkpoints.TimeBudget(FakeContext(1)), invoker, batch_size=2).run(
+            VerificationJob(plans, clients, TOPIC, 4, TimeBudget(FakeContext(1)), invoker, batch_size=2).run(
                 payload["job_id"]
             )
 
@@ -274,7 +274,7 @@ def test_an_invocation_working_from_an_older_checkpoint_stops_at_its_first_write
     invoker = Invocations()
 
     def worker(context: Any) -> VerificationJob:
-        return VerificationJob(plans, clients, TOPIC, 4, checkpoints.TimeBudget(context), invoker, batch_size=1)
+        return VerificationJob(plans, clients, TOPIC, 4, TimeBudget(context), invoker, batch_size=1)
 
     worker(FakeContext(0)).run(job.job_id)  # one batch, a checkpoint, a continuation queued
     assert (store.get(job.job_id).checked, len(invoker.queue)) == (1, 1)

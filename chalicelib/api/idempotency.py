@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib import conditional
+from chalicelib import s3docs
 from chalicelib.errors import AlreadyExists, BadRequest, Conflict, Unprocessable
 from chalicelib.layout import IDEMPOTENCY_PREFIX
 from chalicelib.times import isoformat
@@ -80,7 +80,7 @@ class IdempotencyKeys:
         `is_recorded(backup_id)` tells whether a backup exists: a claim whose backup is missing belongs to
         an earlier request still in progress (`Conflict`) or to one that failed (the key is free again).
         """
-        current = conditional.read(self.s3, self.bucket, document_key(key))
+        current = s3docs.read(self.s3, self.bucket, document_key(key))
         return None if current is None else self._first(current, request_fingerprint, now, is_recorded)
 
     def claim(
@@ -90,22 +90,22 @@ class IdempotencyKeys:
         doc_key = document_key(key)
         body = {"backup_id": backup_id, "created_at": isoformat(now), "request": request_fingerprint}
         for _ in range(_ROUNDS):
-            current = conditional.read(self.s3, self.bucket, doc_key)
+            current = s3docs.read(self.s3, self.bucket, doc_key)
             try:
                 if current is None:
-                    return Claim(None, conditional.create(self.s3, self.bucket, doc_key, body), now)
+                    return Claim(None, s3docs.create(self.s3, self.bucket, doc_key, body), now)
                 first = self._first(current, request_fingerprint, now, is_recorded)
                 if first is not None:
                     return Claim(first)
                 # Expired, unreadable, or left by a request that failed before recording its backup.
-                return Claim(None, conditional.replace(self.s3, self.bucket, doc_key, body, current.etag), now)
+                return Claim(None, s3docs.replace(self.s3, self.bucket, doc_key, body, current.etag), now)
             except AlreadyExists:
                 continue
         raise Conflict("requests with this Idempotency-Key are being processed right now; retry in a few seconds")
 
     @staticmethod
     def _first(
-        current: conditional.Document, request_fingerprint: str, now: datetime, is_recorded: Callable[[str], bool]
+        current: s3docs.Document, request_fingerprint: str, now: datetime, is_recorded: Callable[[str], bool]
     ) -> str | None:
         created = _created_at(current.data)
         first = current.data.get("backup_id")
@@ -128,6 +128,6 @@ class IdempotencyKeys:
 
     def release(self, key: str, claim: Claim, backup_id: str) -> None:
         """Give the key back when the request it was claimed for is refused, so a retry can use it."""
-        current = conditional.read(self.s3, self.bucket, document_key(key))
+        current = s3docs.read(self.s3, self.bucket, document_key(key))
         if current is not None and current.data.get("backup_id") == backup_id:
-            conditional.remove(self.s3, self.bucket, document_key(key))
+            s3docs.remove(self.s3, self.bucket, document_key(key))

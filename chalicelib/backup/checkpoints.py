@@ -41,9 +41,6 @@ from chalicelib.backup.source_reader import SourceObject, SourceReader
 from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Manifest, ManifestWriter
 from chalicelib.catalog.records import PlanResult
 from chalicelib.deploy import drift
-# The time budget and continuations are the job framework's, shared with the other jobs.
-from chalicelib.jobs.budget import DEFAULT_RESERVE_MS, TimeBudget, budget_for  # noqa: F401
-from chalicelib.jobs.dispatch import Invoker, LambdaInvoker  # noqa: F401
 from chalicelib.layout import CHECKPOINTS_PREFIX, SNAPSHOTS_PREFIX
 from chalicelib.plans import Plan
 

@@ -23,7 +23,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib import conditional
+from chalicelib import s3docs
 from chalicelib.catalog.records import BackupStatus, RecordStore
 from chalicelib.jobs.dispatch import worker_lost
 from chalicelib.errors import AlreadyExists, Conflict, NotFound
@@ -60,7 +60,7 @@ class PlanLocks:
         self.records = records
         self.lifetime = lifetime
 
-    def holder(self, document: conditional.Document, now: datetime) -> str | None:
+    def holder(self, document: s3docs.Document, now: datetime) -> str | None:
         """The backup id the lock still belongs to, or None when the lock is free."""
         backup_id = document.data.get("backup_id")
         acquired_at = _parse_time(document.data.get("acquired_at"))
@@ -85,7 +85,7 @@ class PlanLocks:
         """`Conflict` naming the running backup if any of the plans is held. Reads only, so a request that
         is refused leaves nothing behind; `acquire` still settles races with conditional writes."""
         for plan in plans:
-            current = conditional.read(self.s3, self.bucket, lock_key(plan))
+            current = s3docs.read(self.s3, self.bucket, lock_key(plan))
             holder = self.holder(current, now) if current is not None else None
             if holder is not None:
                 raise self._held(plan, holder)
@@ -112,20 +112,20 @@ class PlanLocks:
         key = lock_key(plan)
         body = {"plan": plan, "backup_id": backup_id, "acquired_at": isoformat(now)}
         try:
-            conditional.create(self.s3, self.bucket, key, body)
+            s3docs.create(self.s3, self.bucket, key, body)
             return
         except AlreadyExists:
             pass
         for _ in range(_ROUNDS):
-            current = conditional.read(self.s3, self.bucket, key)
+            current = s3docs.read(self.s3, self.bucket, key)
             try:
                 if current is None:
-                    conditional.create(self.s3, self.bucket, key, body)
+                    s3docs.create(self.s3, self.bucket, key, body)
                     return
                 holder = self.holder(current, now)
                 if holder is not None:
                     raise self._held(plan, holder)
-                conditional.replace(self.s3, self.bucket, key, body, current.etag)
+                s3docs.replace(self.s3, self.bucket, key, body, current.etag)
                 return
             except AlreadyExists:
                 continue
@@ -134,6 +134,6 @@ class PlanLocks:
     def release(self, plans: list[str], backup_id: str) -> None:
         """Give back locks this backup took but will not use (its request was refused after all)."""
         for plan in plans:
-            current = conditional.read(self.s3, self.bucket, lock_key(plan))
+            current = s3docs.read(self.s3, self.bucket, lock_key(plan))
             if current is not None and current.data.get("backup_id") == backup_id:
-                conditional.remove(self.s3, self.bucket, lock_key(plan))
+                s3docs.remove(self.s3, self.bucket, lock_key(plan))

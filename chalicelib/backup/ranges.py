@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 
-from chalicelib import conditional
+from chalicelib import s3docs
 from chalicelib.backup import checkpoints
 from chalicelib.backup.compare import PreviousSnapshot
 from chalicelib.backup.plan_backup import PlanBackup, ReaderFactory
@@ -37,6 +37,7 @@ from chalicelib.backup.sources import readers_on
 from chalicelib.backup.base import Base, bases_from_manifests
 from chalicelib.catalog.manifests import Manifest, ManifestWriter, load_snapshot, manifest_key, read_header
 from chalicelib.catalog.records import BackupStatus, PlanResult
+from chalicelib.jobs.dispatch import Invoker
 from chalicelib.errors import AlreadyExists, NotFound, Tampered
 from chalicelib.layout import CHECKPOINTS_PREFIX
 from chalicelib.plans import Plan
@@ -76,7 +77,7 @@ def _bound(value: Any) -> Bound:
 class SplitPolicy:
     split_objects: int
     max_parallel: int
-    invoker: checkpoints.Invoker
+    invoker: Invoker
 
 
 def split_key(plan: str, backup_id: str) -> str:
@@ -267,7 +268,7 @@ def _record_split(s3: Any, plan: Plan, backup_id: str, base: Base, objects: int,
         return None
     split = Split(previous=asdict(base), bounds=bounds)
     try:
-        conditional.put_new(
+        s3docs.put_new(
             s3,
             Bucket=plan.bucket,
             Key=split_key(plan.name, backup_id),

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.aws import Clients
-from chalicelib.backup import checkpoints, ranges
+from chalicelib.backup import ranges
 from chalicelib.backup.base import Base, sealed_bases
 from chalicelib.backup.locks import PlanLocks
 from chalicelib.backup.plan_backup import BATCH_SIZE
@@ -30,7 +30,8 @@ from chalicelib.cost.reports import CostReports
 from chalicelib.deploy import drift
 from chalicelib.errors import AlreadyExists, BadRequest, Conflict, describe_error
 from chalicelib.jobs.budget import Budget, TimeBudget, budget_for
-from chalicelib.jobs.dispatch import Dispatcher
+from chalicelib.jobs.dispatch import Dispatcher, Invoker, worker_invoker
+from chalicelib.jobs.runner import hand_on
 from chalicelib.notify import alerts, metrics
 from chalicelib.notify.tampering import TamperingAlerts
 from chalicelib.times import isoformat, utcnow
@@ -48,8 +49,8 @@ class BackupService:
         self,
         settings: Settings,
         clients: Clients,
-        invoker: checkpoints.Invoker | None = None,
-        verify_invoker: checkpoints.Invoker | None = None,
+        invoker: Invoker | None = None,
+        verify_invoker: Invoker | None = None,
         tampering: TamperingAlerts | None = None,
         batch_size: int = BATCH_SIZE,
     ) -> None:
@@ -262,19 +263,13 @@ class BackupService:
         payload: dict[str, Any] = {"backup_id": backup_id}
         if segment is not None:
             payload.update(plan=plan_name, segment=segment)
-        invoker = self._invoker()
-        if invoker is not None:
-            invoker(payload)
-        else:
+        if not hand_on(self._invoker(), payload, "backup"):
             # In-process workers have no time limit: the rest runs now, without a budget.
             self.run(backup_id, plan_name=plan_name, segment=segment)
 
-    def _invoker(self) -> checkpoints.Invoker | None:
-        if self.invoker is not None:
-            return self.invoker
-        if self.settings.worker_mode == "lambda":
-            return checkpoints.LambdaInvoker(self.clients.lambda_, self.settings.worker_function or "")
-        return None
+    def _invoker(self) -> Invoker | None:
+        settings = self.settings
+        return worker_invoker(settings.worker_mode, self.clients.lambda_, settings.worker_function or "", self.invoker)
 
     def _split_policy(self) -> ranges.SplitPolicy | None:
         """Large plans are split into key ranges only where parallel invocations exist."""
@@ -287,9 +282,7 @@ class BackupService:
     def dispatch(self, record: BackupRecord) -> None:
         """Have the recorded backup run, by the configured worker mode."""
         mode = self.settings.worker_mode
-        invoker = None
-        if mode == "lambda":
-            invoker = checkpoints.LambdaInvoker(self.clients.lambda_, self.settings.worker_function or "")
+        invoker = worker_invoker(mode, self.clients.lambda_, self.settings.worker_function or "")
         Dispatcher("backup", "backup_id", self.run, invoker, mode, inline_raises=True)(record.backup_id)
 
     def get(self, backup_id: str) -> BackupRecord:

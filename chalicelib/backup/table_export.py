@@ -38,7 +38,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
 
-from chalicelib import conditional
+from chalicelib import s3docs
 from chalicelib.backup import writes
 from chalicelib.catalog.manifests import EXPORT_IDENTITY
 from chalicelib.errors import AlreadyExists, SourceError
@@ -102,7 +102,7 @@ class TableExports:
         )
         export = Export(answer["ExportDescription"]["ExportArn"], prefix)
         try:
-            conditional.put_new(
+            s3docs.put_new(
                 self.s3, Bucket=self.bucket, Key=self.state_key, ContentType="application/json",
                 Body=json.dumps({"arn": export.arn, "prefix": export.prefix}).encode("utf-8"),
             )

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import conditional
+from chalicelib import s3docs
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.layout import MANIFEST_SUFFIX, SNAPSHOTS_PREFIX, data_key
 from chalicelib.s3docs import is_missing
@@ -160,7 +160,7 @@ def put_manifest(s3: Any, bucket: str, key: str, body: IO[bytes]) -> Written:
     for block in iter(lambda: body.read(1024 * 1024), b""):
         digest.update(block)
     body.seek(0)
-    response = conditional.put_new(
+    response = s3docs.put_new(
         s3, Bucket=bucket, Key=key, Body=body, ContentType="application/gzip", ChecksumAlgorithm="SHA256"
     )
     return Written(version_id=str(response.get("VersionId", "")), sha256=digest.hexdigest())

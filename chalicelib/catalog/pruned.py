@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from chalicelib import conditional
+from chalicelib import s3docs
 from chalicelib.catalog.records import is_backup_id, record_key
 from chalicelib.errors import AlreadyExists, Pruned
 from chalicelib.layout import PRUNED_PREFIX, RECORDS_PREFIX
@@ -84,7 +84,7 @@ class PrunedMarkers:
         earlier invocation or another prune: the first marker stands)."""
         body = {"plan": plan, "backup_id": backup_id, "prune_id": prune_id, "marked_at": isoformat(now)}
         try:
-            conditional.put_new(
+            s3docs.put_new(
                 self.s3,
                 Bucket=self.bucket,
                 Key=marker_key(plan, backup_id),
@@ -97,7 +97,7 @@ class PrunedMarkers:
 
     def get(self, plan: str, backup_id: str) -> Marker | None:
         """The marker of one snapshot, or None when it is not pruned (one GET)."""
-        document = conditional.read(self.s3, self.bucket, marker_key(plan, backup_id))
+        document = s3docs.read(self.s3, self.bucket, marker_key(plan, backup_id))
         if document is None:
             return None
         data = document.data

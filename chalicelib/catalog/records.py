@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 
-from chalicelib import conditional, s3docs
+from chalicelib import s3docs
 from chalicelib.jobs.ids import is_job_id, job_time, new_job_id
 from chalicelib.errors import AlreadyExists, NotFound, Tampered
 from chalicelib.jobs.store import JobKind, JobStore
@@ -211,7 +211,7 @@ class RecordStore(JobStore[BackupRecord]):
         """Store a new record; returns its ETag. `AlreadyExists` if a record with this id is already there."""
         try:
             # The plans keep their order: the order of the plans file, which a backup works them in.
-            return conditional.create(self.s3, self.bucket, self.key(record.backup_id), record.to_dict(), sort_keys=False)
+            return s3docs.create(self.s3, self.bucket, self.key(record.backup_id), record.to_dict(), sort_keys=False)
         except AlreadyExists as exc:
             raise AlreadyExists(f"backup {record.backup_id} already exists") from exc
 
@@ -219,7 +219,7 @@ class RecordStore(JobStore[BackupRecord]):
         """Write over the working copy whose ETag is `etag`; returns the new ETag. `AlreadyExists` when
         another invocation of the backup wrote it meanwhile (see backup/progress.py)."""
         key = self.key(record.backup_id)
-        return conditional.replace(self.s3, self.bucket, key, record.to_dict(), etag, sort_keys=False)
+        return s3docs.replace(self.s3, self.bucket, key, record.to_dict(), etag, sort_keys=False)
 
     def read(self, backup_id: str) -> tuple[BackupRecord, str] | None:
         """The working copy and its ETag (None: never recorded); `Tampered` when it cannot be trusted."""
@@ -234,7 +234,7 @@ class RecordStore(JobStore[BackupRecord]):
         assert record.status != BackupStatus.RUNNING, "only a finished backup is sealed"
         sealed = BackupRecord.from_dict({**record.to_dict(), "sealed_at": isoformat(utcnow())})
         try:
-            conditional.put_new(
+            s3docs.put_new(
                 self.s3,
                 Bucket=self.bucket,
                 Key=sealed_key(record.backup_id),

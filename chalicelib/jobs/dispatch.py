@@ -41,6 +41,16 @@ class LambdaInvoker:
         )
 
 
+def worker_invoker(mode: str, lambda_client: Any, function_name: str, override: Invoker | None = None) -> Invoker | None:
+    """How a job is carried on by a new invocation: `override` (tests), the deployed `function_name` in the
+    `lambda` worker mode, or None (in-process workers have no time limit: the job carries on where it is)."""
+    if override is not None:
+        return override
+    if mode == "lambda":
+        return LambdaInvoker(lambda_client, function_name)
+    return None
+
+
 def worker_beside(backup_worker: str | None, name: str) -> str:
     """The deployed function `name` sits beside the backup worker: `<app>-<stage>-<name>`."""
     if not backup_worker or not backup_worker.endswith(BACKUP_WORKER):

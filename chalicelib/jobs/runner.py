@@ -85,6 +85,17 @@ class Job(Generic[R]):
         raise NotImplementedError
 
 
+def hand_on(invoker: Invoker | None, payload: dict[str, Any], noun: str) -> bool:
+    """Have a new invocation of the job's worker carry the job on from its saved checkpoint: True when one
+    was asked to; False without an invoker (in-process: the caller carries on itself, with no time limit).
+    A failure propagates: Lambda retries this invocation, which resumes from the same checkpoint."""
+    if invoker is None:
+        return False
+    invoker(payload)
+    logger.info("%s %s: continues in a new invocation", noun, payload)
+    return True
+
+
 def run_until_done(store: JobStore[R], job_id: str, step: Step[R], budget: Budget | None, invoker: Invoker | None) -> R:
     """Work the job until it ends, or until time runs short and a new invocation has been asked to carry it
     on (`invoker`; None: it carries on here). Safe to call again: a finished job is returned as it is."""
@@ -103,8 +114,5 @@ def run_until_done(store: JobStore[R], job_id: str, step: Step[R], budget: Budge
             return store.get(job_id)
         if done:
             return checkpoint.record
-        if invoker is not None:
-            # A failure propagates: Lambda retries this invocation, which resumes from the same checkpoint.
-            invoker({store.kind.id_field: job_id})
-            logger.info("%s %s: continues in a new invocation", store.kind.noun, job_id)
+        if hand_on(invoker, {store.kind.id_field: job_id}, store.kind.noun):
             return checkpoint.record

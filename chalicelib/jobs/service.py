@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Generic
 
 from chalicelib.jobs.budget import Budget, budget_for
-from chalicelib.jobs.dispatch import Dispatcher, Invoker, LambdaInvoker, worker_beside
+from chalicelib.jobs.dispatch import Dispatcher, Invoker, worker_beside, worker_invoker
 from chalicelib.jobs.runner import Job
 from chalicelib.jobs.store import JobStore, R
 
@@ -60,8 +60,6 @@ class JobService(Generic[R]):
     def worker_invoker(self) -> Invoker | None:
         """How the job is carried on in a new invocation: the test's invoker, the deployed worker, or none
         (in-process workers have no time limit)."""
-        if self.invoker is not None:
-            return self.invoker
-        if self.settings.worker_mode == "lambda":
-            return LambdaInvoker(self.clients.lambda_, worker_beside(self.settings.worker_function, self.worker))
-        return None
+        mode = self.settings.worker_mode
+        function = worker_beside(self.settings.worker_function, self.worker) if mode == "lambda" else ""
+        return worker_invoker(mode, self.clients.lambda_, function, self.invoker)

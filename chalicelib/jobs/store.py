@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from chalicelib import conditional, s3docs
+from chalicelib import s3docs
 from chalicelib.errors import NotFound
 
 
@@ -63,13 +63,13 @@ class JobStore(Generic[R]):
 
     def create(self, record: R) -> str:
         """Store a new record; returns its ETag. `AlreadyExists` when the job is already recorded."""
-        return conditional.create(self.s3, self.bucket, self.key(self.id_of(record)), record.to_dict())
+        return s3docs.create(self.s3, self.bucket, self.key(self.id_of(record)), record.to_dict())
 
     def read(self, job_id: str) -> tuple[R, str] | None:
         """The record and its ETag, or None when the job was never recorded. ValueError when the document
         there is not this job's record."""
         key = self.key(job_id)
-        document = conditional.read(self.s3, self.bucket, key)
+        document = s3docs.read(self.s3, self.bucket, key)
         if document is None:
             return None
         if document.data.get(self.kind.id_field) != job_id:
@@ -85,7 +85,7 @@ class JobStore(Generic[R]):
     def replace(self, record: R, etag: str) -> str:
         """Write over the version whose ETag is `etag`; returns the new ETag. `AlreadyExists` when another
         invocation wrote the record meanwhile (it carries the job on; this one must stop)."""
-        return conditional.replace(self.s3, self.bucket, self.key(self.id_of(record)), record.to_dict(), etag)
+        return s3docs.replace(self.s3, self.bucket, self.key(self.id_of(record)), record.to_dict(), etag)
 
     def latest(self, limit: int = 20) -> list[R]:
         """The newest `limit` jobs, newest first (one listing request, then one GET each). A record that

@@ -15,7 +15,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import conditional
+from chalicelib import s3docs
 from chalicelib.errors import AlreadyExists
 from chalicelib.layout import TAMPERING_PREFIX
 from chalicelib.times import isoformat, utcnow
@@ -38,7 +38,7 @@ class TamperingAlerts:
         logger.error("tampering suspected: %s", finding)
         digest = hashlib.sha256(finding.encode("utf-8")).hexdigest()
         try:
-            conditional.put_new(
+            s3docs.put_new(
                 self.s3,
                 Bucket=self.catalog_bucket,
                 Key=f"{TAMPERING_PREFIX}{digest}.json",

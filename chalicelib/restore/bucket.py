@@ -9,7 +9,7 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from chalicelib import conditional, transfer
+from chalicelib import s3docs, transfer
 from chalicelib.catalog.manifests import Entry
 from chalicelib.layout import MAX_KEY_BYTES
 from chalicelib.plans import Plan
@@ -67,7 +67,7 @@ def copy_to_bucket(s3: Any, plan: Plan, target: Target, entry: Entry, overwrite:
         try:
             response = s3.copy_object(Bucket=target.bucket, Key=key, CopySource=source, **extra)
         except ClientError as exc:
-            if conditional.lost_race(exc):
+            if s3docs.lost_race(exc):
                 return Outcome("failed", entry, reason=f"s3://{target.bucket}/{key} appeared during the restore")
             raise
         checksum = response.get("CopyObjectResult", {}).get("ChecksumSHA256")

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.errors import NotFound, Tampered
-from chalicelib.jobs.dispatch import Dispatcher, LambdaInvoker, worker_beside, worker_lost
+from chalicelib.jobs.dispatch import Dispatcher, worker_beside, worker_invoker, worker_lost
 from chalicelib.jobs.ids import new_job_id
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.prices import Prices, load_prices
@@ -132,9 +132,8 @@ class RestoreService:
 
     def dispatch(self, record: RestoreRecord) -> None:
         """Run the first pass by the configured worker mode (as backups do)."""
-        invoker = None
-        if self.worker_mode == "lambda":
-            invoker = LambdaInvoker(self.clients.lambda_, worker_beside(self.worker_function, RESTORE_WORKER))
+        function = worker_beside(self.worker_function, RESTORE_WORKER) if self.worker_mode == "lambda" else ""
+        invoker = worker_invoker(self.worker_mode, self.clients.lambda_, function)
         Dispatcher("restore", "restore_id", self.run, invoker, self.worker_mode, inline_raises=True)(record.restore_id)
 
     def run(self, restore_id: str, progress: ProgressCallback | None = None) -> RestoreRecord:
