@@ -39,7 +39,7 @@ def cmd_plans(ctx: Context) -> int:
 
 
 def cmd_backup(ctx: Context) -> int:
-    backups = BackupService(ctx.settings, ctx.clients)
+    backups: BackupService = ctx.system.backups
     names = backups.check_plan_names(ctx.args.plan)
     now = utcnow()
     backup_id = new_backup_id(now)

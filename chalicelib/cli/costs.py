@@ -96,7 +96,7 @@ def text(report: dict[str, Any], names: list[str]) -> str:
 
 
 def cmd_cost(ctx: Context) -> int:
-    reports = CostReports.from_settings(ctx.settings, ctx.clients)
+    reports: CostReports = ctx.system.costs
     names = [plan_named(ctx, ctx.args.plan).name] if ctx.args.plan else ctx.settings.plans.names
     if ctx.args.refresh:
         backup_id = reports.newest_finished()

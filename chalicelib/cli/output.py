@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,13 @@ class Context:
         self.clients = Clients(bucket_owner=self.settings.bucket_owner)
         # Tables show times in the organisation's time zone (TIME_ZONE); --json keeps UTC.
         self.zone = self.settings.time_zone
+
+    @cached_property
+    def system(self) -> Any:
+        """The services, built as the handlers' are (chalicelib/bootstrap.py), for the operator."""
+        from chalicelib.bootstrap import System
+
+        return System(self.settings, self.clients, operator=True)
 
     def progress(self, total: int | None, description: str) -> Any:
         """A progress bar on stderr, shown on a terminal only (never in JSON output or in a pipe)."""

@@ -12,7 +12,7 @@ from chalicelib.prune.service import PruneJobs
 
 
 def _jobs(ctx: Context) -> PruneJobs:
-    return PruneJobs(ctx.settings, ctx.clients)
+    return ctx.system.prunes
 
 
 def cmd_prune(ctx: Context) -> int:

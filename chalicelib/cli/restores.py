@@ -13,9 +13,9 @@ from chalicelib.restore.service import RestoreService
 from chalicelib.catalog.restoring import RestoreStatus
 
 
-def _restores(ctx: Context) -> Any:
+def _restores(ctx: Context) -> RestoreService:
     # The operator's own credentials: any bucket that is not a backup bucket, any new table name.
-    return RestoreService(ctx.settings.plans, ctx.clients, max_workers=ctx.settings.max_workers)
+    return ctx.system.restores
 
 
 def cmd_restore(ctx: Context) -> int:

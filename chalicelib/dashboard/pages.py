@@ -21,11 +21,11 @@ from chalicelib.api import backups as api
 from chalicelib.api import start_backup as start_api
 from chalicelib.api.requests import parse_verify_request, restore_request_from_dict
 from chalicelib.bootstrap import System
+from chalicelib.restore.service import RestoreService
 from chalicelib.dashboard import charts, overview
 from chalicelib.dashboard.storage import StorageCache
 from chalicelib.errors import BadRequest, Conflict, NotFound, Pruned
 from chalicelib.plans import DynamoDBSource
-from chalicelib.restore.service import RestoreService
 from chalicelib.verify import record as verification_record
 from chalicelib.catalog.records import BackupStatus
 
@@ -142,6 +142,7 @@ def quote(settings: Any, clients: Any, backup_id: str, query: dict[str, str], st
     if prefix:
         body["prefix"] = prefix
     request = restore_request_from_dict(body)
+    # The stage's restore rules (its restore buckets and table prefix); tampering met is shown on the page.
     quoted = RestoreService.from_settings(settings, clients).quote(request)
     command = ["org-backup", "--stage", stage, "restore", backup_id, "--plan", plan.name]
     if prefix:
