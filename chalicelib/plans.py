@@ -143,12 +143,26 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class InventoryPlan:
+    """Where the backup buckets' S3 Inventory reports are delivered (the plans file's `inventory` entry):
+    a bucket of their own, under `prefix`, by the configuration `configuration_id` of each backup bucket,
+    `Daily` or `Weekly`. Whole-bucket passes read the newest report instead of listing every version."""
+
+    bucket: str
+    frequency: str = "Daily"
+    prefix: str = "inventory"
+    configuration_id: str = "org-backup-versions"
+
+
+@dataclass(frozen=True)
 class PlanSet:
     plans: tuple[Plan, ...]
     # The bucket whose metadata prefix holds the backup records (one of the plans' buckets).
     catalog_bucket: str
     # When the daily backup and prune fire (chalicelib/schedule.py): `rate(1 day)` unless the file sets a time.
     schedule: Schedule = Schedule()
+    # S3 Inventory of the backup buckets (None: not configured; whole-bucket passes list and HEAD instead).
+    inventory: InventoryPlan | None = None
 
     @property
     def names(self) -> list[str]:

@@ -16,6 +16,7 @@ from typing import Any
 from chalicelib.errors import PlanError
 from chalicelib.json_fields import AnyVariable, FieldReader, read_json_file
 from chalicelib.plans import (
+    InventoryPlan,
     ARCHIVED_CHOICES,
     DEFAULT_RETENTION,
     MINIMUM_STORAGE_DAYS,
@@ -282,8 +283,25 @@ def parse_plans(document: Any, environ: Mapping[str, str], origin: str = "plans 
     elif catalog not in {plan.bucket for plan in plans}:
         raise reader.fail("catalog_bucket", f"{catalog!r} must be one of the plans' buckets")
     schedule = parse_schedule(reader.raw("schedule", None), f"{origin}, field 'schedule'")
+    inventory = _parse_inventory(reader.raw("inventory", None), f"{origin}, field 'inventory'", environ, plans)
     reader.finish()
-    return PlanSet(plans=tuple(plans), catalog_bucket=catalog, schedule=schedule)
+    return PlanSet(plans=tuple(plans), catalog_bucket=catalog, schedule=schedule, inventory=inventory)
+
+
+def _parse_inventory(raw: Any, where: str, environ: Mapping[str, str], plans: list[Plan]) -> InventoryPlan | None:
+    """`{"bucket": "...", "frequency": "Daily" | "Weekly"}`: where S3 Inventory delivers the backup buckets'
+    reports. The bucket is one of its own: never a backup bucket (its reports are not backed-up data)."""
+    if raw is None:
+        return None
+    reader = FieldReader(raw, where, environ)
+    bucket = reader.text("bucket", pattern=BUCKET_NAME, what="a valid S3 bucket name")
+    if bucket in {plan.bucket for plan in plans}:
+        raise reader.fail("bucket", f"{bucket!r} is a backup bucket; inventory reports go to a bucket of their own")
+    frequency = reader.text("frequency", "Daily")
+    if frequency not in ("Daily", "Weekly"):
+        raise reader.fail("frequency", f"{frequency!r} is not 'Daily' or 'Weekly'")
+    reader.finish()
+    return InventoryPlan(bucket=bucket, frequency=frequency)
 
 
 def load_plans(environ: Mapping[str, str], path: str | Path | None = None) -> PlanSet:

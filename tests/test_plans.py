@@ -345,3 +345,28 @@ def test_no_value_anywhere_escapes_as_anything_but_a_plan_error(path: str, value
         parse_plans(document, ENV)
     except PlanError as exc:
         assert str(exc)
+
+
+def test_the_inventory_entry_names_a_bucket_of_its_own_and_a_frequency() -> None:
+    assert parse_plans(valid_document(), ENV).inventory is None
+    document = {**valid_document(), "inventory": {"bucket": "${BACKUP_BUCKET_PREFIX}-inventory", "frequency": "Weekly"}}
+    inventory = parse_plans(document, ENV).inventory
+    assert inventory is not None
+    assert (inventory.bucket, inventory.frequency, inventory.prefix) == ("acme-backup-test-inventory", "Weekly", "inventory")
+    assert parse_plans({**valid_document(), "inventory": {"bucket": "acme-inventory"}}, ENV).inventory.frequency == "Daily"
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"bucket": "acme-backup-database"}, "field 'inventory', field 'bucket': 'acme-backup-database' is a backup bucket"),
+        ({"bucket": "acme-inventory", "frequency": "Hourly"}, "field 'frequency': 'Hourly' is not 'Daily' or 'Weekly'"),
+        ({"bucket": "acme-inventory", "prefix": "x"}, "field 'inventory': unknown field(s) 'prefix'"),
+        ({}, "field 'inventory', field 'bucket': is required"),
+        ({"bucket": "Not_A_Bucket"}, "field 'bucket': 'Not_A_Bucket' is not a valid S3 bucket name"),
+    ],
+)
+def test_a_wrong_inventory_entry_is_refused_naming_the_field(entry: dict[str, Any], message: str) -> None:
+    with pytest.raises(PlanError) as raised:
+        parse_plans({**valid_document(), "inventory": entry}, ENV)
+    assert message in str(raised.value)
