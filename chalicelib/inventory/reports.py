@@ -246,7 +246,7 @@ def sorted_rows(s3: Any, report: Report, run_rows: int = RUN_ROWS) -> Iterator[R
                 batch = []
         if batch:
             runs.append(_write_run(batch))
-        yield from heapq.merge(*(_read_run(run) for run in runs), key=lambda row: row.sort_key)
+        yield from heapq.merge(*(read_run(run) for run in runs), key=lambda row: row.sort_key)
     finally:
         for run in runs:
             run.close()
@@ -261,7 +261,8 @@ def _write_run(batch: list[Row]) -> IO[bytes]:
     return run
 
 
-def _read_run(run: IO[bytes]) -> Iterator[Row]:
+def read_run(run: IO[bytes]) -> Iterator[Row]:
+    """The rows pickled one after another into a temporary file of this process (a sorted run)."""
     # The runs are this process's own temporary files, never anything read from S3.
     while True:
         try:

@@ -109,6 +109,8 @@ def verification_line(verification: dict[str, Any]) -> str:
     errors = verification.get("error_count", len(verification.get("errors", [])))
     if errors:
         parts.append(f"{errors} error(s)")
+    if verification.get("inventory_problems"):
+        parts.append("NO USABLE INVENTORY REPORT (checked by HEAD)")
     return "; ".join(parts)
 
 
@@ -133,8 +135,9 @@ def verification_subject(verification: dict[str, Any]) -> str:
     if verification.get("ok"):
         return _subject_text(f"Verification SUCCEEDED: {checked} stored versions intact, {_weekday(verification)}")
     errors = verification.get("error_count", len(verification.get("errors", [])))
+    stale = ", no usable inventory report" if verification.get("inventory_problems") else ""
     return _subject_text(
-        f"VERIFY FAILED: {verification.get('missing_count', 0)} missing, {verification.get('damaged_count', 0)} damaged, "
+        f"VERIFY FAILED{stale}: {verification.get('missing_count', 0)} missing, {verification.get('damaged_count', 0)} damaged, "
         f"{errors} error(s); {checked} versions checked, {_weekday(verification)}"
     )
 
@@ -162,6 +165,11 @@ def verification_body(verification: dict[str, Any], zone: ZoneInfo = UTC) -> str
                      f"version {finding['version_id']}: {finding['detail']}")
     for message in verification.get("errors", [])[:5]:
         lines.append(f"    - error: {message}")
+    for name, used in (verification.get("inventory") or {}).items():
+        if used.get("problem"):
+            lines.append(f"    - INVENTORY: {name}: {used['problem']}")
+        else:
+            lines.append(f"    - inventory: {name}: checked against {used.get('report')} of {used.get('created')} ({used.get('age_days')} days old)")
     return "\n".join(lines) + "\n"
 
 

@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import Entry
 from chalicelib.errors import describe_error
+from chalicelib.inventory.reports import Row
 from chalicelib.plans import Plan
 from chalicelib.s3docs import is_missing
 
@@ -52,6 +53,8 @@ class VerifyReport:
     sampled: int = 0
     # Sampled versions in an archive class: their bytes cannot be read without a thaw (metadata was checked).
     sample_skipped_archived: int = 0
+    # Versions asked about with HeadObject (the rest were found in an inventory report).
+    headed: int = 0
     missing: list[Finding] = field(default_factory=list)
     damaged: list[Finding] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -64,6 +67,7 @@ class VerifyReport:
         self.checked += other.checked
         self.sampled += other.sampled
         self.sample_skipped_archived += other.sample_skipped_archived
+        self.headed += other.headed
         self.missing.extend(other.missing)
         self.damaged.extend(other.damaged)
         self.errors.extend(other.errors)
@@ -151,6 +155,51 @@ def rehash(s3: Any, plan: Plan, entry: Entry) -> Finding | None:
     return None
 
 
+def check_row(plan: Plan, entry: Entry, row: Row) -> Finding | None:
+    """The metadata check of one version against its inventory report row: what `check_metadata` asks S3,
+    read from the report instead (a report lists no checksum value, only its algorithm: the ETag, and the
+    sample's re-hash, stand for it)."""
+
+    def finding(problem: str, detail: str) -> Finding:
+        return Finding(plan.name, entry.source, entry.key, entry.version_id, problem, detail)
+
+    if row.is_delete_marker:
+        return finding("missing", "the version is a delete marker")
+    if row.size != entry.size:
+        return finding("damaged", f"size {row.size} instead of the recorded {entry.size}")
+    if entry.etag and (row.etag or "").strip('"') != entry.etag:
+        return finding("damaged", f"ETag {row.etag} instead of the recorded {entry.etag}")
+    return None
+
+
+def _archived(storage_class: str | None, restore: str | None) -> bool:
+    """Whether a version's bytes cannot be read without a thaw."""
+    return storage_class in ARCHIVE_CLASSES and 'ongoing-request="false"' not in (restore or "")
+
+
+def check_version(s3: Any, plan: Plan, entry: Entry, row: Row | None, sample_percent: float) -> VerifyReport:
+    """One version: against its report row when there is one, else by HEAD; then the re-hash if sampled."""
+    part = VerifyReport(checked=1)
+    if row is None:
+        part.headed = 1
+        found, head = check_metadata(s3, plan, entry)
+        archived = head is not None and _archived(head.get("StorageClass"), head.get("Restore"))
+    else:
+        # A report does not say whether an archived version has been thawed: it is taken as not.
+        found, archived = check_row(plan, entry, row), _archived(row.storage_class, None)
+    if found is not None:
+        (part.missing if found.problem == "missing" else part.damaged).append(found)
+    elif sample_percent > 0 and in_sample(entry, sample_percent):
+        if archived:
+            part.sample_skipped_archived = 1
+        else:
+            part.sampled = 1
+            found = rehash(s3, plan, entry)
+            if found is not None:
+                part.damaged.append(found)
+    return part
+
+
 def verify_entries(
     s3: Any,
     plan: Plan,
@@ -159,33 +208,32 @@ def verify_entries(
     max_workers: int = 16,
     progress: ProgressCallback | None = None,
 ) -> VerifyReport:
-    """Check each entry's metadata, and re-hash the sampled ones."""
+    """Check each entry's metadata by HEAD, and re-hash the sampled ones."""
+    return verify_versions(s3, plan, ((entry, None) for entry in entries), sample_percent, max_workers, progress)
+
+
+def verify_versions(
+    s3: Any,
+    plan: Plan,
+    versions: Iterable[tuple[Entry, Row | None]],
+    sample_percent: float = 0,
+    max_workers: int = 16,
+    progress: ProgressCallback | None = None,
+) -> VerifyReport:
+    """Check each entry against its report row, or by HEAD where it has none, and re-hash the sampled ones."""
     report = VerifyReport()
 
-    def one(entry: Entry) -> VerifyReport:
-        part = VerifyReport(checked=1)
+    def one(version: tuple[Entry, Row | None]) -> VerifyReport:
+        entry, row = version
         try:
-            found, head = check_metadata(s3, plan, entry)
-            if found is not None:
-                (part.missing if found.problem == "missing" else part.damaged).append(found)
-            elif sample_percent > 0 and in_sample(entry, sample_percent):
-                if head is not None and head.get("StorageClass") in ARCHIVE_CLASSES and 'ongoing-request="false"' not in (
-                    head.get("Restore") or ""
-                ):
-                    part.sample_skipped_archived = 1
-                else:
-                    part.sampled = 1
-                    found = rehash(s3, plan, entry)
-                    if found is not None:
-                        part.damaged.append(found)
+            return check_version(s3, plan, entry, row, sample_percent)
         except (ClientError, BotoCoreError) as exc:
-            part.errors.append(f"{plan.name}: {entry.source}/{entry.key}: {describe_error(exc)}")
+            return VerifyReport(checked=1, headed=int(row is None), errors=[f"{plan.name}: {entry.source}/{entry.key}: {describe_error(exc)}"])
         finally:
             if progress is not None:
                 progress(1)
-        return part
 
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        for part in pool.map(one, entries):
+        for part in pool.map(one, versions):
             report.add(part)
     return report

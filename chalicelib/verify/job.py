@@ -32,6 +32,7 @@ from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
 from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.errors import AlreadyExists, NotFound, Pruned, describe_error
+from chalicelib.inventory.reports import ReportError
 from chalicelib.jobs.budget import Budget
 from chalicelib.jobs.dispatch import Invoker
 from chalicelib.jobs.runner import BATCH_SIZE, Checkpoint, Job
@@ -40,10 +41,14 @@ from chalicelib.localtime import UTC
 from chalicelib.notify import alerts
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.times import isoformat, utcnow
-from chalicelib.verify.checks import verify_entries, weekly_slice
+from chalicelib.verify.checks import verify_entries, verify_versions, weekly_slice
+from chalicelib.verify.report_check import ReportRows, choose_report
 from chalicelib.verify.record import VerificationRecord, VerificationStore, check_id, verification_id
 
 logger = logging.getLogger(__name__)
+# The share of a slice re-read and re-hashed (percent) when its metadata comes from an inventory report.
+REPORT_SAMPLE_PERCENT = 0.1
+
 
 def _sort_key(entry: Entry) -> tuple[str, str]:
     return entry.sort_key
@@ -113,12 +118,15 @@ class VerificationJob(Job[VerificationRecord]):
         batch_size: int = BATCH_SIZE,
         time_zone: ZoneInfo = UTC,
         report: Callable[[str], Any] | None = None,
+        sample_percent: float = REPORT_SAMPLE_PERCENT,
     ) -> None:
         store = VerificationStore(clients.s3, plans.catalog_bucket)
         super().__init__(plans, clients, store, budget, invoker, report, batch_size)
         self.time_zone = time_zone
         self.topic_arn = topic_arn
         self.max_workers = max_workers
+        # The share re-hashed of a slice checked against an inventory report (without one, none).
+        self.sample_percent = sample_percent
         self.records = RecordStore(clients.s3, plans.catalog_bucket)
         # The most versions of one key the deduplication held at once, over every plan this object checked.
         self.largest_working_set = 0
@@ -215,6 +223,7 @@ class VerificationJob(Job[VerificationRecord]):
             return True
         after = (record.after[0], record.after[1]) if record.after else None
         with ExitStack() as stack:
+            rows = self._report_rows(stack, record, plan)
             if record.kind == "backup":
                 # One snapshot, read as its record names it (exact version, hash checked).
                 manifest = stack.enter_context(
@@ -234,7 +243,12 @@ class VerificationJob(Job[VerificationRecord]):
             distinct = DistinctVersions(manifests, weekday, after)
             try:
                 for batch in batches(distinct, self.batch_size):
-                    record.add(plan.name, verify_entries(self.clients.s3, plan, batch, sample, self.max_workers))
+                    if rows is None:
+                        part = verify_entries(self.clients.s3, plan, batch, sample, self.max_workers)
+                    else:
+                        versions = [(entry, rows.row(entry)) for entry in batch]
+                        part = verify_versions(self.clients.s3, plan, versions, self.sample_percent, self.max_workers)
+                    record.add(plan.name, part)
                     record.after = [batch[-1].source, batch[-1].key]
                     checkpoint.save()
                     if checkpoint.out_of_time():
@@ -242,6 +256,29 @@ class VerificationJob(Job[VerificationRecord]):
             finally:
                 self.largest_working_set = max(self.largest_working_set, distinct.largest)
         return True
+
+    def _report_rows(self, stack: ExitStack, record: VerificationRecord, plan: Plan) -> ReportRows | None:
+        """The rows of the newest inventory report of the plan's bucket, for a weekly slice when the plans set
+        `inventory`; None (check by HEAD) otherwise, or when the report is missing, stale or unreadable, which
+        the record keeps as a problem."""
+        if record.kind != "slice" or self.plans.inventory is None:
+            return None
+        choice = choose_report(self.clients.s3, self.plans.inventory, plan, utcnow())
+        if choice.report is not None:
+            try:
+                rows = stack.enter_context(ReportRows(self.clients.s3, choice.report, [s.name for s in plan.sources]))
+            except (ReportError, ClientError, BotoCoreError) as exc:
+                choice.summary["problem"] = (
+                    f"the newest inventory report of s3://{plan.bucket} cannot be used ({describe_error(exc)}): "
+                    "its versions were checked by HEAD instead"
+                )
+                rows = None
+        else:
+            rows = None
+        record.use_inventory(plan.name, choice.summary)
+        if choice.summary["problem"]:
+            logger.warning("verification %s: %s", record.job_id, choice.summary["problem"])
+        return rows
 
     def _in_check(self, record: VerificationRecord, plan: Plan) -> bool:
         """Whether an on-demand check covers this plan: named (or all named), and backed up by the backup."""

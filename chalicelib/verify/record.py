@@ -94,6 +94,11 @@ class VerificationRecord:
     errors: list[str] = field(default_factory=list)
     # Per plan: snapshots read, versions checked, missing, damaged.
     plans: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Versions asked about with HeadObject; the others were checked against an inventory report.
+    headed: int = 0
+    # Per plan, when the plans set `inventory`: the report checked against (its manifest key, creation time,
+    # age in days), or the problem that sent the check back to HEAD (no report, a stale or unreadable one).
+    inventory: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The checkpoint: the plan being worked on (index in the plans file) and the last (source, key) of it
     # whose versions are all checked and counted above; None: nothing of that plan done yet.
     plan_index: int = 0
@@ -105,8 +110,18 @@ class VerificationRecord:
         return self.status != VerificationStatus.RUNNING
 
     @property
+    def inventory_problems(self) -> list[str]:
+        return [used["problem"] for used in self.inventory.values() if used.get("problem")]
+
+    @property
     def ok(self) -> bool:
-        return not (self.missing_count or self.damaged_count or self.error_count)
+        return not (self.missing_count or self.damaged_count or self.error_count or self.inventory_problems)
+
+    def use_inventory(self, plan: str, summary: dict[str, Any]) -> None:
+        """Which report the plan is checked against. A problem found by an earlier invocation of the job
+        stays: part of the plan was checked without a report."""
+        earlier = self.inventory.get(plan, {}).get("problem")
+        self.inventory[plan] = summary if summary.get("problem") or not earlier else {**summary, "problem": earlier}
 
     def plan_stats(self, plan: str) -> dict[str, int]:
         return self.plans.setdefault(plan, {"snapshots": 0, "checked": 0, "missing": 0, "damaged": 0})
@@ -125,6 +140,7 @@ class VerificationRecord:
         self.checked += report.checked
         self.sampled += report.sampled
         self.sample_skipped_archived += report.sample_skipped_archived
+        self.headed += report.headed
         self.missing_count += len(report.missing)
         self.damaged_count += len(report.damaged)
         self.missing.extend(asdict(f) for f in report.missing[: max(0, MAX_LISTED - len(self.missing))])
@@ -138,13 +154,15 @@ class VerificationRecord:
             self.errors.append(message)
 
     def conclude(self, now: str) -> None:
-        """FAILED when anything is missing or damaged, or part of the slice could not be checked."""
+        """FAILED when anything is missing or damaged, part of the slice could not be checked, or the
+        inventory report it should have been checked against was missing or stale."""
         self.status = VerificationStatus.SUCCEEDED if self.ok else VerificationStatus.FAILED
         self.finished_at = now
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["ok"] = self.ok if self.finished else None
+        data["inventory_problems"] = self.inventory_problems
         return data
 
     @classmethod

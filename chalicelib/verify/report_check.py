@@ -1,0 +1,158 @@
+"""The weekly verification's source of truth when the plans set `inventory`: the newest S3 Inventory report
+of a backup bucket instead of a HeadObject per version.
+
+Which report: the newest one delivered for the bucket (chalicelib/inventory/reports.py). A report older than
+its frequency allows (`STALE_AFTER`), or none at all, or one that cannot be read, is a finding the job
+records and alerts on; the job then checks by HEAD as it does without an inventory.
+
+How versions meet their rows, in flat memory: a snapshot's entries come sorted by (source, key), the report's
+rows by stored key `data/<source>/<key>`, and the two orders differ across sources ("a-b/..." sorts before
+"a/..."). Within one source they agree, since every stored key of it shares the prefix `data/<source>/`. So
+one pass over the sorted rows splits the rows of the plan's sources into a temporary file each (already
+sorted), and each source is then read forward by a cursor as its entries go by; the cursor holds one key's
+versions at a time.
+
+What is not in the report is asked about by HEAD: a version written after the report's scan (a day's
+changes at most), a version really gone (HEAD confirms it before it is called missing), and a version
+stored under `data/~long/` (a hashed key, in another order; rare).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import IO, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.catalog.manifests import Entry
+from chalicelib.errors import describe_error
+from chalicelib.inventory.reports import Report, ReportError, Row, newest_report, read_run, sorted_rows
+from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX
+from chalicelib.plans import InventoryPlan, Plan
+from chalicelib.times import isoformat
+
+logger = logging.getLogger(__name__)
+
+# How old a report may be before the verification will not rely on it: S3 delivers within 48 hours of the
+# scan, daily or weekly.
+STALE_AFTER = {"Daily": timedelta(days=2), "Weekly": timedelta(days=8)}
+
+
+@dataclass(frozen=True)
+class ReportChoice:
+    """The report a plan's check uses (None when there is none to use), and what the record keeps of it."""
+
+    report: Report | None
+    summary: dict[str, Any]
+
+
+def _days(age: timedelta) -> str:
+    return f"{age.total_seconds() / 86400:.1f} days"
+
+
+def choose_report(s3: Any, inventory: InventoryPlan, plan: Plan, now: datetime) -> ReportChoice:
+    """The newest report of the plan's bucket if it is fresh enough to rely on. Otherwise `summary["problem"]`
+    says why not (no report, too old, unreadable), naming the bucket and the report's age."""
+    where = f"s3://{inventory.bucket}/{inventory.prefix}"
+    summary: dict[str, Any] = {"bucket": plan.bucket, "report": None, "created": None, "age_days": None, "problem": None}
+    fallback = "its versions were checked by HEAD instead"
+    try:
+        report = newest_report(s3, inventory.bucket, inventory.prefix, plan.bucket, inventory.configuration_id)
+    except (ReportError, ClientError, BotoCoreError) as exc:
+        summary["problem"] = f"the newest inventory report of s3://{plan.bucket} in {where} cannot be used ({describe_error(exc)}): {fallback}"
+        return ReportChoice(None, summary)
+    if report is None:
+        summary["problem"] = f"no inventory report of s3://{plan.bucket} has been delivered to {where}: {fallback}"
+        return ReportChoice(None, summary)
+    age = report.age(now)
+    limit = STALE_AFTER.get(inventory.frequency, STALE_AFTER["Daily"])
+    summary |= {"report": report.manifest_key, "created": isoformat(report.created), "age_days": round(age.total_seconds() / 86400, 2)}
+    if age > limit:
+        summary["problem"] = (
+            f"the newest inventory report of s3://{plan.bucket} ({report.manifest_key}) is {_days(age)} old, more than "
+            f"the {_days(limit)} a {inventory.frequency} report may be: {fallback}"
+        )
+        return ReportChoice(None, summary)
+    return ReportChoice(report, summary)
+
+
+def _source_of(stored_key: str) -> str | None:
+    if not stored_key.startswith(DATA_PREFIX) or stored_key.startswith(LONG_KEYS_PREFIX):
+        return None
+    source, slash, _ = stored_key[len(DATA_PREFIX) :].partition("/")
+    return source if slash else None
+
+
+class SourceCursor:
+    """The rows of one source, read forward in (stored key, version id) order."""
+
+    def __init__(self, run: IO[bytes] | None) -> None:
+        self._rows = read_run(run) if run is not None else iter(())
+        self._next: Row | None = next(self._rows, None)
+        self._key: str | None = None
+        self._versions: dict[str, Row] = {}
+
+    def versions(self, stored_key: str) -> dict[str, Row]:
+        """The rows of `stored_key` by version id. Keys must be asked for in ascending order (one key any
+        number of times in a row)."""
+        if stored_key != self._key:
+            self._key, self._versions = stored_key, {}
+            while self._next is not None and self._next.key <= stored_key:
+                if self._next.key == stored_key:
+                    self._versions[self._next.version_id] = self._next
+                self._next = next(self._rows, None)
+        return self._versions
+
+
+class ReportRows:
+    """A report's rows of some sources, split by source in one pass over its sorted rows (a context manager:
+    the temporary files go on exit). `rows` defaults to `sorted_rows(s3, report)`."""
+
+    def __init__(self, s3: Any, report: Report, sources: Iterable[str], rows: Iterable[Row] | None = None) -> None:
+        self.report = report
+        self._runs: dict[str, IO[bytes]] = {}
+        self._cursors: dict[str, SourceCursor] = {}
+        wanted = set(sources)
+        try:
+            for row in rows if rows is not None else sorted_rows(s3, report):
+                source = _source_of(row.key)
+                if source not in wanted:
+                    continue
+                assert source is not None
+                run = self._runs.get(source)
+                if run is None:
+                    run = self._runs[source] = tempfile.TemporaryFile()
+                pickle.dump(row, run, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException:
+            self.close()
+            raise
+        for run in self._runs.values():
+            run.seek(0)
+
+    def row(self, entry: Entry) -> Row | None:
+        """The report's row of the entry's version; None when the report does not list it (a version written
+        after the scan, one that is gone) or cannot be looked up in order (a long key)."""
+        stored = entry.data_key
+        if _source_of(stored) != entry.source:
+            return None
+        cursor = self._cursors.get(entry.source)
+        if cursor is None:
+            cursor = self._cursors[entry.source] = SourceCursor(self._runs.get(entry.source))
+        return cursor.versions(stored).get(entry.version_id)
+
+    def close(self) -> None:
+        for run in self._runs.values():
+            run.close()
+        self._runs.clear()
+
+    def __enter__(self) -> ReportRows:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None) -> None:
+        self.close()
