@@ -304,3 +304,14 @@ def test_rows_meet_their_entries_although_stored_keys_sort_otherwise_across_sour
         found = [rows.row(e) for e in entries]
     assert [r.key if r else None for r in found] == ["data/a/x", "data/a/y", "data/a/y", "data/a-b/x", None]
     assert [r.version_id if r else None for r in found] == ["1", "1", "2", "1", None]
+
+
+def test_the_rows_held_are_one_keys_versions_whatever_the_size_of_the_report() -> None:
+    keys, versions = 1500, 3
+    entries = [Entry(source, f"k{index:05d}", f"v{version}", 1, "", "i")
+               for source in ("docs", "docs-old") for index in range(keys) for version in range(versions)]
+    listed = sorted((row(e) for e in entries), key=lambda r: r.sort_key)
+    with ReportRows(NoS3(), None, ["docs", "docs-old"], rows=iter(listed)) as rows:
+        found = [rows.row(e) for e in entries if e.version_id != "v1"]
+        assert rows.largest == versions < len(listed) // 1000
+    assert all(r is not None for r in found) and len(found) == 2 * keys * (versions - 1)

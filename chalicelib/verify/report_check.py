@@ -90,13 +90,15 @@ def _source_of(stored_key: str) -> str | None:
 
 
 class SourceCursor:
-    """The rows of one source, read forward in (stored key, version id) order."""
+    """The rows of one source, read forward in (stored key, version id) order. `largest`: the most rows it
+    ever held at once (one key's versions)."""
 
     def __init__(self, run: IO[bytes] | None) -> None:
         self._rows = read_run(run) if run is not None else iter(())
         self._next: Row | None = next(self._rows, None)
         self._key: str | None = None
         self._versions: dict[str, Row] = {}
+        self.largest = 0
 
     def versions(self, stored_key: str) -> dict[str, Row]:
         """The rows of `stored_key` by version id. Keys must be asked for in ascending order (one key any
@@ -107,6 +109,7 @@ class SourceCursor:
                 if self._next.key == stored_key:
                     self._versions[self._next.version_id] = self._next
                 self._next = next(self._rows, None)
+            self.largest = max(self.largest, len(self._versions))
         return self._versions
 
 
@@ -145,6 +148,11 @@ class ReportRows:
         if cursor is None:
             cursor = self._cursors[entry.source] = SourceCursor(self._runs.get(entry.source))
         return cursor.versions(stored).get(entry.version_id)
+
+    @property
+    def largest(self) -> int:
+        """The most rows any source's cursor held at once."""
+        return max((cursor.largest for cursor in self._cursors.values()), default=0)
 
     def close(self) -> None:
         for run in self._runs.values():
