@@ -315,3 +315,36 @@ def test_the_rows_held_are_one_keys_versions_whatever_the_size_of_the_report() -
         found = [rows.row(e) for e in entries if e.version_id != "v1"]
         assert rows.largest == versions < len(listed) // 1000
     assert all(r is not None for r in found) and len(found) == 2 * keys * (versions - 1)
+
+
+# ------------------------------------------------------------------------------------------ the command line
+
+
+@pytest.fixture
+def inventory_plans_file(stage_env: dict[str, str], tmp_path: Any) -> dict[str, str]:
+    """The shipped plans file with `inventory` set, chosen by PLANS_FILE (before the stage is written)."""
+    import json
+    from pathlib import Path
+
+    import chalicelib.plans_file
+
+    document = json.loads(Path(chalicelib.plans_file.DEFAULT_PLANS_FILE).read_text())
+    document["inventory"] = {"bucket": REPORTS, "frequency": "Daily"}
+    path = tmp_path / "plans-with-inventory.json"
+    path.write_text(json.dumps(document))
+    stage_env["PLANS_FILE"] = str(path)
+    return stage_env
+
+
+def test_verify_slice_says_when_no_inventory_report_could_be_used(
+    inventory_plans_file: dict[str, str], project_dir: Any, capsys: pytest.CaptureFixture[str],
+    backups: BackupService, s3: Any,
+) -> None:
+    from chalicelib import cli
+
+    take_backup(backups, ["photos"])
+    s3.create_bucket(Bucket=REPORTS)
+    code = cli.main(["--stage", "local", "--project-dir", str(project_dir), "verify-slice", "--weekday", "2"])
+    out = capsys.readouterr().out
+    assert code == 1 and "FAILED" in out and "0 missing, 0 damaged, 0 error(s)" in out
+    assert f"INVENTORY: no inventory report of s3://test-backup-photos has been delivered to s3://{REPORTS}/inventory" in out

@@ -231,6 +231,7 @@ def cmd_verify_slice(ctx: Context) -> int:
             lines.append(f"  {finding['problem'].upper()}: {finding['plan']} {finding['source']}/{finding['key']} "
                          f"(version {finding['version_id']}): {finding['detail']}")
         lines += [f"  error: {e}" for e in record.errors]
+        lines += [f"  INVENTORY: {problem}" for problem in record.inventory_problems]
         return "\n".join(lines)
 
     emit(ctx, data, text)
