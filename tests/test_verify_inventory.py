@@ -243,6 +243,56 @@ def test_a_version_written_after_the_report_is_asked_about_not_called_missing(
     assert sorted(heads(since)) == sorted(written_after) and sum(r.headed for r in records) == 4
 
 
+def test_a_job_over_many_invocations_against_the_report_checks_what_one_pass_checks(
+    backups: BackupService, clients: Any, s3: Any, inventoried: PlanSet
+) -> None:
+    from chalicelib.jobs.budget import TimeBudget
+    from chalicelib.verify.record import VerificationStore
+    from tests.test_scale import FakeContext, Invocations
+
+    backup_id = take_backup(backups)
+    seed_faults(s3, backup_id)
+    deliver_all(s3, inventoried)
+    since = CallsSince()
+    one_pass = whole_week(inventoried, clients, "one", sample_percent=0)
+    one_pass_heads = sorted(heads(since))
+    since = CallsSince()
+    invoker = Invocations()
+
+    def invocation(payload: dict[str, Any]) -> None:
+        # Each invocation's time runs out after two batches of two keys: the report is read again by each.
+        VerificationJob(inventoried, clients, TOPIC, 4, TimeBudget(FakeContext(1)), invoker, batch_size=2,
+                        sample_percent=0).run(payload["job_id"])
+
+    many = []
+    for day in range(7):
+        job = VerificationJob(inventoried, clients, TOPIC).start(later_id(f"many{day}"), weekday=day)
+        invocation({"job_id": job.job_id})
+        invoker.drive(invocation)
+        many.append(VerificationStore(s3, "test-backup-documents").get(job.job_id))
+    assert invoker.count >= 7
+    assert [(r.checked, r.headed, r.plans) for r in many] == [(r.checked, r.headed, r.plans) for r in one_pass]
+    assert all_findings(many) == all_findings(one_pass) != []
+    # Resuming after a key neither skips nor repeats a version the report does not list.
+    assert sorted(heads(since)) == one_pass_heads and len(one_pass_heads) == 2
+
+
+def test_an_unreadable_report_alerts_and_the_job_checks_by_head(
+    backups: BackupService, clients: Any, s3: Any, inventoried: PlanSet
+) -> None:
+    from tests.s3_inventory import rewrite_manifest as rewrite_report
+
+    take_backup(backups, ["documents"])
+    delivered = deliver_all(s3, inventoried)
+    rewrite_report(s3, REPORTS, delivered["documents"], lambda manifest: manifest.update(fileSchema="Bucket, Key"), fix_checksum=False)
+    since = CallsSince()
+    records = whole_week(inventoried, clients, "unreadable", sample_percent=0)
+    assert len(heads(since)) == sum(r.checked for r in records) == 10
+    problem = records[0].inventory["documents"]["problem"]
+    assert "s3://test-backup-documents" in problem and "manifest.checksum" in problem and "by HEAD" in problem
+    assert all(r.status == "FAILED" for r in records) and records[0].inventory["photos"]["problem"] is None
+
+
 # ------------------------------------------------------------------------------------------ no usable report
 
 
