@@ -54,8 +54,8 @@ def _reports_bucket_read_as_granted(monkeypatch: pytest.MonkeyPatch) -> None:
         with the_tests_own_calls():
             return newest(*args)
 
-    def sorted_rows(*args: Any) -> Iterator[Row]:
-        found = rows(*args)
+    def sorted_rows(*args: Any, **kwargs: Any) -> Iterator[Row]:
+        found = rows(*args, **kwargs)
         while True:
             with the_tests_own_calls():
                 item = next(found, None)
@@ -398,3 +398,13 @@ def test_verify_slice_says_when_no_inventory_report_could_be_used(
     out = capsys.readouterr().out
     assert code == 1 and "FAILED" in out and "0 missing, 0 damaged, 0 error(s)" in out
     assert f"INVENTORY: no inventory report of s3://test-backup-photos has been delivered to s3://{REPORTS}/inventory" in out
+
+
+def test_only_the_slices_rows_are_kept() -> None:
+    from chalicelib.verify.checks import weekly_slice
+
+    entries = [Entry("docs", f"k{index:03d}", "v1", 1, "", "i") for index in range(200)]
+    listed = sorted((row(e) for e in entries), key=lambda r: r.sort_key)
+    with ReportRows(NoS3(), None, ["docs"], weekday=4, rows=listed) as rows:
+        found = {e.key for e in entries if rows.row(e) is not None}
+    assert found == {e.key for e in entries if weekly_slice(e) == 4} and 10 < len(found) < 60

@@ -31,7 +31,7 @@ import json
 import pickle
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -226,9 +226,9 @@ def rows(s3: Any, report: Report) -> Iterator[Row]:
             yield from _read_rows(report, data_file, copy)
 
 
-def sorted_rows(s3: Any, report: Report, run_rows: int = RUN_ROWS) -> Iterator[Row]:
-    """Every row of the report in (key, version id) order (`Row.sort_key`), for a merge against sorted
-    snapshot manifests.
+def sorted_rows(s3: Any, report: Report, run_rows: int = RUN_ROWS, keep: Callable[[Row], bool] | None = None) -> Iterator[Row]:
+    """Every row of the report (or those `keep` accepts, left out before sorting) in (key, version id) order
+    (`Row.sort_key`), for a merge against sorted snapshot manifests.
 
     An external merge sort: rows are read `run_rows` at a time, each batch sorted in memory and written to a
     temporary file, then the sorted runs are merged with heapq. Memory holds one batch while sorting and one
@@ -240,6 +240,8 @@ def sorted_rows(s3: Any, report: Report, run_rows: int = RUN_ROWS) -> Iterator[R
     try:
         batch: list[Row] = []
         for row in rows(s3, report):
+            if keep is not None and not keep(row):
+                continue
             batch.append(row)
             if len(batch) >= run_rows:
                 runs.append(_write_run(batch))

@@ -87,12 +87,21 @@ class VerifyReport:
 
 
 def _version_hash(entry: Entry) -> int:
-    return int.from_bytes(hashlib.sha256(f"{entry.data_key}\0{entry.version_id}".encode("utf-8")).digest()[:8], "big")
+    return _stored_version_hash(entry.data_key, entry.version_id)
+
+
+def _stored_version_hash(stored_key: str, version_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{stored_key}\0{version_id}".encode("utf-8")).digest()[:8], "big")
 
 
 def weekly_slice(entry: Entry) -> int:
     """Which day of the week (0 = Monday) checks this version."""
-    return _version_hash(entry) % SLICES
+    return stored_slice(entry.data_key, entry.version_id)
+
+
+def stored_slice(stored_key: str, version_id: str) -> int:
+    """`weekly_slice` of the version stored at `stored_key` (e.g. an inventory report's row)."""
+    return _stored_version_hash(stored_key, version_id) % SLICES
 
 
 def in_sample(entry: Entry, percent: float) -> bool:

@@ -266,7 +266,9 @@ class VerificationJob(Job[VerificationRecord]):
         choice = choose_report(self.clients.s3, self.plans.inventory, plan, utcnow())
         if choice.report is not None:
             try:
-                rows = stack.enter_context(ReportRows(self.clients.s3, choice.report, [s.name for s in plan.sources]))
+                rows = stack.enter_context(
+                    ReportRows(self.clients.s3, choice.report, [s.name for s in plan.sources], record.weekday)
+                )
             except (ReportError, ClientError, BotoCoreError) as exc:
                 choice.summary["problem"] = (
                     f"the newest inventory report of s3://{plan.bucket} cannot be used ({describe_error(exc)}): "

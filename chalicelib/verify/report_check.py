@@ -36,6 +36,7 @@ from chalicelib.inventory.reports import Report, ReportError, Row, newest_report
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX
 from chalicelib.plans import InventoryPlan, Plan
 from chalicelib.times import isoformat
+from chalicelib.verify.checks import stored_slice
 
 logger = logging.getLogger(__name__)
 
@@ -114,18 +115,26 @@ class SourceCursor:
 
 
 class ReportRows:
-    """A report's rows of some sources, split by source in one pass over its sorted rows (a context manager:
-    the temporary files go on exit). `rows` defaults to `sorted_rows(s3, report)`."""
+    """A report's rows of some sources (of one weekday's slice, or all), split by source in one pass over its
+    sorted rows (a context manager: the temporary files go on exit). `rows` defaults to `sorted_rows(s3,
+    report)`."""
 
-    def __init__(self, s3: Any, report: Report, sources: Iterable[str], rows: Iterable[Row] | None = None) -> None:
+    def __init__(
+        self, s3: Any, report: Report, sources: Iterable[str], weekday: int | None = None, rows: Iterable[Row] | None = None
+    ) -> None:
         self.report = report
         self._runs: dict[str, IO[bytes]] = {}
         self._cursors: dict[str, SourceCursor] = {}
         wanted = set(sources)
+
+        def kept(row: Row) -> bool:
+            # Only the slice's rows of the plan's sources are sorted and kept: a seventh of them.
+            return _source_of(row.key) in wanted and (weekday is None or stored_slice(row.key, row.version_id) == weekday)
+
         try:
-            for row in rows if rows is not None else sorted_rows(s3, report):
+            for row in rows if rows is not None else sorted_rows(s3, report, keep=kept):
                 source = _source_of(row.key)
-                if source not in wanted:
+                if not kept(row):
                     continue
                 assert source is not None
                 run = self._runs.get(source)
