@@ -63,16 +63,22 @@ READER: tuple[Concern, ...] = (
 RESTORER: tuple[Concern, ...] = (job_grants.RESTORE_GRANTS, *READER)
 
 # Both prune functions run the same job: the schedule's invocation starts it, the worker carries it on.
-PRUNER: tuple[Concern, ...] = (job_grants.PRUNE_GRANTS, grants.READER_KEY_GRANTS, grants.LOG_GRANTS, grants.TAMPERING_GRANTS)
+PRUNER: tuple[Concern, ...] = (
+    job_grants.PRUNE_GRANTS,
+    grants.READER_KEY_GRANTS,
+    grants.LOG_GRANTS,
+    grants.TAMPERING_GRANTS,
+    grants.INVENTORY_READ_GRANTS,
+)
 
 
 ROLES: dict[str, tuple[Concern, ...]] = {
     API_HANDLER: (grants.API_GRANTS, *READER, job_grants.COST_GRANTS),
-    DAILY_BACKUP: BACKUP_WRITER + (backup_grants.SCHEDULE_LOCK_GRANTS, job_grants.COST_GRANTS),
-    BACKUP_WORKER: BACKUP_WRITER + (job_grants.COST_GRANTS,),
+    DAILY_BACKUP: BACKUP_WRITER + (backup_grants.SCHEDULE_LOCK_GRANTS, job_grants.COST_GRANTS, grants.INVENTORY_READ_GRANTS),
+    BACKUP_WORKER: BACKUP_WRITER + (job_grants.COST_GRANTS, grants.INVENTORY_READ_GRANTS),
     RESTORE_WORKER: RESTORER,
     RESUME_RESTORES: RESTORER,
-    VERIFY_WORKER: (job_grants.VERIFY_GRANTS, *READER),
+    VERIFY_WORKER: (job_grants.VERIFY_GRANTS, *READER, grants.INVENTORY_READ_GRANTS),
     DAILY_PRUNE: PRUNER,
     PRUNE_WORKER: PRUNER,
 }
