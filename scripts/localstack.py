@@ -382,6 +382,7 @@ class Seeded:
 
 def seed(s3: Any, dynamodb: Any, sns: Any, sqs: Any, env: Mapping[str, str]) -> Seeded:
     """Backup buckets as an administrator provisions them, and production-like sources. Idempotent."""
+    from chalicelib.deploy.inventory_bucket import REPORT_EXPIRATION_DAYS, provision_inventory
     from chalicelib.deploy.provision import provision
 
     plans = load_plans(env)
@@ -390,6 +391,11 @@ def seed(s3: Any, dynamodb: Any, sns: Any, sqs: Any, env: Mapping[str, str]) -> 
         logger.debug("bucket %s: %s", plan.bucket, ", ".join(changes) or "already provisioned")
         tiers = ", ".join(f"{t.storage_class} after {t.days} d" for t in plan.lifecycle.transitions) or "none"
         logger.info("backup bucket %-32s versioned; data/ moves to %s", plan.bucket, tiers)
+    if plans.inventory is not None:
+        # The emulator's account, which the stage's alert topic names.
+        changes = provision_inventory(s3, plans, env["ALERT_TOPIC_ARN"].split(":")[4])
+        logger.debug("inventory bucket %s: %s", plans.inventory.bucket, ", ".join(changes) or "already provisioned")
+        logger.info("inventory bucket %-29s %s reports of every version, kept %d days", plans.inventory.bucket, plans.inventory.frequency, REPORT_EXPIRATION_DAYS)
 
     docs, images, items = documents(), photos(), list(orders())
     ensure_bucket(s3, env["DOCUMENTS_SOURCE_BUCKET"])

@@ -29,8 +29,9 @@ def policies_for(configurations: Iterable[Any], topics: Iterable[str], account: 
             plans.add(item)
         elif isinstance(item, PlanSet):
             plans.update(item.plans)
-            # A plans document used without settings still has its catalog, which records are scoped to.
-            scopes.append(_test_scope(item.plans, topic_arns, account, item.catalog_bucket))
+            # A plans document used without settings still has its catalog, which records are scoped to, and
+            # its inventory bucket.
+            scopes.append(_test_scope(item.plans, topic_arns, account, item.catalog_bucket, item.inventory))
         elif isinstance(item, (S3Source, DynamoDBSource, DirectorySource)):
             sources.add(item)
     # Plans and readers used on their own (without settings) get exactly the grants their plan or source would.
@@ -44,7 +45,7 @@ def policies_for(configurations: Iterable[Any], topics: Iterable[str], account: 
     return {**policies, OPERATOR: everything, UNATTRIBUTED: everything}
 
 
-def _test_scope(plans: Any, topics: tuple[str, ...], account: str, catalog_bucket: str = "") -> Any:
+def _test_scope(plans: Any, topics: tuple[str, ...], account: str, catalog_bucket: str = "", inventory: Any = None) -> Any:
     from chalicelib.deploy.policy import Scope
 
     return Scope(
@@ -55,6 +56,7 @@ def _test_scope(plans: Any, topics: tuple[str, ...], account: str, catalog_bucke
         region="us-east-1",
         account=account,
         catalog_bucket=catalog_bucket,
+        inventory=inventory,
     )
 
 

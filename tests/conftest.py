@@ -25,6 +25,8 @@ pytest_plugins = ["tests.shared_models", "tests.record_calls", "tests.moto_tls",
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
+# moto's account, which the alert topic's ARN names too.
+ACCOUNT = "123456789012"
 
 STAGE_ENV = {
     "BACKUP_BUCKET_PREFIX": "test-backup",
@@ -126,10 +128,12 @@ def clients(aws: None) -> Any:
 
 @pytest.fixture
 def backup_buckets(s3: Any, plans: Any) -> Any:
+    from chalicelib.deploy.inventory_bucket import provision_inventory
     from chalicelib.deploy.provision import provision
 
     for plan in plans.plans:
         provision(s3, plan)
+    provision_inventory(s3, plans, ACCOUNT)
     return plans
 
 

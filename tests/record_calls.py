@@ -46,12 +46,13 @@ ROOT = Path(__file__).resolve().parent.parent
 _RUNTIME_DIR = str(ROOT / "chalicelib") + os.sep
 _APP_FILE = str(ROOT / "app.py")
 # Administrator's tools in chalicelib/: they run with an administrator's rights, never in the functions.
-# (The bucket-reading helpers of bucket_state.py still count when drift.py calls them: its frame is the
+# (The bucket-reading helpers of bucket_state.py and inventory_bucket.py still count when drift.py calls them: its frame is the
 # system's.)
 ADMIN_MODULES = {
     "deploy/bucket_settings.py",
     "deploy/bucket_state.py",
     "deploy/bucket_differences.py",
+    "deploy/inventory_bucket.py",
     "deploy/provision.py",
     "deploy/policy.py",
     "deploy/permissions.py",
@@ -145,6 +146,19 @@ def the_tests_own_calls() -> Iterator[None]:
         _LOCAL.busy = before
 
 
+@contextmanager
+def running_as(function: str) -> Iterator[None]:
+    """The system's calls made inside this block (on this thread) are `function`'s, as deployed: for a part
+    a test drives directly that no entry point of the function reaches yet (e.g. the inventory reader the
+    verify worker reads reports with)."""
+    before = getattr(_LOCAL, "function", None)
+    _LOCAL.function = function
+    try:
+        yield
+    finally:
+        _LOCAL.function = before
+
+
 def assume_configuration(item: Any) -> None:
     """A plan (or plans, settings) the system runs with although no system frame holds it, e.g. the plan
     whose bucket a test hands straight to a source reader."""
@@ -188,7 +202,7 @@ def _record(params: dict[str, Any], model: Any, context: dict[str, Any] | None =
             params={k: v for k, v in params.items() if k != "Body"},
             region=(context or {}).get("client_region") or "us-east-1",
             origin=origin,
-            function=owner(frames, thread_owner()),
+            function=owner(frames, getattr(_LOCAL, "function", None) or thread_owner()),
         )
         with RECORDER.lock:
             RECORDER.calls.append(call)

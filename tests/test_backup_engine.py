@@ -25,6 +25,7 @@ from chalicelib.catalog.manifests import Entry, Manifest, list_snapshot_keys, ma
 from chalicelib.catalog.records import BackupRecord, PlanResult, new_backup_id
 from chalicelib.config import Settings
 from chalicelib.errors import AlreadyExists
+from tests.conftest import ACCOUNT
 
 # --------------------------------------------------------------------------------------------------------
 # Botocore event hooks: count and fail calls on one client without touching the code under test.
@@ -160,9 +161,11 @@ DOCUMENTS = {f"reports/report-{i}.txt": f"report {i}\n".encode() * (i + 1) for i
 @pytest.fixture
 def docs(s3: Any, plans: Any, clients: Any, stage_env: dict[str, str], topic_queue: str) -> BackupService:
     """Only the documents plan's bucket and source: most behaviour needs one plan, and setup is cheaper."""
+    from chalicelib.deploy.inventory_bucket import provision_inventory
     from chalicelib.deploy.provision import provision
 
     provision(s3, plans.get("documents"))
+    provision_inventory(s3, plans, ACCOUNT, ["documents"])
     s3.create_bucket(Bucket=DOCS_SRC)
     for key, body in DOCUMENTS.items():
         s3.put_object(Bucket=DOCS_SRC, Key=key, Body=body)
@@ -172,12 +175,14 @@ def docs(s3: Any, plans: Any, clients: Any, stage_env: dict[str, str], topic_que
 @pytest.fixture
 def db(s3: Any, dynamodb: Any, plans: Any, clients: Any, stage_env: dict[str, str]) -> BackupService:
     """Only the database plan's bucket and a table of 50 items."""
+    from chalicelib.deploy.inventory_bucket import provision_inventory
     from chalicelib.deploy.provision import provision
     from tests.conftest import create_table
 
     # The catalog (backup records) lives in the documents bucket.
     provision(s3, plans.get("documents"))
     provision(s3, plans.get("database"))
+    provision_inventory(s3, plans, ACCOUNT, ["documents", "database"])
     create_table(dynamodb, "test-orders", items=50)
     return BackupService(Settings.from_environ(stage_env), clients)
 
@@ -695,11 +700,13 @@ BOOKKEEPING_REQUESTS = {
     # drift: the bucket's settings read back after the plan
     "s3:GetBucketVersioning": 1,
     "s3:GetBucketLifecycleConfiguration": 1,
-    "s3:GetBucketEncryption": 1,
+    # ... and the inventory bucket's default encryption and policy (S3 alone writes reports there)
+    "s3:GetBucketEncryption": 2,
     "s3:GetPublicAccessBlock": 1,
     "s3:GetBucketOwnershipControls": 1,
-    "s3:GetBucketPolicy": 1,
+    "s3:GetBucketPolicy": 2,
     "s3:GetObjectLockConfiguration": 1,
+    "s3:GetBucketInventoryConfiguration": 1,  # the bucket's inventory configuration
     "sns:Publish": 1,  # the alert
     "cloudwatch:PutMetricData": 1,  # the success metric the staleness alarm watches
 }

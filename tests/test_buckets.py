@@ -231,7 +231,8 @@ def test_provision_command_for_a_stage(s3: Any, capsys: pytest.CaptureFixture[st
     assert "acme-backup-dev-documents (plan documents): created bucket" in first
     assert main(["--stage", "dev"]) == 0
     second = capsys.readouterr().out.splitlines()
-    assert len(second) == 3 and all("nothing changed" in line for line in second)
+    assert len(second) == 4 and all("nothing changed" in line for line in second)
+    assert second[-1] == "inventory acme-backup-dev-inventory: already as planned, nothing changed"
     s3.put_bucket_versioning(Bucket="acme-backup-dev-photos", VersioningConfiguration={"Status": "Suspended"})
     assert main(["--stage", "dev"]) == 1
     assert "versioning is suspended" in capsys.readouterr().err

@@ -16,7 +16,9 @@ import time_machine
 
 from chalicelib.inventory import configuration as conf
 from chalicelib.inventory import reports
-from tests.record_calls import the_tests_own_calls
+from chalicelib.deploy.scope import VERIFY_WORKER
+from chalicelib.plans import InventoryPlan, Lifecycle, Plan, PlanSet
+from tests.record_calls import assume_configuration, running_as
 from tests.s3_inventory import deliver, encode_key, rewrite_manifest
 
 ACCOUNT = "123456789012"
@@ -37,10 +39,15 @@ ODD_KEYS = [
 
 
 @pytest.fixture(autouse=True)
-def _readers_are_not_a_function_yet() -> Iterator[None]:
-    # No Lambda function reads inventory reports yet, so no generated policy grants the destination bucket;
-    # the calls chalicelib/inventory makes here are checked once a function reads them.
-    with the_tests_own_calls():
+def _read_as_the_verify_worker() -> Iterator[None]:
+    # The reader's calls are checked against the verify worker's generated policy, for a stage whose one
+    # backup bucket is SOURCE and whose reports go to DESTINATION: listing under inventory/ and reading
+    # reports there, nothing more. (The prune and the cost report's functions get the same grants.)
+    assume_configuration(
+        PlanSet(plans=(Plan(name="inventoried", bucket=SOURCE, sources=(), lifecycle=Lifecycle(())),), catalog_bucket=SOURCE,
+                inventory=InventoryPlan(bucket=DESTINATION))
+    )
+    with running_as(VERIFY_WORKER):
         yield
 
 

@@ -17,7 +17,8 @@ import pytest
 from chalicelib.deploy import audit
 from chalicelib.deploy.bucket_differences import denies_insecure_transport
 from chalicelib.deploy.policy import FUNCTIONS, generate, policy_path, stage_scope
-from chalicelib.deploy.template import RUNTIME, bucket_resource_name, merge_template
+from chalicelib.deploy.inventory_bucket import REPORT_EXPIRATION_DAYS, configuration
+from chalicelib.deploy.template import INVENTORY_BUCKET, RUNTIME, bucket_resource_name, merge_template
 from chalicelib.notify import metrics
 from chalicelib.stages import stage_environment, stage_plans
 from tests.conftest import ROOT
@@ -139,11 +140,11 @@ def test_the_verify_worker_is_packaged_with_its_own_settings(template: dict[str,
 
 def named_buckets(template: dict[str, Any]) -> dict[str, Any]:
     """The buckets the stage names (backup and restore buckets), by name; the audit log bucket's name is
-    CloudFormation's."""
+    CloudFormation's, and the inventory bucket's tests are its own."""
     return {
         r["Properties"]["BucketName"]: r
         for name, r in of_type(template, "AWS::S3::Bucket").items()
-        if name != audit.TRAIL_BUCKET
+        if name not in (audit.TRAIL_BUCKET, INVENTORY_BUCKET)
     }
 
 
@@ -176,6 +177,41 @@ def test_each_bucket_carries_its_plan(template: dict[str, Any]) -> None:
         assert denies_insecure_transport(policy["PolicyDocument"], plan.bucket)
     documents = template["Resources"]["BackupBucketDocuments"]["Properties"]["LifecycleConfiguration"]["Rules"][0]
     assert [t["TransitionInDays"] for t in documents["Transitions"]] == [30, 180]
+
+
+def test_the_inventory_bucket_and_every_backup_buckets_configuration_are_as_provisioned(template: dict[str, Any]) -> None:
+    plans = stage_plans(STAGE, ROOT)
+    assert plans.inventory is not None
+    bucket = template["Resources"][INVENTORY_BUCKET]
+    props = bucket["Properties"]
+    assert bucket["DeletionPolicy"] == "Retain" and props["BucketName"] == plans.inventory.bucket
+    (encryption,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    assert set(props["PublicAccessBlockConfiguration"].values()) == {True} and len(props["PublicAccessBlockConfiguration"]) == 4
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    (rule,) = props["LifecycleConfiguration"]["Rules"]
+    assert (rule["Prefix"], rule["ExpirationInDays"], rule["Status"]) == ("inventory/", REPORT_EXPIRATION_DAYS, "Enabled")
+    policy = template["Resources"][f"{INVENTORY_BUCKET}Policy"]["Properties"]
+    assert policy["Bucket"] == {"Ref": INVENTORY_BUCKET}
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert denies_insecure_transport(policy["PolicyDocument"], plans.inventory.bucket)
+    allow, deny = statements["InventoryReportsFromS3"], statements["InventoryReportsOnlyFromS3"]
+    assert allow["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert allow["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+    assert allow["Condition"]["ArnLike"]["aws:SourceArn"] == sorted(f"arn:aws:s3:::{p.bucket}" for p in plans.plans)
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:PrincipalIsAWSService": "false"}}
+    wanted = configuration(plans.inventory, "123456789012")
+    for plan in plans.plans:
+        (inventory,) = template["Resources"][bucket_resource_name(plan)]["Properties"]["InventoryConfigurations"]
+        assert inventory["Id"] == wanted["Id"] and inventory["Enabled"] is True
+        assert inventory["IncludedObjectVersions"] == "All" and inventory["ScheduleFrequency"] == plans.inventory.frequency
+        assert inventory["OptionalFields"] == wanted["OptionalFields"]
+        assert inventory["Destination"] == {
+            "BucketArn": f"arn:aws:s3:::{plans.inventory.bucket}",
+            "BucketAccountId": {"Ref": "AWS::AccountId"},
+            "Format": "CSV",
+            "Prefix": plans.inventory.prefix,
+        }
 
 
 def test_the_restore_buckets_exist_private_encrypted_and_versioned(template: dict[str, Any]) -> None:

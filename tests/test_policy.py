@@ -32,7 +32,15 @@ from chalicelib.deploy.policy import (
     write_stage,
 )
 from chalicelib.deploy.roles import DELETES_VERSIONS
-from chalicelib.deploy.scope import API_HANDLER, BACKUP_WORKER, DAILY_BACKUP, RESTORE_WORKER, VERIFY_WORKER
+from chalicelib.deploy.scope import (
+    API_HANDLER,
+    BACKUP_WORKER,
+    DAILY_BACKUP,
+    DAILY_PRUNE,
+    PRUNE_WORKER,
+    RESTORE_WORKER,
+    VERIFY_WORKER,
+)
 from chalicelib.stages import read_config, stage_names
 from tests.conftest import ROOT
 from tests.record_calls import Call, violations
@@ -368,3 +376,29 @@ def test_calls_made_by_tests_themselves_are_not_recorded(s3: Any, recorded_calls
     s3.create_bucket(Bucket="made-by-a-test")
     s3.put_bucket_versioning(Bucket="made-by-a-test", VersioningConfiguration={"Status": "Enabled"})
     assert recorded_calls.calls() == []
+
+
+def test_inventory_reports_are_read_by_the_whole_bucket_passes_and_written_by_no_function() -> None:
+    scope = stage_scope("dev", ROOT)
+    own = (("s3:ResourceAccount", "123456789012"),)
+    reports = "arn:aws:s3:::acme-backup-dev-inventory"
+    manifest = f"{reports}/inventory/acme-backup-dev-photos/org-backup-versions/2031-03-02T04-00Z/manifest.json"
+    listing = Permission("s3:ListBucket", reports, (("s3:prefix", "inventory/acme-backup-dev-photos/"), *own))
+    readers = {f for f in FUNCTIONS if allows(generate(scope, f), Permission("s3:GetObject", manifest, own))}
+    assert readers == {VERIFY_WORKER, DAILY_BACKUP, BACKUP_WORKER, DAILY_PRUNE, PRUNE_WORKER}
+    assert readers == {f for f in FUNCTIONS if allows(generate(scope, f), listing)}
+    for function in FUNCTIONS:
+        policy = generate(scope, function)
+        # Listing and reading stop at the reports' prefix; nothing may write, delete or reconfigure them.
+        assert not allows(policy, Permission("s3:ListBucket", reports, (("s3:prefix", ""), *own)))
+        assert not allows(policy, Permission("s3:GetObject", f"{reports}/elsewhere/x", own))
+        for action in ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutBucketPolicy"):
+            assert not allows(policy, Permission(action, manifest, own)), (function, action)
+        assert not allows(policy, Permission("s3:PutInventoryConfiguration", "arn:aws:s3:::acme-backup-dev-photos", own))
+    # Drift detection reads the configuration and the inventory bucket's policy; only the backup does.
+    for function in (DAILY_BACKUP, BACKUP_WORKER):
+        policy = generate(scope, function)
+        assert allows(policy, Permission("s3:GetInventoryConfiguration", "arn:aws:s3:::acme-backup-dev-photos", own))
+        assert allows(policy, Permission("s3:GetBucketPolicy", reports, own))
+    with pytest.raises(PolicyError, match="s3:PutInventoryConfiguration must never be granted"):
+        check_actions(["s3:PutInventoryConfiguration"])

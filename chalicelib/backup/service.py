@@ -173,7 +173,7 @@ class BackupService:
                 self.continue_later(record.backup_id, plan_name=name if outcome.segment is not None else None,
                                     segment=outcome.segment)
                 return False
-            drift.check_plan(self.clients.s3, plan, progress.record.plans[name])
+            drift.check_plan(self.clients.s3, plan, progress.record.plans[name], self.settings.plans, self.settings.account)
             if name != running[-1]:
                 # Saved after each plan so GET /backups/{id} shows progress (the last one's result is in the
                 # final save).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.deploy.grants import Grant, backup_bucket_arns, catalog_objects, statement
+from chalicelib.deploy.grants import Grant, backup_bucket_arns, catalog_objects, inventory_bucket_arns, statement
 from chalicelib.deploy.scope import (
     BACKUP_WORKER,
     VERIFY_WORKER,
@@ -44,8 +44,17 @@ BACKUP_BUCKET_GRANTS: tuple[Grant, ...] = (
             "s3:GetBucketPolicy",
             "s3:GetBucketOwnershipControls",
             "s3:GetBucketObjectLockConfiguration",
+            "s3:GetInventoryConfiguration",
         ),
         backup_bucket_arns,
+        owned=True,
+    ),
+    # Drift detection of the inventory bucket: its policy (S3 alone writes reports) and the default
+    # encryption its reports get.
+    Grant(
+        "InventoryBucketReadSettings",
+        ("s3:GetBucketPolicy", "s3:GetEncryptionConfiguration"),
+        inventory_bucket_arns,
         owned=True,
     ),
     Grant(

@@ -83,6 +83,14 @@ def catalog_objects(scope: Scope, *prefixes: str) -> list[str]:
     return object_arns([scope.catalog_bucket], *prefixes) if scope.catalog_bucket else []
 
 
+def inventory_bucket_arns(scope: Scope) -> list[str]:
+    return [bucket_arn(scope.inventory.bucket)] if scope.inventory else []
+
+
+def inventory_report_arns(scope: Scope) -> list[str]:
+    return object_arns([scope.inventory.bucket], scope.inventory.prefix + "/") if scope.inventory else []
+
+
 def meta_listing(scope: Scope) -> dict[str, Any]:
     # Listing for the catalog's readers is limited to meta/: they have no business enumerating data/.
     return {"StringLike": {"s3:prefix": [META_PREFIX + "*"]}}
@@ -124,6 +132,20 @@ SEALED_MANIFEST_GRANTS: tuple[Grant, ...] = (
         lambda s: {"StringLike": {"s3:prefix": [SNAPSHOTS_PREFIX + "*"]}},
         owned=True,
     ),
+)
+
+# The S3 Inventory reports of the backup buckets (chalicelib/inventory/reports.py: the newest report's folder,
+# its manifest, checksum and data files), for the whole-bucket passes: verification, the prune's sweep, the
+# cost report. Reading only: S3 alone writes there (the inventory bucket's policy denies everyone else).
+INVENTORY_READ_GRANTS: tuple[Grant, ...] = (
+    Grant(
+        "InventoryReportsList",
+        ("s3:ListBucket",),
+        inventory_bucket_arns,
+        lambda s: {"StringLike": {"s3:prefix": [s.inventory.prefix + "/*"]}} if s.inventory else None,
+        owned=True,
+    ),
+    Grant("InventoryReportsRead", ("s3:GetObject",), inventory_report_arns, owned=True),
 )
 
 # Whichever function finds a manifest or record that differs from what was sealed remembers the finding

@@ -62,6 +62,10 @@ _S3_BUCKET_ACTIONS = {
     "GetBucketLocation": "s3:GetBucketLocation",
     "GetBucketTagging": "s3:GetBucketTagging",
     "GetBucketNotificationConfiguration": "s3:GetBucketNotification",
+    "GetBucketInventoryConfiguration": "s3:GetInventoryConfiguration",
+    "PutBucketInventoryConfiguration": "s3:PutInventoryConfiguration",
+    "DeleteBucketInventoryConfiguration": "s3:PutInventoryConfiguration",
+    "ListBucketInventoryConfigurations": "s3:GetInventoryConfiguration",
 }
 _S3_OBJECT_ACTIONS: dict[str, str] = {
     "HeadObject": "s3:GetObject",

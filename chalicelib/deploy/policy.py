@@ -62,6 +62,9 @@ FORBIDDEN_ACTIONS = frozenset(
         "s3:PutBucketPublicAccessBlock",
         "s3:PutEncryptionConfiguration",
         "s3:PutBucketObjectLockConfiguration",
+        # Redirecting or narrowing the inventory would feed verification and the prune a report of S3's
+        # writing, but not of the whole bucket.
+        "s3:PutInventoryConfiguration",
         "s3:PutObjectRetention",
         "s3:PutObjectLegalHold",
         "s3:BypassGovernanceRetention",

@@ -1,5 +1,6 @@
 """The administrator's provisioning step: create a plan's backup bucket if needed and give it every setting
-of the plan. `make provision STAGE=...` runs it (`python -m chalicelib.deploy.provision`); the running backup
+of the plan; then the S3 Inventory bucket and each backup bucket's inventory configuration, where the plans
+name one (`inventory_bucket.py`). `make provision STAGE=...` runs it (`python -m chalicelib.deploy.provision`); the running backup
 system never does: it only reads the settings (see `drift.py`).
 """
 
@@ -22,6 +23,7 @@ from chalicelib.deploy.bucket_settings import (
     object_lock_rule,
 )
 from chalicelib.deploy.bucket_state import bucket_exists, read_state
+from chalicelib.deploy.inventory_bucket import provision_inventory
 from chalicelib.errors import BackupError
 from chalicelib.plans import Plan
 
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     except BackupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    s3 = boto3.session.Session().client("s3", config=client_config())
+    session = boto3.session.Session()
+    s3 = session.client("s3", config=client_config())
     status = 0
     for plan in plans.select(args.plan):
         try:
@@ -128,6 +131,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{plan.bucket} (plan {plan.name}): " + "; ".join(changes))
         else:
             print(f"{plan.bucket} (plan {plan.name}): already as planned, nothing changed")
+    if plans.inventory is not None and status == 0:
+        # The administrator's own account: the one whose buckets were just provisioned.
+        account = session.client("sts", config=client_config()).get_caller_identity()["Account"]
+        try:
+            changes = provision_inventory(s3, plans, account, args.plan, force=args.force)
+        except BucketConflict as exc:
+            print(f"{exc}", file=sys.stderr)
+            return 1
+        print(f"inventory {plans.inventory.bucket}: " + ("; ".join(changes) or "already as planned, nothing changed"))
     return status
 
 

@@ -5,11 +5,11 @@ more.
 | function | may |
 |---|---|
 | `api_handler` (internet-facing) | read the catalog and HEAD data versions; write the records its routes create and its plan locks and idempotency claims (meta/ of the catalog only); start the backup and restore workers |
-| `daily_backup`, `backup_worker` | read the sources (tables by scan, or by DynamoDB's export into data/~exports/ of the plan's bucket); write data/ (delete markers included), manifests, checkpoints, backup records; read bucket settings; alert; publish the heartbeat; invoke the backup and verify workers. The daily backup also takes the plan locks |
+| `daily_backup`, `backup_worker` | read the sources (tables by scan, or by DynamoDB's export into data/~exports/ of the plan's bucket); write data/ (delete markers included), manifests, checkpoints, backup records; read bucket settings and inventory configurations (drift); list and read the inventory reports (the cost report); alert; publish the heartbeat; invoke the backup and verify workers. The daily backup also takes the plan locks |
 | `restore_worker`, `resume_restores` | read the catalog and data versions; thaw; write the restore buckets and create `restored-*` tables; keep restore records and the queue |
-| `verify_worker` | read manifests and data versions; write its records under meta/verifications/; alert; invoke itself |
+| `verify_worker` | read manifests and data versions; list and read the inventory reports; write its records under meta/verifications/; alert; invoke itself |
 
-| `daily_prune`, `prune_worker` | read the catalog and every manifest version; list versions under data/ and meta/snapshots/; mark pruned snapshots and keep prune records; delete versions under data/ and meta/snapshots/; alert; invoke itself |
+| `daily_prune`, `prune_worker` | read the catalog and every manifest version; list versions under data/ and meta/snapshots/; list and read the inventory reports; mark pruned snapshots and keep prune records; delete versions under data/ and meta/snapshots/; alert; invoke itself |
 
 The cost report (`COST_GRANTS`: list versions under data/, read records, manifests and prune records, HEAD a
 sample of versions, keep the report under meta/costs/) goes with `GET /costs` in `api_handler` and with the
@@ -63,16 +63,22 @@ READER: tuple[Concern, ...] = (
 RESTORER: tuple[Concern, ...] = (job_grants.RESTORE_GRANTS, *READER)
 
 # Both prune functions run the same job: the schedule's invocation starts it, the worker carries it on.
-PRUNER: tuple[Concern, ...] = (job_grants.PRUNE_GRANTS, grants.READER_KEY_GRANTS, grants.LOG_GRANTS, grants.TAMPERING_GRANTS)
+PRUNER: tuple[Concern, ...] = (
+    job_grants.PRUNE_GRANTS,
+    grants.READER_KEY_GRANTS,
+    grants.LOG_GRANTS,
+    grants.TAMPERING_GRANTS,
+    grants.INVENTORY_READ_GRANTS,
+)
 
 
 ROLES: dict[str, tuple[Concern, ...]] = {
     API_HANDLER: (grants.API_GRANTS, *READER, job_grants.COST_GRANTS),
-    DAILY_BACKUP: BACKUP_WRITER + (backup_grants.SCHEDULE_LOCK_GRANTS, job_grants.COST_GRANTS),
-    BACKUP_WORKER: BACKUP_WRITER + (job_grants.COST_GRANTS,),
+    DAILY_BACKUP: BACKUP_WRITER + (backup_grants.SCHEDULE_LOCK_GRANTS, job_grants.COST_GRANTS, grants.INVENTORY_READ_GRANTS),
+    BACKUP_WORKER: BACKUP_WRITER + (job_grants.COST_GRANTS, grants.INVENTORY_READ_GRANTS),
     RESTORE_WORKER: RESTORER,
     RESUME_RESTORES: RESTORER,
-    VERIFY_WORKER: (job_grants.VERIFY_GRANTS, *READER),
+    VERIFY_WORKER: (job_grants.VERIFY_GRANTS, *READER, grants.INVENTORY_READ_GRANTS),
     DAILY_PRUNE: PRUNER,
     PRUNE_WORKER: PRUNER,
 }

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chalicelib.plans import DynamoDBSource, Plan, S3Source
+from chalicelib.plans import DynamoDBSource, InventoryPlan, Plan, S3Source
 
 # The Lambda functions of app.py, by the names Chalice gives them in `.chalice/config.json`
 # (`stages.<stage>.lambda_functions.<name>`); every route shares `api_handler`.
@@ -40,6 +40,8 @@ class Scope:
     catalog_bucket: str = ""
     # The function whose policy is being generated (`generate` sets it): its own log group.
     function: str = ""
+    # Where S3 Inventory delivers the backup buckets' reports (None: no inventory, nothing granted there).
+    inventory: InventoryPlan | None = None
 
     @property
     def backup_buckets(self) -> list[str]:
@@ -128,6 +130,7 @@ def settings_scope(app: str, stage: str, settings: Any) -> Scope:
         restore_buckets=tuple(getattr(settings, "restore_buckets", ())),
         restore_table_prefix=getattr(settings, "restore_table_prefix", ""),
         catalog_bucket=settings.plans.catalog_bucket,
+        inventory=settings.plans.inventory,
     )
 
 

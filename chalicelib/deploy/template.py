@@ -4,6 +4,8 @@
   scoped to data/, default encryption, all four Block Public Access settings, ACLs disabled, the TLS-only
   bucket policy, Object Lock default retention where a plan asks for it), kept when the stack is deleted;
 - the buckets restores may write into (RESTORE_BUCKETS), private, encrypted and versioned;
+- where the plans name an S3 Inventory: its bucket as provisioning makes it (`inventory_bucket.py`: private,
+  SSE-S3, reports expiring, written by S3 alone) and each backup bucket's inventory configuration;
 - the alert topic named by the stage's ALERT_TOPIC_ARN;
 - an alarm on the backups' heartbeat metric (in the stage's own namespace) that fires when no fully
   successful backup has been reported for 26 hours, missing data counting as breaching;
@@ -26,8 +28,9 @@ from typing import Any
 
 from chalicelib.deploy import audit
 from chalicelib.deploy import bucket_settings as buckets
+from chalicelib.deploy import inventory_bucket
 from chalicelib.notify import metrics
-from chalicelib.plans import Plan
+from chalicelib.plans import InventoryPlan, Plan, PlanSet
 from chalicelib.schedule import INTERVAL
 from chalicelib.stages import PROJECT_DIR, app_name, stage_environment, stage_plans
 
@@ -72,7 +75,86 @@ def _encryption(plan: Plan) -> dict[str, Any]:
     return {"ServerSideEncryptionConfiguration": [rule]}
 
 
-def bucket_resources(plan: Plan) -> dict[str, Any]:
+INVENTORY_BUCKET = "InventoryBucket"
+# Stands in for the stack's account while a document is built by the functions that check account ids, then
+# becomes `{"Ref": "AWS::AccountId"}` (`_stack_account`).
+_ACCOUNT = "000000000000"
+
+
+def _stack_account(document: Any) -> Any:
+    if document == _ACCOUNT:
+        return {"Ref": "AWS::AccountId"}
+    if isinstance(document, dict):
+        return {key: _stack_account(value) for key, value in document.items()}
+    if isinstance(document, list):
+        return [_stack_account(value) for value in document]
+    return document
+
+
+def _inventory_configuration(inventory: InventoryPlan) -> dict[str, Any]:
+    """`inventory_bucket.configuration` in CloudFormation's spelling. CloudFormation cannot state the reports'
+    encryption: they get the inventory bucket's default, SSE-S3, which drift detection counts as the same."""
+    wanted = inventory_bucket.configuration(inventory, _ACCOUNT)
+    target = wanted["Destination"]["S3BucketDestination"]
+    return _stack_account(
+        {
+            "Id": wanted["Id"],
+            "Enabled": wanted["IsEnabled"],
+            "IncludedObjectVersions": wanted["IncludedObjectVersions"],
+            "OptionalFields": wanted["OptionalFields"],
+            "ScheduleFrequency": wanted["Schedule"]["Frequency"],
+            "Destination": {
+                "BucketArn": target["Bucket"],
+                "BucketAccountId": target["AccountId"],
+                "Format": target["Format"],
+                "Prefix": target["Prefix"],
+            },
+        }
+    )
+
+
+def inventory_resources(plans: PlanSet) -> dict[str, Any]:
+    """The inventory bucket and its policy (nothing without an inventory in the plans)."""
+    if plans.inventory is None:
+        return {}
+    (rule,) = inventory_bucket.lifecycle_rules(plans.inventory)
+    return {
+        INVENTORY_BUCKET: {
+            "Type": "AWS::S3::Bucket",
+            # A day's reports are written again the next day; but a stack deletion never empties a bucket.
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "BucketName": plans.inventory.bucket,
+                "BucketEncryption": {
+                    "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+                },
+                "PublicAccessBlockConfiguration": dict(buckets.PUBLIC_ACCESS_BLOCK),
+                "OwnershipControls": {"Rules": [{"ObjectOwnership": buckets.OBJECT_OWNERSHIP}]},
+                "LifecycleConfiguration": {
+                    "Rules": [
+                        {
+                            "Id": rule["ID"],
+                            "Status": rule["Status"],
+                            "Prefix": rule["Filter"]["Prefix"],
+                            "ExpirationInDays": rule["Expiration"]["Days"],
+                            "AbortIncompleteMultipartUpload": rule["AbortIncompleteMultipartUpload"],
+                        }
+                    ]
+                },
+            },
+        },
+        f"{INVENTORY_BUCKET}Policy": {
+            "Type": "AWS::S3::BucketPolicy",
+            "Properties": {
+                "Bucket": {"Ref": INVENTORY_BUCKET},
+                "PolicyDocument": _stack_account(inventory_bucket.bucket_policy(plans, _ACCOUNT)),
+            },
+        },
+    }
+
+
+def bucket_resources(plan: Plan, inventory: InventoryPlan | None = None) -> dict[str, Any]:
     name = bucket_resource_name(plan)
     properties: dict[str, Any] = {
         "BucketName": plan.bucket,
@@ -86,6 +168,8 @@ def bucket_resources(plan: Plan) -> dict[str, Any]:
         "PublicAccessBlockConfiguration": dict(buckets.PUBLIC_ACCESS_BLOCK),
         "OwnershipControls": {"Rules": [{"ObjectOwnership": buckets.OBJECT_OWNERSHIP}]},
     }
+    if inventory is not None:
+        properties["InventoryConfigurations"] = [_inventory_configuration(inventory)]
     lock = buckets.object_lock_rule(plan)
     if lock is not None:
         properties["ObjectLockEnabled"] = True
@@ -160,10 +244,13 @@ def merge_template(stage: str, project_dir: str | Path = PROJECT_DIR, app_module
     plans = stage_plans(stage, directory)
     resources: dict[str, Any] = {}
     for plan in plans.plans:
-        resources.update(bucket_resources(plan))
+        resources.update(bucket_resources(plan, plans.inventory))
     outputs: dict[str, Any] = {
         f"{bucket_resource_name(plan)}Name": {"Value": {"Ref": bucket_resource_name(plan)}} for plan in plans.plans
     }
+    resources.update(inventory_resources(plans))
+    if plans.inventory is not None:
+        outputs[f"{INVENTORY_BUCKET}Name"] = {"Value": {"Ref": INVENTORY_BUCKET}}
     restore_buckets = sorted({b.strip() for b in environ.get("RESTORE_BUCKETS", "").split(",") if b.strip()})
     for index, bucket in enumerate(restore_buckets):
         resources.update(restore_bucket_resources(bucket, index))
