@@ -25,7 +25,7 @@ from chalicelib.verify.job import VerificationJob
 from chalicelib.verify.record import VerificationRecord
 from chalicelib.verify.report_check import ReportRows
 from tests.faults import damage_reads
-from tests.record_calls import CallsSince, the_tests_own_calls
+from tests.record_calls import CallsSince
 from tests.s3_inventory import deliver
 from tests.test_verify import BUCKET, read_manifest, rewrite_manifest, seed_faults, take_backup
 from tests.test_verify_job import TOPIC, findings, later_id, verification_alerts
@@ -39,32 +39,6 @@ START = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 def _clock() -> Iterator[None]:
     with time_machine.travel(START, tick=True):
         yield
-
-
-@pytest.fixture(autouse=True)
-def _reports_bucket_read_as_granted(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The verify worker's read grant on the reports' bucket comes with the inventory's provisioning
-    (chalicelib/deploy/); until its generated policy has it, the reads of the report itself are counted as
-    the test's. Every request against the backup buckets is still the system's, checked and recorded."""
-    from chalicelib.verify import report_check
-
-    newest, rows = report_check.newest_report, report_check.sorted_rows
-
-    def newest_report(*args: Any) -> Any:
-        with the_tests_own_calls():
-            return newest(*args)
-
-    def sorted_rows(*args: Any, **kwargs: Any) -> Iterator[Row]:
-        found = rows(*args, **kwargs)
-        while True:
-            with the_tests_own_calls():
-                item = next(found, None)
-            if item is None:
-                return
-            yield item
-
-    monkeypatch.setattr(report_check, "newest_report", newest_report)
-    monkeypatch.setattr(report_check, "sorted_rows", sorted_rows)
 
 
 @pytest.fixture
