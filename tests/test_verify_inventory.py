@@ -306,12 +306,29 @@ def test_no_report_at_all_alerts_and_the_job_checks_by_head(
     take_backup(backups)
     verification_alerts(sqs, topic_queue)
     since = CallsSince()
-    records = whole_week(inventoried, clients, "none", sample_percent=0)
+    # Three days on, the first report (due within two days of the first backup) is overdue.
+    with time_machine.travel(START + timedelta(days=3), tick=True):
+        records = whole_week(inventoried, clients, "none", sample_percent=0)
     assert len(heads(since)) == sum(r.checked for r in records) == 21
     assert all(r.status == "FAILED" for r in records)
     problem = records[0].inventory["photos"]["problem"]
     assert problem.startswith("no inventory report of s3://") and REPORTS in problem
     assert all(a["Subject"].startswith("VERIFY FAILED, no usable inventory report") for a in verification_alerts(sqs, topic_queue))
+
+
+def test_no_report_before_the_first_is_due_is_no_alarm_and_the_job_checks_by_head(
+    backups: BackupService, clients: Any, s3: Any, inventoried: PlanSet, sqs: Any, topic_queue: str
+) -> None:
+    take_backup(backups)
+    verification_alerts(sqs, topic_queue)
+    since = CallsSince()
+    with time_machine.travel(START + timedelta(hours=47), tick=True):
+        records = whole_week(inventoried, clients, "none", sample_percent=0)
+    assert len(heads(since)) == sum(r.checked for r in records) == 21
+    assert all(r.status == "SUCCEEDED" and not r.inventory_problems for r in records)
+    pending = records[0].inventory["photos"]["pending"]
+    assert "first inventory report of s3://" in pending and "not due before 2026-12-01T12:" in pending
+    assert not any("VERIFY FAILED" in a["Subject"] for a in verification_alerts(sqs, topic_queue))
 
 
 # ------------------------------------------------------------------------------------------ lining up the orders
@@ -368,7 +385,8 @@ def test_verify_slice_says_when_no_inventory_report_could_be_used(
 
     take_backup(backups, ["photos"])
     s3.create_bucket(Bucket=REPORTS)
-    code = cli.main(["--stage", "local", "--project-dir", str(project_dir), "verify-slice", "--weekday", "2"])
+    with time_machine.travel(START + timedelta(days=3), tick=True):
+        code = cli.main(["--stage", "local", "--project-dir", str(project_dir), "verify-slice", "--weekday", "2"])
     out = capsys.readouterr().out
     assert code == 1 and "FAILED" in out and "0 missing, 0 damaged, 0 error(s)" in out
     assert f"INVENTORY: no inventory report of s3://test-backup-photos has been delivered to s3://{REPORTS}/inventory" in out

@@ -22,6 +22,7 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -88,6 +89,12 @@ class DistinctVersions:
             seen.add(entry.version_id)
             self.largest = max(self.largest, len(seen))
             yield entry
+
+
+def _oldest(snapshot_keys: Iterable[str]) -> datetime | None:
+    """When the oldest of these manifests' snapshots was taken (None without one)."""
+    taken = (key.rsplit("/", 1)[-1][: -len(MANIFEST_SUFFIX)] for key in snapshot_keys)
+    return min((backup_time(t) for t in taken if is_backup_id(t)), default=None)
 
 
 def batches(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
@@ -223,7 +230,8 @@ class VerificationJob(Job[VerificationRecord]):
             return True
         after = (record.after[0], record.after[1]) if record.after else None
         with ExitStack() as stack:
-            rows = self._report_rows(stack, record, plan)
+            keys = self._snapshot_keys(plan, record.backup_id) if record.kind == "slice" else []
+            rows = self._report_rows(stack, record, plan, _oldest(keys))
             if record.kind == "backup":
                 # One snapshot, read as its record names it (exact version, hash checked).
                 manifest = stack.enter_context(
@@ -234,7 +242,6 @@ class VerificationJob(Job[VerificationRecord]):
                 manifests, weekday, sample = [manifest.entries()], None, record.sample_percent
                 record.set_snapshots(plan.name, 1)
             else:
-                keys = self._snapshot_keys(plan, record.backup_id)
                 record.set_snapshots(plan.name, len(keys))
                 manifests = [
                     stack.enter_context(Manifest.download(self.clients.s3, plan.bucket, key)).entries() for key in keys
@@ -257,13 +264,15 @@ class VerificationJob(Job[VerificationRecord]):
                 self.largest_working_set = max(self.largest_working_set, distinct.largest)
         return True
 
-    def _report_rows(self, stack: ExitStack, record: VerificationRecord, plan: Plan) -> ReportRows | None:
+    def _report_rows(
+        self, stack: ExitStack, record: VerificationRecord, plan: Plan, first_snapshot: datetime | None
+    ) -> ReportRows | None:
         """The rows of the newest inventory report of the plan's bucket, for a weekly slice when the plans set
         `inventory`; None (check by HEAD) otherwise, or when the report is missing, stale or unreadable, which
         the record keeps as a problem."""
         if record.kind != "slice" or self.plans.inventory is None:
             return None
-        choice = choose_report(self.clients.s3, self.plans.inventory, plan, utcnow())
+        choice = choose_report(self.clients.s3, self.plans.inventory, plan, utcnow(), first_snapshot)
         if choice.report is not None:
             try:
                 rows = stack.enter_context(

@@ -57,9 +57,15 @@ def _days(age: timedelta) -> str:
     return f"{age.total_seconds() / 86400:.1f} days"
 
 
-def choose_report(s3: Any, inventory: InventoryPlan, plan: Plan, now: datetime) -> ReportChoice:
+def choose_report(
+    s3: Any, inventory: InventoryPlan, plan: Plan, now: datetime, first_snapshot: datetime | None = None
+) -> ReportChoice:
     """The newest report of the plan's bucket if it is fresh enough to rely on. Otherwise `summary["problem"]`
-    says why not (no report, too old, unreadable), naming the bucket and the report's age."""
+    says why not (no report, too old, unreadable), naming the bucket and the report's age.
+
+    No report is not a problem while the first one is not due: S3 delivers the first report within 48 hours
+    of the configuration, so while the plan's oldest kept snapshot (`first_snapshot`) is younger than a
+    report may be old, the versions are checked by HEAD and `summary["pending"]` says so."""
     where = f"s3://{inventory.bucket}/{inventory.prefix}"
     summary: dict[str, Any] = {"bucket": plan.bucket, "report": None, "created": None, "age_days": None, "problem": None}
     fallback = "its versions were checked by HEAD instead"
@@ -68,11 +74,15 @@ def choose_report(s3: Any, inventory: InventoryPlan, plan: Plan, now: datetime) 
     except (ReportError, ClientError, BotoCoreError) as exc:
         summary["problem"] = f"the newest inventory report of s3://{plan.bucket} in {where} cannot be used ({describe_error(exc)}): {fallback}"
         return ReportChoice(None, summary)
+    limit = STALE_AFTER.get(inventory.frequency, STALE_AFTER["Daily"])
+    if report is None and (first_snapshot is None or now - first_snapshot <= limit):
+        due = isoformat((first_snapshot or now) + limit)
+        summary["pending"] = f"the first inventory report of s3://{plan.bucket} is not due before {due}: its versions were checked by HEAD"
+        return ReportChoice(None, summary)
     if report is None:
         summary["problem"] = f"no inventory report of s3://{plan.bucket} has been delivered to {where}: {fallback}"
         return ReportChoice(None, summary)
     age = report.age(now)
-    limit = STALE_AFTER.get(inventory.frequency, STALE_AFTER["Daily"])
     summary |= {"report": report.manifest_key, "created": isoformat(report.created), "age_days": round(age.total_seconds() / 86400, 2)}
     if age > limit:
         summary["problem"] = (
