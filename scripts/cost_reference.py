@@ -176,11 +176,11 @@ def _print(report: dict[str, Any]) -> None:
             print(f"    {bill:<24}{total:>12.4f}{ratio}")
         print("  ours, where the money goes: " + ", ".join(f"{k} {v:.4f}" for k, v in entry["where_the_money_goes"].items()))
         upkeep = entry["upkeep"]
-        print(f"  upkeep {upkeep['usd'] * 30:.4f} a month ({upkeep['share']:.1%} of ours); on the month's last day, per job:")
+        print(f"  upkeep {upkeep['monthly_usd']:.4f} a month ({upkeep['share']:.1%} of ours); on the month's last day, per job:")
         for job, figures in upkeep["jobs"].items():
             requests = ", ".join(f"{kind} {count:,.0f}" for kind, count in figures["requests_per_day"].items()) or "none"
             seconds = f"; Lambda {figures['lambda_seconds_per_day']:,.0f} s ({figures['lambda_function']})" if figures["lambda_function"] else ""
-            print(f"    {job:<14}{figures['usd'] * 30:>10.4f} a month; requests a day: {requests}{seconds}")
+            print(f"    {job:<14}{figures['monthly_usd']:>10.4f} a month; requests a day: {requests}{seconds}")
         for target, met in entry["targets"].items():
             print(f"  target {target}: {'met' if met else 'NOT met'}")
         print("  ours under each setting:")

@@ -93,12 +93,12 @@ def test_lambda_time_is_billed_at_the_functions_memory() -> None:
 
 
 def test_upkeep_grows_with_what_is_stored_and_is_reported_per_job() -> None:
-    small = describe(upkeep_day(OFFICE, UpkeepSettings()), UpkeepSettings(), PRICES, days=30)
+    small = describe(upkeep_day(OFFICE, UpkeepSettings()), UpkeepSettings(), PRICES)
     double = BucketDay(versions=940_000, named_versions=936_000, snapshots=51, manifest_entries=10_200_000, deleted=2_000)
-    large = describe(upkeep_day(double, UpkeepSettings()), UpkeepSettings(), PRICES, days=30)
+    large = describe(upkeep_day(double, UpkeepSettings()), UpkeepSettings(), PRICES)
     assert set(small["jobs"]) == set(JOBS)
-    assert small["usd"] == pytest.approx(sum(job["usd"] for job in small["jobs"].values()))
+    assert small["monthly_usd"] == pytest.approx(sum(job["monthly_usd"] for job in small["jobs"].values()))
     for job in ("verification", "prune", "cost_report"):
-        assert large["jobs"][job]["usd"] > small["jobs"][job]["usd"], job
+        assert large["jobs"][job]["monthly_usd"] > small["jobs"][job]["monthly_usd"], job
         assert small["jobs"][job]["lambda_seconds_per_day"] > 0
     assert small["jobs"]["alerts"]["requests_per_day"] == {"sns": 1}

@@ -44,6 +44,7 @@ REQUEST_CPU_SECONDS = 0.003
 LIST_PAGE_PARSE_SECONDS = 0.2
 ENTRY_SECONDS = 10e-6
 PAGE = 1000
+DAYS_PER_MONTH = 30
 # verify/checks.py SLICES: each version is checked on one weekday.
 VERIFY_SLICES = 7
 # The work an invocation does before it hands on (the 900 s limit less jobs/budget.py's 60 s reserve).
@@ -207,17 +208,17 @@ def job_usd(job: JobDay, settings: UpkeepSettings, prices: Prices) -> float:
     return request_usd(job.requests, prices) + lambda_usd + job.invocations * prices.upkeep.lambda_per_million_requests / 1e6
 
 
-def describe(jobs: dict[str, JobDay], settings: UpkeepSettings, prices: Prices, days: float = 1.0) -> dict[str, Any]:
+def describe(jobs: dict[str, JobDay], settings: UpkeepSettings, prices: Prices) -> dict[str, Any]:
     """Jobs' days as a report shows them: per job, requests per day by kind, Lambda seconds and GB-seconds
-    per day, and what `days` days of it cost (a month: 30)."""
+    per day, and a month (30 days) of it in dollars."""
     by_job: dict[str, dict[str, Any]] = {
         name: {
             "requests_per_day": {kind: round(count, 1) for kind, count in sorted(job.requests.items())},
             "lambda_function": job.function,
             "lambda_seconds_per_day": round(job.seconds, 1),
             "lambda_gb_seconds_per_day": round(gb_seconds(job, settings), 1),
-            "usd": round(job_usd(job, settings, prices) * days, 8),
+            "monthly_usd": round(job_usd(job, settings, prices) * DAYS_PER_MONTH, 8),
         }
         for name, job in jobs.items()
     }
-    return {"usd": round(sum(entry["usd"] for entry in by_job.values()), 8), "jobs": by_job}
+    return {"monthly_usd": round(sum(entry["monthly_usd"] for entry in by_job.values()), 8), "jobs": by_job}
