@@ -181,6 +181,8 @@ def _print(report: dict[str, Any]) -> None:
             requests = ", ".join(f"{kind} {count:,.0f}" for kind, count in figures["requests_per_day"].items()) or "none"
             seconds = f"; Lambda {figures['lambda_seconds_per_day']:,.0f} s ({figures['lambda_function']})" if figures["lambda_function"] else ""
             print(f"    {job:<14}{figures['monthly_usd']:>10.4f} a month; requests a day: {requests}{seconds}")
+            for limit in figures.get("limits", []):
+                print(f"      cannot finish as it works today: {limit}")
         for target, met in entry["targets"].items():
             print(f"  target {target}: {'met' if met else 'NOT met'}")
         print("  ours under each setting:")

@@ -55,6 +55,9 @@ def test_a_verification_that_takes_several_invocations_downloads_the_manifests_i
     verification = upkeep_day(large, UpkeepSettings())["verification"]
     assert verification.invocations > 1
     assert verification.requests["get"] == 51 * verification.invocations
+    # 510 million entries take longer to read than an invocation has: the model says the job cannot finish.
+    assert verification.limits and "would not finish" in verification.limits[0]
+    assert not upkeep_day(OFFICE, UpkeepSettings())["verification"].limits
 
 
 def test_the_prune_lists_every_data_version_twice_and_the_cost_report_once() -> None:

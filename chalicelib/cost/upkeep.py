@@ -101,6 +101,8 @@ class JobDay:
     invocations: float = 0.0
     seconds: float = 0.0
     function: str | None = None
+    # Why the job as it works today could not finish this day's work (empty: it can).
+    limits: list[str] = field(default_factory=list)
 
     def add(self, kind: str, count: float) -> None:
         if count:
@@ -133,6 +135,11 @@ def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     job.invocations = invocations
     # Invocation k of n reads the merged manifests up to where the last one stopped, k/n of them on average.
     job.seconds = heads + _sequential(job, entries=day.manifest_entries * (invocations + 1) / 2)
+    if reading > INVOCATION_SECONDS:
+        job.limits.append(
+            f"reading the kept manifests takes about {reading:,.0f} s, more than an invocation's {INVOCATION_SECONDS} s: "
+            "a late invocation cannot reach its checkpoint, so the job would not finish"
+        )
     return job
 
 
@@ -147,6 +154,11 @@ def prune(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     job.add("put", 5)  # the record: created, then after decide, survey, delete and manifests
     job.seconds = _sequential(job, entries=2 * day.manifest_entries, pages=2 * data_pages)
     job.invocations = max(1, math.ceil(job.seconds / INVOCATION_SECONDS))
+    if day.manifest_entries * ENTRY_SECONDS > INVOCATION_SECONDS:
+        job.limits.append(
+            f"each sweep reads about {day.manifest_entries * ENTRY_SECONDS:,.0f} s of manifest entries, more than an "
+            f"invocation's {INVOCATION_SECONDS} s: a late invocation cannot reach its position, so the prune would not finish"
+        )
     return job
 
 
@@ -160,6 +172,11 @@ def cost_report(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     job.add("put", 1)
     job.seconds = _sequential(job, entries=day.manifest_entries, pages=data_pages)
     job.seconds += settings.cost_head_sample * REQUEST_SECONDS
+    if job.seconds > INVOCATION_SECONDS:
+        job.limits.append(
+            f"it takes about {job.seconds:,.0f} s inside the daily backup's invocation ({INVOCATION_SECONDS} s at most): "
+            "the backup leaves it to the first GET /costs, which has 29 s"
+        )
     # It runs inside the daily backup's invocation: no invocation of its own.
     return job
 
@@ -218,6 +235,7 @@ def describe(jobs: dict[str, JobDay], settings: UpkeepSettings, prices: Prices) 
             "lambda_seconds_per_day": round(job.seconds, 1),
             "lambda_gb_seconds_per_day": round(gb_seconds(job, settings), 1),
             "monthly_usd": round(job_usd(job, settings, prices) * DAYS_PER_MONTH, 8),
+            **({"limits": job.limits} if job.limits else {}),
         }
         for name, job in jobs.items()
     }
