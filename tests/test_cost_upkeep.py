@@ -42,19 +42,23 @@ def test_the_weekly_verification_heads_a_seventh_of_the_named_versions_a_day() -
     jobs = upkeep_day(OFFICE, UpkeepSettings())
     verification = jobs["verification"]
     assert verification.requests["head"] == pytest.approx(468_000 / 7)
-    # One invocation is enough here: each kept manifest is downloaded once; no sample is re-read.
+    # One invocation is enough here: its record and each kept manifest are read once; no sample is re-read.
     assert verification.invocations == 1
-    assert verification.requests["get"] == 51
-    assert verification.requests["put"] == 1 + 67
+    assert verification.requests["get"] == 1 + 51 and verification.requests["list"] == 2
+    # Created, after each of 67 batches, after the plan, at the end.
+    assert verification.requests["put"] == 1 + 67 + 1 + 1
     sampled = upkeep_day(OFFICE, UpkeepSettings(verify_sample_percent=1))["verification"]
-    assert sampled.requests["get"] == pytest.approx(51 + 468_000 / 7 / 100)
+    assert sampled.requests["get"] == pytest.approx(1 + 51 + 468_000 / 7 / 100)
+    # Today's slice, where it is known, instead of the average.
+    known = upkeep_day(BucketDay(versions=10, named_versions=10, snapshots=1, manifest_entries=10, checked=0), UpkeepSettings())
+    assert "head" not in known["verification"].requests and known["verification"].requests["put"] == 3
 
 
 def test_a_verification_that_takes_several_invocations_downloads_the_manifests_in_each() -> None:
     large = BucketDay(versions=42e6, named_versions=42e6, snapshots=51, manifest_entries=510e6)
     verification = upkeep_day(large, UpkeepSettings())["verification"]
     assert verification.invocations > 1
-    assert verification.requests["get"] == 51 * verification.invocations
+    assert verification.requests["get"] == 52 * verification.invocations
     # 510 million entries take longer to read than an invocation has: the model says the job cannot finish.
     assert verification.limits and "would not finish" in verification.limits[0]
     assert not upkeep_day(OFFICE, UpkeepSettings())["verification"].limits
@@ -62,11 +66,16 @@ def test_a_verification_that_takes_several_invocations_downloads_the_manifests_i
 
 def test_the_prune_lists_every_data_version_twice_and_the_cost_report_once() -> None:
     jobs = upkeep_day(OFFICE, UpkeepSettings())
-    pages = 470  # 470,000 versions, 1,000 a page
-    assert jobs["prune"].requests["list"] == 3 + 2 * (pages + 1)
-    assert jobs["prune"].requests["get"] == 2 * 51
-    assert jobs["prune"].requests["post"] == 2
-    assert jobs["cost_report"].requests["list"] == pages + 1 + 1 + 2
+    # 470,000 versions, 1,000 a page, with the source folders' and the long keys' listings.
+    walk = 1 + 470 + 1
+    assert jobs["prune"].requests["list"] == 28 + 2 * walk
+    assert jobs["prune"].requests["get"] == 1 + 2 * 51
+    assert jobs["prune"].requests["post"] == 2 and jobs["prune"].requests["put"] == 7
+    removing = upkeep_day(BucketDay(**{**OFFICE.__dict__, "removed": 1}), UpkeepSettings())["prune"]
+    assert removing.requests["put"] == 8 and removing.requests["post"] == 3
+    # 30 backup records (a page of 100), 30 prune records, 51 snapshots each looked at four ways.
+    assert jobs["cost_report"].requests["list"] == 1 + 1 + 1 + 51 + walk
+    assert jobs["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1
     assert jobs["cost_report"].requests["head"] == 20
 
 

@@ -1,22 +1,24 @@
 """The upkeep: what the product's own recurring work costs a day, besides the backup's copies.
 
 Each job's requests are a function of what the plan's bucket holds that day (`BucketDay`) and of the job's
-own parameters (`UpkeepSettings`), written from its code path as it is today. When a job changes how it
-works (the verification or the prune reading an S3 Inventory report instead of asking S3 version by
-version), only its function here changes.
+own parameters (`UpkeepSettings`), written from its code path as it is today, for one plan
+(tests/test_cost_upkeep_recorded.py runs the jobs on moto for a week and finds exactly these counts). When a
+job changes how it works (the verification or the prune reading an S3 Inventory report instead of asking S3
+version by version), only its function here changes.
 
 - `verification` (verify/job.py, started after each scheduled backup): a HeadObject (billed as a GET) for
   each version kept snapshots name whose slice is the day's weekday, a seventh of them (so every version
-  once a week), `verify_workers` at a time; the snapshot keys listed, and every kept manifest downloaded
-  by each invocation the job takes (an invocation downloads the plan's manifests again); the job's record
-  written when created, after every batch of `BATCH_SIZE` versions and at each hand-on; the pruned markers
-  listed; a share re-read with GET (`verify_sample_percent`: the weekly slice re-reads none today).
-- `prune` (prune/job.py, daily): the survey and the delete each list every version under `data/` (1,000 a
-  page) and read every kept manifest; the snapshots, checkpoints and sealed records listed to decide; what
-  goes, 1,000 versions to a DeleteObjects (a POST); the record written after each phase.
-- `cost_report` (cost/reports.py, at the end of the daily backup): every version under `data/` listed,
-  the snapshots listed and every kept manifest read, `cost_head_sample` HeadObjects, the last 30 days'
-  backup and prune records listed and read, the report written.
+  once a week), `verify_workers` at a time; in each invocation the job takes, its record read, the pruned
+  markers and the snapshot keys listed and every kept manifest downloaded again; the record written when
+  created, after every batch of `BATCH_SIZE` versions, after the plan, at each hand-on and at the end; a
+  share re-read with GET (`verify_sample_percent`: the weekly slice re-reads none today).
+- `prune` (prune/job.py, daily): each of its five phases lists the catalog (`PRUNE_CATALOG_LISTS`); the
+  survey and the delete each read every kept manifest and walk data/ (1,000 versions a page); a marker
+  per removed snapshot; what goes, 1,000 versions to a DeleteObjects (a POST), then the removed manifests;
+  the record written after each phase (`PRUNE_RECORD_PUTS`).
+- `cost_report` (cost/reports.py, at the end of the daily backup): the window's backup and prune records
+  listed and read; the snapshots listed, and for each its pruned marker, sealed record, manifest versions
+  and manifest; data/ walked once; `cost_head_sample` HeadObjects; the report looked for, then written.
 - `inventory` (when the plans set `inventory`): S3 lists every version once a report, daily or weekly.
 - `alerts`: the daily backup's alert, one SNS publish.
 
@@ -49,8 +51,6 @@ DAYS_PER_MONTH = 30
 VERIFY_SLICES = 7
 # The work an invocation does before it hands on (the 900 s limit less jobs/budget.py's 60 s reserve).
 INVOCATION_SECONDS = 840
-# Records the cost report reads: a month of daily backups and of daily prunes (cost/usage.py, cost/prunes.py).
-REPORT_WINDOW_DAYS = 30
 # .chalice/config.json lambda_memory_size of the functions that run each job (a test keeps them equal).
 FUNCTION_MEMORY_MB = {"verify_worker": 1024, "prune_worker": 1024, "backup_worker": 1024}
 JOB_FUNCTIONS = {"verification": "verify_worker", "prune": "prune_worker", "cost_report": "backup_worker"}
@@ -71,8 +71,17 @@ class BucketDay:
     snapshots: int
     # Entries over every kept manifest (a version named by ten snapshots is ten entries).
     manifest_entries: float
-    # Versions the day's prune deletes.
+    # The versions today's slice of the weekly verification holds, where known (None: a seventh of the named
+    # versions, the average the slice's hash gives).
+    checked: float | None = None
+    # Versions the day's prune deletes, and the snapshots it removes.
     deleted: float = 0.0
+    removed: int = 0
+    # The plan's sources: each is listed under data/ on its own.
+    sources: int = 1
+    # Backup and prune records of the cost report's window (30 days of daily ones).
+    backups_in_window: int = 30
+    prunes_in_window: int = 30
 
 
 @dataclass(frozen=True)
@@ -109,8 +118,14 @@ class JobDay:
             self.requests[kind] = self.requests.get(kind, 0.0) + count
 
 
-def _pages(count: float) -> int:
-    return math.ceil(count / PAGE) if count > 0 else 1
+def _pages(count: float, page: int = PAGE) -> int:
+    return math.ceil(count / page) if count > 0 else 1
+
+
+def _data_listing(day: BucketDay) -> int:
+    """Requests of one walk of data/: the source folders (a delimiter listing), each source's versions
+    1,000 a page, and the long keys' folder."""
+    return 1 + _pages(day.versions) + (day.sources - 1) + 1
 
 
 def _sequential(job: JobDay, entries: float = 0.0, pages: float = 0.0) -> float:
@@ -122,16 +137,18 @@ def _sequential(job: JobDay, entries: float = 0.0, pages: float = 0.0) -> float:
 
 def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     job = JobDay(function=JOB_FUNCTIONS["verification"])
-    checked = day.named_versions / VERIFY_SLICES
+    checked = day.named_versions / VERIFY_SLICES if day.checked is None else day.checked
     heads = max(REQUEST_SECONDS / settings.verify_workers, REQUEST_CPU_SECONDS) * checked
     sampled = checked * settings.verify_sample_percent / 100
     # A first estimate of the time gives the invocations; each downloads the manifests and reads them again.
     reading = day.snapshots * REQUEST_SECONDS + day.manifest_entries * ENTRY_SECONDS
     invocations = max(1, math.ceil((heads + reading) / INVOCATION_SECONDS))
-    job.add("list", _pages(day.snapshots) + 1)  # the snapshot keys, the pruned markers
-    job.add("get", day.snapshots * invocations + sampled)
+    # Per invocation: its record read, the pruned markers and the snapshot keys listed, every manifest.
+    job.add("list", invocations * (1 + _pages(day.snapshots)))
+    job.add("get", invocations * (1 + day.snapshots) + sampled)
     job.add("head", checked)
-    job.add("put", 1 + math.ceil(checked / BATCH_SIZE) + (invocations - 1))
+    # The record: created, saved after every batch, after the plan, at each hand-on and at the end.
+    job.add("put", 3 + math.ceil(checked / BATCH_SIZE) + (invocations - 1))
     job.invocations = invocations
     # Invocation k of n reads the merged manifests up to where the last one stopped, k/n of them on average.
     job.seconds = heads + _sequential(job, entries=day.manifest_entries * (invocations + 1) / 2)
@@ -143,16 +160,23 @@ def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     return job
 
 
+# Each of the prune's five phases starts from the catalog as it stands: sealed records, backup records,
+# pruned markers, snapshots and checkpoints listed; decide and mark list the restore queue too, mark the
+# pruned markers again.
+PRUNE_CATALOG_LISTS = 5 * 5 + 2 + 1
+# The prune's record: created, saved after each of the five phases, and concluded.
+PRUNE_RECORD_PUTS = 7
+
+
 def prune(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     job = JobDay(function=JOB_FUNCTIONS["prune"])
-    data_pages = _pages(day.versions)
-    # decide: snapshots, checkpoints and sealed records listed; survey and delete: data/ listed and every kept
-    # manifest read, each time.
-    job.add("list", 3 + 2 * (data_pages + 1))
-    job.add("get", 2 * day.snapshots)
-    job.add("post", math.ceil(day.deleted / PAGE))
-    job.add("put", 5)  # the record: created, then after decide, survey, delete and manifests
-    job.seconds = _sequential(job, entries=2 * day.manifest_entries, pages=2 * data_pages)
+    # Survey and delete: every kept manifest read and data/ walked, each time.
+    job.add("list", PRUNE_CATALOG_LISTS + 2 * _data_listing(day))
+    job.add("get", 1 + 2 * day.snapshots)
+    # A marker per removed snapshot; then its versions and its manifest's, 1,000 to a DeleteObjects.
+    job.add("put", PRUNE_RECORD_PUTS + day.removed)
+    job.add("post", math.ceil(day.deleted / PAGE) + (1 if day.removed else 0))
+    job.seconds = _sequential(job, entries=2 * day.manifest_entries, pages=2 * _pages(day.versions))
     job.invocations = max(1, math.ceil(job.seconds / INVOCATION_SECONDS))
     if day.manifest_entries * ENTRY_SECONDS > INVOCATION_SECONDS:
         job.limits.append(
@@ -164,14 +188,15 @@ def prune(day: BucketDay, settings: UpkeepSettings) -> JobDay:
 
 def cost_report(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     job = JobDay(function=JOB_FUNCTIONS["cost_report"])
-    data_pages = _pages(day.versions)
-    # data/ listed, the snapshots listed, the backup records and the prune records listed.
-    job.add("list", data_pages + 1 + _pages(day.snapshots) + 2)
-    job.add("get", day.snapshots + 2 * REPORT_WINDOW_DAYS)
-    job.add("head", settings.cost_head_sample)
+    # The window's backup records (100 keys a page) and prune records listed and read; the snapshots listed,
+    # and for each its pruned marker, its sealed record, its manifest's versions and the manifest; data/
+    # walked once; the report looked for, then written.
+    job.add("list", _pages(day.backups_in_window, 100) + 1 + _pages(day.snapshots) + day.snapshots + _data_listing(day))
+    job.add("get", day.backups_in_window + day.prunes_in_window + 3 * day.snapshots + 1)
+    job.add("head", min(settings.cost_head_sample, day.versions))
     job.add("put", 1)
-    job.seconds = _sequential(job, entries=day.manifest_entries, pages=data_pages)
-    job.seconds += settings.cost_head_sample * REQUEST_SECONDS
+    job.seconds = _sequential(job, entries=day.manifest_entries, pages=_pages(day.versions))
+    job.seconds += min(settings.cost_head_sample, day.versions) * REQUEST_SECONDS
     if job.seconds > INVOCATION_SECONDS:
         job.limits.append(
             f"it takes about {job.seconds:,.0f} s inside the daily backup's invocation ({INVOCATION_SECONDS} s at most): "
