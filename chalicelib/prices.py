@@ -55,6 +55,7 @@ _TOP_LEVEL = (
     "minimum_storage_days",
     "archive_overhead",
     "aws_backup_s3",
+    "upkeep",
 )
 
 
@@ -84,6 +85,16 @@ class AwsBackupS3:
 
 
 @dataclass(frozen=True)
+class UpkeepPrices:
+    """What the product's own recurring work costs besides S3 requests (chalicelib/cost/upkeep.py)."""
+
+    inventory_per_million_objects: float
+    lambda_gb_second: float
+    lambda_per_million_requests: float
+    sns_per_million_publishes: float
+
+
+@dataclass(frozen=True)
 class Prices:
     """One region's list prices. Storage per GB-month, requests and transitions per 1,000."""
 
@@ -104,6 +115,7 @@ class Prices:
     overhead_standard_bytes: int
     overhead_archive_bytes: int
     aws_backup: AwsBackupS3
+    upkeep: UpkeepPrices
 
     def storage_per_byte_month(self, storage_class: str) -> float:
         return self.storage[storage_class] / GB
@@ -269,6 +281,17 @@ def parse_prices(document: Any, origin: str = "prices.json") -> Prices:
         cold_tier=backup.boolean("cold_tier"),
         note=backup.text("note"),
     )
+    upkeep_fields = top.child("upkeep")
+    upkeep_fields.only(
+        ("inventory_per_million_objects", "lambda_gb_second", "lambda_per_million_requests", "sns_per_million_publishes", "note")
+    )
+    upkeep_fields.text("note")
+    upkeep = UpkeepPrices(
+        inventory_per_million_objects=upkeep_fields.number("inventory_per_million_objects"),
+        lambda_gb_second=upkeep_fields.number("lambda_gb_second"),
+        lambda_per_million_requests=upkeep_fields.number("lambda_per_million_requests"),
+        sns_per_million_publishes=upkeep_fields.number("sns_per_million_publishes"),
+    )
     return Prices(
         origin=origin,
         region=region,
@@ -285,6 +308,7 @@ def parse_prices(document: Any, origin: str = "prices.json") -> Prices:
         overhead_standard_bytes=overhead.integer("standard_kb", MAX_SIZE_KB) * KB,
         overhead_archive_bytes=overhead.integer("archive_kb", MAX_SIZE_KB) * KB,
         aws_backup=aws_backup,
+        upkeep=upkeep,
     )
 
 

@@ -1,5 +1,5 @@
-"""`make cost-reference`: what a year of daily backups costs, beside AWS Backup, a bare versioned bucket and
-a sync copy.
+"""`make cost-reference`: what a year of daily backups costs, upkeep included, beside AWS Backup, the same
+retention without lifecycle, a plain versioned bucket fed by sync, and a sync copy.
 
 Two workloads, each backed up daily for 365 days (from 2026-01-01) under the shipped `documents` plan's
 lifecycle and retention, priced with `chalicelib/prices.json` (or PRICES_FILE):
@@ -12,8 +12,11 @@ lifecycle and retention, priced with `chalicelib/prices.json` (or PRICES_FILE):
   every price is linear in bytes or in objects). Each day 1% change, 0.1% are deleted and 10,000 new ones
   appear (a steady count).
 
-For each workload it prints month 12's bill for each way of keeping the data and the ratios, where this
-system's money goes, and what each small_objects and lifecycle choice would cost. A report, not a test: it
+Ours counts its own upkeep (chalicelib/cost/upkeep.py: the weekly verification, the daily prune, the daily
+cost report, S3 Inventory when the plans set it, the alerts; requests and Lambda time), as the shipped
+plans file configures it. For each workload it prints month 12's bill for each way of keeping the data and
+the ratios, where this system's money goes, the upkeep's requests per day per job and Lambda seconds, the
+issue's targets met or not, and what each small_objects and lifecycle choice would cost. A report, not a test: it
 never fails on a number. The last line is one JSON object with every figure.
 """
 
@@ -30,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chalicelib.cost.projection import describe_lifecycle, project  # noqa: E402
+from chalicelib.cost.upkeep import UpkeepSettings  # noqa: E402
 from chalicelib.cost.workload import SizeClass, Workload  # noqa: E402
 from chalicelib.plans import Lifecycle, Transition  # noqa: E402
 from chalicelib.plans_file import check_plans_file  # noqa: E402
@@ -41,7 +45,13 @@ GIB = 1024**3
 # The photos take 75,000 MiB and the small documents 2,968.75 MiB; the large documents make up the rest
 # of 100 GiB (102,400 MiB).
 LARGE_DOCUMENT = round((102400 - 75000 - 2968.75) * MIB / 5000)
-TARGETS = {"aws_backup": 5.0, "versioned_no_lifecycle": 3.0}
+# At least this many times cheaper than each baseline (1.0: no dearer), per workload.
+TARGETS = {
+    "office": {"aws_backup": 5.0, "same_retention_no_lifecycle": 2.9},
+    "many_small_files": {"aws_backup": 5.0, "versioned_sync": 1.0},
+}
+# The upkeep's share of our bill, at most.
+UPKEEP_SHARE = 0.05
 # The plans-file settings compared on each workload: these lifecycles, each with both small_objects choices.
 LIFECYCLES = {
     "shipped": (Transition(30, "GLACIER"), Transition(180, "DEEP_ARCHIVE")),
@@ -91,6 +101,7 @@ def _where_the_money_goes(month: Any) -> dict[str, float]:
         "requests": month.requests,
         "transitions": month.transitions,
         "early_deletions": month.early_deletions,
+        "upkeep": month.upkeep,
     }
     return {name: round(value, 4) for name, value in parts.items()}
 
@@ -98,15 +109,18 @@ def _where_the_money_goes(month: Any) -> dict[str, float]:
 def run(scale: float = 1.0, days: int = 365, prices: Prices | None = None) -> dict[str, Any]:
     """Every figure of the report, as one dictionary (also what the test checks at a small scale)."""
     prices = prices or load_prices()
-    plan = check_plans_file().get("documents")
+    plans = check_plans_file()
+    plan = plans.get("documents")
+    upkeep = UpkeepSettings.of_plans(plans)
     report: dict[str, Any] = {
         "prices": {"file": prices.origin, "region": prices.region, "read_on": prices.read_on.isoformat(), "currency": prices.currency},
         "days": days,
         "plan": {"name": plan.name, "lifecycle": describe_lifecycle(plan.lifecycle), "retention": plan.retention.describe()},
+        "inventory": upkeep.inventory,
         "workloads": {},
     }
     for workload in (office(scale), many_small_files(scale)):
-        projection = project(workload, plan.lifecycle, plan.retention, prices, days=days)
+        projection = project(workload, plan.lifecycle, plan.retention, prices, days=days, upkeep=upkeep)
         bills = projection.bills()
         last = {name: bill.months[-1] for name, bill in bills.items()}
         ours = last["ours"].total
@@ -122,23 +136,27 @@ def run(scale: float = 1.0, days: int = 365, prices: Prices | None = None) -> di
             "monthly_totals": {name: [round(m.total, 4) for m in bill.months] for name, bill in bills.items()},
             "monthly_bytes": {name: [round(sum(m.bytes.values())) for m in bill.months] for name, bill in bills.items()},
             "where_the_money_goes": _where_the_money_goes(last["ours"]),
+            "upkeep": {"share": round(last["ours"].upkeep / ours, 4), **last["ours"].upkeep_day},
         }
         entry["targets"] = {
-            f"{name}_at_least_{target:g}x": entry["ratios"][name] >= target for name, target in TARGETS.items()
-        } if workload.name == "office" else {}
-        entry["settings"] = _compare_settings(workload, LIFECYCLES, plan.retention, prices, days)
+            f"{name}_at_least_{target:g}x": entry["ratios"][name] >= target for name, target in TARGETS[workload.name].items()
+        }
+        entry["targets"][f"upkeep_at_most_{UPKEEP_SHARE:.0%}"] = entry["upkeep"]["share"] <= UPKEEP_SHARE
+        entry["settings"] = _compare_settings(workload, LIFECYCLES, plan.retention, prices, days, upkeep)
         cheapest = min(s["total"] for s in entry["settings"])
         entry["cheapest_settings"] = [s for s in entry["settings"] if s["total"] <= cheapest * (1 + 1e-9)]
         report["workloads"][workload.name] = entry
     return report
 
 
-def _compare_settings(workload: Workload, lifecycles: dict[str, Any], retention: Any, prices: Prices, days: int) -> list[dict[str, Any]]:
+def _compare_settings(
+    workload: Workload, lifecycles: dict[str, Any], retention: Any, prices: Prices, days: int, upkeep: UpkeepSettings
+) -> list[dict[str, Any]]:
     settings = []
     for label, transitions in lifecycles.items():
         for small_objects in ("standard", "archive"):
             lifecycle = Lifecycle(transitions=transitions, small_objects=small_objects)
-            month = project(workload, lifecycle, retention, prices, days=days).ours.months[-1]
+            month = project(workload, lifecycle, retention, prices, days=days, upkeep=upkeep, baselines=False).ours.months[-1]
             settings.append(
                 {"lifecycle": label, "small_objects": small_objects, "total": round(month.total, 4), **_where_the_money_goes(month)}
             )
@@ -149,6 +167,7 @@ def _print(report: dict[str, Any]) -> None:
     plan = report["plan"]
     print(f"Prices: {report['prices']['file']} ({report['prices']['region']}, read {report['prices']['read_on']})")
     print(f"Plan '{plan['name']}': lifecycle {plan['lifecycle']}; retention {plan['retention']}; {report['days']} daily backups")
+    print(f"S3 Inventory: {report['inventory'] or 'not configured (the verification, prune and cost report list and HEAD)'}")
     for name, entry in report["workloads"].items():
         print(f"\n{name}: {entry['description']}")
         print(f"  month {entry['month']}, monthly cost ({report['prices']['currency']}):")
@@ -156,6 +175,14 @@ def _print(report: dict[str, Any]) -> None:
             ratio = "" if bill == "ours" else f"  ({entry['ratios'][bill]:.2f} x ours)"
             print(f"    {bill:<24}{total:>12.4f}{ratio}")
         print("  ours, where the money goes: " + ", ".join(f"{k} {v:.4f}" for k, v in entry["where_the_money_goes"].items()))
+        upkeep = entry["upkeep"]
+        print(f"  upkeep {upkeep['monthly_usd']:.4f} a month ({upkeep['share']:.1%} of ours); on the month's last day, per job:")
+        for job, figures in upkeep["jobs"].items():
+            requests = ", ".join(f"{kind} {count:,.0f}" for kind, count in figures["requests_per_day"].items()) or "none"
+            seconds = f"; Lambda {figures['lambda_seconds_per_day']:,.0f} s ({figures['lambda_function']})" if figures["lambda_function"] else ""
+            print(f"    {job:<14}{figures['monthly_usd']:>10.4f} a month; requests a day: {requests}{seconds}")
+            for limit in figures.get("limits", []):
+                print(f"      cannot finish as it works today: {limit}")
         for target, met in entry["targets"].items():
             print(f"  target {target}: {'met' if met else 'NOT met'}")
         print("  ours under each setting:")

@@ -68,11 +68,18 @@ def test_get_costs_after_the_daily_backup_reports_what_the_buckets_hold(
         # Every version is named by the snapshot, none is missing, and none is named by no snapshot.
         assert plan["work"]["missing_versions"] == 0 and plan["named_by_no_snapshot"]["versions"] == 0
         assert len(plan["projection"]) == 12
-        assert set(plan["alternatives"]) == {"ours", "aws_backup", "versioned_no_lifecycle", "sync_copy"}
+        assert set(plan["alternatives"]) == {"ours", "aws_backup", "same_retention_no_lifecycle", "versioned_sync", "sync_copy"}
+        # The upkeep, per job: the weekly slice HEADs a seventh of the named versions, the prune and the cost
+        # report list every version of data/, the prune reads its record and the one snapshot's manifest twice.
+        upkeep = plan["upkeep"]["jobs"]
+        assert upkeep["verification"]["requests_per_day"]["head"] == pytest.approx(len(versions) / 7, abs=0.1)
+        assert upkeep["prune"]["requests_per_day"]["get"] == 1 + 2 and upkeep["cost_report"]["requests_per_day"]["head"] == min(20, len(versions))
+        assert plan["parts"]["upkeep"] == plan["upkeep"]["monthly_usd"] > 0
     assert report["total"]["storage"]["STANDARD"]["versions"] == sum(
         report["plans"][name]["storage"].get("STANDARD", {}).get("versions", 0) for name in report["plans"]
     )
     assert report["prices"]["region"] == "us-east-1" and report["prices"]["file"]
+    assert report["total"]["upkeep"]["monthly_usd"] == pytest.approx(sum(p["upkeep"]["monthly_usd"] for p in report["plans"].values()))
 
     one = stack.http.get("/costs/documents")
     assert one.status_code == 200 and one.json_body["plan"] == "documents"
@@ -154,6 +161,9 @@ def test_org_backup_cost_prints_a_table_and_the_report_as_json(
     assert code == 0
     assert "PLAN" in out and "STANDARD" in out and "TOTAL" in out and "The next 12 months" in out
     assert "aws_backup" in out and "check against S3" in out
+    # The upkeep is a line of its own, per plan, with each job's requests a day.
+    assert "upkeep" in [cell.strip() for line in out.splitlines() for cell in line.split("  ") if cell.strip()]
+    assert "verification: " in out and "requests a day: " in out and "head " in out
     code, out, _ = run("cost", "--json")
     report = json.loads(out)
     assert code == 0 and set(report["plans"]) == {"documents", "photos", "database"}

@@ -61,10 +61,13 @@ def test_a_source_that_never_changes() -> None:
     others = projection.others
     # AWS Backup: the same 1,000 versions, 1 MiB each (above its 128 KB minimum), at 0.05.
     assert [m.total for m in others["aws_backup"].months] == pytest.approx([gb * 0.05] * 12)
-    # The bucket without lifecycle keeps 1,000 versions in STANDARD and every manifest: after day k there are k.
-    versioned_jan = others["versioned_no_lifecycle"].months[0]
-    assert versioned_jan.storage == pytest.approx({"STANDARD": gb * 0.023})
-    assert versioned_jan.manifests == pytest.approx(110_000 * sum(range(1, 32)) / 31 * 0.023 / GIB)
+    # The same retention without lifecycle keeps the 1,000 versions in STANDARD and the same 3 manifests.
+    flat_jul = others["same_retention_no_lifecycle"].months[6]
+    assert flat_jul.storage == pytest.approx({"STANDARD": gb * 0.023}) and flat_jul.overhead == 0
+    assert flat_jul.manifests == pytest.approx(jul.manifests) and flat_jul.transitions == 0
+    # The versioned bucket fed by sync: the 1,000 current versions in STANDARD, no manifests.
+    versioned_jan = others["versioned_sync"].months[0]
+    assert versioned_jan.storage == pytest.approx({"STANDARD": gb * 0.023}) and versioned_jan.manifests == 0
     # A sync copy: the same STANDARD bytes; each run lists the source and the destination.
     sync_jan = others["sync_copy"].months[0]
     assert sync_jan.request_counts == pytest.approx({"copy": 1000, "list": 62})
@@ -139,7 +142,7 @@ def test_small_objects_stay_in_standard_unless_archived() -> None:
     assert moved.total > standard.total
 
 
-def test_without_lifecycle_or_retention_this_system_is_the_bare_versioned_bucket() -> None:
+def test_without_lifecycle_or_retention_this_system_holds_what_the_versioned_bucket_fed_by_sync_holds() -> None:
     workload = Workload(
         "mixed",
         2000,
@@ -149,10 +152,31 @@ def test_without_lifecycle_or_retention_this_system_is_the_bare_versioned_bucket
         new_per_day=30,
     )
     projection = project(workload, Lifecycle(transitions=()), None, PRICES, days=90)
-    versioned = projection.others["versioned_no_lifecycle"].months
+    versioned = projection.others["versioned_sync"].months
     for ours, bare in zip(projection.ours.months, versioned):
-        assert ours.total == pytest.approx(bare.total, rel=1e-9)
+        # Every version kept, all in STANDARD: the same versions and bytes; ours adds manifests and its own
+        # fixed requests, the sync lists the destination too.
         assert sum(ours.versions.values()) == pytest.approx(sum(bare.versions.values()), rel=1e-9)
+        assert ours.storage == pytest.approx(bare.storage, rel=1e-9)
+        assert ours.total - ours.manifests - ours.requests == pytest.approx(bare.total - bare.requests, rel=1e-9)
+    # With the same retention and no transitions, the baseline is the plain simulation without a lifecycle.
+    retention = RetentionPolicy(keep_daily=7)
+    flat = project(workload, SHIPPED, retention, PRICES, days=90).others["same_retention_no_lifecycle"].months
+    plain = project(workload, Lifecycle(transitions=()), retention, PRICES, days=90, baselines=False).ours.months
+    assert [m.total for m in flat] == pytest.approx([m.total for m in plain], rel=1e-12)
+
+
+def test_the_versioned_bucket_fed_by_sync_expires_noncurrent_versions_after_the_horizon() -> None:
+    # 1% of 1,000 objects changed a day: 10 versions become noncurrent each day; keep_daily 7 has a horizon
+    # of 7 + 14 days, so after day 21 the bucket holds 1,000 current and 21 x 10 noncurrent versions.
+    workload = Workload("w", 1000, (SizeClass("files", MIB, 1.0),), changed_per_day=0.01, deleted_per_day=0, new_per_day=0)
+    retention = RetentionPolicy(keep_daily=7)
+    horizon = retention.horizon_days()
+    versioned = project(workload, SHIPPED, retention, PRICES, days=60).others["versioned_sync"].months
+    assert versioned[1].versions["STANDARD"] == pytest.approx(1000 + horizon * 10)
+    forever = project(workload, SHIPPED, None, PRICES, days=60).others["versioned_sync"].months
+    # Without retention nothing expires: February's last day is day 58, after 58 days of changes.
+    assert forever[1].versions["STANDARD"] == pytest.approx(1000 + 58 * 10)
 
 
 @pytest.mark.parametrize(
@@ -184,21 +208,26 @@ def test_the_reference_report_at_a_small_scale() -> None:
     assert set(report["workloads"]) == {"office", "many_small_files"}
     for name, entry in report["workloads"].items():
         totals = entry["monthly_totals"]
-        assert set(totals) == {"ours", "aws_backup", "versioned_no_lifecycle", "sync_copy"}
+        assert set(totals) == {"ours", "aws_backup", "same_retention_no_lifecycle", "versioned_sync", "sync_copy"}
         for bill, months in totals.items():
             assert len(months) == 12 and all(cost > 0 for cost in months), (name, bill)
-        # Nothing is ever deleted from the bare versioned bucket.
-        stored = entry["monthly_bytes"]["versioned_no_lifecycle"]
-        assert stored == sorted(stored)
+        # The versioned bucket holds at least the current copy the sync copy holds.
+        for versioned, copy in zip(entry["monthly_bytes"]["versioned_sync"], entry["monthly_bytes"]["sync_copy"]):
+            assert versioned >= copy
+        # The upkeep is counted in ours, job by job.
+        upkeep = entry["upkeep"]
+        assert entry["where_the_money_goes"]["upkeep"] > 0 and upkeep["jobs"]["verification"]["requests_per_day"]["head"] > 0
+        assert upkeep["jobs"]["prune"]["requests_per_day"]["list"] > 0 and 0 < upkeep["share"] < 1
         # One current copy and no history is the cheapest way to keep the data after a year.
         final = entry["totals"]
         assert final["sync_copy"] == min(final.values()), name
         assert entry["cheapest_settings"] and all(s["total"] > 0 for s in entry["settings"])
     office = report["workloads"]["office"]
     # Keeping everything in STANDARD is never cheaper than this system's lifecycle and retention.
-    for ours, bare in zip(office["monthly_totals"]["ours"], office["monthly_totals"]["versioned_no_lifecycle"]):
+    for ours, bare in zip(office["monthly_totals"]["ours"], office["monthly_totals"]["same_retention_no_lifecycle"]):
         assert bare >= ours - 1e-9
-    assert set(office["targets"]) == {"aws_backup_at_least_5x", "versioned_no_lifecycle_at_least_3x"}
+    assert set(office["targets"]) == {"aws_backup_at_least_5x", "same_retention_no_lifecycle_at_least_2.9x", "upkeep_at_most_5%"}
+    assert set(report["workloads"]["many_small_files"]["targets"]) == {"aws_backup_at_least_5x", "versioned_sync_at_least_1x", "upkeep_at_most_5%"}
     json.dumps(report)
 
 

@@ -145,7 +145,10 @@ def test_the_cost_panel_draws_a_report_of_the_agreed_shape(app: Dashboard, monke
         "total": {"monthly_usd": 12.5, "storage": {
             "STANDARD": {"versions": 1200, "bytes": 50 * 10**9, "monthly_usd": 1.15},
             "GLACIER": {"versions": 30000, "bytes": 2 * 10**12, "monthly_usd": 7.2},
-            "DEEP_ARCHIVE": {"versions": 90000, "bytes": 4 * 10**12, "monthly_usd": 4.15}}},
+            "DEEP_ARCHIVE": {"versions": 90000, "bytes": 4 * 10**12, "monthly_usd": 4.15}},
+            "upkeep": {"monthly_usd": 1.25, "jobs": {
+                "verification": {"monthly_usd": 1.0, "requests_per_day": {"head": 60000.4, "get": 51}, "lambda_seconds_per_day": 480.2},
+                "alerts": {"monthly_usd": 0.25, "requests_per_day": {"sns": 1}, "lambda_seconds_per_day": 0}}}},
         "plans": {name: {"monthly_usd": 12.5 / 3, "storage": {}, "projection": [
             {"month": month, "monthly_usd": 4.0 + i, "by_class": {
                 "STANDARD": {"bytes": 10**9, "monthly_usd": 1.0},
@@ -160,6 +163,10 @@ def test_the_cost_panel_draws_a_report_of_the_agreed_shape(app: Dashboard, monke
     assert "$12.50 a month" in storage.find(id="cost-total").text()
     classes = [r.find("th").text() for r in storage.find(id="cost-classes").find("tbody").find_all("tr")]
     assert classes == ["DEEP_ARCHIVE", "GLACIER", "STANDARD"]
+    upkeep = storage.find(id="cost-upkeep")
+    assert "$1.25 a month" in upkeep.find("caption").text()
+    rows = {r.find("th").text(): [cell.text() for cell in r.find_all("td")] for r in upkeep.find("tbody").find_all("tr")}
+    assert rows == {"verification": ["60,051", "480 s", "$1.00"], "alerts": ["1", "0 s", "$0.25"]}
     projection = page.find("svg", data_chart="projection")
     bars = projection.find_all("rect")
     assert len(bars) == 12 * 3

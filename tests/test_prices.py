@@ -135,6 +135,8 @@ BAD_FILES = {
         _set("aws_backup_s3.minimum_billable_object_kb", ...),
         ["field 'aws_backup_s3.minimum_billable_object_kb'", "required"],
     ),
+    "upkeep price as text": (_set("upkeep.lambda_gb_second", "cheap"), ["field 'upkeep.lambda_gb_second'", "non-negative number"]),
+    "upkeep price missing": (_set("upkeep.inventory_per_million_objects", ...), ["field 'upkeep.inventory_per_million_objects'", "required"]),
     "unknown top-level field": (_set("discount", 0.1), ["'discount'", "unknown field"]),
     "missing section": (_set("requests", ...), ["field 'requests'", "required"]),
     "section not an object": (_set("storage", [0.023]), ["field 'storage'", "JSON object", "list"]),

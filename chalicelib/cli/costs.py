@@ -21,7 +21,7 @@ def _plan_rows(name: str, plan: dict[str, Any]) -> list[list[str]]:
     ]
     manifests = plan["manifests"]
     rows.append([name, f"manifests ({manifests['snapshots']})", "", human(manifests["bytes"]), _usd(manifests["monthly_usd"])])
-    for part in ("requests", "transitions", "early_deletion"):
+    for part in ("requests", "transitions", "early_deletion", "upkeep"):
         rows.append([name, part.replace("_", " "), "", "", _usd(plan["parts"][part])])
     rows.append([name, "TOTAL", f"{plan['versions']:,}", human(plan["bytes"]), _usd(plan["monthly_usd"])])
     return rows
@@ -60,12 +60,23 @@ def _plan_notes(name: str, plan: dict[str, Any]) -> list[str]:
             if other != "ours"
         )
     )
+    lines += upkeep_lines(plan["upkeep"])
     lines.append(
         f"  check against S3: {check['compared']:,} versions compared, {check['agree']:,} agree, {check['pending']:,} "
         f"transitions pending, {check['disagreements_count']:,} disagree; {check['head_sampled']} asked again with "
         f"HeadObject, {check['head_disagreements_count']} disagree"
     )
     lines += [f"    - {item['key']} ({item['version_id']}): {item['why']}" for item in check["disagreements"]]
+    return lines
+
+
+def upkeep_lines(upkeep: dict[str, Any]) -> list[str]:
+    """The upkeep, a line per job: a month of it, its requests a day and its Lambda seconds a day."""
+    lines = [f"  upkeep (the product's own recurring work) {_usd(upkeep['monthly_usd'])} a month:"]
+    for job, entry in upkeep["jobs"].items():
+        requests = ", ".join(f"{kind} {count:,.0f}" for kind, count in entry["requests_per_day"].items()) or "none"
+        seconds = f"; Lambda {entry['lambda_seconds_per_day']:,.0f} s a day" if entry.get("lambda_seconds_per_day") else ""
+        lines.append(f"    {job.replace('_', ' ')}: {_usd(entry['monthly_usd'])}; requests a day: {requests}{seconds}")
     return lines
 
 

@@ -1,17 +1,19 @@
 """Monthly bills, and what the same data would cost kept another way.
 
-The projection (`chalicelib.cost.projection`) fills one `Bill` for this system. The alternatives priced
-here from the same simulated days are:
+The projection (`chalicelib.cost.projection`) fills one `Bill` for this system, and one for this system
+with the same retention and no lifecycle transitions (`same_retention_no_lifecycle`). The alternatives
+priced here from the same simulated days are:
 - `aws_backup`: AWS Backup for S3, keeping the same restore points (its backup plans have daily, weekly,
   monthly and yearly rules, each with its own retention, so the same policy can be written there) and so the
   same versions; billed at its warm storage price, every object as at least 128 KB, with no cold tier for
-  S3. Left out: its source-side requests and the versioning it requires on the source bucket, which
-  would add to its bill, and its one-way low-cost warm tier after 60 days, which would lower it (its price
-  is not in the prices file);
-- `versioned_no_lifecycle`: this system writing into a versioned bucket with no lifecycle rule and no
-  retention: every version and every manifest stays in STANDARD for ever;
-- `sync_copy`: `aws s3 sync --delete` into a plain bucket: one current copy, no history, STANDARD; each
-  run lists the source and the destination and copies what changed or is new.
+  S3. Left out: delete markers, its source-side requests and the versioning it requires on the source
+  bucket, which would add to its bill, and its one-way low-cost warm tier after 60 days, which would lower
+  it (its price is not in the prices file);
+- `versioned_sync`: a plain versioned bucket fed daily by `aws s3 sync --delete`, with no manifests and no
+  retention beyond a noncurrent expiry of the same horizon as the plan's retention: every version in
+  STANDARD until it has been noncurrent that long; the simplest thing that keeps history;
+- `sync_copy`: `aws s3 sync --delete` into a plain bucket: one current copy, no history (not a backup:
+  shown as a floor); each run lists the source and the destination and copies what changed or is new.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from chalicelib.cost.upkeep import JobDay, UpkeepSettings, describe, job_usd
 from chalicelib.cost.workload import Workload
 from chalicelib.prices import GB, Prices
 
@@ -52,6 +55,10 @@ class Month:
     requests: float = 0.0
     transitions: float = 0.0
     early_deletions: float = 0.0
+    # The product's own recurring work (chalicelib/cost/upkeep.py), and the month's last day of it by job.
+    upkeep: float = 0.0
+    upkeep_by_job: dict[str, float] = field(default_factory=dict)
+    upkeep_day: dict[str, Any] = field(default_factory=dict)
 
     def add_storage(self, storage_class: str, size: float, objects: float, days: float, prices: Prices) -> None:
         """`objects` objects of `size` bytes in all held `days` days of this month in `storage_class`."""
@@ -72,6 +79,14 @@ class Month:
         priced = counts.get("copy", 0) + counts.get("put", 0) + counts.get("list", 0)
         self.requests += priced * prices.put_copy_post_list / 1000 + counts.get("get", 0) * prices.get / 1000
 
+    def add_upkeep(self, jobs: dict[str, JobDay], settings: UpkeepSettings, prices: Prices) -> None:
+        """One day of the upkeep's jobs."""
+        for name, job in jobs.items():
+            amount = job_usd(job, settings, prices)
+            self.upkeep += amount
+            self.upkeep_by_job[name] = self.upkeep_by_job.get(name, 0.0) + amount
+        self.upkeep_day = describe(jobs, settings, prices)
+
     @property
     def storage_total(self) -> float:
         """Everything billed for keeping bytes: objects, their overhead and the manifests."""
@@ -79,7 +94,7 @@ class Month:
 
     @property
     def total(self) -> float:
-        return self.storage_total + self.requests + self.transitions + self.early_deletions
+        return self.storage_total + self.requests + self.transitions + self.early_deletions + self.upkeep
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +109,7 @@ class Month:
             "request_counts": {k: round(v) for k, v in sorted(self.request_counts.items())},
             "transitions": round(self.transitions, 4),
             "early_deletions": round(self.early_deletions, 4),
+            **({"upkeep": round(self.upkeep, 4), "upkeep_by_job": {k: round(v, 4) for k, v in self.upkeep_by_job.items()}} if self.upkeep_day else {}),
             "total": round(self.total, 4),
         }
 
@@ -152,53 +168,79 @@ def backup_requests(day: int, day_record: Day) -> dict[str, float]:
     }
 
 
-def alternatives(workload: Workload, prices: Prices, start: date, days: Sequence[Day], manifest_bytes_per_entry: float) -> dict[str, Bill]:
-    """The same simulated days priced as AWS Backup for S3, a versioned bucket without lifecycle or
-    retention, and a plain sync copy."""
+def noncurrent_per_day(days: Sequence[Day]) -> list[float]:
+    """Versions each day's backup made noncurrent: the objects changed (copied but not new) and deleted.
+    New objects are what the count grew by plus what was deleted."""
+    made = []
+    for index, record in enumerate(days):
+        before = days[index - 1].objects if index else 0.0
+        new = record.objects - before + record.deleted
+        made.append(max(0.0, record.copies - new) + record.deleted if index else 0.0)
+    return made
+
+
+def alternatives(
+    workload: Workload,
+    prices: Prices,
+    start: date,
+    days: Sequence[Day],
+    manifest_bytes_per_entry: float,
+    horizon_days: int | None = None,
+) -> dict[str, Bill]:
+    """The same simulated days priced as AWS Backup for S3, a plain versioned bucket fed daily by `aws s3
+    sync` whose noncurrent versions expire after `horizon_days` (None: never), and a plain sync copy.
+    (`projection.project` adds this system with the same retention and no lifecycle transitions.)"""
+    del manifest_bytes_per_entry  # no alternative keeps manifests
     mean_size = workload.mean_size
     minimum = prices.aws_backup.minimum_billable_bytes
     billed_by_aws_backup = sum(s.share * max(s.size, minimum) for s in workload.sizes)
     backup_months, month_of = new_months(start, len(days))
     versioned_months, _ = new_months(start, len(days))
     sync_months, _ = new_months(start, len(days))
-    versions_ever = manifests_ever = 0.0
+    made = noncurrent_per_day(days)
     for index, record in enumerate(days):
-        versions_ever += record.copies
-        manifests_ever += record.objects * manifest_bytes_per_entry
         backup, versioned, sync = backup_months[month_of[index]], versioned_months[month_of[index]], sync_months[month_of[index]]
         backup.storage["AWS_BACKUP_WARM"] = backup.storage.get("AWS_BACKUP_WARM", 0.0) + (
             record.versions * billed_by_aws_backup / backup.days * prices.aws_backup.warm_storage / GB
         )
-        versioned.add_storage("STANDARD", versions_ever * mean_size, versions_ever, 1, prices)
-        versioned.add_manifests(manifests_ever, 1, prices)
-        versioned.add_requests(backup_requests(index, record), prices)
+        # NoncurrentVersionExpiration: a version noncurrent for more than the horizon is gone (free).
+        oldest = 0 if horizon_days is None else max(0, index - horizon_days + 1)
+        held = record.objects + sum(made[oldest : index + 1])
+        # Deleting vanished objects is free (DELETE requests cost nothing); each run lists both sides.
+        sync_requests = {"copy": record.copies, "list": 2 * math.ceil(record.objects / 1000)}
+        versioned.add_storage("STANDARD", held * mean_size, held, 1, prices)
+        versioned.add_requests(sync_requests, prices)
         sync.add_storage("STANDARD", record.objects * mean_size, record.objects, 1, prices)
-        # Deleting vanished objects is free (DELETE requests cost nothing); the run lists both sides.
-        sync.add_requests({"copy": record.copies, "list": 2 * math.ceil(record.objects / 1000)}, prices)
+        sync.add_requests(sync_requests, prices)
         last_of_month = index + 1 == len(days) or month_of[index + 1] != month_of[index]
         if last_of_month:
             backup.versions, backup.bytes = {"AWS_BACKUP_WARM": record.versions}, {"AWS_BACKUP_WARM": record.versions * mean_size}
-            versioned.versions, versioned.bytes = {"STANDARD": versions_ever}, {"STANDARD": versions_ever * mean_size}
-            versioned.manifest_bytes = manifests_ever
+            versioned.versions, versioned.bytes = {"STANDARD": held}, {"STANDARD": held * mean_size}
             sync.versions, sync.bytes = {"STANDARD": record.objects}, {"STANDARD": record.objects * mean_size}
+    expiry = "never" if horizon_days is None else f"after {horizon_days} days noncurrent"
     return {
-        "aws_backup": Bill(
-            "aws_backup",
-            f"AWS Backup for S3 keeping the same restore points and versions as this system: warm storage at "
-            f"{prices.aws_backup.warm_storage} per GB-month, each object billed as at least {minimum // 1024} KB, no cold "
-            "tier for S3; not counted: its source-side requests (more) and its low-cost warm tier after 60 days (less)",
-            backup_months,
-        ),
-        "versioned_no_lifecycle": Bill(
-            "versioned_no_lifecycle",
-            f"this system without lifecycle or retention: every version and manifest for ever in STANDARD at "
-            f"{prices.storage['STANDARD']} per GB-month; the same copies and listings",
+        "aws_backup": Bill("aws_backup", aws_backup_notes(prices), backup_months),
+        "versioned_sync": Bill(
+            "versioned_sync",
+            f"a plain versioned bucket fed daily by aws s3 sync --delete: every version in STANDARD at "
+            f"{prices.storage['STANDARD']} per GB-month, noncurrent versions expiring {expiry} (the same horizon "
+            "as the retention), no manifests, no snapshots to restore from (a restore picks versions by date), no "
+            "verification or prune; each run lists both buckets and copies what changed; delete markers left out",
             versioned_months,
         ),
         "sync_copy": Bill(
             "sync_copy",
             f"aws s3 sync --delete into a plain bucket: one current copy in STANDARD at {prices.storage['STANDARD']} per "
-            "GB-month, no history; each run lists source and destination and copies what changed",
+            "GB-month, no history, so not a backup (a deletion or an overwrite is copied over the only copy): a floor",
             sync_months,
         ),
     }
+
+
+def aws_backup_notes(prices: Prices) -> str:
+    return (
+        f"AWS Backup for S3 keeping the same restore points and so the same versions as this system: warm storage "
+        f"at {prices.aws_backup.warm_storage} per GB-month, each object billed as at least "
+        f"{prices.aws_backup.minimum_billable_bytes // 1024} KB, no cold tier for S3. Left out: delete markers, its "
+        "source-side requests and the source versioning it needs (more), its low-cost warm tier after 60 days (less)"
+    )

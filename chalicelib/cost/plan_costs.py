@@ -4,15 +4,18 @@ From what `tally.PlanTally` counted, the plan's kept snapshots (`inventory`), it
 (`usage`) and its prunes' early-deletion charges (`prunes`), priced with one prices file:
 
 - `monthly_usd` and `parts`: storage (objects and their archive overhead), manifests, requests, lifecycle
-  transitions (those of the last 30 days) and early deletions (prunes of the last 30 days), a month's worth;
+  transitions (those of the last 30 days), early deletions (prunes of the last 30 days) and the upkeep (the
+  product's own verification, prune, cost report, inventory and alerts, `upkeep.py`), a month's worth;
+- `upkeep`: per job, its requests a day by kind, its Lambda seconds and GB-seconds a day, and a month of it;
 - `storage`, `current`, `noncurrent`: versions, bytes and monthly cost per storage class, as the lifecycle
   model places them now (what S3 bills: billing follows the rule's date even before S3 moves a version);
 - `small_objects`: the bytes the 128 KB rule keeps in STANDARD and why, and each `small_objects` choice
   priced for this data, now and over the next 12 months;
 - `projection`: the next 12 calendar months, per class, from the plan's measured rate of change, its
   lifecycle and its retention (`projection.project_from`);
-- `alternatives`: the same data kept by AWS Backup for S3, a versioned bucket without lifecycle or
-  retention, and a plain `aws s3 sync` copy, each with the prices and rules it uses;
+- `alternatives`: the same data kept by AWS Backup for S3, by this system with the same retention and no
+  lifecycle, by a plain versioned bucket fed by `aws s3 sync`, and as a plain `aws s3 sync` copy (no
+  history: a floor), each with the prices and rules it uses;
 - `check`: the model against the storage classes S3 reports, disagreements named.
 """
 
@@ -31,13 +34,14 @@ from chalicelib.cost.projection import describe_lifecycle, project_from
 from chalicelib.cost.prunes import EarlyDeletions
 from chalicelib.cost.simulation import Holdings
 from chalicelib.cost.tally import Count, PlanTally, by_class, storage_usd, usd
+from chalicelib.cost.upkeep import BucketDay, UpkeepSettings, describe, upkeep_day
 from chalicelib.cost.usage import Usage
 from chalicelib.cost.workload import SizeClass, Workload
 from chalicelib.plans import SMALL_OBJECT_SETTINGS, Lifecycle, Plan
 from chalicelib.prices import GB, Prices
 from chalicelib.schedule import Schedule
 
-PARTS = ("storage", "manifests", "requests", "transitions", "early_deletion")
+PARTS = ("storage", "manifests", "requests", "transitions", "early_deletion", "upkeep")
 
 
 def _summary(counts: dict[str, Count], prices: Prices) -> dict[str, Any]:
@@ -175,8 +179,10 @@ def _choices(plan: Plan, tally: PlanTally, prices: Prices, projected: dict[str, 
     return choices
 
 
-def _alternatives(tally: PlanTally, usage: Usage, manifests: Count, requests_usd: float, ours: float, prices: Prices) -> dict[str, Any]:
-    """The same data now, kept three other ways (the rules of `bills.alternatives`, applied to what is stored)."""
+def _alternatives(
+    plan: Plan, tally: PlanTally, usage: Usage, manifests: Count, requests_usd: float, ours: float, upkeep_usd: float, prices: Prices
+) -> dict[str, Any]:
+    """The same data now, kept other ways (the rules of `bills.alternatives`, applied to what is stored)."""
     standard = prices.storage_per_byte_month("STANDARD")
     every = sum(count.bytes for count in tally.storage.values())
     current = tally.current_groups[True].bytes + tally.current_groups[False].bytes
@@ -184,24 +190,36 @@ def _alternatives(tally: PlanTally, usage: Usage, manifests: Count, requests_usd
     # As many runs as the measured backups, listing both buckets each time.
     backups_a_month = usage.backups * 30 / usage.days if usage.backups else 0
     sync_requests = usage.requests.get("copy", 0) + 2 * math.ceil(objects / 1000) * backups_a_month
+    sync_usd = sync_requests * prices.put_copy_post_list / 1000
+    # Versions made noncurrent a day (changed or deleted), each kept until noncurrent for the horizon.
+    horizon = plan.retention.horizon_days()
+    mean_size = current / objects if objects else 0.0
+    noncurrent = (usage.changed_per_day + usage.deleted_per_day) * horizon * mean_size
     figures = {
         "aws_backup": (
             tally.aws_backup_bytes / GB * prices.aws_backup.warm_storage,
             f"AWS Backup for S3 keeping the same restore points: the {tally.named.versions} versions kept snapshots "
             f"name, each billed as at least {prices.aws_backup.minimum_billable_bytes // 1024} KB, at "
-            f"{prices.aws_backup.warm_storage} per GB-month warm storage; no cold tier for S3. Not counted: its "
-            "source-side requests and the source versioning it needs (more), its low-cost warm tier after 60 days (less)",
+            f"{prices.aws_backup.warm_storage} per GB-month warm storage; no cold tier for S3. Not counted: delete "
+            "markers, its source-side requests and the source versioning it needs (more), its low-cost warm tier "
+            "after 60 days (less)",
         ),
-        "versioned_no_lifecycle": (
-            (every + manifests.bytes) * standard + requests_usd,
-            f"this system without lifecycle or retention: every stored version and manifest in STANDARD at "
-            f"{prices.storage['STANDARD']} per GB-month, the same requests; it would also still hold what prunes "
-            "deleted, so this is a floor",
+        "same_retention_no_lifecycle": (
+            (every + manifests.bytes) * standard + requests_usd + upkeep_usd,
+            f"this system with the same retention and no lifecycle transitions: every stored version and manifest "
+            f"in STANDARD at {prices.storage['STANDARD']} per GB-month, the same requests and upkeep",
+        ),
+        "versioned_sync": (
+            (current + noncurrent) * standard + sync_usd,
+            f"a plain versioned bucket fed daily by aws s3 sync --delete: the current objects and the versions "
+            f"changed or deleted in the last {horizon} days (a noncurrent expiry of the retention's horizon) in "
+            f"STANDARD at {prices.storage['STANDARD']} per GB-month, at the measured rate of change; no manifests, "
+            "verification or prune",
         ),
         "sync_copy": (
-            current * standard + sync_requests * prices.put_copy_post_list / 1000,
+            current * standard + sync_usd,
             f"aws s3 sync --delete into a plain bucket: the {objects} current objects in STANDARD at "
-            f"{prices.storage['STANDARD']} per GB-month, no history; each run lists both buckets and copies what changed",
+            f"{prices.storage['STANDARD']} per GB-month, no history, so not a backup: a floor",
         ),
     }
     return {
@@ -211,6 +229,18 @@ def _alternatives(tally: PlanTally, usage: Usage, manifests: Count, requests_usd
             for name, (amount, notes) in figures.items()
         },
     }
+
+
+def upkeep_of(tally: PlanTally, snapshots: list[SnapshotFile], work: Work, settings: UpkeepSettings, prices: Prices) -> dict[str, Any]:
+    """The plan's upkeep a month (`chalicelib.cost.upkeep`) from what its bucket holds now. What the next
+    prune deletes is not known here: its DeleteObjects requests are left out (a few a day)."""
+    day = BucketDay(
+        versions=sum(count.versions for count in tally.storage.values()),
+        named_versions=tally.named.versions,
+        snapshots=len(snapshots),
+        manifest_entries=work.manifest_entries,
+    )
+    return describe(upkeep_day(day, settings), settings, prices)
 
 
 def plan_report(
@@ -223,8 +253,10 @@ def plan_report(
     prices: Prices,
     now: datetime,
     schedule: Schedule,
+    upkeep_settings: UpkeepSettings | None = None,
 ) -> dict[str, Any]:
     storage = by_class(tally.storage, prices)
+    upkeep = upkeep_of(tally, snapshots, work, upkeep_settings or UpkeepSettings(), prices)
     manifests = Count(len(snapshots), sum(snapshot.size for snapshot in snapshots))
     transitions_usd = sum(count * prices.transition_per_request(name) for name, count in tally.transitions.items())
     parts = {
@@ -233,6 +265,7 @@ def plan_report(
         "requests": usage.monthly_usd,
         "transitions": transitions_usd,
         "early_deletion": early.usd,
+        "upkeep": upkeep["monthly_usd"],
     }
     monthly = sum(parts.values())
     start = holdings(tally, snapshots, now, schedule)
@@ -272,7 +305,8 @@ def plan_report(
             "choices": _choices(plan, tally, prices, projected),
         },
         "projection": [month_view(month) for month in projected[plan.lifecycle.small_objects]],
-        "alternatives": _alternatives(tally, usage, manifests, usage.monthly_usd, monthly, prices),
+        "upkeep": upkeep,
+        "alternatives": _alternatives(plan, tally, usage, manifests, usage.monthly_usd, monthly, upkeep["monthly_usd"], prices),
         "check": tally.check.to_dict(),
         "work": {
             "list_requests": work.list_requests,
@@ -310,12 +344,21 @@ def combine(plans: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for name, entry in plan["alternatives"].items():
             alternatives[name] = usd(alternatives.get(name, 0.0) + entry["monthly_usd"])
     ours = alternatives.get("ours", 0.0)
+    upkeep: dict[str, Any] = {"monthly_usd": usd(sum(plan["upkeep"]["monthly_usd"] for plan in reported)), "jobs": {}}
+    for plan in reported:
+        for job, entry in plan["upkeep"]["jobs"].items():
+            into = upkeep["jobs"].setdefault(job, {"monthly_usd": 0.0, "requests_per_day": {}, "lambda_seconds_per_day": 0.0})
+            into["monthly_usd"] = usd(into["monthly_usd"] + entry["monthly_usd"])
+            into["lambda_seconds_per_day"] = round(into["lambda_seconds_per_day"] + entry["lambda_seconds_per_day"], 1)
+            for kind, count in entry["requests_per_day"].items():
+                into["requests_per_day"][kind] = round(into["requests_per_day"].get(kind, 0.0) + count, 1)
     return {
         "monthly_usd": usd(sum(plan["monthly_usd"] for plan in reported)),
         "parts": {name: usd(sum(plan["parts"][name] for plan in reported)) for name in PARTS},
         "versions": sum(plan["versions"] for plan in reported),
         "bytes": sum(plan["bytes"] for plan in reported),
         "storage": dict(sorted(storage.items())),
+        "upkeep": upkeep,
         "projection": [months[label] for label in sorted(months)],
         "alternatives": {
             name: {"monthly_usd": amount, **({"times_ours": round(amount / ours, 2) if ours else None} if name != "ours" else {})}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, time, timedelta
 
 from chalicelib.cost.bills import Bill, Month, alternatives
+from chalicelib.cost.upkeep import UpkeepSettings
 from chalicelib.cost.simulation import MANIFEST_BYTES_PER_ENTRY, REFERENCE_BACKUP_TIME, Holdings, Simulation
 from chalicelib.cost.workload import Workload
 from chalicelib.plans import Lifecycle
@@ -45,13 +46,16 @@ def project(
     days: int = 365,
     start: date = date(2026, 1, 1),
     at: time = REFERENCE_BACKUP_TIME,
+    upkeep: UpkeepSettings | None = None,
+    baselines: bool = True,
 ) -> Projection:
     """Simulate `days` daily backups of `workload`, at `at` (UTC) each day, under a plan's lifecycle and
-    retention (None: every snapshot kept), and price the same days under the alternatives of
-    `chalicelib.cost.bills`."""
+    retention (None: every snapshot kept), with the upkeep's jobs counted when `upkeep` is given, and (with
+    `baselines`) price the same days under the alternatives of `chalicelib.cost.bills` and as this system
+    with the same retention and no transitions."""
     if days < 1:
         raise ValueError("a projection needs at least one day")
-    simulation = Simulation(workload, lifecycle, retention, prices, days, start, at=at)
+    simulation = Simulation(workload, lifecycle, retention, prices, days, start, at=at, upkeep=upkeep)
     records = simulation.run()
     kept = retention.describe() if retention else "none (every snapshot kept)"
     ours = Bill(
@@ -60,7 +64,20 @@ def project(
         f"read on {prices.read_on}; manifests in STANDARD, {MANIFEST_BYTES_PER_ENTRY} bytes an object",
         simulation.months,
     )
-    others = alternatives(workload, prices, start, records, MANIFEST_BYTES_PER_ENTRY)
+    if not baselines:
+        return Projection(workload=workload, lifecycle=lifecycle, retention=retention, days=days, ours=ours)
+    horizon = retention.horizon_days() if retention is not None else None
+    others = alternatives(workload, prices, start, records, MANIFEST_BYTES_PER_ENTRY, horizon)
+    flat = Lifecycle(transitions=(), noncurrent_expiration_days=lifecycle.noncurrent_expiration_days, small_objects=lifecycle.small_objects)
+    unmoved = Simulation(workload, flat, retention, prices, days, start, at=at, upkeep=upkeep)
+    unmoved.run()
+    same = Bill(
+        "same_retention_no_lifecycle",
+        f"this system with the same retention ({kept}) and no lifecycle transitions: every kept version and "
+        "manifest in STANDARD, the same backups" + (" and the same upkeep" if upkeep is not None else ""),
+        unmoved.months,
+    )
+    others = {"aws_backup": others["aws_backup"], "same_retention_no_lifecycle": same, **{k: v for k, v in others.items() if k != "aws_backup"}}
     return Projection(workload=workload, lifecycle=lifecycle, retention=retention, days=days, ours=ours, others=others)
 
 

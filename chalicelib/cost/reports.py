@@ -25,6 +25,7 @@ from chalicelib.cost.projection import describe_lifecycle
 from chalicelib.cost.prunes import recent_prunes
 from chalicelib.cost.plan_costs import combine, plan_report
 from chalicelib.cost.tally import PlanTally
+from chalicelib.cost.upkeep import UpkeepSettings
 from chalicelib.cost.usage import measure, recent_history
 from chalicelib.errors import NotFound, Tampered, describe_error
 from chalicelib.layout import COSTS_PREFIX
@@ -35,7 +36,8 @@ from chalicelib.s3docs import get_bytes
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "cost-report/1"
+# /2: the upkeep of each plan (parts.upkeep, upkeep) and the baselines renamed; a /1 report is computed again.
+FORMAT = "cost-report/2"
 # Records read at most to find the newest finished backup (running backups and dry runs are passed over).
 SCAN_RECORDS = 100
 # Versions per plan asked about again with HeadObject.
@@ -179,7 +181,7 @@ class CostReports:
             usage = measure(history.runs.get(plan.name, []), now, self.prices)
             plans[plan.name] = plan_report(
                 plan, tally, inventory.snapshots, inventory.work, usage, prunes.for_plan(plan.name), self.prices, now,
-                self.plans.schedule,
+                self.plans.schedule, UpkeepSettings.of_plans(self.plans),
             )
         return {
             "format": FORMAT,

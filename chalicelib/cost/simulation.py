@@ -37,6 +37,7 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from chalicelib.cost.bills import Day, backup_requests, new_months
 from chalicelib.cost.model import SMALL_OBJECT_BYTES, StoredVersion, early_deletion_charge, timeline
+from chalicelib.cost.upkeep import BucketDay, UpkeepSettings, upkeep_day
 from chalicelib.cost.workload import Workload
 from chalicelib.plans import Lifecycle
 from chalicelib.prices import Prices
@@ -156,7 +157,11 @@ class Simulation:
         start: date,
         holdings: Holdings | None = None,
         at: time = REFERENCE_BACKUP_TIME,
+        upkeep: UpkeepSettings | None = None,
     ) -> None:
+        # None: the upkeep's jobs are not counted (a bill of storage, backups and lifecycle only).
+        self.upkeep = upkeep
+        self.deleted_today = 0.0
         self.workload, self.retention, self.prices, self.days, self.start = workload, retention, prices, days, start
         self.at = holdings.backup_at if holdings is not None else at
         self.schedules = _Schedules(lifecycle, datetime.combine(start, self.at, tzinfo=timezone.utc))
@@ -233,6 +238,7 @@ class Simulation:
         """Versions deleted at `day`'s backup: out of the totals, with any early-deletion charge."""
         cohort.alive = False
         group.held_versions -= cohort.count
+        self.deleted_today += cohort.count
         name, since = class_on(self.schedules(group.small, cohort.replaced - cohort.written), day - cohort.written)
         group.hold(name, -cohort.count, -cohort.count * cohort.size)
         hours = self.at.hour + self.at.minute / 60
@@ -326,11 +332,28 @@ class Simulation:
             self.months[self.month_of[day]].add_requests(backup_requests(day, record), self.prices)
             self.snapshot_days.append(day)
             self.manifest_bytes[day] = record.objects * MANIFEST_BYTES_PER_ENTRY
+            self.deleted_today = 0.0
             self._prune(day)
             self._bill(day)
             held = sum(group.held_versions for group in self.groups)
             self.records.append(Day(record.copies, record.objects, record.objects + held, record.deleted))
+            if self.upkeep is not None:
+                self._upkeep(day, record.objects + held)
         return self.records
+
+
+    def _upkeep(self, day: int, versions: float) -> None:
+        """The day's upkeep (chalicelib/cost/upkeep.py) from what the bucket holds after the prune: every
+        version left is named by a kept snapshot (the simulation writes nothing else)."""
+        assert self.upkeep is not None
+        state = BucketDay(
+            versions=versions + self.deleted_today,
+            named_versions=versions,
+            snapshots=len(self.snapshot_days),
+            manifest_entries=sum(self.manifest_bytes.values()) / MANIFEST_BYTES_PER_ENTRY,
+            deleted=self.deleted_today,
+        )
+        self.months[self.month_of[day]].add_upkeep(upkeep_day(state, self.upkeep), self.upkeep, self.prices)
 
 
 @functools.lru_cache(maxsize=4096)

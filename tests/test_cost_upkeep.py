@@ -1,0 +1,116 @@
+"""The upkeep model: each job's requests a day as a function of what the bucket holds, priced."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chalicelib.cost.upkeep import (
+    FUNCTION_MEMORY_MB,
+    JOB_FUNCTIONS,
+    JOBS,
+    VERIFY_SLICES,
+    BucketDay,
+    UpkeepSettings,
+    describe,
+    job_usd,
+    request_usd,
+    upkeep_day,
+)
+from chalicelib.plans import InventoryPlan, PlanSet
+from chalicelib.prices import load_prices
+from chalicelib.verify.checks import SLICES
+
+ROOT = Path(__file__).resolve().parent.parent
+PRICES = load_prices(environ={})
+# About the office workload at month 12: 470,000 versions, 51 kept snapshots of about 100,000 entries.
+OFFICE = BucketDay(versions=470_000, named_versions=468_000, snapshots=51, manifest_entries=5_100_000, deleted=2_000)
+
+
+def test_the_model_follows_the_code_it_counts() -> None:
+    # The verification's slices, and the memory of the functions that run each job.
+    assert VERIFY_SLICES == SLICES
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())["lambda_functions"]
+    assert set(JOB_FUNCTIONS.values()) == set(FUNCTION_MEMORY_MB)
+    for function, memory in FUNCTION_MEMORY_MB.items():
+        assert config[function]["lambda_memory_size"] == memory, function
+
+
+def test_the_weekly_verification_heads_a_seventh_of_the_named_versions_a_day() -> None:
+    jobs = upkeep_day(OFFICE, UpkeepSettings())
+    verification = jobs["verification"]
+    assert verification.requests["head"] == pytest.approx(468_000 / 7)
+    # One invocation is enough here: its record and each kept manifest are read once; no sample is re-read.
+    assert verification.invocations == 1
+    assert verification.requests["get"] == 1 + 51 and verification.requests["list"] == 2
+    # Created, after each of 67 batches, after the plan, at the end.
+    assert verification.requests["put"] == 1 + 67 + 1 + 1
+    sampled = upkeep_day(OFFICE, UpkeepSettings(verify_sample_percent=1))["verification"]
+    assert sampled.requests["get"] == pytest.approx(1 + 51 + 468_000 / 7 / 100)
+    # Today's slice, where it is known, instead of the average.
+    known = upkeep_day(BucketDay(versions=10, named_versions=10, snapshots=1, manifest_entries=10, checked=0), UpkeepSettings())
+    assert "head" not in known["verification"].requests and known["verification"].requests["put"] == 3
+
+
+def test_a_verification_that_takes_several_invocations_downloads_the_manifests_in_each() -> None:
+    large = BucketDay(versions=42e6, named_versions=42e6, snapshots=51, manifest_entries=510e6)
+    verification = upkeep_day(large, UpkeepSettings())["verification"]
+    assert verification.invocations > 1
+    assert verification.requests["get"] == 52 * verification.invocations
+    # 510 million entries take longer to read than an invocation has: the model says the job cannot finish.
+    assert verification.limits and "would not finish" in verification.limits[0]
+    assert not upkeep_day(OFFICE, UpkeepSettings())["verification"].limits
+
+
+def test_the_prune_lists_every_data_version_twice_and_the_cost_report_once() -> None:
+    jobs = upkeep_day(OFFICE, UpkeepSettings())
+    # 470,000 versions, 1,000 a page, with the source folders' and the long keys' listings.
+    walk = 1 + 470 + 1
+    assert jobs["prune"].requests["list"] == 28 + 2 * walk
+    assert jobs["prune"].requests["get"] == 1 + 2 * 51
+    assert jobs["prune"].requests["post"] == 2 and jobs["prune"].requests["put"] == 7
+    removing = upkeep_day(BucketDay(**{**OFFICE.__dict__, "removed": 1}), UpkeepSettings())["prune"]
+    assert removing.requests["put"] == 8 and removing.requests["post"] == 3
+    # 30 backup records (a page of 100), 30 prune records, 51 snapshots each looked at four ways.
+    assert jobs["cost_report"].requests["list"] == 1 + 1 + 1 + 51 + walk
+    assert jobs["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1
+    assert jobs["cost_report"].requests["head"] == 20
+
+
+def test_inventory_is_counted_only_when_the_plans_set_it() -> None:
+    assert upkeep_day(OFFICE, UpkeepSettings())["inventory"].requests == {}
+    daily = upkeep_day(OFFICE, UpkeepSettings(inventory="Daily"))["inventory"]
+    weekly = upkeep_day(OFFICE, UpkeepSettings(inventory="Weekly"))["inventory"]
+    assert daily.requests == {"inventory_objects": 470_000 + 51}
+    assert weekly.requests["inventory_objects"] == pytest.approx(daily.requests["inventory_objects"] / 7)
+    assert job_usd(daily, UpkeepSettings(), PRICES) == pytest.approx(470_051 * 0.0025 / 1e6)
+    plans = PlanSet(plans=(), catalog_bucket="c", inventory=InventoryPlan(bucket="inv", frequency="Weekly"))
+    assert UpkeepSettings.of_plans(plans).inventory == "Weekly"
+    assert UpkeepSettings.of_plans(PlanSet(plans=(), catalog_bucket="c")).inventory is None
+
+
+def test_requests_are_priced_by_kind() -> None:
+    requests = {"list": 1000, "put": 1000, "post": 1000, "get": 1000, "head": 1000, "sns": 1e6}
+    assert request_usd(requests, PRICES) == pytest.approx(3 * 0.005 + 2 * 0.0004 + 0.5)
+
+
+def test_lambda_time_is_billed_at_the_functions_memory() -> None:
+    settings = UpkeepSettings()
+    prune = upkeep_day(OFFICE, settings)["prune"]
+    halved = UpkeepSettings(memory_mb={**FUNCTION_MEMORY_MB, "prune_worker": 512})
+    lambda_usd = prune.seconds * PRICES.upkeep.lambda_gb_second
+    assert job_usd(prune, settings, PRICES) - job_usd(prune, halved, PRICES) == pytest.approx(lambda_usd / 2)
+
+
+def test_upkeep_grows_with_what_is_stored_and_is_reported_per_job() -> None:
+    small = describe(upkeep_day(OFFICE, UpkeepSettings()), UpkeepSettings(), PRICES)
+    double = BucketDay(versions=940_000, named_versions=936_000, snapshots=51, manifest_entries=10_200_000, deleted=2_000)
+    large = describe(upkeep_day(double, UpkeepSettings()), UpkeepSettings(), PRICES)
+    assert set(small["jobs"]) == set(JOBS)
+    assert small["monthly_usd"] == pytest.approx(sum(job["monthly_usd"] for job in small["jobs"].values()))
+    for job in ("verification", "prune", "cost_report"):
+        assert large["jobs"][job]["monthly_usd"] > small["jobs"][job]["monthly_usd"], job
+        assert small["jobs"][job]["lambda_seconds_per_day"] > 0
+    assert small["jobs"]["alerts"]["requests_per_day"] == {"sns": 1}
