@@ -6,6 +6,7 @@
     meta/snapshots/<plan>/<backup_id>.jsonl.gz         one manifest per plan per backup
     meta/snapshots/<plan>/<backup_id>.checkpoint.json  where an unfinished plan run stopped
     meta/snapshots/<plan>/<backup_id>.uploading        a run of this backup began multipart copies
+    meta/index/<plan>/<backup_id>-<digest>.jsonl.gz   the distinct versions the kept snapshots name (derived)
     meta/checkpoints/<plan>/<backup_id>/...            partial manifests of unfinished runs, split records
     meta/backups/<inverted time>_<backup_id>.json      backup records (in the catalog bucket)
     meta/sealed/backups/<same name>                    finished backups' records, written once (create-only)
@@ -30,6 +31,8 @@ META_PREFIX = "meta/"
 SNAPSHOTS_PREFIX = META_PREFIX + "snapshots/"
 MANIFEST_SUFFIX = ".jsonl.gz"
 CHECKPOINTS_PREFIX = META_PREFIX + "checkpoints/"
+# The kept index (chalicelib/catalog/kept_index.py): derived from the manifests, rewritten as they change.
+INDEX_PREFIX = META_PREFIX + "index/"
 RECORDS_PREFIX = META_PREFIX + "backups/"
 # Written once, never replaced: the bucket policy refuses a PutObject here without If-None-Match.
 SEALED_PREFIX = META_PREFIX + "sealed/"

@@ -14,6 +14,7 @@ from chalicelib.deploy.scope import (
 from chalicelib.layout import (
     COSTS_PREFIX,
     DATA_PREFIX,
+    INDEX_PREFIX,
     META_PREFIX,
     PRUNED_PREFIX,
     PRUNES_PREFIX,
@@ -68,9 +69,9 @@ RESTORE_GRANTS: tuple[Grant, ...] = (
 
 # The weekly verification job (verify_worker) -----------------------------------------------------------------
 
-# Read only (chalicelib/verify/job.py): it lists and reads the manifests, asks S3 about exact versions
-# of the data (HeadObject with VersionId) and re-reads some, writes its own record and checkpoint under
-# meta/verifications/, sends its alert, and invokes itself to carry on.
+# Reads (chalicelib/verify/job.py): it lists and reads the manifests, asks S3 about exact versions of the
+# data (HeadObject with VersionId) and re-reads some, keeps the kept index under meta/index/, writes its own
+# record and checkpoint under meta/verifications/, sends its alert, and invokes itself to carry on.
 VERIFY_GRANTS: tuple[Grant, ...] = (
     Grant("VerifyList", ("s3:ListBucket",), backup_bucket_arns, owned=True),
     Grant(
@@ -79,6 +80,9 @@ VERIFY_GRANTS: tuple[Grant, ...] = (
         lambda s: object_arns(s.backup_buckets, SNAPSHOTS_PREFIX, DATA_PREFIX),
         owned=True,
     ),
+    # The kept index (chalicelib/catalog/kept_index.py): derived from the manifests and written create-only;
+    # nothing else of a backup bucket is written (the prune deletes superseded indexes).
+    Grant("VerifyIndex", ("s3:PutObject", "s3:GetObject"), lambda s: object_arns(s.backup_buckets, INDEX_PREFIX), owned=True),
     Grant("VerifyRecords", ("s3:PutObject", "s3:GetObject"), lambda s: catalog_objects(s, VERIFICATIONS_PREFIX), owned=True),
     # Backup records, to find a snapshot, and pruned markers: a snapshot retention removed is not verified.
     Grant("VerifyCatalogRead", ("s3:GetObject",), lambda s: catalog_objects(s, RECORDS_PREFIX, SEALED_PREFIX, PRUNED_PREFIX), owned=True),
@@ -100,7 +104,7 @@ PRUNE_GRANTS: tuple[Grant, ...] = (
         "PruneVersionsList",
         ("s3:ListBucketVersions",),
         backup_bucket_arns,
-        lambda s: {"StringLike": {"s3:prefix": [DATA_PREFIX + "*", SNAPSHOTS_PREFIX + "*"]}},
+        lambda s: {"StringLike": {"s3:prefix": [DATA_PREFIX + "*", SNAPSHOTS_PREFIX + "*", INDEX_PREFIX + "*"]}},
         owned=True,
     ),
     Grant(
@@ -113,7 +117,8 @@ PRUNE_GRANTS: tuple[Grant, ...] = (
     Grant(
         "PruneDeleteVersions",
         ("s3:DeleteObjectVersion",),
-        lambda s: object_arns(s.backup_buckets, DATA_PREFIX, SNAPSHOTS_PREFIX),
+        # meta/index/: the kept indexes a newer one superseded (chalicelib/catalog/kept_index.py).
+        lambda s: object_arns(s.backup_buckets, DATA_PREFIX, SNAPSHOTS_PREFIX, INDEX_PREFIX),
         owned=True,
     ),
     Grant("PruneAlerts", ("sns:Publish",), lambda s: sorted(set(s.topic_arns))),

@@ -15,7 +15,8 @@ The order is what makes a crash at any point harmless:
    running backup started, or under Object Lock retention is kept whatever names it. Everything else goes,
    a thousand versions per DeleteObjects request (`deleter.py`), and the position after each batch is the
    checkpoint.
-5. manifests: every version of each removed snapshot's manifest. A manifest goes last, so a crash before it
+5. manifests: every version of each removed snapshot's manifest, and the kept indexes a newer one
+   superseded (catalog/kept_index.py). A manifest goes last, so a crash before it
    leaves a marked snapshot whose manifest still names versions (some already gone): the next prune, which
    skips marked snapshots, deletes the rest and then the manifest.
 
@@ -34,6 +35,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.catalog.kept_index import drop_superseded
 from chalicelib.catalog.manifests import Entry, Manifest, manifest_key
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
@@ -194,6 +196,10 @@ class PruneJob(Job[PruneRecord]):
             checkpoint.save()
         if work.phase == "manifests":
             self._remove_manifests(plan, work)
+            try:
+                drop_superseded(self.clients.s3, plan.bucket, plan.name)
+            except (ClientError, BotoCoreError) as exc:
+                work.warn(f"superseded kept indexes stay until the next prune: {describe_error(exc)}")
             work.phase = "done"
         work.status = work.status or (PruneStatus.FAILED if work.error_count else PruneStatus.SUCCEEDED)
         return True

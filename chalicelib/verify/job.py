@@ -28,7 +28,8 @@ from zoneinfo import ZoneInfo
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Entry, Manifest, list_snapshot_keys
+from chalicelib.catalog.kept_index import kept_index
+from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Entry, list_snapshot_keys
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
 from chalicelib.catalog.snapshot_reader import open_snapshot
@@ -91,10 +92,9 @@ class DistinctVersions:
             yield entry
 
 
-def _oldest(snapshot_keys: Iterable[str]) -> datetime | None:
-    """When the oldest of these manifests' snapshots was taken (None without one)."""
-    taken = (key.rsplit("/", 1)[-1][: -len(MANIFEST_SUFFIX)] for key in snapshot_keys)
-    return min((backup_time(t) for t in taken if is_backup_id(t)), default=None)
+def _oldest(snapshots: Iterable[str]) -> datetime | None:
+    """When the oldest of these snapshots was taken (None without one)."""
+    return min((backup_time(t) for t in snapshots if is_backup_id(t)), default=None)
 
 
 def batches(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
@@ -230,8 +230,8 @@ class VerificationJob(Job[VerificationRecord]):
             return True
         after = (record.after[0], record.after[1]) if record.after else None
         with ExitStack() as stack:
-            keys = self._snapshot_keys(plan, record.backup_id) if record.kind == "slice" else []
-            rows = self._report_rows(stack, record, plan, _oldest(keys))
+            kept = self._kept_snapshots(plan, record.backup_id) if record.kind == "slice" else []
+            rows = self._report_rows(stack, record, plan, _oldest(kept))
             if record.kind == "backup":
                 # One snapshot, read as its record names it (exact version, hash checked).
                 manifest = stack.enter_context(
@@ -242,10 +242,11 @@ class VerificationJob(Job[VerificationRecord]):
                 manifests, weekday, sample = [manifest.entries()], None, record.sample_percent
                 record.set_snapshots(plan.name, 1)
             else:
-                record.set_snapshots(plan.name, len(keys))
-                manifests = [
-                    stack.enter_context(Manifest.download(self.clients.s3, plan.bucket, key)).entries() for key in keys
-                ]
+                record.set_snapshots(plan.name, len(kept))
+                # The distinct versions of the kept snapshots, from the kept index: the index and the
+                # manifests written since it, not every kept manifest.
+                index = kept_index(self.clients.s3, plan.bucket, plan.name, kept, stack) if kept else None
+                manifests = [(entry for entry, _ in index.versions())] if index else []
                 weekday, sample = record.weekday, 0.0
             distinct = DistinctVersions(manifests, weekday, after)
             try:
@@ -299,18 +300,18 @@ class VerificationJob(Job[VerificationRecord]):
         result = backup.plans.get(plan.name)
         return result is not None and bool(result.snapshot)
 
-    def _snapshot_keys(self, plan: Plan, backup_id: str) -> list[str]:
-        """The plan's manifests taken up to the job's backup: a job that spans invocations always merges the
-        same snapshots, and a snapshot taken later is checked by a later job."""
+    def _kept_snapshots(self, plan: Plan, backup_id: str) -> list[str]:
+        """The plan's snapshots (backup ids) taken up to the job's backup: a job that spans invocations always
+        checks the same snapshots, and a snapshot taken later is checked by a later job."""
         until = backup_time(backup_id)
         prefix = f"{SNAPSHOTS_PREFIX}{plan.name}/"
         # Snapshots a prune marked are being deleted: their versions are no longer expected to be there.
         pruned = {taken for (name, taken) in PrunedMarkers(self.clients.s3, self.plans.catalog_bucket).all() if name == plan.name}
-        keys = []
+        kept = []
         for key in list_snapshot_keys(self.clients.s3, plan.bucket, plan.name):
             taken = key[len(prefix):-len(MANIFEST_SUFFIX)]
             if taken in pruned:
                 continue
             if not is_backup_id(taken) or backup_time(taken) <= until:
-                keys.append(key)
-        return keys
+                kept.append(taken)
+        return kept

@@ -1,0 +1,205 @@
+"""A plan's kept index: the distinct versions its kept snapshots name, in one file, so that a daily pass over
+them reads the index and the few manifests written since, not every kept manifest.
+
+Every manifest names every object of its snapshot, so a plan keeping 51 snapshots of N objects has 51 x N
+manifest entries for about N + (changes x retention) distinct versions. The weekly verification needs the
+distinct versions of one weekday's slice every day; merging all kept manifests for it makes the day's work
+grow with history. The index holds each distinct version once, with the set of snapshots that name it:
+
+    meta/index/<plan>/<newest snapshot covered>-<digest of the covered ids>.jsonl.gz
+
+gzip JSON Lines: a header (`format`, `plan`, `snapshots`: the backup ids it covers, in order), then one line
+per version sorted by (source, key, version id): the manifest entry's fields and `in`, a bit mask of the
+header's snapshots naming it.
+
+Bringing it up to date is a merge of three sorted streams: the newest index (its snapshots no longer kept
+drop out of every mask, and a version left with none drops out), and the manifests of kept snapshots it does
+not cover. The day's work is the index plus the new manifests: it grows with change, not with history. The
+index is derived data: written create-only under a name of its own, it never replaces a manifest, a
+reader falls back to the manifests when it is missing or unreadable, and the daily prune (the only role that
+deletes versions) deletes the indexes a newer one superseded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import heapq
+import itertools
+import json
+import logging
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, closing
+from typing import IO, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib import s3docs
+from chalicelib.catalog.manifests import Entry, Manifest, manifest_key
+from chalicelib.errors import AlreadyExists, describe_error
+from chalicelib.layout import INDEX_PREFIX
+
+logger = logging.getLogger(__name__)
+
+INDEX_FORMAT = "kept-index/1"
+INDEX_SUFFIX = ".jsonl.gz"
+
+# One version and the mask of the snapshots (positions in the index's snapshot list) that name it.
+Named = tuple[Entry, int]
+
+
+def index_prefix(plan: str) -> str:
+    return f"{INDEX_PREFIX}{plan}/"
+
+
+def index_key(plan: str, snapshots: Sequence[str]) -> str:
+    digest = hashlib.sha256("\n".join(snapshots).encode("utf-8")).hexdigest()[:16]
+    return f"{index_prefix(plan)}{max(snapshots)}-{digest}{INDEX_SUFFIX}"
+
+
+class KeptIndex:
+    """A downloaded index, on local disk: `snapshots`, then `versions()`."""
+
+    def __init__(self, fileobj: IO[bytes], key: str) -> None:
+        self._file = fileobj
+        self.key = key
+        with gzip.GzipFile(fileobj=self._file, mode="rb") as gz:
+            header = json.loads(gz.readline() or b"{}")
+        if header.get("format") != INDEX_FORMAT:
+            raise ValueError(f"{key} is not a kept index (format {header.get('format')!r})")
+        self.snapshots: list[str] = list(header["snapshots"])
+
+    @classmethod
+    def download(cls, s3: Any, bucket: str, key: str) -> KeptIndex:
+        spool: IO[bytes] = tempfile.TemporaryFile()
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+            for block in iter(lambda: body.read(1024 * 1024), b""):
+                spool.write(block)
+            spool.seek(0)
+            return cls(spool, key)
+        except BaseException:
+            spool.close()
+            raise
+
+    def versions(self) -> Iterator[Named]:
+        self._file.seek(0)
+        with gzip.GzipFile(fileobj=self._file, mode="rb") as gz:
+            gz.readline()
+            for line in gz:
+                data = json.loads(line)
+                mask = int(data.pop("in"))
+                yield Entry(**data), mask
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def index_keys(s3: Any, bucket: str, plan: str) -> list[str]:
+    """The plan's index keys, oldest first (by when they were written, then by name)."""
+    found: list[tuple[Any, str]] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=index_prefix(plan)):
+        found.extend((item["LastModified"], item["Key"]) for item in page.get("Contents", []) if item["Key"].endswith(INDEX_SUFFIX))
+    return [key for _, key in sorted(found)]
+
+
+def merge(streams: Sequence[Iterable[Named]]) -> Iterator[Named]:
+    """One line per distinct version, masks or-ed together, in (source, key, version id) order: one key's
+    versions are held at a time. Each stream is sorted by (source, key): a manifest has one entry a key, an
+    index one line per version of it."""
+    merged = heapq.merge(*streams, key=lambda named: named[0].sort_key)
+    for _, group in itertools.groupby(merged, key=lambda named: named[0].sort_key):
+        versions: dict[str, Named] = {}
+        for entry, mask in group:
+            seen = versions.get(entry.version_id)
+            versions[entry.version_id] = (seen[0] if seen else entry, (seen[1] if seen else 0) | mask)
+        for version_id in sorted(versions):
+            if versions[version_id][1]:
+                yield versions[version_id]
+
+
+def _remapped(index: KeptIndex, positions: dict[int, int]) -> Iterator[Named]:
+    """The index's versions with their masks moved to the new snapshot list (snapshots not in `positions`
+    dropped)."""
+    for entry, mask in index.versions():
+        new = 0
+        for old, position in positions.items():
+            if mask >> old & 1:
+                new |= 1 << position
+        yield entry, new
+
+
+def _write(s3: Any, bucket: str, plan: str, snapshots: list[str], versions: Iterable[Named]) -> str:
+    key = index_key(plan, snapshots)
+    with tempfile.TemporaryFile() as out:
+        with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
+            gz.write(json.dumps({"format": INDEX_FORMAT, "plan": plan, "snapshots": snapshots}).encode("utf-8") + b"\n")
+            for entry, mask in versions:
+                gz.write((entry.to_json()[:-1] + f',"in":{mask}}}').encode("utf-8") + b"\n")
+        out.seek(0)
+        try:
+            s3docs.put_new(s3, Bucket=bucket, Key=key, Body=out, ContentType="application/gzip", ChecksumAlgorithm="SHA256")
+        except AlreadyExists:
+            pass  # the same snapshots give the same index: another pass wrote it first
+    return key
+
+
+def drop_superseded(s3: Any, bucket: str, plan: str) -> int:
+    """Delete every version of the plan's indexes but the newest index (by version id: no delete marker).
+    The prune calls this: only its role deletes versions. An index written while this runs is newer than
+    the listing and stays; a reader that loses the index it listed starts from the manifests. Returns how
+    many versions went."""
+    keys = index_keys(s3, bucket, plan)
+    newest = keys[-1] if keys else None
+    deleted = 0
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=index_prefix(plan)):
+        for version in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            if version["Key"] != newest:
+                s3.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
+                deleted += 1
+    return deleted
+
+
+def _newest(s3: Any, bucket: str, plan: str, kept: Sequence[str]) -> KeptIndex | None:
+    """The newest readable index sharing a snapshot with `kept` (None: start from the manifests)."""
+    for key in reversed(index_keys(s3, bucket, plan)):
+        try:
+            index = KeptIndex.download(s3, bucket, key)
+        except (ClientError, BotoCoreError, ValueError, KeyError, OSError, EOFError) as exc:
+            logger.warning("kept index s3://%s/%s is not used: %s", bucket, key, describe_error(exc))
+            continue
+        if set(index.snapshots) & set(kept):
+            return index
+        index.close()
+        return None
+    return None
+
+
+def _manifest_versions(s3: Any, bucket: str, plan: str, snapshot: str, bit: int, stack: ExitStack) -> Iterator[Named]:
+    manifest = stack.enter_context(Manifest.download(s3, bucket, manifest_key(plan, snapshot)))
+    return ((entry, 1 << bit) for entry in manifest.entries())
+
+
+def kept_index(s3: Any, bucket: str, plan: str, kept: Sequence[str], stack: ExitStack) -> KeptIndex:
+    """The plan's index covering exactly the snapshots `kept`: the newest one brought up to date (written,
+    and older ones deleted) when it covers anything else. Closed with `stack`."""
+    kept = sorted(set(kept))
+    if not kept:
+        raise ValueError(f"no kept snapshot of plan {plan} to index")
+    with ExitStack() as reading:
+        index = _newest(s3, bucket, plan, kept)
+        if index is not None:
+            reading.callback(index.close)
+            if set(index.snapshots) == set(kept):
+                reading.pop_all()
+                return stack.enter_context(closing(index))
+        covered = [s for s in index.snapshots if s in kept] if index else []
+        order = covered + [s for s in kept if s not in covered]
+        streams: list[Iterable[Named]] = []
+        if index is not None:
+            old = {name: position for position, name in enumerate(index.snapshots)}
+            streams.append(_remapped(index, {old[name]: position for position, name in enumerate(covered)}))
+        streams += [_manifest_versions(s3, bucket, plan, s, order.index(s), reading) for s in order[len(covered):]]
+        key = _write(s3, bucket, plan, order, merge(streams))
+    return stack.enter_context(closing(KeptIndex.download(s3, bucket, key)))
