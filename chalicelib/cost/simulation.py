@@ -212,14 +212,34 @@ class Simulation:
             self._plans[key] = (class_on(schedule, gap)[0], _later_moves(schedule, gap))
         return self._plans[key]
 
-    def _replace(self, group: _Group, cohort: _Cohort) -> None:
-        """A cohort becomes noncurrent: count it in its class and book its later transitions."""
-        group.held_versions += cohort.count
-        name, moves = self._plan(group.small, cohort.replaced - cohort.written)
-        group.hold(name, cohort.count, cohort.count * cohort.size)
-        for since, source, target in moves:
-            if cohort.written + since < self.days:
-                group.moves.setdefault(cohort.written + since, []).append((cohort, source, target))
+    def _replaced(self, group: _Group, day: int, share: float) -> list[_Cohort]:
+        """The cohorts `share` of each earlier day's current versions make at `day`'s backup: each becomes
+        noncurrent, counted in its class, with its later transitions booked.
+
+        This is the simulation's innermost loop (one cohort per earlier day, every day: days squared over a
+        year), so the bookkeeping is written out here rather than called per cohort."""
+        replaced: list[_Cohort] = []
+        current, current_bytes, moves_on, last_day = group.current, group.current_bytes, group.moves, self.days
+        for written in range(day):
+            count = current[written]
+            if not count > 0:
+                continue
+            cohort = _Cohort(written, day, count * share, current_bytes[written] / count)
+            replaced.append(cohort)
+            group.held_versions += cohort.count
+            name, moves = self._plan(group.small, day - written)
+            totals = group.held.get(name)
+            if totals is None:
+                totals = group.held[name] = [0.0, 0.0]
+            totals[0] += cohort.count
+            totals[1] += cohort.count * cohort.size
+            for since, source, target in moves:
+                if written + since < last_day:
+                    booked = moves_on.get(written + since)
+                    if booked is None:
+                        booked = moves_on[written + since] = []
+                    booked.append((cohort, source, target))
+        return replaced
 
     def _midnight(self, day: int) -> None:
         """Transitions due today, before the backup: noncurrent cohorts' booked ones, and current versions'."""
@@ -251,11 +271,15 @@ class Simulation:
         if self.retention is None:
             return
         kept = set(_kept_days(self.start, tuple(self.snapshot_days), self.retention, self.at))
-        for gone in set(self.snapshot_days) - kept:
+        removed = set(self.snapshot_days) - kept
+        for gone in removed:
             self.manifest_bytes.pop(gone, None)
         self.snapshot_days = sorted(kept)
         for group in self.groups:
-            for replaced in list(group.noncurrent):
+            # With no snapshot removed today, the latest snapshot before an earlier day is what it was when that
+            # day's cohorts were last trimmed: only today's cohorts can have lost every snapshot naming them.
+            days = list(group.noncurrent) if removed else [day] if day in group.noncurrent else []
+            for replaced in days:
                 cohorts = group.noncurrent[replaced]
                 # A version replaced on day `replaced` is named by the snapshots of the days it was current; the
                 # latest surviving snapshot before that day says which cohorts some snapshot still names.
@@ -279,13 +303,7 @@ class Simulation:
             already = sum(group.current[:day])
             before += already
             if changed + deleted > 0:
-                replaced = [
-                    _Cohort(written, day, count * (changed + deleted), group.current_bytes[written] / count)
-                    for written, count in enumerate(group.current[:day])
-                    if count > 0
-                ]
-                for cohort in replaced:
-                    self._replace(group, cohort)
+                replaced = self._replaced(group, day, changed + deleted)
                 if replaced:
                     group.noncurrent[day] = replaced
             kept = 1 - changed - deleted
