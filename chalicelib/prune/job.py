@@ -45,7 +45,7 @@ from chalicelib.jobs.runner import BATCH_SIZE, Checkpoint, Job
 from chalicelib.notify import alerts
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.prices import Prices
-from chalicelib.prune import decision, guard
+from chalicelib.prune import decision, guard, report_sweep
 from chalicelib.prune.deleter import DELETE_BATCH, Deleter, delete_versions, judge_versions, retained_by_object_lock
 from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus, PruneStore, new_prune_id
 from chalicelib.prune.sweep import References, Rules, check_order, walk
@@ -187,6 +187,7 @@ class PruneJob(Job[PruneRecord]):
             if work.position is None:
                 # The delete pass's own findings replace the survey's (what stays, and why).
                 work.kept_young = work.kept_running = work.object_locked = work.missing = 0
+                work.markers_deleted = 0
             if not self._sweep(checkpoint, plan, work, delete=True):
                 return False
             work.phase = "manifests"
@@ -273,6 +274,7 @@ class PruneJob(Job[PruneRecord]):
             running_since=min(running.values()) if running else None,
             lock_days=plan.object_lock.days if plan.object_lock else None,
         )
+        inventory = self.plans.inventory
         with ExitStack() as stack:
             sources = self._references(plan, meta, sealed, excluded, now, stack, check=delete)
             references = References(sources)
@@ -282,9 +284,21 @@ class PruneJob(Job[PruneRecord]):
             def missing(count: int) -> None:
                 work.missing += count
 
+            if inventory is None:
+                keys = walk(s3, plan.bucket, references, work.position, missing)
+            else:
+                # Candidates from the removed snapshots' manifests and the inventory report: no listing of data/.
+                removed = [m for m in meta.manifests.values() if m.plan == plan.name and m.backup_id in excluded]
+                named = report_sweep.removed_references(s3, plan.bucket, removed, stack, check=delete)
+                rows, work.inventory = report_sweep.report_rows(s3, inventory, plan.bucket, now, stack)
+                if work.inventory["problem"]:
+                    work.warn(work.inventory["problem"])
+                keys = report_sweep.walk_report(rows, named, references, work.position, now)
             judged = 0
-            for stored in walk(s3, plan.bucket, references, work.position, missing):
-                judged += judge_versions(stored, rules, work, deleter, plan, self.prices, now)
+            for stored in keys:
+                judged += judge_versions(
+                    stored, rules, work, deleter, plan, self.prices, now, markers=inventory is not None
+                )
                 if judged >= self.batch_size:
                     if deleter is not None:
                         deleter.flush()
