@@ -224,3 +224,35 @@ def test_without_a_usable_report_only_the_unnamed_versions_wait_and_the_record_s
     assert f"s3://{BUCKET}" in problem and "wait for a usable report" in problem
     assert {"missing": "has been delivered", "stale": "days old", "unreadable": "cannot be used"}[fault] in problem
     assert problem in work.warnings
+
+
+def test_a_prune_with_inventory_carried_over_many_invocations_ends_as_an_uninterrupted_one(world: Any) -> None:
+    from chalicelib.jobs.budget import TimeBudget
+    from tests.test_scale import FakeContext, Invocations
+
+    s3 = world.s3
+    for day in range(5):
+        for name in ("a.txt", "b/c.txt", "b-c.txt"):
+            s3.put_object(Bucket=SOURCE, Key=name, Body=f"{name} {day}".encode())
+        world.backup(f"day {day}".encode())
+        s3.put_object(Bucket=BUCKET, Key=f"data/src/orphan-{day}.txt", Body=b"x")
+        world.days(1)
+    world.days(2)
+    world.deliver()
+    before = world.versions()
+    dry = PruneJob(world.config.plans, world.clients)
+    would = dry.run(dry.start(["docs"], "api", dry_run=True, allow_large=["docs"]).prune_id).plans["docs"].would_delete
+    invoker = Invocations()
+
+    def invocation(prune_id: str) -> Any:
+        budget = TimeBudget(FakeContext(1))
+        return PruneJob(world.config.plans, world.clients, budget=budget, invoker=invoker, batch_size=2).run(prune_id)
+
+    record = PruneJob(world.config.plans, world.clients).start(["docs"], "api", allow_large=["docs"])
+    assert invocation(record.prune_id).status == "RUNNING" and invoker.queue
+    invoker.drive(lambda payload: invocation(payload["prune_id"]))
+
+    final = dry.store.get(record.prune_id)
+    work = final.plans["docs"]
+    assert final.status == "SUCCEEDED" and final.invocations >= 4, final.invocations
+    assert work.deleted == would and would["versions"] == len(before - world.versions()) > 5

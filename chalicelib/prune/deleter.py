@@ -70,10 +70,14 @@ def add_charge(tally: dict[str, Any], charge: float, size: int) -> None:
 
 
 class Deleter:
-    """Deletes unreferenced versions a thousand at a time (one DeleteObjects request) and counts them."""
+    """Deletes unreferenced versions a thousand at a time (one DeleteObjects request) and counts them. Versions
+    are sent as soon as `batch` are pending (None: only when `flush` is called)."""
 
-    def __init__(self, s3: Any, plan: Plan, work: PlanPrune, prices: Prices | None, now: datetime) -> None:
+    def __init__(
+        self, s3: Any, plan: Plan, work: PlanPrune, prices: Prices | None, now: datetime, batch: int | None = DELETE_BATCH
+    ) -> None:
         self.s3 = s3
+        self.batch = batch
         self.plan = plan
         self.work = work
         self.prices = prices
@@ -82,7 +86,7 @@ class Deleter:
 
     def add(self, data_key: str, version: dict[str, Any], noncurrent_since: datetime | None) -> None:
         self.pending.append((data_key, version, noncurrent_since))
-        if len(self.pending) >= DELETE_BATCH:
+        if self.batch is not None and len(self.pending) >= self.batch:
             self.flush()
 
     def flush(self) -> None:

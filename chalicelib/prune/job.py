@@ -279,7 +279,10 @@ class PruneJob(Job[PruneRecord]):
             sources = self._references(plan, meta, sealed, excluded, now, stack, check=delete)
             references = References(sources)
             stack.callback(references.close)
-            deleter = Deleter(s3, plan, work, self.prices, now) if delete else None
+            # The report's sweep sends a batch at a key's end (`full` below), so a saved position never leaves
+            # a version of its key unsent.
+            batch = DELETE_BATCH if inventory is None else None
+            deleter = Deleter(s3, plan, work, self.prices, now, batch) if delete else None
 
             def missing(count: int) -> None:
                 work.missing += count
@@ -299,12 +302,18 @@ class PruneJob(Job[PruneRecord]):
                 judged += judge_versions(
                     stored, rules, work, deleter, plan, self.prices, now, markers=inventory is not None
                 )
-                if judged >= self.batch_size:
+                # The listing sweep saves its position every batch of versions listed. Judging the report's
+                # rows costs no request, so that sweep saves it after each full DeleteObjects request and when
+                # time runs short: its record writes grow with what is deleted, not with what is stored.
+                full = deleter is not None and len(deleter.pending) >= DELETE_BATCH
+                if full or judged >= self.batch_size:
+                    judged = 0
+                    if inventory is not None and not full and not checkpoint.out_of_time():
+                        continue
                     if deleter is not None:
                         deleter.flush()
                     work.position = stored.position
                     checkpoint.save()
-                    judged = 0
                     if checkpoint.out_of_time():
                         return False
             if deleter is not None:
