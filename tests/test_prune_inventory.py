@@ -256,3 +256,13 @@ def test_a_prune_with_inventory_carried_over_many_invocations_ends_as_an_uninter
     work = final.plans["docs"]
     assert final.status == "SUCCEEDED" and final.invocations >= 4, final.invocations
     assert work.deleted == would and would["versions"] == len(before - world.versions()) > 5
+
+
+def test_no_report_before_the_first_is_due_is_no_warning(world: Any) -> None:
+    world.backup(b"day 0")
+    world.days(1)
+
+    work = world.prune().plans["docs"]
+
+    assert work.status == "SUCCEEDED" and work.inventory["problem"] is None and not work.warnings
+    assert "is not due before 2026-03-04T02:00" in work.inventory["pending"]

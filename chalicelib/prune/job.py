@@ -293,7 +293,8 @@ class PruneJob(Job[PruneRecord]):
                 # Candidates from the removed snapshots' manifests and the inventory report: no listing of data/.
                 removed = [m for m in meta.manifests.values() if m.plan == plan.name and m.backup_id in excluded]
                 named = report_sweep.removed_references(s3, plan.bucket, removed, stack, check=delete)
-                rows, work.inventory = report_sweep.report_rows(s3, inventory, plan.bucket, now, stack)
+                first = min((m.written for m in meta.manifests.values() if m.plan == plan.name), default=None)
+                rows, work.inventory = report_sweep.report_rows(s3, inventory, plan.bucket, now, stack, first)
                 if work.inventory["problem"]:
                     work.warn(work.inventory["problem"])
                 keys = report_sweep.walk_report(rows, named, references, work.position, now)

@@ -38,7 +38,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import Manifest
 from chalicelib.errors import describe_error
-from chalicelib.inventory.freshness import newest_fresh_report
+from chalicelib.inventory.freshness import ReportProblem, newest_fresh_report, stale_after
 from chalicelib.inventory.reports import ReportError, Row, sorted_rows
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX
 from chalicelib.plans import InventoryPlan
@@ -158,11 +158,14 @@ def walk_report(
 
 
 def report_rows(
-    s3: Any, inventory: InventoryPlan, bucket: str, now: datetime, stack: ExitStack
+    s3: Any, inventory: InventoryPlan, bucket: str, now: datetime, stack: ExitStack, first_snapshot: datetime | None
 ) -> tuple[Iterable[Row], dict[str, Any]]:
     """The rows under `data/` of the newest report of `bucket`, in `row_order`, and what the prune's record
     keeps of the report (bucket, report, created, age_days, problem). A missing, stale or unreadable report
     gives no rows and says why in `problem`: versions no manifest names then wait for a later prune.
+
+    No report is no problem while the first is not due (the plan's oldest snapshot, `first_snapshot`, is
+    younger than a report may be old, as the weekly verification has it): `pending` says when it is.
 
     Every data file is read and checked before the first row is given (the external sort reads them all),
     so a corrupt file is found here, before anything is judged."""
@@ -170,6 +173,11 @@ def report_rows(
         s3, inventory.bucket, inventory.prefix, inventory.configuration_id, inventory.frequency, bucket, now
     )
     summary = dict(fresh.summary)
+    limit = stale_after(inventory.frequency)
+    if fresh.kind == ReportProblem.NONE and (first_snapshot is None or now - first_snapshot <= limit):
+        due = isoformat((first_snapshot or now) + limit)
+        summary["pending"] = f"the first inventory report of s3://{bucket} is not due before {due}: {WAITING}"
+        return (), summary
     if fresh.report is None:
         summary["problem"] = f"{fresh.problem}: {WAITING}"
         return (), summary
