@@ -23,9 +23,11 @@ a running backup), so a wrong decision cannot hide behind "the prune kept what i
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from unittest import mock
 
 import boto3
 import pytest
@@ -42,15 +44,18 @@ from chalicelib.catalog.records import backup_time, new_backup_id
 from chalicelib.config import Settings
 from chalicelib.deploy.provision import provision
 from chalicelib.errors import Pruned
+from chalicelib.inventory import configuration as conf
 from chalicelib.layout import SNAPSHOTS_PREFIX
-from chalicelib.plans import DynamoDBSource, Lifecycle, Plan, PlanSet, S3Source
+from chalicelib.plans import DynamoDBSource, InventoryPlan, Lifecycle, Plan, PlanSet, S3Source
 from chalicelib.prune.job import PruneJob
+from chalicelib.prune.sweep import Rules
 from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.service import RestoreService
 from chalicelib.retention import RetentionPolicy, Snapshot, decide
 from chalicelib.times import utcnow
 from chalicelib.verify.verifier import Verifier
 from tests.concurrency import at_once
+from tests.s3_inventory import deliver
 from tests.stored import assert_versions_hold, entries_of
 from tests.test_scale import FakeContext, Invocations
 
@@ -62,6 +67,7 @@ BACKUP_BUCKET = "pp-backup"
 # several plans has it: the plan's bucket holds only its data and manifests.
 CATALOG_BUCKET = "pp-catalog"
 RESTORE_BUCKET = "pp-restore"
+REPORTS = "pp-inventory"
 FILES, ROWS = "files", "rows"  # the sources' names: an S3 bucket and a DynamoDB table
 # A key too long for `data/files/<key>` (stored under data/~long/), yet restorable as `files/<key>`.
 FILE_KEYS = ("a.txt", "b/c.txt", "b/d.bin", "été/ça va+bien %20.txt", "e", "e/f", "long/" + "x" * 1012)
@@ -357,7 +363,11 @@ class World:
         )
         # The job's own grace period is a floor (48 hours by default) that no record can shorten: set to the
         # step's, as a deployment's `prune_grace_hours` does, so that the period applied is the one drawn.
-        job = PruneJob(self.config.plans, self.clients, grace=grace)
+        # The plans' inventory: a report delivered now; what the listing sweep would delete, on the same state.
+        deliver(self.s3, BACKUP_BUCKET, conf.DEFAULT_CONFIGURATION_ID, files=2, shuffle=len(self.log))
+        listing = self.listing_would_delete(grace)
+        plans = dataclasses.replace(self.config.plans, inventory=InventoryPlan(bucket=REPORTS))
+        job = PruneJob(plans, self.clients, grace=grace)
         record = job.start([PLAN], "api", allow_large=[PLAN] if step.allow else None, grace=grace)
         record = job.run(record.prune_id)
         assert record.grace_hours == step.grace_hours, record.grace_hours
@@ -380,6 +390,9 @@ class World:
             self.count("prunes held")
             return
         assert record.status == "SUCCEEDED" and work.status == "SUCCEEDED", (record.status, work.errors)
+        assert work.inventory is not None and work.inventory["problem"] is None, work.inventory
+        # 0. The prune by manifests and report deletes exactly what the listing sweep would have deleted.
+        assert deleted == listing, (sorted(deleted - listing), sorted(listing - deleted))
         self.live = kept
         self.log.append(f"  removed {len(work.removing)}, deleted {len(deleted)} versions")
         self.count("prunes")
@@ -426,6 +439,24 @@ class World:
         newest = max(kept, key=lambda b: (backup_time(b), b), default=None)
         if newest is not None and (deleted or newest not in self.restored):
             self.assert_restores(newest)
+
+    def listing_would_delete(self, grace: timedelta) -> set[tuple[str, str]]:
+        """What the listing sweep (the plans without inventory) judges a version to delete now: a dry run,
+        which marks and deletes nothing, with every verdict watched."""
+        found: set[tuple[str, str]] = set()
+        judge = Rules.judge
+
+        def watched(rules: Rules, version: dict[str, Any], referenced: set[str]) -> str:
+            verdict = judge(rules, version, referenced)
+            if verdict == "delete":
+                found.add((version["Key"], version["VersionId"]))
+            return verdict
+
+        with mock.patch.object(Rules, "judge", watched):
+            job = PruneJob(self.config.plans, self.clients, grace=grace)
+            record = job.run(job.start([PLAN], "api", dry_run=True, allow_large=[PLAN], grace=grace).prune_id)
+        assert record.status == "SUCCEEDED", record.plans[PLAN].errors
+        return found
 
     def manifests(self) -> set[str]:
         """The backup ids with a version of a manifest of the plan."""
@@ -551,6 +582,12 @@ def live_one_history(history: list[Day], last: RetentionPolicy) -> None:
         world = World(s3, dynamodb, clients, clock)
         for plan in world.config.plans.plans:
             provision(s3, plan)
+        # The prunes' S3 Inventory (the backups run with plans without it, which do not check its settings).
+        s3.create_bucket(Bucket=REPORTS)
+        destination = conf.Destination(conf.bucket_arn(REPORTS), account_id="123456789012", prefix="inventory", encrypted=False)
+        s3.put_bucket_inventory_configuration(
+            Bucket=BACKUP_BUCKET, Id=conf.DEFAULT_CONFIGURATION_ID, InventoryConfiguration=conf.inventory_configuration(destination)
+        )
         try:
             live_through(world, history, PruneStep(last, grace_hours=48, allow=True))
         except AssertionError:

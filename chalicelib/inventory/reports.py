@@ -31,7 +31,7 @@ import json
 import pickle
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -226,9 +226,16 @@ def rows(s3: Any, report: Report) -> Iterator[Row]:
             yield from _read_rows(report, data_file, copy)
 
 
-def sorted_rows(s3: Any, report: Report, run_rows: int = RUN_ROWS, keep: Callable[[Row], bool] | None = None) -> Iterator[Row]:
+def sorted_rows(
+    s3: Any,
+    report: Report,
+    run_rows: int = RUN_ROWS,
+    keep: Callable[[Row], bool] | None = None,
+    order: Callable[[Row], Any] | None = None,
+) -> Generator[Row, None, None]:
     """Every row of the report (or those `keep` accepts, left out before sorting) in (key, version id) order
-    (`Row.sort_key`), for a merge against sorted snapshot manifests.
+    (`Row.sort_key`), or in the order `order` gives (a total order ending in the version id), for a merge
+    against sorted snapshot manifests.
 
     An external merge sort: rows are read `run_rows` at a time, each batch sorted in memory and written to a
     temporary file, then the sorted runs are merged with heapq. Memory holds one batch while sorting and one
@@ -236,6 +243,7 @@ def sorted_rows(s3: Any, report: Report, run_rows: int = RUN_ROWS, keep: Callabl
     space is the rows once (Lambda's /tmp holds up to 10 GB)."""
     if run_rows < 1:
         raise ValueError("run_rows must be at least 1")
+    by = order or _by_key
     runs: list[IO[bytes]] = []
     try:
         batch: list[Row] = []
@@ -244,18 +252,22 @@ def sorted_rows(s3: Any, report: Report, run_rows: int = RUN_ROWS, keep: Callabl
                 continue
             batch.append(row)
             if len(batch) >= run_rows:
-                runs.append(_write_run(batch))
+                runs.append(_write_run(batch, by))
                 batch = []
         if batch:
-            runs.append(_write_run(batch))
-        yield from heapq.merge(*(read_run(run) for run in runs), key=lambda row: row.sort_key)
+            runs.append(_write_run(batch, by))
+        yield from heapq.merge(*(read_run(run) for run in runs), key=by)
     finally:
         for run in runs:
             run.close()
 
 
-def _write_run(batch: list[Row]) -> IO[bytes]:
-    batch.sort(key=lambda row: row.sort_key)
+def _by_key(row: Row) -> tuple[str, str]:
+    return row.sort_key
+
+
+def _write_run(batch: list[Row], by: Callable[[Row], Any]) -> IO[bytes]:
+    batch.sort(key=by)
     run = tempfile.TemporaryFile()
     for row in batch:
         pickle.dump(row, run, protocol=pickle.HIGHEST_PROTOCOL)

@@ -70,10 +70,14 @@ def add_charge(tally: dict[str, Any], charge: float, size: int) -> None:
 
 
 class Deleter:
-    """Deletes unreferenced versions a thousand at a time (one DeleteObjects request) and counts them."""
+    """Deletes unreferenced versions a thousand at a time (one DeleteObjects request) and counts them. Versions
+    are sent as soon as `batch` are pending (None: only when `flush` is called)."""
 
-    def __init__(self, s3: Any, plan: Plan, work: PlanPrune, prices: Prices | None, now: datetime) -> None:
+    def __init__(
+        self, s3: Any, plan: Plan, work: PlanPrune, prices: Prices | None, now: datetime, batch: int | None = DELETE_BATCH
+    ) -> None:
         self.s3 = s3
+        self.batch = batch
         self.plan = plan
         self.work = work
         self.prices = prices
@@ -82,7 +86,7 @@ class Deleter:
 
     def add(self, data_key: str, version: dict[str, Any], noncurrent_since: datetime | None) -> None:
         self.pending.append((data_key, version, noncurrent_since))
-        if len(self.pending) >= DELETE_BATCH:
+        if self.batch is not None and len(self.pending) >= self.batch:
             self.flush()
 
     def flush(self) -> None:
@@ -94,6 +98,9 @@ class Deleter:
                 error = failed.get((key, version["VersionId"]))
                 if error is not None:
                     self._failed(key, version, error)
+                    continue
+                if version.get("marker"):
+                    self.work.markers_deleted += 1
                     continue
                 storage_class = version.get("StorageClass") or "STANDARD"
                 size = int(version.get("Size", 0))
@@ -111,11 +118,20 @@ class Deleter:
 
 
 def judge_versions(
-    stored: StoredKey, rules: Rules, work: PlanPrune, deleter: Deleter | None, plan: Plan, prices: Prices | None, now: datetime
+    stored: StoredKey,
+    rules: Rules,
+    work: PlanPrune,
+    deleter: Deleter | None,
+    plan: Plan,
+    prices: Prices | None,
+    now: datetime,
+    markers: bool = False,
 ) -> int:
     """Judge every version of one key by the sweep's `rules`, and count it: with a `deleter`, an unreferenced
-    version is deleted; without one (the survey), counted as what would go. Returns how many versions it has."""
+    version is deleted; without one (the survey), counted as what would go. With `markers`, the key's delete
+    markers are judged too (`judge_markers`). Returns how many versions it has."""
     listed: set[str] = set()
+    stays = False
     count = 0
     for version, noncurrent_since in stored.versions():
         count += 1
@@ -125,6 +141,7 @@ def judge_versions(
         if deleter is None:
             add_to(work.stored, storage_class, size)
         verdict = rules.judge(version, stored.referenced)
+        stays = stays or verdict != "delete"
         if verdict == "young":
             work.kept_young += 1
         elif verdict == "running":
@@ -141,4 +158,22 @@ def judge_versions(
                     add_charge(work.would_early_deletion, charge, size)
                 work.monthly_saving_usd += monthly_cost(prices, storage_class, size)
     work.missing += len(stored.referenced - listed)
+    if markers:
+        judge_markers(stored, rules, work, deleter, stays)
     return count
+
+
+def judge_markers(stored: StoredKey, rules: Rules, work: PlanPrune, deleter: Deleter | None, stays: bool) -> None:
+    """A delete marker no manifest names (none does) goes by the same rules as a version, except the one the
+    key shows while a version under it stays: `data/` mirrors each source's deletions, and removing that
+    marker would bring the deleted object back as current (and move it from the lifecycle's noncurrent rules
+    to its current ones). `stays`: a version of the key is kept."""
+    for marker in stored.markers():
+        if marker.get("IsLatest") and stays:
+            continue
+        if rules.judge(marker, set()) != "delete":
+            continue
+        if deleter is not None:
+            deleter.add(stored.data_key, marker, None)
+        else:
+            work.would_delete_markers += 1

@@ -47,7 +47,7 @@ from chalicelib.jobs.runner import BATCH_SIZE, Checkpoint, Job
 from chalicelib.notify import alerts
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.prices import Prices
-from chalicelib.prune import decision, guard
+from chalicelib.prune import decision, guard, report_sweep
 from chalicelib.prune.deleter import DELETE_BATCH, Deleter, delete_versions, judge_versions, retained_by_object_lock
 from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus, PruneStore, new_prune_id
 from chalicelib.prune.sweep import References, Rules, check_order, walk
@@ -189,6 +189,7 @@ class PruneJob(Job[PruneRecord]):
             if work.position is None:
                 # The delete pass's own findings replace the survey's (what stays, and why).
                 work.kept_young = work.kept_running = work.object_locked = work.missing = 0
+                work.markers_deleted = 0
             if not self._sweep(checkpoint, plan, work, delete=True):
                 return False
             work.phase = "manifests"
@@ -279,24 +280,47 @@ class PruneJob(Job[PruneRecord]):
             running_since=min(running.values()) if running else None,
             lock_days=plan.object_lock.days if plan.object_lock else None,
         )
+        inventory = self.plans.inventory
         with ExitStack() as stack:
             sources = self._references(plan, meta, sealed, excluded, now, stack, check=delete)
             references = References(sources)
             stack.callback(references.close)
-            deleter = Deleter(s3, plan, work, self.prices, now) if delete else None
+            # The report's sweep sends a batch at a key's end (`full` below), so a saved position never leaves
+            # a version of its key unsent.
+            batch = DELETE_BATCH if inventory is None else None
+            deleter = Deleter(s3, plan, work, self.prices, now, batch) if delete else None
 
             def missing(count: int) -> None:
                 work.missing += count
 
+            if inventory is None:
+                keys = walk(s3, plan.bucket, references, work.position, missing)
+            else:
+                # Candidates from the removed snapshots' manifests and the inventory report: no listing of data/.
+                removed = [m for m in meta.manifests.values() if m.plan == plan.name and m.backup_id in excluded]
+                named = report_sweep.removed_references(s3, plan.bucket, removed, stack, check=delete)
+                first = min((m.written for m in meta.manifests.values() if m.plan == plan.name), default=None)
+                rows, work.inventory = report_sweep.report_rows(s3, inventory, plan.bucket, now, stack, first)
+                if work.inventory["problem"]:
+                    work.warn(work.inventory["problem"])
+                keys = report_sweep.walk_report(rows, named, references, work.position, now)
             judged = 0
-            for stored in walk(s3, plan.bucket, references, work.position, missing):
-                judged += judge_versions(stored, rules, work, deleter, plan, self.prices, now)
-                if judged >= self.batch_size:
+            for stored in keys:
+                judged += judge_versions(
+                    stored, rules, work, deleter, plan, self.prices, now, markers=inventory is not None
+                )
+                # The listing sweep saves its position every batch of versions listed. Judging the report's
+                # rows costs no request, so that sweep saves it after each full DeleteObjects request and when
+                # time runs short: its record writes grow with what is deleted, not with what is stored.
+                full = deleter is not None and len(deleter.pending) >= DELETE_BATCH
+                if full or judged >= self.batch_size:
+                    judged = 0
+                    if inventory is not None and not full and not checkpoint.out_of_time():
+                        continue
                     if deleter is not None:
                         deleter.flush()
                     work.position = stored.position
                     checkpoint.save()
-                    judged = 0
                     if checkpoint.out_of_time():
                         return False
             if deleter is not None:

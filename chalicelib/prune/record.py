@@ -89,6 +89,12 @@ class PlanPrune:
     # Versions a kept snapshot names that are not in the bucket (verification reports them in detail).
     missing: int = 0
     manifests_deleted: int = 0
+    # Delete markers under data/ that hid nothing kept (with the plans' inventory only): would go, and went.
+    would_delete_markers: int = 0
+    markers_deleted: int = 0
+    # The inventory report the sweep read for versions no manifest names (the plans' `inventory`): bucket,
+    # report, created, age_days, and `problem` when none could be used (those versions then wait).
+    inventory: dict[str, Any] | None = None
     # What deleting archived versions before their minimum duration is billed (estimated by the cost model).
     would_early_deletion: dict[str, Any] = field(default_factory=lambda: {"usd": 0.0, "versions": 0, "bytes": 0})
     early_deletion: dict[str, Any] = field(default_factory=lambda: {"usd": 0.0, "versions": 0, "bytes": 0})
@@ -122,6 +128,7 @@ class PlanPrune:
         """Before a pass starts from the beginning (a resumed pass keeps what it counted so far)."""
         self.would_delete, self.stored = _tally(), _tally()
         self.kept_young = self.kept_running = self.object_locked = self.missing = 0
+        self.would_delete_markers = 0
         self.would_early_deletion = {"usd": 0.0, "versions": 0, "bytes": 0}
         self.monthly_saving_usd = 0.0
 

@@ -39,34 +39,34 @@ RUN_SIZE = 100_000
 
 
 class ExternalSort:
-    """(data key, version id) pairs in any order in, sorted out: runs of RUN_SIZE sorted in memory and
-    written to temporary files, then merged."""
+    """Tuples of strings (a data key first, then a version id, then anything) in any order in, sorted out:
+    runs of RUN_SIZE sorted in memory and written to temporary files, then merged."""
 
     def __init__(self, run_size: int = RUN_SIZE) -> None:
         self.run_size = run_size
-        self._buffer: list[tuple[str, str]] = []
+        self._buffer: list[tuple[str, ...]] = []
         self._runs: list[IO[str]] = []
 
-    def add(self, data_key: str, version_id: str) -> None:
-        self._buffer.append((data_key, version_id))
+    def add(self, *fields: str) -> None:
+        self._buffer.append(fields)
         if len(self._buffer) >= self.run_size:
             self._spill()
 
     def _spill(self) -> None:
         run: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")
-        for pair in sorted(self._buffer):
-            run.write(json.dumps(pair, ensure_ascii=False) + "\n")
+        for fields in sorted(self._buffer):
+            run.write(json.dumps(fields, ensure_ascii=False) + "\n")
         run.seek(0)
         self._runs.append(run)
         self._buffer = []
 
-    def sorted(self) -> Iterator[tuple[str, str]]:
+    def sorted(self) -> Iterator[tuple[str, ...]]:
         if not self._runs:
             yield from sorted(self._buffer)
             return
         if self._buffer:
             self._spill()
-        streams = [((pair[0], pair[1]) for pair in map(json.loads, run)) for run in self._runs]
+        streams = [(tuple(fields) for fields in map(json.loads, run)) for run in self._runs]
         yield from heapq.merge(*streams)
 
     def close(self) -> None:
@@ -101,34 +101,48 @@ def check_order(entries: Iterable[Entry], where: str) -> None:
 
 class References:
     """The versions a set of manifests names, in the sweep's order. `short()` first (all of it), then
-    `long()`; both deduplicated per key."""
+    `long()`; both deduplicated per key. Each manifest may carry a `tag` (a string), given back with each
+    entry it names by `tagged_short()` and `tagged_long()` (with the entry's size)."""
 
-    def __init__(self, manifests: Sequence[Iterable[Entry]]) -> None:
+    def __init__(self, manifests: Sequence[Iterable[Entry]], tags: Sequence[str] | None = None) -> None:
         self.manifests = manifests
+        self.tags = list(tags) if tags is not None else [""] * len(manifests)
         self.long_keys = ExternalSort()
         self._short_done = False
 
-    def _divert(self, entries: Iterable[Entry]) -> Iterator[Entry]:
+    def _divert(self, entries: Iterable[Entry], tag: str) -> Iterator[tuple[Entry, str]]:
         for entry in in_order(entries, "a manifest"):
             data_key = entry.data_key
             if data_key.startswith(LONG_KEYS_PREFIX):
-                self.long_keys.add(data_key, entry.version_id)
+                self.long_keys.add(data_key, entry.version_id, tag, str(entry.size))
             else:
-                yield entry
+                yield entry, tag
+
+    def tagged_short(self) -> Iterator[tuple[str, str, str, str, int]]:
+        """(source, key, version id, tag, size) of every entry stored at `data/<source>/<key>`, in (source,
+        key) order."""
+        streams = (self._divert(m, tag) for m, tag in zip(self.manifests, self.tags, strict=True))
+        for entry, tag in heapq.merge(*streams, key=lambda pair: pair[0].sort_key):
+            yield entry.source, entry.key, entry.version_id, tag, entry.size
+        self._short_done = True
+
+    def tagged_long(self) -> Iterator[tuple[str, str, str, int]]:
+        """(data key, version id, tag, size) of every entry stored under `data/~long/`, in data key order."""
+        if not self._short_done:
+            for _ in self.tagged_short():
+                pass
+        for data_key, version_id, tag, size in self.long_keys.sorted():
+            yield data_key, version_id, tag, int(size)
 
     def short(self) -> Iterator[tuple[str, str, str]]:
         """(source, key, version id) of every entry stored at `data/<source>/<key>`, in (source, key) order."""
-        merged = heapq.merge(*(self._divert(m) for m in self.manifests), key=lambda e: e.sort_key)
-        for entry in merged:
-            yield entry.source, entry.key, entry.version_id
-        self._short_done = True
+        for source, key, version_id, _, _ in self.tagged_short():
+            yield source, key, version_id
 
     def long(self) -> Iterator[tuple[str, str]]:
         """(data key, version id) of every entry stored under `data/~long/`, in data key order."""
-        if not self._short_done:
-            for _ in self.short():
-                pass
-        yield from self.long_keys.sorted()
+        for data_key, version_id, _, _ in self.tagged_long():
+            yield data_key, version_id
 
     def close(self) -> None:
         self.long_keys.close()
@@ -151,6 +165,10 @@ class StoredKey:
             if not item.get("marker"):
                 yield item, (None if item.get("IsLatest") else newer)
             newer = item["LastModified"]
+
+    def markers(self) -> Iterator[dict[str, Any]]:
+        """Each delete marker (`IsLatest`: it is what the key shows now)."""
+        return (item for item in self.items if item.get("marker"))
 
 
 def _newest_first(item: dict[str, Any]) -> tuple[str, float]:
@@ -197,7 +215,7 @@ def walk(
     phase = position[0] if position else "short"
     if phase == "short":
         after = (position[1], position[2]) if position else None
-        refs = _Peek(itertools.dropwhile(lambda r: after is not None and (r[0], r[1]) <= after, references.short()))
+        refs = Peek(itertools.dropwhile(lambda r: after is not None and (r[0], r[1]) <= after, references.short()))
         for source in source_prefixes(s3, bucket):
             if after is not None and source < after[0]:
                 continue
@@ -211,29 +229,29 @@ def walk(
         on_missing(refs.skip_below(None))
         position = None
     long_after = position[1] if position else None
-    long_refs = _Peek(pair for pair in references.long() if long_after is None or pair[0] > long_after)
+    long_refs = Peek(pair for pair in references.long() if long_after is None or pair[0] > long_after)
     for data_key, items in _listed(s3, bucket, LONG_KEYS_PREFIX, long_after):
         on_missing(long_refs.skip_below((data_key,)))
         yield StoredKey(data_key, items, long_refs.take_equal((data_key,)), ["long", data_key])
     on_missing(long_refs.skip_below(None))
 
 
-class _Peek:
+class Peek:
     """A sorted stream of references (the key's parts, then the version id), advanced up to a key."""
 
-    def __init__(self, stream: Iterator[tuple[str, ...]]) -> None:
+    def __init__(self, stream: Iterator[tuple[Any, ...]]) -> None:
         self._stream = stream
-        self._head: tuple[str, ...] | None = next(self._stream, None)
+        self._head: tuple[Any, ...] | None = next(self._stream, None)
 
-    def skip_below(self, key: tuple[str, ...] | None) -> int:
+    def skip_below(self, key: tuple[Any, ...] | None) -> int:
         """Drop every reference before `key` (all of them for None); how many distinct versions that was."""
-        seen: set[tuple[str, ...]] = set()
+        seen: set[tuple[Any, ...]] = set()
         while self._head is not None and (key is None or self._head[:-1] < key):
             seen.add(self._head)
             self._head = next(self._stream, None)
         return len(seen)
 
-    def take_equal(self, key: tuple[str, ...]) -> set[str]:
+    def take_equal(self, key: tuple[Any, ...]) -> set[str]:
         """The version ids of every reference to `key`, dropped from the stream."""
         found: set[str] = set()
         while self._head is not None and self._head[:-1] == key:
@@ -262,6 +280,10 @@ class Rules:
             return "young"
         if self.running_since is not None and written >= self.running_since - timedelta(minutes=5):
             return "running"
+        # Retention the version itself carries, where known (an inventory report's Object Lock fields).
+        retain_until: datetime | None = version.get("RetainUntil")
+        if version.get("LegalHold") == "ON" or (retain_until is not None and retain_until > self.now):
+            return "locked"
         if self.lock_days is not None and written + timedelta(days=self.lock_days) > self.now:
             return "locked"
         return "delete"

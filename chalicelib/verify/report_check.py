@@ -2,7 +2,7 @@
 of a backup bucket instead of a HeadObject per version.
 
 Which report: the newest one delivered for the bucket (chalicelib/inventory/reports.py). A report older than
-its frequency allows (`STALE_AFTER`), or none at all, or one that cannot be read, is a finding the job
+its frequency allows (chalicelib/inventory/freshness.py's `STALE_AFTER`), or none at all, or one that cannot be read, is a finding the job
 records and alerts on; the job then checks by HEAD as it does without an inventory.
 
 How versions meet their rows, in flat memory: a snapshot's entries come sorted by (source, key), the report's
@@ -24,25 +24,20 @@ import pickle
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import TracebackType
 from typing import IO, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import Entry
-from chalicelib.errors import describe_error
-from chalicelib.inventory.reports import Report, ReportError, Row, newest_report, read_run, sorted_rows
+from chalicelib.inventory.freshness import ReportProblem, newest_fresh_report, stale_after
+from chalicelib.inventory.reports import Report, Row, read_run, sorted_rows
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX
 from chalicelib.plans import InventoryPlan, Plan
 from chalicelib.times import isoformat
 from chalicelib.verify.checks import stored_slice
 
 logger = logging.getLogger(__name__)
-
-# How old a report may be before the verification will not rely on it: S3 delivers within 48 hours of the
-# scan, daily or weekly.
-STALE_AFTER = {"Daily": timedelta(days=2), "Weekly": timedelta(days=8)}
 
 
 @dataclass(frozen=True)
@@ -53,44 +48,28 @@ class ReportChoice:
     summary: dict[str, Any]
 
 
-def _days(age: timedelta) -> str:
-    return f"{age.total_seconds() / 86400:.1f} days"
-
-
 def choose_report(
     s3: Any, inventory: InventoryPlan, plan: Plan, now: datetime, first_snapshot: datetime | None = None
 ) -> ReportChoice:
-    """The newest report of the plan's bucket if it is fresh enough to rely on. Otherwise `summary["problem"]`
-    says why not (no report, too old, unreadable), naming the bucket and the report's age.
+    """The newest report of the plan's bucket if it is fresh enough to rely on (chalicelib/inventory/
+    freshness.py). Otherwise `summary["problem"]` says why not (no report, too old, unreadable), naming the
+    bucket and the report's age.
 
     No report is not a problem while the first one is not due: S3 delivers the first report within 48 hours
     of the configuration, so while the plan's oldest kept snapshot (`first_snapshot`) is younger than a
     report may be old, the versions are checked by HEAD and `summary["pending"]` says so."""
-    where = f"s3://{inventory.bucket}/{inventory.prefix}"
-    summary: dict[str, Any] = {"bucket": plan.bucket, "report": None, "created": None, "age_days": None, "problem": None}
-    fallback = "its versions were checked by HEAD instead"
-    try:
-        report = newest_report(s3, inventory.bucket, inventory.prefix, plan.bucket, inventory.configuration_id)
-    except (ReportError, ClientError, BotoCoreError) as exc:
-        summary["problem"] = f"the newest inventory report of s3://{plan.bucket} in {where} cannot be used ({describe_error(exc)}): {fallback}"
-        return ReportChoice(None, summary)
-    limit = STALE_AFTER.get(inventory.frequency, STALE_AFTER["Daily"])
-    if report is None and (first_snapshot is None or now - first_snapshot <= limit):
+    fresh = newest_fresh_report(
+        s3, inventory.bucket, inventory.prefix, inventory.configuration_id, inventory.frequency, plan.bucket, now
+    )
+    summary = dict(fresh.summary)
+    limit = stale_after(inventory.frequency)
+    if fresh.kind == ReportProblem.NONE and (first_snapshot is None or now - first_snapshot <= limit):
         due = isoformat((first_snapshot or now) + limit)
         summary["pending"] = f"the first inventory report of s3://{plan.bucket} is not due before {due}: its versions were checked by HEAD"
         return ReportChoice(None, summary)
-    if report is None:
-        summary["problem"] = f"no inventory report of s3://{plan.bucket} has been delivered to {where}: {fallback}"
-        return ReportChoice(None, summary)
-    age = report.age(now)
-    summary |= {"report": report.manifest_key, "created": isoformat(report.created), "age_days": round(age.total_seconds() / 86400, 2)}
-    if age > limit:
-        summary["problem"] = (
-            f"the newest inventory report of s3://{plan.bucket} ({report.manifest_key}) is {_days(age)} old, more than "
-            f"the {_days(limit)} a {inventory.frequency} report may be: {fallback}"
-        )
-        return ReportChoice(None, summary)
-    return ReportChoice(report, summary)
+    if fresh.problem is not None:
+        summary["problem"] = f"{fresh.problem}: its versions were checked by HEAD instead"
+    return ReportChoice(fresh.report, summary)
 
 
 def _source_of(stored_key: str) -> str | None:

@@ -1,0 +1,71 @@
+"""Whether the newest inventory report of a backup bucket may be relied on: one rule for every job that reads
+reports (the weekly verification, the prune). S3 delivers a report within 48 hours of its scan, daily or
+weekly, so a report older than its frequency allows (`STALE_AFTER`) is a sign that deliveries stopped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.errors import describe_error
+from chalicelib.inventory.reports import Report, ReportError, newest_report
+from chalicelib.times import isoformat
+
+# How old a report may be before a job will not rely on it.
+STALE_AFTER = {"Daily": timedelta(days=2), "Weekly": timedelta(days=8)}
+
+
+class ReportProblem(StrEnum):
+    UNREADABLE = "unreadable"
+    NONE = "none"
+    STALE = "stale"
+
+
+def stale_after(frequency: str) -> timedelta:
+    return STALE_AFTER.get(frequency, STALE_AFTER["Daily"])
+
+
+def days(age: timedelta) -> str:
+    return f"{age.total_seconds() / 86400:.1f} days"
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """The newest report of `source_bucket` if it may be relied on (`report`), else why not: `kind` and
+    `problem` (a sentence naming the bucket and the report's age). `summary` is what a job's record keeps."""
+
+    report: Report | None
+    kind: ReportProblem | None = None
+    problem: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def newest_fresh_report(
+    s3: Any, reports_bucket: str, prefix: str, configuration_id: str, frequency: str, source_bucket: str, now: datetime
+) -> Freshness:
+    """The newest report delivered to s3://`reports_bucket`/`prefix` for `source_bucket` by the configuration
+    `configuration_id`, judged by `STALE_AFTER[frequency]` at `now`."""
+    where = f"s3://{reports_bucket}/{prefix}"
+    summary: dict[str, Any] = {"bucket": source_bucket, "report": None, "created": None, "age_days": None, "problem": None}
+    try:
+        report = newest_report(s3, reports_bucket, prefix, source_bucket, configuration_id)
+    except (ReportError, ClientError, BotoCoreError) as exc:
+        problem = f"the newest inventory report of s3://{source_bucket} in {where} cannot be used ({describe_error(exc)})"
+        return Freshness(None, ReportProblem.UNREADABLE, problem, summary)
+    if report is None:
+        problem = f"no inventory report of s3://{source_bucket} has been delivered to {where}"
+        return Freshness(None, ReportProblem.NONE, problem, summary)
+    age = report.age(now)
+    summary |= {"report": report.manifest_key, "created": isoformat(report.created), "age_days": round(age.total_seconds() / 86400, 2)}
+    limit = stale_after(frequency)
+    if age > limit:
+        problem = (
+            f"the newest inventory report of s3://{source_bucket} ({report.manifest_key}) is {days(age)} old, more than "
+            f"the {days(limit)} a {frequency} report may be"
+        )
+        return Freshness(None, ReportProblem.STALE, problem, summary)
+    return Freshness(report, None, None, summary)
