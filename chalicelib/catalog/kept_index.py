@@ -130,9 +130,11 @@ def _remapped(index: KeptIndex, positions: dict[int, int]) -> Iterator[Named]:
         yield entry, new
 
 
-def _write(s3: Any, bucket: str, plan: str, snapshots: list[str], versions: Iterable[Named]) -> str:
+def _write(s3: Any, bucket: str, plan: str, snapshots: list[str], versions: Iterable[Named]) -> KeptIndex:
+    """Write the index (create-only) and give it back, read from the local copy just written."""
     key = index_key(plan, snapshots)
-    with tempfile.TemporaryFile() as out:
+    out: IO[bytes] = tempfile.TemporaryFile()
+    try:
         with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
             gz.write(json.dumps({"format": INDEX_FORMAT, "plan": plan, "snapshots": snapshots}).encode("utf-8") + b"\n")
             for entry, mask in versions:
@@ -142,7 +144,11 @@ def _write(s3: Any, bucket: str, plan: str, snapshots: list[str], versions: Iter
             s3docs.put_new(s3, Bucket=bucket, Key=key, Body=out, ContentType="application/gzip", ChecksumAlgorithm="SHA256")
         except AlreadyExists:
             pass  # the same snapshots give the same index: another pass wrote it first
-    return key
+        out.seek(0)
+        return KeptIndex(out, key)
+    except BaseException:
+        out.close()
+        raise
 
 
 def drop_superseded(s3: Any, bucket: str, plan: str) -> int:
@@ -201,5 +207,5 @@ def kept_index(s3: Any, bucket: str, plan: str, kept: Sequence[str], stack: Exit
             old = {name: position for position, name in enumerate(index.snapshots)}
             streams.append(_remapped(index, {old[name]: position for position, name in enumerate(covered)}))
         streams += [_manifest_versions(s3, bucket, plan, s, order.index(s), reading) for s in order[len(covered):]]
-        key = _write(s3, bucket, plan, order, merge(streams))
-    return stack.enter_context(closing(KeptIndex.download(s3, bucket, key)))
+        written = _write(s3, bucket, plan, order, merge(streams))
+    return stack.enter_context(closing(written))
