@@ -309,7 +309,11 @@ def plan_report(
         "alternatives": _alternatives(plan, tally, usage, manifests, usage.monthly_usd, monthly, upkeep["monthly_usd"], prices),
         "check": tally.check.to_dict(),
         "work": {
+            "versions_from": work.versions_from,
+            **({"inventory_report": work.report} if work.report else {}),
             "list_requests": work.list_requests,
+            "report_files": work.report_files,
+            "report_rows": work.report_rows,
             "snapshots_read": work.snapshots,
             "manifest_entries": work.manifest_entries,
             "versions": work.versions,
