@@ -103,8 +103,9 @@ def test_versions_written_after_the_scan_are_not_in_it_and_the_report_says_its_a
 
 def test_a_stale_or_missing_report_is_listed_instead_and_said(s3: Any, backup_buckets: Any, bucket: dict[str, Any]) -> None:
     now = utcnow()
-    # No report three days after the first snapshot: due, and missing.
-    missing = compute(s3, backup_buckets, bucket["newest"], now + timedelta(days=3))
+    # No Weekly report (the shipped plans') ten days after the first snapshot: due, and missing.
+    assert backup_buckets.inventory.frequency == "Weekly"
+    missing = compute(s3, backup_buckets, bucket["newest"], now + timedelta(days=10))
     documents = missing["plans"]["documents"]
     assert documents["work"]["versions_from"] == "ListObjectVersions" and documents["versions"] == 8
     assert any("documents" in w and "no inventory report" in w and "listed instead" in w for w in missing["warnings"])
@@ -112,10 +113,13 @@ def test_a_stale_or_missing_report_is_listed_instead_and_said(s3: Any, backup_bu
     early = compute(s3, backup_buckets, bucket["newest"], now + timedelta(hours=2))
     assert "not due before" in early["plans"]["documents"]["work"]["inventory_report"]["pending"]
     assert not any("documents" in w for w in early["warnings"])
-    # A Daily report three days old.
+    # A Weekly report ten days old; the same report three days old is relied on, but not as a Daily one.
     deliver(s3, bucket["name"], conf.DEFAULT_CONFIGURATION_ID, at=now)
-    stale = compute(s3, backup_buckets, bucket["newest"], now + timedelta(days=3))
+    stale = compute(s3, backup_buckets, bucket["newest"], now + timedelta(days=10))
     documents = stale["plans"]["documents"]
     assert documents["work"]["versions_from"] == "ListObjectVersions" and documents["versions"] == 8
-    assert documents["work"]["inventory_report"]["age_days"] == pytest.approx(3, abs=0.01)
-    assert any("3.0 days old" in w and "listed instead" in w for w in stale["warnings"])
+    assert documents["work"]["inventory_report"]["age_days"] == pytest.approx(10, abs=0.01)
+    assert any("10.0 days old" in w and "8 days a Weekly report" in w and "listed instead" in w for w in stale["warnings"])
+    assert compute(s3, backup_buckets, bucket["newest"], now + timedelta(days=3))["plans"]["documents"]["work"]["versions_from"] == "inventory report"
+    daily = dataclasses.replace(backup_buckets, inventory=dataclasses.replace(backup_buckets.inventory, frequency="Daily"))
+    assert compute(s3, daily, bucket["newest"], now + timedelta(days=3))["plans"]["documents"]["work"]["versions_from"] == "ListObjectVersions"
