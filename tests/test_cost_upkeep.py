@@ -79,6 +79,45 @@ def test_the_prune_lists_every_data_version_twice_and_the_cost_report_once() -> 
     assert jobs["cost_report"].requests["head"] == 20
 
 
+def test_against_a_report_the_verification_heads_only_what_it_does_not_list() -> None:
+    office = BucketDay(**{**OFFICE.__dict__, "written": 1_150})
+    by_head = upkeep_day(office, UpkeepSettings())["verification"]
+    for frequency, lag in (("Daily", 1), ("Weekly", 4)):
+        settings = UpkeepSettings(inventory=frequency, verify_sample_percent=0.1)
+        verification = upkeep_day(office, settings)["verification"]
+        # A HEAD for the slice's share of what the backups wrote since the scan, a GET for the 0.1% sample.
+        assert verification.requests["head"] == pytest.approx(1_150 * lag / 7)
+        # The report: its folders listed; manifest.json, manifest.checksum and one data file read.
+        assert verification.requests["list"] == by_head.requests["list"] + 1
+        assert verification.requests["get"] == pytest.approx(1 + 51 + 3 + 468_000 / 7 / 1000)
+        assert verification.requests["put"] == by_head.requests["put"]
+        assert verification.seconds < by_head.seconds
+    # Today's count, where known, instead of the estimate.
+    known = upkeep_day(BucketDay(**{**office.__dict__, "unreported": 5, "sampled": 2}), UpkeepSettings(inventory="Daily"))
+    assert known["verification"].requests["head"] == 5 and known["verification"].requests["get"] == 1 + 51 + 3 + 2
+
+
+def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_list_no_version() -> None:
+    settings = UpkeepSettings(inventory="Weekly")
+    removing = BucketDay(**{**OFFICE.__dict__, "removed": 1})
+    jobs = upkeep_day(removing, settings)
+    by_listing = upkeep_day(removing, UpkeepSettings())
+    assert jobs["prune"].requests["list"] == 28 + 1
+    # Its record, the 51 kept and the removed manifest, the report's three objects, each once.
+    assert jobs["prune"].requests["get"] == 1 + 51 + 1 + 3
+    for kind in ("put", "post"):
+        assert jobs["prune"].requests[kind] == by_listing["prune"].requests[kind]
+    assert jobs["cost_report"].requests["list"] == 1 + 1 + 1 + 51 + 1
+    assert jobs["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1 + 3
+    # 96 requests one after another, the kept and the removed manifests' entries read once, and every row read
+    # and sorted (about 57 microseconds a row).
+    assert jobs["prune"].seconds == pytest.approx(96 * 0.1 + 5_200_000 * 10e-6 + 470_051 * 57e-6, rel=0.01)
+    # 42,000,051 rows: 43 data files of at most a million rows (an assumption: AWS does not say how it splits).
+    large = upkeep_day(BucketDay(versions=42e6, named_versions=42e6, snapshots=51, manifest_entries=510e6), settings)
+    assert large["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1 + 2 + 43
+    assert large["prune"].limits and large["cost_report"].limits
+
+
 def test_inventory_is_counted_only_when_the_plans_set_it() -> None:
     assert upkeep_day(OFFICE, UpkeepSettings())["inventory"].requests == {}
     daily = upkeep_day(OFFICE, UpkeepSettings(inventory="Daily"))["inventory"]
@@ -88,6 +127,7 @@ def test_inventory_is_counted_only_when_the_plans_set_it() -> None:
     assert job_usd(daily, UpkeepSettings(), PRICES) == pytest.approx(470_051 * 0.0025 / 1e6)
     plans = PlanSet(plans=(), catalog_bucket="c", inventory=InventoryPlan(bucket="inv", frequency="Weekly"))
     assert UpkeepSettings.of_plans(plans).inventory == "Weekly"
+    assert UpkeepSettings.of_plans(plans).verify_sample_percent == 0.1
     assert UpkeepSettings.of_plans(PlanSet(plans=(), catalog_bucket="c")).inventory is None
 
 

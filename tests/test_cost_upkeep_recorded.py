@@ -2,10 +2,17 @@
 verification, the cost report and the prune every day, so every weekday's slice is checked once and the
 prune removes snapshots from the fifth day on), each job's AWS calls recorded (tests/record_calls.py) and
 counted by kind beside what `chalicelib.cost.upkeep` says that job sends for the bucket as it stood that day.
-A job that starts sending other requests, or the model drifting from the code, fails here."""
+A job that starts sending other requests, or the model drifting from the code, fails here.
+
+The plans set a daily S3 Inventory, delivered by the test double (tests/s3_inventory.py) before each day's
+backup: the verification and the cost report read it, and must send exactly what the model counts. The prune
+runs as it works without an inventory and is compared whole with `prune_by_listing`; of `prune_by_inventory`
+(the prune as it is to work with one) only the requests that do not depend on how the prune finds what goes
+are compared: its record and markers (PUT) and its DeleteObjects (POST)."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
@@ -22,22 +29,25 @@ from chalicelib.catalog.records import new_backup_id
 from chalicelib.config import Settings
 from chalicelib.cost import plan_costs
 from chalicelib.cost.reports import CostReports
-from chalicelib.cost.upkeep import BucketDay, UpkeepSettings, upkeep_day
+from chalicelib.cost.upkeep import BucketDay, UpkeepSettings, prune_by_inventory, prune_by_listing, upkeep_day
 from chalicelib.deploy.provision import provision
+from chalicelib.inventory import configuration as conf
 from chalicelib.layout import DATA_PREFIX, SNAPSHOTS_PREFIX
-from chalicelib.plans import Lifecycle, Plan, PlanSet, S3Source
+from chalicelib.plans import InventoryPlan, Lifecycle, Plan, PlanSet, S3Source
 from chalicelib.prices import load_prices
 from chalicelib.prune.job import PruneJob
 from chalicelib.retention import RetentionPolicy
 from chalicelib.catalog.manifests import Entry
-from chalicelib.verify.checks import weekly_slice
-from chalicelib.verify.job import VerificationJob
+from chalicelib.verify.checks import in_sample, weekly_slice
+from chalicelib.verify.job import REPORT_SAMPLE_PERCENT, VerificationJob
 from tests.record_calls import CallsSince
+from tests.s3_inventory import deliver
 
 SOURCE = "upkeep-source"
 BUCKET = "upkeep-backup"
+REPORTS = "upkeep-inventory"
 DAY0 = datetime(2026, 3, 2, 2, 0, tzinfo=timezone.utc)  # a Monday
-KEYS = 4
+KEYS = 10
 DAYS = 7
 # The S3 request kinds of the model, by operation.
 KINDS = {
@@ -59,14 +69,23 @@ def _settings() -> Settings:
         lifecycle=Lifecycle(transitions=()),
         retention=RetentionPolicy(keep_last=4),
     )
-    return Settings(plans=PlanSet(plans=(plan,), catalog_bucket=BUCKET), topic_arn=None, worker_mode="inline", worker_function=None, max_workers=4)
+    plans = PlanSet(plans=(plan,), catalog_bucket=BUCKET, inventory=InventoryPlan(bucket=REPORTS, frequency="Daily"))
+    return Settings(plans=plans, topic_arn=None, worker_mode="inline", worker_function=None, max_workers=4)
+
+
+def _stored(s3: Any) -> set[tuple[str, str]]:
+    """Every (key, version id) under data/: what a report delivered now lists."""
+    found = set()
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET, Prefix=DATA_PREFIX):
+        found |= {(item["Key"], item["VersionId"]) for item in page.get("Versions", [])}
+    return found
 
 
 def _kinds(since: CallsSince) -> Counter[str]:
     return Counter(KINDS.get(call.operation, call.operation) for call in since.calls())
 
 
-def _state(s3: Any, day: int, deleted: float = 0.0, removed: int = 0) -> BucketDay:
+def _state(s3: Any, day: int, deleted: float = 0.0, removed: int = 0, reported: set[tuple[str, str]] | None = None) -> BucketDay:
     versions = 0
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET, Prefix=DATA_PREFIX):
         versions += len(page.get("Versions", []))
@@ -80,6 +99,7 @@ def _state(s3: Any, day: int, deleted: float = 0.0, removed: int = 0) -> BucketD
                 entry = json.loads(line)
                 entries += 1
                 named[(entry["key"], entry["version_id"])] = Entry(**entry)
+    today = [entry for entry in named.values() if weekly_slice(entry) == day % 7]
     return BucketDay(
         versions=versions,
         named_versions=len(named),
@@ -88,7 +108,12 @@ def _state(s3: Any, day: int, deleted: float = 0.0, removed: int = 0) -> BucketD
         deleted=deleted,
         removed=removed,
         # Today's slice (the backup's weekday), as the verification chooses it.
-        checked=sum(1 for entry in named.values() if weekly_slice(entry) == day % 7),
+        checked=len(today),
+        # Of them, those the day's report does not list (written by today's backup), and the sample re-read.
+        unreported=sum(1 for entry in today if (entry.data_key, entry.version_id) not in (reported or set())),
+        sampled=sum(1 for entry in today if in_sample(entry, REPORT_SAMPLE_PERCENT)),
+        # What today's backup wrote: not in the report (nothing was pruned since its scan).
+        written=versions - len(reported) if reported is not None else 0.0,
         # A backup a day so far, and a prune a day before today's.
         backups_in_window=day + 1,
         prunes_in_window=day,
@@ -104,7 +129,14 @@ def test_each_jobs_recorded_requests_a_day_are_what_the_upkeep_model_counts(aws:
     plans = settings.plans
     clients = Clients()
     provision(s3, plans.plans[0])
-    model = UpkeepSettings()
+    s3.create_bucket(Bucket=REPORTS)
+    destination = conf.Destination(bucket_arn=conf.bucket_arn(REPORTS), account_id="123456789012", prefix="inventory", encrypted=False)
+    s3.put_bucket_inventory_configuration(
+        Bucket=BUCKET, Id=conf.DEFAULT_CONFIGURATION_ID, InventoryConfiguration=conf.inventory_configuration(destination)
+    )
+    model = UpkeepSettings.of_plans(plans)
+    assert model.inventory == "Daily" and model.verify_sample_percent == REPORT_SAMPLE_PERCENT
+    unmodelled = dataclasses.replace(model, inventory=None)
     recorded: dict[str, Counter[str]] = {}
     expected: dict[str, Counter[str]] = {}
     with time_machine.travel(DAY0, tick=True) as clock:
@@ -112,11 +144,16 @@ def test_each_jobs_recorded_requests_a_day_are_what_the_upkeep_model_counts(aws:
             for index in range(KEYS):
                 if day == 0 or index % 2 == day % 2:
                     s3.put_object(Bucket=SOURCE, Key=f"k{index:02d}.txt", Body=f"{index} on day {day}".encode())
-            service = BackupService(settings, clients)
+            # The day's report, scanned before the backup.
+            reported = _stored(s3)
+            deliver(s3, BUCKET, conf.DEFAULT_CONFIGURATION_ID)
+            clock.shift(timedelta(minutes=5))
+            # (The backup's drift check would find the double's reports bucket unlike a provisioned one.)
+            service = BackupService(dataclasses.replace(settings, plans=dataclasses.replace(plans, inventory=None)), clients)
             backup_id = new_backup_id()
             service.start(None, trigger="api", backup_id=backup_id)
             assert service.run(backup_id).status == "SUCCEEDED"
-            state = _state(s3, day)
+            state = _state(s3, day, reported=reported)
             jobs = upkeep_day(state, model)
 
             since = CallsSince()
@@ -129,16 +166,22 @@ def test_each_jobs_recorded_requests_a_day_are_what_the_upkeep_model_counts(aws:
             _add(recorded, expected, "cost_report", _kinds(since), jobs["cost_report"].requests)
 
             since = CallsSince()
-            prune = PruneJob(plans, clients)
+            prune = PruneJob(dataclasses.replace(plans, inventory=None), clients)
             record = prune.run(prune.start(["docs"], "schedule", grace=timedelta(hours=1)).prune_id)
             deleted = sum(plan.deleted["versions"] for plan in record.plans.values())
             removed = sum(plan.removed_count for plan in record.plans.values())
-            pruned = upkeep_day(_state(s3, day, deleted, removed), model)["prune"]
-            _add(recorded, expected, "prune", _kinds(since), pruned.requests)
-            clock.shift(timedelta(days=1))
+            after = _state(s3, day, deleted, removed)
+            calls = _kinds(since)
+            _add(recorded, expected, "prune", calls, prune_by_listing(after, unmodelled).requests)
+            # The prune with an inventory: its record, markers and deletions, whichever way it finds what goes.
+            same = {kind: count for kind, count in prune_by_inventory(after, model).requests.items() if kind in ("put", "post")}
+            _add(recorded, expected, "prune_by_inventory", Counter({kind: calls[kind] for kind in same}), same)
+            clock.shift(timedelta(days=1) - timedelta(minutes=5))
     assert recorded == expected
-    # Something was pruned and verified, so deletions and HEADs were compared too.
+    # Something was pruned and verified, so deletions and HEADs were compared too; the verification and the cost
+    # report read the reports and listed no version under data/.
     assert recorded["prune"]["post"] > 0 and recorded["verification"]["head"] > 0
+    assert recorded["verification"]["get"] > 0 and recorded["cost_report"]["list"] == expected["cost_report"]["list"]
 
 
 def _add(recorded: dict[str, Counter[str]], expected: dict[str, Counter[str]], job: str, calls: Counter[str], model: dict[str, float]) -> None:

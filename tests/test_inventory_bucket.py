@@ -39,7 +39,7 @@ def _drift(s3: Any, plans: Any, account: str | None = ACCOUNT) -> list[str]:
 
 def test_provisioning_creates_a_private_encrypted_bucket_only_s3_writes_to(s3: Any, backup_buckets: Any) -> None:
     inventory = backup_buckets.inventory
-    assert inventory is not None and inventory.bucket == "test-backup-inventory" and inventory.frequency == "Daily"
+    assert inventory is not None and inventory.bucket == "test-backup-inventory" and inventory.frequency == "Weekly"
     bucket = inventory.bucket
     assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"] == PUBLIC_ACCESS_BLOCK
     assert s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
@@ -61,7 +61,7 @@ def test_every_backup_bucket_reports_every_version_there(s3: Any, backup_buckets
     wanted = inv.configuration(backup_buckets.inventory, ACCOUNT)
     for plan in backup_buckets.plans:
         stored = s3.get_bucket_inventory_configuration(Bucket=plan.bucket, Id=CONFIG_ID)["InventoryConfiguration"]
-        assert stored["IncludedObjectVersions"] == "All" and stored["Schedule"] == {"Frequency": "Daily"}
+        assert stored["IncludedObjectVersions"] == "All" and stored["Schedule"] == {"Frequency": "Weekly"}
         target = stored["Destination"]["S3BucketDestination"]
         assert (target["Bucket"], target["AccountId"], target["Prefix"]) == ("arn:aws:s3:::test-backup-inventory", ACCOUNT, "inventory")
         assert set(stored["OptionalFields"]) == set(wanted["OptionalFields"])
@@ -85,15 +85,15 @@ def test_settings_changed_by_hand_are_a_conflict_until_forced(s3: Any, backup_bu
         Bucket=bucket, LifecycleConfiguration={"Rules": [{"ID": "keep", "Filter": {"Prefix": ""}, "Status": "Enabled", "Expiration": {"Days": 2}}]}
     )
     documents = backup_buckets.get("documents").bucket
-    weekly = inv.configuration(backup_buckets.inventory, ACCOUNT) | {"Schedule": {"Frequency": "Weekly"}}
-    s3.put_bucket_inventory_configuration(Bucket=documents, Id=CONFIG_ID, InventoryConfiguration=weekly)
+    daily = inv.configuration(backup_buckets.inventory, ACCOUNT) | {"Schedule": {"Frequency": "Daily"}}
+    s3.put_bucket_inventory_configuration(Bucket=documents, Id=CONFIG_ID, InventoryConfiguration=daily)
     with pytest.raises(BucketConflict) as raised:
         inv.provision_inventory(s3, backup_buckets, ACCOUNT)
     assert any("lifecycle rules differ" in line for line in raised.value.differences)
-    assert any(line.startswith(f"bucket {documents}: inventory Schedule.Frequency is 'Weekly'") for line in raised.value.differences)
+    assert any(line.startswith(f"bucket {documents}: inventory Schedule.Frequency is 'Daily'") for line in raised.value.differences)
     assert s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"][0]["ID"] == "keep"
     changes = inv.provision_inventory(s3, backup_buckets, ACCOUNT, force=True)
-    assert f"put inventory configuration {CONFIG_ID} (Daily) on {documents}" in changes
+    assert f"put inventory configuration {CONFIG_ID} (Weekly) on {documents}" in changes
     assert any("expire after" in change for change in changes)
     assert inv.provision_inventory(s3, backup_buckets, ACCOUNT) == []
 
@@ -119,13 +119,13 @@ def test_a_missing_or_changed_configuration_is_drift(s3: Any, photos_without_inv
     documents = plans.get("documents").bucket
     photos = plans.get("photos").bucket
     # (moto answers IncludedObjectVersions 'All' whatever was stored: `differences` itself is tested on it.)
-    weekly = inv.configuration(plans.inventory, ACCOUNT) | {"Schedule": {"Frequency": "Weekly"}}
-    s3.put_bucket_inventory_configuration(Bucket=documents, Id=CONFIG_ID, InventoryConfiguration=weekly)
+    daily = inv.configuration(plans.inventory, ACCOUNT) | {"Schedule": {"Frequency": "Daily"}}
+    s3.put_bucket_inventory_configuration(Bucket=documents, Id=CONFIG_ID, InventoryConfiguration=daily)
     assert _drift(s3, plans) == [
-        f"bucket {documents}: Schedule.Frequency is 'Weekly', should be 'Daily'",
+        f"bucket {documents}: Schedule.Frequency is 'Daily', should be 'Weekly'",
         f"bucket {photos}: inventory configuration '{CONFIG_ID}' is missing",
     ]
-    assert f"put inventory configuration {CONFIG_ID} (Daily) on {photos}" in inv.provision_inventory(s3, plans, ACCOUNT, force=True)
+    assert f"put inventory configuration {CONFIG_ID} (Weekly) on {photos}" in inv.provision_inventory(s3, plans, ACCOUNT, force=True)
     assert _drift(s3, plans) == []
 
 

@@ -1,7 +1,8 @@
 """What a plan's backup bucket holds, version by version, for the cost report.
 
 Two sources, read once per report and joined key by key:
-- S3's listing of every version and delete marker under `data/` (`ListObjectVersions`, 1,000 to a request):
+- what S3 holds under `data/`: the newest S3 Inventory report of the bucket when the plans set `inventory`
+  (see below), else S3's listing of every version and delete marker under `data/` (`ListObjectVersions`, 1,000 to a request):
   each version's size, when it was written, when it stopped being current (when the next version or delete
   marker of its key was written), and the storage class S3 reports. These are the times S3's lifecycle counts
   from, exact to the second, which no manifest could give once older snapshots are pruned;
@@ -19,6 +20,18 @@ Work per report, for V versions in the bucket, S snapshots of N objects each:
 - S manifests downloaded (about 110 bytes per entry gzipped) and S x N entries decoded: the part that grows
   fastest, since every kept snapshot names every object;
 - no request per version (a fixed sample is checked with HeadObject afterwards, see `tally.py`).
+
+With an inventory report instead of the listing: the report's folders listed once, its manifest.json and
+manifest.checksum and each data file read (`chalicelib/inventory/reports.py`), no listing of data/. The report
+lists each version's size, LastModifiedDate, IsLatest and storage class, which is what the listing gave: rows
+come sorted by (key, version id), so one key's rows are ordered by LastModifiedDate to find when each version
+stopped being current. As with the manifests and the listing, the rows of one source share the prefix
+`data/<source>/` and so come together, but sources come in the order of their prefixes, not of their names
+("a-b/" before "a/"): one pass writes each source's rows (already sorted) to a temporary file of its own, and
+each is read back a key at a time. A report is a point in time: the versions written after its scan are not
+in it, and the versions it lists are as they were then (one replaced since is still current in it), so the
+report says the report's age. A missing, stale (`STALE_AFTER`) or unreadable report: the listing, and a
+warning saying so.
 """
 
 from __future__ import annotations
@@ -26,18 +39,24 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import pickle
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import IO, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import Entry, Manifest
 from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
 from chalicelib.catalog.snapshot_reader import open_snapshot
-from chalicelib.errors import NotFound, Tampered
+from chalicelib.errors import NotFound, Tampered, describe_error
+from chalicelib.inventory.reports import Report, ReportError, Row, newest_report, read_run, sorted_rows
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, MANIFEST_SUFFIX, SNAPSHOTS_PREFIX
-from chalicelib.plans import Plan
+from chalicelib.plans import InventoryPlan, Plan
+from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +91,14 @@ class SnapshotFile:
     taken: datetime
 
 
+# How old a report may be before the cost report lists the bucket instead: S3 delivers within 48 hours of the
+# scan, daily or weekly (the weekly verification holds reports to the same ages).
+STALE_AFTER = {"Daily": timedelta(days=2), "Weekly": timedelta(days=8)}
+# Where the versions of a report came from (`Work.versions_from`).
+FROM_LISTING = "ListObjectVersions"
+FROM_REPORT = "inventory report"
+
+
 @dataclass
 class Work:
     """What computing the inventory cost: the measure of how it grows (docs/cost.md)."""
@@ -80,8 +107,15 @@ class Work:
     snapshots: int = 0
     manifest_entries: int = 0
     versions: int = 0
-    # Versions a kept snapshot names that the listing does not have (verification reports them).
+    # Versions a kept snapshot names that the listing (or the report) does not have: gone, or (a report) written
+    # after its scan (verification reports the gone ones).
     missing: int = 0
+    # FROM_LISTING or FROM_REPORT, and the report used or why none was (`PlanInventory.origin`).
+    versions_from: str = FROM_LISTING
+    report: dict[str, Any] = field(default_factory=dict)
+    # With a report: its data files read and its rows under data/.
+    report_files: int = 0
+    report_rows: int = 0
 
 
 def list_snapshots(s3: Any, plan: Plan, work: Work | None = None) -> list[SnapshotFile]:
@@ -156,11 +190,126 @@ def _versions(key: str, items: list[dict[str, Any]], named: set[str], work: Work
     work.missing += len(named - listed)
 
 
+def _as_listed(row: Row) -> dict[str, Any]:
+    """A report's row in the shape a listing gives it (a version written before versioning is "null" there)."""
+    return {
+        "Key": row.key,
+        "VersionId": row.version_id or "null",
+        "LastModified": row.last_modified,
+        "Size": row.size or 0,
+        "StorageClass": row.storage_class,
+        "IsLatest": row.is_latest,
+        "DeleteMarker": row.is_delete_marker,
+    }
+
+
+def _run_prefix(stored_key: str) -> str | None:
+    """`data/<source>/` or `data/~long/` of a stored key: the listing prefix its row belongs to."""
+    if not stored_key.startswith(DATA_PREFIX):
+        return None
+    if stored_key.startswith(LONG_KEYS_PREFIX):
+        return LONG_KEYS_PREFIX
+    source, slash, _ = stored_key[len(DATA_PREFIX) :].partition("/")
+    return f"{DATA_PREFIX}{source}/" if source and slash else None
+
+
+class ReportRuns:
+    """A report's rows under data/, split by listing prefix (`data/<source>/`, `data/~long/`) into a temporary
+    file each, in one pass over its sorted rows; `listed(prefix)` reads one back a key at a time, in the shape
+    `_listed` gives. A context manager: the files go on exit."""
+
+    def __init__(self, s3: Any, report: Report, work: Work) -> None:
+        self._runs: dict[str, IO[bytes]] = {}
+        self.work = work
+        work.report_files = len(report.files)
+        try:
+            for row in sorted_rows(s3, report, keep=lambda row: _run_prefix(row.key) is not None):
+                prefix = _run_prefix(row.key)
+                assert prefix is not None
+                run = self._runs.get(prefix)
+                if run is None:
+                    run = self._runs[prefix] = tempfile.TemporaryFile()
+                pickle.dump(row, run, protocol=pickle.HIGHEST_PROTOCOL)
+                work.report_rows += 1
+        except BaseException:
+            self.close()
+            raise
+        for run in self._runs.values():
+            run.seek(0)
+
+    def sources(self) -> set[str]:
+        """The sources the report has rows of."""
+        return {prefix[len(DATA_PREFIX) :].rstrip("/") for prefix in self._runs if prefix != LONG_KEYS_PREFIX}
+
+    def listed(self, prefix: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        run = self._runs.get(prefix)
+        if run is None:
+            return
+        for key, rows in itertools.groupby(read_run(run), key=lambda row: row.key):
+            yield key, _newest_first([_as_listed(row) for row in rows])
+
+    def close(self) -> None:
+        for run in self._runs.values():
+            run.close()
+        self._runs.clear()
+
+    def __enter__(self) -> ReportRuns:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def choose_report(
+    s3: Any, inventory: InventoryPlan, plan: Plan, now: datetime, first_snapshot: datetime | None = None
+) -> tuple[Report | None, dict[str, Any]]:
+    """The newest report of the plan's bucket if the cost report may rely on it, and what the report says of
+    it: the report, when S3's scan began, its age, and `problem` (why the bucket is listed instead). No report
+    while the first is not due (the plan's oldest kept snapshot, `first_snapshot`, younger than a report may
+    be old) is no problem: the bucket is listed and `pending` says so."""
+    where = f"s3://{inventory.bucket}/{inventory.prefix}"
+    summary: dict[str, Any] = {"report": None, "as_of": None, "age_days": None, "problem": None}
+    instead = "its versions were listed instead (ListObjectVersions)"
+    try:
+        report = newest_report(s3, inventory.bucket, inventory.prefix, plan.bucket, inventory.configuration_id)
+    except (ReportError, ClientError, BotoCoreError) as exc:
+        summary["problem"] = f"the newest inventory report of s3://{plan.bucket} in {where} cannot be used ({describe_error(exc)}): {instead}"
+        return None, summary
+    limit = STALE_AFTER.get(inventory.frequency, STALE_AFTER["Daily"])
+    if report is None and (first_snapshot is None or now - first_snapshot <= limit):
+        due = isoformat((first_snapshot or now) + limit)
+        summary["pending"] = f"the first inventory report of s3://{plan.bucket} is not due before {due}: {instead}"
+        return None, summary
+    if report is None:
+        summary["problem"] = f"no inventory report of s3://{plan.bucket} has been delivered to {where}: {instead}"
+        return None, summary
+    age = report.age(now)
+    days = age.total_seconds() / 86400
+    summary |= {"report": report.manifest_key, "as_of": isoformat(report.created), "age_days": round(days, 2)}
+    if age > limit:
+        summary["problem"] = (
+            f"the newest inventory report of s3://{plan.bucket} ({report.manifest_key}) is {days:.1f} days old, more "
+            f"than the {limit.days} days a {inventory.frequency} report may be: {instead}"
+        )
+        return None, summary
+    return report, summary
+
+
 class PlanInventory:
     """Every version in a plan's bucket, joined with what its kept snapshots name. `report` is told of
-    tampering met while reading the snapshots; `warnings` collects what the report should say."""
+    tampering met while reading the snapshots; `warnings` collects what the report should say. With
+    `inventory` (the plans' entry), the versions come from the bucket's newest report as of `now`."""
 
-    def __init__(self, s3: Any, plan: Plan, records: RecordStore, report: Callable[[str], Any], warnings: list[str]) -> None:
+    def __init__(
+        self,
+        s3: Any,
+        plan: Plan,
+        records: RecordStore,
+        report: Callable[[str], Any],
+        warnings: list[str],
+        inventory: InventoryPlan | None = None,
+        now: datetime | None = None,
+    ) -> None:
         self.s3 = s3
         self.plan = plan
         self.records = records
@@ -168,6 +317,19 @@ class PlanInventory:
         self.warnings = warnings
         self.work = Work()
         self.snapshots = list_snapshots(s3, plan, self.work)
+        self._report: Report | None = None
+        self._runs: ReportRuns | None = None
+        if inventory is not None:
+            first = min((snapshot.taken for snapshot in self.snapshots), default=None)
+            self._report, self.work.report = choose_report(s3, inventory, plan, now or utcnow(), first)
+            if self._report is not None:
+                self.work.versions_from = FROM_REPORT
+                self.work.report["note"] = (
+                    f"versions as of the report's scan ({self.work.report['as_of']}, {self.work.report['age_days']} days "
+                    "before this report): those written since are not counted, those replaced since count as current"
+                )
+            elif self.work.report["problem"]:
+                self.warnings.append(f"plan '{plan.name}': {self.work.report['problem']}")
 
     def versions(self) -> Iterator[Version]:
         with ExitStack() as stack:
@@ -177,7 +339,12 @@ class PlanInventory:
                 if manifest is not None:
                     manifests.append(stack.enter_context(manifest))
             self.work.snapshots = len(manifests)
-            yield from self._join(manifests)
+            if self._report is not None:
+                self._runs = stack.enter_context(ReportRuns(self.s3, self._report, self.work))
+            try:
+                yield from self._join(manifests)
+            finally:
+                self._runs = None
 
     def _open(self, snapshot: SnapshotFile) -> Manifest | None:
         try:
@@ -196,9 +363,11 @@ class PlanInventory:
             yield entry
 
     def _sources(self) -> list[str]:
-        """Every source with something under data/: the plan's, and any a listing finds (a source removed
-        from the plan still has its versions billed)."""
+        """Every source with something under data/: the plan's, and any a listing (or the report) finds (a
+        source removed from the plan still has its versions billed)."""
         found = {source.name for source in self.plan.sources}
+        if self._runs is not None:
+            return sorted(found | self._runs.sources())
         paginator = self.s3.get_paginator("list_object_versions")
         for page in paginator.paginate(Bucket=self.plan.bucket, Prefix=DATA_PREFIX, Delimiter="/"):
             self.work.list_requests += 1
@@ -228,6 +397,8 @@ class PlanInventory:
         self.work.missing += sum(len(ids) for ids in long_named.values())
 
     def _listed(self, prefix: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        if self._runs is not None:
+            return self._runs.listed(prefix)
         return _listed(self.s3, self.plan.bucket, prefix, self.work)
 
     def _drop(self, entries: Iterable[Entry], long_named: dict[str, set[str]]) -> None:

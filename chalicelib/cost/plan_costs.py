@@ -231,14 +231,18 @@ def _alternatives(
     }
 
 
-def upkeep_of(tally: PlanTally, snapshots: list[SnapshotFile], work: Work, settings: UpkeepSettings, prices: Prices) -> dict[str, Any]:
-    """The plan's upkeep a month (`chalicelib.cost.upkeep`) from what its bucket holds now. What the next
-    prune deletes is not known here: its DeleteObjects requests are left out (a few a day)."""
+def upkeep_of(
+    tally: PlanTally, snapshots: list[SnapshotFile], work: Work, settings: UpkeepSettings, prices: Prices, written: float = 0.0
+) -> dict[str, Any]:
+    """The plan's upkeep a month (`chalicelib.cost.upkeep`) from what its bucket holds now and the versions
+    a backup writes a day (`written`, measured). What the next prune deletes is not known here: its
+    DeleteObjects requests are left out (a few a day)."""
     day = BucketDay(
         versions=sum(count.versions for count in tally.storage.values()),
         named_versions=tally.named.versions,
         snapshots=len(snapshots),
         manifest_entries=work.manifest_entries,
+        written=written,
     )
     return describe(upkeep_day(day, settings), settings, prices)
 
@@ -256,7 +260,9 @@ def plan_report(
     upkeep_settings: UpkeepSettings | None = None,
 ) -> dict[str, Any]:
     storage = by_class(tally.storage, prices)
-    upkeep = upkeep_of(tally, snapshots, work, upkeep_settings or UpkeepSettings(), prices)
+    upkeep = upkeep_of(
+        tally, snapshots, work, upkeep_settings or UpkeepSettings(), prices, usage.new_per_day + usage.changed_per_day
+    )
     manifests = Count(len(snapshots), sum(snapshot.size for snapshot in snapshots))
     transitions_usd = sum(count * prices.transition_per_request(name) for name, count in tally.transitions.items())
     parts = {
@@ -309,7 +315,11 @@ def plan_report(
         "alternatives": _alternatives(plan, tally, usage, manifests, usage.monthly_usd, monthly, upkeep["monthly_usd"], prices),
         "check": tally.check.to_dict(),
         "work": {
+            "versions_from": work.versions_from,
+            **({"inventory_report": work.report} if work.report else {}),
             "list_requests": work.list_requests,
+            "report_files": work.report_files,
+            "report_rows": work.report_rows,
             "snapshots_read": work.snapshots,
             "manifest_entries": work.manifest_entries,
             "versions": work.versions,

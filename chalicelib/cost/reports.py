@@ -167,8 +167,8 @@ class CostReports:
         plans: dict[str, dict[str, Any]] = {}
         for plan in self.plans.plans:
             try:
-                inventory = PlanInventory(self.s3, plan, self.records, self.report, warnings)
-                tally = PlanTally(plan, self.prices, now, self.sample_size)
+                inventory = PlanInventory(self.s3, plan, self.records, self.report, warnings, self.plans.inventory, now)
+                tally = PlanTally(plan, self.prices, now, self.sample_size, listed_by=inventory.work.versions_from)
                 for version in inventory.versions():
                     tally.add(version)
                 tally.head_check(self.s3)

@@ -356,11 +356,11 @@ class Simulation:
             held = sum(group.held_versions for group in self.groups)
             self.records.append(Day(record.copies, record.objects, record.objects + held, record.deleted))
             if self.upkeep is not None:
-                self._upkeep(day, record.objects + held)
+                self._upkeep(day, record.objects + held, record.copies)
         return self.records
 
 
-    def _upkeep(self, day: int, versions: float) -> None:
+    def _upkeep(self, day: int, versions: float, written: float) -> None:
         """The day's upkeep (chalicelib/cost/upkeep.py) from what the bucket holds after the prune: every
         version left is named by a kept snapshot (the simulation writes nothing else)."""
         assert self.upkeep is not None
@@ -370,6 +370,7 @@ class Simulation:
             snapshots=len(self.snapshot_days),
             manifest_entries=sum(self.manifest_bytes.values()) / MANIFEST_BYTES_PER_ENTRY,
             deleted=self.deleted_today,
+            written=written,
         )
         self.months[self.month_of[day]].add_upkeep(upkeep_day(state, self.upkeep), self.upkeep, self.prices)
 

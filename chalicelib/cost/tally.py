@@ -1,7 +1,7 @@
 """One plan's stored versions counted for the cost report: where the lifecycle model places each one now,
 what S3 says, and everything the report prices from them.
 
-For each version (`inventory.Version`) the model (`model.timeline`) gives its storage class now from its
+For each version (`inventory.Version`, from S3's listing or an inventory report) the model (`model.timeline`) gives its storage class now from its
 size, when it was written and when it stopped being current, and the plan's lifecycle. A timeline depends
 only on the dates (S3 rounds every lifecycle date up to midnight UTC) and on whether the version is under
 128 KB, so it is computed once per (size group, day written, day replaced) and shared: the model costs no
@@ -114,7 +114,8 @@ class Placements:
 
 @dataclass
 class Check:
-    """The model against S3: every listed version, and a sample asked again with HeadObject."""
+    """The model against S3: every listed version (or every version of the inventory report), and a sample
+    asked again with HeadObject."""
 
     compared: int = 0
     agree: int = 0
@@ -145,8 +146,10 @@ class Check:
 class PlanTally:
     """Counts one plan's versions as they stream by; nothing per version is kept but the HeadObject sample."""
 
-    def __init__(self, plan: Plan, prices: Prices, now: datetime, sample_size: int = 20) -> None:
+    def __init__(self, plan: Plan, prices: Prices, now: datetime, sample_size: int = 20, listed_by: str = "ListObjectVersions") -> None:
         self.plan = plan
+        # What the versions' storage classes come from: S3's listing, or an inventory report.
+        self.listed_by = listed_by
         self.prices = prices
         self.now = now
         self.sample_size = sample_size
@@ -206,7 +209,7 @@ class PlanTally:
                 # Transitions only go colder: switching never brings an archived version back.
                 self.switch[choice][there] = self.switch[choice].get(there, 0) + 1
         self._cohort(version, small)
-        self._compare(version, placement, version.storage_class, "ListObjectVersions")
+        self._compare(version, placement, version.storage_class, self.listed_by)
         self._sampled(version)
 
     def _cohort(self, version: Version, small: bool) -> None:

@@ -3,22 +3,27 @@
 Each job's requests are a function of what the plan's bucket holds that day (`BucketDay`) and of the job's
 own parameters (`UpkeepSettings`), written from its code path as it is today, for one plan
 (tests/test_cost_upkeep_recorded.py runs the jobs on moto for a week and finds exactly these counts). When a
-job changes how it works (the verification or the prune reading an S3 Inventory report instead of asking S3
-version by version), only its function here changes.
+job changes how it works, only its function here changes (the prune's with an inventory, `prune_by_inventory`,
+is written for the prune as it is to work: see there).
 
-- `verification` (verify/job.py, started after each scheduled backup): a HeadObject (billed as a GET) for
-  each version kept snapshots name whose slice is the day's weekday, a seventh of them (so every version
-  once a week), `verify_workers` at a time; in each invocation the job takes, its record read, the pruned
-  markers and the snapshot keys listed and every kept manifest downloaded again; the record written when
-  created, after every batch of `BATCH_SIZE` versions, after the plan, at each hand-on and at the end; a
-  share re-read with GET (`verify_sample_percent`: the weekly slice re-reads none today).
-- `prune` (prune/job.py, daily): each of its five phases lists the catalog (`PRUNE_CATALOG_LISTS`); the
-  survey and the delete each read every kept manifest and walk data/ (1,000 versions a page); a marker
+- `verification` (verify/job.py, started after each scheduled backup): the versions kept snapshots name whose
+  slice is the day's weekday, a seventh of them (so every version once a week). In each invocation the job
+  takes: its record read, the pruned markers and the snapshot keys listed and every kept manifest downloaded
+  again. Without an inventory, a HeadObject (billed as a GET) per version, `verify_workers` at a time. With
+  one, each invocation reads the newest report (its folders listed, manifest.json, manifest.checksum, each
+  data file) and keeps the slice's rows; a HeadObject only for the versions the report does not list (written
+  since its scan: `REPORT_LAG_DAYS` of backups, a seventh of them), and a share re-read with GET
+  (`verify_sample_percent`). The record written when created, after every batch of `BATCH_SIZE` versions,
+  after the plan, at each hand-on and at the end.
+- `prune` (prune/job.py, daily): each of its five phases lists the catalog (`PRUNE_CATALOG_LISTS`); a marker
   per removed snapshot; what goes, 1,000 versions to a DeleteObjects (a POST), then the removed manifests;
-  the record written after each phase (`PRUNE_RECORD_PUTS`).
+  the record written after each phase (`PRUNE_RECORD_PUTS`). Without an inventory (`prune_by_listing`) the
+  survey and the delete each read every kept manifest and walk data/ (1,000 versions a page); with one
+  (`prune_by_inventory`) the kept and removed manifests and the newest report are read once, no listing.
 - `cost_report` (cost/reports.py, at the end of the daily backup): the window's backup and prune records
   listed and read; the snapshots listed, and for each its pruned marker, sealed record, manifest versions
-  and manifest; data/ walked once; `cost_head_sample` HeadObjects; the report looked for, then written.
+  and manifest; the newest report read (or, without an inventory, data/ walked once); `cost_head_sample`
+  HeadObjects; the report looked for, then written.
 - `inventory` (when the plans set `inventory`): S3 lists every version once a report, daily or weekly.
 - `alerts`: the daily backup's alert, one SNS publish.
 
@@ -29,7 +34,8 @@ in-region); HeadObjects overlap `verify_workers` at a time but cost at least `RE
 Python each (botocore signing and parsing); a listing page of 1,000 versions adds `LIST_PAGE_PARSE_SECONDS`
 (botocore parsed a 1,000-version ListObjectVersions answer in 0.2 s on this project's test machine); a
 manifest entry read costs `ENTRY_SECONDS` (gzip, JSON and the entry: about 10 microseconds measured on the
-manifest's own format). GB-seconds are seconds times the function's memory (.chalice/config.json).
+manifest's own format); an inventory report's row `REPORT_ROW_SECONDS`, and `SORTED_ROW_SECONDS` more where
+the rows are sorted on disk (the cost report and the prune sort every row, the verification a seventh). GB-seconds are seconds times the function's memory (.chalice/config.json).
 """
 
 from __future__ import annotations
@@ -45,6 +51,22 @@ REQUEST_SECONDS = 0.1
 REQUEST_CPU_SECONDS = 0.003
 LIST_PAGE_PARSE_SECONDS = 0.2
 ENTRY_SECONDS = 10e-6
+# An inventory report's row read (its data file copied, MD5-checked, gunzipped, parsed into a Row): 10.7
+# microseconds measured on a 200,000-row report in the double's format; sorted on disk (`sorted_rows`: pickled
+# into a run, merged, read back) it is 57.7 in all, 47 more.
+REPORT_ROW_SECONDS = 10e-6
+SORTED_ROW_SECONDS = 47e-6
+# A version of the slice checked against its report row (verify/checks.py verify_versions, through its
+# thread pool): 30 microseconds measured.
+ROW_CHECK_SECONDS = 30e-6
+# Rows per data file of a report. AWS does not document how it splits a report; the count of GETs it makes
+# is a few a day either way.
+REPORT_FILE_ROWS = 1_000_000
+# Days of backups a report does not show when the weekly verification runs: a daily report was scanned
+# before the day's backup; a weekly one 1 to 7 days before, 4 on average.
+REPORT_LAG_DAYS = {"Daily": 1.0, "Weekly": 4.0}
+# verify/job.py REPORT_SAMPLE_PERCENT: the share of a slice re-read with GET when checked against a report.
+VERIFY_REPORT_SAMPLE_PERCENT = 0.1
 PAGE = 1000
 DAYS_PER_MONTH = 30
 # verify/checks.py SLICES: each version is checked on one weekday.
@@ -82,6 +104,12 @@ class BucketDay:
     # Backup and prune records of the cost report's window (30 days of daily ones).
     backups_in_window: int = 30
     prunes_in_window: int = 30
+    # Versions the day's backup wrote: with an inventory, what the newest report cannot show yet.
+    written: float = 0.0
+    # Of today's slice, the versions the newest report does not list (checked by HEAD), and those re-read
+    # with GET, where known (None: estimated from `written` and the sample's share).
+    unreported: float | None = None
+    sampled: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +119,8 @@ class UpkeepSettings:
     # S3 Inventory: None (not configured), "Daily" or "Weekly".
     inventory: str | None = None
     verify_workers: int = 16
+    # The share of the weekly slice re-read with GET (percent): none by HEAD, VERIFY_REPORT_SAMPLE_PERCENT
+    # against a report.
     verify_sample_percent: float = 0.0
     cost_head_sample: int = 20
     memory_mb: dict[str, int] = field(default_factory=lambda: dict(FUNCTION_MEMORY_MB))
@@ -98,8 +128,10 @@ class UpkeepSettings:
     @classmethod
     def of_plans(cls, plans: Any) -> UpkeepSettings:
         """The settings a plan set implies (its `inventory` entry)."""
-        inventory = getattr(plans, "inventory", None)
-        return cls(inventory=inventory.frequency if inventory is not None else None)
+        inventory = plans.inventory
+        if inventory is None:
+            return cls()
+        return cls(inventory=inventory.frequency, verify_sample_percent=VERIFY_REPORT_SAMPLE_PERCENT)
 
 
 @dataclass
@@ -135,27 +167,60 @@ def _sequential(job: JobDay, entries: float = 0.0, pages: float = 0.0) -> float:
     return one_by_one * REQUEST_SECONDS + pages * LIST_PAGE_PARSE_SECONDS + entries * ENTRY_SECONDS
 
 
+def _report_rows(day: BucketDay) -> float:
+    """Rows of a report of the bucket: every version under data/ and the manifests beside them."""
+    return day.versions + day.snapshots
+
+
+def _report_reads(job: JobDay, day: BucketDay, times: float = 1) -> None:
+    """Reading the newest report `times`: its folders listed, manifest.json and manifest.checksum and each
+    data file read (chalicelib/inventory/reports.py)."""
+    job.add("list", times)
+    job.add("get", times * (2 + _pages(_report_rows(day), REPORT_FILE_ROWS)))
+
+
+def _report_seconds(rows: float, sorted_rows: float) -> float:
+    """Reading `rows` of a report, `sorted_rows` of them sorted on disk."""
+    return rows * REPORT_ROW_SECONDS + sorted_rows * SORTED_ROW_SECONDS
+
+
 def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
+    """Without an inventory, a HeadObject per version of the slice. With one, each invocation reads the newest
+    report and keeps the slice's rows (a seventh, sorted); a HeadObject only for what the report does not list
+    (written since its scan), a GET for the sampled share."""
     job = JobDay(function=JOB_FUNCTIONS["verification"])
     checked = day.named_versions / VERIFY_SLICES if day.checked is None else day.checked
-    heads = max(REQUEST_SECONDS / settings.verify_workers, REQUEST_CPU_SECONDS) * checked
-    sampled = checked * settings.verify_sample_percent / 100
-    # A first estimate of the time gives the invocations; each downloads the manifests and reads them again.
+    against_report = settings.inventory is not None
+    if against_report:
+        lag = REPORT_LAG_DAYS.get(settings.inventory or "", 1.0)
+        headed = min(checked, day.written * lag / VERIFY_SLICES) if day.unreported is None else day.unreported
+    else:
+        headed = checked
+    sampled = checked * settings.verify_sample_percent / 100 if day.sampled is None else day.sampled
+    # HEADs overlap in the job's pool; the sample's GETs are counted one after another below.
+    work = max(REQUEST_SECONDS / settings.verify_workers, REQUEST_CPU_SECONDS) * headed
+    work += (checked - headed) * ROW_CHECK_SECONDS
+    # A first estimate of the time gives the invocations; each downloads the manifests (and the report) and
+    # reads them again.
     reading = day.snapshots * REQUEST_SECONDS + day.manifest_entries * ENTRY_SECONDS
-    invocations = max(1, math.ceil((heads + reading) / INVOCATION_SECONDS))
+    report = _report_seconds(_report_rows(day), _report_rows(day) / VERIFY_SLICES) if against_report else 0.0
+    invocations = max(1, math.ceil((work + reading + report) / INVOCATION_SECONDS))
     # Per invocation: its record read, the pruned markers and the snapshot keys listed, every manifest.
     job.add("list", invocations * (1 + _pages(day.snapshots)))
     job.add("get", invocations * (1 + day.snapshots) + sampled)
-    job.add("head", checked)
+    if against_report:
+        _report_reads(job, day, invocations)
+    job.add("head", headed)
     # The record: created, saved after every batch, after the plan, at each hand-on and at the end.
     job.add("put", 3 + math.ceil(checked / BATCH_SIZE) + (invocations - 1))
     job.invocations = invocations
-    # Invocation k of n reads the merged manifests up to where the last one stopped, k/n of them on average.
-    job.seconds = heads + _sequential(job, entries=day.manifest_entries * (invocations + 1) / 2)
-    if reading > INVOCATION_SECONDS:
+    # Invocation k of n reads the merged manifests up to where the last one stopped, k/n of them on average;
+    # every invocation reads the whole report.
+    job.seconds = work + invocations * report + _sequential(job, entries=day.manifest_entries * (invocations + 1) / 2)
+    if reading + report > INVOCATION_SECONDS:
         job.limits.append(
-            f"reading the kept manifests takes about {reading:,.0f} s, more than an invocation's {INVOCATION_SECONDS} s: "
-            "a late invocation cannot reach its checkpoint, so the job would not finish"
+            f"reading the kept manifests{' and the report' if against_report else ''} takes about {reading + report:,.0f} s, "
+            f"more than an invocation's {INVOCATION_SECONDS} s: a late invocation cannot reach its checkpoint, so the job would not finish"
         )
     return job
 
@@ -169,13 +234,24 @@ PRUNE_RECORD_PUTS = 7
 
 
 def prune(day: BucketDay, settings: UpkeepSettings) -> JobDay:
-    job = JobDay(function=JOB_FUNCTIONS["prune"])
-    # Survey and delete: every kept manifest read and data/ walked, each time.
-    job.add("list", PRUNE_CATALOG_LISTS + 2 * _data_listing(day))
-    job.add("get", 1 + 2 * day.snapshots)
-    # A marker per removed snapshot; then its versions and its manifest's, 1,000 to a DeleteObjects.
+    """The daily prune: `prune_by_inventory` when the plans set one, else `prune_by_listing`."""
+    return prune_by_inventory(day, settings) if settings.inventory is not None else prune_by_listing(day, settings)
+
+
+def _deletions(job: JobDay, day: BucketDay) -> None:
+    """A marker per removed snapshot and the record's saves; what goes, 1,000 versions to a DeleteObjects,
+    then the removed manifests."""
     job.add("put", PRUNE_RECORD_PUTS + day.removed)
     job.add("post", math.ceil(day.deleted / PAGE) + (1 if day.removed else 0))
+
+
+def prune_by_listing(day: BucketDay, settings: UpkeepSettings) -> JobDay:
+    """The prune without an inventory (prune/job.py): the survey and the delete each read every kept manifest
+    and walk data/."""
+    job = JobDay(function=JOB_FUNCTIONS["prune"])
+    job.add("list", PRUNE_CATALOG_LISTS + 2 * _data_listing(day))
+    job.add("get", 1 + 2 * day.snapshots)
+    _deletions(job, day)
     job.seconds = _sequential(job, entries=2 * day.manifest_entries, pages=2 * _pages(day.versions))
     job.invocations = max(1, math.ceil(job.seconds / INVOCATION_SECONDS))
     if day.manifest_entries * ENTRY_SECONDS > INVOCATION_SECONDS:
@@ -186,17 +262,51 @@ def prune(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     return job
 
 
+def prune_by_inventory(day: BucketDay, settings: UpkeepSettings) -> JobDay:
+    """The prune with an inventory, as it is to work: what goes comes from the manifests of the snapshots
+    removed (versions no kept one names) and from the newest report's rows no manifest names (after the
+    grace period); the kept and the removed manifests and the report read once, every row sorted to merge
+    with them, no listing of data/. The figures to correct if the prune works otherwise."""
+    job = JobDay(function=JOB_FUNCTIONS["prune"])
+    job.add("list", PRUNE_CATALOG_LISTS)
+    # Its record, the kept and the removed manifests.
+    job.add("get", 1 + day.snapshots + day.removed)
+    _report_reads(job, day)
+    _deletions(job, day)
+    per_snapshot = day.manifest_entries / day.snapshots if day.snapshots else 0.0
+    entries = day.manifest_entries + per_snapshot * day.removed
+    report = _report_seconds(_report_rows(day), _report_rows(day))
+    job.seconds = _sequential(job, entries=entries) + report
+    job.invocations = max(1, math.ceil(job.seconds / INVOCATION_SECONDS))
+    reading = entries * ENTRY_SECONDS + report
+    if reading > INVOCATION_SECONDS:
+        job.limits.append(
+            f"reading the manifests and sorting the report takes about {reading:,.0f} s, more than an invocation's "
+            f"{INVOCATION_SECONDS} s: the prune would not finish unless it can carry on between invocations"
+        )
+    return job
+
+
 def cost_report(day: BucketDay, settings: UpkeepSettings) -> JobDay:
+    """The window's backup records (100 keys a page) and prune records listed and read; the snapshots listed,
+    and for each its pruned marker, its sealed record, its manifest's versions and the manifest; what the
+    bucket holds from the newest report (every row sorted) or by walking data/; the HeadObject sample; the
+    report looked for, then written."""
     job = JobDay(function=JOB_FUNCTIONS["cost_report"])
-    # The window's backup records (100 keys a page) and prune records listed and read; the snapshots listed,
-    # and for each its pruned marker, its sealed record, its manifest's versions and the manifest; data/
-    # walked once; the report looked for, then written.
-    job.add("list", _pages(day.backups_in_window, 100) + 1 + _pages(day.snapshots) + day.snapshots + _data_listing(day))
+    job.add("list", _pages(day.backups_in_window, 100) + 1 + _pages(day.snapshots) + day.snapshots)
     job.add("get", day.backups_in_window + day.prunes_in_window + 3 * day.snapshots + 1)
-    job.add("head", min(settings.cost_head_sample, day.versions))
+    if settings.inventory is not None:
+        _report_reads(job, day)
+        report, pages = _report_seconds(_report_rows(day), _report_rows(day)), 0
+        # The sample is drawn from the versions the report lists: not those written since its scan.
+        listed = max(0.0, day.versions - day.written * REPORT_LAG_DAYS.get(settings.inventory, 1.0))
+    else:
+        job.add("list", _data_listing(day))
+        report, pages, listed = 0.0, _pages(day.versions), day.versions
+    job.add("head", min(settings.cost_head_sample, listed))
     job.add("put", 1)
-    job.seconds = _sequential(job, entries=day.manifest_entries, pages=_pages(day.versions))
-    job.seconds += min(settings.cost_head_sample, day.versions) * REQUEST_SECONDS
+    job.seconds = _sequential(job, entries=day.manifest_entries, pages=pages) + report
+    job.seconds += min(settings.cost_head_sample, listed) * REQUEST_SECONDS
     if job.seconds > INVOCATION_SECONDS:
         job.limits.append(
             f"it takes about {job.seconds:,.0f} s inside the daily backup's invocation ({INVOCATION_SECONDS} s at most): "
@@ -210,7 +320,7 @@ def inventory(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     job = JobDay()
     if settings.inventory is not None:
         # Every version, plus the manifests: a report lists the whole bucket.
-        listed = day.versions + day.snapshots
+        listed = _report_rows(day)
         job.add("inventory_objects", listed if settings.inventory == "Daily" else listed / 7)
     return job
 

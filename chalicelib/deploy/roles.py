@@ -4,7 +4,7 @@ more.
 
 | function | may |
 |---|---|
-| `api_handler` (internet-facing) | read the catalog and HEAD data versions; write the records its routes create and its plan locks and idempotency claims (meta/ of the catalog only); start the backup and restore workers |
+| `api_handler` (internet-facing) | read the catalog and HEAD data versions; list and read the inventory reports (the cost report); write the records its routes create and its plan locks and idempotency claims (meta/ of the catalog only); start the backup and restore workers |
 | `daily_backup`, `backup_worker` | read the sources (tables by scan, or by DynamoDB's export into data/~exports/ of the plan's bucket); write data/ (delete markers included), manifests, checkpoints, backup records; read bucket settings and inventory configurations (drift); list and read the inventory reports (the cost report); alert; publish the heartbeat; invoke the backup and verify workers. The daily backup also takes the plan locks |
 | `restore_worker`, `resume_restores` | read the catalog and data versions; thaw; write the restore buckets and create `restored-*` tables; keep restore records and the queue |
 | `verify_worker` | read manifests and data versions; list and read the inventory reports; keep the kept index (meta/index/, create-only); write its records under meta/verifications/; alert; invoke itself |
@@ -73,7 +73,7 @@ PRUNER: tuple[Concern, ...] = (
 
 
 ROLES: dict[str, tuple[Concern, ...]] = {
-    API_HANDLER: (grants.API_GRANTS, *READER, job_grants.COST_GRANTS),
+    API_HANDLER: (grants.API_GRANTS, *READER, job_grants.COST_GRANTS, grants.INVENTORY_READ_GRANTS),
     DAILY_BACKUP: BACKUP_WRITER + (backup_grants.SCHEDULE_LOCK_GRANTS, job_grants.COST_GRANTS, grants.INVENTORY_READ_GRANTS),
     BACKUP_WORKER: BACKUP_WRITER + (job_grants.COST_GRANTS, grants.INVENTORY_READ_GRANTS),
     RESTORE_WORKER: RESTORER,
