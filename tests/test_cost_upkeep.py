@@ -42,33 +42,42 @@ def test_the_weekly_verification_heads_a_seventh_of_the_named_versions_a_day() -
     jobs = upkeep_day(OFFICE, UpkeepSettings())
     verification = jobs["verification"]
     assert verification.requests["head"] == pytest.approx(468_000 / 7)
-    # One invocation is enough here: its record and each kept manifest are read once; no sample is re-read.
+    # One invocation is enough here: its record, yesterday's kept index and the day's new manifest are read
+    # once (not the 51 kept manifests); the markers, snapshots and indexes listed; no sample is re-read.
     assert verification.invocations == 1
-    assert verification.requests["get"] == 1 + 51 and verification.requests["list"] == 2
-    # Created, after each of 67 batches, after the plan, at the end.
-    assert verification.requests["put"] == 1 + 67 + 1 + 1
+    assert verification.requests["get"] == 1 + 1 + 1 and verification.requests["list"] == 3
+    # Created, after each of 67 batches, after the plan, at the end; the new index.
+    assert verification.requests["put"] == 1 + 67 + 1 + 1 + 1
     sampled = upkeep_day(OFFICE, UpkeepSettings(verify_sample_percent=1))["verification"]
-    assert sampled.requests["get"] == pytest.approx(1 + 51 + 468_000 / 7 / 100)
+    assert sampled.requests["get"] == pytest.approx(3 + 468_000 / 7 / 100)
+    # Without an earlier index, every kept manifest is merged once.
+    first = upkeep_day(BucketDay(**{**OFFICE.__dict__, "indexed": False}), UpkeepSettings())["verification"]
+    assert first.requests["get"] == 1 + 51 and first.seconds > verification.seconds
     # Today's slice, where it is known, instead of the average.
     known = upkeep_day(BucketDay(versions=10, named_versions=10, snapshots=1, manifest_entries=10, checked=0), UpkeepSettings())
-    assert "head" not in known["verification"].requests and known["verification"].requests["put"] == 3
+    assert "head" not in known["verification"].requests and known["verification"].requests["put"] == 4
 
 
-def test_a_verification_that_takes_several_invocations_downloads_the_manifests_in_each() -> None:
+def test_a_verification_that_takes_several_invocations_reads_the_kept_index_in_each() -> None:
     large = BucketDay(versions=42e6, named_versions=42e6, snapshots=51, manifest_entries=510e6)
     verification = upkeep_day(large, UpkeepSettings())["verification"]
-    assert verification.invocations > 1
-    assert verification.requests["get"] == 52 * verification.invocations
-    # 510 million entries take longer to read than an invocation has: the model says the job cannot finish.
-    assert verification.limits and "would not finish" in verification.limits[0]
-    assert not upkeep_day(OFFICE, UpkeepSettings())["verification"].limits
+    n = verification.invocations
+    assert n > 1
+    # Its record and the index in each invocation (yesterday's in the first), the day's manifest once.
+    assert verification.requests["get"] == n + n + 1
+    # 42 million distinct versions, not 510 million manifest entries, in each: every invocation reaches its
+    # checkpoint. An index of 100 million versions would take longer to read than an invocation has.
+    assert not verification.limits
+    larger = upkeep_day(BucketDay(**{**large.__dict__, "named_versions": 100e6}), UpkeepSettings())["verification"]
+    assert larger.limits and "would not finish" in larger.limits[0]
 
 
 def test_the_prune_lists_every_data_version_twice_and_the_cost_report_once() -> None:
     jobs = upkeep_day(OFFICE, UpkeepSettings())
     # 470,000 versions, 1,000 a page, with the source folders' and the long keys' listings.
     walk = 1 + 470 + 1
-    assert jobs["prune"].requests["list"] == 28 + 2 * walk
+    # With the superseded kept index listed (its keys and versions) and deleted.
+    assert jobs["prune"].requests["list"] == 28 + 2 * walk + 2 and jobs["prune"].requests["delete"] == 1
     assert jobs["prune"].requests["get"] == 1 + 2 * 51
     assert jobs["prune"].requests["post"] == 2 and jobs["prune"].requests["put"] == 7
     removing = upkeep_day(BucketDay(**{**OFFICE.__dict__, "removed": 1}), UpkeepSettings())["prune"]
@@ -89,12 +98,12 @@ def test_against_a_report_the_verification_heads_only_what_it_does_not_list() ->
         assert verification.requests["head"] == pytest.approx(1_150 * lag / 7)
         # The report: its folders listed; manifest.json, manifest.checksum and one data file read.
         assert verification.requests["list"] == by_head.requests["list"] + 1
-        assert verification.requests["get"] == pytest.approx(1 + 51 + 3 + 468_000 / 7 / 1000)
+        assert verification.requests["get"] == pytest.approx(3 + 3 + 468_000 / 7 / 1000)
         assert verification.requests["put"] == by_head.requests["put"]
         assert verification.seconds < by_head.seconds
     # Today's count, where known, instead of the estimate.
     known = upkeep_day(BucketDay(**{**office.__dict__, "unreported": 5, "sampled": 2}), UpkeepSettings(inventory="Daily"))
-    assert known["verification"].requests["head"] == 5 and known["verification"].requests["get"] == 1 + 51 + 3 + 2
+    assert known["verification"].requests["head"] == 5 and known["verification"].requests["get"] == 3 + 3 + 2
 
 
 def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_list_no_version() -> None:
@@ -102,16 +111,19 @@ def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_lis
     removing = BucketDay(**{**OFFICE.__dict__, "removed": 1})
     jobs = upkeep_day(removing, settings)
     by_listing = upkeep_day(removing, UpkeepSettings())
-    assert jobs["prune"].requests["list"] == 28 + 1
-    # Its record, the 51 kept and the removed manifest, the report's three objects, each once.
-    assert jobs["prune"].requests["get"] == 1 + 51 + 1 + 3
-    for kind in ("put", "post"):
-        assert jobs["prune"].requests[kind] == by_listing["prune"].requests[kind]
+    # The catalog, the report's folder in each pass, the kept indexes.
+    assert jobs["prune"].requests["list"] == 28 + 2 + 2
+    # Its record; in each of its two passes the 51 kept and the removed manifest and the report's three objects.
+    assert jobs["prune"].requests["get"] == 1 + 2 * (51 + 1 + 3)
+    # The record also saved after each of the two full DeleteObjects.
+    assert jobs["prune"].requests["put"] == by_listing["prune"].requests["put"] + 2
+    assert jobs["prune"].requests["post"] == by_listing["prune"].requests["post"]
     assert jobs["cost_report"].requests["list"] == 1 + 1 + 1 + 51 + 1
     assert jobs["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1 + 3
-    # 96 requests one after another, the kept and the removed manifests' entries read once, and every row read
-    # and sorted (about 57 microseconds a row).
-    assert jobs["prune"].seconds == pytest.approx(96 * 0.1 + 5_200_000 * 10e-6 + 470_051 * 57e-6, rel=0.01)
+    # 157 requests one after another, and in each pass the kept and the removed manifests' entries read and
+    # every row read and sorted (about 57 microseconds a row).
+    assert sum(jobs["prune"].requests.values()) == 157
+    assert jobs["prune"].seconds == pytest.approx(157 * 0.1 + 2 * 5_200_000 * 10e-6 + 2 * 470_051 * 57e-6, rel=0.01)
     # 42,000,051 rows: 43 data files of at most a million rows (an assumption: AWS does not say how it splits).
     large = upkeep_day(BucketDay(versions=42e6, named_versions=42e6, snapshots=51, manifest_entries=510e6), settings)
     assert large["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1 + 2 + 43

@@ -8,8 +8,9 @@ is written for the prune as it is to work: see there).
 
 - `verification` (verify/job.py, started after each scheduled backup): the versions kept snapshots name whose
   slice is the day's weekday, a seventh of them (so every version once a week). In each invocation the job
-  takes: its record read, the pruned markers and the snapshot keys listed and every kept manifest downloaded
-  again. Without an inventory, a HeadObject (billed as a GET) per version, `verify_workers` at a time. With
+  takes: its record read, the pruned markers, the snapshot keys and the kept indexes listed, and the newest
+  kept index read; the first brings the index up to date (the manifests it does not cover read and merged,
+  the new index written). Without an inventory, a HeadObject (billed as a GET) per version, `verify_workers` at a time. With
   one, each invocation reads the newest report (its folders listed, manifest.json, manifest.checksum, each
   data file) and keeps the slice's rows; a HeadObject only for the versions the report does not list (written
   since its scan: `REPORT_LAG_DAYS` of backups, a seventh of them), and a share re-read with GET
@@ -19,7 +20,8 @@ is written for the prune as it is to work: see there).
   per removed snapshot; what goes, 1,000 versions to a DeleteObjects (a POST), then the removed manifests;
   the record written after each phase (`PRUNE_RECORD_PUTS`). Without an inventory (`prune_by_listing`) the
   survey and the delete each read every kept manifest and walk data/ (1,000 versions a page); with one
-  (`prune_by_inventory`) the kept and removed manifests and the newest report are read once, no listing.
+  (`prune_by_inventory`) each reads the kept and removed manifests and the newest report, no listing; then
+  the superseded kept indexes are listed and deleted (DeleteObject, not charged).
 - `cost_report` (cost/reports.py, at the end of the daily backup): the window's backup and prune records
   listed and read; the snapshots listed, and for each its pruned marker, sealed record, manifest versions
   and manifest; the newest report read (or, without an inventory, data/ walked once); `cost_head_sample`
@@ -79,7 +81,8 @@ JOB_FUNCTIONS = {"verification": "verify_worker", "prune": "prune_worker", "cost
 JOBS = ("verification", "prune", "cost_report", "inventory", "alerts")
 # Request kinds and the price each is billed at: list, put and post (DeleteObjects) at PUT's; get and head
 # at GET's; sns per publish; inventory per object listed.
-REQUEST_KINDS = ("list", "put", "post", "get", "head", "sns", "inventory_objects")
+# delete: a DeleteObject, which S3 does not charge for (counted, for the model to match the code).
+REQUEST_KINDS = ("list", "put", "post", "get", "head", "delete", "sns", "inventory_objects")
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,12 @@ class BucketDay:
     # with GET, where known (None: estimated from `written` and the sample's share).
     unreported: float | None = None
     sampled: float | None = None
+    # The kept index (catalog/kept_index.py): whether one from an earlier day exists, the snapshots it does not
+    # cover yet when the day's verification starts (the day's backup), and the index versions a newer one
+    # superseded, which the day's prune deletes.
+    indexed: bool = True
+    new_snapshots: float = 1.0
+    superseded_indexes: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -163,7 +172,7 @@ def _data_listing(day: BucketDay) -> int:
 def _sequential(job: JobDay, entries: float = 0.0, pages: float = 0.0) -> float:
     """Seconds of the requests counted so far that run one after another, with `pages` listing pages parsed
     and `entries` manifest entries read."""
-    one_by_one = sum(count for kind, count in job.requests.items() if kind in ("list", "put", "post", "get"))
+    one_by_one = sum(count for kind, count in job.requests.items() if kind in ("list", "put", "post", "get", "delete"))
     return one_by_one * REQUEST_SECONDS + pages * LIST_PAGE_PARSE_SECONDS + entries * ENTRY_SECONDS
 
 
@@ -187,7 +196,9 @@ def _report_seconds(rows: float, sorted_rows: float) -> float:
 def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     """Without an inventory, a HeadObject per version of the slice. With one, each invocation reads the newest
     report and keeps the slice's rows (a seventh, sorted); a HeadObject only for what the report does not list
-    (written since its scan), a GET for the sampled share."""
+    (written since its scan), a GET for the sampled share. The versions come from the kept index: brought up
+    to date once (the earlier index and the new manifests merged, the new index written), then read by each
+    invocation up to where the last one stopped."""
     job = JobDay(function=JOB_FUNCTIONS["verification"])
     checked = day.named_versions / VERIFY_SLICES if day.checked is None else day.checked
     against_report = settings.inventory is not None
@@ -200,26 +211,32 @@ def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     # HEADs overlap in the job's pool; the sample's GETs are counted one after another below.
     work = max(REQUEST_SECONDS / settings.verify_workers, REQUEST_CPU_SECONDS) * headed
     work += (checked - headed) * ROW_CHECK_SECONDS
-    # A first estimate of the time gives the invocations; each downloads the manifests (and the report) and
-    # reads them again.
-    reading = day.snapshots * REQUEST_SECONDS + day.manifest_entries * ENTRY_SECONDS
+    # The index brought up to date: the earlier one read, the manifests it does not cover merged in (every kept
+    # one without an earlier index), the new one written.
+    per_snapshot = day.manifest_entries / day.snapshots if day.snapshots else 0.0
+    merged = min(day.new_snapshots, day.snapshots) if day.indexed else day.snapshots
+    update = (2 * day.named_versions if day.indexed else day.named_versions) + merged * per_snapshot
+    # A first estimate of the time gives the invocations; each reads the index (and the report).
+    reading = 2 * REQUEST_SECONDS + day.named_versions * ENTRY_SECONDS
     report = _report_seconds(_report_rows(day), _report_rows(day) / VERIFY_SLICES) if against_report else 0.0
-    invocations = max(1, math.ceil((work + reading + report) / INVOCATION_SECONDS))
-    # Per invocation: its record read, the pruned markers and the snapshot keys listed, every manifest.
-    job.add("list", invocations * (1 + _pages(day.snapshots)))
-    job.add("get", invocations * (1 + day.snapshots) + sampled)
+    invocations = max(1, math.ceil((work + update * ENTRY_SECONDS + reading + report) / INVOCATION_SECONDS))
+    # Per invocation: its record read, the pruned markers, the snapshot keys and the indexes listed, the
+    # newest index read (the first invocation finds yesterday's, if any); once: the new manifests, the index.
+    job.add("list", invocations * (2 + _pages(day.snapshots)))
+    job.add("get", invocations + (invocations - 1) + (1 if day.indexed else 0) + merged + sampled)
     if against_report:
         _report_reads(job, day, invocations)
     job.add("head", headed)
-    # The record: created, saved after every batch, after the plan, at each hand-on and at the end.
-    job.add("put", 3 + math.ceil(checked / BATCH_SIZE) + (invocations - 1))
+    # The record: created, saved after every batch, after the plan, at each hand-on and at the end; the index.
+    job.add("put", 3 + math.ceil(checked / BATCH_SIZE) + (invocations - 1) + 1)
     job.invocations = invocations
-    # Invocation k of n reads the merged manifests up to where the last one stopped, k/n of them on average;
-    # every invocation reads the whole report.
-    job.seconds = work + invocations * report + _sequential(job, entries=day.manifest_entries * (invocations + 1) / 2)
+    # Invocation k of n reads the index up to where the last one stopped, k/n of it on average; every
+    # invocation reads the whole report.
+    entries = update + day.named_versions * (invocations + 1) / 2
+    job.seconds = work + invocations * report + _sequential(job, entries=entries)
     if reading + report > INVOCATION_SECONDS:
         job.limits.append(
-            f"reading the kept manifests{' and the report' if against_report else ''} takes about {reading + report:,.0f} s, "
+            f"reading the kept index{' and the report' if against_report else ''} takes about {reading + report:,.0f} s, "
             f"more than an invocation's {INVOCATION_SECONDS} s: a late invocation cannot reach its checkpoint, so the job would not finish"
         )
     return job
@@ -243,6 +260,9 @@ def _deletions(job: JobDay, day: BucketDay) -> None:
     then the removed manifests."""
     job.add("put", PRUNE_RECORD_PUTS + day.removed)
     job.add("post", math.ceil(day.deleted / PAGE) + (1 if day.removed else 0))
+    # The kept indexes a newer one superseded: the indexes listed, their versions listed, each deleted.
+    job.add("list", 2)
+    job.add("delete", day.superseded_indexes)
 
 
 def prune_by_listing(day: BucketDay, settings: UpkeepSettings) -> JobDay:
@@ -263,25 +283,27 @@ def prune_by_listing(day: BucketDay, settings: UpkeepSettings) -> JobDay:
 
 
 def prune_by_inventory(day: BucketDay, settings: UpkeepSettings) -> JobDay:
-    """The prune with an inventory, as it is to work: what goes comes from the manifests of the snapshots
-    removed (versions no kept one names) and from the newest report's rows no manifest names (after the
-    grace period); the kept and the removed manifests and the report read once, every row sorted to merge
-    with them, no listing of data/. The figures to correct if the prune works otherwise."""
+    """The prune with an inventory (prune/report_sweep.py): what goes comes from the manifests of the snapshots
+    removed (versions no kept one names) and from the newest report's rows no manifest names (after the grace
+    period). The survey and the delete each read the kept and the removed manifests and the report, every row
+    sorted to merge with them; nothing lists data/. The record is saved after each full DeleteObjects too."""
     job = JobDay(function=JOB_FUNCTIONS["prune"])
     job.add("list", PRUNE_CATALOG_LISTS)
-    # Its record, the kept and the removed manifests.
-    job.add("get", 1 + day.snapshots + day.removed)
-    _report_reads(job, day)
+    # Its record; in each pass, the kept and the removed manifests.
+    job.add("get", 1 + 2 * (day.snapshots + day.removed))
+    _report_reads(job, day, times=2)
     _deletions(job, day)
+    # The position saved after each full DeleteObjects (and when time runs short: not counted).
+    job.add("put", math.floor(day.deleted / PAGE))
     per_snapshot = day.manifest_entries / day.snapshots if day.snapshots else 0.0
     entries = day.manifest_entries + per_snapshot * day.removed
     report = _report_seconds(_report_rows(day), _report_rows(day))
-    job.seconds = _sequential(job, entries=entries) + report
+    job.seconds = _sequential(job, entries=2 * entries) + 2 * report
     job.invocations = max(1, math.ceil(job.seconds / INVOCATION_SECONDS))
     reading = entries * ENTRY_SECONDS + report
     if reading > INVOCATION_SECONDS:
         job.limits.append(
-            f"reading the manifests and sorting the report takes about {reading:,.0f} s, more than an invocation's "
+            f"each pass reads the manifests and sorts the report in about {reading:,.0f} s, more than an invocation's "
             f"{INVOCATION_SECONDS} s: the prune would not finish unless it can carry on between invocations"
         )
     return job
