@@ -11,6 +11,7 @@ from chalicelib.cost.upkeep import (
     FUNCTION_MEMORY_MB,
     JOB_FUNCTIONS,
     JOBS,
+    PRUNE_SWEPT_LOOKBACK,
     VERIFY_SLICES,
     BucketDay,
     UpkeepSettings,
@@ -21,6 +22,7 @@ from chalicelib.cost.upkeep import (
 )
 from chalicelib.plans import InventoryPlan, PlanSet
 from chalicelib.prices import load_prices
+from chalicelib.prune.job import SWEPT_LOOKBACK
 from chalicelib.verify.checks import SLICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +33,7 @@ OFFICE = BucketDay(versions=470_000, named_versions=468_000, snapshots=51, manif
 
 def test_the_model_follows_the_code_it_counts() -> None:
     # The verification's slices, and the memory of the functions that run each job.
-    assert VERIFY_SLICES == SLICES
+    assert VERIFY_SLICES == SLICES and PRUNE_SWEPT_LOOKBACK == SWEPT_LOOKBACK
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())["lambda_functions"]
     assert set(JOB_FUNCTIONS.values()) == set(FUNCTION_MEMORY_MB)
     for function, memory in FUNCTION_MEMORY_MB.items():
@@ -111,19 +113,20 @@ def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_lis
     removing = BucketDay(**{**OFFICE.__dict__, "removed": 1})
     jobs = upkeep_day(removing, settings)
     by_listing = upkeep_day(removing, UpkeepSettings())
-    # The catalog, the report's folder in each pass, the kept indexes.
-    assert jobs["prune"].requests["list"] == 28 + 2 + 2
-    # Its record; in each of its two passes the 51 kept and the removed manifest and the report's three objects.
-    assert jobs["prune"].requests["get"] == 1 + 2 * (51 + 1 + 3)
+    # The catalog and the prune records, the report's folder in each pass, the kept indexes.
+    assert jobs["prune"].requests["list"] == 28 + 1 + 2 + 2
+    # Its record; ten prune records; in each of its two passes the 51 kept and the removed manifest and the
+    # report's three objects.
+    assert jobs["prune"].requests["get"] == 1 + 10 + 2 * (51 + 1 + 3)
     # The record also saved after each of the two full DeleteObjects.
     assert jobs["prune"].requests["put"] == by_listing["prune"].requests["put"] + 2
     assert jobs["prune"].requests["post"] == by_listing["prune"].requests["post"]
     assert jobs["cost_report"].requests["list"] == 1 + 1 + 1 + 51 + 1
     assert jobs["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1 + 3
-    # 157 requests one after another, and in each pass the kept and the removed manifests' entries read and
+    # 168 requests one after another, and in each pass the kept and the removed manifests' entries read and
     # every row read and sorted (about 57 microseconds a row).
-    assert sum(jobs["prune"].requests.values()) == 157
-    assert jobs["prune"].seconds == pytest.approx(157 * 0.1 + 2 * 5_200_000 * 10e-6 + 2 * 470_051 * 57e-6, rel=0.01)
+    assert sum(jobs["prune"].requests.values()) == 168
+    assert jobs["prune"].seconds == pytest.approx(168 * 0.1 + 2 * 5_200_000 * 10e-6 + 2 * 470_051 * 57e-6, rel=0.01)
     # 42,000,051 rows: 43 data files of at most a million rows (an assumption: AWS does not say how it splits).
     large = upkeep_day(BucketDay(versions=42e6, named_versions=42e6, snapshots=51, manifest_entries=510e6), settings)
     assert large["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1 + 2 + 43

@@ -4,6 +4,7 @@ kept manifest again."""
 
 from __future__ import annotations
 
+import gzip
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -136,6 +137,11 @@ def test_a_missing_or_unreadable_index_is_rebuilt_from_the_manifests(bucket: Any
     (key,) = ki.index_keys(s3, BUCKET, PLAN)
     with running_as(VERIFY_WORKER):
         s3.put_object(Bucket=BUCKET, Key=key.replace(".jsonl.gz", "-junk.jsonl.gz"), Body=b"not gzip")
+    assert by_index(s3, kept) == expected
+    # A readable header over a body cut short: the manifests alone.
+    body = gzip.compress(b'{"format": "kept-index/1", "plan": "documents", "snapshots": ["' + kept[0].encode() + b'"]}\n{"source": "do')
+    with running_as(VERIFY_WORKER):
+        s3.put_object(Bucket=BUCKET, Key=ki.index_key(PLAN, ["99999999T999999999Z-ffffffff"]), Body=body)
     assert by_index(s3, kept) == expected
     with running_as(PRUNE_WORKER):
         ki.drop_superseded(s3, BUCKET, PLAN)

@@ -167,6 +167,9 @@ def test_a_delete_marker_stays_while_a_version_under_it_stays_and_goes_with_the_
     assert kept.status == "SUCCEEDED" and kept.plans["docs"].markers_deleted == 0
     assert world.versions("data/src/gone.txt") == both
     world.config = inventoried(RetentionPolicy(keep_last=1))
+    # A day later, a new report: the last one's rows no manifest names were looked at by the prune above.
+    world.days(1)
+    world.deliver()
 
     removed = world.prune()
 
@@ -266,3 +269,52 @@ def test_no_report_before_the_first_is_due_is_no_warning(world: Any) -> None:
 
     assert work.status == "SUCCEEDED" and work.inventory["problem"] is None and not work.warnings
     assert "is not due before 2026-03-04T02:00" in work.inventory["pending"]
+
+
+def test_a_second_prune_reading_the_same_report_neither_resends_nor_counts_what_the_first_deleted(world: Any) -> None:
+    s3 = world.s3
+    world.backup(b"day 0")
+    # Leftovers of interrupted runs: no manifest names them, and they outweigh what the backups keep.
+    orphans = {(f"data/src/left-{n}.txt", s3.put_object(Bucket=BUCKET, Key=f"data/src/left-{n}.txt", Body=b"x" * 1000)["VersionId"]) for n in range(3)}
+    world.days(3)
+    world.deliver()
+    first = world.prune()
+    assert first.status == "SUCCEEDED" and not orphans & world.versions()
+    world.days(1)
+    before = named(s3, world.backup(b"day 4"))  # the day-0 snapshot goes (keep_last 1); the report stays the same
+    since = CallsSince()
+
+    job = PruneJob(world.config.plans, world.clients)
+    second = job.run(job.start(["docs"], "schedule").prune_id)
+
+    work = second.plans["docs"]
+    # The guard sees only the day-0 version the removed snapshot names, not the orphans' stale rows again.
+    assert second.status == "SUCCEEDED" and work.status == "SUCCEEDED", work.warnings
+    assert work.swept_report == first.plans["docs"].inventory["report"] == work.inventory["report"]
+    assert "earlier prune" in work.inventory["unnamed"] and work.deleted["versions"] == 1
+    sent = {(o["Key"], o["VersionId"]) for c in since.calls() if c.operation == "DeleteObjects" for o in c.params["Delete"]["Objects"]}
+    assert not sent & orphans and before <= world.versions()
+
+
+def test_a_delete_marker_under_an_orphan_version_deleted_in_the_same_pass_stays(world: Any) -> None:
+    s3 = world.s3
+    s3.put_object(Bucket=SOURCE, Key="gone.txt", Body=b"deleted at the source later")
+    world.backup(b"day 0")
+    s3.delete_object(Bucket=SOURCE, Key="gone.txt")
+    world.days(1)
+    world.backup(b"day 1")  # a delete marker on data/src/gone.txt over the version the day-0 snapshot names
+    kept = world.versions("data/src/gone.txt")
+    # An interrupted run's copy on top: the newest version of the key, named by no manifest.
+    orphan = s3.put_object(Bucket=BUCKET, Key="data/src/gone.txt", Body=b"left over")["VersionId"]
+    world.config = inventoried(RetentionPolicy(keep_last=2))
+    world.days(3)
+    world.deliver()
+
+    record = world.prune()
+
+    assert record.status == "SUCCEEDED" and record.plans["docs"].deleted["versions"] == 1
+    assert world.versions("data/src/gone.txt") == kept and ("data/src/gone.txt", orphan) not in kept
+    # The key still shows the source's deletion: its newest item is the delete marker.
+    with pytest.raises(s3.exceptions.ClientError) as gone:
+        s3.head_object(Bucket=BUCKET, Key="data/src/gone.txt")
+    assert gone.value.response["Error"]["Code"] in ("404", "NoSuchKey")

@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, closing
 from typing import IO, Any
@@ -37,7 +38,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import s3docs
 from chalicelib.catalog.manifests import Entry, Manifest, manifest_key
-from chalicelib.errors import AlreadyExists, describe_error
+from chalicelib.errors import AlreadyExists, NotFound, describe_error
 from chalicelib.layout import INDEX_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,9 @@ def index_prefix(plan: str) -> str:
 
 
 def index_key(plan: str, snapshots: Sequence[str]) -> str:
-    digest = hashlib.sha256("\n".join(snapshots).encode("utf-8")).hexdigest()[:16]
+    # Named by the set of snapshots, whatever their order in the masks: two passes over the same snapshots
+    # write one index.
+    digest = hashlib.sha256("\n".join(sorted(snapshots)).encode("utf-8")).hexdigest()[:16]
     return f"{index_prefix(plan)}{max(snapshots)}-{digest}{INDEX_SUFFIX}"
 
 
@@ -144,6 +147,9 @@ def _write(s3: Any, bucket: str, plan: str, snapshots: list[str], versions: Iter
             s3docs.put_new(s3, Bucket=bucket, Key=key, Body=out, ContentType="application/gzip", ChecksumAlgorithm="SHA256")
         except AlreadyExists:
             pass  # the same snapshots give the same index: another pass wrote it first
+        except (ClientError, BotoCoreError) as exc:
+            # The local copy is whole: this pass uses it, and the next one merges again.
+            logger.warning("kept index s3://%s/%s not written: %s", bucket, key, describe_error(exc))
         out.seek(0)
         return KeptIndex(out, key)
     except BaseException:
@@ -153,17 +159,23 @@ def _write(s3: Any, bucket: str, plan: str, snapshots: list[str], versions: Iter
 
 def drop_superseded(s3: Any, bucket: str, plan: str) -> int:
     """Delete every version of the plan's indexes but the newest index (by version id: no delete marker).
-    The prune calls this: only its role deletes versions. An index written while this runs is newer than
-    the listing and stays; a reader that loses the index it listed starts from the manifests. Returns how
-    many versions went."""
+    The prune calls this: only its role deletes versions. Only indexes the first listing found older than its
+    newest go, so one written while this runs stays; a reader that loses the index it listed starts from the
+    manifests. Returns how many versions went."""
     keys = index_keys(s3, bucket, plan)
-    newest = keys[-1] if keys else None
+    # Only indexes older than the newest one listed: one written since the listing is newer and stays.
+    superseded = set(keys[:-1])
     deleted = 0
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=index_prefix(plan)):
         for version in page.get("Versions", []) + page.get("DeleteMarkers", []):
-            if version["Key"] != newest:
+            if version["Key"] not in superseded:
+                continue
+            try:
                 s3.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
                 deleted += 1
+            except ClientError as exc:
+                # Object Lock's default retention holds it (or S3 refused it for now): a later prune tries again.
+                logger.warning("kept index s3://%s/%s stays for now: %s", bucket, version["Key"], describe_error(exc))
     return deleted
 
 
@@ -192,9 +204,20 @@ def kept_index(s3: Any, bucket: str, plan: str, kept: Sequence[str], stack: Exit
     and older ones deleted) when it covers anything else. Closed with `stack`."""
     kept = sorted(set(kept))
     if not kept:
-        raise ValueError(f"no kept snapshot of plan {plan} to index")
+        raise NotFound(f"no kept snapshot of plan {plan} to index")
+    try:
+        return _brought_up_to_date(s3, bucket, plan, kept, stack, _newest(s3, bucket, plan, kept))
+    except (ValueError, TypeError, KeyError, EOFError, OSError, zlib.error) as exc:
+        # An index whose body cannot be read (cut short, or from another version of this code): the manifests
+        # alone, once. A manifest that cannot be read fails here again, as it would without an index.
+        logger.warning("kept index of plan %s in s3://%s is not used: %s", plan, bucket, describe_error(exc))
+        return _brought_up_to_date(s3, bucket, plan, kept, stack, None)
+
+
+def _brought_up_to_date(
+    s3: Any, bucket: str, plan: str, kept: list[str], stack: ExitStack, index: KeptIndex | None
+) -> KeptIndex:
     with ExitStack() as reading:
-        index = _newest(s3, bucket, plan, kept)
         if index is not None:
             reading.callback(index.close)
             if set(index.snapshots) == set(kept):

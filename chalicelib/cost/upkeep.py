@@ -248,6 +248,8 @@ def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
 PRUNE_CATALOG_LISTS = 5 * 5 + 2 + 1
 # The prune's record: created, saved after each of the five phases, and concluded.
 PRUNE_RECORD_PUTS = 7
+# prune/job.py SWEPT_LOOKBACK: the prune records read for the report an earlier prune swept.
+PRUNE_SWEPT_LOOKBACK = 10
 
 
 def prune(day: BucketDay, settings: UpkeepSettings) -> JobDay:
@@ -288,9 +290,11 @@ def prune_by_inventory(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     period). The survey and the delete each read the kept and the removed manifests and the report, every row
     sorted to merge with them; nothing lists data/. The record is saved after each full DeleteObjects too."""
     job = JobDay(function=JOB_FUNCTIONS["prune"])
-    job.add("list", PRUNE_CATALOG_LISTS)
+    # The survey also looks through the newest prune records (this one's included) for the report an
+    # earlier prune swept: one listing, a GET each.
+    job.add("list", PRUNE_CATALOG_LISTS + 1)
     # Its record; in each pass, the kept and the removed manifests.
-    job.add("get", 1 + 2 * (day.snapshots + day.removed))
+    job.add("get", 1 + 2 * (day.snapshots + day.removed) + min(PRUNE_SWEPT_LOOKBACK, day.prunes_in_window + 1))
     _report_reads(job, day, times=2)
     _deletions(job, day)
     # The position saved after each full DeleteObjects (and when time runs short: not counted).

@@ -131,7 +131,7 @@ def judge_versions(
     version is deleted; without one (the survey), counted as what would go. With `markers`, the key's delete
     markers are judged too (`judge_markers`). Returns how many versions it has."""
     listed: set[str] = set()
-    stays = False
+    newest_staying: datetime | None = None
     count = 0
     for version, noncurrent_since in stored.versions():
         count += 1
@@ -141,7 +141,8 @@ def judge_versions(
         if deleter is None:
             add_to(work.stored, storage_class, size)
         verdict = rules.judge(version, stored.referenced)
-        stays = stays or verdict != "delete"
+        if verdict != "delete" and (newest_staying is None or version["LastModified"] > newest_staying):
+            newest_staying = version["LastModified"]
         if verdict == "young":
             work.kept_young += 1
         elif verdict == "running":
@@ -159,20 +160,32 @@ def judge_versions(
                 work.monthly_saving_usd += monthly_cost(prices, storage_class, size)
     work.missing += len(stored.referenced - listed)
     if markers:
-        judge_markers(stored, rules, work, deleter, stays)
+        judge_markers(stored, rules, work, deleter, newest_staying)
     return count
 
 
-def judge_markers(stored: StoredKey, rules: Rules, work: PlanPrune, deleter: Deleter | None, stays: bool) -> None:
+def judge_markers(
+    stored: StoredKey, rules: Rules, work: PlanPrune, deleter: Deleter | None, newest_staying: datetime | None
+) -> None:
     """A delete marker no manifest names (none does) goes by the same rules as a version, except the one the
-    key shows while a version under it stays: `data/` mirrors each source's deletions, and removing that
-    marker would bring the deleted object back as current (and move it from the lifecycle's noncurrent rules
-    to its current ones). `stays`: a version of the key is kept."""
+    key will show once this pass is done, while a version under it stays: `data/` mirrors each source's
+    deletions, and removing that marker would bring the deleted object back as current (and move it from the
+    lifecycle's noncurrent rules to its current ones). That is the newest marker newer than the newest
+    version that stays (`newest_staying`), unless a marker newer than that version stays anyway: so a
+    marker under an orphan version deleted in the same pass stays too."""
+    doomed: list[dict[str, Any]] = []
+    hidden = False
     for marker in stored.markers():
-        if marker.get("IsLatest") and stays:
-            continue
+        newer = newest_staying is not None and marker["LastModified"] >= newest_staying
         if rules.judge(marker, set()) != "delete":
+            hidden = hidden or newer
             continue
+        doomed.append(marker)
+    if newest_staying is not None and not hidden:
+        shown = [m for m in doomed if m["LastModified"] >= newest_staying]
+        if shown:
+            doomed.remove(max(shown, key=lambda m: (m["LastModified"], bool(m.get("IsLatest")))))
+    for marker in doomed:
         if deleter is not None:
             deleter.add(stored.data_key, marker, None)
         else:

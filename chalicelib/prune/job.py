@@ -58,6 +58,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_GRACE = timedelta(hours=48)
 
 
+# How many of the newest prune records are looked through for the report an earlier prune already swept.
+SWEPT_LOOKBACK = 10
+
+
 class PruneJob(Job[PruneRecord]):
     """Start and run prunes (chalicelib/jobs/runner.py's `Job`). `clients` is an `aws.Clients`."""
 
@@ -303,7 +307,13 @@ class PruneJob(Job[PruneRecord]):
                 rows, work.inventory = report_sweep.report_rows(s3, inventory, plan.bucket, now, stack, first)
                 if work.inventory["problem"]:
                     work.warn(work.inventory["problem"])
-                keys = report_sweep.walk_report(rows, named, references, work.position, now)
+                if not delete and work.position is None:
+                    work.swept_report = self._swept_report(plan.name, checkpoint.record.prune_id)
+                report = work.inventory.get("report")
+                unnamed = report is None or report != work.swept_report
+                if not unnamed:
+                    work.inventory["unnamed"] = "looked for in this report by an earlier prune: not again until the next report"
+                keys = report_sweep.walk_report(rows, named, references, work.position, now, unnamed)
             judged = 0
             for stored in keys:
                 judged += judge_versions(
@@ -327,6 +337,18 @@ class PruneJob(Job[PruneRecord]):
                 deleter.flush()
         work.position = None
         return True
+
+    def _swept_report(self, plan_name: str, prune_id: str) -> str | None:
+        """The report the newest earlier prune of the plan that finished its delete pass read (None: none
+        did, or it read none): every version no manifest names that it listed was judged, and deleted if it
+        could be, then."""
+        for earlier in self.store.latest(SWEPT_LOOKBACK):
+            work = earlier.plans.get(plan_name)
+            if earlier.prune_id == prune_id or earlier.dry_run or work is None:
+                continue
+            if work.phase == "done" and work.status == PruneStatus.SUCCEEDED:
+                return (work.inventory or {}).get("report")
+        return None
 
     def _references(
         self,

@@ -95,6 +95,9 @@ class PlanPrune:
     # The inventory report the sweep read for versions no manifest names (the plans' `inventory`): bucket,
     # report, created, age_days, and `problem` when none could be used (those versions then wait).
     inventory: dict[str, Any] | None = None
+    # The report an earlier, finished prune of the plan already looked in for versions no manifest names
+    # (found by the survey): while it is still the newest, they are not looked for again.
+    swept_report: str | None = None
     # What deleting archived versions before their minimum duration is billed (estimated by the cost model).
     would_early_deletion: dict[str, Any] = field(default_factory=lambda: {"usd": 0.0, "versions": 0, "bytes": 0})
     early_deletion: dict[str, Any] = field(default_factory=lambda: {"usd": 0.0, "versions": 0, "bytes": 0})

@@ -110,11 +110,20 @@ def _newest_first(item: dict[str, Any]) -> tuple[float, bool]:
 
 
 def walk_report(
-    rows: Iterable[Row], removed: References, kept: References, position: Position | None, now: datetime
+    rows: Iterable[Row],
+    removed: References,
+    kept: References,
+    position: Position | None,
+    now: datetime,
+    unnamed: bool = True,
 ) -> Iterator[StoredKey]:
     """Every key after `position` with a candidate: its candidates (the report's rows, and the removed
     snapshots' versions the report does not list), newest first, and the versions the kept manifests name of
-    them. `rows`: the report's rows under `data/` in `row_order`."""
+    them. `rows`: the report's rows under `data/` in `row_order`.
+
+    Without `unnamed`, rows no manifest names are left out: an earlier prune looked for them in this same
+    report already, and what it deleted since the scan still has its row (sent again, it would be counted
+    again, and the guard would see deletions that are not)."""
     after = order_of(position) if position else None
 
     def listed() -> Iterator[tuple[Order, Any]]:
@@ -152,7 +161,12 @@ def walk_report(
                 # Not in the report: written after its scan (or gone). IsLatest unknown: counted noncurrent.
                 items[version_id] = {"Key": data_key, "VersionId": version_id, "LastModified": written, "Size": size}
         references.skip_below(order)
-        referenced = references.take_equal(order) & set(items)
+        named_by_kept = references.take_equal(order)
+        if not unnamed:
+            items = {v: item for v, item in items.items() if v in bounds or v in named_by_kept}
+            if not items:
+                continue
+        referenced = named_by_kept & set(items)
         ordered = sorted(items.values(), key=_newest_first)
         yield StoredKey(data_key, ordered, referenced, position_of(order))
 
