@@ -119,7 +119,7 @@ def test_a_stale_or_missing_report_is_listed_instead_and_said(s3: Any, backup_bu
     documents = stale["plans"]["documents"]
     assert documents["work"]["versions_from"] == "ListObjectVersions" and documents["versions"] == 8
     assert documents["work"]["inventory_report"]["age_days"] == pytest.approx(10, abs=0.01)
-    assert any("10.0 days old" in w and "8 days a Weekly report" in w and "listed instead" in w for w in stale["warnings"])
+    assert any("10.0 days old" in w and "9.0 days a Weekly report" in w and "listed instead" in w for w in stale["warnings"])
     assert compute(s3, backup_buckets, bucket["newest"], now + timedelta(days=3))["plans"]["documents"]["work"]["versions_from"] == "inventory report"
     daily = dataclasses.replace(backup_buckets, inventory=dataclasses.replace(backup_buckets.inventory, frequency="Daily"))
-    assert compute(s3, daily, bucket["newest"], now + timedelta(days=3))["plans"]["documents"]["work"]["versions_from"] == "ListObjectVersions"
+    assert compute(s3, daily, bucket["newest"], now + timedelta(days=4))["plans"]["documents"]["work"]["versions_from"] == "ListObjectVersions"

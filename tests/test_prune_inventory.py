@@ -268,7 +268,7 @@ def test_no_report_before_the_first_is_due_is_no_warning(world: Any) -> None:
     work = world.prune().plans["docs"]
 
     assert work.status == "SUCCEEDED" and work.inventory["problem"] is None and not work.warnings
-    assert "is not due before 2026-03-04T02:00" in work.inventory["pending"]
+    assert "is not due before 2026-03-05T02:00" in work.inventory["pending"]
 
 
 def test_a_second_prune_reading_the_same_report_neither_resends_nor_counts_what_the_first_deleted(world: Any) -> None:

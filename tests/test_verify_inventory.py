@@ -272,8 +272,8 @@ def test_an_unreadable_report_alerts_and_the_job_checks_by_head(
 
 @pytest.mark.parametrize(
     ("frequency", "age", "stale"),
-    [("Daily", timedelta(days=1, hours=20), False), ("Daily", timedelta(days=3), True),
-     ("Weekly", timedelta(days=3), False), ("Weekly", timedelta(days=9), True)],
+    [("Daily", timedelta(days=2, hours=20), False), ("Daily", timedelta(days=4), True),
+     ("Weekly", timedelta(days=3), False), ("Weekly", timedelta(days=10), True)],
 )
 def test_a_stale_report_alerts_and_the_job_checks_by_head(
     frequency: str, age: timedelta, stale: bool, backups: BackupService, clients: Any, s3: Any, inventoried: PlanSet,
@@ -306,8 +306,8 @@ def test_no_report_at_all_alerts_and_the_job_checks_by_head(
     take_backup(backups)
     verification_alerts(sqs, topic_queue)
     since = CallsSince()
-    # Three days on, the first report (due within two days of the first backup) is overdue.
-    with time_machine.travel(START + timedelta(days=3), tick=True):
+    # Four days on, the first report (due within three days of the first backup) is overdue.
+    with time_machine.travel(START + timedelta(days=4), tick=True):
         records = whole_week(inventoried, clients, "none", sample_percent=0)
     assert len(heads(since)) == sum(r.checked for r in records) == 21
     assert all(r.status == "FAILED" for r in records)
@@ -322,12 +322,12 @@ def test_no_report_before_the_first_is_due_is_no_alarm_and_the_job_checks_by_hea
     take_backup(backups)
     verification_alerts(sqs, topic_queue)
     since = CallsSince()
-    with time_machine.travel(START + timedelta(hours=47), tick=True):
+    with time_machine.travel(START + timedelta(hours=71), tick=True):
         records = whole_week(inventoried, clients, "none", sample_percent=0)
     assert len(heads(since)) == sum(r.checked for r in records) == 21
     assert all(r.status == "SUCCEEDED" and not r.inventory_problems for r in records)
     pending = records[0].inventory["photos"]["pending"]
-    assert "first inventory report of s3://" in pending and "not due before 2026-12-01T12:" in pending
+    assert "first inventory report of s3://" in pending and "not due before 2026-12-02T12:" in pending
     assert not any("VERIFY FAILED" in a["Subject"] for a in verification_alerts(sqs, topic_queue))
 
 
@@ -385,7 +385,7 @@ def test_verify_slice_says_when_no_inventory_report_could_be_used(
 
     take_backup(backups, ["photos"])
     s3.create_bucket(Bucket=REPORTS)
-    with time_machine.travel(START + timedelta(days=3), tick=True):
+    with time_machine.travel(START + timedelta(days=4), tick=True):
         code = cli.main(["--stage", "local", "--project-dir", str(project_dir), "verify-slice", "--weekday", "2"])
     out = capsys.readouterr().out
     assert code == 1 and "FAILED" in out and "0 missing, 0 damaged, 0 error(s)" in out

@@ -30,7 +30,7 @@ stopped being current. As with the manifests and the listing, the rows of one so
 ("a-b/" before "a/"): one pass writes each source's rows (already sorted) to a temporary file of its own, and
 each is read back a key at a time. A report is a point in time: the versions written after its scan are not
 in it, and the versions it lists are as they were then (one replaced since is still current in it), so the
-report says the report's age. A missing, stale (`STALE_AFTER`) or unreadable report: the listing, and a
+report says the report's age. A missing, stale (`inventory/freshness.py`) or unreadable report: the listing, and a
 warning saying so.
 """
 
@@ -44,16 +44,16 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import IO, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import Entry, Manifest
 from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
 from chalicelib.catalog.snapshot_reader import open_snapshot
-from chalicelib.errors import NotFound, Tampered, describe_error
-from chalicelib.inventory.reports import Report, ReportError, Row, newest_report, read_run, sorted_rows
+from chalicelib.errors import NotFound, Tampered
+from chalicelib.inventory.freshness import ReportProblem, newest_fresh_report, stale_after
+from chalicelib.inventory.reports import Report, Row, read_run, sorted_rows
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, MANIFEST_SUFFIX, SNAPSHOTS_PREFIX
 from chalicelib.plans import InventoryPlan, Plan
 from chalicelib.times import isoformat, utcnow
@@ -91,9 +91,6 @@ class SnapshotFile:
     taken: datetime
 
 
-# How old a report may be before the cost report lists the bucket instead: S3 delivers within 48 hours of the
-# scan, daily or weekly (the weekly verification holds reports to the same ages).
-STALE_AFTER = {"Daily": timedelta(days=2), "Weekly": timedelta(days=8)}
 # Where the versions of a report came from (`Work.versions_from`).
 FROM_LISTING = "ListObjectVersions"
 FROM_REPORT = "inventory report"
@@ -267,32 +264,24 @@ def choose_report(
     it: the report, when S3's scan began, its age, and `problem` (why the bucket is listed instead). No report
     while the first is not due (the plan's oldest kept snapshot, `first_snapshot`, younger than a report may
     be old) is no problem: the bucket is listed and `pending` says so."""
-    where = f"s3://{inventory.bucket}/{inventory.prefix}"
-    summary: dict[str, Any] = {"report": None, "as_of": None, "age_days": None, "problem": None}
     instead = "its versions were listed instead (ListObjectVersions)"
-    try:
-        report = newest_report(s3, inventory.bucket, inventory.prefix, plan.bucket, inventory.configuration_id)
-    except (ReportError, ClientError, BotoCoreError) as exc:
-        summary["problem"] = f"the newest inventory report of s3://{plan.bucket} in {where} cannot be used ({describe_error(exc)}): {instead}"
-        return None, summary
-    limit = STALE_AFTER.get(inventory.frequency, STALE_AFTER["Daily"])
-    if report is None and (first_snapshot is None or now - first_snapshot <= limit):
+    fresh = newest_fresh_report(
+        s3, inventory.bucket, inventory.prefix, inventory.configuration_id, inventory.frequency, plan.bucket, now
+    )
+    summary: dict[str, Any] = {
+        "report": fresh.summary.get("report"),
+        "as_of": fresh.summary.get("created"),
+        "age_days": fresh.summary.get("age_days"),
+        "problem": None,
+    }
+    limit = stale_after(inventory.frequency)
+    if fresh.kind == ReportProblem.NONE and (first_snapshot is None or now - first_snapshot <= limit):
         due = isoformat((first_snapshot or now) + limit)
         summary["pending"] = f"the first inventory report of s3://{plan.bucket} is not due before {due}: {instead}"
         return None, summary
-    if report is None:
-        summary["problem"] = f"no inventory report of s3://{plan.bucket} has been delivered to {where}: {instead}"
-        return None, summary
-    age = report.age(now)
-    days = age.total_seconds() / 86400
-    summary |= {"report": report.manifest_key, "as_of": isoformat(report.created), "age_days": round(days, 2)}
-    if age > limit:
-        summary["problem"] = (
-            f"the newest inventory report of s3://{plan.bucket} ({report.manifest_key}) is {days:.1f} days old, more "
-            f"than the {limit.days} days a {inventory.frequency} report may be: {instead}"
-        )
-        return None, summary
-    return report, summary
+    if fresh.report is None:
+        summary["problem"] = f"{fresh.problem}: {instead}"
+    return fresh.report, summary
 
 
 class PlanInventory:

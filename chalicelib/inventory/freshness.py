@@ -15,8 +15,9 @@ from chalicelib.errors import describe_error
 from chalicelib.inventory.reports import Report, ReportError, newest_report
 from chalicelib.times import isoformat
 
-# How old a report may be before a job will not rely on it.
-STALE_AFTER = {"Daily": timedelta(days=2), "Weekly": timedelta(days=8)}
+# How old a report may be before a job will not rely on it: its period, and the 48 hours S3 may take to deliver
+# it after its scan (a report's age counts from its scan, `creationTimestamp`).
+STALE_AFTER = {"Daily": timedelta(days=3), "Weekly": timedelta(days=9)}
 
 
 class ReportProblem(StrEnum):
