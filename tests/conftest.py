@@ -108,6 +108,16 @@ def sqs(aws: None) -> Any:
 
 
 @pytest.fixture
+def without_projection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daily backup's cost report without its 12-month projection: arithmetic that sends no request,
+    tested on its own (tests/test_cost_projection.py), and most of the time of a test that runs scheduled
+    backups for something else."""
+    from chalicelib.cost import plan_costs
+
+    monkeypatch.setattr(plan_costs, "project_from", lambda *args, **kwargs: [])
+
+
+@pytest.fixture
 def stage_env() -> dict[str, str]:
     return dict(STAGE_ENV)
 

@@ -19,14 +19,12 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import pytest
 import time_machine
 
 from chalicelib.aws import Clients
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.records import new_backup_id
 from chalicelib.config import Settings
-from chalicelib.cost import plan_costs
 from chalicelib.cost.reports import CostReports
 from chalicelib.cost.upkeep import BucketDay, UpkeepSettings, prune_by_inventory, prune_by_listing, upkeep_day
 from chalicelib.deploy.provision import provision
@@ -126,10 +124,7 @@ def _state(
     )
 
 
-def test_each_jobs_recorded_requests_a_day_are_what_the_upkeep_model_counts(aws: None, s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The cost report's 12-month projection is arithmetic that sends no request, and most of this test's
-    # time: left out here (tests/test_cost_projection.py tests it).
-    monkeypatch.setattr(plan_costs, "project_from", lambda *args, **kwargs: [])
+def test_each_jobs_recorded_requests_a_day_are_what_the_upkeep_model_counts(aws: None, s3: Any, without_projection: None) -> None:
     s3.create_bucket(Bucket=SOURCE)
     settings = _settings()
     plans = settings.plans

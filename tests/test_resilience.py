@@ -410,6 +410,7 @@ def test_an_interrupted_multipart_copy_leaves_no_upload_once_the_next_backup_end
 # At-least-once delivery
 
 
+@pytest.mark.usefixtures("without_projection")
 def test_the_same_schedule_delivered_twice_in_sequence_gives_one_snapshot_per_plan(
     s3: Any, small_sources: None, stage_env: dict[str, str]
 ) -> None:
@@ -427,6 +428,7 @@ def test_the_same_schedule_delivered_twice_in_sequence_gives_one_snapshot_per_pl
     assert set(copies.values()) == {1} and len(copies) == 30
 
 
+@pytest.mark.usefixtures("without_projection")
 def test_the_same_schedule_delivered_twice_at_once_gives_one_snapshot_per_plan(
     s3: Any, small_sources: None, stage_env: dict[str, str]
 ) -> None:
@@ -449,6 +451,7 @@ def test_the_same_schedule_delivered_twice_at_once_gives_one_snapshot_per_plan(
     assert all_contents(s3, settings) == expected
 
 
+@pytest.mark.usefixtures("without_projection")
 def test_a_manual_and_a_scheduled_backup_at_the_same_moment_each_write_a_whole_snapshot(
     s3: Any, small_sources: None, stage_env: dict[str, str]
 ) -> None:

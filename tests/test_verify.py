@@ -209,7 +209,7 @@ def verification_alerts(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
 
 
 def test_daily_backups_check_every_stored_version_within_a_week(
-    backups: BackupService, clients: Any, plans: Any, s3: Any, sqs: Any, topic_queue: str
+    backups: BackupService, clients: Any, plans: Any, s3: Any, sqs: Any, topic_queue: str, without_projection: None
 ) -> None:
     first = take_backup(backups)
     s3.put_object(Bucket="test-src-documents", Key="reports/report-0.txt", Body=b"changed")

@@ -211,6 +211,7 @@ def verification_alerts(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
     return found
 
 
+@pytest.mark.usefixtures("without_projection")
 def test_two_deliveries_of_a_scheduled_backup_make_one_job(
     backups: BackupService, clients: Any, plans: Any, s3: Any, sqs: Any, topic_queue: str
 ) -> None:
@@ -231,6 +232,7 @@ def test_two_deliveries_of_a_scheduled_backup_make_one_job(
     assert job_records(s3) == [key]
 
 
+@pytest.mark.usefixtures("without_projection")
 def test_the_backup_is_final_before_its_job_starts_and_never_waits(
     clients: Any, backup_buckets: Any, sources: Any, stage_env: dict[str, str], s3: Any, sqs: Any, topic_queue: str
 ) -> None:
@@ -295,6 +297,7 @@ def test_an_invocation_working_from_an_older_checkpoint_stops_at_its_first_write
 # ------------------------------------------------------------------------------------------ failures
 
 
+@pytest.mark.usefixtures("without_projection")
 def test_a_job_that_raises_ends_failed_with_the_reason_and_an_alert(
     backups: BackupService, clients: Any, plans: Any, s3: Any, sqs: Any, topic_queue: str
 ) -> None:
@@ -335,6 +338,7 @@ def test_a_week_of_daily_deliveries_at_any_time_of_day_checks_each_slice_once(
     assert slices == [0, 1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.usefixtures("without_projection")
 def test_a_job_killed_midway_leaves_the_backup_succeeded_and_the_redelivery_finishes_it(
     backups: BackupService, clients: Any, plans: Any, s3: Any, sqs: Any, topic_queue: str
 ) -> None:
