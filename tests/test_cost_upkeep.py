@@ -12,6 +12,7 @@ from chalicelib.cost.upkeep import (
     JOB_FUNCTIONS,
     JOBS,
     PRUNE_SWEPT_LOOKBACK,
+    VERIFY_SAVE_EVERY,
     VERIFY_SLICES,
     BucketDay,
     UpkeepSettings,
@@ -23,6 +24,7 @@ from chalicelib.cost.upkeep import (
 from chalicelib.plans import InventoryPlan, PlanSet
 from chalicelib.prices import load_prices
 from chalicelib.prune.job import SWEPT_LOOKBACK
+from chalicelib.verify.job import SAVE_EVERY
 from chalicelib.verify.checks import SLICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +35,7 @@ OFFICE = BucketDay(versions=470_000, named_versions=468_000, snapshots=51, manif
 
 def test_the_model_follows_the_code_it_counts() -> None:
     # The verification's slices, and the memory of the functions that run each job.
-    assert VERIFY_SLICES == SLICES and PRUNE_SWEPT_LOOKBACK == SWEPT_LOOKBACK
+    assert VERIFY_SLICES == SLICES and PRUNE_SWEPT_LOOKBACK == SWEPT_LOOKBACK and VERIFY_SAVE_EVERY == SAVE_EVERY
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())["lambda_functions"]
     assert set(JOB_FUNCTIONS.values()) == set(FUNCTION_MEMORY_MB)
     for function, memory in FUNCTION_MEMORY_MB.items():
@@ -48,8 +50,8 @@ def test_the_weekly_verification_heads_a_seventh_of_the_named_versions_a_day() -
     # once (not the 51 kept manifests); the markers, snapshots and indexes listed; no sample is re-read.
     assert verification.invocations == 1
     assert verification.requests["get"] == 1 + 1 + 1 and verification.requests["list"] == 3
-    # Created, after each of 67 batches, after the plan, at the end; the new index.
-    assert verification.requests["put"] == 1 + 67 + 1 + 1 + 1
+    # Created, after every tenth of 67 batches, after the plan, at the end; the new index.
+    assert verification.requests["put"] == 1 + 6 + 1 + 1 + 1
     sampled = upkeep_day(OFFICE, UpkeepSettings(verify_sample_percent=1))["verification"]
     assert sampled.requests["get"] == pytest.approx(3 + 468_000 / 7 / 100)
     # Without an earlier index, every kept manifest is merged once.

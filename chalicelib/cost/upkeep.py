@@ -14,8 +14,8 @@ is written for the prune as it is to work: see there).
   one, each invocation reads the newest report (its folders listed, manifest.json, manifest.checksum, each
   data file) and keeps the slice's rows; a HeadObject only for the versions the report does not list (written
   since its scan: `REPORT_LAG_DAYS` of backups, a seventh of them), and a share re-read with GET
-  (`verify_sample_percent`). The record written when created, after every batch of `BATCH_SIZE` versions,
-  after the plan, at each hand-on and at the end.
+  (`verify_sample_percent`). The record written when created, after every `VERIFY_SAVE_EVERY` batches of
+  `BATCH_SIZE` versions, after the plan, at each hand-on and at the end.
 - `prune` (prune/job.py, daily): each of its five phases lists the catalog (`PRUNE_CATALOG_LISTS`); a marker
   per removed snapshot; what goes, 1,000 versions to a DeleteObjects (a POST), then the removed manifests;
   the record written after each phase (`PRUNE_RECORD_PUTS`). Without an inventory (`prune_by_listing`) the
@@ -71,6 +71,8 @@ REPORT_LAG_DAYS = {"Daily": 1.0, "Weekly": 4.0}
 VERIFY_REPORT_SAMPLE_PERCENT = 0.1
 PAGE = 1000
 DAYS_PER_MONTH = 30
+# verify/job.py SAVE_EVERY: batches checked between two saves of the job's record.
+VERIFY_SAVE_EVERY = 10
 # verify/checks.py SLICES: each version is checked on one weekday.
 VERIFY_SLICES = 7
 # The work an invocation does before it hands on (the 900 s limit less jobs/budget.py's 60 s reserve).
@@ -227,8 +229,9 @@ def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     if against_report:
         _report_reads(job, day, invocations)
     job.add("head", headed)
-    # The record: created, saved after every batch, after the plan, at each hand-on and at the end; the index.
-    job.add("put", 3 + math.ceil(checked / BATCH_SIZE) + (invocations - 1) + 1)
+    # The record: created, saved every VERIFY_SAVE_EVERY batches, after the plan, at each hand-on and at the
+    # end; the index.
+    job.add("put", 3 + math.ceil(checked / BATCH_SIZE) // VERIFY_SAVE_EVERY + (invocations - 1) + 1)
     job.invocations = invocations
     # Invocation k of n reads the index up to where the last one stopped, k/n of it on average; every
     # invocation reads the whole report.

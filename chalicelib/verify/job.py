@@ -97,6 +97,11 @@ def _oldest(snapshots: Iterable[str]) -> datetime | None:
     return min((backup_time(t) for t in snapshots if is_backup_id(t)), default=None)
 
 
+# Batches checked between two saves of a job's record: against a report a batch takes milliseconds and a save
+# a request, so saving each one made the record's PUTs most of the job's requests.
+SAVE_EVERY = 10
+
+
 def batches(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
     """Batches of about `size` entries, cut only between two keys, so that a checkpoint after a batch
     (its last key) never leaves versions of that key unchecked."""
@@ -249,6 +254,7 @@ class VerificationJob(Job[VerificationRecord]):
                 manifests = [(entry for entry, _ in index.versions())] if index else []
                 weekday, sample = record.weekday, 0.0
             distinct = DistinctVersions(manifests, weekday, after)
+            unsaved = 0
             try:
                 for batch in batches(distinct, self.batch_size):
                     if rows is None:
@@ -258,8 +264,14 @@ class VerificationJob(Job[VerificationRecord]):
                         part = verify_versions(self.clients.s3, plan, versions, self.sample_percent, self.max_workers)
                     record.add(plan.name, part)
                     record.after = [batch[-1].source, batch[-1].key]
-                    checkpoint.save()
-                    if checkpoint.out_of_time():
+                    # The record is the checkpoint: saved every SAVE_EVERY batches (a crash redoes at most
+                    # those, idempotently), when time runs short, and after the plan (the caller).
+                    unsaved += 1
+                    short = checkpoint.out_of_time()
+                    if short or unsaved >= SAVE_EVERY:
+                        checkpoint.save()
+                        unsaved = 0
+                    if short:
                         return False
             finally:
                 self.largest_working_set = max(self.largest_working_set, distinct.largest)
