@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,28 +135,27 @@ def _collect_configuration(frames: list[Any]) -> None:
 
 
 @contextmanager
-def the_tests_own_calls() -> Iterator[None]:
-    """Calls made inside this block are the test's (e.g. from an event hook that plays another writer while
-    the system's call is on the stack), never the system's."""
-    before = getattr(_LOCAL, "busy", False)
-    _LOCAL.busy = True
+def _on_this_thread(name: str, value: Any, default: Any) -> Iterator[None]:
+    """`_LOCAL.<name>` is `value` inside this block, and what it was (or `default`) after it."""
+    before = getattr(_LOCAL, name, default)
+    setattr(_LOCAL, name, value)
     try:
         yield
     finally:
-        _LOCAL.busy = before
+        setattr(_LOCAL, name, before)
 
 
-@contextmanager
-def running_as(function: str) -> Iterator[None]:
+def the_tests_own_calls() -> AbstractContextManager[None]:
+    """Calls made inside this block are the test's (e.g. from an event hook that plays another writer while
+    the system's call is on the stack), never the system's."""
+    return _on_this_thread("busy", True, False)
+
+
+def running_as(function: str) -> AbstractContextManager[None]:
     """The system's calls made inside this block (on this thread) are `function`'s, as deployed: for a part
     a test drives directly that no entry point of the function reaches yet (e.g. the inventory reader the
     verify worker reads reports with)."""
-    before = getattr(_LOCAL, "function", None)
-    _LOCAL.function = function
-    try:
-        yield
-    finally:
-        _LOCAL.function = before
+    return _on_this_thread("function", function, None)
 
 
 def assume_configuration(item: Any) -> None:

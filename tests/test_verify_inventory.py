@@ -300,34 +300,28 @@ def test_a_stale_report_alerts_and_the_job_checks_by_head(
     assert f"s3://{BUCKET}" in alerts[0]["Message"] and f"{age.days}.0 days old" in alerts[0]["Message"]
 
 
-def test_no_report_at_all_alerts_and_the_job_checks_by_head(
-    backups: BackupService, clients: Any, s3: Any, inventoried: PlanSet, sqs: Any, topic_queue: str
+@pytest.mark.parametrize("after", [timedelta(days=4), timedelta(hours=71)], ids=["overdue", "not due yet"])
+def test_no_report_alerts_once_the_first_is_due_and_the_job_checks_by_head(
+    backups: BackupService, clients: Any, s3: Any, inventoried: PlanSet, sqs: Any, topic_queue: str, after: timedelta
 ) -> None:
     take_backup(backups)
     verification_alerts(sqs, topic_queue)
     since = CallsSince()
-    # Four days on, the first report (due within three days of the first backup) is overdue.
-    with time_machine.travel(START + timedelta(days=4), tick=True):
+    # The first report is due within three days of the first backup.
+    with time_machine.travel(START + after, tick=True):
         records = whole_week(inventoried, clients, "none", sample_percent=0)
     assert len(heads(since)) == sum(r.checked for r in records) == 21
-    assert all(r.status == "FAILED" for r in records)
-    problem = records[0].inventory["photos"]["problem"]
-    assert problem.startswith("no inventory report of s3://") and REPORTS in problem
-    assert all(a["Subject"].startswith("VERIFY FAILED, no usable inventory report") for a in verification_alerts(sqs, topic_queue))
-
-
-def test_no_report_before_the_first_is_due_is_no_alarm_and_the_job_checks_by_head(
-    backups: BackupService, clients: Any, s3: Any, inventoried: PlanSet, sqs: Any, topic_queue: str
-) -> None:
-    take_backup(backups)
-    verification_alerts(sqs, topic_queue)
-    since = CallsSince()
-    with time_machine.travel(START + timedelta(hours=71), tick=True):
-        records = whole_week(inventoried, clients, "none", sample_percent=0)
-    assert len(heads(since)) == sum(r.checked for r in records) == 21
-    assert all(r.status == "SUCCEEDED" and not r.inventory_problems for r in records)
-    pending = records[0].inventory["photos"]["pending"]
-    assert "first inventory report of s3://" in pending and "not due before 2026-12-02T12:" in pending
+    subjects = [a["Subject"] for a in verification_alerts(sqs, topic_queue)]
+    if after > timedelta(days=3):
+        assert all(r.status == "FAILED" for r in records)
+        problem = records[0].inventory["photos"]["problem"]
+        assert problem.startswith("no inventory report of s3://") and REPORTS in problem
+        assert subjects and all(s.startswith("VERIFY FAILED, no usable inventory report") for s in subjects)
+    else:
+        assert all(r.status == "SUCCEEDED" and not r.inventory_problems for r in records)
+        pending = records[0].inventory["photos"]["pending"]
+        assert "first inventory report of s3://" in pending and "not due before 2026-12-02T12:" in pending
+        assert not any("VERIFY FAILED" in s for s in subjects)
     assert not any("VERIFY FAILED" in a["Subject"] for a in verification_alerts(sqs, topic_queue))
 
 

@@ -39,24 +39,22 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import pickle
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any
+from typing import Any
 
 
 from chalicelib.catalog.manifests import Entry, Manifest
 from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
 from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.errors import NotFound, Tampered
-from chalicelib.inventory.freshness import ReportProblem, newest_fresh_report, stale_after
-from chalicelib.inventory.reports import Report, Row, read_run, sorted_rows
+from chalicelib.inventory.freshness import newest_fresh_report
+from chalicelib.inventory.reports import Report, Row, SplitRows, sorted_rows
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, MANIFEST_SUFFIX, SNAPSHOTS_PREFIX
 from chalicelib.plans import InventoryPlan, Plan
-from chalicelib.times import isoformat, utcnow
+from chalicelib.times import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -216,39 +214,23 @@ class ReportRuns:
     `_listed` gives. A context manager: the files go on exit."""
 
     def __init__(self, s3: Any, report: Report, work: Work) -> None:
-        self._runs: dict[str, IO[bytes]] = {}
         self.work = work
         work.report_files = len(report.files)
-        try:
-            for row in sorted_rows(s3, report, keep=lambda row: _run_prefix(row.key) is not None):
-                prefix = _run_prefix(row.key)
-                assert prefix is not None
-                run = self._runs.get(prefix)
-                if run is None:
-                    run = self._runs[prefix] = tempfile.TemporaryFile()
-                pickle.dump(row, run, protocol=pickle.HIGHEST_PROTOCOL)
-                work.report_rows += 1
-        except BaseException:
-            self.close()
-            raise
-        for run in self._runs.values():
-            run.seek(0)
+        self._split = SplitRows(
+            sorted_rows(s3, report, keep=lambda row: _run_prefix(row.key) is not None), lambda row: _run_prefix(row.key)
+        )
+        work.report_rows += self._split.count
 
     def sources(self) -> set[str]:
         """The sources the report has rows of."""
-        return {prefix[len(DATA_PREFIX) :].rstrip("/") for prefix in self._runs if prefix != LONG_KEYS_PREFIX}
+        return {prefix[len(DATA_PREFIX) :].rstrip("/") for prefix in self._split.names() if prefix != LONG_KEYS_PREFIX}
 
     def listed(self, prefix: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-        run = self._runs.get(prefix)
-        if run is None:
-            return
-        for key, rows in itertools.groupby(read_run(run), key=lambda row: row.key):
+        for key, rows in itertools.groupby(self._split.read(prefix), key=lambda row: row.key):
             yield key, _newest_first([_as_listed(row) for row in rows])
 
     def close(self) -> None:
-        for run in self._runs.values():
-            run.close()
-        self._runs.clear()
+        self._split.close()
 
     def __enter__(self) -> ReportRuns:
         return self
@@ -266,21 +248,14 @@ def choose_report(
     be old) is no problem: the bucket is listed and `pending` says so."""
     instead = "its versions were listed instead (ListObjectVersions)"
     fresh = newest_fresh_report(
-        s3, inventory.bucket, inventory.prefix, inventory.configuration_id, inventory.frequency, plan.bucket, now
+        s3, inventory.bucket, inventory.prefix, inventory.configuration_id, inventory.frequency, plan.bucket, now,
+        first_snapshot,
     )
-    summary: dict[str, Any] = {
-        "report": fresh.summary.get("report"),
-        "as_of": fresh.summary.get("created"),
-        "age_days": fresh.summary.get("age_days"),
-        "problem": None,
-    }
-    limit = stale_after(inventory.frequency)
-    if fresh.kind == ReportProblem.NONE and (first_snapshot is None or now - first_snapshot <= limit):
-        due = isoformat((first_snapshot or now) + limit)
-        summary["pending"] = f"the first inventory report of s3://{plan.bucket} is not due before {due}: {instead}"
-        return None, summary
-    if fresh.report is None:
-        summary["problem"] = f"{fresh.problem}: {instead}"
+    described = fresh.described(instead)
+    # The cost report's own names: when S3's scan began is `as_of`; the bucket is the plan's, named already.
+    summary = {"report": described["report"], "as_of": described["created"], "age_days": described["age_days"], "problem": described["problem"]}
+    if "pending" in described:
+        summary["pending"] = described["pending"]
     return fresh.report, summary
 
 

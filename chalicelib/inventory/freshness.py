@@ -43,13 +43,36 @@ class Freshness:
     kind: ReportProblem | None = None
     problem: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    # No report yet, and none due yet: when the first is (no problem).
+    pending: str | None = None
+
+    def described(self, instead: str) -> dict[str, Any]:
+        """The summary a job's record keeps, with `pending` or `problem` ending in what the job does instead
+        of reading a report (`instead`)."""
+        summary = dict(self.summary)
+        if self.pending is not None:
+            summary["pending"] = f"{self.pending}: {instead}"
+        elif self.problem is not None:
+            summary["problem"] = f"{self.problem}: {instead}"
+        return summary
 
 
 def newest_fresh_report(
-    s3: Any, reports_bucket: str, prefix: str, configuration_id: str, frequency: str, source_bucket: str, now: datetime
+    s3: Any,
+    reports_bucket: str,
+    prefix: str,
+    configuration_id: str,
+    frequency: str,
+    source_bucket: str,
+    now: datetime,
+    first_snapshot: datetime | None,
 ) -> Freshness:
     """The newest report delivered to s3://`reports_bucket`/`prefix` for `source_bucket` by the configuration
-    `configuration_id`, judged by `STALE_AFTER[frequency]` at `now`."""
+    `configuration_id`, judged by `STALE_AFTER[frequency]` at `now`.
+
+    No report is no problem while the first is not due: S3 delivers the first report within 48 hours of the
+    configuration, so while the plan's oldest kept snapshot (`first_snapshot`; None: there is none) is
+    younger than a report may be old, `pending` says when it is due."""
     where = f"s3://{reports_bucket}/{prefix}"
     summary: dict[str, Any] = {"bucket": source_bucket, "report": None, "created": None, "age_days": None, "problem": None}
     try:
@@ -57,12 +80,16 @@ def newest_fresh_report(
     except (ReportError, ClientError, BotoCoreError) as exc:
         problem = f"the newest inventory report of s3://{source_bucket} in {where} cannot be used ({describe_error(exc)})"
         return Freshness(None, ReportProblem.UNREADABLE, problem, summary)
+    limit = stale_after(frequency)
+    if report is None and (first_snapshot is None or now - first_snapshot <= limit):
+        due = isoformat((first_snapshot or now) + limit)
+        pending = f"the first inventory report of s3://{source_bucket} is not due before {due}"
+        return Freshness(None, None, None, summary, pending)
     if report is None:
         problem = f"no inventory report of s3://{source_bucket} has been delivered to {where}"
         return Freshness(None, ReportProblem.NONE, problem, summary)
     age = report.age(now)
     summary |= {"report": report.manifest_key, "created": isoformat(report.created), "age_days": round(age.total_seconds() / 86400, 2)}
-    limit = stale_after(frequency)
     if age > limit:
         problem = (
             f"the newest inventory report of s3://{source_bucket} ({report.manifest_key}) is {days(age)} old, more than "

@@ -31,7 +31,7 @@ import json
 import pickle
 import re
 import tempfile
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -283,6 +283,50 @@ def read_run(run: IO[bytes]) -> Iterator[Row]:
             yield pickle.load(run)  # noqa: S301
         except EOFError:
             return
+
+
+class SplitRows:
+    """Rows split by `group(row)` (None: left out) into a temporary file each, in one pass, each in the
+    order the rows came; `read(name)` gives one group's rows back, `count` how many were kept. A context
+    manager: the files go on exit."""
+
+    def __init__(self, rows: Iterable[Row], group: Callable[[Row], str | None]) -> None:
+        self._runs: dict[str, IO[bytes]] = {}
+        self.count = 0
+        try:
+            for row in rows:
+                name = group(row)
+                if name is None:
+                    continue
+                run = self._runs.get(name)
+                if run is None:
+                    run = self._runs[name] = tempfile.TemporaryFile()
+                pickle.dump(row, run, protocol=pickle.HIGHEST_PROTOCOL)
+                self.count += 1
+        except BaseException:
+            self.close()
+            raise
+        for run in self._runs.values():
+            run.seek(0)
+
+    def names(self) -> set[str]:
+        return set(self._runs)
+
+    def read(self, name: str) -> Iterator[Row]:
+        """One group's rows, read once (nothing for a group with no row)."""
+        run = self._runs.get(name)
+        return read_run(run) if run is not None else iter(())
+
+    def close(self) -> None:
+        for run in self._runs.values():
+            run.close()
+        self._runs.clear()
+
+    def __enter__(self) -> SplitRows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @contextmanager

@@ -38,7 +38,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import Manifest
 from chalicelib.errors import describe_error
-from chalicelib.inventory.freshness import ReportProblem, newest_fresh_report, stale_after
+from chalicelib.inventory.freshness import newest_fresh_report
 from chalicelib.inventory.reports import ReportError, Row, sorted_rows
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX
 from chalicelib.plans import InventoryPlan
@@ -184,16 +184,11 @@ def report_rows(
     Every data file is read and checked before the first row is given (the external sort reads them all),
     so a corrupt file is found here, before anything is judged."""
     fresh = newest_fresh_report(
-        s3, inventory.bucket, inventory.prefix, inventory.configuration_id, inventory.frequency, bucket, now
+        s3, inventory.bucket, inventory.prefix, inventory.configuration_id, inventory.frequency, bucket, now,
+        first_snapshot,
     )
-    summary = dict(fresh.summary)
-    limit = stale_after(inventory.frequency)
-    if fresh.kind == ReportProblem.NONE and (first_snapshot is None or now - first_snapshot <= limit):
-        due = isoformat((first_snapshot or now) + limit)
-        summary["pending"] = f"the first inventory report of s3://{bucket} is not due before {due}: {WAITING}"
-        return (), summary
+    summary = fresh.described(WAITING)
     if fresh.report is None:
-        summary["problem"] = f"{fresh.problem}: {WAITING}"
         return (), summary
     rows = sorted_rows(s3, fresh.report, keep=in_data, order=row_order)
     stack.callback(rows.close)

@@ -20,21 +20,18 @@ stored under `data/~long/` (a hashed key, in another order; rare).
 from __future__ import annotations
 
 import logging
-import pickle
-import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 
 from chalicelib.catalog.manifests import Entry
-from chalicelib.inventory.freshness import ReportProblem, newest_fresh_report, stale_after
-from chalicelib.inventory.reports import Report, Row, read_run, sorted_rows
+from chalicelib.inventory.freshness import newest_fresh_report
+from chalicelib.inventory.reports import Report, Row, SplitRows, sorted_rows
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX
 from chalicelib.plans import InventoryPlan, Plan
-from chalicelib.times import isoformat
 from chalicelib.verify.checks import stored_slice
 
 logger = logging.getLogger(__name__)
@@ -59,17 +56,10 @@ def choose_report(
     of the configuration, so while the plan's oldest kept snapshot (`first_snapshot`) is younger than a
     report may be old, the versions are checked by HEAD and `summary["pending"]` says so."""
     fresh = newest_fresh_report(
-        s3, inventory.bucket, inventory.prefix, inventory.configuration_id, inventory.frequency, plan.bucket, now
+        s3, inventory.bucket, inventory.prefix, inventory.configuration_id, inventory.frequency, plan.bucket, now,
+        first_snapshot,
     )
-    summary = dict(fresh.summary)
-    limit = stale_after(inventory.frequency)
-    if fresh.kind == ReportProblem.NONE and (first_snapshot is None or now - first_snapshot <= limit):
-        due = isoformat((first_snapshot or now) + limit)
-        summary["pending"] = f"the first inventory report of s3://{plan.bucket} is not due before {due}: its versions were checked by HEAD"
-        return ReportChoice(None, summary)
-    if fresh.problem is not None:
-        summary["problem"] = f"{fresh.problem}: its versions were checked by HEAD instead"
-    return ReportChoice(fresh.report, summary)
+    return ReportChoice(fresh.report, fresh.described("its versions were checked by HEAD instead"))
 
 
 def _source_of(stored_key: str) -> str | None:
@@ -83,8 +73,8 @@ class SourceCursor:
     """The rows of one source, read forward in (stored key, version id) order. `largest`: the most rows it
     ever held at once (one key's versions)."""
 
-    def __init__(self, run: IO[bytes] | None) -> None:
-        self._rows = read_run(run) if run is not None else iter(())
+    def __init__(self, rows: Iterator[Row]) -> None:
+        self._rows = rows
         self._next: Row | None = next(self._rows, None)
         self._key: str | None = None
         self._versions: dict[str, Row] = {}
@@ -112,7 +102,6 @@ class ReportRows:
         self, s3: Any, report: Report, sources: Iterable[str], weekday: int | None = None, rows: Iterable[Row] | None = None
     ) -> None:
         self.report = report
-        self._runs: dict[str, IO[bytes]] = {}
         self._cursors: dict[str, SourceCursor] = {}
         wanted = set(sources)
 
@@ -120,21 +109,9 @@ class ReportRows:
             # Only the slice's rows of the plan's sources are sorted and kept: a seventh of them.
             return _source_of(row.key) in wanted and (weekday is None or stored_slice(row.key, row.version_id) == weekday)
 
-        try:
-            for row in rows if rows is not None else sorted_rows(s3, report, keep=kept):
-                source = _source_of(row.key)
-                if not kept(row):
-                    continue
-                assert source is not None
-                run = self._runs.get(source)
-                if run is None:
-                    run = self._runs[source] = tempfile.TemporaryFile()
-                pickle.dump(row, run, protocol=pickle.HIGHEST_PROTOCOL)
-        except BaseException:
-            self.close()
-            raise
-        for run in self._runs.values():
-            run.seek(0)
+        self._split = SplitRows(
+            rows if rows is not None else sorted_rows(s3, report, keep=kept), lambda row: _source_of(row.key) if kept(row) else None
+        )
 
     def row(self, entry: Entry) -> Row | None:
         """The report's row of the entry's version; None when the report does not list it (a version written
@@ -144,7 +121,7 @@ class ReportRows:
             return None
         cursor = self._cursors.get(entry.source)
         if cursor is None:
-            cursor = self._cursors[entry.source] = SourceCursor(self._runs.get(entry.source))
+            cursor = self._cursors[entry.source] = SourceCursor(self._split.read(entry.source))
         return cursor.versions(stored).get(entry.version_id)
 
     @property
@@ -153,9 +130,7 @@ class ReportRows:
         return max((cursor.largest for cursor in self._cursors.values()), default=0)
 
     def close(self) -> None:
-        for run in self._runs.values():
-            run.close()
-        self._runs.clear()
+        self._split.close()
 
     def __enter__(self) -> ReportRows:
         return self
