@@ -53,11 +53,13 @@ REQUEST_SECONDS = 0.1
 REQUEST_CPU_SECONDS = 0.003
 LIST_PAGE_PARSE_SECONDS = 0.2
 ENTRY_SECONDS = 10e-6
-# An inventory report's row read (its data file copied, MD5-checked, gunzipped, parsed into a Row): 10.7
-# microseconds measured on a 200,000-row report in the double's format; sorted on disk (`sorted_rows`: pickled
-# into a run, merged, read back) it is 57.7 in all, 47 more.
-REPORT_ROW_SECONDS = 10e-6
-SORTED_ROW_SECONDS = 47e-6
+# An inventory report's row read (its data file copied, MD5-checked, gunzipped, parsed into a Row), and what
+# sorting it on disk adds (`sorted_rows`: pickled into a run in chunks, merged, read back): measured by
+# scripts/bench_report_rows.py, 10.7 and 47 microseconds on this project's test machine when quiet with Row a
+# dataclass pickled row by row; a named tuple built with its columns found once per file and pickled a
+# thousand at a time took 0.59 and 0.33 times as long side by side (read, and read and sorted), so 6.3 and 13.
+REPORT_ROW_SECONDS = 6.3e-6
+SORTED_ROW_SECONDS = 13e-6
 # A version of the slice checked against its report row (verify/checks.py verify_versions, through its
 # thread pool): 30 microseconds measured.
 ROW_CHECK_SECONDS = 30e-6

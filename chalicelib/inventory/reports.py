@@ -35,7 +35,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 from urllib.parse import unquote_plus
 
 from chalicelib import s3docs
@@ -50,6 +50,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = tuple(
 _REPORT_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}Z$")
 # Rows held in memory at once by `sorted_rows` before a sorted run is written to a temporary file.
 RUN_ROWS = 200_000
+# Rows pickled together in a run's file.
+_RUN_CHUNK = 1_000
 _CHUNK = 1 << 20
 
 
@@ -115,10 +117,13 @@ class Report:
         return now - self.created
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     """One version or delete marker of the source bucket, as the report lists it. Fields the report's
-    configuration does not include are None."""
+    configuration does not include are None.
+
+    A named tuple, not a dataclass: a report of ten million objects has over forty million rows, each read,
+    and often sorted through a temporary file, by every pass; a tuple is built and pickled several times
+    faster (scripts/bench_report_rows.py measures it)."""
 
     bucket: str
     key: str  # decoded
@@ -269,20 +274,46 @@ def _by_key(row: Row) -> tuple[str, str]:
 def _write_run(batch: list[Row], by: Callable[[Row], Any]) -> IO[bytes]:
     batch.sort(key=by)
     run = tempfile.TemporaryFile()
-    for row in batch:
-        pickle.dump(row, run, protocol=pickle.HIGHEST_PROTOCOL)
+    _RunWriter(run).extend(batch)
     run.seek(0)
     return run
 
 
+class _RunWriter:
+    """Rows written to a temporary file as pickled lists of plain tuples, `_RUN_CHUNK` at a time: one pickle
+    call per chunk instead of one per row, and no class reference per row."""
+
+    def __init__(self, run: IO[bytes]) -> None:
+        self.run = run
+        self.chunk: list[tuple[Any, ...]] = []
+
+    def append(self, row: Row) -> None:
+        self.chunk.append(tuple(row))
+        if len(self.chunk) >= _RUN_CHUNK:
+            self.flush()
+
+    def extend(self, rows: Iterable[Row]) -> None:
+        for row in rows:
+            self.append(row)
+        self.flush()
+
+    def flush(self) -> None:
+        if self.chunk:
+            pickle.dump(self.chunk, self.run, protocol=pickle.HIGHEST_PROTOCOL)
+            self.chunk = []
+
+
 def read_run(run: IO[bytes]) -> Iterator[Row]:
-    """The rows pickled one after another into a temporary file of this process (a sorted run)."""
-    # The runs are this process's own temporary files, never anything read from S3.
+    """The rows `_RunWriter` wrote into a temporary file of this process (a sorted run, or a group)."""
+    make = Row._make
     while True:
         try:
-            yield pickle.load(run)  # noqa: S301
+            # The runs are this process's own temporary files, never anything read from S3.
+            chunk = pickle.load(run)  # noqa: S301
         except EOFError:
             return
+        for values in chunk:
+            yield make(values)
 
 
 class SplitRows:
@@ -292,17 +323,22 @@ class SplitRows:
 
     def __init__(self, rows: Iterable[Row], group: Callable[[Row], str | None]) -> None:
         self._runs: dict[str, IO[bytes]] = {}
+        writers: dict[str, _RunWriter] = {}
         self.count = 0
         try:
             for row in rows:
                 name = group(row)
                 if name is None:
                     continue
-                run = self._runs.get(name)
-                if run is None:
-                    run = self._runs[name] = tempfile.TemporaryFile()
-                pickle.dump(row, run, protocol=pickle.HIGHEST_PROTOCOL)
+                writer = writers.get(name)
+                if writer is None:
+                    created: IO[bytes] = tempfile.TemporaryFile()
+                    self._runs[name] = created
+                    writer = writers[name] = _RunWriter(created)
+                writer.append(row)
                 self.count += 1
+            for writer in writers.values():
+                writer.flush()
         except BaseException:
             self.close()
             raise
@@ -353,7 +389,7 @@ def _verified_copy(s3: Any, report: Report, data_file: DataFile) -> Iterator[IO[
 
 
 def _read_rows(report: Report, data_file: DataFile, copy: IO[bytes]) -> Iterator[Row]:
-    columns = {name: index for index, name in enumerate(report.schema)}
+    make = _row_maker(report.schema)
     try:
         text = io.TextIOWrapper(gzip.GzipFile(fileobj=copy, mode="rb"), encoding="utf-8", newline="")
         for number, values in enumerate(csv.reader(text), start=1):
@@ -362,38 +398,60 @@ def _read_rows(report: Report, data_file: DataFile, copy: IO[bytes]) -> Iterator
                     report.manifest_key,
                     f"data file {data_file.key} row {number} has {len(values)} values, fileSchema has {len(report.schema)}",
                 )
-            yield _row(values, columns, report, data_file, number)
+            try:
+                yield make(values)
+            except ValueError as exc:
+                raise DataFileCorrupt(report.manifest_key, f"data file {data_file.key} row {number}: {exc}") from exc
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
         raise DataFileCorrupt(report.manifest_key, f"data file {data_file.key} is not gzip CSV ({exc})") from exc
 
 
-def _row(values: list[str], columns: dict[str, int], report: Report, data_file: DataFile, number: int) -> Row:
-    def value(name: str) -> str | None:
-        index = columns.get(name)
-        return None if index is None or values[index] == "" else values[index]
+# Row's fields after the first three, the column each comes from, and how its text is read.
+_OPTIONAL_COLUMNS: tuple[tuple[str, Callable[[str], Any]], ...] = (
+    ("IsLatest", lambda text: _flag(text)),
+    ("IsDeleteMarker", lambda text: _flag(text)),
+    ("Size", int),
+    ("LastModifiedDate", lambda text: _time(text)),
+    ("ETag", str),
+    ("StorageClass", str),
+    ("IsMultipartUploaded", lambda text: _flag(text)),
+    ("ChecksumAlgorithm", str),
+    ("ReplicationStatus", str),
+    ("EncryptionStatus", str),
+    ("ObjectLockMode", str),
+    ("ObjectLockRetainUntilDate", lambda text: _time(text)),
+    ("ObjectLockLegalHoldStatus", str),
+)
 
-    try:
-        size = value("Size")
-        return Row(
-            bucket=values[columns["Bucket"]],
-            key=unquote_plus(values[columns["Key"]], encoding="utf-8", errors="strict"),
-            version_id=values[columns["VersionId"]],
-            is_latest=_flag(value("IsLatest")) is True,
-            is_delete_marker=_flag(value("IsDeleteMarker")) is True,
-            size=None if size is None else int(size),
-            last_modified=_time(value("LastModifiedDate")),
-            etag=value("ETag"),
-            storage_class=value("StorageClass"),
-            is_multipart_uploaded=_flag(value("IsMultipartUploaded")),
-            checksum_algorithm=value("ChecksumAlgorithm"),
-            replication_status=value("ReplicationStatus"),
-            encryption_status=value("EncryptionStatus"),
-            object_lock_mode=value("ObjectLockMode"),
-            object_lock_retain_until=_time(value("ObjectLockRetainUntilDate")),
-            object_lock_legal_hold=value("ObjectLockLegalHoldStatus"),
-        )
-    except ValueError as exc:
-        raise DataFileCorrupt(report.manifest_key, f"data file {data_file.key} row {number}: {exc}") from exc
+
+def _row_maker(schema: tuple[str, ...]) -> Callable[[list[str]], Row]:
+    """A function from one CSV record of a report with this schema to its Row, the columns found once per
+    data file rather than once per row (a report of ten million objects has over forty million rows).
+    ValueError names a value that is not what its column holds."""
+    columns = {name: index for index, name in enumerate(schema)}
+    bucket, key, version = columns["Bucket"], columns["Key"], columns["VersionId"]
+    flags = ("IsLatest", "IsDeleteMarker")
+    # Per Row field after the first three, in Row's order: its column (None: not in the report), how its text
+    # is read, and whether it is a flag that is False rather than None when empty or absent.
+    fields = [(columns.get(name), read, name in flags) for name, read in _OPTIONAL_COLUMNS]
+    make = Row._make
+
+    def row(values: list[str]) -> Row:
+        out: list[Any] = [values[bucket], _key(values[key]), values[version]]
+        for index, read, flag in fields:
+            text = "" if index is None else values[index]
+            value = None if text == "" else read(text)
+            out.append(value is True if flag else value)
+        return make(out)
+
+    return row
+
+
+def _key(text: str) -> str:
+    """A report's key, URL-encoded (a space as '+'), decoded; most keys need nothing done."""
+    if "%" not in text and "+" not in text:
+        return text
+    return unquote_plus(text, encoding="utf-8", errors="strict")
 
 
 def _flag(text: str | None) -> bool | None:
