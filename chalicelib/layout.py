@@ -18,6 +18,7 @@
     meta/pruned/<inverted time>_<backup_id>/<plan>.json a snapshot the prune removes, written once (catalog bucket)
     meta/prunes/<inverted time>_<prune_id>.json        prune jobs, with their checkpoint (catalog bucket)
     meta/costs/<backup_id>.json                        the cost report computed after that backup (catalog bucket)
+    meta/costs/plans/<plan>.json                       a plan's figures and the inventory report they came from
 
 Lifecycle rules are scoped to `data/`, so metadata always stays in S3 Standard, readable at once.
 """
@@ -48,6 +49,8 @@ VERIFICATIONS_PREFIX = META_PREFIX + "verifications/"
 PRUNED_PREFIX = META_PREFIX + "pruned/"
 PRUNES_PREFIX = META_PREFIX + "prunes/"
 COSTS_PREFIX = META_PREFIX + "costs/"
+# A plan's last figures computed from an inventory report, reused until the next report (cost/reports.py).
+PLAN_FIGURES_PREFIX = COSTS_PREFIX + "plans/"
 
 
 # S3 refuses keys longer than 1,024 bytes of UTF-8 (KeyTooLongError).

@@ -5,17 +5,20 @@ scan are left out and the report says how old it was; a stale or missing report 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from chalicelib.cost.reports import CostReports
+from chalicelib.cost.reports import CostReports, plan_figures_key
+from chalicelib.cost.upkeep import BucketDay, UpkeepSettings, cost_report
 from chalicelib.inventory import configuration as conf
 from chalicelib.layout import LONG_KEYS_PREFIX
-from chalicelib.times import utcnow
+from chalicelib.times import isoformat, utcnow
 from tests.record_calls import CallsSince
 from tests.s3_inventory import deliver
+from tests.test_cost_upkeep_recorded import KINDS
 from tests.test_cost_report import KIB, PRICES, snapshot, store
 
 # What must come out the same whichever way the versions were read.
@@ -120,3 +123,38 @@ def test_a_stale_or_missing_report_is_listed_instead_and_said(s3: Any, backup_bu
     assert compute(s3, backup_buckets, bucket["newest"], now + timedelta(days=3))["plans"]["documents"]["work"]["versions_from"] == "inventory report"
     daily = dataclasses.replace(backup_buckets, inventory=dataclasses.replace(backup_buckets.inventory, frequency="Daily"))
     assert compute(s3, daily, bucket["newest"], now + timedelta(days=4))["plans"]["documents"]["work"]["versions_from"] == "ListObjectVersions"
+
+
+def test_a_plans_figures_are_computed_once_per_report_and_carried_until_the_next(
+    s3: Any, backup_buckets: Any, bucket: dict[str, Any]
+) -> None:
+    # The documents plan alone, so that every request counted is its own.
+    plans = dataclasses.replace(backup_buckets, plans=[backup_buckets.get("documents")])
+    scanned = utcnow()
+    deliver(s3, bucket["name"], conf.DEFAULT_CONFIGURATION_ID, at=scanned)
+    first = compute(s3, plans, bucket["newest"], scanned + timedelta(hours=2))["plans"]["documents"]
+    assert first["figures"] == {"computed_at": isoformat(scanned + timedelta(hours=2)), "carried": False}
+    # A version written since: the same report does not show it, and the figures are carried as they were,
+    # reading nothing that grows with the bucket (the model's count for a day that carries).
+    store(s3, bucket["name"], "later.bin", 500 * KIB)
+    since = CallsSince()
+    carried = compute(s3, plans, bucket["newest"], scanned + timedelta(days=1))["plans"]["documents"]
+    calls = Counter(KINDS[call.operation] for call in since.calls())
+    model = cost_report(BucketDay(versions=10, named_versions=5, snapshots=2, manifest_entries=7, cost_recomputed=0), UpkeepSettings(inventory="Weekly"))
+    # (compute() neither looks for a stored report nor stores one: for_backup does, a GET and a PUT.)
+    assert calls == Counter({kind: int(count) for kind, count in model.requests.items()}) - Counter(get=1, put=1)
+    assert carried["figures"]["carried"] is True and carried["figures"]["computed_at"] == first["figures"]["computed_at"]
+    assert first["work"]["inventory_report"]["report"] in carried["figures"]["note"]
+    assert {name: carried[name] for name in SAME} == {name: first[name] for name in SAME}
+    # The next report shows the new version: computed again.
+    deliver(s3, bucket["name"], conf.DEFAULT_CONFIGURATION_ID, at=scanned + timedelta(days=2))
+    second = compute(s3, plans, bucket["newest"], scanned + timedelta(days=2, hours=1))["plans"]["documents"]
+    assert second["figures"]["carried"] is False and second["bytes"] == first["bytes"] + 500 * KIB
+    # Asked for (org-backup cost --refresh), other prices, or kept figures that cannot be read: computed again.
+    reports = CostReports(plans, s3, PRICES, sample_size=50)
+    assert reports.compute(bucket["newest"], scanned + timedelta(days=3), fresh=True)["plans"]["documents"]["figures"]["carried"] is False
+    assert reports.compute(bucket["newest"], scanned + timedelta(days=3))["plans"]["documents"]["figures"]["carried"] is True
+    other = dataclasses.replace(PRICES, read_on=PRICES.read_on - timedelta(days=1))
+    assert CostReports(plans, s3, other).compute(bucket["newest"], scanned + timedelta(days=3))["plans"]["documents"]["figures"]["carried"] is False
+    s3.put_object(Bucket=backup_buckets.catalog_bucket, Key=plan_figures_key("documents"), Body=b"{not json")
+    assert compute(s3, plans, bucket["newest"], scanned + timedelta(days=3))["plans"]["documents"]["figures"]["carried"] is False

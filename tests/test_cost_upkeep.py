@@ -18,6 +18,7 @@ from chalicelib.cost.upkeep import (
     VERIFY_SLICES,
     BucketDay,
     UpkeepSettings,
+    cost_report,
     describe,
     job_usd,
     request_usd,
@@ -125,8 +126,12 @@ def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_lis
     # The record also saved after each of the two full DeleteObjects.
     assert jobs["prune"].requests["put"] == by_listing["prune"].requests["put"] + 2
     assert jobs["prune"].requests["post"] == by_listing["prune"].requests["post"]
-    assert jobs["cost_report"].requests["list"] == 1 + 1 + 1 + 51 + 1
-    assert jobs["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1 + 3
+    # A day a new report arrived: the figures computed from it (the report's folder listed, its manifest.json,
+    # manifest.checksum and data file read; the kept figures read, then written).
+    computing = upkeep_day(BucketDay(**{**OFFICE.__dict__, "removed": 1, "cost_recomputed": 1.0}), settings)
+    assert computing["cost_report"].requests["list"] == 1 + 1 + 1 + 51 + 1
+    assert computing["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1 + 3 + 1
+    assert computing["cost_report"].requests["put"] == 1 + 1
     # 168 requests one after another, and in each pass the kept and the removed manifests' entries read and
     # every row read and sorted.
     assert sum(jobs["prune"].requests.values()) == 168
@@ -134,7 +139,8 @@ def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_lis
     assert jobs["prune"].seconds == pytest.approx(168 * 0.1 + 2 * 5_200_000 * 10e-6 + 2 * 470_051 * row, rel=0.01)
     # 42,000,051 rows: 43 data files of at most a million rows (an assumption: AWS does not say how it splits).
     large = upkeep_day(BucketDay(versions=42e6, named_versions=42e6, snapshots=51, manifest_entries=510e6), settings)
-    assert large["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1 + 2 + 43
+    large = upkeep_day(BucketDay(versions=42e6, named_versions=42e6, snapshots=51, manifest_entries=510e6, cost_recomputed=1), settings)
+    assert large["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1 + 2 + 43 + 1
     assert large["prune"].limits and large["cost_report"].limits
 
 
@@ -174,3 +180,21 @@ def test_upkeep_grows_with_what_is_stored_and_is_reported_per_job() -> None:
         assert large["jobs"][job]["monthly_usd"] > small["jobs"][job]["monthly_usd"], job
         assert small["jobs"][job]["lambda_seconds_per_day"] > 0
     assert small["jobs"]["alerts"]["requests_per_day"] == {"sns": 1}
+
+
+def test_with_an_inventory_the_cost_report_computes_a_plans_figures_once_per_report() -> None:
+    weekly = UpkeepSettings(inventory="Weekly")
+    computing = cost_report(BucketDay(**{**OFFICE.__dict__, "cost_recomputed": 1.0}), weekly)
+    carrying = cost_report(BucketDay(**{**OFFICE.__dict__, "cost_recomputed": 0.0}), weekly)
+    average = cost_report(OFFICE, weekly)
+    # Carried: the report written, the stored one looked for, the snapshots listed, the newest report found
+    # (its folder listed, manifest.json and manifest.checksum read), the kept figures read. Nothing grows
+    # with the versions or the snapshots.
+    assert carrying.requests == {"get": 1 + 2 + 1, "list": 1 + 1, "put": 1}
+    assert carrying.seconds < computing.seconds / 100
+    # On average a seventh of the days compute.
+    for kind, count in computing.requests.items():
+        assert average.requests[kind] == pytest.approx(carrying.requests.get(kind, 0.0) + (count - carrying.requests.get(kind, 0.0)) / 7)
+    assert average.seconds == pytest.approx(carrying.seconds + (computing.seconds - carrying.seconds) / 7)
+    # Without an inventory there is nothing to carry figures from: computed every day.
+    assert cost_report(OFFICE, UpkeepSettings()).requests["list"] > computing.requests["list"] - 3

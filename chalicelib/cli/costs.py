@@ -111,7 +111,7 @@ def cmd_cost(ctx: Context) -> int:
     names = [plan_named(ctx, ctx.args.plan).name] if ctx.args.plan else ctx.settings.plans.names
     if ctx.args.refresh:
         backup_id = reports.newest_finished()
-        report = reports.compute(backup_id)
+        report = reports.compute(backup_id, fresh=True)
         if backup_id is not None:
             reports.store(report)
     else:

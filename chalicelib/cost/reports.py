@@ -20,16 +20,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.records import BackupStatus, RecordStore
 from chalicelib.config import Settings
-from chalicelib.cost.inventory import PlanInventory
+from chalicelib.cost.inventory import FROM_REPORT, PlanInventory
 from chalicelib.cost.projection import describe_lifecycle
-from chalicelib.cost.prunes import recent_prunes
+from chalicelib.cost.prunes import RecentPrunes, recent_prunes
 from chalicelib.cost.plan_costs import combine, plan_report
 from chalicelib.cost.tally import PlanTally
 from chalicelib.cost.upkeep import UpkeepSettings
-from chalicelib.cost.usage import measure, recent_history
+from chalicelib.cost.usage import History, measure, recent_history
 from chalicelib.errors import NotFound, Tampered, describe_error
-from chalicelib.layout import COSTS_PREFIX
-from chalicelib.plans import PlanSet
+from chalicelib.layout import COSTS_PREFIX, PLAN_FIGURES_PREFIX
+from chalicelib.plans import Plan, PlanSet
 from chalicelib.prices import Prices, load_prices
 from chalicelib.times import isoformat, utcnow
 from chalicelib.s3docs import get_bytes
@@ -46,6 +46,10 @@ SAMPLE_SIZE = 20
 
 def cost_key(backup_id: str) -> str:
     return f"{COSTS_PREFIX}{backup_id}.json"
+
+
+def plan_figures_key(plan: str) -> str:
+    return f"{PLAN_FIGURES_PREFIX}{plan}.json"
 
 
 class CostReports:
@@ -155,19 +159,28 @@ class CostReports:
 
     # Computing ---------------------------------------------------------------------------------------------
 
-    def compute(self, backup_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
-        """A new report of every plan, as things stand at `now` (default: the clock's time)."""
+    def compute(self, backup_id: str | None = None, now: datetime | None = None, fresh: bool = False) -> dict[str, Any]:
+        """A new report of every plan, as things stand at `now` (default: the clock's time). A plan whose
+        versions come from the same inventory report as its last figures keeps those figures (`_carried`)
+        unless `fresh`."""
         now = now or self.clock()
         started = time.monotonic()
         warnings: list[str] = []
-        history = recent_history(self.records, now, report=self.report)
-        warnings += history.warnings
-        prunes = recent_prunes(self.s3, self.plans.catalog_bucket, now)
-        warnings += prunes.warnings
+        history: History | None = None
+        prunes: RecentPrunes | None = None
         plans: dict[str, dict[str, Any]] = {}
         for plan in self.plans.plans:
             try:
                 inventory = PlanInventory(self.s3, plan, self.records, self.report, warnings, self.plans.inventory, now)
+                carried = None if fresh else self._carried(plan, inventory)
+                if carried is not None:
+                    plans[plan.name] = carried
+                    continue
+                if history is None or prunes is None:
+                    # Read once, and only when some plan is computed.
+                    history = recent_history(self.records, now, report=self.report)
+                    prunes = recent_prunes(self.s3, self.plans.catalog_bucket, now)
+                    warnings += history.warnings + prunes.warnings
                 tally = PlanTally(plan, self.prices, now, self.sample_size, listed_by=inventory.work.versions_from)
                 for version in inventory.versions():
                     tally.add(version)
@@ -179,10 +192,14 @@ class CostReports:
                 plans[plan.name] = {"error": message, "monthly_usd": None, "storage": {}, "projection": []}
                 continue
             usage = measure(history.runs.get(plan.name, []), now, self.prices)
-            plans[plan.name] = plan_report(
-                plan, tally, inventory.snapshots, inventory.work, usage, prunes.for_plan(plan.name), self.prices, now,
-                self.plans.schedule, UpkeepSettings.of_plans(self.plans),
-            )
+            plans[plan.name] = {
+                **plan_report(
+                    plan, tally, inventory.snapshots, inventory.work, usage, prunes.for_plan(plan.name), self.prices, now,
+                    self.plans.schedule, UpkeepSettings.of_plans(self.plans),
+                ),
+                "figures": {"computed_at": isoformat(now), "carried": False},
+            }
+            self._keep(plan, inventory, plans[plan.name], now)
         return {
             "format": FORMAT,
             "backup_id": backup_id,
@@ -200,6 +217,59 @@ class CostReports:
             "warnings": warnings,
             "seconds": round(time.monotonic() - started, 3),
         }
+
+
+    # A plan's figures, once per inventory report ------------------------------------------------------------
+
+    def _plan_inputs(self, plan: Plan) -> dict[str, Any]:
+        inputs = self.inputs()
+        return {"plan": inputs["plans"][plan.name], "prices": inputs["prices"]}
+
+    def _carried(self, plan: Plan, inventory: PlanInventory) -> dict[str, Any] | None:
+        """The plan's last figures, when they came from the report its versions would come from now, with
+        the same plans and prices: computing them again would read the same report and every kept
+        manifest for the same answer (at ten million objects, hours of Lambda time a day). None: compute."""
+        report = inventory.work.report.get("report")
+        if inventory.work.versions_from != FROM_REPORT or not report:
+            return None
+        body = get_bytes(self.s3, self.plans.catalog_bucket, plan_figures_key(plan.name))
+        try:
+            kept = json.loads(body) if body is not None else None
+        except ValueError:
+            kept = None
+        if not isinstance(kept, dict) or kept.get("format") != FORMAT or not isinstance(kept.get("figures"), dict):
+            return None
+        if kept.get("report") != report or kept.get("inputs") != self._plan_inputs(plan):
+            return None
+        computed_at = kept.get("computed_at")
+        return {
+            **kept["figures"],
+            "figures": {
+                "computed_at": computed_at,
+                "carried": True,
+                "note": f"computed at {computed_at} from the inventory report {report}, the newest still: computed "
+                "again when the next report arrives, or asked for (org-backup cost --refresh)",
+            },
+        }
+
+    def _keep(self, plan: Plan, inventory: PlanInventory, figures: dict[str, Any], now: datetime) -> None:
+        """Keep the plan's figures for the next reports to carry, when they came from an inventory report."""
+        report = inventory.work.report.get("report")
+        if inventory.work.versions_from != FROM_REPORT or not report:
+            return
+        body = {
+            "format": FORMAT,
+            "report": report,
+            "inputs": self._plan_inputs(plan),
+            "computed_at": isoformat(now),
+            "figures": {name: value for name, value in figures.items() if name != "figures"},
+        }
+        self.s3.put_object(
+            Bucket=self.plans.catalog_bucket,
+            Key=plan_figures_key(plan.name),
+            Body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+            ContentType="application/json",
+        )
 
 
 def plan_view(report: dict[str, Any], name: str) -> dict[str, Any]:

@@ -66,6 +66,8 @@ ROW_CHECK_SECONDS = 30e-6
 # Rows per data file of a report. AWS does not document how it splits a report; the count of GETs it makes
 # is a few a day either way.
 REPORT_FILE_ROWS = 1_000_000
+# Days between two reports: the cost report computes a plan's figures once per report.
+REPORT_PERIOD_DAYS = {"Daily": 1.0, "Weekly": 7.0}
 # Days of backups a report does not show when the weekly verification runs: a daily report was scanned
 # before the day's backup; a weekly one 1 to 7 days before, 4 on average.
 REPORT_LAG_DAYS = {"Daily": 1.0, "Weekly": 4.0}
@@ -123,6 +125,9 @@ class BucketDay:
     indexed: bool = True
     new_snapshots: float = 1.0
     superseded_indexes: float = 1.0
+    # With an inventory, whether the day's cost report computes the plan's figures (1) or carries the last ones
+    # (0: the newest report is the one they came from), where known (None: once per report period on average).
+    cost_recomputed: float | None = None
 
 
 @dataclass(frozen=True)
@@ -319,29 +324,47 @@ def prune_by_inventory(day: BucketDay, settings: UpkeepSettings) -> JobDay:
 
 
 def cost_report(day: BucketDay, settings: UpkeepSettings) -> JobDay:
-    """The window's backup records (100 keys a page) and prune records listed and read; the snapshots listed,
-    and for each its pruned marker, its sealed record, its manifest's versions and the manifest; what the
-    bucket holds from the newest report (every row sorted) or by walking data/; the HeadObject sample; the
-    report looked for, then written."""
+    """The report looked for; the snapshots listed. Then the plan's figures computed: the window's backup
+    records (100 keys a page) and prune records listed and read, for each snapshot its manifest's versions
+    listed and its pruned marker, sealed record and manifest read, what the bucket holds from the newest report
+    (every row sorted) or by walking data/, the HeadObject sample. With an inventory that is done once per
+    report (`cost_recomputed`): the newest report checked, and the figures kept with the report they came
+    from (a GET each day, a PUT when computed) are carried while it is the newest. Then the report written."""
     job = JobDay(function=JOB_FUNCTIONS["cost_report"])
-    job.add("list", _pages(day.backups_in_window, 100) + 1 + _pages(day.snapshots) + day.snapshots)
-    job.add("get", day.backups_in_window + day.prunes_in_window + 3 * day.snapshots + 1)
+    job.add("get", 1)
+    job.add("list", _pages(day.snapshots))
     if settings.inventory is not None:
-        _report_reads(job, day)
+        period = REPORT_PERIOD_DAYS.get(settings.inventory, 1.0)
+        share = 1.0 / period if day.cost_recomputed is None else day.cost_recomputed
+        # The newest report: its folders listed, manifest.json and manifest.checksum read; the kept figures.
+        job.add("list", 1)
+        job.add("get", 2 + 1)
+        job.add("put", share)
+    else:
+        share = 1.0
+    carried = _sequential(job)
+    computing = JobDay()
+    computing.add("list", _pages(day.backups_in_window, 100) + 1 + day.snapshots)
+    computing.add("get", day.backups_in_window + day.prunes_in_window + 3 * day.snapshots)
+    if settings.inventory is not None:
+        computing.add("get", _pages(_report_rows(day), REPORT_FILE_ROWS))
         report, pages = _report_seconds(_report_rows(day), _report_rows(day)), 0
         # The sample is drawn from the versions the report lists: not those written since its scan.
         listed = max(0.0, day.versions - day.written * REPORT_LAG_DAYS.get(settings.inventory, 1.0))
     else:
-        job.add("list", _data_listing(day))
+        computing.add("list", _data_listing(day))
         report, pages, listed = 0.0, _pages(day.versions), day.versions
-    job.add("head", min(settings.cost_head_sample, listed))
+    computing.add("head", min(settings.cost_head_sample, listed))
+    seconds = _sequential(computing, entries=day.manifest_entries, pages=pages) + report
+    seconds += min(settings.cost_head_sample, listed) * REQUEST_SECONDS
+    for kind, count in computing.requests.items():
+        job.add(kind, share * count)
     job.add("put", 1)
-    job.seconds = _sequential(job, entries=day.manifest_entries, pages=pages) + report
-    job.seconds += min(settings.cost_head_sample, listed) * REQUEST_SECONDS
-    if job.seconds > INVOCATION_SECONDS:
+    job.seconds = carried + share * seconds + REQUEST_SECONDS
+    if seconds > INVOCATION_SECONDS:
         job.limits.append(
-            f"it takes about {job.seconds:,.0f} s inside the daily backup's invocation ({INVOCATION_SECONDS} s at most): "
-            "the backup leaves it to the first GET /costs, which has 29 s"
+            f"computing a plan's figures takes about {seconds:,.0f} s inside the daily backup's invocation "
+            f"({INVOCATION_SECONDS} s at most): the backup leaves it to the first GET /costs, which has 29 s"
         )
     # It runs inside the daily backup's invocation: no invocation of its own.
     return job
