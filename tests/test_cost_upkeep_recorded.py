@@ -23,7 +23,7 @@ import time_machine
 
 from chalicelib.aws import Clients
 from chalicelib.backup.service import BackupService
-from chalicelib.catalog.records import new_backup_id
+from chalicelib.catalog.records import backup_time, new_backup_id
 from chalicelib.config import Settings
 from chalicelib.cost.reports import CostReports
 from chalicelib.cost.upkeep import BucketDay, UpkeepSettings, prune_by_inventory, prune_by_listing, upkeep_day
@@ -84,21 +84,31 @@ def _kinds(since: CallsSince) -> Counter[str]:
 
 
 def _state(
-    s3: Any, day: int, deleted: float = 0.0, removed: int = 0, reported: set[tuple[str, str]] | None = None, **known: Any
+    s3: Any,
+    day: int,
+    deleted: float = 0.0,
+    removed: int = 0,
+    reported: set[tuple[str, str]] | None = None,
+    scanned: datetime | None = None,
+    **known: Any,
 ) -> BucketDay:
     versions = 0
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET, Prefix=DATA_PREFIX):
         versions += len(page.get("Versions", []))
     named: dict[tuple[str, str], Entry] = {}
+    # The oldest snapshot naming each version (backup ids sort by time, and so do their manifests' keys).
+    first: dict[tuple[str, str], str] = {}
     snapshots = entries = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=SNAPSHOTS_PREFIX):
         for item in page.get("Contents", []):
             snapshots += 1
+            taken = item["Key"].rsplit("/", 1)[1].removesuffix(".jsonl.gz")
             lines = gzip.GzipFile(fileobj=io.BytesIO(s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read())).read().splitlines()
             for line in lines[1:]:
                 entry = json.loads(line)
                 entries += 1
                 named[(entry["key"], entry["version_id"])] = Entry(**entry)
+                first.setdefault((entry["key"], entry["version_id"]), taken)
     today = [entry for entry in named.values() if weekly_slice(entry) == day % 7]
     return BucketDay(
         versions=versions,
@@ -109,8 +119,15 @@ def _state(
         removed=removed,
         # Today's slice (the backup's weekday), as the verification chooses it.
         checked=len(today),
-        # Of them, those the day's report does not list (written by today's backup), and the sample re-read.
-        unreported=sum(1 for entry in today if (entry.data_key, entry.version_id) not in (reported or set())),
+        # Of them, those the day's report does not list although a snapshot older than its scan names them
+        # (HEADed; those written by today's backup wait for the next report), and the sample re-read.
+        unreported=sum(
+            1
+            for entry in today
+            if (entry.data_key, entry.version_id) not in (reported or set())
+            and scanned is not None
+            and backup_time(first[(entry.key, entry.version_id)]) < scanned
+        ),
         sampled=sum(1 for entry in today if in_sample(entry, REPORT_SAMPLE_PERCENT)),
         # What today's backup wrote: not in the report (nothing was pruned since its scan).
         written=versions - len(reported) if reported is not None else 0.0,
@@ -147,14 +164,15 @@ def test_each_jobs_recorded_requests_a_day_are_what_the_upkeep_model_counts(aws:
                     s3.put_object(Bucket=SOURCE, Key=f"k{index:02d}.txt", Body=f"{index} on day {day}".encode())
             # The day's report, scanned before the backup.
             reported = _stored(s3)
-            deliver(s3, BUCKET, conf.DEFAULT_CONFIGURATION_ID)
+            scanned = datetime.now(timezone.utc)
+            deliver(s3, BUCKET, conf.DEFAULT_CONFIGURATION_ID, at=scanned)
             clock.shift(timedelta(minutes=5))
             # (The backup's drift check would find the double's reports bucket unlike a provisioned one.)
             service = BackupService(dataclasses.replace(settings, plans=dataclasses.replace(plans, inventory=None)), clients)
             backup_id = new_backup_id()
             service.start(None, trigger="api", backup_id=backup_id)
             assert service.run(backup_id).status == "SUCCEEDED"
-            state = _state(s3, day, reported=reported)
+            state = _state(s3, day, reported=reported, scanned=scanned)
             jobs = upkeep_day(state, model)
 
             since = CallsSince()
@@ -182,7 +200,7 @@ def test_each_jobs_recorded_requests_a_day_are_what_the_upkeep_model_counts(aws:
     assert recorded == expected
     # Something was pruned and verified, so deletions and HEADs were compared too; the verification and the cost
     # report read the reports and listed no version under data/.
-    assert recorded["prune"]["post"] > 0 and recorded["prune_by_inventory"]["post"] > 0 and recorded["verification"]["head"] > 0
+    assert recorded["prune"]["post"] > 0 and recorded["prune_by_inventory"]["post"] > 0
     assert "list" in recorded["prune_by_inventory"] and recorded["prune_by_inventory"]["delete"] > 0
     assert recorded["verification"]["get"] > 0 and recorded["cost_report"]["list"] == expected["cost_report"]["list"]
 

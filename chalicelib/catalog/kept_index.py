@@ -9,8 +9,10 @@ grow with history. The index holds each distinct version once, with the set of s
     meta/index/<plan>/<newest snapshot covered>-<digest of the covered ids>.jsonl.gz
 
 gzip JSON Lines: a header (`format`, `plan`, `snapshots`: the backup ids it covers, in order), then one line
-per version sorted by (source, key, version id): the manifest entry's fields and `in`, a bit mask of the
-header's snapshots naming it.
+per version sorted by (source, key, version id): a JSON array of the manifest entry's fields in `Entry`'s
+order, then a bit mask of the header's snapshots naming it. Arrays rather than objects, and gzip level 1:
+each pass reads or writes every version of the plan (tens of millions at ten million objects), and this
+halves the time a line takes.
 
 Bringing it up to date is a merge of three sorted streams: the newest index (its snapshots no longer kept
 drop out of every mask, and a version left with none drops out), and the manifests of kept snapshots it does
@@ -32,6 +34,7 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, closing
+from dataclasses import fields
 from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -43,7 +46,9 @@ from chalicelib.layout import INDEX_PREFIX
 
 logger = logging.getLogger(__name__)
 
-INDEX_FORMAT = "kept-index/1"
+INDEX_FORMAT = "kept-index/2"
+# The index's lines: Entry's fields in this order, then the mask.
+_FIELDS = tuple(field.name for field in fields(Entry))
 INDEX_SUFFIX = ".jsonl.gz"
 
 # One version and the mask of the snapshots (positions in the index's snapshot list) that name it.
@@ -90,10 +95,12 @@ class KeptIndex:
         self._file.seek(0)
         with gzip.GzipFile(fileobj=self._file, mode="rb") as gz:
             gz.readline()
+            width = len(_FIELDS)
             for line in gz:
-                data = json.loads(line)
-                mask = int(data.pop("in"))
-                yield Entry(**data), mask
+                values = json.loads(line)
+                if not isinstance(values, list) or len(values) != width + 1:
+                    raise ValueError(f"{self.key}: a line is not {width} fields and a mask")
+                yield Entry(*values[:width]), int(values[width])
 
     def close(self) -> None:
         self._file.close()
@@ -125,12 +132,20 @@ def merge(streams: Sequence[Iterable[Named]]) -> Iterator[Named]:
 def _remapped(index: KeptIndex, positions: dict[int, int]) -> Iterator[Named]:
     """The index's versions with their masks moved to the new snapshot list (snapshots not in `positions`
     dropped)."""
+    # The kept positions keep their order, so they move in runs (a run ends where a dropped snapshot was):
+    # a few shifts per version rather than one test per snapshot.
+    runs: list[tuple[int, int, int]] = []  # (old start, new start, length)
+    for old, position in sorted(positions.items()):
+        if runs and old == runs[-1][0] + runs[-1][2] and position == runs[-1][1] + runs[-1][2]:
+            runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((old, position, 1))
+    moves = [(old, (1 << length) - 1, new) for old, new, length in runs]
     for entry, mask in index.versions():
-        new = 0
-        for old, position in positions.items():
-            if mask >> old & 1:
-                new |= 1 << position
-        yield entry, new
+        moved = 0
+        for old, width, new in moves:
+            moved |= (mask >> old & width) << new
+        yield entry, moved
 
 
 def _write(s3: Any, bucket: str, plan: str, snapshots: list[str], versions: Iterable[Named]) -> KeptIndex:
@@ -138,10 +153,13 @@ def _write(s3: Any, bucket: str, plan: str, snapshots: list[str], versions: Iter
     key = index_key(plan, snapshots)
     out: IO[bytes] = tempfile.TemporaryFile()
     try:
-        with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
+        with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=1) as gz:
             gz.write(json.dumps({"format": INDEX_FORMAT, "plan": plan, "snapshots": snapshots}).encode("utf-8") + b"\n")
+            dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
             for entry, mask in versions:
-                gz.write((entry.to_json()[:-1] + f',"in":{mask}}}').encode("utf-8") + b"\n")
+                values = [getattr(entry, name) for name in _FIELDS]
+                values.append(mask)
+                gz.write(dumps(values).encode("utf-8") + b"\n")
         out.seek(0)
         try:
             s3docs.put_new(s3, Bucket=bucket, Key=key, Body=out, ContentType="application/gzip", ChecksumAlgorithm="SHA256")

@@ -12,8 +12,9 @@ is written for the prune as it is to work: see there).
   kept index read; the first brings the index up to date (the manifests it does not cover read and merged,
   the new index written). Without an inventory, a HeadObject (billed as a GET) per version, `verify_workers` at a time. With
   one, each invocation reads the newest report (its folders listed, manifest.json, manifest.checksum, each
-  data file) and keeps the slice's rows; a HeadObject only for the versions the report does not list (written
-  since its scan: `REPORT_LAG_DAYS` of backups, a seventh of them), and a share re-read with GET
+  data file) and keeps the slice's rows; the versions written since its scan (`REPORT_LAG_DAYS` of backups, a
+  seventh of them) wait for the next report, a HeadObject only for a version an older snapshot names that
+  the report does not list (gone), and a share re-read with GET
   (`verify_sample_percent`). The record written when created, after every `VERIFY_SAVE_EVERY` batches of
   `BATCH_SIZE` versions, after the plan, at each hand-on and at the end.
 - `prune` (prune/job.py, daily): each of its five phases lists the catalog (`PRUNE_CATALOG_LISTS`); a marker
@@ -36,8 +37,10 @@ in-region); HeadObjects overlap `verify_workers` at a time but cost at least `RE
 Python each (botocore signing and parsing); a listing page of 1,000 versions adds `LIST_PAGE_PARSE_SECONDS`
 (botocore parsed a 1,000-version ListObjectVersions answer in 0.2 s on this project's test machine); a
 manifest entry read costs `ENTRY_SECONDS` (gzip, JSON and the entry: about 10 microseconds measured on the
-manifest's own format); an inventory report's row `REPORT_ROW_SECONDS`, and `SORTED_ROW_SECONDS` more where
-the rows are sorted on disk (the cost report and the prune sort every row, the verification a seventh). GB-seconds are seconds times the function's memory (.chalice/config.json).
+manifest's own format); a kept index's line `INDEX_ROW_SECONDS` read and `INDEX_WRITE_SECONDS` written; an
+inventory report's row `REPORT_ROW_SECONDS`, and `SORTED_ROW_SECONDS` more where the rows are sorted on disk
+(the cost report and the prune sort every row, the verification a seventh); a version checked against its
+row `ROW_CHECK_SECONDS` (scripts/bench_rows.py measures all of these beside a manifest entry). GB-seconds are seconds times the function's memory (.chalice/config.json).
 """
 
 from __future__ import annotations
@@ -53,16 +56,18 @@ REQUEST_SECONDS = 0.1
 REQUEST_CPU_SECONDS = 0.003
 LIST_PAGE_PARSE_SECONDS = 0.2
 ENTRY_SECONDS = 10e-6
-# An inventory report's row read (its data file copied, MD5-checked, gunzipped, parsed into a Row), and what
-# sorting it on disk adds (`sorted_rows`: pickled into a run in chunks, merged, read back): measured by
-# scripts/bench_report_rows.py, 10.7 and 47 microseconds on this project's test machine when quiet with Row a
-# dataclass pickled row by row; a named tuple built with its columns found once per file and pickled a
-# thousand at a time took 0.59 and 0.33 times as long side by side (read, and read and sorted), so 6.3 and 13.
-REPORT_ROW_SECONDS = 6.3e-6
-SORTED_ROW_SECONDS = 13e-6
-# A version of the slice checked against its report row (verify/checks.py verify_versions, through its
-# thread pool): 30 microseconds measured.
-ROW_CHECK_SECONDS = 30e-6
+# The other per-row figures are measured side by side with a manifest entry by scripts/bench_rows.py (100,000
+# rows, medians of 5) and given as its ratio to one, times ENTRY_SECONDS: the ratios hold on a busy machine,
+# the microseconds do not. A kept index's line read (0.64) and written (1.33: JSON arrays, gzip level 1);
+# an inventory report's row read (0.55: its data file copied, MD5-checked, gunzipped, parsed into a Row) and
+# what sorting it on disk adds (1.18: `sorted_rows`, rows pickled a thousand to a run, merged, read back); a
+# version of the slice checked against its report row (0.34: verify/checks.py `verify_versions`, in the job's
+# own thread; only versions that need a request go through its pool).
+INDEX_ROW_SECONDS = 0.64 * ENTRY_SECONDS
+INDEX_WRITE_SECONDS = 1.33 * ENTRY_SECONDS
+REPORT_ROW_SECONDS = 0.55 * ENTRY_SECONDS
+SORTED_ROW_SECONDS = 1.18 * ENTRY_SECONDS
+ROW_CHECK_SECONDS = 0.34 * ENTRY_SECONDS
 # Rows per data file of a report. AWS does not document how it splits a report; the count of GETs it makes
 # is a few a day either way.
 REPORT_FILE_ROWS = 1_000_000
@@ -115,8 +120,9 @@ class BucketDay:
     prunes_in_window: int = 30
     # Versions the day's backup wrote: with an inventory, what the newest report cannot show yet.
     written: float = 0.0
-    # Of today's slice, the versions the newest report does not list (checked by HEAD), and those re-read
-    # with GET, where known (None: estimated from `written` and the sample's share).
+    # Of today's slice, the versions the newest report does not list although a snapshot older than its scan
+    # names them (checked by HEAD), and those re-read with GET, where known (None: none are gone, and the
+    # sample's share).
     unreported: float | None = None
     sampled: float | None = None
     # The kept index (catalog/kept_index.py): whether one from an earlier day exists, the snapshots it does not
@@ -204,31 +210,39 @@ def _report_seconds(rows: float, sorted_rows: float) -> float:
 
 def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     """Without an inventory, a HeadObject per version of the slice. With one, each invocation reads the newest
-    report and keeps the slice's rows (a seventh, sorted); a HeadObject only for what the report does not list
-    (written since its scan), a GET for the sampled share. The versions come from the kept index: brought up
+    report and keeps the slice's rows (a seventh, sorted); what it does not list because it was written since
+    the scan waits for the next report, a HeadObject only for the rest it does not list (gone), a GET for the
+    sampled share. The versions come from the kept index: brought up
     to date once (the earlier index and the new manifests merged, the new index written), then read by each
     invocation up to where the last one stopped."""
     job = JobDay(function=JOB_FUNCTIONS["verification"])
     checked = day.named_versions / VERIFY_SLICES if day.checked is None else day.checked
     against_report = settings.inventory is not None
     if against_report:
+        # What the report does not list because it was written since the scan waits for the next report; a
+        # HEAD only for what an older snapshot names and the report does not list (gone: none expected).
         lag = REPORT_LAG_DAYS.get(settings.inventory or "", 1.0)
-        headed = min(checked, day.written * lag / VERIFY_SLICES) if day.unreported is None else day.unreported
+        deferred = min(checked, day.written * lag / VERIFY_SLICES)
+        headed = 0.0 if day.unreported is None else day.unreported
     else:
-        headed = checked
+        deferred, headed = 0.0, checked
     sampled = checked * settings.verify_sample_percent / 100 if day.sampled is None else day.sampled
     # HEADs overlap in the job's pool; the sample's GETs are counted one after another below.
     work = max(REQUEST_SECONDS / settings.verify_workers, REQUEST_CPU_SECONDS) * headed
-    work += (checked - headed) * ROW_CHECK_SECONDS
+    work += max(0.0, checked - headed - deferred) * ROW_CHECK_SECONDS
     # The index brought up to date: the earlier one read, the manifests it does not cover merged in (every kept
     # one without an earlier index), the new one written.
     per_snapshot = day.manifest_entries / day.snapshots if day.snapshots else 0.0
     merged = min(day.new_snapshots, day.snapshots) if day.indexed else day.snapshots
-    update = (2 * day.named_versions if day.indexed else day.named_versions) + merged * per_snapshot
+    update = (
+        (day.named_versions * INDEX_ROW_SECONDS if day.indexed else 0.0)
+        + merged * per_snapshot * ENTRY_SECONDS
+        + day.named_versions * INDEX_WRITE_SECONDS
+    )
     # A first estimate of the time gives the invocations; each reads the index (and the report).
-    reading = 2 * REQUEST_SECONDS + day.named_versions * ENTRY_SECONDS
+    reading = 2 * REQUEST_SECONDS + day.named_versions * INDEX_ROW_SECONDS
     report = _report_seconds(_report_rows(day), _report_rows(day) / VERIFY_SLICES) if against_report else 0.0
-    invocations = max(1, math.ceil((work + update * ENTRY_SECONDS + reading + report) / INVOCATION_SECONDS))
+    invocations = max(1, math.ceil((work + update + reading + report) / INVOCATION_SECONDS))
     # Per invocation: its record read, the pruned markers, the snapshot keys and the indexes listed, the
     # newest index read (the first invocation finds yesterday's, if any); once: the new manifests, the index.
     job.add("list", invocations * (2 + _pages(day.snapshots)))
@@ -242,8 +256,9 @@ def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     job.invocations = invocations
     # Invocation k of n reads the index up to where the last one stopped, k/n of it on average; every
     # invocation reads the whole report.
-    entries = update + day.named_versions * (invocations + 1) / 2
-    job.seconds = work + invocations * report + _sequential(job, entries=entries)
+    job.seconds = (
+        work + update + invocations * report + day.named_versions * (invocations + 1) / 2 * INDEX_ROW_SECONDS + _sequential(job)
+    )
     if reading + report > INVOCATION_SECONDS:
         job.limits.append(
             f"reading the kept index{' and the report' if against_report else ''} takes about {reading + report:,.0f} s, "

@@ -123,7 +123,7 @@ class Row(NamedTuple):
 
     A named tuple, not a dataclass: a report of ten million objects has over forty million rows, each read,
     and often sorted through a temporary file, by every pass; a tuple is built and pickled several times
-    faster (scripts/bench_report_rows.py measures it)."""
+    faster (scripts/bench_rows.py measures it)."""
 
     bucket: str
     key: str  # decoded

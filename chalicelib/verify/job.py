@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -52,35 +52,46 @@ logger = logging.getLogger(__name__)
 REPORT_SAMPLE_PERCENT = 0.1
 
 
-def _sort_key(entry: Entry) -> tuple[str, str]:
-    return entry.sort_key
+T = TypeVar("T")
 
 
-class DistinctVersions:
+def _itself(entry: Any) -> Entry:
+    return cast(Entry, entry)
+
+
+class DistinctVersions(Generic[T]):
     """The distinct versions of one weekday's slice of a plan's snapshots, in (source, key) order, after
-    `after` (a (source, key) already done).
+    `after` (a (source, key) already done). The streams give entries, or items carrying one (`entry_of`
+    finds it: the kept index's versions come with whether they are newer than the report).
 
     `largest` is the most versions the deduplication ever held at once: at most the number of distinct
     versions of one key, whatever the number of versions in all."""
 
     def __init__(
-        self, manifests: Sequence[Iterable[Entry]], weekday: int | None, after: tuple[str, str] | None = None
+        self,
+        manifests: Sequence[Iterable[T]],
+        weekday: int | None,
+        after: tuple[str, str] | None = None,
+        entry_of: Callable[[T], Entry] = _itself,
     ) -> None:
         self.manifests = manifests
         self.weekday = weekday
         self.after = after
+        self.entry_of = entry_of
         self.largest = 0
 
-    def _remaining(self, entries: Iterable[Entry]) -> Iterator[Entry]:
+    def _remaining(self, items: Iterable[T]) -> Iterator[T]:
         if self.after is None:
-            return iter(entries)
-        after = self.after
-        return itertools.dropwhile(lambda entry: entry.sort_key <= after, entries)
+            return iter(items)
+        after, entry_of = self.after, self.entry_of
+        return itertools.dropwhile(lambda item: entry_of(item).sort_key <= after, items)
 
-    def __iter__(self) -> Iterator[Entry]:
+    def __iter__(self) -> Iterator[T]:
         current: tuple[str, str] | None = None
         seen: set[str] = set()
-        for entry in heapq.merge(*(self._remaining(m) for m in self.manifests), key=_sort_key):
+        entry_of = self.entry_of
+        for item in heapq.merge(*(self._remaining(m) for m in self.manifests), key=lambda item: entry_of(item).sort_key):
+            entry = entry_of(item)
             if entry.sort_key != current:
                 # A new key: no later entry can repeat a version of the previous one.
                 current = entry.sort_key
@@ -89,7 +100,7 @@ class DistinctVersions:
                 continue
             seen.add(entry.version_id)
             self.largest = max(self.largest, len(seen))
-            yield entry
+            yield item
 
 
 def _oldest(snapshots: Iterable[str]) -> datetime | None:
@@ -102,17 +113,26 @@ def _oldest(snapshots: Iterable[str]) -> datetime | None:
 SAVE_EVERY = 10
 
 
-def batches(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
-    """Batches of about `size` entries, cut only between two keys, so that a checkpoint after a batch
-    (its last key) never leaves versions of that key unchecked."""
-    batch: list[Entry] = []
-    for entry in entries:
-        if len(batch) >= size and entry.sort_key != batch[-1].sort_key:
+def batches(items: Iterable[T], size: int, entry_of: Callable[[T], Entry] = _itself) -> Iterator[list[T]]:
+    """Batches of about `size` entries (or items carrying one), cut only between two keys, so that a
+    checkpoint after a batch (its last key) never leaves versions of that key unchecked."""
+    batch: list[T] = []
+    for item in items:
+        if len(batch) >= size and entry_of(item).sort_key != entry_of(batch[-1]).sort_key:
             yield batch
             batch = []
-        batch.append(entry)
+        batch.append(item)
     if batch:
         yield batch
+
+
+def _since_scan(snapshots: Sequence[str], scan: datetime) -> int:
+    """The bit mask (the kept index's) of the snapshots taken after the report's scan began."""
+    return sum(1 << position for position, taken in enumerate(snapshots) if is_backup_id(taken) and backup_time(taken) >= scan)
+
+
+def _entry(item: tuple[Entry, bool]) -> Entry:
+    return item[0]
 
 
 class VerificationJob(Job[VerificationRecord]):
@@ -244,26 +264,34 @@ class VerificationJob(Job[VerificationRecord]):
                 )
                 if manifest.tampering:
                     record.add_error(f"TAMPERING: {manifest.tampering}")
-                manifests, weekday, sample = [manifest.entries()], None, record.sample_percent
+                manifests: list[Iterable[tuple[Entry, bool]]] = [((entry, False) for entry in manifest.entries())]
+                weekday, sample = None, record.sample_percent
                 record.set_snapshots(plan.name, 1)
             else:
                 record.set_snapshots(plan.name, len(kept))
                 # The distinct versions of the kept snapshots, from the kept index: the index and the
-                # manifests written since it, not every kept manifest.
+                # manifests written since it, not every kept manifest. A version only snapshots taken since the
+                # report's scan began name may have been written after it: if the report does not list it,
+                # it waits for the next report rather than a HEAD (the backup checked its copy).
                 index = kept_index(self.clients.s3, plan.bucket, plan.name, kept, stack) if kept else None
-                manifests = [(entry for entry, _ in index.versions())] if index else []
+                since = _since_scan(index.snapshots, rows.report.created) if index and rows else 0
+                manifests = [((entry, bool(since) and not mask & ~since) for entry, mask in index.versions())] if index else []
                 weekday, sample = record.weekday, 0.0
-            distinct = DistinctVersions(manifests, weekday, after)
+            distinct = DistinctVersions(manifests, weekday, after, entry_of=_entry)
             unsaved = 0
             try:
-                for batch in batches(distinct, self.batch_size):
+                for batch in batches(distinct, self.batch_size, entry_of=_entry):
                     if rows is None:
-                        part = verify_entries(self.clients.s3, plan, batch, sample, self.max_workers)
+                        part = verify_entries(self.clients.s3, plan, [entry for entry, _ in batch], sample, self.max_workers)
                     else:
-                        versions = [(entry, rows.row(entry)) for entry in batch]
-                        part = verify_versions(self.clients.s3, plan, versions, self.sample_percent, self.max_workers)
+                        versions = [(entry, rows.row(entry), new) for entry, new in batch]
+                        part = verify_versions(
+                            self.clients.s3, plan, [(entry, row) for entry, row, new in versions if row is not None or not new],
+                            self.sample_percent, self.max_workers,
+                        )
+                        part.deferred = sum(1 for _, row, new in versions if row is None and new)
                     record.add(plan.name, part)
-                    record.after = [batch[-1].source, batch[-1].key]
+                    record.after = [batch[-1][0].source, batch[-1][0].key]
                     # The record is the checkpoint: saved every SAVE_EVERY batches (a crash redoes at most
                     # those, idempotently), when time runs short, and after the plan (the caller).
                     unsaved += 1

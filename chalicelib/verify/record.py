@@ -96,6 +96,8 @@ class VerificationRecord:
     plans: dict[str, dict[str, int]] = field(default_factory=dict)
     # Versions asked about with HeadObject; the others were checked against an inventory report.
     headed: int = 0
+    # Versions newer than the inventory report that it does not list yet: left for the next report's check.
+    deferred: int = 0
     # Per plan, when the plans set `inventory`: the report checked against (its manifest key, creation time,
     # age in days), or the problem that sent the check back to HEAD (no report, a stale or unreadable one).
     inventory: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -141,6 +143,7 @@ class VerificationRecord:
         self.sampled += report.sampled
         self.sample_skipped_archived += report.sample_skipped_archived
         self.headed += report.headed
+        self.deferred += report.deferred
         self.missing_count += len(report.missing)
         self.damaged_count += len(report.damaged)
         self.missing.extend(asdict(f) for f in report.missing[: max(0, MAX_LISTED - len(self.missing))])
