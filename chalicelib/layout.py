@@ -34,6 +34,8 @@ MANIFEST_SUFFIX = ".jsonl.gz"
 CHECKPOINTS_PREFIX = META_PREFIX + "checkpoints/"
 # The kept index (chalicelib/catalog/kept_index.py): derived from the manifests, rewritten as they change.
 INDEX_PREFIX = META_PREFIX + "index/"
+# The prune's own kept index: outside INDEX_PREFIX, so that only the prune's role may write it.
+PRUNE_INDEX_PREFIX = META_PREFIX + "prune-index/"
 RECORDS_PREFIX = META_PREFIX + "backups/"
 # Written once, never replaced: the bucket policy refuses a PutObject here without If-None-Match.
 SEALED_PREFIX = META_PREFIX + "sealed/"

@@ -70,13 +70,16 @@ def test_get_costs_after_the_daily_backup_reports_what_the_buckets_hold(
         assert len(plan["projection"]) == 12
         assert set(plan["alternatives"]) == {"ours", "aws_backup", "same_retention_no_lifecycle", "versioned_sync", "sync_copy"}
         # The upkeep, per job, with the shipped plans' weekly inventory: the weekly slice HEADs only what the
-        # report does not list yet (after one backup no change is measured, so none), the prune reads its record,
-        # the newest ten prune records (a month of them is assumed) and, in each of its two passes, the one snapshot's manifest and the report's manifest, checksum and
-        # data file; neither lists data/.
+        # report does not list yet (after one backup no change is measured, so none); the prune works once a
+        # week: its record, the newest ten prune records (a month of them is assumed), the newest report's
+        # manifest and checksum (is it due?), its index in each pass, the one snapshot's manifest merged into it
+        # and, in each pass, the report's manifest, checksum and data file; on the six other days only the
+        # records and the report's manifest and checksum, and its record. Neither lists data/.
         upkeep = plan["upkeep"]["jobs"]
         assert backup_buckets.inventory is not None and backup_buckets.inventory.frequency == "Weekly"
         assert "head" not in upkeep["verification"]["requests_per_day"]
-        assert upkeep["prune"]["requests_per_day"]["get"] == 1 + 10 + 2 * (1 + 3)
+        due, waiting = 1 + 10 + 2 + 2 + 1 + 2 * 3, 10 + 2 + 1
+        assert upkeep["prune"]["requests_per_day"]["get"] == round((due + 6 * waiting) / 7, 1)
         # The cost report computes a plan's figures (and HEADs its sample) once per weekly report.
         assert upkeep["cost_report"]["requests_per_day"]["head"] == pytest.approx(min(20, len(versions)) / 7, abs=0.05)
         assert plan["parts"]["upkeep"] == plan["upkeep"]["monthly_usd"] > 0

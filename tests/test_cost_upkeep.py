@@ -11,6 +11,8 @@ from chalicelib.cost.upkeep import (
     FUNCTION_MEMORY_MB,
     JOB_FUNCTIONS,
     JOBS,
+    INDEX_ROW_SECONDS,
+    INDEX_WRITE_SECONDS,
     PRUNE_SWEPT_LOOKBACK,
     REPORT_ROW_SECONDS,
     SORTED_ROW_SECONDS,
@@ -21,6 +23,8 @@ from chalicelib.cost.upkeep import (
     cost_report,
     describe,
     job_usd,
+    prune_waiting,
+    prune_when_due,
     request_usd,
     upkeep_day,
 )
@@ -115,17 +119,20 @@ def test_against_a_report_the_verification_heads_only_what_it_does_not_list() ->
 
 
 def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_list_no_version() -> None:
-    settings = UpkeepSettings(inventory="Weekly")
+    settings = UpkeepSettings(inventory="Daily")
     removing = BucketDay(**{**OFFICE.__dict__, "removed": 1})
     jobs = upkeep_day(removing, settings)
     by_listing = upkeep_day(removing, UpkeepSettings())
-    # The catalog and the prune records, the report's folder in each pass, the kept indexes.
-    assert jobs["prune"].requests["list"] == 28 + 1 + 2 + 2
-    # Its record; ten prune records; in each of its two passes the 51 kept and the removed manifest and the
-    # report's three objects.
-    assert jobs["prune"].requests["get"] == 1 + 10 + 2 * (51 + 1 + 3)
-    # The record also saved after each of the two full DeleteObjects.
-    assert jobs["prune"].requests["put"] == by_listing["prune"].requests["put"] + 2
+    # With a daily report the prune works every day: the catalog; the prune records and the report's folder
+    # for the check that it is due; the prune's indexes in each pass; the report's folder in each pass; the
+    # verification's and its own superseded indexes, keys and versions.
+    assert jobs["prune"].requests == prune_when_due(removing, settings).requests
+    assert jobs["prune"].requests["list"] == 28 + 2 + 2 + 2 + 2 + 2
+    # Its record; ten prune records and the report's manifest and checksum; its index in each pass and the
+    # day's new manifest merged into it (not the 51 kept ones); in each pass the report's three objects.
+    assert jobs["prune"].requests["get"] == 1 + 10 + 2 + 2 + 1 + 2 * 3
+    # The record also saved after each of the two full DeleteObjects, and the new index written.
+    assert jobs["prune"].requests["put"] == by_listing["prune"].requests["put"] + 2 + 1
     assert jobs["prune"].requests["post"] == by_listing["prune"].requests["post"]
     # A day a new report arrived: the figures computed from it (the report's folder listed, its manifest.json,
     # manifest.checksum and data file read; the kept figures read, then written).
@@ -133,16 +140,38 @@ def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_lis
     assert computing["cost_report"].requests["list"] == 1 + 1 + 1 + 51 + 1
     assert computing["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1 + 3 + 1
     assert computing["cost_report"].requests["put"] == 1 + 1
-    # 168 requests one after another, and in each pass the kept and the removed manifests' entries read and
-    # every row read and sorted.
-    assert sum(jobs["prune"].requests.values()) == 168
+    # The requests one after another; the old index read, the new manifest merged, the new index written and
+    # each of its lines read twice in each pass; every row read and sorted in each pass.
+    sent = sum(count for kind, count in jobs["prune"].requests.items() if kind != "delete") + 1
+    index = 468_000 * INDEX_ROW_SECONDS + 100_000 * 10e-6 + 468_000 * INDEX_WRITE_SECONDS + 4 * 468_000 * INDEX_ROW_SECONDS
     row = REPORT_ROW_SECONDS + SORTED_ROW_SECONDS
-    assert jobs["prune"].seconds == pytest.approx(168 * 0.1 + 2 * 5_200_000 * 10e-6 + 2 * 470_051 * row, rel=0.01)
+    assert jobs["prune"].seconds == pytest.approx(sent * 0.1 + index + 2 * 470_051 * row, rel=0.01)
     # 42,000,051 rows: 43 data files of at most a million rows (an assumption: AWS does not say how it splits).
     large = upkeep_day(BucketDay(versions=42e6, named_versions=42e6, snapshots=51, manifest_entries=510e6), settings)
     large = upkeep_day(BucketDay(versions=42e6, named_versions=42e6, snapshots=51, manifest_entries=510e6, cost_recomputed=1), settings)
     assert large["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1 + 2 + 43 + 1
     assert large["prune"].limits and large["cost_report"].limits
+
+
+def test_with_a_weekly_report_the_prune_works_once_a_week_and_checks_on_the_other_days() -> None:
+    weekly = UpkeepSettings(inventory="Weekly")
+    waiting = prune_waiting(OFFICE, weekly)
+    # The prune records and the report's manifest and checksum, its record read and written three times.
+    assert waiting.requests == {"list": 2, "get": 10 + 2 + 1, "put": 3}
+    # The week's work on one day: seven days of deletions, removed snapshots and new manifests.
+    week = BucketDay(**{**OFFICE.__dict__, "removed": 1})
+    seven = {"deleted": 7 * week.deleted, "removed": 7, "superseded_indexes": 7}
+    due = prune_when_due(BucketDay(**{**week.__dict__, **seven}), weekly, period=7)
+    assert due.requests["get"] == 1 + 10 + 2 + 2 + 7 + 2 * 3 and due.requests["post"] == 14 + 1
+    # The verification's seven superseded indexes and the prune's own.
+    assert due.requests["delete"] == 7 + 1
+    day = upkeep_day(week, weekly)["prune"]
+    for kind in due.requests:
+        assert day.requests[kind] == pytest.approx((due.requests[kind] + 6 * waiting.requests.get(kind, 0)) / 7)
+    assert day.seconds == pytest.approx((due.seconds + 6 * waiting.seconds) / 7)
+    # Neither grows with the manifests kept: only the report's rows and the index's lines do.
+    more = BucketDay(**{**week.__dict__, "snapshots": 510, "manifest_entries": 51_000_000})
+    assert upkeep_day(more, weekly)["prune"].requests == day.requests
 
 
 def test_inventory_is_counted_only_when_the_plans_set_it() -> None:

@@ -6,8 +6,9 @@ A job that starts sending other requests, or the model drifting from the code, f
 
 The plans set a daily S3 Inventory, delivered by the test double (tests/s3_inventory.py) before each day's
 backup: the verification and the cost report read it, and must send exactly what the model counts. The prune
-runs with the inventory on odd days (compared with `prune_by_inventory`) and without it on even days
-(compared with `prune_by_listing`), so both of its paths are held to the model."""
+runs with the inventory on odd days (compared with `prune_when_due`: the day's report is new, so it works,
+from its own kept index) and again the same day (compared with `prune_waiting`: the report was swept), and
+without the inventory on even days (compared with `prune_by_listing`), so every path is held to the model."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from chalicelib.backup.service import BackupService
 from chalicelib.catalog.records import backup_time, new_backup_id
 from chalicelib.config import Settings
 from chalicelib.cost.reports import CostReports
-from chalicelib.cost.upkeep import BucketDay, UpkeepSettings, prune_by_inventory, prune_by_listing, upkeep_day
+from chalicelib.cost.upkeep import BucketDay, UpkeepSettings, prune_by_listing, prune_waiting, prune_when_due, upkeep_day
 from chalicelib.deploy.provision import provision
 from chalicelib.inventory import configuration as conf
 from chalicelib.layout import DATA_PREFIX, SNAPSHOTS_PREFIX
@@ -131,9 +132,9 @@ def _state(
         sampled=sum(1 for entry in today if in_sample(entry, REPORT_SAMPLE_PERCENT)),
         # What today's backup wrote: not in the report (nothing was pruned since its scan).
         written=versions - len(reported) if reported is not None else 0.0,
-        # A backup a day so far, and a prune a day before today's.
+        # A backup a day so far, and a prune a day before today's (two on odd days: one works, one waits).
         backups_in_window=day + 1,
-        prunes_in_window=day,
+        prunes_in_window=day + day // 2,
         # The kept index: written by each day's verification from the first on, superseded by the next.
         indexed=day > 0,
         superseded_indexes=1.0 if day > 0 else 0.0,
@@ -193,15 +194,23 @@ def test_each_jobs_recorded_requests_a_day_are_what_the_upkeep_model_counts(aws:
             # The report the prune read lists the manifests of the day's snapshots too.
             after = _state(s3, day, deleted, removed)
             if by_report:
-                _add(recorded, expected, "prune_by_inventory", _kinds(since), prune_by_inventory(after, model).requests)
+                # The prune's own index: left by the prune two days before (none on the first), which covers
+                # neither yesterday's snapshot nor today's.
+                after = dataclasses.replace(after, prune_indexed=day > 1, prune_new_snapshots=2 if day > 1 else None)
+                _add(recorded, expected, "prune_when_due", _kinds(since), prune_when_due(after, model).requests)
+                since = CallsSince()
+                again = prune.run(prune.start(["docs"], "schedule", grace=timedelta(hours=1)).prune_id)
+                assert again.plans["docs"].waiting is not None, again.plans["docs"]
+                after = dataclasses.replace(after, prunes_in_window=after.prunes_in_window + 1)
+                _add(recorded, expected, "prune_waiting", _kinds(since), prune_waiting(after, model).requests)
             else:
                 _add(recorded, expected, "prune", _kinds(since), prune_by_listing(after, unmodelled).requests)
             clock.shift(timedelta(days=1) - timedelta(minutes=5))
     assert recorded == expected
     # Something was pruned and verified, so deletions and HEADs were compared too; the verification and the cost
     # report read the reports and listed no version under data/.
-    assert recorded["prune"]["post"] > 0 and recorded["prune_by_inventory"]["post"] > 0
-    assert "list" in recorded["prune_by_inventory"] and recorded["prune_by_inventory"]["delete"] > 0
+    assert recorded["prune"]["post"] > 0 and recorded["prune_when_due"]["post"] > 0
+    assert "list" in recorded["prune_when_due"] and recorded["prune_when_due"]["delete"] > 0 and recorded["prune_waiting"]["put"] > 0
     assert recorded["verification"]["get"] > 0 and recorded["cost_report"]["list"] == expected["cost_report"]["list"]
 
 

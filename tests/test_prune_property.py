@@ -391,7 +391,9 @@ class World:
             return
         assert record.status == "SUCCEEDED" and work.status == "SUCCEEDED", (record.status, work.errors)
         assert work.inventory is not None and work.inventory["problem"] is None, work.inventory
-        # 0. The prune by manifests and report deletes exactly what the listing sweep would have deleted.
+        # 0. The prune by its kept index (brought up to date from the one the last prune left) and the report
+        # deletes exactly what the listing sweep, reading every manifest, would have deleted.
+        assert work.inventory["kept_index"] or not live, work.inventory
         assert deleted == listing, (sorted(deleted - listing), sorted(listing - deleted))
         self.live = kept
         self.log.append(f"  removed {len(work.removing)}, deleted {len(deleted)} versions")

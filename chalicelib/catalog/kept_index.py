@@ -20,6 +20,12 @@ not cover. The day's work is the index plus the new manifests: it grows with cha
 index is derived data: written create-only under a name of its own, it never replaces a manifest, a
 reader falls back to the manifests when it is missing or unreadable, and the daily prune (the only role that
 deletes versions) deletes the indexes a newer one superseded.
+
+Two kinds are kept (`IndexKind`), each under a prefix of its own: the verification's (`VERIFIED`: the
+entries a restore reads, the newest manifest version), and the prune's (`PRUNED`, under a prefix only the
+prune's role may write): held entries too, each manifest read at a pinned version (`versions`, recorded in the
+header), and named by the SHA-256 of its whole body, checked on every read, so that an index changed after it
+was written is not used. What decides a deletion is never an index another role could have written.
 """
 
 from __future__ import annotations
@@ -27,22 +33,23 @@ from __future__ import annotations
 import gzip
 import hashlib
 import heapq
+import io
 import itertools
 import json
 import logging
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, closing
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import s3docs
-from chalicelib.catalog.manifests import Entry, Manifest, manifest_key
+from chalicelib.catalog.manifests import Entry, Manifest, _PositionalReader, manifest_key
 from chalicelib.errors import AlreadyExists, NotFound, describe_error
-from chalicelib.layout import INDEX_PREFIX
+from chalicelib.layout import INDEX_PREFIX, PRUNE_INDEX_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -53,47 +60,86 @@ INDEX_SUFFIX = ".jsonl.gz"
 
 # One version and the mask of the snapshots (positions in the index's snapshot list) that name it.
 Named = tuple[Entry, int]
+# A manifest's entries as an index takes them (`where` names the manifest in an error).
+Reader = Callable[[Manifest, str], Iterable[Entry]]
 
 
-def index_prefix(plan: str) -> str:
-    return f"{INDEX_PREFIX}{plan}/"
+def _entries(manifest: Manifest, where: str) -> Iterable[Entry]:
+    return manifest.entries()
 
 
-def index_key(plan: str, snapshots: Sequence[str]) -> str:
+@dataclass(frozen=True)
+class IndexKind:
+    """Where an index lives and how it is made: `root` (its plans' folders under it); `read`, a manifest's
+    entries as it takes them; `body_named`: named by its body's SHA-256, checked when read."""
+
+    root: str
+    read: Reader = _entries
+    body_named: bool = False
+
+
+# The weekly verification's index: what restores read.
+VERIFIED = IndexKind(INDEX_PREFIX)
+
+
+def pruned_kind(read: Reader) -> IndexKind:
+    """The prune's index: `read` gives every entry the prune must keep (held ones too), checked."""
+    return IndexKind(PRUNE_INDEX_PREFIX, read, body_named=True)
+
+
+def index_prefix(plan: str, kind: IndexKind = VERIFIED) -> str:
+    return f"{kind.root}{plan}/"
+
+
+def index_key(plan: str, snapshots: Sequence[str], kind: IndexKind = VERIFIED, body_digest: str | None = None) -> str:
     # Named by the set of snapshots, whatever their order in the masks: two passes over the same snapshots
-    # write one index.
-    digest = hashlib.sha256("\n".join(sorted(snapshots)).encode("utf-8")).hexdigest()[:16]
-    return f"{index_prefix(plan)}{max(snapshots)}-{digest}{INDEX_SUFFIX}"
+    # write one index. A body-named index: by what it holds, which the same snapshots make the same.
+    digest = body_digest or hashlib.sha256("\n".join(sorted(snapshots)).encode("utf-8")).hexdigest()[:16]
+    return f"{index_prefix(plan, kind)}{max(snapshots)}-{digest}{INDEX_SUFFIX}"
+
+
+def _body_digest(fileobj: IO[bytes]) -> str:
+    fileobj.seek(0)
+    digest = hashlib.sha256()
+    for block in iter(lambda: fileobj.read(1 << 20), b""):
+        digest.update(block)
+    fileobj.seek(0)
+    return digest.hexdigest()[:32]
 
 
 class KeptIndex:
-    """A downloaded index, on local disk: `snapshots`, then `versions()`."""
+    """A downloaded index, on local disk: `snapshots` (and the manifest `versions` read, where pinned), then
+    `versions()`."""
 
-    def __init__(self, fileobj: IO[bytes], key: str) -> None:
+    def __init__(self, fileobj: IO[bytes], key: str, kind: IndexKind = VERIFIED) -> None:
         self._file = fileobj
         self.key = key
+        if kind.body_named and not key.endswith(f"-{_body_digest(fileobj)}{INDEX_SUFFIX}"):
+            raise ValueError(f"{key} does not hold what its name says: changed after it was written")
         with gzip.GzipFile(fileobj=self._file, mode="rb") as gz:
             header = json.loads(gz.readline() or b"{}")
         if header.get("format") != INDEX_FORMAT:
             raise ValueError(f"{key} is not a kept index (format {header.get('format')!r})")
         self.snapshots: list[str] = list(header["snapshots"])
+        self.pinned: dict[str, str] = dict(header.get("versions") or {})
 
     @classmethod
-    def download(cls, s3: Any, bucket: str, key: str) -> KeptIndex:
+    def download(cls, s3: Any, bucket: str, key: str, kind: IndexKind = VERIFIED) -> KeptIndex:
         spool: IO[bytes] = tempfile.TemporaryFile()
         try:
             body = s3.get_object(Bucket=bucket, Key=key)["Body"]
             for block in iter(lambda: body.read(1024 * 1024), b""):
                 spool.write(block)
             spool.seek(0)
-            return cls(spool, key)
+            return cls(spool, key, kind)
         except BaseException:
             spool.close()
             raise
 
     def versions(self) -> Iterator[Named]:
-        self._file.seek(0)
-        with gzip.GzipFile(fileobj=self._file, mode="rb") as gz:
+        """Every line, each pass through a position of its own: two passes may run side by side."""
+        reader = io.BufferedReader(_PositionalReader(self._file.fileno()), 1 << 20)
+        with gzip.GzipFile(fileobj=reader, mode="rb") as gz:
             gz.readline()
             width = len(_FIELDS)
             for line in gz:
@@ -106,10 +152,10 @@ class KeptIndex:
         self._file.close()
 
 
-def index_keys(s3: Any, bucket: str, plan: str) -> list[str]:
+def index_keys(s3: Any, bucket: str, plan: str, kind: IndexKind = VERIFIED) -> list[str]:
     """The plan's index keys, oldest first (by when they were written, then by name)."""
     found: list[tuple[Any, str]] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=index_prefix(plan)):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=index_prefix(plan, kind)):
         found.extend((item["LastModified"], item["Key"]) for item in page.get("Contents", []) if item["Key"].endswith(INDEX_SUFFIX))
     return [key for _, key in sorted(found)]
 
@@ -148,18 +194,23 @@ def _remapped(index: KeptIndex, positions: dict[int, int]) -> Iterator[Named]:
         yield entry, moved
 
 
-def _write(s3: Any, bucket: str, plan: str, snapshots: list[str], versions: Iterable[Named]) -> KeptIndex:
+def _write(
+    s3: Any, bucket: str, plan: str, snapshots: list[str], versions: Iterable[Named], kind: IndexKind, pinned: Mapping[str, str] | None
+) -> KeptIndex:
     """Write the index (create-only) and give it back, read from the local copy just written."""
-    key = index_key(plan, snapshots)
     out: IO[bytes] = tempfile.TemporaryFile()
     try:
+        header: dict[str, Any] = {"format": INDEX_FORMAT, "plan": plan, "snapshots": snapshots}
+        if pinned is not None:
+            header["versions"] = {s: pinned[s] for s in snapshots}
         with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=1) as gz:
-            gz.write(json.dumps({"format": INDEX_FORMAT, "plan": plan, "snapshots": snapshots}).encode("utf-8") + b"\n")
+            gz.write(json.dumps(header).encode("utf-8") + b"\n")
             dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
             for entry, mask in versions:
                 values = [getattr(entry, name) for name in _FIELDS]
                 values.append(mask)
                 gz.write(dumps(values).encode("utf-8") + b"\n")
+        key = index_key(plan, snapshots, kind, _body_digest(out) if kind.body_named else None)
         out.seek(0)
         try:
             s3docs.put_new(s3, Bucket=bucket, Key=key, Body=out, ContentType="application/gzip", ChecksumAlgorithm="SHA256")
@@ -169,22 +220,22 @@ def _write(s3: Any, bucket: str, plan: str, snapshots: list[str], versions: Iter
             # The local copy is whole: this pass uses it, and the next one merges again.
             logger.warning("kept index s3://%s/%s not written: %s", bucket, key, describe_error(exc))
         out.seek(0)
-        return KeptIndex(out, key)
+        return KeptIndex(out, key, kind)
     except BaseException:
         out.close()
         raise
 
 
-def drop_superseded(s3: Any, bucket: str, plan: str) -> int:
+def drop_superseded(s3: Any, bucket: str, plan: str, kind: IndexKind = VERIFIED) -> int:
     """Delete every version of the plan's indexes but the newest index (by version id: no delete marker).
     The prune calls this: only its role deletes versions. Only indexes the first listing found older than its
     newest go, so one written while this runs stays; a reader that loses the index it listed starts from the
     manifests. Returns how many versions went."""
-    keys = index_keys(s3, bucket, plan)
+    keys = index_keys(s3, bucket, plan, kind)
     # Only indexes older than the newest one listed: one written since the listing is newer and stays.
     superseded = set(keys[:-1])
     deleted = 0
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=index_prefix(plan)):
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=index_prefix(plan, kind)):
         for version in page.get("Versions", []) + page.get("DeleteMarkers", []):
             if version["Key"] not in superseded:
                 continue
@@ -197,43 +248,72 @@ def drop_superseded(s3: Any, bucket: str, plan: str) -> int:
     return deleted
 
 
-def _newest(s3: Any, bucket: str, plan: str, kept: Sequence[str]) -> KeptIndex | None:
-    """The newest readable index sharing a snapshot with `kept` (None: start from the manifests)."""
-    for key in reversed(index_keys(s3, bucket, plan)):
+def _newest(
+    s3: Any, bucket: str, plan: str, kept: Sequence[str], kind: IndexKind, pinned: Mapping[str, str] | None
+) -> KeptIndex | None:
+    """The newest readable index sharing a snapshot with `kept` (None: start from the manifests). With
+    `pinned`, one that read a shared snapshot's manifest at another version is not used either."""
+    for key in reversed(index_keys(s3, bucket, plan, kind)):
         try:
-            index = KeptIndex.download(s3, bucket, key)
+            index = KeptIndex.download(s3, bucket, key, kind)
         except (ClientError, BotoCoreError, ValueError, KeyError, OSError, EOFError) as exc:
             logger.warning("kept index s3://%s/%s is not used: %s", bucket, key, describe_error(exc))
             continue
-        if set(index.snapshots) & set(kept):
+        shared = set(index.snapshots) & set(kept)
+        if shared and (pinned is None or all(index.pinned.get(s) == pinned[s] for s in shared)):
             return index
         index.close()
         return None
     return None
 
 
-def _manifest_versions(s3: Any, bucket: str, plan: str, snapshot: str, bit: int, stack: ExitStack) -> Iterator[Named]:
-    manifest = stack.enter_context(Manifest.download(s3, bucket, manifest_key(plan, snapshot)))
-    return ((entry, 1 << bit) for entry in manifest.entries())
+def _manifest_versions(
+    s3: Any, bucket: str, plan: str, snapshot: str, bit: int, stack: ExitStack, kind: IndexKind, version: str | None
+) -> Iterator[Named]:
+    key = manifest_key(plan, snapshot)
+    manifest = stack.enter_context(Manifest.download(s3, bucket, key, version))
+    where = f"manifest {key}" + (f" (version {version})" if version else "")
+    return ((entry, 1 << bit) for entry in kind.read(manifest, where))
 
 
-def kept_index(s3: Any, bucket: str, plan: str, kept: Sequence[str], stack: ExitStack) -> KeptIndex:
+def kept_index(
+    s3: Any,
+    bucket: str,
+    plan: str,
+    kept: Sequence[str],
+    stack: ExitStack,
+    kind: IndexKind = VERIFIED,
+    pinned: Mapping[str, str] | None = None,
+    rebuild: bool = False,
+) -> KeptIndex:
     """The plan's index covering exactly the snapshots `kept`: the newest one brought up to date (written,
-    and older ones deleted) when it covers anything else. Closed with `stack`."""
+    and older ones deleted) when it covers anything else. With `pinned` (snapshot -> manifest version id, one
+    for each of `kept`), each manifest is read at that version; with `rebuild`, from the manifests alone.
+    Closed with `stack`."""
     kept = sorted(set(kept))
     if not kept:
         raise NotFound(f"no kept snapshot of plan {plan} to index")
+    if pinned is not None and set(pinned) != set(kept):
+        raise ValueError(f"the pinned manifest versions of plan {plan} are not those of the snapshots indexed")
     try:
-        return _brought_up_to_date(s3, bucket, plan, kept, stack, _newest(s3, bucket, plan, kept))
+        newest = None if rebuild else _newest(s3, bucket, plan, kept, kind, pinned)
+        return _brought_up_to_date(s3, bucket, plan, kept, stack, newest, kind, pinned)
     except (ValueError, TypeError, KeyError, EOFError, OSError, zlib.error) as exc:
         # An index whose body cannot be read (cut short, or from another version of this code): the manifests
         # alone, once. A manifest that cannot be read fails here again, as it would without an index.
         logger.warning("kept index of plan %s in s3://%s is not used: %s", plan, bucket, describe_error(exc))
-        return _brought_up_to_date(s3, bucket, plan, kept, stack, None)
+        return _brought_up_to_date(s3, bucket, plan, kept, stack, None, kind, pinned)
 
 
 def _brought_up_to_date(
-    s3: Any, bucket: str, plan: str, kept: list[str], stack: ExitStack, index: KeptIndex | None
+    s3: Any,
+    bucket: str,
+    plan: str,
+    kept: list[str],
+    stack: ExitStack,
+    index: KeptIndex | None,
+    kind: IndexKind,
+    pinned: Mapping[str, str] | None,
 ) -> KeptIndex:
     with ExitStack() as reading:
         if index is not None:
@@ -247,6 +327,9 @@ def _brought_up_to_date(
         if index is not None:
             old = {name: position for position, name in enumerate(index.snapshots)}
             streams.append(_remapped(index, {old[name]: position for position, name in enumerate(covered)}))
-        streams += [_manifest_versions(s3, bucket, plan, s, order.index(s), reading) for s in order[len(covered):]]
-        written = _write(s3, bucket, plan, order, merge(streams))
+        streams += [
+            _manifest_versions(s3, bucket, plan, s, order.index(s), reading, kind, pinned[s] if pinned else None)
+            for s in order[len(covered):]
+        ]
+        written = _write(s3, bucket, plan, order, merge(streams), kind, pinned)
     return stack.enter_context(closing(written))

@@ -21,8 +21,10 @@ is written for the prune as it is to work: see there).
   per removed snapshot; what goes, 1,000 versions to a DeleteObjects (a POST), then the removed manifests;
   the record written after each phase (`PRUNE_RECORD_PUTS`). Without an inventory (`prune_by_listing`) the
   survey and the delete each read every kept manifest and walk data/ (1,000 versions a page); with one
-  (`prune_by_inventory`) each reads the kept and removed manifests and the newest report, no listing; then
-  the superseded kept indexes are listed and deleted (DeleteObject, not charged).
+  (`prune_by_inventory`) it works once per report (`prune_when_due`: each pass reads the prune's own kept
+  index, brought up to date with the manifests written since, and the newest report, no listing), and on the
+  other days only checks that it is not due (`prune_waiting`); then the superseded kept indexes are listed
+  and deleted (DeleteObject, not charged).
 - `cost_report` (cost/reports.py, at the end of the daily backup): the window's backup and prune records
   listed and read; the snapshots listed, and for each its pruned marker, sealed record, manifest versions
   and manifest; the newest report read (or, without an inventory, data/ walked once); `cost_head_sample`
@@ -46,7 +48,7 @@ row `ROW_CHECK_SECONDS` (scripts/bench_rows.py measures all of these beside a ma
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chalicelib.jobs.runner import BATCH_SIZE
@@ -71,8 +73,9 @@ ROW_CHECK_SECONDS = 0.34 * ENTRY_SECONDS
 # Rows per data file of a report. AWS does not document how it splits a report; the count of GETs it makes
 # is a few a day either way.
 REPORT_FILE_ROWS = 1_000_000
-# Days between two reports: the cost report computes a plan's figures once per report.
-REPORT_PERIOD_DAYS = {"Daily": 1.0, "Weekly": 7.0}
+# Days between two reports: the prune with an inventory works, and the cost report computes a plan's figures,
+# once per report.
+REPORT_PERIOD_DAYS = {"Daily": 1, "Weekly": 7}
 # Days of backups a report does not show when the weekly verification runs: a daily report was scanned
 # before the day's backup; a weekly one 1 to 7 days before, 4 on average.
 REPORT_LAG_DAYS = {"Daily": 1.0, "Weekly": 4.0}
@@ -134,6 +137,10 @@ class BucketDay:
     # With an inventory, whether the day's cost report computes the plan's figures (1) or carries the last ones
     # (0: the newest report is the one they came from), where known (None: once per report period on average).
     cost_recomputed: float | None = None
+    # The prune's own kept index (with an inventory): whether an earlier prune left one, and the snapshots it
+    # does not cover yet (None: those of a report's period, `new_snapshots` a day).
+    prune_indexed: bool = True
+    prune_new_snapshots: float | None = None
 
 
 @dataclass(frozen=True)
@@ -227,8 +234,8 @@ def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     else:
         deferred, headed = 0.0, checked
     sampled = checked * settings.verify_sample_percent / 100 if day.sampled is None else day.sampled
-    # HEADs overlap in the job's pool; the sample's GETs are counted one after another below.
-    work = max(REQUEST_SECONDS / settings.verify_workers, REQUEST_CPU_SECONDS) * headed
+    # HEADs and the sample's GETs overlap in the job's pool (verify/checks.py verify_versions).
+    work = max(REQUEST_SECONDS / settings.verify_workers, REQUEST_CPU_SECONDS) * (headed + sampled)
     work += max(0.0, checked - headed - deferred) * ROW_CHECK_SECONDS
     # The index brought up to date: the earlier one read, the manifests it does not cover merged in (every kept
     # one without an earlier index), the new one written.
@@ -256,9 +263,8 @@ def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     job.invocations = invocations
     # Invocation k of n reads the index up to where the last one stopped, k/n of it on average; every
     # invocation reads the whole report.
-    job.seconds = (
-        work + update + invocations * report + day.named_versions * (invocations + 1) / 2 * INDEX_ROW_SECONDS + _sequential(job)
-    )
+    one_by_one = _sequential(job) - sampled * REQUEST_SECONDS
+    job.seconds = work + update + invocations * report + day.named_versions * (invocations + 1) / 2 * INDEX_ROW_SECONDS + one_by_one
     if reading + report > INVOCATION_SECONDS:
         job.limits.append(
             f"reading the kept index{' and the report' if against_report else ''} takes about {reading + report:,.0f} s, "
@@ -310,29 +316,81 @@ def prune_by_listing(day: BucketDay, settings: UpkeepSettings) -> JobDay:
 
 
 def prune_by_inventory(day: BucketDay, settings: UpkeepSettings) -> JobDay:
-    """The prune with an inventory (prune/report_sweep.py): what goes comes from the manifests of the snapshots
-    removed (versions no kept one names) and from the newest report's rows no manifest names (after the grace
-    period). The survey and the delete each read the kept and the removed manifests and the report, every row
-    sorted to merge with them; nothing lists data/. The record is saved after each full DeleteObjects too."""
+    """The prune with an inventory, a day on average: it works once per report (`prune_when_due`, with a
+    period's deletions, snapshots and superseded indexes), spread over the report's period, and checks on the other days that it
+    is not due (`prune_waiting`)."""
+    period = REPORT_PERIOD_DAYS.get(settings.inventory or "", 1)
+    # A period's deletions, removed snapshots and verification indexes superseded, at once.
+    week = replace(day, deleted=day.deleted * period, removed=day.removed * period, superseded_indexes=day.superseded_indexes * period)
+    due = prune_when_due(week, settings, period)
+    if period == 1:
+        return due
+    waiting = prune_waiting(day, settings)
+    job = JobDay(function=due.function, limits=due.limits)
+    for kind in set(due.requests) | set(waiting.requests):
+        job.add(kind, (due.requests.get(kind, 0.0) + (period - 1) * waiting.requests.get(kind, 0.0)) / period)
+    job.seconds = (due.seconds + (period - 1) * waiting.seconds) / period
+    job.invocations = (due.invocations + (period - 1) * waiting.invocations) / period
+    return job
+
+
+def _due_check(job: JobDay, day: BucketDay) -> None:
+    """Whether the prune is due (prune/cadence.py): the newest prune records (this one's included) listed and
+    read for the last sweep, the newest report's folders listed, its manifest.json and manifest.checksum."""
+    job.add("list", 1 + 1)
+    job.add("get", min(PRUNE_SWEPT_LOOKBACK, day.prunes_in_window + 1) + 2)
+
+
+def prune_waiting(day: BucketDay, settings: UpkeepSettings) -> JobDay:
+    """A scheduled prune between two reports: its record read and written (created, after the plan, at the
+    end), and the check that it is not due."""
     job = JobDay(function=JOB_FUNCTIONS["prune"])
-    # The survey also looks through the newest prune records (this one's included) for the report an
-    # earlier prune swept: one listing, a GET each.
-    job.add("list", PRUNE_CATALOG_LISTS + 1)
-    # Its record; in each pass, the kept and the removed manifests.
-    job.add("get", 1 + 2 * (day.snapshots + day.removed) + min(PRUNE_SWEPT_LOOKBACK, day.prunes_in_window + 1))
+    _due_check(job, day)
+    job.add("get", 1)
+    job.add("put", 3)
+    job.seconds = _sequential(job)
+    job.invocations = 1
+    return job
+
+
+def prune_when_due(day: BucketDay, settings: UpkeepSettings, period: int = 1) -> JobDay:
+    """The prune with an inventory when it works (prune/report_sweep.py, prune/references.py): what goes comes
+    from its kept index (a line named only by snapshots removed) and from the newest report's rows no
+    manifest names (after the grace period). Each pass lists the prune's indexes and reads the newest; the
+    survey merges in the manifests written since it (`period` days of them; all of them without one) and
+    writes the new index. Every row of the report sorted in each pass, each index line read twice (references
+    and candidates); nothing lists data/. The record is saved after each full DeleteObjects too."""
+    job = JobDay(function=JOB_FUNCTIONS["prune"])
+    _due_check(job, day)
+    new = day.prune_new_snapshots if day.prune_new_snapshots is not None else day.new_snapshots * period
+    merged = min(new, day.snapshots) if day.prune_indexed else day.snapshots
+    job.add("list", PRUNE_CATALOG_LISTS + 2)
+    # Its record; the newest index in each pass; the manifests merged in.
+    job.add("get", 1 + (2 if day.prune_indexed else 1) + merged)
     _report_reads(job, day, times=2)
     _deletions(job, day)
-    # The position saved after each full DeleteObjects (and when time runs short: not counted).
-    job.add("put", math.floor(day.deleted / PAGE))
+    # The new index; the position saved after each full DeleteObjects (and when time runs short: not counted).
+    job.add("put", 1 + math.floor(day.deleted / PAGE))
+    # The prune's superseded index: listed (keys, versions) and deleted.
+    job.add("list", 2)
+    job.add("delete", 1 if day.prune_indexed else 0)
     per_snapshot = day.manifest_entries / day.snapshots if day.snapshots else 0.0
-    entries = day.manifest_entries + per_snapshot * day.removed
+    lines = day.named_versions
+    # The earlier index read and the new manifests merged into the new one, written; then in each pass the
+    # new one read twice (references and candidates).
+    index = (
+        (lines * INDEX_ROW_SECONDS if day.prune_indexed else 0.0)
+        + merged * per_snapshot * ENTRY_SECONDS
+        + lines * INDEX_WRITE_SECONDS
+        + 4 * lines * INDEX_ROW_SECONDS
+    )
     report = _report_seconds(_report_rows(day), _report_rows(day))
-    job.seconds = _sequential(job, entries=2 * entries) + 2 * report
+    job.seconds = _sequential(job) + index + 2 * report
     job.invocations = max(1, math.ceil(job.seconds / INVOCATION_SECONDS))
-    reading = entries * ENTRY_SECONDS + report
+    reading = 2 * lines * INDEX_ROW_SECONDS + report
     if reading > INVOCATION_SECONDS:
         job.limits.append(
-            f"each pass reads the manifests and sorts the report in about {reading:,.0f} s, more than an invocation's "
+            f"each pass reads the kept index and sorts the report in about {reading:,.0f} s, more than an invocation's "
             f"{INVOCATION_SECONDS} s: the prune would not finish unless it can carry on between invocations"
         )
     return job

@@ -16,6 +16,7 @@ from chalicelib.layout import (
     DATA_PREFIX,
     INDEX_PREFIX,
     META_PREFIX,
+    PRUNE_INDEX_PREFIX,
     PRUNED_PREFIX,
     PRUNES_PREFIX,
     RECORDS_PREFIX,
@@ -94,7 +95,8 @@ VERIFY_GRANTS: tuple[Grant, ...] = (
 # Retention (daily_prune, prune_worker) -------------------------------------------------------------------------
 
 # The only role that deletes versions (chalicelib/prune/). It reads the catalog and every manifest version,
-# lists the versions under data/ to find the ones no kept snapshot names, marks the snapshots it removes
+# lists the versions under data/ to find the ones no kept snapshot names (or, with an inventory, keeps its own
+# kept index under meta/prune-index/, which no other role may write), marks the snapshots it removes
 # (create-only markers) and keeps its own record, then deletes versions of data/ and of manifests. It writes
 # nothing under data/ and cannot change a bucket's settings, lifecycle, policy or Object Lock retention: on
 # a bucket with Object Lock, S3 itself refuses to delete a version before its retention date.
@@ -104,7 +106,7 @@ PRUNE_GRANTS: tuple[Grant, ...] = (
         "PruneVersionsList",
         ("s3:ListBucketVersions",),
         backup_bucket_arns,
-        lambda s: {"StringLike": {"s3:prefix": [DATA_PREFIX + "*", SNAPSHOTS_PREFIX + "*", INDEX_PREFIX + "*"]}},
+        lambda s: {"StringLike": {"s3:prefix": [DATA_PREFIX + "*", SNAPSHOTS_PREFIX + "*", INDEX_PREFIX + "*", PRUNE_INDEX_PREFIX + "*"]}},
         owned=True,
     ),
     Grant(
@@ -114,11 +116,14 @@ PRUNE_GRANTS: tuple[Grant, ...] = (
         owned=True,
     ),
     Grant("PruneRecords", ("s3:PutObject",), lambda s: catalog_objects(s, PRUNED_PREFIX, PRUNES_PREFIX), owned=True),
+    # The prune's own kept index (chalicelib/prune/references.py): the prune deletes what it does not protect,
+    # so this role alone writes it.
+    Grant("PruneIndex", ("s3:PutObject",), lambda s: object_arns(s.backup_buckets, PRUNE_INDEX_PREFIX), owned=True),
     Grant(
         "PruneDeleteVersions",
         ("s3:DeleteObjectVersion",),
-        # meta/index/: the kept indexes a newer one superseded (chalicelib/catalog/kept_index.py).
-        lambda s: object_arns(s.backup_buckets, DATA_PREFIX, SNAPSHOTS_PREFIX, INDEX_PREFIX),
+        # meta/index/, meta/prune-index/: the kept indexes a newer one superseded (chalicelib/catalog/kept_index.py).
+        lambda s: object_arns(s.backup_buckets, DATA_PREFIX, SNAPSHOTS_PREFIX, INDEX_PREFIX, PRUNE_INDEX_PREFIX),
         owned=True,
     ),
     Grant("PruneAlerts", ("sns:Publish",), lambda s: sorted(set(s.topic_arns))),

@@ -28,7 +28,7 @@ Every step is idempotent, so a repeated or resumed invocation redoes at most one
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection
 from contextlib import ExitStack
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
@@ -36,21 +36,23 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.kept_index import drop_superseded
-from chalicelib.catalog.manifests import Entry, Manifest, manifest_key
+from chalicelib.catalog.manifests import manifest_key
 from chalicelib.catalog.pruned import PrunedMarkers
-from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
+from chalicelib.catalog.records import RecordStore
 from chalicelib.catalog.restoring import snapshots_being_restored
 from chalicelib.errors import AlreadyExists, NotFound, Tampered, describe_error
 from chalicelib.jobs.budget import Budget
 from chalicelib.jobs.dispatch import Invoker
 from chalicelib.jobs.runner import BATCH_SIZE, Checkpoint, Job
 from chalicelib.notify import alerts
-from chalicelib.plans import Plan, PlanSet
+from chalicelib.plans import InventoryPlan, Plan, PlanSet
 from chalicelib.prices import Prices
-from chalicelib.prune import decision, guard, report_sweep
+from chalicelib.inventory.freshness import newest_fresh_report
+from chalicelib.prune import cadence, decision, guard, report_sweep
 from chalicelib.prune.deleter import DELETE_BATCH, Deleter, delete_versions, judge_versions, retained_by_object_lock
 from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus, PruneStore, new_prune_id
-from chalicelib.prune.sweep import References, Rules, check_order, walk
+from chalicelib.prune.references import PRUNE_INDEX, Sweeping, indexed_references, manifest_references
+from chalicelib.prune.sweep import References, Rules, walk
 from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
@@ -159,12 +161,21 @@ class PruneJob(Job[PruneRecord]):
         record.conclude(isoformat(utcnow()))
         checkpoint.save()
         logger.info("prune %s %s: %s", record.prune_id, record.status, record.totals())
-        alerts.publish_prune(self.clients.sns, self.topic_arn, record.to_dict())
+        if not all(record.plan(name).waiting for name in record.plan_names):
+            alerts.publish_prune(self.clients.sns, self.topic_arn, record.to_dict())
         return True
 
     def _plan(self, checkpoint: Checkpoint[PruneRecord], plan: Plan, work: PlanPrune) -> bool:
         """One plan through its phases; False when time ran short (the checkpoint is saved)."""
         record = checkpoint.record
+        if work.phase == "decide" and self.plans.inventory is not None:
+            last = cadence.last_sweep(self.store.latest(SWEPT_LOOKBACK), plan.name, record.prune_id)
+            work.swept_report = last.report if last else None
+            if record.trigger == "schedule" and not record.dry_run:
+                work.waiting = self._waiting(plan, self.plans.inventory, last)
+                if work.waiting is not None:
+                    work.phase, work.status = "done", PruneStatus.SUCCEEDED
+                    return True
         if work.phase == "decide":
             self._decide(plan, work)
             work.phase = "survey"
@@ -203,6 +214,8 @@ class PruneJob(Job[PruneRecord]):
             self._remove_manifests(plan, work)
             try:
                 drop_superseded(self.clients.s3, plan.bucket, plan.name)
+                if self.plans.inventory is not None:
+                    drop_superseded(self.clients.s3, plan.bucket, plan.name, PRUNE_INDEX)
             except (ClientError, BotoCoreError) as exc:
                 work.warn(f"superseded kept indexes stay until the next prune: {describe_error(exc)}")
             work.phase = "done"
@@ -285,10 +298,8 @@ class PruneJob(Job[PruneRecord]):
             lock_days=plan.object_lock.days if plan.object_lock else None,
         )
         inventory = self.plans.inventory
+        at = Sweeping(s3, plan.bucket, plan.name, meta, sealed, excluded, now)
         with ExitStack() as stack:
-            sources = self._references(plan, meta, sealed, excluded, now, stack, check=delete)
-            references = References(sources)
-            stack.callback(references.close)
             # The report's sweep sends a batch at a key's end (`full` below), so a saved position never leaves
             # a version of its key unsent.
             batch = DELETE_BATCH if inventory is None else None
@@ -298,17 +309,19 @@ class PruneJob(Job[PruneRecord]):
                 work.missing += count
 
             if inventory is None:
+                sources = manifest_references(at, stack, check=delete)
+                references = References(sources)
+                stack.callback(references.close)
                 keys = walk(s3, plan.bucket, references, work.position, missing)
             else:
-                # Candidates from the removed snapshots' manifests and the inventory report: no listing of data/.
-                removed = [m for m in meta.manifests.values() if m.plan == plan.name and m.backup_id in excluded]
-                named = report_sweep.removed_references(s3, plan.bucket, removed, stack, check=delete)
+                # Candidates from the prune's kept index (and the manifests it does not cover) and the inventory
+                # report: no listing of data/, and the kept manifests are not read again.
+                references, named, index = indexed_references(at, stack, check=delete)
                 first = min((m.written for m in meta.manifests.values() if m.plan == plan.name), default=None)
                 rows, work.inventory = report_sweep.report_rows(s3, inventory, plan.bucket, now, stack, first)
+                work.inventory["kept_index"] = index
                 if work.inventory["problem"]:
                     work.warn(work.inventory["problem"])
-                if not delete and work.position is None:
-                    work.swept_report = self._swept_report(plan.name, checkpoint.record.prune_id)
                 report = work.inventory.get("report")
                 unnamed = report is None or report != work.swept_report
                 if not unnamed:
@@ -338,52 +351,15 @@ class PruneJob(Job[PruneRecord]):
         work.position = None
         return True
 
-    def _swept_report(self, plan_name: str, prune_id: str) -> str | None:
-        """The report the newest earlier prune of the plan that finished its delete pass read (None: none
-        did, or it read none): every version no manifest names that it listed was judged, and deleted if it
-        could be, then."""
-        for earlier in self.store.latest(SWEPT_LOOKBACK):
-            work = earlier.plans.get(plan_name)
-            if earlier.prune_id == prune_id or earlier.dry_run or work is None:
-                continue
-            if work.phase == "done" and work.status == PruneStatus.SUCCEEDED:
-                return (work.inventory or {}).get("report")
-        return None
-
-    def _references(
-        self,
-        plan: Plan,
-        meta: decision.BucketMeta,
-        sealed: Mapping[str, datetime],
-        excluded: set[str],
-        now: datetime,
-        stack: ExitStack,
-        check: bool = False,
-    ) -> list[Iterator[Entry]]:
-        """Every manifest that names versions this sweep must keep, downloaded: all versions of every manifest
-        in the bucket but the plan's excluded snapshots, and the partial manifests of unfinished backups.
-        With `check`, each is read through once first and refused (Tampered) if not sorted by key."""
-        s3 = self.clients.s3
-        opened: list[Iterator[Entry]] = []
-
-        def add(manifest: Manifest, where: str) -> None:
-            if check:
-                check_order(manifest.entries(include_held=True), where)
-            opened.append(manifest.entries(include_held=True))
-
-        for stored in meta.manifests.values():
-            if stored.plan == plan.name and stored.backup_id in excluded:
-                continue
-            for version_id, _ in stored.versions:
-                manifest = stack.enter_context(Manifest.download(s3, plan.bucket, stored.key, version_id))
-                add(manifest, f"manifest {stored.key} (version {version_id})")
-        since = now - decision.RUNNING_LOOKBACK
-        for key, (_, backup_id) in sorted(meta.partials.items()):
-            if backup_id in sealed or (is_backup_id(backup_id) and backup_time(backup_id) < since):
-                continue  # left behind by a run that finished, or was abandoned long ago
-            manifest = stack.enter_context(Manifest.download(s3, plan.bucket, key))
-            add(manifest, f"partial manifest {key}")
-        return opened
+    def _waiting(self, plan: Plan, inventory: InventoryPlan, last: cadence.Sweep | None) -> dict[str, Any] | None:
+        """Why the plan's scheduled prune waits for the next report (None: it is due)."""
+        now = utcnow()
+        fresh = newest_fresh_report(
+            self.clients.s3, inventory.bucket, inventory.prefix, inventory.configuration_id, inventory.frequency,
+            plan.bucket, now, None,
+        )
+        newest = fresh.report.manifest_key if fresh.report is not None else None
+        return cadence.waiting(last, newest, inventory.frequency, now)
 
     # -- 5. manifests -----------------------------------------------------------------------------------
 

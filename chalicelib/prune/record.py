@@ -98,6 +98,9 @@ class PlanPrune:
     # The report an earlier, finished prune of the plan already looked in for versions no manifest names
     # (found by the survey): while it is still the newest, they are not looked for again.
     swept_report: str | None = None
+    # A scheduled prune with the inventory between two reports did nothing for the plan: why (report,
+    # swept_by, swept_at, message: chalicelib/prune/cadence.py).
+    waiting: dict[str, Any] | None = None
     # What deleting archived versions before their minimum duration is billed (estimated by the cost model).
     would_early_deletion: dict[str, Any] = field(default_factory=lambda: {"usd": 0.0, "versions": 0, "bytes": 0})
     early_deletion: dict[str, Any] = field(default_factory=lambda: {"usd": 0.0, "versions": 0, "bytes": 0})

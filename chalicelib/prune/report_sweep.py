@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.catalog.manifests import Manifest
+from chalicelib.catalog.manifests import Entry, Manifest
 from chalicelib.errors import describe_error
 from chalicelib.inventory.freshness import newest_fresh_report
 from chalicelib.inventory.reports import ReportError, Row, sorted_rows
@@ -204,11 +204,16 @@ def report_rows(
 
 
 def removed_references(
-    s3: Any, bucket: str, manifests: Iterable[StoredManifest], stack: ExitStack, check: bool
+    s3: Any,
+    bucket: str,
+    manifests: Iterable[StoredManifest],
+    stack: ExitStack,
+    check: bool,
+    tagged: Sequence[Iterable[tuple[Entry, str]]] = (),
 ) -> References:
     """The versions the given manifests (every version of each) name, each tagged with when that manifest
-    version was written (`removed_tag`). With `check`, each is read through once first and refused
-    (Tampered) if not sorted by key."""
+    version was written (`removed_tag`), and the `tagged` streams' (a kept index's lines). With `check`, each
+    manifest is read through once first and refused (Tampered) if not sorted by key."""
     opened = []
     tags = []
     for stored in manifests:
@@ -218,6 +223,6 @@ def removed_references(
                 check_order(manifest.entries(include_held=True), f"manifest {stored.key} (version {version_id})")
             opened.append(manifest.entries(include_held=True))
             tags.append(removed_tag(written))
-    references = References(opened, tags)
+    references = References(opened, tags, tagged)
     stack.callback(references.close)
     return references

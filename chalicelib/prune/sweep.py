@@ -81,15 +81,21 @@ def in_order(entries: Iterable[Entry], where: str) -> Iterator[Entry]:
     The merge of references is only right over sorted streams: an entry out of order would end the
     references of the keys after it early, and their versions would look unreferenced. Every manifest the
     system writes is sorted by (source, key); one that is not was not written by a backup."""
+    for entry, _ in tagged_in_order(((entry, "") for entry in entries), where):
+        yield entry
+
+
+def tagged_in_order(pairs: Iterable[tuple[Entry, str]], where: str) -> Iterator[tuple[Entry, str]]:
+    """`in_order` for (entry, tag) pairs."""
     previous: tuple[str, str] | None = None
-    for entry in entries:
+    for entry, tag in pairs:
         if previous is not None and entry.sort_key < previous:
             raise Tampered(
                 f"{where} lists {entry.source}/{entry.key} after {previous[0]}/{previous[1]}: manifests are sorted "
                 "by key, so it was not written by a backup; the prune of this plan stopped"
             )
         previous = entry.sort_key
-        yield entry
+        yield entry, tag
 
 
 def check_order(entries: Iterable[Entry], where: str) -> None:
@@ -102,16 +108,23 @@ def check_order(entries: Iterable[Entry], where: str) -> None:
 class References:
     """The versions a set of manifests names, in the sweep's order. `short()` first (all of it), then
     `long()`; both deduplicated per key. Each manifest may carry a `tag` (a string), given back with each
-    entry it names by `tagged_short()` and `tagged_long()` (with the entry's size)."""
+    entry it names by `tagged_short()` and `tagged_long()` (with the entry's size); `tagged` streams carry
+    one per entry (a kept index's lines, each tagged by the snapshots naming it)."""
 
-    def __init__(self, manifests: Sequence[Iterable[Entry]], tags: Sequence[str] | None = None) -> None:
-        self.manifests = manifests
-        self.tags = list(tags) if tags is not None else [""] * len(manifests)
+    def __init__(
+        self,
+        manifests: Sequence[Iterable[Entry]],
+        tags: Sequence[str] | None = None,
+        tagged: Sequence[Iterable[tuple[Entry, str]]] = (),
+    ) -> None:
+        names = list(tags) if tags is not None else [""] * len(manifests)
+        self._streams: list[Iterable[tuple[Entry, str]]] = [((e, tag) for e in m) for m, tag in zip(manifests, names, strict=True)]
+        self._streams += tagged
         self.long_keys = ExternalSort()
         self._short_done = False
 
-    def _divert(self, entries: Iterable[Entry], tag: str) -> Iterator[tuple[Entry, str]]:
-        for entry in in_order(entries, "a manifest"):
+    def _divert(self, pairs: Iterable[tuple[Entry, str]]) -> Iterator[tuple[Entry, str]]:
+        for entry, tag in tagged_in_order(pairs, "a manifest"):
             data_key = entry.data_key
             if data_key.startswith(LONG_KEYS_PREFIX):
                 self.long_keys.add(data_key, entry.version_id, tag, str(entry.size))
@@ -121,7 +134,7 @@ class References:
     def tagged_short(self) -> Iterator[tuple[str, str, str, str, int]]:
         """(source, key, version id, tag, size) of every entry stored at `data/<source>/<key>`, in (source,
         key) order."""
-        streams = (self._divert(m, tag) for m, tag in zip(self.manifests, self.tags, strict=True))
+        streams = (self._divert(pairs) for pairs in self._streams)
         for entry, tag in heapq.merge(*streams, key=lambda pair: pair[0].sort_key):
             yield entry.source, entry.key, entry.version_id, tag, entry.size
         self._short_done = True
