@@ -15,7 +15,8 @@ is written for the prune as it is to work: see there).
   data file) and keeps the slice's rows; the versions written since its scan (`REPORT_LAG_DAYS` of backups, a
   seventh of them) wait for the next report, a HeadObject only for a version an older snapshot names that
   the report does not list (gone), and a share re-read with GET
-  (`verify_sample_percent`). The record written when created, after every `VERIFY_SAVE_EVERY` batches of
+  (`verify_sample_percent`). The record written when created, after every `VERIFY_SAVE_EVERY` (against a
+  report `VERIFY_SAVE_EVERY_AGAINST_REPORT`) batches of
   `BATCH_SIZE` versions, after the plan, at each hand-on and at the end.
 - `prune` (prune/job.py, daily): each of its five phases lists the catalog (`PRUNE_CATALOG_LISTS`); a marker
   per removed snapshot; what goes, 1,000 versions to a DeleteObjects (a POST), then the removed manifests;
@@ -83,8 +84,10 @@ REPORT_LAG_DAYS = {"Daily": 1.0, "Weekly": 4.0}
 VERIFY_REPORT_SAMPLE_PERCENT = 0.1
 PAGE = 1000
 DAYS_PER_MONTH = 30
-# verify/job.py SAVE_EVERY: batches checked between two saves of the job's record.
+# verify/job.py SAVE_EVERY and SAVE_EVERY_AGAINST_REPORT: batches checked between two saves of the job's
+# record, by HEAD and against a report.
 VERIFY_SAVE_EVERY = 10
+VERIFY_SAVE_EVERY_AGAINST_REPORT = 100
 # verify/checks.py SLICES: each version is checked on one weekday.
 VERIFY_SLICES = 7
 # The work an invocation does before it hands on (the 900 s limit less jobs/budget.py's 60 s reserve).
@@ -259,7 +262,8 @@ def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     job.add("head", headed)
     # The record: created, saved every VERIFY_SAVE_EVERY batches, after the plan, at each hand-on and at the
     # end; the index.
-    job.add("put", 3 + math.ceil(checked / BATCH_SIZE) // VERIFY_SAVE_EVERY + (invocations - 1) + 1)
+    every = VERIFY_SAVE_EVERY_AGAINST_REPORT if against_report else VERIFY_SAVE_EVERY
+    job.add("put", 3 + math.ceil(checked / BATCH_SIZE) // every + (invocations - 1) + 1)
     job.invocations = invocations
     # Invocation k of n reads the index up to where the last one stopped, k/n of it on average; every
     # invocation reads the whole report.
