@@ -43,7 +43,9 @@ manifest entry read costs `ENTRY_SECONDS` (gzip, JSON and the entry: about 10 mi
 manifest's own format); a kept index's line `INDEX_ROW_SECONDS` read and `INDEX_WRITE_SECONDS` written; an
 inventory report's row `REPORT_ROW_SECONDS`, and `SORTED_ROW_SECONDS` more where the rows are sorted on disk
 (the cost report and the prune sort every row, the verification a seventh); a version checked against its
-row `ROW_CHECK_SECONDS` (scripts/bench_rows.py measures all of these beside a manifest entry). GB-seconds are seconds times the function's memory (.chalice/config.json).
+row `ROW_CHECK_SECONDS` (scripts/bench_rows.py measures all of these beside a manifest entry). They are one
+core of the machine that measured them; Lambda gives a function a whole vCPU only at 1,769 MB, so at 1,024 MB
+the CPU-bound parts may take up to 1.7 times as long: a lower bound until measured on Lambda. GB-seconds are seconds times the function's memory (.chalice/config.json).
 """
 
 from __future__ import annotations
