@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.cost.reports import CostReports, plan_figures_key
 from chalicelib.cost.upkeep import BucketDay, UpkeepSettings, cost_report
 from chalicelib.inventory import configuration as conf
@@ -150,6 +151,9 @@ def test_a_plans_figures_are_computed_once_per_report_and_carried_until_the_next
     deliver(s3, bucket["name"], conf.DEFAULT_CONFIGURATION_ID, at=scanned + timedelta(days=2))
     second = compute(s3, plans, bucket["newest"], scanned + timedelta(days=2, hours=1))["plans"]["documents"]
     assert second["figures"]["carried"] is False and second["bytes"] == first["bytes"] + 500 * KIB
+    # A prune removed a snapshot: computed again (which versions are named changed), then carried.
+    PrunedMarkers(s3, plans.catalog_bucket).mark("documents", bucket["newest"], "a-prune", utcnow())
+    assert compute(s3, plans, bucket["newest"], scanned + timedelta(days=2, hours=2))["plans"]["documents"]["figures"]["carried"] is False
     # Asked for (org-backup cost --refresh), other prices, or kept figures that cannot be read: computed again.
     reports = CostReports(plans, s3, PRICES, sample_size=50)
     assert reports.compute(bucket["newest"], scanned + timedelta(days=3), fresh=True)["plans"]["documents"]["figures"]["carried"] is False

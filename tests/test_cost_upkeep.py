@@ -140,7 +140,7 @@ def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_lis
     # A day a new report arrived: the figures computed from it (the report's folder listed, its manifest.json,
     # manifest.checksum and data file read; the kept figures read, then written).
     computing = upkeep_day(BucketDay(**{**OFFICE.__dict__, "removed": 1, "cost_recomputed": 1.0}), settings)
-    assert computing["cost_report"].requests["list"] == 1 + 1 + 1 + 51 + 1
+    assert computing["cost_report"].requests["list"] == 1 + 1 + 1 + 51 + 1 + 1
     assert computing["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1 + 3 + 1
     assert computing["cost_report"].requests["put"] == 1 + 1
     # The requests one after another; the old index read, the new manifest merged, the new index written and
@@ -221,9 +221,9 @@ def test_with_an_inventory_the_cost_report_computes_a_plans_figures_once_per_rep
     carrying = cost_report(BucketDay(**{**OFFICE.__dict__, "cost_recomputed": 0.0}), weekly)
     average = cost_report(OFFICE, weekly)
     # Carried: the report written, the stored one looked for, the snapshots listed, the newest report found
-    # (its folder listed, manifest.json and manifest.checksum read), the kept figures read. Nothing grows
-    # with the versions or the snapshots.
-    assert carrying.requests == {"get": 1 + 2 + 1, "list": 1 + 1, "put": 1}
+    # (its folder listed, manifest.json and manifest.checksum read), the pruned markers listed, the kept
+    # figures read. Nothing grows with the versions or the snapshots.
+    assert carrying.requests == {"get": 1 + 2 + 1, "list": 1 + 1 + 1, "put": 1}
     assert carrying.seconds < computing.seconds / 100
     # On average a seventh of the days compute.
     for kind, count in computing.requests.items():

@@ -24,6 +24,7 @@ import time_machine
 
 from chalicelib.aws import Clients
 from chalicelib.backup.service import BackupService
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import backup_time, new_backup_id
 from chalicelib.config import Settings
 from chalicelib.cost.reports import CostReports
@@ -38,7 +39,7 @@ from chalicelib.retention import RetentionPolicy
 from chalicelib.catalog.manifests import Entry
 from chalicelib.verify.checks import in_sample, weekly_slice
 from chalicelib.verify.job import REPORT_SAMPLE_PERCENT, VerificationJob
-from tests.record_calls import CallsSince
+from tests.record_calls import CallsSince, the_tests_own_calls
 from tests.s3_inventory import deliver
 
 SOURCE = "upkeep-source"
@@ -97,8 +98,8 @@ def _state(
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET, Prefix=DATA_PREFIX):
         versions += len(page.get("Versions", []))
     named: dict[tuple[str, str], Entry] = {}
-    # The oldest snapshot naming each version (backup ids sort by time, and so do their manifests' keys).
-    first: dict[tuple[str, str], str] = {}
+    # The snapshots naming each version.
+    naming: dict[tuple[str, str], set[str]] = {}
     snapshots = entries = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=SNAPSHOTS_PREFIX):
         for item in page.get("Contents", []):
@@ -109,8 +110,17 @@ def _state(
                 entry = json.loads(line)
                 entries += 1
                 named[(entry["key"], entry["version_id"])] = Entry(**entry)
-                first.setdefault((entry["key"], entry["version_id"]), taken)
+                naming.setdefault((entry["key"], entry["version_id"]), set()).add(taken)
     today = [entry for entry in named.values() if weekly_slice(entry) == day % 7]
+    # The verification leaves for the next report what the last kept snapshot before the report's scan does not
+    # name (copied since), when there is one and no snapshot after it was pruned (verify/job.py).
+    with the_tests_own_calls():
+        pruned = {backup_time(taken) for (_, taken) in PrunedMarkers(s3, BUCKET).all()}
+    kept = {taken for names in naming.values() for taken in names if backup_time(taken) not in pruned}
+    before = [taken for taken in kept if scanned is not None and backup_time(taken) < scanned]
+    last = max(before, key=backup_time) if before else None
+    if last is not None and any(backup_time(last) < moment < scanned for moment in pruned):
+        last = None
     return BucketDay(
         versions=versions,
         named_versions=len(named),
@@ -126,8 +136,7 @@ def _state(
             1
             for entry in today
             if (entry.data_key, entry.version_id) not in (reported or set())
-            and scanned is not None
-            and backup_time(first[(entry.key, entry.version_id)]) < scanned
+            and (last is None or last in naming[(entry.key, entry.version_id)])
         ),
         sampled=sum(1 for entry in today if in_sample(entry, REPORT_SAMPLE_PERCENT)),
         # What today's backup wrote: not in the report (nothing was pruned since its scan).

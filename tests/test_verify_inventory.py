@@ -15,6 +15,7 @@ import time_machine
 
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.manifests import Entry, list_snapshot_keys, manifest_key
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.config import Settings
 from chalicelib.inventory import configuration as conf
 from chalicelib.inventory.reports import Row
@@ -27,7 +28,7 @@ from chalicelib.verify.report_check import ReportRows
 from tests.faults import damage_reads
 from tests.record_calls import CallsSince
 from tests.s3_inventory import deliver
-from tests.test_verify import BUCKET, read_manifest, rewrite_manifest, seed_faults, take_backup
+from tests.test_verify import BUCKET, data_version, read_manifest, rewrite_manifest, seed_faults, take_backup
 from tests.test_verify_job import TOPIC, findings, later_id, verification_alerts
 
 REPORTS = "test-inventory-reports"
@@ -224,6 +225,36 @@ def test_a_version_written_after_the_report_waits_for_the_next_report_not_called
         later = whole_week(inventoried, clients, "next", sample_percent=0)
     assert all_findings(later) == [] and heads(since) == []
     assert sum(r.deferred for r in later) == 0 and sum(r.checked for r in later) == checked + 4
+
+
+@pytest.mark.parametrize("kept_before_scan", [False, True], ids=["no kept snapshot before the scan", "a pruned one between"])
+def test_a_version_lost_before_the_report_is_never_left_for_the_next_one(
+    backups: BackupService, clients: Any, s3: Any, inventoried: PlanSet, stage_env: dict[str, str], kept_before_scan: bool
+) -> None:
+    """Whether the report can be trusted not to list a version because it is new is decided by the last kept
+    snapshot before its scan: with none (short retention), or with a pruned snapshot after it that may have
+    named the version first, a version missing from the report is asked about by HEAD, week after week."""
+    first = take_backup(backups, ["documents"])
+    s3.put_object(Bucket=stage_env["DOCUMENTS_SOURCE_BUCKET"], Key="reports/report-1.txt", Body=b"changed before the report")
+    second = take_backup(backups, ["documents"])
+    lost = data_version(s3, "reports/report-1.txt")
+    s3.delete_object(Bucket=BUCKET, Key="data/documents/reports/report-1.txt", VersionId=lost)
+    markers = PrunedMarkers(s3, inventoried.catalog_bucket)
+    if not kept_before_scan:
+        markers.mark("documents", first, "a-prune", utcnow())
+    previous = second
+    for week in range(2):
+        at = START + timedelta(days=7 * week, hours=1)
+        with time_machine.travel(at, tick=True):
+            deliver_all(s3, inventoried, at=utcnow())
+        with time_machine.travel(at + timedelta(hours=1), tick=True):
+            newest = take_backup(backups, ["documents"])
+            # The snapshot that named the lost version first is pruned; the newest one carries it forward.
+            markers.mark("documents", previous, "a-prune", utcnow())
+            previous = newest
+            records = whole_week(inventoried, clients, f"lost{week}", sample_percent=0)
+        assert sum(r.deferred for r in records) == 0
+        assert [f for f in all_findings(records) if f[2] == "missing"] == [("reports/report-1.txt", lost, "missing")]
 
 
 def test_a_job_over_many_invocations_against_the_report_checks_what_one_pass_checks(

@@ -49,7 +49,7 @@ from typing import Any
 from chalicelib.catalog.manifests import Entry, Manifest
 from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
 from chalicelib.catalog.snapshot_reader import open_snapshot
-from chalicelib.errors import NotFound, Tampered
+from chalicelib.errors import NotFound, Pruned, Tampered
 from chalicelib.inventory.freshness import newest_fresh_report
 from chalicelib.inventory.reports import Report, Row, SplitRows, sorted_rows
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, MANIFEST_SUFFIX, SNAPSHOTS_PREFIX
@@ -313,6 +313,9 @@ class PlanInventory:
     def _open(self, snapshot: SnapshotFile) -> Manifest | None:
         try:
             return open_snapshot(self.s3, self.records, self.plan, snapshot.backup_id, self.report)
+        except Pruned:
+            # Marked by a prune that has not deleted its manifest yet: what only it names is going.
+            return None
         except (NotFound, Tampered) as exc:
             self.warnings.append(
                 f"plan '{self.plan.name}': snapshot of backup {snapshot.backup_id} not read ({exc}); the versions "

@@ -9,15 +9,17 @@ names what it was computed from, `inputs`, and one computed from other inputs is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import BackupStatus, RecordStore
 from chalicelib.config import Settings
 from chalicelib.cost.inventory import FROM_REPORT, PlanInventory
@@ -169,10 +171,17 @@ class CostReports:
         history: History | None = None
         prunes: RecentPrunes | None = None
         plans: dict[str, dict[str, Any]] = {}
+        pruned: dict[tuple[str, str], str] | None = None
         for plan in self.plans.plans:
+            first_warning = len(warnings)
             try:
                 inventory = PlanInventory(self.s3, plan, self.records, self.report, warnings, self.plans.inventory, now)
-                carried = None if fresh else self._carried(plan, inventory)
+                if inventory.work.versions_from == FROM_REPORT and pruned is None:
+                    # Which snapshots are pruned decides which versions are named: figures carried past a
+                    # prune that removed one would be stale.
+                    pruned = PrunedMarkers(self.s3, self.plans.catalog_bucket).all()
+                inputs = self._plan_inputs(plan, pruned or {})
+                carried = None if fresh else self._carried(plan, inventory, inputs, warnings)
                 if carried is not None:
                     plans[plan.name] = carried
                     continue
@@ -199,7 +208,7 @@ class CostReports:
                 ),
                 "figures": {"computed_at": isoformat(now), "carried": False},
             }
-            self._keep(plan, inventory, plans[plan.name], now)
+            self._keep(plan, inventory, inputs, plans[plan.name], warnings[first_warning:], now, warnings)
         return {
             "format": FORMAT,
             "backup_id": backup_id,
@@ -221,14 +230,26 @@ class CostReports:
 
     # A plan's figures, once per inventory report ------------------------------------------------------------
 
-    def _plan_inputs(self, plan: Plan) -> dict[str, Any]:
+    def _plan_inputs(self, plan: Plan, pruned: Mapping[tuple[str, str], str]) -> dict[str, Any]:
+        """What a plan's figures depend on besides its bucket's report: the plan, the prices, the schedule and
+        inventory settings the upkeep is figured from, and the snapshots pruned (a digest)."""
         inputs = self.inputs()
-        return {"plan": inputs["plans"][plan.name], "prices": inputs["prices"]}
+        removed = "\n".join(sorted(backup_id for (name, backup_id) in pruned if name == plan.name))
+        return {
+            "plan": inputs["plans"][plan.name],
+            "prices": inputs["prices"],
+            "schedule": str(self.plans.schedule),
+            "inventory": str(self.plans.inventory),
+            "pruned": hashlib.sha256(removed.encode("utf-8")).hexdigest(),
+        }
 
-    def _carried(self, plan: Plan, inventory: PlanInventory) -> dict[str, Any] | None:
+    def _carried(
+        self, plan: Plan, inventory: PlanInventory, inputs: dict[str, Any], warnings: list[str]
+    ) -> dict[str, Any] | None:
         """The plan's last figures, when they came from the report its versions would come from now, with
-        the same plans and prices: computing them again would read the same report and every kept
-        manifest for the same answer (at ten million objects, hours of Lambda time a day). None: compute."""
+        the same inputs (`_plan_inputs`: no snapshot pruned since): computing them again would read the same
+        report and every kept manifest for the same answer (at ten million objects, hours of Lambda time a
+        day). The warnings computing them gave are given again. None: compute."""
         report = inventory.work.report.get("report")
         if inventory.work.versions_from != FROM_REPORT or not report:
             return None
@@ -239,8 +260,9 @@ class CostReports:
             kept = None
         if not isinstance(kept, dict) or kept.get("format") != FORMAT or not isinstance(kept.get("figures"), dict):
             return None
-        if kept.get("report") != report or kept.get("inputs") != self._plan_inputs(plan):
+        if kept.get("report") != report or kept.get("inputs") != inputs:
             return None
+        warnings += [str(message) for message in kept.get("warnings") or []]
         computed_at = kept.get("computed_at")
         return {
             **kept["figures"],
@@ -248,28 +270,43 @@ class CostReports:
                 "computed_at": computed_at,
                 "carried": True,
                 "note": f"computed at {computed_at} from the inventory report {report}, the newest still: computed "
-                "again when the next report arrives, or asked for (org-backup cost --refresh)",
+                "again when the next report arrives, a prune removes a snapshot, or asked for (org-backup cost "
+                "--refresh)",
             },
         }
 
-    def _keep(self, plan: Plan, inventory: PlanInventory, figures: dict[str, Any], now: datetime) -> None:
-        """Keep the plan's figures for the next reports to carry, when they came from an inventory report."""
+    def _keep(
+        self,
+        plan: Plan,
+        inventory: PlanInventory,
+        inputs: dict[str, Any],
+        figures: dict[str, Any],
+        found: list[str],
+        now: datetime,
+        warnings: list[str],
+    ) -> None:
+        """Keep the plan's figures, and the warnings `found` computing them, for the next reports to carry,
+        when they came from an inventory report. Not kept: the next report computes them again."""
         report = inventory.work.report.get("report")
         if inventory.work.versions_from != FROM_REPORT or not report:
             return
         body = {
             "format": FORMAT,
             "report": report,
-            "inputs": self._plan_inputs(plan),
+            "inputs": inputs,
             "computed_at": isoformat(now),
+            "warnings": found,
             "figures": {name: value for name, value in figures.items() if name != "figures"},
         }
-        self.s3.put_object(
-            Bucket=self.plans.catalog_bucket,
-            Key=plan_figures_key(plan.name),
-            Body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
-            ContentType="application/json",
-        )
+        try:
+            self.s3.put_object(
+                Bucket=self.plans.catalog_bucket,
+                Key=plan_figures_key(plan.name),
+                Body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+                ContentType="application/json",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            warnings.append(f"plan '{plan.name}': its figures were not kept, the next report computes them again: {describe_error(exc)}")
 
 
 def plan_view(report: dict[str, Any], name: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from chalicelib.inventory.reports import ReportError
 from chalicelib.jobs.budget import Budget
 from chalicelib.jobs.dispatch import Invoker
 from chalicelib.jobs.runner import BATCH_SIZE, Checkpoint, Job
-from chalicelib.layout import SNAPSHOTS_PREFIX
+from chalicelib.layout import LONG_KEYS_PREFIX, SNAPSHOTS_PREFIX
 from chalicelib.localtime import UTC
 from chalicelib.notify import alerts
 from chalicelib.plans import Plan, PlanSet
@@ -128,9 +128,25 @@ def batches(items: Iterable[T], size: int, entry_of: Callable[[T], Entry] = _its
         yield batch
 
 
-def _since_scan(snapshots: Sequence[str], scan: datetime) -> int:
-    """The bit mask (the kept index's) of the snapshots taken after the report's scan began."""
-    return sum(1 << position for position, taken in enumerate(snapshots) if is_backup_id(taken) and backup_time(taken) >= scan)
+def _last_before_scan(snapshots: Sequence[str], pruned: Iterable[str], scan: datetime) -> int:
+    """The bit (in the kept index's masks) of the last snapshot taken before the report's scan began, when it
+    tells which versions were copied after the scan: every version a later snapshot names that it does not
+    was copied by a later backup. That holds only if no snapshot taken between it and the scan was pruned
+    (a version such a snapshot named first, and a later one carried forward, would look new). 0: none tells."""
+    before = [(backup_time(taken), position) for position, taken in enumerate(snapshots) if is_backup_id(taken) and backup_time(taken) < scan]
+    if not before:
+        return 0
+    last, position = max(before)
+    if any(is_backup_id(taken) and last < backup_time(taken) < scan for taken in pruned):
+        return 0
+    return 1 << position
+
+
+def _written_since(entry: Entry, mask: int, last_before: int) -> bool:
+    """Whether a version was copied after the report's scan began, and so may be missing from it without
+    being gone: the last snapshot before the scan (`_last_before_scan`) does not name it. Where nothing tells,
+    it is asked about by HEAD; so is a long key's version, which cannot be looked up in the report."""
+    return bool(last_before) and not mask & last_before and not entry.data_key.startswith(LONG_KEYS_PREFIX)
 
 
 def _entry(item: tuple[Entry, bool]) -> Entry:
@@ -257,7 +273,7 @@ class VerificationJob(Job[VerificationRecord]):
             return True
         after = (record.after[0], record.after[1]) if record.after else None
         with ExitStack() as stack:
-            kept = self._kept_snapshots(plan, record.backup_id) if record.kind == "slice" else []
+            kept, pruned = self._kept_snapshots(plan, record.backup_id) if record.kind == "slice" else ([], set())
             rows = self._report_rows(stack, record, plan, _oldest(kept))
             if record.kind == "backup":
                 # One snapshot, read as its record names it (exact version, hash checked).
@@ -272,12 +288,12 @@ class VerificationJob(Job[VerificationRecord]):
             else:
                 record.set_snapshots(plan.name, len(kept))
                 # The distinct versions of the kept snapshots, from the kept index: the index and the
-                # manifests written since it, not every kept manifest. A version only snapshots taken since the
-                # report's scan began name may have been written after it: if the report does not list it,
-                # it waits for the next report rather than a HEAD (the backup checked its copy).
+                # manifests written since it, not every kept manifest. A version copied after the report's
+                # scan began that the report does not list waits for the next report rather than a HEAD
+                # (`_written_since`).
                 index = kept_index(self.clients.s3, plan.bucket, plan.name, kept, stack) if kept else None
-                since = _since_scan(index.snapshots, rows.report.created) if index and rows else 0
-                manifests = [((entry, bool(since) and not mask & ~since) for entry, mask in index.versions())] if index else []
+                last_before = _last_before_scan(index.snapshots, pruned, rows.report.created) if index and rows else 0
+                manifests = [((entry, _written_since(entry, mask, last_before)) for entry, mask in index.versions())] if index else []
                 weekday, sample = record.weekday, 0.0
             distinct = DistinctVersions(manifests, weekday, after, entry_of=_entry)
             unsaved = 0
@@ -342,9 +358,9 @@ class VerificationJob(Job[VerificationRecord]):
         result = backup.plans.get(plan.name)
         return result is not None and bool(result.snapshot)
 
-    def _kept_snapshots(self, plan: Plan, backup_id: str) -> list[str]:
-        """The plan's snapshots (backup ids) taken up to the job's backup: a job that spans invocations always
-        checks the same snapshots, and a snapshot taken later is checked by a later job."""
+    def _kept_snapshots(self, plan: Plan, backup_id: str) -> tuple[list[str], set[str]]:
+        """The plan's snapshots (backup ids) taken up to the job's backup, and those a prune marked: a job that
+        spans invocations always checks the same snapshots, and a snapshot taken later is checked by a later job."""
         until = backup_time(backup_id)
         prefix = f"{SNAPSHOTS_PREFIX}{plan.name}/"
         # Snapshots a prune marked are being deleted: their versions are no longer expected to be there.
@@ -356,4 +372,4 @@ class VerificationJob(Job[VerificationRecord]):
                 continue
             if not is_backup_id(taken) or backup_time(taken) <= until:
                 kept.append(taken)
-        return kept
+        return kept, pruned
