@@ -17,12 +17,13 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from moto import mock_aws
 
-# Share the parsed service models between sessions; record every AWS call the system makes and check it
+# Share the parsed service models between sessions, and read moto's timestamps without dateutil; record every AWS call the system makes and check it
 # against the generated policy; let moto honour the
 # TLS-only bucket policy as S3 does, and enforce the S3 rules moto lets pass (key length, copy conditions);
 # let moto's version listings copy only what a page can name (see each plugin).
 pytest_plugins = [
-    "tests.shared_models", "tests.record_calls", "tests.moto_tls", "tests.moto_strict", "tests.moto_listing", "tests.faults",
+    "tests.shared_models", "tests.botocore_timestamps", "tests.record_calls", "tests.moto_tls", "tests.moto_strict",
+    "tests.moto_listing", "tests.faults",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
