@@ -8,7 +8,7 @@ API_PORT ?= 8000
 EMULATOR_PORT ?= 5000
 DASHBOARD_PORT ?= 8001
 
-# `make run`: the whole system on this laptop. `make test`: lint, the documentation and the whole suite.
+# `make run`: the whole system on this laptop. `make test`: lint, then the whole suite (documentation included).
 .PHONY: install test test-full run clean policies provision package bench bench-api cost-reference browser screenshot docs docs-examples
 
 # A failed install must not leave a virtualenv that make thinks is complete.
@@ -49,11 +49,10 @@ browser:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver; \
 	fi
 
-# The linters (ruff, and import-linter's layers), the documentation site, then the whole suite (the exhaustive
-# sweeps as a fixed, seeded subset).
+# The linters (ruff, import-linter's layers, mypy), then the whole suite (the exhaustive sweeps as a fixed,
+# seeded subset). The suite builds the documentation site strictly itself (tests/test_docs_pages.py).
 test: install browser
 	$(LINT)
-	$(DOCS)
 	$(PYTEST)
 
 # The same, with every case of the exhaustive sweeps (a crash at every call of a 185-object backup, 40 drawn
@@ -61,7 +60,6 @@ test: install browser
 # two minutes here, so each test may take 15 minutes (a third of that on a machine three times slower).
 test-full: install browser
 	$(LINT)
-	$(DOCS)
 	$(PYTEST) --exhaustive --timeout 900
 
 docs: install

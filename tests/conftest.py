@@ -17,11 +17,14 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from moto import mock_aws
 
-# Share the parsed service models between sessions; record every AWS call the system makes and check it
+# Share the parsed service models between sessions, and read moto's timestamps without dateutil; record every AWS call the system makes and check it
 # against the generated policy; let moto honour the
-# TLS-only bucket policy as S3 does, and enforce the S3 rules moto lets pass (key length, copy conditions)
-# (see each plugin).
-pytest_plugins = ["tests.shared_models", "tests.record_calls", "tests.moto_tls", "tests.moto_strict", "tests.faults"]
+# TLS-only bucket policy as S3 does, and enforce the S3 rules moto lets pass (key length, copy conditions);
+# let moto's version listings copy only what a page can name (see each plugin).
+pytest_plugins = [
+    "tests.shared_models", "tests.botocore_timestamps", "tests.record_calls", "tests.moto_tls", "tests.moto_strict",
+    "tests.moto_listing", "tests.faults",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -138,12 +141,10 @@ def clients(aws: None) -> Any:
 
 @pytest.fixture
 def backup_buckets(s3: Any, plans: Any) -> Any:
-    from chalicelib.deploy.inventory_bucket import provision_inventory
-    from chalicelib.deploy.provision import provision
+    """The stage's backup buckets and inventory bucket, as provisioning leaves them (tests/provisioned.py)."""
+    from tests.provisioned import provision_buckets
 
-    for plan in plans.plans:
-        provision(s3, plan)
-    provision_inventory(s3, plans, ACCOUNT)
+    provision_buckets(s3, plans, ACCOUNT)
     return plans
 
 

@@ -194,17 +194,14 @@ def seed(settings: Any, clients: Any, env: dict[str, str], now: datetime) -> Wor
     from chalicelib.backup.service import BackupService
     from chalicelib.catalog.manifests import load_snapshot
     from chalicelib.catalog.records import RecordStore, new_backup_id
-    from chalicelib.deploy.inventory_bucket import provision_inventory
-    from chalicelib.deploy.provision import provision
     from tests.conftest import ACCOUNT
+    from tests.provisioned import provision_buckets
     from chalicelib.times import utcnow
     from chalicelib.verify.checks import weekly_slice
     from chalicelib.verify.job import VerificationJob
 
     s3, plans = clients.s3, settings.plans
-    for plan in plans.plans:
-        provision(s3, plan)
-    provision_inventory(s3, plans, ACCOUNT)
+    provision_buckets(s3, plans, ACCOUNT)
     documents, photos = env["DOCUMENTS_SOURCE_BUCKET"], env["PHOTOS_SOURCE_BUCKET"]
     for bucket in (documents, photos, "restore-target"):
         s3.create_bucket(Bucket=bucket)

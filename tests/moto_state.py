@@ -10,9 +10,16 @@ import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
+
+
+def in_process(s3: Any) -> bool:
+    """Whether the client talks to the in-process mock (mock_aws), whose state is this module's to read and
+    put back, and not to moto's server."""
+    return str(urlsplit(s3.meta.endpoint_url).hostname).endswith("amazonaws.com")
 
 
 def freeze(bucket: Any) -> bytes:
@@ -56,3 +63,14 @@ def buckets_restored() -> Iterator[None]:
                 del backend.buckets[name]
         for name, frozen in saved.items():
             backend.buckets[name] = thaw(frozen)
+
+
+def put_back(frozen: bytes) -> Any:
+    """A frozen bucket made again in the mock, in its own account and partition, as if created there: later
+    requests find it by name (moto's register of bucket names) and it replaces nothing (the name is free)."""
+    bucket = thaw(frozen)
+    backend = s3_backends[bucket.account_id][bucket.partition]
+    assert bucket.name not in s3_backends.bucket_accounts, f"bucket {bucket.name} exists already"
+    backend.buckets[bucket.name] = bucket
+    s3_backends.bucket_accounts[bucket.name] = (bucket.partition, bucket.account_id)
+    return bucket

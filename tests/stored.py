@@ -12,12 +12,12 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
 from chalicelib.catalog.manifests import Entry, Manifest, manifest_key
 from chalicelib.layout import MAX_KEY_BYTES, SNAPSHOTS_PREFIX
+from tests.moto_state import in_process
 
 TEST_ACCOUNT = os.environ.get("MOTO_ACCOUNT_ID", "123456789012")
 ARCHIVED = ("GLACIER", "DEEP_ARCHIVE")
@@ -53,7 +53,7 @@ def _in_process_bucket(s3: Any, bucket: str) -> Any | None:
     Reading it directly gives the same answers as a request would, at a small fraction of the cost: the
     crash sweeps check tens of thousands of versions. Clients of moto's server (the local stack) go through
     the API."""
-    if not str(urlsplit(s3.meta.endpoint_url).hostname).endswith("amazonaws.com"):
+    if not in_process(s3):
         return None
     from moto.s3.models import s3_backends
 

@@ -20,12 +20,11 @@ from chalicelib.backup.service import BackupService
 from chalicelib.backup.sources import S3SourceReader, make_reader
 from chalicelib.catalog.manifests import list_snapshot_keys, manifest_key
 from chalicelib.config import Settings
-from chalicelib.deploy.inventory_bucket import provision_inventory
-from chalicelib.deploy.provision import provision
 from chalicelib.plans import Plan, PlanSet
 from tests.concurrency import at_once
 from tests.conftest import ACCOUNT, create_table, read_alerts
 from tests.faults import Crash
+from tests.provisioned import provision_buckets
 from tests.stored import assert_versions_hold, entries_of
 from tests.test_scale import assert_manifests_describe_stored_data, copy_counter, make_bucket, snapshot_content
 
@@ -40,9 +39,7 @@ def settings_for(stage_env: dict[str, str], prefix: str, workers: int = 4) -> Se
 
 def make_plan_buckets(s3: Any, plans: PlanSet) -> None:
     """Provisioned as deployed: a bucket short of its settings would make every plan PARTIAL (drift)."""
-    for plan in plans.plans:
-        provision(s3, plan)
-    provision_inventory(s3, plans, ACCOUNT)
+    provision_buckets(s3, plans, ACCOUNT)
 
 
 def latest_id(s3: Any, plan: Plan) -> str:
