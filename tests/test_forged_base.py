@@ -96,6 +96,7 @@ def test_a_backdated_forged_base_does_not_poison_the_next_backup(
 
     calls = len(recorded_calls.calls())
     genuine = backup(service)
+    sent = recorded_calls.calls()[calls:]
     result = genuine.plans["documents"]
     entry = named(s3, plan.bucket, genuine.backup_id)
     if lie == "planted":
@@ -111,7 +112,7 @@ def test_a_backdated_forged_base_does_not_poison_the_next_backup(
         others = {e.key: e.version_id for e in entries_of(s3, plan.bucket, "documents", genuine.backup_id) if e.key != KEY}
         assert others == {e.key: e.version_id for e in entries_of(s3, plan.bucket, "documents", real.backup_id) if e.key != KEY}
         # The copy is the only request on data/ beyond the tampered key's: no request per unchanged object.
-        data_calls = [c for c in recorded_calls.calls()[calls:] if str(c.params.get("Key", "")).startswith("data/")]
+        data_calls = [c for c in sent if str(c.params.get("Key", "")).startswith("data/")]
         assert [(c.operation, c.params["Key"]) for c in data_calls] == [("CopyObject", f"data/documents/{KEY}")]
     else:
         assert entry.version_id == planted["version_id"]
