@@ -11,8 +11,9 @@ every later backup, so they copied nothing. So:
   from the plan bucket's manifests: the newest one older than this backup whose header names its own plan
   and backup.
 
-The base's entries are also checked as they are used (see `plan_backup.py`): an S3 object whose recorded
-version contradicts the source's ETag is copied again rather than trusted.
+The base's entries are also checked as they are used (`copying.py`, with catalog/source_identity.py): an
+entry whose recorded version contradicts the source as listed (an S3 object's ETag or size, a file's size or
+SHA-256) is copied again and reported as tampering rather than trusted.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 A batch's copies start at once on the plan run's thread pool (`submit`); its entries are written once they
 are done (`flush`), so the pool never drains between batches. An object unchanged since the previous
-snapshot keeps its entry; one gone from the source stays as a held entry (a deletion candidate, decided once
-the whole plan is compared); one that failed keeps the older version the snapshot had.
+snapshot keeps its entry, unless what the entry says of its version disagrees with the source as listed
+(catalog/source_identity.py): that is tampering, and the object is copied again. One gone from the source stays
+as a held entry (a deletion candidate, decided once the whole plan is compared); one that failed keeps the older
+version the snapshot had.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from chalicelib.backup.compare import Action
 from chalicelib.backup.source_reader import NotCopied, ReaderSuspended, SourceObject, SourceReader, Stored
 from chalicelib.catalog.manifests import Entry, ManifestWriter
 from chalicelib.catalog.records import PlanResult
+from chalicelib.catalog.source_identity import SourceFacts, entry_disagreement
 from chalicelib.errors import HistoryNotKept, describe_error
 from chalicelib.layout import data_key
+from chalicelib.plans import S3Source
 
 # Objects a run leaves out on purpose, by the kind `NotCopied` names, as the warnings word them.
 NOT_COPIED = {
@@ -27,14 +31,22 @@ NOT_COPIED = {
 }
 # Errors a result keeps (the counts say how many there were).
 MAX_ERRORS = 20
+# Entries named in one batch's tampering warning (the warning counts them all).
+MAX_NAMED = 10
 
 
 class BatchCopier:
     """The copies of one plan run into `bucket`, counted in `result`. `before_multipart` is called before a
     copy in parts begins (the run marks itself, so that a crash's upload is aborted later)."""
 
-    def __init__(self, bucket: str, result: PlanResult, dry_run: bool, before_multipart: Callable[[], None]) -> None:
+    def __init__(
+        self, bucket: str, result: PlanResult, dry_run: bool, before_multipart: Callable[[], None], bucket_kms: bool = False
+    ) -> None:
         self.bucket = bucket
+        # An SSE-KMS backup bucket: its copies' ETags are not the sources' (catalog/source_identity.py).
+        self.bucket_kms = bucket_kms
+        # How the tampering warnings name the snapshot compared with.
+        self.base_name = "the previous snapshot"
         self.result = result
         self.dry_run = dry_run
         self.before_multipart = before_multipart
@@ -46,10 +58,19 @@ class BatchCopier:
         futures: dict[int, Future[Stored]] = {}
         for index, action in enumerate(batch):
             cur, prev = action.current, action.previous
-            if cur is not None and (prev is None or prev.identity != cur.identity) and not self.dry_run:
+            if cur is not None and not self._carried(prev, cur, reader) and not self.dry_run:
                 self._note_multipart(reader, cur)
                 futures[index] = pool.submit(reader.store, cur, self.bucket, data_key(reader.source.name, cur.key))
         return futures
+
+    def _facts(self, reader: SourceReader) -> SourceFacts:
+        source = reader.source
+        source_kms = isinstance(source, S3Source) and source.kms_key_id is not None
+        return SourceFacts(etag_kept=not (self.bucket_kms or source_kms), multipart_threshold=reader.multipart_threshold)
+
+    def _carried(self, prev: Entry | None, cur: SourceObject, reader: SourceReader) -> bool:
+        """Whether the previous entry is carried forward: same identity, and what it names agrees with it."""
+        return prev is not None and prev.identity == cur.identity and entry_disagreement(prev, self._facts(reader)) is None
 
     def _note_multipart(self, reader: SourceReader, obj: SourceObject) -> None:
         """Mark the plan before this invocation's first multipart copy: if it dies midway, the upload is
@@ -71,6 +92,7 @@ class BatchCopier:
         source = reader.source
         if futures is None:
             futures = self.submit(batch, reader, pool)
+        disagreeing: list[str] = []
         for index, action in enumerate(batch):
             cur, prev = action.current, action.previous
             if prev is not None:
@@ -82,10 +104,16 @@ class BatchCopier:
                 writer.add(Entry(**{**prev.__dict__, "held": True}))
                 continue
             stats["objects"] += 1
-            if prev is not None and prev.identity == cur.identity:
+            if self._carried(prev, cur, reader):
+                assert prev is not None
                 result.unchanged += 1
                 writer.add(Entry(**{**prev.__dict__, "held": False}))
                 continue
+            suspect = prev is not None and prev.identity == cur.identity
+            if suspect:
+                assert prev is not None
+                reason = entry_disagreement(prev, self._facts(reader))
+                disagreeing.append(f"{cur.key} (version {prev.version_id}: {reason})")
             if self.dry_run:
                 result.copied += 1
                 result.bytes_copied += cur.size
@@ -97,7 +125,7 @@ class BatchCopier:
                 # Left out on purpose (a warning, not a failure); an older version stays in the snapshot.
                 stats[skipped.kind] = stats.get(skipped.kind, 0) + 1
                 self.not_copied.setdefault(f"{source.name}:{skipped.kind}", []).append(cur.key)
-                if prev is not None:
+                if prev is not None and not suspect:
                     writer.add(Entry(**{**prev.__dict__, "held": False}))
                 continue
             except (HistoryNotKept, ReaderSuspended):
@@ -106,8 +134,9 @@ class BatchCopier:
                 result.failed += 1
                 if len(result.errors) < MAX_ERRORS:
                     result.errors.append(f"{source.name}/{cur.key}: {describe_error(exc)}")
-                if prev is not None:
-                    # The older version is still in the bucket: the snapshot keeps pointing at it.
+                if prev is not None and not suspect:
+                    # The older version is still in the bucket: the snapshot keeps pointing at it (never one
+                    # that disagrees with its source: that one is left out).
                     writer.add(Entry(**{**prev.__dict__, "held": False}))
                 continue
             result.copied += 1
@@ -125,6 +154,12 @@ class BatchCopier:
                     sha256=stored.sha256,
                     item_count=stored.item_count,
                 )
+            )
+        if disagreeing:
+            shown = ", ".join(disagreeing[:MAX_NAMED]) + (" ..." if len(disagreeing) > MAX_NAMED else "")
+            result.warnings.append(
+                f"TAMPERING: {self.base_name} names {len(disagreeing)} version(s) of source '{source.name}' that "
+                f"disagree with the source as listed, copied again: {shown}"
             )
 
     def warn_not_copied(self, source: str, stats: dict[str, Any]) -> None:

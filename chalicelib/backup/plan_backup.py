@@ -75,7 +75,9 @@ class PlanBackup:
         # Deletions beyond the guard's limits go ahead in this run: someone asked for exactly that.
         self.allow_deletions = allow_deletions
         # The batches' copies and their manifest entries (copying.py).
-        self.copier = BatchCopier(plan.bucket, self.result, dry_run, self._mark_uploading)
+        self.copier = BatchCopier(
+            plan.bucket, self.result, dry_run, self._mark_uploading, bucket_kms=plan.kms_key_id is not None
+        )
         # Data keys whose delete marker S3 refused: kept as held entries so the next backup retries them.
         self._undeleted: set[str] = set()
         # The invocation's remaining time (None: no limit). Short of time, the run stops at a checkpoint.
@@ -129,6 +131,8 @@ class PlanBackup:
             self.s3, self.plan.bucket, self.plan.name, self.backup_id, self.base, meta.etags, self.pruned
         )
         result.warnings.extend(warnings)
+        if previous is not None:
+            self.copier.base_name = f"the snapshot of backup {previous.header.get('backup_id')}"
         start_index, start_after = 0, None
         if self.backup_id in meta.checkpoints:
             writer, start_index, start_after = self._resume()

@@ -199,6 +199,12 @@ class BackupService:
         # From now on the record is read from its create-only copy: nothing can rewrite a finished backup.
         record = self.records.seal(progress.record)
         logger.info("backup %s finished: %s", record.backup_id, record.status)
+        # What the plans found of tampering (a base that cannot be trusted, entries that disagree with their
+        # sources) is told by the tampering alert too, once per finding.
+        for result in record.plans.values():
+            for warning in result.warnings:
+                if warning.startswith("TAMPERING: "):
+                    self.tampering.report(f"backup {record.backup_id}, plan {result.plan}: {warning.removeprefix('TAMPERING: ')}")
         alerts.publish(
             self.clients.sns, self.settings.topic_arn, record, self.settings.time_zone, cost=self._cost_line(record, budget)
         )

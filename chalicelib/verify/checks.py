@@ -1,7 +1,9 @@
 """Verifying snapshots: is every version a manifest names still in its backup bucket, whole and unchanged?
 
 The metadata check asks S3 about each version (`HeadObject` with `VersionId` and `ChecksumMode=ENABLED`):
-it must exist, not be a delete marker, and have the recorded size, ETag and SHA-256 checksum. No data is read.
+it must exist, not be a delete marker, and have the recorded size, ETag and SHA-256 checksum, and nothing of it
+may contradict the entry's source identity (catalog/source_identity.py: a forged entry that names a planted
+version truly still names other bytes than the source's). No data is read.
 An optional sample re-reads a share of the versions and hashes their bytes again, which also catches damage
 that S3's metadata would not show.
 
@@ -23,9 +25,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import Entry
+from chalicelib.catalog.source_identity import stored_disagreement
 from chalicelib.errors import describe_error
 from chalicelib.inventory.reports import Row
-from chalicelib.plans import Plan
+from chalicelib.plans import Plan, S3Source
 from chalicelib.s3docs import is_missing
 
 logger = logging.getLogger(__name__)
@@ -113,6 +116,19 @@ def in_sample(entry: Entry, percent: float) -> bool:
     return (_version_hash(entry) % 10_000) < percent * 100
 
 
+def _etag_kept(plan: Plan, entry: Entry) -> bool:
+    """Whether a single-part copy of the entry's source keeps its ETag: no SSE-KMS key on either side."""
+    source = next((s for s in plan.sources if s.name == entry.source), None)
+    return plan.kms_key_id is None and not (isinstance(source, S3Source) and source.kms_key_id is not None)
+
+
+def _source_finding(plan: Plan, entry: Entry, size: int | None, etag: str, checksum: str | None) -> Finding | None:
+    found = stored_disagreement(entry, size, etag, checksum, _etag_kept(plan, entry))
+    if found is None:
+        return None
+    return Finding(plan.name, entry.source, entry.key, entry.version_id, "damaged", f"not the source's object: {found}")
+
+
 def check_metadata(s3: Any, plan: Plan, entry: Entry) -> tuple[Finding | None, dict[str, Any] | None]:
     """The metadata check of one version; also returns S3's answer for the caller's further checks."""
 
@@ -136,7 +152,7 @@ def check_metadata(s3: Any, plan: Plan, entry: Entry) -> tuple[Finding | None, d
     checksum = head.get("ChecksumSHA256")
     if entry.checksum and checksum != entry.checksum:
         return finding("damaged", f"SHA-256 checksum {checksum} instead of the recorded {entry.checksum}"), head
-    return None, head
+    return _source_finding(plan, entry, head.get("ContentLength"), etag, checksum), head
 
 
 def rehash(s3: Any, plan: Plan, entry: Entry) -> Finding | None:
@@ -182,7 +198,7 @@ def check_row(plan: Plan, entry: Entry, row: Row) -> Finding | None:
         return finding("damaged", f"size {row.size} instead of the recorded {entry.size}")
     if entry.etag and (row.etag or "").strip('"') != entry.etag:
         return finding("damaged", f"ETag {row.etag} instead of the recorded {entry.etag}")
-    return None
+    return _source_finding(plan, entry, row.size, (row.etag or "").strip('"'), None)
 
 
 def _archived(storage_class: str | None, restore: str | None) -> bool:
