@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chalicelib.cost.projection import describe_lifecycle, project  # noqa: E402
-from chalicelib.cost.upkeep import UpkeepSettings  # noqa: E402
+from chalicelib.cost.upkeep_model import UpkeepSettings  # noqa: E402
 from chalicelib.cost.workload import SizeClass, Workload  # noqa: E402
 from chalicelib.plans import Lifecycle, Transition  # noqa: E402
 from chalicelib.plans_file import check_plans_file  # noqa: E402

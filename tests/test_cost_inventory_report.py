@@ -13,7 +13,8 @@ import pytest
 
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.cost.reports import CostReports, plan_figures_key
-from chalicelib.cost.upkeep import BucketDay, UpkeepSettings, cost_report
+from chalicelib.cost.upkeep import cost_report
+from chalicelib.cost.upkeep_model import BucketDay, UpkeepSettings
 from chalicelib.inventory import configuration as conf
 from chalicelib.layout import LONG_KEYS_PREFIX
 from chalicelib.times import isoformat, utcnow

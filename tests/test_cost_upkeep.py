@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.cost.upkeep import (
+from chalicelib.cost.prune_upkeep import PRUNE_SWEPT_LOOKBACK, prune_waiting, prune_when_due
+from chalicelib.cost.upkeep import cost_report, describe, job_usd, request_usd, upkeep_day
+from chalicelib.cost.upkeep_model import (
     FUNCTION_MEMORY_MB,
-    JOB_FUNCTIONS,
-    JOBS,
     INDEX_ROW_SECONDS,
     INDEX_WRITE_SECONDS,
-    PRUNE_SWEPT_LOOKBACK,
+    JOB_FUNCTIONS,
+    JOBS,
     REPORT_ROW_SECONDS,
     SORTED_ROW_SECONDS,
     VERIFY_SAVE_EVERY,
@@ -21,13 +22,6 @@ from chalicelib.cost.upkeep import (
     VERIFY_SLICES,
     BucketDay,
     UpkeepSettings,
-    cost_report,
-    describe,
-    job_usd,
-    prune_waiting,
-    prune_when_due,
-    request_usd,
-    upkeep_day,
 )
 from chalicelib.plans import InventoryPlan, PlanSet
 from chalicelib.prices import load_prices

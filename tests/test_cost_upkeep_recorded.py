@@ -28,7 +28,9 @@ from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import backup_time, new_backup_id
 from chalicelib.config import Settings
 from chalicelib.cost.reports import CostReports
-from chalicelib.cost.upkeep import BucketDay, UpkeepSettings, prune_by_listing, prune_waiting, prune_when_due, upkeep_day
+from chalicelib.cost.prune_upkeep import prune_by_listing, prune_waiting, prune_when_due
+from chalicelib.cost.upkeep import upkeep_day
+from chalicelib.cost.upkeep_model import BucketDay, UpkeepSettings
 from chalicelib.deploy.provision import provision
 from chalicelib.inventory import configuration as conf
 from chalicelib.layout import DATA_PREFIX, SNAPSHOTS_PREFIX

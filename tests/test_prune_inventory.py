@@ -149,13 +149,18 @@ def test_export_files_no_snapshot_names_go_after_the_grace_period_and_not_before
     assert old.plans["docs"].deleted["versions"] == 1 and old.plans["docs"].markers_deleted == 1
 
 
-def test_a_delete_marker_stays_while_a_version_under_it_stays_and_goes_with_the_last(world: Any) -> None:
-    s3 = world.s3
-    s3.put_object(Bucket=SOURCE, Key="gone.txt", Body=b"deleted at the source later")
+def _deleted_at_the_source(world: Any) -> None:
+    """gone.txt backed up on day 0, deleted at the source, and the day-1 backup puts a delete marker on
+    data/src/gone.txt over the version the day-0 snapshot names (data/ mirrors the source)."""
+    world.s3.put_object(Bucket=SOURCE, Key="gone.txt", Body=b"deleted at the source later")
     world.backup(b"day 0")
-    s3.delete_object(Bucket=SOURCE, Key="gone.txt")
+    world.s3.delete_object(Bucket=SOURCE, Key="gone.txt")
     world.days(1)
-    world.backup(b"day 1")  # puts a delete marker on data/src/gone.txt: data/ mirrors the source
+    world.backup(b"day 1")
+
+
+def test_a_delete_marker_stays_while_a_version_under_it_stays_and_goes_with_the_last(world: Any) -> None:
+    _deleted_at_the_source(world)
     both = world.versions("data/src/gone.txt")
     assert len(both) == 2
     world.config = inventoried(RetentionPolicy(keep_last=2))
@@ -298,11 +303,7 @@ def test_a_second_prune_reading_the_same_report_neither_resends_nor_counts_what_
 
 def test_a_delete_marker_under_an_orphan_version_deleted_in_the_same_pass_stays(world: Any) -> None:
     s3 = world.s3
-    s3.put_object(Bucket=SOURCE, Key="gone.txt", Body=b"deleted at the source later")
-    world.backup(b"day 0")
-    s3.delete_object(Bucket=SOURCE, Key="gone.txt")
-    world.days(1)
-    world.backup(b"day 1")  # a delete marker on data/src/gone.txt over the version the day-0 snapshot names
+    _deleted_at_the_source(world)
     kept = world.versions("data/src/gone.txt")
     # An interrupted run's copy on top: the newest version of the key, named by no manifest.
     orphan = s3.put_object(Bucket=BUCKET, Key="data/src/gone.txt", Body=b"left over")["VersionId"]

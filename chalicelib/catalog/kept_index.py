@@ -33,7 +33,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import heapq
-import io
 import itertools
 import json
 import logging
@@ -47,7 +46,7 @@ from typing import IO, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import s3docs
-from chalicelib.catalog.manifests import Entry, Manifest, _PositionalReader, manifest_key
+from chalicelib.catalog.manifests import Entry, Manifest, gzip_from_start, manifest_key
 from chalicelib.errors import AlreadyExists, NotFound, describe_error
 from chalicelib.layout import INDEX_PREFIX, PRUNE_INDEX_PREFIX
 
@@ -138,8 +137,7 @@ class KeptIndex:
 
     def versions(self) -> Iterator[Named]:
         """Every line, each pass through a position of its own: two passes may run side by side."""
-        reader = io.BufferedReader(_PositionalReader(self._file.fileno()), 1 << 20)
-        with gzip.GzipFile(fileobj=reader, mode="rb") as gz:
+        with gzip_from_start(self._file) as gz:
             gz.readline()
             width = len(_FIELDS)
             for line in gz:

@@ -252,7 +252,7 @@ class Manifest:
     def lines(self) -> Iterator[bytes]:
         """The entries' raw JSON lines, read through a position of their own (`os.pread`), so that a pass over
         them can run while an `entries()` stream of the same manifest is half-way through."""
-        with gzip.GzipFile(fileobj=io.BufferedReader(_PositionalReader(self._file.fileno()), 1 << 20), mode="rb") as gz:
+        with gzip_from_start(self._file) as gz:
             gz.readline()
             yield from gz
 
@@ -264,6 +264,12 @@ class Manifest:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def gzip_from_start(file: IO[bytes]) -> gzip.GzipFile:
+    """A gzip file read from `file`'s start through a position of its own (`os.pread`): several passes over a
+    local copy may run side by side."""
+    return gzip.GzipFile(fileobj=io.BufferedReader(_PositionalReader(file.fileno()), 1 << 20), mode="rb")
 
 
 class _PositionalReader(io.RawIOBase):

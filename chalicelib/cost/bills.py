@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from chalicelib.cost.upkeep import JobDay, UpkeepSettings, describe, job_usd
+from chalicelib.cost.upkeep import describe, job_usd
+from chalicelib.cost.upkeep_model import JobDay, UpkeepSettings
 from chalicelib.cost.workload import Workload
 from chalicelib.prices import GB, Prices
 

@@ -295,6 +295,12 @@ class PlanInventory:
             elif self.work.report["problem"]:
                 self.warnings.append(f"plan '{plan.name}': {self.work.report['problem']}")
 
+    @property
+    def report_key(self) -> str | None:
+        """The inventory report the versions come from (its manifest key); None when they are listed."""
+        report = self.work.report.get("report")
+        return str(report) if self.work.versions_from == FROM_REPORT and report else None
+
     def versions(self) -> Iterator[Version]:
         with ExitStack() as stack:
             manifests = []

@@ -34,7 +34,8 @@ from chalicelib.cost.projection import describe_lifecycle, project_from
 from chalicelib.cost.prunes import EarlyDeletions
 from chalicelib.cost.simulation import Holdings
 from chalicelib.cost.tally import Count, PlanTally, by_class, storage_usd, usd
-from chalicelib.cost.upkeep import BucketDay, UpkeepSettings, describe, upkeep_day
+from chalicelib.cost.upkeep import describe, upkeep_day
+from chalicelib.cost.upkeep_model import BucketDay, UpkeepSettings
 from chalicelib.cost.usage import Usage
 from chalicelib.cost.workload import SizeClass, Workload
 from chalicelib.plans import SMALL_OBJECT_SETTINGS, Lifecycle, Plan

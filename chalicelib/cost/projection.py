@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, time, timedelta
 
 from chalicelib.cost.bills import Bill, Month, alternatives
-from chalicelib.cost.upkeep import UpkeepSettings
+from chalicelib.cost.upkeep_model import UpkeepSettings
 from chalicelib.cost.simulation import MANIFEST_BYTES_PER_ENTRY, REFERENCE_BACKUP_TIME, Holdings, Simulation
 from chalicelib.cost.workload import Workload
 from chalicelib.plans import Lifecycle

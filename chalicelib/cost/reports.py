@@ -22,12 +22,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import BackupStatus, RecordStore
 from chalicelib.config import Settings
-from chalicelib.cost.inventory import FROM_REPORT, PlanInventory
+from chalicelib.cost.inventory import PlanInventory
 from chalicelib.cost.projection import describe_lifecycle
 from chalicelib.cost.prunes import RecentPrunes, recent_prunes
 from chalicelib.cost.plan_costs import combine, plan_report
 from chalicelib.cost.tally import PlanTally
-from chalicelib.cost.upkeep import UpkeepSettings
+from chalicelib.cost.upkeep_model import UpkeepSettings
 from chalicelib.cost.usage import History, measure, recent_history
 from chalicelib.errors import NotFound, Tampered, describe_error
 from chalicelib.layout import COSTS_PREFIX, PLAN_FIGURES_PREFIX
@@ -176,7 +176,7 @@ class CostReports:
             first_warning = len(warnings)
             try:
                 inventory = PlanInventory(self.s3, plan, self.records, self.report, warnings, self.plans.inventory, now)
-                if inventory.work.versions_from == FROM_REPORT and pruned is None:
+                if inventory.report_key is not None and pruned is None:
                     # Which snapshots are pruned decides which versions are named: figures carried past a
                     # prune that removed one would be stale.
                     pruned = PrunedMarkers(self.s3, self.plans.catalog_bucket).all()
@@ -250,8 +250,8 @@ class CostReports:
         the same inputs (`_plan_inputs`: no snapshot pruned since): computing them again would read the same
         report and every kept manifest for the same answer (at ten million objects, hours of Lambda time a
         day). The warnings computing them gave are given again. None: compute."""
-        report = inventory.work.report.get("report")
-        if inventory.work.versions_from != FROM_REPORT or not report:
+        report = inventory.report_key
+        if report is None:
             return None
         body = get_bytes(self.s3, self.plans.catalog_bucket, plan_figures_key(plan.name))
         try:
@@ -287,8 +287,8 @@ class CostReports:
     ) -> None:
         """Keep the plan's figures, and the warnings `found` computing them, for the next reports to carry,
         when they came from an inventory report. Not kept: the next report computes them again."""
-        report = inventory.work.report.get("report")
-        if inventory.work.versions_from != FROM_REPORT or not report:
+        report = inventory.report_key
+        if report is None:
             return
         body = {
             "format": FORMAT,

@@ -37,7 +37,8 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from chalicelib.cost.bills import Day, backup_requests, new_months
 from chalicelib.cost.model import SMALL_OBJECT_BYTES, StoredVersion, early_deletion_charge, timeline
-from chalicelib.cost.upkeep import BucketDay, UpkeepSettings, upkeep_day
+from chalicelib.cost.upkeep import upkeep_day
+from chalicelib.cost.upkeep_model import BucketDay, UpkeepSettings
 from chalicelib.cost.workload import Workload
 from chalicelib.plans import Lifecycle
 from chalicelib.prices import Prices

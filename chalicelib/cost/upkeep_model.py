@@ -1,0 +1,185 @@
+"""What a day of upkeep is made of: what a plan's bucket holds that day (`BucketDay`), the jobs' parameters
+(`UpkeepSettings`), one job's day (`JobDay`), and what each request and each row read costs in time.
+
+Lambda time is estimated, not measured (no Lambda runs in the tests): each request waits
+`REQUEST_SECONDS`, the figure AWS documents for a small request's first byte ("roughly 100-200
+milliseconds", Amazon S3 performance design patterns; its low end, since all of these are small and
+in-region); HeadObjects overlap `verify_workers` at a time but cost at least `REQUEST_CPU_SECONDS` of
+Python each (botocore signing and parsing); a listing page of 1,000 versions adds `LIST_PAGE_PARSE_SECONDS`
+(botocore parsed a 1,000-version ListObjectVersions answer in 0.2 s on this project's test machine); a
+manifest entry read costs `ENTRY_SECONDS` (gzip, JSON and the entry: about 10 microseconds measured on the
+manifest's own format); a kept index's line `INDEX_ROW_SECONDS` read and `INDEX_WRITE_SECONDS` written; an
+inventory report's row `REPORT_ROW_SECONDS`, and `SORTED_ROW_SECONDS` more where the rows are sorted on disk
+(the cost report and the prune sort every row, the verification a seventh); a version checked against its
+row `ROW_CHECK_SECONDS` (scripts/bench_rows.py measures all of these beside a manifest entry). They are one
+core of the machine that measured them; Lambda gives a function a whole vCPU only at 1,769 MB, so at 1,024 MB
+the CPU-bound parts may take up to 1.7 times as long: a lower bound until measured on Lambda. GB-seconds are seconds times the function's memory (.chalice/config.json).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+REQUEST_SECONDS = 0.1
+REQUEST_CPU_SECONDS = 0.003
+LIST_PAGE_PARSE_SECONDS = 0.2
+ENTRY_SECONDS = 10e-6
+# The other per-row figures are measured side by side with a manifest entry by scripts/bench_rows.py (100,000
+# rows, medians of 5) and given as its ratio to one, times ENTRY_SECONDS: the ratios hold on a busy machine,
+# the microseconds do not. A kept index's line read (0.64) and written (1.33: JSON arrays, gzip level 1);
+# an inventory report's row read (0.55: its data file copied, MD5-checked, gunzipped, parsed into a Row) and
+# what sorting it on disk adds (1.18: `sorted_rows`, rows pickled a thousand to a run, merged, read back); a
+# version of the slice checked against its report row (0.34: verify/checks.py `verify_versions`, in the job's
+# own thread; only versions that need a request go through its pool).
+INDEX_ROW_SECONDS = 0.64 * ENTRY_SECONDS
+INDEX_WRITE_SECONDS = 1.33 * ENTRY_SECONDS
+REPORT_ROW_SECONDS = 0.55 * ENTRY_SECONDS
+SORTED_ROW_SECONDS = 1.18 * ENTRY_SECONDS
+ROW_CHECK_SECONDS = 0.34 * ENTRY_SECONDS
+# Rows per data file of a report. AWS does not document how it splits a report; the count of GETs it makes
+# is a few a day either way.
+REPORT_FILE_ROWS = 1_000_000
+# Days between two reports: the prune with an inventory works, and the cost report computes a plan's figures,
+# once per report.
+REPORT_PERIOD_DAYS = {"Daily": 1, "Weekly": 7}
+# Days of backups a report does not show when the weekly verification runs: a daily report was scanned
+# before the day's backup; a weekly one 1 to 7 days before, 4 on average.
+REPORT_LAG_DAYS = {"Daily": 1.0, "Weekly": 4.0}
+# verify/job.py REPORT_SAMPLE_PERCENT: the share of a slice re-read with GET when checked against a report.
+VERIFY_REPORT_SAMPLE_PERCENT = 0.1
+PAGE = 1000
+DAYS_PER_MONTH = 30
+# verify/job.py SAVE_EVERY and SAVE_EVERY_AGAINST_REPORT: batches checked between two saves of the job's
+# record, by HEAD and against a report.
+VERIFY_SAVE_EVERY = 10
+VERIFY_SAVE_EVERY_AGAINST_REPORT = 100
+# verify/checks.py SLICES: each version is checked on one weekday.
+VERIFY_SLICES = 7
+# The work an invocation does before it hands on (the 900 s limit less jobs/budget.py's 60 s reserve).
+INVOCATION_SECONDS = 840
+# .chalice/config.json lambda_memory_size of the functions that run each job (a test keeps them equal).
+FUNCTION_MEMORY_MB = {"verify_worker": 1024, "prune_worker": 1024, "backup_worker": 1024}
+JOB_FUNCTIONS = {"verification": "verify_worker", "prune": "prune_worker", "cost_report": "backup_worker"}
+JOBS = ("verification", "prune", "cost_report", "inventory", "alerts")
+# Request kinds and the price each is billed at: list, put and post (DeleteObjects) at PUT's; get and head
+# at GET's; sns per publish; inventory per object listed.
+# delete: a DeleteObject, which S3 does not charge for (counted, for the model to match the code).
+REQUEST_KINDS = ("list", "put", "post", "get", "head", "delete", "sns", "inventory_objects")
+
+
+@dataclass(frozen=True)
+class BucketDay:
+    """What the upkeep of one plan depends on, on one day."""
+
+    # Every version under data/ (current and noncurrent, named by a snapshot or not).
+    versions: float
+    # Versions kept snapshots name (distinct): what the verification checks.
+    named_versions: float
+    snapshots: int
+    # Entries over every kept manifest (a version named by ten snapshots is ten entries).
+    manifest_entries: float
+    # The versions today's slice of the weekly verification holds, where known (None: a seventh of the named
+    # versions, the average the slice's hash gives).
+    checked: float | None = None
+    # Versions the day's prune deletes, and the snapshots it removes.
+    deleted: float = 0.0
+    removed: int = 0
+    # The plan's sources: each is listed under data/ on its own.
+    sources: int = 1
+    # Backup and prune records of the cost report's window (30 days of daily ones).
+    backups_in_window: int = 30
+    prunes_in_window: int = 30
+    # Versions the day's backup wrote: with an inventory, what the newest report cannot show yet.
+    written: float = 0.0
+    # Of today's slice, the versions the newest report does not list although a snapshot older than its scan
+    # names them (checked by HEAD), and those re-read with GET, where known (None: none are gone, and the
+    # sample's share).
+    unreported: float | None = None
+    sampled: float | None = None
+    # The kept index (catalog/kept_index.py): whether one from an earlier day exists, the snapshots it does not
+    # cover yet when the day's verification starts (the day's backup), and the index versions a newer one
+    # superseded, which the day's prune deletes.
+    indexed: bool = True
+    new_snapshots: float = 1.0
+    superseded_indexes: float = 1.0
+    # With an inventory, whether the day's cost report computes the plan's figures (1) or carries the last ones
+    # (0: the newest report is the one they came from), where known (None: once per report period on average).
+    cost_recomputed: float | None = None
+    # The prune's own kept index (with an inventory): whether an earlier prune left one, and the snapshots it
+    # does not cover yet (None: those of a report's period, `new_snapshots` a day).
+    prune_indexed: bool = True
+    prune_new_snapshots: float | None = None
+
+
+@dataclass(frozen=True)
+class UpkeepSettings:
+    """The parameters each job's requests depend on."""
+
+    # S3 Inventory: None (not configured), "Daily" or "Weekly".
+    inventory: str | None = None
+    verify_workers: int = 16
+    # The share of the weekly slice re-read with GET (percent): none by HEAD, VERIFY_REPORT_SAMPLE_PERCENT
+    # against a report.
+    verify_sample_percent: float = 0.0
+    cost_head_sample: int = 20
+    memory_mb: dict[str, int] = field(default_factory=lambda: dict(FUNCTION_MEMORY_MB))
+
+    @classmethod
+    def of_plans(cls, plans: Any) -> UpkeepSettings:
+        """The settings a plan set implies (its `inventory` entry)."""
+        inventory = plans.inventory
+        if inventory is None:
+            return cls()
+        return cls(inventory=inventory.frequency, verify_sample_percent=VERIFY_REPORT_SAMPLE_PERCENT)
+
+
+@dataclass
+class JobDay:
+    """One job's day: its requests by kind, its Lambda invocations and seconds."""
+
+    requests: dict[str, float] = field(default_factory=dict)
+    invocations: float = 0.0
+    seconds: float = 0.0
+    function: str | None = None
+    # Why the job as it works today could not finish this day's work (empty: it can).
+    limits: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, count: float) -> None:
+        if count:
+            self.requests[kind] = self.requests.get(kind, 0.0) + count
+
+
+def page_count(count: float, page: int = PAGE) -> int:
+    return math.ceil(count / page) if count > 0 else 1
+
+
+def data_listing(day: BucketDay) -> int:
+    """Requests of one walk of data/: the source folders (a delimiter listing), each source's versions
+    1,000 a page, and the long keys' folder."""
+    return 1 + page_count(day.versions) + (day.sources - 1) + 1
+
+
+def sequential(job: JobDay, entries: float = 0.0, pages: float = 0.0) -> float:
+    """Seconds of the requests counted so far that run one after another, with `pages` listing pages parsed
+    and `entries` manifest entries read."""
+    one_by_one = sum(count for kind, count in job.requests.items() if kind in ("list", "put", "post", "get", "delete"))
+    return one_by_one * REQUEST_SECONDS + pages * LIST_PAGE_PARSE_SECONDS + entries * ENTRY_SECONDS
+
+
+def report_rows(day: BucketDay) -> float:
+    """Rows of a report of the bucket: every version under data/ and the manifests beside them."""
+    return day.versions + day.snapshots
+
+
+def report_reads(job: JobDay, day: BucketDay, times: float = 1) -> None:
+    """Reading the newest report `times`: its folders listed, manifest.json and manifest.checksum and each
+    data file read (chalicelib/inventory/reports.py)."""
+    job.add("list", times)
+    job.add("get", times * (2 + page_count(report_rows(day), REPORT_FILE_ROWS)))
+
+
+def report_seconds(rows: float, sorted_rows: float) -> float:
+    """Reading `rows` of a report, `sorted_rows` of them sorted on disk."""
+    return rows * REPORT_ROW_SECONDS + sorted_rows * SORTED_ROW_SECONDS
