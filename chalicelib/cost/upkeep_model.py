@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.inventory.freshness import PERIOD
+
 REQUEST_SECONDS = 0.1
 REQUEST_CPU_SECONDS = 0.003
 LIST_PAGE_PARSE_SECONDS = 0.2
@@ -43,7 +45,7 @@ ROW_CHECK_SECONDS = 0.34 * ENTRY_SECONDS
 REPORT_FILE_ROWS = 1_000_000
 # Days between two reports: the prune with an inventory works, and the cost report computes a plan's figures,
 # once per report.
-REPORT_PERIOD_DAYS = {"Daily": 1, "Weekly": 7}
+REPORT_PERIOD_DAYS = {frequency: period.days for frequency, period in PERIOD.items()}
 # Days of backups a report does not show when the weekly verification runs: a daily report was scanned
 # before the day's backup; a weekly one 1 to 7 days before, 4 on average.
 REPORT_LAG_DAYS = {"Daily": 1.0, "Weekly": 4.0}

@@ -15,9 +15,12 @@ from chalicelib.errors import describe_error
 from chalicelib.inventory.reports import Report, ReportError, newest_report
 from chalicelib.times import isoformat
 
+# How often S3 delivers a report of each frequency.
+PERIOD = {"Daily": timedelta(days=1), "Weekly": timedelta(days=7)}
 # How old a report may be before a job will not rely on it: its period, and the 48 hours S3 may take to deliver
-# it after its scan (a report's age counts from its scan, `creationTimestamp`).
-STALE_AFTER = {"Daily": timedelta(days=3), "Weekly": timedelta(days=9)}
+# it after its scan (a report's age counts from its scan, `creationTimestamp`): 3 days Daily, 9 Weekly.
+DELIVERY = timedelta(hours=48)
+STALE_AFTER = {frequency: period + DELIVERY for frequency, period in PERIOD.items()}
 
 
 class ReportProblem(StrEnum):

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from chalicelib.inventory.freshness import PERIOD
 from chalicelib.prune.record import PruneRecord, PruneStatus
 from chalicelib.times import parse_iso
 
-# How long a report's period is: a prune this long after the last one is due whatever the reports.
-PERIOD = {"Daily": timedelta(days=1), "Weekly": timedelta(days=7)}
 # Schedules fire a little early or late: a prune that many minutes short of a period after the last is due.
 SLACK = timedelta(hours=1)
 
@@ -56,6 +55,7 @@ def waiting(last: Sweep | None, newest: str | None, frequency: str, now: datetim
         return None
     if newest is not None and newest != last.report:
         return None
+    # A prune a report's period after the last one is due whatever the reports.
     if now - parse_iso(last.started_at) >= PERIOD.get(frequency, PERIOD["Daily"]) - SLACK:
         return None
     swept = f"the newest inventory report ({newest}) was swept" if newest else "no inventory report is usable; the last sweep ran"
