@@ -270,7 +270,8 @@ def test_a_job_over_many_invocations_against_the_report_checks_what_one_pass_che
     since = CallsSince()
     one_pass = whole_week(inventoried, clients, "one", sample_percent=0)
     one_pass_heads = sorted(heads(since))
-    since = CallsSince()
+    # The first scheduled job checks every kept version against the report; the others wait for the next one.
+    assert [r.checked for r in one_pass] == [21, 0, 0, 0, 0, 0, 0] and all(len(r.waiting) == 3 for r in one_pass[1:])
     invoker = Invocations()
 
     def invocation(payload: dict[str, Any]) -> None:
@@ -279,12 +280,15 @@ def test_a_job_over_many_invocations_against_the_report_checks_what_one_pass_che
                         sample_percent=0).run(payload["job_id"])
 
     many = []
-    for day in range(7):
-        job = VerificationJob(inventoried, clients, TOPIC).start(later_id(f"many{day}"), weekday=day)
-        invocation({"job_id": job.job_id})
-        invoker.drive(invocation)
-        many.append(VerificationStore(s3, "test-backup-documents").get(job.job_id))
-    assert invoker.count >= 7
+    with time_machine.travel(START + timedelta(days=1), tick=True):
+        deliver_all(s3, inventoried)
+        since = CallsSince()
+        for day in range(7):
+            job = VerificationJob(inventoried, clients, TOPIC).start(later_id(f"many{day}"), weekday=day)
+            invocation({"job_id": job.job_id})
+            invoker.drive(invocation)
+            many.append(VerificationStore(s3, "test-backup-documents").get(job.job_id))
+    assert invoker.count >= 7 and many[0].invocations > 3
     assert [(r.checked, r.headed, r.plans) for r in many] == [(r.checked, r.headed, r.plans) for r in one_pass]
     assert all_findings(many) == all_findings(one_pass) != []
     # Resuming after a key neither skips nor repeats a version the report does not list.

@@ -135,15 +135,29 @@ class KeptIndex:
             spool.close()
             raise
 
-    def versions(self) -> Iterator[Named]:
-        """Every line, each pass through a position of its own: two passes may run side by side."""
+    def versions(self, after: tuple[str, str] | None = None) -> Iterator[Named]:
+        """Every line (after the (source, key) `after`, if given), each pass through a position of its own: two
+        passes may run side by side. The lines up to `after` are decoded but make no entry: a job resuming
+        from a checkpoint skips them at about half the cost of reading them."""
+        width = len(_FIELDS)
+
+        def values_of(line: bytes) -> list[Any]:
+            values = json.loads(line)
+            if not isinstance(values, list) or len(values) != width + 1:
+                raise ValueError(f"{self.key}: a line is not {width} fields and a mask")
+            return values
+
         with gzip_from_start(self._file) as gz:
             gz.readline()
-            width = len(_FIELDS)
+            if after is not None:
+                # The lines are sorted by (source, key): the first past `after` ends the skipping.
+                for line in gz:
+                    values = values_of(line)
+                    if (values[0], values[1]) > after:
+                        yield Entry(*values[:width]), int(values[width])
+                        break
             for line in gz:
-                values = json.loads(line)
-                if not isinstance(values, list) or len(values) != width + 1:
-                    raise ValueError(f"{self.key}: a line is not {width} fields and a mask")
+                values = values_of(line)
                 yield Entry(*values[:width]), int(values[width])
 
     def close(self) -> None:

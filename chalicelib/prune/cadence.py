@@ -15,15 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from chalicelib.inventory.freshness import PERIOD
+from chalicelib.inventory.cadence import is_due
 from chalicelib.prune.record import PruneRecord, PruneStatus
-from chalicelib.times import parse_iso
-
-# Schedules fire a little early or late: a prune that many minutes short of a period after the last is due.
-SLACK = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -51,12 +47,8 @@ def last_sweep(records: Iterable[PruneRecord], plan: str, prune_id: str) -> Swee
 def waiting(last: Sweep | None, newest: str | None, frequency: str, now: datetime) -> dict[str, Any] | None:
     """Why the plan's scheduled prune waits (what its record keeps), or None when it is due: no earlier prune
     found, the newest fresh report (`newest`) not swept by the last one, or the last one a period ago."""
-    if last is None or not last.started_at:
-        return None
-    if newest is not None and newest != last.report:
-        return None
-    # A prune a report's period after the last one is due whatever the reports.
-    if now - parse_iso(last.started_at) >= PERIOD.get(frequency, PERIOD["Daily"]) - SLACK:
+    # The rule every job that works once per report follows (chalicelib/inventory/cadence.py).
+    if last is None or is_due(last.started_at, last.report, newest, frequency, now):
         return None
     swept = f"the newest inventory report ({newest}) was swept" if newest else "no inventory report is usable; the last sweep ran"
     return {

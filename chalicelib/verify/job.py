@@ -34,17 +34,18 @@ from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
 from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.errors import AlreadyExists, NotFound, Pruned, describe_error
-from chalicelib.inventory.reports import ReportError
+from chalicelib.inventory.reports import Report, ReportError
 from chalicelib.jobs.budget import Budget
 from chalicelib.jobs.dispatch import Invoker
 from chalicelib.jobs.runner import BATCH_SIZE, Checkpoint, Job
-from chalicelib.layout import LONG_KEYS_PREFIX, SNAPSHOTS_PREFIX
+from chalicelib.layout import SNAPSHOTS_PREFIX
 from chalicelib.localtime import UTC
 from chalicelib.notify import alerts
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.times import isoformat, utcnow
 from chalicelib.verify.checks import verify_entries, verify_versions, weekly_slice
-from chalicelib.verify.report_check import ReportRows, choose_report
+from chalicelib.verify.cadence import LOOKBACK, plan_report, unusable
+from chalicelib.verify.report_check import ReportRows, last_before_scan, written_since
 from chalicelib.verify.record import VerificationRecord, VerificationStore, check_id, verification_id
 
 logger = logging.getLogger(__name__)
@@ -128,27 +129,6 @@ def batches(items: Iterable[T], size: int, entry_of: Callable[[T], Entry] = _its
         yield batch
 
 
-def _last_before_scan(snapshots: Sequence[str], pruned: Iterable[str], scan: datetime) -> int:
-    """The bit (in the kept index's masks) of the last snapshot taken before the report's scan began, when it
-    tells which versions were copied after the scan: every version a later snapshot names that it does not
-    was copied by a later backup. That holds only if no snapshot taken between it and the scan was pruned
-    (a version such a snapshot named first, and a later one carried forward, would look new). 0: none tells."""
-    before = [(backup_time(taken), position) for position, taken in enumerate(snapshots) if is_backup_id(taken) and backup_time(taken) < scan]
-    if not before:
-        return 0
-    last, position = max(before)
-    if any(is_backup_id(taken) and last < backup_time(taken) < scan for taken in pruned):
-        return 0
-    return 1 << position
-
-
-def _written_since(entry: Entry, mask: int, last_before: int) -> bool:
-    """Whether a version was copied after the report's scan began, and so may be missing from it without
-    being gone: the last snapshot before the scan (`_last_before_scan`) does not name it. Where nothing tells,
-    it is asked about by HEAD; so is a long key's version, which cannot be looked up in the report."""
-    return bool(last_before) and not mask & last_before and not entry.data_key.startswith(LONG_KEYS_PREFIX)
-
-
 def _entry(item: tuple[Entry, bool]) -> Entry:
     return item[0]
 
@@ -221,7 +201,8 @@ class VerificationJob(Job[VerificationRecord]):
             "verification %s %s: %d versions checked, %d missing, %d damaged, %d error(s)",
             record.job_id, record.status, record.checked, record.missing_count, record.damaged_count, record.error_count,
         )
-        alerts.publish_verification(self.clients.sns, self.topic_arn, record.to_dict(), self.time_zone)
+        if len(record.waiting) < len(self.plans.plans):  # nothing to tell when every plan waits for a report
+            alerts.publish_verification(self.clients.sns, self.topic_arn, record.to_dict(), self.time_zone)
         return True
 
     def start_check(
@@ -267,14 +248,28 @@ class VerificationJob(Job[VerificationRecord]):
         return True
 
     def _check_plan(self, checkpoint: Checkpoint[VerificationRecord], plan: Plan) -> bool:
-        """The plan's slice after the checkpoint; False when time ran short (the checkpoint is saved)."""
+        """The plan's part after the checkpoint; False when time ran short (the checkpoint is saved)."""
         record = checkpoint.record
         if record.kind == "backup" and not self._in_check(record, plan):
             return True
         after = (record.after[0], record.after[1]) if record.after else None
         with ExitStack() as stack:
-            kept, pruned = self._kept_snapshots(plan, record.backup_id) if record.kind == "slice" else ([], set())
-            rows = self._report_rows(stack, record, plan, _oldest(kept))
+            listed: list[tuple[list[str], set[str]]] = []
+
+            def kept_snapshots() -> tuple[list[str], set[str]]:
+                if not listed:
+                    listed.append(self._kept_snapshots(plan, record.backup_id) if record.kind == "slice" else ([], set()))
+                return listed[0]
+
+            report = self._report(record, plan, lambda: _oldest(kept_snapshots()[0]))
+            if plan.name in record.waiting:
+                logger.info("verification %s: plan %s %s", record.job_id, plan.name, record.waiting[plan.name]["message"])
+                return True
+            kept, pruned = kept_snapshots()
+            # A scheduled job due with a report checks every kept version (all seven slices) against it.
+            whole = report is not None and plan.name in record.checking
+            weekday = None if whole else record.weekday
+            rows = self._report_rows(stack, record, plan, report, weekday, after)
             if record.kind == "backup":
                 # One snapshot, read as its record names it (exact version, hash checked).
                 manifest = stack.enter_context(
@@ -288,13 +283,16 @@ class VerificationJob(Job[VerificationRecord]):
             else:
                 record.set_snapshots(plan.name, len(kept))
                 # The distinct versions of the kept snapshots, from the kept index: the index and the
-                # manifests written since it, not every kept manifest. A version copied after the report's
-                # scan began that the report does not list waits for the next report rather than a HEAD
-                # (`_written_since`).
+                # manifests written since it, not every kept manifest; its lines up to the checkpoint are
+                # skipped without making entries of them. A version copied after the report's scan began
+                # that the report does not list waits for the next report rather than a HEAD (`written_since`).
                 index = kept_index(self.clients.s3, plan.bucket, plan.name, kept, stack) if kept else None
-                last_before = _last_before_scan(index.snapshots, pruned, rows.report.created) if index and rows else 0
-                manifests = [((entry, _written_since(entry, mask, last_before)) for entry, mask in index.versions())] if index else []
-                weekday, sample = record.weekday, 0.0
+                last_before = last_before_scan(index.snapshots, pruned, rows.report.created) if index and rows else 0
+                manifests = (
+                    [((entry, written_since(entry, mask, last_before)) for entry, mask in index.versions(after))] if index else []
+                )
+                weekday = None if rows is not None and whole else record.weekday
+                sample = 0.0
             distinct = DistinctVersions(manifests, weekday, after, entry_of=_entry)
             unsaved = 0
             try:
@@ -321,34 +319,40 @@ class VerificationJob(Job[VerificationRecord]):
                         return False
             finally:
                 self.largest_working_set = max(self.largest_working_set, distinct.largest)
+        if whole and rows is not None and not record.inventory[plan.name].get("problem"):
+            record.checked_against[plan.name] = record.checking[plan.name]
         return True
 
-    def _report_rows(
-        self, stack: ExitStack, record: VerificationRecord, plan: Plan, first_snapshot: datetime | None
-    ) -> ReportRows | None:
-        """The rows of the newest inventory report of the plan's bucket, for a weekly slice when the plans set
-        `inventory`; None (check by HEAD) otherwise, or when the report is missing, stale or unreadable, which
-        the record keeps as a problem."""
+    def _report(self, record: VerificationRecord, plan: Plan, first_snapshot: Callable[[], datetime | None]) -> Report | None:
+        """The inventory report a weekly job checks the plan against when the plans set `inventory`
+        (chalicelib/verify/cadence.py: chosen once a job, and a scheduled job works once per report); None
+        (check by HEAD) otherwise, or when the report is missing, stale or unreadable, which the record keeps
+        as a problem, or when the plan waits for the next report (`record.waiting`)."""
         if record.kind != "slice" or self.plans.inventory is None:
             return None
-        choice = choose_report(self.clients.s3, self.plans.inventory, plan, utcnow(), first_snapshot)
-        if choice.report is not None:
-            try:
-                rows = stack.enter_context(
-                    ReportRows(self.clients.s3, choice.report, [s.name for s in plan.sources], record.weekday)
-                )
-            except (ReportError, ClientError, BotoCoreError) as exc:
-                choice.summary["problem"] = (
-                    f"the newest inventory report of s3://{plan.bucket} cannot be used ({describe_error(exc)}): "
-                    "its versions were checked by HEAD instead"
-                )
-                rows = None
-        else:
-            rows = None
-        record.use_inventory(plan.name, choice.summary)
-        if choice.summary["problem"]:
-            logger.warning("verification %s: %s", record.job_id, choice.summary["problem"])
-        return rows
+        report = plan_report(
+            self.clients.s3, self.plans.inventory, plan, record, utcnow(), first_snapshot,
+            lambda: self.store.latest(LOOKBACK),
+        )
+        summary = record.inventory[plan.name]
+        if summary.get("problem"):
+            logger.warning("verification %s: %s", record.job_id, summary["problem"])
+        return report
+
+    def _report_rows(
+        self, stack: ExitStack, record: VerificationRecord, plan: Plan, report: Report | None, weekday: int | None,
+        after: tuple[str, str] | None,
+    ) -> ReportRows | None:
+        """The report's rows of the plan's sources after the checkpoint (of the day's slice, or all of them);
+        None without a report, or when it cannot be read (a problem the record keeps: HEAD then)."""
+        if report is None:
+            return None
+        try:
+            return stack.enter_context(ReportRows(self.clients.s3, report, [s.name for s in plan.sources], weekday, after=after))
+        except (ReportError, ClientError, BotoCoreError) as exc:
+            record.use_inventory(plan.name, {**record.inventory[plan.name], "problem": unusable(plan, exc)})
+            logger.warning("verification %s: %s", record.job_id, record.inventory[plan.name]["problem"])
+            return None
 
     def _in_check(self, record: VerificationRecord, plan: Plan) -> bool:
         """Whether an on-demand check covers this plan: named (or all named), and backed up by the backup."""

@@ -101,6 +101,13 @@ class VerificationRecord:
     # Per plan, when the plans set `inventory`: the report checked against (its manifest key, creation time,
     # age in days), or the problem that sent the check back to HEAD (no report, a stale or unreadable one).
     inventory: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per plan of a scheduled job with an inventory (verify/cadence.py): the report every kept version is
+    # checked against (all seven slices; decided when the job first comes to the plan), the report every kept
+    # version was checked against once the plan is done with no problem, or why the plan waits for the next
+    # report (nothing of it read).
+    checking: dict[str, str] = field(default_factory=dict)
+    checked_against: dict[str, str] = field(default_factory=dict)
+    waiting: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The checkpoint: the plan being worked on (index in the plans file) and the last (source, key) of it
     # whose versions are all checked and counted above; None: nothing of that plan done yet.
     plan_index: int = 0
@@ -190,6 +197,7 @@ class VerificationRecord:
             "error_count": self.error_count,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "waiting": sorted(self.waiting),
         }
 
 
@@ -210,6 +218,6 @@ def describe(store: VerificationStore, job_id: str) -> dict[str, Any]:
     backup_of(job_id)  # NotFound names a malformed id
     record = store.get(job_id)
     data = record.to_dict()
-    for internal in ("plan_index", "after", "invocations"):
+    for internal in ("plan_index", "after", "invocations", "checking"):
         data.pop(internal, None)
     return data

@@ -20,7 +20,7 @@ stored under `data/~long/` (a hashed key, in another order; rare).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -30,6 +30,7 @@ from typing import Any
 from chalicelib.catalog.manifests import Entry
 from chalicelib.inventory.freshness import newest_fresh_report
 from chalicelib.inventory.reports import Report, Row, SplitRows, sorted_rows
+from chalicelib.catalog.records import backup_time, is_backup_id
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX
 from chalicelib.plans import InventoryPlan, Plan
 from chalicelib.verify.checks import stored_slice
@@ -94,20 +95,33 @@ class SourceCursor:
 
 
 class ReportRows:
-    """A report's rows of some sources (of one weekday's slice, or all), split by source in one pass over its
-    sorted rows (a context manager: the temporary files go on exit). `rows` defaults to `sorted_rows(s3,
-    report)`."""
+    """A report's rows of some sources (of one weekday's slice, or all; after a checkpoint, or all), split by
+    source in one pass over its sorted rows (a context manager: the temporary files go on exit). `rows`
+    defaults to `sorted_rows(s3, report)`."""
 
     def __init__(
-        self, s3: Any, report: Report, sources: Iterable[str], weekday: int | None = None, rows: Iterable[Row] | None = None
+        self,
+        s3: Any,
+        report: Report,
+        sources: Iterable[str],
+        weekday: int | None = None,
+        rows: Iterable[Row] | None = None,
+        after: tuple[str, str] | None = None,
     ) -> None:
         self.report = report
         self._cursors: dict[str, SourceCursor] = {}
         wanted = set(sources)
 
         def kept(row: Row) -> bool:
-            # Only the slice's rows of the plan's sources are sorted and kept: a seventh of them.
-            return _source_of(row.key) in wanted and (weekday is None or stored_slice(row.key, row.version_id) == weekday)
+            # Only the rows of the plan's sources (of the slice, if one) after the checkpoint `after` (a
+            # (source, key) whose versions are all checked) are sorted and kept: an invocation that resumes a
+            # job reads the report again, but sorts and keeps only what is still to check.
+            source = _source_of(row.key)
+            if source is None or source not in wanted:
+                return False
+            if after is not None and (source, row.key[len(DATA_PREFIX) + len(source) + 1 :]) <= after:
+                return False
+            return weekday is None or stored_slice(row.key, row.version_id) == weekday
 
         self._split = SplitRows(
             rows if rows is not None else sorted_rows(s3, report, keep=kept), lambda row: _source_of(row.key) if kept(row) else None
@@ -137,3 +151,24 @@ class ReportRows:
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None) -> None:
         self.close()
+
+
+def last_before_scan(snapshots: Sequence[str], pruned: Iterable[str], scan: datetime) -> int:
+    """The bit (in the kept index's masks) of the last snapshot taken before the report's scan began, when it
+    tells which versions were copied after the scan: every version a later snapshot names that it does not
+    was copied by a later backup. That holds only if no snapshot taken between it and the scan was pruned
+    (a version such a snapshot named first, and a later one carried forward, would look new). 0: none tells."""
+    before = [(backup_time(taken), position) for position, taken in enumerate(snapshots) if is_backup_id(taken) and backup_time(taken) < scan]
+    if not before:
+        return 0
+    last, position = max(before)
+    if any(is_backup_id(taken) and last < backup_time(taken) < scan for taken in pruned):
+        return 0
+    return 1 << position
+
+
+def written_since(entry: Entry, mask: int, last_before: int) -> bool:
+    """Whether a version was copied after the report's scan began, and so may be missing from it without
+    being gone: the last snapshot before the scan (`last_before_scan`) does not name it. Where nothing tells,
+    it is asked about by HEAD; so is a long key's version, which cannot be looked up in the report."""
+    return bool(last_before) and not mask & last_before and not entry.data_key.startswith(LONG_KEYS_PREFIX)
