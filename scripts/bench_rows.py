@@ -8,6 +8,9 @@ Side by side in one process, `--repeats` times each in turn, medians, per row:
                 MD5-checked, gunzipped, parsed into a Row)
   report-sort   the same rows read and sorted through temporary runs (`sorted_rows`)
   check         a version checked against its report row (verify/checks.py `verify_versions`)
+  index-skip    a kept index's line skipped by a job resuming from a checkpoint (decoded, no entry made)
+And the bytes a row takes in /tmp (`bytes_per_row`): a manifest entry and a kept index line (gzip, as
+downloaded or written), a report row in its data file (gzip CSV, as copied) and in a sorted run (pickled).
 Each is also given as a ratio to `manifest`, the figure the model was first calibrated on (10 microseconds
 on this project's test machine when quiet): the ratios hold however busy the machine is, the microseconds
 do not. Rows look like a backup bucket's (keys, version ids, ETags, checksums), in random order.
@@ -101,18 +104,22 @@ def deliver(s3: object, rows: int, file_rows: int) -> reports.Report:
 
 
 def entries(rows: int, rng: random.Random) -> list[Entry]:
-    return [
-        Entry(
-            source="documents",
-            key=f"team{number % 97}/folder{number % 1009}/report-{number:08d}.docx",
-            version_id="%032x" % rng.getrandbits(128),
-            size=10240,
-            etag="%032x" % rng.getrandbits(128),
-            identity=f"etag:{rng.getrandbits(128):032x}:10240",
-            checksum="%044x" % rng.getrandbits(176),
+    listed = []
+    for number in range(rows):
+        version_id, etag = "%032x" % rng.getrandbits(128), "%032x" % rng.getrandbits(128)
+        listed.append(
+            Entry(
+                source="documents",
+                key=f"team{number % 97}/folder{number % 1009}/report-{number:08d}.docx",
+                version_id=version_id,
+                size=10240,
+                etag=etag,
+                # Copied from a bucket source: the source's ETag, which the stored version keeps.
+                identity=f"etag:{etag}:10240",
+                checksum="%044x" % rng.getrandbits(176),
+            )
         )
-        for number in range(rows)
-    ]
+    return listed
 
 
 def manifest_file(listed: list[Entry]) -> Any:
@@ -131,7 +138,7 @@ class _Bucket:
 
 def index_write(listed: list[Entry]) -> Any:
     snapshots = [f"202601{day:02d}T000000000Z-bench" for day in range(1, 31)]
-    return kept_index._write(_Bucket(), "bench", "documents", snapshots, ((entry, (1 << 30) - 1) for entry in listed))
+    return kept_index._write(_Bucket(), "bench", "documents", snapshots, ((entry, (1 << 30) - 1) for entry in listed), kept_index.VERIFIED, None)
 
 
 def per_row(run: Callable[[], Iterable[Any]], rows: int) -> float:
@@ -153,7 +160,10 @@ def main() -> None:
     manifest = Manifest(manifest_file(listed))
     index = index_write(listed)
     checked = [(entry, row_of(entry)) for entry in listed]
-    times: dict[str, list[float]] = {name: [] for name in ("manifest", "index-read", "index-write", "report-read", "report-sort", "check")}
+    times: dict[str, list[float]] = {
+        name: [] for name in ("manifest", "index-read", "index-write", "report-read", "report-sort", "check", "index-skip")
+    }
+    last = listed[-1].sort_key
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
@@ -165,11 +175,36 @@ def main() -> None:
             times["report-read"].append(per_row(lambda: reports.rows(s3, report), rows))
             times["report-sort"].append(per_row(lambda: reports.sorted_rows(s3, report), rows))
             times["check"].append(per_row(lambda: _checked(checked), rows))
+            times["index-skip"].append(per_row(lambda: _skipped(index, last, rows), rows))
+        spooled = {
+            "manifest": _size(manifest_file(listed)) / rows,
+            "index": _size(index_write(listed)._file) / rows,
+            "report-file": sum(f.size for f in report.files) / rows,
+            "report-run": _size(reports._write_run([row_of(entry) for entry in listed], reports._by_key)) / rows,
+        }
     medians = {name: round(statistics.median(values), 2) for name, values in times.items()}
     ratios = {name: round(value / medians["manifest"], 3) for name, value in medians.items()}
     for name, value in medians.items():
         print(f"{name:12} {value:8.2f} us a row   {ratios[name]:6.3f} x a manifest entry")
-    print(json.dumps({"rows": rows, "repeats": args.repeats, "us_per_row": medians, "ratio_to_manifest_entry": ratios}, sort_keys=True))
+    bytes_per_row = {name: round(value, 1) for name, value in spooled.items()}
+    for name, value in bytes_per_row.items():
+        print(f"{name:12} {value:8.1f} bytes a row in /tmp")
+    print(json.dumps({"rows": rows, "repeats": args.repeats, "us_per_row": medians, "ratio_to_manifest_entry": ratios,
+                      "bytes_per_row": bytes_per_row}, sort_keys=True))
+
+
+def _skipped(index: Any, last: tuple[str, str], rows: int) -> Iterable[None]:
+    """Every line skipped (the checkpoint is the last key), counted as rows for `per_row`."""
+    if any(True for _ in index.versions(after=last)):
+        raise SystemExit("a line past the last key")
+    return (None for _ in range(rows))
+
+
+def _size(fileobj: Any) -> int:
+    fileobj.seek(0, os.SEEK_END)
+    size = fileobj.tell()
+    fileobj.seek(0)
+    return size
 
 
 def row_of(entry: Entry) -> reports.Row:
@@ -189,6 +224,8 @@ def row_of(entry: Entry) -> reports.Row:
 class _Plan:
     name = "documents"
     bucket = "org-backup-documents"
+    sources = ()
+    kms_key_id = None
 
 
 def _checked(versions: list[tuple[Entry, reports.Row]]) -> Iterable[None]:

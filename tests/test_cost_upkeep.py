@@ -9,7 +9,9 @@ import pytest
 
 from chalicelib.cost.prune_upkeep import PRUNE_SWEPT_LOOKBACK, prune_waiting, prune_when_due
 from chalicelib.cost.upkeep import cost_report, describe, job_usd, request_usd, upkeep_day
+from chalicelib.cost.verify_upkeep import VERIFY_LOOKBACK, verification_waiting, verification_when_due
 from chalicelib.cost.upkeep_model import (
+    ENTRY_SECONDS,
     FUNCTION_MEMORY_MB,
     INDEX_ROW_SECONDS,
     INDEX_WRITE_SECONDS,
@@ -27,6 +29,7 @@ from chalicelib.plans import InventoryPlan, PlanSet
 from chalicelib.prices import load_prices
 from chalicelib.prune.job import SWEPT_LOOKBACK
 from chalicelib.verify.job import SAVE_EVERY, SAVE_EVERY_AGAINST_REPORT
+from chalicelib.verify.cadence import LOOKBACK
 from chalicelib.verify.checks import SLICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +41,7 @@ OFFICE = BucketDay(versions=470_000, named_versions=468_000, snapshots=51, manif
 def test_the_model_follows_the_code_it_counts() -> None:
     # The verification's slices, and the memory of the functions that run each job.
     assert VERIFY_SLICES == SLICES and PRUNE_SWEPT_LOOKBACK == SWEPT_LOOKBACK and VERIFY_SAVE_EVERY == SAVE_EVERY
-    assert VERIFY_SAVE_EVERY_AGAINST_REPORT == SAVE_EVERY_AGAINST_REPORT
+    assert VERIFY_SAVE_EVERY_AGAINST_REPORT == SAVE_EVERY_AGAINST_REPORT and VERIFY_LOOKBACK == LOOKBACK
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())["lambda_functions"]
     assert set(JOB_FUNCTIONS.values()) == set(FUNCTION_MEMORY_MB)
     for function, memory in FUNCTION_MEMORY_MB.items():
@@ -74,7 +77,10 @@ def test_a_verification_that_takes_several_invocations_reads_the_kept_index_in_e
     assert verification.requests["get"] == n + n + 1
     # 42 million distinct versions, not 510 million manifest entries, in each: every invocation reaches its
     # checkpoint. An index of 200 million versions would take longer to read than an invocation has.
-    assert not verification.limits
+    assert [limit for limit in verification.limits if "would not finish" in limit] == []
+    # Its /tmp: the index read, the new one written beside it and the day's manifest, about 7.8 GB.
+    (spool,) = verification.limits
+    assert "7,76" in spool and "EphemeralStorage" in spool and "report" not in spool
     larger = upkeep_day(BucketDay(**{**large.__dict__, "named_versions": 200e6}), UpkeepSettings())["verification"]
     assert larger.limits and "would not finish" in larger.limits[0]
 
@@ -95,24 +101,51 @@ def test_the_prune_lists_every_data_version_twice_and_the_cost_report_once() -> 
     assert jobs["cost_report"].requests["head"] == 20
 
 
-def test_against_a_report_the_verification_heads_only_what_it_does_not_list() -> None:
+def test_against_a_report_the_verification_checks_every_version_once_per_report() -> None:
     office = BucketDay(**{**OFFICE.__dict__, "written": 1_150})
     by_head = upkeep_day(office, UpkeepSettings())["verification"]
-    for frequency in ("Daily", "Weekly"):
-        settings = UpkeepSettings(inventory=frequency, verify_sample_percent=0.1)
-        verification = upkeep_day(office, settings)["verification"]
-        # What the backups wrote since the scan waits for the next report: no HEAD (none is expected gone); a
-        # GET for the 0.1% sample.
-        assert "head" not in verification.requests
-        # The report: its folders listed; manifest.json, manifest.checksum and one data file read.
-        assert verification.requests["list"] == by_head.requests["list"] + 1
-        assert verification.requests["get"] == pytest.approx(3 + 3 + 468_000 / 7 / 1000)
-        # The record saved every hundred batches rather than every ten: 67 batches, no save between them.
-        assert verification.requests["put"] == by_head.requests["put"] - 6 == 3 + 0 + 1
-        assert verification.seconds < by_head.seconds
-    # Today's count, where known, instead of the estimate.
-    known = upkeep_day(BucketDay(**{**office.__dict__, "unreported": 5, "sampled": 2}), UpkeepSettings(inventory="Daily"))
-    assert known["verification"].requests["head"] == 5 and known["verification"].requests["get"] == 3 + 3 + 2
+    daily = UpkeepSettings(inventory="Daily", verify_sample_percent=0.1)
+    due = verification_when_due(office, daily)
+    # A daily report makes it due every day: every kept version (not a seventh) against the report. What the
+    # backups wrote since the scan waits for the next report: no HEAD (none is expected gone); a GET for the
+    # 0.1% sample.
+    assert upkeep_day(office, daily)["verification"].requests == due.requests
+    assert "head" not in due.requests and due.invocations == 1
+    # The report's folders and the verification records listed, besides the markers, snapshots and indexes.
+    assert due.requests["list"] == by_head.requests["list"] + 2 == 1 + 1 + 3
+    # Its record; the report's manifest.json, manifest.checksum and data file; ten verification records;
+    # yesterday's index and the day's manifest; the sample.
+    assert due.requests["get"] == pytest.approx(1 + 3 + 10 + 1 + 1 + 468_000 / 1000)
+    # Created, after every hundredth of 468 batches, after the plan, at the end; the new index.
+    assert due.requests["put"] == 1 + 4 + 1 + 1 + 1
+    # Today's counts, where known, instead of the estimates.
+    known = verification_when_due(BucketDay(**{**office.__dict__, "unreported": 5, "sampled": 2}), daily)
+    assert known.requests["head"] == 5 and known.requests["get"] == 1 + 3 + 10 + 1 + 1 + 2
+    # A weekly report: due one day in seven, with the week's manifests merged into the index; the six other
+    # days it only checks that it waits (its record, the report's manifest, the verification records).
+    weekly = UpkeepSettings(inventory="Weekly", verify_sample_percent=0.1)
+    week = verification_when_due(BucketDay(**{**office.__dict__, "new_snapshots": 7}), weekly)
+    waiting = verification_waiting(office, weekly)
+    assert waiting.requests == {"list": 2, "get": 1 + 2 + 10, "put": 3} and waiting.invocations == 1
+    assert week.requests["get"] == due.requests["get"] + 6
+    average = upkeep_day(office, weekly)["verification"]
+    for kind in ("list", "get", "put"):
+        assert average.requests[kind] == pytest.approx((week.requests[kind] + 6 * waiting.requests[kind]) / 7)
+    assert average.seconds == pytest.approx((week.seconds + 6 * waiting.seconds) / 7) and average.seconds < by_head.seconds / 2
+    assert not average.limits
+
+
+def test_at_ten_million_objects_the_due_verification_says_what_one_invocation_and_tmp_cannot_hold() -> None:
+    large = BucketDay(versions=42.5e6, named_versions=42.5e6, snapshots=51, manifest_entries=510e6, new_snapshots=7)
+    due = verification_when_due(large, UpkeepSettings(inventory="Weekly", verify_sample_percent=0.1))
+    first, spool = due.limits
+    # The week's seven manifests merged into the index, the index written, the report read and sorted: all
+    # before the first checkpoint.
+    update = 42.5e6 * (INDEX_ROW_SECONDS + INDEX_WRITE_SECONDS) + 7 * 10e6 * ENTRY_SECONDS
+    report = (42.5e6 + 51) * REPORT_ROW_SECONDS + 42.5e6 * SORTED_ROW_SECONDS
+    assert f"{update + report:,.0f} s" in first and "would not finish" in first
+    # The report's rows in sorted runs and split by source, then the index brought up to date beside them.
+    assert "EphemeralStorage" in spool and "more than the 10,240 MB Lambda allows" in spool
 
 
 def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_list_no_version() -> None:

@@ -5,7 +5,10 @@ counted by kind beside what `chalicelib.cost.upkeep` says that job sends for the
 A job that starts sending other requests, or the model drifting from the code, fails here.
 
 The plans set a daily S3 Inventory, delivered by the test double (tests/s3_inventory.py) before each day's
-backup: the verification and the cost report read it, and must send exactly what the model counts. The prune
+backup: the verification and the cost report read it, and must send exactly what the model counts. The
+scheduled verification is due every day (a new report each day: compared with `verification_when_due`, every
+kept version against it), and on odd days a second scheduled one waits (compared with
+`verification_waiting`: the report was used). The prune
 runs with the inventory on odd days (compared with `prune_when_due`: the day's report is new, so it works,
 from its own kept index) and again the same day (compared with `prune_waiting`: the report was swept), and
 without the inventory on even days (compared with `prune_by_listing`), so every path is held to the model."""
@@ -30,6 +33,7 @@ from chalicelib.config import Settings
 from chalicelib.cost.reports import CostReports
 from chalicelib.cost.prune_upkeep import prune_by_listing, prune_waiting, prune_when_due
 from chalicelib.cost.upkeep import upkeep_day
+from chalicelib.cost.verify_upkeep import verification_waiting
 from chalicelib.cost.upkeep_model import BucketDay, UpkeepSettings
 from chalicelib.deploy.provision import provision
 from chalicelib.inventory import configuration as conf
@@ -39,7 +43,7 @@ from chalicelib.prices import load_prices
 from chalicelib.prune.job import PruneJob
 from chalicelib.retention import RetentionPolicy
 from chalicelib.catalog.manifests import Entry
-from chalicelib.verify.checks import in_sample, weekly_slice
+from chalicelib.verify.checks import in_sample
 from chalicelib.verify.job import REPORT_SAMPLE_PERCENT, VerificationJob
 from tests.record_calls import CallsSince, the_tests_own_calls
 from tests.s3_inventory import deliver
@@ -113,7 +117,8 @@ def _state(
                 entries += 1
                 named[(entry["key"], entry["version_id"])] = Entry(**entry)
                 naming.setdefault((entry["key"], entry["version_id"]), set()).add(taken)
-    today = [entry for entry in named.values() if weekly_slice(entry) == day % 7]
+    # A due scheduled verification checks every kept version (all seven slices).
+    today = list(named.values())
     # The verification leaves for the next report what the last kept snapshot before the report's scan does not
     # name (copied since), when there is one and no snapshot after it was pruned (verify/job.py).
     with the_tests_own_calls():
@@ -130,7 +135,6 @@ def _state(
         manifest_entries=entries,
         deleted=deleted,
         removed=removed,
-        # Today's slice (the backup's weekday), as the verification chooses it.
         checked=len(today),
         # Of them, those the day's report does not list although a snapshot older than its scan names them
         # (HEADed; those written by today's backup wait for the next report), and the sample re-read.
@@ -143,9 +147,11 @@ def _state(
         sampled=sum(1 for entry in today if in_sample(entry, REPORT_SAMPLE_PERCENT)),
         # What today's backup wrote: not in the report (nothing was pruned since its scan).
         written=versions - len(reported) if reported is not None else 0.0,
-        # A backup a day so far, and a prune a day before today's (two on odd days: one works, one waits).
+        # A backup a day so far, and a prune a day before today's (two on odd days: one works, one waits);
+        # as many verifications with today's (two on odd days before today).
         backups_in_window=day + 1,
         prunes_in_window=day + day // 2,
+        verifications_in_window=day + 1 + day // 2,
         # The kept index: written by each day's verification from the first on, superseded by the next.
         indexed=day > 0,
         superseded_indexes=1.0 if day > 0 else 0.0,
@@ -191,6 +197,14 @@ def test_each_jobs_recorded_requests_a_day_are_what_the_upkeep_model_counts(aws:
             verification = VerificationJob(plans, clients)
             verification.run(verification.start(backup_id, weekday=day % 7, trigger="schedule").job_id)
             _add(recorded, expected, "verification", _kinds(since), jobs["verification"].requests)
+            if day % 2 == 1:
+                # Another scheduled verification the same day (as a second scheduled backup's would be): the
+                # report was used, so it waits.
+                since = CallsSince()
+                again = verification.run(verification.start(new_backup_id(), trigger="schedule").job_id)
+                assert set(again.waiting) == {"docs"} and again.checked == 0, again
+                waiting = verification_waiting(dataclasses.replace(state, verifications_in_window=day + 2 + day // 2), model)
+                _add(recorded, expected, "verification_waiting", _kinds(since), waiting.requests)
 
             since = CallsSince()
             CostReports(plans, s3, settings.prices or load_prices()).for_backup(backup_id)
@@ -223,6 +237,7 @@ def test_each_jobs_recorded_requests_a_day_are_what_the_upkeep_model_counts(aws:
     assert recorded["prune"]["post"] > 0 and recorded["prune_when_due"]["post"] > 0
     assert "list" in recorded["prune_when_due"] and recorded["prune_when_due"]["delete"] > 0 and recorded["prune_waiting"]["put"] > 0
     assert recorded["verification"]["get"] > 0 and recorded["cost_report"]["list"] == expected["cost_report"]["list"]
+    assert recorded["verification_waiting"]["get"] > 0 and "head" not in recorded["verification_waiting"]
 
 
 def _add(recorded: dict[str, Counter[str]], expected: dict[str, Counter[str]], job: str, calls: Counter[str], model: dict[str, float]) -> None:

@@ -164,3 +164,25 @@ def test_the_prune_step_deletes_every_index_but_the_newest_by_version(bucket: An
     versions = s3.list_object_versions(Bucket=BUCKET, Prefix=ki.INDEX_PREFIX)
     assert [v["Key"] for v in versions.get("Versions", [])] == [keys[-1]] and not versions.get("DeleteMarkers")
     assert by_index(s3, kept) == by_merging_manifests(s3, kept)
+
+
+class _AcceptsPuts:
+    """Enough of S3 for an index to be written: the put is accepted and forgotten."""
+
+    def put_object(self, **_: Any) -> dict[str, Any]:
+        return {}
+
+
+def test_a_resumed_pass_skips_exactly_the_lines_up_to_its_checkpoint() -> None:
+    # Keys JSON escapes or that sort apart from their bytes, in two sources of which one prefixes the other.
+    keys = ['a"quote', "back\\slash", "caf\u00e9", "line\u2028sep", "plain", "z\u0001ctl"]
+    entries = sorted((Entry(source, key, f"v{n}", n, "e", "i") for source in ("a", "a-b") for key in keys for n in (1, 2)),
+                     key=lambda e: (e.sort_key, e.version_id))
+    index = ki._write(_AcceptsPuts(), BUCKET, PLAN, ["s1"], ((e, 1) for e in entries), ki.VERIFIED, None)
+    try:
+        every = [entry for entry, _ in index.versions()]
+        assert every == entries
+        for after in [("a", ""), *(e.sort_key for e in entries), ("a-b", "zzz"), ("0", "x")]:
+            assert [entry for entry, _ in index.versions(after)] == [e for e in entries if e.sort_key > after], after
+    finally:
+        index.close()

@@ -385,6 +385,16 @@ def test_rows_meet_their_entries_although_stored_keys_sort_otherwise_across_sour
     assert [r.version_id if r else None for r in found] == ["1", "1", "2", "1", None]
 
 
+def test_a_resumed_invocation_keeps_only_the_rows_past_its_checkpoint() -> None:
+    entries = [Entry(source, key, "1", 1, "", "i") for source in ("a", "a-b") for key in ("w", "x", "y")]
+    listed = sorted((row(e) for e in entries), key=lambda r: r.sort_key)
+    with ReportRows(NoS3(), None, ["a", "a-b"], rows=listed, after=("a", "x")) as rows:
+        found = {e.sort_key for e in entries if rows.row(e) is not None}
+        # Rows up to the checkpoint are neither sorted nor kept; every one after it is.
+        assert rows._split.count == 4
+    assert found == {("a", "y"), ("a-b", "w"), ("a-b", "x"), ("a-b", "y")}
+
+
 def test_the_rows_held_are_one_keys_versions_whatever_the_size_of_the_report() -> None:
     keys, versions = 1500, 3
     entries = [Entry(source, f"k{index:05d}", f"v{version}", 1, "", "i")

@@ -41,6 +41,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, fields
+from json.decoder import scanstring as _scanstring  # type: ignore[attr-defined]  # the C scanner, public but untyped
 from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -137,8 +138,8 @@ class KeptIndex:
 
     def versions(self, after: tuple[str, str] | None = None) -> Iterator[Named]:
         """Every line (after the (source, key) `after`, if given), each pass through a position of its own: two
-        passes may run side by side. The lines up to `after` are decoded but make no entry: a job resuming
-        from a checkpoint skips them at about half the cost of reading them."""
+        passes may run side by side. A job resuming from a checkpoint skips the lines up to `after` reading
+        only their first two fields (`_sort_key`), without decoding the rest or making entries."""
         width = len(_FIELDS)
 
         def values_of(line: bytes) -> list[Any]:
@@ -152,8 +153,8 @@ class KeptIndex:
             if after is not None:
                 # The lines are sorted by (source, key): the first past `after` ends the skipping.
                 for line in gz:
-                    values = values_of(line)
-                    if (values[0], values[1]) > after:
+                    if _sort_key(line) > after:
+                        values = values_of(line)
                         yield Entry(*values[:width]), int(values[width])
                         break
             for line in gz:
@@ -162,6 +163,20 @@ class KeptIndex:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _sort_key(line: bytes) -> tuple[str, str]:
+    """A line's (source, key), its first two fields, read with the JSON decoder's own string scanner: a
+    quarter of the time of decoding the whole line. A line not shaped as `_write` writes it is decoded whole."""
+    text = line.decode("utf-8")
+    if text.startswith('["'):
+        source, end = _scanstring(text, 2)
+        if text.startswith(',"', end):
+            return source, _scanstring(text, end + 2)[0]
+    values = json.loads(text)
+    if not isinstance(values, list) or len(values) < 2:
+        raise ValueError(f"a kept index line is not a list of fields: {text[:80]!r}")
+    return values[0], values[1]
 
 
 def index_keys(s3: Any, bucket: str, plan: str, kind: IndexKind = VERIFIED) -> list[str]:

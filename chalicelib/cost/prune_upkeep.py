@@ -23,6 +23,7 @@ from chalicelib.cost.upkeep_model import (
     report_rows,
     report_seconds,
     sequential,
+    spread,
 )
 
 # Each of the prune's five phases starts from the catalog as it stands: sealed records, backup records,
@@ -74,16 +75,7 @@ def prune_by_inventory(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     period = REPORT_PERIOD_DAYS.get(settings.inventory or "", 1)
     # A period's deletions, removed snapshots and verification indexes superseded, at once.
     week = replace(day, deleted=day.deleted * period, removed=day.removed * period, superseded_indexes=day.superseded_indexes * period)
-    due = prune_when_due(week, settings, period)
-    if period == 1:
-        return due
-    waiting = prune_waiting(day, settings)
-    job = JobDay(function=due.function, limits=due.limits)
-    for kind in set(due.requests) | set(waiting.requests):
-        job.add(kind, (due.requests.get(kind, 0.0) + (period - 1) * waiting.requests.get(kind, 0.0)) / period)
-    job.seconds = (due.seconds + (period - 1) * waiting.seconds) / period
-    job.invocations = (due.invocations + (period - 1) * waiting.invocations) / period
-    return job
+    return spread(prune_when_due(week, settings, period), prune_waiting(day, settings), period)
 
 
 def _due_check(job: JobDay, day: BucketDay) -> None:

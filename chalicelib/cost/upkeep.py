@@ -6,18 +6,18 @@ own parameters (`UpkeepSettings`), written from its code path as it is today, fo
 job changes how it works, only its function here changes (the prune's with an inventory, `prune_by_inventory`,
 is written for the prune as it is to work: see there).
 
-- `verification` (verify/job.py, started after each scheduled backup): the versions kept snapshots name whose
-  slice is the day's weekday, a seventh of them (so every version once a week). In each invocation the job
-  takes: its record read, the pruned markers, the snapshot keys and the kept indexes listed, and the newest
-  kept index read; the first brings the index up to date (the manifests it does not cover read and merged,
-  the new index written). Without an inventory, a HeadObject (billed as a GET) per version, `verify_workers` at a time. With
-  one, each invocation reads the newest report (its folders listed, manifest.json, manifest.checksum, each
-  data file) and keeps the slice's rows; the versions written since its scan (`REPORT_LAG_DAYS` of backups, a
-  seventh of them) wait for the next report, a HeadObject only for a version an older snapshot names that
-  the report does not list (gone), and a share re-read with GET
-  (`verify_sample_percent`). The record written when created, after every `VERIFY_SAVE_EVERY` (against a
-  report `VERIFY_SAVE_EVERY_AGAINST_REPORT`) batches of
-  `BATCH_SIZE` versions, after the plan, at each hand-on and at the end.
+- `verification` (verify/job.py, started after each scheduled backup; chalicelib/cost/verify_upkeep.py).
+  Without an inventory (`verification_by_head`): the versions kept snapshots name whose slice is the day's
+  weekday, a seventh of them (so every version once a week), a HeadObject (billed as a GET) each,
+  `verify_workers` at a time, from the kept index brought up to date by the first invocation. With one it
+  works once per report (`verification_when_due`: every kept version against the newest report, each
+  invocation reading the report and the kept index again but sorting and decoding only past its checkpoint;
+  the versions written since the scan wait for the next report, a HeadObject only for a version an older
+  snapshot names that the report does not list, a share re-read with GET), and on the other days only checks
+  that it is not due (`verification_waiting`). The record written when created, after every
+  `VERIFY_SAVE_EVERY` (against a report `VERIFY_SAVE_EVERY_AGAINST_REPORT`) batches of `BATCH_SIZE`
+  versions, after the plan, at each hand-on and at the end. Its limits name what one invocation cannot do,
+  and the /tmp it spools beyond Lambda's default.
 - `prune` (prune/job.py, daily): each of its five phases lists the catalog (`PRUNE_CATALOG_LISTS`); a marker
   per removed snapshot; what goes, 1,000 versions to a DeleteObjects (a POST), then the removed manifests;
   the record written after each phase (`PRUNE_RECORD_PUTS`). Without an inventory (`prune_by_listing`) the
@@ -34,21 +34,18 @@ is written for the prune as it is to work: see there).
 - `alerts`: the daily backup's alert, one SNS publish.
 
 The time each request and row read takes, and the types of a day, are in chalicelib/cost/upkeep_model.py; the
-prune's day in chalicelib/cost/prune_upkeep.py.
+prune's day in chalicelib/cost/prune_upkeep.py, the verification's in chalicelib/cost/verify_upkeep.py.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from chalicelib.cost.prune_upkeep import prune
+from chalicelib.cost.verify_upkeep import verification
 from chalicelib.cost.upkeep_model import (
     BucketDay,
     DAYS_PER_MONTH,
-    ENTRY_SECONDS,
-    INDEX_ROW_SECONDS,
-    INDEX_WRITE_SECONDS,
     INVOCATION_SECONDS,
     JOBS,
     JOB_FUNCTIONS,
@@ -56,81 +53,15 @@ from chalicelib.cost.upkeep_model import (
     REPORT_FILE_ROWS,
     REPORT_LAG_DAYS,
     REPORT_PERIOD_DAYS,
-    REQUEST_CPU_SECONDS,
     REQUEST_SECONDS,
-    ROW_CHECK_SECONDS,
     UpkeepSettings,
-    VERIFY_SAVE_EVERY,
-    VERIFY_SAVE_EVERY_AGAINST_REPORT,
-    VERIFY_SLICES,
     data_listing,
     page_count,
-    report_reads,
     report_rows,
     report_seconds,
     sequential,
 )
-from chalicelib.jobs.runner import BATCH_SIZE
 from chalicelib.prices import Prices
-
-
-def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
-    """Without an inventory, a HeadObject per version of the slice. With one, each invocation reads the newest
-    report and keeps the slice's rows (a seventh, sorted); what it does not list because it was written since
-    the scan waits for the next report, a HeadObject only for the rest it does not list (gone), a GET for the
-    sampled share. The versions come from the kept index: brought up
-    to date once (the earlier index and the new manifests merged, the new index written), then read by each
-    invocation up to where the last one stopped."""
-    job = JobDay(function=JOB_FUNCTIONS["verification"])
-    checked = day.named_versions / VERIFY_SLICES if day.checked is None else day.checked
-    against_report = settings.inventory is not None
-    if against_report:
-        # What the report does not list because it was written since the scan waits for the next report; a
-        # HEAD only for what an older snapshot names and the report does not list (gone: none expected).
-        lag = REPORT_LAG_DAYS.get(settings.inventory or "", 1.0)
-        deferred = min(checked, day.written * lag / VERIFY_SLICES)
-        headed = 0.0 if day.unreported is None else day.unreported
-    else:
-        deferred, headed = 0.0, checked
-    sampled = checked * settings.verify_sample_percent / 100 if day.sampled is None else day.sampled
-    # HEADs and the sample's GETs overlap in the job's pool (verify/checks.py verify_versions).
-    work = max(REQUEST_SECONDS / settings.verify_workers, REQUEST_CPU_SECONDS) * (headed + sampled)
-    work += max(0.0, checked - headed - deferred) * ROW_CHECK_SECONDS
-    # The index brought up to date: the earlier one read, the manifests it does not cover merged in (every kept
-    # one without an earlier index), the new one written.
-    per_snapshot = day.manifest_entries / day.snapshots if day.snapshots else 0.0
-    merged = min(day.new_snapshots, day.snapshots) if day.indexed else day.snapshots
-    update = (
-        (day.named_versions * INDEX_ROW_SECONDS if day.indexed else 0.0)
-        + merged * per_snapshot * ENTRY_SECONDS
-        + day.named_versions * INDEX_WRITE_SECONDS
-    )
-    # A first estimate of the time gives the invocations; each reads the index (and the report).
-    reading = 2 * REQUEST_SECONDS + day.named_versions * INDEX_ROW_SECONDS
-    report = report_seconds(report_rows(day), report_rows(day) / VERIFY_SLICES) if against_report else 0.0
-    invocations = max(1, math.ceil((work + update + reading + report) / INVOCATION_SECONDS))
-    # Per invocation: its record read, the pruned markers, the snapshot keys and the indexes listed, the
-    # newest index read (the first invocation finds yesterday's, if any); once: the new manifests, the index.
-    job.add("list", invocations * (2 + page_count(day.snapshots)))
-    job.add("get", invocations + (invocations - 1) + (1 if day.indexed else 0) + merged + sampled)
-    if against_report:
-        report_reads(job, day, invocations)
-    job.add("head", headed)
-    # The record: created, saved every VERIFY_SAVE_EVERY batches, after the plan, at each hand-on and at the
-    # end; the index.
-    every = VERIFY_SAVE_EVERY_AGAINST_REPORT if against_report else VERIFY_SAVE_EVERY
-    job.add("put", 3 + math.ceil(checked / BATCH_SIZE) // every + (invocations - 1) + 1)
-    job.invocations = invocations
-    # Invocation k of n reads the index up to where the last one stopped, k/n of it on average; every
-    # invocation reads the whole report.
-    one_by_one = sequential(job) - sampled * REQUEST_SECONDS
-    job.seconds = work + update + invocations * report + day.named_versions * (invocations + 1) / 2 * INDEX_ROW_SECONDS + one_by_one
-    if reading + report > INVOCATION_SECONDS:
-        job.limits.append(
-            f"reading the kept index{' and the report' if against_report else ''} takes about {reading + report:,.0f} s, "
-            f"more than an invocation's {INVOCATION_SECONDS} s: a late invocation cannot reach its checkpoint, so the job would not finish"
-        )
-    return job
 
 
 def cost_report(day: BucketDay, settings: UpkeepSettings) -> JobDay:

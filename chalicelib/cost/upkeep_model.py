@@ -40,6 +40,16 @@ INDEX_WRITE_SECONDS = 1.33 * ENTRY_SECONDS
 REPORT_ROW_SECONDS = 0.55 * ENTRY_SECONDS
 SORTED_ROW_SECONDS = 1.18 * ENTRY_SECONDS
 ROW_CHECK_SECONDS = 0.34 * ENTRY_SECONDS
+# A kept index's line skipped by a job resuming from its checkpoint (0.34: gunzipped, its source and key read
+# by the JSON string scanner, no entry made; index-read was 0.69 in the same run).
+INDEX_SKIP_SECONDS = 0.34 * ENTRY_SECONDS
+# What a row takes in /tmp (scripts/bench_rows.py `bytes_per_row`): a manifest's entry and a kept index's line
+# (gzip), an inventory report's row in a sorted run or a source's split (pickled).
+MANIFEST_ENTRY_BYTES = 83
+INDEX_LINE_BYTES = 87
+REPORT_RUN_ROW_BYTES = 167
+# Lambda's /tmp without an EphemeralStorage setting (the deployment sets none).
+EPHEMERAL_STORAGE_MB = 512
 # Rows per data file of a report. AWS does not document how it splits a report; the count of GETs it makes
 # is a few a day either way.
 REPORT_FILE_ROWS = 1_000_000
@@ -113,6 +123,9 @@ class BucketDay:
     # does not cover yet (None: those of a report's period, `new_snapshots` a day).
     prune_indexed: bool = True
     prune_new_snapshots: float | None = None
+    # Verification records the newest VERIFY_LOOKBACK of which a scheduled verification reads (None: one per
+    # backup of the window).
+    verifications_in_window: int | None = None
 
 
 @dataclass(frozen=True)
@@ -185,3 +198,16 @@ def report_reads(job: JobDay, day: BucketDay, times: float = 1) -> None:
 def report_seconds(rows: float, sorted_rows: float) -> float:
     """Reading `rows` of a report, `sorted_rows` of them sorted on disk."""
     return rows * REPORT_ROW_SECONDS + sorted_rows * SORTED_ROW_SECONDS
+
+
+def spread(due: JobDay, waiting: JobDay, period: int) -> JobDay:
+    """A job that works once per report (`due`) and waits the other days of the report's `period`, a day on
+    average."""
+    if period <= 1:
+        return due
+    job = JobDay(function=due.function, limits=due.limits)
+    for kind in set(due.requests) | set(waiting.requests):
+        job.add(kind, (due.requests.get(kind, 0.0) + (period - 1) * waiting.requests.get(kind, 0.0)) / period)
+    job.seconds = (due.seconds + (period - 1) * waiting.seconds) / period
+    job.invocations = (due.invocations + (period - 1) * waiting.invocations) / period
+    return job
