@@ -113,3 +113,16 @@ def test_a_plan_waits_only_for_a_report_it_has_not_used_within_a_period(newest: 
     now = datetime(2026, 11, 29, 12, tzinfo=timezone.utc) + timedelta(hours=hours_since)
     assert (waiting(last, newest, frequency, now) is not None) == waits
     assert waiting(None, newest, frequency, now) is None
+
+
+def test_the_alert_says_a_waiting_plan_waits_rather_than_that_it_was_checked() -> None:
+    from chalicelib.notify.alerts import verification_body
+
+    why = waiting(LastCheck("verify-a", "2026-11-29T12:00:00Z", "r1"), "r1", "Weekly", datetime(2026, 11, 30, tzinfo=timezone.utc))
+    assert why is not None
+    used = {"report": "r1", "created": "2026-11-29T00:00:00Z", "age_days": 1.0, "problem": None}
+    done = record("verify-b", status=VerificationStatus.SUCCEEDED, waiting={"docs": why}, checked_against={"photos": "r2"},
+                  inventory={"docs": used, "photos": {**used, "report": "r2"}})
+    body = verification_body(done.to_dict())
+    assert f"docs: {why['message']}" in body and "docs: checked against" not in body
+    assert "photos: checked against r2" in body

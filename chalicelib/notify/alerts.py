@@ -168,6 +168,8 @@ def verification_body(verification: dict[str, Any], zone: ZoneInfo = UTC) -> str
     for name, used in (verification.get("inventory") or {}).items():
         if used.get("problem"):
             lines.append(f"    - INVENTORY: {name}: {used['problem']}")
+        elif name in (verification.get("waiting") or {}):
+            lines.append(f"    - inventory: {name}: {verification['waiting'][name]['message']}")
         else:
             lines.append(f"    - inventory: {name}: checked against {used.get('report')} of {used.get('created')} ({used.get('age_days')} days old)")
     return "\n".join(lines) + "\n"

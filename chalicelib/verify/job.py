@@ -250,7 +250,7 @@ class VerificationJob(Job[VerificationRecord]):
     def _check_plan(self, checkpoint: Checkpoint[VerificationRecord], plan: Plan) -> bool:
         """The plan's part after the checkpoint; False when time ran short (the checkpoint is saved)."""
         record = checkpoint.record
-        if record.kind == "backup" and not self._in_check(record, plan):
+        if (record.kind == "backup" and not self._in_check(record, plan)) or plan.name in record.waiting:
             return True
         after = (record.after[0], record.after[1]) if record.after else None
         with ExitStack() as stack:
