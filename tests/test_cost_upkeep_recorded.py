@@ -128,6 +128,10 @@ def _state(
     last = max(before, key=backup_time) if before else None
     if last is not None and any(backup_time(last) < moment < scanned for moment in pruned):
         last = None
+    listed = reported or set()
+    missing = [entry for entry in today if (entry.data_key, entry.version_id) not in listed]
+    deferred = [entry for entry in missing if last is not None and last not in naming[(entry.key, entry.version_id)]]
+    unreported = [entry for entry in missing if entry not in deferred]
     return BucketDay(
         versions=versions,
         named_versions=len(named),
@@ -138,13 +142,9 @@ def _state(
         checked=len(today),
         # Of them, those the day's report does not list although a snapshot older than its scan names them
         # (HEADed; those written by today's backup wait for the next report), and the sample re-read.
-        unreported=sum(
-            1
-            for entry in today
-            if (entry.data_key, entry.version_id) not in (reported or set())
-            and (last is None or last in naming[(entry.key, entry.version_id)])
-        ),
-        sampled=sum(1 for entry in today if in_sample(entry, REPORT_SAMPLE_PERCENT)),
+        unreported=len(unreported),
+        # (A version left for the next report is not re-read either.)
+        sampled=sum(1 for entry in today if in_sample(entry, REPORT_SAMPLE_PERCENT) and entry not in deferred),
         # What today's backup wrote: not in the report (nothing was pruned since its scan).
         written=versions - len(reported) if reported is not None else 0.0,
         # A backup a day so far, and a prune a day before today's (two on odd days: one works, one waits);

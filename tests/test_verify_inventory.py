@@ -391,7 +391,7 @@ def test_a_resumed_invocation_keeps_only_the_rows_past_its_checkpoint() -> None:
     with ReportRows(NoS3(), None, ["a", "a-b"], rows=listed, after=("a", "x")) as rows:
         found = {e.sort_key for e in entries if rows.row(e) is not None}
         # Rows up to the checkpoint are neither sorted nor kept; every one after it is.
-        assert rows._split.count == 4
+        assert rows.kept == 4
     assert found == {("a", "y"), ("a-b", "w"), ("a-b", "x"), ("a-b", "y")}
 
 

@@ -266,6 +266,9 @@ class VerificationJob(Job[VerificationRecord]):
                 logger.info("verification %s: plan %s %s", record.job_id, plan.name, record.waiting[plan.name]["message"])
                 return True
             kept, pruned = kept_snapshots()
+            # The kept index first, before the report is read: once written, up to date, it is what a later
+            # invocation (or Lambda's retry of one that ran out of time) finds and reads, not merges again.
+            index = kept_index(self.clients.s3, plan.bucket, plan.name, kept, stack) if kept else None
             # A scheduled job due with a report checks every kept version (all seven slices) against it.
             whole = report is not None and plan.name in record.checking
             weekday = None if whole else record.weekday
@@ -286,7 +289,6 @@ class VerificationJob(Job[VerificationRecord]):
                 # manifests written since it, not every kept manifest; its lines up to the checkpoint are
                 # skipped without making entries of them. A version copied after the report's scan began
                 # that the report does not list waits for the next report rather than a HEAD (`written_since`).
-                index = kept_index(self.clients.s3, plan.bucket, plan.name, kept, stack) if kept else None
                 last_before = last_before_scan(index.snapshots, pruned, rows.report.created) if index and rows else 0
                 manifests = (
                     [((entry, written_since(entry, mask, last_before)) for entry, mask in index.versions(after))] if index else []

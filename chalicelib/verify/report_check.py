@@ -5,12 +5,11 @@ Which report: the newest one delivered for the bucket (chalicelib/inventory/repo
 its frequency allows (chalicelib/inventory/freshness.py's `STALE_AFTER`), or none at all, or one that cannot be read, is a finding the job
 records and alerts on; the job then checks by HEAD as it does without an inventory.
 
-How versions meet their rows, in flat memory: a snapshot's entries come sorted by (source, key), the report's
-rows by stored key `data/<source>/<key>`, and the two orders differ across sources ("a-b/..." sorts before
-"a/..."). Within one source they agree, since every stored key of it shares the prefix `data/<source>/`. So
-one pass over the sorted rows splits the rows of the plan's sources into a temporary file each (already
-sorted), and each source is then read forward by a cursor as its entries go by; the cursor holds one key's
-versions at a time.
+How versions meet their rows, in flat memory: a snapshot's entries come sorted by (source, key), and stored
+keys `data/<source>/<key>` sort otherwise across sources ("a-b/..." before "a/..."). Within one source they
+agree, since every stored key of it shares the prefix `data/<source>/`. So the report's rows of the plan's
+sources are sorted on disk by (source, stored key, version id), the entries' order, in one external sort,
+and read forward by one cursor as the entries go by; the cursor holds one key's versions at a time.
 
 What is not in the report is asked about by HEAD: a version written after the report's scan (a day's
 changes at most), a version really gone (HEAD confirms it before it is called missing), and a version
@@ -29,7 +28,7 @@ from typing import Any
 
 from chalicelib.catalog.manifests import Entry
 from chalicelib.inventory.freshness import newest_fresh_report
-from chalicelib.inventory.reports import Report, Row, SplitRows, sorted_rows
+from chalicelib.inventory.reports import Report, Row, sorted_rows
 from chalicelib.catalog.records import backup_time, is_backup_id
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX
 from chalicelib.plans import InventoryPlan, Plan
@@ -70,23 +69,30 @@ def _source_of(stored_key: str) -> str | None:
     return source if slash else None
 
 
-class SourceCursor:
-    """The rows of one source, read forward in (stored key, version id) order. `largest`: the most rows it
-    ever held at once (one key's versions)."""
+def _position(row: Row) -> tuple[str, str, str]:
+    """Where a row of a plan's source comes in the manifests' order: by source, then stored key (within one
+    source the stored keys share a prefix, so they sort as the keys do), then version id."""
+    return (_source_of(row.key) or "", row.key, row.version_id)
+
+
+class RowCursor:
+    """Rows read forward in `_position` order. `largest`: the most rows it ever held at once (one key's
+    versions)."""
 
     def __init__(self, rows: Iterator[Row]) -> None:
         self._rows = rows
         self._next: Row | None = next(self._rows, None)
-        self._key: str | None = None
+        self._at: tuple[str, str] | None = None
         self._versions: dict[str, Row] = {}
         self.largest = 0
 
-    def versions(self, stored_key: str) -> dict[str, Row]:
-        """The rows of `stored_key` by version id. Keys must be asked for in ascending order (one key any
-        number of times in a row)."""
-        if stored_key != self._key:
-            self._key, self._versions = stored_key, {}
-            while self._next is not None and self._next.key <= stored_key:
+    def versions(self, source: str, stored_key: str) -> dict[str, Row]:
+        """The rows of `stored_key` of `source` by version id. Keys must be asked for in (source, stored key)
+        order (one key any number of times in a row)."""
+        at = (source, stored_key)
+        if at != self._at:
+            self._at, self._versions = at, {}
+            while self._next is not None and _position(self._next)[:2] <= at:
                 if self._next.key == stored_key:
                     self._versions[self._next.version_id] = self._next
                 self._next = next(self._rows, None)
@@ -95,9 +101,10 @@ class SourceCursor:
 
 
 class ReportRows:
-    """A report's rows of some sources (of one weekday's slice, or all; after a checkpoint, or all), split by
-    source in one pass over its sorted rows (a context manager: the temporary files go on exit). `rows`
-    defaults to `sorted_rows(s3, report)`."""
+    """A report's rows of some sources (of one weekday's slice, or all; after a checkpoint, or all), sorted
+    on disk in the manifests' order (`_position`), so that one cursor reads them forward beside the entries
+    (a context manager: the temporary files go on exit). `rows` (a test's) are sorted in memory instead of
+    read with `sorted_rows(s3, report)`; `kept` counts the rows kept."""
 
     def __init__(
         self,
@@ -109,10 +116,10 @@ class ReportRows:
         after: tuple[str, str] | None = None,
     ) -> None:
         self.report = report
-        self._cursors: dict[str, SourceCursor] = {}
+        self.kept = 0
         wanted = set(sources)
 
-        def kept(row: Row) -> bool:
+        def keep(row: Row) -> bool:
             # Only the rows of the plan's sources (of the slice, if one) after the checkpoint `after` (a
             # (source, key) whose versions are all checked) are sorted and kept: an invocation that resumes a
             # job reads the report again, but sorts and keeps only what is still to check.
@@ -121,11 +128,16 @@ class ReportRows:
                 return False
             if after is not None and (source, row.key[len(DATA_PREFIX) + len(source) + 1 :]) <= after:
                 return False
-            return weekday is None or stored_slice(row.key, row.version_id) == weekday
+            if weekday is not None and stored_slice(row.key, row.version_id) != weekday:
+                return False
+            self.kept += 1
+            return True
 
-        self._split = SplitRows(
-            rows if rows is not None else sorted_rows(s3, report, keep=kept), lambda row: _source_of(row.key) if kept(row) else None
-        )
+        if rows is not None:
+            self._sorted: Iterator[Row] = iter(sorted((row for row in rows if keep(row)), key=_position))
+        else:
+            self._sorted = sorted_rows(s3, report, keep=keep, order=_position)
+        self._cursor = RowCursor(self._sorted)
 
     def row(self, entry: Entry) -> Row | None:
         """The report's row of the entry's version; None when the report does not list it (a version written
@@ -133,18 +145,17 @@ class ReportRows:
         stored = entry.data_key
         if _source_of(stored) != entry.source:
             return None
-        cursor = self._cursors.get(entry.source)
-        if cursor is None:
-            cursor = self._cursors[entry.source] = SourceCursor(self._split.read(entry.source))
-        return cursor.versions(stored).get(entry.version_id)
+        return self._cursor.versions(entry.source, stored).get(entry.version_id)
 
     @property
     def largest(self) -> int:
-        """The most rows any source's cursor held at once."""
-        return max((cursor.largest for cursor in self._cursors.values()), default=0)
+        """The most rows the cursor held at once."""
+        return self._cursor.largest
 
     def close(self) -> None:
-        self._split.close()
+        close = getattr(self._sorted, "close", None)
+        if close is not None:
+            close()
 
     def __enter__(self) -> ReportRows:
         return self
