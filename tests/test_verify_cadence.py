@@ -85,6 +85,39 @@ def test_a_new_report_or_a_reports_period_makes_it_due_and_an_on_demand_check_al
         assert again.checked == 21 and again.checked_against == newer and not again.inventory_problems
 
 
+def test_a_due_job_over_many_invocations_finds_a_fault_in_every_slice_checking_each_version_once(
+    weekly: tuple[PlanSet, str], clients: Any, s3: Any
+) -> None:
+    from chalicelib.catalog.manifests import manifest_key
+    from chalicelib.jobs.budget import TimeBudget
+    from chalicelib.verify.checks import SLICES, stored_slice
+    from chalicelib.verify.record import VerificationStore
+    from tests.test_scale import FakeContext, Invocations
+    from tests.test_verify import BUCKET, rewrite_manifest
+
+    plans, backup_id = weekly
+    # Seven entries pointed at versions that never existed, one in each weekday's slice.
+    gone = {}
+    for index in range(SLICES):
+        key = f"reports/report-{index}.txt"
+        gone[key] = next(v for n in range(1000) if stored_slice(f"data/documents/{key}", v := f"gone-{n}") == index)
+    rewrite_manifest(s3, BUCKET, manifest_key("documents", backup_id), {key: {"version_id": v} for key, v in gone.items()})
+    deliver_all(s3, plans)
+    invoker = Invocations()
+
+    def invocation(payload: dict[str, Any]) -> None:
+        # Time runs out after every batch of two keys: each invocation resumes after the last key done.
+        VerificationJob(plans, clients, TOPIC, 4, TimeBudget(FakeContext(1)), invoker, batch_size=2, sample_percent=0).run(payload["job_id"])
+
+    job = VerificationJob(plans, clients, TOPIC).start(later_id("many"), trigger="schedule")
+    invocation({"job_id": job.job_id})
+    invoker.drive(invocation)
+    done = VerificationStore(s3, plans.catalog_bucket).get(job.job_id)
+    assert done.invocations > 5 and done.checked == len(named_versions(s3, plans)) == 21
+    assert sorted((f["key"], f["version_id"], f["problem"]) for f in done.missing) == sorted((k, v, "missing") for k, v in gone.items())
+    assert set(done.checked_against) == {"documents", "photos", "database"}
+
+
 def record(job_id: str, **fields: Any) -> VerificationRecord:
     return VerificationRecord(job_id=job_id, backup_id=job_id.removeprefix("verify-"), weekday=0, started_at="2026-11-29T12:00:00Z", **fields)
 
