@@ -108,6 +108,10 @@ def parse_json_object(raw_body: bytes | None) -> dict[str, Any]:
         data = json.loads(raw_body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        # The parser recurses once per bracket: a body of a few thousand nested arrays is a client's mistake
+        # (or a probe), not a server error. No documented field nests more than two deep.
+        raise BadRequest("the request body nests arrays or objects too deeply to be a request of this API") from exc
     if not isinstance(data, dict):
         raise BadRequest(f"the request body must be a JSON object, got {type(data).__name__}")
     return data
