@@ -185,7 +185,9 @@ class PruneJob(Job[PruneRecord]):
         if work.phase == "survey":
             if not self._sweep(checkpoint, plan, work, delete=False):
                 return False
-            guard.apply(guard.judge(work, plan.max_prune_fraction, plan.name in record.allow_large), work, record.dry_run)
+            previous = cadence.last_finished(self.store.latest(SWEPT_LOOKBACK), plan.name, record.prune_id)
+            verdict = guard.judge(work, plan.max_prune_fraction, plan.name in record.allow_large, previous, utcnow())
+            guard.apply(verdict, work, record.dry_run)
             if record.dry_run or work.status == PruneStatus.HELD:
                 work.phase = "done"
                 work.status = work.status or (PruneStatus.FAILED if work.error_count else PruneStatus.SUCCEEDED)
