@@ -35,7 +35,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.catalog.kept_index import drop_superseded
+from chalicelib.catalog.kept_index import PRUNE_INDEX, drop_superseded
 from chalicelib.catalog.manifests import manifest_key
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore
@@ -51,7 +51,7 @@ from chalicelib.inventory.freshness import newest_fresh_report
 from chalicelib.prune import cadence, decision, guard, report_sweep
 from chalicelib.prune.deleter import DELETE_BATCH, Deleter, delete_versions, judge_versions, retained_by_object_lock
 from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus, PruneStore, new_prune_id
-from chalicelib.prune.references import PRUNE_INDEX, Sweeping, indexed_references, manifest_references
+from chalicelib.prune.references import Sweeping, indexed_references, manifest_references
 from chalicelib.prune.sweep import References, Rules, walk
 from chalicelib.times import isoformat, utcnow
 
