@@ -51,6 +51,8 @@ KMS_KEY = re.compile(
 )
 # S3 Object Lock retention is at most 100 years.
 MAX_RETENTION_DAYS = 36500
+# The largest share of a plan one prune may remove without being allowed for that run.
+MAX_PRUNE_FRACTION = 0.5
 
 
 def _kms_key_id(reader: FieldReader, environ: Mapping[str, str]) -> str | None:
@@ -205,10 +207,12 @@ def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
             )
         fractions[field_name] = float(value)
     prune_fraction = reader.raw("max_prune_fraction", 0.3, (int, float))
-    if not 0 < prune_fraction < 1:
+    # Above a half the guard would hold almost nothing (0.9999 turns it off): a larger prune is never
+    # routine, and is allowed for the one run that needs it.
+    if not 0 < prune_fraction <= MAX_PRUNE_FRACTION:
         raise reader.fail(
-            "max_prune_fraction", f"must be strictly between 0 and 1, got {prune_fraction}; to let one prune remove "
-            "more, allow it for that run (allow_large_prune)"
+            "max_prune_fraction", f"must be above 0 and at most {MAX_PRUNE_FRACTION}, got {prune_fraction}; to let one "
+            "prune remove more, allow it for that run (allow_large_prune)"
         )
     window_days = reader.integer("deletion_window_days", 7, minimum=1)
     if window_days > 90:

@@ -20,10 +20,11 @@ from moto import mock_aws
 # Share the parsed service models between sessions, and read moto's timestamps without dateutil; record every AWS call the system makes and check it
 # against the generated policy; let moto honour the
 # TLS-only bucket policy as S3 does, and enforce the S3 rules moto lets pass (key length, copy conditions);
-# let moto's version listings copy only what a page can name (see each plugin).
+# let moto's version listings copy only what a page can name, and find each request's handler from URL
+# patterns built once (see each plugin).
 pytest_plugins = [
     "tests.shared_models", "tests.botocore_timestamps", "tests.record_calls", "tests.moto_tls", "tests.moto_strict",
-    "tests.moto_listing", "tests.faults",
+    "tests.moto_listing", "tests.moto_dispatch", "tests.faults",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,17 +165,42 @@ def create_table(dynamodb: Any, name: str, items: int = 0) -> None:
         assert not answer.get("UnprocessedItems"), answer["UnprocessedItems"]
 
 
+# (source bucket names, region) -> the seeded source buckets, frozen the first time a worker seeds them.
+_SEEDED_SOURCES: dict[tuple[tuple[str, ...], str], list[bytes]] = {}
+
+
+def _seed_source_buckets(s3: Any, seeded: dict[str, dict[str, bytes]]) -> None:
+    """The source buckets holding `seeded` (bucket -> key -> bytes): written the first time in a worker, put
+    back as copies after that (tests/moto_state.py), as tests/provisioned.py does for the backup buckets."""
+    from moto.s3.models import s3_backends
+
+    from tests.moto_state import freeze, in_process, put_back
+
+    names = tuple(seeded)
+    cached = in_process(s3) and not any(name in s3_backends.bucket_accounts for name in names)
+    key = (names, s3.meta.region_name)
+    if cached and key in _SEEDED_SOURCES:
+        for frozen in _SEEDED_SOURCES[key]:
+            put_back(frozen)
+        return
+    for bucket, objects in seeded.items():
+        s3.create_bucket(Bucket=bucket)
+        for name, body in objects.items():
+            s3.put_object(Bucket=bucket, Key=name, Body=body)
+    if cached:
+        _SEEDED_SOURCES[key] = [
+            freeze(s3_backends[account][partition].buckets[name])
+            for name in names
+            for partition, account in [s3_backends.bucket_accounts[name]]
+        ]
+
+
 @pytest.fixture
 def sources(s3: Any, dynamodb: Any, stage_env: dict[str, str]) -> dict[str, Any]:
     """Source buckets with a handful of objects each and a table of 50 items."""
-    s3.create_bucket(Bucket=stage_env["DOCUMENTS_SOURCE_BUCKET"])
-    s3.create_bucket(Bucket=stage_env["PHOTOS_SOURCE_BUCKET"])
     documents = {f"reports/report-{i}.txt": f"report {i}\n".encode() * (i + 1) for i in range(10)}
     photos = {f"2026/img-{i}.png": bytes([i]) * (100 + i) for i in range(10)}
-    for key, body in documents.items():
-        s3.put_object(Bucket=stage_env["DOCUMENTS_SOURCE_BUCKET"], Key=key, Body=body)
-    for key, body in photos.items():
-        s3.put_object(Bucket=stage_env["PHOTOS_SOURCE_BUCKET"], Key=key, Body=body)
+    _seed_source_buckets(s3, {stage_env["DOCUMENTS_SOURCE_BUCKET"]: documents, stage_env["PHOTOS_SOURCE_BUCKET"]: photos})
     create_table(dynamodb, stage_env["DATABASE_TABLE"], items=50)
     return {"documents": documents, "photos": photos}
 

@@ -249,6 +249,16 @@ def test_client_mistakes_are_explained_and_write_nothing(api: Any, s3: Any, plan
     assert {plan.bucket: all_keys(s3, plan.bucket) for plan in plans.plans} == before
 
 
+@pytest.mark.parametrize("route", ["/backup", "/prune", "/restores", "/backups/20261126T000000000Z-00000000/verify"])
+def test_a_deeply_nested_body_is_refused_as_a_bad_request(app_client: Any, route: str) -> None:
+    # Sixty thousand brackets fit in the 64 KiB limit and exceed the JSON parser's recursion.
+    body = "[" * 30_000 + "]" * 30_000
+    response = app_client.http.post(route, headers={"Content-Type": "application/json"}, body=body)
+    assert response.status_code == 400, (route, response.body[:200])
+    assert response.json_body["Code"] == "BadRequestError"
+    assert "nests" in response.json_body["Message"]
+
+
 def test_an_empty_body_needs_no_json_content_type(api: Any) -> None:
     response = api.http.post("/backup", headers={"Content-Type": "text/plain"}, body="")
     assert response.status_code == 202

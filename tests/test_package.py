@@ -4,11 +4,14 @@ role, the buckets, the alarm, and the audit trail."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +36,33 @@ def _tool(name: str) -> str:
     return found
 
 
+@contextmanager
+def once_per_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str) -> Iterator[tuple[Path, bool]]:
+    """A folder shared by every worker of this test run, and whether it still has to be filled: the first
+    worker to get here fills it while the others wait (an exclusive lock), so that work as slow as
+    `chalice package` is done once per run rather than once per worker. Without workers, a folder of its own."""
+    if worker_id == "master":
+        yield tmp_path_factory.mktemp(name), True
+        return
+    # Each worker's base folder is inside the run's own folder (pytest-N/popen-gwK): shared, and new each run.
+    shared = tmp_path_factory.getbasetemp().parent / name
+    with open(f"{shared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = shared / ".done"
+        shared.mkdir(exist_ok=True)
+        yield shared, not done.exists()
+        done.touch()
+
+
 @pytest.fixture(scope="session")
-def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("package")
+def packaged(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    with once_per_run(tmp_path_factory, worker_id, "package") as (out, to_build):
+        if to_build:
+            _package(out)
+    return out / "build" / "sam.json"
+
+
+def _package(out: Path) -> None:
     extra = out / "template-extra.json"
     extra.write_text(json.dumps(merge_template(STAGE, ROOT)))
     env = {
@@ -52,7 +79,6 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=240,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    return out / "build" / "sam.json"
 
 
 @pytest.fixture(scope="session")
@@ -85,8 +111,9 @@ def packaged_at_a_fixed_time(tmp_path_factory: pytest.TempPathFactory) -> dict[s
     project = tmp_path_factory.mktemp("fixed-time") / "project"
     shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / ".chalice", project / ".chalice", ignore=shutil.ignore_patterns("venv", "deployments"))
-    for name in ("app.py", "requirements.txt"):
-        shutil.copy(ROOT / name, project / name)
+    # Without requirements.txt: only the template matters here, and building the functions' dependencies
+    # again is most of a package's time (the shipped package, with them, is `packaged` above).
+    shutil.copy(ROOT / "app.py", project / "app.py")
     plans_file = project / "chalicelib" / "plans.json"
     plans_file.write_text(json.dumps({**json.loads(plans_file.read_text()), "schedule": {"daily_at_utc": "01:30"}}))
     with pytest.MonkeyPatch.context() as patch:

@@ -189,6 +189,9 @@ BAD_DOCUMENTS = {
         ["plan 'documents'", "'sources'", "own backup bucket"],
     ),
     "delete fraction above one": (_set("plans.0.max_delete_fraction", 1.5), ["plan 'documents'", "'max_delete_fraction'"]),
+    "prune guard all but off": (
+        _set("plans.0.max_prune_fraction", 0.9999), ["plan 'documents'", "'max_prune_fraction'", "at most 0.5"]
+    ),
     "too many scan segments": (_set("plans.1.sources.0.segments", 100000), ["plan 'database'", "'segments'", "at most"]),
     "zero scan segments": (_set("plans.1.sources.0.segments", 0), ["plan 'database'", "'segments'", "at least 1"]),
     "invalid table name": (_set("plans.1.sources.0.table", "a"), ["plan 'database'", "'table'"]),

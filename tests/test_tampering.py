@@ -152,13 +152,21 @@ def test_the_bucket_policy_makes_manifests_and_sealed_records_create_only() -> N
     # The parts of a multipart upload carry no conditional header: exempt, as AWS documents.
     assert refused("UploadPart", manifest) is None and refused("CreateMultipartUpload", manifest) is None
     assert refused("DeleteObject", manifest) == "NoDeleteMarkersOnMetadata"
+    # Fail closed: a write authorized as s3:PutObject that does not say whether it creates an object is
+    # denied too, and S3 Replication from another bucket cannot write a replica over a manifest.
+    from chalicelib.deploy.permissions import Permission
+
+    assert denies(policy, Permission("s3:PutObject", f"arn:aws:s3:::b/{manifest}")) == "CreateOnlyMetadata"
+    for action in ("s3:ReplicateObject", "s3:ReplicateDelete"):
+        assert denies(policy, Permission(action, f"arn:aws:s3:::b/{manifest}")) == "NoReplicasOverMetadata"
+        assert denies(policy, Permission(action, "arn:aws:s3:::b/data/documents/a.txt")) is None
     # Everything else is written as before: data (server-side copies), checkpoints, working records.
     assert refused("CopyObject", "data/documents/a.txt", CopySource={"Bucket": "src", "Key": "a.txt"}) is None
     assert refused("PutObject", "meta/snapshots/documents/20261126T000000000Z-x.checkpoint.json") is None
     assert refused("PutObject", "meta/backups/1_x.json") is None
     assert refused("DeleteObject", "meta/snapshots/documents/20261126T000000000Z-x.uploading") is None
     assert create_only_statements("b")[0]["Condition"] == {
-        "Null": {"s3:if-none-match": "true"}, "Bool": {"s3:ObjectCreationOperation": "true"}
+        "Null": {"s3:if-none-match": "true"}, "BoolIfExists": {"s3:ObjectCreationOperation": "true"}
     }
 
 

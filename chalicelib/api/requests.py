@@ -100,10 +100,35 @@ class BackupRequest:
     allow_deletions: list[str] | None = None
 
 
+# No documented body nests more than three deep. JSON's parser recurses once per bracket, so a body of a few
+# thousand nested arrays (60 KB fits in the size limit) would end in a RecursionError: it is measured first.
+MAX_NESTING = 32
+_JSON_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def nesting(body: bytes) -> int:
+    """How deep the body's arrays and objects nest (brackets inside strings do not count)."""
+    if body.count(b"[") + body.count(b"{") <= MAX_NESTING:
+        return 0  # too few brackets to go deeper than allowed: not worth a scan
+    depth = deepest = 0
+    for byte in _JSON_STRINGS.sub(b'""', body):
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
+
+
 def parse_json_object(raw_body: bytes | None) -> dict[str, Any]:
     """The body as a JSON object; an empty body is `{}`."""
     if not raw_body or not raw_body.strip():
         return {}
+    depth = nesting(raw_body)
+    if depth > MAX_NESTING:
+        raise BadRequest(
+            f"the request body nests arrays or objects {depth} deep; no request of this API nests more than {MAX_NESTING}"
+        )
     try:
         data = json.loads(raw_body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -24,6 +24,7 @@ from chalicelib.plans import Plan
 TLS_STATEMENT_SID = "DenyInsecureTransport"
 CREATE_ONLY_SID = "CreateOnlyMetadata"
 NO_HIDING_SID = "NoDeleteMarkersOnMetadata"
+NO_REPLICAS_SID = "NoReplicasOverMetadata"
 # Under a backup bucket: keys written once (see create_only_statements).
 CREATE_ONLY_PATTERNS = (
     SNAPSHOTS_PREFIX + "*" + MANIFEST_SUFFIX,
@@ -117,8 +118,12 @@ def create_only_statements(bucket: str) -> list[dict[str, Any]]:
     """Enforced by S3 itself, whoever writes: a PutObject (or the CompleteMultipartUpload that ends an upload)
     on a create-only key without `If-None-Match` is denied, so nothing there can be overwritten, only created;
     the parts of a multipart upload are exempt (`s3:ObjectCreationOperation` false), as AWS documents, since
-    they carry no conditional header. A delete marker there is denied too: it would hide a backup. (A
-    `CopyObject` into those keys is refused by S3 either way; nothing copies there.)"""
+    they carry no conditional header. The exemption is `BoolIfExists`: a write that S3 authorizes as
+    s3:PutObject without saying whether it creates an object is denied too, so a write path this policy does
+    not know about fails closed. A delete marker there is denied too: it would hide a backup, and so is a
+    replica written there by S3 Replication from some other bucket (s3:ReplicateObject and
+    s3:ReplicateDelete are authorized apart from s3:PutObject and would otherwise pass). (A `CopyObject`
+    into those keys is refused by S3 either way; nothing copies there.)"""
     resources = create_only_keys(bucket)
     return [
         {
@@ -127,16 +132,23 @@ def create_only_statements(bucket: str) -> list[dict[str, Any]]:
             "Principal": "*",
             "Action": "s3:PutObject",
             "Resource": resources,
-            "Condition": {"Null": {"s3:if-none-match": "true"}, "Bool": {"s3:ObjectCreationOperation": "true"}},
+            "Condition": {"Null": {"s3:if-none-match": "true"}, "BoolIfExists": {"s3:ObjectCreationOperation": "true"}},
         },
         {"Sid": NO_HIDING_SID, "Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject", "Resource": resources},
+        {
+            "Sid": NO_REPLICAS_SID,
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": ["s3:ReplicateObject", "s3:ReplicateDelete"],
+            "Resource": resources,
+        },
     ]
 
 
 def bucket_policy(bucket: str, existing: dict[str, Any] | None = None, create_only: bool = True) -> dict[str, Any]:
     """The existing policy with the TLS statement and (for a backup bucket) the create-only statements added
     or put back; other statements are kept."""
-    ours = {TLS_STATEMENT_SID, CREATE_ONLY_SID, NO_HIDING_SID}
+    ours = {TLS_STATEMENT_SID, CREATE_ONLY_SID, NO_HIDING_SID, NO_REPLICAS_SID}
     statements = [s for s in (existing or {}).get("Statement", []) if s.get("Sid") not in ours]
     statements.append(tls_statement(bucket))
     if create_only:

@@ -231,8 +231,12 @@ def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -
                     return False
                 continue
             if key not in context:
+                # `...IfExists`: a request without the key matches (the statement applies to it).
+                if operator.endswith("IfExists"):
+                    continue
                 return False
             actual = context[key]
+            operator = operator.removesuffix("IfExists")
             if operator == "Bool":
                 ok = str(actual).lower() in [str(v).lower() for v in values]
             elif operator == "StringEquals":
