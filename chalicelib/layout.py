@@ -32,8 +32,9 @@ META_PREFIX = "meta/"
 SNAPSHOTS_PREFIX = META_PREFIX + "snapshots/"
 MANIFEST_SUFFIX = ".jsonl.gz"
 CHECKPOINTS_PREFIX = META_PREFIX + "checkpoints/"
-# The file name of a partial manifest under a run's checkpoints (beside them: a table scan's state, never one).
-PARTIAL_MANIFEST_PREFIX = "partial-"
+# How the file name of a partial manifest under a run's checkpoints starts (beside them lie a table scan's
+# state files, never manifests).
+PARTIAL_MANIFEST_START = "partial-"
 # The kept index (chalicelib/catalog/kept_index.py): derived from the manifests, rewritten as they change.
 INDEX_PREFIX = META_PREFIX + "index/"
 # The prune's own kept index: outside INDEX_PREFIX, so that only the prune's role may write it.

@@ -135,7 +135,9 @@ def test_a_plans_figures_are_computed_once_per_report_and_carried_until_the_next
     scanned = utcnow()
     deliver(s3, bucket["name"], conf.DEFAULT_CONFIGURATION_ID, at=scanned)
     first = compute(s3, plans, bucket["newest"], scanned + timedelta(hours=2))["plans"]["documents"]
-    assert first["figures"] == {"computed_at": isoformat(scanned + timedelta(hours=2)), "carried": False}
+    assert first["figures"]["computed_at"] == isoformat(scanned + timedelta(hours=2)) and first["figures"]["carried"] is False
+    # No prune has run: no kept index of its own, so every kept manifest was read, and the figures say so.
+    assert first["figures"]["named_from"]["kept_index"] is None and len(first["figures"]["named_from"]["manifests_read"]) == 2
     # A version written since: the same report does not show it, and the figures are carried as they were,
     # reading nothing that grows with the bucket (the model's count for a day that carries).
     store(s3, bucket["name"], "later.bin", 500 * KIB)

@@ -15,6 +15,7 @@ from chalicelib.cost.upkeep_model import (
     INDEX_WRITE_SECONDS,
     JOB_FUNCTIONS,
     JOBS,
+    REQUEST_SECONDS,
     REPORT_ROW_SECONDS,
     SORTED_ROW_SECONDS,
     VERIFY_SAVE_EVERY,
@@ -132,10 +133,16 @@ def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_lis
     assert jobs["prune"].requests["put"] == by_listing["prune"].requests["put"] + 2 + 1
     assert jobs["prune"].requests["post"] == by_listing["prune"].requests["post"]
     # A day a new report arrived: the figures computed from it (the report's folder listed, its manifest.json,
-    # manifest.checksum and data file read; the kept figures read, then written).
+    # manifest.checksum and data file read; the kept figures read, then written). Which versions are named:
+    # the prune's indexes listed and the newest read, and only the manifest it does not cover yet (today's),
+    # not the 51 kept ones; each snapshot's pruned marker and record still read, its versions listed.
     computing = upkeep_day(BucketDay(**{**OFFICE.__dict__, "removed": 1, "cost_recomputed": 1.0}), settings)
-    assert computing["cost_report"].requests["list"] == 1 + 1 + 1 + 51 + 1 + 1
-    assert computing["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1 + 3 + 1
+    assert computing["cost_report"].requests["list"] == 1 + 1 + 1 + 51 + 1 + 1 + 1
+    assert computing["cost_report"].requests["get"] == 30 + 30 + 2 * 51 + 1 + 1 + 1 + 3 + 1
+    # Without the prune's index (none written yet): every kept manifest.
+    unindexed = upkeep_day(BucketDay(**{**OFFICE.__dict__, "cost_recomputed": 1.0, "cost_indexed": False}), settings)
+    assert unindexed["cost_report"].requests["get"] == computing["cost_report"].requests["get"] - 1 - 1 + 51
+    assert unindexed["cost_report"].seconds > computing["cost_report"].seconds
     assert computing["cost_report"].requests["put"] == 1 + 1
     # The requests one after another; the old index read, the new manifest merged, the new index written and
     # each of its lines read twice in each pass; every row read and sorted in each pass.
@@ -146,7 +153,7 @@ def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_lis
     # 42,000,051 rows: 43 data files of at most a million rows (an assumption: AWS does not say how it splits).
     large = upkeep_day(BucketDay(versions=42e6, named_versions=42e6, snapshots=51, manifest_entries=510e6), settings)
     large = upkeep_day(BucketDay(versions=42e6, named_versions=42e6, snapshots=51, manifest_entries=510e6, cost_recomputed=1), settings)
-    assert large["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1 + 2 + 43 + 1
+    assert large["cost_report"].requests["get"] == 30 + 30 + 2 * 51 + 1 + 1 + 1 + 2 + 43 + 1
     assert large["prune"].limits and large["cost_report"].limits
 
 
@@ -218,7 +225,9 @@ def test_with_an_inventory_the_cost_report_computes_a_plans_figures_once_per_rep
     # (its folder listed, manifest.json and manifest.checksum read), the pruned markers listed, the kept
     # figures read. Nothing grows with the versions or the snapshots.
     assert carrying.requests == {"get": 1 + 2 + 1, "list": 1 + 1 + 1, "put": 1}
-    assert carrying.seconds < computing.seconds / 100
+    # Its seconds are its requests', one after another: nothing read that grows with the bucket.
+    assert carrying.seconds == pytest.approx(sum(carrying.requests.values()) * REQUEST_SECONDS)
+    assert computing.seconds > 10 * carrying.seconds
     # On average a seventh of the days compute.
     for kind, count in computing.requests.items():
         assert average.requests[kind] == pytest.approx(carrying.requests.get(kind, 0.0) + (count - carrying.requests.get(kind, 0.0)) / 7)

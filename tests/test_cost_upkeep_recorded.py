@@ -24,6 +24,7 @@ import time_machine
 
 from chalicelib.aws import Clients
 from chalicelib.backup.service import BackupService
+from chalicelib.catalog.kept_index import PRUNE_INDEX, KeptIndex, index_keys
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import backup_time, new_backup_id
 from chalicelib.config import Settings
@@ -153,6 +154,23 @@ def _state(
     )
 
 
+def _cost_index(s3: Any) -> dict[str, Any]:
+    """What the cost report finds of the prune's kept index: whether there is one, and how many of the kept
+    snapshots it does not cover (their manifests are read)."""
+    keys = index_keys(s3, BUCKET, "docs", PRUNE_INDEX)
+    pruned = {taken for (_, taken) in PrunedMarkers(s3, BUCKET).all()}
+    kept = {
+        item["Key"].rsplit("/", 1)[1].removesuffix(".jsonl.gz")
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=SNAPSHOTS_PREFIX)
+        for item in page.get("Contents", [])
+    } - pruned
+    if not keys:
+        return {"cost_indexed": False}
+    index = KeptIndex.download(s3, BUCKET, keys[-1], PRUNE_INDEX)
+    index.close()
+    return {"cost_indexed": True, "cost_unindexed": len(kept - set(index.snapshots))}
+
+
 def test_each_jobs_recorded_requests_a_day_are_what_the_upkeep_model_counts(aws: None, s3: Any, without_projection: None) -> None:
     s3.create_bucket(Bucket=SOURCE)
     settings = _settings()
@@ -184,7 +202,7 @@ def test_each_jobs_recorded_requests_a_day_are_what_the_upkeep_model_counts(aws:
             backup_id = new_backup_id()
             service.start(None, trigger="api", backup_id=backup_id)
             assert service.run(backup_id).status == "SUCCEEDED"
-            state = _state(s3, day, reported=reported, scanned=scanned)
+            state = _state(s3, day, reported=reported, scanned=scanned, **_cost_index(s3))
             jobs = upkeep_day(state, model)
 
             since = CallsSince()

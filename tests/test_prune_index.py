@@ -16,7 +16,7 @@ from chalicelib.catalog.kept_index import index_keys
 from chalicelib.catalog.manifests import Entry
 from chalicelib.layout import SNAPSHOTS_PREFIX
 from chalicelib.prune.job import PruneJob
-from chalicelib.prune.references import PRUNE_INDEX
+from chalicelib.catalog.kept_index import PRUNE_INDEX
 from chalicelib.retention import RetentionPolicy
 from tests.record_calls import CallsSince
 from tests.test_prune import BUCKET, SOURCE

@@ -280,3 +280,12 @@ def test_a_stage_without_a_known_account_pins_nothing(stage_env: dict[str, str])
     policy = generate(settings_scope("org-backup", "test", settings), BACKUP_WORKER)
     assert "s3:ResourceAccount" not in str(policy)
     assert allows(policy, Permission("s3:PutObject", "arn:aws:s3:::test-backup-photos/data/a", (("s3:ResourceAccount", "1"),)))
+
+
+def test_only_the_prune_writes_its_kept_index_which_the_cost_report_reads() -> None:
+    # What the prune deletes follows its own index: no other role may write one; the cost report's roles
+    # (the API's, and the daily backup's, where the report is computed) read it instead of every manifest.
+    forge = s3("PutObject", Bucket=PHOTOS, Key="meta/prune-index/photos/20261126T000000000Z-x-0123.jsonl.gz")
+    read = s3("GetObject", Bucket=PHOTOS, Key="meta/prune-index/photos/20261126T000000000Z-x-0123.jsonl.gz")
+    assert {function for function in FUNCTIONS if may(function, forge)} == PRUNERS
+    assert {API_HANDLER, DAILY_BACKUP, BACKUP_WORKER} | PRUNERS <= {function for function in FUNCTIONS if may(function, read)}

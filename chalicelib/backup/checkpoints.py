@@ -41,7 +41,7 @@ from chalicelib.backup.source_reader import SourceObject, SourceReader
 from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Manifest, ManifestWriter
 from chalicelib.catalog.records import PlanResult
 from chalicelib.deploy import drift
-from chalicelib.layout import CHECKPOINTS_PREFIX, PARTIAL_MANIFEST_PREFIX, SNAPSHOTS_PREFIX
+from chalicelib.layout import CHECKPOINTS_PREFIX, PARTIAL_MANIFEST_START, SNAPSHOTS_PREFIX
 from chalicelib.plans import Plan
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class CheckpointStore:
 
     def save(self, checkpoint: Checkpoint, writer: ManifestWriter) -> None:
         """The partial manifest first, then the state that points at it."""
-        checkpoint.partial_key = f"{self.prefix}{PARTIAL_MANIFEST_PREFIX}{checkpoint.seq:06d}-{self.token}{MANIFEST_SUFFIX}"
+        checkpoint.partial_key = f"{self.prefix}{PARTIAL_MANIFEST_START}{checkpoint.seq:06d}-{self.token}{MANIFEST_SUFFIX}"
         body = writer.finish({"plan": self.plan, "backup_id": self.backup_id, "checkpoint": checkpoint.seq}, keep_held=True)
         try:
             self.s3.put_object(Bucket=self.bucket, Key=checkpoint.partial_key, Body=body, ContentType="application/gzip")

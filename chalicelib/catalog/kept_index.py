@@ -46,6 +46,7 @@ from typing import IO, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import s3docs
+from chalicelib.catalog.entry_order import in_order
 from chalicelib.catalog.manifests import Entry, Manifest, gzip_from_start, manifest_key
 from chalicelib.errors import AlreadyExists, NotFound, describe_error
 from chalicelib.layout import INDEX_PREFIX, PRUNE_INDEX_PREFIX
@@ -81,9 +82,15 @@ class IndexKind:
 VERIFIED = IndexKind(INDEX_PREFIX)
 
 
-def pruned_kind(read: Reader) -> IndexKind:
-    """The prune's index: `read` gives every entry the prune must keep (held ones too), checked."""
-    return IndexKind(PRUNE_INDEX_PREFIX, read, body_named=True)
+def _checked_entries(manifest: Manifest, where: str) -> Iterable[Entry]:
+    # Held entries too (a held deletion's version is still current), each manifest refused if not sorted.
+    return in_order(manifest.entries(include_held=True), where)
+
+
+# The prune's index (chalicelib/prune/references.py): every entry the prune must keep, held ones too, each
+# manifest checked; its own prefix, which only the prune's role may write. The cost report reads it too
+# (read only: chalicelib/cost/inventory.py).
+PRUNE_INDEX = IndexKind(PRUNE_INDEX_PREFIX, _checked_entries, body_named=True)
 
 
 def index_prefix(plan: str, kind: IndexKind = VERIFIED) -> str:
@@ -246,32 +253,45 @@ def drop_superseded(s3: Any, bucket: str, plan: str, kind: IndexKind = VERIFIED)
     return deleted
 
 
+def newest_index(s3: Any, bucket: str, plan: str, kind: IndexKind, stack: ExitStack) -> KeptIndex | None:
+    """The plan's newest index of `kind` that can be read, closed with `stack` (None: none can). One that
+    does not read (a body-named one whose body is not what its name says, one cut short) is passed over for
+    the one before it. For a reader that takes what it covers and reads the rest itself (`combined`)."""
+    index = _newest_readable(s3, bucket, plan, kind)
+    return stack.enter_context(closing(index)) if index is not None else None
+
+
+def _newest_readable(s3: Any, bucket: str, plan: str, kind: IndexKind) -> KeptIndex | None:
+    for key in reversed(index_keys(s3, bucket, plan, kind)):
+        try:
+            return KeptIndex.download(s3, bucket, key, kind)
+        except (ClientError, BotoCoreError, ValueError, KeyError, OSError, EOFError) as exc:
+            logger.warning("kept index s3://%s/%s is not used: %s", bucket, key, describe_error(exc))
+    return None
+
+
 def _newest(
     s3: Any, bucket: str, plan: str, kept: Sequence[str], kind: IndexKind, pinned: Mapping[str, str] | None
 ) -> KeptIndex | None:
     """The newest readable index sharing a snapshot with `kept` (None: start from the manifests). With
     `pinned`, one that read a shared snapshot's manifest at another version is not used either."""
-    for key in reversed(index_keys(s3, bucket, plan, kind)):
-        try:
-            index = KeptIndex.download(s3, bucket, key, kind)
-        except (ClientError, BotoCoreError, ValueError, KeyError, OSError, EOFError) as exc:
-            logger.warning("kept index s3://%s/%s is not used: %s", bucket, key, describe_error(exc))
-            continue
-        shared = set(index.snapshots) & set(kept)
-        if shared and (pinned is None or all(index.pinned.get(s) == pinned[s] for s in shared)):
-            return index
-        index.close()
+    index = _newest_readable(s3, bucket, plan, kind)
+    if index is None:
         return None
+    shared = set(index.snapshots) & set(kept)
+    if shared and (pinned is None or all(index.pinned.get(s) == pinned[s] for s in shared)):
+        return index
+    index.close()
     return None
 
 
-def _manifest_versions(
-    s3: Any, bucket: str, plan: str, snapshot: str, bit: int, stack: ExitStack, kind: IndexKind, version: str | None
-) -> Iterator[Named]:
-    key = manifest_key(plan, snapshot)
-    manifest = stack.enter_context(Manifest.download(s3, bucket, key, version))
-    where = f"manifest {key}" + (f" (version {version})" if version else "")
-    return ((entry, 1 << bit) for entry in kind.read(manifest, where))
+def _download(s3: Any, bucket: str, plan: str, snapshot: str, stack: ExitStack, version: str | None) -> Manifest:
+    return stack.enter_context(Manifest.download(s3, bucket, manifest_key(plan, snapshot), version))
+
+
+def _where(plan: str, snapshot: str, pinned: Mapping[str, str] | None) -> str:
+    version = pinned[snapshot] if pinned else None
+    return f"manifest {manifest_key(plan, snapshot)}" + (f" (version {version})" if version else "")
 
 
 def kept_index(
@@ -320,14 +340,33 @@ def _brought_up_to_date(
                 reading.pop_all()
                 return stack.enter_context(closing(index))
         covered = [s for s in index.snapshots if s in kept] if index else []
-        order = covered + [s for s in kept if s not in covered]
-        streams: list[Iterable[Named]] = []
-        if index is not None:
-            old = {name: position for position, name in enumerate(index.snapshots)}
-            streams.append(_remapped(index, {old[name]: position for position, name in enumerate(covered)}))
-        streams += [
-            _manifest_versions(s3, bucket, plan, s, order.index(s), reading, kind, pinned[s] if pinned else None)
-            for s in order[len(covered):]
+        others = [
+            (s, kind.read(_download(s3, bucket, plan, s, reading, pinned[s] if pinned else None), _where(plan, s, pinned)))
+            for s in kept
+            if s not in covered
         ]
-        written = _write(s3, bucket, plan, order, merge(streams), kind, pinned)
+        order, versions = combined(index, covered, others)
+        written = _write(s3, bucket, plan, order, versions, kind, pinned)
     return stack.enter_context(closing(written))
+
+
+def combined(
+    index: KeptIndex | None, from_index: Sequence[str], others: Sequence[tuple[str, Iterable[Entry]]]
+) -> tuple[list[str], Iterator[Named]]:
+    """The versions the snapshots `from_index` (each one `index` covers) and `others` (a snapshot and its
+    manifest's entries, sorted) name, one line per version, its mask over the snapshot order given back
+    (`from_index`, then `others`): what an index of them holds, streamed without writing anything. Memory
+    holds one key's versions."""
+    order = list(from_index) + [name for name, _ in others]
+    streams: list[Iterable[Named]] = []
+    if index is not None:
+        old = {name: position for position, name in enumerate(index.snapshots)}
+        streams.append(_remapped(index, {old[name]: position for position, name in enumerate(from_index)}))
+    elif from_index:
+        raise ValueError("snapshots to take from an index, and no index")
+    streams += [_masked(entries, 1 << position) for position, (_, entries) in enumerate(others, start=len(from_index))]
+    return order, merge(streams)
+
+
+def _masked(entries: Iterable[Entry], mask: int) -> Iterator[Named]:
+    return ((entry, mask) for entry in entries)

@@ -330,6 +330,59 @@ def read_header(s3: Any, bucket: str, key: str, version_id: str | None = None) -
     return header
 
 
+@dataclass(frozen=True)
+class SnapshotVersion:
+    """Which version of a snapshot's manifest is the snapshot (`version_id`, and the `sha256` its bytes must
+    hash to, where known), and what is wrong around it (`tampering`: later versions, a delete marker)."""
+
+    key: str
+    version_id: str
+    sha256: str | None
+    tampering: str | None
+
+
+def locate_snapshot(
+    s3: Any,
+    bucket: str,
+    plan: str,
+    backup_id: str,
+    version_id: str | None = None,
+    sha256: str | None = None,
+    list_versions: bool = True,
+) -> SnapshotVersion:
+    """The version `load_snapshot` reads, without reading it: with the `version_id` its backup's record
+    holds, that one; without, the key's oldest. One request (the key's versions listed) unless
+    `list_versions` is False and both `version_id` and `sha256` are given."""
+    key = manifest_key(plan, backup_id)
+    if version_id and sha256 and not list_versions:
+        return SnapshotVersion(key, version_id, sha256, None)
+    versions, markers = _versions_of(s3, bucket, key)
+    if not versions:
+        raise NotFound(f"no snapshot of plan {plan!r} for backup {backup_id} in s3://{bucket}/{key}")
+    oldest = versions[-1]["VersionId"]
+    notes = []
+    if version_id and version_id != oldest:
+        notes.append(f"the record names version {version_id}, not the key's first version {oldest}")
+    if len(versions) > 1:
+        notes.append(f"{len(versions)} versions of the manifest exist; it is written once")
+    if markers and markers[0].get("IsLatest"):
+        notes.append("a delete marker hides it")
+    return SnapshotVersion(key, version_id or oldest, sha256, f"s3://{bucket}/{key}: " + "; ".join(notes) if notes else None)
+
+
+def load_located(s3: Any, bucket: str, plan: str, backup_id: str, located: SnapshotVersion) -> Manifest:
+    """The manifest `located` names, its hash checked, its header naming this plan and backup (else Tampered)."""
+    manifest = Manifest.download(s3, bucket, located.key, located.version_id, located.sha256)
+    if manifest.header.get("plan") != plan or manifest.header.get("backup_id") != backup_id:
+        manifest.close()
+        raise Tampered(
+            f"s3://{bucket}/{located.key}: its header names plan {manifest.header.get('plan')!r} and backup "
+            f"{manifest.header.get('backup_id')!r}, not {plan!r} and {backup_id!r}"
+        )
+    manifest.tampering = located.tampering
+    return manifest
+
+
 def load_snapshot(
     s3: Any,
     bucket: str,
@@ -348,30 +401,8 @@ def load_snapshot(
     `Manifest.tampering`) while the snapshot is read from the original. A caller that knows the version and
     hash, and has its own way to see the key's current state (a listing it makes anyway), may skip the
     versions listing (`list_versions=False`)."""
-    key = manifest_key(plan, backup_id)
-    notes = []
-    if list_versions or not (version_id and sha256):
-        versions, markers = _versions_of(s3, bucket, key)
-        if not versions:
-            raise NotFound(f"no snapshot of plan {plan!r} for backup {backup_id} in s3://{bucket}/{key}")
-        oldest = versions[-1]["VersionId"]
-        if version_id and version_id != oldest:
-            notes.append(f"the record names version {version_id}, not the key's first version {oldest}")
-        if len(versions) > 1:
-            notes.append(f"{len(versions)} versions of the manifest exist; it is written once")
-        if markers and markers[0].get("IsLatest"):
-            notes.append("a delete marker hides it")
-        version_id = version_id or oldest
-    manifest = Manifest.download(s3, bucket, key, version_id, sha256)
-    if manifest.header.get("plan") != plan or manifest.header.get("backup_id") != backup_id:
-        manifest.close()
-        raise Tampered(
-            f"s3://{bucket}/{key}: its header names plan {manifest.header.get('plan')!r} and backup "
-            f"{manifest.header.get('backup_id')!r}, not {plan!r} and {backup_id!r}"
-        )
-    if notes:
-        manifest.tampering = f"s3://{bucket}/{key}: " + "; ".join(notes)
-    return manifest
+    located = locate_snapshot(s3, bucket, plan, backup_id, version_id, sha256, list_versions)
+    return load_located(s3, bucket, plan, backup_id, located)
 
 
 def _versions_of(s3: Any, bucket: str, key: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

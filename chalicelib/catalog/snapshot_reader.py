@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib.catalog.manifests import Manifest, load_snapshot
+from chalicelib.catalog.manifests import Manifest, SnapshotVersion, load_located, locate_snapshot
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore
 from chalicelib.errors import NotFound, Tampered
@@ -22,12 +22,11 @@ from chalicelib.plans import Plan
 Report = Callable[[str], Any]
 
 
-def open_snapshot(
+def locate(
     s3: Any, records: RecordStore, plan: Plan, backup_id: str, report: Report, action: str = "read"
-) -> Manifest:
-    """The plan's snapshot of the backup. NotFound for an unknown backup, a plan it did not back up, or a
-    plan that wrote no snapshot; `Pruned` for a snapshot retention removed (`action` completes "it cannot
-    be ..."); `Tampered` for a manifest that is not what its record says."""
+) -> SnapshotVersion:
+    """Which manifest version `open_snapshot` reads, with every check it makes before reading it (the
+    snapshot not pruned, the record's plan and snapshot, the key's versions); tampering found is reported."""
     # A pruned snapshot may be half deleted already: it is refused before anything of it is read.
     PrunedMarkers(s3, records.bucket).check(plan.name, backup_id, action)
     version = sha256 = None
@@ -45,11 +44,25 @@ def open_snapshot(
                 f"{', dry run' if record.dry_run else ''})"
             )
         version, sha256 = result.manifest_version, result.manifest_sha256
+    located = locate_snapshot(s3, plan.bucket, plan.name, backup_id, version, sha256)
+    if located.tampering:
+        report(f"{located.tampering} (the version backup {backup_id} wrote is the one read)")
+    return located
+
+
+def open_snapshot(
+    s3: Any, records: RecordStore, plan: Plan, backup_id: str, report: Report, action: str = "read"
+) -> Manifest:
+    """The plan's snapshot of the backup. NotFound for an unknown backup, a plan it did not back up, or a
+    plan that wrote no snapshot; `Pruned` for a snapshot retention removed (`action` completes "it cannot
+    be ..."); `Tampered` for a manifest that is not what its record says."""
+    return read_located(s3, plan, backup_id, locate(s3, records, plan, backup_id, report, action), report)
+
+
+def read_located(s3: Any, plan: Plan, backup_id: str, located: SnapshotVersion, report: Report) -> Manifest:
+    """The manifest `locate` found, read (Tampered, and reported, if it is not what its record says)."""
     try:
-        manifest = load_snapshot(s3, plan.bucket, plan.name, backup_id, version, sha256)
+        return load_located(s3, plan.bucket, plan.name, backup_id, located)
     except Tampered as exc:
         report(str(exc))
         raise
-    if manifest.tampering:
-        report(f"{manifest.tampering} (the version backup {backup_id} wrote is the one read)")
-    return manifest

@@ -6,9 +6,10 @@ Two sources, read once per report and joined key by key:
   each version's size, when it was written, when it stopped being current (when the next version or delete
   marker of its key was written), and the storage class S3 reports. These are the times S3's lifecycle counts
   from, exact to the second, which no manifest could give once older snapshots are pruned;
-- the plan's kept snapshots (every manifest under `meta/snapshots/<plan>/`, read the way every reader must,
-  `catalog.snapshot_reader.open_snapshot`), merged in (source, key) order: which versions some kept snapshot
-  names. A version no kept snapshot names is still stored and billed until a prune deletes it.
+- the plan's kept snapshots (`meta/snapshots/<plan>/`), merged in (source, key) order: which versions some
+  kept snapshot names (`kept_versions.py`: every manifest read the way every reader must,
+  `catalog.snapshot_reader`, or, with an inventory, the prune's kept index and the manifests it does not
+  cover). A version no kept snapshot names is still stored and billed until a prune deletes it.
 
 Both streams are sorted by key (a manifest by (source, key), S3's listing of `data/<source>/` by key), so
 they are merged, never loaded: memory holds one key's versions. Keys too long for `data/<source>/` live
@@ -18,7 +19,8 @@ after the other sources.
 Work per report, for V versions in the bucket, S snapshots of N objects each:
 - ceil(V / 1,000) LIST requests, plus one per source;
 - S manifests downloaded (about 110 bytes per entry gzipped) and S x N entries decoded: the part that grows
-  fastest, since every kept snapshot names every object;
+  fastest, since every kept snapshot names every object. With an inventory, the prune's kept index instead
+  (one line per distinct version, about N + changes x retention) and the few manifests it does not cover;
 - no request per version (a fixed sample is checked with HeadObject afterwards, see `tally.py`).
 
 With an inventory report instead of the listing: the report's folders listed once, its manifest.json and
@@ -36,7 +38,6 @@ warning saying so.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -46,10 +47,9 @@ from datetime import datetime
 from typing import Any
 
 
-from chalicelib.catalog.manifests import Entry, Manifest
+from chalicelib.catalog.manifests import Entry
 from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
-from chalicelib.catalog.snapshot_reader import open_snapshot
-from chalicelib.errors import NotFound, Pruned, Tampered
+from chalicelib.cost.kept_versions import KeptVersions
 from chalicelib.inventory.freshness import newest_fresh_report
 from chalicelib.inventory.reports import Report, Row, SplitRows, sorted_rows
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, MANIFEST_SUFFIX, SNAPSHOTS_PREFIX
@@ -105,12 +105,14 @@ class Work:
     # Versions a kept snapshot names that the listing (or the report) does not have: gone, or (a report) written
     # after its scan (verification reports the gone ones).
     missing: int = 0
-    # FROM_LISTING or FROM_REPORT, and the report used or why none was (`PlanInventory.origin`).
+    # FROM_LISTING or FROM_REPORT, and the report used or why none was (`PlanInventory.report_key`).
     versions_from: str = FROM_LISTING
     report: dict[str, Any] = field(default_factory=dict)
     # With a report: its data files read and its rows under data/.
     report_files: int = 0
     report_rows: int = 0
+    # Where the named versions came from (`kept_versions.NamedFrom.describe`).
+    named_from: dict[str, Any] = field(default_factory=dict)
 
 
 def list_snapshots(s3: Any, plan: Plan, work: Work | None = None) -> list[SnapshotFile]:
@@ -283,6 +285,7 @@ class PlanInventory:
         self.snapshots = list_snapshots(s3, plan, self.work)
         self._report: Report | None = None
         self._runs: ReportRuns | None = None
+        self.kept = KeptVersions(s3, records, plan, report, warnings, use_index=inventory is not None)
         if inventory is not None:
             first = min((snapshot.taken for snapshot in self.snapshots), default=None)
             self._report, self.work.report = choose_report(s3, inventory, plan, now or utcnow(), first)
@@ -303,37 +306,16 @@ class PlanInventory:
 
     def versions(self) -> Iterator[Version]:
         with ExitStack() as stack:
-            manifests = []
-            for snapshot in self.snapshots:
-                manifest = self._open(snapshot)
-                if manifest is not None:
-                    manifests.append(stack.enter_context(manifest))
-            self.work.snapshots = len(manifests)
+            named = self.kept.entries([snapshot.backup_id for snapshot in self.snapshots], stack)
+            self.work.snapshots = self.kept.snapshots_read
             if self._report is not None:
                 self._runs = stack.enter_context(ReportRuns(self.s3, self._report, self.work))
             try:
-                yield from self._join(manifests)
+                yield from self._join(named)
             finally:
                 self._runs = None
-
-    def _open(self, snapshot: SnapshotFile) -> Manifest | None:
-        try:
-            return open_snapshot(self.s3, self.records, self.plan, snapshot.backup_id, self.report)
-        except Pruned:
-            # Marked by a prune that has not deleted its manifest yet: what only it names is going.
-            return None
-        except (NotFound, Tampered) as exc:
-            self.warnings.append(
-                f"plan '{self.plan.name}': snapshot of backup {snapshot.backup_id} not read ({exc}); the versions "
-                "only it names count as named by no snapshot"
-            )
-            return None
-
-    def _entries(self, manifests: list[Manifest]) -> Iterator[Entry]:
-        # Held entries too: a deletion the guard held back keeps its version, and later backups reconsider it.
-        for entry in heapq.merge(*(m.entries(include_held=True) for m in manifests), key=lambda e: e.sort_key):
-            self.work.manifest_entries += 1
-            yield entry
+                self.work.manifest_entries = self.kept.named_from.entries
+                self.work.named_from = self.kept.named_from.describe()
 
     def _sources(self) -> list[str]:
         """Every source with something under data/: the plan's, and any a listing (or the report) finds (a
@@ -350,9 +332,9 @@ class PlanInventory:
                     found.add(name)
         return sorted(found)
 
-    def _join(self, manifests: list[Manifest]) -> Iterator[Version]:
+    def _join(self, named: Iterator[Entry]) -> Iterator[Version]:
         long_named: dict[str, set[str]] = {}
-        groups = itertools.groupby(self._entries(manifests), key=lambda entry: entry.source)
+        groups = itertools.groupby(named, key=lambda entry: entry.source)
         pending = next(groups, None)
         for source in self._sources():
             while pending is not None and pending[0] < source:

@@ -206,7 +206,7 @@ class CostReports:
                     plan, tally, inventory.snapshots, inventory.work, usage, prunes.for_plan(plan.name), self.prices, now,
                     self.plans.schedule, UpkeepSettings.of_plans(self.plans),
                 ),
-                "figures": {"computed_at": isoformat(now), "carried": False},
+                "figures": {"computed_at": isoformat(now), "carried": False, "named_from": inventory.work.named_from},
             }
             self._keep(plan, inventory, inputs, plans[plan.name], warnings[first_warning:], now, warnings)
         return {
@@ -269,6 +269,7 @@ class CostReports:
             "figures": {
                 "computed_at": computed_at,
                 "carried": True,
+                "named_from": kept.get("named_from"),
                 "note": f"computed at {computed_at} from the inventory report {report}, the newest still: computed "
                 "again when the next report arrives, a prune removes a snapshot, or asked for (org-backup cost "
                 "--refresh)",
@@ -296,6 +297,7 @@ class CostReports:
             "inputs": inputs,
             "computed_at": isoformat(now),
             "warnings": found,
+            "named_from": figures.get("figures", {}).get("named_from"),
             "figures": {name: value for name, value in figures.items() if name != "figures"},
         }
         try:

@@ -27,9 +27,11 @@ is written for the prune as it is to work: see there).
   other days only checks that it is not due (`prune_waiting`); then the superseded kept indexes are listed
   and deleted (DeleteObject, not charged).
 - `cost_report` (cost/reports.py, at the end of the daily backup): the window's backup and prune records
-  listed and read; the snapshots listed, and for each its pruned marker, sealed record, manifest versions
-  and manifest; the newest report read (or, without an inventory, data/ walked once); `cost_head_sample`
-  HeadObjects; the report looked for, then written.
+  listed and read; the snapshots listed, and for each its pruned marker, sealed record and manifest versions;
+  every kept manifest read, or with an inventory the prune's newest kept index (its keys listed, the newest
+  read) and only the manifests it does not cover (cost/kept_versions.py); the newest report read (or,
+  without an inventory, data/ walked once); `cost_head_sample` HeadObjects; the report looked for, then
+  written.
 - `inventory` (when the plans set `inventory`): S3 lists every version once a report, daily or weekly.
 - `alerts`: the daily backup's alert, one SNS publish.
 
@@ -136,10 +138,13 @@ def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
 def cost_report(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     """The report looked for; the snapshots listed. Then the plan's figures computed: the window's backup
     records (100 keys a page) and prune records listed and read, for each snapshot its manifest's versions
-    listed and its pruned marker, sealed record and manifest read, what the bucket holds from the newest report
-    (every row sorted) or by walking data/, the HeadObject sample. With an inventory that is done once per
-    report (`cost_recomputed`): the newest report checked, and the figures kept with the report they came
-    from (a GET each day, a PUT when computed) are carried while it is the newest. Then the report written."""
+    listed and its pruned marker and sealed record read, what the bucket holds from the newest report
+    (every row sorted) or by walking data/, the HeadObject sample. Which versions the kept snapshots name:
+    without an inventory, every kept manifest read; with one, the prune's newest kept index (its keys listed,
+    it read: a line per distinct version) and the manifests of the kept snapshots it does not cover
+    (`cost_unindexed`). With an inventory that is done once per report (`cost_recomputed`): the newest report
+    checked, and the figures kept with the report they came from (a GET each day, a PUT when computed) are
+    carried while it is the newest. Then the report written."""
     job = JobDay(function=JOB_FUNCTIONS["cost_report"])
     job.add("get", 1)
     job.add("list", page_count(day.snapshots))
@@ -156,17 +161,28 @@ def cost_report(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     carried = sequential(job)
     computing = JobDay()
     computing.add("list", page_count(day.backups_in_window, 100) + 1 + day.snapshots)
-    computing.add("get", day.backups_in_window + day.prunes_in_window + 3 * day.snapshots)
+    computing.add("get", day.backups_in_window + day.prunes_in_window + 2 * day.snapshots)
+    per_snapshot = day.manifest_entries / day.snapshots if day.snapshots else 0.0
     if settings.inventory is not None:
+        # The prune's indexes listed, the newest read; the kept manifests it does not cover read.
+        unindexed: float = day.snapshots
+        if day.cost_indexed:
+            default = day.new_snapshots * REPORT_PERIOD_DAYS.get(settings.inventory, 1.0)
+            unindexed = min(day.snapshots, default if day.cost_unindexed is None else day.cost_unindexed)
+        computing.add("list", 1)
+        computing.add("get", (1 if day.cost_indexed else 0) + unindexed)
+        named = unindexed * per_snapshot * ENTRY_SECONDS + (day.named_versions * INDEX_ROW_SECONDS if day.cost_indexed else 0.0)
         computing.add("get", page_count(report_rows(day), REPORT_FILE_ROWS))
         report, pages = report_seconds(report_rows(day), report_rows(day)), 0
         # The sample is drawn from the versions the report lists: not those written since its scan.
         listed = max(0.0, day.versions - day.written * REPORT_LAG_DAYS.get(settings.inventory, 1.0))
     else:
+        computing.add("get", day.snapshots)
         computing.add("list", data_listing(day))
         report, pages, listed = 0.0, page_count(day.versions), day.versions
+        named = day.manifest_entries * ENTRY_SECONDS
     computing.add("head", min(settings.cost_head_sample, listed))
-    seconds = sequential(computing, entries=day.manifest_entries, pages=pages) + report
+    seconds = sequential(computing, pages=pages) + named + report
     seconds += min(settings.cost_head_sample, listed) * REQUEST_SECONDS
     for kind, count in computing.requests.items():
         job.add(kind, share * count)

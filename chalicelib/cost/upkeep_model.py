@@ -113,6 +113,11 @@ class BucketDay:
     # does not cover yet (None: those of a report's period, `new_snapshots` a day).
     prune_indexed: bool = True
     prune_new_snapshots: float | None = None
+    # The prune's newest kept index when the cost report computes a plan's figures (with an inventory): whether
+    # there is one, and the kept snapshots it does not cover (None: a report period's backups, `new_snapshots`
+    # a day: the prune wrote it when it last worked, after the backup of the last report's day).
+    cost_indexed: bool = True
+    cost_unindexed: float | None = None
 
 
 @dataclass(frozen=True)

@@ -135,9 +135,11 @@ PRUNE_GRANTS: tuple[Grant, ...] = (
 
 # Read only, but for its own report. It lists every version under data/ (sizes, write times and the storage
 # classes S3 reports, 1,000 to a request) and the plans' manifests, reads the backup records, the kept
-# snapshots' manifests (as every reader does, SEALED_MANIFEST_GRANTS) and the prune records, asks S3 again
-# about a sample of versions (HeadObject with VersionId), and keeps the report under meta/costs/ in the
-# catalog. It never reads an object's content under data/ (HeadObject of a version needs GetObjectVersion).
+# snapshots' manifests (as every reader does, SEALED_MANIFEST_GRANTS) or, with an inventory, the prune's kept
+# index under meta/prune-index/ (read, never written: only the prune's role writes there) and the prune
+# records, asks S3 again about a sample of versions (HeadObject with VersionId), and keeps the report under
+# meta/costs/ in the catalog. It never reads an object's content under data/ (HeadObject of a version needs
+# GetObjectVersion).
 COST_GRANTS: tuple[Grant, ...] = (
     Grant("CostCatalogList", ("s3:ListBucket",), backup_bucket_arns, meta_listing, owned=True),
     Grant(
@@ -150,7 +152,8 @@ COST_GRANTS: tuple[Grant, ...] = (
     Grant(
         "CostCatalogRead",
         ("s3:GetObject",),
-        lambda s: object_arns(s.backup_buckets, SNAPSHOTS_PREFIX) + catalog_objects(s, RECORDS_PREFIX, SEALED_PREFIX, PRUNES_PREFIX),
+        lambda s: object_arns(s.backup_buckets, SNAPSHOTS_PREFIX, PRUNE_INDEX_PREFIX)
+        + catalog_objects(s, RECORDS_PREFIX, SEALED_PREFIX, PRUNES_PREFIX),
         owned=True,
     ),
     Grant("CostVersionsHead", ("s3:GetObjectVersion",), lambda s: object_arns(s.backup_buckets, DATA_PREFIX), owned=True),

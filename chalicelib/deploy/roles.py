@@ -11,8 +11,8 @@ more.
 
 | `daily_prune`, `prune_worker` | read the catalog and every manifest version; list versions under data/ and meta/snapshots/; list and read the inventory reports; keep the prune's own kept index (meta/prune-index/, which no other role may write); mark pruned snapshots and keep prune records; delete versions under data/ and meta/snapshots/, and superseded kept indexes; alert; invoke itself |
 
-The cost report (`COST_GRANTS`: list versions under data/, read records, manifests and prune records, HEAD a
-sample of versions, keep the report under meta/costs/) goes with `GET /costs` in `api_handler` and with the
+The cost report (`COST_GRANTS`: list versions under data/, read records, manifests, the prune's kept index
+(never written) and prune records, HEAD a sample of versions, keep the report under meta/costs/) goes with `GET /costs` in `api_handler` and with the
 daily backup's alert, computed where the backup finishes (`daily_backup` or `backup_worker`).
 
 The prune functions are the only roles with `s3:DeleteObjectVersion` (`DELETES_VERSIONS`): `policy.py`'s

@@ -24,7 +24,7 @@ from typing import Any
 from chalicelib.catalog.manifests import MANIFEST_SUFFIX
 from chalicelib.catalog.records import BackupStatus, RecordStore, backup_id_of_key, backup_time, is_backup_id
 from chalicelib.errors import NotFound, Tampered
-from chalicelib.layout import CHECKPOINTS_PREFIX, PARTIAL_MANIFEST_PREFIX, SEALED_RECORDS_PREFIX, SNAPSHOTS_PREFIX
+from chalicelib.layout import CHECKPOINTS_PREFIX, PARTIAL_MANIFEST_START, SEALED_RECORDS_PREFIX, SNAPSHOTS_PREFIX
 from chalicelib.plans import Plan
 from chalicelib.retention import MAX_BACKUP_DAYS, Snapshot, decide
 from chalicelib.times import isoformat
@@ -86,7 +86,7 @@ def scan_bucket(s3: Any, bucket: str) -> BucketMeta:
             parts = item["Key"][len(CHECKPOINTS_PREFIX):].split("/")
             # <plan>/<backup id>/[segment-NNN/]partial-...: a table scan's state files lie beside them, gzip
             # too, and are not manifests.
-            if len(parts) >= 3 and parts[-1].startswith(PARTIAL_MANIFEST_PREFIX) and parts[-1].endswith(MANIFEST_SUFFIX):
+            if len(parts) >= 3 and parts[-1].startswith(PARTIAL_MANIFEST_START) and parts[-1].endswith(MANIFEST_SUFFIX):
                 meta.partials[item["Key"]] = (parts[0], parts[1])
     return meta
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.catalog.kept_index import drop_superseded
+from chalicelib.catalog.kept_index import PRUNE_INDEX, drop_superseded
 from chalicelib.catalog.manifests import manifest_key
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import RecordStore
@@ -51,7 +51,7 @@ from chalicelib.inventory.freshness import newest_fresh_report
 from chalicelib.prune import cadence, decision, guard, report_sweep
 from chalicelib.prune.deleter import DELETE_BATCH, Deleter, delete_versions, judge_versions, retained_by_object_lock
 from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus, PruneStore, new_prune_id
-from chalicelib.prune.references import PRUNE_INDEX, Sweeping, indexed_references, manifest_references
+from chalicelib.prune.references import Sweeping, indexed_references, manifest_references
 from chalicelib.prune.sweep import References, Rules, walk
 from chalicelib.times import isoformat, utcnow
 
@@ -91,6 +91,8 @@ class PruneJob(Job[PruneRecord]):
         self.topic_arn = topic_arn
         self.records = RecordStore(clients.s3, plans.catalog_bucket)
         self.markers = PrunedMarkers(clients.s3, plans.catalog_bucket)
+        # The newest prune records, read once per prune in an invocation (for the cadence and the guard).
+        self._recent: dict[str, list[PruneRecord]] = {}
 
     # -- starting ---------------------------------------------------------------------------------------
 
@@ -165,11 +167,17 @@ class PruneJob(Job[PruneRecord]):
             alerts.publish_prune(self.clients.sns, self.topic_arn, record.to_dict())
         return True
 
+    def _recent_prunes(self, prune_id: str) -> list[PruneRecord]:
+        """The newest prune records (this one's among them), newest first: read once per prune here."""
+        if prune_id not in self._recent:
+            self._recent = {prune_id: self.store.latest(SWEPT_LOOKBACK)}
+        return self._recent[prune_id]
+
     def _plan(self, checkpoint: Checkpoint[PruneRecord], plan: Plan, work: PlanPrune) -> bool:
         """One plan through its phases; False when time ran short (the checkpoint is saved)."""
         record = checkpoint.record
         if work.phase == "decide" and self.plans.inventory is not None:
-            last = cadence.last_sweep(self.store.latest(SWEPT_LOOKBACK), plan.name, record.prune_id)
+            last = cadence.last_sweep(self._recent_prunes(record.prune_id), plan.name, record.prune_id)
             work.swept_report = last.report if last else None
             if record.trigger == "schedule" and not record.dry_run:
                 work.waiting = self._waiting(plan, self.plans.inventory, last)
@@ -185,7 +193,8 @@ class PruneJob(Job[PruneRecord]):
         if work.phase == "survey":
             if not self._sweep(checkpoint, plan, work, delete=False):
                 return False
-            previous = cadence.last_finished(self.store.latest(SWEPT_LOOKBACK), plan.name, record.prune_id)
+            # The long-term check compares with the plan's last finished prune: only needed when something goes.
+            previous = cadence.last_finished(self._recent_prunes(record.prune_id), plan.name, record.prune_id) if work.removing else None
             verdict = guard.judge(work, plan.max_prune_fraction, plan.name in record.allow_large, previous, utcnow())
             guard.apply(verdict, work, record.dry_run)
             if record.dry_run or work.status == PruneStatus.HELD:

@@ -2,7 +2,7 @@
 (named by a snapshot being removed).
 
 Without an inventory, every manifest is read whole (`manifest_references`). With one, the plan's own
-snapshots come from the prune's kept index (catalog/kept_index.py, `pruned_kind`): each version the plan's
+snapshots come from the prune's kept index (catalog/kept_index.py, `PRUNE_INDEX`): each version the plan's
 snapshots name, once, with a bit mask of the snapshots naming it. A line whose mask names a snapshot that
 stays is a reference; a line whose mask names a snapshot being removed is a candidate, tagged with when the
 earliest such manifest was written (the same as reading each manifest on its own: `report_sweep.walk_report`
@@ -29,23 +29,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chalicelib.catalog.kept_index import IndexKind, KeptIndex, kept_index, pruned_kind
+from chalicelib.catalog.kept_index import PRUNE_INDEX, KeptIndex, kept_index
 from chalicelib.catalog.manifests import Entry, Manifest
 from chalicelib.catalog.records import backup_time, is_backup_id
 from chalicelib.prune.decision import RUNNING_LOOKBACK, BucketMeta, StoredManifest
 from chalicelib.prune.report_sweep import removed_references, removed_tag
-from chalicelib.prune.sweep import References, check_order, in_order
+from chalicelib.prune.sweep import References, check_order
 
 logger = logging.getLogger(__name__)
-
-
-def _checked_entries(manifest: Manifest, where: str) -> Iterable[Entry]:
-    # Held entries too (a held deletion's version is still current), each manifest refused if not sorted.
-    return in_order(manifest.entries(include_held=True), where)
-
-
-# The prune's kept index: its own prefix, every entry it must keep, named by its body.
-PRUNE_INDEX: IndexKind = pruned_kind(_checked_entries)
 
 
 @dataclass(frozen=True)
