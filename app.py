@@ -197,7 +197,10 @@ def daily_backup(event: Any) -> dict[str, Any]:
 @app.lambda_function(name="backup_worker")
 def backup_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Runs a backup that POST /backup recorded (invoked asynchronously)."""
-    record = service().run(event["backup_id"], context=context, plan_name=event.get("plan"), segment=event.get("segment"))
+    record = service().run(
+        event["backup_id"], context=context, plan_name=event.get("plan"), segment=event.get("segment"),
+        run_key=event.get("run_key"),
+    )
     return {"backup_id": record.backup_id, "status": record.status}
 
 

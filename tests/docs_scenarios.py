@@ -62,7 +62,7 @@ class World:
         """Backups stay RUNNING: the worker never picks them up."""
         from chalicelib.backup.service import BackupService
 
-        self.monkeypatch.setattr(BackupService, "dispatch", lambda service, record: None)
+        self.monkeypatch.setattr(BackupService, "dispatch", lambda service, record, run_key=None: None)
 
     def alerts(self) -> list[str]:
         """The alerts published since the last call, as `make run` prints them in its terminal."""

@@ -25,7 +25,7 @@ def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     """Backups stay RUNNING: the worker never picks them up."""
     from chalicelib.backup.service import BackupService
 
-    monkeypatch.setattr(BackupService, "dispatch", lambda self, record: None)
+    monkeypatch.setattr(BackupService, "dispatch", lambda self, record, run_key=None: None)
 
 
 def records(s3: Any) -> list[str]:
@@ -274,7 +274,7 @@ def test_a_running_scheduled_backup_holds_its_plans_too(
     from chalicelib.config import Settings
 
     # The daily backup has started and is still working (its worker is elsewhere).
-    monkeypatch.setattr(BackupService, "run", lambda self, backup_id, context=None: self.records.get(backup_id))
+    monkeypatch.setattr(BackupService, "run", lambda self, backup_id, context=None, run_key=None: self.records.get(backup_id))
     scheduled = BackupService(Settings.from_environ(stage_env), Clients()).run_scheduled(datetime.now(timezone.utc))
     response = post(api, {"plans": ["photos"]})
     assert response.status_code == 409

@@ -79,7 +79,7 @@ def _duration(started: str | None, finished: str | None) -> float | None:
 def describe(record: BackupRecord, pruned: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A backup as the API shows it: the record, plus durations, totals and the findings spelled out;
     `pruned`: plan -> when retention removed that plan's snapshot."""
-    data = record.to_dict()
+    data = record.public_dict()
     pruned = pruned or {}
     with_snapshot = [name for name, result in record.plans.items() if result.snapshot]
     # Pruned as a whole once every snapshot it had is gone; each plan says so on its own too.

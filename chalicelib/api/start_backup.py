@@ -16,6 +16,7 @@ from chalicelib.api.requests import check_body, parse_backup_request
 from chalicelib.backup.locks import DEFAULT_LOCK_LIFETIME, PlanLocks
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.records import BackupRecord, RecordStore, new_backup_id
+from chalicelib.catalog.run_keys import new_run_key
 from chalicelib.errors import NotFound
 from chalicelib.times import utcnow
 
@@ -79,8 +80,10 @@ def start_backup(
     try:
         locks.acquire(names, backup_id, now)
         locked = names
+        run_key = new_run_key()
         record = backups.start(
-            names, trigger="api", dry_run=request.dry_run, backup_id=backup_id, allow_deletions=allowed
+            names, trigger="api", dry_run=request.dry_run, backup_id=backup_id, allow_deletions=allowed,
+            run_key=run_key,
         )
     except BaseException:
         if locked:
@@ -88,7 +91,7 @@ def start_backup(
         if claim is not None and key is not None:
             keys.release(key, claim, backup_id)
         raise
-    backups.dispatch(record)
+    backups.dispatch(record, run_key)
     return Started(record, replayed=False)
 
 

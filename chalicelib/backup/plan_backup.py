@@ -11,21 +11,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.backup import checkpoints, deletions
+from chalicelib.backup import authorship, checkpoints, deletions
 from chalicelib.backup.base import Base, open_base
 from chalicelib.backup.compare import Action, PreviousSnapshot, SourceEntries, last_key, merge
 from chalicelib.backup.copying import BatchCopier
 from chalicelib.backup.listing import PageMarks
 from chalicelib.backup.source_reader import ReaderRun, ReaderSuspended, SourceReader, Stored
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, load_snapshot, manifest_key, put_manifest
+from chalicelib.catalog import run_keys
 from chalicelib.catalog.records import BackupStatus, PlanResult, backup_time
 from chalicelib.jobs.budget import Budget
-from chalicelib.errors import AlreadyExists, BackupError, HistoryNotKept, SourceError, describe_error
+from chalicelib.errors import AlreadyExists, BackupError, HistoryNotKept, SourceError, Tampered, describe_error
 from chalicelib.layout import DATA_PREFIX
 from chalicelib.plans import Plan, Source
 from chalicelib.retention import MAX_BACKUP_DAYS
@@ -58,8 +60,12 @@ class PlanBackup:
         allow_deletions: bool = False,
         base: Base | None = None,
         pruned: Collection[str] = (),
+        run_key: str | None = None,
     ) -> None:
         self.plan = plan
+        # The run's key: its manifest carries the run's proof, and a manifest found at its key is adopted only
+        # with that proof (backup/authorship.py).
+        self.run_key = run_key
         # Snapshots of the plan a prune has marked: never a base, even where the bucket's manifests decide.
         self.pruned = pruned
         # The snapshot to compare with, as the catalog's sealed records name it (None: the bucket's manifests
@@ -105,6 +111,10 @@ class PlanBackup:
         except (SourceError, HistoryNotKept, Abandoned) as exc:
             result.status = BackupStatus.FAILED
             result.errors.append(str(exc))
+        except Tampered as exc:
+            # Told by the tampering alert when the backup ends (service.py); the manifest is not this run's.
+            result.status = BackupStatus.FAILED
+            result.errors.append(f"TAMPERING: {exc}")
         except (ClientError, BotoCoreError) as exc:
             result.status = BackupStatus.FAILED
             result.errors.append(f"backup bucket {self.plan.bucket}: {describe_error(exc)}")
@@ -238,7 +248,9 @@ class PlanBackup:
             "sources": result.sources,
             **extra_header,
         }
-        body = writer.finish(header, keep_held=hold, undeleted=self._undeleted)
+        run_key = self.run_key
+        prove = None if run_key is None else partial(run_keys.manifest_proof, run_key, self.plan.name, self.backup_id)
+        body = writer.finish(header, keep_held=hold, undeleted=self._undeleted, prove=prove)
         try:
             written = put_manifest(self.s3, self.plan.bucket, key, body)
         except AlreadyExists:
@@ -279,7 +291,13 @@ class PlanBackup:
             logger.warning("plan %s: could not abort stale multipart uploads: %s", self.plan.name, describe_error(exc))
 
     def _report_existing(self, manifest: Manifest, key: str) -> None:
+        """The snapshot of this plan already written for this backup, as the plan's result: only if this run
+        wrote it (`Tampered` otherwise: the plan fails, and the tampering is told)."""
         header = manifest.header
+        if self.run_key is not None:
+            problem = authorship.manifest_problem(header, manifest.lines_sha256(), self.plan.name, self.backup_id, self.run_key)
+            if problem is not None:
+                raise Tampered(problem)
         result = self.result
         result.copied = header.get("copied", 0)
         result.unchanged = header.get("unchanged", 0)

@@ -44,6 +44,9 @@ class PlanOptions:
     batch_size: int = BATCH_SIZE
     # None: the readers on the run's clients (sources.readers_on).
     reader_factory: ReaderFactory | None = None
+    # The run's key (catalog/run_keys.py): its manifest carries the run's proof, and a manifest found for
+    # its backup is adopted only with that proof. None: a backup recorded before runs had keys.
+    run_key: str | None = None
 
 
 def run_plan(
@@ -63,7 +66,7 @@ def run_plan(
     split = (
         ranges.load_split(clients.s3, plan.bucket, plan.name, backup_id)
         if segment is not None
-        else ranges.start_split(clients.s3, plan, backup_id, policy, options.dry_run, base, pruned)
+        else ranges.start_split(clients.s3, plan, backup_id, policy, options.dry_run, base, pruned, options.run_key)
     )
     if split is None:
         # Also a range whose split is gone: the plan finished (its checkpoints and split went with it), and
@@ -73,7 +76,7 @@ def run_plan(
     result = ranges.run_range(
         plan, clients, backup_id, split, worked, options.reader_factory, max_workers=options.max_workers,
         dry_run=options.dry_run, budget=options.budget, allow_deletions=options.allow_deletions,
-        batch_size=options.batch_size,
+        batch_size=options.batch_size, run_key=options.run_key,
     )
     return PlanOutcome(result, worked)
 
@@ -91,5 +94,5 @@ def back_up_plan(
     return PlanBackup(
         plan, clients.s3, backup_id, options.reader_factory or readers_on(clients), max_workers=options.max_workers,
         dry_run=options.dry_run, batch_size=options.batch_size, budget=options.budget,
-        allow_deletions=options.allow_deletions, base=base, pruned=pruned,
+        allow_deletions=options.allow_deletions, base=base, pruned=pruned, run_key=options.run_key,
     ).run()

@@ -223,9 +223,10 @@ def start_split(
     dry_run: bool = False,
     base: Base | None = None,
     pruned: Collection[str] = (),
+    run_key: str | None = None,
 ) -> Split | None:
     """At the start of a plan run: the plan's split if it is (or is now) split, else None (a single run).
-    A new or adopted split has the other ranges invoked; the caller works range 0. Deciding costs a listing
+    A new or adopted split has the other ranges invoked (with the run's key); the caller works range 0. Deciding costs a listing
     and a ranged GET of the base manifest's header (`base`: as the catalog names it; None: from the bucket's
     manifests, see base.py)."""
     if policy is None or dry_run or not policy.split_objects:
@@ -246,7 +247,8 @@ def start_split(
     if split is not None:
         # A repeated delivery invokes the ranges again: a range that is done, or running, costs little.
         for index in range(1, split.count):
-            policy.invoker({"backup_id": backup_id, "plan": plan.name, "segment": index})
+            payload: dict[str, Any] = {"backup_id": backup_id, "plan": plan.name, "segment": index}
+            policy.invoker(payload | ({"run_key": run_key} if run_key else {}))
     return split
 
 

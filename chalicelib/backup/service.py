@@ -8,13 +8,14 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.aws import Clients
-from chalicelib.backup import ranges
+from chalicelib.backup import authorship, ranges
 from chalicelib.backup.base import Base, sealed_bases
 from chalicelib.backup.locks import PlanLocks
 from chalicelib.backup.plan_backup import BATCH_SIZE
 from chalicelib.backup.plan_run import PlanOptions, run_plan
 from chalicelib.backup.progress import BackupProgress, Superseded
 from chalicelib.backup.verification import VerificationJobs
+from chalicelib.catalog import run_keys
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import (
     BackupRecord,
@@ -77,9 +78,11 @@ class BackupService:
         dry_run: bool = False,
         backup_id: str | None = None,
         allow_deletions: list[str] | None = None,
+        run_key: str | None = None,
     ) -> BackupRecord:
         """Record a new RUNNING backup. `AlreadyExists` when `backup_id` is given and already recorded.
-        `allow_deletions` names plans whose deletions may pass the mass-deletion guard in this backup."""
+        `allow_deletions` names plans whose deletions may pass the mass-deletion guard in this backup;
+        `run_key` is the key its invocations will carry (catalog/run_keys.py), kept as its digest."""
         names = self.check_plan_names(plan_names)
         allowed = self.check_plan_names(allow_deletions) if allow_deletions else []
         outside = [name for name in allowed if name not in names]
@@ -92,6 +95,7 @@ class BackupService:
             started_at=isoformat(utcnow()),
             dry_run=dry_run,
             allow_deletions=allowed,
+            run_key_sha256=run_keys.key_digest(run_key) if run_key else None,
         )
         try:
             self.records.create(record)
@@ -104,37 +108,74 @@ class BackupService:
         return record
 
     def run(
-        self, backup_id: str, context: Any = None, plan_name: str | None = None, segment: int | None = None
+        self,
+        backup_id: str,
+        context: Any = None,
+        plan_name: str | None = None,
+        segment: int | None = None,
+        run_key: str | None = None,
     ) -> BackupRecord:
         """Do the work of a recorded backup. Safe to call again: finished plans are not redone.
 
         `context` is the Lambda context: short of time, a plan stops at a checkpoint and the backup carries
         on in a new asynchronous invocation of the worker (the record stays RUNNING until then).
-        `plan_name` and `segment` name one key range of a large plan split across invocations."""
+        `plan_name` and `segment` name one key range of a large plan split across invocations. `run_key`:
+        the run's key, which every invocation of it carries (catalog/run_keys.py)."""
         budget = budget_for(context, self.settings.checkpoint_reserve_ms)
         record, etag = self.records.current(backup_id)
+        problem = authorship.invocation_problem(record, run_key)
+        if problem is not None:
+            return self._refuse(record, etag, problem, run_key)
         if etag is None or record.finished:
-            return self._conclude(record)
+            return self._conclude(record, run_key)
         progress = BackupProgress(self.records, record, etag)
         try:
-            if not self._run_plans(progress, budget, plan_name, segment):
+            if not self._run_plans(progress, budget, plan_name, segment, run_key):
                 return progress.record
-            return self._finish(progress, budget)
+            return self._finish(progress, budget, run_key)
         except Superseded:
             # Another invocation finished the backup, and alerted: what is left is what a redelivery does.
             logger.info("backup %s was finished by another invocation", backup_id)
-            return self._conclude(self.records.get(backup_id))
+            return self._conclude(self.records.get(backup_id), run_key)
 
-    def _conclude(self, record: BackupRecord) -> BackupRecord:
+    def _conclude(self, record: BackupRecord, run_key: str | None) -> BackupRecord:
         """A backup found finished: sealed (a run that died between its final save and the seal is sealed
         now), and its verification started (a redelivery may follow a run that ended before it did)."""
         if record.sealed_at is None:
-            record = self.records.seal(record)
+            record = self.records.seal(record, run_key)
+            problem = authorship.sealed_problem(record, run_key)
+            if problem is not None:
+                return self._refuse(record, None, problem, run_key)
         self.verification.start_after(record)
         return record
 
+    def _refuse(self, found: BackupRecord, etag: str | None, problem: str, run_key: str | None) -> BackupRecord:
+        """What the run found was not its own: told as tampering, and, when this invocation is the run's (it
+        holds the key), the backup fails loudly: its working record ends FAILED, saying why, and the alert
+        says so. An invocation without the key changes nothing."""
+        self.tampering.report(problem)
+        if run_key is None:
+            logger.error("%s", problem)
+            return found
+        working = self.records.read(found.backup_id)
+        record, etag = working if working is not None else (found, None)
+        for result in record.plans.values():
+            result.errors.append(f"TAMPERING: {problem}")
+            if result.status == BackupStatus.RUNNING:
+                result.status = BackupStatus.FAILED
+        record.status = BackupStatus.FAILED
+        record.finished_at = record.finished_at or isoformat(utcnow())
+        if etag is not None:
+            try:
+                self.records.replace(record, etag)
+            except AlreadyExists:
+                logger.warning("backup %s: the working record changed meanwhile; the alert says what was found", record.backup_id)
+        alerts.publish(self.clients.sns, self.settings.topic_arn, record, self.settings.time_zone)
+        return record
+
     def _run_plans(
-        self, progress: BackupProgress, budget: Budget | None, plan_name: str | None, segment: int | None
+        self, progress: BackupProgress, budget: Budget | None, plan_name: str | None, segment: int | None,
+        run_key: str | None,
     ) -> bool:
         """Work the plans still running, in order, saving the record after each; False when this invocation
         stops before the backup ends (a range done before the others, or a checkpoint)."""
@@ -142,7 +183,8 @@ class BackupService:
         running = [name for name, result in record.plans.items() if result.status == BackupStatus.RUNNING]
         bases, pruned = self._comparison_bases(running, record.backup_id) if segment is None else ({}, {})
         options = PlanOptions(
-            max_workers=self.settings.max_workers, dry_run=record.dry_run, budget=budget, batch_size=self.batch_size
+            max_workers=self.settings.max_workers, dry_run=record.dry_run, budget=budget, batch_size=self.batch_size,
+            run_key=run_key,
         )
         for name in running:
             if not progress.running(name):
@@ -171,7 +213,7 @@ class BackupService:
                 if outcome.segment is None:
                     progress.save()
                 self.continue_later(record.backup_id, plan_name=name if outcome.segment is not None else None,
-                                    segment=outcome.segment)
+                                    segment=outcome.segment, run_key=run_key)
                 return False
             drift.check_plan(self.clients.s3, plan, progress.record.plans[name], self.settings.plans, self.settings.account)
             if name != running[-1]:
@@ -189,7 +231,7 @@ class BackupService:
         bases = sealed_bases(self.records, running, backup_id, markers)
         return bases, self._pruned(markers, [name for name in running if name not in bases])
 
-    def _finish(self, progress: BackupProgress, budget: Budget | None) -> BackupRecord:
+    def _finish(self, progress: BackupProgress, budget: Budget | None, run_key: str | None) -> BackupRecord:
         """Every plan has run: the record's final save, its seal, the alert, the metrics and the weekly
         verification."""
         record = progress.record
@@ -197,12 +239,17 @@ class BackupService:
         record.finished_at = isoformat(utcnow())
         progress.save()
         # From now on the record is read from its create-only copy: nothing can rewrite a finished backup.
-        record = self.records.seal(progress.record)
+        record = self.records.seal(progress.record, run_key)
+        problem = authorship.sealed_problem(record, run_key)
+        if problem is not None:
+            # Someone sealed this backup before its run could: that record is not the run's.
+            return self._refuse(record, None, problem, run_key)
         logger.info("backup %s finished: %s", record.backup_id, record.status)
         # What the plans found of tampering (a base that cannot be trusted, entries that disagree with their
-        # sources) is told by the tampering alert too, once per finding.
+        # sources, a manifest for this backup that its run did not write) is told by the tampering alert
+        # too, once per finding.
         for result in record.plans.values():
-            for warning in result.warnings:
+            for warning in result.warnings + result.errors:
                 if warning.startswith("TAMPERING: "):
                     self.tampering.report(f"backup {record.backup_id}, plan {result.plan}: {warning.removeprefix('TAMPERING: ')}")
         alerts.publish(
@@ -237,13 +284,15 @@ class BackupService:
         tomorrow's id today: a record or manifest planted in advance under it is never met. (Without an
         event id, e.g. from a test, the id is the predictable `<time>Z-scheduled`.)"""
         backup_id = new_backup_id(scheduled_at, suffix=scheduled_suffix(event_id))
+        # Every delivery of the event derives the same key: a redelivery carries on the same run.
+        run_key = run_keys.scheduled_run_key(event_id, backup_id)
         try:
-            record = self.start(None, trigger="schedule", backup_id=backup_id)
+            record = self.start(None, trigger="schedule", backup_id=backup_id, run_key=run_key)
         except AlreadyExists:
             logger.info("scheduled backup %s already recorded; resuming it if unfinished", backup_id)
         else:
             self._lock_plans(record)
-        return self.run(backup_id, context=context)
+        return self.run(backup_id, context=context, run_key=run_key)
 
     @staticmethod
     def _pruned(markers: PrunedMarkers, plans: list[str]) -> dict[str, frozenset[str]]:
@@ -263,15 +312,17 @@ class BackupService:
         except Conflict as exc:
             logger.warning("scheduled backup %s runs beside another backup: %s", record.backup_id, exc)
 
-    def continue_later(self, backup_id: str, plan_name: str | None = None, segment: int | None = None) -> None:
-        """Have a new invocation carry on a backup that stopped at a checkpoint. A failure propagates, so
-        Lambda retries this invocation, which resumes from the same checkpoint."""
-        payload: dict[str, Any] = {"backup_id": backup_id}
+    def continue_later(
+        self, backup_id: str, plan_name: str | None = None, segment: int | None = None, run_key: str | None = None
+    ) -> None:
+        """Have a new invocation carry on a backup that stopped at a checkpoint, with the run's key. A failure
+        propagates, so Lambda retries this invocation, which resumes from the same checkpoint."""
+        payload: dict[str, Any] = {"backup_id": backup_id} | ({"run_key": run_key} if run_key else {})
         if segment is not None:
             payload.update(plan=plan_name, segment=segment)
         if not hand_on(self._invoker(), payload, "backup"):
             # In-process workers have no time limit: the rest runs now, without a budget.
-            self.run(backup_id, plan_name=plan_name, segment=segment)
+            self.run(backup_id, plan_name=plan_name, segment=segment, run_key=run_key)
 
     def _invoker(self) -> Invoker | None:
         settings = self.settings
@@ -285,11 +336,12 @@ class BackupService:
             return None
         return ranges.SplitPolicy(split_objects, self.settings.max_parallel_ranges, invoker)
 
-    def dispatch(self, record: BackupRecord) -> None:
-        """Have the recorded backup run, by the configured worker mode."""
+    def dispatch(self, record: BackupRecord, run_key: str | None = None) -> None:
+        """Have the recorded backup run, by the configured worker mode, with its run's key."""
         mode = self.settings.worker_mode
         invoker = worker_invoker(mode, self.clients.lambda_, self.settings.worker_function or "")
-        Dispatcher("backup", "backup_id", self.run, invoker, mode, inline_raises=True)(record.backup_id)
+        extra = {"run_key": run_key} if run_key else {}
+        Dispatcher("backup", "backup_id", self.run, invoker, mode, inline_raises=True)(record.backup_id, **extra)
 
     def get(self, backup_id: str) -> BackupRecord:
         return self.records.get(backup_id)
@@ -299,6 +351,6 @@ class BackupService:
 
 
 def summary(record: BackupRecord) -> dict[str, Any]:
-    data = record.to_dict()
+    data = record.public_dict()
     data["totals"] = record.totals()
     return data

@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 import zlib
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, fields
 from typing import IO, Any
 
@@ -119,26 +119,44 @@ class ManifestWriter:
                 yield entry
         self._raw.seek(0, 2)
 
-    def finish(self, header: dict[str, Any], keep_held: bool, undeleted: Collection[str] = ()) -> IO[bytes]:
+    def finish(
+        self,
+        header: dict[str, Any],
+        keep_held: bool,
+        undeleted: Collection[str] = (),
+        prove: Callable[[str], str] | None = None,
+    ) -> IO[bytes]:
         """The gzip manifest, positioned at 0. Deletion candidates are kept as held entries or dropped.
 
         `undeleted` names data keys whose delete marker could not be placed: they stay held, so the next
-        backup tries again instead of forgetting them.
+        backup tries again instead of forgetting them. `prove`, given the SHA-256 of the entry lines as
+        written, gives the header's `run_proof` (catalog/run_keys.py).
         """
         out: IO[bytes] = tempfile.TemporaryFile()
         full_header = {"format": MANIFEST_FORMAT, **header, "objects": self.objects, "bytes": self.bytes}
         full_header["held_deletions"] = self.pending_deletions if keep_held else len(undeleted)
-        self._raw.flush()
-        self._raw.seek(0)
+        if prove is not None:
+            # A first pass over the local file: the proof is bound to exactly the lines that follow it.
+            digest = hashlib.sha256()
+            for line in self._lines(keep_held, undeleted):
+                digest.update(line)
+            full_header["run_proof"] = prove(digest.hexdigest())
         with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
             gz.write(json.dumps(full_header, ensure_ascii=False).encode("utf-8") + b"\n")
-            for line in self._raw:
-                if not keep_held and b'"held":true' in line:
-                    if not undeleted or Entry.from_json(line).data_key not in undeleted:
-                        continue
+            for line in self._lines(keep_held, undeleted):
                 gz.write(line)
         out.seek(0)
         return out
+
+    def _lines(self, keep_held: bool, undeleted: Collection[str]) -> Iterator[bytes]:
+        """The entry lines the manifest holds: held ones only when kept, or still to be deleted."""
+        self._raw.flush()
+        self._raw.seek(0)
+        for line in self._raw:
+            if not keep_held and b'"held":true' in line:
+                if not undeleted or Entry.from_json(line).data_key not in undeleted:
+                    continue
+            yield line
 
     def close(self) -> None:
         self._raw.close()
@@ -255,6 +273,13 @@ class Manifest:
         with gzip_from_start(self._file) as gz:
             gz.readline()
             yield from gz
+
+    def lines_sha256(self) -> str:
+        """The SHA-256 of the entry lines, as a run's proof covers them (`ManifestWriter.finish`)."""
+        digest = hashlib.sha256()
+        for line in self.lines():
+            digest.update(line)
+        return digest.hexdigest()
 
     def close(self) -> None:
         self._file.close()

@@ -22,6 +22,7 @@ from typing import Any
 
 
 from chalicelib import s3docs
+from chalicelib.catalog import run_keys
 from chalicelib.jobs.ids import is_job_id, job_time, new_job_id
 from chalicelib.errors import AlreadyExists, NotFound, Tampered
 from chalicelib.jobs.store import JobKind, JobStore
@@ -139,6 +140,10 @@ class BackupRecord:
     # What the weekly slice check found, in backups that ran it inline; it is now a job of its own with its
     # own record (chalicelib/verify/record.py), and this stays None.
     verification: dict[str, Any] | None = None
+    # The SHA-256 of the run's key (catalog/run_keys.py), by which an invocation knows it is the run's; and,
+    # in the sealed copy, the run's proof that it wrote it. None in backups recorded before runs had keys.
+    run_key_sha256: str | None = None
+    run_proof: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -146,6 +151,10 @@ class BackupRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # the plans' results too (asdict goes into dicts)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The record as the API, the command line and the alerts show it: without what only its run reads."""
+        return {name: value for name, value in self.to_dict().items() if name not in ("run_key_sha256", "run_proof")}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackupRecord:
@@ -228,11 +237,15 @@ class RecordStore(JobStore[BackupRecord]):
             return None
         return parse_record(response["Body"].read(), backup_id, sealed=False), str(response["ETag"])
 
-    def seal(self, record: BackupRecord) -> BackupRecord:
-        """Write the finished record once more under its create-only key. Idempotent: a record sealed
-        before (by an earlier delivery of this backup) stays as it was, and that is what is returned."""
+    def seal(self, record: BackupRecord, run_key: str | None = None) -> BackupRecord:
+        """Write the finished record once more under its create-only key, with the run's proof when its key
+        is given (catalog/run_keys.py). Idempotent: a record sealed before (by an earlier delivery of this
+        backup, or by someone else: the caller checks the proof) stays as it was, and that is what is
+        returned."""
         assert record.status != BackupStatus.RUNNING, "only a finished backup is sealed"
-        sealed = BackupRecord.from_dict({**record.to_dict(), "sealed_at": isoformat(utcnow())})
+        sealed = BackupRecord.from_dict({**record.to_dict(), "sealed_at": isoformat(utcnow()), "run_proof": None})
+        if run_key is not None:
+            sealed.run_proof = run_keys.record_proof(run_key, sealed.to_dict())
         try:
             s3docs.put_new(
                 self.s3,

@@ -13,6 +13,7 @@ from chalicelib.backup.locks import PlanLocks
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import BackupStatus, RecordStore, new_backup_id
+from chalicelib.catalog.run_keys import new_run_key
 from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, plan_named, table, when
 from chalicelib.errors import BackupError, BadRequest
@@ -43,6 +44,8 @@ def cmd_backup(ctx: Context) -> int:
     names = backups.check_plan_names(ctx.args.plan)
     now = utcnow()
     backup_id = new_backup_id(now)
+    # The run's key stays in this process: only this run may write (and adopt) this backup's snapshots.
+    run_key = new_run_key()
     locks = PlanLocks(ctx.clients.s3, ctx.settings.plans.catalog_bucket, backups.records)
     locked: list[str] = []
     try:
@@ -51,7 +54,8 @@ def cmd_backup(ctx: Context) -> int:
         locks.acquire(names, backup_id, now)
         locked = names
         backups.start(
-            names, trigger="cli", dry_run=ctx.args.dry_run, backup_id=backup_id, allow_deletions=ctx.args.allow_deletions
+            names, trigger="cli", dry_run=ctx.args.dry_run, backup_id=backup_id, allow_deletions=ctx.args.allow_deletions,
+            run_key=run_key,
         )
     except BaseException:
         if locked:
@@ -59,7 +63,7 @@ def cmd_backup(ctx: Context) -> int:
         raise
     if not ctx.json:
         print(f"backup {backup_id}: {', '.join(names)}{' (dry run)' if ctx.args.dry_run else ''}", file=sys.stderr)
-    record = _run_with_plan_progress(ctx, backups, backup_id, len(names))
+    record = _run_with_plan_progress(ctx, backups, backup_id, len(names), run_key)
     data = describe(record)
 
     def text() -> str:
@@ -76,13 +80,13 @@ def cmd_backup(ctx: Context) -> int:
     return EXIT_OK if record.status == BackupStatus.SUCCEEDED else EXIT_ATTENTION
 
 
-def _run_with_plan_progress(ctx: Context, backups: Any, backup_id: str, plans: int) -> Any:
+def _run_with_plan_progress(ctx: Context, backups: Any, backup_id: str, plans: int, run_key: str) -> Any:
     """Run the backup here; the record is saved after each plan, which is what the bar follows."""
     outcome: dict[str, Any] = {}
 
     def work() -> None:
         try:
-            outcome["record"] = backups.run(backup_id)
+            outcome["record"] = backups.run(backup_id, run_key=run_key)
         except BaseException as exc:  # handed to the main thread
             outcome["error"] = exc
 

@@ -74,26 +74,27 @@ class Dispatcher:
 
     noun: str
     id_field: str
-    run: Callable[[str], object]
+    run: Callable[..., object]
     invoker: Invoker | None
     mode: str
     # Inline, a backup's or restore's failure reaches the caller; a prune or verification records its own.
     inline_raises: bool = False
 
-    def __call__(self, job_id: str) -> None:
+    def __call__(self, job_id: str, **extra: str) -> None:
+        """Have the job run; `extra` goes with it (in the payload, or as keyword arguments of `run`)."""
         if self.invoker is not None:
-            self.invoker({self.id_field: job_id})
+            self.invoker({self.id_field: job_id, **extra})
         elif self.mode == "thread":
             threading.Thread(
-                target=self.run_logged, args=(job_id,), name=f"{WORKER_THREAD}{self.noun} {job_id}", daemon=True
+                target=self.run_logged, args=(job_id,), kwargs=extra, name=f"{WORKER_THREAD}{self.noun} {job_id}", daemon=True
             ).start()
         elif self.inline_raises:
-            self.run(job_id)
+            self.run(job_id, **extra)
         else:
-            self.run_logged(job_id)
+            self.run_logged(job_id, **extra)
 
-    def run_logged(self, job_id: str) -> None:
+    def run_logged(self, job_id: str, **extra: str) -> None:
         try:
-            self.run(job_id)
+            self.run(job_id, **extra)
         except Exception:  # the job records its own failures; this is only what it could not record
             logger.exception("%s %s failed in-process", self.noun, job_id)

@@ -1,0 +1,169 @@
+"""A running backup cannot be taken over: it adopts no manifest and no sealed record that it did not write.
+
+The attack, with the backup writer's permissions (each request checked against the writer's generated policy
+and the bucket's policy): list `meta/backups/` and see a backup still running, then create, for its id, a
+manifest (If-None-Match: it is not there yet) or a sealed record saying SUCCEEDED. Before, the run took that
+manifest for one a duplicate invocation of its own had written and reported it as its snapshot, and the sealed
+record made every later invocation return at once. Each run now has a key only its invocations carry
+(catalog/run_keys.py): what it did not write is tampering, told by the alert, and the backup ends FAILED.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from chalicelib.aws import Clients
+from chalicelib.backup.service import BackupService
+from chalicelib.catalog.manifests import Manifest, ManifestWriter, manifest_key
+from chalicelib.catalog.records import RecordStore, new_backup_id, record_key, sealed_key
+from chalicelib.catalog.run_keys import new_run_key
+from chalicelib.config import Settings
+from chalicelib.deploy.bucket_settings import bucket_policy
+from chalicelib.deploy.permissions import allows, denies, required_permissions
+from chalicelib.deploy.policy import generate, settings_scope
+from tests.conftest import ACCOUNT, read_alerts
+from tests.stored import assert_versions_hold, entries_of
+from tests.test_scale import FakeContext, Invocations
+
+
+class Writer:
+    """Requests the backup writer's role may send: each is checked against `backup_worker`'s generated policy
+    and the bucket's own policy before it is sent."""
+
+    def __init__(self, s3: Any, settings: Settings) -> None:
+        self.s3 = s3
+        self.policy = generate(settings_scope("org-backup", "test", settings), "backup_worker")
+
+    def send(self, operation: str, **params: Any) -> Any:
+        for permission in required_permissions("s3", operation, params, "us-east-1", ACCOUNT):
+            assert allows(self.policy, permission), f"the writer may not {permission}"
+            assert denies(bucket_policy(params["Bucket"]), permission) is None, f"the bucket refuses {permission}"
+        return getattr(self.s3, re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower())(**params)
+
+    def running_backups(self, catalog: str) -> list[str]:
+        listed = self.send("ListObjectsV2", Bucket=catalog, Prefix="meta/backups/")
+        ids = [key["Key"].rsplit("_", 1)[1].removesuffix(".json") for key in listed.get("Contents", [])]
+        return [i for i in ids if json.loads(self.send("GetObject", Bucket=catalog, Key=record_key(i))["Body"].read())["status"] == "RUNNING"]
+
+
+@pytest.fixture
+def world(backup_buckets: Any, sources: Any, stage_env: dict[str, str], topic_queue: str, s3: Any) -> Any:
+    class World:
+        settings = Settings.from_environ(stage_env)
+        invocations = Invocations()
+        service = BackupService(settings, Clients(), invoker=invocations, batch_size=1)
+        writer = Writer(s3, settings)
+        catalog = settings.plans.catalog_bucket
+        documents = settings.plans.get("documents")
+
+        def start(self) -> tuple[str, str]:
+            """A backup of the documents plan, stopped at its first checkpoint: (its id, its run's key)."""
+            key = new_run_key()
+            backup_id = self.service.start(["documents"], trigger="api", backup_id=new_backup_id(), run_key=key).backup_id
+            assert self.service.run(backup_id, context=FakeContext(1), run_key=key).status == "RUNNING"
+            assert self.invocations.queue and self.invocations.queue[0]["run_key"] == key
+            return backup_id, key
+
+        def carry_on(self) -> Any:
+            """The queued continuations, as the worker runs them (app.py backup_worker)."""
+            self.invocations.drive(
+                lambda p: self.service.run(p["backup_id"], plan_name=p.get("plan"), segment=p.get("segment"), run_key=p.get("run_key"))
+            )
+
+    return World()
+
+
+def test_a_manifest_planted_for_a_running_backup_is_not_adopted(world: Any, s3: Any, sqs: Any, topic_queue: str) -> None:
+    first = world.service.run(world.service.start(["documents"], trigger="api", run_key=(k := new_run_key())).backup_id, run_key=k)
+    running, _ = world.start()
+    assert world.writer.running_backups(world.catalog) == [running]
+    # The writer copies the last real snapshot's manifest under the running id, create-only as S3 demands.
+    with Manifest.download(s3, world.documents.bucket, manifest_key("documents", first.backup_id)) as real:
+        writer = ManifestWriter()
+        for entry in real.entries(include_held=True):
+            writer.add(entry)
+        header = {k: v for k, v in real.header.items() if k not in ("format", "objects", "bytes", "held_deletions")}
+        with writer.finish({**header, "backup_id": running}, keep_held=True) as body:
+            forged = world.writer.send(
+                "PutObject", Bucket=world.documents.bucket, Key=manifest_key("documents", running), Body=body.read(), IfNoneMatch="*"
+            )["VersionId"]
+        writer.close()
+    read_alerts(sqs, topic_queue)
+
+    world.carry_on()
+
+    record = RecordStore(s3, world.catalog).get(running)
+    result = record.plans["documents"]
+    assert record.status == "FAILED" and result.status == "FAILED"
+    assert any(e.startswith("TAMPERING") and "not written by the backup's run" in e for e in result.errors)
+    assert result.manifest_version != forged
+    alerts = read_alerts(sqs, topic_queue)
+    assert any(a["Subject"].startswith("TAMPERING") and running in a["Message"] for a in alerts)
+    assert any("FAILED" in a["Subject"] for a in alerts)
+    # The last real snapshot is untouched: every version it names is there with its bytes.
+    assert assert_versions_hold(s3, world.documents.bucket, entries_of(s3, world.documents.bucket, "documents", first.backup_id)) == 10
+
+
+def test_a_sealed_record_planted_for_a_running_backup_does_not_end_it(world: Any, s3: Any, sqs: Any, topic_queue: str) -> None:
+    running, _ = world.start()
+    working = json.loads(world.writer.send("GetObject", Bucket=world.catalog, Key=record_key(running))["Body"].read())
+    forged = {**working, "status": "SUCCEEDED", "plans": {n: {**p, "status": "SUCCEEDED"} for n, p in working["plans"].items()}}
+    world.writer.send(
+        "PutObject", Bucket=world.catalog, Key=sealed_key(running), Body=json.dumps(forged).encode(), IfNoneMatch="*"
+    )
+    read_alerts(sqs, topic_queue)
+
+    world.carry_on()
+
+    # The run did not take the planted record for its end: it told the tampering and failed loudly.
+    alerts = read_alerts(sqs, topic_queue)
+    assert any(a["Subject"].startswith("TAMPERING") and "sealed record" in a["Message"] and running in a["Message"] for a in alerts)
+    assert any("FAILED" in a["Subject"] for a in alerts)
+    found = RecordStore(s3, world.catalog).read(running)
+    assert found is not None
+    record, _ = found
+    assert record.status == "FAILED"
+    assert any("TAMPERING" in e and "sealed record" in e for e in record.plans["documents"].errors)
+
+
+def test_an_invocation_without_the_runs_key_does_nothing(world: Any, s3: Any, sqs: Any, topic_queue: str, recorded_calls: Any) -> None:
+    running, key = world.start()
+    read_alerts(sqs, topic_queue)
+    before = len(recorded_calls.calls())
+
+    # The writer may invoke the worker too, but not with the run's key, which no record holds.
+    record = world.service.run(running)
+
+    assert record.status == "RUNNING"
+    sent = recorded_calls.calls()[before:]
+    writes = [c for c in sent if c.operation in ("PutObject", "CopyObject", "DeleteObject", "DeleteObjects")]
+    assert [c.params["Key"].split("/")[1] for c in writes] == ["tampering"]  # only the finding's marker
+    assert any(a["Subject"].startswith("TAMPERING") and "without its run's key" in a["Message"] for a in read_alerts(sqs, topic_queue))
+    # The run itself carries on and ends as if nothing happened.
+    world.carry_on()
+    done = RecordStore(s3, world.catalog).get(running)
+    assert done.status == "SUCCEEDED" and done.sealed_at is not None and done.run_proof
+    assert assert_versions_hold(s3, world.documents.bucket, entries_of(s3, world.documents.bucket, "documents", running)) == 10
+
+
+def test_a_duplicate_invocation_of_the_run_adopts_the_manifest_the_run_wrote(world: Any, s3: Any) -> None:
+    """Two invocations of one run (a retry while the first still works) both reach the manifest: the second
+    finds the first's, proven by the same key, and reports it."""
+    running, key = world.start()
+    world.carry_on()
+    done = RecordStore(s3, world.catalog).get(running)
+    again = BackupService(world.settings, Clients()).run(running, run_key=key)
+    assert again.status == done.status == "SUCCEEDED"
+    header = Manifest.download(s3, world.documents.bucket, manifest_key("documents", running)).header
+    assert header["run_proof"]
+    # And a plan run again from the start (its record said RUNNING) adopts it rather than fail.
+    from chalicelib.backup.plan_run import PlanOptions, back_up_plan
+
+    result = back_up_plan(world.documents, Clients(), running, PlanOptions(run_key=key))
+    assert result.status == "SUCCEEDED" and result.manifest_version == done.plans["documents"].manifest_version
+    other = back_up_plan(world.documents, Clients(), running, PlanOptions(run_key=new_run_key()))
+    assert other.status == "FAILED" and other.errors[0].startswith("TAMPERING")
