@@ -254,6 +254,8 @@ def test_a_manifest_the_prune_cannot_read_stops_that_plan_before_anything_is_del
     assert record.status == "FAILED" and "TAMPERING" in plan.errors[0]
     assert listed_versions(world.s3) == before
     assert not any(PrunedMarkers(world.s3, BUCKET).get("docs", b) for b in taken)
+    # It decided what to remove, but stopped before marking: the report says it removed nothing.
+    assert plan.removing and plan.removed_count() == 0 and record.totals()["snapshots_removed"] == 0
 
 
 @pytest.mark.parametrize("planted_in", ["survey", "delete"])
@@ -691,3 +693,32 @@ def test_one_prune_per_plan_at_a_time_decided_by_a_conditional_write(world: Any)
     # Once it has finished, the next prune may take the plan: nothing is left for it to delete.
     again = jobs.start(["docs"], "api")
     assert jobs.run(again.prune_id).plans["docs"].deleted["versions"] == 0
+
+
+def test_a_snapshot_kept_after_all_when_decided_again_before_marking_shows_why(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the survey and the marks a restore of one of the snapshots to remove is queued: decided again,
+    it is kept, and the report says so with the rule that keeps it, not `kept: false` with no reason."""
+    from chalicelib.prune import guard
+
+    taken = daily_history(world, 4)
+    world.days(3)
+    restore_id = new_backup_id()
+    apply = guard.apply
+
+    def queue_a_restore(*args: Any, **kwargs: Any) -> None:
+        from tests.record_calls import the_tests_own_calls
+
+        apply(*args, **kwargs)
+        record = {"restore_id": restore_id, "backup_id": taken[0], "plan": "docs", "status": "WAITING_FOR_THAW"}
+        with the_tests_own_calls():  # the API's, queueing the restore
+            world.s3.put_object(Bucket=BUCKET, Key=restore_record_key(restore_id), Body=json.dumps(record).encode())
+            world.s3.put_object(Bucket=BUCKET, Key=f"{RESTORE_QUEUE_PREFIX}{restore_id}", Body=b"")
+
+    monkeypatch.setattr(guard, "apply", queue_a_restore)
+    record = world.prune(allow=True)
+    work = record.plans["docs"]
+    rows = {row["backup_id"]: row for row in work.snapshots}
+    assert work.removing == [taken[1]] and record.totals()["snapshots_removed"] == 1
+    assert rows[taken[0]]["kept"] and f"being restored (restore {restore_id})" in rows[taken[0]]["reasons"]
+    assert not rows[taken[1]]["kept"]
+    assert assert_versions_hold(world.s3, BUCKET, entries_of(world.s3, BUCKET, "docs", taken[0])) == 3
