@@ -81,9 +81,9 @@ def _client_errors(func: Any) -> Any:
         except NotFound as exc:
             raise NotFoundError(str(exc)) from exc
         except Conflict as exc:
-            if exc.backup_id is None:
+            if not exc.ids:
                 raise ConflictError(str(exc)) from exc
-            return _error(409, "ConflictError", str(exc), backup_id=exc.backup_id)
+            return _error(409, "ConflictError", str(exc), **exc.ids)
         except Unprocessable as exc:
             return _error(422, "UnprocessableEntityError", str(exc))
         except Pruned as exc:

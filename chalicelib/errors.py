@@ -24,9 +24,11 @@ class NotFound(BackupError):
 class Conflict(BackupError):
     """The request clashes with the current state, e.g. a plan already running (HTTP 409)."""
 
-    def __init__(self, message: str, backup_id: str | None = None) -> None:
+    def __init__(self, message: str, backup_id: str | None = None, prune_id: str | None = None) -> None:
         super().__init__(message)
         self.backup_id = backup_id
+        # The ids of the running jobs it clashes with, as the 409's body names them.
+        self.ids = {name: value for name, value in (("backup_id", backup_id), ("prune_id", prune_id)) if value}
 
 
 class AlreadyExists(BackupError):

@@ -11,6 +11,7 @@
     meta/backups/<inverted time>_<backup_id>.json      backup records (in the catalog bucket)
     meta/sealed/backups/<same name>                    finished backups' records, written once (create-only)
     meta/locks/<plan>.json                             one backup per plan at a time (catalog bucket)
+    meta/locks/prune/<plan>.json                       one prune per plan at a time (catalog bucket)
     meta/idempotency/<sha256 of key>.json              Idempotency-Key claims (catalog bucket)
     meta/restores/<inverted time>_<restore_id>.json    restore records (catalog bucket)
     meta/restore-queue/<restore_id>                    restores not finished yet (catalog bucket)
@@ -46,6 +47,8 @@ SEALED_RECORDS_PREFIX = SEALED_PREFIX + "backups/"
 # One create-only marker per tampering finding, so that each is alerted once (notify/tampering.py).
 TAMPERING_PREFIX = META_PREFIX + "tampering/"
 LOCKS_PREFIX = META_PREFIX + "locks/"
+# One prune per plan at a time (chalicelib/jobs/locks.py); backups' locks are the plans' names under LOCKS_PREFIX.
+PRUNE_LOCKS_PREFIX = LOCKS_PREFIX + "prune/"
 IDEMPOTENCY_PREFIX = META_PREFIX + "idempotency/"
 RESTORES_PREFIX = META_PREFIX + "restores/"
 RESTORE_QUEUE_PREFIX = META_PREFIX + "restore-queue/"

@@ -102,7 +102,7 @@ def test_the_lock_is_free_once_the_backup_finished(api: Any) -> None:
 
 
 def test_a_stale_lock_is_taken_over(api: Any, s3: Any, no_worker: None) -> None:
-    from chalicelib.backup.locks import DEFAULT_LOCK_LIFETIME, lock_key
+    from chalicelib.jobs.locks import DEFAULT_LOCK_LIFETIME, lock_key
 
     first = post(api, {"plans": ["photos"]}).json_body["backup_id"]
     lock = json.loads(s3.get_object(Bucket=CATALOG, Key=lock_key("photos"))["Body"].read())
@@ -122,7 +122,7 @@ def test_two_requests_racing_for_a_free_lock_only_one_wins(api: Any, s3: Any, mo
     from datetime import datetime, timezone
 
     from chalicelib import s3docs
-    from chalicelib.backup.locks import lock_key
+    from chalicelib.jobs.locks import lock_key
 
     post(api, {"plans": ["photos"]})  # finished: its lock is free to take over
     rival = seed_record(s3, CATALOG, datetime.now(timezone.utc), status="RUNNING", plans=("photos",))

@@ -233,7 +233,7 @@ def test_each_jobs_recorded_requests_a_day_are_what_the_upkeep_model_counts(aws:
             prune = PruneJob(plans if by_report else dataclasses.replace(plans, inventory=None), clients)
             record = prune.run(prune.start(["docs"], "schedule", grace=timedelta(hours=1)).prune_id)
             deleted = sum(plan.deleted["versions"] + plan.markers_deleted for plan in record.plans.values())
-            removed = sum(plan.removed_count for plan in record.plans.values())
+            removed = sum(plan.removed_count(record.dry_run) for plan in record.plans.values())
             # The report the prune read lists the manifests of the day's snapshots too.
             after = _state(s3, day, deleted, removed)
             if by_report:

@@ -254,6 +254,8 @@ def test_a_manifest_the_prune_cannot_read_stops_that_plan_before_anything_is_del
     assert record.status == "FAILED" and "TAMPERING" in plan.errors[0]
     assert listed_versions(world.s3) == before
     assert not any(PrunedMarkers(world.s3, BUCKET).get("docs", b) for b in taken)
+    # It decided what to remove, but stopped before marking: the report says it removed nothing.
+    assert plan.removing and plan.removed_count() == 0 and record.totals()["snapshots_removed"] == 0
 
 
 @pytest.mark.parametrize("planted_in", ["survey", "delete"])
@@ -650,3 +652,73 @@ def test_long_term_snapshots_go_unheld_only_as_an_unchanged_policy_ages_them_out
     last = _last_prune("2026-11-15T02:00:00Z", "monthly 24", {"m1": ["monthly 2024-11"], "m2": ["monthly 2024-12"], "d1": ["daily 2026-11-14", "monthly 2026-11"]})
     work = PlanPrune(plan="docs", policy=policy, removing=removing)
     assert bool(long_term_losses(work, last, now)) is held
+
+
+def test_one_prune_per_plan_at_a_time_decided_by_a_conditional_write(world: Any) -> None:
+    """Two POST /prune at the same moment: one is recorded, the other refused naming it. The daily prune
+    fired while that one runs leaves the plan to it. Every version goes once, and is counted once."""
+    from chalicelib.errors import Conflict
+
+    s3 = world.s3
+    taken = daily_history(world, 4)
+    world.days(3)
+    world.use(RetentionPolicy(keep_last=2))
+    jobs = PruneJobs(world.config, world.clients)
+    outcomes: list[Any] = []
+
+    def start() -> Any:
+        try:
+            return jobs.start(["docs"], "api", allow_large=["docs"])
+        except Conflict as exc:
+            return exc
+
+    outcomes = at_once((lambda: None, lambda _: start()), (lambda: None, lambda _: start()))
+    started = [o for o in outcomes if isinstance(o, PruneRecord)]
+    refused = [o for o in outcomes if isinstance(o, Conflict)]
+    assert len(started) == 1 and len(refused) == 1
+    first = started[0]
+    assert refused[0].ids == {"prune_id": first.prune_id} and first.prune_id in str(refused[0])
+
+    # The daily prune, while the first still runs: the plan is not its to prune.
+    daily = jobs.scheduled(utcnow(), event_id="daily-rule-event")
+    assert daily.plan_names == [] and daily.totals()["versions_deleted"] == 0
+
+    before = listed_versions(s3)
+    done = jobs.run(first.prune_id)
+    assert done.status == "SUCCEEDED" and done.plans["docs"].removing == sorted(taken[:2])
+    gone = before - listed_versions(s3)
+    assert done.plans["docs"].deleted["versions"] == len([k for k in gone if k[0].startswith("data/")]) > 0
+    for backup_id in taken[2:]:
+        assert assert_versions_hold(s3, BUCKET, entries_of(s3, BUCKET, "docs", backup_id)) == 3
+    # Once it has finished, the next prune may take the plan: nothing is left for it to delete.
+    again = jobs.start(["docs"], "api")
+    assert jobs.run(again.prune_id).plans["docs"].deleted["versions"] == 0
+
+
+def test_a_snapshot_kept_after_all_when_decided_again_before_marking_shows_why(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the survey and the marks a restore of one of the snapshots to remove is queued: decided again,
+    it is kept, and the report says so with the rule that keeps it, not `kept: false` with no reason."""
+    from chalicelib.prune import guard
+
+    taken = daily_history(world, 4)
+    world.days(3)
+    restore_id = new_backup_id()
+    apply = guard.apply
+
+    def queue_a_restore(*args: Any, **kwargs: Any) -> None:
+        from tests.record_calls import the_tests_own_calls
+
+        apply(*args, **kwargs)
+        record = {"restore_id": restore_id, "backup_id": taken[0], "plan": "docs", "status": "WAITING_FOR_THAW"}
+        with the_tests_own_calls():  # the API's, queueing the restore
+            world.s3.put_object(Bucket=BUCKET, Key=restore_record_key(restore_id), Body=json.dumps(record).encode())
+            world.s3.put_object(Bucket=BUCKET, Key=f"{RESTORE_QUEUE_PREFIX}{restore_id}", Body=b"")
+
+    monkeypatch.setattr(guard, "apply", queue_a_restore)
+    record = world.prune(allow=True)
+    work = record.plans["docs"]
+    rows = {row["backup_id"]: row for row in work.snapshots}
+    assert work.removing == [taken[1]] and record.totals()["snapshots_removed"] == 1
+    assert rows[taken[0]]["kept"] and f"being restored (restore {restore_id})" in rows[taken[0]]["reasons"]
+    assert not rows[taken[1]]["kept"]
+    assert assert_versions_hold(world.s3, BUCKET, entries_of(world.s3, BUCKET, "docs", taken[0])) == 3

@@ -291,7 +291,7 @@ def test_tomorrows_scheduled_backup_cannot_be_prepared_in_advance(service: Backu
 
 
 def test_a_lock_dated_in_the_future_is_not_a_lock(app_client: Any, backup_buckets: Any, sources: Any, s3: Any) -> None:
-    from chalicelib.backup.locks import lock_key
+    from chalicelib.jobs.locks import lock_key
 
     forged = {"plan": "documents", "backup_id": new_backup_id(), "acquired_at": "2099-01-01T00:00:00.000Z"}
     s3.put_object(Bucket=backup_buckets.catalog_bucket, Key=lock_key("documents"), Body=json.dumps(forged).encode())

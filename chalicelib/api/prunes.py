@@ -28,7 +28,7 @@ def describe(record: PruneRecord) -> dict[str, Any]:
     for name, plan in record.plans.items():
         shown = data["plans"][name]
         shown["snapshots_kept"] = plan.kept_count
-        shown["snapshots_removed"] = plan.removed_count
+        shown["snapshots_removed"] = plan.removed_count(record.dry_run)
     if record.dry_run:
         data["note"] = (
             "dry run: nothing was marked or deleted; each plan's 'removing' and 'would_delete' say what a prune "
@@ -51,7 +51,7 @@ def list_prunes(jobs: PruneJobs, params: Any) -> dict[str, Any]:
         summary = {k: v for k, v in record.to_dict().items() if k != "plans"}
         summary["totals"] = record.totals()
         summary["plans"] = {
-            name: {"status": plan.status, "phase": plan.phase, "snapshots_kept": plan.kept_count, "snapshots_removed": plan.removed_count}
+            name: {"status": plan.status, "phase": plan.phase, "snapshots_kept": plan.kept_count, "snapshots_removed": plan.removed_count(record.dry_run)}
             for name, plan in record.plans.items()
         }
         prunes.append(summary)

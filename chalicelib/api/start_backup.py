@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from chalicelib.api.idempotency import Claim, IdempotencyKeys, check_key, fingerprint
 from chalicelib.api.requests import check_body, parse_backup_request
-from chalicelib.backup.locks import DEFAULT_LOCK_LIFETIME, PlanLocks
+from chalicelib.jobs.locks import DEFAULT_LOCK_LIFETIME, PlanLocks
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.records import BackupRecord, RecordStore, new_backup_id
 from chalicelib.catalog.run_keys import new_run_key

@@ -10,7 +10,7 @@ from typing import Any
 from chalicelib.aws import Clients
 from chalicelib.backup import authorship, ranges
 from chalicelib.backup.base import Base, sealed_bases
-from chalicelib.backup.locks import PlanLocks
+from chalicelib.jobs.locks import PlanLocks
 from chalicelib.backup.plan_backup import BATCH_SIZE
 from chalicelib.backup.plan_run import PlanOptions, run_plan
 from chalicelib.backup.progress import BackupProgress, Superseded

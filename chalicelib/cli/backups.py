@@ -9,7 +9,7 @@ from typing import Any
 
 from chalicelib.api.backups import describe, get_backup
 from chalicelib.api.plans import describe_plans
-from chalicelib.backup.locks import PlanLocks
+from chalicelib.jobs.locks import PlanLocks
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import BackupStatus, RecordStore, new_backup_id

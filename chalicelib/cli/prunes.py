@@ -32,7 +32,7 @@ def prune_text(record: PruneRecord) -> str:
         tally = plan.would_delete if would else plan.deleted
         early = plan.would_early_deletion if would else plan.early_deletion
         rows.append([
-            name, plan.status or plan.phase, str(plan.kept_count), str(plan.removed_count), str(tally["versions"]),
+            name, plan.status or plan.phase, str(plan.kept_count), str(plan.removed_count(record.dry_run)), str(tally["versions"]),
             human(tally["bytes"]), str(plan.object_locked), f"${early['usd']:.2f}", f"${plan.monthly_saving_usd:.2f}",
         ])
     verb = "WOULD DELETE" if would else "DELETED"

@@ -180,7 +180,7 @@ LONG_RUN_GRANTS: tuple[Grant, ...] = (
 )
 
 # The daily backup takes the plan locks (so that POST /backup answers 409 meanwhile), and gives back the ones
-# it took when another backup holds the rest (chalicelib/backup/locks.py).
+# it took when another backup holds the rest (chalicelib/jobs/locks.py).
 SCHEDULE_LOCK_GRANTS: tuple[Grant, ...] = (
     Grant("PlanLocks", ("s3:PutObject", "s3:GetObject", "s3:DeleteObject"), lambda s: catalog_objects(s, LOCKS_PREFIX), owned=True),
 )

@@ -186,7 +186,7 @@ API_GRANTS: tuple[Grant, ...] = (
         owned=True,
     ),
     # Giving back a plan lock or an idempotency key that a request claimed before it was refused
-    # (chalicelib/backup/locks.py, chalicelib/api/idempotency.py).
+    # (chalicelib/jobs/locks.py, chalicelib/api/idempotency.py).
     Grant("ApiReleaseClaims", ("s3:DeleteObject",), lambda s: catalog_objects(s, LOCKS_PREFIX, IDEMPOTENCY_PREFIX), owned=True),
     # POST /restores checks its target before recording it: the bucket exists and which keys it holds, or
     # whether the table exists. Reading only.

@@ -18,6 +18,7 @@ from chalicelib.layout import (
     META_PREFIX,
     PRUNE_INDEX_PREFIX,
     PRUNED_PREFIX,
+    PRUNE_LOCKS_PREFIX,
     PRUNES_PREFIX,
     RECORDS_PREFIX,
     RESTORE_QUEUE_PREFIX,
@@ -116,6 +117,8 @@ PRUNE_GRANTS: tuple[Grant, ...] = (
         owned=True,
     ),
     Grant("PruneRecords", ("s3:PutObject",), lambda s: catalog_objects(s, PRUNED_PREFIX, PRUNES_PREFIX), owned=True),
+    # One prune per plan at a time: the scheduled prune takes the plans' prune locks (chalicelib/jobs/locks.py).
+    Grant("PruneLocks", ("s3:PutObject",), lambda s: catalog_objects(s, PRUNE_LOCKS_PREFIX), owned=True),
     # The prune's own kept index (chalicelib/prune/references.py): the prune deletes what it does not protect,
     # so this role alone writes it.
     Grant("PruneIndex", ("s3:PutObject",), lambda s: object_arns(s.backup_buckets, PRUNE_INDEX_PREFIX), owned=True),

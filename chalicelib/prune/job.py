@@ -209,6 +209,7 @@ class PruneJob(Job[PruneRecord]):
             now = utcnow()
             for backup_id in work.removing:
                 self.markers.mark(plan.name, backup_id, record.prune_id, now)
+            work.marked = True
             work.phase = "delete"
             checkpoint.save()
         if work.phase == "delete":
@@ -273,8 +274,16 @@ class PruneJob(Job[PruneRecord]):
         self._decide(plan, fresh, report=False)
         marked = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
         confirmed = [b for b in work.removing if b in fresh.removing or b in marked]
+        now_kept = {row["backup_id"]: row for row in fresh.snapshots}
         for backup_id in sorted(set(work.removing) - set(confirmed)):
             work.warn(f"snapshot {backup_id} is kept after all: the policy, decided again before marking, keeps it")
+            # The report shows it kept, by the rules that keep it now.
+            rows = [row for row in work.snapshots if row["backup_id"] == backup_id]
+            if backup_id in now_kept:
+                for row in rows or [now_kept[backup_id]]:
+                    row.update(now_kept[backup_id])
+                if not rows:
+                    work.snapshots.append(now_kept[backup_id])
         work.removing = confirmed
 
     def _running(self, sealed: Collection[str], now: datetime, plan: str) -> dict[str, datetime]:

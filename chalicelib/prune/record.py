@@ -73,8 +73,10 @@ class PlanPrune:
     policy: str = ""
     # Every snapshot of the plan, newest first: backup_id, taken_at, kept, reasons (empty when removed).
     snapshots: list[dict[str, Any]] = field(default_factory=list)
-    # The snapshots this prune removes (their backup ids), marked before anything of them is deleted.
+    # The snapshots this prune removes (their backup ids), marked before anything of them is deleted, and
+    # whether they are marked (until then, nothing is removed: the prune may stop, or decide again).
     removing: list[str] = field(default_factory=list)
+    marked: bool = False
     # Backups of the plan seen running, and since when: their versions and their bases are kept.
     running: dict[str, str] = field(default_factory=dict)
     # What would go (found by the survey, before anything is deleted) and what went.
@@ -126,9 +128,10 @@ class PlanPrune:
     def kept_count(self) -> int:
         return sum(1 for s in self.snapshots if s["kept"])
 
-    @property
-    def removed_count(self) -> int:
-        return len(self.removing)
+    def removed_count(self, dry_run: bool = False) -> int:
+        """The snapshots this prune removed: those it marked (a prune stopped before marking removed none);
+        a dry run's, those it would remove."""
+        return len(self.removing) if dry_run or self.marked else 0
 
     def reset_counts(self) -> None:
         """Before a pass starts from the beginning (a resumed pass keeps what it counted so far)."""
@@ -184,7 +187,7 @@ class PruneRecord:
         key = "would_delete" if self.dry_run else "deleted"
         return {
             "snapshots_kept": sum(p.kept_count for p in plans),
-            "snapshots_removed": sum(p.removed_count for p in plans),
+            "snapshots_removed": sum(p.removed_count(self.dry_run) for p in plans),
             "versions_deleted": sum(p.deleted["versions"] for p in plans),
             "bytes_deleted": sum(p.deleted["bytes"] for p in plans),
             "versions": sum(p.__dict__[key]["versions"] for p in plans),

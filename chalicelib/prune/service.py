@@ -10,16 +10,20 @@ delivery finds the same prune and finishes it instead of starting another.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from chalicelib.catalog.records import scheduled_suffix
 from chalicelib.errors import BadRequest, Conflict
 from chalicelib.jobs.budget import Budget
-from chalicelib.jobs.dispatch import worker_beside, worker_lost
+from chalicelib.jobs.dispatch import worker_beside
+from chalicelib.jobs.locks import PlanLocks
 from chalicelib.jobs.service import JobService
 from chalicelib.prune.job import DEFAULT_GRACE, PruneJob
 from chalicelib.prune.record import PruneRecord, PruneStore, new_prune_id
 from chalicelib.times import utcnow
+
+logger = logging.getLogger(__name__)
 
 PRUNE_WORKER = "prune_worker"
 # A prune recorded RUNNING and not written for this long has lost its worker: another may start.
@@ -56,25 +60,38 @@ class PruneJobs(JobService[PruneRecord]):
         outside = [name for name in allowed if name not in names]
         if outside:
             raise BadRequest(f"allow_large_prune names plan(s) this prune does not prune: {', '.join(outside)}")
-        running = self.running(now)
-        if running is not None:
-            raise Conflict(f"prune {running.prune_id} is still running (since {running.started_at})")
-        return self.job().start(names, trigger, dry_run=dry_run, allow_large=allowed, grace=DEFAULT_GRACE)
-
-    def running(self, now: datetime | None = None) -> PruneRecord | None:
-        """A recent prune that has not finished, if any (the newest few records are read)."""
         moment = now or utcnow()
-        for record in self.store().latest(5):
-            if record.finished or record.dry_run:
-                continue
-            if not worker_lost(record.updated_at or record.started_at, moment, WORKER_LOST_AFTER):
-                return record
-        return None
+        prune_id = new_prune_id(moment)
+        if dry_run:
+            # A dry run deletes nothing: it needs no lock, and runs beside a prune.
+            return self.job().start(names, trigger, dry_run=True, allow_large=allowed, prune_id=prune_id, grace=DEFAULT_GRACE)
+        locks = self.locks()
+        locks.acquire(names, prune_id, moment)
+        try:
+            return self.job().start(names, trigger, allow_large=allowed, prune_id=prune_id, grace=DEFAULT_GRACE)
+        except BaseException:
+            locks.release(names, prune_id)
+            raise
+
+    def locks(self) -> PlanLocks:
+        """One prune per plan at a time (jobs/locks.py): a prune whose worker is lost frees its plans after
+        WORKER_LOST_AFTER."""
+        return PlanLocks(self.clients.s3, self.settings.plans.catalog_bucket, self.store(), lifetime=WORKER_LOST_AFTER)
 
     def scheduled(self, scheduled_at: datetime, event_id: str | None, context: object = None) -> PruneRecord:
-        """The daily prune of every plan: recorded once per schedule event, then worked."""
+        """The daily prune of every plan it can lock: recorded once per schedule event, then worked. A plan
+        another prune is still pruning is left to that one (and to the next day's)."""
         prune_id = new_prune_id(scheduled_at, suffix=scheduled_suffix(event_id))
-        record = self.job().start(self.settings.plans.names, "schedule", prune_id=prune_id, grace=DEFAULT_GRACE)
+        locks, moment = self.locks(), utcnow()
+        names = []
+        for name in self.settings.plans.names:
+            try:
+                locks.acquire_one(name, prune_id, moment)
+            except Conflict as exc:
+                logger.warning("scheduled prune %s leaves plan %s alone: %s", prune_id, name, exc)
+                continue
+            names.append(name)
+        record = self.job().start(names, "schedule", prune_id=prune_id, grace=DEFAULT_GRACE)
         return self.run(record.prune_id, context)
 
     def job(self, budget: Budget | None = None) -> PruneJob:
