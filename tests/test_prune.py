@@ -34,7 +34,7 @@ from chalicelib.prune.service import PruneJobs
 from chalicelib.prune.decision import possible_bases
 from chalicelib.prune.sweep import Rules
 from chalicelib.retention import RetentionPolicy
-from chalicelib.times import utcnow
+from chalicelib.times import isoformat, utcnow
 from tests.concurrency import at_once
 from tests.stored import assert_versions_hold, entries_of
 
@@ -722,3 +722,27 @@ def test_a_snapshot_kept_after_all_when_decided_again_before_marking_shows_why(w
     assert rows[taken[0]]["kept"] and f"being restored (restore {restore_id})" in rows[taken[0]]["reasons"]
     assert not rows[taken[1]]["kept"]
     assert assert_versions_hold(world.s3, BUCKET, entries_of(world.s3, BUCKET, "docs", taken[0])) == 3
+
+
+def test_a_prune_lock_holds_while_its_prune_still_writes_its_record_however_long_it_runs(world: Any) -> None:
+    from chalicelib.errors import Conflict
+    from chalicelib.jobs.locks import lock_key
+    from chalicelib.prune.service import WORKER_LOST_AFTER
+
+    jobs = PruneJobs(world.config, world.clients)
+    first = jobs.start(["docs"], "api")
+    key = lock_key("docs", "prune")
+    lock = json.loads(world.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    assert lock["prune_id"] == first.prune_id
+    # Taken seven hours ago, but its prune wrote its record a minute ago: it still works.
+    world.days((WORKER_LOST_AFTER + timedelta(hours=1)) / timedelta(days=1))
+    found = jobs.store().read(first.prune_id)
+    assert found is not None
+    record, etag = found
+    record.updated_at = isoformat(utcnow())  # as its worker writes it at a checkpoint
+    jobs.store().replace(record, etag)
+    with pytest.raises(Conflict, match=first.prune_id):
+        jobs.start(["docs"], "api")
+    # No word from its worker for longer than WORKER_LOST_AFTER: the lock is stale and taken over.
+    world.days((WORKER_LOST_AFTER + timedelta(hours=1)) / timedelta(days=1))
+    assert jobs.start(["docs"], "api").prune_id != first.prune_id

@@ -3,16 +3,17 @@
 
 Acquiring is a conditional create (`If-None-Match: *`). The lock is never deleted when a job finishes:
 it simply stops counting once the job it names is no longer RUNNING, and the next job replaces it by
-its ETag (`If-Match`); the job that holds it may take it again (a repeated delivery of the same job). So nothing in the worker has to remember to unlock, and a worker that crashes cannot
-leave a plan locked for ever:
+its ETag (`If-Match`); the job that holds it may take it again (a repeated delivery of the same job). So
+nothing in the worker has to remember to unlock, and a worker that crashes cannot leave a plan locked for
+ever:
 
-- the lock's backup is finished (its record says SUCCEEDED, PARTIAL or FAILED): the lock is free;
-- the lock is older than the lock lifetime (default six hours): it is stale and free, even if the record
-  still says RUNNING (the worker died without saving its result). A worker invocation lasts at most
-  15 minutes, but a large backup carries on in further invocations from checkpoints and Lambda retries a
-  failed asynchronous invocation twice, so the lifetime is the longest a whole backup may take, not one
-  invocation's limit;
-- the lock's backup has no record yet: a request is between taking the lock and recording the backup; the
+- the lock's job is finished (its record says so): the lock is free;
+- the job's worker has not written its record (nor taken the lock) for the lock lifetime (default six
+  hours): it is stale and free, even if the record still says RUNNING (the worker died without saving its
+  result). A worker invocation lasts at most 15 minutes and Lambda retries a failed asynchronous invocation
+  twice, while a large job carries on in further invocations, writing its record at every checkpoint: a job
+  that still works keeps its lock however long it runs;
+- the lock's job has no record yet: a request is between taking the lock and recording the job; the
   lock holds for a minute (API Gateway gives up on a request after 29 s), then it is free.
 
 Two requests racing for a free lock both try the conditional write; S3 lets exactly one of them win.
@@ -88,16 +89,20 @@ class PlanLocks:
             # A lock dated in the future would never go stale: it was not written by a request of ours.
             logger.warning("lock of %s %s is dated %s, in the future: ignored, taken over", self.noun, job_id, acquired_at)
             return None
-        if worker_lost(isoformat(acquired_at), now, self.lifetime):
-            # The job's worker is given up as lost (jobs/dispatch.py), whatever its record still says.
-            logger.warning("lock of %s %s is %s old: stale, taken over", self.noun, job_id, now - acquired_at)
-            return None
         age = now - acquired_at
         try:
             record = self.records.get(job_id)
         except NotFound:
             return job_id if age < UNRECORDED_GRACE else None
-        return None if record.finished else job_id
+        if record.finished:
+            return None
+        # A job's worker writes its record at every checkpoint: a long job that still works keeps its lock,
+        # and one whose worker is lost (jobs/dispatch.py) frees it `lifetime` after its last word.
+        last = max(acquired_at, _parse_time(getattr(record, "updated_at", None)) or acquired_at)
+        if worker_lost(isoformat(last), now, self.lifetime):
+            logger.warning("lock of %s %s: no word from its worker since %s: stale, taken over", self.noun, job_id, isoformat(last))
+            return None
+        return job_id
 
     def check(self, plans: list[str], now: datetime) -> None:
         """`Conflict` naming the running job if any of the plans is held. Reads only, so a request that
