@@ -43,7 +43,16 @@ RESTORE_GRANTS: tuple[Grant, ...] = (
         owned=True,
     ),
     Grant("RestoreRecords", ("s3:PutObject",), lambda s: catalog_objects(s, RESTORES_PREFIX), owned=True),
-    Grant("RestoreQueue", ("s3:DeleteObject",), lambda s: catalog_objects(s, RESTORE_QUEUE_PREFIX), owned=True),
+    # A restore leaves the queue as its record says it finished, and is put back should that write lose.
+    Grant("RestoreQueue", ("s3:DeleteObject", "s3:PutObject"), lambda s: catalog_objects(s, RESTORE_QUEUE_PREFIX), owned=True),
+    # Which versions of the selection are archived: listed, 1,000 a request, never headed one by one.
+    Grant(
+        "RestoreListVersions",
+        ("s3:ListBucketVersions",),
+        backup_bucket_arns,
+        lambda s: {"StringLike": {"s3:prefix": [DATA_PREFIX + "*"]}},
+        owned=True,
+    ),
     Grant(
         "RestoreReadVersions",
         ("s3:RestoreObject", "s3:GetObjectVersion", "s3:GetObjectVersionTagging"),
