@@ -164,3 +164,38 @@ def test_archived_versions_get_one_thaw_each_from_a_listing_and_the_quote_is_as_
     # Archived versions are known from the listing: no copy is tried on them, and nothing is headed.
     counts = sent.count()
     assert counts["CopyObject"] == DOCUMENTS - 2 and counts["HeadObject"] == 0, counts
+
+
+def test_a_first_pass_too_long_for_one_invocation_carries_on_from_its_checkpoint_copying_each_object_once(
+    settings: Settings, clients: Any, s3: Any, sources: Any, backup_id: str, monkeypatch: Any
+) -> None:
+    import chalicelib.restore.passes as passes_module
+
+    # Batches of 3 (1,000 in the functions), and an invocation that runs short of time after each batch.
+    monkeypatch.setattr(passes_module, "BATCH_SIZE", 3)
+
+    class OneBatch:
+        def running_out(self) -> bool:
+            return True
+
+    record = RestoreService.from_settings(settings, clients).start(
+        RestoreRequest(backup_id=backup_id, plan="documents", target=Target(bucket=TARGET))
+    )
+    sent = Sent(clients)
+    handed_on: list[dict[str, Any]] = []
+    invocations = 0
+    done = None
+    while True:
+        # Each invocation is the restore worker anew: what it knows is the record and its checkpoint.
+        invocations += 1
+        before = len(handed_on)
+        worker = RestoreService.from_settings(settings, clients)
+        done = worker.passes.run(record.restore_id, budget=OneBatch(), invoker=handed_on.append)
+        if len(handed_on) == before:
+            break
+        assert handed_on[-1] == {"restore_id": record.restore_id} and done.done_through
+    assert done is not None and (done.status, done.restored, done.failed) == ("SUCCEEDED", DOCUMENTS, 0)
+    assert invocations == math.ceil(DOCUMENTS / 3) and done.done_through is None
+    copied = [params["Key"] for params in sent.of("CopyObject")]
+    assert sorted(copied) == sorted(sources["documents"])  # each object once, none left out
+    assert bucket_contents(s3, TARGET) == sources["documents"]

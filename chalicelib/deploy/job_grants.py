@@ -6,6 +6,7 @@ from __future__ import annotations
 from chalicelib.deploy.grants import Grant, backup_bucket_arns, catalog_objects, meta_listing
 from chalicelib.deploy.scope import (
     PRUNE_WORKER,
+    RESTORE_WORKER,
     VERIFY_WORKER,
     bucket_arn,
     object_arns,
@@ -74,6 +75,8 @@ RESTORE_GRANTS: tuple[Grant, ...] = (
     ),
     # A snapshot older than the recorded key schema is restored with the source table's current one.
     Grant("RestoreSourceSchemas", ("dynamodb:DescribeTable",), lambda s: [table_arn(s, t) for t in s.tables]),
+    # A first pass too long for one invocation stops at a checkpoint and has the restore worker carry it on.
+    Grant("RestoreContinue", ("lambda:InvokeFunction",), lambda s: s.invoked(RESTORE_WORKER)),
 )
 
 

@@ -23,7 +23,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import Entry
 from chalicelib.errors import AlreadyExists, BadRequest, Conflict, NotFound, Pruned, Tampered, describe_error, error_code
-from chalicelib.jobs.runner import Checkpoint, run_until_done
+from chalicelib.jobs.budget import Budget
+from chalicelib.jobs.dispatch import Invoker
+from chalicelib.jobs.runner import BATCH_SIZE, Checkpoint, run_until_done
 from chalicelib.plans import Plan
 from chalicelib.prices import Prices
 from chalicelib.restore.bucket import copy_to_bucket
@@ -78,16 +80,23 @@ class RestorePass:
         """The restore's first pass runs elsewhere (a worker function): it reads what it needs itself."""
         self._carried.pop(restore_id, None)
 
-    def run(self, restore_id: str, progress: ProgressCallback | None = None) -> RestoreRecord:
-        """One pass (chalicelib/jobs/runner.py's `run_until_done`, with no time budget: a pass runs to its end
-        in one invocation, and the hourly check starts the next). The first pass covers the whole selection;
-        later ones the versions waiting for a thaw. Of two invocations of one pass (the hourly check and a
+    def run(
+        self,
+        restore_id: str,
+        progress: ProgressCallback | None = None,
+        budget: Budget | None = None,
+        invoker: Invoker | None = None,
+    ) -> RestoreRecord:
+        """One pass (chalicelib/jobs/runner.py's `run_until_done`; the hourly check starts the next pass). The first pass covers the whole selection;
+        later ones the versions waiting for a thaw. With a `budget`, a first pass stops between two batches
+        of 1,000 entries when time runs short, saves where it got to, and `invoker` has a new invocation carry
+        it on (chalicelib/jobs/runner.py's `run_until_done`). Of two invocations of one pass (the hourly check and a
         retried worker), the one whose first write of the record comes second stops there, before it writes
         anywhere else. A restore whose checks ran in this process (`carry`) starts from the record they
         created: nobody else has read it, so the pass neither reads nor writes it before it starts."""
         carried = self._carried.pop(restore_id, None)
         if carried is None:
-            return run_until_done(self.store, restore_id, lambda checkpoint: self._pass(checkpoint, progress), None, None)
+            return run_until_done(self.store, restore_id, lambda checkpoint: self._pass(checkpoint, progress), budget, invoker)
         checkpoint = Checkpoint(self.store, carried.record, carried.etag, None)
         try:
             self._pass(checkpoint, progress, carried.prepared)
@@ -127,7 +136,8 @@ class RestorePass:
             if not record.scanned:
                 if prepared is None:
                     prepared = self.checks.recorded_selection(plan, record.backup_id, record.prefix, record.keys)
-                self._first_pass(checkpoint, plan, prepared, progress)
+                if not self._first_pass(checkpoint, plan, prepared, progress):
+                    return False
             else:
                 self.checks.not_pruned(plan, record.backup_id)
                 self._pending_pass(checkpoint, plan, progress)
@@ -180,19 +190,34 @@ class RestorePass:
 
     def _first_pass(
         self, checkpoint: Checkpoint[RestoreRecord], plan: Plan, prepared: Prepared, progress: ProgressCallback | None
-    ) -> None:
+    ) -> bool:
+        """True when the whole selection is done; False when time ran short (where it got to is saved)."""
         record = checkpoint.record
-        record.restored = record.bytes_restored = record.failed = 0
-        record.pending, record.failures = [], []
-        outcomes = self._process(checkpoint, plan, prepared.selected, progress, prepared.archived)
-        self._apply(record, outcomes)
-        record.scanned = True
+        entries = prepared.selected
+        # Laid out whole: a collision is between any two keys of the selection, whichever batch they are in.
+        layout = lay_out(plan, record.target_spec, entries) if record.target_spec.path else None
+        if record.done_through is None:
+            record.restored = record.bytes_restored = record.failed = 0
+            record.pending, record.failures = [], []
+        else:
+            mark = tuple(record.done_through)
+            entries = [entry for entry in entries if entry.sort_key > mark]
+        for start in range(0, len(entries), BATCH_SIZE):
+            batch = entries[start:start + BATCH_SIZE]
+            self._apply(record, self._process(checkpoint, plan, batch, progress, prepared.archived, layout))
+            if start + BATCH_SIZE < len(entries) and checkpoint.out_of_time():
+                record.done_through = list(batch[-1].sort_key)
+                checkpoint.save()
+                return False
+        record.scanned, record.done_through = True, None
+        return True
 
     def _pending_pass(self, checkpoint: Checkpoint[RestoreRecord], plan: Plan, progress: ProgressCallback | None) -> None:
         record = checkpoint.record
         entries = [Entry.from_json(json.dumps(item["entry"])) for item in record.pending]
         # `record.pending` stays as it was while the pass runs: a thaw keeps its first request time.
-        outcomes = self._process(checkpoint, plan, entries, progress, archived=None)
+        layout = lay_out(plan, record.target_spec, entries) if record.target_spec.path else None
+        outcomes = self._process(checkpoint, plan, entries, progress, None, layout)
         record.pending = []
         self._apply(record, outcomes)
 
@@ -233,13 +258,13 @@ class RestorePass:
         entries: list[Entry],
         progress: ProgressCallback | None,
         archived: dict[VersionId, dict[str, Any]] | None,
+        layout: FolderLayout | None,
     ) -> list[Outcome]:
         """Every entry restored, thawed or failed, `max_workers` at a time. `archived`: the versions a listing
         found archived (thawed without a copy tried first); any other is copied (or fetched) at once. None: the
         entries are the archived versions a thaw was asked for (a later pass), each looked at before its copy."""
         record = checkpoint.record
         target = record.target_spec
-        layout = lay_out(plan, target, entries) if target.path else None
         refused: list[Outcome] = []
         if layout is not None and layout.problems:
             refused = [Outcome("failed", e, reason=p.reason) for e in entries if (p := layout.problem(e)) is not None]

@@ -45,6 +45,9 @@ class RestoreRecord:
     finished_at: str | None = None
     # The first pass over the selection is done; later passes only look at `pending`.
     scanned: bool = False
+    # Where a first pass too long for one invocation stopped: the (source, key) of the last entry it finished
+    # (the selection is in the snapshot's order); the next invocation carries on after it.
+    done_through: list[str] | None = None
     passes: int = 0
     tables_created: list[str] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.errors import NotFound, Tampered
+from chalicelib.jobs.budget import budget_for
 from chalicelib.jobs.dispatch import Dispatcher, worker_beside, worker_invoker, worker_lost
 from chalicelib.jobs.ids import new_job_id
 from chalicelib.plans import Plan, PlanSet
@@ -145,9 +146,16 @@ class RestoreService:
         invoker = worker_invoker(self.worker_mode, self.clients.lambda_, function)
         Dispatcher("restore", "restore_id", self.run, invoker, self.worker_mode, inline_raises=True)(record.restore_id)
 
-    def run(self, restore_id: str, progress: ProgressCallback | None = None) -> RestoreRecord:
-        """One pass. The first pass covers the whole selection; later ones the versions waiting for a thaw."""
-        return self.passes.run(restore_id, progress)
+    def run(self, restore_id: str, progress: ProgressCallback | None = None, context: Any = None) -> RestoreRecord:
+        """One pass. The first pass covers the whole selection; later ones the versions waiting for a thaw.
+        `context`: the Lambda invocation's (its remaining time); a first pass that needs more stops at a
+        checkpoint and the restore worker carries it on."""
+        budget = budget_for(context)
+        invoker = None
+        if budget is not None:
+            function = worker_beside(self.worker_function, RESTORE_WORKER) if self.worker_mode == "lambda" else ""
+            invoker = worker_invoker(self.worker_mode, self.clients.lambda_, function)
+        return self.passes.run(restore_id, progress, budget, invoker)
 
     def resume_pending(self, now: datetime | None = None) -> list[RestoreRecord]:
         """The hourly check: run another pass of each restore waiting for a thaw or left RUNNING by a lost
