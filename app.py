@@ -273,7 +273,7 @@ def resume_restores(event: Any) -> dict[str, Any]:
 @app.lambda_function(name="restore_worker")
 def restore_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Runs the first pass of a restore that POST /restores recorded (invoked asynchronously)."""
-    record = restores().run(event["restore_id"])
+    record = restores().run(event["restore_id"], context=context)
     return {"restore_id": record.restore_id, "status": record.status}
 
 

@@ -23,6 +23,10 @@ to run one after another (the engine counts its own; the others list one page af
 theirs), client CPU seconds per 1,000 objects (what a Lambda bills for, by memory size), and the emulator's
 busy time.
 
+The restore case (scripts/bench_restore.py) restores a snapshot into a new bucket with this product, with
+s3-pit-restore and with a plain loop, and compares every restored object's bytes with the snapshot's.
+`--cases` picks the cases that run (all by default).
+
 Then, in a child process, the peak memory of comparing a 1,000,000-entry snapshot with a 1,000,000-object
 listing through the engine's own merge, with an in-memory fake of S3 and a fake reader.
 
@@ -218,8 +222,8 @@ class Bench:
             return run_sync({**self.env, "AWS_CONFIG_FILE": self.default_config.name}, source, bucket)
         return run_plain(self.clients, source, bucket)
 
-    def sample(self, case: str, tool: str, rep: int, source: str, bucket: str, objects: int) -> None:
-        sample = measured(self.emulator, lambda: self.run(tool, source, bucket), objects)
+    def sample(self, case: str, tool: str, rep: int, run: Any, objects: int) -> None:
+        sample = measured(self.emulator, run, objects)
         self.samples.setdefault(f"{case}/{tool}", []).append(sample)
         shown = {k: sample[k] for k in ("seconds", "requests", "lists", "list_depth", "client_cpu_s", "emulator_busy")}
         print(f"  {case:<9} {tool:<19} #{rep + 1} {json.dumps(shown)}", flush=True)
@@ -236,7 +240,7 @@ class Bench:
         for rep in range(self.args.repeats):
             # Rotate the order, so no tool always runs first (or last) on a warming emulator.
             for tool in TOOLS[rep % len(TOOLS):] + TOOLS[: rep % len(TOOLS)]:
-                self.sample("full", tool, rep, source, targets[tool, rep], objects)
+                self.sample("full", tool, rep, lambda: self.run(tool, source, targets[tool, rep]), objects)
 
     def large(self) -> None:
         objects, latency = self.args.objects, self.args.latency_ms
@@ -268,7 +272,7 @@ class Bench:
                     # times, in the unchanged case.
                     if tool == "plain_loop" and (case == "changed" or rep >= self.args.plain_repeats):
                         continue
-                    self.sample(case, tool, rep, source, targets[tool], objects)
+                    self.sample(case, tool, rep, lambda: self.run(tool, source, targets[tool]), objects)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -402,6 +406,8 @@ def medians(samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any
         ordered = sorted(runs, key=lambda sample: sample["seconds"])
         median = ordered[len(ordered) // 2]
         cpu = sorted(run["client_cpu_s_per_1000"] for run in runs)[len(runs) // 2]
+        if any("bytes_identical" in run for run in runs):
+            median = {**median, "bytes_identical": all(run.get("bytes_identical") for run in runs)}
         rows[row] = {**median, "client_cpu_s_per_1000": cpu, "runs": len(runs),
                      "seconds_all": [run["seconds"] for run in runs],
                      "bound": median["emulator_busy"] is not None and median["emulator_busy"] > BOUND_SHARE}
@@ -499,6 +505,11 @@ def main() -> None:
     parser.add_argument("--plain-repeats", type=int, default=0,
                         help="runs of the plain loop in the unchanged case (it copies every object every time)")
     parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--cases", default="full,large,restore",
+                        help="which cases run (comma-separated: full, large, restore); the memory case runs with large")
+    # As the full backup case: 32 copies in flight at 400 ms keep the emulator under half busy.
+    parser.add_argument("--restore-objects", type=int, default=800, help="objects of the restore case")
+    parser.add_argument("--restore-latency-ms", type=float, default=400, help="delay per request in the restore case")
     parser.add_argument("--compare-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.compare_child:
@@ -510,21 +521,42 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     load = [round(x, 2) for x in os.getloadavg()]
     print(f"{os.cpu_count()} CPUs, load average {load}; {THREADS} requests in flight per tool; moto's server in its own process")
+    cases = set(args.cases.split(","))
     bench = Bench(args)
     try:
-        bench.full()
-        bench.large()
+        if "full" in cases:
+            bench.full()
+        if "large" in cases:
+            bench.large()
+        if "restore" in cases:
+            from bench_restore import restore_case
+
+            restore_case(bench)
     finally:
         bench.close()
     rows = medians(bench.samples)
-    print(f"memory: a {args.entries:,}-entry snapshot against a {args.entries:,}-object listing", flush=True)
-    memory = memory_benchmark(args.entries)
-    print(f"  {json.dumps(memory)}")
+    memory: dict[str, Any] = {}
+    if "large" in cases:
+        print(f"memory: a {args.entries:,}-entry snapshot against a {args.entries:,}-object listing", flush=True)
+        memory = memory_benchmark(args.entries)
+        print(f"  {json.dumps(memory)}")
     print()
     print_table(rows)
     result = report(args, rows, memory, load)
+    if "restore" in cases:
+        from bench_restore import restore_figures
+
+        restore = restore_figures(rows, args.restore_objects)
+        result.update(restore["figures"])
+        result["restore_objects"], result["restore_latency_ms"] = args.restore_objects, args.restore_latency_ms
+        result["targets"].update(restore["targets"])
+        result["met"].update(restore["met"])
+    # Only the cases that ran are judged.
+    case_of = {"full": "full", "unchanged": "large", "changed": "large", "compare": "large", "restore": "restore"}
+    result["met"] = {name: ok for name, ok in result["met"].items() if case_of[name.split("_")[0]] in cases}
     print()
-    for name in [k for k in result if k.startswith(("full_", "unchanged_", "changed_"))]:
+    ran = tuple(f"{case}_" for case in ("full", "unchanged", "changed", "restore") if {"unchanged": "large", "changed": "large"}.get(case, case) in cases)
+    for name in [k for k in result if k.startswith(ran)]:
         print(f"{name}: {result[name]}")
     print("targets met: " + ", ".join(f"{name} {'n/a (bound)' if ok is None else 'yes' if ok else 'NO'}"
                                       for name, ok in result["met"].items()))

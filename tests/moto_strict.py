@@ -23,9 +23,14 @@ What it enforces, and why:
    `all_storage_classes_128K`, when the request leaves it out) and `GetBucketLifecycleConfiguration` answers
    it. moto answers `all_storage_classes_128K` whatever was written, so drift detection could not be tested.
 
+6. `ListObjectVersions` honours `encoding-type=url` (which botocore always sends): keys, markers and prefixes
+   come back URL-encoded and the answer says `EncodingType`, as from AWS, which is how a key holding a control
+   character (invalid in XML 1.0) is listed at all. moto encodes only `ListObjects`' answers, and answers a
+   versions listing of such a key with a 500.
+
 And one rule moto is stricter about than AWS, relaxed:
 
-6. A `CopyObject` into a bucket with a default Object Lock retention needs no `Content-MD5` (it has no body;
+7. A `CopyObject` into a bucket with a default Object Lock retention needs no `Content-MD5` (it has no body;
    AWS documents the header for uploads). moto asks the copy for it too, so a copy reaches moto as if the
    SDK had named a checksum algorithm: backups into locked buckets work here as they do in AWS.
 
@@ -41,7 +46,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlparse
 
 import pytest
 import xmltodict
@@ -247,6 +252,24 @@ def _copy_into_locked_bucket(self: S3Response, query: dict[str, Any], key_name: 
     return _key_response_put(self, query, key_name)
 
 
+_serialized = S3Response.serialized
+
+
+def _versions_url_encoded(self: S3Response, action_result: Any) -> Any:
+    result = action_result.result
+    if self.data.get("Action") == "ListObjectVersions" and self.querystring.get("encoding-type", [None])[0] == "url":
+        for item in list(result.get("Versions", [])) + list(result.get("DeleteMarkers", [])):
+            item["Key"] = quote(item["Key"])
+        for name in ("Prefix", "KeyMarker", "NextKeyMarker", "Delimiter"):
+            if result.get(name):
+                result[name] = quote(result[name])
+        for common in result.get("CommonPrefixes", []):
+            common["Prefix"] = quote(common["Prefix"])
+        result["EncodingType"] = "url"
+    return _serialized(self, action_result)
+
+
+S3Response.serialized = _versions_url_encoded  # type: ignore[method-assign]
 S3Response._key_response_put = _copy_into_locked_bucket  # type: ignore[method-assign]
 S3Response._key_response = _strict_key_response  # type: ignore[method-assign]
 S3Response._bucket_response_put = _bucket_put_keeping_small_objects  # type: ignore[method-assign]

@@ -70,10 +70,12 @@ def test_each_call_belongs_to_the_function_that_makes_it_when_deployed(
     # ... and records the weekly verification job, which then runs (inline here) in the verify worker.
     verifications = {c.function for c in daily if c.operation == "PutObject" and "meta/verifications/" in c.params["Key"]}
     assert verifications == {DAILY_BACKUP, VERIFY_WORKER}
-    # The daily backup's cost report (the alert's last line) asks S3 again about a sample of versions.
-    assert functions("HeadObject", "data/", "test-backup") == {DAILY_BACKUP, RESTORE_WORKER} | (
+    # The daily backup's cost report (the alert's last line) asks S3 again about a sample of versions. A restore
+    # heads none: it lists the selection's versions (archive state) and copies.
+    assert functions("HeadObject", "data/", "test-backup") == {DAILY_BACKUP} | (
         {VERIFY_WORKER} if slice_checked else set()
     )
+    assert RESTORE_WORKER in functions("ListObjectVersions", "data/", "test-backup")
     assert functions("PutObject", "meta/costs/") == {DAILY_BACKUP}
     # POST /restores records the restore; the copies are the restore worker's; the hourly check reads the queue.
     assert functions("PutObject", "meta/restores/") >= {API_HANDLER, RESTORE_WORKER}

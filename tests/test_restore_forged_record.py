@@ -30,6 +30,12 @@ def restores(clients: Any, backup_buckets: Any, sources: Any, s3: Any, stage_env
     return RestoreService.from_settings(Settings.from_environ(stage_env), clients)
 
 
+def worker(clients: Any, stage_env: dict[str, str]) -> RestoreService:
+    """The restore worker: another process than the one that checked and recorded the restore, so it has
+    nothing but the record to go by."""
+    return RestoreService.from_settings(Settings.from_environ(stage_env), clients)
+
+
 def backed_up(clients: Any, stage_env: dict[str, str]) -> str:
     backups = BackupService(Settings.from_environ(stage_env), clients)
     record = backups.start(None, trigger="api")
@@ -67,7 +73,7 @@ def test_a_restore_record_rewritten_to_another_target_fails_and_writes_nothing(
     record = restores.start(RestoreRequest(backup_id=backup_id, plan="documents", target=Target(bucket=ALLOWED)))
     before = {bucket: keys(s3, bucket) for bucket in (ALLOWED, ELSEWHERE, "test-backup-photos")}
     forge(s3, record.restore_id, forged)
-    done = restores.run(record.restore_id)
+    done = worker(clients, stage_env).run(record.restore_id)
     assert done.status == "FAILED" and done.restored == 0
     assert any(reason in warning for warning in done.warnings), done.warnings
     assert {bucket: keys(s3, bucket) for bucket in before} == before
@@ -77,13 +83,25 @@ def test_a_restore_record_rewritten_to_another_target_fails_and_writes_nothing(
     assert restores.resume_pending() == []
 
 
+def test_a_record_rewritten_under_the_process_that_checked_it_is_not_followed(
+    restores: RestoreService, clients: Any, s3: Any, stage_env: dict[str, str]
+) -> None:
+    # The operator's command checks, records and runs the restore in one process: its first pass goes by what
+    # its own checks read, never by the stored record, so a rewrite meanwhile cannot aim it elsewhere.
+    backup_id = backed_up(clients, stage_env)
+    record = restores.start(RestoreRequest(backup_id=backup_id, plan="photos", target=Target(bucket=ALLOWED)))
+    forge(s3, record.restore_id, {"bucket": ELSEWHERE, "prefix": "loot/"})
+    restores.run(record.restore_id)
+    assert keys(s3, ELSEWHERE) == [] and len(keys(s3, ALLOWED)) == 10
+
+
 def test_a_table_target_rewritten_without_the_prefix_creates_no_table(
     restores: RestoreService, clients: Any, dynamodb: Any, stage_env: dict[str, str], s3: Any
 ) -> None:
     backup_id = backed_up(clients, stage_env)
     record = restores.start(RestoreRequest(backup_id=backup_id, plan="database", target=Target(table="restored-orders")))
     forge(s3, record.restore_id, {"table": "orders-live", "prefix": ""})
-    done = restores.run(record.restore_id)
+    done = worker(clients, stage_env).run(record.restore_id)
     assert done.status == "FAILED" and done.tables_created == []
     assert any("must be named restored-" in warning for warning in done.warnings), done.warnings
     assert "orders-live" not in dynamodb.list_tables()["TableNames"]

@@ -110,10 +110,10 @@ ATTACKS: dict[str, list[Call]] = {
     ],
     # The restorers: nothing written into the backup buckets but their own records, no source read.
     RESTORE_WORKER: [
-        WRITE_DATA, COPY_INTO_DATA, COPY_META_INTO_DATA, DELETE_MARKER, TAG_DATA, FORGE_MANIFEST, FORGE_BACKUP_RECORD, ENQUEUE_RESTORE,
+        WRITE_DATA, COPY_INTO_DATA, COPY_META_INTO_DATA, DELETE_MARKER, TAG_DATA, FORGE_MANIFEST, FORGE_BACKUP_RECORD,
         FORGE_VERIFICATION, DELETE_MANIFEST, DESTROY_VERSION, READ_SOURCE, SCAN_SOURCE, WRITE_SOURCE_TABLE,
         WRITE_OTHER_BUCKET, EXFILTRATE_VERSION, CREATE_UNPREFIXED_TABLE, HEARTBEAT, CHANGE_LIFECYCLE,
-        invoke(BACKUP_WORKER), invoke(RESTORE_WORKER), MARK_PRUNED, DESTROY_MANIFEST_VERSION,
+        invoke(BACKUP_WORKER), MARK_PRUNED, DESTROY_MANIFEST_VERSION,
     ],
     # The weekly check: read-only but for its own records.
     VERIFY_WORKER: [
@@ -158,7 +158,10 @@ JOBS: dict[str, list[Call]] = {
     RESTORE_WORKER: [
         THAW_DATA, WRITE_RESTORE_BUCKET, CREATE_TABLE, FORGE_RESTORE_RECORD,
         s3("CopyObject", Bucket=RESTORES, Key="a.png", CopySource={"Bucket": PHOTOS, "Key": "data/photos/a.png", "VersionId": "v"}),
-        s3("DeleteObject", Bucket=CATALOG, Key="meta/restore-queue/20261126T000000000Z-x"),
+        # The queue of unfinished restores is theirs to keep (an entry put back when a last save loses), and
+        # a first pass too long for one invocation is carried on by the restore worker.
+        s3("DeleteObject", Bucket=CATALOG, Key="meta/restore-queue/20261126T000000000Z-x"), ENQUEUE_RESTORE,
+        invoke(RESTORE_WORKER),
         ("dynamodb", "BatchWriteItem", {"RequestItems": {"restored-orders": []}}),
     ],
     VERIFY_WORKER: [

@@ -349,14 +349,16 @@ def locate_snapshot(
     version_id: str | None = None,
     sha256: str | None = None,
     list_versions: bool = True,
+    listed: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
 ) -> SnapshotVersion:
     """The version `load_snapshot` reads, without reading it: with the `version_id` its backup's record
     holds, that one; without, the key's oldest. One request (the key's versions listed) unless
-    `list_versions` is False and both `version_id` and `sha256` are given."""
+    `list_versions` is False and both `version_id` and `sha256` are given, or the key's versions were
+    `listed` already (`snapshot_versions`)."""
     key = manifest_key(plan, backup_id)
     if version_id and sha256 and not list_versions:
         return SnapshotVersion(key, version_id, sha256, None)
-    versions, markers = _versions_of(s3, bucket, key)
+    versions, markers = listed if listed is not None else _versions_of(s3, bucket, key)
     if not versions:
         raise NotFound(f"no snapshot of plan {plan!r} for backup {backup_id} in s3://{bucket}/{key}")
     oldest = versions[-1]["VersionId"]
@@ -370,9 +372,18 @@ def locate_snapshot(
     return SnapshotVersion(key, version_id or oldest, sha256, f"s3://{bucket}/{key}: " + "; ".join(notes) if notes else None)
 
 
-def load_located(s3: Any, bucket: str, plan: str, backup_id: str, located: SnapshotVersion) -> Manifest:
-    """The manifest `located` names, its hash checked, its header naming this plan and backup (else Tampered)."""
-    manifest = Manifest.download(s3, bucket, located.key, located.version_id, located.sha256)
+def load_located(
+    s3: Any, bucket: str, plan: str, backup_id: str, located: SnapshotVersion, read: Manifest | None = None
+) -> Manifest:
+    """The manifest `located` names, its hash checked, its header naming this plan and backup (else Tampered).
+    `read`: the key's newest version, read while it was being located; used when it is that version with
+    those bytes (a manifest is written once, so it nearly always is), closed otherwise."""
+    if read is not None and read.version_id == located.version_id and located.sha256 in (None, read.sha256):
+        manifest = read
+    else:
+        if read is not None:
+            read.close()
+        manifest = Manifest.download(s3, bucket, located.key, located.version_id, located.sha256)
     if manifest.header.get("plan") != plan or manifest.header.get("backup_id") != backup_id:
         manifest.close()
         raise Tampered(
@@ -403,6 +414,11 @@ def load_snapshot(
     versions listing (`list_versions=False`)."""
     located = locate_snapshot(s3, bucket, plan, backup_id, version_id, sha256, list_versions)
     return load_located(s3, bucket, plan, backup_id, located)
+
+
+def snapshot_versions(s3: Any, bucket: str, plan: str, backup_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The versions and delete markers of a snapshot's manifest key, for `locate_snapshot(listed=...)`."""
+    return _versions_of(s3, bucket, manifest_key(plan, backup_id))
 
 
 def _versions_of(s3: Any, bucket: str, key: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -11,11 +11,21 @@ do not hash to what its record holds is never read (`Tampered`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from chalicelib.catalog.manifests import Manifest, SnapshotVersion, load_located, locate_snapshot
+from botocore.exceptions import ClientError
+
+from chalicelib.catalog.manifests import (
+    Manifest,
+    SnapshotVersion,
+    load_located,
+    locate_snapshot,
+    manifest_key,
+    snapshot_versions,
+)
 from chalicelib.catalog.pruned import PrunedMarkers
-from chalicelib.catalog.records import RecordStore
+from chalicelib.catalog.records import BackupRecord, RecordStore
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.plans import Plan
 
@@ -26,15 +36,26 @@ def locate(
     s3: Any, records: RecordStore, plan: Plan, backup_id: str, report: Report, action: str = "read"
 ) -> SnapshotVersion:
     """Which manifest version `open_snapshot` reads, with every check it makes before reading it (the
-    snapshot not pruned, the record's plan and snapshot, the key's versions); tampering found is reported."""
-    # A pruned snapshot may be half deleted already: it is refused before anything of it is read.
-    PrunedMarkers(s3, records.bucket).check(plan.name, backup_id, action)
+    snapshot not pruned, the record's plan and snapshot, the key's versions); tampering found is reported.
+    The three reads are independent and go at once: one round trip, not three."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pruned = pool.submit(PrunedMarkers(s3, records.bucket).check, plan.name, backup_id, action)
+        listed = pool.submit(snapshot_versions, s3, plan.bucket, plan.name, backup_id)
+        tampered: Tampered | None = None
+        try:
+            record: BackupRecord | None = records.get(backup_id)
+        except Tampered as exc:
+            record, tampered = None, exc
+        except Exception:
+            # A pruned snapshot is refused as such, whatever else is wrong with it.
+            pruned.result()
+            raise
+        # A pruned snapshot may be half deleted already: it is refused before anything of it is read.
+        pruned.result()
+    if tampered is not None:
+        report(str(tampered))
     version = sha256 = None
-    try:
-        record = records.get(backup_id)
-    except Tampered as exc:
-        report(str(exc))
-    else:
+    if record is not None:
         if plan.name not in record.plans:
             raise NotFound(f"backup {backup_id} did not back up plan {plan.name!r} (it has {', '.join(record.plans)})")
         result = record.plans[plan.name]
@@ -44,7 +65,7 @@ def locate(
                 f"{', dry run' if record.dry_run else ''})"
             )
         version, sha256 = result.manifest_version, result.manifest_sha256
-    located = locate_snapshot(s3, plan.bucket, plan.name, backup_id, version, sha256)
+    located = locate_snapshot(s3, plan.bucket, plan.name, backup_id, version, sha256, listed=listed.result())
     if located.tampering:
         report(f"{located.tampering} (the version backup {backup_id} wrote is the one read)")
     return located
@@ -55,14 +76,41 @@ def open_snapshot(
 ) -> Manifest:
     """The plan's snapshot of the backup. NotFound for an unknown backup, a plan it did not back up, or a
     plan that wrote no snapshot; `Pruned` for a snapshot retention removed (`action` completes "it cannot
-    be ..."); `Tampered` for a manifest that is not what its record says."""
-    return read_located(s3, plan, backup_id, locate(s3, records, plan, backup_id, report, action), report)
+    be ..."); `Tampered` for a manifest that is not what its record says.
+
+    The manifest key's newest version is read while the record is: written once, it is nearly always the
+    version the record names, and then it is used (its bytes still hashed against the record's); otherwise,
+    or when the snapshot is refused, it is dropped unused."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        newest = pool.submit(_newest, s3, plan, backup_id)
+        try:
+            located = locate(s3, records, plan, backup_id, report, action)
+        except BaseException:
+            _drop(newest)
+            raise
+        return read_located(s3, plan, backup_id, located, report, newest.result())
 
 
-def read_located(s3: Any, plan: Plan, backup_id: str, located: SnapshotVersion, report: Report) -> Manifest:
-    """The manifest `locate` found, read (Tampered, and reported, if it is not what its record says)."""
+def _newest(s3: Any, plan: Plan, backup_id: str) -> Manifest | None:
     try:
-        return load_located(s3, plan.bucket, plan.name, backup_id, located)
+        return Manifest.download(s3, plan.bucket, manifest_key(plan.name, backup_id))
+    except (ClientError, NotFound, Tampered):
+        return None  # no use reading it early: `read_located` reads the located version, and says what is wrong
+
+
+def _drop(newest: Future[Manifest | None]) -> None:
+    manifest = newest.result()
+    if manifest is not None:
+        manifest.close()
+
+
+def read_located(
+    s3: Any, plan: Plan, backup_id: str, located: SnapshotVersion, report: Report, read: Manifest | None = None
+) -> Manifest:
+    """The manifest `locate` found, read (Tampered, and reported, if it is not what its record says); `read`:
+    the key's newest version, read already (`load_located`)."""
+    try:
+        return load_located(s3, plan.bucket, plan.name, backup_id, located, read)
     except Tampered as exc:
         report(str(exc))
         raise

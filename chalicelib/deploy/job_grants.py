@@ -6,6 +6,7 @@ from __future__ import annotations
 from chalicelib.deploy.grants import Grant, backup_bucket_arns, catalog_objects, meta_listing
 from chalicelib.deploy.scope import (
     PRUNE_WORKER,
+    RESTORE_WORKER,
     VERIFY_WORKER,
     bucket_arn,
     object_arns,
@@ -44,7 +45,16 @@ RESTORE_GRANTS: tuple[Grant, ...] = (
         owned=True,
     ),
     Grant("RestoreRecords", ("s3:PutObject",), lambda s: catalog_objects(s, RESTORES_PREFIX), owned=True),
-    Grant("RestoreQueue", ("s3:DeleteObject",), lambda s: catalog_objects(s, RESTORE_QUEUE_PREFIX), owned=True),
+    # A restore leaves the queue as its record says it finished, and is put back should that write lose.
+    Grant("RestoreQueue", ("s3:DeleteObject", "s3:PutObject"), lambda s: catalog_objects(s, RESTORE_QUEUE_PREFIX), owned=True),
+    # Which versions of the selection are archived: listed, 1,000 a request, never headed one by one.
+    Grant(
+        "RestoreListVersions",
+        ("s3:ListBucketVersions",),
+        backup_bucket_arns,
+        lambda s: {"StringLike": {"s3:prefix": [DATA_PREFIX + "*"]}},
+        owned=True,
+    ),
     Grant(
         "RestoreReadVersions",
         ("s3:RestoreObject", "s3:GetObjectVersion", "s3:GetObjectVersionTagging"),
@@ -66,6 +76,8 @@ RESTORE_GRANTS: tuple[Grant, ...] = (
     ),
     # A snapshot older than the recorded key schema is restored with the source table's current one.
     Grant("RestoreSourceSchemas", ("dynamodb:DescribeTable",), lambda s: [table_arn(s, t) for t in s.tables]),
+    # A first pass too long for one invocation stops at a checkpoint and has the restore worker carry it on.
+    Grant("RestoreContinue", ("lambda:InvokeFunction",), lambda s: s.invoked(RESTORE_WORKER)),
 )
 
 

@@ -6,7 +6,7 @@ more.
 |---|---|
 | `api_handler` (internet-facing) | read the catalog and HEAD data versions; list and read the inventory reports (the cost report); write the records its routes create and its plan locks and idempotency claims (meta/ of the catalog only); start the backup and restore workers |
 | `daily_backup`, `backup_worker` | read the sources (tables by scan, or by DynamoDB's export into data/~exports/ of the plan's bucket); write data/ (delete markers included), manifests, checkpoints, backup records; read bucket settings and inventory configurations (drift); list and read the inventory reports (the cost report); alert; publish the heartbeat; invoke the backup and verify workers. The daily backup also takes the plan locks |
-| `restore_worker`, `resume_restores` | read the catalog and data versions; thaw; write the restore buckets and create `restored-*` tables; keep restore records and the queue |
+| `restore_worker`, `resume_restores` | read the catalog and data versions; thaw; write the restore buckets and create `restored-*` tables; keep restore records and the queue; start the restore worker (a first pass carried on) |
 | `verify_worker` | read manifests and data versions; list and read the inventory reports; keep the kept index (meta/index/, create-only); write its records under meta/verifications/; alert; invoke itself |
 
 | `daily_prune`, `prune_worker` | read the catalog and every manifest version; list versions under data/ and meta/snapshots/; list and read the inventory reports; keep the prune's own kept index (meta/prune-index/, which no other role may write); mark pruned snapshots and keep prune records; delete versions under data/ and meta/snapshots/, and superseded kept indexes; alert; invoke itself |

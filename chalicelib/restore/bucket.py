@@ -1,6 +1,8 @@
 """Restoring into a bucket: each version is copied server-side (`CopySource` with `VersionId`); nothing
-passes through the function. A target that already holds the same content counts as restored; one that
-holds something else is replaced only when the restore asked for `overwrite`."""
+passes through the function, and nothing is read first: one request per object. Without `overwrite` the copy
+carries `IfNoneMatch: "*"`, so S3 itself refuses (412) to write over a key that exists; only then is the
+target looked at: holding the same content it counts as restored (an interrupted pass copied it), holding
+something else it is left alone. With `overwrite` the copy replaces whatever is there."""
 
 from __future__ import annotations
 
@@ -47,34 +49,25 @@ def copy_to_bucket(s3: Any, plan: Plan, target: Target, entry: Entry, overwrite:
             "failed", entry, reason=f"s3://{target.bucket}/{key[:60]}... would be {len(key.encode('utf-8'))} bytes, "
             f"more than S3's {MAX_KEY_BYTES}; restore it with a shorter target prefix, or to a folder"
         )
-    try:
-        existing = s3.head_object(Bucket=target.bucket, Key=key, ChecksumMode="ENABLED")
-    except ClientError as exc:
-        if not is_missing(exc):
-            raise
-        existing = None
-    if existing is not None:
-        if same_content(entry, existing):
-            return Outcome("restored", entry, bytes=entry.size)
-        if not overwrite:
-            return Outcome("failed", entry, reason=f"s3://{target.bucket}/{key} already exists (overwrite is off)")
     source = {"Bucket": plan.bucket, "Key": entry.data_key, "VersionId": entry.version_id}
     extra: dict[str, Any] = {"StorageClass": "STANDARD", "ChecksumAlgorithm": "SHA256"}
-    if not overwrite:
-        # Closes the gap between the check above and the write.
-        extra["IfNoneMatch"] = "*"
     if entry.size <= transfer.COPY_OBJECT_LIMIT:
+        if not overwrite:
+            # S3 refuses the copy (412) where the key exists: no look at the target first, and no gap
+            # between a look and the write.
+            extra["IfNoneMatch"] = "*"
         try:
             response = s3.copy_object(Bucket=target.bucket, Key=key, CopySource=source, **extra)
         except ClientError as exc:
-            if s3docs.lost_race(exc):
-                return Outcome("failed", entry, reason=f"s3://{target.bucket}/{key} appeared during the restore")
+            if not overwrite and s3docs.lost_race(exc):
+                return _already_there(s3, target.bucket, key, entry)
             raise
         checksum = response.get("CopyObjectResult", {}).get("ChecksumSHA256")
     else:
-        # Above 5 GiB: boto3's managed multipart copy, each part copied server-side from the same version.
-        # (The existence check above stands in for IfNoneMatch, which a multipart copy cannot carry.)
-        extra.pop("IfNoneMatch", None)
+        # Above 5 GiB: boto3's managed multipart copy, each part copied server-side from the same version. A
+        # multipart copy cannot carry IfNoneMatch: for these objects only, the target is looked at first.
+        if not overwrite and (existing := _target_head(s3, target.bucket, key)) is not None:
+            return _judged(entry, existing, f"s3://{target.bucket}/{key} already exists (overwrite is off)")
         config = TransferConfig(
             multipart_threshold=transfer.COPY_OBJECT_LIMIT, multipart_chunksize=transfer.copy_part_size(entry.size)
         )
@@ -86,3 +79,30 @@ def copy_to_bucket(s3: Any, plan: Plan, target: Target, entry: Entry, overwrite:
     if checksum and entry.checksum and "-" not in entry.checksum and checksum != entry.checksum:
         return Outcome("failed", entry, reason=f"the copy's SHA-256 {checksum} differs from the snapshot's {entry.checksum}")
     return Outcome("restored", entry, bytes=entry.size)
+
+
+def _target_head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        return dict(s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED"))
+    except ClientError as exc:
+        if not is_missing(exc):
+            raise
+        return None
+
+
+def _judged(entry: Entry, existing: dict[str, Any], refusal: str) -> Outcome:
+    """An object found at the target: restored when it holds the entry's bytes (an interrupted pass copied
+    it), else left alone and the entry failed with `refusal`."""
+    if same_content(entry, existing):
+        return Outcome("restored", entry, bytes=entry.size)
+    return Outcome("failed", entry, reason=refusal)
+
+
+def _already_there(s3: Any, bucket: str, key: str, entry: Entry) -> Outcome:
+    """S3 refused the copy because the key exists. The restore's checks found it free before it started, so an
+    earlier pass wrote it (the same bytes) or someone else did meanwhile (never replaced without overwrite)."""
+    existing = _target_head(s3, bucket, key)
+    if existing is None:
+        # Deleted again since S3 refused the copy: still not ours to write without overwrite.
+        return Outcome("failed", entry, reason=f"s3://{bucket}/{key} appeared during the restore (and went again)")
+    return _judged(entry, existing, f"s3://{bucket}/{key} appeared during the restore (overwrite is off)")

@@ -16,32 +16,47 @@ import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import Entry
-from chalicelib.errors import BadRequest, Conflict, NotFound, Pruned, Tampered, describe_error, error_code
-from chalicelib.jobs.runner import Checkpoint, run_until_done
+from chalicelib.errors import AlreadyExists, BadRequest, Conflict, NotFound, Pruned, Tampered, describe_error, error_code
+from chalicelib.jobs.budget import Budget
+from chalicelib.jobs.dispatch import Invoker
+from chalicelib.jobs.runner import BATCH_SIZE, Checkpoint, run_until_done
 from chalicelib.plans import Plan
 from chalicelib.prices import Prices
 from chalicelib.restore.bucket import copy_to_bucket
 from chalicelib.restore.folder import download, make_folder
 from chalicelib.restore.folder_layout import FolderLayout, lay_out
 from chalicelib.restore.outcome import Outcome, ProgressCallback
-from chalicelib.restore.prepare import RestoreChecks
+from chalicelib.restore.prepare import Prepared, RestoreChecks
 from chalicelib.restore.record import RestoreRecord, RestoreStatus, RestoreStore
-from chalicelib.restore.quote import quote, version_heads
+from chalicelib.restore.quote import quote
 from chalicelib.restore.requests import RestoreRequest, Target
-from chalicelib.restore.selection import select_entries, sources_by_name, target_table
+from chalicelib.restore.selection import sources_by_name, target_table
 from chalicelib.restore.table import restore_table, table_schema
 from chalicelib.restore.thaw import is_archived, request_thaw
+from chalicelib.restore.versions import VersionId, listing_prefixes, version_heads
 from chalicelib.s3docs import is_missing
 from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
 
 MAX_FAILURES_LISTED = 100
+# How S3 refuses to read or copy a version that is archived and not thawed.
+ARCHIVED_ERRORS = ("InvalidObjectState", "ObjectNotInActiveTierError")
+
+
+@dataclass
+class Carried:
+    """A restore's record as its checks created it (and its ETag), and what they read."""
+
+    record: RestoreRecord
+    etag: str
+    prepared: Prepared
 
 
 class RestorePass:
@@ -54,46 +69,80 @@ class RestorePass:
         self.store = store
         self.max_workers = max_workers
         self._lock = threading.Lock()
+        self._carried: dict[str, Carried] = {}
 
-    def run(self, restore_id: str, progress: ProgressCallback | None = None) -> RestoreRecord:
-        """One pass (chalicelib/jobs/runner.py's `run_until_done`, with no time budget: a pass runs to its end
-        in one invocation, and the hourly check starts the next). The first pass covers the whole selection;
-        later ones the versions waiting for a thaw. Of two invocations of one pass (the hourly check and a
+    def carry(self, record: RestoreRecord, etag: str, prepared: Prepared) -> None:
+        """What the restore's checks just read (`RestoreChecks.prepare`) and the record they created, for
+        its first pass in this process: that pass reads none of it again."""
+        self._carried[record.restore_id] = Carried(record, etag, prepared)
+
+    def drop(self, restore_id: str) -> None:
+        """The restore's first pass runs elsewhere (a worker function): it reads what it needs itself."""
+        self._carried.pop(restore_id, None)
+
+    def run(
+        self,
+        restore_id: str,
+        progress: ProgressCallback | None = None,
+        budget: Budget | None = None,
+        invoker: Invoker | None = None,
+    ) -> RestoreRecord:
+        """One pass (chalicelib/jobs/runner.py's `run_until_done`; the hourly check starts the next pass). The first pass covers the whole selection;
+        later ones the versions waiting for a thaw. With a `budget`, a first pass stops between two batches
+        of 1,000 entries when time runs short, saves where it got to, and `invoker` has a new invocation carry
+        it on (chalicelib/jobs/runner.py's `run_until_done`). Of two invocations of one pass (the hourly check and a
         retried worker), the one whose first write of the record comes second stops there, before it writes
-        anywhere else."""
-        return run_until_done(self.store, restore_id, lambda checkpoint: self._pass(checkpoint, progress), None, None)
-
-    def _pass(self, checkpoint: Checkpoint[RestoreRecord], progress: ProgressCallback | None) -> bool:
-        record = checkpoint.record
-        # The record is written before anything else: it says since when this pass runs (the hourly check
-        # leaves it alone meanwhile), and another invocation that read the same version stops at its own.
-        checkpoint.save()
-        plan = self.checks.plan(record.plan)
+        anywhere else. A restore whose checks ran in this process (`carry`) starts from the record they
+        created: nobody else has read it, so the pass neither reads nor writes it before it starts."""
+        carried = self._carried.pop(restore_id, None)
+        if carried is None:
+            return run_until_done(self.store, restore_id, lambda checkpoint: self._pass(checkpoint, progress), budget, invoker)
+        checkpoint = Checkpoint(self.store, carried.record, carried.etag, None)
         try:
-            # The record was queued by another function: its target is checked again here, by the worker's
-            # own rules, before anything is written (a forged queue entry cannot aim a restore elsewhere).
-            self.checks.target(plan, record.target_spec)
-        except BadRequest as exc:
-            return self._refuse(checkpoint, exc)
-        if record.status == RestoreStatus.PREPARING:
+            self._pass(checkpoint, progress, carried.prepared)
+        except AlreadyExists:
+            logger.warning("restore %s: another invocation is working on it; this one stops", restore_id)
+            return self.store.get(restore_id)
+        return checkpoint.record
+
+    def _pass(
+        self, checkpoint: Checkpoint[RestoreRecord], progress: ProgressCallback | None, prepared: Prepared | None = None
+    ) -> bool:
+        record = checkpoint.record
+        if prepared is None:
+            # The record is written before anything else: it says since when this pass runs (the hourly check
+            # leaves it alone meanwhile), and another invocation that read the same version stops at its own.
+            checkpoint.save()
+            plan = self.checks.plan(record.plan)
             try:
-                if not self._prepare(checkpoint, plan):
-                    return True
-            except (BadRequest, NotFound, Conflict, Tampered) as exc:
+                # The record was queued by another function: its target is checked again here, by the worker's
+                # own rules, before anything is written (a forged queue entry cannot aim a restore elsewhere).
+                self.checks.target(plan, record.target_spec)
+            except BadRequest as exc:
                 return self._refuse(checkpoint, exc)
+            if record.status == RestoreStatus.PREPARING:
+                try:
+                    prepared = self._prepare(checkpoint, plan)
+                except (BadRequest, NotFound, Conflict, Tampered) as exc:
+                    return self._refuse(checkpoint, exc)
+                if prepared is None:
+                    return True
+        else:
+            plan = prepared.plan
         try:
             # Retention keeps a snapshot while a queued restore reads it; one marked all the same (marked
-            # before this restore was queued) is refused with the reason, not restored half.
-            self.checks.not_pruned(plan, record.backup_id)
+            # before this restore was queued) is refused with the reason, not restored half. Reading the
+            # snapshot checks that (`RestoreChecks.manifest`); a later pass reads only the marker.
+            if not record.scanned:
+                if prepared is None:
+                    prepared = self.checks.recorded_selection(plan, record.backup_id, record.prefix, record.keys)
+                if not self._first_pass(checkpoint, plan, prepared, progress):
+                    return False
+            else:
+                self.checks.not_pruned(plan, record.backup_id)
+                self._pending_pass(checkpoint, plan, progress)
         except Pruned as exc:
             return self._refuse(checkpoint, exc)
-        try:
-            if not record.scanned:
-                with self.checks.manifest(plan, record.backup_id) as manifest:
-                    entries = list(select_entries(manifest, record.prefix, record.keys))
-                self._first_pass(checkpoint, plan, entries, progress)
-            else:
-                self._pending_pass(checkpoint, plan, progress)
         except (ClientError, BotoCoreError) as exc:
             # The pass stopped (e.g. access denied on the target); what it did is kept, the rest is retried
             # by the hourly check while the record says RUNNING.
@@ -106,26 +155,28 @@ class RestorePass:
         logger.info("restore %s pass %d: %s", record.restore_id, record.passes, record.status)
         return True
 
-    def _prepare(self, checkpoint: Checkpoint[RestoreRecord], plan: Plan) -> bool:
+    def _prepare(self, checkpoint: Checkpoint[RestoreRecord], plan: Plan) -> Prepared | None:
         """A restore the API recorded: select, check the target for conflicts, and either quote it (a dry
-        run: the record ends QUOTED) or start it (True: the first pass follows)."""
+        run: the record ends QUOTED, None) or start it (what was read, for the first pass that follows)."""
         record = checkpoint.record
         request = RestoreRequest(
             backup_id=record.backup_id, plan=record.plan, target=record.target_spec, prefix=record.prefix,
             keys=tuple(record.keys) if record.keys is not None else None, overwrite=record.overwrite,
             tier=record.tier, dry_run=record.dry_run,
         )
-        plan, selected, layout = self.checks.prepare(request)
+        prepared = self.checks.prepare(request, list_archived=not record.dry_run)
+        plan, selected = prepared.plan, prepared.selected
         if record.dry_run:
-            heads = version_heads(self.clients.s3, plan, selected, self.max_workers)
-            record.quote = quote(request, plan, selected, heads, self.prices, layout)
+            prefixes = listing_prefixes(plan, record.prefix, record.keys)
+            heads = version_heads(self.clients.s3, plan, selected, prefixes, self.max_workers)
+            record.quote = quote(request, plan, selected, heads, self.prices, prepared.layout)
             record.status, record.finished_at = RestoreStatus.QUOTED, isoformat(utcnow())
             checkpoint.save()
-            return False
+            return None
         record.total, record.bytes_total = len(selected), sum(e.size for e in selected)
         record.status = RestoreStatus.RUNNING
         checkpoint.save()
-        return True
+        return prepared
 
     def _refuse(self, checkpoint: Checkpoint[RestoreRecord], exc: Exception) -> bool:
         """The request cannot be carried out as it stands: the record says why, and nothing was written."""
@@ -138,20 +189,35 @@ class RestorePass:
         return True
 
     def _first_pass(
-        self, checkpoint: Checkpoint[RestoreRecord], plan: Plan, entries: list[Entry], progress: ProgressCallback | None
-    ) -> None:
+        self, checkpoint: Checkpoint[RestoreRecord], plan: Plan, prepared: Prepared, progress: ProgressCallback | None
+    ) -> bool:
+        """True when the whole selection is done; False when time ran short (where it got to is saved)."""
         record = checkpoint.record
-        record.restored = record.bytes_restored = record.failed = 0
-        record.pending, record.failures = [], []
-        outcomes = self._process(checkpoint, plan, entries, progress)
-        self._apply(record, outcomes)
-        record.scanned = True
+        entries = prepared.selected
+        # Laid out whole: a collision is between any two keys of the selection, whichever batch they are in.
+        layout = lay_out(plan, record.target_spec, entries) if record.target_spec.path else None
+        if record.done_through is None:
+            record.restored = record.bytes_restored = record.failed = 0
+            record.pending, record.failures = [], []
+        else:
+            mark = tuple(record.done_through)
+            entries = [entry for entry in entries if entry.sort_key > mark]
+        for start in range(0, len(entries), BATCH_SIZE):
+            batch = entries[start:start + BATCH_SIZE]
+            self._apply(record, self._process(checkpoint, plan, batch, progress, prepared.archived, layout))
+            if start + BATCH_SIZE < len(entries) and checkpoint.out_of_time():
+                record.done_through = list(batch[-1].sort_key)
+                checkpoint.save()
+                return False
+        record.scanned, record.done_through = True, None
+        return True
 
     def _pending_pass(self, checkpoint: Checkpoint[RestoreRecord], plan: Plan, progress: ProgressCallback | None) -> None:
         record = checkpoint.record
         entries = [Entry.from_json(json.dumps(item["entry"])) for item in record.pending]
         # `record.pending` stays as it was while the pass runs: a thaw keeps its first request time.
-        outcomes = self._process(checkpoint, plan, entries, progress)
+        layout = lay_out(plan, record.target_spec, entries) if record.target_spec.path else None
+        outcomes = self._process(checkpoint, plan, entries, progress, None, layout)
         record.pending = []
         self._apply(record, outcomes)
 
@@ -186,11 +252,19 @@ class RestorePass:
         record.finished_at = isoformat(utcnow())
 
     def _process(
-        self, checkpoint: Checkpoint[RestoreRecord], plan: Plan, entries: list[Entry], progress: ProgressCallback | None
+        self,
+        checkpoint: Checkpoint[RestoreRecord],
+        plan: Plan,
+        entries: list[Entry],
+        progress: ProgressCallback | None,
+        archived: dict[VersionId, dict[str, Any]] | None,
+        layout: FolderLayout | None,
     ) -> list[Outcome]:
+        """Every entry restored, thawed or failed, `max_workers` at a time. `archived`: the versions a listing
+        found archived (thawed without a copy tried first); any other is copied (or fetched) at once. None: the
+        entries are the archived versions a thaw was asked for (a later pass), each looked at before its copy."""
         record = checkpoint.record
         target = record.target_spec
-        layout = lay_out(plan, target, entries) if target.path else None
         refused: list[Outcome] = []
         if layout is not None and layout.problems:
             refused = [Outcome("failed", e, reason=p.reason) for e in entries if (p := layout.problem(e)) is not None]
@@ -200,7 +274,13 @@ class RestorePass:
 
         def one(entry: Entry) -> Outcome:
             try:
-                return self._restore_entry(checkpoint, plan, target, layout, entry)
+                if archived is None:
+                    listed = self._waiting(plan, entry)
+                    if listed is None:
+                        return Outcome("failed", entry, reason=f"version {entry.version_id} of {entry.data_key} is missing from {plan.bucket}")
+                else:
+                    listed = archived.get((entry.data_key, entry.version_id))
+                return self._restore_entry(checkpoint, plan, target, layout, entry, listed)
             except (ClientError, BotoCoreError, OSError, ValueError) as exc:
                 return Outcome("failed", entry, reason=describe_error(exc))
             finally:
@@ -210,35 +290,48 @@ class RestorePass:
         with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
             return refused + list(pool.map(one, entries))
 
+    def _waiting(self, plan: Plan, entry: Entry) -> dict[str, Any] | None:
+        """A version waiting for its thaw, as S3 describes it now (None: it is gone)."""
+        try:
+            return dict(self.clients.s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id))
+        except ClientError as exc:
+            if is_missing(exc):
+                return None
+            raise
+
     def _restore_entry(
-        self, checkpoint: Checkpoint[RestoreRecord], plan: Plan, target: Target, layout: FolderLayout | None, entry: Entry
+        self,
+        checkpoint: Checkpoint[RestoreRecord],
+        plan: Plan,
+        target: Target,
+        layout: FolderLayout | None,
+        entry: Entry,
+        listed: dict[str, Any] | None,
     ) -> Outcome:
+        """One entry: its copy (or GET) straight away, unless the listing found its version archived and not
+        thawed (`listed`). The copy itself tells a version that is gone, or archived after all."""
         record = checkpoint.record
         if layout is not None and layout.is_folder(entry):
             # A folder marker's only content is the folder: no byte to read, so nothing to fetch or thaw.
             return make_folder(layout.root, layout.path(entry), entry)
         s3 = self.clients.s3
-        try:
-            head = s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id)
-        except ClientError as exc:
-            if is_missing(exc):
-                return Outcome("failed", entry, reason=f"version {entry.version_id} of {entry.data_key} is missing from {plan.bucket}")
-            raise
-        if head.get("ContentLength") != entry.size:
-            return Outcome("failed", entry, reason=f"stored size {head.get('ContentLength')} differs from the snapshot's {entry.size}")
-        if is_archived(head):
-            return request_thaw(s3, plan.bucket, entry, head, record.tier, record.pending, self.prices)
+        if listed is not None and is_archived(listed):
+            return request_thaw(s3, plan.bucket, entry, listed, record.tier, record.pending, self.prices)
         try:
             return self._to_target(checkpoint, plan, target, layout, entry)
         except ClientError as exc:
-            # The version moved to an archive class after we looked (a lifecycle transition), or its thaw
-            # expired: thaw it again rather than fail the object.
-            if error_code(exc) not in ("InvalidObjectState", "ObjectNotInActiveTierError"):
+            if is_missing(exc):
+                return Outcome("failed", entry, reason=f"version {entry.version_id} of {entry.data_key} is missing from {plan.bucket}")
+            # Archived and not thawed: outside the listing (named keys, long keys), moved to an archive class
+            # since (a lifecycle transition), its thaw still under way or expired (a later pass). Only such a
+            # version is headed, for its class and thaw state: thaw it rather than fail the object.
+            if error_code(exc) not in ARCHIVED_ERRORS:
                 raise
-            head = s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id)
-            if not is_archived(head):
-                raise
+        head = s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id)
+        if is_archived(head):
             return request_thaw(s3, plan.bucket, entry, head, record.tier, record.pending, self.prices)
+        # Thawed between the copy and the look: copy again.
+        return self._to_target(checkpoint, plan, target, layout, entry)
 
     def _to_target(
         self, checkpoint: Checkpoint[RestoreRecord], plan: Plan, target: Target, layout: FolderLayout | None, entry: Entry

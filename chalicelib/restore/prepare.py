@@ -8,6 +8,7 @@ the pass, which never writes them) while the rest is restored."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from botocore.exceptions import ClientError
@@ -22,14 +23,17 @@ from chalicelib.restore.bucket import existing_keys
 from chalicelib.restore.folder_layout import FolderLayout, lay_out
 from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.selection import select_entries, sources_by_name, target_key, target_table
+from chalicelib.restore.versions import VersionId, archived_versions, listing_prefixes
 
 
 class Prepared(NamedTuple):
-    """A checked restore: its plan, the entries it takes and, for a folder target, where each one lands."""
+    """A checked restore: its plan, the entries it takes, for a folder target where each one lands, and
+    the versions of the selection's key range that are archived (`versions.archived_versions`)."""
 
     plan: Plan
     selected: list[Entry]
     layout: FolderLayout | None
+    archived: dict[VersionId, dict[str, Any]]
 
 
 class RestoreChecks:
@@ -113,9 +117,12 @@ class RestoreChecks:
             raise BadRequest(f"the snapshot of plan {plan.name!r} in backup {request.backup_id} has no objects {what}")
         return selected
 
-    def conflicts(self, plan: Plan, target: Target, selected: list[Entry], layout: FolderLayout | None) -> list[str]:
-        """Targets that already exist (with overwrite false, the restore must not start). A folder target
-        is looked at only where `layout` places something: a key with no valid name is not a path to test."""
+    def conflicts(
+        self, plan: Plan, target: Target, selected: list[Entry], layout: FolderLayout | None, existing: set[str]
+    ) -> list[str]:
+        """Targets that already exist (with overwrite false, the restore must not start): `existing` is the
+        target bucket's keys under the prefix. A folder target is looked at only where `layout` places
+        something: a key with no valid name is not a path to test."""
         conflicts: list[str] = []
         tables = {t for t in (target_table(plan, target, e) for e in selected) if t}
         for table in sorted(tables):
@@ -127,7 +134,6 @@ class RestoreChecks:
                     raise
         files = [e for e in selected if not target_table(plan, target, e)]
         if target.bucket and files:
-            existing = existing_keys(self.clients.s3, target.bucket, target.prefix)
             conflicts.extend(
                 f"s3://{target.bucket}/{key}" for key in (target_key(plan, target, e) for e in files) if key in existing
             )
@@ -141,23 +147,52 @@ class RestoreChecks:
                     conflicts.append(str(path))
         return conflicts
 
-    def prepare(self, request: RestoreRequest) -> Prepared:
-        """Everything that can be checked before a byte is written. Raises BadRequest, NotFound or Conflict."""
+    def prepare(self, request: RestoreRequest, list_archived: bool = False) -> Prepared:
+        """Everything that can be checked before a byte is written. Raises BadRequest, NotFound or Conflict.
+
+        The reads are independent, so they run at once: the target bucket's check and its listing (for the
+        conflicts), the snapshot, and with `list_archived` the listing of the selection's versions in the
+        backup bucket. A refusal is the one the checks would give one after another (the target first)."""
         plan = self.plan(request.plan)
-        self.target(plan, request.target)
+        target = request.target
+        self.target_allowed(target)
+        s3 = self.clients.s3
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            target_checked = pool.submit(self.target, plan, target)
+            existing: Future[set[str]] | None = None
+            if target.bucket and not request.overwrite:
+                existing = pool.submit(existing_keys, s3, target.bucket, target.prefix)
+            prefixes = listing_prefixes(plan, request.prefix, request.keys) if list_archived else []
+            archived = pool.submit(archived_versions, s3, plan.bucket, prefixes)
+            selection = pool.submit(self._selection, plan, request)
+            target_checked.result()
+            selected = selection.result()
+            sources = sources_by_name(plan)
+            exports_as_files = any(
+                target_table(plan, target, e) is None and isinstance(sources.get(e.source), DynamoDBSource)
+                for e in selected
+            )
+            if exports_as_files and not (target.bucket or target.path):
+                raise BadRequest("a database export needs a target 'table'")
+            layout = lay_out(plan, target, selected) if target.path else None
+            if not request.overwrite:
+                conflicts = self.conflicts(plan, target, selected, layout, existing.result() if existing else set())
+                if conflicts:
+                    shown = ", ".join(conflicts[:5]) + (f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
+                    raise Conflict(f"{len(conflicts)} target(s) already exist: {shown}; set overwrite to replace them")
+            return Prepared(plan, selected, layout, archived.result())
+
+    def recorded_selection(
+        self, plan: Plan, backup_id: str, prefix: str | None, keys: list[str] | None
+    ) -> Prepared:
+        """A recorded restore's first pass, in another process than its checks: the selection read again from
+        the snapshot (which checks it is not pruned) while the backup bucket's versions are listed."""
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            archived = pool.submit(archived_versions, self.clients.s3, plan.bucket, listing_prefixes(plan, prefix, keys))
+            with self.manifest(plan, backup_id) as manifest:
+                selected = list(select_entries(manifest, prefix, keys))
+            return Prepared(plan, selected, None, archived.result())
+
+    def _selection(self, plan: Plan, request: RestoreRequest) -> list[Entry]:
         with self.manifest(plan, request.backup_id) as manifest:
-            selected = self.selection(plan, manifest, request)
-        sources = sources_by_name(plan)
-        exports_as_files = any(
-            target_table(plan, request.target, e) is None and isinstance(sources.get(e.source), DynamoDBSource)
-            for e in selected
-        )
-        if exports_as_files and not (request.target.bucket or request.target.path):
-            raise BadRequest("a database export needs a target 'table'")
-        layout = lay_out(plan, request.target, selected) if request.target.path else None
-        if not request.overwrite:
-            conflicts = self.conflicts(plan, request.target, selected, layout)
-            if conflicts:
-                shown = ", ".join(conflicts[:5]) + (f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
-                raise Conflict(f"{len(conflicts)} target(s) already exist: {shown}; set overwrite to replace them")
-        return Prepared(plan, selected, layout)
+            return self.selection(plan, manifest, request)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-from botocore.exceptions import ClientError
 
 from chalicelib.catalog.manifests import Entry
 from chalicelib.plans import Plan
@@ -13,22 +10,6 @@ from chalicelib.prices import GB, Prices
 from chalicelib.restore.folder_layout import FolderLayout
 from chalicelib.restore.requests import TIERS, RestoreRequest
 from chalicelib.restore.thaw import ARCHIVE_CLASSES, effective_tier, is_archived
-from chalicelib.s3docs import is_missing
-
-
-def version_heads(s3: Any, plan: Plan, entries: list[Entry], max_workers: int) -> list[dict[str, Any] | None]:
-    """S3's answer about each entry's version (storage class, thaw state); None for a version that is gone."""
-
-    def head(entry: Entry) -> dict[str, Any] | None:
-        try:
-            return dict(s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id))
-        except ClientError as exc:
-            if is_missing(exc):
-                return None
-            raise
-
-    with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        return list(pool.map(head, entries))
 
 
 def quote(

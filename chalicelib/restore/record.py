@@ -6,6 +6,7 @@ check lists only these)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,6 +45,9 @@ class RestoreRecord:
     finished_at: str | None = None
     # The first pass over the selection is done; later passes only look at `pending`.
     scanned: bool = False
+    # Where a first pass too long for one invocation stopped: the (source, key) of the last entry it finished
+    # (the selection is in the snapshot's order); the next invocation carries on after it.
+    done_through: list[str] | None = None
     passes: int = 0
     tables_created: list[str] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)
@@ -79,20 +83,41 @@ class RestoreStore(JobStore[RestoreRecord]):
     kind = JobKind("restore", "restore_id", RESTORES_PREFIX, restore_record_key, RestoreRecord.from_dict)
 
     def create(self, record: RestoreRecord) -> str:
-        """Record a new restore and queue it for the hourly check. `AlreadyExists` when it is recorded."""
-        try:
-            etag = super().create(record)
-        except AlreadyExists as exc:
-            raise AlreadyExists(f"restore {record.restore_id} already exists") from exc
-        self.s3.put_object(Bucket=self.bucket, Key=RESTORE_QUEUE_PREFIX + record.restore_id, Body=b"")
+        """Record a new restore and queue it for the hourly check. `AlreadyExists` when it is recorded.
+        The two writes go at once; a record that could not be written takes its queue entry away again."""
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            queued = pool.submit(self.enqueue, record.restore_id)
+            try:
+                etag = super().create(record)
+            except AlreadyExists as exc:
+                queued.result()
+                raise AlreadyExists(f"restore {record.restore_id} already exists") from exc
+            except Exception:
+                queued.result()
+                self.dequeue(record.restore_id)
+                raise
+            queued.result()
         return etag
 
     def replace(self, record: RestoreRecord, etag: str) -> str:
-        """`JobStore.replace`; a finished restore also leaves the queue."""
-        new_etag = super().replace(record, etag)
-        if record.finished:
-            self.dequeue(record.restore_id)
+        """`JobStore.replace`; a finished restore also leaves the queue, in the same round trip. Should the
+        record not be written after all (another invocation wrote it first: `AlreadyExists`), the entry is
+        put back: that invocation carries the restore on and the hourly check must still see it."""
+        if not record.finished:
+            return super().replace(record, etag)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            dequeued = pool.submit(self.dequeue, record.restore_id)
+            try:
+                new_etag = super().replace(record, etag)
+            except Exception:
+                dequeued.result()
+                self.enqueue(record.restore_id)
+                raise
+            dequeued.result()
         return new_etag
+
+    def enqueue(self, restore_id: str) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=RESTORE_QUEUE_PREFIX + restore_id, Body=b"")
 
     def dequeue(self, restore_id: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=RESTORE_QUEUE_PREFIX + restore_id)

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.errors import NotFound, Tampered
+from chalicelib.jobs.budget import budget_for
 from chalicelib.jobs.dispatch import Dispatcher, worker_beside, worker_invoker, worker_lost
 from chalicelib.jobs.ids import new_job_id
 from chalicelib.plans import Plan, PlanSet
@@ -19,9 +20,10 @@ from chalicelib.prices import Prices, load_prices
 from chalicelib.restore.outcome import ProgressCallback
 from chalicelib.restore.passes import RestorePass
 from chalicelib.restore.prepare import RestoreChecks
-from chalicelib.restore.quote import quote, version_heads
+from chalicelib.restore.quote import quote
 from chalicelib.restore.record import RestoreRecord, RestoreStatus, RestoreStore
 from chalicelib.restore.requests import RestoreRequest
+from chalicelib.restore.versions import listing_prefixes, version_heads
 from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
@@ -80,14 +82,21 @@ class RestoreService:
 
     def quote(self, request: RestoreRequest) -> dict[str, Any]:
         """What a restore would cost and how long its thaws would take, per tier. Writes nothing."""
-        plan, selected, layout = self.checks.prepare(request)
-        heads = version_heads(self.clients.s3, plan, selected, self.max_workers)
+        plan, selected, layout, _ = self.checks.prepare(request)
+        prefixes = listing_prefixes(plan, request.prefix, request.keys)
+        heads = version_heads(self.clients.s3, plan, selected, prefixes, self.max_workers)
         return quote(request, plan, selected, heads, self.prices, layout)
 
     def start(self, request: RestoreRequest) -> RestoreRecord:
-        """Check everything, then record a RUNNING restore (it has not written anything yet)."""
-        plan, selected, _ = self.checks.prepare(request)
-        return self._record(request, plan, total=len(selected), bytes_total=sum(e.size for e in selected))
+        """Check everything, then record a RUNNING restore (it has not written anything yet). What the checks
+        read (the selection, the archived versions) is kept for its first pass in this process (`run`)."""
+        prepared = self.checks.prepare(request, list_archived=True)
+        selected = prepared.selected
+        record, etag = self._created(
+            request, prepared.plan, total=len(selected), bytes_total=sum(e.size for e in selected)
+        )
+        self.passes.carry(record, etag, prepared)
+        return record
 
     def submit(self, request: RestoreRequest) -> RestoreRecord:
         """`POST /restores`: only what is cheap is checked here (the plan, the target, that the backup
@@ -102,10 +111,10 @@ class RestoreService:
             self.checks.records.get(request.backup_id)
         except Tampered:
             pass  # reported by the worker, which finds the snapshot from the plan and the backup id alone
-        return self._record(request, plan, status=RestoreStatus.PREPARING, dry_run=request.dry_run)
+        return self._created(request, plan, status=RestoreStatus.PREPARING, dry_run=request.dry_run)[0]
 
-    def _record(self, request: RestoreRequest, plan: Plan, **fields: Any) -> RestoreRecord:
-        """Record a new restore of `request` (create-only), with `fields` set."""
+    def _created(self, request: RestoreRequest, plan: Plan, **fields: Any) -> tuple[RestoreRecord, str]:
+        """Record a new restore of `request` (create-only), with `fields` set; the record and its ETag."""
         now = isoformat(utcnow())
         target = {k: v for k, v in asdict(request.target).items() if v not in (None, "") or k == "prefix"}
         record = RestoreRecord(
@@ -121,8 +130,7 @@ class RestoreService:
             updated_at=now,
             **fields,
         )
-        self.store.create(record)
-        return record
+        return record, self.store.create(record)
 
     def get(self, restore_id: str) -> RestoreRecord:
         return self.store.get(restore_id)
@@ -132,13 +140,22 @@ class RestoreService:
 
     def dispatch(self, record: RestoreRecord) -> None:
         """Run the first pass by the configured worker mode (as backups do)."""
+        if self.worker_mode != "inline":
+            self.passes.drop(record.restore_id)
         function = worker_beside(self.worker_function, RESTORE_WORKER) if self.worker_mode == "lambda" else ""
         invoker = worker_invoker(self.worker_mode, self.clients.lambda_, function)
         Dispatcher("restore", "restore_id", self.run, invoker, self.worker_mode, inline_raises=True)(record.restore_id)
 
-    def run(self, restore_id: str, progress: ProgressCallback | None = None) -> RestoreRecord:
-        """One pass. The first pass covers the whole selection; later ones the versions waiting for a thaw."""
-        return self.passes.run(restore_id, progress)
+    def run(self, restore_id: str, progress: ProgressCallback | None = None, context: Any = None) -> RestoreRecord:
+        """One pass. The first pass covers the whole selection; later ones the versions waiting for a thaw.
+        `context`: the Lambda invocation's (its remaining time); a first pass that needs more stops at a
+        checkpoint and the restore worker carries it on."""
+        budget = budget_for(context)
+        invoker = None
+        if budget is not None:
+            function = worker_beside(self.worker_function, RESTORE_WORKER) if self.worker_mode == "lambda" else ""
+            invoker = worker_invoker(self.worker_mode, self.clients.lambda_, function)
+        return self.passes.run(restore_id, progress, budget, invoker)
 
     def resume_pending(self, now: datetime | None = None) -> list[RestoreRecord]:
         """The hourly check: run another pass of each restore waiting for a thaw or left RUNNING by a lost
