@@ -102,8 +102,9 @@ package: install
 	$(BIN)/cfn-lint build/$(PACKAGE_STAGE)/sam.json
 
 # Speed, requests, CPU and memory against moto's server answering with S3's latency (a fixed delay per
-# request), beside `aws s3 sync` and a plain boto3 loop; about 8 minutes on two quiet cores (far longer
-# on a loaded machine: the emulator is one Python process). BENCH_ARGS passes
+# request): backups beside `aws s3 sync` and a plain boto3 loop, a restore beside s3-pit-restore and a plain
+# loop; about 11 minutes on two quiet cores, the restore case 3 of them (far longer on a loaded machine: the
+# emulator is one Python process). BENCH_ARGS passes
 # options (scripts/bench.py --help). A report, never a failure; the last line is one JSON object.
 BENCH_ARGS ?=
 bench: install
