@@ -254,7 +254,7 @@ def held_prune(s3: Any, catalog: str, plan: str, now: datetime) -> str:
     at = now - timedelta(hours=1)
     reason = "it would remove 5 of 6 snapshots (83%)"
     result = PlanPrune(plan=plan, phase="done", status="HELD", guard={"held": True, "reasons": [reason], "limit": 0.3},
-                       warnings=[f"prune of plan {plan} held: {reason} (max_prune_fraction 0.3). Nothing was deleted."])
+                       warnings=[f"prune of plan {plan} held: {reason}, more than max_prune_fraction 0.3. Nothing was deleted."])
     record = PruneRecord(prune_id=new_prune_id(at), trigger="schedule", plan_names=[plan], status="HELD",
                          started_at=isoformat(at), finished_at=isoformat(at), plans={plan: result})
     PruneStore(s3, catalog).create(record)

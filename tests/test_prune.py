@@ -594,66 +594,6 @@ def test_a_table_scan_still_running_beside_a_runs_partial_manifests_is_not_taken
     assert assert_versions_hold(s3, BUCKET, [kept_by_partial]) == 1
 
 
-def test_a_policy_change_that_drops_yearly_history_is_held_though_its_share_is_small(world: Any) -> None:
-    """Four years of yearly snapshots and a few days of dailies: `keep_yearly` 7 -> 1 removes three snapshots
-    of seven, under the plan's max_prune_fraction, yet three years. The last prune kept them only by the
-    yearly rule: held until allowed for one run, then they go."""
-    s3 = world.s3
-    yearly = []
-    for year in range(4):
-        s3.put_object(Bucket=SOURCE, Key="ledger.txt", Body=f"year {year}".encode())
-        yearly.append(world.backup())
-        world.days(365 if year < 3 else 1)
-    for day in range(3):
-        s3.put_object(Bucket=SOURCE, Key="ledger.txt", Body=f"day {day}".encode())
-        world.backup()
-        world.days(1)
-    world.use(RetentionPolicy(keep_daily=4, keep_yearly=7), max_prune_fraction=0.5)
-    first = world.prune()
-    assert first.status == "SUCCEEDED" and first.plans["docs"].removing == []
-
-    world.use(RetentionPolicy(keep_daily=4, keep_yearly=1), max_prune_fraction=0.5)
-    held = world.prune()
-    work = held.plans["docs"]
-    assert work.status == "HELD" and sorted(work.removing) == sorted(yearly[:3])
-    assert work.guard is not None and work.guard["snapshots_share"] < 0.5
-    assert any(f"prune {first.prune_id} kept only by a yearly rule" in reason for reason in work.guard["reasons"])
-    for backup_id in yearly[:3]:
-        assert entries_of(s3, BUCKET, "docs", backup_id)
-
-    allowed = world.prune(allow=True)
-    assert allowed.status == "SUCCEEDED" and sorted(allowed.plans["docs"].removing) == sorted(yearly[:3])
-
-
-def _last_prune(started_at: str, policy: str, kept: dict[str, list[str]]) -> PruneRecord:
-    work = PlanPrune(plan="docs", policy=policy, snapshots=[{"backup_id": b, "kept": True, "reasons": r} for b, r in kept.items()])
-    return PruneRecord(prune_id="p-last", trigger="schedule", plan_names=["docs"], started_at=started_at, plans={"docs": work})
-
-
-@pytest.mark.parametrize(
-    "policy, removing, now, held",
-    [
-        # An unchanged policy: the oldest monthly snapshot ages out once a month has begun.
-        ("monthly 24", ["m1"], datetime(2026, 12, 1, tzinfo=timezone.utc), False),
-        ("monthly 24", ["m1", "m2"], datetime(2026, 12, 1, tzinfo=timezone.utc), True),
-        ("monthly 24", ["m1"], datetime(2026, 11, 30, tzinfo=timezone.utc), True),
-        ("monthly 24", ["m1", "m2"], datetime(2027, 1, 2, tzinfo=timezone.utc), False),
-        # A changed policy: none may go without being allowed.
-        ("monthly 12", ["m1"], datetime(2026, 12, 1, tzinfo=timezone.utc), True),
-        # Kept by a daily rule as well: not long-term history.
-        ("monthly 24", ["d1"], datetime(2026, 11, 20, tzinfo=timezone.utc), False),
-    ],
-)
-def test_long_term_snapshots_go_unheld_only_as_an_unchanged_policy_ages_them_out(
-    policy: str, removing: list[str], now: datetime, held: bool
-) -> None:
-    from chalicelib.prune.guard import long_term_losses
-
-    last = _last_prune("2026-11-15T02:00:00Z", "monthly 24", {"m1": ["monthly 2024-11"], "m2": ["monthly 2024-12"], "d1": ["daily 2026-11-14", "monthly 2026-11"]})
-    work = PlanPrune(plan="docs", policy=policy, removing=removing)
-    assert bool(long_term_losses(work, last, now)) is held
-
-
 def test_one_prune_per_plan_at_a_time_decided_by_a_conditional_write(world: Any) -> None:
     """Two POST /prune at the same moment: one is recorded, the other refused naming it. The daily prune
     fired while that one runs leaves the plan to it. Every version goes once, and is counted once."""

@@ -167,3 +167,26 @@ def test_a_duplicate_invocation_of_the_run_adopts_the_manifest_the_run_wrote(wor
     assert result.status == "SUCCEEDED" and result.manifest_version == done.plans["documents"].manifest_version
     other = back_up_plan(world.documents, Clients(), running, PlanOptions(run_key=new_run_key()))
     assert other.status == "FAILED" and other.errors[0].startswith("TAMPERING")
+
+
+def test_the_runs_key_is_never_logged(world: Any, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("DEBUG"):
+        _, key = world.start()
+        world.carry_on()
+    assert caplog.records and not [r for r in caplog.records if key in r.getMessage()]
+
+
+def test_a_scheduled_backup_recorded_before_runs_had_keys_is_carried_on_by_its_redelivery(
+    world: Any, s3: Any, sqs: Any, topic_queue: str
+) -> None:
+    from datetime import datetime, timezone
+
+    from chalicelib.catalog.records import scheduled_suffix
+
+    moment = datetime.now(timezone.utc).replace(microsecond=0)
+    backup_id = new_backup_id(moment, suffix=scheduled_suffix("event-before-keys"))
+    world.service.start(None, trigger="schedule", backup_id=backup_id)  # as the version before keys recorded it
+    read_alerts(sqs, topic_queue)
+    record = BackupService(world.settings, Clients()).run_scheduled(moment, event_id="event-before-keys")
+    assert record.backup_id == backup_id and record.status == "SUCCEEDED"
+    assert not [a for a in read_alerts(sqs, topic_queue) if a["Subject"].startswith("TAMPERING")]

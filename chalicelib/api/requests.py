@@ -103,19 +103,30 @@ class BackupRequest:
 # No documented body nests more than three deep. JSON's parser recurses once per bracket, so a body of a few
 # thousand nested arrays (60 KB fits in the size limit) would end in a RecursionError: it is measured first.
 MAX_NESTING = 32
-_JSON_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_OPEN, _CLOSE, _QUOTE, _BACKSLASH = frozenset(b"[{"), frozenset(b"]}"), ord('"'), ord("\\")
 
 
 def nesting(body: bytes) -> int:
-    """How deep the body's arrays and objects nest (brackets inside strings do not count)."""
+    """How deep the body's arrays and objects nest (brackets inside strings do not count): one pass over
+    the bytes, whatever they hold."""
     if body.count(b"[") + body.count(b"{") <= MAX_NESTING:
         return 0  # too few brackets to go deeper than allowed: not worth a scan
     depth = deepest = 0
-    for byte in _JSON_STRINGS.sub(b'""', body):
-        if byte in b"[{":
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == _BACKSLASH:
+                escaped = True
+            elif byte == _QUOTE:
+                in_string = False
+        elif byte == _QUOTE:
+            in_string = True
+        elif byte in _OPEN:
             depth += 1
             deepest = max(deepest, depth)
-        elif byte in b"]}":
+        elif byte in _CLOSE:
             depth -= 1
     return deepest
 

@@ -285,11 +285,15 @@ class BackupService:
         event id, e.g. from a test, the id is the predictable `<time>Z-scheduled`.)"""
         backup_id = new_backup_id(scheduled_at, suffix=scheduled_suffix(event_id))
         # Every delivery of the event derives the same key: a redelivery carries on the same run.
-        run_key = run_keys.scheduled_run_key(event_id, backup_id)
+        run_key: str | None = run_keys.scheduled_run_key(event_id, backup_id)
         try:
             record = self.start(None, trigger="schedule", backup_id=backup_id, run_key=run_key)
         except AlreadyExists:
             logger.info("scheduled backup %s already recorded; resuming it if unfinished", backup_id)
+            existing = self.records.read(backup_id)
+            if existing is not None and existing[0].run_key_sha256 is None:
+                # Recorded before runs had keys (a delivery of the event before this version was deployed).
+                run_key = None
         else:
             self._lock_plans(record)
         return self.run(backup_id, context=context, run_key=run_key)

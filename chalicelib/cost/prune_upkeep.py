@@ -57,9 +57,6 @@ def prune_by_listing(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     job = JobDay(function=JOB_FUNCTIONS["prune"])
     job.add("list", PRUNE_CATALOG_LISTS + 2 * data_listing(day))
     job.add("get", 1 + 2 * day.snapshots)
-    if day.removed:
-        # The guard's long-term check (prune/guard.py): the newest prune records listed and read.
-        _recent_prunes(job, day)
     _deletions(job, day)
     job.seconds = sequential(job, entries=2 * day.manifest_entries, pages=2 * page_count(day.versions))
     job.invocations = max(1, math.ceil(job.seconds / INVOCATION_SECONDS))
@@ -88,8 +85,8 @@ def _recent_prunes(job: JobDay, day: BucketDay) -> None:
 
 
 def _due_check(job: JobDay, day: BucketDay) -> None:
-    """Whether the prune is due (prune/cadence.py): the newest prune records read for the last sweep (the
-    guard uses them again), the newest report's folders listed, its manifest.json and manifest.checksum."""
+    """Whether the prune is due (prune/cadence.py): the newest prune records read for the last sweep, the
+    newest report's folders listed, its manifest.json and manifest.checksum."""
     _recent_prunes(job, day)
     job.add("list", 1)
     job.add("get", 2)

@@ -92,7 +92,8 @@ def hand_on(invoker: Invoker | None, payload: dict[str, Any], noun: str) -> bool
     if invoker is None:
         return False
     invoker(payload)
-    logger.info("%s %s: continues in a new invocation", noun, payload)
+    # Never a secret in the logs: a backup run's key goes in its payload only (catalog/run_keys.py).
+    logger.info("%s %s: continues in a new invocation", noun, {k: v for k, v in payload.items() if k != "run_key"})
     return True
 
 

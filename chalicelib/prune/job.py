@@ -91,7 +91,7 @@ class PruneJob(Job[PruneRecord]):
         self.topic_arn = topic_arn
         self.records = RecordStore(clients.s3, plans.catalog_bucket)
         self.markers = PrunedMarkers(clients.s3, plans.catalog_bucket)
-        # The newest prune records, read once per prune in an invocation (for the cadence and the guard).
+        # The newest prune records, read once per prune in an invocation (for the cadence).
         self._recent: dict[str, list[PruneRecord]] = {}
 
     # -- starting ---------------------------------------------------------------------------------------
@@ -193,10 +193,7 @@ class PruneJob(Job[PruneRecord]):
         if work.phase == "survey":
             if not self._sweep(checkpoint, plan, work, delete=False):
                 return False
-            # The long-term check compares with the plan's last finished prune: only needed when something goes.
-            previous = cadence.last_finished(self._recent_prunes(record.prune_id), plan.name, record.prune_id) if work.removing else None
-            verdict = guard.judge(work, plan.max_prune_fraction, plan.name in record.allow_large, previous, utcnow())
-            guard.apply(verdict, work, record.dry_run)
+            guard.apply(guard.judge(work, plan.max_prune_fraction, plan.name in record.allow_large), work, record.dry_run)
             if record.dry_run or work.status == PruneStatus.HELD:
                 work.phase = "done"
                 work.status = work.status or (PruneStatus.FAILED if work.error_count else PruneStatus.SUCCEEDED)

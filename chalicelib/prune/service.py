@@ -83,8 +83,11 @@ class PruneJobs(JobService[PruneRecord]):
         another prune is still pruning is left to that one (and to the next day's)."""
         prune_id = new_prune_id(scheduled_at, suffix=scheduled_suffix(event_id))
         locks, moment = self.locks(), utcnow()
+        found = self.store().read(prune_id)
+        # A repeated delivery keeps the plans its prune was recorded with (their locks are its own already).
+        wanted = found[0].plan_names if found is not None else self.settings.plans.names
         names = []
-        for name in self.settings.plans.names:
+        for name in wanted:
             try:
                 locks.acquire_one(name, prune_id, moment)
             except Conflict as exc:
