@@ -121,7 +121,7 @@ def test_a_sealed_record_planted_for_a_running_backup_does_not_end_it(world: Any
 
     # The run did not take the planted record for its end: it told the tampering and failed loudly.
     alerts = read_alerts(sqs, topic_queue)
-    assert any(a["Subject"].startswith("TAMPERING") and "sealed record" in a["Message"] and running in a["Message"] for a in alerts)
+    assert any(a["Subject"].startswith("TAMPERING") and "sealed record" in a["Message"] and running in a["Message"] for a in alerts), alerts
     assert any("FAILED" in a["Subject"] for a in alerts)
     found = RecordStore(s3, world.catalog).read(running)
     assert found is not None
@@ -190,3 +190,35 @@ def test_a_scheduled_backup_recorded_before_runs_had_keys_is_carried_on_by_its_r
     record = BackupService(world.settings, Clients()).run_scheduled(moment, event_id="event-before-keys")
     assert record.backup_id == backup_id and record.status == "SUCCEEDED"
     assert not [a for a in read_alerts(sqs, topic_queue) if a["Subject"].startswith("TAMPERING")]
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_rewritten_working_record_cannot_finish_a_plan_for_the_run(
+    world: Any, s3: Any, sqs: Any, topic_queue: str, finished: bool
+) -> None:
+    """The writer plants a manifest at the running backup's key and rewrites its working record (which is not
+    create-only) to show the plan SUCCEEDED naming that manifest, keeping the key's digest: the backup as a
+    whole finished, or still RUNNING with the plan done. The run seals neither: tampering, FAILED."""
+    running, _ = world.start()
+    key = manifest_key("documents", running)
+    writer = ManifestWriter()
+    with writer.finish({"plan": "documents", "backup_id": running}, keep_held=True) as body:
+        planted = world.writer.send("PutObject", Bucket=world.documents.bucket, Key=key, Body=body.read(), IfNoneMatch="*")
+    writer.close()
+    working = json.loads(world.writer.send("GetObject", Bucket=world.catalog, Key=record_key(running))["Body"].read())
+    plan = working["plans"]["documents"]
+    plan.update(status="SUCCEEDED", snapshot=f"s3://{world.documents.bucket}/{key}", manifest_version=planted["VersionId"],
+                manifest_sha256="0" * 64, run_proof="f" * 64)
+    if finished:
+        working["status"] = "SUCCEEDED"
+    world.writer.send("PutObject", Bucket=world.catalog, Key=record_key(running), Body=json.dumps(working).encode())
+    read_alerts(sqs, topic_queue)
+
+    world.carry_on()
+
+    sealed = s3.list_objects_v2(Bucket=world.catalog, Prefix=sealed_key(running)).get("Contents", [])
+    assert not sealed
+    found = RecordStore(s3, world.catalog).read(running)
+    assert found is not None and found[0].status == "FAILED"
+    assert any("TAMPERING" in e and "rewritten" in e for e in found[0].plans["documents"].errors)
+    assert any(a["Subject"].startswith("TAMPERING") and running in a["Message"] for a in read_alerts(sqs, topic_queue))

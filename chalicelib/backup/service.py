@@ -123,7 +123,7 @@ class BackupService:
         the run's key, which every invocation of it carries (catalog/run_keys.py)."""
         budget = budget_for(context, self.settings.checkpoint_reserve_ms)
         record, etag = self.records.current(backup_id)
-        problem = authorship.invocation_problem(record, run_key)
+        problem = authorship.invocation_problem(record, run_key, sealed=etag is None)
         if problem is not None:
             return self._refuse(record, etag, problem, run_key)
         if etag is None or record.finished:
@@ -142,6 +142,9 @@ class BackupService:
         """A backup found finished: sealed (a run that died between its final save and the seal is sealed
         now), and its verification started (a redelivery may follow a run that ended before it did)."""
         if record.sealed_at is None:
+            problem = authorship.results_problem(record, run_key)
+            if problem is not None:
+                return self._refuse(record, None, problem, run_key)
             record = self.records.seal(record, run_key)
             problem = authorship.sealed_problem(record, run_key)
             if problem is not None:
@@ -195,6 +198,7 @@ class BackupService:
                 # The plans file changed between start and run: fail this plan, never leave it RUNNING.
                 progress.record.plans[name].status = BackupStatus.FAILED
                 progress.record.plans[name].errors.append(f"plan '{name}' is no longer in the plans file")
+                authorship.prove_plan(progress.record, name, run_key)
                 progress.save()
                 continue
             outcome = run_plan(
@@ -216,6 +220,8 @@ class BackupService:
                                     segment=outcome.segment, run_key=run_key)
                 return False
             drift.check_plan(self.clients.s3, plan, progress.record.plans[name], self.settings.plans, self.settings.account)
+            # The plan is finished as it will be sealed: the run signs it (a drift may have made it PARTIAL).
+            authorship.prove_plan(progress.record, name, run_key)
             if name != running[-1]:
                 # Saved after each plan so GET /backups/{id} shows progress (the last one's result is in the
                 # final save).
@@ -235,6 +241,9 @@ class BackupService:
         """Every plan has run: the record's final save, its seal, the alert, the metrics and the weekly
         verification."""
         record = progress.record
+        problem = authorship.results_problem(record, run_key)
+        if problem is not None:
+            return self._refuse(record, None, problem, run_key)
         record.status = overall_status(list(record.plans.values()))
         record.finished_at = isoformat(utcnow())
         progress.save()

@@ -116,6 +116,8 @@ class PlanResult:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Ways the plan's backup bucket no longer matches the plan (see drift.py).
     drift: list[str] = field(default_factory=list)
+    # The run's proof that it finished the plan as shown (catalog/run_keys.py); None before runs had keys.
+    run_proof: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PlanResult:
@@ -154,7 +156,10 @@ class BackupRecord:
 
     def public_dict(self) -> dict[str, Any]:
         """The record as the API, the command line and the alerts show it: without what only its run reads."""
-        return {name: value for name, value in self.to_dict().items() if name not in ("run_key_sha256", "run_proof")}
+        shown = {name: value for name, value in self.to_dict().items() if name not in ("run_key_sha256", "run_proof")}
+        for result in shown["plans"].values():
+            result.pop("run_proof", None)
+        return shown
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackupRecord:

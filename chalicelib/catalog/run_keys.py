@@ -10,6 +10,8 @@ HMAC-SHA256 under that key:
 
 - a manifest's header carries `run_proof`, over the plan, the backup id and the SHA-256 of the manifest's
   entry lines: a proof read elsewhere cannot be moved onto other entries;
+- a plan's result, once the run finished it, carries `run_proof` in the working record, over its status and
+  manifest, so that a rewritten working record cannot finish a plan for the run;
 - a sealed record carries `run_proof`, over the backup id, its status and each plan's status and manifest
   (version and SHA-256).
 
@@ -54,6 +56,13 @@ def _mac(run_key: str, what: Any) -> str:
 
 def manifest_proof(run_key: str, plan: str, backup_id: str, entries_sha256: str) -> str:
     return _mac(run_key, ["manifest", plan, backup_id, entries_sha256])
+
+
+def plan_proof(run_key: str, backup_id: str, result: dict[str, Any]) -> str:
+    """The proof a plan's result carries once the run finished it (in the working record, which others can
+    rewrite): over its status and the manifest it names."""
+    fields = [result.get(name) for name in ("plan", "status", "snapshot", "manifest_version", "manifest_sha256")]
+    return _mac(run_key, ["plan", backup_id, fields])
 
 
 def record_proof(run_key: str, record: dict[str, Any]) -> str:
