@@ -78,18 +78,11 @@ def prune_by_inventory(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     return spread(prune_when_due(week, settings, period), prune_waiting(day, settings), period)
 
 
-def _recent_prunes(job: JobDay, day: BucketDay) -> None:
-    """The newest prune records (this one's included), listed and read once per prune (prune/job.py)."""
-    job.add("list", 1)
-    job.add("get", min(PRUNE_SWEPT_LOOKBACK, day.prunes_in_window + 1))
-
-
 def _due_check(job: JobDay, day: BucketDay) -> None:
-    """Whether the prune is due (prune/cadence.py): the newest prune records read for the last sweep, the
-    newest report's folders listed, its manifest.json and manifest.checksum."""
-    _recent_prunes(job, day)
-    job.add("list", 1)
-    job.add("get", 2)
+    """Whether the prune is due (prune/cadence.py): the newest prune records (this one's included) listed and
+    read for the last sweep, the newest report's folders listed, its manifest.json and manifest.checksum."""
+    job.add("list", 1 + 1)
+    job.add("get", min(PRUNE_SWEPT_LOOKBACK, day.prunes_in_window + 1) + 2)
 
 
 def prune_waiting(day: BucketDay, settings: UpkeepSettings) -> JobDay:

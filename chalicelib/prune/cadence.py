@@ -32,7 +32,7 @@ class Sweep:
     report: str | None
 
 
-def last_finished(records: Iterable[PruneRecord], plan: str, prune_id: str) -> PruneRecord | None:
+def last_sweep(records: Iterable[PruneRecord], plan: str, prune_id: str) -> Sweep | None:
     """Of `records` (newest first), the newest other prune of `plan` that did its work and succeeded: not a
     dry run, not one that waited (None: none of them)."""
     for earlier in records:
@@ -40,16 +40,8 @@ def last_finished(records: Iterable[PruneRecord], plan: str, prune_id: str) -> P
         if earlier.prune_id == prune_id or earlier.dry_run or work is None or work.waiting:
             continue
         if work.phase == "done" and work.status == PruneStatus.SUCCEEDED:
-            return earlier
+            return Sweep(earlier.prune_id, earlier.started_at or "", (work.inventory or {}).get("report"))
     return None
-
-
-def last_sweep(records: Iterable[PruneRecord], plan: str, prune_id: str) -> Sweep | None:
-    """The newest other prune of `plan` that did its work (`last_finished`), as a sweep."""
-    earlier = last_finished(records, plan, prune_id)
-    if earlier is None:
-        return None
-    return Sweep(earlier.prune_id, earlier.started_at or "", (earlier.plans[plan].inventory or {}).get("report"))
 
 
 def waiting(last: Sweep | None, newest: str | None, frequency: str, now: datetime) -> dict[str, Any] | None:

@@ -91,8 +91,6 @@ class PruneJob(Job[PruneRecord]):
         self.topic_arn = topic_arn
         self.records = RecordStore(clients.s3, plans.catalog_bucket)
         self.markers = PrunedMarkers(clients.s3, plans.catalog_bucket)
-        # The newest prune records, read once per prune in an invocation (for the cadence).
-        self._recent: dict[str, list[PruneRecord]] = {}
 
     # -- starting ---------------------------------------------------------------------------------------
 
@@ -167,17 +165,11 @@ class PruneJob(Job[PruneRecord]):
             alerts.publish_prune(self.clients.sns, self.topic_arn, record.to_dict())
         return True
 
-    def _recent_prunes(self, prune_id: str) -> list[PruneRecord]:
-        """The newest prune records (this one's among them), newest first: read once per prune here."""
-        if prune_id not in self._recent:
-            self._recent = {prune_id: self.store.latest(SWEPT_LOOKBACK)}
-        return self._recent[prune_id]
-
     def _plan(self, checkpoint: Checkpoint[PruneRecord], plan: Plan, work: PlanPrune) -> bool:
         """One plan through its phases; False when time ran short (the checkpoint is saved)."""
         record = checkpoint.record
         if work.phase == "decide" and self.plans.inventory is not None:
-            last = cadence.last_sweep(self._recent_prunes(record.prune_id), plan.name, record.prune_id)
+            last = cadence.last_sweep(self.store.latest(SWEPT_LOOKBACK), plan.name, record.prune_id)
             work.swept_report = last.report if last else None
             if record.trigger == "schedule" and not record.dry_run:
                 work.waiting = self._waiting(plan, self.plans.inventory, last)
@@ -275,12 +267,14 @@ class PruneJob(Job[PruneRecord]):
         for backup_id in sorted(set(work.removing) - set(confirmed)):
             work.warn(f"snapshot {backup_id} is kept after all: the policy, decided again before marking, keeps it")
             # The report shows it kept, by the rules that keep it now.
+            kept_row = now_kept.get(backup_id)
+            if kept_row is None:
+                continue
             rows = [row for row in work.snapshots if row["backup_id"] == backup_id]
-            if backup_id in now_kept:
-                for row in rows or [now_kept[backup_id]]:
-                    row.update(now_kept[backup_id])
-                if not rows:
-                    work.snapshots.append(now_kept[backup_id])
+            for row in rows:
+                row.update(kept_row)
+            if not rows:
+                work.snapshots.append(kept_row)
         work.removing = confirmed
 
     def _running(self, sealed: Collection[str], now: datetime, plan: str) -> dict[str, datetime]:
