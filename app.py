@@ -266,7 +266,7 @@ def get_verification(verification_id: str) -> dict[str, Any]:
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def resume_restores(event: Any) -> dict[str, Any]:
     """Continue restores that wait for archived versions to thaw (or lost their worker)."""
-    records = restores().resume_pending()
+    records = restores().resume_pending(context=event.context)
     return {"resumed": [{"restore_id": r.restore_id, "status": r.status} for r in records]}
 
 

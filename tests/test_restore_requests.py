@@ -110,6 +110,29 @@ def test_a_key_written_at_the_target_after_the_checks_is_not_overwritten(
     assert s3.get_object(Bucket=TARGET, Key="reports/report-5.txt")["Body"].read() == b"someone else's"
 
 
+def test_a_copy_answered_409_while_another_conditional_write_was_in_flight_is_sent_again(
+    settings: Settings, clients: Any, s3: Any, sources: Any, backup_id: str
+) -> None:
+    from types import SimpleNamespace
+
+    conflicted: list[str] = []
+
+    def in_flight(params: dict[str, Any], **kwargs: Any) -> Any:
+        # S3's answer while another conditional write to the key is under way (which then did not land).
+        if params["url_path"].endswith("/reports/report-5.txt") and not conflicted:
+            conflicted.append(params["url_path"])
+            error = {"Code": "ConditionalRequestConflict", "Message": "A conflicting conditional operation is in progress"}
+            return SimpleNamespace(status_code=409), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 409}}
+        return None
+
+    clients.s3.meta.events.register("before-call.s3.CopyObject", in_flight)
+    sent = Sent(clients)
+    done = restore(settings, clients, backup_id)
+    assert conflicted and (done.status, done.restored, done.failed) == ("SUCCEEDED", DOCUMENTS, 0), done.failures
+    assert [p["Key"] for p in sent.of("CopyObject")].count("reports/report-5.txt") == 2
+    assert bucket_contents(s3, TARGET) == sources["documents"]
+
+
 def test_a_copy_whose_checksum_differs_from_the_snapshot_fails_that_object(
     settings: Settings, clients: Any, s3: Any, backup_id: str
 ) -> None:

@@ -18,7 +18,11 @@ from chalicelib.plans import Plan
 from chalicelib.restore.outcome import Outcome
 from chalicelib.restore.requests import Target
 from chalicelib.restore.selection import target_key
+from chalicelib.errors import error_code
 from chalicelib.s3docs import is_missing
+
+# S3's answer to a conditional write while another conditional write to the same key is in flight.
+CONDITIONAL_CONFLICT = ("ConditionalRequestConflict", "409")
 
 
 def same_content(entry: Entry, head: dict[str, Any]) -> bool:
@@ -57,7 +61,7 @@ def copy_to_bucket(s3: Any, plan: Plan, target: Target, entry: Entry, overwrite:
             # between a look and the write.
             extra["IfNoneMatch"] = "*"
         try:
-            response = s3.copy_object(Bucket=target.bucket, Key=key, CopySource=source, **extra)
+            response = _copy(s3, target.bucket, key, source, extra)
         except ClientError as exc:
             if not overwrite and s3docs.lost_race(exc):
                 return _already_there(s3, target.bucket, key, entry)
@@ -79,6 +83,18 @@ def copy_to_bucket(s3: Any, plan: Plan, target: Target, entry: Entry, overwrite:
     if checksum and entry.checksum and "-" not in entry.checksum and checksum != entry.checksum:
         return Outcome("failed", entry, reason=f"the copy's SHA-256 {checksum} differs from the snapshot's {entry.checksum}")
     return Outcome("restored", entry, bytes=entry.size)
+
+
+def _copy(s3: Any, bucket: str, key: str, source: dict[str, str], extra: dict[str, Any]) -> dict[str, Any]:
+    """The copy; sent once more when S3 answers 409 `ConditionalRequestConflict`: another conditional write to
+    the key was in flight (a second invocation of the same pass), and S3 asks for the request to be sent again
+    (botocore's retry modes do not). The resend meets what that write left: 412 when it wrote the key."""
+    try:
+        return dict(s3.copy_object(Bucket=bucket, Key=key, CopySource=source, **extra))
+    except ClientError as exc:
+        if error_code(exc) not in CONDITIONAL_CONFLICT:
+            raise
+    return dict(s3.copy_object(Bucket=bucket, Key=key, CopySource=source, **extra))
 
 
 def _target_head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:

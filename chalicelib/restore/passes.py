@@ -33,7 +33,8 @@ from chalicelib.restore.folder import download, make_folder
 from chalicelib.restore.folder_layout import FolderLayout, lay_out
 from chalicelib.restore.outcome import Outcome, ProgressCallback
 from chalicelib.restore.prepare import Prepared, RestoreChecks
-from chalicelib.restore.record import RestoreRecord, RestoreStatus, RestoreStore
+from chalicelib.restore import parts
+from chalicelib.restore.record import MAX_FAILURES_LISTED, RestoreRecord, RestoreStatus, RestoreStore, settle
 from chalicelib.restore.quote import quote
 from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.selection import sources_by_name, target_table
@@ -45,7 +46,6 @@ from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
 
-MAX_FAILURES_LISTED = 100
 # How S3 refuses to read or copy a version that is archived and not thawed.
 ARCHIVED_ERRORS = ("InvalidObjectState", "ObjectNotInActiveTierError")
 
@@ -62,8 +62,18 @@ class Carried:
 class RestorePass:
     """Runs passes of recorded restores. `clients` is an `aws.Clients`."""
 
-    def __init__(self, checks: RestoreChecks, clients: Any, store: RestoreStore, max_workers: int, prices: Prices) -> None:
+    def __init__(
+        self,
+        checks: RestoreChecks,
+        clients: Any,
+        store: RestoreStore,
+        max_workers: int,
+        prices: Prices,
+        split: tuple[int, int] = (0, 1),
+    ) -> None:
+        """`split`: (split_objects, max_parallel), when a first pass is cut into parts (parts.py)."""
         self.checks = checks
+        self.split = split
         self.prices = prices
         self.clients = clients
         self.store = store
@@ -96,17 +106,23 @@ class RestorePass:
         created: nobody else has read it, so the pass neither reads nor writes it before it starts."""
         carried = self._carried.pop(restore_id, None)
         if carried is None:
-            return run_until_done(self.store, restore_id, lambda checkpoint: self._pass(checkpoint, progress), budget, invoker)
+            return run_until_done(
+                self.store, restore_id, lambda checkpoint: self._pass(checkpoint, progress, invoker=invoker), budget, invoker
+            )
         checkpoint = Checkpoint(self.store, carried.record, carried.etag, None)
         try:
-            self._pass(checkpoint, progress, carried.prepared)
+            self._pass(checkpoint, progress, carried.prepared, invoker)
         except AlreadyExists:
             logger.warning("restore %s: another invocation is working on it; this one stops", restore_id)
             return self.store.get(restore_id)
         return checkpoint.record
 
     def _pass(
-        self, checkpoint: Checkpoint[RestoreRecord], progress: ProgressCallback | None, prepared: Prepared | None = None
+        self,
+        checkpoint: Checkpoint[RestoreRecord],
+        progress: ProgressCallback | None,
+        prepared: Prepared | None = None,
+        invoker: Invoker | None = None,
     ) -> bool:
         record = checkpoint.record
         if prepared is None:
@@ -129,18 +145,28 @@ class RestorePass:
                     return True
         else:
             plan = prepared.plan
+        if record.parts:
+            # Cut into parts: they do the work, each a restore of its own; this pass only adds them up.
+            parts.add_up(record, parts.read_parts(self.store, record))
+            checkpoint.save()
+            return True
         try:
             # Retention keeps a snapshot while a queued restore reads it; one marked all the same (marked
             # before this restore was queued) is refused with the reason, not restored half. Reading the
             # snapshot checks that (`RestoreChecks.manifest`); a later pass reads only the marker.
             if not record.scanned:
                 if prepared is None:
-                    prepared = self.checks.recorded_selection(plan, record.backup_id, record.prefix, record.keys)
+                    prepared = self.checks.recorded_selection(
+                        plan, record.backup_id, record.prefix, record.keys, *self._window(record)
+                    )
+                if self._cut(checkpoint, prepared, invoker):
+                    return True
                 if not self._first_pass(checkpoint, plan, prepared, progress):
                     return False
             else:
                 self.checks.not_pruned(plan, record.backup_id)
-                self._pending_pass(checkpoint, plan, progress)
+                if not self._pending_pass(checkpoint, plan, progress):
+                    return False
         except Pruned as exc:
             return self._refuse(checkpoint, exc)
         except (ClientError, BotoCoreError) as exc:
@@ -150,9 +176,40 @@ class RestorePass:
             checkpoint.save()
             raise
         record.passes += 1
-        self._settle(record)
+        settle(record, len(record.pending), max((item["ready_by"] for item in record.pending), default=None))
         checkpoint.save()
         logger.info("restore %s pass %d: %s", record.restore_id, record.passes, record.status)
+        if record.part_of:
+            parts.bring_up_to_date(self.store, record.part_of)
+        return True
+
+    @staticmethod
+    def _window(record: RestoreRecord) -> tuple[parts.Bound, parts.Bound]:
+        """A part's range of the selection (parts.py); the whole selection for any other restore."""
+        if not record.part_range:
+            return None, None
+        after, through = record.part_range
+        return (tuple(after) if after else None, tuple(through) if through else None)  # type: ignore[return-value]
+
+    def _cut(self, checkpoint: Checkpoint[RestoreRecord], prepared: Prepared, invoker: Invoker | None) -> bool:
+        """Cut a first pass too large for one worker into parts (parts.py), when new invocations can be had:
+        True when it was cut (the parts are recorded and invoked; this pass is over)."""
+        record = checkpoint.record
+        if invoker is None or record.part_of or record.done_through is not None or not record.target_spec.bucket:
+            return False
+        ranges = parts.cut(prepared.selected, *self.split)
+        if not ranges:
+            return False
+        # The parts first, then the whole restore naming them: a crash between the two leaves parts in the
+        # queue that this pass, run again, finds there (the same cut of the same selection) and names.
+        records = parts.part_records(record, ranges, prepared.selected)
+        parts.create_parts(self.store, records)
+        record.parts = [part.restore_id for part in records]
+        checkpoint.save()
+        for part in records:
+            # A part already running gets a second invocation: the first to save its record carries it on.
+            invoker({"restore_id": part.restore_id})
+        logger.info("restore %s: cut into %d parts, each invoked", record.restore_id, len(records))
         return True
 
     def _prepare(self, checkpoint: Checkpoint[RestoreRecord], plan: Plan) -> Prepared | None:
@@ -193,7 +250,7 @@ class RestorePass:
     ) -> bool:
         """True when the whole selection is done; False when time ran short (where it got to is saved)."""
         record = checkpoint.record
-        entries = prepared.selected
+        entries = parts.in_part(prepared.selected, *self._window(record)) if record.part_range else prepared.selected
         # Laid out whole: a collision is between any two keys of the selection, whichever batch they are in.
         layout = lay_out(plan, record.target_spec, entries) if record.target_spec.path else None
         if record.done_through is None:
@@ -212,14 +269,27 @@ class RestorePass:
         record.scanned, record.done_through = True, None
         return True
 
-    def _pending_pass(self, checkpoint: Checkpoint[RestoreRecord], plan: Plan, progress: ProgressCallback | None) -> None:
+    def _pending_pass(self, checkpoint: Checkpoint[RestoreRecord], plan: Plan, progress: ProgressCallback | None) -> bool:
+        """The versions waiting for a thaw, 1,000 at a time: True when each was looked at; False when time ran
+        short (saved: the ones looked at and still waiting first, `pending_checked` of them, then the rest)."""
         record = checkpoint.record
-        entries = [Entry.from_json(json.dumps(item["entry"])) for item in record.pending]
-        # `record.pending` stays as it was while the pass runs: a thaw keeps its first request time.
-        layout = lay_out(plan, record.target_spec, entries) if record.target_spec.path else None
-        outcomes = self._process(checkpoint, plan, entries, progress, None, layout)
-        record.pending = []
-        self._apply(record, outcomes)
+        # Laid out whole: a collision is between any two pending keys, whichever batch they are in.
+        every = [Entry.from_json(json.dumps(item["entry"])) for item in record.pending]
+        layout = lay_out(plan, record.target_spec, every) if record.target_spec.path else None
+        waiting, todo = record.pending[: record.pending_checked], record.pending[record.pending_checked:]
+        for start in range(0, len(todo), BATCH_SIZE):
+            batch = [Entry.from_json(json.dumps(item["entry"])) for item in todo[start:start + BATCH_SIZE]]
+            outcomes = self._process(checkpoint, plan, batch, progress, None, layout)
+            # A version still waiting keeps its first request time (thaw.py): it goes back among the waiting.
+            record.pending = waiting
+            self._apply(record, outcomes)
+            waiting = record.pending
+            record.pending, record.pending_checked = waiting + todo[start + BATCH_SIZE:], len(waiting)
+            if start + BATCH_SIZE < len(todo) and checkpoint.out_of_time():
+                checkpoint.save()
+                return False
+        record.pending, record.pending_checked = waiting, 0
+        return True
 
     def _apply(self, record: RestoreRecord, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
@@ -235,21 +305,6 @@ class RestorePass:
                     record.failures.append(
                         {"source": outcome.entry.source, "key": outcome.entry.key, "reason": outcome.reason}
                     )
-
-    def _settle(self, record: RestoreRecord) -> None:
-        record.pending_thaw = len(record.pending)
-        if record.pending:
-            record.status = RestoreStatus.WAITING_FOR_THAW
-            record.expected_thaw_completion = max(item["ready_by"] for item in record.pending)
-            return
-        record.expected_thaw_completion = None
-        if record.failed == 0:
-            record.status = RestoreStatus.SUCCEEDED
-        elif record.restored:
-            record.status = RestoreStatus.PARTIAL
-        else:
-            record.status = RestoreStatus.FAILED
-        record.finished_at = isoformat(utcnow())
 
     def _process(
         self,

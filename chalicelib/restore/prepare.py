@@ -23,7 +23,7 @@ from chalicelib.restore.bucket import existing_keys
 from chalicelib.restore.folder_layout import FolderLayout, lay_out
 from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.selection import select_entries, sources_by_name, target_key, target_table
-from chalicelib.restore.versions import VersionId, archived_versions, listing_prefixes
+from chalicelib.restore.versions import Bound, VersionId, archived_versions, listing_prefixes
 
 
 class Prepared(NamedTuple):
@@ -183,12 +183,15 @@ class RestoreChecks:
             return Prepared(plan, selected, layout, archived.result())
 
     def recorded_selection(
-        self, plan: Plan, backup_id: str, prefix: str | None, keys: list[str] | None
+        self, plan: Plan, backup_id: str, prefix: str | None, keys: list[str] | None,
+        after: Bound = None, through: Bound = None,
     ) -> Prepared:
         """A recorded restore's first pass, in another process than its checks: the selection read again from
-        the snapshot (which checks it is not pruned) while the backup bucket's versions are listed."""
+        the snapshot (which checks it is not pruned) while the backup bucket's versions are listed (only
+        within (`after`, `through`] for a part of a restore)."""
         with ThreadPoolExecutor(max_workers=1) as pool:
-            archived = pool.submit(archived_versions, self.clients.s3, plan.bucket, listing_prefixes(plan, prefix, keys))
+            prefixes = listing_prefixes(plan, prefix, keys)
+            archived = pool.submit(archived_versions, self.clients.s3, plan.bucket, prefixes, after, through)
             with self.manifest(plan, backup_id) as manifest:
                 selected = list(select_entries(manifest, prefix, keys))
             return Prepared(plan, selected, None, archived.result())

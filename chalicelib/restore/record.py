@@ -16,10 +16,14 @@ from chalicelib.jobs.store import JobKind, JobStore
 from chalicelib.layout import RESTORE_QUEUE_PREFIX, RESTORES_PREFIX
 from chalicelib.restore.requests import DEFAULT_TIER, Target
 from chalicelib.s3docs import known_fields
+from chalicelib.times import isoformat, utcnow
 
-__all__ = ["FINISHED", "RestoreRecord", "RestoreStatus", "RestoreStore", "restore_record_key", "summary"]
+__all__ = [
+    "FINISHED", "MAX_FAILURES_LISTED", "RestoreRecord", "RestoreStatus", "RestoreStore", "restore_record_key", "settle", "summary",
+]
 
 STATUSES = tuple(RestoreStatus)
+MAX_FAILURES_LISTED = 100
 
 
 @dataclass
@@ -51,6 +55,9 @@ class RestoreRecord:
     passes: int = 0
     tables_created: list[str] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)
+    # A later pass too long for one invocation: the first `pending_checked` of `pending` were looked at in
+    # this pass (and still wait); the next invocation carries on with the rest.
+    pending_checked: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # A dry run answers with a quote instead of restoring.
@@ -58,6 +65,11 @@ class RestoreRecord:
     quote: dict[str, Any] | None = None
     # Why the worker refused the request (a conflict at the target, keys not in the snapshot, ...).
     refused: str | None = None
+    # A restore cut into parts worked at once (restore/parts.py): the whole one names its parts; a part names
+    # the whole and its range of the selection, [after, through] as (source, key) (None: the start, the end).
+    parts: list[str] = field(default_factory=list)
+    part_of: str | None = None
+    part_range: list[list[str] | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +87,24 @@ class RestoreRecord:
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+
+def settle(record: RestoreRecord, pending: int, ready_by: str | None) -> None:
+    """A pass has ended: the record's status from its counts, waiting while `pending` versions thaw (the
+    last ready by `ready_by`), else finished."""
+    record.pending_thaw = pending
+    if pending:
+        record.status = RestoreStatus.WAITING_FOR_THAW
+        record.expected_thaw_completion = ready_by
+        return
+    record.expected_thaw_completion = None
+    if record.failed == 0:
+        record.status = RestoreStatus.SUCCEEDED
+    elif record.restored:
+        record.status = RestoreStatus.PARTIAL
+    else:
+        record.status = RestoreStatus.FAILED
+    record.finished_at = isoformat(utcnow())
 
 
 class RestoreStore(JobStore[RestoreRecord]):

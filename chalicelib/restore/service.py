@@ -13,7 +13,7 @@ from typing import Any
 
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.jobs.budget import budget_for
-from chalicelib.jobs.dispatch import Dispatcher, worker_beside, worker_invoker, worker_lost
+from chalicelib.jobs.dispatch import Dispatcher, Invoker, worker_beside, worker_invoker, worker_lost
 from chalicelib.jobs.ids import new_job_id
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.prices import Prices, load_prices
@@ -48,19 +48,24 @@ class RestoreService:
         table_prefix: str | None = None,
         prices: Prices | None = None,
         report: Callable[[str], Any] = lambda finding: None,
+        split: tuple[int, int] = (0, 1),
+        invoker: Invoker | None = None,
     ) -> None:
         """`allowed_buckets` None: any bucket that is not a backup bucket (an operator's own credentials);
         `table_prefix`: restored tables must be named with it (the functions may only create such tables);
-        `prices`: for quotes and thaw times (the shipped prices file when not given)."""
+        `prices`: for quotes and thaw times (the shipped prices file when not given); `split`:
+        (split_objects, max_parallel) for a first pass cut into parts (restore/parts.py), which only a worker
+        that can have new invocations does; `invoker`: how it has them (tests; by default the worker mode's)."""
         self.plans = plans
         self.clients = clients
         self.max_workers = max_workers
         self.worker_mode = worker_mode
         self.worker_function = worker_function
+        self.invoker = invoker
         self.store = RestoreStore(clients.s3, plans.catalog_bucket)
         self.prices = prices or load_prices()
         self.checks = RestoreChecks(plans, clients, allowed_buckets, table_prefix, report)
-        self.passes = RestorePass(self.checks, clients, self.store, max_workers, self.prices)
+        self.passes = RestorePass(self.checks, clients, self.store, max_workers, self.prices, split)
 
     @classmethod
     def from_settings(
@@ -78,6 +83,7 @@ class RestoreService:
             table_prefix=settings.restore_table_prefix,
             prices=settings.prices,
             report=report,
+            split=(settings.split_objects, settings.max_parallel_ranges),
         )
 
     def quote(self, request: RestoreRequest) -> dict[str, Any]:
@@ -136,14 +142,15 @@ class RestoreService:
         return self.store.get(restore_id)
 
     def latest(self, limit: int = 20) -> list[RestoreRecord]:
-        return self.store.latest(limit)
+        """The newest restores; the parts of one cut into parts are in the whole one's counts."""
+        return [record for record in self.store.latest(limit) if not record.part_of]
 
     def dispatch(self, record: RestoreRecord) -> None:
         """Run the first pass by the configured worker mode (as backups do)."""
         if self.worker_mode != "inline":
             self.passes.drop(record.restore_id)
         function = worker_beside(self.worker_function, RESTORE_WORKER) if self.worker_mode == "lambda" else ""
-        invoker = worker_invoker(self.worker_mode, self.clients.lambda_, function)
+        invoker = worker_invoker(self.worker_mode, self.clients.lambda_, function, self.invoker)
         Dispatcher("restore", "restore_id", self.run, invoker, self.worker_mode, inline_raises=True)(record.restore_id)
 
     def run(self, restore_id: str, progress: ProgressCallback | None = None, context: Any = None) -> RestoreRecord:
@@ -154,16 +161,23 @@ class RestoreService:
         invoker = None
         if budget is not None:
             function = worker_beside(self.worker_function, RESTORE_WORKER) if self.worker_mode == "lambda" else ""
-            invoker = worker_invoker(self.worker_mode, self.clients.lambda_, function)
+            invoker = worker_invoker(self.worker_mode, self.clients.lambda_, function, self.invoker)
         return self.passes.run(restore_id, progress, budget, invoker)
 
-    def resume_pending(self, now: datetime | None = None) -> list[RestoreRecord]:
+    def resume_pending(self, now: datetime | None = None, context: Any = None) -> list[RestoreRecord]:
         """The hourly check: run another pass of each restore waiting for a thaw or left RUNNING by a lost
         worker. A worker that is not lost after all (or is retried meanwhile) and this check work from the same
-        version of the record: the first to write it carries the pass on, the other stops (restore/passes.py)."""
+        version of the record: the first to write it carries the pass on, the other stops (restore/passes.py).
+        `context`: the invocation's (its remaining time): a pass too long for it is carried on by the restore
+        worker, and restores not reached when time runs short wait for the next check."""
         now = now or utcnow()
+        # Only a deployed check has a time limit (and a worker to hand a long pass to).
+        budget = budget_for(context) if self.worker_mode == "lambda" else None
         done: list[RestoreRecord] = []
         for restore_id in self.store.unfinished():
+            if budget is not None and budget.running_out():
+                logger.warning("the hourly check ran short of time; the next one resumes the restores left")
+                break
             try:
                 record = self.store.get(restore_id)
             except (NotFound, ValueError) as exc:
@@ -176,8 +190,7 @@ class RestoreService:
                 self.store.dequeue(restore_id)  # its last pass ended before it could
                 continue
             try:
-                done.append(self.run(restore_id))
+                done.append(self.run(restore_id, context=context))
             except Exception:
                 logger.exception("restore %s: resuming failed; the next check tries again", restore_id)
         return done
-

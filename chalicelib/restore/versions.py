@@ -18,7 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.catalog.manifests import Entry
-from chalicelib.layout import LONG_KEYS_PREFIX, data_key
+from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, MAX_KEY_BYTES, data_key
 from chalicelib.plans import Plan
 from chalicelib.restore.thaw import ARCHIVE_CLASSES
 from chalicelib.s3docs import is_missing
@@ -26,6 +26,8 @@ from chalicelib.s3docs import is_missing
 logger = logging.getLogger(__name__)
 
 VersionId = tuple[str, str]  # (data key, version id)
+# A bound of a part of a restore (parts.py): (source, key), None for the start or the end.
+Bound = tuple[str, str] | None
 
 
 def listing_prefixes(plan: Plan, prefix: str | None, keys: Iterable[str] | None) -> list[str]:
@@ -51,23 +53,56 @@ def as_head(version: dict[str, Any]) -> dict[str, Any]:
     return head
 
 
-def listed_versions(s3: Any, bucket: str, prefixes: Iterable[str]) -> Iterable[dict[str, Any]]:
-    """Every version under `prefixes` (delete markers left out), with its thaw state where S3 has one."""
+def listed_versions(
+    s3: Any, bucket: str, prefixes: Iterable[str], after: Bound = None, through: Bound = None
+) -> Iterable[dict[str, Any]]:
+    """Every version under `prefixes` (delete markers left out), with its thaw state where S3 has one. With
+    `after` / `through` (a part of a restore, parts.py: (source, key) bounds) only that window is listed: a
+    source's listing starts after `after`'s key (`KeyMarker`) and stops past `through`'s."""
     paginator = s3.get_paginator("list_object_versions")
     for prefix in prefixes:
-        pages = paginator.paginate(Bucket=bucket, Prefix=prefix, OptionalObjectAttributes=["RestoreStatus"])
-        for page in pages:
-            yield from page.get("Versions", [])
+        window = _window(prefix, after, through)
+        if window is None:
+            continue
+        start, stop = window
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "OptionalObjectAttributes": ["RestoreStatus"]}
+        if start is not None:
+            params["KeyMarker"] = start
+        for page in paginator.paginate(**params):
+            versions = page.get("Versions", [])
+            yield from (v for v in versions if stop is None or v["Key"] <= stop)
+            if stop is not None and versions and versions[-1]["Key"] > stop:
+                break
 
 
-def archived_versions(s3: Any, bucket: str, prefixes: Iterable[str]) -> dict[VersionId, dict[str, Any]]:
-    """The versions under `prefixes` in an archive class, each as `as_head` describes it. Only those are kept:
-    the rest are copied as they are, so memory grows with what is archived, not with the bucket. The listing
-    only spares requests: when it cannot be had, nothing is known archived and each copy tells."""
+def _window(prefix: str, after: Bound, through: Bound) -> tuple[str | None, str | None] | None:
+    """Where a listing of `prefix` (`data/<source>/...`) starts and stops for the (after, through] range of
+    the selection; None when no key of the range is under it. A bound key too long to be an S3 key (it is
+    stored under a short name) bounds nothing: the listing is wider, never narrower."""
+    source = prefix[len(DATA_PREFIX):].split("/", 1)[0]
+    if (after is not None and source < after[0]) or (through is not None and source > through[0]):
+        return None
+
+    def marker(bound: Bound) -> str | None:
+        if bound is None or bound[0] != source:
+            return None
+        full = f"{DATA_PREFIX}{source}/{bound[1]}"
+        return full if len(full.encode("utf-8")) <= MAX_KEY_BYTES else None
+
+    return marker(after), marker(through)
+
+
+def archived_versions(
+    s3: Any, bucket: str, prefixes: Iterable[str], after: Bound = None, through: Bound = None
+) -> dict[VersionId, dict[str, Any]]:
+    """The versions under `prefixes` (within `after`, `through`) in an archive class, each as `as_head`
+    describes it. Only those are kept: the rest are copied as they are, so memory grows with what is
+    archived, not with the bucket. The listing only spares requests: when it cannot be had, nothing is known
+    archived and each copy tells."""
     try:
         return {
             (version["Key"], version["VersionId"]): as_head(version)
-            for version in listed_versions(s3, bucket, prefixes)
+            for version in listed_versions(s3, bucket, prefixes, after, through)
             if version.get("StorageClass") in ARCHIVE_CLASSES
         }
     except ClientError as exc:
