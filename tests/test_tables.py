@@ -19,6 +19,7 @@ from botocore.awsrequest import AWSResponse
 from chalicelib.backup import table_export, tables
 from chalicelib.backup.plan_backup import PlanBackup
 from chalicelib.backup.service import BackupService
+from chalicelib.backup.source_reader import ReaderRun
 from chalicelib.backup.sources import make_reader
 from chalicelib.catalog.manifests import EXPORT_IDENTITY
 from chalicelib.config import Settings
@@ -212,6 +213,38 @@ def test_a_scan_longer_than_one_invocation_continues_from_its_checkpoint(
     assert items(dynamodb, "restored-scanned") == before
 
 
+@pytest.mark.parametrize("rewritten", ["state", "part"])
+def test_a_scan_checkpoint_rewritten_while_the_backup_runs_is_not_resumed_from(
+    database: Settings, clients: Any, dynamodb: Any, s3: Any, monkeypatch: pytest.MonkeyPatch, rewritten: str
+) -> None:
+    """The scan's progress is kept where the backup writer can write (the run's checkpoint prefix): its state
+    rewritten to say the scan is done with items of the writer's choosing, or a saved part replaced, is
+    tampering; the run resumes from neither, and the plan fails saying so."""
+    from chalicelib.catalog.run_keys import new_run_key
+
+    monkeypatch.setattr(tables, "SCAN_PAGE_ITEMS", 4)
+    invoker = Invocations()
+    service = BackupService(database, clients, invoker=invoker)
+    key = new_run_key()
+    backup_id = service.start(["database"], trigger="api", run_key=key).backup_id
+    assert service.run(backup_id, context=FakeContext(2), run_key=key).status == "RUNNING"
+    [state_key] = [o["Key"] for o in s3.list_objects_v2(Bucket=DATABASE, Prefix="meta/checkpoints/")["Contents"] if o["Key"].endswith("scan.json")]
+    state = json.loads(s3.get_object(Bucket=DATABASE, Key=state_key)["Body"].read())
+    planted = gzip.compress(json.dumps({"Item": {"pk": {"S": "planted"}}}).encode() + b"\n")
+    part = next(k for segment in state["segments"] for k in segment["parts"])
+    s3.put_object(Bucket=DATABASE, Key=part, Body=planted)
+    if rewritten == "state":
+        for segment in state["segments"]:
+            segment.update(done=True, count=1, parts=[part])
+        s3.put_object(Bucket=DATABASE, Key=state_key, Body=json.dumps(state).encode())
+
+    invoker.drive(lambda payload: service.run(payload["backup_id"], context=FakeContext(2), run_key=payload.get("run_key")))
+
+    result = service.get(backup_id).plans["database"]
+    assert result.status == "FAILED" and not result.manifest_version, result
+    assert any(e.startswith("TAMPERING") for e in result.errors), result.errors
+
+
 def test_an_export_of_many_files_is_joined_server_side_where_it_can_be(s3: Any, backup_buckets: Any) -> None:
     """What DynamoDB writes for a large table: several data files (one of them over S3's 5 MiB part minimum),
     manifests beside them. moto writes one file, so the files are laid out here as DynamoDB lays them out."""
@@ -224,7 +257,7 @@ def test_an_export_of_many_files_is_joined_server_side_where_it_can_be(s3: Any, 
         s3.put_object(Bucket=DATABASE, Key=f"{base}data/{name}.json.gz", Body=gzip.compress(b"\n".join(lines[name]) + b"\n"))
     s3.put_object(Bucket=DATABASE, Key=f"{base}manifest-summary.json", Body=b"{}")
     s3.put_object(Bucket=DATABASE, Key=f"{base}manifest-files.json", Body=b"{}")
-    exports = table_export.TableExports(None, s3, DATABASE, "meta/checkpoints/x/", "table t")
+    exports = table_export.TableExports(None, s3, DATABASE, ReaderRun(DATABASE, "meta/checkpoints/x/", "b-x"), "table t")
     with client_calls(s3, ("UploadPartCopy", "UploadPart", "GetObject")) as calls:
         written, count = exports.join({"ItemCount": 709}, export, "data/orders/t.jsonl.gz")
     assert count == 709

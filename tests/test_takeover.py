@@ -222,3 +222,86 @@ def test_a_rewritten_working_record_cannot_finish_a_plan_for_the_run(
     assert found is not None and found[0].status == "FAILED"
     assert any("TAMPERING" in e and "rewritten" in e for e in found[0].plans["documents"].errors)
     assert any(a["Subject"].startswith("TAMPERING") and running in a["Message"] for a in read_alerts(sqs, topic_queue))
+
+
+def _planted_version(world: Any, running: str) -> tuple[str, str]:
+    """The writer's planted bytes at a documents key: (data key, version id)."""
+    data_key = "data/documents/reports/report-1.txt"
+    planted = world.writer.send("PutObject", Bucket=world.documents.bucket, Key=data_key, Body=b"planted by the writer")
+    return data_key, planted["VersionId"]
+
+
+@pytest.mark.parametrize("rewritten", ["state", "partial"])
+def test_a_checkpoint_rewritten_while_the_backup_runs_is_not_resumed_from(
+    world: Any, s3: Any, sqs: Any, topic_queue: str, rewritten: str
+) -> None:
+    """The writer rewrites the running backup's checkpoint (which is not create-only): its state, to point at
+    a partial manifest of the writer's own naming planted bytes, or the partial manifest itself, in place.
+    The run resumes from neither: tampering, told by the alert, and the plan FAILED; no snapshot names the
+    planted version."""
+    from chalicelib.backup.checkpoints import checkpoint_key
+    import hashlib
+
+    from chalicelib.catalog.manifests import Entry
+
+    running, _ = world.start()
+    bucket = world.documents.bucket
+    state = json.loads(world.writer.send("GetObject", Bucket=bucket, Key=checkpoint_key("documents", running))["Body"].read())
+    data_key, planted = _planted_version(world, running)
+    writer = ManifestWriter()
+    with Manifest.download(s3, bucket, state["partial_key"]) as partial:
+        for entry in partial.entries(include_held=True):
+            writer.add(entry)
+    writer.add(Entry(source="documents", key="~planted", version_id=planted, etag="x", size=21, identity="planted"))
+    with writer.finish({"plan": "documents", "backup_id": running, "checkpoint": state["seq"]}, keep_held=True) as file:
+        body = file.read()
+    if rewritten == "state":
+        key = state["partial_key"].replace("partial-", "partial-9")
+        world.writer.send("PutObject", Bucket=bucket, Key=key, Body=body)
+        state.update(partial_key=key, partial_sha256=hashlib.sha256(body).hexdigest())
+        world.writer.send("PutObject", Bucket=bucket, Key=checkpoint_key("documents", running), Body=json.dumps(state).encode())
+    else:
+        world.writer.send("PutObject", Bucket=bucket, Key=state["partial_key"], Body=body)
+    writer.close()
+    read_alerts(sqs, topic_queue)
+
+    world.carry_on()
+
+    record = RecordStore(s3, world.catalog).get(running)
+    result = record.plans["documents"]
+    assert record.status == "FAILED" and result.status == "FAILED" and not result.manifest_version
+    assert any(e.startswith("TAMPERING") and "checkpoint" in e for e in result.errors), result.errors
+    assert any(a["Subject"].startswith("TAMPERING") and running in a["Message"] for a in read_alerts(sqs, topic_queue))
+    assert data_key and not s3.list_objects_v2(Bucket=bucket, Prefix=manifest_key("documents", running)).get("Contents")
+
+
+def test_a_split_recorded_by_another_than_the_run_is_not_worked(
+    backup_buckets: Any, sources: Any, stage_env: dict[str, str], topic_queue: str, s3: Any, sqs: Any
+) -> None:
+    """The writer creates the split record (create-only) of a backup about to split its plan into ranges,
+    with bounds of its choosing, before the run's first invocation: the run works none of its ranges."""
+    from chalicelib.backup.ranges import split_key
+
+    settings = Settings.from_environ({**stage_env, "SPLIT_OBJECTS": "3", "MAX_PARALLEL_RANGES": "3"})
+    invocations = Invocations()
+    service = BackupService(settings, Clients(), invoker=invocations)
+    first = service.start(["documents"], trigger="api", run_key=(k := new_run_key()))
+    assert service.run(first.backup_id, run_key=k).status == "SUCCEEDED"
+    key = new_run_key()
+    running = service.start(["documents"], trigger="api", run_key=key).backup_id
+    bucket = settings.plans.get("documents").bucket
+    Writer(s3, settings).send(
+        "PutObject", Bucket=bucket, Key=split_key("documents", running), IfNoneMatch="*",
+        Body=json.dumps({"previous": None, "bounds": [[0, "a"], [0, "z"]]}).encode(),
+    )
+    read_alerts(sqs, topic_queue)
+
+    record = service.run(running, context=FakeContext(100), run_key=key)
+    invocations.drive(lambda p: service.run(p["backup_id"], plan_name=p.get("plan"), segment=p.get("segment"), run_key=p.get("run_key")))
+
+    record = RecordStore(s3, settings.plans.catalog_bucket).get(running)
+    result = record.plans["documents"]
+    assert record.status == "FAILED" and result.status == "FAILED", record
+    assert any(e.startswith("TAMPERING") and "split" in e for e in result.errors), result.errors
+    assert not [p for p in invocations.queue if p.get("segment")]
+    assert any(a["Subject"].startswith("TAMPERING") and running in a["Message"] for a in read_alerts(sqs, topic_queue))

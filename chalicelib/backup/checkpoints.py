@@ -38,9 +38,11 @@ from botocore.exceptions import ClientError
 from chalicelib import s3docs
 from chalicelib.backup.listing import PageMarks
 from chalicelib.backup.source_reader import SourceObject, SourceReader
-from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Manifest, ManifestWriter
+from chalicelib.catalog import run_keys
+from chalicelib.catalog.manifests import MANIFEST_SUFFIX, Manifest, ManifestWriter, file_sha256
 from chalicelib.catalog.records import PlanResult
 from chalicelib.deploy import drift
+from chalicelib.errors import Tampered
 from chalicelib.layout import CHECKPOINTS_PREFIX, PARTIAL_MANIFEST_START, SNAPSHOTS_PREFIX
 from chalicelib.plans import Plan
 
@@ -73,6 +75,10 @@ class Checkpoint:
     invocations: int = 1
     # A range of a split plan that reached its end (chalicelib/backup/ranges.py).
     done: bool = False
+    # The partial manifest's SHA-256, and the run's proof over the whole state (catalog/run_keys.py): a run
+    # with a key resumes only from a state it wrote, and only the partial manifest that state names.
+    partial_sha256: str | None = None
+    run_proof: str | None = None
 
     def apply_to(self, result: PlanResult) -> None:
         counters = self.counters
@@ -101,8 +107,11 @@ class Checkpoint:
 class CheckpointStore:
     """Checkpoints of one plan of one backup."""
 
-    def __init__(self, s3: Any, bucket: str, plan: str, backup_id: str) -> None:
+    def __init__(self, s3: Any, bucket: str, plan: str, backup_id: str, run_key: str | None = None) -> None:
         self.s3 = s3
+        # The run's key: what is saved carries its proof, and what is loaded must (None: a backup recorded
+        # before runs had keys).
+        self.run_key = run_key
         self.bucket = bucket
         self.plan = plan
         self.backup_id = backup_id
@@ -125,6 +134,11 @@ class CheckpointStore:
         except (ValueError, TypeError) as exc:
             logger.warning("checkpoint %s is unreadable (%s): the run starts over", self.state_key, exc)
             return None
+        if self.run_key is not None and not run_keys.proves(data.get("run_proof"), run_keys.checkpoint_proof(self.run_key, data)):
+            raise Tampered(
+                f"the checkpoint s3://{self.bucket}/{self.state_key} was not written by the backup's run: it is not "
+                "resumed from, and the plan fails"
+            )
         problem = self._implausible(checkpoint)
         if problem:
             # Resuming would build the snapshot on entries from elsewhere; starting over costs only time.
@@ -146,13 +160,18 @@ class CheckpointStore:
         checkpoint.partial_key = f"{self.prefix}{PARTIAL_MANIFEST_START}{checkpoint.seq:06d}-{self.token}{MANIFEST_SUFFIX}"
         body = writer.finish({"plan": self.plan, "backup_id": self.backup_id, "checkpoint": checkpoint.seq}, keep_held=True)
         try:
+            checkpoint.partial_sha256 = file_sha256(body)
             self.s3.put_object(Bucket=self.bucket, Key=checkpoint.partial_key, Body=body, ContentType="application/gzip")
         finally:
             body.close()
+        checkpoint.run_proof = None
+        state = asdict(checkpoint)
+        if self.run_key is not None:
+            checkpoint.run_proof = state["run_proof"] = run_keys.checkpoint_proof(self.run_key, state)
         self.s3.put_object(
             Bucket=self.bucket,
             Key=self.state_key,
-            Body=json.dumps(asdict(checkpoint), ensure_ascii=False).encode("utf-8"),
+            Body=json.dumps(state, ensure_ascii=False).encode("utf-8"),
             ContentType="application/json",
         )
         self.saved = True
@@ -165,7 +184,7 @@ class CheckpointStore:
         """A manifest writer holding the checkpoint's entries, ready to take the next ones."""
         writer = ManifestWriter()
         try:
-            with Manifest.download(self.s3, self.bucket, checkpoint.partial_key) as partial:
+            with self.partial(checkpoint) as partial:
                 for entry in partial.entries(include_held=True):
                     writer.add(entry)
         except BaseException:
@@ -173,6 +192,16 @@ class CheckpointStore:
             raise
         self.saved = True
         return writer
+
+    def partial(self, checkpoint: Checkpoint) -> Manifest:
+        """The partial manifest a checkpoint names; with the run's key, only the bytes it saved (`Tampered`
+        for any others)."""
+        try:
+            return Manifest.download(
+                self.s3, self.bucket, checkpoint.partial_key, sha256=checkpoint.partial_sha256 if self.run_key else None
+            )
+        except Tampered as exc:
+            raise Tampered(f"the partial manifest of a checkpoint of plan {self.plan} was changed: {exc}") from exc
 
     def clear(self) -> None:
         """Delete this plan run's checkpoints (after its manifest is written). A failure only leaves litter."""

@@ -88,7 +88,7 @@ class PlanBackup:
         self._undeleted: set[str] = set()
         # The invocation's remaining time (None: no limit). Short of time, the run stops at a checkpoint.
         self.budget = budget
-        self._checkpoints = checkpoints.CheckpointStore(s3, plan.bucket, plan.name, backup_id)
+        self._checkpoints = checkpoints.CheckpointStore(s3, plan.bucket, plan.name, backup_id, run_key)
         self._checkpoint: checkpoints.Checkpoint | None = None
         self._marked_uploading = False
         self._invocation_started = utcnow()
@@ -382,6 +382,7 @@ class PlanBackup:
             backup_id=self.backup_id,
             running_out=self._running_out if self.budget is not None else None,
             before_multipart=self._mark_uploading,
+            run_key=self.run_key,
         )
 
     @staticmethod

@@ -12,7 +12,8 @@ from chalicelib.backup import ranges
 from chalicelib.backup.base import Base
 from chalicelib.backup.plan_backup import BATCH_SIZE, PlanBackup, ReaderFactory
 from chalicelib.backup.sources import readers_on
-from chalicelib.catalog.records import PlanResult
+from chalicelib.catalog.records import BackupStatus, PlanResult
+from chalicelib.errors import Tampered
 from chalicelib.jobs.budget import Budget
 from chalicelib.plans import Plan
 
@@ -63,11 +64,16 @@ def run_plan(
     (the plan is split when it is large enough and `policy` allows: the other ranges are invoked and this
     invocation works range 0); or the whole plan. `base` and `pruned` are what the plan compares with (see
     base.py); a range compares with the base its split recorded."""
-    split = (
-        ranges.load_split(clients.s3, plan.bucket, plan.name, backup_id)
-        if segment is not None
-        else ranges.start_split(clients.s3, plan, backup_id, policy, options.dry_run, base, pruned, options.run_key)
-    )
+    try:
+        split = (
+            ranges.load_split(clients.s3, plan.bucket, plan.name, backup_id, options.run_key)
+            if segment is not None
+            else ranges.start_split(clients.s3, plan, backup_id, policy, options.dry_run, base, pruned, options.run_key)
+        )
+    except Tampered as exc:
+        # Told by the tampering alert when the backup ends (service.py), like any plan's finding.
+        failed = PlanResult(plan=plan.name, status=BackupStatus.FAILED, errors=[f"TAMPERING: {exc}"])
+        return PlanOutcome(failed, segment)
     if split is None:
         # Also a range whose split is gone: the plan finished (its checkpoints and split went with it), and
         # the whole plan's run reports the snapshot written.

@@ -31,11 +31,12 @@ from typing import Any
 
 from chalicelib import s3docs
 from chalicelib.backup import checkpoints
+from chalicelib.catalog import run_keys
 from chalicelib.backup.compare import PreviousSnapshot
 from chalicelib.backup.plan_backup import PlanBackup, ReaderFactory
 from chalicelib.backup.sources import readers_on
 from chalicelib.backup.base import Base, bases_from_manifests
-from chalicelib.catalog.manifests import Manifest, ManifestWriter, load_snapshot, manifest_key, read_header
+from chalicelib.catalog.manifests import ManifestWriter, load_snapshot, manifest_key, read_header
 from chalicelib.catalog.records import BackupStatus, PlanResult
 from chalicelib.jobs.dispatch import Invoker
 from chalicelib.errors import AlreadyExists, NotFound, Tampered
@@ -87,8 +88,8 @@ def split_key(plan: str, backup_id: str) -> str:
 class SegmentCheckpoints(checkpoints.CheckpointStore):
     """The checkpoints of one range: `meta/checkpoints/<plan>/<backup id>/segment-<i>/`."""
 
-    def __init__(self, s3: Any, bucket: str, plan: str, backup_id: str, segment: int) -> None:
-        super().__init__(s3, bucket, plan, backup_id)
+    def __init__(self, s3: Any, bucket: str, plan: str, backup_id: str, segment: int, run_key: str | None = None) -> None:
+        super().__init__(s3, bucket, plan, backup_id, run_key)
         self.prefix = f"{self.prefix}segment-{segment:03d}/"
 
     @property
@@ -103,7 +104,7 @@ class RangeBackup(PlanBackup):
         super().__init__(*args, **kwargs)
         self.split = split
         self.segment = segment
-        self._checkpoints = SegmentCheckpoints(self.s3, self.plan.bucket, self.plan.name, self.backup_id, segment)
+        self._checkpoints = SegmentCheckpoints(self.s3, self.plan.bucket, self.plan.name, self.backup_id, segment, self.run_key)
 
     def _run(self) -> None:
         key = manifest_key(self.plan.name, self.backup_id)
@@ -148,10 +149,11 @@ class RangeBackup(PlanBackup):
                 previous.close()
 
     def _finalize_if_last(self, meta: checkpoints.PlanMeta) -> None:
-        states = [
-            SegmentCheckpoints(self.s3, self.plan.bucket, self.plan.name, self.backup_id, index).load()
+        stores = [
+            SegmentCheckpoints(self.s3, self.plan.bucket, self.plan.name, self.backup_id, index, self.run_key)
             for index in range(self.split.count)
         ]
+        states = [store.load() for store in stores]
         if not all(state is not None and state.done for state in states):
             self.result.status = WAITING
             return
@@ -159,7 +161,7 @@ class RangeBackup(PlanBackup):
         result.copied = result.unchanged = result.failed = result.bytes_copied = 0
         result.errors, result.warnings, result.sources = [], [], {}
         manifests = []
-        for state in states:
+        for state, store in zip(states, stores):
             assert state is not None
             result.copied += state.counters.get("copied", 0)
             result.unchanged += state.counters.get("unchanged", 0)
@@ -168,7 +170,7 @@ class RangeBackup(PlanBackup):
             result.errors.extend(state.errors)
             for name, stats in state.sources.items():
                 merge_source_stats(result.sources.setdefault(name, {}), stats)
-            manifests.append(Manifest.download(self.s3, self.plan.bucket, state.partial_key))
+            manifests.append(store.partial(state))
         for name, stats in result.sources.items():
             self.copier.warn_not_copied(name, stats)
         writer = ManifestWriter()
@@ -208,10 +210,17 @@ def merge_source_stats(merged: dict[str, Any], stats: dict[str, Any]) -> None:
             merged[name] = value
 
 
-def load_split(s3: Any, bucket: str, plan: str, backup_id: str) -> Split | None:
+def load_split(s3: Any, bucket: str, plan: str, backup_id: str, run_key: str | None = None) -> Split | None:
+    """The plan's split, as its run recorded it: with the run's key, one without the run's proof is
+    `Tampered` (its bounds or base would decide what the snapshot holds)."""
     data = get_json(s3, bucket, split_key(plan, backup_id))
     if data is None:
         return None
+    if run_key is not None and not run_keys.proves(data.get("run_proof"), run_keys.split_proof(run_key, plan, backup_id, data)):
+        raise Tampered(
+            f"the split of plan {plan} for backup {backup_id} (s3://{bucket}/{split_key(plan, backup_id)}) was not "
+            "recorded by the backup's run: its ranges are not worked, and the plan fails"
+        )
     return Split(previous=data.get("previous"), bounds=[(int(b[0]), str(b[1])) for b in data["bounds"]])
 
 
@@ -243,7 +252,9 @@ def start_split(
     count = min(policy.max_parallel, math.ceil(objects / policy.split_objects))
     if count < 2:
         return None
-    split = load_split(s3, plan.bucket, plan.name, backup_id) or _record_split(s3, plan, backup_id, base, objects, count)
+    split = load_split(s3, plan.bucket, plan.name, backup_id, run_key) or _record_split(
+        s3, plan, backup_id, base, objects, count, run_key
+    )
     if split is not None:
         # A repeated delivery invokes the ranges again: a range that is done, or running, costs little.
         for index in range(1, split.count):
@@ -252,7 +263,9 @@ def start_split(
     return split
 
 
-def _record_split(s3: Any, plan: Plan, backup_id: str, base: Base, objects: int, count: int) -> Split | None:
+def _record_split(
+    s3: Any, plan: Plan, backup_id: str, base: Base, objects: int, count: int, run_key: str | None
+) -> Split | None:
     order = {source.name: index for index, source in enumerate(plan.sources)}
     marks = {math.floor(objects * i / count) for i in range(1, count)}
     bounds: list[tuple[int, str]] = []
@@ -269,17 +282,21 @@ def _record_split(s3: Any, plan: Plan, backup_id: str, base: Base, objects: int,
     if not bounds:
         return None
     split = Split(previous=asdict(base), bounds=bounds)
+    # As JSON reads it back (bounds as lists): the proof is over what a later invocation loads.
+    document = json.loads(json.dumps(asdict(split)))
+    if run_key is not None:
+        document["run_proof"] = run_keys.split_proof(run_key, plan.name, backup_id, document)
     try:
         s3docs.put_new(
             s3,
             Bucket=plan.bucket,
             Key=split_key(plan.name, backup_id),
-            Body=json.dumps(asdict(split)).encode("utf-8"),
+            Body=json.dumps(document).encode("utf-8"),
             ContentType="application/json",
         )
     except AlreadyExists:
         # Another delivery of this backup split the plan first: work its split.
-        return load_split(s3, plan.bucket, plan.name, backup_id)
+        return load_split(s3, plan.bucket, plan.name, backup_id, run_key)
     logger.info("plan %s of backup %s: %d objects, split into %d ranges", plan.name, backup_id, objects, split.count)
     return split
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chalicelib.backup.listing import PageMarks
+from chalicelib.catalog import run_keys
+from chalicelib.errors import Tampered
 from chalicelib.plans import Source
 
 
@@ -65,6 +67,24 @@ class ReaderRun:
     running_out: Callable[[], bool] | None = None
     # Called before a multipart upload begins (the run marks itself, so a crash's upload is aborted later).
     before_multipart: Callable[[], None] = lambda: None
+    # The run's key (catalog/run_keys.py): the progress a reader keeps carries the run's proof, and is resumed
+    # from only with it. None: a backup recorded before runs had keys.
+    run_key: str | None = None
+
+    def seal(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
+        """`state`, as saved at `key`: with the run's proof."""
+        if self.run_key is None:
+            return state
+        return {**state, "run_proof": run_keys.state_proof(self.run_key, key, state)}
+
+    def opened(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
+        """`state`, as read back from `key`: `Tampered` when the run did not write it."""
+        if self.run_key is not None and not run_keys.proves(state.get("run_proof"), run_keys.state_proof(self.run_key, key, state)):
+            raise Tampered(
+                f"s3://{self.bucket}/{key}, the progress of a source of backup {self.backup_id}, was not written by the "
+                "backup's run: it is not resumed from, and the plan fails"
+            )
+        return state
 
 
 class SourceReader(Protocol):

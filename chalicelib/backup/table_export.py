@@ -40,6 +40,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 from chalicelib import s3docs
 from chalicelib.backup import writes
+from chalicelib.backup.source_reader import ReaderRun
 from chalicelib.catalog.manifests import EXPORT_IDENTITY
 from chalicelib.errors import AlreadyExists, SourceError
 from chalicelib.layout import EXPORTS_PREFIX
@@ -77,17 +78,20 @@ def _b64(digest: bytes) -> str:
 class TableExports:
     """Exports of one table into one backup bucket, for one plan run (`state_prefix`: its checkpoint prefix)."""
 
-    def __init__(self, dynamodb: Any, s3: Any, bucket: str, state_prefix: str, where: str) -> None:
+    def __init__(self, dynamodb: Any, s3: Any, bucket: str, run: ReaderRun, where: str) -> None:
         self.dynamodb = dynamodb
         self.s3 = s3
         self.bucket = bucket
-        self.state_key = f"{state_prefix}export.json"
+        # Where the reader keeps its progress, and the run's proof of it.
+        self.run = run
+        self.state_key = f"{run.prefix}export.json"
         self.where = where
 
     def _load(self) -> Export | None:
         data = get_json(self.s3, self.bucket, self.state_key)
         if data is None:
             return None
+        data = self.run.opened(self.state_key, data)
         return Export(data["arn"], data["prefix"])
 
     def start_or_adopt(self, table_arn: str, source: str, backup_id: str) -> Export:
@@ -104,7 +108,7 @@ class TableExports:
         try:
             s3docs.put_new(
                 self.s3, Bucket=self.bucket, Key=self.state_key, ContentType="application/json",
-                Body=json.dumps({"arn": export.arn, "prefix": export.prefix}).encode("utf-8"),
+                Body=json.dumps(self.run.seal(self.state_key, {"arn": export.arn, "prefix": export.prefix})).encode("utf-8"),
             )
         except AlreadyExists:
             adopted = self._load()

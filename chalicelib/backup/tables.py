@@ -39,7 +39,8 @@ from chalicelib import transfer
 from chalicelib.backup import table_export, writes
 from chalicelib.backup.listing import PageMarks
 from chalicelib.backup.source_reader import ReaderRun, ReaderStats, ReaderSuspended, SourceObject, Stored
-from chalicelib.errors import SourceError, describe_error
+from chalicelib.catalog.manifests import file_sha256
+from chalicelib.errors import SourceError, Tampered, describe_error
 from chalicelib.plans import DynamoDBSource
 from chalicelib.s3docs import get_json
 
@@ -56,6 +57,8 @@ class _Segment:
     done: bool = False
     last_key: dict[str, Any] | None = None
     parts: list[str] = field(default_factory=list)
+    # Each part's SHA-256, as saved: a part is read back only with those bytes.
+    part_sha256: list[str] = field(default_factory=list)
     count: int = 0
     digest: int = 0
 
@@ -155,11 +158,16 @@ class DynamoDBSourceReader:
         self._identity = f"items:{self.item_count}:{sum(s.digest for s in segments) % (1 << 256):064x}"
         parts: list[IO[bytes]] = []
         if self._run is not None:
-            for key in (key for segment in segments for key in segment.parts):
-                part: IO[bytes] = tempfile.TemporaryFile()
-                shutil.copyfileobj(self.s3.get_object(Bucket=self._run.bucket, Key=key)["Body"], part, 1 << 20)
-                part.seek(0)
-                parts.append(part)
+            for segment in segments:
+                for position, key in enumerate(segment.parts):
+                    part: IO[bytes] = tempfile.TemporaryFile()
+                    parts.append(part)
+                    shutil.copyfileobj(self.s3.get_object(Bucket=self._run.bucket, Key=key)["Body"], part, 1 << 20)
+                    saved = segment.part_sha256[position] if position < len(segment.part_sha256) else None
+                    if file_sha256(part) != saved and self._run.run_key is not None:
+                        for opened in parts + local:
+                            opened.close()
+                        raise Tampered(f"s3://{self._run.bucket}/{key}, a part of the scan of {self._where()}, was changed after it was saved")
         return parts + local
 
     def _scan_segment(self, index: int, total: int, segment: _Segment) -> IO[bytes]:
@@ -198,9 +206,11 @@ class DynamoDBSourceReader:
     def _load_scan_state(self) -> list[_Segment] | None:
         if self._run is None:
             return None
-        data = get_json(self.s3, self._run.bucket, self._state_key("scan.json"))
+        key = self._state_key("scan.json")
+        data = get_json(self.s3, self._run.bucket, key)
         if data is None:
             return None
+        data = self._run.opened(key, data)
         if data.get("table") != self.source.table:
             return None
         return [_Segment(**{**segment, "digest": int(segment["digest"], 16)}) for segment in data["segments"]]
@@ -215,15 +225,18 @@ class DynamoDBSourceReader:
                 part.close()  # nothing new in this segment (done before this invocation)
                 continue
             key = self._state_key(f"scan-{index:02d}-{len(segment.parts):05d}-{token}.jsonl.gz")
+            digest = file_sha256(part)
             self.s3.put_object(Bucket=self._run.bucket, Key=key, Body=part, ContentType="application/gzip")
             part.close()
             segment.parts.append(key)
+            segment.part_sha256.append(digest)
         state = {
             "table": self.source.table,
             "segments": [{**asdict(segment), "digest": f"{segment.digest:x}"} for segment in segments],
         }
+        key = self._state_key("scan.json")
         self.s3.put_object(
-            Bucket=self._run.bucket, Key=self._state_key("scan.json"), Body=json.dumps(state).encode("utf-8"),
+            Bucket=self._run.bucket, Key=key, Body=json.dumps(self._run.seal(key, state)).encode("utf-8"),
             ContentType="application/json",
         )
         done = sum(segment.done for segment in segments)
@@ -243,7 +256,7 @@ class DynamoDBSourceReader:
 
     def _store_export(self, bucket: str, key: str) -> Stored:
         assert self._run is not None
-        exports = table_export.TableExports(self.dynamodb, self.s3, bucket, self._run.prefix, self._where())
+        exports = table_export.TableExports(self.dynamodb, self.s3, bucket, self._run, self._where())
         try:
             export = exports.start_or_adopt(self._table_arn, self.source.name, self._run.backup_id)
             description = exports.wait(export, self._run.running_out)

@@ -171,17 +171,23 @@ class Written:
     sha256: str
 
 
-def put_manifest(s3: Any, bucket: str, key: str, body: IO[bytes]) -> Written:
-    """Write a finished manifest, only if no manifest is there yet (`AlreadyExists` otherwise)."""
+def file_sha256(body: IO[bytes]) -> str:
+    """The SHA-256 of a file's bytes, read from the start; the file is left at its start."""
     digest = hashlib.sha256()
     body.seek(0)
     for block in iter(lambda: body.read(1024 * 1024), b""):
         digest.update(block)
     body.seek(0)
+    return digest.hexdigest()
+
+
+def put_manifest(s3: Any, bucket: str, key: str, body: IO[bytes]) -> Written:
+    """Write a finished manifest, only if no manifest is there yet (`AlreadyExists` otherwise)."""
+    sha256 = file_sha256(body)
     response = s3docs.put_new(
         s3, Bucket=bucket, Key=key, Body=body, ContentType="application/gzip", ChecksumAlgorithm="SHA256"
     )
-    return Written(version_id=str(response.get("VersionId", "")), sha256=digest.hexdigest())
+    return Written(version_id=str(response.get("VersionId", "")), sha256=sha256)
 
 
 def list_snapshot_keys(s3: Any, bucket: str, plan: str) -> list[str]:

@@ -13,7 +13,12 @@ HMAC-SHA256 under that key:
 - a plan's result, once the run finished it, carries `run_proof` in the working record, over its status and
   manifest, so that a rewritten working record cannot finish a plan for the run;
 - a sealed record carries `run_proof`, over the backup id, its status and each plan's status and manifest
-  (version and SHA-256).
+  (version and SHA-256);
+- a checkpoint's state carries `run_proof`, over all it says (the position, the counts, the partial manifest's
+  key and SHA-256), so that a run resumes only from its own checkpoint and its own partial manifest;
+- a split plan's record of its ranges (`split.json`) carries `run_proof`, over its base and bounds;
+- a table reader's progress (`scan.json`, with each part's SHA-256; `export.json`, the export it waits for)
+  carries `run_proof`, over all it says.
 
 The working record keeps only the key's SHA-256 (`run_key_sha256`), by which an invocation knows it carries
 the run's key. A scheduled run's key is derived from its EventBridge event's id, which only the invocations
@@ -72,6 +77,21 @@ def record_proof(run_key: str, record: dict[str, Any]) -> str:
         for name, result in record.get("plans", {}).items()
     }
     return _mac(run_key, ["sealed", record.get("backup_id"), record.get("status"), plans])
+
+
+def checkpoint_proof(run_key: str, state: dict[str, Any]) -> str:
+    """The proof a checkpoint's state carries: over everything in it but the proof itself."""
+    return _mac(run_key, ["checkpoint", {k: v for k, v in state.items() if k != "run_proof"}])
+
+
+def split_proof(run_key: str, plan: str, backup_id: str, split: dict[str, Any]) -> str:
+    """The proof a split plan's record of its ranges carries: over its base and bounds."""
+    return _mac(run_key, ["split", plan, backup_id, split.get("previous"), split.get("bounds")])
+
+
+def state_proof(run_key: str, key: str, state: dict[str, Any]) -> str:
+    """The proof a reader's saved progress carries (at `key`): over everything in it but the proof itself."""
+    return _mac(run_key, ["state", key, {k: v for k, v in state.items() if k != "run_proof"}])
 
 
 def proves(proof: Any, expected: str) -> bool:
