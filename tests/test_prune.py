@@ -680,3 +680,64 @@ def test_a_prune_lock_holds_while_its_prune_still_writes_its_record_however_long
     # No word from its worker for longer than WORKER_LOST_AFTER: the lock is stale and taken over.
     world.days((WORKER_LOST_AFTER + timedelta(hours=1)) / timedelta(days=1))
     assert jobs.start(["docs"], "api").prune_id != first.prune_id
+
+
+def history_at(world: Any, gaps_in_days: list[float]) -> list[str]:
+    """A backup, then one after each gap (one key changed each time)."""
+    taken = []
+    for number, gap in enumerate([0.0, *gaps_in_days]):
+        world.days(gap)
+        world.s3.put_object(Bucket=SOURCE, Key=f"k{number % 3}.txt", Body=f"backup {number}".encode())
+        taken.append(world.backup())
+    return taken
+
+
+def test_a_policy_change_that_drops_long_term_history_is_held_until_allowed_however_often_it_is_held(world: Any) -> None:
+    # Three yearly snapshots, then five in the last days.
+    taken = history_at(world, [365, 365, 365, 1, 1, 1, 1])
+    world.days(3)
+    before = RetentionPolicy(keep_daily=5, keep_yearly=7)
+    world.use(before)
+    first = world.prune()
+    assert first.status == "SUCCEEDED" and first.plans["docs"].removing == [] and first.plans["docs"].rules["keep_yearly"] == 7
+    # keep_yearly 7 -> 2: two of eight snapshots (25%, within max_prune_fraction), two years of history.
+    world.use(RetentionPolicy(keep_daily=5, keep_yearly=2))
+    for _ in range(3):
+        held = world.prune()
+        plan = held.plans["docs"]
+        assert held.status == "HELD" and plan.baseline == first.plans["docs"].rules, plan.guard
+        assert [r for r in plan.guard["reasons"]] == [plan.guard["reasons"][0]] and "long-term history" in plan.guard["reasons"][0]
+        assert all(f"{b} (yearly" in plan.guard["reasons"][0] for b in taken[:2]), plan.guard
+        assert plan.removing == sorted(taken[:2]) and plan.deleted["versions"] == 0
+        assert not any(PrunedMarkers(world.s3, BUCKET).get("docs", b) for b in taken)
+    allowed = world.prune(allow=True)
+    assert allowed.status == "SUCCEEDED" and allowed.plans["docs"].removing == sorted(taken[:2])
+    # The new policy is the baseline from now on: the next prune is not held.
+    world.days(1)
+    assert world.prune().status == "SUCCEEDED"
+
+
+def test_a_snapshot_that_ages_out_of_the_same_policy_is_not_held(world: Any) -> None:
+    policy = RetentionPolicy(keep_daily=6, keep_monthly=2)
+    world.use(policy)
+    taken = history_at(world, [31, 31, 1, 1, 1, 1, 1])
+    world.days(3)
+    assert world.prune().status == "SUCCEEDED"
+    # A new month: the oldest monthly snapshot ages out of keep_monthly 2, as the same policy says.
+    world.days(31)
+    taken += history_at(world, [])
+    world.days(3)
+    routine = world.prune()
+    assert routine.status == "SUCCEEDED", (taken, routine.plans["docs"].removing, routine.plans["docs"].guard)
+    # Removed: April's snapshot (kept as monthly by the last prune), and the oldest daily one.
+    assert routine.plans["docs"].removing == [taken[1], taken[2]] and not routine.plans["docs"].guard["reasons"]
+
+
+def test_without_an_earlier_prune_removing_a_snapshot_older_than_a_year_is_held(world: Any) -> None:
+    taken = history_at(world, [400, 1])
+    world.days(3)
+    world.use(RetentionPolicy(keep_daily=2))
+    held = world.prune()
+    assert held.status == "HELD" and held.plans["docs"].baseline is None
+    assert any("long-term history" in r and taken[0] in r for r in held.plans["docs"].guard["reasons"])
+    assert world.prune(allow=True).plans["docs"].removing == [taken[0]]

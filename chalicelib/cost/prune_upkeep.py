@@ -32,7 +32,7 @@ from chalicelib.cost.upkeep_model import (
 PRUNE_CATALOG_LISTS = 5 * 5 + 2 + 1
 # The prune's record: created, saved after each of the five phases, and concluded.
 PRUNE_RECORD_PUTS = 7
-# prune/job.py SWEPT_LOOKBACK: the prune records read for the report an earlier prune swept.
+# prune/job.py SWEPT_LOOKBACK: the prune records read for the policy before and the report an earlier prune swept.
 PRUNE_SWEPT_LOOKBACK = 10
 
 
@@ -55,6 +55,7 @@ def prune_by_listing(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     """The prune without an inventory (prune/job.py): the survey and the delete each read every kept manifest
     and walk data/."""
     job = JobDay(function=JOB_FUNCTIONS["prune"])
+    _earlier_prunes(job, day)
     job.add("list", PRUNE_CATALOG_LISTS + 2 * data_listing(day))
     job.add("get", 1 + 2 * day.snapshots)
     _deletions(job, day)
@@ -78,11 +79,19 @@ def prune_by_inventory(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     return spread(prune_when_due(week, settings, period), prune_waiting(day, settings), period)
 
 
+def _earlier_prunes(job: JobDay, day: BucketDay) -> None:
+    """The newest prune records (this one's included), listed and read: the policy in force before (the
+    guard's baseline, prune/guard.py) and the last sweep."""
+    job.add("list", 1)
+    job.add("get", min(PRUNE_SWEPT_LOOKBACK, day.prunes_in_window + 1))
+
+
 def _due_check(job: JobDay, day: BucketDay) -> None:
-    """Whether the prune is due (prune/cadence.py): the newest prune records (this one's included) listed and
-    read for the last sweep, the newest report's folders listed, its manifest.json and manifest.checksum."""
-    job.add("list", 1 + 1)
-    job.add("get", min(PRUNE_SWEPT_LOOKBACK, day.prunes_in_window + 1) + 2)
+    """Whether the prune is due (prune/cadence.py): the earlier prunes' records, the newest report's folders
+    listed, its manifest.json and manifest.checksum."""
+    _earlier_prunes(job, day)
+    job.add("list", 1)
+    job.add("get", 2)
 
 
 def prune_waiting(day: BucketDay, settings: UpkeepSettings) -> JobDay:

@@ -2,15 +2,32 @@
 more than the plan's `max_prune_fraction` of its governed snapshots, or of its stored bytes, stops before
 anything is deleted (the prune's status says HELD), unless the request allowed it for that plan.
 
-`judge` is a pure function of what the survey counted; `apply` writes its verdict into the plan's part of
-the record."""
+Shares miss a change of policy that drops long-term history: keep_yearly 7 -> 1 removes a few percent of
+the snapshots and years of history. So the guard also holds a prune that would remove a snapshot which the
+policy in force before (the `baseline`: the rules of the plan's last prune that was not held) keeps by a
+monthly or yearly rule today. A snapshot that ages out of the same policy (the 25th month of keep_monthly 24)
+is not held: the baseline drops it too. Without a baseline (a first prune, or none recorded in the prunes
+looked at), a prune that would remove a snapshot older than LONG_TERM_DAYS is held. A held prune carries its
+baseline on, so the check holds however many prunes are held in a row.
+
+`judge` is a pure function of what the survey counted and the baseline; `apply` writes its verdict into the
+plan's part of the record."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import tzinfo
 from typing import Any
 
-from chalicelib.prune.record import PlanPrune, PruneStatus
+from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus
+from chalicelib.retention import RetentionPolicy, Snapshot, decide
+from chalicelib.times import parse_iso
+
+# Without a baseline, removing a snapshot older than this is held: only monthly and yearly rules keep one.
+LONG_TERM_DAYS = 366
+# The reasons of the rules that keep long-term history (retention.decide's labels).
+LONG_TERM_RULES = ("monthly ", "yearly ")
 
 
 @dataclass(frozen=True)
@@ -39,9 +56,47 @@ class GuardVerdict:
         }
 
 
-def judge(work: PlanPrune, limit: float, allowed: bool) -> GuardVerdict:
+def baseline(records: Iterable[PruneRecord], plan: str, prune_id: str) -> dict[str, int] | None:
+    """Of `records` (newest first), the policy in force before this prune: the rules of the plan's newest
+    other real prune that was not held (a held one, or one that failed before marking, carries on the
+    baseline it was judged by). None: no such prune among them."""
+    for earlier in records:
+        work = earlier.plans.get(plan)
+        if earlier.prune_id == prune_id or earlier.dry_run or work is None or work.waiting or work.rules is None:
+            continue
+        if work.status == PruneStatus.HELD or (work.status == PruneStatus.FAILED and not work.marked):
+            return work.baseline
+        return work.rules
+    return None
+
+
+def long_term_losses(work: PlanPrune, previous: dict[str, int] | None, tz: str | tzinfo) -> list[str]:
+    """Why removing these snapshots loses long-term history (empty: it does not): each one the baseline keeps
+    by a monthly or yearly rule, or without a baseline each one older than LONG_TERM_DAYS."""
+    governed = [row for row in work.snapshots if row.get("governed") and row.get("taken_at")]
+    removing = set(work.removing)
+    if previous is None:
+        newest = max((parse_iso(row["taken_at"]) for row in governed), default=None)
+        return [
+            f"{row['backup_id']} (taken {row['taken_at'][:10]}, no earlier prune says which policy kept it)"
+            for row in governed
+            if row["backup_id"] in removing and newest is not None
+            and (newest - parse_iso(row["taken_at"])).days > LONG_TERM_DAYS
+        ]
+    before = decide([Snapshot(row["backup_id"], parse_iso(row["taken_at"])) for row in governed], RetentionPolicy(**previous), tz)
+    return [
+        f"{verdict.snapshot.backup_id} ({', '.join(r for r in verdict.reasons if r.startswith(LONG_TERM_RULES))} "
+        f"under the policy before: {RetentionPolicy(**previous).describe()})"
+        for verdict in before.verdicts
+        if verdict.snapshot.backup_id in removing and any(r.startswith(LONG_TERM_RULES) for r in verdict.reasons)
+    ]
+
+
+def judge(
+    work: PlanPrune, limit: float, allowed: bool, tz: str | tzinfo = "UTC", previous: dict[str, int] | None = None
+) -> GuardVerdict:
     """The guard's verdict on the plan's prune as the survey counted it (`allowed`: the request allows this
-    plan a large prune)."""
+    plan a large prune; `previous`: the baseline, see `baseline`)."""
     governed = [s for s in work.snapshots if s.get("governed")]
     removing = len(work.removing)
     snapshot_share = removing / len(governed) if governed else 0.0
@@ -53,7 +108,16 @@ def judge(work: PlanPrune, limit: float, allowed: bool) -> GuardVerdict:
         reasons.append(
             f"it would delete {work.would_delete['bytes']} of {work.stored['bytes']} stored bytes ({bytes_share:.0%})"
         )
+    losses = long_term_losses(work, previous, tz)
+    if losses:
+        shown = "; ".join(losses[:5]) + (f"; and {len(losses) - 5} more" if len(losses) > 5 else "")
+        reasons.append(f"it would remove {len(losses)} snapshot(s) of long-term history: {shown}")
     return GuardVerdict(limit, snapshot_share, bytes_share, reasons, allowed)
+
+
+def policy_rules(policy: RetentionPolicy) -> dict[str, int]:
+    """A policy as a prune's record keeps it (the next prune's baseline)."""
+    return asdict(policy)
 
 
 def apply(verdict: GuardVerdict, work: PlanPrune, dry_run: bool) -> None:
@@ -63,7 +127,7 @@ def apply(verdict: GuardVerdict, work: PlanPrune, dry_run: bool) -> None:
     if verdict.stops and not dry_run:
         work.status = PruneStatus.HELD
         work.warn(
-            f"prune of plan {work.plan} held: {because}, more than max_prune_fraction {verdict.limit}. Nothing "
+            f"prune of plan {work.plan} held: {because} (max_prune_fraction {verdict.limit}). Nothing "
             f"was deleted. If the retention policy ({work.policy}) is right, allow it for one run: "
             f"POST /prune {{\"plans\": [\"{work.plan}\"], \"allow_large_prune\": [\"{work.plan}\"]}}"
         )

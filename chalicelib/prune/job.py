@@ -60,7 +60,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_GRACE = timedelta(hours=48)
 
 
-# How many of the newest prune records are looked through for the report an earlier prune already swept.
+# How many of the newest prune records are looked through for the policy in force before (guard.py) and the
+# report an earlier prune already swept (cadence.py).
 SWEPT_LOOKBACK = 10
 
 
@@ -168,8 +169,12 @@ class PruneJob(Job[PruneRecord]):
     def _plan(self, checkpoint: Checkpoint[PruneRecord], plan: Plan, work: PlanPrune) -> bool:
         """One plan through its phases; False when time ran short (the checkpoint is saved)."""
         record = checkpoint.record
+        if work.phase == "decide":
+            earlier = self.store.latest(SWEPT_LOOKBACK)
+            # The policy in force before, which the guard compares this prune's with (guard.py).
+            work.baseline = guard.baseline(earlier, plan.name, record.prune_id)
         if work.phase == "decide" and self.plans.inventory is not None:
-            last = cadence.last_sweep(self.store.latest(SWEPT_LOOKBACK), plan.name, record.prune_id)
+            last = cadence.last_sweep(earlier, plan.name, record.prune_id)
             work.swept_report = last.report if last else None
             if record.trigger == "schedule" and not record.dry_run:
                 work.waiting = self._waiting(plan, self.plans.inventory, last)
@@ -185,7 +190,10 @@ class PruneJob(Job[PruneRecord]):
         if work.phase == "survey":
             if not self._sweep(checkpoint, plan, work, delete=False):
                 return False
-            guard.apply(guard.judge(work, plan.max_prune_fraction, plan.name in record.allow_large), work, record.dry_run)
+            verdict = guard.judge(
+                work, plan.max_prune_fraction, plan.name in record.allow_large, self.time_zone, work.baseline
+            )
+            guard.apply(verdict, work, record.dry_run)
             if record.dry_run or work.status == PruneStatus.HELD:
                 work.phase = "done"
                 work.status = work.status or (PruneStatus.FAILED if work.error_count else PruneStatus.SUCCEEDED)
@@ -246,6 +254,7 @@ class PruneJob(Job[PruneRecord]):
         }
         decided = decision.decide_plan(plan, meta, sealed, pruned, running, self.time_zone, restoring)
         work.policy = plan.retention.describe()
+        work.rules = guard.policy_rules(plan.retention)
         work.snapshots = decided.snapshots
         work.removing = decided.removing
         work.running = {backup_id: isoformat(started) for backup_id, started in sorted(running.items())}

@@ -71,6 +71,10 @@ class PlanPrune:
     # SUCCEEDED, HELD or FAILED; None while running.
     status: PruneStatus | None = None
     policy: str = ""
+    # The rules this prune decided by, and the ones in force before it, that the guard compared them with
+    # (guard.py: a held prune carries its baseline on to the next).
+    rules: dict[str, int] | None = None
+    baseline: dict[str, int] | None = None
     # Every snapshot of the plan, newest first: backup_id, taken_at, kept, reasons (empty when removed).
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     # The snapshots this prune removes (their backup ids), marked before anything of them is deleted, and
