@@ -224,3 +224,21 @@ def test_the_hourly_check_short_of_time_leaves_the_restores_it_did_not_reach_to_
         deployed.resume_pending(now=utcnow() + timedelta(hours=hours), context=FakeContext(100))
     done = deployed.get(waiting.restore_id)
     assert (done.status, done.restored) == ("SUCCEEDED", DOCUMENTS)
+
+
+def test_a_refused_part_fails_its_whole_range_in_the_whole_restore(settings: Settings, clients: Any, s3: Any, backup_id: str) -> None:
+    invoked: list[dict[str, Any]] = []
+    request = RestoreRequest(backup_id=backup_id, plan="documents", target=Target(bucket=TARGET))
+    worker = service(settings, clients, invoked)
+    cut = worker.run(worker.start(request).restore_id, context=FakeContext(100))
+    # One part's record names a bucket this stage may not write: its worker refuses it, writing nothing.
+    store = worker.store
+    part, etag = store.read(cut.parts[0]) or (None, "")
+    assert part is not None
+    part.target = {"bucket": "someone-elses-bucket", "prefix": ""}
+    store.replace(part, etag)
+    for payload in invoked:
+        service(settings, clients, invoked).run(payload["restore_id"], context=FakeContext(100))
+    done = worker.get(cut.restore_id)
+    assert done.status == "PARTIAL" and done.restored == DOCUMENTS - part.total and done.failed == part.total
+    assert any("refused" in f["reason"] for f in done.failures)

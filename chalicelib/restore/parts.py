@@ -99,6 +99,10 @@ def add_up(whole: RestoreRecord, parts: list[RestoreRecord | None]) -> bool:
         whole.bytes_restored += part.bytes_restored
         whole.failed += part.failed
         whole.failures.extend(part.failures[: MAX_FAILURES_LISTED - len(whole.failures)])
+        if part.refused:
+            # Refused (its snapshot pruned, its target no longer allowed): the rest of its range was not restored.
+            whole.failed += max(0, part.total - part.restored - part.failed)
+            whole.failures.append({"source": "", "key": "", "reason": f"part {part.restore_id} refused: {part.refused}"})
     # The versions waiting for a thaw stay in the parts' records (each part's next pass takes its own);
     # the whole restore counts them and says when the last is due.
     waiting = [p for p in parts if p is not None and p.status == RestoreStatus.WAITING_FOR_THAW]
