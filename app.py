@@ -20,6 +20,8 @@ from chalicelib.bootstrap import System
 from chalicelib.backup.service import BackupService
 from chalicelib.config import Settings
 from chalicelib.cost.reports import CostReports
+from chalicelib.notify import metrics
+from chalicelib.times import isoformat, utcnow
 from chalicelib.errors import (
     BadRequest,
     Conflict,
@@ -323,3 +325,21 @@ def prune_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Runs a prune that POST /prune or the schedule recorded, carrying itself on past the time limit."""
     record = prunes().run(event["prune_id"], context=context)
     return {"prune_id": record.prune_id, "status": record.status}
+
+
+@app.lambda_function(name="notifier")
+def notifier(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Alerts a tampering finding once (invoked asynchronously by whichever function finds it): the one role
+    that may write the findings' markers. A failure to publish fails the invocation, which Lambda retries."""
+    finding = event.get("finding")
+    if not isinstance(finding, str) or not finding:
+        raise ValueError("the notifier's payload must be {\"finding\": \"<what was found>\"}")
+    return {"alerted": system().tampering.notify(finding)}
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def heartbeat(event: Any) -> dict[str, Any]:
+    """Publish the metric the 26-hour alarm watches, from the sealed records of the backups that succeeded."""
+    current = system()
+    moment = metrics.beat(current.clients.cloudwatch, current.clients.s3, current.settings.plans, utcnow())
+    return {"last_success": isoformat(moment) if moment else None}

@@ -29,8 +29,8 @@ class System:
         self.settings = settings
         self.clients = clients
         self.operator = operator
-        # Tampering is told once per finding, by SNS (notify/tampering.py), whichever service finds it.
-        self.tampering = TamperingAlerts(clients.s3, settings.plans.catalog_bucket, clients.sns, settings.topic_arn)
+        # Tampering is told once per finding, by the notifier (notify/tampering.py), whichever service finds it.
+        self.tampering = TamperingAlerts.from_settings(settings, clients)
 
     @cached_property
     def backups(self) -> BackupService:

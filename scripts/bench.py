@@ -65,8 +65,8 @@ TOOLS = ["engine", "aws_s3_sync", "aws_s3_sync_default", "plain_loop"]
 # What a one-plan backup sends besides the engine's requests: its record created, read, saved and sealed;
 # the listing of records, the previous sealed record and its pruned marker; the drift check's seven reads
 # of the bucket's settings, its inventory configuration and the inventory bucket's policy and encryption;
-# the alert and the metric (tests/test_backup_engine.py, BOOKKEEPING_REQUESTS).
-BOOKKEEPING_REQUESTS = 20
+# the alert (tests/test_backup_engine.py, BOOKKEEPING_REQUESTS).
+BOOKKEEPING_REQUESTS = 19
 # A run is bound by the emulator when its process was busy for more than this share of the run.
 BOUND_SHARE = 0.5
 

@@ -40,6 +40,8 @@ from chalicelib.deploy.scope import (
     BACKUP_WORKER,
     DAILY_BACKUP,
     DAILY_PRUNE,
+    HEARTBEAT,
+    NOTIFIER,
     PRUNE_WORKER,
     RESTORE_WORKER,
     RESUME_RESTORES,
@@ -63,6 +65,8 @@ GROUPS = {
     VERIFY_WORKER: "verify",
     DAILY_PRUNE: "prune",
     PRUNE_WORKER: "prune",
+    NOTIFIER: "notify",
+    HEARTBEAT: "heartbeat",
 }
 
 # (module under chalicelib/, function) -> the function an asynchronous invoke of the work would start.
@@ -76,6 +80,8 @@ HAND_OFFS = {
     ("prune/job.py", "run"): PRUNE_WORKER,
     ("restore/service.py", "run"): RESTORE_WORKER,
     ("restore/passes.py", "run"): RESTORE_WORKER,
+    # Every function hands the tampering it finds to the notifier.
+    ("notify/tampering.py", "notify"): NOTIFIER,
 }
 
 # Entry points a test may call directly, as deployed only one function calls them.
@@ -103,6 +109,7 @@ PACKAGES = (
     ("cli/", OPERATOR),
     ("backup/", BACKUP_WORKER),
     ("restore/", RESTORE_WORKER),
+    ("notify/metrics.py", HEARTBEAT),
     # Only a backup reads its buckets' settings.
     ("deploy/drift.py", BACKUP_WORKER),
 )

@@ -708,7 +708,6 @@ BOOKKEEPING_REQUESTS = {
     "s3:GetObjectLockConfiguration": 1,
     "s3:GetBucketInventoryConfiguration": 1,  # the bucket's inventory configuration
     "sns:Publish": 1,  # the alert
-    "cloudwatch:PutMetricData": 1,  # the success metric the staleness alarm watches
 }
 
 

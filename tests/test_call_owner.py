@@ -53,6 +53,7 @@ def test_each_call_belongs_to_the_function_that_makes_it_when_deployed(
     response = app_client.http.post("/restores", headers={"Content-Type": "application/json"}, body=json.dumps(body))
     assert response.status_code == 202, response.body
     app_client.lambda_.invoke("resume_restores", scheduled(app_client))
+    app_client.lambda_.invoke("heartbeat", scheduled(app_client))
     calls = recorded_calls.calls()
 
     def functions(operation: str, key_prefix: str = "", bucket: str = "") -> set[str]:
@@ -63,10 +64,10 @@ def test_each_call_belongs_to_the_function_that_makes_it_when_deployed(
             and c.params.get("Bucket", "").startswith(bucket)
         }
 
-    # The schedule's invocation backs up, records, alerts and beats the heartbeat itself...
+    # The schedule's invocation backs up, records and alerts itself; the heartbeat is its own function's...
     assert functions("CopyObject", "data/") == {DAILY_BACKUP}
     assert functions("Scan") == {DAILY_BACKUP}
-    assert functions("PutMetricData") == {DAILY_BACKUP}
+    assert functions("PutMetricData") == {"heartbeat"}
     # ... and records the weekly verification job, which then runs (inline here) in the verify worker.
     verifications = {c.function for c in daily if c.operation == "PutObject" and "meta/verifications/" in c.params["Key"]}
     assert verifications == {DAILY_BACKUP, VERIFY_WORKER}

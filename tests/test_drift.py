@@ -12,7 +12,7 @@ from chalicelib.catalog.records import PlanResult
 from chalicelib.deploy.bucket_settings import PUBLIC_ACCESS_BLOCK
 from chalicelib.deploy.drift import check_plan, find_drift
 from chalicelib.notify.metrics import DIMENSION, METRIC, namespace
-from tests.conftest import REGION, read_alerts
+from tests.conftest import REGION, read_alerts, scheduled_event
 
 
 def start_backup(app_client: Any) -> dict[str, Any]:
@@ -22,7 +22,9 @@ def start_backup(app_client: Any) -> dict[str, Any]:
     return json.loads(app_client.http.get(f"/backups/{backup_id}").body)
 
 
-def heartbeat_count(catalog_bucket: str) -> float:
+def heartbeat_count(app_client: Any, catalog_bucket: str) -> float:
+    """What the alarm's metric holds for the last hour once the hourly heartbeat has run."""
+    app_client.lambda_.invoke("heartbeat", scheduled_event(app_client))
     cloudwatch = boto3.client("cloudwatch", region_name=REGION)
     from datetime import datetime, timedelta, timezone
 
@@ -47,7 +49,7 @@ def test_provisioned_buckets_show_no_drift(
     assert all(result["drift"] == [] for result in record["plans"].values())
     (alert,) = read_alerts(sqs, topic_queue)
     assert "DRIFT" not in alert["Message"]
-    assert heartbeat_count(backup_buckets.catalog_bucket) == 1
+    assert heartbeat_count(app_client, backup_buckets.catalog_bucket) == 1
 
 
 def test_drifted_buckets_are_reported_and_left_alone(
@@ -105,7 +107,7 @@ def test_drifted_buckets_are_reported_and_left_alone(
     writes = {op for op in operations if op.startswith(("PutBucket", "DeleteBucket", "PutPublicAccessBlock", "PutObjectLock"))}
     assert writes == set()
     # A partial backup is not a heartbeat: the alarm keeps counting towards 26 hours.
-    assert heartbeat_count(backup_buckets.catalog_bucket) == 0
+    assert heartbeat_count(app_client, backup_buckets.catalog_bucket) == 0
 
 
 def test_changed_lifecycle_days_are_drift(s3: Any, backup_buckets: Any) -> None:
@@ -187,7 +189,7 @@ def test_unreadable_settings_are_reported(s3: Any, backup_buckets: Any) -> None:
 def test_dry_run_sends_no_heartbeat(app_client: Any, backup_buckets: Any, sources: Any) -> None:
     response = app_client.http.post("/backup", headers={"Content-Type": "application/json"}, body=b'{"dry_run": true}')
     assert response.status_code == 202
-    assert heartbeat_count(backup_buckets.catalog_bucket) == 0
+    assert heartbeat_count(app_client, backup_buckets.catalog_bucket) == 0
 
 
 def test_against_the_emulator_server(monkeypatch: Any, stage_env: dict[str, str]) -> None:

@@ -194,8 +194,10 @@ def test_resources_are_scoped_to_the_stage() -> None:
     assert allows(policy, Permission("lambda:InvokeFunction", worker))
     assert not allows(everything, Permission("lambda:InvokeFunction", worker.replace("backup_worker", "other")))
     metric = Permission("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", "OrgBackup/acme-backup-prod-documents"),))
-    assert allows(policy, metric)
-    assert not allows(policy, Permission("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", "Other"),)))
+    assert not allows(policy, metric)
+    heartbeat = generate(scope, "heartbeat")
+    assert allows(heartbeat, metric)
+    assert not allows(heartbeat, Permission("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", "Other"),)))
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -296,9 +298,9 @@ def test_a_whole_backup_needs_only_the_stage_policy(
         s3.delete_object(Bucket=stage_env["PHOTOS_SOURCE_BUCKET"], Key="2026/img-0.png")
     calls = recorded_calls.calls()
     operations = {call.operation for call in calls}
-    assert {"CopyObject", "PutObject", "Scan", "Publish", "PutMetricData", "GetBucketVersioning", "DeleteObjects"} <= operations
+    assert {"CopyObject", "PutObject", "Scan", "Publish", "GetBucketVersioning", "DeleteObjects"} <= operations
     # POST /backup runs the backup inline here; deployed, the API hands it to the backup worker.
-    by_function = {call.function for call in calls if call.operation in ("CopyObject", "Scan", "PutMetricData", "DeleteObjects")}
+    by_function = {call.function for call in calls if call.operation in ("CopyObject", "Scan", "DeleteObjects")}
     assert by_function == {BACKUP_WORKER}
     assert {call.function for call in calls if "meta/locks/" in call.params.get("Key", "")} == {API_HANDLER}
     policies = roles(settings_scope("org-backup", "test", Settings.from_environ(stage_env)))

@@ -93,10 +93,8 @@ def test_transient_faults_everywhere_change_nothing_in_the_snapshots(
 ) -> None:
     """5% of all S3, DynamoDB and SNS calls fail, half before and half after the write: seeded full backups
     (20, or 50 under `make test-full`) all succeed with exactly the snapshots of a fault-free run."""
-    # Bucket drift checks and the heartbeat metric ride along with every backup; they are tested on their
-    # own and only add calls here.
+    # Bucket drift checks ride along with every backup; they are tested on their own and only add calls here.
     monkeypatch.setattr(service_module.drift, "check_plan", lambda *args, **kwargs: None)
-    monkeypatch.setattr(service_module.metrics, "report", lambda *args, **kwargs: None)
     settings = settings_for(stage_env, "faults-backup")
     # Versioned buckets without the deployed bucket policy: moto evaluates a bucket policy on every request,
     # which only slows this test down (the drift checks that would miss it are off, above).

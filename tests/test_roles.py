@@ -17,6 +17,8 @@ from chalicelib.deploy.scope import (
     BACKUP_WORKER,
     DAILY_BACKUP,
     DAILY_PRUNE,
+    HEARTBEAT as HEARTBEAT_FUNCTION,
+    NOTIFIER,
     PRUNE_WORKER,
     RESTORE_WORKER,
     RESUME_RESTORES,
@@ -88,6 +90,8 @@ DESTROY_SEALED = s3("DeleteObject", Bucket=CATALOG, Key="meta/sealed/backups/000
 DESTROY_MARKER = s3("DeleteObject", Bucket=CATALOG, Key="meta/pruned/8000_20261126T000000000Z-x/photos.json", VersionId="v1")
 BYPASS_LOCK = s3("DeleteObject", Bucket=PHOTOS, Key="data/photos/2026/a.png", VersionId="v1", BypassGovernanceRetention=True)
 READ_DATA = s3("GetObject", Bucket=PHOTOS, Key="data/photos/2026/a.png", VersionId="v1")
+# A finding's marker created ahead of the finding: its alert would never go out.
+SILENCE_FINDING = s3("PutObject", Bucket=CATALOG, Key="meta/tampering/" + "0" * 64 + ".json", IfNoneMatch="*")
 
 
 def invoke(function: str) -> Call:
@@ -132,6 +136,16 @@ ATTACKS: dict[str, list[Call]] = {
         invoke(BACKUP_WORKER), invoke(RESTORE_WORKER),
     ],
 }
+# The notifier: alerts, and remembers what it alerted; nothing of the backups.
+ATTACKS[NOTIFIER] = [
+    WRITE_DATA, FORGE_MANIFEST, FORGE_BACKUP_RECORD, FORGE_VERIFICATION, DELETE_MANIFEST, DESTROY_VERSION, READ_DATA,
+    READ_SOURCE, HEARTBEAT, MARK_PRUNED, CHANGE_LIFECYCLE, invoke(BACKUP_WORKER), invoke(NOTIFIER),
+]
+# The heartbeat: reads sealed records, publishes its metric; writes nothing, alerts nothing.
+ATTACKS[HEARTBEAT_FUNCTION] = [
+    WRITE_DATA, FORGE_MANIFEST, FORGE_BACKUP_RECORD, FORGE_VERIFICATION, SILENCE_FINDING, READ_DATA, READ_SOURCE,
+    ALERT, MARK_PRUNED, invoke(BACKUP_WORKER), invoke(NOTIFIER),
+]
 ATTACKS[PRUNE_WORKER] = ATTACKS[DAILY_PRUNE]
 ATTACKS[BACKUP_WORKER] = ATTACKS[DAILY_BACKUP]
 ATTACKS[RESUME_RESTORES] = ATTACKS[RESTORE_WORKER]
@@ -147,11 +161,11 @@ JOBS: dict[str, list[Call]] = {
         s3("PutObject", Bucket=CATALOG, Key="meta/verifications/0001_check-20261126T000000000Z-x.json"),
         s3("PutObject", Bucket=CATALOG, Key="meta/prunes/0001_prune-20261126T000000000Z-x.json"),
         invoke(BACKUP_WORKER), invoke(RESTORE_WORKER), invoke(VERIFY_WORKER), invoke(PRUNE_WORKER),
-        # Tampering found on the way is alerted by whichever function finds it.
-        ALERT,
+        # Tampering found on the way is handed to the notifier by whichever function finds it.
+        invoke(NOTIFIER),
     ],
     DAILY_BACKUP: [
-        WRITE_DATA, DELETE_MARKER, FORGE_MANIFEST, FORGE_BACKUP_RECORD, READ_SOURCE, SCAN_SOURCE, HEARTBEAT, ALERT,
+        WRITE_DATA, DELETE_MARKER, FORGE_MANIFEST, FORGE_BACKUP_RECORD, READ_SOURCE, SCAN_SOURCE, ALERT, invoke(NOTIFIER),
         s3("CopyObject", Bucket=PHOTOS, Key="data/documents/a.txt", CopySource={"Bucket": SOURCE, "Key": "a.txt"}),
         invoke(BACKUP_WORKER), invoke(VERIFY_WORKER),
     ],
@@ -178,6 +192,12 @@ JOBS[DAILY_PRUNE] = JOBS[PRUNE_WORKER] = [
     s3("ListObjectVersions", Bucket=PHOTOS, Prefix="meta/snapshots/photos/"),
     s3("ListObjectsV2", Bucket=CATALOG, Prefix="meta/sealed/backups/"),
     s3("GetObject", Bucket=PHOTOS, Key="meta/snapshots/photos/x.jsonl.gz", VersionId="v1"),
+]
+JOBS[NOTIFIER] = [SILENCE_FINDING, ALERT, s3("GetObject", Bucket=CATALOG, Key="meta/tampering/" + "0" * 64 + ".json")]
+JOBS[HEARTBEAT_FUNCTION] = [
+    HEARTBEAT,
+    s3("ListObjectsV2", Bucket=CATALOG, Prefix="meta/sealed/backups/"),
+    s3("GetObject", Bucket=CATALOG, Key="meta/sealed/backups/0001_20261126T000000000Z-x.json"),
 ]
 JOBS[BACKUP_WORKER] = [call for call in JOBS[DAILY_BACKUP]]
 JOBS[RESUME_RESTORES] = JOBS[RESTORE_WORKER]
@@ -221,13 +241,20 @@ def test_only_the_daily_backup_takes_plan_locks_besides_the_api() -> None:
     assert {function for function in FUNCTIONS if may(function, lock)} == {API_HANDLER, DAILY_BACKUP}
 
 
-def test_only_the_backup_writer_may_publish_the_heartbeat() -> None:
-    assert {function for function in FUNCTIONS if may(function, HEARTBEAT)} == BACKUP_WRITERS
+def test_only_the_heartbeat_may_publish_the_heartbeat() -> None:
+    """No role that writes backups can keep the 26-hour alarm quiet."""
+    assert {function for function in FUNCTIONS if may(function, HEARTBEAT)} == {HEARTBEAT_FUNCTION}
     # ... and only in its own stage's namespace: not the shared one, not another stage's.
     for other in ("OrgBackup", namespace("acme-backup-prod-documents"), "Other"):
         metric = ("cloudwatch", "PutMetricData", {"Namespace": other, "MetricData": []})
         assert not any(may(function, metric) for function in FUNCTIONS), other
-    assert may(BACKUP_WORKER, ("cloudwatch", "PutMetricData", {"Namespace": namespace("acme-backup-prod-documents")}), "prod")
+    assert may(HEARTBEAT_FUNCTION, ("cloudwatch", "PutMetricData", {"Namespace": namespace("acme-backup-prod-documents")}), "prod")
+
+
+def test_only_the_notifier_may_remember_a_finding() -> None:
+    """No role that could tamper can create a finding's marker ahead of it; each may hand findings on."""
+    assert {function for function in FUNCTIONS if may(function, SILENCE_FINDING)} == {NOTIFIER}
+    assert {function for function in FUNCTIONS if may(function, invoke(NOTIFIER))} == set(FUNCTIONS) - {NOTIFIER, HEARTBEAT_FUNCTION}
 
 
 def test_only_the_restorers_write_restore_targets_and_create_tables() -> None:

@@ -33,7 +33,7 @@ from chalicelib.errors import AlreadyExists, BadRequest, Conflict, describe_erro
 from chalicelib.jobs.budget import Budget, TimeBudget, budget_for
 from chalicelib.jobs.dispatch import Dispatcher, Invoker, worker_invoker
 from chalicelib.jobs.runner import hand_on
-from chalicelib.notify import alerts, metrics
+from chalicelib.notify import alerts
 from chalicelib.notify.tampering import TamperingAlerts
 from chalicelib.times import isoformat, utcnow
 
@@ -62,8 +62,8 @@ class BackupService:
         # How a backup that ran short of time is carried on (default: by the worker mode).
         self.invoker = invoker
         self.records = RecordStore(clients.s3, settings.plans.catalog_bucket)
-        # Tampering is told once per finding, by SNS (notify/tampering.py); the composition root passes its own.
-        self.tampering = tampering or TamperingAlerts(clients.s3, settings.plans.catalog_bucket, clients.sns, settings.topic_arn)
+        # Tampering is told once per finding, by the notifier (notify/tampering.py); the composition root passes its own.
+        self.tampering = tampering or TamperingAlerts.from_settings(settings, clients)
         # The weekly check of stored versions a scheduled backup starts when it ends (`verify_invoker`:
         # how its job is invoked; default: by the worker mode).
         self.verification = VerificationJobs(settings, clients, verify_invoker, self.tampering.report)
@@ -264,7 +264,6 @@ class BackupService:
         alerts.publish(
             self.clients.sns, self.settings.topic_arn, record, self.settings.time_zone, cost=self._cost_line(record, budget)
         )
-        metrics.report(self.clients.cloudwatch, self.settings.plans.catalog_bucket, record)
         # Only now, with the backup final: its weekly verification is a job of its own, never waited for.
         self.verification.start_after(record)
         return record

@@ -25,7 +25,6 @@ from chalicelib.layout import (
     SNAPSHOTS_PREFIX,
     VERIFICATIONS_PREFIX,
 )
-from chalicelib.notify import metrics
 from chalicelib.plans import DynamoDBSource
 
 # The backup writer (daily_backup, backup_worker) ---------------------------------------------------------
@@ -151,17 +150,6 @@ TABLE_EXPORT_GRANTS: tuple[Grant, ...] = (
 # verification job in the verify worker.
 BACKUP_INVOKE_GRANTS: tuple[Grant, ...] = (
     Grant("WorkersInvoke", ("lambda:InvokeFunction",), lambda s: s.invoked(BACKUP_WORKER, VERIFY_WORKER)),
-)
-
-# The heartbeat that keeps the 26-hour alarm quiet. PutMetricData has no resource-level permissions; the
-# stage's own namespace (`metrics.namespace`) is the scope.
-METRIC_GRANTS: tuple[Grant, ...] = (
-    Grant(
-        "HeartbeatMetric",
-        ("cloudwatch:PutMetricData",),
-        lambda s: ["*"] if s.catalog_bucket else [],
-        lambda s: {"StringEquals": {"cloudwatch:namespace": metrics.namespace(s.catalog_bucket)}},
-    ),
 )
 
 # Long backups (chalicelib/backup/checkpoints.py): drop a finished run's checkpoints and upload markers, and

@@ -17,6 +17,7 @@ from typing import Any
 
 from chalicelib.deploy.scope import (
     BACKUP_WORKER,
+    NOTIFIER,
     PRUNE_WORKER,
     RESTORE_WORKER,
     VERIFY_WORKER,
@@ -36,10 +37,13 @@ from chalicelib.layout import (
     RECORDS_PREFIX,
     RESTORE_QUEUE_PREFIX,
     RESTORES_PREFIX,
+    SEALED_RECORDS_PREFIX,
     SNAPSHOTS_PREFIX,
     TAMPERING_PREFIX,
     VERIFICATIONS_PREFIX,
 )
+
+from chalicelib.notify import metrics
 
 RESOURCE_ACCOUNT = "s3:ResourceAccount"
 
@@ -148,11 +152,37 @@ INVENTORY_READ_GRANTS: tuple[Grant, ...] = (
     Grant("InventoryReportsRead", ("s3:GetObject",), inventory_report_arns, owned=True),
 )
 
-# Whichever function finds a manifest or record that differs from what was sealed remembers the finding
-# (create-only, so that it alerts once: chalicelib/notify/tampering.py).
+# Whichever function finds a manifest or record that differs from what was sealed hands the finding to the
+# notifier (chalicelib/notify/tampering.py): it never writes the findings' markers itself, so no role that
+# could tamper can also keep the alert about it from going out.
 TAMPERING_GRANTS: tuple[Grant, ...] = (
-    Grant("TamperingFindings", ("s3:PutObject",), lambda s: catalog_objects(s, TAMPERING_PREFIX), owned=True),
+    Grant("TamperingReport", ("lambda:InvokeFunction",), lambda s: s.invoked(NOTIFIER)),
+)
+
+# The notifier (notifier): alert a finding, then remember it by its create-only marker; nothing else.
+NOTIFIER_GRANTS: tuple[Grant, ...] = (
+    Grant("TamperingFindings", ("s3:PutObject", "s3:GetObject"), lambda s: catalog_objects(s, TAMPERING_PREFIX), owned=True),
     Grant("TamperingAlerts", ("sns:Publish",), lambda s: sorted(set(s.topic_arns))),
+)
+
+# The heartbeat (heartbeat): read the sealed backup records, and publish the metric the 26-hour alarm watches.
+# No role that writes backups may publish it. PutMetricData has no resource-level permissions; the stage's
+# own namespace (`metrics.namespace`) is the scope.
+HEARTBEAT_GRANTS: tuple[Grant, ...] = (
+    Grant(
+        "SealedRecordsList",
+        ("s3:ListBucket",),
+        lambda s: [bucket_arn(s.catalog_bucket)] if s.catalog_bucket else [],
+        lambda s: {"StringLike": {"s3:prefix": [SEALED_RECORDS_PREFIX + "*"]}},
+        owned=True,
+    ),
+    Grant("SealedRecordsRead", ("s3:GetObject",), lambda s: catalog_objects(s, SEALED_RECORDS_PREFIX), owned=True),
+    Grant(
+        "HeartbeatMetric",
+        ("cloudwatch:PutMetricData",),
+        lambda s: ["*"] if s.catalog_bucket else [],
+        lambda s: {"StringEquals": {"cloudwatch:namespace": metrics.namespace(s.catalog_bucket)}},
+    ),
 )
 
 

@@ -5,11 +5,16 @@ more.
 | function | may |
 |---|---|
 | `api_handler` (internet-facing) | read the catalog and HEAD data versions; list and read the inventory reports (the cost report); write the records its routes create and its plan locks and idempotency claims (meta/ of the catalog only); start the backup and restore workers |
-| `daily_backup`, `backup_worker` | read the sources (tables by scan, or by DynamoDB's export into data/~exports/ of the plan's bucket); write data/ (delete markers included), manifests, checkpoints, backup records; read bucket settings and inventory configurations (drift); list and read the inventory reports (the cost report); alert; publish the heartbeat; invoke the backup and verify workers. The daily backup also takes the plan locks |
+| `daily_backup`, `backup_worker` | read the sources (tables by scan, or by DynamoDB's export into data/~exports/ of the plan's bucket); write data/ (delete markers included), manifests, checkpoints, backup records; read bucket settings and inventory configurations (drift); list and read the inventory reports (the cost report); alert; invoke the backup and verify workers. The daily backup also takes the plan locks |
 | `restore_worker`, `resume_restores` | read the catalog and data versions; thaw; write the restore buckets and create `restored-*` tables; keep restore records and the queue; start the restore worker (a first pass carried on) |
 | `verify_worker` | read manifests and data versions; list and read the inventory reports; keep the kept index (meta/index/, create-only); write its records under meta/verifications/; alert; invoke itself |
-
 | `daily_prune`, `prune_worker` | read the catalog and every manifest version; list versions under data/ and meta/snapshots/; list and read the inventory reports; keep the prune's own kept index (meta/prune-index/, which no other role may write); mark pruned snapshots and keep prune records; delete versions under data/ and meta/snapshots/, and superseded kept indexes; alert; invoke itself |
+| `notifier` | alert a tampering finding and write its marker under meta/tampering/ (the only role that may) |
+| `heartbeat` | list and read the sealed backup records; publish the heartbeat metric (the only role that may) |
+
+Every role but the notifier's hands the tampering it finds to the notifier (`TAMPERING_GRANTS`: invoke it),
+and none of the roles that write backups may publish the heartbeat: whoever holds their keys cannot keep an
+alert or the 26-hour alarm quiet.
 
 The cost report (`COST_GRANTS`: list versions under data/, read records, manifests, the prune's kept index
 (never written) and prune records, HEAD a sample of versions, keep the report under meta/costs/) goes with `GET /costs` in `api_handler` and with the
@@ -28,6 +33,8 @@ from chalicelib.deploy.scope import (
     BACKUP_WORKER,
     DAILY_BACKUP,
     DAILY_PRUNE,
+    HEARTBEAT,
+    NOTIFIER,
     PRUNE_WORKER,
     RESTORE_WORKER,
     RESUME_RESTORES,
@@ -44,7 +51,6 @@ BACKUP_WRITER: tuple[Concern, ...] = (
     grants.WRITER_KEY_GRANTS,
     grants.ALERT_GRANTS,
     backup_grants.BACKUP_INVOKE_GRANTS,
-    backup_grants.METRIC_GRANTS,
     grants.LOG_GRANTS,
     backup_grants.LONG_RUN_GRANTS,
     grants.TAMPERING_GRANTS,
@@ -81,6 +87,8 @@ ROLES: dict[str, tuple[Concern, ...]] = {
     VERIFY_WORKER: (job_grants.VERIFY_GRANTS, *READER, grants.INVENTORY_READ_GRANTS),
     DAILY_PRUNE: PRUNER,
     PRUNE_WORKER: PRUNER,
+    NOTIFIER: (grants.NOTIFIER_GRANTS, grants.LOG_GRANTS),
+    HEARTBEAT: (grants.HEARTBEAT_GRANTS, grants.READER_KEY_GRANTS, grants.LOG_GRANTS),
 }
 
 # The roles that may delete versions, and the one forbidden action they are allowed.

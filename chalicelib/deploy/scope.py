@@ -19,6 +19,10 @@ RESUME_RESTORES = "resume_restores"
 RESTORE_WORKER = "restore_worker"
 DAILY_PRUNE = "daily_prune"
 PRUNE_WORKER = "prune_worker"
+# Alerts tampering once per finding: the only role that writes the findings' markers (notify/tampering.py).
+NOTIFIER = "notifier"
+# Publishes the metric the 26-hour alarm watches, from the sealed records (notify/metrics.py).
+HEARTBEAT = "heartbeat"
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class Scope:
         WORKER_FUNCTION_NAME is the backup worker whatever it is called."""
 
         def role(name: str) -> str:
-            return next((f for f in (RESTORE_WORKER, VERIFY_WORKER, PRUNE_WORKER) if name.endswith(f)), BACKUP_WORKER)
+            return next((f for f in (RESTORE_WORKER, VERIFY_WORKER, PRUNE_WORKER, NOTIFIER) if name.endswith(f)), BACKUP_WORKER)
 
         return sorted({function_arn(self.region, self.account, f) for f in self.invoked_functions if role(f) in functions})
 
@@ -135,12 +139,12 @@ def settings_scope(app: str, stage: str, settings: Any) -> Scope:
 
 
 def _invoked_functions(settings: Any) -> tuple[str, ...]:
-    """The backup worker, and the restore, verify and prune workers deployed beside it (`...-backup_worker` ->
-    `...-restore_worker`, `...-verify_worker`, `...-prune_worker`)."""
+    """The backup worker, and the restore, verify and prune workers and the notifier deployed beside it
+    (`...-backup_worker` -> `...-restore_worker`, `...-verify_worker`, `...-prune_worker`, `...-notifier`)."""
     if settings.worker_mode != "lambda" or not settings.worker_function:
         return ()
     worker = settings.worker_function
     if worker.endswith(BACKUP_WORKER):
         base = worker[: -len(BACKUP_WORKER)]
-        return (worker, base + RESTORE_WORKER, base + VERIFY_WORKER, base + PRUNE_WORKER)
+        return (worker, base + RESTORE_WORKER, base + VERIFY_WORKER, base + PRUNE_WORKER, base + NOTIFIER)
     return (worker,)

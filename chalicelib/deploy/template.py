@@ -7,8 +7,9 @@
 - where the plans name an S3 Inventory: its bucket as provisioning makes it (`inventory_bucket.py`: private,
   SSE-S3, reports expiring, written by S3 alone) and each backup bucket's inventory configuration;
 - the alert topic named by the stage's ALERT_TOPIC_ARN;
-- an alarm on the backups' heartbeat metric (in the stage's own namespace) that fires when no fully
-  successful backup has been reported for 26 hours, missing data counting as breaching;
+- an alarm on the backups' heartbeat metric (in the stage's own namespace, published by the `heartbeat`
+  function from the sealed records) that fires when some plan has had no successful backup for 26 hours,
+  missing data counting as breaching;
 - every function on python3.12 and named as `chalice deploy` names it (the worker is invoked by name);
 - the audit trail (`audit.py`): CloudTrail data events for writes under the backup buckets' meta/, the API's
   access logs and throttling, and a retention period on every function's log group.
@@ -268,15 +269,17 @@ def merge_template(stage: str, project_dir: str | Path = PROJECT_DIR, app_module
         "Properties": {
             "AlarmName": f"{app}-{stage}-no-successful-backup",
             "AlarmDescription": (
-                f"No fully successful backup reported for {SILENCE_HOURS} hours: the daily schedule "
+                f"A plan has had no successful backup for {SILENCE_HOURS} hours: the daily schedule "
                 f"({plans.schedule.backup_expression()}) stopped, "
-                "the function cannot start, or backups keep failing. See GET /backups and the function logs."
+                "the function cannot start, backups keep failing, or the heartbeat function stopped. "
+                "See GET /backups and the function logs."
             ),
             "Namespace": metrics.namespace(plans.catalog_bucket),
             "MetricName": metrics.METRIC,
             "Dimensions": [{"Name": metrics.DIMENSION, "Value": plans.catalog_bucket}],
             "Statistic": "Sum",
-            # Hourly periods, all 26 empty or below 1: the alarm fires 26 hours after the last success.
+            # Hourly periods, all 26 empty or below 1: the alarm fires 26 hours after the last success (the
+            # heartbeat dates its datapoint when that success ended, whenever it runs).
             "Period": 3600,
             "EvaluationPeriods": SILENCE_HOURS,
             "DatapointsToAlarm": SILENCE_HOURS,

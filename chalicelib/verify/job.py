@@ -43,7 +43,7 @@ from chalicelib.localtime import UTC
 from chalicelib.notify import alerts
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.times import isoformat, utcnow
-from chalicelib.verify.checks import verify_entries, verify_versions, weekly_slice
+from chalicelib.verify.checks import Finding, verify_entries, verify_versions, weekly_slice
 from chalicelib.verify.cadence import LOOKBACK, plan_report, unusable
 from chalicelib.verify.report_check import ReportRows, last_before_scan, written_since
 from chalicelib.verify.record import VerificationRecord, VerificationStore, check_id, verification_id
@@ -129,7 +129,12 @@ def batches(items: Iterable[T], size: int, entry_of: Callable[[T], Entry] = _its
         yield batch
 
 
-def _entry(item: tuple[Entry, bool]) -> Entry:
+# A version to check: its entry, whether it was copied after the inventory report's scan began, and the mask
+# of the kept snapshots naming it (positions in the kept index's snapshot list; 0 where not from the index).
+Item = tuple[Entry, bool, int]
+
+
+def _entry(item: Item) -> Entry:
     return item[0]
 
 
@@ -280,7 +285,7 @@ class VerificationJob(Job[VerificationRecord]):
                 )
                 if manifest.tampering:
                     record.add_error(f"TAMPERING: {manifest.tampering}")
-                manifests: list[Iterable[tuple[Entry, bool]]] = [((entry, False) for entry in manifest.entries())]
+                manifests: list[Iterable[Item]] = [((entry, False, 0) for entry in manifest.entries())]
                 weekday, sample = None, record.sample_percent
                 record.set_snapshots(plan.name, 1)
             else:
@@ -291,7 +296,7 @@ class VerificationJob(Job[VerificationRecord]):
                 # that the report does not list waits for the next report rather than a HEAD (`written_since`).
                 last_before = last_before_scan(index.snapshots, pruned, rows.report.created) if index and rows else 0
                 manifests = (
-                    [((entry, written_since(entry, mask, last_before)) for entry, mask in index.versions(after))] if index else []
+                    [((entry, written_since(entry, mask, last_before), mask) for entry, mask in index.versions(after))] if index else []
                 )
                 weekday = None if rows is not None and whole else record.weekday
                 sample = 0.0
@@ -300,14 +305,16 @@ class VerificationJob(Job[VerificationRecord]):
             try:
                 for batch in batches(distinct, self.batch_size, entry_of=_entry):
                     if rows is None:
-                        part = verify_entries(self.clients.s3, plan, [entry for entry, _ in batch], sample, self.max_workers)
+                        part = verify_entries(self.clients.s3, plan, [entry for entry, _, _ in batch], sample, self.max_workers)
                     else:
-                        versions = [(entry, rows.row(entry), new) for entry, new in batch]
+                        versions = [(entry, rows.row(entry), new) for entry, new, _ in batch]
                         part = verify_versions(
                             self.clients.s3, plan, [(entry, row) for entry, row, new in versions if row is not None or not new],
                             self.sample_percent, self.max_workers,
                         )
                         part.deferred = sum(1 for _, row, new in versions if row is None and new)
+                    if part.missing and index is not None:
+                        part.missing = self._still_missing(plan, part.missing, batch, index.snapshots, pruned)
                     record.add(plan.name, part)
                     record.after = [batch[-1][0].source, batch[-1][0].key]
                     # The record is the checkpoint: saved every SAVE_EVERY batches (a crash redoes at most
@@ -364,13 +371,43 @@ class VerificationJob(Job[VerificationRecord]):
         result = backup.plans.get(plan.name)
         return result is not None and bool(result.snapshot)
 
+    def _still_missing(
+        self, plan: Plan, missing: list[Finding], batch: Sequence[Item], snapshots: Sequence[str], pruned: set[str]
+    ) -> list[Finding]:
+        """The missing versions some snapshot still kept names. A prune may mark snapshots while the job runs
+        (after it listed them): their versions are then being deleted, as retention says, and are not missing.
+        One listing of the pruned markers, only for a batch with versions missing."""
+        now_pruned = self._pruned(plan)
+        if now_pruned <= pruned:
+            return missing
+        masks = {(entry.source, entry.key, entry.version_id): mask for entry, _, mask in batch}
+
+        def still_named(finding: Finding) -> bool:
+            mask = masks.get((finding.source, finding.key, finding.version_id), 0)
+            if not mask:
+                return True
+            return any(mask >> position & 1 and taken not in now_pruned for position, taken in enumerate(snapshots))
+
+        kept = [finding for finding in missing if still_named(finding)]
+        if len(kept) < len(missing):
+            logger.info(
+                "plan %s: %d version(s) gone with snapshots a prune marked while the job ran: not missing",
+                plan.name, len(missing) - len(kept),
+            )
+        return kept
+
+    def _pruned(self, plan: Plan) -> set[str]:
+        """The plan's snapshots (backup ids) a prune marked."""
+        markers = PrunedMarkers(self.clients.s3, self.plans.catalog_bucket).all()
+        return {taken for (name, taken) in markers if name == plan.name}
+
     def _kept_snapshots(self, plan: Plan, backup_id: str) -> tuple[list[str], set[str]]:
         """The plan's snapshots (backup ids) taken up to the job's backup, and those a prune marked: a job that
         spans invocations always checks the same snapshots, and a snapshot taken later is checked by a later job."""
         until = backup_time(backup_id)
         prefix = f"{SNAPSHOTS_PREFIX}{plan.name}/"
         # Snapshots a prune marked are being deleted: their versions are no longer expected to be there.
-        pruned = {taken for (name, taken) in PrunedMarkers(self.clients.s3, self.plans.catalog_bucket).all() if name == plan.name}
+        pruned = self._pruned(plan)
         kept = []
         for key in list_snapshot_keys(self.clients.s3, plan.bucket, plan.name):
             taken = key[len(prefix):-len(MANIFEST_SUFFIX)]
