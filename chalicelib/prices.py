@@ -92,6 +92,7 @@ class UpkeepPrices:
     lambda_gb_second: float
     lambda_per_million_requests: float
     sns_per_million_publishes: float
+    cloudwatch_per_thousand_metric_requests: float
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,10 @@ def parse_prices(document: Any, origin: str = "prices.json") -> Prices:
     )
     upkeep_fields = top.child("upkeep")
     upkeep_fields.only(
-        ("inventory_per_million_objects", "lambda_gb_second", "lambda_per_million_requests", "sns_per_million_publishes", "note")
+        (
+            "inventory_per_million_objects", "lambda_gb_second", "lambda_per_million_requests",
+            "sns_per_million_publishes", "cloudwatch_per_thousand_metric_requests", "note",
+        )
     )
     upkeep_fields.text("note")
     upkeep = UpkeepPrices(
@@ -291,6 +295,7 @@ def parse_prices(document: Any, origin: str = "prices.json") -> Prices:
         lambda_gb_second=upkeep_fields.number("lambda_gb_second"),
         lambda_per_million_requests=upkeep_fields.number("lambda_per_million_requests"),
         sns_per_million_publishes=upkeep_fields.number("sns_per_million_publishes"),
+        cloudwatch_per_thousand_metric_requests=upkeep_fields.number("cloudwatch_per_thousand_metric_requests"),
     )
     return Prices(
         origin=origin,

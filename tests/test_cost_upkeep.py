@@ -90,9 +90,11 @@ def test_the_prune_lists_every_data_version_twice_and_the_cost_report_once() -> 
     jobs = upkeep_day(OFFICE, UpkeepSettings())
     # 470,000 versions, 1,000 a page, with the source folders' and the long keys' listings.
     walk = 1 + 470 + 1
-    # With the superseded kept index listed (its keys and versions) and deleted.
-    assert jobs["prune"].requests["list"] == 28 + 2 * walk + 2 and jobs["prune"].requests["delete"] == 1
-    assert jobs["prune"].requests["get"] == 1 + 2 * 51
+    # With the superseded kept index listed (its keys and versions) and deleted, and the earlier prunes'
+    # records listed and read (the guard's baseline).
+    earlier = min(PRUNE_SWEPT_LOOKBACK, OFFICE.prunes_in_window + 1)
+    assert jobs["prune"].requests["list"] == 28 + 2 * walk + 2 + 1 and jobs["prune"].requests["delete"] == 1
+    assert jobs["prune"].requests["get"] == 1 + 2 * 51 + earlier
     assert jobs["prune"].requests["post"] == 2 and jobs["prune"].requests["put"] == 7
     removing = upkeep_day(BucketDay(**{**OFFICE.__dict__, "removed": 1}), UpkeepSettings())["prune"]
     assert removing.requests["put"] == 8 and removing.requests["post"] == 3
@@ -251,7 +253,10 @@ def test_upkeep_grows_with_what_is_stored_and_is_reported_per_job() -> None:
     for job in ("verification", "prune", "cost_report"):
         assert large["jobs"][job]["monthly_usd"] > small["jobs"][job]["monthly_usd"], job
         assert small["jobs"][job]["lambda_seconds_per_day"] > 0
-    assert small["jobs"]["alerts"]["requests_per_day"] == {"sns": 1}
+    # The day's alert, and the stage's hourly heartbeat (here one plan: all of it).
+    assert small["jobs"]["alerts"]["requests_per_day"] == {"sns": 1, "list": 24, "get": 24, "metric": 24}
+    three = UpkeepSettings(plans=3)
+    assert describe(upkeep_day(OFFICE, three), three, PRICES)["jobs"]["alerts"]["requests_per_day"]["metric"] == 8
 
 
 def test_with_an_inventory_the_cost_report_computes_a_plans_figures_once_per_report() -> None:

@@ -41,6 +41,8 @@ prune's day in chalicelib/cost/prune_upkeep.py, the verification's in chalicelib
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 from chalicelib.cost.prune_upkeep import prune
@@ -52,6 +54,7 @@ from chalicelib.cost.upkeep_model import (
     INDEX_ROW_SECONDS,
     INVOCATION_SECONDS,
     JOBS,
+    HEARTBEATS_A_DAY,
     JOB_FUNCTIONS,
     JobDay,
     REPORT_FILE_ROWS,
@@ -140,8 +143,16 @@ def inventory(day: BucketDay, settings: UpkeepSettings) -> JobDay:
 
 
 def alerts(day: BucketDay, settings: UpkeepSettings) -> JobDay:
-    job = JobDay()
+    """The day's alert, and the plan's share of the stage's hourly heartbeat (notify/metrics.py): the sealed
+    records listed and the newest read (it names every plan of a whole backup), the datapoint published."""
+    job = JobDay(function=JOB_FUNCTIONS["alerts"])
+    share = HEARTBEATS_A_DAY / settings.plans
+    job.add("list", share)
+    job.add("get", share)
+    job.seconds = sequential(job)
     job.add("sns", 1)
+    job.add("metric", share)
+    job.invocations = math.ceil(share)
     return job
 
 
@@ -158,6 +169,7 @@ def request_usd(requests: dict[str, float], prices: Prices) -> float:
         put * prices.put_copy_post_list / 1000
         + get * prices.get / 1000
         + requests.get("sns", 0.0) * prices.upkeep.sns_per_million_publishes / 1e6
+        + requests.get("metric", 0.0) * prices.upkeep.cloudwatch_per_thousand_metric_requests / 1000
         + requests.get("inventory_objects", 0.0) * prices.upkeep.inventory_per_million_objects / 1e6
     )
 

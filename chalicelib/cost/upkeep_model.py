@@ -72,13 +72,16 @@ VERIFY_SLICES = 7
 # The work an invocation does before it hands on (the 900 s limit less jobs/budget.py's 60 s reserve).
 INVOCATION_SECONDS = 840
 # .chalice/config.json lambda_memory_size of the functions that run each job (a test keeps them equal).
-FUNCTION_MEMORY_MB = {"verify_worker": 1024, "prune_worker": 1024, "backup_worker": 1024}
-JOB_FUNCTIONS = {"verification": "verify_worker", "prune": "prune_worker", "cost_report": "backup_worker"}
+FUNCTION_MEMORY_MB = {"verify_worker": 1024, "prune_worker": 1024, "backup_worker": 1024, "heartbeat": 128}
+JOB_FUNCTIONS = {"verification": "verify_worker", "prune": "prune_worker", "cost_report": "backup_worker", "alerts": "heartbeat"}
+# The heartbeat runs hourly (app.py).
+HEARTBEATS_A_DAY = 24
 JOBS = ("verification", "prune", "cost_report", "inventory", "alerts")
 # Request kinds and the price each is billed at: list, put and post (DeleteObjects) at PUT's; get and head
 # at GET's; sns per publish; inventory per object listed.
-# delete: a DeleteObject, which S3 does not charge for (counted, for the model to match the code).
-REQUEST_KINDS = ("list", "put", "post", "get", "head", "delete", "sns", "inventory_objects")
+# delete: a DeleteObject, which S3 does not charge for (counted, for the model to match the code); metric: a
+# CloudWatch PutMetricData.
+REQUEST_KINDS = ("list", "put", "post", "get", "head", "delete", "sns", "inventory_objects", "metric")
 
 
 @dataclass(frozen=True)
@@ -145,14 +148,18 @@ class UpkeepSettings:
     verify_sample_percent: float = 0.0
     cost_head_sample: int = 20
     memory_mb: dict[str, int] = field(default_factory=lambda: dict(FUNCTION_MEMORY_MB))
+    # The plans of the stage, which share its stage-wide work (the heartbeat) equally.
+    plans: int = 1
 
     @classmethod
     def of_plans(cls, plans: Any) -> UpkeepSettings:
-        """The settings a plan set implies (its `inventory` entry)."""
+        """The settings a plan set implies (its `inventory` entry, how many plans share the stage's work)."""
         inventory = plans.inventory
         if inventory is None:
-            return cls()
-        return cls(inventory=inventory.frequency, verify_sample_percent=VERIFY_REPORT_SAMPLE_PERCENT)
+            return cls(plans=max(1, len(plans.plans)))
+        return cls(
+            inventory=inventory.frequency, verify_sample_percent=VERIFY_REPORT_SAMPLE_PERCENT, plans=max(1, len(plans.plans))
+        )
 
 
 @dataclass
