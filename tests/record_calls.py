@@ -152,10 +152,22 @@ def the_tests_own_calls() -> AbstractContextManager[None]:
 
 
 def running_as(function: str) -> AbstractContextManager[None]:
-    """The system's calls made inside this block (on this thread) are `function`'s, as deployed: for a part
-    a test drives directly that no entry point of the function reaches yet (e.g. the inventory reader the
-    verify worker reads reports with)."""
-    return _on_this_thread("function", function, None)
+    """The system's calls made inside this block (on this thread, and on threads started in it) are
+    `function`'s, as deployed: for a part a test drives directly that no entry point of the function reaches
+    yet (e.g. the inventory reader the verify worker reads reports with), or another function's work a test
+    runs from a hook inside the system's call (the frames outside the block are not this work's)."""
+    outside = frozenset(id(frame) for frame in _runtime_frames())
+    return _on_this_thread("function", (function, outside), None)
+
+
+def _owner_here(frames: list[Any]) -> str:
+    """`owner` of a call (or a thread started) with these system frames on the stack: inside `running_as`,
+    the block's function, judged from the frames inside the block only."""
+    running = getattr(_LOCAL, "function", None)
+    if running is None:
+        return owner(frames, thread_owner())
+    function, outside = running
+    return owner([frame for frame in frames if id(frame) not in outside], function)
 
 
 def assume_configuration(item: Any) -> None:
@@ -201,7 +213,7 @@ def _record(params: dict[str, Any], model: Any, context: dict[str, Any] | None =
             params={k: v for k, v in params.items() if k != "Body"},
             region=(context or {}).get("client_region") or "us-east-1",
             origin=origin,
-            function=owner(frames, getattr(_LOCAL, "function", None) or thread_owner()),
+            function=_owner_here(frames),
         )
         with RECORDER.lock:
             RECORDER.calls.append(call)
@@ -220,7 +232,7 @@ def _start(self: threading.Thread) -> None:
         getattr(threading.current_thread(), "_started_by_system", False) or frames
     )
     if self._started_by_system:  # type: ignore[attr-defined]
-        started_for = owner(frames, thread_owner())
+        started_for = _owner_here(frames)
         self._started_for = None if started_for == UNATTRIBUTED else started_for  # type: ignore[attr-defined]
     _original_start(self)
 

@@ -90,10 +90,11 @@ def test_the_prune_lists_every_data_version_twice_and_the_cost_report_once() -> 
     jobs = upkeep_day(OFFICE, UpkeepSettings())
     # 470,000 versions, 1,000 a page, with the source folders' and the long keys' listings.
     walk = 1 + 470 + 1
-    # With the superseded kept index listed (its keys and versions) and deleted, and the earlier prunes'
-    # records listed and read (the guard's baseline).
+    # The catalog in each of the five phases (six listings, the restore queue among them) and the markers
+    # again when marking; with the superseded kept index listed (its keys and versions) and deleted; and the
+    # earlier prunes' records listed and read (the guard's baseline).
     earlier = min(PRUNE_SWEPT_LOOKBACK, OFFICE.prunes_in_window + 1)
-    assert jobs["prune"].requests["list"] == 28 + 2 * walk + 2 + 1 and jobs["prune"].requests["delete"] == 1
+    assert jobs["prune"].requests["list"] == 31 + 2 * walk + 2 + 1 and jobs["prune"].requests["delete"] == 1
     assert jobs["prune"].requests["get"] == 1 + 2 * 51 + earlier
     assert jobs["prune"].requests["post"] == 2 and jobs["prune"].requests["put"] == 7
     removing = upkeep_day(BucketDay(**{**OFFICE.__dict__, "removed": 1}), UpkeepSettings())["prune"]
@@ -165,7 +166,7 @@ def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_lis
     # for the check that it is due; the prune's indexes in each pass; the report's folder in each pass; the
     # verification's and its own superseded indexes, keys and versions.
     assert jobs["prune"].requests == prune_when_due(removing, settings).requests
-    assert jobs["prune"].requests["list"] == 28 + 2 + 2 + 2 + 2 + 2
+    assert jobs["prune"].requests["list"] == 31 + 2 + 2 + 2 + 2 + 2
     # Its record; ten prune records and the report's manifest and checksum; its index in each pass and the
     # day's new manifest merged into it (not the 51 kept ones); in each pass the report's three objects.
     assert jobs["prune"].requests["get"] == 1 + 10 + 2 + 2 + 1 + 2 * 3

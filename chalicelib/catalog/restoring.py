@@ -2,7 +2,14 @@
 those (a thaw from Deep Archive takes up to two days, and a restore must not lose its versions halfway).
 
 Restores write their records (`restore/record.py`); the prune only reads them, through this module, so
-that neither imports the other. A restore's statuses are here for the same reason."""
+that neither imports the other. A restore's statuses are here for the same reason.
+
+Neither side can miss the other, whatever the interleaving, because each writes before it reads the
+other's writes (S3 is strongly consistent after a write): a restore creates its record, then reads the
+snapshot's pruned marker and is refused if there is one; a prune writes its markers, then lists the
+unfinished restores and keeps every version their snapshots name, marked or not, until a later prune. So
+a restore either saw the marker (refused before it wrote anything), or its record was there when the prune
+listed restores after marking (its snapshot held whole while it runs)."""
 
 from __future__ import annotations
 

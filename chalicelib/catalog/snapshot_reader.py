@@ -33,13 +33,15 @@ Report = Callable[[str], Any]
 
 
 def locate(
-    s3: Any, records: RecordStore, plan: Plan, backup_id: str, report: Report, action: str = "read"
+    s3: Any, records: RecordStore, plan: Plan, backup_id: str, report: Report, action: str = "read", held: bool = False
 ) -> SnapshotVersion:
     """Which manifest version `open_snapshot` reads, with every check it makes before reading it (the
     snapshot not pruned, the record's plan and snapshot, the key's versions); tampering found is reported.
-    The three reads are independent and go at once: one round trip, not three."""
+    The three reads are independent and go at once: one round trip, not three. `held`: the reader is a
+    restore that found the snapshot unpruned once it was recorded, which every prune keeps whole while it
+    runs (catalog/restoring.py): a marker written since does not stop it."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        pruned = pool.submit(PrunedMarkers(s3, records.bucket).check, plan.name, backup_id, action)
+        pruned = pool.submit(_not_pruned, s3, records.bucket, plan.name, backup_id, action, held)
         listed = pool.submit(snapshot_versions, s3, plan.bucket, plan.name, backup_id)
         tampered: Tampered | None = None
         try:
@@ -71,12 +73,17 @@ def locate(
     return located
 
 
+def _not_pruned(s3: Any, bucket: str, plan: str, backup_id: str, action: str, held: bool) -> None:
+    if not held:
+        PrunedMarkers(s3, bucket).check(plan, backup_id, action)
+
+
 def open_snapshot(
-    s3: Any, records: RecordStore, plan: Plan, backup_id: str, report: Report, action: str = "read"
+    s3: Any, records: RecordStore, plan: Plan, backup_id: str, report: Report, action: str = "read", held: bool = False
 ) -> Manifest:
     """The plan's snapshot of the backup. NotFound for an unknown backup, a plan it did not back up, or a
     plan that wrote no snapshot; `Pruned` for a snapshot retention removed (`action` completes "it cannot
-    be ..."); `Tampered` for a manifest that is not what its record says.
+    be ..."; never with `held`, as `locate` says); `Tampered` for a manifest that is not what its record says.
 
     The manifest key's newest version is read while the record is: written once, it is nearly always the
     version the record names, and then it is used (its bytes still hashed against the record's); otherwise,
@@ -84,7 +91,7 @@ def open_snapshot(
     with ThreadPoolExecutor(max_workers=1) as pool:
         newest = pool.submit(_newest, s3, plan, backup_id)
         try:
-            located = locate(s3, records, plan, backup_id, report, action)
+            located = locate(s3, records, plan, backup_id, report, action, held)
         except BaseException:
             _drop(newest)
             raise

@@ -27,9 +27,9 @@ from chalicelib.cost.upkeep_model import (
 )
 
 # Each of the prune's five phases starts from the catalog as it stands: sealed records, backup records,
-# pruned markers, snapshots and checkpoints listed; decide and mark list the restore queue too, mark the
-# pruned markers again.
-PRUNE_CATALOG_LISTS = 5 * 5 + 2 + 1
+# pruned markers, snapshots and checkpoints listed, and the restore queue (what unfinished restores read);
+# mark lists the pruned markers again.
+PRUNE_CATALOG_LISTS = 5 * 6 + 1
 # The prune's record: created, saved after each of the five phases, and concluded.
 PRUNE_RECORD_PUTS = 7
 # prune/job.py SWEPT_LOOKBACK: the prune records read for the policy before and the report an earlier prune swept.

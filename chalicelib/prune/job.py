@@ -10,13 +10,15 @@ The order is what makes a crash at any point harmless:
 3. mark: a create-only marker for every snapshot being removed (`catalog/pruned.py`). From the first marker
    on, restores, verifications and backups treat that snapshot as gone, before any of it is.
 4. delete: the sweep again. Referenced now means named by any manifest not marked (every version of it,
-   whatever plan folder it is in), by a partial manifest of an unfinished backup, or by the base of a
-   running backup (even a marked one); and a version younger than the grace period, written since a
+   whatever plan folder it is in), by a partial manifest of an unfinished backup, by the base of a running
+   backup or by the snapshot an unfinished restore reads (either even when marked: restores are listed
+   after the marks, catalog/restoring.py); and a version younger than the grace period, written since a
    running backup started, or under Object Lock retention is kept whatever names it. Everything else goes,
    a thousand versions per DeleteObjects request (`deleter.py`), and the position after each batch is the
    checkpoint.
 5. manifests: every version of each removed snapshot's manifest, and the kept indexes a newer one
-   superseded (catalog/kept_index.py). A manifest goes last, so a crash before it
+   superseded (catalog/kept_index.py), but not one a running backup compares with or an unfinished restore
+   reads. A manifest goes last, so a crash before it
    leaves a marked snapshot whose manifest still names versions (some already gone): the next prune, which
    skips marked snapshots, deletes the rest and then the manifest.
 
@@ -247,11 +249,7 @@ class PruneJob(Job[PruneRecord]):
         running = self._running(sealed, now, plan.name)
         pruned = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
         meta = decision.scan_bucket(s3, plan.bucket)
-        restoring = {
-            backup_id: restore_id
-            for (name, backup_id), restore_id in snapshots_being_restored(s3, self.plans.catalog_bucket).items()
-            if name == plan.name
-        }
+        restoring = self._restoring(plan)
         decided = decision.decide_plan(plan, meta, sealed, pruned, running, self.time_zone, restoring)
         work.policy = plan.retention.describe()
         work.rules = guard.policy_rules(plan.retention)
@@ -286,6 +284,16 @@ class PruneJob(Job[PruneRecord]):
                 work.snapshots.append(kept_row)
         work.removing = confirmed
 
+    def _restoring(self, plan: Plan) -> dict[str, str]:
+        """backup id -> restore id of the plan's snapshots that unfinished restores read. Read after this
+        prune's markers are written (the delete and manifest steps), it names every restore that could have
+        found its snapshot unmarked (catalog/restoring.py): their versions stay, marked or not."""
+        return {
+            backup_id: restore_id
+            for (name, backup_id), restore_id in snapshots_being_restored(self.clients.s3, self.plans.catalog_bucket).items()
+            if name == plan.name
+        }
+
     def _running(self, sealed: Collection[str], now: datetime, plan: str) -> dict[str, datetime]:
         found = decision.running_backups(self.records, sealed, now)
         return {**found.get("*", {}), **found.get(plan, {})}
@@ -311,6 +319,10 @@ class PruneJob(Job[PruneRecord]):
                 # A running backup may carry versions forward from it: they stay while it runs.
                 excluded.discard(base)
                 work.warn(f"snapshot {base} stays readable while backup {running_id}, which may compare with it, runs")
+        for backup_id, restore_id in sorted(self._restoring(plan).items()):
+            if backup_id in excluded:
+                excluded.discard(backup_id)
+                work.warn(f"snapshot {backup_id} stays readable while restore {restore_id} reads it")
         rules = Rules(
             now=now,
             grace=max(timedelta(hours=checkpoint.record.grace_hours), self.grace),
@@ -396,6 +408,7 @@ class PruneJob(Job[PruneRecord]):
         protected: set[str] = set()
         for running_id, started in running.items():
             protected |= decision.possible_bases(running_id, started, sealed, candidates, marked)
+        restoring = self._restoring(plan)
         present = {m.backup_id for m in meta.manifests.values() if m.plan == plan.name}
         doomed: list[dict[str, str]] = []
         for backup_id in sorted((set(work.removing) | marked) & present):
@@ -403,6 +416,9 @@ class PruneJob(Job[PruneRecord]):
                 continue  # never delete what is not marked first
             if backup_id in protected:
                 work.warn(f"the manifest of snapshot {backup_id} stays until the backup comparing with it ends")
+                continue
+            if backup_id in restoring:
+                work.warn(f"the manifest of snapshot {backup_id} stays until restore {restoring[backup_id]} ends")
                 continue
             # Every version the scan found (a delete marker there is refused by the bucket policy; one left
             # alone is removed by the lifecycle's ExpiredObjectDeleteMarker once nothing is under it).

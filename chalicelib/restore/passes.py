@@ -135,12 +135,12 @@ class RestorePass:
                 # own rules, before anything is written (a forged queue entry cannot aim a restore elsewhere).
                 self.checks.target(plan, record.target_spec)
             except BadRequest as exc:
-                return self._refuse(checkpoint, exc)
+                return self.refuse(checkpoint, exc)
             if record.status == RestoreStatus.PREPARING:
                 try:
                     prepared = self._prepare(checkpoint, plan)
-                except (BadRequest, NotFound, Conflict, Tampered) as exc:
-                    return self._refuse(checkpoint, exc)
+                except (BadRequest, NotFound, Conflict, Tampered, Pruned) as exc:
+                    return self.refuse(checkpoint, exc)
                 if prepared is None:
                     return True
         else:
@@ -151,24 +151,29 @@ class RestorePass:
             checkpoint.save()
             return True
         try:
-            # Retention keeps a snapshot while a queued restore reads it; one marked all the same (marked
-            # before this restore was queued) is refused with the reason, not restored half. Reading the
-            # snapshot checks that (`RestoreChecks.manifest`); a later pass reads only the marker.
+            # A snapshot found unmarked once this record existed is kept whole by every prune until the
+            # restore ends (`snapshot_held`, catalog/restoring.py); until one such look has been had, a marker
+            # refuses the restore with the reason, before it writes anything. Reading the snapshot looks
+            # (`RestoreChecks.manifest`); a later pass reads only the marker.
             if not record.scanned:
                 if prepared is None:
                     prepared = self.checks.recorded_selection(
-                        plan, record.backup_id, record.prefix, record.keys, *self._window(record)
+                        plan, record.backup_id, record.prefix, record.keys, *self._window(record),
+                        held=record.snapshot_held,
                     )
+                record.snapshot_held = True
                 if self._cut(checkpoint, prepared, invoker):
                     return True
                 if not self._first_pass(checkpoint, plan, prepared, progress):
                     return False
             else:
-                self.checks.not_pruned(plan, record.backup_id)
+                if not record.snapshot_held:
+                    self.checks.not_pruned(plan, record.backup_id)
+                    record.snapshot_held = True
                 if not self._pending_pass(checkpoint, plan, progress):
                     return False
         except Pruned as exc:
-            return self._refuse(checkpoint, exc)
+            return self.refuse(checkpoint, exc)
         except (ClientError, BotoCoreError) as exc:
             # The pass stopped (e.g. access denied on the target); what it did is kept, the rest is retried
             # by the hourly check while the record says RUNNING.
@@ -231,11 +236,12 @@ class RestorePass:
             checkpoint.save()
             return None
         record.total, record.bytes_total = len(selected), sum(e.size for e in selected)
-        record.status = RestoreStatus.RUNNING
+        # The checks read the snapshot's marker after this record was created: from here on it is held.
+        record.status, record.snapshot_held = RestoreStatus.RUNNING, True
         checkpoint.save()
         return prepared
 
-    def _refuse(self, checkpoint: Checkpoint[RestoreRecord], exc: Exception) -> bool:
+    def refuse(self, checkpoint: Checkpoint[RestoreRecord], exc: Exception) -> bool:
         """The request cannot be carried out as it stands: the record says why, and nothing was written."""
         record = checkpoint.record
         record.status, record.finished_at, record.refused = RestoreStatus.FAILED, isoformat(utcnow()), str(exc)
@@ -411,7 +417,7 @@ class RestorePass:
 
     def _table_schema(self, plan: Plan, record: RestoreRecord, entry: Entry) -> dict[str, Any]:
         """The key schema recorded with the snapshot; for older snapshots, the source table's current one."""
-        with self.checks.manifest(plan, record.backup_id) as manifest:
+        with self.checks.manifest(plan, record.backup_id, record.snapshot_held) as manifest:
             stats = manifest.header.get("sources", {}).get(entry.source, {})
         schema = stats.get("table_schema")
         if schema:

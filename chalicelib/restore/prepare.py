@@ -66,9 +66,10 @@ class RestoreChecks:
         """`Pruned` when retention has marked the snapshot (it may be half deleted)."""
         PrunedMarkers(self.clients.s3, self.records.bucket).check(plan.name, backup_id, "restored")
 
-    def manifest(self, plan: Plan, backup_id: str) -> Manifest:
-        """The snapshot as its record names it (catalog/snapshot_reader.py): NotFound, or `Tampered`, otherwise."""
-        return open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report, action="restored")
+    def manifest(self, plan: Plan, backup_id: str, held: bool = False) -> Manifest:
+        """The snapshot as its record names it (catalog/snapshot_reader.py): NotFound, `Pruned` (not with
+        `held`: the restore's `snapshot_held`), or `Tampered`, otherwise."""
+        return open_snapshot(self.clients.s3, self.records, plan, backup_id, self.report, action="restored", held=held)
 
     def target_allowed(self, target: Target) -> None:
         """Whether this stage lets a restore write where `target` says: never into a backup bucket; in the
@@ -184,15 +185,15 @@ class RestoreChecks:
 
     def recorded_selection(
         self, plan: Plan, backup_id: str, prefix: str | None, keys: list[str] | None,
-        after: Bound = None, through: Bound = None,
+        after: Bound = None, through: Bound = None, held: bool = False,
     ) -> Prepared:
         """A recorded restore's first pass, in another process than its checks: the selection read again from
-        the snapshot (which checks it is not pruned) while the backup bucket's versions are listed (only
-        within (`after`, `through`] for a part of a restore)."""
+        the snapshot (which checks it is not pruned, unless `held`) while the backup bucket's versions are
+        listed (only within (`after`, `through`] for a part of a restore)."""
         with ThreadPoolExecutor(max_workers=1) as pool:
             prefixes = listing_prefixes(plan, prefix, keys)
             archived = pool.submit(archived_versions, self.clients.s3, plan.bucket, prefixes, after, through)
-            with self.manifest(plan, backup_id) as manifest:
+            with self.manifest(plan, backup_id, held) as manifest:
                 selected = list(select_entries(manifest, prefix, keys))
             return Prepared(plan, selected, None, archived.result())
 

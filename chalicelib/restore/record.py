@@ -70,6 +70,9 @@ class RestoreRecord:
     parts: list[str] = field(default_factory=list)
     part_of: str | None = None
     part_range: list[list[str] | None] | None = None
+    # The snapshot had no pruned marker when looked at once this record existed: every prune keeps what it
+    # names until the restore ends (catalog/restoring.py), so a marker written since does not stop it.
+    snapshot_held: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

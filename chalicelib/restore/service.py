@@ -11,10 +11,11 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.errors import NotFound, Tampered
+from chalicelib.errors import NotFound, Pruned, Tampered
 from chalicelib.jobs.budget import budget_for
 from chalicelib.jobs.dispatch import Dispatcher, Invoker, worker_beside, worker_invoker, worker_lost
 from chalicelib.jobs.ids import new_job_id
+from chalicelib.jobs.runner import Checkpoint
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.prices import Prices, load_prices
 from chalicelib.restore.outcome import ProgressCallback
@@ -101,6 +102,9 @@ class RestoreService:
         record, etag = self._created(
             request, prepared.plan, total=len(selected), bytes_total=sum(e.size for e in selected)
         )
+        self._refused_if_pruned(record, etag, prepared.plan)
+        # Saved with the record's next write, by the first pass.
+        record.snapshot_held = True
         self.passes.carry(record, etag, prepared)
         return record
 
@@ -111,13 +115,26 @@ class RestoreService:
         than a request's 29 seconds and 256 MB allow for a large snapshot."""
         plan = self.checks.plan(request.plan)
         self.checks.target(plan, request.target)
-        # A snapshot retention removed is refused at once (410), not by the worker.
+        # A snapshot retention removed is refused at once (410), not by the worker, and without a record.
         self.checks.not_pruned(plan, request.backup_id)
         try:
             self.checks.records.get(request.backup_id)
         except Tampered:
             pass  # reported by the worker, which finds the snapshot from the plan and the backup id alone
-        return self._created(request, plan, status=RestoreStatus.PREPARING, dry_run=request.dry_run)[0]
+        record, etag = self._created(request, plan, status=RestoreStatus.PREPARING, dry_run=request.dry_run)
+        # Marked since the look above (the worker looks again before it reads anything): refused at once too.
+        self._refused_if_pruned(record, etag, plan)
+        return record
+
+    def _refused_if_pruned(self, record: RestoreRecord, etag: str, plan: Plan) -> None:
+        """The restore's look at its snapshot's pruned marker once its record exists (catalog/restoring.py):
+        with none, every prune keeps the snapshot whole until the restore ends; with one, the record ends
+        refused and `Pruned` is raised (HTTP 410)."""
+        try:
+            self.checks.not_pruned(plan, record.backup_id)
+        except Pruned as exc:
+            self.passes.refuse(Checkpoint(self.store, record, etag, None), exc)
+            raise
 
     def _created(self, request: RestoreRequest, plan: Plan, **fields: Any) -> tuple[RestoreRecord, str]:
         """Record a new restore of `request` (create-only), with `fields` set; the record and its ETag."""
