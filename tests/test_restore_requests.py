@@ -222,3 +222,22 @@ def test_a_first_pass_too_long_for_one_invocation_carries_on_from_its_checkpoint
     copied = [params["Key"] for params in sent.of("CopyObject")]
     assert sorted(copied) == sorted(sources["documents"])  # each object once, none left out
     assert bucket_contents(s3, TARGET) == sources["documents"]
+
+
+def test_a_restore_the_checks_refuse_ends_refused_and_leaves_nothing_queued(
+    settings: Settings, clients: Any, s3: Any, backup_id: str
+) -> None:
+    """The record is written while the checks read (one round trip, not two): a refusal ends it FAILED with
+    the reason, out of the queue, so the hourly check never carries out a restore its caller saw refused."""
+    from chalicelib.errors import Conflict
+
+    s3.put_object(Bucket=TARGET, Key="reports/report-5.txt", Body=b"already there")
+    service = RestoreService.from_settings(settings, clients)
+    sent = Sent(clients)
+    with pytest.raises(Conflict):
+        service.start(RestoreRequest(backup_id=backup_id, plan="documents", target=Target(bucket=TARGET)))
+    assert sent.count()["CopyObject"] == 0
+    [record] = service.latest()
+    assert record.status == "FAILED" and "already exist" in (record.refused or "")
+    assert s3.list_objects_v2(Bucket=settings.plans.catalog_bucket, Prefix="meta/restore-queue/")["KeyCount"] == 0
+    assert service.resume_pending() == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -95,15 +96,27 @@ class RestoreService:
         return quote(request, plan, selected, heads, self.prices, layout)
 
     def start(self, request: RestoreRequest) -> RestoreRecord:
-        """Check everything, then record a RUNNING restore (it has not written anything yet). What the checks
-        read (the selection, the archived versions) is kept for its first pass in this process (`run`)."""
-        prepared = self.checks.prepare(request, list_archived=True)
-        selected = prepared.selected
-        record, etag = self._created(
-            request, prepared.plan, total=len(selected), bytes_total=sum(e.size for e in selected)
-        )
-        self._refused_if_pruned(record, etag, prepared.plan)
+        """Record a RUNNING restore while everything is checked, then look at its snapshot's pruned marker
+        (catalog/restoring.py: only a look after the record exists holds the snapshot): two round trips before
+        the first copy. A request the checks refuse raises, and its record ends refused (FAILED, naming why).
+        What the checks read (the selection, the archived versions) is kept for its first pass in this
+        process (`run`)."""
+        plan = self.checks.plan(request.plan)
+        self.checks.target_allowed(request.target)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            created = pool.submit(self._created, request, plan)
+            try:
+                prepared = self.checks.prepare(request, list_archived=True)
+            except Exception as exc:
+                # Whatever stopped the checks (a refusal, or S3 failing): the record must not stay queued, or the
+                # hourly check would carry out a restore its caller was told had not started.
+                record, etag = created.result()
+                self.passes.refuse(Checkpoint(self.store, record, etag, None), exc)
+                raise
+            record, etag = created.result()
+        self._refused_if_pruned(record, etag, plan)
         # Saved with the record's next write, by the first pass.
+        record.total, record.bytes_total = len(prepared.selected), sum(e.size for e in prepared.selected)
         record.snapshot_held = True
         self.passes.carry(record, etag, prepared)
         return record
