@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pytest
 
 from chalicelib.catalog.manifests import Manifest, manifest_key
 from chalicelib.config import Settings
@@ -130,17 +129,18 @@ def test_a_part_missing_after_its_whole_restore_named_it_fails_the_whole_one_wit
     assert f"part {cut.parts[0]} has no readable record" in done.failures[0]["reason"]
 
 
-@pytest.mark.parametrize("after_index, through_index", [(None, 3), (3, 6), (6, None), (None, None)])
-def test_a_parts_listing_holds_exactly_its_own_range(
-    s3: Any, backup_buckets: Any, backup_id: str, after_index: int | None, through_index: int | None
-) -> None:
+def test_a_parts_listing_holds_exactly_its_own_range(s3: Any, backup_buckets: Any, backup_id: str) -> None:
     named = sorted(snapshot_versions(s3, backup_id))
     keys = [key.removeprefix("data/documents/") for key in named]
-    after = ("documents", keys[after_index]) if after_index is not None else None
-    through = ("documents", keys[through_index]) if through_index is not None else None
-    listed = [v["Key"] for v in listed_versions(s3, BACKUP_BUCKET, ["data/documents/"], after, through)]
-    expected = [k for k in named if (after is None or k > f"data/documents/{after[1]}") and (through is None or k <= f"data/documents/{through[1]}")]
-    assert sorted(set(listed)) == expected
+    for after_index, through_index in [(None, 3), (3, 6), (6, None), (None, None)]:
+        after = ("documents", keys[after_index]) if after_index is not None else None
+        through = ("documents", keys[through_index]) if through_index is not None else None
+        listed = [v["Key"] for v in listed_versions(s3, BACKUP_BUCKET, ["data/documents/"], after, through)]
+        expected = [
+            k for k in named
+            if (after is None or k > f"data/documents/{after[1]}") and (through is None or k <= f"data/documents/{through[1]}")
+        ]
+        assert sorted(set(listed)) == expected, (after, through)
     # Another source's range lists nothing of this one.
     assert list(listed_versions(s3, BACKUP_BUCKET, ["data/documents/"], ("photos", ""), None)) == []
 
