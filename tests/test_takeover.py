@@ -305,3 +305,30 @@ def test_a_split_recorded_by_another_than_the_run_is_not_worked(
     assert any(e.startswith("TAMPERING") and "split" in e for e in result.errors), result.errors
     assert not [p for p in invocations.queue if p.get("segment")]
     assert any(a["Subject"].startswith("TAMPERING") and running in a["Message"] for a in read_alerts(sqs, topic_queue))
+
+
+def test_a_checkpoint_of_an_earlier_version_without_proof_is_not_resumed_from_and_the_run_starts_over(
+    world: Any, s3: Any, sqs: Any, topic_queue: str
+) -> None:
+    """A run under way when the version that proves checkpoints is deployed finds a state without proof (and
+    without the partial manifest's SHA-256): it is neither adopted nor an alarm; the run starts over."""
+    from chalicelib.backup.checkpoints import checkpoint_key
+
+    running, _ = world.start()
+    bucket = world.documents.bucket
+    key = checkpoint_key("documents", running)
+    state = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    _, planted = _planted_version(world, running)
+    for field in ("partial_sha256", "run_proof"):
+        state.pop(field)
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(state).encode())
+    read_alerts(sqs, topic_queue)
+
+    world.carry_on()
+
+    record = RecordStore(s3, world.catalog).get(running)
+    assert record.status == "SUCCEEDED", record.plans["documents"].errors
+    entries = entries_of(s3, bucket, "documents", running)
+    assert planted not in {e.version_id for e in entries}
+    assert assert_versions_hold(s3, bucket, entries) == len(entries)
+    assert not [a for a in read_alerts(sqs, topic_queue) if a["Subject"].startswith("TAMPERING")]

@@ -134,6 +134,11 @@ class CheckpointStore:
         except (ValueError, TypeError) as exc:
             logger.warning("checkpoint %s is unreadable (%s): the run starts over", self.state_key, exc)
             return None
+        if self.run_key is not None and "partial_sha256" not in data:
+            # Saved by a version before checkpoints carried the run's proof (a run under way at an upgrade):
+            # not resumed from, and not adopted either; the run starts over.
+            logger.warning("checkpoint %s carries no proof (an earlier version's): the run starts over", self.state_key)
+            return None
         if self.run_key is not None and not run_keys.proves(data.get("run_proof"), run_keys.checkpoint_proof(self.run_key, data)):
             raise Tampered(
                 f"the checkpoint s3://{self.bucket}/{self.state_key} was not written by the backup's run: it is not "
