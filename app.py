@@ -208,9 +208,11 @@ def backup_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 @app.lambda_function(name="verify_worker")
 def verify_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Runs the weekly verification job a scheduled backup started, carrying itself on past the time limit
-    (invoked asynchronously)."""
-    record = system().verifications.run(event["job_id"], context=context)
+    """Records and runs the weekly verification job of a scheduled backup (given the backup's id), or runs a
+    recorded job (a check, or a job carried on past the time limit); invoked asynchronously."""
+    record = system().verifications.work(event, context=context)
+    if record is None:
+        return {"backup_id": event.get("backup_id"), "status": None}
     return {"job_id": record.job_id, "status": record.status}
 
 

@@ -16,6 +16,7 @@
     meta/restores/<inverted time>_<restore_id>.json    restore records (catalog bucket)
     meta/restore-queue/<restore_id>                    restores not finished yet (catalog bucket)
     meta/verifications/<inverted time>_<job_id>.json   weekly verification jobs, with their checkpoint (catalog bucket)
+    meta/sealed/verifications/<same name>              finished verifications' results, written once (create-only)
     meta/pruned/<inverted time>_<backup_id>/<plan>.json a snapshot the prune removes, written once (catalog bucket)
     meta/prunes/<inverted time>_<prune_id>.json        prune jobs, with their checkpoint (catalog bucket)
     meta/costs/<backup_id>.json                        the cost report computed after that backup (catalog bucket)
@@ -44,6 +45,8 @@ RECORDS_PREFIX = META_PREFIX + "backups/"
 # Written once, never replaced: the bucket policy refuses a PutObject here without If-None-Match.
 SEALED_PREFIX = META_PREFIX + "sealed/"
 SEALED_RECORDS_PREFIX = SEALED_PREFIX + "backups/"
+# A verification's result, written once by the verify worker when it ends: the only copy whose findings count.
+SEALED_VERIFICATIONS_PREFIX = SEALED_PREFIX + "verifications/"
 # One create-only marker per tampering finding, so that each is alerted once (notify/tampering.py).
 TAMPERING_PREFIX = META_PREFIX + "tampering/"
 LOCKS_PREFIX = META_PREFIX + "locks/"

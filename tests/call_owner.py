@@ -75,6 +75,9 @@ GROUPS = {
 HAND_OFFS = {
     ("backup/service.py", "run"): BACKUP_WORKER,
     ("backup/verification.py", "run"): VERIFY_WORKER,
+    # A scheduled backup hands the verify worker its id; the worker records the job itself.
+    ("backup/verification.py", "begin"): VERIFY_WORKER,
+    ("backup/verification.py", "work"): VERIFY_WORKER,
     ("verify/job.py", "run"): VERIFY_WORKER,
     ("prune/service.py", "run"): PRUNE_WORKER,
     ("prune/job.py", "run"): PRUNE_WORKER,

@@ -68,9 +68,12 @@ def test_each_call_belongs_to_the_function_that_makes_it_when_deployed(
     assert functions("CopyObject", "data/") == {DAILY_BACKUP}
     assert functions("Scan") == {DAILY_BACKUP}
     assert functions("PutMetricData") == {"heartbeat"}
-    # ... and records the weekly verification job, which then runs (inline here) in the verify worker.
-    verifications = {c.function for c in daily if c.operation == "PutObject" and "meta/verifications/" in c.params["Key"]}
-    assert verifications == {DAILY_BACKUP, VERIFY_WORKER}
+    # ... and hands the verify worker its id: the worker (inline here) records the weekly job, runs it and seals
+    # its result.
+    verifications = {c.function for c in daily if c.operation == "PutObject" and "verifications/" in c.params["Key"]}
+    assert verifications == {VERIFY_WORKER}
+    sealed = [c.params["Key"] for c in daily if c.operation == "PutObject" and c.params["Key"].startswith("meta/sealed/verifications/")]
+    assert len(sealed) == 1
     # The daily backup's cost report (the alert's last line) asks S3 again about a sample of versions. A restore
     # heads none: it lists the selection's versions (archive state) and copies.
     assert functions("HeadObject", "data/", "test-backup") == {DAILY_BACKUP} | (

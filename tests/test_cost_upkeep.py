@@ -53,20 +53,21 @@ def test_the_weekly_verification_heads_a_seventh_of_the_named_versions_a_day() -
     jobs = upkeep_day(OFFICE, UpkeepSettings())
     verification = jobs["verification"]
     assert verification.requests["head"] == pytest.approx(468_000 / 7)
-    # One invocation is enough here: its record, yesterday's kept index and the day's new manifest are read
-    # once (not the 51 kept manifests); the markers, snapshots and indexes listed; no sample is re-read.
+    # One invocation is enough here: its record (after asking for its sealed result), yesterday's kept index
+    # and the day's new manifest are read once (not the 51 kept manifests); the markers, snapshots and indexes
+    # listed; no sample is re-read.
     assert verification.invocations == 1
-    assert verification.requests["get"] == 1 + 1 + 1 and verification.requests["list"] == 3
-    # Created, after every tenth of 67 batches, after the plan, at the end; the new index.
-    assert verification.requests["put"] == 1 + 6 + 1 + 1 + 1
+    assert verification.requests["get"] == 2 + 1 + 1 and verification.requests["list"] == 3
+    # Created, after every tenth of 67 batches, after the plan, at the end; the new index; the sealed result.
+    assert verification.requests["put"] == 1 + 6 + 1 + 1 + 1 + 1
     sampled = upkeep_day(OFFICE, UpkeepSettings(verify_sample_percent=1))["verification"]
-    assert sampled.requests["get"] == pytest.approx(3 + 468_000 / 7 / 100)
+    assert sampled.requests["get"] == pytest.approx(4 + 468_000 / 7 / 100)
     # Without an earlier index, every kept manifest is merged once.
     first = upkeep_day(BucketDay(**{**OFFICE.__dict__, "indexed": False}), UpkeepSettings())["verification"]
-    assert first.requests["get"] == 1 + 51 and first.seconds > verification.seconds
+    assert first.requests["get"] == 2 + 51 and first.seconds > verification.seconds
     # Today's slice, where it is known, instead of the average.
     known = upkeep_day(BucketDay(versions=10, named_versions=10, snapshots=1, manifest_entries=10, checked=0), UpkeepSettings())
-    assert "head" not in known["verification"].requests and known["verification"].requests["put"] == 4
+    assert "head" not in known["verification"].requests and known["verification"].requests["put"] == 5
 
 
 def test_a_verification_that_takes_several_invocations_reads_the_kept_index_in_each() -> None:
@@ -74,8 +75,9 @@ def test_a_verification_that_takes_several_invocations_reads_the_kept_index_in_e
     verification = upkeep_day(large, UpkeepSettings())["verification"]
     n = verification.invocations
     assert n > 1
-    # Its record and the index in each invocation (yesterday's in the first), the day's manifest once.
-    assert verification.requests["get"] == n + n + 1
+    # Its record (after asking for its sealed result) and the index in each invocation (yesterday's in the
+    # first), the day's manifest once.
+    assert verification.requests["get"] == 2 * n + n + 1
     # 42 million distinct versions, not 510 million manifest entries, in each: every invocation reaches its
     # checkpoint. An index of 200 million versions would take longer to read than an invocation has.
     assert [limit for limit in verification.limits if "would not finish" in limit] == []
@@ -117,20 +119,22 @@ def test_against_a_report_the_verification_checks_every_version_once_per_report(
     assert "head" not in due.requests and due.invocations == 1
     # The report's folders and the verification records listed, besides the markers, snapshots and indexes.
     assert due.requests["list"] == by_head.requests["list"] + 2 == 1 + 1 + 3
-    # Its record; the report's manifest.json, manifest.checksum and data file; ten verification records;
-    # yesterday's index and the day's manifest; the sample.
-    assert due.requests["get"] == pytest.approx(1 + 3 + 10 + 1 + 1 + 468_000 / 1000)
-    # Created, after every hundredth of 468 batches, after the plan, at the end; the new index.
-    assert due.requests["put"] == 1 + 4 + 1 + 1 + 1
+    # Its record, after asking for its sealed result; the report's manifest.json, manifest.checksum and data
+    # file; ten verification records, its own after asking for its sealed result too; yesterday's index and
+    # the day's manifest; the sample.
+    assert due.requests["get"] == pytest.approx(2 + 3 + 10 + 1 + 1 + 1 + 468_000 / 1000)
+    # Created, after every hundredth of 468 batches, after the plan, at the end; the new index; the sealed result.
+    assert due.requests["put"] == 1 + 4 + 1 + 1 + 1 + 1
     # Today's counts, where known, instead of the estimates.
     known = verification_when_due(BucketDay(**{**office.__dict__, "unreported": 5, "sampled": 2}), daily)
-    assert known.requests["head"] == 5 and known.requests["get"] == 1 + 3 + 10 + 1 + 1 + 2
+    assert known.requests["head"] == 5 and known.requests["get"] == 2 + 3 + 10 + 1 + 1 + 1 + 2
     # A weekly report: due one day in seven, with the week's manifests merged into the index; the six other
-    # days it only checks that it waits (its record, the report's manifest, the verification records).
+    # days it only checks that it waits (its record, the report's manifest, the verification records, a sealed
+    # result asked for before its own record is read, twice; the result sealed).
     weekly = UpkeepSettings(inventory="Weekly", verify_sample_percent=0.1)
     week = verification_when_due(BucketDay(**{**office.__dict__, "new_snapshots": 7}), weekly)
     waiting = verification_waiting(office, weekly)
-    assert waiting.requests == {"list": 2, "get": 1 + 2 + 10, "put": 3} and waiting.invocations == 1
+    assert waiting.requests == {"list": 2, "get": 1 + 2 + 10 + 2, "put": 3 + 1} and waiting.invocations == 1
     assert week.requests["get"] == due.requests["get"] + 6
     average = upkeep_day(office, weekly)["verification"]
     for kind in ("list", "get", "put"):

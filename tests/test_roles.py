@@ -158,7 +158,7 @@ JOBS: dict[str, list[Call]] = {
         s3("HeadObject", Bucket=PHOTOS, Key="data/photos/2026/a.png", VersionId="v1"),
         s3("ListObjectsV2", Bucket=CATALOG, Prefix="meta/backups/"),
         s3("DeleteObject", Bucket=CATALOG, Key="meta/locks/photos.json"),
-        s3("PutObject", Bucket=CATALOG, Key="meta/verifications/0001_check-20261126T000000000Z-x.json"),
+        s3("PutObject", Bucket=CATALOG, Key="meta/verifications/0001_check-20261126T000000000Z-x.json", IfNoneMatch="*"),
         s3("PutObject", Bucket=CATALOG, Key="meta/prunes/0001_prune-20261126T000000000Z-x.json"),
         invoke(BACKUP_WORKER), invoke(RESTORE_WORKER), invoke(VERIFY_WORKER), invoke(PRUNE_WORKER),
         # Tampering found on the way is handed to the notifier by whichever function finds it.

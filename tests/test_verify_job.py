@@ -20,7 +20,7 @@ from chalicelib.backup.service import BackupService
 from chalicelib.catalog.manifests import Entry, list_snapshot_keys, manifest_key
 from chalicelib.catalog.records import BackupRecord, PlanResult, new_backup_id, scheduled_suffix
 from chalicelib.config import Settings
-from chalicelib.layout import VERIFICATIONS_PREFIX
+from chalicelib.layout import SEALED_VERIFICATIONS_PREFIX, VERIFICATIONS_PREFIX
 from chalicelib.times import utcnow
 from chalicelib.verify.checks import weekly_slice
 from chalicelib.verify.job import DistinctVersions, VerificationJob, batches
@@ -242,18 +242,18 @@ def test_the_backup_is_final_before_its_job_starts_and_never_waits(
     heads = Heads(clients.s3)
     record = backups.run_scheduled(scheduled_on(3))
     job_id = verification_id(record.backup_id)
-    assert invoker.queue == [{"job_id": job_id}]
+    # The backup hands the worker its id only: the worker records the job.
+    assert invoker.queue == [{"backup_id": record.backup_id}]
     assert heads.take() == []
     stored = backups.get(record.backup_id)
     assert stored.status == "SUCCEEDED" and stored.finished_at is not None
     assert [a["MessageAttributes"]["kind"]["Value"] for a in read_alerts(sqs, topic_queue)] == ["backup"]
-    job = VerificationStore(s3, CATALOG).get(job_id)
-    assert (job.status, job.checked, job.weekday) == ("RUNNING", 0, 3)
+    assert VerificationStore(s3, CATALOG).read(job_id) is None
 
-    # A redelivery meanwhile hands the unfinished job on again; the conditional writes keep one worker.
+    # A redelivery meanwhile hands the job on again; the conditional writes keep one worker.
     backups.run_scheduled(scheduled_on(3))
-    assert invoker.queue == [{"job_id": job_id}] * 2
-    invoker.drive(lambda payload: backups.verification.run(payload["job_id"], context=FakeContext(0)))
+    assert invoker.queue == [{"backup_id": record.backup_id}] * 2
+    invoker.drive(lambda payload: backups.verification.work(payload, context=FakeContext(0)))
     job = VerificationStore(s3, CATALOG).get(job_id)
     assert job.status == "SUCCEEDED" and job.invocations >= 2
     counts = Counter(heads.take())
@@ -332,9 +332,11 @@ def test_a_week_of_daily_deliveries_at_any_time_of_day_checks_each_slice_once(
             new_backup_id(moment, suffix=scheduled_suffix(f"event-{day}")), "schedule",
             {"documents": PlanResult(plan="documents", status="SUCCEEDED")}, "SUCCEEDED",
         )
-        job = backups.verification.start_after(record)
-        assert job is not None and job.trigger == "schedule"
-        slices.append(VerificationStore(s3, CATALOG).get(job.job_id).weekday)
+        backups.records.seal(record, None)
+        assert backups.verification.start_after(record)
+        job = VerificationStore(s3, CATALOG).get(verification_id(record.backup_id))
+        assert job.trigger == "schedule"
+        slices.append(job.weekday)
     assert slices == [0, 1, 2, 3, 4, 5, 6]
 
 
@@ -464,10 +466,10 @@ def test_get_backup_shows_the_verification_job_found_with_one_get(stack: Any, cl
     assert shown == job.summary()
     # Its own three snapshots: the manual backup was taken after the time the schedule fired.
     assert shown["status"] == "SUCCEEDED" and shown["ok"] is True and shown["snapshots"] == 3
-    # The backup's record, then the job's, by the key its id gives: no listing but the one of the
-    # backup's pruned markers (a key range of meta/pruned/, ListObjectsV2 has no Key).
+    # The backup's record, then the job's sealed result, by the key its id gives: no listing but the one of
+    # the backup's pruned markers (a key range of meta/pruned/, ListObjectsV2 has no Key).
     assert [op for op, _ in calls] == ["GetObject", "ListObjectsV2", "GetObject"]
-    assert calls[2][1].startswith(VERIFICATIONS_PREFIX) and calls[2][1].endswith(f"_{job.job_id}.json")
+    assert calls[2][1].startswith(SEALED_VERIFICATIONS_PREFIX) and calls[2][1].endswith(f"_{job.job_id}.json")
 
 
 def test_the_verify_worker_function_runs_a_job_and_does_not_redo_it(stack: Any, clients: Any, plans: Any, s3: Any) -> None:

@@ -16,7 +16,8 @@ is written for the prune as it is to work: see there).
   snapshot names that the report does not list, a share re-read with GET), and on the other days only checks
   that it is not due (`verification_waiting`). The record written when created, after every
   `VERIFY_SAVE_EVERY` (against a report `VERIFY_SAVE_EVERY_AGAINST_REPORT`) batches of `BATCH_SIZE`
-  versions, after the plan, at each hand-on and at the end. Its limits name what one invocation cannot do,
+  versions, after the plan, at each hand-on and at the end, its result sealed once; a read of a record
+  first asks for its sealed result. Its limits name what one invocation cannot do,
   and the /tmp it spools beyond Lambda's default.
 - `prune` (prune/job.py, daily): each of its five phases lists the catalog (`PRUNE_CATALOG_LISTS`); a marker
   per removed snapshot; what goes, 1,000 versions to a DeleteObjects (a POST), then the removed manifests;

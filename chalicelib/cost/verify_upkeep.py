@@ -74,11 +74,12 @@ def verification_by_head(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     # Per invocation: its record read, the pruned markers, the snapshot keys and the indexes listed, the
     # newest index read (the first invocation finds yesterday's, if any); once: the new manifests, the index.
     job.add("list", invocations * (2 + page_count(day.snapshots)))
-    job.add("get", invocations + (invocations - 1) + (1 if day.indexed else 0) + _merged(day) + sampled)
+    # Each invocation asks for the sealed result before it reads its record (none while the job runs).
+    job.add("get", 2 * invocations + (invocations - 1) + (1 if day.indexed else 0) + _merged(day) + sampled)
     job.add("head", checked)
     # The record: created, saved every VERIFY_SAVE_EVERY batches, after the plan, at each hand-on and at the
-    # end; the index.
-    job.add("put", 3 + math.ceil(checked / BATCH_SIZE) // VERIFY_SAVE_EVERY + (invocations - 1) + 1)
+    # end; the index; the sealed result.
+    job.add("put", 3 + math.ceil(checked / BATCH_SIZE) // VERIFY_SAVE_EVERY + (invocations - 1) + 1 + 1)
     job.invocations = invocations
     job.seconds = work + update + day.named_versions * (invocations + 1) / 2 * INDEX_ROW_SECONDS + sequential(job) - sampled * REQUEST_SECONDS
     if reading > INVOCATION_SECONDS:
@@ -117,8 +118,9 @@ def verification_waiting(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     verification records listed and read. Nothing else."""
     job = JobDay(function=JOB_FUNCTIONS["verification"])
     job.add("list", 1 + 1)
-    job.add("get", 1 + 2 + _records_read(day))
-    job.add("put", 3)
+    # Its record and, among the newest, its own are each read after asking for a sealed result (none yet).
+    job.add("get", 1 + 2 + _records_read(day) + 2)
+    job.add("put", 3 + 1)
     job.seconds = sequential(job)
     job.invocations = 1
     return job
@@ -161,10 +163,12 @@ def verification_when_due(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     job.add("list", 1 + 1 + n * (2 + page_count(day.snapshots)))
     # Records read by the runner; the report's manifest and checksum, and its data files, by each; the
     # verification records once; the earlier index and the merged manifests once; the new index by the later ones.
-    job.add("get", n + 2 * n + n * files + _records_read(day) + (1 if day.indexed else 0) + _merged(day) + (n - 1) + sampled)
+    # Each invocation asks for the sealed result before it reads its record, and so does the cadence's read of
+    # the job's own record among the newest.
+    job.add("get", 2 * n + 2 * n + n * files + _records_read(day) + 1 + (1 if day.indexed else 0) + _merged(day) + (n - 1) + sampled)
     job.add("head", headed)
     every = VERIFY_SAVE_EVERY_AGAINST_REPORT
-    job.add("put", 3 + math.ceil(checked / BATCH_SIZE) // every + (n - 1) + 1)
+    job.add("put", 3 + math.ceil(checked / BATCH_SIZE) // every + (n - 1) + 1 + 1)
     job.invocations = n
     job.seconds = seconds(n) + sequential(job) - sampled * REQUEST_SECONDS
     # The kept index is brought up to date first and written: an invocation that runs out of time after that

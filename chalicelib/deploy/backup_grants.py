@@ -21,9 +21,8 @@ from chalicelib.layout import (
     LOCKS_PREFIX,
     PRUNED_PREFIX,
     RECORDS_PREFIX,
-    SEALED_PREFIX,
+    SEALED_RECORDS_PREFIX,
     SNAPSHOTS_PREFIX,
-    VERIFICATIONS_PREFIX,
 )
 from chalicelib.plans import DynamoDBSource
 
@@ -72,14 +71,15 @@ BACKUP_BUCKET_GRANTS: tuple[Grant, ...] = (
         lambda s: object_arns(s.backup_buckets, DATA_PREFIX),
         owned=True,
     ),
-    # Manifests and checkpoints next to each plan's data; the backup records, and the first record of the
-    # weekly verification job a scheduled backup starts, in the catalog. Nothing else under meta/: restore
-    # records and the restore queue are not the backup writer's to forge.
+    # Manifests and checkpoints next to each plan's data; the backup records and their sealed copies in the
+    # catalog. Nothing else under meta/: restore records, the restore queue, verification records and their
+    # sealed results are not the backup writer's to forge (the verify worker records the job a scheduled
+    # backup starts, given only the backup's id).
     Grant(
         "BackupMetadata",
         ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"),
         lambda s: object_arns(s.backup_buckets, SNAPSHOTS_PREFIX, CHECKPOINTS_PREFIX)
-        + catalog_objects(s, RECORDS_PREFIX, SEALED_PREFIX, VERIFICATIONS_PREFIX),
+        + catalog_objects(s, RECORDS_PREFIX, SEALED_RECORDS_PREFIX),
         owned=True,
     ),
     # The base of the next backup is never a pruned snapshot (its marker).

@@ -209,10 +209,17 @@ API_GRANTS: tuple[Grant, ...] = (
             LOCKS_PREFIX,
             IDEMPOTENCY_PREFIX,
             PRUNES_PREFIX,
-        )
-        # The record of a check POST /backups/{id}/verify starts (`check-...`; the verify worker runs it), never
-        # a weekly job's (`verify-...`).
-        + catalog_objects(s, VERIFICATIONS_PREFIX + "*_check-"),
+        ),
+        owned=True,
+    ),
+    # The first record of a check POST /backups/{id}/verify asks for (`check-...`), created only (the request:
+    # the verify worker does the work and alone seals what it finds); never a weekly job's (`verify-...`),
+    # never a result (meta/sealed/).
+    Grant(
+        "ApiChecksCreate",
+        ("s3:PutObject",),
+        lambda s: catalog_objects(s, VERIFICATIONS_PREFIX + "*_check-"),
+        lambda s: {"Null": {"s3:if-none-match": "false"}},
         owned=True,
     ),
     # Giving back a plan lock or an idempotency key that a request claimed before it was refused

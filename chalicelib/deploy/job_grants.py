@@ -25,6 +25,7 @@ from chalicelib.layout import (
     RESTORE_QUEUE_PREFIX,
     RESTORES_PREFIX,
     SEALED_PREFIX,
+    SEALED_VERIFICATIONS_PREFIX,
     SNAPSHOTS_PREFIX,
     VERIFICATIONS_PREFIX,
 )
@@ -97,7 +98,14 @@ VERIFY_GRANTS: tuple[Grant, ...] = (
     # The kept index (chalicelib/catalog/kept_index.py): derived from the manifests and written create-only;
     # nothing else of a backup bucket is written (the prune deletes superseded indexes).
     Grant("VerifyIndex", ("s3:PutObject", "s3:GetObject"), lambda s: object_arns(s.backup_buckets, INDEX_PREFIX), owned=True),
-    Grant("VerifyRecords", ("s3:PutObject", "s3:GetObject"), lambda s: catalog_objects(s, VERIFICATIONS_PREFIX), owned=True),
+    # Its records (the weekly job's first one too: the backup only hands the worker its id), and the sealed
+    # result of a finished job (create-only), which no other role may write.
+    Grant(
+        "VerifyRecords",
+        ("s3:PutObject", "s3:GetObject"),
+        lambda s: catalog_objects(s, VERIFICATIONS_PREFIX, SEALED_VERIFICATIONS_PREFIX),
+        owned=True,
+    ),
     # Backup records, to find a snapshot, and pruned markers: a snapshot retention removed is not verified.
     Grant("VerifyCatalogRead", ("s3:GetObject",), lambda s: catalog_objects(s, RECORDS_PREFIX, SEALED_PREFIX, PRUNED_PREFIX), owned=True),
     Grant("VerifyAlerts", ("sns:Publish",), lambda s: sorted(set(s.topic_arns))),

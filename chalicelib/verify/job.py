@@ -157,6 +157,7 @@ class VerificationJob(Job[VerificationRecord]):
     ) -> None:
         store = VerificationStore(clients.s3, plans.catalog_bucket)
         super().__init__(plans, clients, store, budget, invoker, report, batch_size)
+        self.store: VerificationStore = store
         self.time_zone = time_zone
         self.topic_arn = topic_arn
         self.max_workers = max_workers
@@ -189,7 +190,7 @@ class VerificationJob(Job[VerificationRecord]):
         return record
 
     def step(self, checkpoint: Checkpoint[VerificationRecord]) -> bool:
-        """One invocation's share of the work; True when the job ended (its record is then final)."""
+        """One invocation's share of the work; True when the job ended (its result is then sealed)."""
         record = checkpoint.record
         record.invocations += 1
         try:
@@ -201,6 +202,9 @@ class VerificationJob(Job[VerificationRecord]):
             logger.exception("verification %s stopped", record.job_id)
             record.add_error(f"the verification stopped: {describe_error(exc)}")
         record.conclude(isoformat(utcnow()))
+        # Sealed before the working copy says the job ended, so that an end without a sealed result is never
+        # the job's own (record.py); a result an earlier invocation sealed before it stopped is the one kept.
+        record = checkpoint.record = self.store.seal(record)
         checkpoint.save()
         logger.info(
             "verification %s %s: %d versions checked, %d missing, %d damaged, %d error(s)",

@@ -7,20 +7,31 @@ the same backup finds the same job instead of starting another.
 
 The job framework's store keeps it (chalicelib/jobs/store.py: create-only, then ETag-guarded). The counts
 are complete; the findings and errors listed are capped.
+
+That record is the job's working copy, rewritten at every checkpoint. When the job ends, the verify worker
+seals its result: written once more under `meta/sealed/verifications/<same name>`, create-only (the bucket
+policy refuses any other write there, and no other role may write there at all), before the working copy
+says it ended. Only the sealed result is a finished job's: whoever reads a job (`VerificationStore.read`,
+so the API, the dashboard and the cadence alike) gets the sealed result, or the working copy as unfinished,
+whatever that says of itself.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from chalicelib import s3docs
 from chalicelib.catalog.records import backup_time, is_backup_id
-from chalicelib.errors import NotFound
+from chalicelib.errors import AlreadyExists, NotFound
 from chalicelib.jobs.store import JobKind, JobStore
-from chalicelib.layout import VERIFICATIONS_PREFIX
+from chalicelib.layout import SEALED_VERIFICATIONS_PREFIX, VERIFICATIONS_PREFIX
 from chalicelib.s3docs import inverted_key, known_fields
 from chalicelib.verify.checks import MAX_LISTED, VerifyReport
+
+logger = logging.getLogger(__name__)
 
 JOB_PREFIX = "verify-"
 # An on-demand check of one backup (POST /backups/{id}/verify): `check-<a fresh id of the request's time>`.
@@ -62,6 +73,11 @@ def backup_of(job_id: str) -> str:
 
 def verification_key(job_id: str) -> str:
     return inverted_key(VERIFICATIONS_PREFIX, backup_time(backup_of(job_id)), job_id)
+
+
+def sealed_verification_key(job_id: str) -> str:
+    """Where a finished job's result is sealed: the working record's name under meta/sealed/verifications/."""
+    return SEALED_VERIFICATIONS_PREFIX + verification_key(job_id)[len(VERIFICATIONS_PREFIX):]
 
 
 @dataclass
@@ -169,6 +185,17 @@ class VerificationRecord:
         self.status = VerificationStatus.SUCCEEDED if self.ok else VerificationStatus.FAILED
         self.finished_at = now
 
+    def restarted(self, why: str) -> VerificationRecord:
+        """The job from its start, with `why` among its errors: what it was asked, nothing of what its record
+        said it had found or where it stood (a checkpoint that cannot be trusted is not carried on)."""
+        fresh = VerificationRecord(
+            job_id=self.job_id, backup_id=self.backup_id, weekday=self.weekday, kind=self.kind, plan_names=self.plan_names,
+            sample_percent=self.sample_percent, trigger=self.trigger, started_at=self.started_at, updated_at=self.updated_at,
+            invocations=self.invocations,
+        )
+        fresh.add_error(why)
+        return fresh
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["ok"] = self.ok if self.finished else None
@@ -202,9 +229,58 @@ class VerificationRecord:
 
 
 class VerificationStore(JobStore[VerificationRecord]):
-    """Verification records in the catalog bucket."""
+    """Verification records in the catalog bucket: working copies, and the sealed results of finished jobs."""
 
     kind = JobKind("verification job", "job_id", VERIFICATIONS_PREFIX, verification_key, VerificationRecord.from_dict)
+
+    def read(self, job_id: str) -> tuple[VerificationRecord, str] | None:
+        """The job as it may be trusted, with the working copy's ETag: its sealed result once it ended (never
+        replaced: no ETag), else its working copy, unfinished. A working copy that says the job ended with no
+        sealed result behind it was not written by the job's end (the worker seals first): none of it is
+        believed, the job reads as running from its start, and, when worked, it checks everything again and
+        ends FAILED saying why."""
+        sealed = self.sealed(job_id)
+        if sealed is not None:
+            return sealed, ""
+        found = super().read(job_id)
+        if found is None:
+            return None
+        record, etag = found
+        if (record.kind == "slice") != job_id.startswith(JOB_PREFIX):
+            # The API's role creates checks' records: one posing as a weekly job is not this job's record.
+            raise ValueError(f"the record of {job_id} says it is a {record.kind!r} job")
+        if record.finished:
+            why = f"its record said it had ended {record.status} with no sealed result: not trusted, checked again from the start"
+            logger.warning("verification %s: %s", job_id, why)
+            record = record.restarted(why)
+        return record, etag
+
+    def sealed(self, job_id: str) -> VerificationRecord | None:
+        """The job's sealed result (None: it has not ended). ValueError when the document there is not this
+        job's finished result."""
+        key = sealed_verification_key(job_id)
+        document = s3docs.read(self.s3, self.bucket, key)
+        if document is None:
+            return None
+        data = document.data
+        if data.get("job_id") != job_id or data.get("status") not in (VerificationStatus.SUCCEEDED, VerificationStatus.FAILED):
+            raise ValueError(f"the sealed result at s3://{self.bucket}/{key} is not verification {job_id}'s finished result")
+        return VerificationRecord.from_dict(data)
+
+    def seal(self, record: VerificationRecord) -> VerificationRecord:
+        """Write a finished job's result once, create-only, and return what is sealed: this result, or the
+        one an earlier invocation of the job sealed before it stopped (idempotent)."""
+        if not record.finished:
+            raise ValueError(f"verification {record.job_id} is still running: only a finished job is sealed")
+        try:
+            s3docs.create(self.s3, self.bucket, sealed_verification_key(record.job_id), record.to_dict())
+        except AlreadyExists:
+            sealed = self.sealed(record.job_id)
+            if sealed is None:  # a sealed result is never removed (the bucket policy denies it)
+                raise
+            logger.info("verification %s was sealed by an earlier invocation", record.job_id)
+            return sealed
+        return record
 
 
 def backup_verification(s3: Any, bucket: str, backup_id: str) -> dict[str, Any] | None:
