@@ -95,6 +95,25 @@ class RetentionPolicy:
         return ", ".join(parts) or "newest only"
 
 
+def described(text: str) -> RetentionPolicy | None:
+    """The policy `RetentionPolicy.describe` wrote as `text` (None: not such a text), for records written
+    before they kept the rules themselves."""
+    rules: dict[str, int] = {}
+    if text != "newest only":
+        for part in text.split(", "):
+            words = part.split(" ")
+            if len(words) == 3 and words[0] == "within" and words[2] == "days" and words[1].isdigit():
+                rules["keep_within_days"] = int(words[1])
+            elif len(words) == 2 and f"keep_{words[0]}" in RULES[:-1] and words[1].isdigit():
+                rules[f"keep_{words[0]}"] = int(words[1])
+            else:
+                return None
+    try:
+        return RetentionPolicy(**rules)
+    except ValueError:
+        return None
+
+
 def parse_retention(data: Any, where: str) -> RetentionPolicy:
     """Validate a plan's `retention` block.
 

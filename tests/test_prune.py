@@ -741,3 +741,28 @@ def test_without_an_earlier_prune_removing_a_snapshot_older_than_a_year_is_held(
     assert held.status == "HELD" and held.plans["docs"].baseline is None
     assert any("long-term history" in r and taken[0] in r for r in held.plans["docs"].guard["reasons"])
     assert world.prune(allow=True).plans["docs"].removing == [taken[0]]
+
+
+def test_the_guards_baseline_is_the_policy_a_prune_applied_never_one_a_lost_or_held_prune_only_decided() -> None:
+    from chalicelib.prune.guard import baseline, policy_rules
+    from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus
+
+    old, new = RetentionPolicy(keep_daily=5, keep_yearly=7), RetentionPolicy(keep_daily=5, keep_yearly=1)
+
+    def record(prune_id: str, status: PruneStatus | None, rules: RetentionPolicy | None, marked: bool = False,
+               judged_by: RetentionPolicy | None = None, policy: str | None = None) -> PruneRecord:
+        work = PlanPrune(plan="docs", status=status, marked=marked, rules=policy_rules(rules) if rules else None,
+                         baseline=policy_rules(judged_by) if judged_by else None, policy=policy or (rules.describe() if rules else ""))
+        return PruneRecord(prune_id=prune_id, trigger="schedule", plan_names=["docs"], plans={"docs": work})
+
+    applied = record("prune-3", PruneStatus.SUCCEEDED, old)
+    # A prune that decided by the new policy and then lost its worker (no status), or was held, or failed before
+    # marking: none of them applied it, so the baseline stays the one they were judged by.
+    for undone in (record("prune-5", None, new, judged_by=old), record("prune-5", PruneStatus.HELD, new, judged_by=old),
+                   record("prune-5", PruneStatus.FAILED, new, judged_by=old)):
+        assert baseline([undone, applied], "docs", "prune-6") == policy_rules(old)
+    # One that failed after marking applied its policy.
+    assert baseline([record("prune-5", PruneStatus.FAILED, new, marked=True), applied], "docs", "prune-6") == policy_rules(new)
+    # A record written before prunes kept their rules gives the policy it describes.
+    legacy = record("prune-2", PruneStatus.SUCCEEDED, None, policy=old.describe())
+    assert baseline([legacy], "docs", "prune-6") == policy_rules(old)

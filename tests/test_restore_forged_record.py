@@ -78,9 +78,9 @@ def test_a_restore_record_rewritten_to_another_target_fails_and_writes_nothing(
     assert any(reason in warning for warning in done.warnings), done.warnings
     assert {bucket: keys(s3, bucket) for bucket in before} == before
     assert not folder.exists()
-    # Finished: the hourly check will not pick it up again.
-    assert keys(s3, CATALOG).count(RESTORE_QUEUE_PREFIX + record.restore_id) == 0
+    # Finished: the hourly check does not run it again, and takes it out of the queue.
     assert restores.resume_pending() == []
+    assert keys(s3, CATALOG).count(RESTORE_QUEUE_PREFIX + record.restore_id) == 0
 
 
 def test_a_record_rewritten_under_the_process_that_checked_it_is_not_followed(

@@ -13,6 +13,7 @@ from typing import Any
 from chalicelib.catalog.manifests import Manifest, manifest_key
 from chalicelib.config import Settings
 from chalicelib.restore import parts
+from chalicelib.restore.record import RestoreStatus
 from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.service import RestoreService
 from chalicelib.restore.versions import listed_versions
@@ -93,6 +94,7 @@ def test_a_large_restore_is_cut_into_parts_each_copying_its_own_range_once(
     assert (done.status, done.restored, done.pending_thaw, done.failed) == ("SUCCEEDED", DOCUMENTS, 0, 0), done
     assert bucket_contents(s3, TARGET) == sources["documents"]
     catalog = settings.plans.catalog_bucket
+    hourly.resume_pending(now=utcnow() + timedelta(hours=3))
     assert s3.list_objects_v2(Bucket=catalog, Prefix=QUEUE)["KeyCount"] == 0
 
 
@@ -125,7 +127,8 @@ def test_a_part_missing_after_its_whole_restore_named_it_fails_the_whole_one_wit
     hourly = RestoreService.from_settings(settings, clients)
     hourly.resume_pending(now=utcnow() + timedelta(hours=1))
     done = hourly.get(cut.restore_id)
-    assert done.status == "PARTIAL" and done.failed == 1
+    # The missing part's share of the selection (the first of four parts of ten: three) counts as failed.
+    assert done.status == "PARTIAL" and (done.restored, done.failed) == (DOCUMENTS - 3, 3)
     assert f"part {cut.parts[0]} has no readable record" in done.failures[0]["reason"]
 
 
@@ -242,3 +245,15 @@ def test_a_refused_part_fails_its_whole_range_in_the_whole_restore(settings: Set
     done = worker.get(cut.restore_id)
     assert done.status == "PARTIAL" and done.restored == DOCUMENTS - part.total and done.failed == part.total
     assert any("refused" in f["reason"] for f in done.failures)
+
+
+def test_parts_that_do_not_cover_the_selection_leave_the_rest_failed_not_succeeded() -> None:
+    from chalicelib.restore.record import RestoreRecord
+
+    whole = RestoreRecord(restore_id="20261207T000000000Z-w", backup_id="b", plan="documents", target={}, total=10,
+                          parts=["20261207T000000000Z-w-p0", "20261207T000000000Z-w-p1"])
+    done = [RestoreRecord(restore_id=p, backup_id="b", plan="documents", target={}, total=3, restored=3, status=RestoreStatus.SUCCEEDED)
+            for p in whole.parts]
+    assert parts.add_up(whole, list(done))
+    assert (whole.status, whole.restored, whole.failed) == ("PARTIAL", 6, 4)
+    assert "4 object(s) of the selection are in no readable part" in whole.failures[-1]["reason"]

@@ -275,11 +275,14 @@ def test_a_checkpoint_rewritten_while_the_backup_runs_is_not_resumed_from(
     assert data_key and not s3.list_objects_v2(Bucket=bucket, Prefix=manifest_key("documents", running)).get("Contents")
 
 
+@pytest.mark.parametrize("proof", ["forged", "none"])
 def test_a_split_recorded_by_another_than_the_run_is_not_worked(
-    backup_buckets: Any, sources: Any, stage_env: dict[str, str], topic_queue: str, s3: Any, sqs: Any
+    backup_buckets: Any, sources: Any, stage_env: dict[str, str], topic_queue: str, s3: Any, sqs: Any, proof: str
 ) -> None:
     """The writer creates the split record (create-only) of a backup about to split its plan into ranges,
-    with bounds of its choosing, before the run's first invocation: the run works none of its ranges."""
+    with bounds of its choosing, before the run's first invocation: the run works none of its ranges. With a
+    proof that is not the run's it is tampering, and the plan fails; without any proof (as a version before
+    proofs wrote it) the plan runs whole, every version its snapshot names the run's own copy."""
     from chalicelib.backup.ranges import split_key
 
     settings = Settings.from_environ({**stage_env, "SPLIT_OBJECTS": "3", "MAX_PARALLEL_RANGES": "3"})
@@ -290,21 +293,24 @@ def test_a_split_recorded_by_another_than_the_run_is_not_worked(
     key = new_run_key()
     running = service.start(["documents"], trigger="api", run_key=key).backup_id
     bucket = settings.plans.get("documents").bucket
-    Writer(s3, settings).send(
-        "PutObject", Bucket=bucket, Key=split_key("documents", running), IfNoneMatch="*",
-        Body=json.dumps({"previous": None, "bounds": [[0, "a"], [0, "z"]]}).encode(),
-    )
+    split = {"previous": None, "bounds": [[0, "a"], [0, "z"]]} | ({"run_proof": "f" * 64} if proof == "forged" else {})
+    Writer(s3, settings).send("PutObject", Bucket=bucket, Key=split_key("documents", running), IfNoneMatch="*", Body=json.dumps(split).encode())
     read_alerts(sqs, topic_queue)
 
-    record = service.run(running, context=FakeContext(100), run_key=key)
+    service.run(running, context=FakeContext(100), run_key=key)
     invocations.drive(lambda p: service.run(p["backup_id"], plan_name=p.get("plan"), segment=p.get("segment"), run_key=p.get("run_key")))
 
     record = RecordStore(s3, settings.plans.catalog_bucket).get(running)
     result = record.plans["documents"]
-    assert record.status == "FAILED" and result.status == "FAILED", record
-    assert any(e.startswith("TAMPERING") and "split" in e for e in result.errors), result.errors
     assert not [p for p in invocations.queue if p.get("segment")]
-    assert any(a["Subject"].startswith("TAMPERING") and running in a["Message"] for a in read_alerts(sqs, topic_queue))
+    tampering = [a for a in read_alerts(sqs, topic_queue) if a["Subject"].startswith("TAMPERING") and running in a["Message"]]
+    if proof == "forged":
+        assert record.status == "FAILED" and result.status == "FAILED", record
+        assert any(e.startswith("TAMPERING") and "split" in e for e in result.errors), result.errors
+        assert tampering
+    else:
+        assert record.status == "SUCCEEDED" and not tampering, record
+        assert assert_versions_hold(s3, bucket, entries_of(s3, bucket, "documents", running)) == 10
 
 
 def test_a_checkpoint_of_an_earlier_version_without_proof_is_not_resumed_from_and_the_run_starts_over(

@@ -349,7 +349,8 @@ def test_a_job_killed_midway_leaves_the_backup_succeeded_and_the_redelivery_fini
     heads = Heads(clients.s3)
 
     def kill(**kwargs: Any) -> None:
-        if len(heads.calls) == 3:
+        # At the third HEAD or after: the job's pool may send several before this hook sees the count.
+        if len(heads.calls) >= 3:
             raise Crash()
 
     clients.s3.meta.events.register("before-call.s3.HeadObject", kill)

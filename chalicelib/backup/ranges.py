@@ -216,6 +216,11 @@ def load_split(s3: Any, bucket: str, plan: str, backup_id: str, run_key: str | N
     data = get_json(s3, bucket, split_key(plan, backup_id))
     if data is None:
         return None
+    if run_key is not None and "run_proof" not in data:
+        # Recorded by a version before splits carried the run's proof (a run under way at an upgrade): not
+        # worked; the plan runs whole instead (ranges already under way adopt its snapshot, proven by the key).
+        logger.warning("the split of plan %s for backup %s carries no proof (an earlier version's): the plan runs whole", plan, backup_id)
+        return None
     if run_key is not None and not run_keys.proves(data.get("run_proof"), run_keys.split_proof(run_key, plan, backup_id, data)):
         raise Tampered(
             f"the split of plan {plan} for backup {backup_id} (s3://{bucket}/{split_key(plan, backup_id)}) was not "

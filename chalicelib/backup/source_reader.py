@@ -9,6 +9,7 @@ has no listing pages, a bucket no item count) answers with the declared empty va
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,6 +18,8 @@ from chalicelib.backup.listing import PageMarks
 from chalicelib.catalog import run_keys
 from chalicelib.errors import Tampered
 from chalicelib.plans import Source
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,13 @@ class ReaderRun:
             return state
         return {**state, "run_proof": run_keys.state_proof(self.run_key, key, state)}
 
-    def opened(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
-        """`state`, as read back from `key`: `Tampered` when the run did not write it."""
+    def opened(self, key: str, state: dict[str, Any]) -> dict[str, Any] | None:
+        """`state`, as read back from `key`; None when it carries no proof at all (saved by a version before
+        progress carried the run's proof: a run under way at an upgrade), which is not resumed from;
+        `Tampered` when its proof is not the run's."""
+        if self.run_key is not None and "run_proof" not in state:
+            logger.warning("s3://%s/%s carries no proof (an earlier version's): not resumed from", self.bucket, key)
+            return None
         if self.run_key is not None and not run_keys.proves(state.get("run_proof"), run_keys.state_proof(self.run_key, key, state)):
             raise Tampered(
                 f"s3://{self.bucket}/{key}, the progress of a source of backup {self.backup_id}, was not written by the "

@@ -91,8 +91,14 @@ class TableExports:
         data = get_json(self.s3, self.bucket, self.state_key)
         if data is None:
             return None
-        data = self.run.opened(self.state_key, data)
-        return Export(data["arn"], data["prefix"])
+        trusted = self.run.opened(self.state_key, data)
+        if trusted is None:
+            # Created (create-only) by a version before the run's proof: neither adopted nor replaced.
+            raise SourceError(
+                f"{self.where}: the export recorded at {self.state_key} by an earlier version is not adopted; the next "
+                "backup exports the table anew"
+            )
+        return Export(trusted["arn"], trusted["prefix"])
 
     def start_or_adopt(self, table_arn: str, source: str, backup_id: str) -> Export:
         """The export this plan run waits for: the one already recorded, or a new one."""

@@ -211,7 +211,7 @@ class DynamoDBSourceReader:
         if data is None:
             return None
         data = self._run.opened(key, data)
-        if data.get("table") != self.source.table:
+        if data is None or data.get("table") != self.source.table:
             return None
         return [_Segment(**{**segment, "digest": int(segment["digest"], 16)}) for segment in data["segments"]]
 

@@ -21,7 +21,7 @@ from datetime import tzinfo
 from typing import Any
 
 from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus
-from chalicelib.retention import RetentionPolicy, Snapshot, decide
+from chalicelib.retention import RetentionPolicy, Snapshot, decide, described
 from chalicelib.times import parse_iso
 
 # Without a baseline, removing a snapshot older than this is held: only monthly and yearly rules keep one.
@@ -58,15 +58,23 @@ class GuardVerdict:
 
 def baseline(records: Iterable[PruneRecord], plan: str, prune_id: str) -> dict[str, int] | None:
     """Of `records` (newest first), the policy in force before this prune: the rules of the plan's newest
-    other real prune that was not held (a held one, or one that failed before marking, carries on the
-    baseline it was judged by). None: no such prune among them."""
+    other real prune that applied its policy (it ended SUCCEEDED, or FAILED after marking). Any other (held,
+    failed before marking, still running or lost) carries on the baseline it was judged by. A prune recorded
+    before prunes kept their rules gives the policy its record describes. None: no such prune among them."""
     for earlier in records:
         work = earlier.plans.get(plan)
-        if earlier.prune_id == prune_id or earlier.dry_run or work is None or work.waiting or work.rules is None:
+        if earlier.prune_id == prune_id or earlier.dry_run or work is None or work.waiting:
             continue
-        if work.status == PruneStatus.HELD or (work.status == PruneStatus.FAILED and not work.marked):
-            return work.baseline
-        return work.rules
+        applied = work.status == PruneStatus.SUCCEEDED or (work.status == PruneStatus.FAILED and work.marked)
+        if not applied:
+            if work.baseline is not None:
+                return work.baseline
+            continue
+        if work.rules is not None:
+            return work.rules
+        before = described(work.policy)
+        if before is not None:
+            return policy_rules(before)
     return None
 
 

@@ -84,25 +84,31 @@ def create_parts(store: RestoreStore, records: list[RestoreRecord]) -> list[Rest
 
 def add_up(whole: RestoreRecord, parts: list[RestoreRecord | None]) -> bool:
     """The whole restore as its parts' records say (True), once each has ended its first pass; False (and
-    nothing changed) while one still runs. A part whose record is missing or unreadable leaves the whole
-    FAILED with that reason: the selection it held was not restored."""
+    nothing changed) while one still runs. Whatever of the selection no readable part covers (a part whose
+    record is missing, parts cut again under other settings) counts as failed, with the reason."""
     if any(p is not None and p.status in (RestoreStatus.RUNNING, RestoreStatus.PREPARING) for p in parts):
         return False
     whole.restored = whole.bytes_restored = whole.failed = 0
     whole.pending, whole.failures = [], []
     for index, part in enumerate(parts):
         if part is None:
-            whole.failed += 1
+            # Its share is counted failed below, with whatever else no part covers.
             whole.failures.append({"source": "", "key": "", "reason": f"part {part_id(whole.restore_id, index)} has no readable record"})
             continue
         whole.restored += part.restored
         whole.bytes_restored += part.bytes_restored
         whole.failed += part.failed
-        whole.failures.extend(part.failures[: MAX_FAILURES_LISTED - len(whole.failures)])
+        whole.failures.extend(part.failures[: max(0, MAX_FAILURES_LISTED - len(whole.failures))])
         if part.refused:
             # Refused (its snapshot pruned, its target no longer allowed): the rest of its range was not restored.
             whole.failed += max(0, part.total - part.restored - part.failed)
             whole.failures.append({"source": "", "key": "", "reason": f"part {part.restore_id} refused: {part.refused}"})
+    # Parts that do not cover the selection (cut again after a crash under other settings, keeping the first
+    # cut's parts): what no part took was not restored.
+    covered = sum(part.total for part in parts if part is not None)
+    if covered < whole.total:
+        whole.failed += whole.total - covered
+        whole.failures.append({"source": "", "key": "", "reason": f"{whole.total - covered} object(s) of the selection are in no readable part"})
     # The versions waiting for a thaw stay in the parts' records (each part's next pass takes its own);
     # the whole restore counts them and says when the last is due.
     waiting = [p for p in parts if p is not None and p.status == RestoreStatus.WAITING_FOR_THAW]

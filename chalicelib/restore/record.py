@@ -1,8 +1,11 @@
 """The record of a restore, which is also its checkpoint: one JSON document per restore in the catalog bucket
 (`meta/restores/<inverted time>_<restore_id>.json`), kept by the job framework's store
 (chalicelib/jobs/store.py: created only if absent, then replaced only as the version last read), and the
-queue of restores not finished yet (`meta/restore-queue/<restore_id>`, one empty object each: the hourly
-check lists only these)."""
+queue of restores not known to be finished (`meta/restore-queue/<restore_id>`, one empty object each: the
+hourly check lists only these). An entry leaves the queue when the hourly check finds its restore finished,
+never by the restore's own last write: of two invocations of one pass, the one whose write loses must not
+take a restore that still runs out of the queue, which the prune reads to keep what restores read
+(catalog/restoring.py, which passes finished restores over)."""
 
 from __future__ import annotations
 
@@ -131,23 +134,6 @@ class RestoreStore(JobStore[RestoreRecord]):
                 raise
             queued.result()
         return etag
-
-    def replace(self, record: RestoreRecord, etag: str) -> str:
-        """`JobStore.replace`; a finished restore also leaves the queue, in the same round trip. Should the
-        record not be written after all (another invocation wrote it first: `AlreadyExists`), the entry is
-        put back: that invocation carries the restore on and the hourly check must still see it."""
-        if not record.finished:
-            return super().replace(record, etag)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            dequeued = pool.submit(self.dequeue, record.restore_id)
-            try:
-                new_etag = super().replace(record, etag)
-            except Exception:
-                dequeued.result()
-                self.enqueue(record.restore_id)
-                raise
-            dequeued.result()
-        return new_etag
 
     def enqueue(self, restore_id: str) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=RESTORE_QUEUE_PREFIX + restore_id, Body=b"")

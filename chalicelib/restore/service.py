@@ -217,7 +217,7 @@ class RestoreService:
             if working and not worker_lost(record.updated_at, now, PASS_TIME_LIMIT):
                 continue  # its worker may still be at it
             if record.finished:
-                self.store.dequeue(restore_id)  # its last pass ended before it could
+                self.store.dequeue(restore_id)  # the only way out of the queue (restore/record.py)
                 continue
             try:
                 done.append(self.run(restore_id, context=context))
