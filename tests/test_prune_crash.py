@@ -143,7 +143,7 @@ def crash_points(sequence: list[str], chunk: int, exhaustive: bool, sample: int 
 
 
 @pytest.mark.parametrize("chunk", range(CHUNKS))
-def test_a_crash_at_any_operation_of_a_prune_then_a_new_prune_keeps_every_kept_snapshot_whole(
+def test_a_prune_crashed_at_any_operation_then_resumed_keeps_every_kept_snapshot_whole_and_reports_what_left_the_bucket(
     aws: None, s3: Any, fault_injector: Any, exhaustive: bool, chunk: int
 ) -> None:
     with time_machine.travel(DAY0, tick=True) as clock:
