@@ -98,9 +98,11 @@ def test_the_prune_lists_every_data_version_twice_and_the_cost_report_once() -> 
     earlier = min(PRUNE_SWEPT_LOOKBACK, OFFICE.prunes_in_window + 1)
     assert jobs["prune"].requests["list"] == 31 + 2 * walk + 2 + 1 and jobs["prune"].requests["delete"] == 1
     assert jobs["prune"].requests["get"] == 1 + 2 * 51 + earlier
-    assert jobs["prune"].requests["post"] == 2 and jobs["prune"].requests["put"] == 7
+    # The record: created, after each phase, concluded, and before the delete pass's last DeleteObjects.
+    assert jobs["prune"].requests["post"] == 2 and jobs["prune"].requests["put"] == 8
     removing = upkeep_day(BucketDay(**{**OFFICE.__dict__, "removed": 1}), UpkeepSettings())["prune"]
-    assert removing.requests["put"] == 8 and removing.requests["post"] == 3
+    # A marker, and the record saved before the manifests' DeleteObjects.
+    assert removing.requests["put"] == 10 and removing.requests["post"] == 3
     # 30 backup records (a page of 100), 30 prune records, 51 snapshots each looked at four ways.
     assert jobs["cost_report"].requests["list"] == 1 + 1 + 1 + 51 + walk
     assert jobs["cost_report"].requests["get"] == 30 + 30 + 3 * 51 + 1

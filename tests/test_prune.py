@@ -32,7 +32,7 @@ from chalicelib.prune.job import PruneJob
 from chalicelib.prune.record import PlanPrune, PruneRecord, new_prune_id
 from chalicelib.prune.service import PruneJobs
 from chalicelib.prune.decision import possible_bases
-from chalicelib.prune.sweep import Rules
+from chalicelib.prune.sweep import References, Rules, walk
 from chalicelib.retention import RetentionPolicy
 from chalicelib.times import isoformat, utcnow
 from tests.concurrency import at_once
@@ -766,3 +766,17 @@ def test_the_guards_baseline_is_the_policy_a_prune_applied_never_one_a_lost_or_h
     # A record written before prunes kept their rules gives the policy it describes.
     legacy = record("prune-2", PruneStatus.SUCCEEDED, None, policy=old.describe())
     assert baseline([legacy], "docs", "prune-6") == policy_rules(old)
+
+
+def test_a_sweep_resumed_at_a_key_never_judges_that_key_again(world: Any) -> None:
+    """The key at a saved position is done: its references are passed, so listed again (S3 documents the key
+    marker as "the key to start with", and moto lists that key again) its versions would all look
+    unreferenced and go, a kept snapshot's with them."""
+    world.s3.put_object(Bucket=SOURCE, Key="k0.txt", Body=b"0")
+    world.s3.put_object(Bucket=SOURCE, Key="k1.txt", Body=b"1")
+    world.backup()
+    world.s3.put_object(Bucket=SOURCE, Key="k0.txt", Body=b"0 again")
+    world.backup()
+    missing: list[int] = []
+    walked = [stored.data_key for stored in walk(world.s3, BUCKET, References([]), ["short", "src", "k0.txt"], missing.append)]
+    assert walked == ["data/src/k1.txt"]

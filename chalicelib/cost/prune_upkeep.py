@@ -43,8 +43,9 @@ def prune(day: BucketDay, settings: UpkeepSettings) -> JobDay:
 
 def _deletions(job: JobDay, day: BucketDay) -> None:
     """A marker per removed snapshot and the record's saves; what goes, 1,000 versions to a DeleteObjects,
-    then the removed manifests."""
-    job.add("put", PRUNE_RECORD_PUTS + day.removed)
+    then the removed manifests. The record is saved before the delete pass's last DeleteObjects and before
+    the manifests' (each batch is recorded before it is sent, prune/deleter.py)."""
+    job.add("put", PRUNE_RECORD_PUTS + day.removed + (1 if day.deleted else 0) + (1 if day.removed else 0))
     job.add("post", math.ceil(day.deleted / PAGE) + (1 if day.removed else 0))
     # The kept indexes a newer one superseded: the indexes listed, their versions listed, each deleted.
     job.add("list", 2)

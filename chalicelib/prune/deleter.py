@@ -3,6 +3,7 @@ deleted versions were billed and would have cost (estimated by the cost model fr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,10 +24,10 @@ def retained_by_object_lock(error: dict[str, Any]) -> bool:
     return error.get("Code") == "AccessDenied" and "object lock" in str(error.get("Message", "")).lower()
 
 
-def delete_versions(s3: Any, bucket: str, objects: list[dict[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+def delete_versions(s3: Any, bucket: str, objects: list[dict[str, str]]) -> dict[tuple[str, str | None], dict[str, Any]]:
     """Delete the versions (`{"Key", "VersionId"}` each), a thousand per request: the errors S3 answered,
     by (key, version id)."""
-    failed: dict[tuple[str, str], dict[str, Any]] = {}
+    failed: dict[tuple[str, str | None], dict[str, Any]] = {}
     for start in range(0, len(objects), DELETE_BATCH):
         batch = objects[start:start + DELETE_BATCH]
         response = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
@@ -69,52 +70,78 @@ def add_charge(tally: dict[str, Any], charge: float, size: int) -> None:
     tally["bytes"] += size
 
 
-class Deleter:
-    """Deletes unreferenced versions a thousand at a time (one DeleteObjects request) and counts them. Versions
-    are sent as soon as `batch` are pending (None: only when `flush` is called)."""
+# A row of a batch being sent: key, version id, what it is (the version's storage class, MARKER or
+# MANIFEST), its size, and the early deletion charge deleting it is billed (estimated when it was judged).
+Row = list[Any]
+MARKER = "~marker"
+MANIFEST = "~manifest"
 
-    def __init__(
-        self, s3: Any, plan: Plan, work: PlanPrune, prices: Prices | None, now: datetime, batch: int | None = DELETE_BATCH
-    ) -> None:
+
+def count_sent(work: PlanPrune, rows: list[Row], failed: dict[tuple[str, str | None], dict[str, Any]]) -> None:
+    """Count a batch S3 has answered. S3 answers a version that is already gone as deleted too, so what is
+    counted is the batch as the listing before it held it (`rows`), less what S3 refused."""
+    for key, version_id, kind, size, charge in rows:
+        # S3 names the version in each error; moto names only the key.
+        error = failed.get((key, version_id)) or failed.get((key, None))
+        if error is not None:
+            if retained_by_object_lock(error):
+                # Retention set on the version itself, longer than the bucket's default: a later prune takes it.
+                work.object_locked += 1
+            else:
+                work.add_error(f"could not delete {key} version {version_id}: {error.get('Code')}: {error.get('Message')}")
+        elif kind == MARKER:
+            work.markers_deleted += 1
+        elif kind == MANIFEST:
+            work.manifests_deleted += 1
+        else:
+            add_to(work.deleted, kind, size)
+            if charge:
+                add_charge(work.early_deletion, charge, size)
+
+
+class Deleter:
+    """Deletes versions a thousand at a time (one DeleteObjects request) and counts them, exactly once
+    whatever the crash: what is pending is recorded in the prune's checkpoint (`work.sending`, with the
+    sweep's position after it) before it is sent, and counted, and cleared, once S3 has answered; the next
+    save of the checkpoint carries both. A prune resumed with a batch recorded sends it again (`resend`) and
+    counts it from its rows: a crash before the answer left it uncounted, whatever S3 did with it."""
+
+    def __init__(self, s3: Any, plan: Plan, work: PlanPrune, prices: Prices | None, now: datetime) -> None:
         self.s3 = s3
-        self.batch = batch
         self.plan = plan
         self.work = work
         self.prices = prices
         self.now = now
-        self.pending: list[tuple[str, dict[str, Any], datetime | None]] = []
+        self.pending: list[Row] = []
 
     def add(self, data_key: str, version: dict[str, Any], noncurrent_since: datetime | None) -> None:
-        self.pending.append((data_key, version, noncurrent_since))
-        if self.batch is not None and len(self.pending) >= self.batch:
-            self.flush()
-
-    def flush(self) -> None:
-        while self.pending:
-            batch, self.pending = self.pending[:DELETE_BATCH], self.pending[DELETE_BATCH:]
-            objects = [{"Key": key, "VersionId": version["VersionId"]} for key, version, _ in batch]
-            failed = delete_versions(self.s3, self.plan.bucket, objects)
-            for key, version, noncurrent_since in batch:
-                error = failed.get((key, version["VersionId"]))
-                if error is not None:
-                    self._failed(key, version, error)
-                    continue
-                if version.get("marker"):
-                    self.work.markers_deleted += 1
-                    continue
-                storage_class = version.get("StorageClass") or "STANDARD"
-                size = int(version.get("Size", 0))
-                add_to(self.work.deleted, storage_class, size)
-                charge = early_charge(self.plan, version, noncurrent_since, storage_class, self.prices, self.now)
-                if charge:
-                    add_charge(self.work.early_deletion, charge, size)
-
-    def _failed(self, key: str, version: dict[str, Any], error: dict[str, Any]) -> None:
-        if retained_by_object_lock(error):
-            # Retention set on the version itself, longer than the bucket's default: a later prune takes it.
-            self.work.object_locked += 1
+        if version.get("marker"):
+            self.pending.append([data_key, version["VersionId"], MARKER, 0, 0.0])
             return
-        self.work.add_error(f"could not delete {key} version {version['VersionId']}: {error.get('Code')}: {error.get('Message')}")
+        storage_class = version.get("StorageClass") or "STANDARD"
+        size = int(version.get("Size", 0))
+        charge = early_charge(self.plan, version, noncurrent_since, storage_class, self.prices, self.now)
+        self.pending.append([data_key, version["VersionId"], storage_class, size, charge])
+
+    def add_manifest(self, key: str, version_id: str) -> None:
+        self.pending.append([key, version_id, MANIFEST, 0, 0.0])
+
+    def send(self, save: Callable[[], None]) -> None:
+        """Record what is pending as the batch being sent, `save` the checkpoint, then send and count it."""
+        if not self.pending:
+            return
+        self.work.sending, self.pending = self.work.sending + self.pending, []
+        save()
+        self.resend()
+
+    def resend(self) -> None:
+        """Send the recorded batch (again, after a crash) and count it; cleared once counted."""
+        rows = self.work.sending
+        for start in range(0, len(rows), DELETE_BATCH):
+            batch = rows[start:start + DELETE_BATCH]
+            failed = delete_versions(self.s3, self.plan.bucket, [{"Key": row[0], "VersionId": row[1]} for row in batch])
+            count_sent(self.work, batch, failed)
+        self.work.sending = []
 
 
 def judge_versions(

@@ -15,7 +15,8 @@ The order is what makes a crash at any point harmless:
    after the marks, catalog/restoring.py); and a version younger than the grace period, written since a
    running backup started, or under Object Lock retention is kept whatever names it. Everything else goes,
    a thousand versions per DeleteObjects request (`deleter.py`), and the position after each batch is the
-   checkpoint.
+   checkpoint, saved with the batch before it is sent: a resumed prune sends a batch it finds recorded
+   again and counts it once.
 5. manifests: every version of each removed snapshot's manifest, and the kept indexes a newer one
    superseded (catalog/kept_index.py), but not one a running backup compares with or an unfinished restore
    reads. A manifest goes last, so a crash before it
@@ -51,7 +52,7 @@ from chalicelib.plans import InventoryPlan, Plan, PlanSet
 from chalicelib.prices import Prices
 from chalicelib.inventory.freshness import newest_fresh_report
 from chalicelib.prune import cadence, decision, guard, report_sweep
-from chalicelib.prune.deleter import DELETE_BATCH, Deleter, delete_versions, judge_versions, retained_by_object_lock
+from chalicelib.prune.deleter import DELETE_BATCH, Deleter, judge_versions
 from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus, PruneStore, new_prune_id
 from chalicelib.prune.references import Sweeping, indexed_references, manifest_references
 from chalicelib.prune.sweep import References, Rules, walk
@@ -222,7 +223,7 @@ class PruneJob(Job[PruneRecord]):
             work.position = None
             checkpoint.save()
         if work.phase == "manifests":
-            self._remove_manifests(plan, work)
+            self._remove_manifests(checkpoint, plan, work)
             try:
                 drop_superseded(self.clients.s3, plan.bucket, plan.name)
                 if self.plans.inventory is not None:
@@ -332,10 +333,11 @@ class PruneJob(Job[PruneRecord]):
         inventory = self.plans.inventory
         at = Sweeping(s3, plan.bucket, plan.name, meta, sealed, excluded, now)
         with ExitStack() as stack:
-            # The report's sweep sends a batch at a key's end (`full` below), so a saved position never leaves
-            # a version of its key unsent.
-            batch = DELETE_BATCH if inventory is None else None
-            deleter = Deleter(s3, plan, work, self.prices, now, batch) if delete else None
+            # A batch is sent at a key's end (`full` below), so a saved position never leaves a version of its
+            # key unsent.
+            deleter = Deleter(s3, plan, work, self.prices, now) if delete else None
+            if deleter is not None and work.sending:
+                deleter.resend()  # recorded, then the invocation ended before S3's answer was counted
 
             def missing(count: int) -> None:
                 work.missing += count
@@ -360,6 +362,7 @@ class PruneJob(Job[PruneRecord]):
                     work.inventory["unnamed"] = "looked for in this report by an earlier prune: not again until the next report"
                 keys = report_sweep.walk_report(rows, named, references, work.position, now, unnamed)
             judged = 0
+            last = work.position
             for stored in keys:
                 judged += judge_versions(
                     stored, rules, work, deleter, plan, self.prices, now, markers=inventory is not None
@@ -372,14 +375,21 @@ class PruneJob(Job[PruneRecord]):
                     judged = 0
                     if inventory is not None and not full and not checkpoint.out_of_time():
                         continue
-                    if deleter is not None:
-                        deleter.flush()
                     work.position = stored.position
-                    checkpoint.save()
+                    if deleter is not None and deleter.pending:
+                        # Saved with the batch, then sent: the next save carries what it counted.
+                        deleter.send(checkpoint.save)
+                        if checkpoint.out_of_time():
+                            checkpoint.save()
+                    else:
+                        checkpoint.save()
                     if checkpoint.out_of_time():
                         return False
-            if deleter is not None:
-                deleter.flush()
+                last = stored.position
+            if deleter is not None and deleter.pending:
+                # The last batch is recorded at the last key: a prune resumed after it sends it and walks no further.
+                work.position = last
+                deleter.send(checkpoint.save)
         work.position = None
         return True
 
@@ -395,11 +405,14 @@ class PruneJob(Job[PruneRecord]):
 
     # -- 5. manifests -----------------------------------------------------------------------------------
 
-    def _remove_manifests(self, plan: Plan, work: PlanPrune) -> None:
+    def _remove_manifests(self, checkpoint: Checkpoint[PruneRecord], plan: Plan, work: PlanPrune) -> None:
         """Every version of the manifest of each snapshot this prune removes, and of any
         snapshot an earlier prune marked whose manifest is still there (it crashed first, or Object Lock held
         the manifest), unless a backup that runs now compares with it."""
         s3 = self.clients.s3
+        deleter = Deleter(s3, plan, work, self.prices, utcnow())
+        if work.sending:
+            deleter.resend()  # recorded, then the invocation ended before S3's answer was counted
         sealed = decision.sealed_backups(s3, self.plans.catalog_bucket)
         running = self._running(sealed, utcnow(), plan.name)
         marked = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
@@ -410,7 +423,6 @@ class PruneJob(Job[PruneRecord]):
             protected |= decision.possible_bases(running_id, started, sealed, candidates, marked)
         restoring = self._restoring(plan)
         present = {m.backup_id for m in meta.manifests.values() if m.plan == plan.name}
-        doomed: list[dict[str, str]] = []
         for backup_id in sorted((set(work.removing) | marked) & present):
             if backup_id not in marked:
                 continue  # never delete what is not marked first
@@ -423,11 +435,7 @@ class PruneJob(Job[PruneRecord]):
             # Every version the scan found (a delete marker there is refused by the bucket policy; one left
             # alone is removed by the lifecycle's ExpiredObjectDeleteMarker once nothing is under it).
             key = manifest_key(plan.name, backup_id)
-            doomed += [{"Key": key, "VersionId": version_id} for version_id, _ in meta.manifests[key].versions]
-        failed = delete_versions(s3, plan.bucket, doomed)
-        work.manifests_deleted += len(doomed) - len(failed)
-        for error in failed.values():
-            if retained_by_object_lock(error):
-                work.object_locked += 1  # a later prune deletes it, once its retention has passed
-            else:
-                work.add_error(f"could not delete {error.get('Key')} version {error.get('VersionId')}: {error.get('Code')}")
+            for version_id, _ in meta.manifests[key].versions:
+                deleter.add_manifest(key, version_id)
+        # One held by Object Lock is counted in `object_locked`: a later prune deletes it once its retention passed.
+        deleter.send(checkpoint.save)

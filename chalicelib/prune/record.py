@@ -115,6 +115,9 @@ class PlanPrune:
     guard: dict[str, Any] | None = None
     # The checkpoint inside the survey or the delete pass (see sweep.py); None: from the start.
     position: list[str] | None = None
+    # The DeleteObjects batch being sent (deleter.py's rows: key, version id, kind, size, charge), recorded
+    # before it is sent and cleared once S3's answer is counted: a prune resumed with one sends it again.
+    sending: list[list[Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error_count: int = 0

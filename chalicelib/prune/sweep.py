@@ -178,6 +178,10 @@ def _listed(s3: Any, bucket: str, prefix: str, after: str | None) -> Iterator[tu
             yield from heapq.merge(page.get("Versions", []), markers, key=_newest_first)
 
     for key, group in itertools.groupby(items(), key=lambda item: item["Key"]):
+        # S3 documents a key marker as "the key to start with" (moto lists that key's versions again): the
+        # key at the position is done, its references already passed, and judged again it would lose them.
+        if after and key <= after:
+            continue
         yield key, list(group)
 
 
