@@ -213,13 +213,15 @@ def test_a_scan_longer_than_one_invocation_continues_from_its_checkpoint(
     assert items(dynamodb, "restored-scanned") == before
 
 
-@pytest.mark.parametrize("rewritten", ["state", "part"])
+@pytest.mark.parametrize("rewritten", ["state", "part", "no proof"])
 def test_a_scan_checkpoint_rewritten_while_the_backup_runs_is_not_resumed_from(
     database: Settings, clients: Any, dynamodb: Any, s3: Any, monkeypatch: pytest.MonkeyPatch, rewritten: str
 ) -> None:
     """The scan's progress is kept where the backup writer can write (the run's checkpoint prefix): its state
     rewritten to say the scan is done with items of the writer's choosing, or a saved part replaced, is
-    tampering; the run resumes from neither, and the plan fails saying so."""
+    tampering; the run resumes from neither, and the plan fails saying so. A state without any proof (as a
+    version before proofs saved it, found at an upgrade) is not resumed from either, and no alarm: the scan
+    starts over and the backup ends whole."""
     from chalicelib.catalog.run_keys import new_run_key
 
     monkeypatch.setattr(tables, "SCAN_PAGE_ITEMS", 4)
@@ -233,14 +235,21 @@ def test_a_scan_checkpoint_rewritten_while_the_backup_runs_is_not_resumed_from(
     planted = gzip.compress(json.dumps({"Item": {"pk": {"S": "planted"}}}).encode() + b"\n")
     part = next(k for segment in state["segments"] for k in segment["parts"])
     s3.put_object(Bucket=DATABASE, Key=part, Body=planted)
-    if rewritten == "state":
+    if rewritten in ("state", "no proof"):
         for segment in state["segments"]:
             segment.update(done=True, count=1, parts=[part])
+        if rewritten == "no proof":
+            state.pop("run_proof")
         s3.put_object(Bucket=DATABASE, Key=state_key, Body=json.dumps(state).encode())
 
     invoker.drive(lambda payload: service.run(payload["backup_id"], context=FakeContext(2), run_key=payload.get("run_key")))
 
     result = service.get(backup_id).plans["database"]
+    if rewritten == "no proof":
+        assert result.status == "SUCCEEDED" and not [e for e in result.errors if e.startswith("TAMPERING")], result
+        [entry] = entries_of(s3, DATABASE, "database", backup_id)
+        assert entry.item_count == 50 + len(AWKWARD_ITEMS)
+        return
     assert result.status == "FAILED" and not result.manifest_version, result
     assert any(e.startswith("TAMPERING") for e in result.errors), result.errors
 
