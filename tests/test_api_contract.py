@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +84,18 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path, seconds
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+@pytest.fixture(autouse=True)
+def deep_enough_stack() -> Iterator[None]:
+    """Hypothesis describes a strategy's filter by parsing its source (`ast.parse`) deep inside a draw, some
+    300 frames down; CPython 3.11's parser then at times fails with "SystemError: AST constructor recursion
+    depth mismatch" (a case of the draw, not of the API), which Hypothesis reports as a flaky failure. More
+    headroom keeps the parser from tripping."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10_000))
+    yield
+    sys.setrecursionlimit(limit)
 
 
 @pytest.fixture(scope="module")
