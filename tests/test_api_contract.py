@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,18 +85,6 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path, seconds
     raise RuntimeError(f"{url} did not answer within {seconds} s")
 
 
-@pytest.fixture(autouse=True)
-def deep_enough_stack() -> Iterator[None]:
-    """Hypothesis describes a strategy's filter by parsing its source (`ast.parse`) deep inside a draw, some
-    300 frames down; CPython 3.11's parser then at times fails with "SystemError: AST constructor recursion
-    depth mismatch" (a case of the draw, not of the API), which Hypothesis reports as a flaky failure. More
-    headroom keeps the parser from tripping."""
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 10_000))
-    yield
-    sys.setrecursionlimit(limit)
-
-
 @pytest.fixture(scope="module")
 def local_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`chalice local` (stage local, background worker threads) against moto's server, each on a port it
@@ -117,6 +104,15 @@ def local_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION, **{
             "aws_access_key_id": "testing", "aws_secret_access_key": "testing"})
         make_buckets(s3, load_plans(stage_env))
+        # moto's server builds each service's routes (werkzeug parses them with `ast.parse`) on that service's
+        # first request. Built here, before any generated request: CPython 3.11 keeps one counter for every
+        # thread's `ast.parse`, so the server's parse racing Hypothesis's own (it parses a filter's source to
+        # describe it) fails one of them with "SystemError: AST constructor recursion depth mismatch".
+        for service, call in (("sns", "list_topics"), ("dynamodb", "list_tables"), ("cloudwatch", "list_metrics"),
+                              ("lambda", "list_functions"), ("sts", "get_caller_identity")):
+            client = boto3.client(service, endpoint_url=endpoint, region_name=REGION,
+                                  aws_access_key_id="testing", aws_secret_access_key="testing")
+            getattr(client, call)()
         for name in ("DOCUMENTS_SOURCE_BUCKET", "PHOTOS_SOURCE_BUCKET"):
             s3.create_bucket(Bucket=stage_env[name])
             for index in range(3):
