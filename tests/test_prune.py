@@ -733,14 +733,22 @@ def test_a_snapshot_that_ages_out_of_the_same_policy_is_not_held(world: Any) -> 
     assert routine.plans["docs"].removing == [taken[1], taken[2]] and not routine.plans["docs"].guard["reasons"]
 
 
-def test_without_an_earlier_prune_removing_a_snapshot_older_than_a_year_is_held(world: Any) -> None:
-    taken = history_at(world, [400, 1])
-    world.days(3)
-    world.use(RetentionPolicy(keep_daily=2))
-    held = world.prune()
-    assert held.status == "HELD" and held.plans["docs"].baseline is None
-    assert any("long-term history" in r and taken[0] in r for r in held.plans["docs"].guard["reasons"])
-    assert world.prune(allow=True).plans["docs"].removing == [taken[0]]
+def test_without_an_earlier_prune_removing_a_snapshot_older_than_a_year_is_held() -> None:
+    from chalicelib.prune.guard import judge
+    from chalicelib.prune.record import PlanPrune
+
+    rows = [
+        {"backup_id": "20270410T020000000Z-c", "taken_at": "2027-04-10T02:00:00.000Z", "kept": True, "reasons": ["newest"], "governed": True},
+        {"backup_id": "20270409T020000000Z-b", "taken_at": "2027-04-09T02:00:00.000Z", "kept": False, "reasons": [], "governed": True},
+        {"backup_id": "20260302T020000000Z-a", "taken_at": "2026-03-02T02:00:00.000Z", "kept": False, "reasons": [], "governed": True},
+    ] + [{"backup_id": f"2027040{d}T020000000Z-x", "taken_at": f"2027-04-0{d}T02:00:00.000Z", "kept": True, "reasons": ["daily"], "governed": True} for d in range(1, 9)]
+    old = PlanPrune(plan="docs", snapshots=rows, removing=["20260302T020000000Z-a"])
+    verdict = judge(old, 0.3, allowed=False, previous=None)
+    assert verdict.stops and "long-term history" in verdict.reasons[0] and "20260302T020000000Z-a" in verdict.reasons[0]
+    assert judge(old, 0.3, allowed=True, previous=None).stops is False
+    # A snapshot under a year old goes without a baseline.
+    recent = PlanPrune(plan="docs", snapshots=rows, removing=["20270409T020000000Z-b"])
+    assert not judge(recent, 0.3, allowed=False, previous=None).reasons
 
 
 def test_the_guards_baseline_is_the_policy_a_prune_applied_never_one_a_lost_or_held_prune_only_decided() -> None:

@@ -132,7 +132,7 @@ def build_history(s3: Any, config: Any, clients: Any, clock: Any) -> dict[str, d
 WRITES = ("s3.PutObject", "s3.DeleteObjects", "s3.DeleteObject", "s3.CopyObject")
 
 
-def crash_points(sequence: list[str], chunk: int, exhaustive: bool, sample: int = 6, seed: int = 20261129) -> list[int]:
+def crash_points(sequence: list[str], chunk: int, exhaustive: bool, sample: int = 4, seed: int = 20261129) -> list[int]:
     everything = range(len(sequence))
     if exhaustive:
         return [k for k in everything if k % CHUNKS == chunk]
