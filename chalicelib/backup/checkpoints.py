@@ -134,12 +134,13 @@ class CheckpointStore:
         except (ValueError, TypeError) as exc:
             logger.warning("checkpoint %s is unreadable (%s): the run starts over", self.state_key, exc)
             return None
-        if self.run_key is not None and "partial_sha256" not in data:
+        proven = run_keys.state_proven(self.run_key, self.state_key, data)
+        if proven is None:
             # Saved by a version before checkpoints carried the run's proof (a run under way at an upgrade):
             # not resumed from, and not adopted either; the run starts over.
             logger.warning("checkpoint %s carries no proof (an earlier version's): the run starts over", self.state_key)
             return None
-        if self.run_key is not None and not run_keys.proves(data.get("run_proof"), run_keys.checkpoint_proof(self.run_key, data)):
+        if not proven:
             raise Tampered(
                 f"the checkpoint s3://{self.bucket}/{self.state_key} was not written by the backup's run: it is not "
                 "resumed from, and the plan fails"
@@ -170,9 +171,8 @@ class CheckpointStore:
         finally:
             body.close()
         checkpoint.run_proof = None
-        state = asdict(checkpoint)
-        if self.run_key is not None:
-            checkpoint.run_proof = state["run_proof"] = run_keys.checkpoint_proof(self.run_key, state)
+        state = run_keys.prove_state(self.run_key, self.state_key, asdict(checkpoint))
+        checkpoint.run_proof = state["run_proof"]
         self.s3.put_object(
             Bucket=self.bucket,
             Key=self.state_key,

@@ -216,12 +216,13 @@ def load_split(s3: Any, bucket: str, plan: str, backup_id: str, run_key: str | N
     data = get_json(s3, bucket, split_key(plan, backup_id))
     if data is None:
         return None
-    if run_key is not None and "run_proof" not in data:
+    proven = run_keys.state_proven(run_key, split_key(plan, backup_id), data)
+    if proven is None:
         # Recorded by a version before splits carried the run's proof (a run under way at an upgrade): not
         # worked; the plan runs whole instead (ranges already under way adopt its snapshot, proven by the key).
         logger.warning("the split of plan %s for backup %s carries no proof (an earlier version's): the plan runs whole", plan, backup_id)
         return None
-    if run_key is not None and not run_keys.proves(data.get("run_proof"), run_keys.split_proof(run_key, plan, backup_id, data)):
+    if not proven:
         raise Tampered(
             f"the split of plan {plan} for backup {backup_id} (s3://{bucket}/{split_key(plan, backup_id)}) was not "
             "recorded by the backup's run: its ranges are not worked, and the plan fails"
@@ -288,9 +289,7 @@ def _record_split(
         return None
     split = Split(previous=asdict(base), bounds=bounds)
     # As JSON reads it back (bounds as lists): the proof is over what a later invocation loads.
-    document = json.loads(json.dumps(asdict(split)))
-    if run_key is not None:
-        document["run_proof"] = run_keys.split_proof(run_key, plan.name, backup_id, document)
+    document = run_keys.prove_state(run_key, split_key(plan.name, backup_id), json.loads(json.dumps(asdict(split))))
     try:
         s3docs.put_new(
             s3,

@@ -76,18 +76,17 @@ class ReaderRun:
 
     def seal(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
         """`state`, as saved at `key`: with the run's proof."""
-        if self.run_key is None:
-            return state
-        return {**state, "run_proof": run_keys.state_proof(self.run_key, key, state)}
+        return run_keys.prove_state(self.run_key, key, state)
 
     def opened(self, key: str, state: dict[str, Any]) -> dict[str, Any] | None:
         """`state`, as read back from `key`; None when it carries no proof at all (saved by a version before
         progress carried the run's proof: a run under way at an upgrade), which is not resumed from;
         `Tampered` when its proof is not the run's."""
-        if self.run_key is not None and "run_proof" not in state:
+        proven = run_keys.state_proven(self.run_key, key, state)
+        if proven is None:
             logger.warning("s3://%s/%s carries no proof (an earlier version's): not resumed from", self.bucket, key)
             return None
-        if self.run_key is not None and not run_keys.proves(state.get("run_proof"), run_keys.state_proof(self.run_key, key, state)):
+        if not proven:
             raise Tampered(
                 f"s3://{self.bucket}/{key}, the progress of a source of backup {self.backup_id}, was not written by the "
                 "backup's run: it is not resumed from, and the plan fails"

@@ -164,7 +164,8 @@ class DynamoDBSourceReader:
                     parts.append(part)
                     shutil.copyfileobj(self.s3.get_object(Bucket=self._run.bucket, Key=key)["Body"], part, 1 << 20)
                     saved = segment.part_sha256[position] if position < len(segment.part_sha256) else None
-                    if file_sha256(part) != saved and self._run.run_key is not None:
+                    part.seek(0)
+                    if self._run.run_key is not None and file_sha256(part) != saved:
                         for opened in parts + local:
                             opened.close()
                         raise Tampered(f"s3://{self._run.bucket}/{key}, a part of the scan of {self._where()}, was changed after it was saved")

@@ -79,19 +79,27 @@ def record_proof(run_key: str, record: dict[str, Any]) -> str:
     return _mac(run_key, ["sealed", record.get("backup_id"), record.get("status"), plans])
 
 
-def checkpoint_proof(run_key: str, state: dict[str, Any]) -> str:
-    """The proof a checkpoint's state carries: over everything in it but the proof itself."""
-    return _mac(run_key, ["checkpoint", {k: v for k, v in state.items() if k != "run_proof"}])
-
-
-def split_proof(run_key: str, plan: str, backup_id: str, split: dict[str, Any]) -> str:
-    """The proof a split plan's record of its ranges carries: over its base and bounds."""
-    return _mac(run_key, ["split", plan, backup_id, split.get("previous"), split.get("bounds")])
-
-
-def state_proof(run_key: str, key: str, state: dict[str, Any]) -> str:
-    """The proof a reader's saved progress carries (at `key`): over everything in it but the proof itself."""
+def _state_mac(run_key: str, key: str, state: dict[str, Any]) -> str:
     return _mac(run_key, ["state", key, {k: v for k, v in state.items() if k != "run_proof"}])
+
+
+def prove_state(run_key: str | None, key: str, state: dict[str, Any]) -> dict[str, Any]:
+    """A run's progress document (a checkpoint's state, a split, a table's scan or export), as saved at `key`:
+    with the run's proof over everything else in it (as it is, without a key)."""
+    if run_key is None:
+        return state
+    return {**state, "run_proof": _state_mac(run_key, key, state)}
+
+
+def state_proven(run_key: str | None, key: str, state: dict[str, Any]) -> bool | None:
+    """Whether the run wrote a progress document read back from `key`: True (or no key to tell); False, a
+    proof that is not the run's (tampering); None, no proof at all (saved by a version before progress
+    carried one: a run under way at an upgrade), which is not resumed from either."""
+    if run_key is None:
+        return True
+    if "run_proof" not in state:
+        return None
+    return proves(state["run_proof"], _state_mac(run_key, key, state))
 
 
 def proves(proof: Any, expected: str) -> bool:

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.inventory.cadence import is_due
-from chalicelib.prune.record import PruneRecord, PruneStatus
+from chalicelib.prune.record import PruneRecord, PruneStatus, earlier_parts
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,7 @@ class Sweep:
 def last_sweep(records: Iterable[PruneRecord], plan: str, prune_id: str) -> Sweep | None:
     """Of `records` (newest first), the newest other prune of `plan` that did its work and succeeded: not a
     dry run, not one that waited (None: none of them)."""
-    for earlier in records:
-        work = earlier.plans.get(plan)
-        if earlier.prune_id == prune_id or earlier.dry_run or work is None or work.waiting:
-            continue
+    for earlier, work in earlier_parts(records, plan, prune_id):
         if work.phase == "done" and work.status == PruneStatus.SUCCEEDED:
             return Sweep(earlier.prune_id, earlier.started_at or "", (work.inventory or {}).get("report"))
     return None

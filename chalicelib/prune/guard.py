@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import tzinfo
 from typing import Any
 
-from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus
+from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus, earlier_parts
 from chalicelib.retention import RetentionPolicy, Snapshot, decide, described
 from chalicelib.times import parse_iso
 
@@ -61,10 +61,7 @@ def baseline(records: Iterable[PruneRecord], plan: str, prune_id: str) -> dict[s
     other real prune that applied its policy (it ended SUCCEEDED, or FAILED after marking). Any other (held,
     failed before marking, still running or lost) carries on the baseline it was judged by. A prune recorded
     before prunes kept their rules gives the policy its record describes. None: no such prune among them."""
-    for earlier in records:
-        work = earlier.plans.get(plan)
-        if earlier.prune_id == prune_id or earlier.dry_run or work is None or work.waiting:
-            continue
+    for _, work in earlier_parts(records, plan, prune_id):
         applied = work.status == PruneStatus.SUCCEEDED or (work.status == PruneStatus.FAILED and work.marked)
         if not applied:
             if work.baseline is not None:

@@ -6,6 +6,7 @@ warnings listed are capped.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -213,6 +214,15 @@ class PruneRecord:
         record = cls(plans=plans, **known_fields(cls, data, without=("plans",)))
         record.status = PruneStatus(record.status)
         return record
+
+
+def earlier_parts(records: Iterable[PruneRecord], plan: str, prune_id: str) -> Iterator[tuple[PruneRecord, PlanPrune]]:
+    """Of `records` (newest first), the other real prunes that worked on `plan` (not dry runs, not ones that
+    only waited for a report), each with its part for the plan."""
+    for earlier in records:
+        work = earlier.plans.get(plan)
+        if earlier.prune_id != prune_id and not earlier.dry_run and work is not None and not work.waiting:
+            yield earlier, work
 
 
 class PruneStore(JobStore[PruneRecord]):

@@ -282,10 +282,10 @@ class RestorePass:
         # Laid out whole: a collision is between any two pending keys, whichever batch they are in.
         every = [Entry.from_json(json.dumps(item["entry"])) for item in record.pending]
         layout = lay_out(plan, record.target_spec, every) if record.target_spec.path else None
-        waiting, todo = record.pending[: record.pending_checked], record.pending[record.pending_checked:]
+        checked = record.pending_checked
+        waiting, todo, entries = record.pending[:checked], record.pending[checked:], every[checked:]
         for start in range(0, len(todo), BATCH_SIZE):
-            batch = [Entry.from_json(json.dumps(item["entry"])) for item in todo[start:start + BATCH_SIZE]]
-            outcomes = self._process(checkpoint, plan, batch, progress, None, layout)
+            outcomes = self._process(checkpoint, plan, entries[start:start + BATCH_SIZE], progress, None, layout)
             # A version still waiting keeps its first request time (thaw.py): it goes back among the waiting.
             record.pending = waiting
             self._apply(record, outcomes)
