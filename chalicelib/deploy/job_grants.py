@@ -123,11 +123,16 @@ VERIFY_GRANTS: tuple[Grant, ...] = (
 # a bucket with Object Lock, S3 itself refuses to delete a version before its retention date.
 PRUNE_GRANTS: tuple[Grant, ...] = (
     Grant("PruneCatalogList", ("s3:ListBucket",), backup_bucket_arns, meta_listing, owned=True),
+    # meta/backups/: S3's time for a backup record's first version dates the backup's start (prune/backdating.py).
     Grant(
         "PruneVersionsList",
         ("s3:ListBucketVersions",),
         backup_bucket_arns,
-        lambda s: {"StringLike": {"s3:prefix": [DATA_PREFIX + "*", SNAPSHOTS_PREFIX + "*", INDEX_PREFIX + "*", PRUNE_INDEX_PREFIX + "*"]}},
+        lambda s: {
+            "StringLike": {
+                "s3:prefix": [DATA_PREFIX + "*", SNAPSHOTS_PREFIX + "*", INDEX_PREFIX + "*", PRUNE_INDEX_PREFIX + "*", RECORDS_PREFIX + "*"]
+            }
+        },
         owned=True,
     ),
     Grant(

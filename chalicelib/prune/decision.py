@@ -8,10 +8,9 @@ record written once), not yet pruned, whose time S3 itself vouches for. Everythi
 plans that once used this bucket, extra versions of a manifest (tampering), names that are not backup ids.
 A manifest never makes the prune delete more; at worst it keeps more.
 
-A snapshot's time is its backup id's time, which whoever writes backups chooses. S3's own time for the
-manifest's first version is not theirs to choose: a snapshot whose manifest was written before its id's
-time, or more than MAX_BACKUP_DAYS after it, is kept, counted by no rule and reported, so a forged backup
-cannot take the place of an older period's snapshot.
+A snapshot's time is its backup id's time, which whoever writes backups chooses; S3's own times for its
+record and manifest are not theirs to choose (backdating.py): a snapshot they contradict is kept, counted by
+no rule and reported, so a forged backup cannot take the place of an older period's snapshot.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from chalicelib.catalog.records import BackupStatus, RecordStore, backup_id_of_k
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.layout import CHECKPOINTS_PREFIX, PARTIAL_MANIFEST_START, SEALED_RECORDS_PREFIX, SNAPSHOTS_PREFIX
 from chalicelib.plans import Plan
+from chalicelib.prune import backdating
 from chalicelib.retention import MAX_BACKUP_DAYS, Snapshot, decide
 from chalicelib.times import isoformat
 
@@ -33,8 +33,6 @@ CHECKPOINT_SUFFIX = ".checkpoint.json"
 # How far back the prune reads backup records for running backups: every backup that may still write a
 # snapshot started less than MAX_BACKUP_DAYS ago.
 RUNNING_LOOKBACK = timedelta(days=MAX_BACKUP_DAYS + 1)
-# Clocks differ a little: S3's time for a write and the time in an id taken just before it.
-CLOCK_SLACK = timedelta(minutes=5)
 
 
 @dataclass
@@ -147,17 +145,17 @@ class PlanDecision:
     warnings: list[str]
 
 
-def _credible(stored: StoredManifest) -> str | None:
-    """Why S3's time for the manifest contradicts its backup id's time (None: it does not)."""
-    taken = backup_time(stored.backup_id)
-    if stored.written < taken - CLOCK_SLACK:
-        return f"its manifest was written at {isoformat(stored.written)}, before the time its id names"
-    if stored.written > taken + timedelta(days=MAX_BACKUP_DAYS):
-        return (
-            f"its manifest was written at {isoformat(stored.written)}, more than {MAX_BACKUP_DAYS} days after the "
-            "time its id names"
-        )
-    return None
+def late_snapshots(meta: BucketMeta, plan: str, sealed: Collection[str], tz: str | tzinfo) -> list[str]:
+    """The plan's sealed snapshots whose manifest was written after their own day had ended: the ones whose
+    start `backdating.first_recorded` looks up."""
+    return sorted(
+        stored.backup_id
+        for stored in meta.manifests.values()
+        if stored.plan == plan
+        and stored.backup_id in sealed
+        and is_backup_id(stored.backup_id)
+        and backdating.ended_before_written(stored.backup_id, stored.written, tz)
+    )
 
 
 def possible_bases(
@@ -201,9 +199,12 @@ def decide_plan(
     running: dict[str, datetime],
     tz: str | tzinfo,
     restoring: Mapping[str, str] | None = None,
+    recorded: Mapping[str, datetime | None] | None = None,
 ) -> PlanDecision:
     """Which of the plan's snapshots stay, and why; `pruned`: its snapshots already marked; `restoring`:
-    backup id -> the unfinished restore reading its snapshot (kept until that restore ends)."""
+    backup id -> the unfinished restore reading its snapshot (kept until that restore ends); `recorded`:
+    S3's time for the first record of each snapshot `late_snapshots` names (backdating.py)."""
+    recorded = recorded or {}
     snapshots: list[Snapshot] = []
     extra: list[dict[str, Any]] = []
     warnings: list[str] = []
@@ -218,7 +219,7 @@ def decide_plan(
         if backup_id not in sealed:
             extra.append(_kept(backup_id, taken, "not sealed (unfinished, or taken before records were sealed)"))
             continue
-        doubt = _credible(stored)
+        doubt = backdating.doubt(backup_id, stored.written, recorded)
         if doubt is not None:
             warnings.append(f"TAMPERING: the snapshot of backup {backup_id} is kept and counted by no rule: {doubt}")
             extra.append(_kept(backup_id, taken, f"time not trusted: {doubt}"))
@@ -244,6 +245,9 @@ def decide_plan(
         if backup_id in by_id:
             by_id[backup_id]["reasons"].append(f"being restored (restore {restore_id})")
             by_id[backup_id]["kept"] = True
+    written = {stored.backup_id: stored.written for stored in meta.manifests.values() if stored.plan == plan.name}
+    kept = {row["backup_id"]: row["kept"] for row in rows}
+    warnings += backdating.takeovers(kept, written, recorded, plan.retention, tz)
     rows += extra
     rows.sort(key=lambda row: (row["taken_at"] or "", row["backup_id"]), reverse=True)
     removing = sorted(row["backup_id"] for row in rows if not row["kept"])

@@ -51,7 +51,7 @@ from chalicelib.notify import alerts
 from chalicelib.plans import InventoryPlan, Plan, PlanSet
 from chalicelib.prices import Prices
 from chalicelib.inventory.freshness import newest_fresh_report
-from chalicelib.prune import cadence, decision, guard, report_sweep
+from chalicelib.prune import backdating, cadence, decision, guard, report_sweep
 from chalicelib.prune.deleter import DELETE_BATCH, Deleter, judge_versions
 from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus, PruneStore, new_prune_id
 from chalicelib.prune.references import Sweeping, indexed_references, manifest_references
@@ -251,7 +251,12 @@ class PruneJob(Job[PruneRecord]):
         pruned = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
         meta = decision.scan_bucket(s3, plan.bucket)
         restoring = self._restoring(plan)
-        decided = decision.decide_plan(plan, meta, sealed, pruned, running, self.time_zone, restoring)
+        # S3's time for the start of each snapshot that ended after its own day: rare, a request each.
+        recorded = {
+            backup_id: backdating.first_recorded(s3, self.plans.catalog_bucket, backup_id)
+            for backup_id in decision.late_snapshots(meta, plan.name, sealed, self.time_zone)
+        }
+        decided = decision.decide_plan(plan, meta, sealed, pruned, running, self.time_zone, restoring, recorded)
         work.policy = plan.retention.describe()
         work.rules = guard.policy_rules(plan.retention)
         work.snapshots = decided.snapshots
