@@ -298,3 +298,51 @@ def test_nothing_is_written_through_a_link_that_leads_out_of_the_folder(run: Any
     assert "would land outside" in failures(record)["link/file.txt"]
     assert list(outside.iterdir()) == []
     assert (folder / "here.txt").read_bytes() == b"here"
+
+
+# ------------------------------------------------------------------------------------------- streaming, pool
+
+
+def test_a_folder_restore_streams_each_object_and_downloads_several_at_once(
+    run: Any, source: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Objects larger than a read are written as they arrive (no read of a whole body), and downloads run
+    side by side on the restore's pool: two of them must be in flight together to pass the barrier."""
+    import threading
+
+    from botocore.response import StreamingBody
+
+    from chalicelib.restore import passes
+
+    objects = source({f"big/{index}.bin": bytes([index]) * (2 * 1024 * 1024 + 17) for index in range(4)})
+    backup_id = backup(run)
+    reads: list[int | None] = []
+    downloading = threading.local()
+    real_read = StreamingBody.read
+
+    def read(self: StreamingBody, amt: int | None = None) -> bytes:
+        if getattr(downloading, "on", False):  # the data's bodies, not the manifest's
+            reads.append(amt)
+        return real_read(self, amt)
+
+    together = threading.Barrier(2, timeout=20)
+    started = iter(range(1_000))
+    real_download = passes.download
+
+    def download(*args: Any, **kwargs: Any) -> Any:
+        if next(started) < 2:  # the first two wait for each other: a pool of one would break the barrier
+            together.wait()
+        downloading.on = True
+        try:
+            return real_download(*args, **kwargs)
+        finally:
+            downloading.on = False
+
+    monkeypatch.setattr(StreamingBody, "read", read)
+    monkeypatch.setattr(passes, "download", download)
+    folder = tmp_path / FOLDER_NAME
+    code, record, err = restore(run, backup_id, folder)
+
+    assert code == 0 and counts(record) == ("SUCCEEDED", 4, 4, 0), (record, err)
+    assert {key: (folder / key).read_bytes() for key in objects} == objects
+    assert reads and None not in reads and max(amt or 0 for amt in reads) <= 1024 * 1024
