@@ -19,11 +19,23 @@ from chalicelib.times import utcnow
 from tests.stored import assert_versions_hold, entries_of
 from tests import test_prune
 from tests.test_prune import BUCKET, SOURCE, plant_backup
+from tests.test_takeover import Writer
 
 # The prune tests' world (a plan bucket, a source, a clock to move), as fixtures of this module too.
 clock, world = test_prune.clock, test_prune.world
 
 DAY = timedelta(days=1)
+
+
+class AsWriter:
+    """An S3 client whose every request is the backup writer's (tests/test_takeover.py `Writer`)."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+
+    def __getattr__(self, name: str) -> Any:
+        operation = "".join(part.title() for part in name.split("_"))
+        return lambda **params: self.writer.send(operation, **params)
 
 
 def at(world: Any, moment: datetime) -> None:
@@ -50,9 +62,11 @@ def test_a_backup_planted_under_yesterdays_date_takes_no_place_and_is_reported(w
         world.days(1)
     yesterday = day_start(utcnow()) - DAY
     forged = new_backup_id(yesterday + timedelta(hours=23))
-    # The writer may create working records: the forged one's first version is dated now, by S3.
-    RecordStore(world.s3, BUCKET).create(BackupRecord(backup_id=forged, trigger="api", plans={"docs": PlanResult(plan="docs")}))
-    plant_backup(world.s3, forged, source_of=taken[0])
+    # Every request checked against the writer's generated policy: its working record's first version is
+    # dated now, by S3, whatever its id says.
+    writer = AsWriter(Writer(world.s3, world.config))
+    RecordStore(writer, BUCKET).create(BackupRecord(backup_id=forged, trigger="api", plans={"docs": PlanResult(plan="docs")}))
+    plant_backup(writer, forged, source_of=taken[0])
     world.days(2)
 
     record = world.prune(allow=True)
