@@ -149,8 +149,12 @@ def test_the_bucket_policy_makes_manifests_and_sealed_records_create_only() -> N
     assert refused("PutObject", "meta/sealed/backups/1_x.json", IfNoneMatch="*") is None
     assert refused("CompleteMultipartUpload", manifest) == "CreateOnlyMetadata"
     assert refused("CompleteMultipartUpload", manifest, IfNoneMatch="*") is None
-    # The parts of a multipart upload carry no conditional header: exempt, as AWS documents.
-    assert refused("UploadPart", manifest) is None and refused("CreateMultipartUpload", manifest) is None
+    # No multipart upload there (nor on the working records): S3 would date the object at the upload's
+    # start, so a manifest or record finished weeks later could carry the date of the day it was begun.
+    for key in (manifest, "meta/sealed/backups/1_x.json", "meta/backups/1_x.json"):
+        assert refused("CreateMultipartUpload", key) == "NoMultipartUploadsOfMetadata"
+        assert refused("UploadPart", key, UploadId="u", PartNumber=1) == "NoMultipartUploadsOfMetadata"
+    assert refused("CreateMultipartUpload", "data/documents/big.bin") is None
     assert refused("DeleteObject", manifest) == "NoDeleteMarkersOnMetadata"
     # Fail closed: a write authorized as s3:PutObject that does not say whether it creates an object is
     # denied too, and S3 Replication from another bucket cannot write a replica over a manifest.

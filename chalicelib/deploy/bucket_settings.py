@@ -15,6 +15,7 @@ from chalicelib.layout import (
     DATA_PREFIX,
     MANIFEST_SUFFIX,
     PRUNED_PREFIX,
+    RECORDS_PREFIX,
     SEALED_PREFIX,
     SNAPSHOTS_PREFIX,
     TAMPERING_PREFIX,
@@ -25,6 +26,7 @@ TLS_STATEMENT_SID = "DenyInsecureTransport"
 CREATE_ONLY_SID = "CreateOnlyMetadata"
 NO_HIDING_SID = "NoDeleteMarkersOnMetadata"
 NO_REPLICAS_SID = "NoReplicasOverMetadata"
+NO_MULTIPART_SID = "NoMultipartUploadsOfMetadata"
 # Under a backup bucket: keys written once (see create_only_statements).
 CREATE_ONLY_PATTERNS = (
     SNAPSHOTS_PREFIX + "*" + MANIFEST_SUFFIX,
@@ -123,7 +125,12 @@ def create_only_statements(bucket: str) -> list[dict[str, Any]]:
     not know about fails closed. A delete marker there is denied too: it would hide a backup, and so is a
     replica written there by S3 Replication from some other bucket (s3:ReplicateObject and
     s3:ReplicateDelete are authorized apart from s3:PutObject and would otherwise pass). (A `CopyObject`
-    into those keys is refused by S3 either way; nothing copies there.)"""
+    into those keys is refused by S3 either way; nothing copies there.)
+
+    No multipart upload may start there, nor on the backup records: S3 dates an object made by one at the
+    upload's start, so an upload begun on day X and finished weeks later would give a manifest or a record
+    written then the date of day X (prune/backdating.py reads those dates). The system writes each of them
+    with one PutObject."""
     resources = create_only_keys(bucket)
     return [
         {
@@ -142,13 +149,21 @@ def create_only_statements(bucket: str) -> list[dict[str, Any]]:
             "Action": ["s3:ReplicateObject", "s3:ReplicateDelete"],
             "Resource": resources,
         },
+        {
+            "Sid": NO_MULTIPART_SID,
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "Resource": resources + [f"arn:aws:s3:::{bucket}/{RECORDS_PREFIX}*"],
+            "Condition": {"Bool": {"s3:ObjectCreationOperation": "false"}},
+        },
     ]
 
 
 def bucket_policy(bucket: str, existing: dict[str, Any] | None = None, create_only: bool = True) -> dict[str, Any]:
     """The existing policy with the TLS statement and (for a backup bucket) the create-only statements added
     or put back; other statements are kept."""
-    ours = {TLS_STATEMENT_SID, CREATE_ONLY_SID, NO_HIDING_SID, NO_REPLICAS_SID}
+    ours = {TLS_STATEMENT_SID, CREATE_ONLY_SID, NO_HIDING_SID, NO_REPLICAS_SID, NO_MULTIPART_SID}
     statements = [s for s in (existing or {}).get("Statement", []) if s.get("Sid") not in ours]
     statements.append(tls_statement(bucket))
     if create_only:

@@ -199,12 +199,12 @@ def decide_plan(
     running: dict[str, datetime],
     tz: str | tzinfo,
     restoring: Mapping[str, str] | None = None,
-    recorded: Mapping[str, datetime | None] | None = None,
+    starts: Mapping[str, backdating.Start] | None = None,
 ) -> PlanDecision:
     """Which of the plan's snapshots stay, and why; `pruned`: its snapshots already marked; `restoring`:
-    backup id -> the unfinished restore reading its snapshot (kept until that restore ends); `recorded`:
-    S3's time for the first record of each snapshot `late_snapshots` names (backdating.py)."""
-    recorded = recorded or {}
+    backup id -> the unfinished restore reading its snapshot (kept until that restore ends); `starts`: what
+    S3 says of each snapshot `late_snapshots` names (backdating.py)."""
+    starts = starts or {}
     snapshots: list[Snapshot] = []
     extra: list[dict[str, Any]] = []
     warnings: list[str] = []
@@ -219,7 +219,7 @@ def decide_plan(
         if backup_id not in sealed:
             extra.append(_kept(backup_id, taken, "not sealed (unfinished, or taken before records were sealed)"))
             continue
-        doubt = backdating.doubt(backup_id, stored.written, recorded)
+        doubt = backdating.doubt(backup_id, stored.versions[0], starts)
         if doubt is not None:
             warnings.append(f"TAMPERING: the snapshot of backup {backup_id} is kept and counted by no rule: {doubt}")
             extra.append(_kept(backup_id, taken, f"time not trusted: {doubt}"))
@@ -245,9 +245,8 @@ def decide_plan(
         if backup_id in by_id:
             by_id[backup_id]["reasons"].append(f"being restored (restore {restore_id})")
             by_id[backup_id]["kept"] = True
-    written = {stored.backup_id: stored.written for stored in meta.manifests.values() if stored.plan == plan.name}
     kept = {row["backup_id"]: row["kept"] for row in rows}
-    warnings += backdating.takeovers(kept, written, recorded, plan.retention, tz)
+    warnings += backdating.takeovers(kept, {row["backup_id"]: row["reasons"] for row in rows}, starts, tz)
     rows += extra
     rows.sort(key=lambda row: (row["taken_at"] or "", row["backup_id"]), reverse=True)
     removing = sorted(row["backup_id"] for row in rows if not row["kept"])

@@ -251,12 +251,12 @@ class PruneJob(Job[PruneRecord]):
         pruned = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
         meta = decision.scan_bucket(s3, plan.bucket)
         restoring = self._restoring(plan)
-        # S3's time for the start of each snapshot that ended after its own day: rare, a request each.
-        recorded = {
-            backup_id: backdating.first_recorded(s3, self.plans.catalog_bucket, backup_id)
+        # What S3 says of each snapshot that ended after its own day: rare, two requests each.
+        starts = {
+            backup_id: self._start(backup_id, plan.name)
             for backup_id in decision.late_snapshots(meta, plan.name, sealed, self.time_zone)
         }
-        decided = decision.decide_plan(plan, meta, sealed, pruned, running, self.time_zone, restoring, recorded)
+        decided = decision.decide_plan(plan, meta, sealed, pruned, running, self.time_zone, restoring, starts)
         work.policy = plan.retention.describe()
         work.rules = guard.policy_rules(plan.retention)
         work.snapshots = decided.snapshots
@@ -266,6 +266,16 @@ class PruneJob(Job[PruneRecord]):
             work.warn(warning)
             if report:
                 self.report(warning.removeprefix("TAMPERING: "))
+
+    def _start(self, backup_id: str, plan: str) -> backdating.Start:
+        """When the backup was first recorded, and the manifest version its sealed record names for `plan`."""
+        recorded = backdating.first_recorded(self.clients.s3, self.plans.catalog_bucket, backup_id)
+        try:
+            record = self.records.get_sealed(backup_id)
+        except Tampered:
+            record = None
+        result = record.plans.get(plan) if record is not None else None
+        return backdating.Start(recorded, result.manifest_version if result is not None else None)
 
     def _confirm_removing(self, plan: Plan, work: PlanPrune) -> None:
         """Just before marking: only what the policy drops now, as well as when the prune decided, is marked.
