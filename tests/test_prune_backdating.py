@@ -256,3 +256,26 @@ def test_the_first_version_of_the_record_dates_the_start(world: Any) -> None:
     first = backdating.first_recorded(world.s3, BUCKET, backup_id)
     assert first is not None and abs(first - started) < timedelta(minutes=1)
     assert backdating.first_recorded(world.s3, BUCKET, new_backup_id()) is None
+
+
+def test_a_manifest_under_an_id_that_is_no_time_is_a_reference_and_the_prune_goes_on(world: Any) -> None:
+    """Month 13 has the digits of an id but is no time: before, reading its time stopped the plan's prune
+    every day. It is read as a name that is no backup id: kept as a reference, never removed."""
+    taken = history(world, 3, RetentionPolicy(keep_last=1))
+    impossible = "20261340T000000000Z-planted"
+    manifest = ManifestWriter()
+    named = entries_of(world.s3, BUCKET, "docs", taken[0])
+    for entry in named:
+        manifest.add(entry)
+    body = manifest.finish({"plan": "docs", "backup_id": impossible}, keep_held=True)
+    put_manifest(writer_of(world), BUCKET, manifest_key("docs", impossible), body)
+    world.days(3)
+
+    record = world.prune(allow=True)
+
+    assert record.status == "SUCCEEDED", record.plans["docs"].errors
+    rows = rows_of(record)
+    assert rows[impossible]["kept"] and "not a backup id" in rows[impossible]["reasons"][0]
+    assert record.plans["docs"].removing == sorted(taken[:2])
+    # What the planted manifest names stays: a reference never makes the prune delete more.
+    assert assert_versions_hold(world.s3, BUCKET, named) == 1

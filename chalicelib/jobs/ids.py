@@ -26,13 +26,23 @@ def new_job_id(moment: datetime | None = None, suffix: str | None = None) -> str
     return f"{stamp}Z-{suffix or secrets.token_hex(4)}"
 
 
+def _moment(value: str) -> datetime | None:
+    match = _ID.match(value)
+    if not match:
+        return None
+    try:
+        return datetime.strptime(match.group(1) + "000", "%Y%m%dT%H%M%S%f").replace(tzinfo=timezone.utc)
+    except ValueError:  # digits of the right count that are no time (month 13, 30 February)
+        return None
+
+
 def is_job_id(value: str) -> bool:
-    return bool(_ID.match(value))
+    return _moment(value) is not None
 
 
 def job_time(job_id: str, noun: str = "job") -> datetime:
     """The moment in a job id. NotFound, naming `noun`, when `job_id` is not one."""
-    match = _ID.match(job_id)
-    if not match:
+    moment = _moment(job_id)
+    if moment is None:
         raise NotFound(f"{job_id!r} is not a {noun} id (expected e.g. {EXAMPLE})")
-    return datetime.strptime(match.group(1) + "000", "%Y%m%dT%H%M%S%f").replace(tzinfo=timezone.utc)
+    return moment
