@@ -121,6 +121,17 @@ def without_projection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(plan_costs, "project_from", lambda *args, **kwargs: [])
 
 
+# Modules whose tests read the projection a cost report carries (or show it): every other test's backups
+# report their costs without it (`without_projection`). The report's requests are made either way.
+PROJECTING_MODULES = ("test_cost_", "test_dashboard", "test_docs_examples", "test_local_stack")
+
+
+@pytest.fixture(autouse=True)
+def _projection_only_where_read(request: pytest.FixtureRequest) -> None:
+    if not request.module.__name__.rsplit(".", 1)[-1].startswith(PROJECTING_MODULES):
+        request.getfixturevalue("without_projection")
+
+
 @pytest.fixture
 def stage_env() -> dict[str, str]:
     return dict(STAGE_ENV)
