@@ -110,6 +110,27 @@ class ObjectLock:
     days: int
 
 
+# The storage classes S3 Replication may write replicas in (a rule's `Destination.StorageClass`): not
+# REDUCED_REDUNDANCY (deprecated), OUTPOSTS, SNOW or EXPRESS_ONEZONE, which are not replication destinations.
+REPLICA_STORAGE_CLASSES = (
+    "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE",
+)
+
+
+@dataclass(frozen=True)
+class Offsite:
+    """A plan's second copy (the plans file's `offsite`): the vault bucket `bucket` in `account` and `region`,
+    which S3 Replication fills from the plan's bucket. Backed-up objects (`data/`) are written there in
+    `storage_class`; manifests, sealed records and pruned markers in STANDARD, so that a restore from the
+    vault can read them at once. Every version there is locked (COMPLIANCE) for `object_lock_days`."""
+
+    account: str
+    region: str
+    bucket: str
+    object_lock_days: int
+    storage_class: str = "DEEP_ARCHIVE"
+
+
 @dataclass(frozen=True)
 class Plan:
     name: str
@@ -129,6 +150,8 @@ class Plan:
     # The prune guard: a prune that would remove more than this share of the plan's snapshots, or of its stored
     # bytes, is held (a retention typo such as keep_daily 1) until allowed for one run.
     max_prune_fraction: float = 0.3
+    # The second copy in another account or region; None: the plan has none.
+    offsite: Offsite | None = None
 
     def __post_init__(self) -> None:
         # A snapshot is sorted by (source, key): the engine walks the sources in name order, however the plan
