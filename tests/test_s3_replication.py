@@ -8,25 +8,12 @@ import hashlib
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
+from tests.offsite_world import VAULT_ACCOUNT, VAULT_REGION, assumed_client
 from tests.s3_replication import Replication
 
-VAULT_ACCOUNT = "210987654321"
-VAULT_REGION = "eu-central-1"
 SOURCE, VAULT = "acme-backup-documents", "acme-vault-documents"
-
-
-def assumed_client(service: str, account: str, region: str) -> Any:
-    """A client with the credentials of a role of `account`, as an administrator would assume it (moto keeps
-    each account's state apart, and knows the account from the temporary credentials)."""
-    sts = boto3.client("sts", region_name=region)
-    credentials = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/vault-admin", RoleSessionName="vault-admin")["Credentials"]
-    return boto3.client(
-        service, region_name=region, aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"], aws_session_token=credentials["SessionToken"],
-    )
 
 
 def rules(*rules: dict[str, Any]) -> dict[str, Any]:
@@ -45,7 +32,7 @@ def rule(prefix: str, storage_class: str | None = "STANDARD_IA", status: str = "
 def world(s3: Any) -> Iterator[tuple[Any, Any, Replication]]:
     s3.create_bucket(Bucket=SOURCE)
     s3.put_bucket_versioning(Bucket=SOURCE, VersioningConfiguration={"Status": "Enabled"})
-    vault = assumed_client("s3", VAULT_ACCOUNT, VAULT_REGION)
+    vault = assumed_client("s3")
     vault.create_bucket(Bucket=VAULT, CreateBucketConfiguration={"LocationConstraint": VAULT_REGION})
     vault.put_bucket_versioning(Bucket=VAULT, VersioningConfiguration={"Status": "Enabled"})
     with Replication() as replication:
