@@ -227,7 +227,7 @@ def start_restore() -> Response:
     restore worker selects, checks and quotes; GET /restores/{id} shows where it is."""
     current = app.current_request
     request = parse_restore_request(check_body(current.raw_body, current.headers.get("content-type")))
-    service_ = restores()
+    service_ = system().restores_from(request.origin)
     record = service_.submit(request)
     service_.dispatch(record)
     return Response(
