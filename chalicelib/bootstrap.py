@@ -22,7 +22,6 @@ from chalicelib.errors import BadRequest
 from chalicelib.notify.tampering import TamperingAlerts
 from chalicelib.prune.service import PruneJobs
 from chalicelib.restore.service import RestoreService
-from chalicelib.restore.vault import vault_view
 
 
 class System:
@@ -49,13 +48,18 @@ class System:
         return self._restores(self.settings, self.clients)
 
     @cached_property
+    def vault_clients(self) -> Clients:
+        """The vault account's clients, in the vaults' region (`aws.vault_clients`)."""
+        return vault_clients(self.settings.plans, base=self.clients.session)
+
+    @cached_property
     def vault_restores(self) -> RestoreService:
-        """Restores that read the vaults only, with the vault account's credentials (restore/vault.py)."""
-        settings = replace(self.settings, plans=vault_view(self.settings.plans))
-        return self._restores(settings, vault_clients(self.settings.plans, base=self.clients.session))
+        """Restores that read the vaults only (`PlanSet.in_vaults`), with the vault account's credentials."""
+        return self._restores(replace(self.settings, plans=self.settings.plans.in_vaults()), self.vault_clients)
 
     def restores_from(self, origin: str) -> RestoreService:
-        """The restores reading the backup buckets ("backup") or the vaults ("offsite")."""
+        """The restores reading the backup buckets ("backup") or the vaults ("offsite"): the one place a
+        restore's buckets and credentials are chosen."""
         if origin != "offsite":
             return self.restores
         if not self.operator and self.settings.worker_mode == "lambda":

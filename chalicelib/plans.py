@@ -11,7 +11,7 @@ longer than anything the retention policy can keep.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Union
 
 from chalicelib.errors import BadRequest
@@ -207,6 +207,18 @@ class PlanSet:
         if unknown:
             raise BadRequest(f"unknown plan(s) {', '.join(map(repr, unknown))}; the known plans are {', '.join(known)}")
         return [name for name in known if name in set(names)]
+
+    def in_vaults(self) -> PlanSet:
+        """The plans as their vaults hold them, for a restore or a verification that reads the vaults alone:
+        each plan with a vault reads its vault bucket, and the catalog (sealed backup records, pruned markers,
+        the restore's own record) is the catalog plan's vault. Replicas keep their version ids, so the
+        manifests and records read there name the vault's own versions. BadRequest when no plan has one."""
+        vaulted = [replace(plan, bucket=plan.offsite.bucket) for plan in self.plans if plan.offsite is not None]
+        if not vaulted:
+            raise BadRequest("no plan has an 'offsite' vault to read from (see the plans file's 'offsite' entry)")
+        catalog = next(plan for plan in self.plans if plan.bucket == self.catalog_bucket)
+        assert catalog.offsite is not None  # the plans file requires it once any plan has a vault
+        return replace(self, plans=tuple(vaulted), catalog_bucket=catalog.offsite.bucket)
 
     def select(self, names: list[str] | None) -> list[Plan]:
         """The plans named, in file order; all of them when `names` is None."""

@@ -105,7 +105,6 @@ def test_where_a_restore_reads_is_checked(stage_env: dict[str, str]) -> None:
     from chalicelib.config import Settings
     from chalicelib.errors import BadRequest
     from chalicelib.plans_file import load_plans
-    from chalicelib.restore.vault import vault_view
     from chalicelib.api.requests import restore_request_from_dict
 
     body = {"backup_id": "20261126T134735123Z-9f2c4a1b", "plan": "documents", "target": {"bucket": TARGET}}
@@ -114,11 +113,11 @@ def test_where_a_restore_reads_is_checked(stage_env: dict[str, str]) -> None:
     with pytest.raises(BadRequest, match="'from' must be 'backup' .* or 'offsite' .*, got 'vault'"):
         restore_request_from_dict({**body, "from": "vault"})
     # The vault's view: each plan reads its vault, the catalog is the catalog plan's vault.
-    view = vault_view(load_plans(stage_env))
+    view = load_plans(stage_env).in_vaults()
     assert [p.bucket for p in view.plans] == ["test-backup-documents-vault", "test-backup-photos-vault", "test-backup-database-vault"]
     assert view.catalog_bucket == "test-backup-documents-vault"
     with pytest.raises(BadRequest, match="no plan has an 'offsite' vault"):
-        vault_view(load_plans({**stage_env, "PLANS_FILE": ""}))
+        load_plans({**stage_env, "PLANS_FILE": ""}).in_vaults()
     # The deployed functions do not restore from the vault (yet): refused before anything is recorded.
     settings = Settings.from_environ({**stage_env, "WORKER_MODE": "lambda", "WORKER_FUNCTION_NAME": "org-backup-dev-backup_worker"})
     with pytest.raises(BadRequest, match="org-backup restore --from offsite"):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 TIERS = ("Bulk", "Standard", "Expedited")
 DEFAULT_TIER = "Bulk"
-# Where a restore reads the snapshot: the plan's backup bucket, or its vault (restore/vault.py).
+# Where a restore reads the snapshot: the plan's backup bucket, or its vault (`PlanSet.in_vaults`).
 ORIGINS = ("backup", "offsite")
 
 
