@@ -56,6 +56,7 @@ ADMIN_MODULES = {
     "deploy/bucket_differences.py",
     "deploy/inventory_bucket.py",
     "deploy/offsite.py",
+    "deploy/vault_bucket.py",
     "deploy/provision.py",
     "deploy/policy.py",
     "deploy/permissions.py",

@@ -5,6 +5,7 @@ and configuration with the backup account's; a second run changes nothing."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -14,13 +15,14 @@ from chalicelib.deploy.offsite import (
     REPLICATED_PREFIXES,
     VaultError,
     provision_replication,
-    provision_vault,
     read_replication,
     replication_role_arn,
     replication_role_name,
     role_policy,
 )
 from chalicelib.deploy.provision import provision_offsite
+from chalicelib.plans_file import DEFAULT_PLANS_FILE
+from chalicelib.deploy.vault_bucket import provision_vault
 from tests.conftest import ACCOUNT, REGION
 from tests.offsite_world import VAULT_ACCOUNT, VAULT_REGION, VAULT_ROLE_ARN, assumed_client, with_vaults
 
@@ -105,3 +107,60 @@ def test_provisioning_refuses_the_wrong_vault_credentials_and_a_vault_beside_the
     assert provision_offsite(vault_session, s3, vaulted, VAULT_ACCOUNT, None) == 1
     assert "in the stage's own account" in capsys.readouterr().err
     assert read_replication(s3, vaulted.plans[0].bucket) is None
+
+
+def test_the_backup_reports_replication_that_no_longer_reaches_the_vault(
+    app_client: Any, s3: Any, sources: Any, stage_env: Any, tmp_path: Any, monkeypatch: Any, backup_buckets: Any,
+) -> None:
+    """Drift after a backup: a rule disabled, and the storage class changed, each named; the plan is PARTIAL."""
+    from chalicelib.deploy.offsite import replication_configuration, replication_drift
+
+    plan = with_vaults(backup_buckets, storage_class="DEEP_ARCHIVE").plans[0]
+    configuration = replication_configuration(plan, ACCOUNT)
+    s3.put_bucket_replication(Bucket=plan.bucket, ReplicationConfiguration=configuration)
+    assert replication_drift(s3, plan, ACCOUNT) == []
+    configuration["Rules"][1]["Status"] = "Disabled"
+    configuration["Rules"][0]["Destination"]["StorageClass"] = "STANDARD"
+    s3.put_bucket_replication(Bucket=plan.bucket, ReplicationConfiguration=configuration)
+    assert replication_drift(s3, plan, ACCOUNT) == [
+        f"bucket {plan.bucket}: the rule replicating data/ writes replicas in STANDARD, not DEEP_ARCHIVE",
+        f"bucket {plan.bucket}: the rule replicating meta/snapshots/ is Disabled: nothing there reaches the vault",
+    ]
+    assert replication_drift(s3, replace(plan, bucket="test-backup-photos"), None) == [
+        "bucket test-backup-photos: has no replication configuration: nothing reaches the vault test-backup-documents-vault"]
+    # Through a backup: the stage's plans file with the vault; the backup function reads the rules.
+    path = tmp_path / "plans.json"
+    document = json.loads(DEFAULT_PLANS_FILE.read_text())
+    document["plans"][0]["offsite"] = {"account": VAULT_ACCOUNT, "region": VAULT_REGION, "bucket": plan.offsite.bucket,
+                                       "storage_class": "DEEP_ARCHIVE", "object_lock_days": 2576}
+    path.write_text(json.dumps(document))
+    stage_env["PLANS_FILE"] = str(path)
+    project = json.loads((tmp_path / "project" / ".chalice" / "config.json").read_text())
+    project["stages"]["local"]["environment_variables"] = stage_env
+    (tmp_path / "project" / ".chalice" / "config.json").write_text(json.dumps(project))
+    response = app_client.http.post("/backup", headers={"Content-Type": "application/json"}, body=json.dumps({"plans": ["documents"]}))
+    record = app_client.http.get(f"/backups/{response.json_body['backup_id']}").json_body
+    assert record["plans"]["documents"]["status"] == "PARTIAL"
+    assert [line for line in record["plans"]["documents"]["drift"] if "replicat" in line] == replication_drift(s3, plan, ACCOUNT)
+
+
+def test_the_vaults_drift_is_named_with_the_vault_accounts_credentials(vaulted: Any) -> None:
+    from chalicelib.deploy.vault_bucket import vault_drift
+
+    plan = vaulted.plans[0]
+    vault = assumed_client("s3")
+    role = replication_role_arn(plan, ACCOUNT)
+    assert vault_drift(vault, plan, role) == [f"vault {plan.offsite.bucket}: does not exist: nothing is replicated"]
+    provision_vault(vault, plan, role)
+    assert vault_drift(vault, plan, role) == vault_drift(vault, plan) == []
+    vault.put_object_lock_configuration(Bucket=plan.offsite.bucket, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 30}}})
+    vault.delete_bucket_policy(Bucket=plan.offsite.bucket)
+    assert vault_drift(vault, plan, role) == [
+        f"vault {plan.offsite.bucket}: its default retention is GOVERNANCE for 30 days and 0 years, not COMPLIANCE for 2576 days",
+        f"vault {plan.offsite.bucket}: its policy is not the one provisioned (it may let in more than the replication role)",
+    ]
+    # A vault made without Object Lock.
+    other = replace(plan, offsite=replace(plan.offsite, bucket="unlocked-vault"))
+    vault.create_bucket(Bucket="unlocked-vault", CreateBucketConfiguration={"LocationConstraint": VAULT_REGION})
+    assert "vault unlocked-vault: has no Object Lock: whoever holds the vault account can delete every replica" in vault_drift(vault, other)

@@ -98,6 +98,18 @@ def test_the_newest_snapshot_is_restored_from_the_vault_once_every_backup_bucket
     gone = post(app_client, "/restores", {"backup_id": newest, "plan": "documents", "target": {"bucket": TARGET, "prefix": "x/"}})
     assert gone.status_code >= 400
 
+    # The snapshot is whole in the vault, every version re-read and re-hashed, and the vaults are as provisioned.
+    verify = ["verify", newest, "--plan", "documents", "--from", "offsite", "--sample-percent", "100",
+              "--stage", "local", "--project-dir", str(project_dir), "--json", "--no-progress"]
+    assert main(verify) == 0
+    checked = json.loads(capsys.readouterr().out)
+    assert (checked["ok"], checked["checked"], checked["sampled"], checked["vault_drift"]) == (True, len(expected), len(expected), [])
+    vault.delete_bucket_policy(Bucket=documents.offsite.bucket)
+    assert main(verify) == 1
+    checked = json.loads(capsys.readouterr().out)
+    assert checked["ok"] is False and checked["vault_drift"] == [
+        f"vault {documents.offsite.bucket}: its policy is not the one provisioned (it may let in more than the replication role)"]
+
 
 def test_where_a_restore_reads_is_checked(stage_env: dict[str, str]) -> None:
     from chalicelib.aws import Clients

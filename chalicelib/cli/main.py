@@ -10,7 +10,7 @@
                        [--prefix P | --key K ...] [--overwrite] [--tier Bulk|Standard|Expedited] [--dry-run]
                        [--from backup|offsite]
     org-backup restore-status RESTORE_ID [--resume] [--from offsite]
-    org-backup verify BACKUP_ID [--plan NAME ...] [--sample-percent N]
+    org-backup verify BACKUP_ID [--plan NAME ...] [--sample-percent N] [--from backup|offsite]
     org-backup verify-slice [--weekday N]
     org-backup prune [--plan NAME ...] [--dry-run] [--allow-large-prune NAME ...]
     org-backup snapshots --plan NAME
@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", parents=[common], help="verify a backup's snapshots")
     verify.add_argument("backup_id")
     verify.add_argument("--plan", action="append", help="only this plan (repeat)")
+    verify.add_argument("--from", dest="origin", choices=ORIGINS, default="backup",
+                        help="check the backup buckets (default) or the vaults (offsite: the snapshot whole there, "
+                        "and each vault's settings, with the vault account's credentials)")
     verify.add_argument("--sample-percent", type=float, default=0, help="also re-read and re-hash this share (0-100)")
 
     verify_slice = commands.add_parser(

@@ -1,14 +1,14 @@
 """The second copy: S3 Replication from each backup bucket into its plan's vault (`plans.Offsite`), in another
 account or region.
 
-Two sides, each provisioned with its own account's credentials (`make provision`):
+Two sides, each provisioned with its own account's credentials (`make provision`), and each checked for drift:
 
 - the source side (`provision_replication`): a role S3 assumes to replicate one backup bucket, allowed to read
   only that bucket's replicated prefixes and to write replicas only into its vault, never to replicate a
   deletion; and the bucket's replication configuration, one rule per replicated prefix, delete markers not
   replicated. Backed-up objects go to the vault in the plan's storage class; manifests, sealed records and
   pruned markers in STANDARD, so that a restore from the vault reads them at once.
-- the vault side (`provision_vault`): the bucket, versioned, with Object Lock in COMPLIANCE mode for the plan's
+- the vault side (`vault_bucket.py`): the bucket, versioned, with Object Lock in COMPLIANCE mode for the plan's
   days, all public access blocked, ACLs disabled, encrypted, and a policy that lets in the replication role
   alone, for replicas only.
 
@@ -23,10 +23,8 @@ import json
 from typing import Any
 from urllib.parse import unquote
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.deploy.bucket_settings import OBJECT_OWNERSHIP, PUBLIC_ACCESS_BLOCK, tls_statement
-from chalicelib.deploy.bucket_state import bucket_exists, read_state
 from chalicelib.errors import BackupError, error_code
 from chalicelib.layout import DATA_PREFIX, PRUNED_PREFIX, SEALED_PREFIX, SNAPSHOTS_PREFIX
 from chalicelib.plans import Offsite, Plan
@@ -39,9 +37,6 @@ REPLICATED_PREFIXES: tuple[tuple[str, str | None], ...] = (
     (PRUNED_PREFIX, "STANDARD"),
 )
 ROLE_POLICY_NAME = "replicate-to-vault"
-VAULT_REPLICAS_SID = "ReplicasFromTheBackupBucket"
-ONLY_THE_ROLE_SID = "OnlyTheReplicationRoleReplicates"
-NO_DELETES_SID = "NoReplicatedDeletes"
 # IAM role names are at most 64 characters.
 MAX_ROLE_NAME = 64
 
@@ -51,7 +46,7 @@ class VaultError(BackupError):
     change); nothing more was changed."""
 
 
-def _vault(plan: Plan) -> Offsite:
+def vault_of(plan: Plan) -> Offsite:
     if plan.offsite is None:
         raise VaultError(f"plan '{plan.name}' has no 'offsite' vault")
     return plan.offsite
@@ -82,7 +77,7 @@ def trust_policy(plan: Plan, account: str) -> dict[str, Any]:
     }
 
 
-def _objects(bucket: str) -> list[str]:
+def replicated_objects(bucket: str) -> list[str]:
     return [f"arn:aws:s3:::{bucket}/{prefix}*" for prefix, _ in REPLICATED_PREFIXES]
 
 
@@ -90,7 +85,7 @@ def role_policy(plan: Plan) -> dict[str, Any]:
     """What S3 Replication needs and no more: read the replication configuration and the replicated prefixes'
     versions of this backup bucket, write replicas and their tags into this vault. No s3:ReplicateDelete:
     a deletion in the backup bucket never reaches the vault, whatever the configuration says."""
-    vault = _vault(plan)
+    vault = vault_of(plan)
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -104,13 +99,13 @@ def role_policy(plan: Plan) -> dict[str, Any]:
                 "Sid": "ReadTheVersionsToReplicate",
                 "Effect": "Allow",
                 "Action": ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging"],
-                "Resource": _objects(plan.bucket),
+                "Resource": replicated_objects(plan.bucket),
             },
             {
                 "Sid": "WriteReplicasIntoTheVault",
                 "Effect": "Allow",
                 "Action": ["s3:ReplicateObject", "s3:ReplicateTags"],
-                "Resource": _objects(vault.bucket),
+                "Resource": replicated_objects(vault.bucket),
             },
         ],
     }
@@ -122,7 +117,7 @@ def rule_id(plan: Plan, prefix: str) -> str:
 
 def replication_configuration(plan: Plan, account: str) -> dict[str, Any]:
     """`PutBucketReplication`'s `ReplicationConfiguration`: one enabled rule per replicated prefix."""
-    vault = _vault(plan)
+    vault = vault_of(plan)
     rules = []
     for priority, (prefix, storage_class) in enumerate(REPLICATED_PREFIXES, start=1):
         rules.append({
@@ -164,6 +159,39 @@ def read_replication(s3: Any, bucket: str) -> dict[str, Any] | None:
         raise
 
 
+def replication_drift(s3: Any, plan: Plan, account: str | None) -> list[str]:
+    """What differs between the backup bucket's replication and the plan's vault, one readable line each: no
+    configuration, a rule missing, disabled, pointed elsewhere, in another storage class or replicating delete
+    markers, another role (`account` None: the role is not checked). Read with GetBucketReplication only."""
+    vault = vault_of(plan)
+    try:
+        current = read_replication(s3, plan.bucket)
+    except (ClientError, BotoCoreError) as exc:
+        return [f"bucket {plan.bucket}: its replication could not be read: {exc}"]
+    if current is None:
+        return [f"bucket {plan.bucket}: has no replication configuration: nothing reaches the vault {vault.bucket}"]
+    wanted = replication_configuration(plan, account or "")
+    found = []
+    if account is not None and current.get("Role") != wanted["Role"]:
+        found.append(f"bucket {plan.bucket}: replicates with the role {current.get('Role')}, not {wanted['Role']}")
+    rules = {rule[3]: rule for rule in rules_as_compared(current)}
+    for rule in rules_as_compared(wanted):
+        _, _, _, prefix, _, destination, storage_class = rule
+        have = rules.get(prefix)
+        where = f"bucket {plan.bucket}: the rule replicating {prefix}"
+        if have is None:
+            found.append(f"bucket {plan.bucket}: no rule replicates {prefix} into the vault {vault.bucket}")
+        elif have[2] != "Enabled":
+            found.append(f"{where} is {have[2]}: nothing there reaches the vault")
+        elif have[5] != destination:
+            found.append(f"{where} writes to {have[5]}, not the vault {vault.bucket}")
+        elif have[4] != "Disabled":
+            found.append(f"{where} replicates delete markers, which could hide backups in the vault")
+        elif have[6] != storage_class:
+            found.append(f"{where} writes replicas in {have[6] or 'the source class'}, not {storage_class}")
+    return found
+
+
 def provision_replication(iam: Any, s3: Any, plan: Plan, account: str) -> list[str]:
     """The source side, with the backup account's credentials: the role and the bucket's replication
     configuration. Returns what it changed."""
@@ -198,7 +226,7 @@ def provision_replication(iam: Any, s3: Any, plan: Plan, account: str) -> list[s
         configuration["Role"], rules_as_compared(configuration)
     ):
         s3.put_bucket_replication(Bucket=plan.bucket, ReplicationConfiguration=configuration)
-        changes.append(f"set replication into the vault {_vault(plan).bucket}")
+        changes.append(f"set replication into the vault {vault_of(plan).bucket}")
     return changes
 
 
@@ -207,99 +235,3 @@ def _document(value: Any) -> Any:
     if isinstance(value, str):
         return json.loads(unquote(value))
     return value
-
-
-def vault_policy(plan: Plan, role_arn: str) -> dict[str, Any]:
-    """Only the replication role comes in, and only to write replicas; nothing replicates a deletion; no request
-    without TLS. (The vault account's own administrators are let in by their IAM policies, as in any bucket.)"""
-    vault = _vault(plan)
-    bucket_arn, objects = f"arn:aws:s3:::{vault.bucket}", f"arn:aws:s3:::{vault.bucket}/*"
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            tls_statement(vault.bucket),
-            {
-                "Sid": VAULT_REPLICAS_SID,
-                "Effect": "Allow",
-                "Principal": {"AWS": role_arn},
-                "Action": ["s3:ReplicateObject", "s3:ReplicateTags"],
-                "Resource": _objects(vault.bucket),
-            },
-            {
-                "Sid": "ReplicationRoleReadsVersioning",
-                "Effect": "Allow",
-                "Principal": {"AWS": role_arn},
-                "Action": "s3:GetBucketVersioning",
-                "Resource": bucket_arn,
-            },
-            {
-                "Sid": ONLY_THE_ROLE_SID,
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": ["s3:ReplicateObject", "s3:ReplicateTags"],
-                "Resource": objects,
-                "Condition": {"StringNotEquals": {"aws:PrincipalArn": role_arn}},
-            },
-            {"Sid": NO_DELETES_SID, "Effect": "Deny", "Principal": "*", "Action": "s3:ReplicateDelete", "Resource": objects},
-        ],
-    }
-
-
-def object_lock_configuration(plan: Plan) -> dict[str, Any]:
-    return {
-        "ObjectLockEnabled": "Enabled",
-        "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": _vault(plan).object_lock_days}},
-    }
-
-
-def _lock_as_compared(configuration: dict[str, Any] | None) -> tuple[Any, ...]:
-    """Whether Object Lock is on, and its default mode, days and years (an absent period reads 0)."""
-    retention = ((configuration or {}).get("Rule") or {}).get("DefaultRetention") or {}
-    return (
-        (configuration or {}).get("ObjectLockEnabled"),
-        retention.get("Mode"), int(retention.get("Days") or 0), int(retention.get("Years") or 0),
-    )
-
-
-def provision_vault(s3: Any, plan: Plan, role_arn: str) -> list[str]:
-    """The vault side, with the vault account's credentials (`s3` in the vault's region). Returns what it
-    changed. A vault whose Object Lock is off cannot be fixed here (`VaultError`): S3 switches it on for good,
-    and an administrator should know that a vault existed without it."""
-    vault = _vault(plan)
-    changes: list[str] = []
-    if not bucket_exists(s3, vault.bucket):
-        params: dict[str, Any] = {"Bucket": vault.bucket, "ObjectLockEnabledForBucket": True}
-        if vault.region != "us-east-1":
-            params["CreateBucketConfiguration"] = {"LocationConstraint": vault.region}
-        s3.create_bucket(**params)
-        changes.append("created the vault bucket with Object Lock")
-    state = read_state(s3, vault.bucket)
-    if state.unreadable:
-        raise VaultError(f"vault {vault.bucket} (plan '{plan.name}'): " + "; ".join(f"{k}: {v}" for k, v in state.unreadable.items()))
-    if (state.object_lock or {}).get("ObjectLockEnabled") != "Enabled" and not changes:
-        raise VaultError(
-            f"vault {vault.bucket} (plan '{plan.name}') exists without Object Lock; nothing was changed. Replicas "
-            "written there so far were never locked: check them, then create the vault anew with Object Lock"
-        )
-    if state.versioning != "Enabled":
-        s3.put_bucket_versioning(Bucket=vault.bucket, VersioningConfiguration={"Status": "Enabled"})
-        changes.append("enabled versioning")
-    if state.ownership != OBJECT_OWNERSHIP:
-        s3.put_bucket_ownership_controls(Bucket=vault.bucket, OwnershipControls={"Rules": [{"ObjectOwnership": OBJECT_OWNERSHIP}]})
-        changes.append(f"set object ownership to {OBJECT_OWNERSHIP}")
-    if state.public_access_block != PUBLIC_ACCESS_BLOCK:
-        s3.put_public_access_block(Bucket=vault.bucket, PublicAccessBlockConfiguration=dict(PUBLIC_ACCESS_BLOCK))
-        changes.append("blocked all public access")
-    if state.encryption is None:
-        s3.put_bucket_encryption(Bucket=vault.bucket, ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
-        changes.append("set default encryption to SSE-S3")
-    wanted = vault_policy(plan, role_arn)
-    if state.policy != wanted:
-        s3.put_bucket_policy(Bucket=vault.bucket, Policy=json.dumps(wanted))
-        changes.append("set the policy that lets in only the replication role")
-    lock = object_lock_configuration(plan)
-    if _lock_as_compared(state.object_lock) != _lock_as_compared(lock):
-        s3.put_object_lock_configuration(Bucket=vault.bucket, ObjectLockConfiguration=lock)
-        changes.append(f"set Object Lock to COMPLIANCE for {vault.object_lock_days} days")
-    return changes

@@ -24,7 +24,8 @@ from chalicelib.deploy.bucket_settings import (
 )
 from chalicelib.deploy.bucket_state import bucket_exists, read_state
 from chalicelib.deploy.inventory_bucket import provision_inventory
-from chalicelib.deploy.offsite import provision_replication, provision_vault, replication_role_arn
+from chalicelib.deploy.offsite import provision_replication, replication_role_arn
+from chalicelib.deploy.vault_bucket import provision_vault
 from chalicelib.errors import BackupError
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.plans_file import check_offsite_apart
