@@ -82,6 +82,9 @@ def test_the_newest_snapshot_is_restored_from_the_vault_once_every_backup_bucket
     assert printed.out, printed.err
     answer = json.loads(printed.out)
     assert code == 0 and answer["status"] == "SUCCEEDED", answer
+    assert main(["restore-status", answer["restore_id"], "--from", "offsite", "--stage", "local",
+                 "--project-dir", str(project_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "SUCCEEDED"
     restored = bucket_contents(vault, TARGET, "cli/")
     assert restored == expected
     # Each object is the version the snapshot names, read from the vault.
@@ -93,6 +96,9 @@ def test_the_newest_snapshot_is_restored_from_the_vault_once_every_backup_bucket
     response = post(app_client, "/restores", {"backup_id": newest, "plan": "documents", "from": "offsite",
                                               "target": {"bucket": TARGET, "prefix": "api/"}})
     assert response.status_code == 202, response.body
+    restore_id = response.json_body["restore_id"]
+    assert app_client.http.get(f"/restores/{restore_id}?from=offsite").json_body["status"] == "SUCCEEDED"
+    assert app_client.http.get(f"/restores/{restore_id}").status_code != 200  # the backup catalog is gone
     assert bucket_contents(vault, TARGET, "api/") == restored and bucket_contents(vault, TARGET, "api/") != {}
     # Without "from", the restore reads the backup buckets, which are gone.
     gone = post(app_client, "/restores", {"backup_id": newest, "plan": "documents", "target": {"bucket": TARGET, "prefix": "x/"}})

@@ -247,6 +247,14 @@ def parse_restore_request(raw_body: bytes | None, allow_path: bool = False) -> R
     return restore_request_from_dict(data, allow_path=allow_path)
 
 
+def restore_origin(params: Mapping[str, Any] | None) -> str:
+    """`GET /restores/{id}?from=offsite`: where the restore is recorded ("backup" when not given)."""
+    origin = query(params, ("from",)).get("from", "backup")
+    if origin not in ORIGINS:
+        raise BadRequest(f"query parameter 'from' must be 'backup' or 'offsite', got {origin!r}")
+    return origin
+
+
 def restore_request_from_dict(data: dict[str, Any], allow_path: bool = False) -> RestoreRequest:
     reject_unknown_fields(data, _REQUEST_FIELDS)
     backup_id = data.get("backup_id")
