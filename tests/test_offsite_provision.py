@@ -164,3 +164,13 @@ def test_the_vaults_drift_is_named_with_the_vault_accounts_credentials(vaulted: 
     other = replace(plan, offsite=replace(plan.offsite, bucket="unlocked-vault"))
     vault.create_bucket(Bucket="unlocked-vault", CreateBucketConfiguration={"LocationConstraint": VAULT_REGION})
     assert "vault unlocked-vault: has no Object Lock: whoever holds the vault account can delete every replica" in vault_drift(vault, other)
+
+
+def test_a_vault_name_another_account_owns_is_reported(s3: Any, vaulted: Any, monkeypatch: Any, capsys: Any) -> None:
+    monkeypatch.setenv("OFFSITE_ROLE_ARN", VAULT_ROLE_ARN)
+    stranger = assumed_client("s3", account="111122223333")
+    stranger.create_bucket(Bucket=vaulted.plans[0].offsite.bucket, CreateBucketConfiguration={"LocationConstraint": VAULT_REGION})
+    assert provision_offsite(boto3.session.Session(region_name=REGION), s3, vaulted, ACCOUNT, None) == 1
+    assert f"vault {vaulted.plans[0].offsite.bucket} (plan documents): " in capsys.readouterr().err
+    # Nothing is replicated towards a bucket the vault account does not own.
+    assert read_replication(s3, vaulted.plans[0].bucket) is None

@@ -12,6 +12,8 @@ import logging
 import sys
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib.deploy.bucket_differences import differences
 from chalicelib.deploy.bucket_settings import (
     OBJECT_OWNERSHIP,
@@ -162,7 +164,7 @@ def provision_offsite(session: Any, s3: Any, plans: PlanSet, account: str, names
         check_offsite_apart(plans, account, region)
         vault = vault_clients(plans, base=session)
         vault_account = vault.session.client("sts", config=client_config()).get_caller_identity()["Account"]
-    except BackupError as exc:
+    except (BackupError, ClientError, BotoCoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     iam = session.client("iam", config=client_config())
@@ -178,8 +180,9 @@ def provision_offsite(session: Any, s3: Any, plans: PlanSet, account: str, names
             # The vault first: S3 replicates only into a bucket that exists, versioned.
             changes = provision_vault(vault.s3, plan, replication_role_arn(plan, account))
             changes += provision_replication(iam, s3, plan, account)
-        except BackupError as exc:
-            print(f"{exc}", file=sys.stderr)
+        except (BackupError, ClientError) as exc:
+            # E.g. a vault name another account owns: S3 refuses with 403 (the vault clients pin the owner).
+            print(f"vault {plan.offsite.bucket} (plan {plan.name}): {exc}", file=sys.stderr)
             status = 1
             continue
         print(f"vault {plan.offsite.bucket} (plan {plan.name}): " + ("; ".join(changes) or "already as planned, nothing changed"))
