@@ -83,6 +83,11 @@ def test_the_replication_role_may_read_its_bucket_and_write_its_vault_and_no_mor
     expected |= {(a, f"arn:aws:s3:::{plan.offsite.bucket}/{p}*") for p in prefixes for a in ("s3:ReplicateObject", "s3:ReplicateTags")}
     assert granted == expected
     assert all(s["Effect"] == "Allow" for s in statements)
+    # A backup bucket with Object Lock: S3 reads each version's retention to replicate it.
+    from chalicelib.plans import ObjectLock
+
+    locked = role_policy(replace(plan, object_lock=ObjectLock("COMPLIANCE", 30)))["Statement"][1]["Action"]
+    assert set(locked) - set(statements[1]["Action"]) == {"s3:GetObjectRetention", "s3:GetObjectLegalHold"}
 
 
 def test_a_vault_without_object_lock_is_reported_and_left_alone(vaulted: Any) -> None:

@@ -86,6 +86,8 @@ def role_policy(plan: Plan) -> dict[str, Any]:
     versions of this backup bucket, write replicas and their tags into this vault. No s3:ReplicateDelete:
     a deletion in the backup bucket never reaches the vault, whatever the configuration says."""
     vault = vault_of(plan)
+    # S3 replicates a locked version's retention with it, and reads it with the role's rights.
+    lock_reads = ["s3:GetObjectRetention", "s3:GetObjectLegalHold"] if plan.object_lock is not None else []
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -98,7 +100,9 @@ def role_policy(plan: Plan) -> dict[str, Any]:
             {
                 "Sid": "ReadTheVersionsToReplicate",
                 "Effect": "Allow",
-                "Action": ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging"],
+                "Action": [
+                    "s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging", *lock_reads,
+                ],
                 "Resource": replicated_objects(plan.bucket),
             },
             {
