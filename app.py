@@ -14,7 +14,7 @@ from chalicelib.api import start_backup as start_api
 from chalicelib.api import costs as costs_api
 from chalicelib.api import prunes as prune_api
 from chalicelib.api.plans import describe_plans
-from chalicelib.api.requests import check_body, parse_restore_request, parse_verify_request
+from chalicelib.api.requests import check_body, parse_restore_request, parse_verify_request, restore_origin
 from chalicelib.aws import Clients
 from chalicelib.bootstrap import System
 from chalicelib.backup.service import BackupService
@@ -227,7 +227,7 @@ def start_restore() -> Response:
     restore worker selects, checks and quotes; GET /restores/{id} shows where it is."""
     current = app.current_request
     request = parse_restore_request(check_body(current.raw_body, current.headers.get("content-type")))
-    service_ = restores()
+    service_ = system().restores_from(request.origin)
     record = service_.submit(request)
     service_.dispatch(record)
     return Response(
@@ -240,8 +240,9 @@ def start_restore() -> Response:
 @app.route("/restores/{restore_id}", methods=["GET"], authorizer=iam)
 @_client_errors
 def get_restore(restore_id: str) -> dict[str, Any]:
-    """A restore's status, counts and expected thaw completion."""
-    return restore_record.summary(restores().get(restore_id))
+    """A restore's status, counts and expected thaw completion (`?from=offsite`: a restore from the vault)."""
+    origin = restore_origin(app.current_request.query_params)
+    return restore_record.summary(system().restores_from(origin).get(restore_id))
 
 
 @app.route("/backups/{backup_id}/verify", methods=["POST"], authorizer=iam, content_types=["*/*"])

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 from urllib.parse import unquote
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
+
+from chalicelib.errors import PlanError
+from chalicelib.plans import PlanSet
+
+# Requests made with the vault account's credentials say so in their User-Agent (CloudTrail's userAgent).
+VAULT_USER_AGENT = "org-backup-vault"
+# How the vault account's credentials are found when a command or handler runs: a named profile of the
+# operator's AWS configuration, or a role of the vault account assumed with the caller's own credentials.
+OFFSITE_PROFILE = "OFFSITE_PROFILE"
+OFFSITE_ROLE_ARN = "OFFSITE_ROLE_ARN"
 
 
 # Standard mode retries throttling and transient errors with backoff; 10 retries (11 attempts in all) ride
 # out S3 SlowDown bursts.
 # The pool must be at least as large as the copy thread pool, or threads queue for connections.
-def client_config(max_pool_connections: int = 64) -> Config:
+def client_config(max_pool_connections: int = 64, user_agent_extra: str | None = None) -> Config:
     return Config(
         retries={"mode": "standard", "max_attempts": 10},
         max_pool_connections=max_pool_connections,
         connect_timeout=10,
         read_timeout=120,
+        user_agent_extra=user_agent_extra,
     )
 
 
@@ -65,9 +80,11 @@ class Clients:
     session: Any = field(default_factory=boto3.session.Session)
     max_pool_connections: int = 64
     bucket_owner: BucketOwner | None = None
+    # Added to every request's User-Agent (VAULT_USER_AGENT for the vault account's clients).
+    user_agent_extra: str | None = None
 
     def _make(self, service: str) -> Any:
-        return self.session.client(service, config=client_config(self.max_pool_connections))
+        return self.session.client(service, config=client_config(self.max_pool_connections, self.user_agent_extra))
 
     @cached_property
     def s3(self) -> Any:
@@ -93,3 +110,42 @@ class Clients:
     @cached_property
     def cloudwatch(self) -> Any:
         return self._make("cloudwatch")
+
+
+def vault_clients(plans: PlanSet, environ: Mapping[str, str] | None = None, base: Any = None) -> Clients:
+    """Clients of the vault account, in the vault's region, pinned to the vaults' owner (`BucketOwner`): from
+    the profile OFFSITE_PROFILE names, else by assuming the role OFFSITE_ROLE_ARN names with `base`'s (the
+    caller's) credentials, refreshed before they expire. `PlanError` when the plans name no vault or neither
+    variable is set."""
+    env = os.environ if environ is None else environ
+    vaults = [plan.offsite for plan in plans.plans if plan.offsite is not None]
+    if not vaults:
+        raise PlanError("no plan has an 'offsite' vault")
+    account, region = vaults[0].account, vaults[0].region
+    owner = BucketOwner(account, frozenset(vault.bucket for vault in vaults))
+    profile, role_arn = env.get(OFFSITE_PROFILE), env.get(OFFSITE_ROLE_ARN)
+    if profile:
+        return Clients(session=boto3.session.Session(profile_name=profile, region_name=region), bucket_owner=owner, user_agent_extra=VAULT_USER_AGENT)
+    if not role_arn:
+        raise PlanError(
+            f"the vault account's credentials: set {OFFSITE_PROFILE} (a named profile of account {account}) or "
+            f"{OFFSITE_ROLE_ARN} (a role of account {account} your credentials may assume)"
+        )
+    caller = base or boto3.session.Session()
+
+    def entering_the_vault(service: str, **kwargs: Any) -> Any:
+        # The AssumeRole request is the first of the vault's: it says so in its User-Agent too.
+        return caller._session.create_client(service, config=client_config(user_agent_extra=VAULT_USER_AGENT), **kwargs)
+
+    fetcher = AssumeRoleCredentialFetcher(
+        client_creator=entering_the_vault,
+        source_credentials=caller.get_credentials(),
+        role_arn=role_arn,
+        extra_args={"RoleSessionName": "org-backup-vault"},
+    )
+    assumed = botocore.session.get_session()
+    # A restore from the vault may outlast one set of temporary credentials: botocore refreshes these.
+    assumed._credentials = DeferredRefreshableCredentials(  # type: ignore[attr-defined]
+        method="assume-role", refresh_using=fetcher.fetch_credentials
+    )
+    return Clients(session=boto3.session.Session(botocore_session=assumed, region_name=region), bucket_owner=owner, user_agent_extra=VAULT_USER_AGENT)

@@ -10,13 +10,15 @@ restores and cost reports find is printed to the operator rather than told by SN
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cached_property
 
-from chalicelib.aws import Clients
+from chalicelib.aws import Clients, vault_clients
 from chalicelib.backup.service import BackupService
 from chalicelib.backup.verification import VerificationJobs
 from chalicelib.config import Settings
 from chalicelib.cost.reports import CostReports
+from chalicelib.errors import BadRequest
 from chalicelib.notify.tampering import TamperingAlerts
 from chalicelib.prune.service import PruneJobs
 from chalicelib.restore.service import RestoreService
@@ -43,9 +45,36 @@ class System:
 
     @cached_property
     def restores(self) -> RestoreService:
+        return self._restores(self.settings, self.clients)
+
+    @cached_property
+    def vault_clients(self) -> Clients:
+        """The vault account's clients, in the vaults' region (`aws.vault_clients`)."""
+        return vault_clients(self.settings.plans, base=self.clients.session)
+
+    @cached_property
+    def vault_restores(self) -> RestoreService:
+        """Restores that read the vaults only (`PlanSet.in_vaults`), with the vault account's credentials."""
+        return self._restores(replace(self.settings, plans=self.settings.plans.in_vaults()), self.vault_clients)
+
+    def restores_from(self, origin: str) -> RestoreService:
+        """The restores reading the backup buckets ("backup") or the vaults ("offsite"): the one place a
+        restore's buckets and credentials are chosen."""
+        if origin != "offsite":
+            return self.restores
+        if not self.operator and self.settings.worker_mode == "lambda":
+            # The restore worker and the hourly check find a restore in the backup catalog by its id alone,
+            # and the functions' roles may not assume the vault's role: not built for the deployed functions.
+            raise BadRequest(
+                "a restore from the vault runs where it is started: use `org-backup restore --from offsite` "
+                "with the vault account's credentials (the deployed functions cannot restore from the vault yet)"
+            )
+        return self.vault_restores
+
+    def _restores(self, settings: Settings, clients: Clients) -> RestoreService:
         if self.operator:
-            return RestoreService(self.settings.plans, self.clients, max_workers=self.settings.max_workers)
-        return RestoreService.from_settings(self.settings, self.clients, self.tampering.report)
+            return RestoreService(settings.plans, clients, max_workers=settings.max_workers)
+        return RestoreService.from_settings(settings, clients, self.tampering.report)
 
     @cached_property
     def prunes(self) -> PruneJobs:

@@ -12,7 +12,7 @@ from chalicelib.aws import BucketOwner
 from chalicelib.errors import PlanError
 from chalicelib.localtime import UTC, parse_zone
 from chalicelib.plans import PlanSet
-from chalicelib.plans_file import load_plans
+from chalicelib.plans_file import check_offsite_apart, load_plans
 from chalicelib.prices import Prices, load_prices
 
 WORKER_MODES = ("inline", "thread", "lambda")
@@ -62,7 +62,7 @@ class Settings:
             max_workers = int(env.get("MAX_WORKERS", "32"))
         except ValueError:
             raise PlanError(f"environment variable MAX_WORKERS: {env.get('MAX_WORKERS')!r} is not a whole number") from None
-        return cls(
+        settings = cls(
             plans=load_plans(env),
             topic_arn=env.get("ALERT_TOPIC_ARN") or None,
             worker_mode=mode,
@@ -76,6 +76,9 @@ class Settings:
             prices=load_prices(environ=env),
             time_zone=parse_zone(env.get("TIME_ZONE")),
         )
+        if settings.account is not None and settings.region is not None:
+            check_offsite_apart(settings.plans, settings.account, settings.region)
+        return settings
 
     @property
     def region(self) -> str | None:

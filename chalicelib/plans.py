@@ -11,7 +11,7 @@ longer than anything the retention policy can keep.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Union
 
 from chalicelib.errors import BadRequest
@@ -110,6 +110,27 @@ class ObjectLock:
     days: int
 
 
+# The storage classes S3 Replication may write replicas in (a rule's `Destination.StorageClass`): not
+# REDUCED_REDUNDANCY (deprecated), OUTPOSTS, SNOW or EXPRESS_ONEZONE, which are not replication destinations.
+REPLICA_STORAGE_CLASSES = (
+    "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE",
+)
+
+
+@dataclass(frozen=True)
+class Offsite:
+    """A plan's second copy (the plans file's `offsite`): the vault bucket `bucket` in `account` and `region`,
+    which S3 Replication fills from the plan's bucket. Backed-up objects (`data/`) are written there in
+    `storage_class`; manifests, sealed records and pruned markers in STANDARD, so that a restore from the
+    vault can read them at once. Every version there is locked (COMPLIANCE) for `object_lock_days`."""
+
+    account: str
+    region: str
+    bucket: str
+    object_lock_days: int
+    storage_class: str = "DEEP_ARCHIVE"
+
+
 @dataclass(frozen=True)
 class Plan:
     name: str
@@ -129,6 +150,8 @@ class Plan:
     # The prune guard: a prune that would remove more than this share of the plan's snapshots, or of its stored
     # bytes, is held (a retention typo such as keep_daily 1) until allowed for one run.
     max_prune_fraction: float = 0.3
+    # The second copy in another account or region; None: the plan has none.
+    offsite: Offsite | None = None
 
     def __post_init__(self) -> None:
         # A snapshot is sorted by (source, key): the engine walks the sources in name order, however the plan
@@ -184,6 +207,18 @@ class PlanSet:
         if unknown:
             raise BadRequest(f"unknown plan(s) {', '.join(map(repr, unknown))}; the known plans are {', '.join(known)}")
         return [name for name in known if name in set(names)]
+
+    def in_vaults(self) -> PlanSet:
+        """The plans as their vaults hold them, for a restore or a verification that reads the vaults alone:
+        each plan with a vault reads its vault bucket, and the catalog (sealed backup records, pruned markers,
+        the restore's own record) is the catalog plan's vault. Replicas keep their version ids, so the
+        manifests and records read there name the vault's own versions. BadRequest when no plan has one."""
+        vaulted = [replace(plan, bucket=plan.offsite.bucket) for plan in self.plans if plan.offsite is not None]
+        if not vaulted:
+            raise BadRequest("no plan has an 'offsite' vault to read from (see the plans file's 'offsite' entry)")
+        catalog = next(plan for plan in self.plans if plan.bucket == self.catalog_bucket)
+        assert catalog.offsite is not None  # the plans file requires it once any plan has a vault
+        return replace(self, plans=tuple(vaulted), catalog_bucket=catalog.offsite.bucket)
 
     def select(self, names: list[str] | None) -> list[Plan]:
         """The plans named, in file order; all of them when `names` is None."""

@@ -22,6 +22,7 @@ from chalicelib.plans import (
     MINIMUM_STORAGE_DAYS,
     MINIMUM_TRANSITION_DAYS,
     OBJECT_LOCK_MODES,
+    REPLICA_STORAGE_CLASSES,
     SMALL_OBJECT_ARCHIVE_CLASSES,
     SMALL_OBJECT_SETTINGS,
     STORAGE_CLASS_ORDER,
@@ -29,13 +30,14 @@ from chalicelib.plans import (
     DynamoDBSource,
     Lifecycle,
     ObjectLock,
+    Offsite,
     Plan,
     PlanSet,
     S3Source,
     Source,
     Transition,
 )
-from chalicelib.retention import parse_retention
+from chalicelib.retention import RetentionPolicy, parse_retention
 from chalicelib.schedule import parse_schedule
 
 DEFAULT_PLANS_FILE = Path(__file__).with_name("plans.json")
@@ -49,6 +51,9 @@ KMS_KEY = re.compile(
     r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]+|alias/[A-Za-z0-9/_-]+)"
     r"|alias/[A-Za-z0-9/_-]+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$"
 )
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+# A commercial, GovCloud, China or ISO partition region: us-east-1, eu-central-2, us-gov-west-1, cn-north-1...
+REGION_NAME = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
 # S3 Object Lock retention is at most 100 years.
 MAX_RETENTION_DAYS = 36500
 # The largest share of a plan one prune may remove without being allowed for that run.
@@ -235,7 +240,11 @@ def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
                 f"({expiration}): S3 cannot expire locked versions; retain for at most {expiration} days or expire later",
             )
         lock_reader.finish()
+    offsite = _parse_offsite(reader.raw("offsite", None, (dict, type(None))), name, bucket, retention, environ)
     kms_key_id = _kms_key_id(reader, environ)
+    if offsite is not None and kms_key_id:
+        # Replicating SSE-KMS objects needs a key in the vault account and grants on both keys: not built yet.
+        raise reader.fail("offsite", "a plan encrypted with kms_key_id cannot have a vault yet; leave one of them out")
     # Checked after object_lock, whose conflict with the same field is the more specific message.
     expiration = lifecycle.noncurrent_expiration_days
     if expiration is not None and expiration <= retention.horizon_days():
@@ -260,7 +269,64 @@ def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
         kms_key_id=kms_key_id,
         retention=retention,
         max_prune_fraction=float(prune_fraction),
+        offsite=offsite,
     )
+
+
+def _parse_offsite(
+    raw: Any, name: str, bucket: str, retention: RetentionPolicy, environ: Mapping[str, str]
+) -> Offsite | None:
+    """`{"account", "region", "bucket", "storage_class", "object_lock_days"}`: the plan's vault. That it lies
+    in another account or region than the stage is checked once both are known (`check_offsite_apart`)."""
+    if raw is None:
+        return None
+    reader = FieldReader(raw, f"plan '{name}', field 'offsite'", environ)
+    # (Placeholders read "placeholder" in the import-time shape check: the patterns wait for the stage.)
+    shape_only = isinstance(environ, AnyVariable)
+    account = reader.text("account")
+    if not shape_only and not ACCOUNT_ID.match(account):
+        raise reader.fail("account", f"{account!r} is not an AWS account id (12 digits)")
+    region = reader.text("region")
+    if not shape_only and not REGION_NAME.match(region):
+        raise reader.fail("region", f"{region!r} is not an AWS region name such as 'eu-central-1'")
+    vault = reader.text("bucket", pattern=BUCKET_NAME, what="a valid S3 bucket name")
+    if vault == bucket:
+        raise reader.fail("bucket", f"{vault!r} is the plan's own backup bucket; the vault is a bucket of its own")
+    storage_class = reader.raw("storage_class", "DEEP_ARCHIVE", str)
+    if storage_class not in REPLICA_STORAGE_CLASSES:
+        raise reader.fail(
+            "storage_class",
+            f"{storage_class!r} is not a class S3 Replication writes replicas in; one of {', '.join(REPLICA_STORAGE_CLASSES)}",
+        )
+    days = reader.integer("object_lock_days", minimum=1)
+    if days > MAX_RETENTION_DAYS:
+        raise reader.fail("object_lock_days", f"S3 retains for at most {MAX_RETENTION_DAYS} days (100 years), got {days}")
+    horizon = retention.horizon_days()
+    if days < horizon:
+        # A shorter lock would let whoever holds the vault account delete versions the oldest kept snapshots
+        # still name: the vault would no longer hold every snapshot the plan promises.
+        raise reader.fail(
+            "object_lock_days",
+            f"{days} days is shorter than the retention policy's horizon ({retention.describe()}: a kept snapshot "
+            f"can be up to {horizon} days old); the vault's versions must stay locked at least that long, so "
+            f"use at least {horizon}",
+        )
+    reader.finish()
+    return Offsite(account=account, region=region, bucket=vault, object_lock_days=days, storage_class=storage_class)
+
+
+def check_offsite_apart(plans: PlanSet, account: str, region: str) -> None:
+    """Refuse a vault in the stage's own account *and* region: it would share every failure the off-site copy
+    is there to survive (the region's loss, the account's closure, its administrator). Another account, or
+    another region, or both (what the documentation recommends), is accepted: each survives something the
+    backup bucket alone does not."""
+    for plan in plans.plans:
+        offsite = plan.offsite
+        if offsite is not None and offsite.account == account and offsite.region == region:
+            raise PlanError(
+                f"plan '{plan.name}', field 'offsite': the vault {offsite.bucket!r} is in the stage's own account "
+                f"{account} and region {region}; put it in another account, another region, or both"
+            )
 
 
 def parse_plans(document: Any, environ: Mapping[str, str], origin: str = "plans file") -> PlanSet:
@@ -286,10 +352,45 @@ def parse_plans(document: Any, environ: Mapping[str, str], origin: str = "plans 
         catalog = plans[0].bucket
     elif catalog not in {plan.bucket for plan in plans}:
         raise reader.fail("catalog_bucket", f"{catalog!r} must be one of the plans' buckets")
+    _check_vaults(plans, catalog)
     schedule = parse_schedule(reader.raw("schedule", None), f"{origin}, field 'schedule'")
     inventory = _parse_inventory(reader.raw("inventory", None), f"{origin}, field 'inventory'", environ, plans)
     reader.finish()
     return PlanSet(plans=tuple(plans), catalog_bucket=catalog, schedule=schedule, inventory=inventory)
+
+
+def _check_vaults(plans: list[Plan], catalog: str) -> None:
+    """Every vault is a bucket of its own, and all of them are in one account and region: a restore from the
+    vault reads a plan's snapshot and the catalog's sealed records with one set of the vault's credentials,
+    so the catalog bucket's plan has a vault too whenever any plan has one."""
+    with_vault = [plan for plan in plans if plan.offsite is not None]
+    if not with_vault:
+        return
+    buckets = {plan.bucket for plan in plans}
+    first = with_vault[0]
+    assert first.offsite is not None
+    seen: dict[str, str] = {}
+    for plan in with_vault:
+        offsite = plan.offsite
+        assert offsite is not None
+        where = f"plan '{plan.name}', field 'offsite'"
+        if offsite.bucket in buckets:
+            raise PlanError(f"{where}, field 'bucket': {offsite.bucket!r} is a backup bucket; the vault is a bucket of its own")
+        if offsite.bucket in seen:
+            raise PlanError(f"{where}, field 'bucket': {offsite.bucket!r} is also plan '{seen[offsite.bucket]}''s vault")
+        seen[offsite.bucket] = plan.name
+        for field_name in ("account", "region"):
+            if getattr(offsite, field_name) != getattr(first.offsite, field_name):
+                raise PlanError(
+                    f"{where}, field '{field_name}': {getattr(offsite, field_name)!r} differs from plan "
+                    f"'{first.name}''s {getattr(first.offsite, field_name)!r}; every vault is in one account and region"
+                )
+    catalog_plan = next(plan for plan in plans if plan.bucket == catalog)
+    if catalog_plan.offsite is None:
+        raise PlanError(
+            f"plan '{catalog_plan.name}', field 'offsite': plan '{first.name}' has a vault, so the catalog bucket's "
+            f"plan needs one too (a restore from the vault reads the backup records kept there)"
+        )
 
 
 def _parse_inventory(raw: Any, where: str, environ: Mapping[str, str], plans: list[Plan]) -> InventoryPlan | None:

@@ -27,6 +27,9 @@ What it enforces, and why:
    come back URL-encoded and the answer says `EncodingType`, as from AWS, which is how a key holding a control
    character (invalid in XML 1.0) is listed at all. moto encodes only `ListObjects`' answers, and answers a
    versions listing of such a key with a 500.
+8. `GetBucketReplication` answers each rule's `Filter` and `DeleteMarkerReplication` as they were written, and
+   its `Priority` as a number. moto answers every rule with an empty prefix and delete markers disabled, so
+   neither provisioning's second run nor drift could tell a rule's scope.
 
 And one rule moto is stricter about than AWS, relaxed:
 
@@ -51,7 +54,8 @@ from urllib.parse import parse_qs, quote, unquote, urlparse
 import pytest
 import xmltodict
 from moto.dynamodb.models.table_export import TableExport
-from moto.s3.exceptions import PreconditionFailed, S3ClientError
+from moto.core.responses import ActionResult
+from moto.s3.exceptions import PreconditionFailed, ReplicationConfigurationNotFoundError, S3ClientError
 from moto.s3.models import FakeKey
 from moto.s3.responses import S3Response
 from werkzeug.datastructures import Headers
@@ -252,6 +256,25 @@ def _copy_into_locked_bucket(self: S3Response, query: dict[str, Any], key_name: 
     return _key_response_put(self, query, key_name)
 
 
+def _replication_as_written(self: S3Response) -> Any:
+    self.data["Action"] = "GetBucketReplication"
+    replication = self.backend.get_bucket_replication(self.bucket_name)
+    if not replication:
+        raise ReplicationConfigurationNotFoundError(bucket_name=self.bucket_name)
+    rules = [
+        {
+            "ID": rule["ID"],
+            "Priority": int(rule["Priority"]),
+            "Status": rule["Status"],
+            "DeleteMarkerReplication": rule.get("DeleteMarkerReplication") or {"Status": "Disabled"},
+            "Filter": rule.get("Filter") or {"Prefix": rule.get("Prefix") or ""},
+            "Destination": rule["Destination"],
+        }
+        for rule in replication["Rule"]
+    ]
+    return self.serialized(ActionResult({"ReplicationConfiguration": {"Role": replication["Role"], "Rules": rules}}))
+
+
 _serialized = S3Response.serialized
 
 
@@ -270,6 +293,7 @@ def _versions_url_encoded(self: S3Response, action_result: Any) -> Any:
 
 
 S3Response.serialized = _versions_url_encoded  # type: ignore[method-assign]
+S3Response.get_bucket_replication = _replication_as_written  # type: ignore[method-assign]
 S3Response._key_response_put = _copy_into_locked_bucket  # type: ignore[method-assign]
 S3Response._key_response = _strict_key_response  # type: ignore[method-assign]
 S3Response._bucket_response_put = _bucket_put_keeping_small_objects  # type: ignore[method-assign]

@@ -6,7 +6,8 @@ handlers so every session (and so every client) made during the run has it, sees
 its parameters. A call counts as the system's when the calling thread's stack passes through `app.py`
 or a runtime module of `chalicelib/`, or the thread was started from such code (the copy pool, boto3's
 transfer threads). Calls made by tests and fixtures themselves (seeding sources, provisioning buckets,
-reading results) are not the system's and are ignored.
+reading results) are not the system's and are ignored, and so are calls made with the vault account's
+credentials (a restore from the vault: `aws.vault_clients`), which no function's role governs.
 
 Which function made it: `tests/call_owner.py` decides from the calling frames (the app.py handler, the
 in-process hand-off to a worker, or the chalicelib entry point a test drives), and a thread started by the
@@ -39,6 +40,7 @@ from typing import Any
 import botocore.handlers
 import pytest
 
+from chalicelib.aws import VAULT_USER_AGENT
 from tests import call_check
 from tests.call_owner import UNATTRIBUTED, owner, thread_owner
 
@@ -53,6 +55,8 @@ ADMIN_MODULES = {
     "deploy/bucket_state.py",
     "deploy/bucket_differences.py",
     "deploy/inventory_bucket.py",
+    "deploy/offsite.py",
+    "deploy/vault_bucket.py",
     "deploy/provision.py",
     "deploy/policy.py",
     "deploy/permissions.py",
@@ -203,6 +207,10 @@ def _record(params: dict[str, Any], model: Any, context: dict[str, Any] | None =
         frames = _runtime_frames()
         started_by_system = getattr(threading.current_thread(), "_started_by_system", False)
         if not frames and not started_by_system:
+            return
+        config = (context or {}).get("client_config")
+        if VAULT_USER_AGENT in (getattr(config, "user_agent_extra", None) or ""):
+            # Made with the vault account's credentials (aws.vault_clients), which no function's role grants.
             return
         _collect_configuration(frames)
         origin = _origin(frames)

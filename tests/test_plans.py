@@ -334,6 +334,7 @@ FIELD_PATHS = [
     "plans.0.max_delete_fraction",
     "plans.0.object_lock",
     "plans.0.kms_key_id",
+    "plans.0.offsite",
     "plans.1.sources.0.segments",
     "plans.1.sources.0.table",
 ]

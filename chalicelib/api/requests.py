@@ -12,7 +12,7 @@ from typing import Any
 
 from chalicelib.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from chalicelib.plans_file import BUCKET_NAME, TABLE_NAME
-from chalicelib.restore.requests import DEFAULT_TIER, TIERS, RestoreRequest, Target
+from chalicelib.restore.requests import DEFAULT_TIER, ORIGINS, TIERS, RestoreRequest, Target
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_LIMIT = 100
@@ -237,7 +237,7 @@ def check_key_text(value: str, name: str) -> str:
     return value
 
 
-_REQUEST_FIELDS = {"backup_id", "plan", "prefix", "keys", "target", "overwrite", "tier", "dry_run"}
+_REQUEST_FIELDS = {"backup_id", "plan", "prefix", "keys", "target", "overwrite", "tier", "dry_run", "from"}
 _TARGET_FIELDS = {"bucket", "prefix", "table"}
 
 
@@ -245,6 +245,14 @@ def parse_restore_request(raw_body: bytes | None, allow_path: bool = False) -> R
     """Validate a `POST /restores` body. `allow_path` admits a local folder target (the command line only)."""
     data = parse_json_object(raw_body)
     return restore_request_from_dict(data, allow_path=allow_path)
+
+
+def restore_origin(params: Mapping[str, Any] | None) -> str:
+    """`GET /restores/{id}?from=offsite`: where the restore is recorded ("backup" when not given)."""
+    origin = query(params, ("from",)).get("from", "backup")
+    if origin not in ORIGINS:
+        raise BadRequest(f"query parameter 'from' must be 'backup' or 'offsite', got {origin!r}")
+    return origin
 
 
 def restore_request_from_dict(data: dict[str, Any], allow_path: bool = False) -> RestoreRequest:
@@ -278,6 +286,9 @@ def restore_request_from_dict(data: dict[str, Any], allow_path: bool = False) ->
     tier = data.get("tier", DEFAULT_TIER)
     if tier not in TIERS:
         raise BadRequest(f"'tier' must be one of {', '.join(TIERS)}, got {tier!r}")
+    origin = data.get("from", "backup")
+    if origin not in ORIGINS:
+        raise BadRequest(f"'from' must be 'backup' (the backup bucket) or 'offsite' (the plan's vault), got {origin!r}")
     return RestoreRequest(
         backup_id=backup_id,
         plan=plan,
@@ -287,6 +298,7 @@ def restore_request_from_dict(data: dict[str, Any], allow_path: bool = False) ->
         overwrite=overwrite,
         tier=tier,
         dry_run=dry_run,
+        origin=origin,
     )
 
 

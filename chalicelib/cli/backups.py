@@ -15,6 +15,8 @@ from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import BackupStatus, RecordStore, new_backup_id
 from chalicelib.catalog.run_keys import new_run_key
 from chalicelib.catalog.snapshot_reader import open_snapshot
+from chalicelib.deploy.offsite import replication_role_arn
+from chalicelib.deploy.vault_bucket import vault_drift
 from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, plan_named, table, when
 from chalicelib.errors import BackupError, BadRequest
 from chalicelib.notify.alerts import verification_line
@@ -190,10 +192,22 @@ def cmd_verify(ctx: Context) -> int:
     percent = ctx.args.sample_percent
     if not 0 <= percent <= 100:
         raise BadRequest(f"--sample-percent must be from 0 to 100, got {percent}")
-    verifier = Verifier(ctx.settings.plans, ctx.clients, ctx.settings.max_workers)
+    offsite = ctx.args.origin == "offsite"
+    plans, clients = (ctx.settings.plans.in_vaults(), ctx.system.vault_clients) if offsite else (ctx.settings.plans, ctx.clients)
+    verifier = Verifier(plans, clients, ctx.settings.max_workers)
     total = sum(verifier.snapshot_sizes(ctx.args.backup_id, ctx.args.plan).values())
     with ctx.progress(total, "verifying") as bar:
         result = verifier.verify_backup(ctx.args.backup_id, ctx.args.plan, percent, progress=bar.update)
+    if offsite:
+        # The vault's own settings too: a vault without its lock holds copies anyone there can delete.
+        account = ctx.settings.account
+        result["vault_drift"] = [
+            line
+            for plan in ctx.settings.plans.select(ctx.args.plan)
+            if plan.offsite is not None
+            for line in vault_drift(clients.s3, plan, replication_role_arn(plan, account) if account else None)
+        ]
+        result["ok"] = result["ok"] and not result["vault_drift"]
 
     def text() -> str:
         lines = [
@@ -205,6 +219,7 @@ def cmd_verify(ctx: Context) -> int:
             lines.append(f"  {finding['problem'].upper()}: {finding['plan']} {finding['source']}/{finding['key']} "
                          f"(version {finding['version_id']}): {finding['detail']}")
         lines += [f"  error: {e}" for e in result["errors"]]
+        lines += [f"  DRIFT: {line}" for line in result.get("vault_drift", [])]
         return "\n".join(lines)
 
     emit(ctx, result, text)

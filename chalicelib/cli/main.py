@@ -8,8 +8,9 @@
     org-backup contents BACKUP_ID --plan NAME [--prefix P]
     org-backup restore BACKUP_ID --plan NAME (--to-bucket B [--to-prefix P] | --to-table T | --to-dir D)
                        [--prefix P | --key K ...] [--overwrite] [--tier Bulk|Standard|Expedited] [--dry-run]
-    org-backup restore-status RESTORE_ID [--resume]
-    org-backup verify BACKUP_ID [--plan NAME ...] [--sample-percent N]
+                       [--from backup|offsite]
+    org-backup restore-status RESTORE_ID [--resume] [--from offsite]
+    org-backup verify BACKUP_ID [--plan NAME ...] [--sample-percent N] [--from backup|offsite]
     org-backup verify-slice [--weekday N]
     org-backup prune [--plan NAME ...] [--dry-run] [--allow-large-prune NAME ...]
     org-backup snapshots --plan NAME
@@ -38,6 +39,7 @@ from chalicelib.cli.output import EXIT_BAD_INPUT, Context
 from chalicelib.cli.prunes import cmd_prune, cmd_snapshots
 from chalicelib.cli.restores import cmd_restore, cmd_restore_status
 from chalicelib.errors import BackupError, BadRequest, Conflict, NotFound, PlanError
+from chalicelib.restore.requests import ORIGINS
 
 COMMANDS: dict[str, Callable[[Context], int]] = {
     "plans": cmd_plans,
@@ -101,14 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--overwrite", action="store_true", help="replace objects or a table that already exist")
     restore.add_argument("--tier", choices=("Bulk", "Standard", "Expedited"), default="Bulk", help="thaw tier for archived versions")
     restore.add_argument("--dry-run", action="store_true", help="quote objects, bytes, thaws, cost and time; write nothing")
+    restore.add_argument("--from", dest="origin", choices=ORIGINS, default="backup",
+                         help="read the backup bucket (default) or the plan's vault (offsite: with the vault "
+                         "account's credentials, OFFSITE_PROFILE or OFFSITE_ROLE_ARN)")
 
     status = commands.add_parser("restore-status", parents=[common], help="show a restore")
     status.add_argument("restore_id")
     status.add_argument("--resume", action="store_true", help="run another pass now (copies thawed versions)")
+    status.add_argument("--from", dest="origin", choices=ORIGINS, default="backup",
+                        help="a restore from the vault (offsite) is recorded there: look it up there")
 
     verify = commands.add_parser("verify", parents=[common], help="verify a backup's snapshots")
     verify.add_argument("backup_id")
     verify.add_argument("--plan", action="append", help="only this plan (repeat)")
+    verify.add_argument("--from", dest="origin", choices=ORIGINS, default="backup",
+                        help="check the backup buckets (default) or the vaults (offsite: the snapshot whole there, "
+                        "and each vault's settings, with the vault account's credentials)")
     verify.add_argument("--sample-percent", type=float, default=0, help="also re-read and re-hash this share (0-100)")
 
     verify_slice = commands.add_parser(

@@ -14,8 +14,9 @@ from chalicelib.catalog.restoring import RestoreStatus
 
 
 def _restores(ctx: Context) -> RestoreService:
-    # The operator's own credentials: any bucket that is not a backup bucket, any new table name.
-    return ctx.system.restores
+    # The operator's own credentials (for the vault, the vault account's): any bucket that is not a backup
+    # bucket, any new table name.
+    return ctx.system.restores_from(ctx.args.origin)
 
 
 def cmd_restore(ctx: Context) -> int:
@@ -37,6 +38,7 @@ def cmd_restore(ctx: Context) -> int:
         "overwrite": args.overwrite,
         "tier": args.tier,
         "dry_run": args.dry_run,
+        "from": args.origin,
     }
     if args.prefix is not None:
         body["prefix"] = args.prefix

@@ -47,6 +47,13 @@ BACKUP_BUCKET_GRANTS: tuple[Grant, ...] = (
         backup_bucket_arns,
         owned=True,
     ),
+    # Drift detection of the replication into a plan's vault (only the buckets of plans that have one).
+    Grant(
+        "ReplicatedBucketsReadReplication",
+        ("s3:GetReplicationConfiguration",),
+        lambda s: [bucket_arn(plan.bucket) for plan in s.plans if plan.offsite is not None],
+        owned=True,
+    ),
     # Drift detection of the inventory bucket: its policy (S3 alone writes reports) and the default
     # encryption its reports get.
     Grant(

@@ -6,6 +6,10 @@ PARTIAL. Nothing is repaired here: the running system has no right to change buc
 writer that can change lifecycle rules or versioning can destroy every backup. An administrator repairs
 drift with `make provision` (forced where a setting was changed on purpose).
 
+A plan with a vault must still replicate into it as provisioned (`offsite.replication_drift`): a rule disabled,
+missing or changed means new backups no longer reach the second copy. (The vault itself is read with the vault
+account's credentials, which the functions do not have: `org-backup verify --from offsite` reads it.)
+
 Where the plans name an S3 Inventory, the plan's bucket must have its inventory configuration as
 provisioned, and the inventory bucket's policy must still let S3 alone write reports there
 (`inventory_bucket.py`): reports anyone else could write, or stop, are nothing to verify against.
@@ -22,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.catalog.records import BackupStatus, PlanResult
 from chalicelib.deploy.bucket_differences import differences
 from chalicelib.deploy.bucket_state import read_state
+from chalicelib.deploy.offsite import replication_drift
 from chalicelib.deploy.inventory_bucket import (
     configuration_differences,
     policy_differences,
@@ -43,6 +48,8 @@ def find_drift(s3: Any, plan: Plan, plans: PlanSet | None = None, account: str |
     except (ClientError, BotoCoreError) as exc:
         return [f"bucket {plan.bucket}: settings could not be read: {exc}"]
     found = [f"bucket {plan.bucket}: {d.message}" for d in differences(plan, state)]
+    if plan.offsite is not None:
+        found += replication_drift(s3, plan, account)
     if plans is not None and plans.inventory is not None:
         found += inventory_drift(s3, plan, plans, account)
     return found

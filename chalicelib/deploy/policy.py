@@ -65,6 +65,8 @@ FORBIDDEN_ACTIONS = frozenset(
         # Redirecting or narrowing the inventory would feed verification and the prune a report of S3's
         # writing, but not of the whole bucket.
         "s3:PutInventoryConfiguration",
+        # Disabling or redirecting replication would stop the vault's copy, or send the backups elsewhere.
+        "s3:PutReplicationConfiguration",
         "s3:PutObjectRetention",
         "s3:PutObjectLegalHold",
         "s3:BypassGovernanceRetention",

@@ -12,6 +12,8 @@ import logging
 import sys
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib.deploy.bucket_differences import differences
 from chalicelib.deploy.bucket_settings import (
     OBJECT_OWNERSHIP,
@@ -24,8 +26,11 @@ from chalicelib.deploy.bucket_settings import (
 )
 from chalicelib.deploy.bucket_state import bucket_exists, read_state
 from chalicelib.deploy.inventory_bucket import provision_inventory
+from chalicelib.deploy.offsite import provision_replication, replication_role_arn
+from chalicelib.deploy.vault_bucket import provision_vault
 from chalicelib.errors import BackupError
-from chalicelib.plans import Plan
+from chalicelib.plans import Plan, PlanSet
+from chalicelib.plans_file import check_offsite_apart
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +105,9 @@ def provision(s3: Any, plan: Plan, region: str | None = None, force: bool = Fals
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m chalicelib.deploy.provision --stage dev [--force]`: provision every plan's bucket of a stage."""
+    """`python -m chalicelib.deploy.provision --stage dev [--force]`: provision every plan's bucket of a stage,
+    and each plan's vault and its replication (the vault account's credentials: OFFSITE_PROFILE or
+    OFFSITE_ROLE_ARN)."""
     import boto3
 
     from chalicelib.aws import client_config
@@ -131,15 +138,54 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{plan.bucket} (plan {plan.name}): " + "; ".join(changes))
         else:
             print(f"{plan.bucket} (plan {plan.name}): already as planned, nothing changed")
+    if plans.inventory is None and not any(plan.offsite for plan in plans.plans) or status != 0:
+        return status
+    # The administrator's own account: the one whose buckets were just provisioned.
+    account = session.client("sts", config=client_config()).get_caller_identity()["Account"]
+    if any(plan.offsite for plan in plans.plans):
+        status = provision_offsite(session, s3, plans, account, args.plan)
     if plans.inventory is not None and status == 0:
-        # The administrator's own account: the one whose buckets were just provisioned.
-        account = session.client("sts", config=client_config()).get_caller_identity()["Account"]
         try:
             changes = provision_inventory(s3, plans, account, args.plan, force=args.force)
         except BucketConflict as exc:
             print(f"{exc}", file=sys.stderr)
             return 1
         print(f"inventory {plans.inventory.bucket}: " + ("; ".join(changes) or "already as planned, nothing changed"))
+    return status
+
+
+def provision_offsite(session: Any, s3: Any, plans: PlanSet, account: str, names: list[str] | None) -> int:
+    """Each vault with the vault account's credentials (OFFSITE_PROFILE or OFFSITE_ROLE_ARN, read now), then
+    the replication into it with the administrator's own; 1 when something could not be done."""
+    from chalicelib.aws import client_config, vault_clients
+
+    region = session.region_name or "us-east-1"
+    try:
+        check_offsite_apart(plans, account, region)
+        vault = vault_clients(plans, base=session)
+        vault_account = vault.session.client("sts", config=client_config()).get_caller_identity()["Account"]
+    except (BackupError, ClientError, BotoCoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    iam = session.client("iam", config=client_config())
+    status = 0
+    for plan in plans.select(names):
+        if plan.offsite is None:
+            continue
+        if vault_account != plan.offsite.account:
+            print(f"error: plan '{plan.name}': the vault credentials are account {vault_account}'s, the plan's "
+                  f"vault is in {plan.offsite.account}", file=sys.stderr)
+            return 1
+        try:
+            # The vault first: S3 replicates only into a bucket that exists, versioned.
+            changes = provision_vault(vault.s3, plan, replication_role_arn(plan, account))
+            changes += provision_replication(iam, s3, plan, account)
+        except (BackupError, ClientError) as exc:
+            # E.g. a vault name another account owns: S3 refuses with 403 (the vault clients pin the owner).
+            print(f"vault {plan.offsite.bucket} (plan {plan.name}): {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"vault {plan.offsite.bucket} (plan {plan.name}): " + ("; ".join(changes) or "already as planned, nothing changed"))
     return status
 
 

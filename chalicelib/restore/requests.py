@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 TIERS = ("Bulk", "Standard", "Expedited")
 DEFAULT_TIER = "Bulk"
+# Where a restore reads the snapshot: the plan's backup bucket, or its vault (`PlanSet.in_vaults`).
+ORIGINS = ("backup", "offsite")
 
 
 @dataclass(frozen=True)
@@ -38,3 +40,4 @@ class RestoreRequest:
     overwrite: bool = False
     tier: str = DEFAULT_TIER
     dry_run: bool = False
+    origin: str = "backup"

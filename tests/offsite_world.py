@@ -1,0 +1,34 @@
+"""The stage's plans with a vault each, in a second moto account and region, and clients of that account (moto
+keeps each account's state apart and knows the account from the request's credentials)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import boto3
+
+from chalicelib.plans import Offsite, PlanSet
+
+VAULT_ACCOUNT = "210987654321"
+VAULT_REGION = "eu-central-1"
+VAULT_ROLE_ARN = f"arn:aws:iam::{VAULT_ACCOUNT}:role/vault-admin"
+
+
+def with_vaults(plans: PlanSet, storage_class: str = "GLACIER_IR") -> PlanSet:
+    """Every plan with a vault `<bucket>-vault`, locked for its retention's horizon."""
+    return replace(plans, plans=tuple(
+        replace(plan, offsite=Offsite(VAULT_ACCOUNT, VAULT_REGION, f"{plan.bucket}-vault",
+                                      plan.retention.horizon_days(), storage_class))
+        for plan in plans.plans
+    ))
+
+
+def assumed_client(service: str, account: str = VAULT_ACCOUNT, region: str = VAULT_REGION) -> Any:
+    """A client with the credentials of a role of `account`, as an administrator would assume it."""
+    sts = boto3.client("sts", region_name=region)
+    credentials = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/vault-admin", RoleSessionName="vault-admin")["Credentials"]
+    return boto3.client(
+        service, region_name=region, aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"], aws_session_token=credentials["SessionToken"],
+    )
