@@ -3,15 +3,26 @@ that read them, and a prune that keeps every pack a kept snapshot names."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
+from chalicelib.aws import Clients
+from chalicelib.backup.service import BackupService
 from chalicelib.catalog import kept_index as ki
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, manifest_key, put_manifest
+from chalicelib.config import Settings
 from chalicelib.deploy.scope import BACKUP_WORKER, VERIFY_WORKER
+from chalicelib.layout import PACKS_PREFIX
 from chalicelib.plans import Lifecycle, Plan, PlanSet
+from chalicelib.restore.requests import RestoreRequest, Target
+from chalicelib.restore.service import RestoreService
+from tests.conftest import ACCOUNT
+from tests.provisioned import provision_buckets
 from tests.record_calls import assume_configuration, running_as
+from tests.stored import assert_versions_hold, entries_of
 
 PACKED = Entry(
     source="documents",
@@ -66,3 +77,180 @@ def test_a_snapshot_with_packed_entries_stays_one_sorted_manifest_and_the_kept_i
     with ExitStack() as stack, running_as(VERIFY_WORKER):
         index = ki.kept_index(s3, bucket, plan, [backup_id], stack)
         assert [entry for entry, _ in index.versions()] == [plain, PACKED, other]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Backups that pack, restores that unpack
+
+
+THRESHOLD = 4096
+TARGET = 128 * 1024
+SOURCE = "test-src-documents"
+RESTORE_TARGET = "restore-target"
+
+
+def pack_plans(plans: PlanSet) -> PlanSet:
+    """The stage's documents source backed up twice: plan 'documents' packs (below 4 KiB, packs of 128 KiB),
+    plan 'photos' (its bucket, the same source) stores every object on its own."""
+    documents = plans.get("documents")
+    packed = dataclasses.replace(
+        documents,
+        lifecycle=dataclasses.replace(
+            documents.lifecycle, small_objects="pack", pack_threshold_bytes=THRESHOLD, pack_target_bytes=TARGET
+        ),
+    )
+    plain = dataclasses.replace(documents, name="photos", bucket=plans.get("photos").bucket)
+    return dataclasses.replace(plans, plans=(packed, plain), inventory=None)
+
+
+class World:
+    """A source bucket, the two plans' buckets, a backup service and a restore service over them, and a count
+    of the packs written."""
+
+    def __init__(self, s3: Any, stage_env: dict[str, str]) -> None:
+        self.s3 = s3
+        settings = Settings.from_environ({**stage_env, "MAX_WORKERS": "4"})
+        self.plans = pack_plans(settings.plans)
+        provision_buckets(s3, self.plans, ACCOUNT)
+        s3.create_bucket(Bucket=SOURCE)
+        s3.create_bucket(Bucket=RESTORE_TARGET)
+        self.clients = Clients()
+        self.backups = BackupService(dataclasses.replace(settings, plans=self.plans), self.clients)
+        # As the command line has it (an operator's credentials): any bucket but a backup bucket, and folders.
+        self.restores = RestoreService(self.plans, self.clients, max_workers=4)
+        self.pack_puts: list[str] = []
+        self.clients.s3.meta.events.register("provide-client-params.s3.PutObject", self._count)
+
+    def _count(self, params: dict[str, Any], **kwargs: Any) -> None:
+        if str(params.get("Key", "")).startswith(PACKS_PREFIX):
+            self.pack_puts.append(params["Key"])
+
+    def put(self, objects: dict[str, bytes | None]) -> None:
+        for key, body in objects.items():
+            if body is None:
+                self.s3.delete_object(Bucket=SOURCE, Key=key)
+            else:
+                self.s3.put_object(Bucket=SOURCE, Key=key, Body=body)
+
+    def backup(self) -> Any:
+        record = self.backups.start(None, trigger="api")
+        done = self.backups.run(record.backup_id)
+        assert done.status == "SUCCEEDED", done.to_dict()
+        return done
+
+    def restore(self, backup_id: str, plan: str, target: Target, **request: Any) -> Any:
+        record = self.restores.start(RestoreRequest(backup_id=backup_id, plan=plan, target=target, **request))
+        done = self.restores.run(record.restore_id)
+        assert done.status == "SUCCEEDED" and not done.failed, done
+        return done
+
+    def entries(self, plan: str, backup_id: str) -> dict[str, Entry]:
+        bucket = self.plans.get(plan).bucket
+        return {entry.key: entry for entry in entries_of(self.s3, bucket, plan, backup_id)}
+
+
+def bucket_objects(s3: Any, bucket: str, prefix: str) -> dict[str, bytes]:
+    found = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            found[item["Key"][len(prefix):]] = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+    return found
+
+
+def folder_files(root: Path) -> dict[str, bytes]:
+    return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
+def first_day() -> dict[str, bytes | None]:
+    # 40 small documents of 3.3 to 4 KB, 150 KB in all: more than one pack of 128 KiB.
+    objects: dict[str, bytes | None] = {
+        f"small/{index:03d}.txt": (f"document {index} " * 400).encode()[: 3300 + index * 18] for index in range(40)
+    }
+    objects.update({
+        "unicode/résumé ünïcødé/日本語.txt": "こんにちは".encode() * 50,
+        "unicode/emoji 📄.md": "# 📄\n".encode() * 10,
+        "empty/zero.bin": b"",
+        "edge/at-threshold.bin": bytes(range(256)) * (THRESHOLD // 256),
+        "edge/below-threshold.bin": b"b" * (THRESHOLD - 1),
+        "edge/grows.txt": b"small for now",
+        "edge/shrinks.bin": b"L" * (THRESHOLD * 3),
+        "large/photo.raw": b"P" * 300_000,
+    })
+    return objects
+
+
+def restored_alike(world: World, backup_id: str, tmp_path: Path, name: str) -> dict[str, bytes]:
+    """The snapshot of both plans restored into the target bucket and the packed one into a folder: all three
+    the same, object by object, and the same as the source."""
+    world.restore(backup_id, "documents", Target(bucket=RESTORE_TARGET, prefix=f"{name}/packed/"))
+    world.restore(backup_id, "photos", Target(bucket=RESTORE_TARGET, prefix=f"{name}/plain/"))
+    world.restore(backup_id, "documents", Target(path=str(tmp_path / name)))
+    packed = bucket_objects(world.s3, RESTORE_TARGET, f"{name}/packed/")
+    plain = bucket_objects(world.s3, RESTORE_TARGET, f"{name}/plain/")
+    assert sorted(packed) == sorted(plain)
+    for key in plain:
+        assert packed[key] == plain[key], key
+    assert folder_files(tmp_path / name) == plain
+    assert plain == bucket_objects(world.s3, SOURCE, "")
+    return plain
+
+
+def test_a_packed_plan_restores_byte_identical_to_the_same_data_stored_unpacked(
+    s3: Any, stage_env: dict[str, str], tmp_path: Path
+) -> None:
+    world = World(s3, stage_env)
+    world.put(first_day())
+    first = world.backup()
+    entries = world.entries("documents", first.backup_id)
+    packed = {key for key, entry in entries.items() if entry.packed}
+    # Strictly below the threshold is packed (zero bytes too); at it and above, stored on its own.
+    assert packed == {key for key, body in first_day().items() if body is not None and len(body) < THRESHOLD}
+    assert not entries["edge/at-threshold.bin"].packed and entries["empty/zero.bin"].packed
+    assert all(not entry.packed for entry in world.entries("photos", first.backup_id).values())
+    # Written in two packs or more, each stored once.
+    assert len(world.pack_puts) == len(set(world.pack_puts)) == len({entries[key].pack_key for key in packed}) >= 2
+    assert_versions_hold(s3, world.plans.get("documents").bucket, entries.values(), source_bytes(s3))
+    restored_alike(world, first.backup_id, tmp_path, "day1")
+
+    # A day later: three small objects change, one is new, one is gone, one grows past the threshold and one
+    # shrinks below it. Only the four changed small objects are packed, into one new pack.
+    world.pack_puts.clear()
+    world.put({
+        "small/001.txt": b"changed one", "small/002.txt": b"changed two", "small/030.txt": b"changed thirty",
+        "small/new.txt": b"new", "small/039.txt": None,
+        "edge/grows.txt": b"G" * (THRESHOLD * 2), "edge/shrinks.bin": b"s" * 10,
+    })
+    second = world.backup()
+    assert len(world.pack_puts) == 1
+    later = world.entries("documents", second.backup_id)
+    changed = {"small/001.txt", "small/002.txt", "small/030.txt", "small/new.txt", "edge/shrinks.bin"}
+    assert {key for key, entry in later.items() if entry.pack_key == world.pack_puts[0]} == changed
+    for key, entry in later.items():
+        if key not in changed and key in entries:
+            # Unchanged: the same entry, a packed one still packed, in the same version of the same pack.
+            assert entry == entries[key] or key == "edge/grows.txt", key
+    assert "small/039.txt" not in later
+    assert not later["edge/grows.txt"].packed and later["edge/shrinks.bin"].packed
+    # The object now packed no longer shows at its own key (its version stays, for the first snapshot).
+    documents = world.plans.get("documents").bucket
+    assert "data/documents/edge/shrinks.bin" not in bucket_objects(s3, documents, "data/documents/edge/")
+    assert_versions_hold(s3, documents, later.values(), source_bytes(s3))
+    restored_alike(world, second.backup_id, tmp_path, "day2")
+
+    # And back: the grown file shrinks again, the shrunk one grows; nothing else changed.
+    world.pack_puts.clear()
+    world.put({"edge/grows.txt": b"small again", "edge/shrinks.bin": b"S" * (THRESHOLD + 1)})
+    third = world.backup()
+    last = world.entries("documents", third.backup_id)
+    assert last["edge/grows.txt"].packed and not last["edge/shrinks.bin"].packed and len(world.pack_puts) == 1
+    restored_alike(world, third.backup_id, tmp_path, "day3")
+    # The first snapshot still restores what the source held that day.
+    world.restore(first.backup_id, "documents", Target(bucket=RESTORE_TARGET, prefix="again/"), keys=("edge/shrinks.bin", "small/039.txt"))
+    assert bucket_objects(s3, RESTORE_TARGET, "again/") == {k: first_day()[k] for k in ("edge/shrinks.bin", "small/039.txt")}
+    # A prefix of the packed plan restores only what is under it.
+    world.restore(third.backup_id, "documents", Target(bucket=RESTORE_TARGET, prefix="unicode/"), prefix="unicode/")
+    assert sorted(bucket_objects(s3, RESTORE_TARGET, "unicode/")) == ["unicode/emoji 📄.md", "unicode/résumé ünïcødé/日本語.txt"]
+
+
+def source_bytes(s3: Any) -> dict[tuple[str, str], bytes]:
+    return {("documents", key): body for key, body in bucket_objects(s3, SOURCE, "").items()}

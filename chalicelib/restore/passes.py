@@ -338,9 +338,9 @@ class RestorePass:
                 if archived is None:
                     listed = self._waiting(plan, entry)
                     if listed is None:
-                        return Outcome("failed", entry, reason=f"version {entry.version_id} of {entry.data_key} is missing from {plan.bucket}")
+                        return Outcome("failed", entry, reason=f"version {entry.version_id} of {entry.stored_key} is missing from {plan.bucket}")
                 else:
-                    listed = archived.get((entry.data_key, entry.version_id))
+                    listed = archived.get((entry.stored_key, entry.version_id))
                 return self._restore_entry(checkpoint, plan, target, layout, entry, listed)
             except (ClientError, BotoCoreError, OSError, ValueError) as exc:
                 return Outcome("failed", entry, reason=describe_error(exc))
@@ -354,7 +354,7 @@ class RestorePass:
     def _waiting(self, plan: Plan, entry: Entry) -> dict[str, Any] | None:
         """A version waiting for its thaw, as S3 describes it now (None: it is gone)."""
         try:
-            return dict(self.clients.s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id))
+            return dict(self.clients.s3.head_object(Bucket=plan.bucket, Key=entry.stored_key, VersionId=entry.version_id))
         except ClientError as exc:
             if is_missing(exc):
                 return None
@@ -382,13 +382,13 @@ class RestorePass:
             return self._to_target(checkpoint, plan, target, layout, entry)
         except ClientError as exc:
             if is_missing(exc):
-                return Outcome("failed", entry, reason=f"version {entry.version_id} of {entry.data_key} is missing from {plan.bucket}")
+                return Outcome("failed", entry, reason=f"version {entry.version_id} of {entry.stored_key} is missing from {plan.bucket}")
             # Archived and not thawed: outside the listing (named keys, long keys), moved to an archive class
             # since (a lifecycle transition), its thaw still under way or expired (a later pass). Only such a
             # version is headed, for its class and thaw state: thaw it rather than fail the object.
             if error_code(exc) not in ARCHIVED_ERRORS:
                 raise
-        head = s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id)
+        head = s3.head_object(Bucket=plan.bucket, Key=entry.stored_key, VersionId=entry.version_id)
         if is_archived(head):
             return request_thaw(s3, plan.bucket, entry, head, record.tier, record.pending, self.prices)
         # Thawed between the copy and the look: copy again.

@@ -77,7 +77,7 @@ def request_thaw(
 def _restore_object(s3: Any, bucket: str, entry: Entry, tier: str) -> None:
     s3.restore_object(
         Bucket=bucket,
-        Key=entry.data_key,
+        Key=entry.stored_key,
         VersionId=entry.version_id,
         RestoreRequest={"Days": THAW_DAYS, "GlacierJobParameters": {"Tier": tier}},
     )

@@ -116,7 +116,7 @@ def version_heads(
     """Each entry's version as `as_head` describes it, None for a version that is gone: from the listing of
     `prefixes` for the entries inside them, from `HeadObject` for the others (named keys, long keys)."""
     listed: dict[VersionId, dict[str, Any]] = {}
-    wanted = {(e.data_key, e.version_id) for e in entries}
+    wanted = {(e.stored_key, e.version_id) for e in entries}
     try:
         for version in listed_versions(s3, plan.bucket, prefixes):
             ident = (version["Key"], version["VersionId"])
@@ -127,11 +127,11 @@ def version_heads(
         listed, prefixes = {}, []
 
     def head(entry: Entry) -> dict[str, Any] | None:
-        ident = (entry.data_key, entry.version_id)
-        if ident in listed or any(entry.data_key.startswith(p) for p in prefixes):
+        ident = (entry.stored_key, entry.version_id)
+        if ident in listed or any(entry.stored_key.startswith(p) for p in prefixes):
             return listed.get(ident)
         try:
-            return dict(s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id))
+            return dict(s3.head_object(Bucket=plan.bucket, Key=entry.stored_key, VersionId=entry.version_id))
         except ClientError as exc:
             if is_missing(exc):
                 return None
