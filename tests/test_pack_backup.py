@@ -6,19 +6,29 @@ from __future__ import annotations
 import dataclasses
 import json
 from contextlib import ExitStack
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+import time_machine
 
 from chalicelib.aws import Clients
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog import kept_index as ki
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, manifest_key, put_manifest
+from chalicelib.catalog.records import new_backup_id
 from chalicelib.config import Settings
+from chalicelib.deploy.provision import provision
 from chalicelib.deploy.scope import BACKUP_WORKER, VERIFY_WORKER
 from chalicelib.layout import PACKS_PREFIX
-from chalicelib.plans import Lifecycle, Plan, PlanSet
+from chalicelib.plans import Lifecycle, Plan, PlanSet, S3Source
+from chalicelib.prune.job import PruneJob
+from chalicelib.inventory.reports import Row
+from chalicelib.prune.report_sweep import key_order, walk_report
+from chalicelib.prune.sweep import References
 from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.service import RestoreService
+from chalicelib.retention import RetentionPolicy
 from tests.conftest import ACCOUNT
 from tests.provisioned import provision_buckets
 from tests.record_calls import assume_configuration, running_as
@@ -254,3 +264,112 @@ def test_a_packed_plan_restores_byte_identical_to_the_same_data_stored_unpacked(
 
 def source_bytes(s3: Any) -> dict[tuple[str, str], bytes]:
     return {("documents", key): body for key, body in bucket_objects(s3, SOURCE, "").items()}
+
+
+# --------------------------------------------------------------------------------------------------------
+# The prune keeps every pack a kept snapshot names
+
+
+PRUNE_SOURCE = "pack-prune-source"
+PRUNE_BUCKET = "pack-prune-backup"
+
+
+def prune_settings(retention: RetentionPolicy) -> Settings:
+    plan = Plan(
+        name="docs",
+        bucket=PRUNE_BUCKET,
+        sources=(S3Source(name="src", bucket=PRUNE_SOURCE),),
+        lifecycle=Lifecycle(transitions=(), small_objects="pack"),
+        retention=retention,
+    )
+    return Settings(
+        plans=PlanSet(plans=(plan,), catalog_bucket=PRUNE_BUCKET), topic_arn=None, worker_mode="inline",
+        worker_function=None, max_workers=4,
+    )
+
+
+def pack_versions(s3: Any) -> set[tuple[str, str]]:
+    listed = s3.list_object_versions(Bucket=PRUNE_BUCKET, Prefix=PACKS_PREFIX)
+    return {(v["Key"], v["VersionId"]) for v in listed.get("Versions", [])}
+
+
+def named_packs(entries: list[Entry]) -> set[tuple[str, str]]:
+    return {(str(e.pack_key), e.version_id) for e in entries if e.packed}
+
+
+def test_a_prune_keeps_every_pack_a_kept_snapshot_names_and_only_then_deletes_one(s3: Any) -> None:
+    s3.create_bucket(Bucket=PRUNE_SOURCE)
+    clients = Clients()
+    settings = prune_settings(RetentionPolicy(keep_last=2))
+    provision(s3, settings.plans.plans[0])
+    taken: list[str] = []
+    with time_machine.travel(datetime(2026, 3, 2, 2, 0, tzinfo=timezone.utc), tick=True) as clock:
+
+        def backup(objects: dict[str, bytes]) -> str:
+            for key, body in objects.items():
+                s3.put_object(Bucket=PRUNE_SOURCE, Key=key, Body=body)
+            service = BackupService(settings, clients)
+            backup_id = new_backup_id()
+            service.start(None, trigger="api", backup_id=backup_id)
+            assert service.run(backup_id).status == "SUCCEEDED"
+            clock.shift(timedelta(days=1))
+            taken.append(backup_id)
+            return backup_id
+
+        def prune(retention: RetentionPolicy) -> Any:
+            job = PruneJob(prune_settings(retention).plans, clients)
+            record = job.start(["docs"], "api", allow_large=["docs"], grace=timedelta(hours=48))
+            done = job.run(record.prune_id)
+            assert done.status == "SUCCEEDED", done.plans["docs"].errors
+            return done
+
+        # Pack 1 holds a..f; pack 2 the changed a; pack 3 the changed b..f. The second snapshot names pack 1 for
+        # b..f, the third names pack 1 nowhere.
+        backup({name: f"{name} first".encode() for name in "abcdef"})
+        backup({"a": b"a second"})
+        backup({name: f"{name} third".encode() for name in "bcdef"})
+        entries = {backup_id: entries_of(s3, PRUNE_BUCKET, "docs", backup_id) for backup_id in taken}
+        first_pack, second_pack, third_pack = (
+            named_packs(entries[taken[0]]),
+            named_packs(entries[taken[1]]) - named_packs(entries[taken[0]]),
+            named_packs(entries[taken[2]]) - named_packs(entries[taken[1]]),
+        )
+        assert len(first_pack) == len(second_pack) == len(third_pack) == 1
+        assert named_packs(entries[taken[1]]) == first_pack | second_pack
+        assert named_packs(entries[taken[2]]) == second_pack | third_pack
+        # What a run that died after storing its pack leaves: a pack no snapshot names.
+        orphan = s3.put_object(Bucket=PRUNE_BUCKET, Key=f"{PACKS_PREFIX}crashed/0-000001.pack", Body=b"x" * 1000)
+        clock.shift(timedelta(days=3))
+
+        prune(RetentionPolicy(keep_last=2))
+        # The first snapshot goes; its pack stays (the second names it), the orphan goes.
+        assert pack_versions(s3) == first_pack | second_pack | third_pack
+        for backup_id in taken[1:]:
+            assert_versions_hold(s3, PRUNE_BUCKET, entries[backup_id], None)
+
+        prune(RetentionPolicy(keep_last=1))
+        # Only the third snapshot is kept: the pack only removed snapshots named is deleted, no other.
+        assert pack_versions(s3) == second_pack | third_pack
+        assert ("data/~packs/crashed/0-000001.pack", orphan["VersionId"]) not in pack_versions(s3)
+        assert_versions_hold(s3, PRUNE_BUCKET, entries[taken[2]], None)
+
+
+def test_the_sweeps_walk_a_packed_entry_as_a_reference_to_its_pack() -> None:
+    plain = Entry("documents", "a.bin", "v-a", 200_000, "e", "etag:e:200000")
+    references = References([[plain, PACKED]])
+    assert list(references.short()) == [("documents", "a.bin", "v-a")]
+    assert list(references.long()) == [(str(PACKED.pack_key), PACKED.version_id)]
+    references.close()
+    # The inventory report's rows of a pack come where the references to it do, and its version is judged
+    # referenced there: kept, however old.
+    assert key_order(str(PACKED.pack_key)) == (1, PACKED.pack_key)
+    assert key_order("data/~long/documents/abc") < key_order(str(PACKED.pack_key))
+    long_ago = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    rows = [
+        Row("b", str(PACKED.pack_key), PACKED.version_id, True, False, 300_000, long_ago, "e", "STANDARD"),
+        Row("b", f"{PACKS_PREFIX}orphan.pack", "v-orphan", True, False, 300_000, long_ago, "e", "STANDARD"),
+    ]
+    kept = References([[plain, PACKED]])
+    walked = {stored.data_key: stored.referenced for stored in walk_report(rows, References([]), kept, None, long_ago)}
+    assert walked == {str(PACKED.pack_key): {PACKED.version_id}, f"{PACKS_PREFIX}orphan.pack": set()}
+    kept.close()
