@@ -10,9 +10,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 import time_machine
 
 from chalicelib.aws import Clients
+from chalicelib.backup.plan_backup import PlanBackup
+from chalicelib.backup.sources import readers_on
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog import kept_index as ki
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, manifest_key, put_manifest
@@ -20,7 +23,7 @@ from chalicelib.catalog.records import new_backup_id
 from chalicelib.config import Settings
 from chalicelib.deploy.provision import provision
 from chalicelib.deploy.scope import BACKUP_WORKER, VERIFY_WORKER
-from chalicelib.layout import PACKS_PREFIX
+from chalicelib.layout import CHECKPOINTS_PREFIX, MANIFEST_SUFFIX, PACKS_PREFIX, SNAPSHOTS_PREFIX
 from chalicelib.plans import Lifecycle, Plan, PlanSet, S3Source
 from chalicelib.prune.job import PruneJob
 from chalicelib.inventory.reports import Row
@@ -33,6 +36,21 @@ from tests.conftest import ACCOUNT
 from tests.provisioned import provision_buckets
 from tests.record_calls import assume_configuration, running_as
 from tests.stored import assert_versions_hold, entries_of
+# The resilience sweep's two days of a source (`two_states`) and its clock (`_clock`, autouse: 26 November 2026).
+from tests.test_resilience import (  # noqa: F401
+    CHUNKS,
+    INCREMENTAL_BATCH,
+    MiB,
+    SingleThreaded,
+    _clock,
+    count_operations,
+    latest_content,
+    seeded_points,
+    sweep,
+    sweep_points,
+    two_states,
+)
+from tests.test_scale import content, make_bucket
 
 PACKED = Entry(
     source="documents",
@@ -373,3 +391,144 @@ def test_the_sweeps_walk_a_packed_entry_as_a_reference_to_its_pack() -> None:
     walked = {stored.data_key: stored.referenced for stored in walk_report(rows, References([]), kept, None, long_ago)}
     assert walked == {str(PACKED.pack_key): {PACKED.version_id}, f"{PACKS_PREFIX}orphan.pack": set()}
     kept.close()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Crashes and checkpoints never leave a manifest naming a pack that is not stored
+
+
+def packing(plan: Plan) -> Plan:
+    """The plan packing its small objects: below 128 KiB, in packs of 128 KiB."""
+    return dataclasses.replace(plan, lifecycle=dataclasses.replace(plan.lifecycle, small_objects="pack", pack_target_bytes=TARGET))
+
+
+def assert_every_manifest_names_stored_data(s3: Any, bucket: str) -> int:
+    """Every manifest in the bucket, snapshots and the partial manifests of checkpoints alike: each entry's
+    version exists and holds its bytes (a packed one: its pack's version, at its offset)."""
+    checked = 0
+    for prefix in (SNAPSHOTS_PREFIX, CHECKPOINTS_PREFIX):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                if item["Key"].endswith(MANIFEST_SUFFIX):
+                    with Manifest.download(s3, bucket, item["Key"]) as manifest:
+                        checked += assert_versions_hold(s3, bucket, manifest.entries(include_held=True))
+    return checked
+
+
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_a_crash_at_any_operation_of_a_packed_incremental_backup_then_a_new_backup_ends_as_an_uninterrupted_one(
+    s3: Any, two_states: tuple[str, str], plans: PlanSet, fault_injector: Any, chunk: int, exhaustive: bool  # noqa: F811
+) -> None:
+    """The incremental backup of the resilience sweep with packing: the changed small objects packed, the
+    large one copied in parts, deletions. Crashed at call k (before or after a pack's PUT, its delete
+    markers, the manifest), the bucket holds no manifest naming a pack that is not stored, and the next
+    backup leaves the snapshot of an uninterrupted run, unchanged objects in the same pack version."""
+    clients = Clients()
+    base = packing(plans.get("documents"))
+    source = base.sources[0]
+    before = dataclasses.replace(base, sources=(dataclasses.replace(source, bucket=two_states[0]),))
+    after = dataclasses.replace(base, sources=(dataclasses.replace(source, bucket=two_states[1]),))
+    backup = SingleThreaded(clients.s3, multipart_threshold=5 * MiB, batch_size=INCREMENTAL_BATCH)
+
+    def first_backup(plan: Plan) -> None:
+        result = backup(dataclasses.replace(before, bucket=plan.bucket), "20261125T000000000Z-first")
+        assert result.status == "SUCCEEDED", result.errors
+
+    reference = dataclasses.replace(after, bucket="crash-packed-ref")
+    make_bucket(s3, reference.bucket)
+    first_backup(reference)
+    urls: list[str] = []
+    clients.s3.meta.events.register("before-send.s3", lambda request, **_: urls.append(f"{request.method} {request.url}"))
+    counted, done = count_operations(clients.s3, fault_injector, lambda: backup(reference, "20261126T000000000Z-ref"))
+    clients.s3.meta.events.unregister("before-send.s3")
+    assert (done.copied, done.unchanged, done.deleted) == (6, 13, 2), done
+    # The five changed small objects in one pack, its PUT among the calls the sweep crashes at.
+    assert counted.calls["s3.PutObject"] >= 2 and "s3.GetObject" in counted.calls, counted.calls
+    expected = latest_content(s3, reference)
+    entries = entries_of(s3, reference.bucket, reference.name, "20261126T000000000Z-ref")
+    assert sum(entry.packed for entry in entries) == 18 and len({e.pack_key for e in entries if e.packed}) == 2
+
+    operations = counted.operations
+    # A seeded subset (every k with --exhaustive), and always the crash just before and just after each pack's
+    # PUT: nothing stored, or a pack stored that nothing names yet.
+    puts = [k for k, url in enumerate(urls) if "/data/~packs/" in url]
+    assert len(puts) == 1, urls
+    around = {k for put in puts for k in (put, put + 1) if k % CHUNKS == chunk}
+    points = sorted(set(sweep_points(operations, chunk) if exhaustive else seeded_points(operations, chunk, sample=6)) | around)
+    checked = {"manifests": 0}
+
+    def crashed_backup(plan: Plan, backup_id: str) -> Any:
+        try:
+            return backup(plan, backup_id)
+        finally:
+            # Whatever the crash left: every manifest there (and a crashed run's partial one) is whole.
+            checked["manifests"] += assert_every_manifest_names_stored_data(s3, plan.bucket)
+
+    crashes = sweep(s3, clients.s3, after, fault_injector, points, crashed_backup, first_backup, expected)
+    assert crashes == len(points) and checked["manifests"] > 0
+
+
+class ShortInvocation:
+    """An invocation's budget that runs out at its second look, and stays out (as time does): each invocation
+    works a batch or two and saves a checkpoint."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def running_out(self) -> bool:
+        self.looks += 1
+        return self.looks >= 2
+
+
+def test_a_packed_backup_stopped_at_every_batch_checkpoints_only_stored_packs(s3: Any, plans: PlanSet) -> None:
+    """Short of time after every batch, each invocation stores its open pack before its checkpoint; carried on
+    to the end, the snapshot is the one a single invocation writes."""
+    clients = Clients()
+    s3.create_bucket(Bucket=SOURCE)
+    for index in range(23):
+        s3.put_object(Bucket=SOURCE, Key=f"doc/{index:02d}.txt", Body=f"document {index}".encode() * (index + 1))
+    plan = dataclasses.replace(packing(plans.get("documents")), bucket="pack-checkpoints")
+    make_bucket(s3, plan.bucket)
+    factory = readers_on(clients)
+    invocations = 0
+    while True:
+        invocations += 1
+        result = PlanBackup(plan, clients.s3, "20261126T000000000Z-stops", factory, max_workers=1, batch_size=4, budget=ShortInvocation()).run()
+        assert_every_manifest_names_stored_data(s3, plan.bucket)
+        if result.status != "RUNNING":
+            break
+    assert result.status == "SUCCEEDED" and invocations >= 3
+    whole = dataclasses.replace(plan, bucket="pack-checkpoints-whole")
+    make_bucket(s3, whole.bucket)
+    assert PlanBackup(whole, clients.s3, "20261126T000000000Z-whole", factory, max_workers=1).run().status == "SUCCEEDED"
+    stopped = entries_of(s3, plan.bucket, plan.name, "20261126T000000000Z-stops")
+    assert content(iter(stopped)) == content(iter(entries_of(s3, whole.bucket, whole.name, "20261126T000000000Z-whole")))
+    # Each invocation stored its own (small) pack before it stopped.
+    assert len({entry.pack_key for entry in stopped}) >= invocations - 1
+
+
+@pytest.mark.parametrize("kind", ["reset", "slowdown"])
+def test_a_pack_put_that_fails_once_is_stored_once_whether_or_not_s3_wrote_it(
+    s3: Any, plans: PlanSet, fault_injector: Any, kind: str
+) -> None:
+    """The pack's PUT meets a dropped connection (nothing written) or an error after S3 wrote it: the retry
+    writes it, or finds its key taken by these very bytes and adopts that version."""
+    clients = Clients()
+    s3.create_bucket(Bucket=SOURCE)
+    for index in range(5):
+        s3.put_object(Bucket=SOURCE, Key=f"doc/{index}.txt", Body=f"document {index}".encode())
+    plan = dataclasses.replace(packing(plans.get("documents")), bucket=f"pack-put-{kind}")
+    make_bucket(s3, plan.bucket)
+    faults = fault_injector(0)
+    rule = faults.add("s3.PutObject", kind, url_contains="/data/~packs/", times=1)
+    faults.attach(clients.s3)
+    try:
+        result = PlanBackup(plan, clients.s3, "20261126T000000000Z-put", readers_on(clients), max_workers=1).run()
+    finally:
+        faults.detach()
+    assert rule.fired == 1 and result.status == "SUCCEEDED", result.errors
+    listed = s3.list_object_versions(Bucket=plan.bucket, Prefix=PACKS_PREFIX).get("Versions", [])
+    assert len(listed) == 1
+    entries = entries_of(s3, plan.bucket, plan.name, "20261126T000000000Z-put")
+    assert {(e.pack_key, e.version_id) for e in entries} == {(listed[0]["Key"], listed[0]["VersionId"])}
+    assert assert_every_manifest_names_stored_data(s3, plan.bucket) == 5
