@@ -32,6 +32,7 @@ from chalicelib.prune.sweep import References
 from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.service import RestoreService
 from chalicelib.retention import RetentionPolicy
+from chalicelib.verify.checks import verify_entries
 from tests.conftest import ACCOUNT
 from tests.provisioned import provision_buckets
 from tests.record_calls import assume_configuration, running_as
@@ -532,3 +533,26 @@ def test_a_pack_put_that_fails_once_is_stored_once_whether_or_not_s3_wrote_it(
     entries = entries_of(s3, plan.bucket, plan.name, "20261126T000000000Z-put")
     assert {(e.pack_key, e.version_id) for e in entries} == {(listed[0]["Key"], listed[0]["VersionId"])}
     assert assert_every_manifest_names_stored_data(s3, plan.bucket) == 5
+
+
+def test_a_verification_checks_a_packed_object_by_its_pack_and_its_range(s3: Any, plans: PlanSet) -> None:
+    """Until packs have a verification of their own, a packed object is checked by its pack's version (there or
+    missing) and, when sampled, by re-hashing its range: a pack's metadata is never taken for the object's."""
+    clients = Clients()
+    s3.create_bucket(Bucket=SOURCE)
+    for index in range(4):
+        s3.put_object(Bucket=SOURCE, Key=f"doc/{index}.txt", Body=f"document {index}".encode())
+    s3.put_object(Bucket=SOURCE, Key="doc/large.bin", Body=b"L" * 200_000)
+    plan = dataclasses.replace(packing(plans.get("documents")), bucket="pack-verify")
+    make_bucket(s3, plan.bucket)
+    assert PlanBackup(plan, clients.s3, "20261126T000000000Z-v", readers_on(clients), max_workers=1).run().status == "SUCCEEDED"
+    entries = entries_of(s3, plan.bucket, plan.name, "20261126T000000000Z-v")
+    assert sum(entry.packed for entry in entries) == 4
+    report = verify_entries(clients.s3, plan, entries, sample_percent=100)
+    assert report.ok and (report.checked, report.sampled) == (5, 5)
+    # The pack's version gone: each of its objects is missing, and named; the large object is not.
+    packed = next(entry for entry in entries if entry.packed)
+    s3.delete_object(Bucket=plan.bucket, Key=str(packed.pack_key), VersionId=packed.version_id)
+    report = verify_entries(clients.s3, plan, entries, sample_percent=100)
+    assert sorted(finding.key for finding in report.missing) == [f"doc/{index}.txt" for index in range(4)]
+    assert all(str(packed.pack_key) in finding.detail for finding in report.missing) and not report.damaged
