@@ -19,8 +19,9 @@ from chalicelib.backup.sources import readers_on
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog import kept_index as ki
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, manifest_key, put_manifest
-from chalicelib.catalog.records import new_backup_id
+from chalicelib.catalog.records import RecordStore, new_backup_id
 from chalicelib.config import Settings
+from chalicelib.cost.inventory import PlanInventory
 from chalicelib.deploy.provision import provision
 from chalicelib.deploy.scope import BACKUP_WORKER, VERIFY_WORKER
 from chalicelib.layout import CHECKPOINTS_PREFIX, MANIFEST_SUFFIX, PACKS_PREFIX, SNAPSHOTS_PREFIX
@@ -357,8 +358,16 @@ def test_a_prune_keeps_every_pack_a_kept_snapshot_names_and_only_then_deletes_on
         assert named_packs(entries[taken[1]]) == first_pack | second_pack
         assert named_packs(entries[taken[2]]) == second_pack | third_pack
         # What a run that died after storing its pack leaves: a pack no snapshot names.
-        orphan = s3.put_object(Bucket=PRUNE_BUCKET, Key=f"{PACKS_PREFIX}crashed/0-000001.pack", Body=b"x" * 1000)
+        orphan_key = f"{PACKS_PREFIX}crashed/0-000001.pack"
+        orphan = s3.put_object(Bucket=PRUNE_BUCKET, Key=orphan_key, Body=b"x" * 1000)
         clock.shift(timedelta(days=3))
+
+        # The cost report's walk of the bucket finds every pack the snapshots name, none missing, the orphan
+        # named by none.
+        inventory = PlanInventory(s3, settings.plans.plans[0], RecordStore(s3, PRUNE_BUCKET), lambda finding: None, [])
+        walked = {(v.key, v.version_id): v.named for v in inventory.versions() if v.key.startswith(PACKS_PREFIX)}
+        assert inventory.work.missing == 0
+        assert walked == {**dict.fromkeys(first_pack | second_pack | third_pack, True), (orphan_key, orphan["VersionId"]): False}
 
         prune(RetentionPolicy(keep_last=2))
         # The first snapshot goes; its pack stays (the second names it), the orphan goes.
@@ -369,7 +378,7 @@ def test_a_prune_keeps_every_pack_a_kept_snapshot_names_and_only_then_deletes_on
         prune(RetentionPolicy(keep_last=1))
         # Only the third snapshot is kept: the pack only removed snapshots named is deleted, no other.
         assert pack_versions(s3) == second_pack | third_pack
-        assert ("data/~packs/crashed/0-000001.pack", orphan["VersionId"]) not in pack_versions(s3)
+        assert (orphan_key, orphan["VersionId"]) not in pack_versions(s3)
         assert_versions_hold(s3, PRUNE_BUCKET, entries[taken[2]], None)
 
 
