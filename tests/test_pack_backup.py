@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import time_machine
 
+from chalicelib.api.backups import list_objects
 from chalicelib.aws import Clients
 from chalicelib.backup.plan_backup import PlanBackup
 from chalicelib.backup.sources import readers_on
@@ -241,6 +242,15 @@ def test_a_packed_plan_restores_byte_identical_to_the_same_data_stored_unpacked(
     assert len(world.pack_puts) == len(set(world.pack_puts)) == len({entries[key].pack_key for key in packed}) >= 2
     assert_versions_hold(s3, world.plans.get("documents").bucket, entries.values(), source_bytes(s3))
     restored_alike(world, first.backup_id, tmp_path, "day1")
+    # What a snapshot holds, as the API lists it: a packed object names its pack's key, version and offset.
+    listed = list_objects(s3, world.backups.records, world.plans, first.backup_id, {"plan": "documents", "prefix": "edge/"})
+    shown = {item["key"]: item for item in listed["objects"]}
+    below = entries["edge/below-threshold.bin"]
+    assert (shown["edge/below-threshold.bin"]["backup_key"], shown["edge/below-threshold.bin"]["version_id"]) == (below.pack_key, below.version_id)
+    assert shown["edge/below-threshold.bin"]["pack_offset"] == below.pack_offset
+    assert shown["edge/below-threshold.bin"]["storage_class"] == "STANDARD"
+    assert shown["edge/at-threshold.bin"]["backup_key"] == "data/documents/edge/at-threshold.bin"
+    assert "pack_offset" not in shown["edge/at-threshold.bin"]
 
     # A day later: three small objects change, one is new, one is gone, one grows past the threshold and one
     # shrinks below it. Only the four changed small objects are packed, into one new pack.
