@@ -8,6 +8,7 @@ import json
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,7 +16,9 @@ import time_machine
 
 from chalicelib.api.backups import list_objects
 from chalicelib.aws import Clients
+from chalicelib.backup import ranges
 from chalicelib.backup.plan_backup import PlanBackup
+from chalicelib.backup.plan_run import PlanOptions, run_plan
 from chalicelib.backup.sources import readers_on
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog import kept_index as ki
@@ -25,6 +28,7 @@ from chalicelib.config import Settings
 from chalicelib.cost.inventory import PlanInventory
 from chalicelib.deploy.provision import provision
 from chalicelib.deploy.scope import BACKUP_WORKER, VERIFY_WORKER
+from chalicelib.jobs.budget import TimeBudget
 from chalicelib.layout import CHECKPOINTS_PREFIX, MANIFEST_SUFFIX, PACKS_PREFIX, SNAPSHOTS_PREFIX
 from chalicelib.plans import Lifecycle, Plan, PlanSet, S3Source
 from chalicelib.prune.job import PruneJob
@@ -53,7 +57,7 @@ from tests.test_resilience import (  # noqa: F401
     sweep_points,
     two_states,
 )
-from tests.test_scale import content, make_bucket
+from tests.test_scale import FakeContext, Invocations, content, make_bucket, snapshot_content
 
 PACKED = Entry(
     source="documents",
@@ -575,3 +579,47 @@ def test_a_verification_checks_a_packed_object_by_its_pack_and_its_range(s3: Any
     report = verify_entries(clients.s3, plan, entries, sample_percent=100)
     assert sorted(finding.key for finding in report.missing) == [f"doc/{index}.txt" for index in range(4)]
     assert all(str(packed.pack_key) in finding.detail for finding in report.missing) and not report.damaged
+
+
+def test_a_packed_plan_split_into_ranges_packs_per_range_and_equals_a_single_pass(s3: Any, plans: PlanSet) -> None:
+    """A split plan's ranges, each run across invocations of two batches: each packs its own objects and
+    stores its packs before its checkpoints; the merged snapshot is a single pass's, naming only stored packs."""
+    clients = SimpleNamespace(s3=s3, dynamodb=None)
+    s3.create_bucket(Bucket=SOURCE)
+    for index in range(60):
+        s3.put_object(Bucket=SOURCE, Key=f"docs/{index:03d}.txt", Body=f"document {index}".encode() * (index + 1))
+    plan = dataclasses.replace(packing(plans.get("documents")), bucket="pack-split")
+    single = dataclasses.replace(plan, bucket="pack-split-single")
+    for each in (plan, single):
+        make_bucket(s3, each.bucket)
+        assert PlanBackup(each, s3, "20261126T000000000Z-first", readers_on(clients), max_workers=2).run().status == "SUCCEEDED"
+    for index in range(0, 60, 3):
+        s3.put_object(Bucket=SOURCE, Key=f"docs/{index:03d}.txt", Body=f"changed {index}".encode())
+
+    invoker = Invocations()
+    policy = ranges.SplitPolicy(split_objects=20, max_parallel=3, invoker=invoker)
+    backup_id = "20261127T000000000Z-split"
+    finished: list[Any] = []
+    waiting: list[int] = []
+
+    def invocation(payload: dict[str, Any]) -> None:
+        options = PlanOptions(max_workers=2, budget=TimeBudget(FakeContext(1)), batch_size=2)
+        outcome = run_plan(plan, clients, payload["backup_id"], options, payload.get("segment"), policy)
+        assert_every_manifest_names_stored_data(s3, plan.bucket)
+        if outcome.result.status == ranges.WAITING:
+            waiting.append(outcome.segment)
+        if outcome.result.status == "RUNNING":
+            invoker({"backup_id": payload["backup_id"], "plan": plan.name, "segment": outcome.segment})
+        elif outcome.result.status != ranges.WAITING:
+            finished.append(outcome.result)
+
+    invocation({"backup_id": backup_id})
+    invoker.drive(invocation)
+    assert [result.status for result in finished] == ["SUCCEEDED"] and len(waiting) == 2
+    assert PlanBackup(single, s3, backup_id, readers_on(clients), max_workers=2).run().status == "SUCCEEDED"
+    assert snapshot_content(s3, plan, backup_id) == snapshot_content(s3, single, backup_id)
+    entries = entries_of(s3, plan.bucket, plan.name, backup_id)
+    # The 20 changed objects were packed by the three ranges, in packs of their own (a token per invocation).
+    changed = {e.pack_key for e in entries if e.key in {f"docs/{i:03d}.txt" for i in range(0, 60, 3)}}
+    assert len(changed) >= 3 and not changed & {e.pack_key for e in entries_of(s3, plan.bucket, plan.name, "20261126T000000000Z-first")}
+    assert_versions_hold(s3, plan.bucket, entries, source_bytes(s3))
