@@ -623,3 +623,60 @@ def test_a_packed_plan_split_into_ranges_packs_per_range_and_equals_a_single_pas
     changed = {e.pack_key for e in entries if e.key in {f"docs/{i:03d}.txt" for i in range(0, 60, 3)}}
     assert len(changed) >= 3 and not changed & {e.pack_key for e in entries_of(s3, plan.bucket, plan.name, "20261126T000000000Z-first")}
     assert_versions_hold(s3, plan.bucket, entries, source_bytes(s3))
+
+
+def test_an_archived_pack_is_thawed_once_for_all_its_objects_then_each_is_one_ranged_get(
+    s3: Any, stage_env: dict[str, str]
+) -> None:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.moto_api import state_manager
+    from moto.s3.models import s3_backends
+
+    world = World(s3, stage_env)
+    small = {f"notes/{index}.txt": f"note {index}".encode() * 20 for index in range(6)}
+    world.put({**small, "photo.raw": b"P" * 300_000})
+    backup_id = world.backup().backup_id
+    entries = world.entries("documents", backup_id)
+    packs = {(e.pack_key, e.version_id) for e in entries.values() if e.packed}
+    assert len(packs) == 1
+    pack_key, pack_version = next(iter(packs))
+    # What the lifecycle does after 180 days (moto never runs it); the thaw then stays under way for a while.
+    s3_backends[DEFAULT_ACCOUNT_ID]["aws"].get_object(world.plans.get("documents").bucket, pack_key, version_id=pack_version).set_storage_class("DEEP_ARCHIVE")
+    pack_size = s3.head_object(Bucket=world.plans.get("documents").bucket, Key=pack_key, VersionId=pack_version)["ContentLength"]
+    sent: list[tuple[str, dict[str, Any]]] = []
+    for operation in ("RestoreObject", "HeadObject", "GetObject"):
+        world.clients.s3.meta.events.register(
+            f"provide-client-params.s3.{operation}", lambda params, operation=operation, **_: sent.append((operation, dict(params)))
+        )
+
+    def to_pack(operation: str) -> list[dict[str, Any]]:
+        return [params for name, params in sent if name == operation and params.get("Key") == pack_key]
+
+    request = dict(backup_id=backup_id, plan="documents", target=Target(bucket=RESTORE_TARGET, prefix="thawed/"))
+    quoted = world.restores.quote(RestoreRequest(**request, tier="Standard"))
+    # One thaw, of the whole pack, however many of its objects are wanted.
+    assert (quoted["need_thaw"], quoted["need_thaw_bytes"]) == (1, pack_size)
+    assert quoted["archived"]["DEEP_ARCHIVE"] == {"objects": 1, "bytes": pack_size}
+    sent.clear()
+    state_manager.set_transition("s3::keyrestore", {"progression": "manual", "times": 2})
+    try:
+        record = world.restores.start(RestoreRequest(**request))
+        first = world.restores.run(record.restore_id)
+        assert first.status == "WAITING_FOR_THAW" and first.pending_thaw == 6 and first.restored == 1
+        assert len(to_pack("RestoreObject")) == 1 and not to_pack("GetObject")
+        passes = 0
+        while True:
+            sent.clear()
+            done = world.restores.run(record.restore_id)
+            passes += 1
+            # Each later pass looks at the pack once, for all six.
+            assert len(to_pack("HeadObject")) == 1 and not to_pack("RestoreObject")
+            if done.status != "WAITING_FOR_THAW" or passes > 5:
+                break
+    finally:
+        state_manager.unset_transition("s3::keyrestore")
+    assert done.status == "SUCCEEDED" and done.restored == 7, done
+    # Each object: one ranged GET of the thawed pack.
+    ranges_read = sorted(params["Range"] for params in to_pack("GetObject"))
+    assert ranges_read == sorted(str(entries[key].byte_range) for key in small)
+    assert bucket_objects(s3, RESTORE_TARGET, "thawed/") == {**small, "photo.raw": b"P" * 300_000}

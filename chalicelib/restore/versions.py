@@ -18,7 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.catalog.manifests import Entry
-from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, MAX_KEY_BYTES, data_key
+from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, MAX_KEY_BYTES, PACKS_PREFIX, data_key
 from chalicelib.plans import Plan
 from chalicelib.restore.thaw import ARCHIVE_CLASSES
 from chalicelib.s3docs import is_missing
@@ -36,7 +36,10 @@ def listing_prefixes(plan: Plan, prefix: str | None, keys: Iterable[str] | None)
     if keys is not None:
         return []
     prefixes = {data_key(source.name, prefix or "") for source in plan.sources}
-    return sorted(p for p in prefixes if not p.startswith(LONG_KEYS_PREFIX))
+    listed = sorted(p for p in prefixes if not p.startswith(LONG_KEYS_PREFIX))
+    # A plan that packs: its packs too (a few listings of large objects), so that an archived pack is known
+    # before any of its objects is read.
+    return listed + ([PACKS_PREFIX] if plan.lifecycle.small_objects == "pack" else [])
 
 
 def as_head(version: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +83,9 @@ def _window(prefix: str, after: Bound, through: Bound) -> tuple[str | None, str 
     the selection; None when no key of the range is under it. A bound key too long to be an S3 key (it is
     stored under a short name) bounds nothing: the listing is wider, never narrower."""
     source = prefix[len(DATA_PREFIX):].split("/", 1)[0]
+    if prefix == PACKS_PREFIX:
+        # The packs hold objects of every key: listed whole, whatever part of the selection is restored.
+        return None, None
     if (after is not None and source < after[0]) or (through is not None and source > through[0]):
         return None
 
