@@ -52,6 +52,8 @@ BUCKET_SETTING_CHOICES = ("standard", "archive")
 DEFAULT_PACK_THRESHOLD_BYTES = 128 * 1024
 DEFAULT_PACK_TARGET_BYTES = 16 * 1024 * 1024
 MIN_PACK_TARGET_BYTES = 128 * 1024
+# A packed object is read whole into memory: only small objects are.
+MAX_PACK_THRESHOLD_BYTES = 16 * 1024 * 1024
 # Under "archive", the classes an object under 128 KB may still move to.
 SMALL_OBJECT_ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 # A plan without a `retention` block keeps a year of history: every day for 5 weeks, every week for 12

@@ -24,6 +24,7 @@ from chalicelib.plans import (
     OBJECT_LOCK_MODES,
     DEFAULT_PACK_TARGET_BYTES,
     DEFAULT_PACK_THRESHOLD_BYTES,
+    MAX_PACK_THRESHOLD_BYTES,
     MIN_PACK_TARGET_BYTES,
     SMALL_OBJECT_ARCHIVE_CLASSES,
     SMALL_OBJECT_SETTINGS,
@@ -183,7 +184,7 @@ def _parse_lifecycle(data: Any, where: str, environ: Mapping[str, str]) -> Lifec
 
 def _pack_sizes(reader: FieldReader, small_objects: str) -> tuple[int, int]:
     """`pack_threshold_bytes` and `pack_target_bytes`: only with `small_objects` 'pack'; the target at least
-    128 KiB (every full pack transitions), the threshold above 0 and at most the target."""
+    128 KiB (every full pack transitions), the threshold above 0, at most 16 MiB and at most the target."""
     threshold = reader.integer("pack_threshold_bytes", DEFAULT_PACK_THRESHOLD_BYTES, minimum=1)
     target = reader.integer("pack_target_bytes", DEFAULT_PACK_TARGET_BYTES, minimum=0)
     if small_objects != "pack":
@@ -194,6 +195,11 @@ def _pack_sizes(reader: FieldReader, small_objects: str) -> tuple[int, int]:
         raise reader.fail(
             "pack_target_bytes",
             f"must be at least {MIN_PACK_TARGET_BYTES} (128 KiB: S3 does not transition smaller objects), got {target}",
+        )
+    if threshold > MAX_PACK_THRESHOLD_BYTES:
+        raise reader.fail(
+            "pack_threshold_bytes",
+            f"must be at most {MAX_PACK_THRESHOLD_BYTES} (16 MiB: a packed object is read into memory), got {threshold}",
         )
     if threshold > target:
         raise reader.fail("pack_threshold_bytes", f"must be at most pack_target_bytes ({target}), got {threshold}")

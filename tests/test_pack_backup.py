@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,7 +17,7 @@ import time_machine
 
 from chalicelib.api.backups import list_objects
 from chalicelib.aws import Clients
-from chalicelib.backup import ranges
+from chalicelib.backup import copying, ranges
 from chalicelib.backup.plan_backup import PlanBackup
 from chalicelib.backup.plan_run import PlanOptions, run_plan
 from chalicelib.backup.sources import readers_on
@@ -680,3 +681,38 @@ def test_an_archived_pack_is_thawed_once_for_all_its_objects_then_each_is_one_ra
     ranges_read = sorted(params["Range"] for params in to_pack("GetObject"))
     assert ranges_read == sorted(str(entries[key].byte_range) for key in small)
     assert bucket_objects(s3, RESTORE_TARGET, "thawed/") == {**small, "photo.raw": b"P" * 300_000}
+
+
+def test_a_batch_reads_ahead_only_so_many_bytes_for_its_packs_and_the_rest_one_at_a_time(
+    s3: Any, plans: PlanSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clients = Clients()
+    s3.create_bucket(Bucket=SOURCE)
+    for index in range(12):
+        s3.put_object(Bucket=SOURCE, Key=f"doc/{index:02d}.txt", Body=b"x" * (100 + index))
+    snapshots = []
+    for ahead in (copying.FETCH_AHEAD_BYTES, 350):
+        monkeypatch.setattr(copying, "FETCH_AHEAD_BYTES", ahead)
+        plan = dataclasses.replace(packing(plans.get("documents")), bucket=f"pack-ahead-{ahead}")
+        make_bucket(s3, plan.bucket)
+        reads: list[str] = []
+
+        def factory(source: Any) -> Any:
+            reader = readers_on(clients)(source)
+            fetch = reader.fetch
+
+            def counted(obj: Any) -> Any:
+                reads.append(threading.current_thread().name)
+                return fetch(obj)
+
+            reader.fetch = counted
+            return reader
+
+        result = PlanBackup(plan, clients.s3, "20261126T000000000Z-ahead", factory, max_workers=4, batch_size=6).run()
+        assert result.status == "SUCCEEDED" and len(reads) == 12
+        snapshots.append(content(iter(entries_of(s3, plan.bucket, plan.name, "20261126T000000000Z-ahead"))))
+        main = sum(1 for name in reads if name == threading.main_thread().name)
+        # Without a limit every read runs on the pool; at 350 bytes, three of each six-object batch do, the
+        # other three are read by the run itself as it flushes the batch.
+        assert main == (0 if ahead > 350 else 6), reads
+    assert snapshots[0] == snapshots[1]

@@ -188,6 +188,10 @@ BAD_DOCUMENTS = {
         _set("plans.0.lifecycle", {"small_objects": "pack", "pack_threshold_bytes": 200000, "pack_target_bytes": 131072}),
         ["plan 'documents'", "'pack_threshold_bytes'", "at most pack_target_bytes", "200000"],
     ),
+    "pack threshold too large to read into memory": (
+        _set("plans.0.lifecycle", {"small_objects": "pack", "pack_threshold_bytes": 20_000_000, "pack_target_bytes": 1 << 26}),
+        ["plan 'documents'", "'pack_threshold_bytes'", "at most 16777216", "20000000"],
+    ),
     "pack threshold of nothing": (
         _set("plans.0.lifecycle", {"small_objects": "pack", "pack_threshold_bytes": 0}),
         ["plan 'documents'", "'pack_threshold_bytes'", "at least 1"],

@@ -30,6 +30,8 @@ NOT_COPIED = {
     "thawing_at_source": "archived at the source: a thaw was requested, a later backup copies them",
     "sse_c": "encrypted with a customer-provided key (SSE-C), which S3 cannot copy: not backed up",
 }
+# The bytes of small objects one batch reads ahead for its packs (two batches are in flight at once).
+FETCH_AHEAD_BYTES = 32 * 1024 * 1024
 # Errors a result keeps (the counts say how many there were).
 MAX_ERRORS = 20
 # Entries named in one batch's tampering warning (the warning counts them all).
@@ -60,11 +62,16 @@ class BatchCopier:
     def submit(self, batch: list[Action], reader: SourceReader, pool: ThreadPoolExecutor) -> dict[int, Future[Stored | Fetched]]:
         """Start the copies of a batch's new and changed objects (the reads, for those to be packed)."""
         futures: dict[int, Future[Stored | Fetched]] = {}
+        fetching = 0
         for index, action in enumerate(batch):
             cur, prev = action.current, action.previous
             if cur is not None and not self._carried(prev, cur, reader) and not self.dry_run:
                 if self._packs(reader, cur):
-                    futures[index] = pool.submit(reader.fetch, cur)
+                    # Read ahead while the batch's reads fit FETCH_AHEAD_BYTES; the rest are read one at a time
+                    # when the batch is flushed, so memory stays bounded whatever the batch holds.
+                    if fetching + cur.size <= FETCH_AHEAD_BYTES:
+                        fetching += cur.size
+                        futures[index] = pool.submit(reader.fetch, cur)
                     continue
                 self._note_multipart(reader, cur)
                 futures[index] = pool.submit(reader.store, cur, self.bucket, data_key(reader.source.name, cur.key))
@@ -146,7 +153,7 @@ class BatchCopier:
                 self._add(writer, Entry(source.name, cur.key, "", cur.size, "", cur.identity))
                 continue
             try:
-                stored = futures[index].result()
+                stored = futures[index].result() if index in futures else reader.fetch(cur)
             except NotCopied as skipped:
                 # Left out on purpose (a warning, not a failure); an older version stays in the snapshot.
                 stats[skipped.kind] = stats.get(skipped.kind, 0) + 1
