@@ -181,7 +181,8 @@ class BatchCopier:
                 self.packer.add_packed(writer, source.name, cur.key, stored, prev)
                 continue
             result.bytes_copied += stored.size
-            self._add(writer, 
+            self._add(
+                writer,
                 Entry(
                     source=source.name,
                     key=cur.key,
@@ -192,7 +193,7 @@ class BatchCopier:
                     checksum=stored.checksum,
                     sha256=stored.sha256,
                     item_count=stored.item_count,
-                )
+                ),
             )
         if disagreeing:
             shown = ", ".join(disagreeing[:MAX_NAMED]) + (" ..." if len(disagreeing) > MAX_NAMED else "")

@@ -115,6 +115,9 @@ class Packer:
         self._pack, self._queue = None, None
         try:
             version_id = self._put(key, pack.finish())
+        except BaseException:
+            queue.close()
+            raise
         finally:
             pack.close()
         self.stored += 1

@@ -410,17 +410,18 @@ class PlanBackup:
     def _apply_deletions(self, writer: ManifestWriter, pool: ThreadPoolExecutor) -> None:
         """Put a delete marker on each vanished object. Its versions stay; older snapshots still restore it."""
         # A packed object has no key of its own to hide: the snapshot leaving it out is its deletion.
-        packed = [0]
+        packed = 0
 
         def keys() -> Iterator[str]:
+            nonlocal packed
             for entry in writer.pending():
                 if entry.packed:
-                    packed[0] += 1
+                    packed += 1
                 else:
                     yield entry.data_key
 
         outcome = deletions.place_delete_markers(self.s3, self.plan.bucket, keys())
-        self.result.deleted += outcome.deleted + packed[0]
+        self.result.deleted += outcome.deleted + packed
         for key, reason in outcome.refused.items():
             self._undeleted.add(key)
             self.result.failed += 1
