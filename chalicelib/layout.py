@@ -3,6 +3,7 @@
     data/<source>/<source key>                         backed-up objects (lifecycle rules apply here only)
     data/~long/<source>/<sha256 of the source key>     the same, for keys too long for the line above
     data/~exports/<source>/<backup_id>-<token>/...     DynamoDB's own export files, before they are joined
+    data/~packs/<backup_id>/<token>-<seq>.pack         packs: many small objects in one (plans that pack)
     meta/snapshots/<plan>/<backup_id>.jsonl.gz         one manifest per plan per backup
     meta/snapshots/<plan>/<backup_id>.checkpoint.json  where an unfinished plan run stopped
     meta/snapshots/<plan>/<backup_id>.uploading        a run of this backup began multipart copies
@@ -69,6 +70,14 @@ MAX_KEY_BYTES = 1024
 LONG_KEYS_PREFIX = DATA_PREFIX + "~long/"
 # Where DynamoDB writes a table export (chalicelib/backup/table_export.py); like `~long/`, never a source's name.
 EXPORTS_PREFIX = DATA_PREFIX + "~exports/"
+# Packs of small objects (chalicelib/backup/packing.py): under `data/`, so the lifecycle moves them too.
+PACKS_PREFIX = DATA_PREFIX + "~packs/"
+PACK_SUFFIX = ".pack"
+
+
+def pack_key(backup_id: str, token: str, seq: int) -> str:
+    """A pack written by a run of `backup_id` (`token`: the invocation's, so no two writers share a key)."""
+    return f"{PACKS_PREFIX}{backup_id}/{token}-{seq:06d}{PACK_SUFFIX}"
 
 
 def data_key(source: str, key: str) -> str:

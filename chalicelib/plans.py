@@ -36,7 +36,24 @@ OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 # (`TransitionDefaultMinimumObjectSize`) that says so. "standard": S3's default, small objects never leave
 # STANDARD. "archive": they go to GLACIER and DEEP_ARCHIVE too (never to the IA classes or GLACIER_IR).
 # An archived object carries 40 KB of overhead, so archiving a tiny object can cost more than keeping it.
-SMALL_OBJECT_SETTINGS = {"standard": "all_storage_classes_128K", "archive": "varies_by_storage_class"}
+# "pack": objects below the plan's pack threshold are stored inside pack objects of several MiB
+# (chalicelib/backup/packing.py), which are large enough to transition under S3's default.
+SMALL_OBJECT_SETTINGS = {
+    "standard": "all_storage_classes_128K",
+    "archive": "varies_by_storage_class",
+    "pack": "all_storage_classes_128K",
+}
+# The choices that differ only in the bucket's setting, which the cost model prices side by side; a "pack"
+# plan's stored versions (packs and large objects) live under the "standard" setting.
+BUCKET_SETTING_CHOICES = ("standard", "archive")
+# Under "pack": objects strictly smaller than the threshold are packed (one exactly at it is copied as it is),
+# into packs of about the target size. A pack is never made smaller than S3's 128 KB transition minimum on
+# purpose, so the target may not be below it (only a run's last pack can be smaller).
+DEFAULT_PACK_THRESHOLD_BYTES = 128 * 1024
+DEFAULT_PACK_TARGET_BYTES = 16 * 1024 * 1024
+MIN_PACK_TARGET_BYTES = 128 * 1024
+# A packed object is read whole into memory: only small objects are.
+MAX_PACK_THRESHOLD_BYTES = 16 * 1024 * 1024
 # Under "archive", the classes an object under 128 KB may still move to.
 SMALL_OBJECT_ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 # A plan without a `retention` block keeps a year of history: every day for 5 weeks, every week for 12
@@ -58,13 +75,25 @@ class Lifecycle:
     transitions: tuple[Transition, ...]
     # Days after which a version that is no longer current is expired; None keeps every version forever.
     noncurrent_expiration_days: int | None = None
-    # "standard" or "archive": see SMALL_OBJECT_SETTINGS.
+    # "standard", "archive" or "pack": see SMALL_OBJECT_SETTINGS.
     small_objects: str = "standard"
+    # Under "pack": objects below `pack_threshold_bytes` go into packs of about `pack_target_bytes`.
+    pack_threshold_bytes: int = DEFAULT_PACK_THRESHOLD_BYTES
+    pack_target_bytes: int = DEFAULT_PACK_TARGET_BYTES
 
     @property
     def transition_default_minimum_object_size(self) -> str:
         """The bucket lifecycle configuration's `TransitionDefaultMinimumObjectSize` for this choice."""
         return SMALL_OBJECT_SETTINGS[self.small_objects]
+
+    @property
+    def bucket_setting_choice(self) -> str:
+        """The choice among BUCKET_SETTING_CHOICES that prices this plan's stored versions."""
+        return "standard" if self.small_objects == "pack" else self.small_objects
+
+    def packs(self, size: int) -> bool:
+        """Whether an object of `size` bytes is stored inside a pack under this lifecycle."""
+        return self.small_objects == "pack" and size < self.pack_threshold_bytes
 
 
 ARCHIVED_CHOICES = ("skip", "thaw")

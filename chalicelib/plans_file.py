@@ -22,6 +22,10 @@ from chalicelib.plans import (
     MINIMUM_STORAGE_DAYS,
     MINIMUM_TRANSITION_DAYS,
     OBJECT_LOCK_MODES,
+    DEFAULT_PACK_TARGET_BYTES,
+    DEFAULT_PACK_THRESHOLD_BYTES,
+    MAX_PACK_THRESHOLD_BYTES,
+    MIN_PACK_TARGET_BYTES,
     REPLICA_STORAGE_CLASSES,
     SMALL_OBJECT_ARCHIVE_CLASSES,
     SMALL_OBJECT_SETTINGS,
@@ -160,8 +164,8 @@ def _parse_lifecycle(data: Any, where: str, environ: Mapping[str, str]) -> Lifec
     if small_objects not in SMALL_OBJECT_SETTINGS:
         raise reader.fail(
             "small_objects",
-            f"must be 'standard' (objects under 128 KB stay in STANDARD) or 'archive' (they transition too), "
-            f"got {small_objects!r}",
+            f"must be 'standard' (objects under 128 KB stay in STANDARD), 'archive' (they transition too) or "
+            f"'pack' (small objects are stored inside packs, which transition), got {small_objects!r}",
         )
     if small_objects == "archive" and not any(t.storage_class in SMALL_OBJECT_ARCHIVE_CLASSES for t in transitions):
         # The setting would change nothing: say so rather than let the plan read as if small objects were archived.
@@ -172,8 +176,39 @@ def _parse_lifecycle(data: Any, where: str, environ: Mapping[str, str]) -> Lifec
             f"lifecycle moves versions to {moves}: they would stay in STANDARD all the same; use 'standard', or "
             "add a GLACIER or DEEP_ARCHIVE transition",
         )
+    threshold, target = _pack_sizes(reader, small_objects)
     reader.finish()
-    return Lifecycle(transitions=tuple(transitions), noncurrent_expiration_days=expiration, small_objects=small_objects)
+    return Lifecycle(
+        transitions=tuple(transitions),
+        noncurrent_expiration_days=expiration,
+        small_objects=small_objects,
+        pack_threshold_bytes=threshold,
+        pack_target_bytes=target,
+    )
+
+
+def _pack_sizes(reader: FieldReader, small_objects: str) -> tuple[int, int]:
+    """`pack_threshold_bytes` and `pack_target_bytes`: only with `small_objects` 'pack'; the target at least
+    128 KiB (every full pack transitions), the threshold above 0, at most 16 MiB and at most the target."""
+    threshold = reader.integer("pack_threshold_bytes", DEFAULT_PACK_THRESHOLD_BYTES, minimum=1)
+    target = reader.integer("pack_target_bytes", DEFAULT_PACK_TARGET_BYTES, minimum=0)
+    if small_objects != "pack":
+        for name in ("pack_threshold_bytes", "pack_target_bytes"):
+            if name in reader.data:
+                raise reader.fail(name, f"applies only with small_objects 'pack' (this plan has {small_objects!r})")
+    if target < MIN_PACK_TARGET_BYTES:
+        raise reader.fail(
+            "pack_target_bytes",
+            f"must be at least {MIN_PACK_TARGET_BYTES} (128 KiB: S3 does not transition smaller objects), got {target}",
+        )
+    if threshold > MAX_PACK_THRESHOLD_BYTES:
+        raise reader.fail(
+            "pack_threshold_bytes",
+            f"must be at most {MAX_PACK_THRESHOLD_BYTES} (16 MiB: a packed object is read into memory), got {threshold}",
+        )
+    if threshold > target:
+        raise reader.fail("pack_threshold_bytes", f"must be at most pack_target_bytes ({target}), got {threshold}")
+    return threshold, target
 
 
 def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,12 @@ TARGETS = {
 }
 # The upkeep's share of our bill, at most.
 UPKEEP_SHARE = 0.05
+# With small_objects pack (the shipped lifecycle otherwise): at least this many times cheaper than each baseline.
+PACK_TARGETS = {"many_small_files": {"versioned_sync": 5.0, "aws_backup": 20.0}}
+# A day's backup with pack: at most changed/1000 pack writes, ceil(objects/1000) listings and this many more
+# requests of each kind (the fixed ones: the previous manifest, the new one and the records, the catalog).
+PACK_FIXED_REQUESTS = 5
+SMALL_OBJECT_CHOICES = ("standard", "archive", "pack")
 # The plans-file settings compared on each workload: these lifecycles, each with both small_objects choices.
 LIFECYCLES = {
     "shipped": (Transition(30, "GLACIER"), Transition(180, "DEEP_ARCHIVE")),
@@ -146,11 +154,56 @@ def run(scale: float = 1.0, days: int = 365, prices: Prices | None = None) -> di
         }
         entry["targets"][f"upkeep_at_most_{UPKEEP_SHARE:.0%}"] = entry["upkeep"]["share"] <= UPKEEP_SHARE
         entry["dominant"] = _dominant(entry)
-        entry["settings"] = _compare_settings(workload, LIFECYCLES, plan.retention, prices, days, upkeep)
+        # Month 12 of each lifecycle already simulated, so that the settings compared do not simulate it again.
+        known = {plan.lifecycle: last["ours"], replace(plan.lifecycle, transitions=()): last["same_retention_no_lifecycle"]}
+        entry["pack"] = _pack_figures(workload, plan.lifecycle, plan.retention, prices, days, upkeep, known)
+        entry["settings"] = _compare_settings(workload, LIFECYCLES, plan, prices, days, upkeep, known)
         cheapest = min(s["total"] for s in entry["settings"])
         entry["cheapest_settings"] = [s for s in entry["settings"] if s["total"] <= cheapest * (1 + 1e-9)]
         report["workloads"][workload.name] = entry
     return report
+
+
+def _pack_figures(
+    workload: Workload, lifecycle: Lifecycle, retention: Any, prices: Prices, days: int, upkeep: UpkeepSettings, known: dict[Lifecycle, Any]
+) -> dict[str, Any]:
+    """The workload under the plan's lifecycle with `small_objects: pack` (default threshold and target): month
+    12's bills beside the same baselines, where the money goes, the upkeep, the backup's requests a day, and the
+    issue's targets where it sets them."""
+    packed = replace(lifecycle, small_objects="pack")
+    projection = project(workload, packed, retention, prices, days=days, upkeep=upkeep)
+    last = {name: bill.months[-1] for name, bill in projection.bills().items()}
+    ours = last["ours"]
+    known.update({packed: ours, replace(packed, transitions=()): last["same_retention_no_lifecycle"]})
+    per_day = {kind: count / ours.days for kind, count in sorted(ours.request_counts.items())}
+    changed = workload.objects * workload.changed_per_day
+    allowed = {
+        "pack_put": changed / 1000,
+        "list": math.ceil(workload.objects / 1000) + PACK_FIXED_REQUESTS,
+        "put": PACK_FIXED_REQUESTS,
+        "get": PACK_FIXED_REQUESTS,
+    }
+    heads = ours.upkeep_day["jobs"]["verification"]["requests_per_day"].get("head", 0.0)
+    figures: dict[str, Any] = {
+        "lifecycle": describe_lifecycle(packed),
+        "note": projection.ours.notes,
+        "totals": {name: round(month.total, 4) for name, month in last.items()},
+        "ratios": {name: round(month.total / ours.total, 2) for name, month in last.items() if name != "ours"},
+        "where_the_money_goes": _where_the_money_goes(ours),
+        "upkeep": {"share": round(ours.upkeep / ours.total, 4), **ours.upkeep_day},
+        "versions": {name: round(count) for name, count in sorted(ours.versions.items())},
+        "requests_per_day": {kind: round(count, 1) for kind, count in per_day.items()},
+        "request_allowance": {kind: round(count, 1) for kind, count in allowed.items()},
+        "requests_target_met": {kind: per_day.get(kind, 0.0) <= limit + 1e-9 for kind, limit in allowed.items()},
+        # Not in the target's formula: one GET of its source per packed object, and the verification's HEADs.
+        "source_reads_per_day": round(per_day.get("pack_get", 0.0), 1),
+        "verification_heads_per_day": round(heads, 1),
+        "verification_heads_monthly_usd": round(heads * 30 * prices.get / 1000, 4),
+    }
+    figures["targets"] = {
+        f"{name}_at_least_{target:g}x": figures["ratios"][name] >= target for name, target in PACK_TARGETS.get(workload.name, {}).items()
+    }
+    return figures
 
 
 def _dominant(entry: dict[str, Any]) -> dict[str, str]:
@@ -188,20 +241,60 @@ def _target_table(report: dict[str, Any]) -> None:
         )
         for job, figures in entry["upkeep"]["jobs"].items():
             print(f"      {job:<14}{figures['monthly_usd']:>8.2f}  {_job_line(figures)}")
+        _pack_targets(name, entry["pack"])
+
+
+def _pack_targets(name: str, pack: dict[str, Any]) -> None:
+    """The targets with small_objects pack: the ratios, and the requests a day for the day's changes."""
+    print(f"  {name} with small_objects pack: ours {pack['totals']['ours']:.2f}, of which upkeep {pack['upkeep']['monthly_usd']:.2f}")
+    for baseline, target in PACK_TARGETS.get(name, {}).items():
+        met = pack["targets"][f"{baseline}_at_least_{target:g}x"]
+        largest = max(pack["where_the_money_goes"].items(), key=lambda item: item[1])
+        print(
+            f"    {baseline:<29} {pack['totals'][baseline]:>9.2f}  {pack['ratios'][baseline]:>5.2f} x ours "
+            f"(target at least {target:g} x): {'met' if met else f'NOT met, ours is mostly {largest[0]} {largest[1]:.2f}'}"
+        )
+    if name not in PACK_TARGETS:
+        return
+    requests = pack["requests_per_day"]
+    for kind, limit in pack["request_allowance"].items():
+        met = pack["requests_target_met"][kind]
+        print(f"    requests a day, {kind:<9} {requests.get(kind, 0.0):>12,.1f}  (target at most {limit:,.1f}): {'met' if met else 'NOT met'}")
+    print(
+        f"    beyond the target's formula: {pack['source_reads_per_day']:,.0f} GETs a day reading the packed objects from "
+        f"their source (pack_get), and the verification's {pack['verification_heads_per_day']:,.0f} HEADs a day, one per "
+        f"packed object ({pack['verification_heads_monthly_usd']:.2f} a month in requests)"
+    )
 
 
 def _compare_settings(
-    workload: Workload, lifecycles: dict[str, Any], retention: Any, prices: Prices, days: int, upkeep: UpkeepSettings
+    workload: Workload, lifecycles: dict[str, Any], plan: Any, prices: Prices, days: int, upkeep: UpkeepSettings, known: dict[Lifecycle, Any]
 ) -> list[dict[str, Any]]:
+    """Month 12 under each lifecycle and small_objects choice (the plan's other lifecycle settings kept)."""
     settings = []
     for label, transitions in lifecycles.items():
-        for small_objects in ("standard", "archive"):
-            lifecycle = Lifecycle(transitions=transitions, small_objects=small_objects)
-            month = project(workload, lifecycle, retention, prices, days=days, upkeep=upkeep, baselines=False).ours.months[-1]
+        for small_objects in SMALL_OBJECT_CHOICES:
+            lifecycle = replace(plan.lifecycle, transitions=transitions, small_objects=small_objects)
+            month = known.get(lifecycle)
+            if month is None:
+                month = project(workload, lifecycle, plan.retention, prices, days=days, upkeep=upkeep, baselines=False).ours.months[-1]
             settings.append(
                 {"lifecycle": label, "small_objects": small_objects, "total": round(month.total, 4), **_where_the_money_goes(month)}
             )
     return settings
+
+
+def _print_pack(pack: dict[str, Any], currency: str) -> None:
+    print(f"  with small_objects pack ({pack['lifecycle']}), monthly cost ({currency}):")
+    for bill, total in pack["totals"].items():
+        ratio = "" if bill == "ours" else f"  ({pack['ratios'][bill]:.2f} x ours)"
+        print(f"    {bill:<24}{total:>12.4f}{ratio}")
+    print("    ours, where the money goes: " + ", ".join(f"{k} {v:.4f}" for k, v in pack["where_the_money_goes"].items()))
+    print("    stored versions by class: " + ", ".join(f"{k} {v:,}" for k, v in pack["versions"].items()))
+    print(f"    upkeep {pack['upkeep']['monthly_usd']:.4f} a month ({pack['upkeep']['share']:.1%} of ours):")
+    for job, figures in pack["upkeep"]["jobs"].items():
+        print(f"      {job:<14}{figures['monthly_usd']:>10.4f} a month; {_job_line(figures)}")
+    print("    backup requests a day: " + ", ".join(f"{kind} {count:,.1f}" for kind, count in pack["requests_per_day"].items()))
 
 
 def _print(report: dict[str, Any]) -> None:
@@ -226,6 +319,7 @@ def _print(report: dict[str, Any]) -> None:
                 print(f"      cannot finish as it works today: {limit}")
         for target, met in entry["targets"].items():
             print(f"  target {target}: {'met' if met else 'NOT met'}")
+        _print_pack(entry["pack"], report["prices"]["currency"])
         print("  ours under each setting:")
         for setting in entry["settings"]:
             print(f"    small_objects {setting['small_objects']:<9} lifecycle {setting['lifecycle']:<40}{setting['total']:>12.4f}")

@@ -7,6 +7,7 @@ named version by its id.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -107,6 +108,10 @@ def assert_versions_hold(
     backend = _in_process_bucket(s3, bucket)
     checked = 0
     for entry in entries:
+        if entry.packed:
+            _assert_packed_holds(s3, backend, bucket, entry, expected)
+            checked += 1
+            continue
         where = f"{entry.source}/{entry.key} -> {entry.data_key}@{entry.version_id}"
         assert entry.version_id and entry.version_id != "null", f"{where}: no version id"
         assert len(entry.data_key.encode("utf-8")) <= MAX_KEY_BYTES, f"{where}: key longer than S3 allows"
@@ -145,3 +150,28 @@ def versions_written(s3: Any, bucket: str, data_key: str) -> list[str]:
     """Every version id of one key, newest first."""
     listing = s3.list_object_versions(Bucket=bucket, Prefix=data_key)
     return [v["VersionId"] for v in listing.get("Versions", []) if v["Key"] == data_key]
+
+
+def _assert_packed_holds(
+    s3: Any, backend: Any, bucket: str, entry: Entry, expected: Mapping[tuple[str, str], bytes] | None
+) -> None:
+    """A packed entry: its pack's version exists, and holds at the recorded offset bytes of the recorded
+    length, SHA-256, checksum and ETag (and, with `expected`, exactly the source's bytes)."""
+    where = f"{entry.source}/{entry.key} -> {entry.pack_key}@{entry.version_id}+{entry.pack_offset}"
+    assert entry.version_id and entry.version_id != "null" and entry.pack_offset is not None, f"{where}: not placed"
+    try:
+        stored = _stored(s3, backend, bucket, str(entry.pack_key), entry.version_id)
+    except NotStored as exc:
+        raise AssertionError(f"{where}: pack not stored: {exc}") from exc
+    assert stored.checksum_sha256, f"{where}: the pack was stored without its SHA-256"
+    body = stored.read()
+    assert hashlib.sha256(body).digest() == base64.b64decode(stored.checksum_sha256), f"{where}: pack damaged"
+    data = body[entry.pack_offset : entry.pack_offset + entry.size]
+    assert len(data) == entry.size, f"{where}: the pack ends before the object does"
+    assert hashlib.sha256(data).hexdigest() == entry.sha256, f"{where}: bytes differ from the recorded SHA-256"
+    assert base64.b64encode(hashlib.sha256(data).digest()).decode() == entry.checksum, f"{where}: checksum"
+    assert hashlib.md5(data).hexdigest() == entry.etag, f"{where}: ETag"
+    if expected is not None and not entry.held:
+        want = expected.get((entry.source, entry.key))
+        assert want is not None, f"{where}: not expected in this snapshot"
+        assert data == want, f"{where}: packed bytes differ from the source's"

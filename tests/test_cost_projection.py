@@ -230,6 +230,24 @@ def test_the_reference_report_at_a_small_scale() -> None:
         assert bare >= ours - 1e-9
     assert set(office["targets"]) == {"aws_backup_at_least_5x", "same_retention_no_lifecycle_at_least_2.9x", "upkeep_at_most_5%"}
     assert set(report["workloads"]["many_small_files"]["targets"]) == {"aws_backup_at_least_5x", "versioned_sync_at_least_1x", "upkeep_at_most_5%"}
+    for name, entry in report["workloads"].items():
+        pack = entry["pack"]
+        # The pack rows: one per lifecycle, beside standard and archive, and the same total as the pack figures.
+        rows = {(s["lifecycle"], s["small_objects"]): s["total"] for s in entry["settings"]}
+        assert {small for _, small in rows} == {"standard", "archive", "pack"} and len(rows) == 12
+        assert rows[("shipped", "pack")] == pack["totals"]["ours"]
+        # The baselines do not depend on how this system stores the data.
+        for bill in ("aws_backup", "versioned_sync", "sync_copy"):
+            assert pack["totals"][bill] == entry["totals"][bill], (name, bill)
+        assert pack["ratios"]["versioned_sync"] == round(pack["totals"]["versioned_sync"] / pack["totals"]["ours"], 2)
+        # Packs are written, and the packed objects read from their source, instead of copies.
+        assert 0 < pack["requests_per_day"]["pack_put"] < pack["requests_per_day"]["pack_get"]
+        assert pack["requests_per_day"]["pack_get"] == pack["source_reads_per_day"]
+    many = report["workloads"]["many_small_files"]["pack"]
+    # Every object packed: nothing copied, and far fewer stored versions than objects.
+    assert many["requests_per_day"]["copy"] == 0 and sum(many["versions"].values()) < report["workloads"]["many_small_files"]["objects"]
+    assert set(many["targets"]) == {"versioned_sync_at_least_5x", "aws_backup_at_least_20x"}
+    assert set(many["requests_target_met"]) == {"pack_put", "list", "put", "get"}
     json.dumps(report)
 
 

@@ -90,8 +90,8 @@ def test_a_verification_that_takes_several_invocations_reads_the_kept_index_in_e
 
 def test_the_prune_lists_every_data_version_twice_and_the_cost_report_once() -> None:
     jobs = upkeep_day(OFFICE, UpkeepSettings())
-    # 470,000 versions, 1,000 a page, with the source folders' and the long keys' listings.
-    walk = 1 + 470 + 1
+    # 470,000 versions, 1,000 a page, with the source folders', the long keys' and the packs' listings.
+    walk = 1 + 470 + 1 + 1
     # The catalog in each of the five phases (six listings, the restore queue among them) and the markers
     # again when marking; with the superseded kept index listed (its keys and versions) and deleted; and the
     # earlier prunes' records listed and read (the guard's baseline).

@@ -180,6 +180,26 @@ BAD_DOCUMENTS = {
         _set("plans.0.lifecycle", {"small_objects": "archive"}),
         ["plan 'documents'", "'small_objects'", "moves versions to nothing"],
     ),
+    "pack target below the transition minimum": (
+        _set("plans.0.lifecycle", {"small_objects": "pack", "pack_target_bytes": 131071}),
+        ["plan 'documents'", "'lifecycle'", "'pack_target_bytes'", "at least 131072", "131071"],
+    ),
+    "pack threshold above the pack target": (
+        _set("plans.0.lifecycle", {"small_objects": "pack", "pack_threshold_bytes": 200000, "pack_target_bytes": 131072}),
+        ["plan 'documents'", "'pack_threshold_bytes'", "at most pack_target_bytes", "200000"],
+    ),
+    "pack threshold too large to read into memory": (
+        _set("plans.0.lifecycle", {"small_objects": "pack", "pack_threshold_bytes": 20_000_000, "pack_target_bytes": 1 << 26}),
+        ["plan 'documents'", "'pack_threshold_bytes'", "at most 16777216", "20000000"],
+    ),
+    "pack threshold of nothing": (
+        _set("plans.0.lifecycle", {"small_objects": "pack", "pack_threshold_bytes": 0}),
+        ["plan 'documents'", "'pack_threshold_bytes'", "at least 1"],
+    ),
+    "pack sizes without packing": (
+        _set("plans.0.lifecycle.pack_target_bytes", 1 << 24),
+        ["plan 'documents'", "'pack_target_bytes'", "only with small_objects 'pack'", "'standard'"],
+    ),
     "unknown source field": (_set("plans.1.sources.0.colour", "red"), ["plan 'database'", "sources[0]", "'colour'"]),
     "no sources": (_set("plans.0.sources", []), ["plan 'documents'", "'sources'", "at least one"]),
     "sources not a list": (_set("plans.0.sources", {"type": "s3"}), ["plan 'documents'", "'sources'", "list"]),
@@ -264,6 +284,23 @@ def test_small_objects_archive_selects_the_per_class_default() -> None:
     assert plans.get("documents").lifecycle.small_objects == "archive"
     assert plans.get("documents").lifecycle.transition_default_minimum_object_size == "varies_by_storage_class"
     assert plans.get("database").lifecycle.small_objects == "standard"
+
+
+def test_small_objects_pack_has_its_sizes_and_keeps_the_128k_default() -> None:
+    document = valid_document()
+    document["plans"][0]["lifecycle"]["small_objects"] = "pack"
+    lifecycle = parse_plans(document, ENV).get("documents").lifecycle
+    assert (lifecycle.small_objects, lifecycle.pack_threshold_bytes, lifecycle.pack_target_bytes) == ("pack", 131072, 16777216)
+    # Packs are large objects: the bucket keeps S3's default, and the cost model prices them as 'standard'.
+    assert lifecycle.transition_default_minimum_object_size == "all_storage_classes_128K"
+    assert lifecycle.bucket_setting_choice == "standard"
+    # Strictly below the threshold is packed; exactly at it is not.
+    assert lifecycle.packs(131071) and not lifecycle.packs(131072) and lifecycle.packs(0)
+    document["plans"][0]["lifecycle"].update(pack_threshold_bytes=4096, pack_target_bytes=131072)
+    lifecycle = parse_plans(document, ENV).get("documents").lifecycle
+    assert (lifecycle.pack_threshold_bytes, lifecycle.pack_target_bytes) == (4096, 131072)
+    assert lifecycle.packs(4095) and not lifecycle.packs(4096)
+    assert not parse_plans(valid_document(), ENV).get("documents").lifecycle.packs(10)
 
 
 @pytest.mark.parametrize(

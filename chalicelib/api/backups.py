@@ -325,7 +325,7 @@ def list_objects(
             "size": entry.size,
             "version_id": entry.version_id or None,
             "etag": entry.etag or None,
-            "backup_key": entry.data_key,
+            "backup_key": entry.stored_key,
             "storage_class": storage_class,
         }
         if entry.sha256:
@@ -334,6 +334,8 @@ def list_objects(
             item["checksum_sha256"] = entry.checksum
         if entry.item_count is not None:
             item["item_count"] = entry.item_count
+        if entry.pack_offset is not None:
+            item["pack_offset"] = entry.pack_offset
         objects.append(item)
     last = page[-1] if page else None
     return {
@@ -347,12 +349,12 @@ def list_objects(
 
 def _storage_class(s3: Any, bucket: str, entry: Entry) -> str | None:
     """The stored version's storage class (S3 leaves it out for STANDARD), or None when it can't be read."""
-    params = {"Bucket": bucket, "Key": entry.data_key}
+    params = {"Bucket": bucket, "Key": entry.stored_key}
     if entry.version_id:
         params["VersionId"] = entry.version_id
     try:
         response = s3.head_object(**params)
     except (ClientError, BotoCoreError) as exc:
-        logger.info("no storage class for %s: %s", entry.data_key, exc)
+        logger.info("no storage class for %s: %s", entry.stored_key, exc)
         return None
     return str(response.get("StorageClass") or "STANDARD")

@@ -15,7 +15,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from chalicelib.backup.compare import Action
-from chalicelib.backup.source_reader import NotCopied, ReaderSuspended, SourceObject, SourceReader, Stored
+from chalicelib.backup.packing import Packer
+from chalicelib.backup.source_reader import Fetched, NotCopied, ReaderSuspended, SourceObject, SourceReader, Stored
 from chalicelib.catalog.manifests import Entry, ManifestWriter
 from chalicelib.catalog.records import PlanResult
 from chalicelib.catalog.source_identity import SourceFacts, entry_disagreement
@@ -29,6 +30,8 @@ NOT_COPIED = {
     "thawing_at_source": "archived at the source: a thaw was requested, a later backup copies them",
     "sse_c": "encrypted with a customer-provided key (SSE-C), which S3 cannot copy: not backed up",
 }
+# The bytes of small objects one batch reads ahead for its packs (two batches are in flight at once).
+FETCH_AHEAD_BYTES = 32 * 1024 * 1024
 # Errors a result keeps (the counts say how many there were).
 MAX_ERRORS = 20
 # Entries named in one batch's tampering warning (the warning counts them all).
@@ -40,9 +43,12 @@ class BatchCopier:
     copy in parts begins (the run marks itself, so that a crash's upload is aborted later)."""
 
     def __init__(
-        self, bucket: str, result: PlanResult, dry_run: bool, before_multipart: Callable[[], None], bucket_kms: bool = False
+        self, bucket: str, result: PlanResult, dry_run: bool, before_multipart: Callable[[], None], bucket_kms: bool = False,
+        packer: Packer | None = None,
     ) -> None:
         self.bucket = bucket
+        # A plan that packs its small objects (packing.py); None: every object is stored on its own.
+        self.packer = None if dry_run else packer
         # An SSE-KMS backup bucket: its copies' ETags are not the sources' (catalog/source_identity.py).
         self.bucket_kms = bucket_kms
         # How the tampering warnings name the snapshot compared with.
@@ -53,15 +59,42 @@ class BatchCopier:
         # Objects left out on purpose (archived at the source, SSE-C), a few keys of each kind for the record.
         self.not_copied: dict[str, list[str]] = {}
 
-    def submit(self, batch: list[Action], reader: SourceReader, pool: ThreadPoolExecutor) -> dict[int, Future[Stored]]:
-        """Start the copies of a batch's new and changed objects."""
-        futures: dict[int, Future[Stored]] = {}
+    def submit(self, batch: list[Action], reader: SourceReader, pool: ThreadPoolExecutor) -> dict[int, Future[Stored | Fetched]]:
+        """Start the copies of a batch's new and changed objects (the reads, for those to be packed)."""
+        futures: dict[int, Future[Stored | Fetched]] = {}
+        fetching = 0
         for index, action in enumerate(batch):
             cur, prev = action.current, action.previous
             if cur is not None and not self._carried(prev, cur, reader) and not self.dry_run:
+                if self._packs(reader, cur):
+                    # Read ahead while the batch's reads fit FETCH_AHEAD_BYTES; the rest are read one at a time
+                    # when the batch is flushed, so memory stays bounded whatever the batch holds.
+                    if fetching + cur.size <= FETCH_AHEAD_BYTES:
+                        fetching += cur.size
+                        futures[index] = pool.submit(reader.fetch, cur)
+                    continue
                 self._note_multipart(reader, cur)
                 futures[index] = pool.submit(reader.store, cur, self.bucket, data_key(reader.source.name, cur.key))
         return futures
+
+    def _packs(self, reader: SourceReader, obj: SourceObject) -> bool:
+        return self.packer is not None and reader.packable and obj.size < self.packer.threshold
+
+    def _add(self, writer: ManifestWriter, entry: Entry) -> None:
+        if self.packer is None:
+            writer.add(entry)
+        else:
+            self.packer.add(writer, entry)
+
+    def seal(self, writer: ManifestWriter) -> None:
+        """Store the open pack, so that every entry flushed so far is in `writer` (before a checkpoint or the
+        snapshot reads it)."""
+        if self.packer is not None:
+            self.packer.seal(writer)
+
+    def close(self) -> None:
+        if self.packer is not None:
+            self.packer.close()
 
     def _facts(self, reader: SourceReader) -> SourceFacts:
         source = reader.source
@@ -85,7 +118,7 @@ class BatchCopier:
         writer: ManifestWriter,
         pool: ThreadPoolExecutor,
         stats: dict[str, Any],
-        futures: dict[int, Future[Stored]] | None = None,
+        futures: dict[int, Future[Stored | Fetched]] | None = None,
     ) -> None:
         """Write a batch's entries in key order, once its copies (started by `submit`) are done."""
         result = self.result
@@ -101,13 +134,13 @@ class BatchCopier:
                 assert prev is not None
                 # Gone from the source: a deletion candidate, decided once the whole plan is compared.
                 stats["vanished"] = stats.get("vanished", 0) + 1
-                writer.add(Entry(**{**prev.__dict__, "held": True}))
+                self._add(writer, Entry(**{**prev.__dict__, "held": True}))
                 continue
             stats["objects"] += 1
             if self._carried(prev, cur, reader):
                 assert prev is not None
                 result.unchanged += 1
-                writer.add(Entry(**{**prev.__dict__, "held": False}))
+                self._add(writer, Entry(**{**prev.__dict__, "held": False}))
                 continue
             suspect = prev is not None and prev.identity == cur.identity
             if suspect:
@@ -117,16 +150,16 @@ class BatchCopier:
             if self.dry_run:
                 result.copied += 1
                 result.bytes_copied += cur.size
-                writer.add(Entry(source.name, cur.key, "", cur.size, "", cur.identity))
+                self._add(writer, Entry(source.name, cur.key, "", cur.size, "", cur.identity))
                 continue
             try:
-                stored = futures[index].result()
+                stored = futures[index].result() if index in futures else reader.fetch(cur)
             except NotCopied as skipped:
                 # Left out on purpose (a warning, not a failure); an older version stays in the snapshot.
                 stats[skipped.kind] = stats.get(skipped.kind, 0) + 1
                 self.not_copied.setdefault(f"{source.name}:{skipped.kind}", []).append(cur.key)
                 if prev is not None and not suspect:
-                    writer.add(Entry(**{**prev.__dict__, "held": False}))
+                    self._add(writer, Entry(**{**prev.__dict__, "held": False}))
                 continue
             except (HistoryNotKept, ReaderSuspended):
                 raise
@@ -137,12 +170,19 @@ class BatchCopier:
                 if prev is not None and not suspect:
                     # The older version is still in the bucket: the snapshot keeps pointing at it (never one
                     # that disagrees with its source: that one is left out).
-                    writer.add(Entry(**{**prev.__dict__, "held": False}))
+                    self._add(writer, Entry(**{**prev.__dict__, "held": False}))
                 continue
             result.copied += 1
             stats["copied"] += 1
+            if isinstance(stored, Fetched):
+                assert self.packer is not None
+                stats["packed"] = stats.get("packed", 0) + 1
+                result.bytes_copied += len(stored.data)
+                self.packer.add_packed(writer, source.name, cur.key, stored, prev)
+                continue
             result.bytes_copied += stored.size
-            writer.add(
+            self._add(
+                writer,
                 Entry(
                     source=source.name,
                     key=cur.key,
@@ -153,7 +193,7 @@ class BatchCopier:
                     checksum=stored.checksum,
                     sha256=stored.sha256,
                     item_count=stored.item_count,
-                )
+                ),
             )
         if disagreeing:
             shown = ", ".join(disagreeing[:MAX_NAMED]) + (" ..." if len(disagreeing) > MAX_NAMED else "")

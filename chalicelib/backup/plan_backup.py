@@ -21,8 +21,9 @@ from chalicelib.backup import authorship, checkpoints, deletions
 from chalicelib.backup.base import Base, open_base
 from chalicelib.backup.compare import Action, PreviousSnapshot, SourceEntries, last_key, merge
 from chalicelib.backup.copying import BatchCopier
+from chalicelib.backup.packing import PackFailed, Packer
 from chalicelib.backup.listing import PageMarks
-from chalicelib.backup.source_reader import ReaderRun, ReaderSuspended, SourceReader, Stored
+from chalicelib.backup.source_reader import Fetched, ReaderRun, ReaderSuspended, SourceReader, Stored
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, load_snapshot, manifest_key, put_manifest
 from chalicelib.catalog import run_keys
 from chalicelib.catalog.records import BackupStatus, PlanResult, backup_time
@@ -81,8 +82,14 @@ class PlanBackup:
         # Deletions beyond the guard's limits go ahead in this run: someone asked for exactly that.
         self.allow_deletions = allow_deletions
         # The batches' copies and their manifest entries (copying.py).
+        lifecycle = plan.lifecycle
+        packer = (
+            Packer(s3, plan.bucket, backup_id, lifecycle.pack_threshold_bytes, lifecycle.pack_target_bytes)
+            if lifecycle.small_objects == "pack"
+            else None
+        )
         self.copier = BatchCopier(
-            plan.bucket, self.result, dry_run, self._mark_uploading, bucket_kms=plan.kms_key_id is not None
+            plan.bucket, self.result, dry_run, self._mark_uploading, bucket_kms=plan.kms_key_id is not None, packer=packer
         )
         # Data keys whose delete marker S3 refused: kept as held entries so the next backup retries them.
         self._undeleted: set[str] = set()
@@ -108,7 +115,7 @@ class PlanBackup:
             result.status = BackupStatus.RUNNING
             result.finished_at = None
             return result
-        except (SourceError, HistoryNotKept, Abandoned) as exc:
+        except (SourceError, HistoryNotKept, Abandoned, PackFailed) as exc:
             result.status = BackupStatus.FAILED
             result.errors.append(str(exc))
         except Tampered as exc:
@@ -157,6 +164,7 @@ class PlanBackup:
                     after = start_after if index == start_index else None
                     self._back_up_source(source, prev_entries.for_source(source.name), writer, pool, index, after)
                     self._maybe_suspend(writer, index + 1, None)
+                self.copier.seal(writer)
                 hold = self._decide_deletions(writer.pending_deletions, meta)
                 if not hold and not self.dry_run:
                     self._apply_deletions(writer, pool)
@@ -172,6 +180,7 @@ class PlanBackup:
             self._put_snapshot(writer, hold)
             self._finish_run(meta)
         finally:
+            self.copier.close()
             writer.close()
             if previous is not None:
                 previous.close()
@@ -205,7 +214,9 @@ class PlanBackup:
     def _save_checkpoint(
         self, writer: ManifestWriter, source_index: int, last_key: str | None, done: bool = False
     ) -> checkpoints.Checkpoint:
-        """Save where this run is (the partial manifest and counts), for the next invocation to resume."""
+        """Save where this run is (the partial manifest and counts), for the next invocation to resume. The
+        open pack is stored first: a checkpoint names only stored versions."""
+        self.copier.seal(writer)
         before = self._checkpoint
         checkpoint = checkpoints.Checkpoint(
             plan=self.plan.name,
@@ -336,7 +347,7 @@ class PlanBackup:
             batch: list[Action] = []
             # A full batch's copies start at once, and the batch before it is written while they run: the
             # pool never drains between batches, and the next listing page is read while copies are in flight.
-            waiting: tuple[list[Action], dict[int, Future[Stored]]] | None = None
+            waiting: tuple[list[Action], dict[int, Future[Stored | Fetched]]] | None = None
             listing = checkpoints.list_after(reader, start_after, stop_key, self._previous_pages(reader, previous))
             for action in merge(checkpoints.skip_through(previous, start_after), listing):
                 batch.append(action)
@@ -398,8 +409,19 @@ class PlanBackup:
 
     def _apply_deletions(self, writer: ManifestWriter, pool: ThreadPoolExecutor) -> None:
         """Put a delete marker on each vanished object. Its versions stay; older snapshots still restore it."""
-        outcome = deletions.place_delete_markers(self.s3, self.plan.bucket, (entry.data_key for entry in writer.pending()))
-        self.result.deleted += outcome.deleted
+        # A packed object has no key of its own to hide: the snapshot leaving it out is its deletion.
+        packed = 0
+
+        def keys() -> Iterator[str]:
+            nonlocal packed
+            for entry in writer.pending():
+                if entry.packed:
+                    packed += 1
+                else:
+                    yield entry.data_key
+
+        outcome = deletions.place_delete_markers(self.s3, self.plan.bucket, keys())
+        self.result.deleted += outcome.deleted + packed
         for key, reason in outcome.refused.items():
             self._undeleted.add(key)
             self.result.failed += 1

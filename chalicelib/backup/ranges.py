@@ -141,9 +141,10 @@ class RangeBackup(PlanBackup):
                     entries = prev_entries.for_source(source.name, up_to=bound)
                     self._back_up_source(source, entries, writer, pool, index, after, stop_key=bound)
                     self._maybe_suspend(writer, index + 1, None)
-            # The range is done: its partial manifest, marked so.
+            # The range is done: its partial manifest, marked so (its last pack stored first).
             self._save_checkpoint(writer, stop_index + 1, None, done=True)
         finally:
+            self.copier.close()
             writer.close()
             if previous is not None:
                 previous.close()

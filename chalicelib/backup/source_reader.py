@@ -44,6 +44,14 @@ class Stored:
 
 
 @dataclass(frozen=True)
+class Fetched:
+    """A small object's bytes, read for a pack (`SourceReader.fetch`), with the identity they have."""
+
+    data: bytes
+    identity: str
+
+
+@dataclass(frozen=True)
 class ReaderStats:
     """What a reader counted of its source, for the plan's result and the listing's cost."""
 
@@ -125,6 +133,16 @@ class SourceReader(Protocol):
         ...
 
     def store(self, obj: SourceObject, bucket: str, key: str) -> Stored: ...
+
+    @property
+    def packable(self) -> bool:
+        """Whether its small objects may be packed (`fetch` reads them); False: each is stored on its own."""
+        ...
+
+    def fetch(self, obj: SourceObject) -> Fetched:
+        """A small object's bytes, exactly those its identity describes, to be packed (only `packable`
+        readers are asked, and only for objects below the plan's pack threshold: they are held in memory)."""
+        ...
 
     def stats(self) -> ReaderStats: ...
 

@@ -8,9 +8,11 @@ from the previous snapshot's.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib import transfer
 from chalicelib.backup import listing, writes
 from chalicelib.backup.source_reader import (  # noqa: F401 (the readers' types, also imported from here)
+    Fetched,
     NotCopied,
     ReaderRun,
     ReaderStats,
@@ -112,21 +115,45 @@ class S3SourceReader:
 
     def store(self, obj: SourceObject, bucket: str, key: str) -> Stored:
         source_key = self.source.prefix + obj.key
-        if obj.storage_class in ARCHIVE_CLASSES and self.source.archived == "skip":
-            # Known from the listing: no request is spent on a copy S3 would refuse.
-            raise NotCopied("archived_at_source", f"in {obj.storage_class} at the source (archived: skip)")
+        self._readable(obj)
         etag = obj.identity.split(":")[1]
-        try:
+        with self._refusals(source_key, obj):
             written = writes.copy(
                 self.s3, self.source.bucket, source_key, etag, obj.size, bucket, key, self.multipart_threshold
             )
+        return Stored(written.version_id, written.etag, written.size, obj.identity, written.checksum)
+
+    # A bucket's small objects are read (GET, pinned to the listed ETag) and packed.
+    packable = True
+
+    def fetch(self, obj: SourceObject) -> Fetched:
+        source_key = self.source.prefix + obj.key
+        self._readable(obj)
+        etag = obj.identity.split(":")[1]
+        with self._refusals(source_key, obj):
+            # Pinned like a copy: an object changed since the listing fails with 412, never packs other bytes.
+            response = self.s3.get_object(Bucket=self.source.bucket, Key=source_key, IfMatch=f'"{etag}"')
+            data = response["Body"].read()
+        if len(data) != obj.size:
+            raise SourceError(f"{self._where()}: {obj.key} was listed with {obj.size} bytes and read with {len(data)}")
+        return Fetched(data, obj.identity)
+
+    def _readable(self, obj: SourceObject) -> None:
+        if obj.storage_class in ARCHIVE_CLASSES and self.source.archived == "skip":
+            # Known from the listing: no request is spent on a copy S3 would refuse.
+            raise NotCopied("archived_at_source", f"in {obj.storage_class} at the source (archived: skip)")
+
+    @contextmanager
+    def _refusals(self, source_key: str, obj: SourceObject) -> Iterator[None]:
+        """S3's refusals to read an object that the run leaves out on purpose, as `NotCopied`."""
+        try:
+            yield
         except ClientError as exc:
             if error_code(exc) in _ARCHIVED_ERRORS:
                 raise self._archived(source_key, obj) from exc
             if _sse_c(exc):
                 raise NotCopied("sse_c", "encrypted with a customer-provided key (SSE-C): S3 cannot copy it") from exc
             raise
-        return Stored(written.version_id, written.etag, written.size, obj.identity, written.checksum)
 
     def _archived(self, source_key: str, obj: SourceObject) -> NotCopied:
         """The object is archived (Glacier classes, or Intelligent-Tiering's archive tiers, which the listing
@@ -210,6 +237,17 @@ class DirectorySourceReader:
                 yield SourceObject(key=key, size=0, identity=f"unreadable:{exc.strerror or exc}")
                 continue
             yield SourceObject(key=key, size=stat.st_size, identity=identity)
+
+    # A folder's small files are read and packed.
+    packable = True
+
+    def fetch(self, obj: SourceObject) -> Fetched:
+        data = writes.read_whole(self.root / obj.key)
+        identity = obj.identity
+        if self.source.hash_contents:
+            # As for a stored file: the identity is the hash of what was read.
+            identity = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        return Fetched(data, identity)
 
     def store(self, obj: SourceObject, bucket: str, key: str) -> Stored:
         written = writes.upload(self.s3, self.root / obj.key, bucket, key, self.multipart_threshold)

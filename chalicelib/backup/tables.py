@@ -38,7 +38,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib import transfer
 from chalicelib.backup import table_export, writes
 from chalicelib.backup.listing import PageMarks
-from chalicelib.backup.source_reader import ReaderRun, ReaderStats, ReaderSuspended, SourceObject, Stored
+from chalicelib.backup.source_reader import Fetched, ReaderRun, ReaderStats, ReaderSuspended, SourceObject, Stored
 from chalicelib.catalog.manifests import file_sha256
 from chalicelib.errors import SourceError, Tampered, describe_error
 from chalicelib.plans import DynamoDBSource
@@ -254,6 +254,12 @@ class DynamoDBSourceReader:
         return Stored(
             written.version_id, written.etag, written.size, self._identity, written.checksum, written.sha256, self.item_count
         )
+
+    # A table's snapshot is one object of its own, never packed.
+    packable = False
+
+    def fetch(self, obj: SourceObject) -> Fetched:
+        raise TypeError(f"{self._where()}: a table is never packed")
 
     def _store_export(self, bucket: str, key: str) -> Stored:
         assert self._run is not None

@@ -135,6 +135,16 @@ def _stamp(handle: Any) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
+def read_whole(path: Path) -> bytes:
+    """A small file's bytes, read once for a pack; `ChangedWhileRead` when it changed while being read."""
+    with open(path, "rb") as handle:
+        stamp = _stamp(handle)
+        data = handle.read()
+        if _stamp(handle) != stamp or len(data) != stamp[0]:
+            raise ChangedWhileRead(f"{path} changed while it was being read; the next backup takes it again")
+    return data
+
+
 def upload(s3: Any, path: Path, bucket: str, key: str, multipart_threshold: int) -> Written:
     """Upload a local file, reading it once. The SHA-256 of what is read goes with each request, so S3
     refuses a body that does not match it, and is what the manifest records."""

@@ -54,7 +54,8 @@ from chalicelib.layout import INDEX_PREFIX, PRUNE_INDEX_PREFIX
 
 logger = logging.getLogger(__name__)
 
-INDEX_FORMAT = "kept-index/2"
+# 3: entries name packs (`pack_key`, `pack_offset`); an index of an earlier format is rebuilt.
+INDEX_FORMAT = "kept-index/3"
 # The index's lines: Entry's fields in this order, then the mask.
 _FIELDS = tuple(field.name for field in fields(Entry))
 INDEX_SUFFIX = ".jsonl.gz"

@@ -53,10 +53,32 @@ class Entry:
     # A deletion at the source that the mass-deletion guard held back: the version stays current in the
     # bucket and the next backup reconsiders it, but it is not part of this snapshot's content.
     held: bool = False
+    # A packed object (plans with small_objects 'pack'): the pack's key, and where the object's bytes start in
+    # it; `version_id` is then the pack's version, `size` the object's length in it, `sha256` and `checksum`
+    # (base64) the object's own SHA-256, `etag` the MD5 a single PUT of these bytes would have had.
+    pack_key: str | None = None
+    pack_offset: int | None = None
 
     @property
     def data_key(self) -> str:
+        """Where an object of its own lives (`data/<source>/<key>`); a packed object is not there."""
         return data_key(self.source, self.key)
+
+    @property
+    def packed(self) -> bool:
+        return self.pack_key is not None
+
+    @property
+    def stored_key(self) -> str:
+        """The key of the version that holds the object's bytes (`version_id`): its pack, or its data key."""
+        return self.pack_key if self.pack_key is not None else self.data_key
+
+    @property
+    def byte_range(self) -> str | None:
+        """A packed object's HTTP Range within its pack (None: not packed, or no bytes to read)."""
+        if self.pack_offset is None or self.size == 0:
+            return None
+        return f"bytes={self.pack_offset}-{self.pack_offset + self.size - 1}"
 
     @property
     def sort_key(self) -> tuple[str, str]:

@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
+from chalicelib.catalog.manifests import Entry
+
 PACK_FORMAT = "org-backup-pack/1"
 MAGIC = b"OBPACK01"
 FOOTER = struct.Struct(">8sQ32s")
@@ -179,6 +181,14 @@ def read_object(s3: Any, bucket: str, key: str, version_id: str, packed: PackedO
     if hashlib.sha256(data).hexdigest() != packed.sha256:
         raise DamagedPack(f"s3://{bucket}/{key}: {packed.source}/{packed.key} does not hash to its recorded SHA-256")
     return data
+
+
+def read_packed(s3: Any, bucket: str, entry: Entry) -> bytes:
+    """A packed manifest entry's bytes: one ranged GET of its pack's version, checked against its SHA-256."""
+    if entry.pack_key is None or entry.pack_offset is None or entry.sha256 is None:
+        raise ValueError(f"{entry.source}/{entry.key} is not a packed entry")
+    packed = PackedObject(entry.source, entry.key, entry.pack_offset, entry.size, entry.sha256, entry.identity)
+    return read_object(s3, bucket, entry.pack_key, entry.version_id, packed)
 
 
 def objects_of(pack: IO[bytes]) -> Iterator[tuple[PackedObject, bytes]]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from chalicelib.cost.packs_model import PackDay
 from chalicelib.cost.upkeep import describe, job_usd
 from chalicelib.cost.upkeep_model import JobDay, UpkeepSettings
 from chalicelib.cost.workload import Workload
@@ -77,8 +78,10 @@ class Month:
     def add_requests(self, counts: dict[str, float], prices: Prices) -> None:
         for name, amount in counts.items():
             self.request_counts[name] = self.request_counts.get(name, 0.0) + amount
-        priced = counts.get("copy", 0) + counts.get("put", 0) + counts.get("list", 0)
-        self.requests += priced * prices.put_copy_post_list / 1000 + counts.get("get", 0) * prices.get / 1000
+        # A pack's PUT is a PUT; a packed object read from its source a GET.
+        priced = counts.get("copy", 0) + counts.get("put", 0) + counts.get("pack_put", 0) + counts.get("list", 0)
+        read = counts.get("get", 0) + counts.get("pack_get", 0)
+        self.requests += priced * prices.put_copy_post_list / 1000 + read * prices.get / 1000
 
     def add_upkeep(self, jobs: dict[str, JobDay], settings: UpkeepSettings, prices: Prices) -> None:
         """One day of the upkeep's jobs."""
@@ -158,15 +161,26 @@ def new_months(start: date, days: int) -> tuple[list[Month], list[int]]:
     return months, month_of
 
 
-def backup_requests(day: int, day_record: Day) -> dict[str, float]:
+def backup_requests(day: int, day_record: Day, packing: PackDay | None = None) -> dict[str, float]:
     """The requests of one backup: a copy per changed or new object, the source listing (1,000 keys a page)
-    and the fixed ones; delete markers go 1,000 keys to a DeleteObjects request."""
-    return {
-        "copy": day_record.copies,
+    and the fixed ones; delete markers go 1,000 keys to a DeleteObjects request. With `packing` (a plan that
+    packs), its packed objects are each read by a GET instead of copied, each of its packs is a PUT, and its
+    packed objects deleted at the source need no delete marker."""
+    packed = packing or PackDay(0.0, 0.0, 0.0)
+    counts = {
+        "copy": day_record.copies - packed.packed,
         "list": math.ceil(day_record.objects / 1000) + FIXED_LISTS_PER_BACKUP,
         "get": FIXED_GETS_PER_BACKUP,
-        "put": FIXED_PUTS_PER_BACKUP + (math.ceil(day_record.deleted / 1000) if day else 0),
+        "put": FIXED_PUTS_PER_BACKUP + (page_count(day_record.deleted - packed.deleted) if day else 0),
     }
+    if packing is not None:
+        counts.update({"pack_get": packed.packed, "pack_put": packed.packs})
+    return counts
+
+
+def page_count(count: float, page: int = 1000) -> int:
+    """Requests of `page` keys each for `count` keys (none for less than a millionth of one: rounding dust)."""
+    return math.ceil(count / page) if count > 1e-6 else 0
 
 
 def noncurrent_per_day(days: Sequence[Day]) -> list[float]:

@@ -52,7 +52,7 @@ from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
 from chalicelib.cost.kept_versions import KeptVersions
 from chalicelib.inventory.freshness import newest_fresh_report
 from chalicelib.inventory.reports import Report, Row, SplitRows, sorted_rows
-from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, MANIFEST_SUFFIX, SNAPSHOTS_PREFIX
+from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, MANIFEST_SUFFIX, PACKS_PREFIX, SNAPSHOTS_PREFIX
 from chalicelib.plans import InventoryPlan, Plan
 from chalicelib.times import utcnow
 
@@ -204,8 +204,9 @@ def _run_prefix(stored_key: str) -> str | None:
     """`data/<source>/` or `data/~long/` of a stored key: the listing prefix its row belongs to."""
     if not stored_key.startswith(DATA_PREFIX):
         return None
-    if stored_key.startswith(LONG_KEYS_PREFIX):
-        return LONG_KEYS_PREFIX
+    for prefix in (LONG_KEYS_PREFIX, PACKS_PREFIX):
+        if stored_key.startswith(prefix):
+            return prefix
     source, slash, _ = stored_key[len(DATA_PREFIX) :].partition("/")
     return f"{DATA_PREFIX}{source}/" if source and slash else None
 
@@ -225,7 +226,9 @@ class ReportRuns:
 
     def sources(self) -> set[str]:
         """The sources the report has rows of."""
-        return {prefix[len(DATA_PREFIX) :].rstrip("/") for prefix in self._split.names() if prefix != LONG_KEYS_PREFIX}
+        return {
+            prefix[len(DATA_PREFIX) :].rstrip("/") for prefix in self._split.names() if prefix not in (LONG_KEYS_PREFIX, PACKS_PREFIX)
+        }
 
     def listed(self, prefix: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         for key, rows in itertools.groupby(self._split.read(prefix), key=lambda row: row.key):
@@ -328,7 +331,7 @@ class PlanInventory:
             self.work.list_requests += 1
             for common in page.get("CommonPrefixes", []):
                 name = common["Prefix"][len(DATA_PREFIX) :].rstrip("/")
-                if name and common["Prefix"] != LONG_KEYS_PREFIX:
+                if name and common["Prefix"] not in (LONG_KEYS_PREFIX, PACKS_PREFIX):
                     found.add(name)
         return sorted(found)
 
@@ -347,8 +350,10 @@ class PlanInventory:
         while pending is not None:
             self._drop(pending[1], long_named)
             pending = next(groups, None)
-        for key, items in self._listed(LONG_KEYS_PREFIX):
-            yield from _versions(key, items, long_named.pop(key, set()), self.work)
+        # Then the long keys and the packs (a packed entry names its pack's version), in key order.
+        for prefix in (LONG_KEYS_PREFIX, PACKS_PREFIX):
+            for key, items in self._listed(prefix):
+                yield from _versions(key, items, long_named.pop(key, set()), self.work)
         self.work.missing += sum(len(ids) for ids in long_named.values())
 
     def _listed(self, prefix: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
@@ -363,16 +368,20 @@ class PlanInventory:
             self.work.missing += len(ids)
 
     def _grouped(self, entries: Iterable[Entry], long_named: dict[str, set[str]]) -> Iterator[tuple[str, set[str]]]:
-        """(data key, the version ids kept snapshots name) in key order; long keys go to `long_named`."""
+        """(data key, the version ids kept snapshots name) in key order; long keys and the packs packed entries
+        name go to `long_named`."""
         for _, same in itertools.groupby(entries, key=lambda entry: entry.sort_key):
             ids: set[str] = set()
             data_key = ""
             for entry in same:
+                if entry.packed:
+                    long_named.setdefault(entry.stored_key, set()).add(entry.version_id)
+                    continue
                 data_key = entry.data_key
                 ids.add(entry.version_id)
             if data_key.startswith(LONG_KEYS_PREFIX):
                 long_named.setdefault(data_key, set()).update(ids)
-            else:
+            elif ids:
                 yield data_key, ids
 
     def _merge(self, listed: Iterator[tuple[str, list[dict[str, Any]]]], named: Iterator[tuple[str, set[str]]]) -> Iterator[Version]:

@@ -38,7 +38,7 @@ from chalicelib.cost.upkeep import describe, upkeep_day
 from chalicelib.cost.upkeep_model import BucketDay, UpkeepSettings
 from chalicelib.cost.usage import Usage
 from chalicelib.cost.workload import SizeClass, Workload
-from chalicelib.plans import SMALL_OBJECT_SETTINGS, Lifecycle, Plan
+from chalicelib.plans import BUCKET_SETTING_CHOICES, SMALL_OBJECT_SETTINGS, Lifecycle, Plan
 from chalicelib.prices import GB, Prices
 from chalicelib.schedule import Schedule
 
@@ -141,11 +141,11 @@ def month_view(month: Month) -> dict[str, Any]:
 def _rule(plan: Plan, tally: PlanTally, prices: Prices) -> dict[str, Any]:
     held = tally.held_by_rule
     setting = plan.lifecycle.transition_default_minimum_object_size
-    if plan.lifecycle.small_objects == "standard":
+    if plan.lifecycle.small_objects != "archive":
         why = (
             f"under 128 KB ({SMALL_OBJECT_BYTES:,} bytes) and old enough for "
             f"{' or '.join(sorted(tally.held_would_be)) or 'a colder class'}, yet in STANDARD: the bucket's "
-            f"TransitionDefaultMinimumObjectSize is {setting} (small_objects 'standard'), so S3 moves nothing "
+            f"TransitionDefaultMinimumObjectSize is {setting} (small_objects {plan.lifecycle.small_objects!r}), so S3 moves nothing "
             "smaller than 128 KB. Archived, each would be billed 40 KB more and cost a transition request; "
             "'choices' prices the other setting for this data"
         )
@@ -165,7 +165,8 @@ def _rule(plan: Plan, tally: PlanTally, prices: Prices) -> dict[str, Any]:
 
 def _choices(plan: Plan, tally: PlanTally, prices: Prices, projected: dict[str, list[Month]]) -> dict[str, Any]:
     choices = {}
-    for choice, setting in SMALL_OBJECT_SETTINGS.items():
+    for choice in BUCKET_SETTING_CHOICES:
+        setting = SMALL_OBJECT_SETTINGS[choice]
         moves = tally.switch[choice]
         classes = by_class(tally.by_choice[choice], prices)
         choices[choice] = {
@@ -278,7 +279,7 @@ def plan_report(
     start = holdings(tally, snapshots, now, schedule)
     workload = _workload(plan, tally, usage)
     projected = {}
-    for choice in SMALL_OBJECT_SETTINGS:
+    for choice in BUCKET_SETTING_CHOICES:
         lifecycle = Lifecycle(plan.lifecycle.transitions, plan.lifecycle.noncurrent_expiration_days, choice)
         projected[choice] = project_from(start, workload, lifecycle, plan.retention, prices)
     unnamed = _summary(tally.unnamed, prices)
@@ -311,7 +312,7 @@ def plan_report(
             "kept_in_standard_by_128k_rule": _rule(plan, tally, prices),
             "choices": _choices(plan, tally, prices, projected),
         },
-        "projection": [month_view(month) for month in projected[plan.lifecycle.small_objects]],
+        "projection": [month_view(month) for month in projected[plan.lifecycle.bucket_setting_choice]],
         "upkeep": upkeep,
         "alternatives": _alternatives(plan, tally, usage, manifests, usage.monthly_usd, monthly, upkeep["monthly_usd"], prices),
         "check": tally.check.to_dict(),

@@ -12,10 +12,11 @@ holds now (`Holdings`, measured by the cost report) and carries it forward month
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, time, timedelta
 
 from chalicelib.cost.bills import Bill, Month, alternatives
+from chalicelib.cost.packs_model import PACKED_MANIFEST_BYTES_PER_ENTRY
 from chalicelib.cost.upkeep_model import UpkeepSettings
 from chalicelib.cost.simulation import MANIFEST_BYTES_PER_ENTRY, REFERENCE_BACKUP_TIME, Holdings, Simulation
 from chalicelib.cost.workload import Workload
@@ -61,14 +62,14 @@ def project(
     ours = Bill(
         "ours",
         f"this system: lifecycle {describe_lifecycle(lifecycle)}; retention {kept}; S3 list prices, {prices.region}, "
-        f"read on {prices.read_on}; manifests in STANDARD, {MANIFEST_BYTES_PER_ENTRY} bytes an object",
+        f"read on {prices.read_on}; manifests in STANDARD, {MANIFEST_BYTES_PER_ENTRY} bytes an object" + _packing_notes(lifecycle),
         simulation.months,
     )
     if not baselines:
         return Projection(workload=workload, lifecycle=lifecycle, retention=retention, days=days, ours=ours)
     horizon = retention.horizon_days() if retention is not None else None
     others = alternatives(workload, prices, start, records, MANIFEST_BYTES_PER_ENTRY, horizon)
-    flat = Lifecycle(transitions=(), noncurrent_expiration_days=lifecycle.noncurrent_expiration_days, small_objects=lifecycle.small_objects)
+    flat = replace(lifecycle, transitions=())
     unmoved = Simulation(workload, flat, retention, prices, days, start, at=at, upkeep=upkeep)
     unmoved.run()
     same = Bill(
@@ -107,4 +108,20 @@ def project_from(
 
 def describe_lifecycle(lifecycle: Lifecycle) -> str:
     moves = ", ".join(f"{t.storage_class} after {t.days} days" for t in lifecycle.transitions) or "no transitions"
+    if lifecycle.small_objects == "pack":
+        return (
+            f"{moves}, small objects pack (under {lifecycle.pack_threshold_bytes:,} bytes, into packs of "
+            f"{lifecycle.pack_target_bytes:,} bytes)"
+        )
     return f"{moves}, small objects {lifecycle.small_objects}"
+
+
+def _packing_notes(lifecycle: Lifecycle) -> str:
+    if lifecycle.small_objects != "pack":
+        return ""
+    return (
+        f"; a packed object {PACKED_MANIFEST_BYTES_PER_ENTRY} bytes of manifest, read from its source by a GET (billed "
+        "at the GET rate, pack_get), each pack written by a PUT (pack_put) and moved, billed the 40 KB overhead and "
+        "deleted as the one object it is, once no kept snapshot names any object in it (nothing repacks); the "
+        "verification asks about each packed object by HEAD of its pack, a report listing packs, not their objects"
+    )

@@ -24,7 +24,8 @@ Other simplifications: backups run at the same time every day (`project_from`: t
 backups run at, `Holdings.backup_at`; `project`: `at`, 02:00 UTC unless told) and never fail; a day is
 billed whole in the class a version holds that day; delete markers and noncurrent expiration are left out (a
 valid plan's `noncurrent_expiration_days` is longer than anything retention keeps, so it never acts).
-A simulation starts from an empty bucket, or from what a bucket holds now (`Holdings`).
+A simulation starts from an empty bucket, or from what a bucket holds now (`Holdings`). A plan with
+`small_objects: pack` keeps its packed objects in pack books of their own (`chalicelib.cost.packs_model`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
 from chalicelib.cost.bills import Day, backup_requests, new_months
-from chalicelib.cost.model import SMALL_OBJECT_BYTES, StoredVersion, early_deletion_charge, timeline
+from chalicelib.cost.model import early_deletion_charge
+from chalicelib.cost.packs_model import PACKED_MANIFEST_BYTES_PER_ENTRY, PackBooks, PackDay
+from chalicelib.cost.schedules import Schedules, class_on, later_moves
 from chalicelib.cost.upkeep import upkeep_day
 from chalicelib.cost.upkeep_model import BucketDay, UpkeepSettings
 from chalicelib.cost.workload import Workload
@@ -49,37 +52,6 @@ REFERENCE_BACKUP_TIME = time(2, 0)
 # A manifest entry gzipped: measured on the manifest's own format with random version ids, ETags and
 # SHA-256 checksums, which do not compress (a 295-byte JSON line becomes about 110 bytes).
 MANIFEST_BYTES_PER_ENTRY = 110
-
-
-class _Schedules:
-    """The storage-class schedule of a (written day, replaced day) pair, from the model, in whole days and
-    relative to the written day. Cached: it depends only on the gap between the two days."""
-
-    def __init__(self, lifecycle: Lifecycle, start: datetime) -> None:
-        self.lifecycle = lifecycle
-        self.start = start
-        self._cache: dict[tuple[bool, int | None], list[tuple[int, str]]] = {}
-
-    def __call__(self, small: bool, replaced_after: int | None) -> list[tuple[int, str]]:
-        key = (small, replaced_after)
-        if key not in self._cache:
-            size = SMALL_OBJECT_BYTES - 1 if small else SMALL_OBJECT_BYTES
-            noncurrent = None if replaced_after is None else self.start + timedelta(days=replaced_after)
-            version = StoredVersion(size, self.start, noncurrent)
-            self._cache[key] = [
-                (0 if p.since == self.start else (p.since.date() - self.start.date()).days, p.storage_class)
-                for p in timeline(version, self.lifecycle)
-            ]
-        return self._cache[key]
-
-
-def class_on(schedule: list[tuple[int, str]], age: int) -> tuple[str, int]:
-    """The class on the day `age` days after writing, and the day (after writing) it entered it."""
-    found = schedule[0]
-    for entry in schedule:
-        if entry[0] <= age:
-            found = entry
-    return found[1], found[0]
 
 
 class _Cohort:
@@ -112,16 +84,6 @@ class _Group:
         totals = self.held.setdefault(name, [0.0, 0.0])
         totals[0] += objects
         totals[1] += size
-
-
-def _later_moves(schedule: list[tuple[int, str]], after: int) -> list[tuple[int, str, str]]:
-    """The moves of a schedule after `after` days, as (days after writing, from, to)."""
-    moves, previous = [], class_on(schedule, after)[0]
-    for since, target in schedule:
-        if since > after:
-            moves.append((since, previous, target))
-            previous = target
-    return moves
 
 
 @dataclass(frozen=True)
@@ -165,17 +127,27 @@ class Simulation:
         self.deleted_today = 0.0
         self.workload, self.retention, self.prices, self.days, self.start = workload, retention, prices, days, start
         self.at = holdings.backup_at if holdings is not None else at
-        self.schedules = _Schedules(lifecycle, datetime.combine(start, self.at, tzinfo=timezone.utc))
+        self.schedules = Schedules(lifecycle, datetime.combine(start, self.at, tzinfo=timezone.utc))
         self.groups: list[_Group] = []
+        packed_below = lifecycle.pack_threshold_bytes if lifecycle.small_objects == "pack" else 0
         for small in (True, False):
-            share, mean_bytes = workload.group(small)
+            share, mean_bytes = workload.group(small, packed_below)
             held = holdings is not None and bool(holdings.current.get(small) or holdings.noncurrent.get(small))
             if share > 0 or held:
                 self.groups.append(_Group(small, share, mean_bytes / share if share else 0.0, days))
+        self.packs: PackBooks | None = None
+        share, mean_bytes = workload.packed(packed_below)
+        if share > 0:
+            self.packs = PackBooks(
+                share, mean_bytes / share, lifecycle.pack_target_bytes, workload.changed_per_day, workload.deleted_per_day,
+                lambda small: self.schedules(small, None), prices, days,
+            )
+        self.pack_day = PackDay(0.0, 0.0, 0.0)
         self.months, self.month_of = new_months(start, days)
         self._plans: dict[tuple[bool, int], tuple[str, list[tuple[int, str, str]]]] = {}
         self.snapshot_days: list[int] = []
         self.manifest_bytes: dict[int, float] = {}
+        self.manifest_entries: dict[int, float] = {}
         self.records: list[Day] = []
         if holdings is not None:
             self._seed(holdings)
@@ -196,13 +168,14 @@ class Simulation:
                 age = holdings.today - written
                 schedule = self.schedules(group.small, replaced - written)
                 group.hold(class_on(schedule, age)[0], count, size)
-                for since, source, target in _later_moves(schedule, age):
+                for since, source, target in later_moves(schedule, age):
                     if written + since < self.days:
                         group.moves.setdefault(written + since, []).append((cohort, source, target))
             for cohorts in group.noncurrent.values():
                 cohorts.sort(key=lambda cohort: cohort.written)
         self.snapshot_days = sorted(set(holdings.snapshot_days))
         self.manifest_bytes = dict(holdings.manifest_bytes)
+        self.manifest_entries = {day: size / MANIFEST_BYTES_PER_ENTRY for day, size in holdings.manifest_bytes.items()}
 
     def _plan(self, small: bool, gap: int) -> tuple[str, list[tuple[int, str, str]]]:
         """For versions of a size group replaced `gap` days after writing: their class then, and each later
@@ -210,7 +183,7 @@ class Simulation:
         key = (small, gap)
         if key not in self._plans:
             schedule = self.schedules(small, gap)
-            self._plans[key] = (class_on(schedule, gap)[0], _later_moves(schedule, gap))
+            self._plans[key] = (class_on(schedule, gap)[0], later_moves(schedule, gap))
         return self._plans[key]
 
     def _replaced(self, group: _Group, day: int, share: float) -> list[_Cohort]:
@@ -254,6 +227,8 @@ class Simulation:
             for since, name in self.schedules(group.small, None)[1:]:
                 if 0 < since <= day:
                     month.transitions += group.current[day - since] * self.prices.transition_per_request(name)
+        if self.packs is not None:
+            month.transitions += self.packs.midnight(day)
 
     def _die(self, group: _Group, cohort: _Cohort, day: int) -> None:
         """Versions deleted at `day`'s backup: out of the totals, with any early-deletion charge."""
@@ -275,6 +250,7 @@ class Simulation:
         removed = set(self.snapshot_days) - kept
         for gone in removed:
             self.manifest_bytes.pop(gone, None)
+            self.manifest_entries.pop(gone, None)
         self.snapshot_days = sorted(kept)
         for group in self.groups:
             # With no snapshot removed today, the latest snapshot before an earlier day is what it was when that
@@ -290,16 +266,24 @@ class Simulation:
                     self._die(group, cohorts.pop(), day)
                 if not cohorts:
                     del group.noncurrent[replaced]
+        if self.packs is not None:
+            self.packs.prune(day, self.snapshot_days, bool(removed), self.at.hour + self.at.minute / 60)
+            self.deleted_today += self.packs.died
+            self.months[self.month_of[day]].early_deletions += self.packs.early_deletions
 
     def _back_up(self, day: int) -> Day:
-        """The day's backup: versions replaced or deleted become noncurrent, changes and new objects are copied."""
+        """The day's backup: versions replaced or deleted become noncurrent, changes and new objects are copied
+        (or packed: `copies` counts both, `pack_day` the packed ones)."""
+        packed = self.packs.objects if self.packs is not None else 0.0
+        if self.packs is not None:
+            self.pack_day = self.packs.back_up(day, self.workload.objects if day == 0 else self.workload.new_per_day)
         if day == 0:
             for group in self.groups:
                 group.current[0] = self.workload.objects * group.share
                 group.current_bytes[0] = group.current[0] * group.size
             return Day(copies=float(self.workload.objects), objects=float(self.workload.objects), versions=0.0, deleted=0.0)
         changed, deleted = self.workload.changed_per_day, self.workload.deleted_per_day
-        copies = before = 0.0
+        copies, before = self.pack_day.packed, packed
         for group in self.groups:
             already = sum(group.current[:day])
             before += already
@@ -313,7 +297,7 @@ class Simulation:
             group.current[day] = already * changed + self.workload.new_per_day * group.share
             group.current_bytes[day] = group.current[day] * group.size
             copies += group.current[day]
-        objects = sum(sum(group.current[: day + 1]) for group in self.groups)
+        objects = sum(sum(group.current[: day + 1]) for group in self.groups) + (self.packs.objects if self.packs else 0.0)
         return Day(copies=copies, objects=objects, versions=0.0, deleted=before * deleted)
 
     def _bill(self, day: int) -> None:
@@ -333,6 +317,10 @@ class Simulation:
                 if since <= day:
                     totals[0] += sum(group.current[oldest : day - since + 1])
                     totals[1] += sum(group.current_bytes[oldest : day - since + 1])
+        for name, (packs, size) in (self.packs.stored() if self.packs is not None else {}).items():
+            totals = stored.setdefault(name, [0.0, 0.0])
+            totals[0] += packs
+            totals[1] += size
         # Adding and removing cohorts leaves rounding dust where a class has emptied: far below one object.
         stored = {name: totals for name, totals in stored.items() if totals[0] > 1e-6}
         for name, (objects, size) in stored.items():
@@ -348,30 +336,39 @@ class Simulation:
         for day in range(first_day, self.days):
             self._midnight(day)
             record = self._back_up(day)
-            self.months[self.month_of[day]].add_requests(backup_requests(day, record), self.prices)
+            self.months[self.month_of[day]].add_requests(backup_requests(day, record, self.pack_day if self.packs is not None else None), self.prices)
             self.snapshot_days.append(day)
-            self.manifest_bytes[day] = record.objects * MANIFEST_BYTES_PER_ENTRY
+            packed = self.packs.objects if self.packs is not None else 0.0
+            self.manifest_bytes[day] = (record.objects - packed) * MANIFEST_BYTES_PER_ENTRY + packed * PACKED_MANIFEST_BYTES_PER_ENTRY
+            self.manifest_entries[day] = record.objects
             self.deleted_today = 0.0
             self._prune(day)
             self._bill(day)
             held = sum(group.held_versions for group in self.groups)
-            self.records.append(Day(record.copies, record.objects, record.objects + held, record.deleted))
+            # Object versions kept snapshots name (a packed object's counted as the object it is: what AWS
+            # Backup would keep), and the S3 versions stored (a pack is one).
+            named = record.objects + held + (self.packs.named - packed if self.packs is not None else 0.0)
+            self.records.append(Day(record.copies, record.objects, named, record.deleted))
             if self.upkeep is not None:
-                self._upkeep(day, record.objects + held, record.copies)
+                stored = record.objects - packed + held + (self.packs.packs if self.packs is not None else 0.0)
+                self._upkeep(day, stored, named, record.copies)
         return self.records
 
 
-    def _upkeep(self, day: int, versions: float, written: float) -> None:
+    def _upkeep(self, day: int, stored: float, named: float, written: float) -> None:
         """The day's upkeep (chalicelib/cost/upkeep.py) from what the bucket holds after the prune: every
-        version left is named by a kept snapshot (the simulation writes nothing else)."""
+        version left is named by a kept snapshot (the simulation writes nothing else). `stored`: S3 versions
+        (what a listing or a report shows: a pack is one); `named`: the object versions kept snapshots name
+        (what the kept index holds and the verification checks: a packed object is one)."""
         assert self.upkeep is not None
         state = BucketDay(
-            versions=versions + self.deleted_today,
-            named_versions=versions,
+            versions=stored + self.deleted_today,
+            named_versions=named,
             snapshots=len(self.snapshot_days),
-            manifest_entries=sum(self.manifest_bytes.values()) / MANIFEST_BYTES_PER_ENTRY,
+            manifest_entries=sum(self.manifest_entries.values()),
             deleted=self.deleted_today,
             written=written,
+            unreported=self.packs.unreported(self.pack_day.packed) if self.packs is not None else None,
         )
         self.months[self.month_of[day]].add_upkeep(upkeep_day(state, self.upkeep), self.upkeep, self.prices)
 

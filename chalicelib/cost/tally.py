@@ -30,7 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.cost.inventory import Version
 from chalicelib.cost.model import SMALL_OBJECT_BYTES, Placement, StoredVersion, timeline
 from chalicelib.errors import describe_error
-from chalicelib.plans import SMALL_OBJECT_SETTINGS, Lifecycle, Plan
+from chalicelib.plans import BUCKET_SETTING_CHOICES, Lifecycle, Plan
 from chalicelib.prices import Prices
 from chalicelib.times import isoformat
 
@@ -157,17 +157,17 @@ class PlanTally:
             choice: Placements(
                 Lifecycle(plan.lifecycle.transitions, plan.lifecycle.noncurrent_expiration_days, choice), now
             )
-            for choice in SMALL_OBJECT_SETTINGS
+            for choice in BUCKET_SETTING_CHOICES
         }
-        self.model = self.choices[plan.lifecycle.small_objects]
+        self.model = self.choices[plan.lifecycle.bucket_setting_choice]
         self.storage: dict[str, Count] = {}
         self.current: dict[str, Count] = {}
         self.noncurrent: dict[str, Count] = {}
         self.unnamed: dict[str, Count] = {}
         self.reported: dict[str, Count] = {}
-        self.by_choice: dict[str, dict[str, Count]] = {choice: {} for choice in SMALL_OBJECT_SETTINGS}
+        self.by_choice: dict[str, dict[str, Count]] = {choice: {} for choice in BUCKET_SETTING_CHOICES}
         # Versions that switching to a choice would move now, by the class they would move into.
-        self.switch: dict[str, dict[str, int]] = {choice: {} for choice in SMALL_OBJECT_SETTINGS}
+        self.switch: dict[str, dict[str, int]] = {choice: {} for choice in BUCKET_SETTING_CHOICES}
         self.held_by_rule = Count()
         self.held_would_be: dict[str, int] = {}
         self.transitions: dict[str, int] = {}

@@ -184,8 +184,8 @@ def page_count(count: float, page: int = PAGE) -> int:
 
 def data_listing(day: BucketDay) -> int:
     """Requests of one walk of data/: the source folders (a delimiter listing), each source's versions
-    1,000 a page, and the long keys' folder."""
-    return 1 + page_count(day.versions) + (day.sources - 1) + 1
+    1,000 a page, the long keys' folder and the packs' folder."""
+    return 1 + page_count(day.versions) + (day.sources - 1) + 1 + 1
 
 
 def sequential(job: JobDay, entries: float = 0.0, pages: float = 0.0) -> float:

@@ -37,9 +37,15 @@ class Workload:
         if self.new_per_day < 0:
             raise ValueError(f"workload {self.name}: new_per_day must be at least 0")
 
-    def group(self, small: bool) -> tuple[float, float]:
-        """(share of objects, mean bytes per object of the whole mix) of the objects under 128 KB, or the rest."""
-        members = [s for s in self.sizes if (s.size < SMALL_OBJECT_BYTES) == small]
+    def group(self, small: bool, packed_below: int = 0) -> tuple[float, float]:
+        """(share of objects, mean bytes per object of the whole mix) of the objects under 128 KB, or the rest,
+        leaving out those a plan packs (smaller than `packed_below`)."""
+        members = [s for s in self.sizes if (s.size < SMALL_OBJECT_BYTES) == small and s.size >= packed_below]
+        return sum(s.share for s in members), sum(s.share * s.size for s in members)
+
+    def packed(self, threshold: int) -> tuple[float, float]:
+        """`group`'s figures for the objects a plan with `small_objects: pack` packs: smaller than `threshold`."""
+        members = [s for s in self.sizes if s.size < threshold]
         return sum(s.share for s in members), sum(s.share * s.size for s in members)
 
     @property

@@ -18,7 +18,8 @@ upper bound, so it can only keep more. A version no manifest names and the repor
 after the scan) is no candidate: a later report lists it.
 
 Order, and so flat memory: the listing sweep's order, in three phases (`short`: `data/<source>/<key>` by
-(source, key), as manifests sort; `long`: `data/~long/...` by data key; `other`: the rest of `data/`, by
+(source, key), as manifests sort; `long`: `data/~long/...` and the packs, `data/~packs/...`, by data key
+(packed entries name their pack's version there); `other`: the rest of `data/`, by
 key). The report's rows come in that order from an external sort (`sorted_rows` with `row_order`), the
 manifests' entries from their sorted merge (`References`), and the three streams advance together: what is
 held at once is one key's rows. A position is the listing sweep's (`["short", source, key]`, `["long", data
@@ -40,7 +41,7 @@ from chalicelib.catalog.manifests import Entry, Manifest
 from chalicelib.errors import describe_error
 from chalicelib.inventory.freshness import newest_fresh_report
 from chalicelib.inventory.reports import ReportError, Row, sorted_rows
-from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX
+from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, PACKS_PREFIX
 from chalicelib.plans import InventoryPlan
 from chalicelib.prune.decision import StoredManifest
 from chalicelib.prune.sweep import Peek, Position, References, StoredKey, check_order
@@ -55,7 +56,7 @@ Order = tuple[Any, ...]
 
 def key_order(data_key: str) -> Order:
     """Where a stored key comes in the sweep: (0, source, key), (1, data key) or (2, data key)."""
-    if data_key.startswith(LONG_KEYS_PREFIX):
+    if data_key.startswith((LONG_KEYS_PREFIX, PACKS_PREFIX)):
         return (1, data_key)
     source, slash, key = data_key[len(DATA_PREFIX) :].partition("/")
     if data_key.startswith(DATA_PREFIX) and slash and source and not source.startswith("~"):

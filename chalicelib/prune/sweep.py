@@ -7,7 +7,8 @@ listed one source prefix (`data/<source>/`) at a time in the same order, so the 
 sorted merge of the manifests (`heapq.merge`) and the listing and the merge advance together: what is held
 at once is one key's versions. Keys too long for `data/<source>/<key>` live under `data/~long/` by hash, in
 another order: the merge sets those entries aside in an external sort (sorted runs on local disk, merged),
-and they are walked last. The manifests themselves are on local disk while the sweep runs (compressed, as
+and they are walked last, and so are the packs (`data/~packs/`) that packed entries name: a pack version
+is kept while any kept snapshot names an object in it. The manifests themselves are on local disk while the sweep runs (compressed, as
 downloaded).
 
 A position names where the sweep is: `["short", source, key]` or `["long", data key]`, everything up to and
@@ -29,7 +30,7 @@ from typing import IO, Any
 
 from chalicelib.catalog.entry_order import in_order, tagged_in_order
 from chalicelib.catalog.manifests import Entry
-from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX
+from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, PACKS_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +103,10 @@ class References:
 
     def _divert(self, pairs: Iterable[tuple[Entry, str]]) -> Iterator[tuple[Entry, str]]:
         for entry, tag in tagged_in_order(pairs, "a manifest"):
-            data_key = entry.data_key
-            if data_key.startswith(LONG_KEYS_PREFIX):
-                self.long_keys.add(data_key, entry.version_id, tag, str(entry.size))
+            # A packed entry names its pack's version: walked with the long keys, in key order.
+            stored_key = entry.stored_key
+            if entry.packed or stored_key.startswith(LONG_KEYS_PREFIX):
+                self.long_keys.add(stored_key, entry.version_id, tag, str(entry.size))
             else:
                 yield entry, tag
 
@@ -117,7 +119,8 @@ class References:
         self._short_done = True
 
     def tagged_long(self) -> Iterator[tuple[str, str, str, int]]:
-        """(data key, version id, tag, size) of every entry stored under `data/~long/`, in data key order."""
+        """(data key, version id, tag, size) of every entry stored under `data/~long/`, and of every pack
+        version a packed entry names (under `data/~packs/`, the entry's size), in data key order."""
         if not self._short_done:
             for _ in self.tagged_short():
                 pass
@@ -224,9 +227,11 @@ def walk(
         position = None
     long_after = position[1] if position else None
     long_refs = Peek(pair for pair in references.long() if long_after is None or pair[0] > long_after)
-    for data_key, items in _listed(s3, bucket, LONG_KEYS_PREFIX, long_after):
-        on_missing(long_refs.skip_below((data_key,)))
-        yield StoredKey(data_key, items, long_refs.take_equal((data_key,)), ["long", data_key])
+    # `data/~long/` then `data/~packs/`: one key order, the one the references come in.
+    for prefix in (LONG_KEYS_PREFIX, PACKS_PREFIX):
+        for data_key, items in _listed(s3, bucket, prefix, long_after):
+            on_missing(long_refs.skip_below((data_key,)))
+            yield StoredKey(data_key, items, long_refs.take_equal((data_key,)), ["long", data_key])
     on_missing(long_refs.skip_below(None))
 
 

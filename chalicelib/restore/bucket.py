@@ -1,11 +1,15 @@
 """Restoring into a bucket: each version is copied server-side (`CopySource` with `VersionId`); nothing
-passes through the function, and nothing is read first: one request per object. Without `overwrite` the copy
+passes through the function, and nothing is read first: one request per object. A packed object is read
+with one ranged GET of its pack's version and written with `PutObject`, under the same rules. Without `overwrite` the copy
 carries `IfNoneMatch: "*"`, so S3 itself refuses (412) to write over a key that exists; only then is the
 target looked at: holding the same content it counts as restored (an interrupted pass copied it), holding
 something else it is left alone. With `overwrite` the copy replaces whatever is there."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from boto3.s3.transfer import TransferConfig
@@ -13,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib import s3docs, transfer
 from chalicelib.catalog.manifests import Entry
+from chalicelib.catalog.packs import read_packed
 from chalicelib.layout import MAX_KEY_BYTES
 from chalicelib.plans import Plan
 from chalicelib.restore.outcome import Outcome
@@ -53,6 +58,8 @@ def copy_to_bucket(s3: Any, plan: Plan, target: Target, entry: Entry, overwrite:
             "failed", entry, reason=f"s3://{target.bucket}/{key[:60]}... would be {len(key.encode('utf-8'))} bytes, "
             f"more than S3's {MAX_KEY_BYTES}; restore it with a shorter target prefix, or to a folder"
         )
+    if entry.packed:
+        return _put_packed(s3, plan, target.bucket, key, entry, overwrite)
     source = {"Bucket": plan.bucket, "Key": entry.data_key, "VersionId": entry.version_id}
     extra: dict[str, Any] = {"StorageClass": "STANDARD", "ChecksumAlgorithm": "SHA256"}
     if entry.size <= transfer.COPY_OBJECT_LIMIT:
@@ -85,16 +92,40 @@ def copy_to_bucket(s3: Any, plan: Plan, target: Target, entry: Entry, overwrite:
     return Outcome("restored", entry, bytes=entry.size)
 
 
+def _put_packed(s3: Any, plan: Plan, bucket: str, key: str, entry: Entry, overwrite: bool) -> Outcome:
+    """A packed object: its bytes read with one ranged GET of its pack's version (their SHA-256 checked), then
+    written with that SHA-256 for S3 to check, under the same no-overwrite rule as a copy (`IfNoneMatch`)."""
+    data = read_packed(s3, plan.bucket, entry)
+    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+    extra: dict[str, Any] = {"StorageClass": "STANDARD", "ChecksumSHA256": checksum}
+    if not overwrite:
+        extra["IfNoneMatch"] = "*"
+    try:
+        response = _once_more_on_conflict(lambda: s3.put_object(Bucket=bucket, Key=key, Body=data, **extra))
+    except ClientError as exc:
+        if not overwrite and s3docs.lost_race(exc):
+            return _already_there(s3, bucket, key, entry)
+        raise
+    stored = response.get("ChecksumSHA256")
+    if stored and entry.checksum and stored != entry.checksum:
+        return Outcome("failed", entry, reason=f"the object's SHA-256 {stored} differs from the snapshot's {entry.checksum}")
+    return Outcome("restored", entry, bytes=entry.size)
+
+
 def _copy(s3: Any, bucket: str, key: str, source: dict[str, str], extra: dict[str, Any]) -> dict[str, Any]:
-    """The copy; sent once more when S3 answers 409 `ConditionalRequestConflict`: another conditional write to
+    return _once_more_on_conflict(lambda: s3.copy_object(Bucket=bucket, Key=key, CopySource=source, **extra))
+
+
+def _once_more_on_conflict(write: Callable[[], Any]) -> dict[str, Any]:
+    """The write; sent once more when S3 answers 409 `ConditionalRequestConflict`: another conditional write to
     the key was in flight (a second invocation of the same pass), and S3 asks for the request to be sent again
     (botocore's retry modes do not). The resend meets what that write left: 412 when it wrote the key."""
     try:
-        return dict(s3.copy_object(Bucket=bucket, Key=key, CopySource=source, **extra))
+        return dict(write())
     except ClientError as exc:
         if error_code(exc) not in CONDITIONAL_CONFLICT:
             raise
-    return dict(s3.copy_object(Bucket=bucket, Key=key, CopySource=source, **extra))
+    return dict(write())
 
 
 def _target_head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:

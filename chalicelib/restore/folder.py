@@ -9,10 +9,12 @@ import base64
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from chalicelib.catalog.manifests import Entry
+from chalicelib.catalog.packs import read_packed
 from chalicelib.plans import Plan
 from chalicelib.restore.outcome import Outcome
 from chalicelib.transfer import file_sha256
@@ -58,12 +60,16 @@ def download(s3: Any, plan: Plan, root: Path, relative: str, entry: Entry, overw
             return Outcome("restored", entry, bytes=entry.size)
         return Outcome("failed", entry, reason=f"{path} already exists (overwrite is off)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    response = s3.get_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id)
+    if entry.packed:
+        # One ranged GET of the pack's version (checked against the object's SHA-256 as it is read).
+        blocks: Iterable[bytes] = [read_packed(s3, plan.bucket, entry)]
+    else:
+        blocks = s3.get_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id)["Body"].iter_chunks(1024 * 1024)
     digest = hashlib.sha256()
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".restore-")
     try:
         with os.fdopen(handle, "wb") as out:
-            for block in response["Body"].iter_chunks(1024 * 1024):
+            for block in blocks:
                 digest.update(block)
                 out.write(block)
         problem = digest_mismatch(entry, digest.digest())

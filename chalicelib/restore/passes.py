@@ -39,7 +39,7 @@ from chalicelib.restore.quote import quote
 from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.selection import sources_by_name, target_table
 from chalicelib.restore.table import restore_table, table_schema
-from chalicelib.restore.thaw import is_archived, request_thaw
+from chalicelib.restore.thaw import PackThaws, is_archived, request_thaw
 from chalicelib.restore.versions import VersionId, listing_prefixes, version_heads
 from chalicelib.s3docs import is_missing
 from chalicelib.times import isoformat, utcnow
@@ -333,15 +333,17 @@ class RestorePass:
             if progress is not None:
                 progress(len(refused))
 
+        packs = PackThaws()
+
         def one(entry: Entry) -> Outcome:
             try:
                 if archived is None:
-                    listed = self._waiting(plan, entry)
+                    listed = packs.head(entry, lambda: self._waiting(plan, entry))
                     if listed is None:
-                        return Outcome("failed", entry, reason=f"version {entry.version_id} of {entry.data_key} is missing from {plan.bucket}")
+                        return Outcome("failed", entry, reason=f"version {entry.version_id} of {entry.stored_key} is missing from {plan.bucket}")
                 else:
-                    listed = archived.get((entry.data_key, entry.version_id))
-                return self._restore_entry(checkpoint, plan, target, layout, entry, listed)
+                    listed = archived.get((entry.stored_key, entry.version_id))
+                return self._restore_entry(checkpoint, plan, target, layout, entry, listed, packs)
             except (ClientError, BotoCoreError, OSError, ValueError) as exc:
                 return Outcome("failed", entry, reason=describe_error(exc))
             finally:
@@ -354,7 +356,7 @@ class RestorePass:
     def _waiting(self, plan: Plan, entry: Entry) -> dict[str, Any] | None:
         """A version waiting for its thaw, as S3 describes it now (None: it is gone)."""
         try:
-            return dict(self.clients.s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id))
+            return dict(self.clients.s3.head_object(Bucket=plan.bucket, Key=entry.stored_key, VersionId=entry.version_id))
         except ClientError as exc:
             if is_missing(exc):
                 return None
@@ -368,6 +370,7 @@ class RestorePass:
         layout: FolderLayout | None,
         entry: Entry,
         listed: dict[str, Any] | None,
+        packs: PackThaws,
     ) -> Outcome:
         """One entry: its copy (or GET) straight away, unless the listing found its version archived and not
         thawed (`listed`). The copy itself tells a version that is gone, or archived after all."""
@@ -377,20 +380,20 @@ class RestorePass:
             return make_folder(layout.root, layout.path(entry), entry)
         s3 = self.clients.s3
         if listed is not None and is_archived(listed):
-            return request_thaw(s3, plan.bucket, entry, listed, record.tier, record.pending, self.prices)
+            return request_thaw(s3, plan.bucket, entry, packs.asked(entry, listed), record.tier, record.pending, self.prices)
         try:
             return self._to_target(checkpoint, plan, target, layout, entry)
         except ClientError as exc:
             if is_missing(exc):
-                return Outcome("failed", entry, reason=f"version {entry.version_id} of {entry.data_key} is missing from {plan.bucket}")
+                return Outcome("failed", entry, reason=f"version {entry.version_id} of {entry.stored_key} is missing from {plan.bucket}")
             # Archived and not thawed: outside the listing (named keys, long keys), moved to an archive class
             # since (a lifecycle transition), its thaw still under way or expired (a later pass). Only such a
             # version is headed, for its class and thaw state: thaw it rather than fail the object.
             if error_code(exc) not in ARCHIVED_ERRORS:
                 raise
-        head = s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id)
-        if is_archived(head):
-            return request_thaw(s3, plan.bucket, entry, head, record.tier, record.pending, self.prices)
+        head = packs.head(entry, lambda: dict(s3.head_object(Bucket=plan.bucket, Key=entry.stored_key, VersionId=entry.version_id)))
+        if head is not None and is_archived(head):
+            return request_thaw(s3, plan.bucket, entry, packs.asked(entry, head), record.tier, record.pending, self.prices)
         # Thawed between the copy and the look: copy again.
         return self._to_target(checkpoint, plan, target, layout, entry)
 

@@ -21,34 +21,39 @@ def quote(
     layout: FolderLayout | None = None,
 ) -> dict[str, Any]:
     """Retrieval cost and the longest thaw per tier, from the prices file (its region and date are quoted),
-    and the requests a restore makes: a COPY (or GET, to a folder) per object. For a folder target
+    and the requests a restore makes: a COPY (or GET, to a folder) per object. `need_thaw` counts thaws: an
+    archived pack once (and its whole size), however many of its objects are selected. For a folder target
     (`layout`), also the keys the restore would report instead of writing (collisions, invalid names,
     folder markers with content)."""
     archived: dict[str, dict[str, int]] = {c: {"objects": 0, "bytes": 0} for c in ARCHIVE_CLASSES}
     thawed = missing = 0
+    # What is thawed: each archived version once, a pack once for all of its objects, and the whole pack.
+    thaws: list[tuple[int, dict[str, Any]]] = []
+    seen: set[tuple[str, str]] = set()
     for entry, head in zip(selected, heads):
         if head is None:
             missing += 1
         elif head.get("StorageClass") in ARCHIVE_CLASSES:
-            if is_archived(head):
-                archived[head["StorageClass"]]["objects"] += 1
-                archived[head["StorageClass"]]["bytes"] += entry.size
-            else:
+            if not is_archived(head):
                 thawed += 1
+            elif not entry.packed:
+                thaws.append((entry.size, head))
+            elif (entry.stored_key, entry.version_id) not in seen:
+                seen.add((entry.stored_key, entry.version_id))
+                thaws.append((int(head.get("ContentLength") or entry.size), head))
+    for size, head in thaws:
+        archived[head["StorageClass"]]["objects"] += 1
+        archived[head["StorageClass"]]["bytes"] += size
     tiers: dict[str, Any] = {}
     for tier in TIERS:
         cost = 0.0
         hours = 0.0
         notes = []
         for storage_class in ARCHIVE_CLASSES:
-            objects = [
-                (e, h) for e, h in zip(selected, heads)
-                if h is not None and h.get("StorageClass") == storage_class and is_archived(h)
-            ]
-            for entry, _ in objects:
-                used = effective_tier(storage_class, tier, entry.size)
+            for size, _ in [(size, h) for size, h in thaws if h["StorageClass"] == storage_class]:
+                used = effective_tier(storage_class, tier, size)
                 option = prices.retrieval[(storage_class, used)]
-                cost += entry.size / GB * option.per_gb + option.per_1000_requests / 1000
+                cost += size / GB * option.per_gb + option.per_1000_requests / 1000
                 hours = max(hours, option.thaw_hours)
                 if used != tier:
                     notes.append(f"{storage_class} objects{' over 250 MB' if storage_class == 'GLACIER' else ''} use Standard")

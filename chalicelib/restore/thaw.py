@@ -1,10 +1,13 @@
 """Archived versions: a version in GLACIER or DEEP_ARCHIVE cannot be read or copied until S3 thaws it
 (`RestoreObject`). A restore asks for the thaw, lists the version as pending with the time it should be
-ready, and copies it in a later pass."""
+ready, and copies it in a later pass. A pack is thawed once for all of its objects a restore needs
+(`PackThaws`)."""
 
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -77,7 +80,41 @@ def request_thaw(
 def _restore_object(s3: Any, bucket: str, entry: Entry, tier: str) -> None:
     s3.restore_object(
         Bucket=bucket,
-        Key=entry.data_key,
+        Key=entry.stored_key,
         VersionId=entry.version_id,
         RestoreRequest={"Days": THAW_DAYS, "GlacierJobParameters": {"Tier": tier}},
     )
+
+
+class PackThaws:
+    """What the entries of one batch of a pass learnt of their packs: each pack version is headed once and
+    thawed once, for all of its objects the batch restores (the first of them asks, the others wait with it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._heads: dict[tuple[str, str], Any] = {}
+        self._asked: set[tuple[str, str]] = set()
+
+    def head(self, entry: Entry, look: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+        """The entry's stored version as `look` describes it; a pack's, looked at once per batch."""
+        if not entry.packed:
+            return look()
+        ident = (entry.stored_key, entry.version_id)
+        with self._lock:
+            if ident in self._heads:
+                return self._heads[ident]
+        head = look()
+        with self._lock:
+            return self._heads.setdefault(ident, head)
+
+    def asked(self, entry: Entry, head: dict[str, Any]) -> dict[str, Any]:
+        """`head`, as `request_thaw` should take it: for an object of a pack whose thaw another object of the
+        batch asked for already, with that thaw under way (so no second RestoreObject is sent)."""
+        if not entry.packed:
+            return head
+        ident = (entry.stored_key, entry.version_id)
+        with self._lock:
+            if ident not in self._asked:
+                self._asked.add(ident)
+                return head
+        return {**head, "Restore": head.get("Restore") or 'ongoing-request="true"'}

@@ -18,7 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.catalog.manifests import Entry
-from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, MAX_KEY_BYTES, data_key
+from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, MAX_KEY_BYTES, PACKS_PREFIX, data_key
 from chalicelib.plans import Plan
 from chalicelib.restore.thaw import ARCHIVE_CLASSES
 from chalicelib.s3docs import is_missing
@@ -36,7 +36,10 @@ def listing_prefixes(plan: Plan, prefix: str | None, keys: Iterable[str] | None)
     if keys is not None:
         return []
     prefixes = {data_key(source.name, prefix or "") for source in plan.sources}
-    return sorted(p for p in prefixes if not p.startswith(LONG_KEYS_PREFIX))
+    listed = sorted(p for p in prefixes if not p.startswith(LONG_KEYS_PREFIX))
+    # A plan that packs: its packs too (a few listings of large objects), so that an archived pack is known
+    # before any of its objects is read.
+    return listed + ([PACKS_PREFIX] if plan.lifecycle.small_objects == "pack" else [])
 
 
 def as_head(version: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +83,9 @@ def _window(prefix: str, after: Bound, through: Bound) -> tuple[str | None, str 
     the selection; None when no key of the range is under it. A bound key too long to be an S3 key (it is
     stored under a short name) bounds nothing: the listing is wider, never narrower."""
     source = prefix[len(DATA_PREFIX):].split("/", 1)[0]
+    if prefix == PACKS_PREFIX:
+        # The packs hold objects of every key: listed whole, whatever part of the selection is restored.
+        return None, None
     if (after is not None and source < after[0]) or (through is not None and source > through[0]):
         return None
 
@@ -116,7 +122,7 @@ def version_heads(
     """Each entry's version as `as_head` describes it, None for a version that is gone: from the listing of
     `prefixes` for the entries inside them, from `HeadObject` for the others (named keys, long keys)."""
     listed: dict[VersionId, dict[str, Any]] = {}
-    wanted = {(e.data_key, e.version_id) for e in entries}
+    wanted = {(e.stored_key, e.version_id) for e in entries}
     try:
         for version in listed_versions(s3, plan.bucket, prefixes):
             ident = (version["Key"], version["VersionId"])
@@ -127,11 +133,11 @@ def version_heads(
         listed, prefixes = {}, []
 
     def head(entry: Entry) -> dict[str, Any] | None:
-        ident = (entry.data_key, entry.version_id)
-        if ident in listed or any(entry.data_key.startswith(p) for p in prefixes):
+        ident = (entry.stored_key, entry.version_id)
+        if ident in listed or any(entry.stored_key.startswith(p) for p in prefixes):
             return listed.get(ident)
         try:
-            return dict(s3.head_object(Bucket=plan.bucket, Key=entry.data_key, VersionId=entry.version_id))
+            return dict(s3.head_object(Bucket=plan.bucket, Key=entry.stored_key, VersionId=entry.version_id))
         except ClientError as exc:
             if is_missing(exc):
                 return None
