@@ -38,6 +38,7 @@ from chalicelib.prune.report_sweep import key_order, walk_report
 from chalicelib.prune.sweep import References
 from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.service import RestoreService
+from chalicelib.restore.thaw import PackThaws
 from chalicelib.retention import RetentionPolicy
 from chalicelib.verify.checks import verify_entries
 from tests.conftest import ACCOUNT
@@ -716,3 +717,32 @@ def test_a_batch_reads_ahead_only_so_many_bytes_for_its_packs_and_the_rest_one_a
         # other three are read by the run itself as it flushes the batch.
         assert main == (0 if ahead > 350 else 6), reads
     assert snapshots[0] == snapshots[1]
+
+
+def test_a_pack_is_looked_at_once_for_its_objects_whichever_thread_asks_first() -> None:
+    """Two objects of one pack in a batch: the second asks while the first's look is under way, and waits for
+    it rather than looking again (whatever the timing, the verdict is the same: one look)."""
+    packs = PackThaws()
+    other = Entry(**{**PACKED.__dict__, "key": "z.txt", "pack_offset": 47})
+    looks: list[str] = []
+    answers: list[Any] = []
+    threads: list[threading.Thread] = []
+    archived = {"StorageClass": "DEEP_ARCHIVE"}
+
+    def second() -> None:
+        answers.append(packs.head(other, lambda: looks.append("second") or archived))
+
+    def first_look() -> dict[str, Any]:
+        looks.append("first")
+        asking = threading.Thread(target=second)
+        threads.append(asking)
+        asking.start()
+        asking.join(0.2)  # it waits for this look (or, were it to look itself, has done so by now)
+        return archived
+
+    answers.append(packs.head(PACKED, first_look))
+    threads[0].join(5)
+    assert looks == ["first"] and answers == [archived, archived]
+    # And its thaw is asked for once: the second object's head says a thaw is under way.
+    assert packs.asked(PACKED, archived) == archived
+    assert packs.asked(other, archived)["Restore"] == 'ongoing-request="true"'
