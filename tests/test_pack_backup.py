@@ -38,6 +38,7 @@ from chalicelib.prune.report_sweep import key_order, walk_report
 from chalicelib.prune.sweep import References
 from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.service import RestoreService
+from chalicelib.restore.thaw import PackThaws
 from chalicelib.retention import RetentionPolicy
 from chalicelib.verify.checks import verify_entries
 from tests.conftest import ACCOUNT
@@ -215,18 +216,19 @@ def first_day() -> dict[str, bytes | None]:
     return objects
 
 
-def restored_alike(world: World, backup_id: str, tmp_path: Path, name: str) -> dict[str, bytes]:
-    """The snapshot of both plans restored into the target bucket and the packed one into a folder: all three
+def restored_alike(world: World, backup_id: str, name: str, folder: Path | None = None) -> dict[str, bytes]:
+    """The snapshot of both plans restored into the target bucket (and the packed one into a `folder`): all
     the same, object by object, and the same as the source."""
     world.restore(backup_id, "documents", Target(bucket=RESTORE_TARGET, prefix=f"{name}/packed/"))
     world.restore(backup_id, "photos", Target(bucket=RESTORE_TARGET, prefix=f"{name}/plain/"))
-    world.restore(backup_id, "documents", Target(path=str(tmp_path / name)))
     packed = bucket_objects(world.s3, RESTORE_TARGET, f"{name}/packed/")
     plain = bucket_objects(world.s3, RESTORE_TARGET, f"{name}/plain/")
     assert sorted(packed) == sorted(plain)
     for key in plain:
         assert packed[key] == plain[key], key
-    assert folder_files(tmp_path / name) == plain
+    if folder is not None:
+        world.restore(backup_id, "documents", Target(path=str(folder)))
+        assert folder_files(folder) == plain
     assert plain == bucket_objects(world.s3, SOURCE, "")
     return plain
 
@@ -246,7 +248,7 @@ def test_a_packed_plan_restores_byte_identical_to_the_same_data_stored_unpacked(
     # Written in two packs or more, each stored once.
     assert len(world.pack_puts) == len(set(world.pack_puts)) == len({entries[key].pack_key for key in packed}) >= 2
     assert_versions_hold(s3, world.plans.get("documents").bucket, entries.values(), source_bytes(s3))
-    restored_alike(world, first.backup_id, tmp_path, "day1")
+    restored_alike(world, first.backup_id, "day1", tmp_path / "day1")
     # What a snapshot holds, as the API lists it: a packed object names its pack's key, version and offset.
     listed = list_objects(s3, world.backups.records, world.plans, first.backup_id, {"plan": "documents", "prefix": "edge/"})
     shown = {item["key"]: item for item in listed["objects"]}
@@ -280,7 +282,7 @@ def test_a_packed_plan_restores_byte_identical_to_the_same_data_stored_unpacked(
     documents = world.plans.get("documents").bucket
     assert "data/documents/edge/shrinks.bin" not in bucket_objects(s3, documents, "data/documents/edge/")
     assert_versions_hold(s3, documents, later.values(), source_bytes(s3))
-    restored_alike(world, second.backup_id, tmp_path, "day2")
+    restored_alike(world, second.backup_id, "day2", tmp_path / "day2")
 
     # And back: the grown file shrinks again, the shrunk one grows; nothing else changed.
     world.pack_puts.clear()
@@ -288,7 +290,7 @@ def test_a_packed_plan_restores_byte_identical_to_the_same_data_stored_unpacked(
     third = world.backup()
     last = world.entries("documents", third.backup_id)
     assert last["edge/grows.txt"].packed and not last["edge/shrinks.bin"].packed and len(world.pack_puts) == 1
-    restored_alike(world, third.backup_id, tmp_path, "day3")
+    restored_alike(world, third.backup_id, "day3")
     # The first snapshot still restores what the source held that day.
     world.restore(first.backup_id, "documents", Target(bucket=RESTORE_TARGET, prefix="again/"), keys=("edge/shrinks.bin", "small/039.txt"))
     assert bucket_objects(s3, RESTORE_TARGET, "again/") == {k: first_day()[k] for k in ("edge/shrinks.bin", "small/039.txt")}
@@ -479,7 +481,7 @@ def test_a_crash_at_any_operation_of_a_packed_incremental_backup_then_a_new_back
     puts = [k for k, url in enumerate(urls) if "/data/~packs/" in url]
     assert len(puts) == 1, urls
     around = {k for put in puts for k in (put, put + 1) if k % CHUNKS == chunk}
-    points = sorted(set(sweep_points(operations, chunk) if exhaustive else seeded_points(operations, chunk, sample=6)) | around)
+    points = sorted(set(sweep_points(operations, chunk) if exhaustive else seeded_points(operations, chunk, sample=4)) | around)
     checked = {"manifests": 0}
 
     def crashed_backup(plan: Plan, backup_id: str) -> Any:
@@ -716,3 +718,32 @@ def test_a_batch_reads_ahead_only_so_many_bytes_for_its_packs_and_the_rest_one_a
         # other three are read by the run itself as it flushes the batch.
         assert main == (0 if ahead > 350 else 6), reads
     assert snapshots[0] == snapshots[1]
+
+
+def test_a_pack_is_looked_at_once_for_its_objects_whichever_thread_asks_first() -> None:
+    """Two objects of one pack in a batch: the second asks while the first's look is under way, and waits for
+    it rather than looking again (whatever the timing, the verdict is the same: one look)."""
+    packs = PackThaws()
+    other = Entry(**{**PACKED.__dict__, "key": "z.txt", "pack_offset": 47})
+    looks: list[str] = []
+    answers: list[Any] = []
+    threads: list[threading.Thread] = []
+    archived = {"StorageClass": "DEEP_ARCHIVE"}
+
+    def second() -> None:
+        answers.append(packs.head(other, lambda: looks.append("second") or archived))
+
+    def first_look() -> dict[str, Any]:
+        looks.append("first")
+        asking = threading.Thread(target=second)
+        threads.append(asking)
+        asking.start()
+        asking.join(0.2)  # it waits for this look (or, were it to look itself, has done so by now)
+        return archived
+
+    answers.append(packs.head(PACKED, first_look))
+    threads[0].join(5)
+    assert looks == ["first"] and answers == [archived, archived]
+    # And its thaw is asked for once: the second object's head says a thaw is under way.
+    assert packs.asked(PACKED, archived) == archived
+    assert packs.asked(other, archived)["Restore"] == 'ongoing-request="true"'

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import timedelta
 from typing import Any
 
@@ -92,20 +93,27 @@ class PackThaws:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._heads: dict[tuple[str, str], Any] = {}
+        self._heads: dict[tuple[str, str], Future[dict[str, Any] | None]] = {}
         self._asked: set[tuple[str, str]] = set()
 
     def head(self, entry: Entry, look: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
-        """The entry's stored version as `look` describes it; a pack's, looked at once per batch."""
+        """The entry's stored version as `look` describes it; a pack's, looked at once per batch: the first of
+        its objects looks, the others (on other threads) wait for that answer."""
         if not entry.packed:
             return look()
         ident = (entry.stored_key, entry.version_id)
         with self._lock:
-            if ident in self._heads:
-                return self._heads[ident]
-        head = look()
-        with self._lock:
-            return self._heads.setdefault(ident, head)
+            answer = self._heads.get(ident)
+            first = answer is None
+            if answer is None:
+                answer = self._heads[ident] = Future()
+        if first:
+            try:
+                answer.set_result(look())
+            except BaseException as exc:
+                answer.set_exception(exc)
+                raise
+        return answer.result()
 
     def asked(self, entry: Entry, head: dict[str, Any]) -> dict[str, Any]:
         """`head`, as `request_thaw` should take it: for an object of a pack whose thaw another object of the
