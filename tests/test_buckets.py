@@ -156,7 +156,7 @@ def test_existing_policy_statements_are_kept(s3: Any) -> None:
     s3.put_bucket_policy(Bucket=plan.bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [mine]}))
     provision(s3, plan)
     statements = json.loads(s3.get_bucket_policy(Bucket=plan.bucket)["Policy"])["Statement"]
-    assert [s["Sid"] for s in statements] == ["AuditorRead", "DenyInsecureTransport", "CreateOnlyMetadata", "NoDeleteMarkersOnMetadata", "NoReplicasOverMetadata"]
+    assert [s["Sid"] for s in statements] == ["AuditorRead", "DenyInsecureTransport", "CreateOnlyMetadata", "NoDeleteMarkersOnMetadata", "NoReplicasOverMetadata", "NoMultipartUploadsOfMetadata"]
 
 
 def conflicting_bucket(s3: Any, plan: Any) -> None:
