@@ -161,6 +161,8 @@ class BackupRecord:
         shown = {name: value for name, value in self.to_dict().items() if name not in ("run_key_sha256", "run_proof")}
         for result in shown["plans"].values():
             result.pop("run_proof", None)
+            if result.get("vault") is None:
+                result.pop("vault", None)  # a plan without a vault has nothing to say about one
         return shown
 
     @classmethod
