@@ -151,13 +151,17 @@ class Offsite:
     """A plan's second copy (the plans file's `offsite`): the vault bucket `bucket` in `account` and `region`,
     which S3 Replication fills from the plan's bucket. Backed-up objects (`data/`) are written there in
     `storage_class`; manifests, sealed records and pruned markers in STANDARD, so that a restore from the
-    vault can read them at once. Every version there is locked (COMPLIANCE) for `object_lock_days`."""
+    vault can read them at once. Every version there is locked (COMPLIANCE) for `object_lock_days`. A lag of the
+    vault beyond `max_lag_hours` is reported after each backup."""
 
     account: str
     region: str
     bucket: str
     object_lock_days: int
     storage_class: str = "DEEP_ARCHIVE"
+    # The newest snapshot complete in the vault may be this many hours behind the newest sealed one before each
+    # backup's alert says so (daily backups: a day is normal, two days is not).
+    max_lag_hours: int = 36
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,13 @@ a photos bucket of real PNG images, an orders table, the alert topic with a queu
 the API with `chalice local` and the operator's dashboard (`org-backup dashboard`), and prints every backup
 alert as it arrives. Ctrl-C stops everything.
 
+When the plans (PLANS_FILE, e.g. `make run PLANS_FILE=scripts/plans-with-vault.json`) give a plan an `offsite`
+vault, the emulator holds it in a second account and region, provisioned as `make provision` would with a role
+assumed there (VAULT_ADMIN_ROLE), and S3 Replication from the backup buckets runs in the emulator: moto's server
+stores replication configurations but never replicates, so the replication double of the tests
+(tests/s3_replication.py) replicates each new version as the request that wrote it returns. It departs from S3
+as its docstring says: synchronous (S3: most within 15 minutes), no IAM evaluated, no event notifications.
+
 Ports come from API_PORT (default 8000), EMULATOR_PORT (default 5000) and DASHBOARD_PORT (default 8001), or
 --api-port/--emulator-port/--dashboard-port. Port 0 lets each server bind any free port; the banner names the
 ports they got (scripts and tests use it: a port picked by one process and bound later by another can be
@@ -16,6 +23,7 @@ taken in between).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -61,6 +69,9 @@ DUMMY_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "testing",
 }
 ALERT_QUEUE = "org-backup-alerts-terminal"
+# The role of a vault's account an administrator assumes (OFFSITE_ROLE_ARN): the emulator lets any caller
+# assume any role, and knows the account from the credentials it hands out.
+VAULT_ADMIN_ROLE = "vault-admin"
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
@@ -82,6 +93,19 @@ def stage_environment(stage: str, project_dir: Path = ROOT) -> dict[str, str]:
     env = dict(config.get("environment_variables", {}))
     env.update(stages[stage].get("environment_variables", {}))
     return env
+
+
+def chosen_plans_file(env: dict[str, str], environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The stage's environment with the plans file PLANS_FILE names (`make run PLANS_FILE=...`), as an absolute
+    path: `chalice local`, the dashboard and the operator's commands read it from their environment, which the
+    stage leaves alone (it sets no PLANS_FILE)."""
+    chosen = environ.get("PLANS_FILE")
+    if not chosen or "PLANS_FILE" in env:
+        return env
+    path = Path(chosen).resolve()
+    if not path.is_file():
+        raise StackError(f"PLANS_FILE={chosen!r}: no such file")
+    return {**env, "PLANS_FILE": str(path)}
 
 
 def port_from(value: str | None, variable: str, default: int) -> int:
@@ -121,15 +145,27 @@ def check_port_free(port: int, variable: str) -> None:
 # --- emulator fidelity ---------------------------------------------------------------------------------
 
 
-def honour_tls_only_bucket_policies() -> None:
-    """Make the emulator evaluate the backup buckets' TLS-only policy statement as S3 does for HTTPS.
+def hold_the_emulator_to_s3() -> None:
+    """Make the emulator answer as S3 does where moto does not by itself, with the tests' patches:
 
-    moto cannot evaluate `Deny ... Bool aws:SecureTransport false`: it would deny every object request.
-    The emulator stands in for S3's HTTPS endpoint (it listens on loopback only), so its requests are
-    evaluated as TLS requests; the statement itself stays in the bucket, where drift checks look for it.
-    The tests use the same patch (see tests/moto_tls.py).
+    - the backup buckets' TLS-only policy statement (tests/moto_tls.py): moto cannot evaluate `Deny ... Bool
+      aws:SecureTransport false` and would deny every object request. The emulator stands in for S3's HTTPS
+      endpoint (it listens on loopback only), so its requests are evaluated as TLS requests; the statement
+      itself stays in the bucket, where drift checks look for it;
+    - the rest of tests/moto_strict.py: among them, a replication configuration read back as it was written,
+      without which every backup of a plan with a vault would report its rules missing.
     """
+    import tests.moto_strict  # noqa: F401  (patches moto's S3 responses on import)
     import tests.moto_tls  # noqa: F401  (patches moto's bucket policy evaluation on import)
+
+
+def replicating(plans: PlanSet) -> contextlib.AbstractContextManager[Any]:
+    """S3 Replication in this process's emulator while entered, when a plan has a vault (see the docstring)."""
+    if not any(plan.offsite for plan in plans.plans):
+        return contextlib.nullcontext()
+    from tests.s3_replication import Replication
+
+    return Replication()
 
 
 # --- seed data -----------------------------------------------------------------------------------------
@@ -308,6 +344,45 @@ class Emulator:
             aws_session_token=DUMMY_CREDENTIALS["AWS_SESSION_TOKEN"],
             region_name=REGION,
         ).client(service, endpoint_url=self.endpoint)
+
+    def assumed_client(self, service: str, role_arn: str, region: str) -> Any:
+        """A client of the account `role_arn` belongs to, in `region`: the emulator's STS hands out credentials
+        that it maps to that account, as it keeps each account's state apart."""
+        credentials = self.client("sts").assume_role(RoleArn=role_arn, RoleSessionName="local-stack")["Credentials"]
+        return boto3.session.Session(
+            aws_access_key_id=credentials["AccessKeyId"], aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"], region_name=region,
+        ).client(service, endpoint_url=self.endpoint)
+
+
+def vault_role_arn(plans: PlanSet) -> str | None:
+    """The role of the vaults' account that the local stack (and an operator's OFFSITE_ROLE_ARN) assumes."""
+    vaults = [plan.offsite for plan in plans.plans if plan.offsite is not None]
+    return f"arn:aws:iam::{vaults[0].account}:role/{VAULT_ADMIN_ROLE}" if vaults else None
+
+
+def provision_vaults(emulator: Emulator, plans: PlanSet, account: str) -> None:
+    """Each plan's vault with its account's credentials, then the replication into it with the stage's: what
+    `make provision` does in AWS (`chalicelib.deploy.provision.provision_offsite`). Idempotent."""
+    from chalicelib.deploy.offsite import provision_replication, replication_role_arn
+    from chalicelib.deploy.vault_bucket import provision_vault
+    from chalicelib.plans_file import check_offsite_apart
+
+    role_arn = vault_role_arn(plans)
+    if role_arn is None:
+        return
+    check_offsite_apart(plans, account, REGION)
+    iam, s3 = emulator.client("iam"), emulator.client("s3")
+    vault_s3: Any = None
+    for plan in plans.plans:
+        if plan.offsite is None:
+            continue
+        vault_s3 = vault_s3 or emulator.assumed_client("s3", role_arn, plan.offsite.region)
+        changes = provision_vault(vault_s3, plan, replication_role_arn(plan, account))
+        changes += provision_replication(iam, s3, plan, account)
+        logger.debug("vault %s: %s", plan.offsite.bucket, ", ".join(changes) or "already provisioned")
+        logger.info("vault         %-32s account %s, %s: replicas in %s, locked %d days", plan.offsite.bucket,
+                    plan.offsite.account, plan.offsite.region, plan.offsite.storage_class, plan.offsite.object_lock_days)
 
 
 def ensure_bucket(s3: Any, bucket: str) -> None:
@@ -550,6 +625,17 @@ def banner(stage: str, api_port: int, emulator_port: int, seeded: Seeded, dashbo
     api = f"localhost:{api_port}"
     buckets = "\n".join(f"    {plan.name:<9} s3://{plan.bucket}" for plan in seeded.plans.plans)
     first = seeded.plans.plans[0].bucket
+    vaults, role_arn = [plan for plan in seeded.plans.plans if plan.offsite], vault_role_arn(seeded.plans)
+    if vaults and role_arn:
+        region = vaults[0].offsite.region if vaults[0].offsite else REGION
+        buckets += f"\n  Vaults (account {role_arn.split(':')[4]}, {region}; replicated from the backup buckets):\n" + "\n".join(
+            f"    {plan.name:<9} s3://{plan.offsite.bucket}" for plan in vaults if plan.offsite)
+        buckets += f"""
+
+  Restore from the vault alone (once a backup has run), with the vault account's credentials:
+    AWS_ENDPOINT_URL=http://{HOST}:{emulator_port} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \\
+    OFFSITE_ROLE_ARN={role_arn} PLANS_FILE={os.environ.get("PLANS_FILE", "")} \\
+    .venv/bin/org-backup --stage {stage} restore <backup_id> --plan {vaults[0].name} --to-bucket <bucket> --from offsite"""
     return f"""
 The backup system is running on this machine (no AWS account involved).
 
@@ -592,13 +678,19 @@ def run(args: argparse.Namespace) -> int:
         raise StackError(
             f"API_PORT ({api_port}), EMULATOR_PORT ({emulator_port}) and DASHBOARD_PORT ({dashboard_port}) must differ"
         )
-    env = stage_environment(args.stage)
+    env = chosen_plans_file(stage_environment(args.stage))
+    if "PLANS_FILE" in env:
+        os.environ["PLANS_FILE"] = env["PLANS_FILE"]  # for the children, which inherit this environment
+    account = env["ALERT_TOPIC_ARN"].split(":")[4]  # the emulator's account, which the stage's topic names
 
     if args.seed_only:
         if emulator_port == 0:
             raise StackError("--seed-only seeds an emulator that is already running: name its port (EMULATOR_PORT)")
         emulator = Emulator(f"http://{HOST}:{emulator_port}")
-        seed(emulator.client("s3"), emulator.client("dynamodb"), emulator.client("sns"), emulator.client("sqs"), env)
+        seeded = seed(emulator.client("s3"), emulator.client("dynamodb"), emulator.client("sns"), emulator.client("sqs"), env)
+        provision_vaults(emulator, seeded.plans, account)
+        if vault_role_arn(seeded.plans):
+            logger.warning("nothing replicates into the vaults: replication runs only in an emulator `make run` started")
         return 0
 
     check_port_free(emulator_port, "EMULATOR_PORT")
@@ -613,7 +705,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    honour_tls_only_bucket_policies()
+    hold_the_emulator_to_s3()
+    replication = replicating(load_plans(env))
+    replication.__enter__()
     server = ThreadedMotoServer(ip_address=HOST, port=emulator_port, verbose=False)
     server.start()
     emulator_port = server.get_host_and_port()[1]
@@ -627,6 +721,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         sqs = emulator.client("sqs")
         seeded = seed(emulator.client("s3"), emulator.client("dynamodb"), emulator.client("sns"), sqs, env)
+        provision_vaults(emulator, seeded.plans, account)
         watcher = threading.Thread(target=watch_alerts, args=(sqs, seeded.queue_url, stop), daemon=True)
         watcher.start()
         if stop.is_set():
@@ -654,6 +749,7 @@ def run(args: argparse.Namespace) -> int:
         if watcher is not None:
             watcher.join(STOP_TIMEOUT)
         server.stop()
+        replication.__exit__(None, None, None)
         ports.cleanup()
         logger.info("dashboard, API and emulator stopped")
 

@@ -32,3 +32,12 @@ def assumed_client(service: str, account: str = VAULT_ACCOUNT, region: str = VAU
         service, region_name=region, aws_access_key_id=credentials["AccessKeyId"],
         aws_secret_access_key=credentials["SecretAccessKey"], aws_session_token=credentials["SessionToken"],
     )
+
+
+def delete_bucket(s3: Any, bucket: str) -> None:
+    """What an administrator (or an attacker) holding the backup account can do: every version, then the bucket."""
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+        if doomed:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed})
+    s3.delete_bucket(Bucket=bucket)

@@ -24,8 +24,9 @@ import pytest
 
 from chalicelib.catalog.manifests import manifest_key
 from chalicelib.layout import data_key
-from tests.conftest import ROOT
+from tests.conftest import ROOT, snapshot_entries
 from tests.localstack_script import SCRIPT, localstack
+from tests.offsite_world import delete_bucket
 # How the script prints an alert: the subject between rules, then the body, then a closing rule.
 ALERT = re.compile(r"^ALERT  .*\n=+\n.*?\n=+$", re.MULTILINE | re.DOTALL)
 # The banner's addresses, each with the port its server bound.
@@ -135,12 +136,12 @@ def test_a_busy_port_is_named_with_its_variable() -> None:
 class Stack:
     """scripts/localstack.py in a subprocess, its output collected line by line."""
 
-    def __init__(self) -> None:
+    def __init__(self, **environ: str) -> None:
         # Every server binds a free port of its own choosing and the banner names it: a port picked here and
         # bound later by the script could be taken in between.
         self.api = self.endpoint = self.dashboard = ""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
-        env.update(API_PORT="0", EMULATOR_PORT="0", DASHBOARD_PORT="0", PYTHONUNBUFFERED="1")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL") and k != "PLANS_FILE"}
+        env.update(API_PORT="0", EMULATOR_PORT="0", DASHBOARD_PORT="0", PYTHONUNBUFFERED="1", **environ)
         self.process = subprocess.Popen(
             [sys.executable, str(SCRIPT)], cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
@@ -158,9 +159,10 @@ class Stack:
     def output(self) -> str:
         return "".join(self.lines)
 
-    def request(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
-        # No body and no Content-Type, like the front page's `curl -X POST localhost:8000/backup`.
-        request = urllib.request.Request(self.api + path, method=method)
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        # Without a body no Content-Type, like the front page's `curl -X POST localhost:8000/backup`.
+        data, headers = (None, {}) if body is None else (json.dumps(body).encode(), {"Content-Type": "application/json"})
+        request = urllib.request.Request(self.api + path, data=data, headers=headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, json.loads(response.read())
@@ -214,6 +216,19 @@ class Stack:
             aws_access_key_id="testing", aws_secret_access_key="testing",
         )
 
+    def finished_backup(self, body: dict[str, Any] | None = None, timeout: float = 120) -> dict[str, Any]:
+        """POST /backup, then its record once it is no longer RUNNING."""
+        status, started = self.request("POST", "/backup", body)
+        assert status == 202, started
+        deadline = time.monotonic() + timeout
+        while True:
+            status, record = self.request("GET", f"/backups/{started['backup_id']}")
+            assert status == 200, record
+            if record["status"] != "RUNNING":
+                return record
+            assert time.monotonic() < deadline, f"backup still RUNNING:\n{self.output}"
+            time.sleep(0.3)
+
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()  # the script's own clean shutdown also stops chalice local
@@ -237,18 +252,8 @@ def stack() -> Iterator[Stack]:
 def test_make_run_serves_a_backup_of_all_three_plans_and_stops_on_ctrl_c(stack: Stack) -> None:
     stack.wait_until_serving(timeout=150)
 
-    status, started = stack.request("POST", "/backup")
-    assert status == 202, started
-    backup_id = started["backup_id"]
-
-    deadline = time.monotonic() + 120
-    while True:
-        status, record = stack.request("GET", f"/backups/{backup_id}")
-        assert status == 200, record
-        if record["status"] != "RUNNING":
-            break
-        assert time.monotonic() < deadline, f"backup still RUNNING:\n{stack.output}"
-        time.sleep(0.3)
+    record = stack.finished_backup()
+    backup_id = record["backup_id"]
     assert record["status"] == "SUCCEEDED", record
     assert set(record["plans"]) == {"documents", "photos", "database"}
     for name, result in record["plans"].items():
@@ -302,3 +307,70 @@ def test_make_run_serves_a_backup_of_all_three_plans_and_stops_on_ctrl_c(stack: 
         assert time.monotonic() < deadline, "a server still listens after Ctrl-C"
         time.sleep(0.2)
     assert "Traceback" not in stack.output, stack.output
+
+
+# --- the local stack with a vault: the second copy in another emulated account and region ---------------
+
+VAULT_PLANS = ROOT / "scripts" / "plans-with-vault.json"
+
+
+def test_with_a_vault_the_newest_snapshot_is_restored_from_it_once_every_backup_bucket_is_gone() -> None:
+    running = Stack(PLANS_FILE=str(VAULT_PLANS))
+    try:
+        running.wait_until_serving(timeout=150)
+        vault_lines = [line for line in running.lines if line.lstrip().startswith("documents s3://") and "-vault" in line]
+        assert vault_lines, running.output
+        s3 = running.client("s3")
+        env = localstack.stage_environment("local")
+        documents = env["DOCUMENTS_SOURCE_BUCKET"]
+        plans = localstack.load_plans({**env, "PLANS_FILE": str(VAULT_PLANS)})
+        plan = plans.get("documents")
+        assert plan.offsite is not None and plan.offsite.account != "123456789012"
+
+        first = running.finished_backup({"plans": ["documents"]})
+        assert first["status"] == "SUCCEEDED", first  # the replication rules are in place: no drift
+        # Between the two backups: a changed document, a new one and a deleted one.
+        s3.put_object(Bucket=documents, Key="README.txt", Body=b"Changed after the first backup.\n")
+        s3.put_object(Bucket=documents, Key="minutes/2026-12-07 offsite.md", Body=b"# The vault\n\nIt works.\n")
+        s3.delete_object(Bucket=documents, Key="marketing/slogans.txt")
+        newest = running.finished_backup({"plans": ["documents"]})
+        assert newest["status"] == "SUCCEEDED", newest
+        backup_id = newest["backup_id"]
+        expected = {key: s3.get_object(Bucket=documents, Key=key)["Body"].read()
+                    for key in (item["Key"] for item in s3.list_objects_v2(Bucket=documents)["Contents"])}
+        # The version each key has in the newest snapshot, as the backup bucket holds it.
+        named = {entry.key: entry.version_id for entry in snapshot_entries(s3, plan.bucket, "documents", backup_id)}
+        assert set(named) == set(expected)
+
+        for each in plans.plans:
+            delete_bucket(s3, each.bucket)
+        assert not {each.bucket for each in plans.plans} & {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+        role_arn = f"arn:aws:iam::{plan.offsite.account}:role/{localstack.VAULT_ADMIN_ROLE}"
+        cli_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        cli_env.update(AWS_ENDPOINT_URL=running.endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                       AWS_DEFAULT_REGION="us-east-1", OFFSITE_ROLE_ARN=role_arn, PLANS_FILE=str(VAULT_PLANS))
+        target = env["RESTORE_BUCKETS"].split(",")[0]
+        result = subprocess.run(
+            [sys.executable, "-m", "chalicelib.cli", "restore", backup_id, "--plan", "documents", "--to-bucket", target,
+             "--to-prefix", "from-vault/", "--from", "offsite", "--stage", "local", "--json", "--no-progress"],
+            cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert json.loads(result.stdout)["status"] == "SUCCEEDED", result.stdout
+
+        restored = {item["Key"].removeprefix("from-vault/"): s3.get_object(Bucket=target, Key=item["Key"])["Body"].read()
+                    for item in s3.list_objects_v2(Bucket=target, Prefix="from-vault/")["Contents"]}
+        assert restored == expected
+        # Each object is the version the snapshot names, as the vault (in its own account) holds it.
+        sts = running.client("sts")
+        credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName="test-vault")["Credentials"]
+        vault = boto3.client("s3", endpoint_url=running.endpoint, region_name=plan.offsite.region,
+                             aws_access_key_id=credentials["AccessKeyId"], aws_secret_access_key=credentials["SecretAccessKey"],
+                             aws_session_token=credentials["SessionToken"])
+        for key, version_id in named.items():
+            kept = vault.get_object(Bucket=plan.offsite.bucket, Key=data_key("documents", key), VersionId=version_id)
+            assert kept["VersionId"] == version_id and kept["Body"].read() == expected[key] == restored[key], key
+    finally:
+        running.close()
+    assert "Traceback" not in running.output, running.output

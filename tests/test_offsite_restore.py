@@ -15,7 +15,7 @@ from chalicelib.cli.main import main
 from chalicelib.deploy.provision import provision_offsite
 from chalicelib.plans_file import DEFAULT_PLANS_FILE
 from tests.conftest import ACCOUNT, REGION, snapshot_entries
-from tests.offsite_world import VAULT_ACCOUNT, VAULT_REGION, VAULT_ROLE_ARN, assumed_client
+from tests.offsite_world import VAULT_ACCOUNT, VAULT_REGION, VAULT_ROLE_ARN, assumed_client, delete_bucket
 from tests.s3_replication import Replication
 from tests.test_restore import backup, bucket_contents, post
 
@@ -35,15 +35,6 @@ def stage_env(tmp_path: Path, stage_env: dict[str, str]) -> dict[str, str]:
     path.write_text(json.dumps(document))
     return {**stage_env, "PLANS_FILE": str(path), "VAULT_ACCOUNT": VAULT_ACCOUNT, "VAULT_REGION": VAULT_REGION,
             "OFFSITE_ROLE_ARN": VAULT_ROLE_ARN}
-
-
-def delete_bucket(s3: Any, bucket: str) -> None:
-    """What an administrator (or an attacker) holding the backup account can do: every version, then the bucket."""
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
-        doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
-        if doomed:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed})
-    s3.delete_bucket(Bucket=bucket)
 
 
 def test_the_newest_snapshot_is_restored_from_the_vault_once_every_backup_bucket_is_gone(

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.aws import Clients
-from chalicelib.backup import authorship, ranges
+from chalicelib.backup import authorship, ranges, vault_watch
 from chalicelib.backup.base import Base, sealed_bases
 from chalicelib.jobs.locks import PlanLocks
 from chalicelib.backup.plan_backup import BATCH_SIZE
@@ -220,6 +220,7 @@ class BackupService:
                                     segment=outcome.segment, run_key=run_key)
                 return False
             drift.check_plan(self.clients.s3, plan, progress.record.plans[name], self.settings.plans, self.settings.account)
+            vault_watch.check_plan(self.clients.s3, self.records, plan, self.settings.plans.catalog_bucket, progress.record.plans[name])
             # The plan is finished as it will be sealed: the run signs it (a drift may have made it PARTIAL).
             authorship.prove_plan(progress.record, name, run_key)
             if name != running[-1]:

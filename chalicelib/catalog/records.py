@@ -116,6 +116,8 @@ class PlanResult:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Ways the plan's backup bucket no longer matches the plan (see drift.py).
     drift: list[str] = field(default_factory=list)
+    # For a plan with a vault: the newest snapshot complete there, its lag, failed replications (vault_watch.py).
+    vault: dict[str, Any] | None = None
     # The run's proof that it finished the plan as shown (catalog/run_keys.py); None before runs had keys.
     run_proof: str | None = None
 
@@ -159,6 +161,8 @@ class BackupRecord:
         shown = {name: value for name, value in self.to_dict().items() if name not in ("run_key_sha256", "run_proof")}
         for result in shown["plans"].values():
             result.pop("run_proof", None)
+            if result.get("vault") is None:
+                result.pop("vault", None)  # a plan without a vault has nothing to say about one
         return shown
 
     @classmethod

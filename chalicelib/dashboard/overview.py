@@ -63,6 +63,9 @@ class PlanHealth:
     snapshot_id: str | None = None
     objects: int | None = None
     bytes: int | None = None
+    # For a plan with a vault, as its last backup saw it (vault_watch.py): the newest snapshot complete in the
+    # vault, its lag behind the newest sealed one, failed replications.
+    vault: dict[str, Any] | None = None
 
     @property
     def stale(self) -> bool:
@@ -188,6 +191,7 @@ def plan_health(name: str, backups: list[dict[str, Any]], now: datetime) -> Plan
         if health.last_id is None:
             health.last_id, health.last_status = backup["backup_id"], result["status"]
             health.last_time = _time(result.get("finished_at")) or _time(backup.get("started_at"))
+            health.vault = result.get("vault")
             if result["status"] not in (BackupStatus.SUCCEEDED, BackupStatus.RUNNING):
                 reasons = result.get("errors", []) + result.get("warnings", []) + [
                     f"drift: {d}" for d in result.get("drift", [])

@@ -35,7 +35,7 @@ class Difference:
     kind: str
 
 
-def _canonical_rule(rule: dict[str, Any]) -> dict[str, Any]:
+def canonical_rule(rule: dict[str, Any]) -> dict[str, Any]:
     """A lifecycle rule in one spelling: S3 may answer with a top-level Prefix, an And filter, or
     zero-valued fields the request did not have."""
     prefix = rule.get("Prefix")
@@ -60,7 +60,7 @@ def _canonical_rule(rule: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _describe_rule(rule: dict[str, Any]) -> str:
+def describe_rule(rule: dict[str, Any]) -> str:
     parts = []
     for t in rule.get("Transitions", []):
         parts.append(f"{t.get('StorageClass')} after {t.get('Days')} days")
@@ -77,10 +77,10 @@ def _describe_rule(rule: dict[str, Any]) -> str:
 
 
 def _lifecycle_differences(plan: Plan, current: list[dict[str, Any]] | None, small_objects: str | None = None) -> list[Difference]:
-    wanted = [_canonical_rule(rule) for rule in lifecycle_rules(plan)]
+    wanted = [canonical_rule(rule) for rule in lifecycle_rules(plan)]
     if current is None:
         return [Difference("lifecycle", "lifecycle rules removed (none configured)", "missing")]
-    have = {rule.get("ID"): _canonical_rule(rule) for rule in current}
+    have = {rule.get("ID"): canonical_rule(rule) for rule in current}
     found: list[Difference] = []
     planned = plan.lifecycle.transition_default_minimum_object_size
     if small_objects is not None and small_objects != planned:
@@ -100,13 +100,13 @@ def _lifecycle_differences(plan: Plan, current: list[dict[str, Any]] | None, sma
             found.append(
                 Difference(
                     "lifecycle",
-                    f"lifecycle rule '{rule['ID']}' changed: {_describe_rule(existing)} "
-                    f"(plan: {_describe_rule(rule)})",
+                    f"lifecycle rule '{rule['ID']}' changed: {describe_rule(existing)} "
+                    f"(plan: {describe_rule(rule)})",
                     "conflict",
                 )
             )
     for rule_id, rule in sorted(have.items(), key=lambda item: str(item[0])):
-        found.append(Difference("lifecycle", f"unexpected lifecycle rule '{rule_id}': {_describe_rule(rule)}", "conflict"))
+        found.append(Difference("lifecycle", f"unexpected lifecycle rule '{rule_id}': {describe_rule(rule)}", "conflict"))
     return found
 
 

@@ -244,6 +244,8 @@ def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -
                 ok = str(actual).lower() in [str(v).lower() for v in values]
             elif operator == "StringEquals":
                 ok = actual in values
+            elif operator == "StringNotEquals":
+                ok = actual not in values
             elif operator == "StringLike":
                 ok = any(_matches(v, actual) for v in values)
             else:
@@ -261,17 +263,39 @@ def denies(policy: Mapping[str, Any], permission: Permission) -> str | None:
     for statement in policy.get("Statement", []):
         if statement.get("Effect") != "Deny" or statement.get("Principal") not in ("*", {"AWS": "*"}):
             continue
-        actions = statement.get("Action", [])
-        actions = [actions] if isinstance(actions, str) else actions
-        resources = statement.get("Resource", [])
-        resources = [resources] if isinstance(resources, str) else resources
-        if not any(_matches(a.lower(), permission.action.lower()) for a in actions):
-            continue
-        if not any(_matches(r, permission.resource) for r in resources):
+        if not _statement_matches(statement, permission):
             continue
         if _condition_holds(statement.get("Condition", {}), context):
             return str(statement.get("Sid") or "a Deny statement")
     return None
+
+
+def admits(bucket_policy: Mapping[str, Any], principal_arn: str, permission: Permission) -> bool:
+    """Whether a bucket policy lets `principal_arn`, a principal of another account than the bucket's, do what
+    `permission` names: S3 serves such a request only if the bucket policy allows it to that principal (its
+    own account's policies must too) and no statement of the bucket policy denies it."""
+    account = principal_arn.split(":")[4]
+    context = dict(permission.context) | {"aws:PrincipalArn": principal_arn, "aws:PrincipalAccount": account}
+    allowed = False
+    for statement in bucket_policy.get("Statement", []):
+        principal = statement.get("Principal")
+        named = principal.get("AWS") if isinstance(principal, dict) else principal
+        names = named if isinstance(named, list) else [named]
+        if not ({"*", principal_arn, account, f"arn:aws:iam::{account}:root"} & set(names)):
+            continue
+        if not _statement_matches(statement, permission) or not _condition_holds(statement.get("Condition", {}), context):
+            continue
+        if statement.get("Effect") == "Deny":
+            return False
+        allowed = True
+    return allowed
+
+
+def _statement_matches(statement: Mapping[str, Any], permission: Permission) -> bool:
+    actions = statement.get("Action", [])
+    resources = statement.get("Resource", [])
+    return any(_matches(a.lower(), permission.action.lower()) for a in ([actions] if isinstance(actions, str) else actions)) and any(
+        _matches(r, permission.resource) for r in ([resources] if isinstance(resources, str) else resources))
 
 
 @dataclass(frozen=True)

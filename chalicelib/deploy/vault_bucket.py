@@ -4,7 +4,14 @@
 
 Versioned, Object Lock in COMPLIANCE mode for the plan's `object_lock_days` by default, ACLs disabled, all public
 access blocked, SSE-S3, and a policy whose one grant is to the replication role, for replicas only; no one may
-replicate a deletion into it, and no request without TLS is served.
+replicate a deletion into it, no principal of another account may delete, expire or unlock anything there, and
+no request without TLS is served.
+
+The vault's own retention is a lifecycle rule of the vault account: a version expires once it has been
+noncurrent (replaced by a newer replica of its key) for longer than the plan's retention horizon, and never
+while its lock lasts. A version a kept snapshot names was current when that snapshot was taken, and no kept
+snapshot is older than the horizon: the rule never expires what a kept snapshot still names, whatever the
+backup account does (`vault_expiration_days`).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.deploy.bucket_differences import canonical_rule, describe_rule
 from chalicelib.deploy.bucket_settings import OBJECT_OWNERSHIP, PUBLIC_ACCESS_BLOCK, tls_statement
 from chalicelib.deploy.bucket_state import BucketState, bucket_exists, read_state
 from chalicelib.deploy.offsite import VaultError, replicated_objects, vault_of
@@ -22,6 +30,14 @@ from chalicelib.plans import Plan
 VAULT_REPLICAS_SID = "ReplicasFromTheBackupBucket"
 ONLY_THE_ROLE_SID = "OnlyTheReplicationRoleReplicates"
 NO_DELETES_SID = "NoReplicatedDeletes"
+ONLY_THE_VAULT_ACCOUNT_SID = "OnlyTheVaultAccountDeletesOrExpires"
+# What would remove, expire or unlock versions of the vault, or change who may: denied to every principal of
+# another account (the backup account's included), whatever their own policies allow.
+VAULT_ACCOUNT_ONLY_ACTIONS = (
+    "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutLifecycleConfiguration", "s3:PutObjectRetention",
+    "s3:BypassGovernanceRetention", "s3:PutObjectLegalHold", "s3:PutBucketObjectLockConfiguration",
+    "s3:PutBucketVersioning", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy", "s3:DeleteBucket",
+)
 SSE_S3 = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
 
 
@@ -57,8 +73,35 @@ def vault_policy(plan: Plan, role_arn: str) -> dict[str, Any]:
                 "Condition": {"StringNotEquals": {"aws:PrincipalArn": role_arn}},
             },
             {"Sid": NO_DELETES_SID, "Effect": "Deny", "Principal": "*", "Action": "s3:ReplicateDelete", "Resource": objects},
+            {
+                "Sid": ONLY_THE_VAULT_ACCOUNT_SID,
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": list(VAULT_ACCOUNT_ONLY_ACTIONS),
+                "Resource": [bucket_arn, objects],
+                "Condition": {"StringNotEquals": {"aws:PrincipalAccount": vault.account}},
+            },
         ],
     }
+
+
+def vault_expiration_days(plan: Plan) -> int:
+    """How long a version stays in the vault once a newer replica of its key replaced it: longer than the plan's
+    retention horizon (no kept snapshot names it any more), and no shorter than the vault's lock (S3 expires
+    no locked version)."""
+    return max(vault_of(plan).object_lock_days, plan.retention.horizon_days() + 1)
+
+
+def vault_lifecycle(plan: Plan) -> list[dict[str, Any]]:
+    """The vault's lifecycle rules: noncurrent versions expire after `vault_expiration_days`; nothing else (a
+    current version is what the newest snapshots name, and what the source deleted stays: delete markers are
+    not replicated)."""
+    return [{
+        "ID": f"{plan.name}-vault-expire-replaced-versions",
+        "Status": "Enabled",
+        "Filter": {"Prefix": ""},
+        "NoncurrentVersionExpiration": {"NoncurrentDays": vault_expiration_days(plan)},
+    }]
 
 
 def object_lock_configuration(plan: Plan) -> dict[str, Any]:
@@ -96,6 +139,13 @@ def vault_differences(plan: Plan, state: BucketState, role_arn: str | None) -> l
         found.append(("public access", "public access is not blocked in all four ways"))
     if state.encryption is None:
         found.append(("encryption", "has no default encryption"))
+    wanted_rules = sorted((canonical_rule(rule) for rule in vault_lifecycle(plan)), key=str)
+    if state.lifecycle is None:
+        found.append(("lifecycle", "has no lifecycle rule: nothing expires there, storage grows with every version replaced"))
+    elif sorted((canonical_rule(rule) for rule in state.lifecycle), key=str) != wanted_rules:
+        rules = "; ".join(describe_rule(canonical_rule(rule)) for rule in state.lifecycle) or "none"
+        found.append(("lifecycle", f"its lifecycle rules are not the provisioned ones (replaced versions expire after "
+                      f"{vault_expiration_days(plan)} days, nothing else): {rules}"))
     if role_arn is not None and state.policy != vault_policy(plan, role_arn):
         found.append(("policy", "its policy is not the one provisioned (it may let in more than the replication role)"))
     elif role_arn is None and not any(s.get("Sid") == NO_DELETES_SID for s in (state.policy or {}).get("Statement", [])):
@@ -143,6 +193,9 @@ def provision_vault(s3: Any, plan: Plan, role_arn: str) -> list[str]:
     if "object lock retention" in settings:
         s3.put_object_lock_configuration(Bucket=vault.bucket, ObjectLockConfiguration=object_lock_configuration(plan))
         changes.append(f"set Object Lock to COMPLIANCE for {vault.object_lock_days} days")
+    if "lifecycle" in settings:
+        s3.put_bucket_lifecycle_configuration(Bucket=vault.bucket, LifecycleConfiguration={"Rules": vault_lifecycle(plan)})
+        changes.append(f"set its lifecycle: replaced versions expire after {vault_expiration_days(plan)} days")
     return changes
 
 
