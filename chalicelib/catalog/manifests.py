@@ -58,6 +58,11 @@ class Entry:
     # (base64) the object's own SHA-256, `etag` the MD5 a single PUT of these bytes would have had.
     pack_key: str | None = None
     pack_offset: int | None = None
+    # The pack version as the backup stored it (its length, ETag and SHA-256 checksum, base64), what
+    # verification compares S3's answer or the inventory report's row with, once per pack.
+    pack_size: int | None = None
+    pack_etag: str | None = None
+    pack_checksum: str | None = None
 
     @property
     def data_key(self) -> str:
