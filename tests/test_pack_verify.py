@@ -179,16 +179,18 @@ def test_an_object_whose_range_falls_outside_its_pack_is_damaged() -> None:
     size = 5000 + 48
     inside = [dataclasses.replace(entry, pack_offset=offset) for offset in (0, 4000)]
     outside = [dataclasses.replace(entry, pack_offset=offset) for offset in (4001, 5000, 9000)]
-    facts = PackFacts(True, size=size, etag="x", checksum="")
+    facts = PackFacts(True, size=size, etag="x")
     assert [pack_problem("bucket", e, facts) for e in inside] == [None, None]
     for e in outside:
         problem = pack_problem("bucket", e, facts)
         assert problem is not None and problem[0] == "damaged" and "fall outside" in problem[1] and str(entry.pack_key) in problem[1]
     # Recorded values the pack disagrees with: each named.
-    recorded = dataclasses.replace(entry, pack_size=size, pack_etag="x", pack_checksum="c2hh")
-    assert pack_problem("bucket", recorded, facts) == ("damaged", f"its pack s3://bucket/{entry.pack_key} version v1 has SHA-256 checksum none instead of the recorded c2hh")
-    assert pack_problem("bucket", recorded, dataclasses.replace(facts, checksum=None)) is None  # a report's: not known
-    assert pack_problem("bucket", recorded, dataclasses.replace(facts, etag="y"))[0] == "damaged"  # type: ignore[index]
+    recorded = dataclasses.replace(entry, pack_size=size, pack_etag="x")
+    assert pack_problem("bucket", recorded, facts) is None
+    assert pack_problem("bucket", recorded, dataclasses.replace(facts, etag="y")) == (
+        "damaged", f"its pack s3://bucket/{entry.pack_key} version v1 has ETag y instead of the recorded x"
+    )
+    assert pack_problem("bucket", recorded, dataclasses.replace(facts, etag=None)) is None  # a report without ETags
     assert pack_problem("bucket", recorded, PackFacts(True, delete_marker=True))[0] == "missing"  # type: ignore[index]
 
 

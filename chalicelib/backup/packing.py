@@ -51,7 +51,6 @@ class StoredPack:
     version_id: str
     size: int
     etag: str
-    checksum: str
 
 
 class PackFailed(BackupError):
@@ -139,7 +138,7 @@ class Packer:
                 entry = Entry.from_json(line)
                 if entry.pack_key == key and entry.version_id == _UNSTORED:
                     entry.version_id = stored.version_id
-                    entry.pack_size, entry.pack_etag, entry.pack_checksum = stored.size, stored.etag, stored.checksum
+                    entry.pack_size, entry.pack_etag = stored.size, stored.etag
                 writer.add(entry)
         finally:
             queue.close()
@@ -169,13 +168,13 @@ class Packer:
             # The key is this invocation's alone: a request that S3 stored but whose answer was lost, sent
             # again by the retries. The version there is this pack only if it holds these very bytes.
             return self._adopt(key, checksum, size)
-        return StoredPack(writes.version_of(response, self.bucket, key), size, str(response.get("ETag", "")).strip('"'), checksum)
+        return StoredPack(writes.version_of(response, self.bucket, key), size, str(response.get("ETag", "")).strip('"'))
 
     def _adopt(self, key: str, checksum: str, size: int) -> StoredPack:
         head = self.s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         if head.get("ChecksumSHA256") != checksum or head.get("ContentLength") != size:
             raise PackFailed(f"s3://{self.bucket}/{key} exists and does not hold the pack this run wrote")
-        return StoredPack(writes.version_of(head, self.bucket, key), size, str(head.get("ETag", "")).strip('"'), checksum)
+        return StoredPack(writes.version_of(head, self.bucket, key), size, str(head.get("ETag", "")).strip('"'))
 
     def _hide_retired(self) -> None:
         retired, self._retired = self._retired, []

@@ -40,10 +40,11 @@ from chalicelib.prices import Prices
 
 # A packed object's manifest entry gzipped: measured with the manifest's own serialisation
 # (tests/test_cost_packs.py measures it again), with S3-like version ids and random ETags and SHA-256
-# values: 59 bytes more than an object stored on its own (100 and 159 bytes on the same generator, when an
-# entry's neighbours in key order lie in other packs, as by month 12 nearly all do: fewer than 2% of the
-# objects are still in the first day's packs), added to the 110 measured for those (simulation.py).
-PACKED_MANIFEST_BYTES_PER_ENTRY = 169
+# values: 92 bytes more than an object stored on its own (100 and 192 bytes on the same generator, the pack's
+# key, offset, size and ETag with it, when an entry's neighbours in key order lie in other packs, as by month
+# 12 nearly all do: fewer than 2% of the objects are still in the first day's packs), added to the 110
+# measured for those (simulation.py).
+PACKED_MANIFEST_BYTES_PER_ENTRY = 202
 # A packed object's line in its pack's trailer (catalog/packs.py `encode_trailer`, gzip): measured on 1,638
 # objects of 10 KiB with their keys, SHA-256 values and identities.
 PACK_INDEX_BYTES_PER_OBJECT = 76

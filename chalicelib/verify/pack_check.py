@@ -1,8 +1,8 @@
 """Verifying packs: each pack version is looked at once per verification, for all the objects it holds.
 
 A packed object has no S3 version of its own: its bytes are a range of its pack's version. So what the
-metadata check asks of a version (there, not a delete marker, the size, ETag and checksum stored) is asked
-of the pack, once: from the pack's row when an inventory report lists it, else by one HEAD of the pack's
+metadata check asks of a version (there, not a delete marker, the size and ETag stored) is asked of the
+pack, once: from the pack's row when an inventory report lists it, else by one HEAD of the pack's
 version, however many objects it holds. Every packed object of that version then takes the pack's verdict:
 a pack missing or damaged is reported for each object in it, by name. An object's range that would reach
 past the pack's data (into its footer, or past its end) is damaged too, whatever the pack's recorded size.
@@ -34,14 +34,12 @@ PackVersion = tuple[str, str]
 
 @dataclass(frozen=True)
 class PackFacts:
-    """What S3 (a HEAD) or an inventory report (a row) says of one pack version. `checksum` is None where
-    it is not known (a report lists no checksum value), '' where S3 has none."""
+    """What S3 (a HEAD) or an inventory report (a row) says of one pack version (None: not said)."""
 
     exists: bool
     delete_marker: bool = False
     size: int | None = None
     etag: str | None = None
-    checksum: str | None = None
     storage_class: str | None = None
     restore: str | None = None
     # The HEAD failed otherwise than "not there": every object of the pack is an error, not a finding.
@@ -50,14 +48,14 @@ class PackFacts:
 
 def facts_of_row(row: Row) -> PackFacts:
     etag = None if row.etag is None else row.etag.strip('"')
-    return PackFacts(True, row.is_delete_marker, row.size, etag, None, row.storage_class)
+    return PackFacts(True, row.is_delete_marker, row.size, etag, row.storage_class)
 
 
 def head_pack(s3: Any, bucket: str, version: PackVersion) -> PackFacts:
     """One HEAD of a pack version."""
     key, version_id = version
     try:
-        head = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id, ChecksumMode="ENABLED")
+        head = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id)
     except ClientError as exc:
         if is_missing(exc):
             return PackFacts(False)
@@ -70,7 +68,6 @@ def head_pack(s3: Any, bucket: str, version: PackVersion) -> PackFacts:
         True,
         size=head.get("ContentLength"),
         etag=str(head.get("ETag", "")).strip('"'),
-        checksum=head.get("ChecksumSHA256") or "",
         storage_class=head.get("StorageClass"),
         restore=head.get("Restore"),
     )
@@ -88,8 +85,6 @@ def pack_problem(bucket: str, entry: Entry, facts: PackFacts) -> tuple[str, str]
         return "damaged", f"{where} has {facts.size} bytes instead of the recorded {entry.pack_size}"
     if entry.pack_etag and facts.etag is not None and facts.etag != entry.pack_etag:
         return "damaged", f"{where} has ETag {facts.etag} instead of the recorded {entry.pack_etag}"
-    if entry.pack_checksum and facts.checksum is not None and facts.checksum != entry.pack_checksum:
-        return "damaged", f"{where} has SHA-256 checksum {facts.checksum or 'none'} instead of the recorded {entry.pack_checksum}"
     end = (entry.pack_offset or 0) + entry.size
     if facts.size is not None and end > facts.size - FOOTER_BYTES:
         return "damaged", f"its bytes {entry.pack_offset}-{end - 1} fall outside the data of {where} ({facts.size} bytes)"
