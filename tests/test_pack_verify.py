@@ -18,7 +18,9 @@ from chalicelib.config import Settings
 from chalicelib.inventory import configuration as conf
 from chalicelib.layout import PACKS_PREFIX
 from chalicelib.plans import InventoryPlan, PlanSet
-from chalicelib.verify.checks import check_version, verify_entries
+from chalicelib.cost.upkeep_model import BucketDay, UpkeepSettings
+from chalicelib.cost.verify_upkeep import verification_by_head, verification_when_due
+from chalicelib.verify.checks import check_version, verify_entries, weekly_slice
 from chalicelib.verify.job import VerificationJob
 from chalicelib.verify.pack_check import PackFacts, pack_problem
 from chalicelib.verify.record import VerificationRecord
@@ -27,6 +29,7 @@ from tests.faults import damage_reads
 from tests.provisioned import provision_buckets
 from tests.record_calls import CallsSince
 from tests.s3_inventory import deliver
+from tests.test_cost_upkeep_recorded import KINDS
 from tests.test_verify import read_manifest, rewrite_manifest
 from tests.test_verify_inventory import heads
 from tests.test_verify_job import TOPIC, later_id
@@ -61,11 +64,15 @@ class Packed:
         for index in range(60):
             s3.put_object(Bucket=source, Key=f"docs/{index:03d}.txt", Body=(f"document {index} " * 600).encode()[: 5000 + index])
         s3.put_object(Bucket=source, Key="large/scan.pdf", Body=b"L" * 200_000)
-        backups = BackupService(dataclasses.replace(settings, plans=self.plans), clients)
-        record = backups.start(None, trigger="api")
-        self.backup_id = backups.run(record.backup_id).backup_id
+        self.source = source
+        self.backups = BackupService(dataclasses.replace(settings, plans=self.plans), clients)
+        self.backup()
+
+    def backup(self) -> None:
+        record = self.backups.start(None, trigger="api")
+        self.backup_id = self.backups.run(record.backup_id).backup_id
         self.manifest = manifest_key(self.plan.name, self.backup_id)
-        self.entries = read_manifest(s3, self.plan.bucket, self.manifest)[1]
+        self.entries = read_manifest(self.s3, self.plan.bucket, self.manifest)[1]
 
     @property
     def packs(self) -> dict[tuple[str, str], list[Entry]]:
@@ -82,7 +89,8 @@ class Packed:
         self.s3.put_bucket_inventory_configuration(
             Bucket=self.plan.bucket, Id=conf.DEFAULT_CONFIGURATION_ID, InventoryConfiguration=conf.inventory_configuration(destination)
         )
-        deliver(self.s3, self.plan.bucket, conf.DEFAULT_CONFIGURATION_ID, files=2, shuffle=3)
+        # One file, as S3 writes a report this small (the upkeep model counts files by rows).
+        deliver(self.s3, self.plan.bucket, conf.DEFAULT_CONFIGURATION_ID, shuffle=3)
         return dataclasses.replace(self.plans, inventory=InventoryPlan(bucket=REPORTS))
 
     def week(self, plans: PlanSet, tag: str) -> list[VerificationRecord]:
@@ -209,3 +217,49 @@ def test_a_sampled_object_whose_range_does_not_hash_is_damaged(packed: Packed) -
     one = next(e for e in packed.entries if e.packed)
     part = check_version(packed.clients.s3, packed.plan, one, None, 100)
     assert [f.key for f in part.damaged] == [one.key] and part.headed == 1
+
+
+def _stored_versions(s3: Any, bucket: str) -> int:
+    pages = s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix="data/")
+    return sum(len(page.get("Versions", [])) for page in pages)
+
+
+def test_the_models_verification_requests_for_a_packed_plan_are_what_the_code_sends(packed: Packed) -> None:
+    """By HEAD, a slice sends one HEAD per pack of the slice and one per version of its own, as the upkeep model
+    counts (`by_head`); against a report, none, as the model counts now that a pack's row answers for its
+    objects. Every other request of the job is compared too."""
+    model = UpkeepSettings.of_plans(packed.plans)
+    day = Counter(weekly_slice(e) for e in packed.entries if e.packed).most_common(1)[0][0]
+    sliced = [e for e in packed.entries if weekly_slice(e) == day]
+    state = BucketDay(
+        versions=_stored_versions(packed.s3, packed.plan.bucket), named_versions=61, snapshots=1, manifest_entries=61,
+        checked=len(sliced), heads=len({(e.stored_key, e.version_id) for e in sliced}), sampled=0, indexed=False,
+        packed=60, packs=len(packed.packs),
+    )
+    assert state.heads is not None and 0 < state.heads < len(sliced)
+    job = VerificationJob(packed.plans, packed.clients, sample_percent=0)
+    since = CallsSince()
+    job.run(job.start(later_id("model"), weekday=day).job_id)
+    expected = {kind: round(count, 6) for kind, count in verification_by_head(state, model).requests.items()}
+    assert Counter(KINDS.get(c.operation, c.operation) for c in since.calls()) == Counter(expected)
+    # Without `heads`, the model's average per slice: a seventh of the packs and of the versions of their own.
+    average = dataclasses.replace(state, checked=None, heads=None)
+    assert verification_by_head(average, model).requests["head"] == pytest.approx((1 + len(packed.packs)) / 7)
+    # A day later, one document changed (packed anew: a pack more), then a report: the due job checks every
+    # version against it and sends no HEAD, and the model counts none.
+    packed.s3.put_object(Bucket=packed.source, Key="docs/007.txt", Body=b"changed " * 700)
+    packed.backup()
+    plans = packed.with_report()
+    job = VerificationJob(plans, packed.clients, sample_percent=0)
+    since = CallsSince()
+    record = job.run(job.start(later_id("modeldue"), weekday=day).job_id)
+    assert record.ok and record.checked == 62
+    due = dataclasses.replace(
+        state, versions=_stored_versions(packed.s3, packed.plan.bucket), named_versions=62, snapshots=2,
+        manifest_entries=123, checked=62, heads=None, indexed=True, new_snapshots=1, backups_in_window=2,
+        verifications_in_window=2,
+    )
+    recorded = Counter(KINDS.get(c.operation, c.operation) for c in since.calls())
+    expected = {kind: round(count, 6) for kind, count in verification_when_due(due, dataclasses.replace(model, inventory="Daily")).requests.items()}
+    assert "head" not in recorded and expected.get("head", 0) == 0
+    assert recorded == Counter(expected)
