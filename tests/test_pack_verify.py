@@ -37,6 +37,9 @@ from tests.test_verify_job import TOPIC, later_id
 REPORTS = "test-pack-inventory-reports"
 TARGET = 128 * 1024
 START = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+# Small documents of about 9 KB (in 3 packs of 128 KiB), and with the one large object, every object.
+SMALL = 30
+ALL = SMALL + 1
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +49,7 @@ def _clock() -> Iterator[None]:
 
 
 class Packed:
-    """The stage's documents plan packing its small objects (packs of 128 KiB), backed up once: 60 small
+    """The stage's documents plan packing its small objects (packs of 128 KiB), backed up once: SMALL small
     documents in a few packs and one large object stored on its own; `with_report` sets the plans'
     inventory, configures it on the bucket and delivers a report of it."""
 
@@ -61,8 +64,8 @@ class Packed:
         provision_buckets(s3, self.plans, ACCOUNT)
         source = stage_env["DOCUMENTS_SOURCE_BUCKET"]
         s3.create_bucket(Bucket=source)
-        for index in range(60):
-            s3.put_object(Bucket=source, Key=f"docs/{index:03d}.txt", Body=(f"document {index} " * 600).encode()[: 5000 + index])
+        for index in range(SMALL):
+            s3.put_object(Bucket=source, Key=f"docs/{index:03d}.txt", Body=(f"document {index} " * 900).encode()[: 9000 + index])
         s3.put_object(Bucket=source, Key="large/scan.pdf", Body=b"L" * 200_000)
         self.source = source
         self.backups = BackupService(dataclasses.replace(settings, plans=self.plans), clients)
@@ -102,7 +105,7 @@ class Packed:
 @pytest.fixture
 def packed(s3: Any, clients: Any, stage_env: dict[str, str]) -> Packed:
     world = Packed(s3, clients, stage_env)
-    assert len(world.packs) >= 2 and sum(e.packed for e in world.entries) == 60 and len(world.entries) == 61
+    assert len(world.packs) >= 2 and sum(e.packed for e in world.entries) == SMALL and len(world.entries) == ALL
     return world
 
 
@@ -119,7 +122,7 @@ def test_a_clean_packed_plan_is_checked_against_the_report_with_no_head_at_all(p
     since = CallsSince()
     records = packed.week(plans, "clean")
     assert all(r.status == "SUCCEEDED" and r.ok for r in records), [r.to_dict() for r in records]
-    assert sum(r.checked for r in records) == 61
+    assert sum(r.checked for r in records) == ALL
     assert heads(since) == [] and sum(r.headed for r in records) == 0
 
 
@@ -127,7 +130,7 @@ def test_without_a_report_each_pack_is_headed_once_for_all_its_objects(packed: P
     since = CallsSince()
     records = packed.week(packed.plans, "heads")
     assert all(r.status == "SUCCEEDED" and r.ok for r in records)
-    assert sum(r.checked for r in records) == 61
+    assert sum(r.checked for r in records) == ALL
     sent = Counter(heads(since))
     large = next(e for e in packed.entries if not e.packed)
     assert sent == Counter({**{version: 1 for version in packed.packs}, (large.data_key, large.version_id): 1})
@@ -135,7 +138,7 @@ def test_without_a_report_each_pack_is_headed_once_for_all_its_objects(packed: P
     # An on-demand check of every entry, too: one HEAD per pack version, not per object.
     since = CallsSince()
     report = verify_entries(packed.clients.s3, packed.plan, packed.entries, max_workers=4)
-    assert report.ok and report.checked == 61 and report.headed == len(packed.packs) + 1
+    assert report.ok and report.checked == ALL and report.headed == len(packed.packs) + 1
     assert Counter(heads(since)) == sent
 
 
@@ -205,14 +208,14 @@ def test_an_object_whose_range_falls_outside_its_pack_is_damaged() -> None:
 def test_a_sampled_object_whose_range_does_not_hash_is_damaged(packed: Packed) -> None:
     """The pack's metadata is sound; the bytes read back are not: the sample's ranged GET finds each object."""
     report = verify_entries(packed.clients.s3, packed.plan, packed.entries, sample_percent=100, max_workers=4)
-    assert report.ok and report.sampled == 61
+    assert report.ok and report.sampled == ALL
     damage_reads(packed.clients.s3, PACKS_PREFIX)
     since = CallsSince()
     report = verify_entries(packed.clients.s3, packed.plan, packed.entries, sample_percent=100, max_workers=4)
     assert sorted(f.key for f in report.damaged) == sorted(e.key for e in packed.entries if e.packed and e.size)
     assert not report.missing and report.headed == len(packed.packs) + 1
     ranged = [c.params.get("Range") for c in since.calls() if c.operation == "GetObject" and c.params.get("Key", "").startswith(PACKS_PREFIX)]
-    assert len(ranged) == 60 and all(r and r.startswith("bytes=") for r in ranged)
+    assert len(ranged) == SMALL and all(r and r.startswith("bytes=") for r in ranged)
     # One object alone, by its pack's facts from a HEAD: damaged too.
     one = next(e for e in packed.entries if e.packed)
     part = check_version(packed.clients.s3, packed.plan, one, None, 100)
@@ -232,9 +235,9 @@ def test_the_models_verification_requests_for_a_packed_plan_are_what_the_code_se
     day = Counter(weekly_slice(e) for e in packed.entries if e.packed).most_common(1)[0][0]
     sliced = [e for e in packed.entries if weekly_slice(e) == day]
     state = BucketDay(
-        versions=_stored_versions(packed.s3, packed.plan.bucket), named_versions=61, snapshots=1, manifest_entries=61,
+        versions=_stored_versions(packed.s3, packed.plan.bucket), named_versions=ALL, snapshots=1, manifest_entries=ALL,
         checked=len(sliced), heads=len({(e.stored_key, e.version_id) for e in sliced}), sampled=0, indexed=False,
-        packed=60, packs=len(packed.packs),
+        packed=SMALL, packs=len(packed.packs),
     )
     assert state.heads is not None and 0 < state.heads < len(sliced)
     job = VerificationJob(packed.plans, packed.clients, sample_percent=0)
@@ -253,10 +256,10 @@ def test_the_models_verification_requests_for_a_packed_plan_are_what_the_code_se
     job = VerificationJob(plans, packed.clients, sample_percent=0)
     since = CallsSince()
     record = job.run(job.start(later_id("modeldue"), weekday=day).job_id)
-    assert record.ok and record.checked == 62
+    assert record.ok and record.checked == ALL + 1
     due = dataclasses.replace(
-        state, versions=_stored_versions(packed.s3, packed.plan.bucket), named_versions=62, snapshots=2,
-        manifest_entries=123, checked=62, heads=None, indexed=True, new_snapshots=1, backups_in_window=2,
+        state, versions=_stored_versions(packed.s3, packed.plan.bucket), named_versions=ALL + 1, snapshots=2,
+        manifest_entries=2 * ALL + 1, checked=ALL + 1, heads=None, indexed=True, new_snapshots=1, backups_in_window=2,
         verifications_in_window=2,
     )
     recorded = Counter(KINDS.get(c.operation, c.operation) for c in since.calls())
