@@ -262,8 +262,8 @@ def _pack_targets(name: str, pack: dict[str, Any]) -> None:
         print(f"    requests a day, {kind:<9} {requests.get(kind, 0.0):>12,.1f}  (target at most {limit:,.1f}): {'met' if met else 'NOT met'}")
     print(
         f"    beyond the target's formula: {pack['source_reads_per_day']:,.0f} GETs a day reading the packed objects from "
-        f"their source (pack_get), and the verification's {pack['verification_heads_per_day']:,.0f} HEADs a day, one per "
-        f"packed object ({pack['verification_heads_monthly_usd']:.2f} a month in requests)"
+        f"their source (pack_get), and the verification's {pack['verification_heads_per_day']:,.0f} HEADs a day (one per "
+        f"pack of a slice by HEAD, none against a report: {pack['verification_heads_monthly_usd']:.2f} a month in requests)"
     )
 
 

@@ -134,7 +134,7 @@ def _entries(rows: int, packed: bool) -> list[Entry]:
         extra = {}
         if packed:
             # Each neighbour in another pack, written on another day (the steady state by month 12).
-            extra = {"sha256": digest.hex(), "pack_key": pack_key(f"202603{rng.randrange(1, 29):02d}T020000000Z-daily", "%08x" % rng.getrandbits(32), rng.randrange(1, 70)), "pack_offset": rng.randrange(1 << 24)}
+            extra = {"sha256": digest.hex(), "pack_key": pack_key(f"202603{rng.randrange(1, 29):02d}T020000000Z-daily", "%08x" % rng.getrandbits(32), rng.randrange(1, 70)), "pack_offset": rng.randrange(1 << 24), "pack_size": rng.randrange(16 << 20, 17 << 20), "pack_etag": "%032x" % rng.getrandbits(128)}
         listed.append(Entry("documents", key, version(), 10240, etag, f"etag:{etag}:10240", checksum=base64.b64encode(digest).decode(), **extra))
     return sorted(listed, key=lambda entry: entry.sort_key)
 

@@ -562,8 +562,8 @@ def test_a_pack_put_that_fails_once_is_stored_once_whether_or_not_s3_wrote_it(
 
 
 def test_a_verification_checks_a_packed_object_by_its_pack_and_its_range(s3: Any, plans: PlanSet) -> None:
-    """Until packs have a verification of their own, a packed object is checked by its pack's version (there or
-    missing) and, when sampled, by re-hashing its range: a pack's metadata is never taken for the object's."""
+    """A packed object is checked by its pack's version (there or missing; tests/test_pack_verify.py has the
+    rest) and, when sampled, by re-hashing its range: a pack's metadata is never taken for the object's."""
     clients = Clients()
     s3.create_bucket(Bucket=SOURCE)
     for index in range(4):

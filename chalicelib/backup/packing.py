@@ -25,6 +25,7 @@ import io
 import logging
 import secrets
 import tempfile
+from dataclasses import dataclass
 from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -41,6 +42,15 @@ logger = logging.getLogger(__name__)
 
 # The placeholder version of a queued packed entry: no stored version is ever named so.
 _UNSTORED = ""
+
+
+@dataclass(frozen=True)
+class StoredPack:
+    """A pack as S3 stored it: what its objects' entries record for verification to compare."""
+
+    version_id: str
+    size: int
+    etag: str
 
 
 class PackFailed(BackupError):
@@ -114,7 +124,7 @@ class Packer:
         assert queue is not None
         self._pack, self._queue = None, None
         try:
-            version_id = self._put(key, pack.finish())
+            stored = self._put(key, pack.finish())
         except BaseException:
             queue.close()
             raise
@@ -127,7 +137,8 @@ class Packer:
             for line in queue:
                 entry = Entry.from_json(line)
                 if entry.pack_key == key and entry.version_id == _UNSTORED:
-                    entry.version_id = version_id
+                    entry.version_id = stored.version_id
+                    entry.pack_size, entry.pack_etag = stored.size, stored.etag
                 writer.add(entry)
         finally:
             queue.close()
@@ -140,8 +151,8 @@ class Packer:
             self._queue.close()
         self._pack, self._queue, self._retired = None, None, []
 
-    def _put(self, key: str, body: IO[bytes]) -> str:
-        """Write the pack only if its key is free, with its SHA-256 for S3 to check; its version id."""
+    def _put(self, key: str, body: IO[bytes]) -> StoredPack:
+        """Write the pack only if its key is free, with its SHA-256 for S3 to check; what S3 stored."""
         digest = hashlib.sha256()
         for block in iter(lambda: body.read(1 << 20), b""):
             digest.update(block)
@@ -157,13 +168,13 @@ class Packer:
             # The key is this invocation's alone: a request that S3 stored but whose answer was lost, sent
             # again by the retries. The version there is this pack only if it holds these very bytes.
             return self._adopt(key, checksum, size)
-        return writes.version_of(response, self.bucket, key)
+        return StoredPack(writes.version_of(response, self.bucket, key), size, str(response.get("ETag", "")).strip('"'))
 
-    def _adopt(self, key: str, checksum: str, size: int) -> str:
+    def _adopt(self, key: str, checksum: str, size: int) -> StoredPack:
         head = self.s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         if head.get("ChecksumSHA256") != checksum or head.get("ContentLength") != size:
             raise PackFailed(f"s3://{self.bucket}/{key} exists and does not hold the pack this run wrote")
-        return writes.version_of(head, self.bucket, key)
+        return StoredPack(writes.version_of(head, self.bucket, key), size, str(head.get("ETag", "")).strip('"'))
 
     def _hide_retired(self) -> None:
         retired, self._retired = self._retired, []

@@ -58,6 +58,11 @@ class Entry:
     # (base64) the object's own SHA-256, `etag` the MD5 a single PUT of these bytes would have had.
     pack_key: str | None = None
     pack_offset: int | None = None
+    # The pack version as the backup stored it (its length and ETag, both of which a HEAD and an inventory
+    # report give), what verification compares with once per pack. Its SHA-256 checksum is left out: a report
+    # lists none, and 44 more bytes on every packed entry of every manifest would cost more than it adds.
+    pack_size: int | None = None
+    pack_etag: str | None = None
 
     @property
     def data_key(self) -> str:

@@ -35,15 +35,15 @@ from dataclasses import dataclass, field
 from chalicelib.catalog.packs import FOOTER_BYTES
 from chalicelib.cost.model import SMALL_OBJECT_BYTES, early_deletion_charge
 from chalicelib.cost.schedules import class_on, later_moves
-from chalicelib.cost.verify_upkeep import DUE_LAG_DAYS
 from chalicelib.prices import Prices
 
 # A packed object's manifest entry gzipped: measured with the manifest's own serialisation
 # (tests/test_cost_packs.py measures it again), with S3-like version ids and random ETags and SHA-256
-# values: 59 bytes more than an object stored on its own (100 and 159 bytes on the same generator, when an
-# entry's neighbours in key order lie in other packs, as by month 12 nearly all do: fewer than 2% of the
-# objects are still in the first day's packs), added to the 110 measured for those (simulation.py).
-PACKED_MANIFEST_BYTES_PER_ENTRY = 169
+# values: 92 bytes more than an object stored on its own (100 and 192 bytes on the same generator, the pack's
+# key, offset, size and ETag with it, when an entry's neighbours in key order lie in other packs, as by month
+# 12 nearly all do: fewer than 2% of the objects are still in the first day's packs), added to the 110
+# measured for those (simulation.py).
+PACKED_MANIFEST_BYTES_PER_ENTRY = 202
 # A packed object's line in its pack's trailer (catalog/packs.py `encode_trailer`, gzip): measured on 1,638
 # objects of 10 KiB with their keys, SHA-256 values and identities.
 PACK_INDEX_BYTES_PER_OBJECT = 76
@@ -115,18 +115,13 @@ class PackBooks:
 
     @property
     def named(self) -> float:
-        """Distinct packed object versions kept snapshots name: a kept index line, a verification check each."""
+        """Distinct packed object versions kept snapshots name: a kept index line, a verification check each
+        (against its pack's report row, or its pack's one HEAD)."""
         return sum(self.named_by_day.values())
 
     @property
     def packs(self) -> float:
         return sum(totals[0] for totals in self.held.values())
-
-    def unreported(self, written: float) -> float:
-        """Packed objects the verification against a report asks about by HEAD: an inventory report lists the
-        pack, not the object (verify/report_check.py looks an entry up under its own key), so every named
-        packed object but those written since the report's scan (which wait for the next one)."""
-        return max(0.0, self.named - written * DUE_LAG_DAYS)
 
     def _hold(self, name: str, packs: float, size: float) -> None:
         totals = self.held.setdefault(name, [0.0, 0.0])

@@ -123,5 +123,5 @@ def _packing_notes(lifecycle: Lifecycle) -> str:
         f"; a packed object {PACKED_MANIFEST_BYTES_PER_ENTRY} bytes of manifest, read from its source by a GET (billed "
         "at the GET rate, pack_get), each pack written by a PUT (pack_put) and moved, billed the 40 KB overhead and "
         "deleted as the one object it is, once no kept snapshot names any object in it (nothing repacks); the "
-        "verification asks about each packed object by HEAD of its pack, a report listing packs, not their objects"
+        "verification looks at each pack once for all its objects: its report row, or one HEAD of a slice's pack"
     )

@@ -368,7 +368,8 @@ class Simulation:
             manifest_entries=sum(self.manifest_entries.values()),
             deleted=self.deleted_today,
             written=written,
-            unreported=self.packs.unreported(self.pack_day.packed) if self.packs is not None else None,
+            packed=self.packs.named if self.packs is not None else 0.0,
+            packs=self.packs.packs if self.packs is not None else 0.0,
         )
         self.months[self.month_of[day]].add_upkeep(upkeep_day(state, self.upkeep), self.upkeep, self.prices)
 

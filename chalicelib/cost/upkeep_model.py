@@ -113,6 +113,14 @@ class BucketDay:
     # sample's share).
     unreported: float | None = None
     sampled: float | None = None
+    # Of the named versions, the packed objects, and the packs that hold them: the verification looks at a
+    # pack once for all its objects (verify/pack_check.py), so by HEAD a slice sends one per pack of the slice
+    # (a packed object's slice is its pack's) and one per version of its own.
+    packed: float = 0.0
+    packs: float = 0.0
+    # The HEADs today's slice sends by HEAD, where known (None: as `packed` and `packs` say, or one per version
+    # checked where `checked` is known).
+    heads: float | None = None
     # The kept index (catalog/kept_index.py): whether one from an earlier day exists, the snapshots it does not
     # cover yet when the day's verification starts (the day's backup), and the index versions a newer one
     # superseded, which the day's prune deletes.

@@ -60,14 +60,17 @@ def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
 
 
 def verification_by_head(day: BucketDay, settings: UpkeepSettings) -> JobDay:
-    """Without an inventory: a HeadObject per version of the day's slice (a seventh of the kept versions), which
-    come from the kept index, brought up to date once (the earlier index and the new manifests merged, the new
+    """Without an inventory: a HeadObject per version of the day's slice (a seventh of the kept versions) and
+    one per pack of the slice for all its packed objects, which come from the kept index, brought up to date once (the earlier index and the new manifests merged, the new
     index written), then read by each invocation up to where the last one stopped."""
     job = JobDay(function=JOB_FUNCTIONS["verification"])
     checked = day.named_versions / VERIFY_SLICES if day.checked is None else day.checked
+    heads = by_head(day, checked)
     sampled = checked * settings.verify_sample_percent / 100 if day.sampled is None else day.sampled
-    # HEADs and the sample's GETs overlap in the job's pool (verify/checks.py verify_versions).
-    work = max(REQUEST_SECONDS / settings.verify_workers, REQUEST_CPU_SECONDS) * (checked + sampled)
+    # HEADs and the sample's GETs overlap in the job's pool (verify/checks.py verify_versions); a packed object
+    # takes its pack's answer in the job's thread.
+    work = max(REQUEST_SECONDS / settings.verify_workers, REQUEST_CPU_SECONDS) * (heads + sampled)
+    work += max(0.0, checked - heads) * ROW_CHECK_SECONDS
     update = _index_update(day)
     reading = 2 * REQUEST_SECONDS + day.named_versions * INDEX_ROW_SECONDS
     invocations = max(1, math.ceil((work + update + reading) / INVOCATION_SECONDS))
@@ -76,7 +79,7 @@ def verification_by_head(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     job.add("list", invocations * (2 + page_count(day.snapshots)))
     # Each invocation asks for the sealed result before it reads its record (none while the job runs).
     job.add("get", 2 * invocations + (invocations - 1) + (1 if day.indexed else 0) + _merged(day) + sampled)
-    job.add("head", checked)
+    job.add("head", heads)
     # The record: created, saved every VERIFY_SAVE_EVERY batches, after the plan, at each hand-on and at the
     # end; the index; the sealed result.
     job.add("put", 3 + math.ceil(checked / BATCH_SIZE) // VERIFY_SAVE_EVERY + (invocations - 1) + 1 + 1)
@@ -89,6 +92,16 @@ def verification_by_head(day: BucketDay, settings: UpkeepSettings) -> JobDay:
         )
     _spool(job, day, report=False)
     return job
+
+
+def by_head(day: BucketDay, checked: float) -> float:
+    """The HEADs of a slice of `checked` versions checked by HEAD: one per version stored on its own, one per
+    pack for all the packed objects in it."""
+    if day.heads is not None:
+        return day.heads
+    if day.checked is not None or not day.packed or not day.named_versions:
+        return checked
+    return checked * (day.named_versions - day.packed + day.packs) / day.named_versions
 
 
 def _merged(day: BucketDay) -> float:
@@ -135,7 +148,8 @@ def verification_when_due(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     sorts the report rows, and makes entries of the index lines, only past its checkpoint (`INDEX_SKIP_SECONDS`
     a line before it). What the report does not list because it was written since its scan waits for the
     next report; a HeadObject only for what an older snapshot names that it does not list (gone: none
-    expected); a GET for the sampled share."""
+    expected; a packed object's pack is listed: the report's row answers for all its objects); a GET for the
+    sampled share."""
     job = JobDay(function=JOB_FUNCTIONS["verification"])
     lines = day.named_versions
     checked = lines if day.checked is None else day.checked

@@ -7,8 +7,11 @@ version truly still names other bytes than the source's). No data is read.
 An optional sample re-reads a share of the versions and hashes their bytes again, which also catches damage
 that S3's metadata would not show.
 
+A packed object is checked by its pack's version, looked at once for all the objects in it
+(pack_check.py), and by the re-hash of its range when sampled.
+
 Each daily backup starts a job that verifies a rotating slice of every stored snapshot (job.py): a
-version belongs to slice `sha256(data key, version id) mod 7`, and the slice checked is the backup's weekday,
+version belongs to slice `sha256(stored key, version id) mod 7` (a packed object's stored key is its pack's), and the slice checked is the backup's weekday,
 so every stored version is checked once a week whatever the number of snapshots that share it.
 """
 
@@ -31,6 +34,7 @@ from chalicelib.errors import describe_error
 from chalicelib.inventory.reports import Row
 from chalicelib.plans import Plan, S3Source
 from chalicelib.s3docs import is_missing
+from chalicelib.verify.pack_check import PackFacts, PackLooks, facts_of_row, head_pack, pack_problem
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +107,9 @@ def _stored_version_hash(stored_key: str, version_id: str) -> int:
 
 
 def weekly_slice(entry: Entry) -> int:
-    """Which day of the week (0 = Monday) checks this version."""
-    return stored_slice(entry.data_key, entry.version_id)
+    """Which day of the week (0 = Monday) checks this version: a packed object's is its pack's, so that all
+    the objects of a pack are checked on one day, by one look at the pack."""
+    return stored_slice(entry.stored_key, entry.version_id)
 
 
 def stored_slice(stored_key: str, version_id: str) -> int:
@@ -145,10 +150,6 @@ def check_metadata(s3: Any, plan: Plan, entry: Entry) -> tuple[Finding | None, d
         raise
     if head.get("DeleteMarker"):
         return finding("missing", "the version is a delete marker"), None
-    if entry.packed:
-        # Its pack's version is there; the pack's size and ETag are not the object's: its bytes are checked
-        # by the re-hash of its range.
-        return None, head
     if head.get("ContentLength") != entry.size:
         return finding("damaged", f"size {head.get('ContentLength')} instead of the recorded {entry.size}"), head
     etag = head.get("ETag", "").strip('"')
@@ -218,8 +219,47 @@ def _archived(storage_class: str | None, restore: str | None) -> bool:
     return storage_class in ARCHIVE_CLASSES and 'ongoing-request="false"' not in (restore or "")
 
 
-def check_version(s3: Any, plan: Plan, entry: Entry, row: Row | None, sample_percent: float) -> VerifyReport:
-    """One version: against its report row when there is one, else by HEAD; then the re-hash if sampled."""
+def _sampled(s3: Any, plan: Plan, entry: Entry, part: VerifyReport, archived: bool, sample_percent: float) -> None:
+    if sample_percent > 0 and in_sample(entry, sample_percent):
+        if archived:
+            part.sample_skipped_archived = 1
+        else:
+            part.sampled = 1
+            found = rehash(s3, plan, entry)
+            if found is not None:
+                part.damaged.append(found)
+
+
+def check_packed(s3: Any, plan: Plan, entry: Entry, facts: PackFacts, sample_percent: float) -> VerifyReport:
+    """One packed object, by its pack's facts (pack_check.py: learnt once for all the pack's objects); then
+    the re-hash of its range if sampled."""
+    part = VerifyReport(checked=1)
+    if facts.error is not None:
+        part.errors.append(f"{plan.name}: {entry.source}/{entry.key}: its pack {entry.pack_key}: {facts.error}")
+        return part
+    problem = pack_problem(plan.bucket, entry, facts)
+    if problem is not None:
+        kind, detail = problem
+        found = Finding(plan.name, entry.source, entry.key, entry.version_id, kind, detail)
+        (part.missing if kind == "missing" else part.damaged).append(found)
+        return part
+    _sampled(s3, plan, entry, part, _archived(facts.storage_class, facts.restore), sample_percent)
+    return part
+
+
+def check_version(
+    s3: Any, plan: Plan, entry: Entry, row: Row | None, sample_percent: float, packs: PackLooks | None = None
+) -> VerifyReport:
+    """One version: against its report row when there is one, else by HEAD; then the re-hash if sampled.
+    A packed object: by its pack's facts, from `packs` (which has settled them), else from the pack's row
+    or one HEAD of the pack."""
+    if entry.packed:
+        if packs is not None:
+            return check_packed(s3, plan, entry, packs.facts(entry), sample_percent)
+        facts = facts_of_row(row) if row is not None else head_pack(s3, plan.bucket, (str(entry.pack_key), entry.version_id))
+        part = check_packed(s3, plan, entry, facts, sample_percent)
+        part.headed = int(row is None)
+        return part
     part = VerifyReport(checked=1)
     if row is None:
         part.headed = 1
@@ -230,14 +270,8 @@ def check_version(s3: Any, plan: Plan, entry: Entry, row: Row | None, sample_per
         found, archived = check_row(plan, entry, row), _archived(row.storage_class, None)
     if found is not None:
         (part.missing if found.problem == "missing" else part.damaged).append(found)
-    elif sample_percent > 0 and in_sample(entry, sample_percent):
-        if archived:
-            part.sample_skipped_archived = 1
-        else:
-            part.sampled = 1
-            found = rehash(s3, plan, entry)
-            if found is not None:
-                part.damaged.append(found)
+    else:
+        _sampled(s3, plan, entry, part, archived, sample_percent)
     return part
 
 
@@ -248,9 +282,11 @@ def verify_entries(
     sample_percent: float = 0,
     max_workers: int = 16,
     progress: ProgressCallback | None = None,
+    packs: PackLooks | None = None,
 ) -> VerifyReport:
-    """Check each entry's metadata by HEAD, and re-hash the sampled ones."""
-    return verify_versions(s3, plan, ((entry, None) for entry in entries), sample_percent, max_workers, progress)
+    """Check each entry's metadata by HEAD (a packed one's: one HEAD of each pack), and re-hash the sampled
+    ones."""
+    return verify_versions(s3, plan, ((entry, None) for entry in entries), sample_percent, max_workers, progress, packs)
 
 
 def verify_versions(
@@ -260,27 +296,34 @@ def verify_versions(
     sample_percent: float = 0,
     max_workers: int = 16,
     progress: ProgressCallback | None = None,
+    packs: PackLooks | None = None,
 ) -> VerifyReport:
     """Check each entry against its report row, or by HEAD where it has none, and re-hash the sampled ones.
     Only the versions that need a request (a HEAD, or a sampled re-read) go through the thread pool; the rest,
-    nearly all of them against a report, are checked in this thread, in a few microseconds each."""
+    nearly all of them against a report, are checked in this thread, in a few microseconds each.
+
+    A packed entry's row is its pack's: each pack version is looked at once (its row, or one HEAD) for all
+    its objects, and `packs` keeps what was learnt for the caller's next batches."""
     report = VerifyReport()
+    listed = list(versions)
+    packs = PackLooks() if packs is None else packs
+    report.headed += packs.settle(s3, plan.bucket, listed, max_workers)
 
     def one(version: tuple[Entry, Row | None]) -> VerifyReport:
         entry, row = version
         try:
-            return check_version(s3, plan, entry, row, sample_percent)
+            return check_version(s3, plan, entry, row, sample_percent, packs)
         except (ClientError, BotoCoreError) as exc:
-            return VerifyReport(checked=1, headed=int(row is None), errors=[f"{plan.name}: {entry.source}/{entry.key}: {describe_error(exc)}"])
+            headed = int(row is None and not entry.packed)
+            return VerifyReport(checked=1, headed=headed, errors=[f"{plan.name}: {entry.source}/{entry.key}: {describe_error(exc)}"])
         finally:
             if progress is not None:
                 progress(1)
 
-    listed = list(versions)
     asking = [
         position
         for position, (entry, row) in enumerate(listed)
-        if row is None or (sample_percent > 0 and in_sample(entry, sample_percent))
+        if (row is None and not entry.packed) or (sample_percent > 0 and in_sample(entry, sample_percent))
     ]
     answers: dict[int, VerifyReport] = {}
     if asking:

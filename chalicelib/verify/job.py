@@ -45,6 +45,7 @@ from chalicelib.plans import Plan, PlanSet
 from chalicelib.times import isoformat, utcnow
 from chalicelib.verify.checks import Finding, verify_entries, verify_versions, weekly_slice
 from chalicelib.verify.cadence import LOOKBACK, plan_report, unusable
+from chalicelib.verify.pack_check import PackLooks
 from chalicelib.verify.report_check import ReportRows, last_before_scan, written_since
 from chalicelib.verify.record import VerificationRecord, VerificationStore, check_id, verification_id
 
@@ -305,16 +306,20 @@ class VerificationJob(Job[VerificationRecord]):
                 weekday = None if rows is not None and whole else record.weekday
                 sample = 0.0
             distinct = DistinctVersions(manifests, weekday, after, entry_of=_entry)
+            # Each pack looked at once for all its objects, whichever batches they come in.
+            packs = PackLooks()
             unsaved = 0
             try:
                 for batch in batches(distinct, self.batch_size, entry_of=_entry):
                     if rows is None:
-                        part = verify_entries(self.clients.s3, plan, [entry for entry, _, _ in batch], sample, self.max_workers)
+                        part = verify_entries(
+                            self.clients.s3, plan, [entry for entry, _, _ in batch], sample, self.max_workers, packs=packs
+                        )
                     else:
                         versions = [(entry, rows.row(entry), new) for entry, new, _ in batch]
                         part = verify_versions(
                             self.clients.s3, plan, [(entry, row) for entry, row, new in versions if row is not None or not new],
-                            self.sample_percent, self.max_workers,
+                            self.sample_percent, self.max_workers, packs=packs,
                         )
                         part.deferred = sum(1 for _, row, new in versions if row is None and new)
                     if part.missing and index is not None:

@@ -11,6 +11,10 @@ agree, since every stored key of it shares the prefix `data/<source>/`. So the r
 sources are sorted on disk by (source, stored key, version id), the entries' order, in one external sort,
 and read forward by one cursor as the entries go by; the cursor holds one key's versions at a time.
 
+A pack's rows (`data/~packs/...`) are not in that order: they are kept aside, one per pack version of the
+slice (a pack holds thousands of small objects, so these are few), and a packed object's entry meets its
+pack's row there (verify/pack_check.py).
+
 What is not in the report is asked about by HEAD: a version written after the report's scan (a day's
 changes at most), a version really gone (HEAD confirms it before it is called missing), and a version
 stored under `data/~long/` (a hashed key, in another order; rare).
@@ -30,7 +34,7 @@ from chalicelib.catalog.manifests import Entry
 from chalicelib.inventory.freshness import newest_fresh_report
 from chalicelib.inventory.reports import Report, Row, sorted_rows
 from chalicelib.catalog.records import backup_time, is_backup_id
-from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX
+from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, PACKS_PREFIX
 from chalicelib.plans import InventoryPlan, Plan
 from chalicelib.verify.checks import stored_slice
 
@@ -117,9 +121,16 @@ class ReportRows:
     ) -> None:
         self.report = report
         self.kept = 0
+        # The rows of the slice's pack versions, by (key, version id): read as the report is (every row is
+        # read before the cursor's first), whatever the checkpoint, since any object left may be in any pack.
+        self.packs: dict[tuple[str, str], Row] = {}
         wanted = set(sources)
 
         def keep(row: Row) -> bool:
+            if row.key.startswith(PACKS_PREFIX):
+                if weekday is None or stored_slice(row.key, row.version_id) == weekday:
+                    self.packs[(row.key, row.version_id)] = row
+                return False
             # Only the rows of the plan's sources (of the slice, if one) after the checkpoint `after` (a
             # (source, key) whose versions are all checked) are sorted and kept: an invocation that resumes a
             # job reads the report again, but sorts and keeps only what is still to check.
@@ -141,7 +152,10 @@ class ReportRows:
 
     def row(self, entry: Entry) -> Row | None:
         """The report's row of the entry's version; None when the report does not list it (a version written
-        after the scan, one that is gone) or cannot be looked up in order (a long key)."""
+        after the scan, one that is gone) or cannot be looked up in order (a long key). A packed object's: its
+        pack version's row."""
+        if entry.pack_key is not None:
+            return self.packs.get((entry.pack_key, entry.version_id))
         stored = entry.data_key
         if _source_of(stored) != entry.source:
             return None
