@@ -157,7 +157,7 @@ def run_backup(config: Settings, clients: Clients, backup_id: str, how: str) -> 
 
 
 # Histories per run: a few in `make test`, more under `make test-full` (--exhaustive).
-EXAMPLES, EXHAUSTIVE_EXAMPLES = 8, 40
+EXAMPLES, EXHAUSTIVE_EXAMPLES = 5, 40
 
 
 def test_restoring_any_backup_gives_back_what_the_sources_held_then(aws_credentials: None, exhaustive: bool) -> None:
