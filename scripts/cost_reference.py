@@ -117,8 +117,11 @@ def _where_the_money_goes(month: Any) -> dict[str, float]:
     return {name: round(value, 4) for name, value in parts.items()}
 
 
-def run(scale: float = 1.0, days: int = 365, prices: Prices | None = None) -> dict[str, Any]:
-    """Every figure of the report, as one dictionary (also what the test checks at a small scale)."""
+def run(
+    scale: float = 1.0, days: int = 365, prices: Prices | None = None, lifecycles: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every figure of the report, as one dictionary (also what the test checks at a small scale, comparing
+    fewer `lifecycles` than LIFECYCLES: each costs a simulated year per small_objects choice)."""
     prices = prices or load_prices()
     plans = check_plans_file()
     plan = plans.get("documents")
@@ -157,7 +160,7 @@ def run(scale: float = 1.0, days: int = 365, prices: Prices | None = None) -> di
         # Month 12 of each lifecycle already simulated, so that the settings compared do not simulate it again.
         known = {plan.lifecycle: last["ours"], replace(plan.lifecycle, transitions=()): last["same_retention_no_lifecycle"]}
         entry["pack"] = _pack_figures(workload, plan.lifecycle, plan.retention, prices, days, upkeep, known)
-        entry["settings"] = _compare_settings(workload, LIFECYCLES, plan, prices, days, upkeep, known)
+        entry["settings"] = _compare_settings(workload, lifecycles or LIFECYCLES, plan, prices, days, upkeep, known)
         cheapest = min(s["total"] for s in entry["settings"])
         entry["cheapest_settings"] = [s for s in entry["settings"] if s["total"] <= cheapest * (1 + 1e-9)]
         report["workloads"][workload.name] = entry
