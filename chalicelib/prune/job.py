@@ -95,6 +95,9 @@ class PruneJob(Job[PruneRecord]):
         self.topic_arn = topic_arn
         self.records = RecordStore(clients.s3, plans.catalog_bucket)
         self.markers = PrunedMarkers(clients.s3, plans.catalog_bucket)
+        # What S3 says of a late snapshot's start, by (plan, backup id): it never changes (a record's first
+        # version and a sealed record stay as written), and the decision is taken again before marking.
+        self._starts: dict[tuple[str, str], backdating.Start] = {}
 
     # -- starting ---------------------------------------------------------------------------------------
 
@@ -269,13 +272,15 @@ class PruneJob(Job[PruneRecord]):
 
     def _start(self, backup_id: str, plan: str) -> backdating.Start:
         """When the backup was first recorded, and the manifest version its sealed record names for `plan`."""
-        recorded = backdating.first_recorded(self.clients.s3, self.plans.catalog_bucket, backup_id)
-        try:
-            record = self.records.get_sealed(backup_id)
-        except Tampered:
-            record = None
-        result = record.plans.get(plan) if record is not None else None
-        return backdating.Start(recorded, result.manifest_version if result is not None else None)
+        if (plan, backup_id) not in self._starts:
+            recorded = backdating.first_recorded(self.clients.s3, self.plans.catalog_bucket, backup_id)
+            try:
+                record = self.records.get_sealed(backup_id)
+            except Tampered:
+                record = None
+            result = record.plans.get(plan) if record is not None else None
+            self._starts[plan, backup_id] = backdating.Start(recorded, result.manifest_version if result is not None else None)
+        return self._starts[plan, backup_id]
 
     def _confirm_removing(self, plan: Plan, work: PlanPrune) -> None:
         """Just before marking: only what the policy drops now, as well as when the prune decided, is marked.
