@@ -145,30 +145,50 @@ def watch_plan(s3: Any, records: RecordStore, plan: Plan, catalog_bucket: str, w
     pairs: list[tuple[Snapshot | None, Snapshot]] = list(zip([None, *snapshots], snapshots))  # noqa: B905 (the first is one longer)
     statuses = _Statuses(s3)
     unbroken = True
-    for before, snapshot in pairs[1:] if len(snapshots) > window else pairs:
-        wanted: list[tuple[str, str, str | None]] = [
-            (plan.bucket, manifest_key(plan.name, snapshot.backup_id), snapshot.manifest_version),
-            (catalog_bucket, sealed_key(snapshot.backup_id), None),
-        ]
-        with _opened(s3, plan, snapshot) as newer, _opened(s3, plan, before) as older:
-            new = _new_versions(older.entries() if older is not None else None, newer.entries())
-            wanted += [(plan.bucket, key, version) for key, version in new]
-        complete = True
-        for bucket, key, version in wanted:
-            status = statuses.of(bucket, key, version)
-            if status == FAILED:
-                watch.failed.append(f"{key} ({version or 'current'})")
-            elif status != COMPLETED:
-                watch.pending += 1
-            complete = complete and status == COMPLETED
-        unbroken = unbroken and complete
-        if unbroken:
-            watch.newest_in_vault = snapshot.backup_id
+    compared = pairs[1:] if len(snapshots) > window else pairs
+    # Each manifest is read once: the newer of one pair stays open to be the older of the next.
+    previous = contextlib.ExitStack()
+    try:
+        older = previous.enter_context(_opened(s3, plan, compared[0][0])) if compared else None
+        for _, snapshot in compared:
+            current = contextlib.ExitStack()
+            with current:
+                newer = current.enter_context(_opened(s3, plan, snapshot))
+                new = list(_new_versions(older.entries() if older is not None else None, newer.entries()))
+                previous.close()
+                previous, older = current.pop_all(), newer
+            unbroken = _check_pair(statuses, watch, plan, catalog_bucket, snapshot, new) and unbroken
+            if unbroken:
+                watch.newest_in_vault = snapshot.backup_id
+    finally:
+        previous.close()
     watch.checked = statuses.read
     if watch.newest_sealed is not None and watch.newest_in_vault is not None:
         behind = backup_time(watch.newest_sealed) - backup_time(watch.newest_in_vault)
         watch.lag_hours = round(behind.total_seconds() / 3600, 1)
     return watch
+
+
+def _check_pair(
+    statuses: _Statuses, watch: VaultWatch, plan: Plan, catalog_bucket: str, snapshot: Snapshot,
+    new: list[tuple[str, str]],
+) -> bool:
+    """Whether the snapshot's manifest, sealed record and the versions it names anew are all in the vault;
+    failures and pending ones counted in `watch`."""
+    wanted: list[tuple[str, str, str | None]] = [
+        (plan.bucket, manifest_key(plan.name, snapshot.backup_id), snapshot.manifest_version),
+        (catalog_bucket, sealed_key(snapshot.backup_id), None),
+    ]
+    wanted += [(plan.bucket, key, version) for key, version in new]
+    complete = True
+    for bucket, key, version in wanted:
+        status = statuses.of(bucket, key, version)
+        if status == FAILED:
+            watch.failed.append(f"{key} ({version or 'current'})")
+        elif status != COMPLETED:
+            watch.pending += 1
+        complete = complete and status == COMPLETED
+    return complete
 
 
 def _opened(s3: Any, plan: Plan, snapshot: Snapshot | None) -> contextlib.AbstractContextManager[Any]:

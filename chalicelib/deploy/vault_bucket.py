@@ -204,9 +204,9 @@ def vault_drift(s3: Any, plan: Plan, role_arn: str | None = None) -> list[str]:
     vault account's credentials)."""
     vault = vault_of(plan)
     try:
-        if not bucket_exists(s3, vault.bucket):
-            return [f"vault {vault.bucket}: does not exist: nothing is replicated"]
         state = read_state(s3, vault.bucket)
+        if not state.exists:
+            return [f"vault {vault.bucket}: does not exist: nothing is replicated"]
     except (ClientError, BotoCoreError) as exc:
         return [f"vault {vault.bucket}: its settings could not be read: {exc}"]
     found = [f"vault {vault.bucket}: {setting}: could not be read ({reason})" for setting, reason in state.unreadable.items()]

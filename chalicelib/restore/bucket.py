@@ -96,7 +96,8 @@ def _put_packed(s3: Any, plan: Plan, bucket: str, key: str, entry: Entry, overwr
     """A packed object: its bytes read with one ranged GET of its pack's version (their SHA-256 checked), then
     written with that SHA-256 for S3 to check, under the same no-overwrite rule as a copy (`IfNoneMatch`)."""
     data = read_packed(s3, plan.bucket, entry)
-    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+    # read_packed checked the bytes against the entry's SHA-256, which the entry also holds in S3's form.
+    checksum = entry.checksum or base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
     extra: dict[str, Any] = {"StorageClass": "STANDARD", "ChecksumSHA256": checksum}
     if not overwrite:
         extra["IfNoneMatch"] = "*"
