@@ -31,7 +31,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.catalog.manifests import Entry, load_snapshot, manifest_key
+from chalicelib.backup.base import MAX_RECORDS_READ, Base
+from chalicelib.catalog.manifests import Entry, manifest_key
 from chalicelib.catalog.records import BackupStatus, PlanResult, RecordStore, backup_id_of_key, backup_time, sealed_key
 from chalicelib.errors import BackupError
 from chalicelib.plans import Plan
@@ -40,21 +41,10 @@ logger = logging.getLogger(__name__)
 
 # The sealed snapshots looked at after each backup: a week of daily ones.
 WINDOW = 7
-# Record keys read at most to find them (records of other plans' backups, unfinished ones, are passed over).
-MAX_RECORDS_READ = 60
 # How many FAILED versions a finding names; the count is always whole.
 NAMED_FAILURES = 5
 
 COMPLETED, FAILED = "COMPLETED", "FAILED"
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A sealed snapshot of the plan, and where its manifest and sealed record are."""
-
-    backup_id: str
-    manifest_version: str
-    manifest_sha256: str | None
 
 
 @dataclass
@@ -90,9 +80,9 @@ class VaultWatch:
         return found
 
 
-def sealed_snapshots(records: RecordStore, plan: str, limit: int) -> list[Snapshot]:
+def sealed_snapshots(records: RecordStore, plan: str, limit: int) -> list[Base]:
     """The plan's newest `limit` sealed snapshots, newest first, from the catalog."""
-    found: list[Snapshot] = []
+    found: list[Base] = []
     position: str | None = None
     read = 0
     while len(found) < limit and read < MAX_RECORDS_READ:
@@ -102,7 +92,7 @@ def sealed_snapshots(records: RecordStore, plan: str, limit: int) -> list[Snapsh
             record = records.get_sealed(backup_id_of_key(key))
             result = None if record is None else record.plans.get(plan)
             if record is not None and result is not None and result.snapshot and result.manifest_version:
-                found.append(Snapshot(record.backup_id, result.manifest_version, result.manifest_sha256))
+                found.append(Base(record.backup_id, result.manifest_version, result.manifest_sha256))
                 if len(found) == limit:
                     break
         if not more:
@@ -142,7 +132,7 @@ def watch_plan(s3: Any, records: RecordStore, plan: Plan, catalog_bucket: str, w
     snapshots = list(reversed(sealed_snapshots(records, plan.name, window + 1)))  # oldest first
     watch = VaultWatch(plan.name, newest_sealed=snapshots[-1].backup_id if snapshots else None)
     # Each snapshot with the one before it; with a full window, the oldest is only compared with.
-    pairs: list[tuple[Snapshot | None, Snapshot]] = list(zip([None, *snapshots], snapshots))  # noqa: B905 (the first is one longer)
+    pairs: list[tuple[Base | None, Base]] = list(zip([None, *snapshots], snapshots))  # noqa: B905 (the first is one longer)
     statuses = _Statuses(s3)
     unbroken = True
     compared = pairs[1:] if len(snapshots) > window else pairs
@@ -170,13 +160,13 @@ def watch_plan(s3: Any, records: RecordStore, plan: Plan, catalog_bucket: str, w
 
 
 def _check_pair(
-    statuses: _Statuses, watch: VaultWatch, plan: Plan, catalog_bucket: str, snapshot: Snapshot,
+    statuses: _Statuses, watch: VaultWatch, plan: Plan, catalog_bucket: str, snapshot: Base,
     new: list[tuple[str, str]],
 ) -> bool:
     """Whether the snapshot's manifest, sealed record and the versions it names anew are all in the vault;
     failures and pending ones counted in `watch`."""
     wanted: list[tuple[str, str, str | None]] = [
-        (plan.bucket, manifest_key(plan.name, snapshot.backup_id), snapshot.manifest_version),
+        (plan.bucket, manifest_key(plan.name, snapshot.backup_id), snapshot.version_id),
         (catalog_bucket, sealed_key(snapshot.backup_id), None),
     ]
     wanted += [(plan.bucket, key, version) for key, version in new]
@@ -191,12 +181,9 @@ def _check_pair(
     return complete
 
 
-def _opened(s3: Any, plan: Plan, snapshot: Snapshot | None) -> contextlib.AbstractContextManager[Any]:
+def _opened(s3: Any, plan: Plan, snapshot: Base | None) -> contextlib.AbstractContextManager[Any]:
     """The snapshot's manifest, its version and hash checked; nothing for None (the first has none before it)."""
-    if snapshot is None:
-        return contextlib.nullcontext()
-    return load_snapshot(s3, plan.bucket, plan.name, snapshot.backup_id, snapshot.manifest_version,
-                         snapshot.manifest_sha256, list_versions=False)
+    return contextlib.nullcontext() if snapshot is None else snapshot.open(s3, plan.bucket, plan.name, list_versions=False)
 
 
 def check_plan(s3: Any, records: RecordStore, plan: Plan, catalog_bucket: str, result: PlanResult) -> PlanResult:
