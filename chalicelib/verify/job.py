@@ -241,12 +241,20 @@ class VerificationJob(Job[VerificationRecord]):
         record = checkpoint.record
         plans = self.plans.plans
         progressed = False
+        # The newest jobs, read once for every plan of this invocation that decides whether it is due.
+        earlier: list[list[VerificationRecord]] = []
+
+        def earlier_jobs() -> list[VerificationRecord]:
+            if not earlier:
+                earlier.append(self.store.latest(LOOKBACK))
+            return earlier[0]
+
         while record.plan_index < len(plans):
             if progressed and checkpoint.out_of_time():
                 return False
             plan = plans[record.plan_index]
             try:
-                if not self._check_plan(checkpoint, plan):
+                if not self._check_plan(checkpoint, plan, earlier_jobs):
                     return False
             except (ClientError, BotoCoreError, NotFound, Pruned, ValueError) as exc:
                 # This plan's slice could not be (fully) read; the other plans are still checked.
@@ -257,7 +265,9 @@ class VerificationJob(Job[VerificationRecord]):
             checkpoint.save()
         return True
 
-    def _check_plan(self, checkpoint: Checkpoint[VerificationRecord], plan: Plan) -> bool:
+    def _check_plan(
+        self, checkpoint: Checkpoint[VerificationRecord], plan: Plan, earlier: Callable[[], list[VerificationRecord]]
+    ) -> bool:
         """The plan's part after the checkpoint; False when time ran short (the checkpoint is saved)."""
         record = checkpoint.record
         if (record.kind == "backup" and not self._in_check(record, plan)) or plan.name in record.waiting:
@@ -271,7 +281,7 @@ class VerificationJob(Job[VerificationRecord]):
                     listed.append(self._kept_snapshots(plan, record.backup_id) if record.kind == "slice" else ([], set()))
                 return listed[0]
 
-            report = self._report(record, plan, lambda: _oldest(kept_snapshots()[0]))
+            report = self._report(record, plan, lambda: _oldest(kept_snapshots()[0]), earlier)
             if plan.name in record.waiting:
                 logger.info("verification %s: plan %s %s", record.job_id, plan.name, record.waiting[plan.name]["message"])
                 return True
@@ -341,7 +351,10 @@ class VerificationJob(Job[VerificationRecord]):
             record.checked_against[plan.name] = record.checking[plan.name]
         return True
 
-    def _report(self, record: VerificationRecord, plan: Plan, first_snapshot: Callable[[], datetime | None]) -> Report | None:
+    def _report(
+        self, record: VerificationRecord, plan: Plan, first_snapshot: Callable[[], datetime | None],
+        earlier: Callable[[], list[VerificationRecord]],
+    ) -> Report | None:
         """The inventory report a weekly job checks the plan against when the plans set `inventory`
         (chalicelib/verify/cadence.py: chosen once a job, and a scheduled job works once per report); None
         (check by HEAD) otherwise, or when the report is missing, stale or unreadable, which the record keeps
@@ -349,8 +362,7 @@ class VerificationJob(Job[VerificationRecord]):
         if record.kind != "slice" or self.plans.inventory is None:
             return None
         report = plan_report(
-            self.clients.s3, self.plans.inventory, plan, record, utcnow(), first_snapshot,
-            lambda: self.store.latest(LOOKBACK),
+            self.clients.s3, self.plans.inventory, plan, record, utcnow(), first_snapshot, earlier,
         )
         summary = record.inventory[plan.name]
         if summary.get("problem"):
