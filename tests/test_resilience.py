@@ -13,7 +13,6 @@ import pytest
 import time_machine
 
 from chalicelib import transfer
-from chalicelib.backup import service as service_module
 from chalicelib.aws import Clients
 from chalicelib.backup.plan_backup import PlanBackup
 from chalicelib.backup.service import BackupService
@@ -88,16 +87,13 @@ def drop_snapshots(s3: Any, settings: Settings) -> None:
 
 
 def test_transient_faults_everywhere_change_nothing_in_the_snapshots(
-    s3: Any, small_sources: None, topic_queue: str, stage_env: dict[str, str], fault_injector: Any,
-    monkeypatch: pytest.MonkeyPatch, exhaustive: bool,
+    s3: Any, small_sources: None, topic_queue: str, stage_env: dict[str, str], fault_injector: Any, exhaustive: bool,
 ) -> None:
     """5% of all S3, DynamoDB and SNS calls fail, half before and half after the write: seeded full backups
     (20, or 50 under `make test-full`) all succeed with exactly the snapshots of a fault-free run."""
-    # Bucket drift checks ride along with every backup; they are tested on their own and only add calls here.
-    monkeypatch.setattr(service_module.drift, "check_plan", lambda *args, **kwargs: None)
     settings = settings_for(stage_env, "faults-backup")
     # Versioned buckets without the deployed bucket policy: moto evaluates a bucket policy on every request,
-    # which only slows this test down (the drift checks that would miss it are off, above).
+    # which only slows this test down (the drift checks that would miss it are off here: tests/conftest.py).
     for plan in settings.plans.plans:
         make_bucket(s3, plan.bucket)
     clients = Clients()
