@@ -216,3 +216,52 @@ def vault_restore(
         if options else f"replicas in {storage_class} are read at once (its retrieval fee per GB, if any, is not in the prices file)"
     ) + ("; across regions: inter-region transfer per GB" if cross_region else "; in the vault's region: no transfer")
     return VaultRestore(objects=objects, bytes=size, storage_class=storage_class, tiers=tiers, note=note)
+
+
+def vault_estimate(
+    vault: VaultSettings,
+    stored: tuple[float, float],
+    manifest_bytes: float,
+    written_per_day: tuple[float, float],
+    newest_manifest_bytes: float,
+    prices: Prices,
+    days: int = 30,
+) -> dict[str, Any]:
+    """A month of a plan's vault as `GET /costs` reports it, from what the backup account can see: the versions
+    it stores (`stored`: versions, bytes) held as replicas in the vault's class with their overhead, every
+    kept manifest in STANDARD, and a month of replicating what its backups write a day (`written_per_day`:
+    versions, bytes) and a manifest and sealed record a backup. A floor for storage: the vault also keeps
+    what the backup bucket pruned and the last version of what the source deleted, which this account
+    cannot see."""
+    versions, size = stored
+    archived = vault.storage_class in prices.archive_classes
+    overhead = versions * (
+        prices.overhead_standard_bytes * prices.storage_per_byte_month("STANDARD")
+        + prices.overhead_archive_bytes * prices.storage_per_byte_month(vault.storage_class)
+    ) if archived else 0.0
+    parts = {
+        "storage_at_least": size * prices.storage_per_byte_month(vault.storage_class) + overhead,
+        "metadata_at_least": manifest_bytes * prices.storage_per_byte_month(METADATA_CLASS),
+        "puts": 0.0,
+        "transfer": 0.0,
+        "rtc": 0.0,
+    }
+    replicated = (
+        (written_per_day[0] * days, written_per_day[1] * days, vault.storage_class),
+        (METADATA_REPLICAS_PER_BACKUP * days, newest_manifest_bytes * days, METADATA_CLASS),
+    )
+    for count, amount, storage_class in replicated:
+        for name, usd in replication_day(count, amount, vault, prices, storage_class).items():
+            parts[name] += usd
+    return {
+        "settings": vault.describe(),
+        "monthly_usd": round(sum(parts.values()), 6),
+        "parts": {name: round(value, 6) for name, value in parts.items()},
+        "replicated_per_month": {
+            "versions": round(sum(count for count, _, _ in replicated)), "bytes": round(sum(amount for _, amount, _ in replicated)),
+        },
+        "note": "billed beside this plan's monthly_usd, not in it; storage is a floor: the vault also keeps the "
+        "versions this bucket pruned and the last version of each key the source deleted (deletions are not "
+        "replicated), which the backup account cannot see; transfer counted when the vault's region is not the "
+        "prices file's",
+    }
