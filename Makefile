@@ -88,7 +88,7 @@ policies: install
 
 # The administrator's step: create or harden the stage's backup buckets (FORCE=1 overrides differing settings).
 provision: install
-	$(BIN)/python -m chalicelib.deploy.provision --stage $(STAGE) $(if $(FORCE),--force)
+	$(BIN)/python -m chalicelib.deploy.provision --stage $(STAGE) $(if $(FORCE),--force) $(if $(VAULTS_ONLY),--vaults-only)
 
 # One deployable CloudFormation template in build/<stage>/sam.json: the functions, the buckets, the topic, the
 # alarm and the audit trail, linted. The local stage runs on the emulator and is never deployed, so it packages dev.

@@ -63,13 +63,24 @@ class System:
         if origin != "offsite":
             return self.restores
         if not self.operator and self.settings.worker_mode == "lambda":
-            # The restore worker and the hourly check find a restore in the backup catalog by its id alone,
-            # and the functions' roles may not assume the vault's role: not built for the deployed functions.
-            raise BadRequest(
-                "a restore from the vault runs where it is started: use `org-backup restore --from offsite` "
-                "with the vault account's credentials (the deployed functions cannot restore from the vault yet)"
-            )
+            raise BadRequest(self._no_vault_restore_here())
         return self.vault_restores
+
+    def _no_vault_restore_here(self) -> str:
+        """Why the deployed functions refuse a restore from the vault, naming each thing missing: the restore
+        functions' roles are granted nothing outside the stage's account (every grant is conditioned on
+        s3:ResourceAccount) and may assume no role; the vault's policy lets in the replication role alone; a
+        restore from the vault is recorded in the vault, which no function may write; and the restore worker
+        and the hourly check look a restore up in the backup catalog only."""
+        vaults = [plan for plan in self.settings.plans.plans if plan.offsite is not None]
+        named = ", ".join(f"{plan.offsite.bucket} (account {plan.offsite.account})" for plan in vaults if plan.offsite)
+        return (
+            "a restore from the vault cannot run in the deployed functions: the restore worker's role is granted "
+            f"no read of the vaults {named or '(none named)'} and may assume no role there, the vaults' policies let "
+            "in only each plan's replication role, and a restore from the vault is recorded in the vault, which no "
+            "function may write. Run it with the vault account's credentials instead: `OFFSITE_PROFILE=<profile> "
+            "org-backup --stage <stage> restore <backup_id> --plan <plan> --to-bucket <bucket> --from offsite`"
+        )
 
     def _restores(self, settings: Settings, clients: Clients) -> RestoreService:
         if self.operator:

@@ -56,6 +56,7 @@ _TOP_LEVEL = (
     "archive_overhead",
     "aws_backup_s3",
     "upkeep",
+    "replication",
 )
 
 
@@ -96,6 +97,19 @@ class UpkeepPrices:
 
 
 @dataclass(frozen=True)
+class ReplicationPrices:
+    """What S3 Replication into a plan's vault costs besides the replicas' storage (chalicelib/cost/vault_model.py)."""
+
+    # Data transfer out to another region, per GB replicated (none when the vault is in the same region); also
+    # what a restore copying out of a vault in another region pays.
+    inter_region_transfer_per_gb: float
+    # Replication Time Control, per GB replicated, when on.
+    rtc_per_gb: float
+    # One replication PUT per replicated version, at the PUT price of the replica's class, per 1,000.
+    put_per_1000: Mapping[str, float]
+
+
+@dataclass(frozen=True)
 class Prices:
     """One region's list prices. Storage per GB-month, requests and transitions per 1,000."""
 
@@ -117,6 +131,7 @@ class Prices:
     overhead_archive_bytes: int
     aws_backup: AwsBackupS3
     upkeep: UpkeepPrices
+    replication: ReplicationPrices
 
     def storage_per_byte_month(self, storage_class: str) -> float:
         return self.storage[storage_class] / GB
@@ -297,6 +312,15 @@ def parse_prices(document: Any, origin: str = "prices.json") -> Prices:
         sns_per_million_publishes=upkeep_fields.number("sns_per_million_publishes"),
         cloudwatch_per_thousand_metric_requests=upkeep_fields.number("cloudwatch_per_thousand_metric_requests"),
     )
+    replication_fields = top.child("replication")
+    replication_fields.only(("inter_region_transfer_per_gb", "rtc_per_gb", "put_per_1000", "note"))
+    replication_fields.text("note")
+    put_fields = replication_fields.child("put_per_1000")
+    replication = ReplicationPrices(
+        inter_region_transfer_per_gb=replication_fields.number("inter_region_transfer_per_gb"),
+        rtc_per_gb=replication_fields.number("rtc_per_gb"),
+        put_per_1000=MappingProxyType(_per_class(put_fields, STORAGE_CLASSES, put_fields.number)),
+    )
     return Prices(
         origin=origin,
         region=region,
@@ -314,6 +338,7 @@ def parse_prices(document: Any, origin: str = "prices.json") -> Prices:
         overhead_archive_bytes=overhead.integer("archive_kb", MAX_SIZE_KB) * KB,
         aws_backup=aws_backup,
         upkeep=upkeep,
+        replication=replication,
     )
 
 

@@ -31,6 +31,7 @@ import math
 import sys
 import time
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chalicelib.cost.projection import describe_lifecycle, project  # noqa: E402
+from chalicelib.cost.simulation import MANIFEST_BYTES_PER_ENTRY  # noqa: E402
+from chalicelib.cost.vault_model import VaultSettings, vault_months, vault_restore  # noqa: E402
+from chalicelib.deploy.vault_bucket import vault_expiration_days  # noqa: E402
 from chalicelib.cost.upkeep_model import UpkeepSettings  # noqa: E402
 from chalicelib.cost.workload import SizeClass, Workload  # noqa: E402
-from chalicelib.plans import Lifecycle, Transition  # noqa: E402
+from chalicelib.plans import Lifecycle, Offsite, Transition  # noqa: E402
 from chalicelib.plans_file import check_plans_file  # noqa: E402
 from chalicelib.prices import Prices, load_prices  # noqa: E402
+from chalicelib.restore.thaw import THAW_DAYS  # noqa: E402
 
 KIB = 1024
 MIB = 1024**2
@@ -63,6 +68,10 @@ PACK_TARGETS = {"many_small_files": {"versioned_sync": 5.0, "aws_backup": 20.0}}
 # requests of each kind (the fixed ones: the previous manifest, the new one and the records, the catalog).
 PACK_FIXED_REQUESTS = 5
 SMALL_OBJECT_CHOICES = ("standard", "archive", "pack")
+# The workloads shown with an off-site copy: a vault in another account and region, replicas in this class,
+# locked for the retention horizon (the shortest lock a plan may set).
+VAULT_WORKLOADS = ("office",)
+VAULT_CLASS = "DEEP_ARCHIVE"
 # The plans-file settings compared on each workload: these lifecycles, each with both small_objects choices.
 LIFECYCLES = {
     "shipped": (Transition(30, "GLACIER"), Transition(180, "DEEP_ARCHIVE")),
@@ -161,6 +170,8 @@ def run(
         known = {plan.lifecycle: last["ours"], replace(plan.lifecycle, transitions=()): last["same_retention_no_lifecycle"]}
         entry["pack"] = _pack_figures(workload, plan.lifecycle, plan.retention, prices, days, upkeep, known)
         entry["settings"] = _compare_settings(workload, lifecycles or LIFECYCLES, plan, prices, days, upkeep, known)
+        if workload.name in VAULT_WORKLOADS:
+            entry["vault"] = _vault_figures(workload, projection.records, plan, prices, ours)
         cheapest = min(s["total"] for s in entry["settings"])
         entry["cheapest_settings"] = [s for s in entry["settings"] if s["total"] <= cheapest * (1 + 1e-9)]
         report["workloads"][workload.name] = entry
@@ -207,6 +218,59 @@ def _pack_figures(
         f"{name}_at_least_{target:g}x": figures["ratios"][name] >= target for name, target in PACK_TARGETS.get(workload.name, {}).items()
     }
     return figures
+
+
+def _vault_figures(workload: Workload, records: Any, plan: Any, prices: Prices, ours: float) -> dict[str, Any]:
+    """The workload with an off-site copy in VAULT_CLASS: the vault's bill (month 12, and month 1 with the first
+    full copy), ours with it, the same with Replication Time Control on, and a full restore of the newest
+    snapshot from the vault per retrieval tier (into a bucket in another region than the vault's)."""
+    horizon = plan.retention.horizon_days()
+    offsite = Offsite(account="000000000000", region="elsewhere", bucket="vault", object_lock_days=horizon, storage_class=VAULT_CLASS)
+    vault = VaultSettings(VAULT_CLASS, vault_expiration_days(replace(plan, offsite=offsite)))
+    months = vault_months(records, workload, vault, prices, date(2026, 1, 1), MANIFEST_BYTES_PER_ENTRY)
+    with_rtc = vault_months(records, workload, replace(vault, rtc=True), prices, date(2026, 1, 1), MANIFEST_BYTES_PER_ENTRY)
+    newest = records[-1].objects
+    restore = vault_restore(newest, newest * workload.mean_size, VAULT_CLASS, prices, cross_region=True, thawed_days=THAW_DAYS)
+    last = months[-1]
+    return {
+        "settings": vault.describe(),
+        "month": last.as_dict(),
+        "first_month": months[0].as_dict(),
+        "monthly_totals": [round(month.total, 4) for month in months],
+        "year_usd": round(sum(month.total for month in months), 2),
+        "with_rtc_month": round(with_rtc[-1].total, 4),
+        "ours_with_vault": round(ours + last.total, 4),
+        "vault_share": round(last.total / (ours + last.total), 4),
+        "restore": restore.as_dict(),
+    }
+
+
+def _print_vault(vault: dict[str, Any], currency: str) -> None:
+    month, first = vault["month"], vault["first_month"]
+    print(f"  with an off-site copy ({vault['settings']}), monthly cost ({currency}):")
+    print(
+        f"    vault, month {month['month']}: {month['total']:.4f} (" + ", ".join(f"{k} {month[k]:.4f}" for k in
+        ("storage", "overhead", "metadata", "puts", "transfer", "rtc", "early_deletions")) + ")"
+    )
+    print(
+        f"    holds {month['versions']['current']:,} current and {month['versions']['noncurrent']:,} replaced versions, "
+        f"{month['bytes'] / 1024**3:,.1f} GiB; replicated this month {month['replicated']['versions']:,} versions, "
+        f"{month['replicated']['bytes'] / 1024**3:,.1f} GiB"
+    )
+    print(f"    vault, month {first['month']} (the first full copy): {first['total']:.4f}; the year: {vault['year_usd']:.2f}")
+    print(f"    with Replication Time Control on, month {month['month']}: {vault['with_rtc_month']:.4f}")
+    print(f"    ours with the vault: {vault['ours_with_vault']:.4f} (the vault {vault['vault_share']:.1%} of it)")
+    restore = vault["restore"]
+    print(
+        f"    a full restore of the newest snapshot from the vault ({restore['objects']:,} objects, "
+        f"{restore['bytes'] / 1024**3:,.1f} GiB; {restore['note']}):"
+    )
+    for tier, figures in restore["tiers"].items():
+        print(
+            f"      {tier:<9} {figures['total_usd']:>8.2f} (retrieval {figures['retrieval_usd']:.2f}, thawed copies "
+            f"{figures['thawed_copies_usd']:.2f}, copies {figures['copy_requests_usd']:.2f}, transfer "
+            f"{figures['transfer_usd']:.2f}); thaws take up to {figures['thaw_hours_at_most']:g} hours"
+        )
 
 
 def _dominant(entry: dict[str, Any]) -> dict[str, str]:
@@ -323,6 +387,8 @@ def _print(report: dict[str, Any]) -> None:
         for target, met in entry["targets"].items():
             print(f"  target {target}: {'met' if met else 'NOT met'}")
         _print_pack(entry["pack"], report["prices"]["currency"])
+        if "vault" in entry:
+            _print_vault(entry["vault"], report["prices"]["currency"])
         print("  ours under each setting:")
         for setting in entry["settings"]:
             print(f"    small_objects {setting['small_objects']:<9} lifecycle {setting['lifecycle']:<40}{setting['total']:>12.4f}")

@@ -251,6 +251,17 @@ def test_the_reference_report_at_a_small_scale() -> None:
     assert many["requests_per_day"]["copy"] == 0 and sum(many["versions"].values()) < report["workloads"]["many_small_files"]["objects"]
     assert set(many["targets"]) == {"versioned_sync_at_least_5x", "aws_backup_at_least_20x"}
     assert set(many["requests_target_met"]) == {"pack_put", "list", "put", "get"}
+    # The office with an off-site copy in Deep Archive: the vault never forgets a key the source deleted, so it
+    # holds more current versions than the source has objects; the restore's Standard thaw costs more than Bulk.
+    vault = office["vault"]
+    assert "DEEP_ARCHIVE" in vault["settings"] and "vault" not in report["workloads"]["many_small_files"]
+    assert len(vault["monthly_totals"]) == 12 and all(cost > 0 for cost in vault["monthly_totals"])
+    assert vault["month"]["versions"]["current"] > office["objects"] and vault["month"]["transfer"] > 0
+    assert vault["with_rtc_month"] > vault["month"]["total"]
+    assert vault["ours_with_vault"] == pytest.approx(office["totals"]["ours"] + vault["month"]["total"], abs=2e-4)
+    tiers = vault["restore"]["tiers"]
+    assert set(tiers) == {"Bulk", "Standard"} and tiers["Standard"]["total_usd"] > tiers["Bulk"]["total_usd"] > 0
+    assert (tiers["Bulk"]["thaw_hours_at_most"], tiers["Standard"]["thaw_hours_at_most"]) == (48, 12)
     json.dumps(report)
 
 

@@ -127,6 +127,31 @@ def test_versions_are_counted_where_the_lifecycle_puts_them_and_priced(s3: Any, 
     json.dumps(report)
 
 
+def test_a_plan_with_a_vault_shows_its_off_site_line(s3: Any, backup_buckets: Any, stored: dict[str, Any]) -> None:
+    from tests.offsite_world import with_vaults
+
+    vaulted = with_vaults(backup_buckets, storage_class="DEEP_ARCHIVE")
+    report = reports(s3, vaulted).compute(stored["newer"], stored["written"] + timedelta(days=40))
+    documents = report["plans"]["documents"]
+    vault = documents["vault"]
+    # At least every version this bucket stores, as a replica in DEEP_ARCHIVE with its 40 KB, and every manifest.
+    stored_bytes = (200 + 10 + 300 + 300 + 150 + 140) * KIB
+    overhead = 6 * (8 * KIB * 0.023 + 32 * KIB * 0.00099) / GIB
+    assert vault["parts"]["storage_at_least"] == pytest.approx(stored_bytes / GIB * 0.00099 + overhead, abs=1e-6)
+    assert vault["parts"]["metadata_at_least"] == pytest.approx(documents["manifests"]["bytes"] / GIB * 0.023, abs=1e-6)
+    # A month of backups replicated: at least a manifest and a sealed record a day, at STANDARD's PUT price,
+    # into another region than the prices file's (transfer counted).
+    assert vault["replicated_per_month"]["versions"] >= 60 and vault["parts"]["puts"] >= 60 * 0.005 / 1000
+    replicated = vault["replicated_per_month"]["bytes"]
+    assert replicated > 0 and vault["parts"]["rtc"] == 0
+    assert vault["parts"]["transfer"] == pytest.approx(replicated / GIB * 0.02, abs=1e-6)
+    assert vault["monthly_usd"] == pytest.approx(sum(vault["parts"].values()), abs=1e-5)
+    assert "DEEP_ARCHIVE" in vault["settings"] and "not in it" in vault["note"]
+    # Beside the plan's bill, not in it; a plan without a vault has no such line.
+    assert documents["monthly_usd"] == pytest.approx(sum(documents["parts"].values()), abs=1e-5)
+    assert "vault" not in reports(s3, backup_buckets).compute(stored["newer"], stored["written"] + timedelta(days=40))["plans"]["documents"]
+
+
 def test_a_version_s3_reports_in_another_class_is_named(s3: Any, backup_buckets: Any, stored: dict[str, Any]) -> None:
     bucket = backup_buckets.get("documents").bucket
     late = store(s3, bucket, "late.bin", 256 * KIB)  # STANDARD, where the lifecycle says GLACIER after 30 days

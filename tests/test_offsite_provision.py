@@ -71,6 +71,23 @@ def test_both_sides_are_provisioned_once_and_a_second_run_changes_nothing(s3: An
     assert provision_vault(vault, iam_role, replication_role_arn(iam_role, ACCOUNT)) == []
 
 
+def test_the_vaults_alone_are_provisioned_before_a_stack_that_carries_the_source_side(
+    s3: Any, vaulted: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("OFFSITE_ROLE_ARN", VAULT_ROLE_ARN)
+    session = boto3.session.Session(region_name=REGION)
+    assert provision_offsite(session, s3, vaulted, ACCOUNT, None, source_side=False) == 0
+    vault = assumed_client("s3")
+    iam = boto3.client("iam", region_name=REGION)
+    for plan in vaulted.plans:
+        # The vault lets in the role by its ARN; the role and the replication are left to the stack.
+        policy = json.loads(vault.get_bucket_policy(Bucket=plan.offsite.bucket)["Policy"])
+        assert {s["Principal"]["AWS"] for s in policy["Statement"] if s["Effect"] == "Allow"} == {replication_role_arn(plan, ACCOUNT)}
+        assert read_replication(s3, plan.bucket) is None
+        with pytest.raises(iam.exceptions.NoSuchEntityException):
+            iam.get_role(RoleName=replication_role_name(plan))
+
+
 def test_the_replication_role_may_read_its_bucket_and_write_its_vault_and_no_more(vaulted: Any) -> None:
     plan = vaulted.plans[0]
     statements = role_policy(plan)["Statement"]

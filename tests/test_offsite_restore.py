@@ -129,5 +129,10 @@ def test_where_a_restore_reads_is_checked(stage_env: dict[str, str]) -> None:
         load_plans({**stage_env, "PLANS_FILE": ""}).in_vaults()
     # The deployed functions do not restore from the vault (yet): refused before anything is recorded.
     settings = Settings.from_environ({**stage_env, "WORKER_MODE": "lambda", "WORKER_FUNCTION_NAME": "org-backup-dev-backup_worker"})
-    with pytest.raises(BadRequest, match="org-backup restore --from offsite"):
+    with pytest.raises(BadRequest) as refused:
         System(settings, Clients()).restores_from("offsite")
+    message = str(refused.value)
+    # Each thing missing is named: the role's grant on the vault, the vault's policy, where the restore is recorded.
+    assert "granted no read of the vaults test-backup-documents-vault (account" in message
+    assert "let in only each plan's replication role" in message and "recorded in the vault" in message
+    assert "org-backup --stage <stage> restore" in message and "--from offsite" in message

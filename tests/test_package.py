@@ -27,6 +27,9 @@ from chalicelib.stages import stage_environment, stage_plans
 from tests.conftest import ROOT
 
 STAGE = "dev"
+# The documents plan's vault in the packaged copy with a vault (`packaged_at_a_fixed_time`).
+VAULT = {"account": "210987654321", "region": "eu-central-1", "bucket": "${BACKUP_BUCKET_PREFIX}-documents-vault",
+         "storage_class": "GLACIER_IR", "object_lock_days": 2576}
 BIN = Path(sys.executable).parent
 
 
@@ -104,7 +107,8 @@ def test_the_daily_backup_and_prune_are_rate_1_day_by_default(template: dict[str
 
 @pytest.fixture(scope="session")
 def packaged_at_a_fixed_time(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`chalice package` of a copy of the project whose committed plans file sets `"daily_at_utc": "01:30"`."""
+    """`chalice package` of a copy of the project whose committed plans file sets `"daily_at_utc": "01:30"` and
+    gives the documents plan a vault (VAULT)."""
     import app as app_module
     from chalicelib import plans_file as plans_module
 
@@ -115,7 +119,9 @@ def packaged_at_a_fixed_time(tmp_path_factory: pytest.TempPathFactory) -> dict[s
     # again is most of a package's time (the shipped package, with them, is `packaged` above).
     shutil.copy(ROOT / "app.py", project / "app.py")
     plans_file = project / "chalicelib" / "plans.json"
-    plans_file.write_text(json.dumps({**json.loads(plans_file.read_text()), "schedule": {"daily_at_utc": "01:30"}}))
+    shipped = json.loads(plans_file.read_text())
+    plans = [{**plan, "offsite": VAULT} if plan["name"] == "documents" else plan for plan in shipped["plans"]]
+    plans_file.write_text(json.dumps({**shipped, "plans": plans, "schedule": {"daily_at_utc": "01:30"}}))
     with pytest.MonkeyPatch.context() as patch:
         # The merge template reads the copy's plans file, as `make package` run there would (the functions'
         # names come from this tree's app: the copy's are the same).
@@ -133,7 +139,37 @@ def packaged_at_a_fixed_time(tmp_path_factory: pytest.TempPathFactory) -> dict[s
         timeout=240,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    return json.loads((project.parent / "build" / "sam.json").read_text())
+    lint = subprocess.run([_tool("cfn-lint"), str(project.parent / "build" / "sam.json")], capture_output=True, text=True, timeout=240)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plans_module, "DEFAULT_PLANS_FILE", plans_file)
+        (documents,) = [plan for plan in stage_plans(STAGE, project).plans if plan.name == "documents"]
+    return {**json.loads((project.parent / "build" / "sam.json").read_text()), "documents plan": documents}
+
+
+def test_a_plan_with_a_vault_packages_the_replication_make_provision_sets(packaged_at_a_fixed_time: dict[str, Any]) -> None:
+    """The source side is in the template (linted with the rest above): the bucket's replication rules and the
+    role S3 assumes are those `make provision` writes, from the same definitions."""
+    from chalicelib.deploy.offsite import ROLE_POLICY_NAME, replication_configuration, replication_role_name, role_policy, rules_as_compared, trust_policy
+
+    template, plan = packaged_at_a_fixed_time, packaged_at_a_fixed_time["documents plan"]
+    resources = template["Resources"]
+    bucket = resources[bucket_resource_name(plan)]["Properties"]["ReplicationConfiguration"]
+    role_name = f"{bucket_resource_name(plan)}ReplicationRole"
+    assert bucket["Role"] == {"Fn::GetAtt": [role_name, "Arn"]}
+    packaged_rules = [{"ID": rule["Id"], **{k: v for k, v in rule.items() if k != "Id"}} for rule in bucket["Rules"]]
+    assert rules_as_compared({"Rules": packaged_rules}) == rules_as_compared(replication_configuration(plan, "123456789012"))
+    assert {rule["Destination"]["StorageClass"] for rule in bucket["Rules"]} == {"GLACIER_IR", "STANDARD"}
+    role = resources[role_name]
+    assert role["Type"] == "AWS::IAM::Role" and role["DeletionPolicy"] == "Retain"
+    assert role["Properties"]["RoleName"] == replication_role_name(plan)
+    assert role["Properties"]["Policies"] == [{"PolicyName": ROLE_POLICY_NAME, "PolicyDocument": role_policy(plan)}]
+    trust = json.loads(json.dumps(role["Properties"]["AssumeRolePolicyDocument"]).replace('{"Ref": "AWS::AccountId"}', '"123456789012"'))
+    assert trust == trust_policy(plan, "123456789012")
+    # The plans without a vault replicate nothing, and no more roles are made than vaults.
+    assert all("ReplicationConfiguration" not in r["Properties"] for n, r in of_type(template, "AWS::S3::Bucket").items()
+               if n != bucket_resource_name(plan))
+    assert [n for n in of_type(template, "AWS::IAM::Role") if n.endswith("ReplicationRole")] == [role_name]
 
 
 def test_a_time_of_day_in_the_committed_plans_file_packages_the_cron_expressions(

@@ -37,6 +37,8 @@ from chalicelib.cost.tally import Count, PlanTally, by_class, storage_usd, usd
 from chalicelib.cost.upkeep import describe, upkeep_day
 from chalicelib.cost.upkeep_model import BucketDay, UpkeepSettings
 from chalicelib.cost.usage import Usage
+from chalicelib.cost.vault_model import VaultSettings, vault_estimate
+from chalicelib.deploy.vault_bucket import vault_expiration_days
 from chalicelib.cost.workload import SizeClass, Workload
 from chalicelib.plans import BUCKET_SETTING_CHOICES, SMALL_OBJECT_SETTINGS, Lifecycle, Plan
 from chalicelib.prices import GB, Prices
@@ -315,6 +317,7 @@ def plan_report(
         "projection": [month_view(month) for month in projected[plan.lifecycle.bucket_setting_choice]],
         "upkeep": upkeep,
         "alternatives": _alternatives(plan, tally, usage, manifests, usage.monthly_usd, monthly, upkeep["monthly_usd"], prices),
+        **({"vault": _vault(plan, tally, usage, snapshots, manifests, prices)} if plan.offsite is not None else {}),
         "check": tally.check.to_dict(),
         "work": {
             "versions_from": work.versions_from,
@@ -329,6 +332,16 @@ def plan_report(
             "head_requests": tally.check.head_sampled + len(tally.check.errors),
         },
     }
+
+
+def _vault(plan: Plan, tally: PlanTally, usage: Usage, snapshots: list[SnapshotFile], manifests: Count, prices: Prices) -> dict[str, Any]:
+    """The plan's vault (`vault_model.vault_estimate`) from this bucket's versions and its measured backups."""
+    assert plan.offsite is not None
+    vault = VaultSettings(plan.offsite.storage_class, vault_expiration_days(plan), cross_region=plan.offsite.region != prices.region)
+    newest = max(snapshots, key=lambda s: s.taken).size if snapshots else 0
+    stored = (sum(c.versions for c in tally.storage.values()), sum(c.bytes for c in tally.storage.values()))
+    written = (usage.new_per_day + usage.changed_per_day, usage.bytes_copied_per_day)
+    return vault_estimate(vault, stored, manifests.bytes, written, newest, prices)
 
 
 def combine(plans: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import date, time, timedelta
 
-from chalicelib.cost.bills import Bill, Month, alternatives
+from chalicelib.cost.bills import Bill, Day, Month, alternatives
 from chalicelib.cost.packs_model import PACKED_MANIFEST_BYTES_PER_ENTRY
 from chalicelib.cost.upkeep_model import UpkeepSettings
 from chalicelib.cost.simulation import MANIFEST_BYTES_PER_ENTRY, REFERENCE_BACKUP_TIME, Holdings, Simulation
@@ -34,6 +34,8 @@ class Projection:
     # This system, then the alternatives it is compared with, by name.
     ours: Bill
     others: dict[str, Bill] = field(default_factory=dict)
+    # What each simulated day did (what the vault's model replicates: chalicelib/cost/vault_model.py).
+    records: tuple[Day, ...] = ()
 
     def bills(self) -> dict[str, Bill]:
         return {"ours": self.ours, **self.others}
@@ -66,7 +68,7 @@ def project(
         simulation.months,
     )
     if not baselines:
-        return Projection(workload=workload, lifecycle=lifecycle, retention=retention, days=days, ours=ours)
+        return Projection(workload=workload, lifecycle=lifecycle, retention=retention, days=days, ours=ours, records=tuple(records))
     horizon = retention.horizon_days() if retention is not None else None
     others = alternatives(workload, prices, start, records, MANIFEST_BYTES_PER_ENTRY, horizon)
     flat = replace(lifecycle, transitions=())
@@ -79,7 +81,9 @@ def project(
         unmoved.months,
     )
     others = {"aws_backup": others["aws_backup"], "same_retention_no_lifecycle": same, **{k: v for k, v in others.items() if k != "aws_backup"}}
-    return Projection(workload=workload, lifecycle=lifecycle, retention=retention, days=days, ours=ours, others=others)
+    return Projection(
+        workload=workload, lifecycle=lifecycle, retention=retention, days=days, ours=ours, others=others, records=tuple(records)
+    )
 
 
 def project_from(

@@ -61,6 +61,10 @@ def replication_role_arn(plan: Plan, account: str) -> str:
     return f"arn:aws:iam::{account}:role/{replication_role_name(plan)}"
 
 
+def role_description(plan: Plan) -> str:
+    return f"S3 Replication of {plan.bucket} into its vault"
+
+
 def trust_policy(plan: Plan, account: str) -> dict[str, Any]:
     """S3 may assume the role, for this bucket of this account only (no confused deputy)."""
     return {
@@ -207,8 +211,7 @@ def provision_replication(iam: Any, s3: Any, plan: Plan, account: str) -> list[s
     except ClientError as exc:
         if error_code(exc) != "NoSuchEntity":
             raise
-        iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust),
-                        Description=f"S3 Replication of {plan.bucket} into its vault")
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust), Description=role_description(plan))
         changes.append(f"created the replication role {name}")
     else:
         if _document(role.get("AssumeRolePolicyDocument")) != trust:

@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", required=True, help="a stage of .chalice/config.json")
     parser.add_argument("--plan", action="append", help="only this plan (repeatable)")
     parser.add_argument("--force", action="store_true", help="overwrite settings that differ from the plan")
+    parser.add_argument("--vaults-only", action="store_true",
+                        help="only the plans' vaults, with the vault account's credentials: the packaged template "
+                        "creates the buckets and the source side of the replication, which needs its vault first")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
@@ -126,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     session = boto3.session.Session()
     s3 = session.client("s3", config=client_config())
+    if args.vaults_only:
+        account = session.client("sts", config=client_config()).get_caller_identity()["Account"]
+        return provision_offsite(session, s3, plans, account, args.plan, source_side=False)
     status = 0
     for plan in plans.select(args.plan):
         try:
@@ -154,9 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-def provision_offsite(session: Any, s3: Any, plans: PlanSet, account: str, names: list[str] | None) -> int:
+def provision_offsite(
+    session: Any, s3: Any, plans: PlanSet, account: str, names: list[str] | None, source_side: bool = True
+) -> int:
     """Each vault with the vault account's credentials (OFFSITE_PROFILE or OFFSITE_ROLE_ARN, read now), then
-    the replication into it with the administrator's own; 1 when something could not be done."""
+    (`source_side`) the replication into it with the administrator's own; 1 when something could not be done.
+    The vault needs only the replication role's ARN, which the role keeps by its name wherever it is made."""
     from chalicelib.aws import client_config, vault_clients
 
     region = session.region_name or "us-east-1"
@@ -179,7 +188,8 @@ def provision_offsite(session: Any, s3: Any, plans: PlanSet, account: str, names
         try:
             # The vault first: S3 replicates only into a bucket that exists, versioned.
             changes = provision_vault(vault.s3, plan, replication_role_arn(plan, account))
-            changes += provision_replication(iam, s3, plan, account)
+            if source_side:
+                changes += provision_replication(iam, s3, plan, account)
         except (BackupError, ClientError) as exc:
             # E.g. a vault name another account owns: S3 refuses with 403 (the vault clients pin the owner).
             print(f"vault {plan.offsite.bucket} (plan {plan.name}): {exc}", file=sys.stderr)

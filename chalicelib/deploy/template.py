@@ -4,6 +4,9 @@
   scoped to data/, default encryption, all four Block Public Access settings, ACLs disabled, the TLS-only
   bucket policy, Object Lock default retention where a plan asks for it), kept when the stack is deleted;
 - the buckets restores may write into (RESTORE_BUCKETS), private, encrypted and versioned;
+- for a plan with a vault (`offsite`), the source side of its replication as `make provision` sets it
+  (`offsite.py`): the role S3 assumes, with its trust and permissions, and the backup bucket's replication
+  configuration (the vault itself is the vault account's, provisioned with its credentials);
 - where the plans name an S3 Inventory: its bucket as provisioning makes it (`inventory_bucket.py`: private,
   SSE-S3, reports expiring, written by S3 alone) and each backup bucket's inventory configuration;
 - the alert topic named by the stage's ALERT_TOPIC_ARN;
@@ -29,7 +32,7 @@ from typing import Any
 
 from chalicelib.deploy import audit
 from chalicelib.deploy import bucket_settings as buckets
-from chalicelib.deploy import inventory_bucket
+from chalicelib.deploy import inventory_bucket, offsite
 from chalicelib.notify import metrics
 from chalicelib.plans import InventoryPlan, Plan, PlanSet
 from chalicelib.schedule import INTERVAL
@@ -155,8 +158,31 @@ def inventory_resources(plans: PlanSet) -> dict[str, Any]:
     }
 
 
+def replication_resources(plan: Plan) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The bucket's `ReplicationConfiguration` and the role it names, in CloudFormation's spelling, from the
+    definitions `make provision` uses (`offsite.replication_configuration`, `role_policy`, `trust_policy`).
+    The role keeps its provisioned name: the vault's policy lets in that role's ARN alone."""
+    role = f"{bucket_resource_name(plan)}ReplicationRole"
+    wanted = offsite.replication_configuration(plan, _ACCOUNT)
+    rules = [{"Id": rule["ID"], **{key: value for key, value in rule.items() if key != "ID"}} for rule in wanted["Rules"]]
+    resource = {
+        "Type": "AWS::IAM::Role",
+        # Deleting the stack keeps the backup buckets: it must not quietly stop their replication either.
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "RoleName": offsite.replication_role_name(plan),
+            "Description": offsite.role_description(plan),
+            "AssumeRolePolicyDocument": _stack_account(offsite.trust_policy(plan, _ACCOUNT)),
+            "Policies": [{"PolicyName": offsite.ROLE_POLICY_NAME, "PolicyDocument": offsite.role_policy(plan)}],
+        },
+    }
+    return {"Role": {"Fn::GetAtt": [role, "Arn"]}, "Rules": rules}, {role: resource}
+
+
 def bucket_resources(plan: Plan, inventory: InventoryPlan | None = None) -> dict[str, Any]:
     name = bucket_resource_name(plan)
+    extra: dict[str, Any] = {}
     properties: dict[str, Any] = {
         "BucketName": plan.bucket,
         "VersioningConfiguration": {"Status": "Enabled"},
@@ -175,7 +201,10 @@ def bucket_resources(plan: Plan, inventory: InventoryPlan | None = None) -> dict
     if lock is not None:
         properties["ObjectLockEnabled"] = True
         properties["ObjectLockConfiguration"] = {"ObjectLockEnabled": "Enabled", "Rule": lock}
+    if plan.offsite is not None:
+        properties["ReplicationConfiguration"], extra = replication_resources(plan)
     return {
+        **extra,
         name: {
             "Type": "AWS::S3::Bucket",
             # Backups outlive the stack: deleting or replacing it must never delete a bucket.
