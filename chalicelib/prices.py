@@ -93,6 +93,8 @@ class UpkeepPrices:
     lambda_per_million_requests: float
     sns_per_million_publishes: float
     cloudwatch_per_thousand_metric_requests: float
+    # Lambda's /tmp beyond the 512 MB every function has, per GB-second.
+    lambda_ephemeral_gb_second: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -286,7 +288,7 @@ def parse_prices(document: Any, origin: str = "prices.json") -> Prices:
     upkeep_fields.only(
         (
             "inventory_per_million_objects", "lambda_gb_second", "lambda_per_million_requests",
-            "sns_per_million_publishes", "cloudwatch_per_thousand_metric_requests", "note",
+            "sns_per_million_publishes", "cloudwatch_per_thousand_metric_requests", "lambda_ephemeral_gb_second", "note",
         )
     )
     upkeep_fields.text("note")
@@ -296,6 +298,7 @@ def parse_prices(document: Any, origin: str = "prices.json") -> Prices:
         lambda_per_million_requests=upkeep_fields.number("lambda_per_million_requests"),
         sns_per_million_publishes=upkeep_fields.number("sns_per_million_publishes"),
         cloudwatch_per_thousand_metric_requests=upkeep_fields.number("cloudwatch_per_thousand_metric_requests"),
+        lambda_ephemeral_gb_second=upkeep_fields.number("lambda_ephemeral_gb_second"),
     )
     return Prices(
         origin=origin,
