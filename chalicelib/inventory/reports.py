@@ -297,7 +297,7 @@ class _RunWriter:
         self.chunk: list[tuple[Any, ...]] = []
 
     def append(self, row: Row) -> None:
-        values = list(row)
+        values: list[Any] = list(row)
         for index in _TIME_FIELDS:
             moment = values[index]
             if moment is not None:
