@@ -94,6 +94,8 @@ class UpkeepPrices:
     lambda_per_million_requests: float
     sns_per_million_publishes: float
     cloudwatch_per_thousand_metric_requests: float
+    # Lambda's /tmp beyond the 512 MB every function has, per GB-second.
+    lambda_ephemeral_gb_second: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -301,7 +303,7 @@ def parse_prices(document: Any, origin: str = "prices.json") -> Prices:
     upkeep_fields.only(
         (
             "inventory_per_million_objects", "lambda_gb_second", "lambda_per_million_requests",
-            "sns_per_million_publishes", "cloudwatch_per_thousand_metric_requests", "note",
+            "sns_per_million_publishes", "cloudwatch_per_thousand_metric_requests", "lambda_ephemeral_gb_second", "note",
         )
     )
     upkeep_fields.text("note")
@@ -311,6 +313,7 @@ def parse_prices(document: Any, origin: str = "prices.json") -> Prices:
         lambda_per_million_requests=upkeep_fields.number("lambda_per_million_requests"),
         sns_per_million_publishes=upkeep_fields.number("sns_per_million_publishes"),
         cloudwatch_per_thousand_metric_requests=upkeep_fields.number("cloudwatch_per_thousand_metric_requests"),
+        lambda_ephemeral_gb_second=upkeep_fields.number("lambda_ephemeral_gb_second"),
     )
     replication_fields = top.child("replication")
     replication_fields.only(("inter_region_transfer_per_gb", "rtc_per_gb", "put_per_1000", "note"))

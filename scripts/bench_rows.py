@@ -9,6 +9,8 @@ Side by side in one process, `--repeats` times each in turn, medians, per row:
   report-sort   the same rows read and sorted through temporary runs (`sorted_rows`)
   check         a version checked against its report row (verify/checks.py `verify_versions`)
   index-skip    a kept index's line skipped by a job resuming from a checkpoint (decoded, no entry made)
+  merge-entry   a manifest's entry as the verification's kept index merges it (read as S3 sends it, in blocks:
+                kept_index.streamed_entries)
 And the bytes a row takes in /tmp (`bytes_per_row`): a manifest entry and a kept index line (gzip, as
 downloaded or written), a report row in its data file (gzip CSV, as copied) and in a sorted run (pickled).
 Each is also given as a ratio to `manifest`, the figure the model was first calibrated on (10 microseconds
@@ -161,7 +163,7 @@ def main() -> None:
     index = index_write(listed)
     checked = [(entry, row_of(entry)) for entry in listed]
     times: dict[str, list[float]] = {
-        name: [] for name in ("manifest", "index-read", "index-write", "report-read", "report-sort", "check", "index-skip")
+        name: [] for name in ("manifest", "index-read", "index-write", "report-read", "report-sort", "check", "index-skip", "merge-entry")
     }
     last = listed[-1].sort_key
     with mock_aws():
@@ -176,6 +178,7 @@ def main() -> None:
             times["report-sort"].append(per_row(lambda: reports.sorted_rows(s3, report), rows))
             times["check"].append(per_row(lambda: _checked(checked), rows))
             times["index-skip"].append(per_row(lambda: _skipped(index, last, rows), rows))
+            times["merge-entry"].append(per_row(lambda: _streamed(manifest), rows))
         spooled = {
             "manifest": _size(manifest_file(listed)) / rows,
             "index": _size(index_write(listed)._file) / rows,
@@ -198,6 +201,11 @@ def _skipped(index: Any, last: tuple[str, str], rows: int) -> Iterable[None]:
     if any(True for _ in index.versions(after=last)):
         raise SystemExit("a line past the last key")
     return (None for _ in range(rows))
+
+
+def _streamed(manifest: Manifest) -> Iterable[Entry]:
+    manifest._file.seek(0)
+    return kept_index._entries_of(gzip.GzipFile(fileobj=io.BytesIO(manifest._file.read()), mode="rb"), "bench")
 
 
 def _size(fileobj: Any) -> int:

@@ -49,6 +49,7 @@ from typing import Any
 from chalicelib.cost.prune_upkeep import prune
 from chalicelib.cost.verify_upkeep import verification
 from chalicelib.cost.upkeep_model import (
+    EPHEMERAL_STORAGE_MB,
     BucketDay,
     DAYS_PER_MONTH,
     ENTRY_SECONDS,
@@ -184,6 +185,10 @@ def gb_seconds(job: JobDay, settings: UpkeepSettings) -> float:
 def job_usd(job: JobDay, settings: UpkeepSettings, prices: Prices) -> float:
     """The job's day in dollars: its requests and its Lambda time and invocations."""
     lambda_usd = gb_seconds(job, settings) * prices.upkeep.lambda_gb_second
+    if job.function is not None:
+        # /tmp configured beyond the 512 MB included is billed for as long as the function runs.
+        extra_tmp_gb = max(0, EPHEMERAL_STORAGE_MB.get(job.function, 512) - 512) / 1024
+        lambda_usd += job.seconds * extra_tmp_gb * prices.upkeep.lambda_ephemeral_gb_second
     return request_usd(job.requests, prices) + lambda_usd + job.invocations * prices.upkeep.lambda_per_million_requests / 1e6
 
 

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.deploy.template import EPHEMERAL_STORAGE_MB as CONFIGURED_TMP_MB
 from chalicelib.inventory.freshness import PERIOD
 
 REQUEST_SECONDS = 0.1
@@ -35,21 +36,26 @@ ENTRY_SECONDS = 10e-6
 # what sorting it on disk adds (1.18: `sorted_rows`, rows pickled a thousand to a run, merged, read back); a
 # version of the slice checked against its report row (0.34: verify/checks.py `verify_versions`, in the job's
 # own thread; only versions that need a request go through its pool).
-INDEX_ROW_SECONDS = 0.64 * ENTRY_SECONDS
-INDEX_WRITE_SECONDS = 1.33 * ENTRY_SECONDS
-REPORT_ROW_SECONDS = 0.55 * ENTRY_SECONDS
-SORTED_ROW_SECONDS = 1.18 * ENTRY_SECONDS
+INDEX_ROW_SECONDS = 0.21 * ENTRY_SECONDS
+INDEX_WRITE_SECONDS = 0.68 * ENTRY_SECONDS
+REPORT_ROW_SECONDS = 0.60 * ENTRY_SECONDS
+SORTED_ROW_SECONDS = 0.93 * ENTRY_SECONDS
 ROW_CHECK_SECONDS = 0.34 * ENTRY_SECONDS
 # A kept index's line skipped by a job resuming from its checkpoint (0.34: gunzipped, its source and key read
 # by the JSON string scanner, no entry made; index-read was 0.69 in the same run).
-INDEX_SKIP_SECONDS = 0.34 * ENTRY_SECONDS
+INDEX_SKIP_SECONDS = 0.16 * ENTRY_SECONDS
+# A manifest's entry as the verification's kept index merges it (0.54: read as S3 sends it, in blocks, each
+# decoded by the C scanner: catalog/kept_index.py `streamed_entries`; the prune's index reads each manifest
+# checked, at ENTRY_SECONDS).
+MERGE_ENTRY_SECONDS = 0.54 * ENTRY_SECONDS
 # What a row takes in /tmp (scripts/bench_rows.py `bytes_per_row`): a manifest's entry and a kept index's line
 # (gzip), an inventory report's row in a sorted run or a source's split (pickled).
 MANIFEST_ENTRY_BYTES = 83
 INDEX_LINE_BYTES = 87
-REPORT_RUN_ROW_BYTES = 167
-# Lambda's /tmp without an EphemeralStorage setting (the deployment sets none).
-EPHEMERAL_STORAGE_MB = 512
+REPORT_RUN_ROW_BYTES = 54
+# /tmp (MB) each function has: Lambda's 512 without an EphemeralStorage setting, or what the deployment sets
+# (chalicelib/deploy/template.py).
+EPHEMERAL_STORAGE_MB = {function: CONFIGURED_TMP_MB.get(function, 512) for function in ("verify_worker", "prune_worker", "backup_worker", "heartbeat")}
 # Rows per data file of a report. AWS does not document how it splits a report; the count of GETs it makes
 # is a few a day either way.
 REPORT_FILE_ROWS = 1_000_000

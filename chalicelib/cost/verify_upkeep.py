@@ -11,15 +11,14 @@ from dataclasses import replace
 from chalicelib.cost.upkeep_model import (
     BucketDay,
     EPHEMERAL_STORAGE_MB,
-    ENTRY_SECONDS,
     INDEX_LINE_BYTES,
     INDEX_ROW_SECONDS,
     INDEX_SKIP_SECONDS,
     INDEX_WRITE_SECONDS,
+    MERGE_ENTRY_SECONDS,
     INVOCATION_SECONDS,
     JOB_FUNCTIONS,
     JobDay,
-    MANIFEST_ENTRY_BYTES,
     REPORT_FILE_ROWS,
     REPORT_PERIOD_DAYS,
     REPORT_ROW_SECONDS,
@@ -114,7 +113,7 @@ def _index_update(day: BucketDay) -> float:
     per_snapshot = day.manifest_entries / day.snapshots if day.snapshots else 0.0
     return (
         (day.named_versions * INDEX_ROW_SECONDS if day.indexed else 0.0)
-        + _merged(day) * per_snapshot * ENTRY_SECONDS
+        + _merged(day) * per_snapshot * MERGE_ENTRY_SECONDS
         + day.named_versions * INDEX_WRITE_SECONDS
     )
 
@@ -209,20 +208,21 @@ def verification_when_due(day: BucketDay, settings: UpkeepSettings) -> JobDay:
 
 def spool_bytes(day: BucketDay, report: bool) -> float:
     """The most /tmp the job holds at once, in the order verify/job.py works: the kept index brought up to
-    date (the earlier index, the merged manifests and the new index side by side), then, beside the new
-    index, the report's rows of the plan sorted in runs."""
-    per_snapshot = day.manifest_entries / day.snapshots if day.snapshots else 0.0
+    date (the earlier index and the new one side by side; the manifests merged in are read as S3 sends them,
+    catalog/kept_index.py `streamed_entries`), then, beside the new index, the report's rows of the plan
+    sorted in runs."""
     index = day.named_versions * INDEX_LINE_BYTES
-    update = (index if day.indexed else 0.0) + _merged(day) * per_snapshot * MANIFEST_ENTRY_BYTES + index
+    update = (index if day.indexed else 0.0) + index
     runs = day.versions * REPORT_RUN_ROW_BYTES if report else 0.0
     return max(update, index + runs)
 
 
 def _spool(job: JobDay, day: BucketDay, report: bool) -> None:
     needed = spool_bytes(day, report) / 2**20
-    if needed > EPHEMERAL_STORAGE_MB:
+    has = EPHEMERAL_STORAGE_MB["verify_worker"]
+    if needed > has:
         fits = "" if needed <= 10_240 else ", more than the 10,240 MB Lambda allows: it cannot run in one function"
         job.limits.append(
-            f"it spools about {needed:,.0f} MB in /tmp ({'report runs, ' if report else ''}kept index, manifests), more than Lambda's default "
-            f"{EPHEMERAL_STORAGE_MB} MB: verify_worker would need EphemeralStorage {math.ceil(needed):,} MB{fits}"
+            f"it spools about {needed:,.0f} MB in /tmp ({'report runs, ' if report else ''}kept index), more than the "
+            f"{has:,} MB verify_worker has: it would need EphemeralStorage {math.ceil(needed):,} MB{fits}"
         )

@@ -39,6 +39,10 @@ from chalicelib.schedule import INTERVAL
 from chalicelib.stages import PROJECT_DIR, app_name, stage_environment, stage_plans
 
 RUNTIME = "python3.12"
+# /tmp (MB) of the functions that need more than Lambda's 512 MB default: the weekly verification holds the
+# kept index it reads and the one it writes at once (about 7 GB at ten million objects a plan with a year of
+# history; chalicelib/cost/verify_upkeep.py `spool_bytes`). Billed per GB-second above 512 MB.
+EPHEMERAL_STORAGE_MB = {"verify_worker": 10_240}
 # A day between two deliveries of the daily schedule (a rate and a fixed time alike), plus two hours of slack
 # for the backup to finish: one missed or failed run is an alarm. Hourly periods: no time of day is assumed.
 SILENCE_HOURS = (INTERVAL + timedelta(hours=2)) // timedelta(hours=1)
@@ -322,10 +326,14 @@ def merge_template(stage: str, project_dir: str | Path = PROJECT_DIR, app_module
     module = app_module if app_module is not None else _load_app(directory)
     functions = function_names(module, app, stage)
     for resource, function in functions.items():
+        properties: dict[str, Any] = {"Runtime": RUNTIME, "FunctionName": function}
+        tmp = EPHEMERAL_STORAGE_MB.get(function.rsplit("-", 1)[-1])
+        if tmp is not None:
+            properties["EphemeralStorage"] = {"Size": tmp}
         resources[resource] = {
             # The stack's log group (with its retention) must exist before the function can create its own.
             "DependsOn": [audit.log_group_name(resource)],
-            "Properties": {"Runtime": RUNTIME, "FunctionName": function},
+            "Properties": properties,
         }
     resources.update(audit.log_group_resources(functions))
     resources.update(audit.trail_resources(app, stage, [plan.bucket for plan in plans.plans]))
