@@ -69,7 +69,7 @@ def project(
         return Projection(workload=workload, lifecycle=lifecycle, retention=retention, days=days, ours=ours)
     horizon = retention.horizon_days() if retention is not None else None
     others = alternatives(workload, prices, start, records, MANIFEST_BYTES_PER_ENTRY, horizon)
-    flat = replace(lifecycle, transitions=(), manifest_glacier_ir_days=None)
+    flat = without_lifecycle(lifecycle)
     unmoved = Simulation(workload, flat, retention, prices, days, start, at=at, upkeep=upkeep)
     unmoved.run()
     same = Bill(
@@ -104,6 +104,11 @@ def project_from(
     simulation.run(first_day=holdings.today + 1)
     label = today.strftime("%Y-%m")
     return [month for month in simulation.months if month.label > label][:months]
+
+
+def without_lifecycle(lifecycle: Lifecycle) -> Lifecycle:
+    """What `same_retention_no_lifecycle` prices: the plan with no transitions and its manifests in STANDARD."""
+    return replace(lifecycle, transitions=(), manifest_glacier_ir_days=None)
 
 
 def describe_lifecycle(lifecycle: Lifecycle) -> str:
