@@ -268,8 +268,8 @@ def test_a_manifest_in_glacier_ir_is_quoted_with_its_retrieval_per_read_as_s3_an
     plan = Plan(name="docs", bucket="b", sources=(S3Source(name="src", bucket="s"),), lifecycle=Lifecycle(transitions=()))
     request = RestoreRequest(backup_id="20260302T020000000Z-1a2b3c4d", plan="docs", target=Target(bucket="t"))
     two_gb = 2 * GB
-    quoted = quote(request, plan, [], [], prices, manifest=("GLACIER_IR", two_gb))["manifest"]
+    quoted = quote(request, plan, [], [], prices, manifest=("GLACIER_IR", two_gb))
     option = prices.retrieval[("GLACIER_IR", "Instant")]
-    assert quoted == {"storage_class": "GLACIER_IR", "bytes": two_gb, "retrieval_cost_usd_per_read": round(2 * option.per_gb + option.per_1000_requests / 1000, 6)}
-    assert quoted["retrieval_cost_usd_per_read"] > 0.05
-    assert quote(request, plan, [], [], prices, manifest=("STANDARD", two_gb))["manifest"]["retrieval_cost_usd_per_read"] == 0.0
+    assert (quoted["manifest_storage_class"], quoted["manifest_bytes"]) == ("GLACIER_IR", two_gb)
+    assert quoted["manifest_retrieval_usd_per_read"] == round(2 * option.per_gb + option.per_1000_requests / 1000, 6) > 0.05
+    assert quote(request, plan, [], [], prices, manifest=("STANDARD", two_gb))["manifest_retrieval_usd_per_read"] == 0.0

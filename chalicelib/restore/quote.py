@@ -81,8 +81,10 @@ def quote(
         "already_thawed": thawed,
         "missing_versions": missing,
         "request_cost_usd": round(requests_cost, 6),
-        # Each read of the manifest: the quote's own, and each pass of the restore.
-        "manifest": {"storage_class": manifest_class, "bytes": manifest_bytes, "retrieval_cost_usd_per_read": round(manifest_read, 6)},
+        # The snapshot's manifest, and what each read of it costs: the quote's own, and each pass of the restore.
+        "manifest_storage_class": manifest_class,
+        "manifest_bytes": manifest_bytes,
+        "manifest_retrieval_usd_per_read": round(manifest_read, 6),
         "tiers": tiers,
         "prices": {"region": prices.region, "read_on": prices.read_on.isoformat(), "currency": prices.currency},
         **({"folder_problems": layout.report()} if layout is not None else {}),
