@@ -23,7 +23,9 @@
     meta/costs/<backup_id>.json                        the cost report computed after that backup (catalog bucket)
     meta/costs/plans/<plan>.json                       a plan's figures and the inventory report they came from
 
-Lifecycle rules are scoped to `data/`, so metadata always stays in S3 Standard, readable at once.
+Lifecycle rules are scoped to `data/`, so metadata stays in S3 Standard, readable at once; the one exception
+is a plan's own rule for its kept manifests over 128 KB, which move to GLACIER_IR (read at once too, billed
+per GB read) after the plan's `manifest_glacier_ir_days` (deploy/bucket_settings.py `manifest_rule`).
 """
 
 from __future__ import annotations

@@ -52,6 +52,15 @@ BUCKET_SETTING_CHOICES = ("standard", "archive")
 DEFAULT_PACK_THRESHOLD_BYTES = 128 * 1024
 DEFAULT_PACK_TARGET_BYTES = 16 * 1024 * 1024
 MIN_PACK_TARGET_BYTES = 128 * 1024
+# Kept manifests older than a plan's `manifest_glacier_ir_days` move to this class (millisecond reads, no
+# thaw): once the prune's and the verification's kept indexes cover them, only a restore or an index rebuilt
+# from scratch reads them. Only manifests larger than 128 KB move: S3 Glacier Instant Retrieval bills a
+# smaller object as 128 KB.
+MANIFEST_STORAGE_CLASS = "GLACIER_IR"
+MANIFEST_TRANSITION_MIN_BYTES = 128 * 1024
+# The jobs read the manifests their kept indexes do not cover yet: with a weekly inventory report, delivered
+# up to 48 hours after its scan, those are up to 9 days old; the vault watch reads the last 8 snapshots.
+MIN_MANIFEST_GLACIER_IR_DAYS = 10
 # A packed object is read whole into memory: only small objects are.
 MAX_PACK_THRESHOLD_BYTES = 16 * 1024 * 1024
 # Under "archive", the classes an object under 128 KB may still move to.
@@ -80,6 +89,9 @@ class Lifecycle:
     # Under "pack": objects below `pack_threshold_bytes` go into packs of about `pack_target_bytes`.
     pack_threshold_bytes: int = DEFAULT_PACK_THRESHOLD_BYTES
     pack_target_bytes: int = DEFAULT_PACK_TARGET_BYTES
+    # Days after which a kept manifest over 128 KB moves to MANIFEST_STORAGE_CLASS; None keeps every manifest
+    # in STANDARD.
+    manifest_glacier_ir_days: int | None = None
 
     @property
     def transition_default_minimum_object_size(self) -> str:

@@ -24,7 +24,9 @@ from chalicelib.plans import (
     OBJECT_LOCK_MODES,
     DEFAULT_PACK_TARGET_BYTES,
     DEFAULT_PACK_THRESHOLD_BYTES,
+    MANIFEST_STORAGE_CLASS,
     MAX_PACK_THRESHOLD_BYTES,
+    MIN_MANIFEST_GLACIER_IR_DAYS,
     MIN_PACK_TARGET_BYTES,
     REPLICA_STORAGE_CLASSES,
     SMALL_OBJECT_ARCHIVE_CLASSES,
@@ -177,6 +179,13 @@ def _parse_lifecycle(data: Any, where: str, environ: Mapping[str, str]) -> Lifec
             "add a GLACIER or DEEP_ARCHIVE transition",
         )
     threshold, target = _pack_sizes(reader, small_objects)
+    manifest_days = reader.integer("manifest_glacier_ir_days", None, minimum=0)
+    if manifest_days is not None and manifest_days < MIN_MANIFEST_GLACIER_IR_DAYS:
+        raise reader.fail(
+            "manifest_glacier_ir_days",
+            f"must be at least {MIN_MANIFEST_GLACIER_IR_DAYS} (the jobs read the manifests of the last 9 days, which "
+            f"would each be billed per GB read in {MANIFEST_STORAGE_CLASS}), got {manifest_days}",
+        )
     reader.finish()
     return Lifecycle(
         transitions=tuple(transitions),
@@ -184,6 +193,7 @@ def _parse_lifecycle(data: Any, where: str, environ: Mapping[str, str]) -> Lifec
         small_objects=small_objects,
         pack_threshold_bytes=threshold,
         pack_target_bytes=target,
+        manifest_glacier_ir_days=manifest_days,
     )
 
 
@@ -392,6 +402,7 @@ def parse_plans(document: Any, environ: Mapping[str, str], origin: str = "plans 
     _check_vaults(plans, catalog)
     schedule = parse_schedule(reader.raw("schedule", None), f"{origin}, field 'schedule'")
     inventory = _parse_inventory(reader.raw("inventory", None), f"{origin}, field 'inventory'", environ, plans)
+    _check_manifest_tiers(plans, inventory)
     reader.finish()
     return PlanSet(plans=tuple(plans), catalog_bucket=catalog, schedule=schedule, inventory=inventory)
 
@@ -428,6 +439,21 @@ def _check_vaults(plans: list[Plan], catalog: str) -> None:
             f"plan '{catalog_plan.name}', field 'offsite': plan '{first.name}' has a vault, so the catalog bucket's "
             f"plan needs one too (a restore from the vault reads the backup records kept there)"
         )
+
+
+def _check_manifest_tiers(plans: list[Plan], inventory: InventoryPlan | None) -> None:
+    """A plan's manifests may move to GLACIER_IR only with an inventory: without one the prune and the cost
+    report read every kept manifest every day, and each read of a manifest there is billed per GB."""
+    if inventory is not None:
+        return
+    for plan in plans:
+        if plan.lifecycle.manifest_glacier_ir_days is not None:
+            raise PlanError(
+                f"plan '{plan.name}', field 'lifecycle', field 'manifest_glacier_ir_days': needs the plans file's "
+                f"'inventory': without it the prune and the cost report read every kept manifest each day, and each "
+                f"read of a manifest in {MANIFEST_STORAGE_CLASS} is billed per GB retrieved; remove the field or set "
+                "'inventory'"
+            )
 
 
 def _parse_inventory(raw: Any, where: str, environ: Mapping[str, str], plans: list[Plan]) -> InventoryPlan | None:

@@ -37,7 +37,10 @@ RETRIEVAL_OPTIONS = (
     ("GLACIER", "Bulk"),
     ("DEEP_ARCHIVE", "Standard"),
     ("DEEP_ARCHIVE", "Bulk"),
+    # No thaw: a GET reads it at once, billed per GB (and at its own GET price) on top of the request.
+    ("GLACIER_IR", "Instant"),
 )
+INSTANT_TIER = "Instant"
 # The slowest documented thaw is 48 hours; a minimum duration over a year would be no storage class S3 has.
 MAX_THAW_HOURS = 96
 MAX_MINIMUM_DAYS = 366

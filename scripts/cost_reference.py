@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chalicelib.cost.projection import describe_lifecycle, project  # noqa: E402
+from chalicelib.cost.projection import describe_lifecycle, project, without_lifecycle  # noqa: E402
 from chalicelib.cost.simulation import MANIFEST_BYTES_PER_ENTRY  # noqa: E402
 from chalicelib.cost.vault_model import VaultSettings, vault_months, vault_restore  # noqa: E402
 from chalicelib.deploy.vault_bucket import vault_expiration_days  # noqa: E402
@@ -126,6 +126,22 @@ def _where_the_money_goes(month: Any) -> dict[str, float]:
     return {name: round(value, 4) for name, value in parts.items()}
 
 
+def _manifests(month: Any) -> dict[str, Any]:
+    """What the kept manifests cost, by part (their storage per class, their moves to GLACIER_IR, the early
+    deletions there), and their bytes per class on the month's last day."""
+    return {
+        "monthly_usd": round(month.manifests, 4),
+        "parts": {name: round(amount, 4) for name, amount in sorted(month.manifest_parts.items())},
+        "bytes_by_class": {name: round(size) for name, size in sorted(month.manifest_bytes_by_class.items())},
+    }
+
+
+def _manifest_line(manifests: dict[str, Any]) -> str:
+    parts = ", ".join(f"{name} {amount:.4f}" for name, amount in manifests["parts"].items())
+    stored = ", ".join(f"{name} {size / GIB:,.1f} GiB" for name, size in manifests["bytes_by_class"].items())
+    return f"manifests {manifests['monthly_usd']:.4f} ({parts}); kept manifests: {stored}"
+
+
 def run(
     scale: float = 1.0, days: int = 365, prices: Prices | None = None, lifecycles: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -159,6 +175,7 @@ def run(
             "monthly_totals": {name: [round(m.total, 4) for m in bill.months] for name, bill in bills.items()},
             "monthly_bytes": {name: [round(sum(m.bytes.values())) for m in bill.months] for name, bill in bills.items()},
             "where_the_money_goes": _where_the_money_goes(last["ours"]),
+            "manifests": _manifests(last["ours"]),
             "upkeep": {"share": round(last["ours"].upkeep / ours, 4), **last["ours"].upkeep_day},
         }
         entry["targets"] = {
@@ -167,7 +184,8 @@ def run(
         entry["targets"][f"upkeep_at_most_{UPKEEP_SHARE:.0%}"] = entry["upkeep"]["share"] <= UPKEEP_SHARE
         entry["dominant"] = _dominant(entry)
         # Month 12 of each lifecycle already simulated, so that the settings compared do not simulate it again.
-        known = {plan.lifecycle: last["ours"], replace(plan.lifecycle, transitions=()): last["same_retention_no_lifecycle"]}
+        # (The baseline without lifecycle keeps its manifests in STANDARD too: no setting compared below is it.)
+        known = {plan.lifecycle: last["ours"], without_lifecycle(plan.lifecycle): last["same_retention_no_lifecycle"]}
         entry["pack"] = _pack_figures(workload, plan.lifecycle, plan.retention, prices, days, upkeep, known)
         entry["settings"] = _compare_settings(workload, lifecycles or LIFECYCLES, plan, prices, days, upkeep, known)
         if workload.name in VAULT_WORKLOADS:
@@ -188,7 +206,7 @@ def _pack_figures(
     projection = project(workload, packed, retention, prices, days=days, upkeep=upkeep)
     last = {name: bill.months[-1] for name, bill in projection.bills().items()}
     ours = last["ours"]
-    known.update({packed: ours, replace(packed, transitions=()): last["same_retention_no_lifecycle"]})
+    known.update({packed: ours, without_lifecycle(packed): last["same_retention_no_lifecycle"]})
     per_day = {kind: count / ours.days for kind, count in sorted(ours.request_counts.items())}
     changed = workload.objects * workload.changed_per_day
     allowed = {
@@ -204,6 +222,7 @@ def _pack_figures(
         "totals": {name: round(month.total, 4) for name, month in last.items()},
         "ratios": {name: round(month.total / ours.total, 2) for name, month in last.items() if name != "ours"},
         "where_the_money_goes": _where_the_money_goes(ours),
+        "manifests": _manifests(ours),
         "upkeep": {"share": round(ours.upkeep / ours.total, 4), **ours.upkeep_day},
         "versions": {name: round(count) for name, count in sorted(ours.versions.items())},
         "requests_per_day": {kind: round(count, 1) for kind, count in per_day.items()},
@@ -313,7 +332,10 @@ def _target_table(report: dict[str, Any]) -> None:
 
 def _pack_targets(name: str, pack: dict[str, Any]) -> None:
     """The targets with small_objects pack: the ratios, and the requests a day for the day's changes."""
-    print(f"  {name} with small_objects pack: ours {pack['totals']['ours']:.2f}, of which upkeep {pack['upkeep']['monthly_usd']:.2f}")
+    print(
+        f"  {name} with small_objects pack: ours {pack['totals']['ours']:.2f}, of which upkeep "
+        f"{pack['upkeep']['monthly_usd']:.2f}, {_manifest_line(pack['manifests'])}"
+    )
     for baseline, target in PACK_TARGETS.get(name, {}).items():
         met = pack["targets"][f"{baseline}_at_least_{target:g}x"]
         largest = max(pack["where_the_money_goes"].items(), key=lambda item: item[1])
@@ -357,6 +379,7 @@ def _print_pack(pack: dict[str, Any], currency: str) -> None:
         ratio = "" if bill == "ours" else f"  ({pack['ratios'][bill]:.2f} x ours)"
         print(f"    {bill:<24}{total:>12.4f}{ratio}")
     print("    ours, where the money goes: " + ", ".join(f"{k} {v:.4f}" for k, v in pack["where_the_money_goes"].items()))
+    print("    " + _manifest_line(pack["manifests"]))
     print("    stored versions by class: " + ", ".join(f"{k} {v:,}" for k, v in pack["versions"].items()))
     print(f"    upkeep {pack['upkeep']['monthly_usd']:.4f} a month ({pack['upkeep']['share']:.1%} of ours):")
     for job, figures in pack["upkeep"]["jobs"].items():
@@ -376,6 +399,7 @@ def _print(report: dict[str, Any]) -> None:
             ratio = "" if bill == "ours" else f"  ({entry['ratios'][bill]:.2f} x ours)"
             print(f"    {bill:<24}{total:>12.4f}{ratio}")
         print("  ours, where the money goes: " + ", ".join(f"{k} {v:.4f}" for k, v in entry["where_the_money_goes"].items()))
+        print("  " + _manifest_line(entry["manifests"]))
         upkeep = entry["upkeep"]
         print(f"  upkeep {upkeep['monthly_usd']:.4f} a month ({upkeep['share']:.1%} of ours); on the month's last day, per job:")
         for job, figures in upkeep["jobs"].items():

@@ -39,9 +39,10 @@ _VARYING = [
     (re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})? [A-Z]{3,5}\b"), "<local time>"),
     (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<uuid>"),
 ]
-# Fields whose every value varies (random version ids, hashes of what holds them, tokens, durations).
+# Fields whose every value varies (random version ids, hashes of what holds them, tokens, durations, and the
+# gzipped size of a manifest of random version ids).
 VARYING_FIELDS = {
-    "version_id", "manifest_version", "manifest_sha256", "next_token", "duration_seconds", "seconds",
+    "version_id", "manifest_version", "manifest_sha256", "next_token", "duration_seconds", "seconds", "manifest_bytes",
 }
 
 

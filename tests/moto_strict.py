@@ -27,6 +27,9 @@ What it enforces, and why:
    come back URL-encoded and the answer says `EncodingType`, as from AWS, which is how a key holding a control
    character (invalid in XML 1.0) is listed at all. moto encodes only `ListObjects`' answers, and answers a
    versions listing of such a key with a 500.
+9. `GetBucketLifecycleConfiguration` answers a rule's size filters (`ObjectSizeGreaterThan`,
+   `ObjectSizeLessThan`, in its `Filter` or its `And`) as they were written. moto drops them, so a rule
+   scoped by size would read back as another rule, and drift could not be tested.
 8. `GetBucketReplication` answers each rule's `Filter` and `DeleteMarkerReplication` as they were written, and
    its `Priority` as a number. moto answers every rule with an empty prefix and delete markers disabled, so
    neither provisioning's second run nor drift could tell a rule's scope.
@@ -220,17 +223,51 @@ SMALL_OBJECTS_HEADER = "x-amz-transition-default-minimum-object-size"
 _SMALL_OBJECTS_ATTRIBUTE = "_strict_transition_default_minimum_object_size"
 
 
+_SIZE_FILTERS_ATTRIBUTE = "_strict_lifecycle_size_filters"
+_SIZE_FIELDS = ("ObjectSizeGreaterThan", "ObjectSizeLessThan")
+
+
 def _bucket_put_keeping_small_objects(self: S3Response, request: Any, bucket_name: str, querystring: dict[str, Any]) -> Any:
     answer = _bucket_put(self, request, bucket_name, querystring)
     if querystring and "lifecycle" in querystring:
         value = request.headers.get(SMALL_OBJECTS_HEADER) or "all_storage_classes_128K"
-        setattr(self.backend.get_bucket(bucket_name), _SMALL_OBJECTS_ATTRIBUTE, value)
+        bucket = self.backend.get_bucket(bucket_name)
+        setattr(bucket, _SMALL_OBJECTS_ATTRIBUTE, value)
+        setattr(bucket, _SIZE_FILTERS_ATTRIBUTE, _size_filters(self.body))
     return answer
+
+
+def _size_filters(body: Any) -> dict[str, tuple[bool, dict[str, str]]]:
+    """Per rule ID: whether its size fields sit in an `And`, and the fields as written."""
+    rules = (xmltodict.parse(body).get("LifecycleConfiguration") or {}).get("Rule") or []
+    found: dict[str, tuple[bool, dict[str, str]]] = {}
+    for rule in rules if isinstance(rules, list) else [rules]:
+        flt = rule.get("Filter") or {}
+        both = flt.get("And")
+        where = both if isinstance(both, dict) else flt
+        sizes = {name: where[name] for name in _SIZE_FIELDS if name in where}
+        if sizes:
+            found[rule.get("ID", "")] = (isinstance(both, dict), sizes)
+    return found
+
+
+def _with_size_filters(body: str, filters: dict[str, tuple[bool, dict[str, str]]]) -> str:
+    def rule(match: re.Match[str]) -> str:
+        text = match.group(0)
+        named = re.search(r"<ID>([^<]*)</ID>", text)
+        if named is None or named.group(1) not in filters:
+            return text
+        in_and, sizes = filters[named.group(1)]
+        fields = "".join(f"<{name}>{value}</{name}>" for name, value in sizes.items())
+        return text.replace("<And>", "<And>" + fields, 1) if in_and else text.replace("<Filter>", "<Filter>" + fields, 1)
+
+    return re.sub(r"<Rule>.*?</Rule>", rule, body, flags=re.S)
 
 
 def _get_lifecycle_with_small_objects(self: S3Response) -> Any:
     status, headers, body = _get_lifecycle(self)
-    value = getattr(self.backend.get_bucket(self.bucket_name), _SMALL_OBJECTS_ATTRIBUTE, None)
+    bucket = self.backend.get_bucket(self.bucket_name)
+    value = getattr(bucket, _SMALL_OBJECTS_ATTRIBUTE, None)
     if value is not None:
         headers = {**headers, SMALL_OBJECTS_HEADER: value}
         body = re.sub(
@@ -238,6 +275,9 @@ def _get_lifecycle_with_small_objects(self: S3Response) -> Any:
             f"<TransitionDefaultMinimumObjectSize>{value}</TransitionDefaultMinimumObjectSize>",
             body.decode("utf-8") if isinstance(body, bytes) else body,
         )
+    filters = getattr(bucket, _SIZE_FILTERS_ATTRIBUTE, None)
+    if filters:
+        body = _with_size_filters(body.decode("utf-8") if isinstance(body, bytes) else body, filters)
     return status, headers, body
 
 

@@ -3,6 +3,7 @@ an existing bucket's different choices."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -38,8 +39,15 @@ def test_new_bucket_gets_every_setting(s3: Any, plans: Any) -> None:
     bucket = plan.bucket
     assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
     rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert len(rules) == 1
-    rule = rules[0]
+    assert len(rules) == 2
+    rule, manifests = rules
+    # The kept manifests over 128 KB move to GLACIER_IR (the shipped plans' 10 days); nothing else under meta/.
+    assert manifests == {
+        "ID": "documents-manifest-tiering",
+        "Filter": {"And": {"Prefix": "meta/snapshots/documents/", "ObjectSizeGreaterThan": 131072}},
+        "Status": "Enabled",
+        "Transitions": [{"Days": 10, "StorageClass": "GLACIER_IR"}],
+    }
     assert rule["Filter"] == {"Prefix": "data/"} and rule["Status"] == "Enabled"
     assert rule["Transitions"] == [{"Days": 30, "StorageClass": "GLACIER"}, {"Days": 180, "StorageClass": "DEEP_ARCHIVE"}]
     assert rule["NoncurrentVersionTransitions"] == [
@@ -91,9 +99,26 @@ def test_the_small_objects_choice_is_set_explicitly_and_provisioning_puts_it_bac
 def test_database_plan_has_its_own_days(s3: Any, plans: Any) -> None:
     plan = plans.get("database")
     provision(s3, plan)
-    (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=plan.bucket)["Rules"]
+    rule, manifests = s3.get_bucket_lifecycle_configuration(Bucket=plan.bucket)["Rules"]
     assert rule["Transitions"] == [{"Days": 7, "StorageClass": "GLACIER"}]
     assert rule["NoncurrentVersionTransitions"] == [{"NoncurrentDays": 7, "StorageClass": "GLACIER"}]
+    assert manifests["Filter"]["And"]["Prefix"] == "meta/snapshots/database/"
+
+
+def test_a_plan_that_keeps_its_manifests_in_standard_gets_no_manifest_rule_and_a_changed_day_is_drift(s3: Any) -> None:
+    plan = make_plan()
+    assert plan.lifecycle.manifest_glacier_ir_days is None
+    provision(s3, plan)
+    (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=plan.bucket)["Rules"]
+    assert rule["Filter"] == {"Prefix": "data/"}
+    tiered = dataclasses.replace(plan, lifecycle=dataclasses.replace(plan.lifecycle, manifest_glacier_ir_days=20))
+    lifecycle = [d.message for d in differences(tiered, read_state(s3, plan.bucket)) if d.setting == "lifecycle"]
+    assert lifecycle == ["lifecycle rule 'vault-manifest-tiering' removed"]
+    provision(s3, tiered, force=True)
+    assert not [d for d in differences(tiered, read_state(s3, plan.bucket)) if d.setting == "lifecycle"]
+    later = dataclasses.replace(plan, lifecycle=dataclasses.replace(plan.lifecycle, manifest_glacier_ir_days=30))
+    (changed,) = [d.message for d in differences(later, read_state(s3, plan.bucket)) if d.setting == "lifecycle"]
+    assert "lifecycle rule 'vault-manifest-tiering' changed" in changed and "GLACIER_IR after 20 days" in changed
 
 
 def test_second_run_changes_nothing_and_says_so(s3: Any, plans: Any, caplog: pytest.LogCaptureFixture) -> None:

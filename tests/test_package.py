@@ -221,7 +221,15 @@ def test_each_bucket_carries_its_plan(template: dict[str, Any]) -> None:
         props = bucket["Properties"]
         assert props["BucketName"] == plan.bucket
         assert props["VersioningConfiguration"] == {"Status": "Enabled"}
-        (rule,) = props["LifecycleConfiguration"]["Rules"]
+        rule, manifests = props["LifecycleConfiguration"]["Rules"]
+        # The kept manifests over 128 KB move to GLACIER_IR after the plan's days (CloudFormation's spelling).
+        assert manifests == {
+            "Id": f"{plan.name}-manifest-tiering",
+            "Status": "Enabled",
+            "Prefix": f"meta/snapshots/{plan.name}/",
+            "ObjectSizeGreaterThan": "131072",
+            "Transitions": [{"StorageClass": "GLACIER_IR", "TransitionInDays": plan.lifecycle.manifest_glacier_ir_days}],
+        }
         # What objects under 128 KB do is stated, from the plan's small_objects, never left to S3's default.
         setting = props["LifecycleConfiguration"]["TransitionDefaultMinimumObjectSize"]
         assert setting == plan.lifecycle.transition_default_minimum_object_size

@@ -411,3 +411,21 @@ def test_a_wrong_inventory_entry_is_refused_naming_the_field(entry: dict[str, An
     with pytest.raises(PlanError) as raised:
         parse_plans({**valid_document(), "inventory": entry}, ENV)
     assert message in str(raised.value)
+
+
+def test_manifests_move_to_glacier_ir_only_when_asked_after_10_days_at_least_and_with_an_inventory() -> None:
+    inventory = {"bucket": "acme-inventory", "frequency": "Weekly"}
+    assert parse_plans({**valid_document(), "inventory": inventory}, ENV).get("documents").lifecycle.manifest_glacier_ir_days is None
+    document = {**valid_document(), "inventory": inventory}
+    document["plans"][0]["lifecycle"]["manifest_glacier_ir_days"] = 14
+    plans = parse_plans(document, ENV)
+    assert plans.get("documents").lifecycle.manifest_glacier_ir_days == 14
+    assert plans.get("database").lifecycle.manifest_glacier_ir_days is None
+    document["plans"][0]["lifecycle"]["manifest_glacier_ir_days"] = 9
+    with pytest.raises(PlanError, match=r"plan 'documents', field 'lifecycle', field 'manifest_glacier_ir_days': must be at least 10 \("):
+        parse_plans(document, ENV)
+    # Without an inventory the prune and the cost report read every kept manifest daily: refused.
+    document = valid_document()
+    document["plans"][0]["lifecycle"]["manifest_glacier_ir_days"] = 14
+    with pytest.raises(PlanError, match=r"plan 'documents', field 'lifecycle', field 'manifest_glacier_ir_days': needs the plans file's 'inventory'"):
+        parse_plans(document, ENV)

@@ -41,6 +41,8 @@ def test_the_shipped_file_holds_the_us_east_1_list_prices() -> None:
         ("GLACIER", "Bulk"): Retrieval(0.0, 0.0, 12.0),
         ("DEEP_ARCHIVE", "Standard"): Retrieval(0.02, 0.10, 12.0),
         ("DEEP_ARCHIVE", "Bulk"): Retrieval(0.0025, 0.025, 48.0),
+        # No thaw: a manifest in GLACIER_IR is read at once, per GB and at its own GET price.
+        ("GLACIER_IR", "Instant"): Retrieval(0.03, 0.01, 0.0),
     }
     assert [prices.minimum_days(c) for c in ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")] == [
         0,

@@ -357,6 +357,9 @@ def test_dry_run_quotes_objects_bytes_thaws_and_costs_and_writes_nothing(
     assert tiers["Expedited"]["thaw_hours_at_most"] == 12
     assert tiers["Expedited"]["notes"]
     assert tiers["Expedited"]["retrieval_cost_usd"] > tiers["Standard"]["retrieval_cost_usd"] > tiers["Bulk"]["retrieval_cost_usd"] > 0
+    # The manifest read for the quote: in STANDARD (a day old), so reading it costs no retrieval.
+    manifest = s3.head_object(Bucket="test-backup-documents", Key=f"meta/snapshots/documents/{backup_id}.jsonl.gz")
+    assert (quote["manifest_storage_class"], quote["manifest_bytes"], quote["manifest_retrieval_usd_per_read"]) == ("STANDARD", manifest["ContentLength"], 0.0)
     # Nothing restored, nothing thawed: the dry run's own record (QUOTED) is all it wrote.
     assert bucket_contents(s3, TARGET) == {}
     assert [key.rsplit("_", 1)[1] for key in restore_records(s3)] == [f"{quoted['restore_id']}.json"]

@@ -6,6 +6,7 @@ checksums compared."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from datetime import datetime, timezone
@@ -174,9 +175,9 @@ def test_archived_versions_get_one_thaw_each_from_a_listing_and_the_quote_is_as_
     sent = Sent(clients)
     quoted = service.quote(request)
     assert sent.count()["HeadObject"] == 0
-    plan, selected, layout, _ = service.checks.prepare(request)
+    plan, selected, layout, _, manifest = service.checks.prepare(request)
     heads = [dict(s3.head_object(Bucket=plan.bucket, Key=e.data_key, VersionId=e.version_id)) for e in selected]
-    assert quoted == quote(request, plan, selected, heads, service.prices, layout)
+    assert quoted == quote(request, plan, selected, heads, service.prices, layout, manifest)
     assert quoted["need_thaw"] == 2 and quoted["archived"]["DEEP_ARCHIVE"]["objects"] == 1
 
     sent = Sent(clients)
@@ -242,3 +243,33 @@ def test_a_restore_the_checks_refuse_ends_refused_and_leaves_nothing_queued(
     # The hourly check runs nothing of it, and takes it out of the queue.
     assert service.resume_pending() == []
     assert s3.list_objects_v2(Bucket=settings.plans.catalog_bucket, Prefix="meta/restore-queue/")["KeyCount"] == 0
+
+
+def test_a_manifest_in_glacier_ir_is_quoted_with_its_retrieval_per_read_as_s3_answers_its_class() -> None:
+    import gzip
+    import io
+
+    from chalicelib.catalog.manifests import MANIFEST_FORMAT, Manifest
+    from chalicelib.plans import Lifecycle, Plan, S3Source
+    from chalicelib.prices import GB, load_prices
+    from chalicelib.restore.quote import quote
+
+    body = gzip.compress(json.dumps({"format": MANIFEST_FORMAT}).encode() + b"\n")
+
+    class MovedManifest:
+        """S3's answer for a manifest the plan's manifest rule has moved (moto never runs lifecycle rules)."""
+
+        def get_object(self, **params: Any) -> dict[str, Any]:
+            return {"Body": io.BytesIO(body), "VersionId": "v1", "ETag": '"e"', "StorageClass": "GLACIER_IR", "ContentLength": len(body)}
+
+    manifest = Manifest.download(MovedManifest(), "b", "meta/snapshots/docs/x.jsonl.gz")
+    assert (manifest.storage_class, manifest.size) == ("GLACIER_IR", len(body))
+    prices = load_prices()
+    plan = Plan(name="docs", bucket="b", sources=(S3Source(name="src", bucket="s"),), lifecycle=Lifecycle(transitions=()))
+    request = RestoreRequest(backup_id="20260302T020000000Z-1a2b3c4d", plan="docs", target=Target(bucket="t"))
+    two_gb = 2 * GB
+    quoted = quote(request, plan, [], [], prices, manifest=("GLACIER_IR", two_gb))
+    option = prices.retrieval[("GLACIER_IR", "Instant")]
+    assert (quoted["manifest_storage_class"], quoted["manifest_bytes"]) == ("GLACIER_IR", two_gb)
+    assert quoted["manifest_retrieval_usd_per_read"] == round(2 * option.per_gb + option.per_1000_requests / 1000, 6) > 0.05
+    assert quote(request, plan, [], [], prices, manifest=("STANDARD", two_gb))["manifest_retrieval_usd_per_read"] == 0.0

@@ -246,6 +246,10 @@ class Manifest:
         self.version_id = version_id
         self.sha256 = sha256
         self.etag = etag
+        # Where S3 keeps it and its size (when downloaded): a manifest the plan's manifest rule has moved to
+        # GLACIER_IR is billed per GB read (deploy/bucket_settings.py `manifest_rule`).
+        self.storage_class = "STANDARD"
+        self.size: int | None = None
         # Why this manifest may have been tampered with after it was written (None: nothing seen).
         self.tampering: str | None = None
         self._file.seek(0)
@@ -284,12 +288,16 @@ class Manifest:
                 f"{sha256} its backup's record holds: the manifest was changed after it was written"
             )
         try:
-            return cls(
+            manifest = cls(
                 spool, version_id=response.get("VersionId"), sha256=digest.hexdigest(), etag=response.get("ETag")
             )
         except (ValueError, OSError, EOFError) as exc:
             spool.close()
             raise Tampered(f"s3://{bucket}/{key} is not a readable snapshot manifest: {exc}") from exc
+        # S3 names the class of an object outside STANDARD only.
+        manifest.storage_class = response.get("StorageClass") or "STANDARD"
+        manifest.size = response.get("ContentLength")
+        return manifest
 
     def entries(self, include_held: bool = False) -> Iterator[Entry]:
         self._file.seek(0)

@@ -52,7 +52,11 @@ class Month:
     # The same overhead by the class of the objects that carry it (the 8 KB billed at STANDARD included).
     overhead_by_class: dict[str, float] = field(default_factory=dict)
     manifest_bytes: float = 0.0
+    # Everything the kept manifests cost: their storage by class, and their moves to GLACIER_IR and early
+    # deletions there (`manifest_parts` says which; chalicelib/cost/manifest_tier.py).
     manifests: float = 0.0
+    manifest_parts: dict[str, float] = field(default_factory=dict)
+    manifest_bytes_by_class: dict[str, float] = field(default_factory=dict)
     request_counts: dict[str, float] = field(default_factory=dict)
     requests: float = 0.0
     transitions: float = 0.0
@@ -72,8 +76,14 @@ class Month:
             self.overhead += objects * share * per_object
             self.overhead_by_class[storage_class] = self.overhead_by_class.get(storage_class, 0.0) + objects * share * per_object
 
-    def add_manifests(self, size: float, days: float, prices: Prices) -> None:
-        self.manifests += size * days / self.days * prices.storage_per_byte_month("STANDARD")
+    def add_manifests(self, size: float, days: float, prices: Prices, storage_class: str = "STANDARD") -> None:
+        """`size` bytes of manifests held `days` days of this month in `storage_class`."""
+        self.add_manifest_charge(storage_class, size * days / self.days * prices.storage_per_byte_month(storage_class))
+
+    def add_manifest_charge(self, part: str, amount: float) -> None:
+        """`amount` USD of the manifests' bill: a storage class's, or `transitions` or `early_deletions`."""
+        self.manifests += amount
+        self.manifest_parts[part] = self.manifest_parts.get(part, 0.0) + amount
 
     def add_requests(self, counts: dict[str, float], prices: Prices) -> None:
         for name, amount in counts.items():
@@ -109,6 +119,8 @@ class Month:
             "storage": {k: round(v, 4) for k, v in sorted(self.storage.items())},
             "overhead": round(self.overhead, 4),
             "manifests": round(self.manifests, 4),
+            "manifest_parts": {k: round(v, 4) for k, v in sorted(self.manifest_parts.items())},
+            "manifest_bytes_by_class": {k: round(v) for k, v in sorted(self.manifest_bytes_by_class.items())},
             "requests": round(self.requests, 4),
             "request_counts": {k: round(v) for k, v in sorted(self.request_counts.items())},
             "transitions": round(self.transitions, 4),

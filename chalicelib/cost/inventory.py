@@ -81,7 +81,8 @@ class Version:
 
 @dataclass(frozen=True)
 class SnapshotFile:
-    """A kept snapshot's manifest: whose backup, and its size (it is billed in STANDARD)."""
+    """A kept snapshot's manifest: whose backup, and its size (billed in STANDARD, or in GLACIER_IR once the
+    plan's manifest rule has moved it: `cost/manifest_tier.py`)."""
 
     backup_id: str
     key: str

@@ -29,6 +29,7 @@ from typing import Any
 from chalicelib.catalog.records import is_scheduled_id
 from chalicelib.cost.bills import Month
 from chalicelib.cost.inventory import SnapshotFile, Work
+from chalicelib.cost.manifest_tier import manifest_class
 from chalicelib.cost.model import SMALL_OBJECT_BYTES
 from chalicelib.cost.projection import describe_lifecycle, project_from
 from chalicelib.cost.prunes import EarlyDeletions
@@ -268,10 +269,16 @@ def plan_report(
         tally, snapshots, work, upkeep_settings or UpkeepSettings(), prices, usage.new_per_day + usage.changed_per_day
     )
     manifests = Count(len(snapshots), sum(snapshot.size for snapshot in snapshots))
+    # Each manifest in the class the plan's manifest rule has put it in by now (dated from its backup's start,
+    # a few minutes before it was written).
+    manifest_classes: dict[str, float] = {}
+    for snapshot in snapshots:
+        name = manifest_class(plan.lifecycle, snapshot.size, snapshot.taken, now)
+        manifest_classes[name] = manifest_classes.get(name, 0.0) + snapshot.size
     transitions_usd = sum(count * prices.transition_per_request(name) for name, count in tally.transitions.items())
     parts = {
         "storage": sum(entry["monthly_usd"] for entry in storage.values()),
-        "manifests": manifests.bytes * prices.storage_per_byte_month("STANDARD"),
+        "manifests": sum(size * prices.storage_per_byte_month(name) for name, size in manifest_classes.items()),
         "requests": usage.monthly_usd,
         "transitions": transitions_usd,
         "early_deletion": early.usd,
@@ -282,7 +289,10 @@ def plan_report(
     workload = _workload(plan, tally, usage)
     projected = {}
     for choice in BUCKET_SETTING_CHOICES:
-        lifecycle = Lifecycle(plan.lifecycle.transitions, plan.lifecycle.noncurrent_expiration_days, choice)
+        lifecycle = Lifecycle(
+            plan.lifecycle.transitions, plan.lifecycle.noncurrent_expiration_days, choice,
+            manifest_glacier_ir_days=plan.lifecycle.manifest_glacier_ir_days,
+        )
         projected[choice] = project_from(start, workload, lifecycle, plan.retention, prices)
     unnamed = _summary(tally.unnamed, prices)
     return {
@@ -299,7 +309,12 @@ def plan_report(
             "pruned snapshots): the next prune deletes them",
         },
         "reported_by_s3": {name: {"versions": c.versions, "bytes": c.bytes} for name, c in sorted(tally.reported.items())},
-        "manifests": {"snapshots": manifests.versions, "bytes": manifests.bytes, "monthly_usd": usd(parts["manifests"])},
+        "manifests": {
+            "snapshots": manifests.versions,
+            "bytes": manifests.bytes,
+            "bytes_by_class": {name: round(size) for name, size in sorted(manifest_classes.items())},
+            "monthly_usd": usd(parts["manifests"]),
+        },
         "requests": usage.to_dict(),
         "transitions": {
             "last_30_days": dict(sorted(tally.transitions.items())),

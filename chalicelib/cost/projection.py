@@ -64,14 +64,14 @@ def project(
     ours = Bill(
         "ours",
         f"this system: lifecycle {describe_lifecycle(lifecycle)}; retention {kept}; S3 list prices, {prices.region}, "
-        f"read on {prices.read_on}; manifests in STANDARD, {MANIFEST_BYTES_PER_ENTRY} bytes an object" + _packing_notes(lifecycle),
+        f"read on {prices.read_on}; {_manifest_notes(lifecycle)}, {MANIFEST_BYTES_PER_ENTRY} bytes an object" + _packing_notes(lifecycle),
         simulation.months,
     )
     if not baselines:
         return Projection(workload=workload, lifecycle=lifecycle, retention=retention, days=days, ours=ours, records=tuple(records))
     horizon = retention.horizon_days() if retention is not None else None
     others = alternatives(workload, prices, start, records, MANIFEST_BYTES_PER_ENTRY, horizon)
-    flat = replace(lifecycle, transitions=())
+    flat = without_lifecycle(lifecycle)
     unmoved = Simulation(workload, flat, retention, prices, days, start, at=at, upkeep=upkeep)
     unmoved.run()
     same = Bill(
@@ -110,14 +110,29 @@ def project_from(
     return [month for month in simulation.months if month.label > label][:months]
 
 
+def without_lifecycle(lifecycle: Lifecycle) -> Lifecycle:
+    """What `same_retention_no_lifecycle` prices: the plan with no transitions and its manifests in STANDARD."""
+    return replace(lifecycle, transitions=(), manifest_glacier_ir_days=None)
+
+
 def describe_lifecycle(lifecycle: Lifecycle) -> str:
     moves = ", ".join(f"{t.storage_class} after {t.days} days" for t in lifecycle.transitions) or "no transitions"
+    manifests = "" if lifecycle.manifest_glacier_ir_days is None else f", manifests GLACIER_IR after {lifecycle.manifest_glacier_ir_days} days"
     if lifecycle.small_objects == "pack":
         return (
             f"{moves}, small objects pack (under {lifecycle.pack_threshold_bytes:,} bytes, into packs of "
-            f"{lifecycle.pack_target_bytes:,} bytes)"
+            f"{lifecycle.pack_target_bytes:,} bytes){manifests}"
         )
-    return f"{moves}, small objects {lifecycle.small_objects}"
+    return f"{moves}, small objects {lifecycle.small_objects}{manifests}"
+
+
+def _manifest_notes(lifecycle: Lifecycle) -> str:
+    if lifecycle.manifest_glacier_ir_days is None:
+        return "manifests in STANDARD"
+    return (
+        f"manifests over 128 KB in GLACIER_IR from {lifecycle.manifest_glacier_ir_days} days after they were written "
+        "(a transition request each, the rest of its 90-day minimum for one deleted sooner; no job reads one that old)"
+    )
 
 
 def _packing_notes(lifecycle: Lifecycle) -> str:

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
+from chalicelib.cost import manifest_tier
 from chalicelib.cost.bills import Day, backup_requests, new_months
 from chalicelib.cost.model import early_deletion_charge
 from chalicelib.cost.packs_model import PACKED_MANIFEST_BYTES_PER_ENTRY, PackBooks, PackDay
@@ -127,6 +128,9 @@ class Simulation:
         self.deleted_today = 0.0
         self.workload, self.retention, self.prices, self.days, self.start = workload, retention, prices, days, start
         self.at = holdings.backup_at if holdings is not None else at
+        self.lifecycle = lifecycle
+        # The day (after its own) from which a kept manifest is in GLACIER_IR; None: manifests stay in STANDARD.
+        self.manifest_move = manifest_tier.move_day(lifecycle, datetime.combine(start, self.at, tzinfo=timezone.utc))
         self.schedules = Schedules(lifecycle, datetime.combine(start, self.at, tzinfo=timezone.utc))
         self.groups: list[_Group] = []
         packed_below = lifecycle.pack_threshold_bytes if lifecycle.small_objects == "pack" else 0
@@ -229,6 +233,10 @@ class Simulation:
                     month.transitions += group.current[day - since] * self.prices.transition_per_request(name)
         if self.packs is not None:
             month.transitions += self.packs.midnight(day)
+        if self.manifest_move is not None:
+            for written, size in self.manifest_bytes.items():
+                if written + self.manifest_move == day and manifest_tier.moves(self.lifecycle, size):
+                    month.add_manifest_charge("transitions", manifest_tier.transition_charge(self.prices))
 
     def _die(self, group: _Group, cohort: _Cohort, day: int) -> None:
         """Versions deleted at `day`'s backup: out of the totals, with any early-deletion charge."""
@@ -249,6 +257,7 @@ class Simulation:
         kept = set(_kept_days(self.start, tuple(self.snapshot_days), self.retention, self.at))
         removed = set(self.snapshot_days) - kept
         for gone in removed:
+            self._manifest_gone(gone, day)
             self.manifest_bytes.pop(gone, None)
             self.manifest_entries.pop(gone, None)
         self.snapshot_days = sorted(kept)
@@ -270,6 +279,14 @@ class Simulation:
             self.packs.prune(day, self.snapshot_days, bool(removed), self.at.hour + self.at.minute / 60)
             self.deleted_today += self.packs.died
             self.months[self.month_of[day]].early_deletions += self.packs.early_deletions
+
+    def _manifest_gone(self, written: int, day: int) -> None:
+        """A kept manifest the prune deletes at `day`'s backup: the rest of GLACIER_IR's minimum if it moved."""
+        size = self.manifest_bytes.get(written, 0.0)
+        if self.manifest_move is None or day < written + self.manifest_move or not manifest_tier.moves(self.lifecycle, size):
+            return
+        stayed = day - written - self.manifest_move + (self.at.hour + self.at.minute / 60) / 24
+        self.months[self.month_of[day]].add_manifest_charge("early_deletions", manifest_tier.early_deletion(size, stayed, self.prices))
 
     def _back_up(self, day: int) -> Day:
         """The day's backup: versions replaced or deleted become noncurrent, changes and new objects are copied
@@ -326,11 +343,18 @@ class Simulation:
         for name, (objects, size) in stored.items():
             month.add_storage(name, size, objects, 1, self.prices)
         manifests = sum(self.manifest_bytes.values())
-        month.add_manifests(manifests, 1, self.prices)
+        moved = 0.0
+        if self.manifest_move is not None:
+            last = day - self.manifest_move
+            moved = sum(size for written, size in self.manifest_bytes.items() if written <= last and manifest_tier.moves(self.lifecycle, size))
+        month.add_manifests(manifests - moved, 1, self.prices)
+        if moved:
+            month.add_manifests(moved, 1, self.prices, manifest_tier.MANIFEST_STORAGE_CLASS)
         if day + 1 == self.days or self.month_of[day + 1] != self.month_of[day]:
             month.versions = {name: objects for name, (objects, _) in stored.items()}
             month.bytes = {name: size for name, (_, size) in stored.items()}
             month.manifest_bytes = manifests
+            month.manifest_bytes_by_class = {name: size for name, size in (("STANDARD", manifests - moved), (manifest_tier.MANIFEST_STORAGE_CLASS, moved)) if size}
 
     def run(self, first_day: int = 0) -> list[Day]:
         for day in range(first_day, self.days):

@@ -20,7 +20,7 @@ from chalicelib.layout import (
     SNAPSHOTS_PREFIX,
     TAMPERING_PREFIX,
 )
-from chalicelib.plans import Plan
+from chalicelib.plans import MANIFEST_STORAGE_CLASS, MANIFEST_TRANSITION_MIN_BYTES, Plan
 
 TLS_STATEMENT_SID = "DenyInsecureTransport"
 CREATE_ONLY_SID = "CreateOnlyMetadata"
@@ -57,8 +57,28 @@ def lifecycle_rule_id(plan: Plan) -> str:
     return f"{plan.name}-data-tiering"
 
 
+def manifest_rule_id(plan: Plan) -> str:
+    return f"{plan.name}-manifest-tiering"
+
+
+def manifest_rule(plan: Plan) -> dict[str, Any] | None:
+    """The plan's kept manifests over 128 KB move to GLACIER_IR `manifest_glacier_ir_days` after they were
+    written (None: the plan keeps them in STANDARD). Manifests are written once, so only current versions
+    move; checkpoints beside them are smaller than the filter's size."""
+    days = plan.lifecycle.manifest_glacier_ir_days
+    if days is None:
+        return None
+    return {
+        "ID": manifest_rule_id(plan),
+        "Filter": {"And": {"Prefix": f"{SNAPSHOTS_PREFIX}{plan.name}/", "ObjectSizeGreaterThan": MANIFEST_TRANSITION_MIN_BYTES}},
+        "Status": "Enabled",
+        "Transitions": [{"Days": days, "StorageClass": MANIFEST_STORAGE_CLASS}],
+    }
+
+
 def lifecycle_rules(plan: Plan) -> list[dict[str, Any]]:
-    """The plan's lifecycle, scoped to the data prefix so manifests and records stay in STANDARD."""
+    """The plan's lifecycle, scoped to the data prefix so records and indexes stay in STANDARD; and the
+    manifests' own rule when the plan has one (`manifest_rule`)."""
     rule: dict[str, Any] = {
         "ID": lifecycle_rule_id(plan),
         "Filter": {"Prefix": DATA_PREFIX},
@@ -74,7 +94,8 @@ def lifecycle_rules(plan: Plan) -> list[dict[str, Any]]:
         ]
     if plan.lifecycle.noncurrent_expiration_days:
         rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": plan.lifecycle.noncurrent_expiration_days}
-    return [rule]
+    manifests = manifest_rule(plan)
+    return [rule] if manifests is None else [rule, manifests]
 
 
 def lifecycle_configuration(plan: Plan) -> dict[str, Any]:

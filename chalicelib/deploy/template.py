@@ -60,7 +60,11 @@ def _lifecycle_rules(plan: Plan) -> list[dict[str, Any]]:
     """`buckets.lifecycle_rules` in CloudFormation's spelling."""
     rules = []
     for rule in buckets.lifecycle_rules(plan):
-        out: dict[str, Any] = {"Id": rule["ID"], "Status": rule["Status"], "Prefix": rule["Filter"]["Prefix"]}
+        both = rule["Filter"].get("And", rule["Filter"])
+        out: dict[str, Any] = {"Id": rule["ID"], "Status": rule["Status"], "Prefix": both["Prefix"]}
+        if "ObjectSizeGreaterThan" in both:
+            # CloudFormation takes the size as a string of digits.
+            out["ObjectSizeGreaterThan"] = str(both["ObjectSizeGreaterThan"])
         if "Transitions" in rule:
             out["Transitions"] = [{"StorageClass": t["StorageClass"], "TransitionInDays": t["Days"]} for t in rule["Transitions"]]
         if "NoncurrentVersionTransitions" in rule:
@@ -70,7 +74,8 @@ def _lifecycle_rules(plan: Plan) -> list[dict[str, Any]]:
             ]
         if "NoncurrentVersionExpiration" in rule:
             out["NoncurrentVersionExpiration"] = {"NoncurrentDays": rule["NoncurrentVersionExpiration"]["NoncurrentDays"]}
-        out["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
+        if "AbortIncompleteMultipartUpload" in rule:
+            out["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
         rules.append(out)
     return rules
 

@@ -231,7 +231,7 @@ class RestorePass:
         if record.dry_run:
             prefixes = listing_prefixes(plan, record.prefix, record.keys)
             heads = version_heads(self.clients.s3, plan, selected, prefixes, self.max_workers)
-            record.quote = quote(request, plan, selected, heads, self.prices, prepared.layout)
+            record.quote = quote(request, plan, selected, heads, self.prices, prepared.layout, prepared.manifest)
             record.status, record.finished_at = RestoreStatus.QUOTED, isoformat(utcnow())
             checkpoint.save()
             return None

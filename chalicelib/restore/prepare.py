@@ -34,6 +34,8 @@ class Prepared(NamedTuple):
     selected: list[Entry]
     layout: FolderLayout | None
     archived: dict[VersionId, dict[str, Any]]
+    # The snapshot's manifest as read: its storage class and size (a quote prices reading it from GLACIER_IR).
+    manifest: tuple[str, int] = ("STANDARD", 0)
 
 
 class RestoreChecks:
@@ -167,7 +169,7 @@ class RestoreChecks:
             archived = pool.submit(archived_versions, s3, plan.bucket, prefixes)
             selection = pool.submit(self._selection, plan, request)
             target_checked.result()
-            selected = selection.result()
+            selected, manifest_read = selection.result()
             sources = sources_by_name(plan)
             exports_as_files = any(
                 target_table(plan, target, e) is None and isinstance(sources.get(e.source), DynamoDBSource)
@@ -181,7 +183,7 @@ class RestoreChecks:
                 if conflicts:
                     shown = ", ".join(conflicts[:5]) + (f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
                     raise Conflict(f"{len(conflicts)} target(s) already exist: {shown}; set overwrite to replace them")
-            return Prepared(plan, selected, layout, archived.result())
+            return Prepared(plan, selected, layout, archived.result(), manifest_read)
 
     def recorded_selection(
         self, plan: Plan, backup_id: str, prefix: str | None, keys: list[str] | None,
@@ -197,6 +199,6 @@ class RestoreChecks:
                 selected = list(select_entries(manifest, prefix, keys))
             return Prepared(plan, selected, None, archived.result())
 
-    def _selection(self, plan: Plan, request: RestoreRequest) -> list[Entry]:
+    def _selection(self, plan: Plan, request: RestoreRequest) -> tuple[list[Entry], tuple[str, int]]:
         with self.manifest(plan, request.backup_id) as manifest:
-            return self.selection(plan, manifest, request)
+            return self.selection(plan, manifest, request), (manifest.storage_class, manifest.size or 0)

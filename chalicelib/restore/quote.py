@@ -6,7 +6,7 @@ from typing import Any
 
 from chalicelib.catalog.manifests import Entry
 from chalicelib.plans import Plan
-from chalicelib.prices import GB, Prices
+from chalicelib.prices import GB, INSTANT_TIER, Prices
 from chalicelib.restore.folder_layout import FolderLayout
 from chalicelib.restore.requests import TIERS, RestoreRequest
 from chalicelib.restore.thaw import ARCHIVE_CLASSES, effective_tier, is_archived
@@ -19,12 +19,15 @@ def quote(
     heads: list[dict[str, Any] | None],
     prices: Prices,
     layout: FolderLayout | None = None,
+    manifest: tuple[str, int] = ("STANDARD", 0),
 ) -> dict[str, Any]:
     """Retrieval cost and the longest thaw per tier, from the prices file (its region and date are quoted),
     and the requests a restore makes: a COPY (or GET, to a folder) per object. `need_thaw` counts thaws: an
     archived pack once (and its whole size), however many of its objects are selected. For a folder target
     (`layout`), also the keys the restore would report instead of writing (collisions, invalid names,
-    folder markers with content)."""
+    folder markers with content). `manifest`: the snapshot's manifest's storage class and size, as read: one
+    the plan's manifest rule has moved to GLACIER_IR is billed per GB each time it is read (by the quote
+    itself, and again by the restore's passes)."""
     archived: dict[str, dict[str, int]] = {c: {"objects": 0, "bytes": 0} for c in ARCHIVE_CLASSES}
     thawed = missing = 0
     # What is thawed: each archived version once, a pack once for all of its objects, and the whole pack.
@@ -63,6 +66,9 @@ def quote(
             "notes": sorted(set(notes)),
         }
     requests_cost = len(selected) * (prices.put_copy_post_list + prices.get) / 1000
+    manifest_class, manifest_bytes = manifest
+    instant = prices.retrieval.get((manifest_class, INSTANT_TIER))
+    manifest_read = manifest_bytes / GB * instant.per_gb + instant.per_1000_requests / 1000 if instant else 0.0
     return {
         "backup_id": request.backup_id,
         "plan": plan.name,
@@ -75,6 +81,10 @@ def quote(
         "already_thawed": thawed,
         "missing_versions": missing,
         "request_cost_usd": round(requests_cost, 6),
+        # The snapshot's manifest, and what each read of it costs: the quote's own, and each pass of the restore.
+        "manifest_storage_class": manifest_class,
+        "manifest_bytes": manifest_bytes,
+        "manifest_retrieval_usd_per_read": round(manifest_read, 6),
         "tiers": tiers,
         "prices": {"region": prices.region, "read_on": prices.read_on.isoformat(), "currency": prices.currency},
         **({"folder_problems": layout.report()} if layout is not None else {}),

@@ -90,10 +90,11 @@ class RestoreService:
 
     def quote(self, request: RestoreRequest) -> dict[str, Any]:
         """What a restore would cost and how long its thaws would take, per tier. Writes nothing."""
-        plan, selected, layout, _ = self.checks.prepare(request)
+        prepared = self.checks.prepare(request)
+        plan, selected = prepared.plan, prepared.selected
         prefixes = listing_prefixes(plan, request.prefix, request.keys)
         heads = version_heads(self.clients.s3, plan, selected, prefixes, self.max_workers)
-        return quote(request, plan, selected, heads, self.prices, layout)
+        return quote(request, plan, selected, heads, self.prices, prepared.layout, prepared.manifest)
 
     def start(self, request: RestoreRequest) -> RestoreRecord:
         """Record a RUNNING restore while everything is checked, then look at its snapshot's pruned marker
