@@ -92,7 +92,12 @@ def test_a_full_restore_from_the_vault_per_tier() -> None:
     assert bulk["copy_requests_usd"] == pytest.approx(1000 * 0.005 / 1000) and bulk["transfer_usd"] == pytest.approx(20.0)
     assert (bulk["thaw_hours_at_most"], standard["thaw_hours_at_most"]) == (48, 12)
     assert bulk["total_usd"] == pytest.approx(sum(v for k, v in bulk.items() if k.endswith("_usd") and k != "total_usd"))
-    # Replicas read at once: no thaw, no retrieval priced, and no transfer within the vault's region.
+    # Replicas read at once: no thaw and no thawed copy, GLACIER_IR's retrieval per GB and per read, and no
+    # transfer within the vault's region.
     instant = vault_restore(10, 10 * GB, "GLACIER_IR", PRICES, cross_region=False, thawed_days=3)
-    assert list(instant.tiers) == ["none"] and instant.tiers["none"]["total_usd"] == pytest.approx(10 * 0.005 / 1000)
-    assert "not in the prices file" in instant.note
+    assert list(instant.tiers) == ["Instant"] and instant.tiers["Instant"]["thawed_copies_usd"] == 0
+    assert instant.tiers["Instant"]["total_usd"] == pytest.approx(10 * 0.005 / 1000 + 10 * 0.03 + 10 * 0.01 / 1000)
+    assert "read at once" in instant.note
+    # A class with no retrieval fee (STANDARD) is read at once for the copies alone.
+    plain = vault_restore(10, 10 * GB, "STANDARD", PRICES, cross_region=False, thawed_days=3)
+    assert list(plain.tiers) == ["none"] and plain.tiers["none"]["total_usd"] == pytest.approx(10 * 0.005 / 1000)

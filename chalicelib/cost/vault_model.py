@@ -201,7 +201,8 @@ def vault_restore(
     for tier in options or ["none"]:
         option = prices.retrieval.get((storage_class, tier))
         retrieval = gigabytes * option.per_gb + objects * option.per_1000_requests / 1000 if option else 0.0
-        thawed = gigabytes * prices.storage["STANDARD"] * thawed_days / 30 if option else 0.0
+        # A class read at once (GLACIER_IR: retrieval per GB, no thaw) leaves no thawed copy to pay for.
+        thawed = gigabytes * prices.storage["STANDARD"] * thawed_days / 30 if option and option.thaw_hours else 0.0
         figures = {
             "retrieval_usd": retrieval,
             "thawed_copies_usd": thawed,
@@ -211,8 +212,10 @@ def vault_restore(
         }
         figures["total_usd"] = retrieval + thawed + copies + transfer
         tiers[tier] = figures
+    instant = bool(options) and all(not prices.retrieval[(storage_class, tier)].thaw_hours for tier in options)
     note = (
-        f"each replica thawed ({', '.join(options)}), then copied by one COPY request"
+        f"replicas in {storage_class} are read at once ({', '.join(options)} retrieval per GB), each copied by one COPY request"
+        if instant else f"each replica thawed ({', '.join(options)}), then copied by one COPY request"
         if options else f"replicas in {storage_class} are read at once (its retrieval fee per GB, if any, is not in the prices file)"
     ) + ("; across regions: inter-region transfer per GB" if cross_region else "; in the vault's region: no transfer")
     return VaultRestore(objects=objects, bytes=size, storage_class=storage_class, tiers=tiers, note=note)
