@@ -107,7 +107,10 @@ def test_seeding_twice_changes_nothing(s3: Any, dynamodb: Any, sns: Any, sqs: An
     for plan in first.plans.plans:
         assert s3.get_bucket_versioning(Bucket=plan.bucket)["Status"] == "Enabled"
         rules = s3.get_bucket_lifecycle_configuration(Bucket=plan.bucket)["Rules"]
-        assert [rule["Filter"]["Prefix"] for rule in rules] == ["data/"]
+        # The data's rule, and the manifests' own where the plan moves them (a prefix and a size, under And).
+        prefixes = [rule["Filter"].get("Prefix", rule["Filter"].get("And", {}).get("Prefix")) for rule in rules]
+        manifests = [f"meta/snapshots/{plan.name}/"] if plan.lifecycle.manifest_glacier_ir_days is not None else []
+        assert prefixes == ["data/", *manifests]
 
 
 def test_alert_is_printed_with_subject_and_body() -> None:
