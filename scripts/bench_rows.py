@@ -10,7 +10,9 @@ Side by side in one process, `--repeats` times each in turn, medians, per row:
   check         a version checked against its report row (verify/checks.py `verify_versions`)
   index-skip    a kept index's line skipped by a job resuming from a checkpoint (decoded, no entry made)
   merge-entry   a manifest's entry as the verification's kept index merges it (read as S3 sends it, in blocks:
-                kept_index.streamed_entries)
+                manifest_stream.streamed_entries)
+  checked-merge a manifest's entry as the prune's kept index merges it (read as S3 sends it at its pinned
+                version, held entries too, its order checked and its bytes hashed: manifest_stream.checked_entries)
 And the bytes a row takes in /tmp (`bytes_per_row`): a manifest entry and a kept index line (gzip, as
 downloaded or written), a report row in its data file (gzip CSV, as copied) and in a sorted run (pickled).
 Each is also given as a ratio to `manifest`, the figure the model was first calibrated on (10 microseconds
@@ -23,6 +25,7 @@ A report, not a test: it prints, and never fails on a number. The last line is o
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import gzip
 import hashlib
@@ -34,6 +37,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -42,7 +46,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
-from chalicelib.catalog import kept_index  # noqa: E402
+from chalicelib.catalog import kept_index, manifest_stream  # noqa: E402
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter  # noqa: E402
 from chalicelib.inventory import reports  # noqa: E402
 from chalicelib.verify.checks import verify_versions  # noqa: E402
@@ -163,7 +167,7 @@ def main() -> None:
     index = index_write(listed)
     checked = [(entry, row_of(entry)) for entry in listed]
     times: dict[str, list[float]] = {
-        name: [] for name in ("manifest", "index-read", "index-write", "report-read", "report-sort", "check", "index-skip", "merge-entry")
+        name: [] for name in ("manifest", "index-read", "index-write", "report-read", "report-sort", "check", "index-skip", "merge-entry", "checked-merge")
     }
     last = listed[-1].sort_key
     with mock_aws():
@@ -179,6 +183,7 @@ def main() -> None:
             times["check"].append(per_row(lambda: _checked(checked), rows))
             times["index-skip"].append(per_row(lambda: _skipped(index, last, rows), rows))
             times["merge-entry"].append(per_row(lambda: _streamed(manifest), rows))
+            times["checked-merge"].append(per_row(lambda: _checked_stream(manifest), rows))
         spooled = {
             "manifest": _size(manifest_file(listed)) / rows,
             "index": _size(index_write(listed)._file) / rows,
@@ -205,7 +210,25 @@ def _skipped(index: Any, last: tuple[str, str], rows: int) -> Iterable[None]:
 
 def _streamed(manifest: Manifest) -> Iterable[Entry]:
     manifest._file.seek(0)
-    return kept_index._entries_of(gzip.GzipFile(fileobj=io.BytesIO(manifest._file.read()), mode="rb"), "bench")
+    return manifest_stream.entries_of(gzip.GzipFile(fileobj=io.BytesIO(manifest._file.read()), mode="rb"), "bench")
+
+
+class _Stored:
+    """Enough of an S3 client for `checked_entries`: one manifest version, with the SHA-256 S3 would give."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._sha256 = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+    def get_object(self, **_: Any) -> dict[str, Any]:
+        return {"Body": io.BytesIO(self._data), "ChecksumSHA256": self._sha256}
+
+
+def _checked_stream(manifest: Manifest) -> Iterable[Entry]:
+    manifest._file.seek(0)
+    stored = _Stored(manifest._file.read())
+    with ExitStack() as stack:
+        yield from manifest_stream.checked_entries(stored, BUCKET, "bench", "v", stack, "bench")
 
 
 def _size(fileobj: Any) -> int:
