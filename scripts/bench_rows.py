@@ -11,6 +11,8 @@ Side by side in one process, `--repeats` times each in turn, medians, per row:
   index-skip    a kept index's line skipped by a job resuming from a checkpoint (decoded, no entry made)
   merge-entry   a manifest's entry as the verification's kept index merges it (read as S3 sends it, in blocks:
                 manifest_stream.streamed_entries)
+  cost-row      a report's row as the cost report takes it (chalicelib/cost/inventory.py: read, sorted, split by
+                source and read back as a listing's versions) and counts it (cost/tally.py `PlanTally.add`)
   checked-merge a manifest's entry as the prune's kept index merges it (read as S3 sends it at its pinned
                 version, held entries too, its order checked and its bytes hashed: manifest_stream.checked_entries)
 And the bytes a row takes in /tmp (`bytes_per_row`): a manifest entry and a kept index line (gzip, as
@@ -48,7 +50,12 @@ from moto import mock_aws  # noqa: E402
 
 from chalicelib.catalog import kept_index, manifest_stream  # noqa: E402
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter  # noqa: E402
+from chalicelib.cost import inventory as cost_inventory  # noqa: E402
+from chalicelib.cost.tally import PlanTally  # noqa: E402
 from chalicelib.inventory import reports  # noqa: E402
+from chalicelib.plans import Lifecycle, Plan, S3Source, Transition  # noqa: E402
+from chalicelib.prices import load_prices  # noqa: E402
+from chalicelib.retention import RetentionPolicy  # noqa: E402
 from chalicelib.verify.checks import verify_versions  # noqa: E402
 from chalicelib.inventory.configuration import OPTIONAL_FIELDS  # noqa: E402
 
@@ -167,7 +174,7 @@ def main() -> None:
     index = index_write(listed)
     checked = [(entry, row_of(entry)) for entry in listed]
     times: dict[str, list[float]] = {
-        name: [] for name in ("manifest", "index-read", "index-write", "report-read", "report-sort", "check", "index-skip", "merge-entry", "checked-merge")
+        name: [] for name in ("manifest", "index-read", "index-write", "report-read", "report-sort", "check", "index-skip", "merge-entry", "checked-merge", "cost-row")
     }
     last = listed[-1].sort_key
     with mock_aws():
@@ -184,6 +191,7 @@ def main() -> None:
             times["index-skip"].append(per_row(lambda: _skipped(index, last, rows), rows))
             times["merge-entry"].append(per_row(lambda: _streamed(manifest), rows))
             times["checked-merge"].append(per_row(lambda: _checked_stream(manifest), rows))
+            times["cost-row"].append(per_row(lambda: _costed(s3, report), rows))
         spooled = {
             "manifest": _size(manifest_file(listed)) / rows,
             "index": _size(index_write(listed)._file) / rows,
@@ -211,6 +219,21 @@ def _skipped(index: Any, last: tuple[str, str], rows: int) -> Iterable[None]:
 def _streamed(manifest: Manifest) -> Iterable[Entry]:
     manifest._file.seek(0)
     return manifest_stream.entries_of(gzip.GzipFile(fileobj=io.BytesIO(manifest._file.read()), mode="rb"), "bench")
+
+
+def _costed(s3: Any, report: reports.Report) -> Iterable[None]:
+    """Every row through the cost report's join (none named) into a plan's tally, one None a version."""
+    # The shipped plan's lifecycle: GLACIER after 30 days, DEEP_ARCHIVE after 180.
+    lifecycle = Lifecycle(transitions=(Transition(30, "GLACIER"), Transition(180, "DEEP_ARCHIVE")))
+    plan = Plan(name="documents", bucket=BUCKET, sources=(S3Source(name="documents", bucket="source"),), lifecycle=lifecycle, retention=RetentionPolicy(keep_last=1))
+    tally = PlanTally(plan, load_prices(environ={}), datetime(2026, 12, 1, tzinfo=timezone.utc), listed_by=cost_inventory.FROM_REPORT)
+    work = cost_inventory.Work()
+    with cost_inventory.ReportRuns(s3, report, work) as runs:
+        for prefix in sorted(runs._split.names()):
+            for key, items in runs.listed(prefix):
+                for version in cost_inventory._versions(key, items, set(), work):
+                    tally.add(version)
+                    yield None
 
 
 class _Stored:

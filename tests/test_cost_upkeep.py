@@ -12,6 +12,8 @@ from chalicelib.cost.upkeep import cost_report, describe, job_usd, request_usd, 
 from chalicelib.cost.verify_upkeep import VERIFY_LOOKBACK, verification_waiting, verification_when_due
 from chalicelib.cost.upkeep_model import (
     CHECKED_MERGE_SECONDS,
+    COST_ROW_SECONDS,
+    COST_VERSION_SECONDS,
     ENTRY_SECONDS,
     EPHEMERAL_STORAGE_MB,
     INDEX_LINE_BYTES,
@@ -193,6 +195,26 @@ def test_at_ten_million_objects_the_due_prune_streams_its_manifests_and_fits_the
     monkeypatch.setitem(EPHEMERAL_STORAGE_MB, "prune_worker", 512)
     (tmp,) = prune_when_due(large, weekly, period=7).limits
     assert f"about {needed / 2**20:,.0f} MB in /tmp" in tmp and "512 MB prune_worker has" in tmp
+
+
+def test_the_cost_report_counts_each_row_as_its_join_and_tally_take_it() -> None:
+    """A row of the report costs the cost report what scripts/bench_rows.py's cost-row measures (read, sorted,
+    split by source, read back as a listing, counted by the tally), not a sorted row's time; the manifests it
+    reads are decoded in blocks (a merge-entry's time)."""
+    large = BucketDay(versions=42.5e6, named_versions=42.5e6, snapshots=51, manifest_entries=510e6, cost_recomputed=1)
+    weekly = UpkeepSettings(inventory="Weekly")
+    job = cost_report(large, weekly)
+    rows = 42.5e6 + 51
+    assert COST_ROW_SECONDS > 2 * (REPORT_ROW_SECONDS + SORTED_ROW_SECONDS)
+    (limit,) = job.limits
+    assert f"{rows * COST_ROW_SECONDS:,.0f} s of it each row of the bucket joined and counted" in limit
+    # The week's seven manifests the prune's index does not cover, and the index's lines.
+    named = 7 * 10e6 * MERGE_ENTRY_SECONDS + 42.5e6 * INDEX_ROW_SECONDS
+    total = float(limit.split("takes about ")[1].split(" s")[0].replace(",", ""))
+    assert total == pytest.approx(rows * COST_ROW_SECONDS + named, abs=60) and total > 840
+    # Without an inventory, each listed version is joined and counted the same way, beside its listing.
+    listed = cost_report(OFFICE, UpkeepSettings())
+    assert listed.seconds > 470_000 * COST_VERSION_SECONDS + 5_100_000 * MERGE_ENTRY_SECONDS
 
 
 def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_list_no_version() -> None:

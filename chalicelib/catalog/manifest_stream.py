@@ -28,7 +28,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.catalog.entry_order import in_order
-from chalicelib.catalog.manifests import MANIFEST_FORMAT, Entry, Manifest
+from chalicelib.catalog.manifests import MANIFEST_FORMAT, Entry, Manifest, gzip_from_start
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.s3docs import is_missing
 
@@ -104,6 +104,13 @@ def _then_checked(entries: Iterator[Entry], hashing: _Hashing, stored: str, wher
             f"{where} hashes to SHA-256 {got}, not the {stored} S3 stored for that version: its bytes were not "
             "the ones written, so no index is made of it and nothing is deleted on it"
         )
+
+
+def local_entries(manifest: Manifest, where: str, include_held: bool = False) -> Iterator[Entry]:
+    """A downloaded manifest's entries (`Manifest.entries`'s), decoded as `entries_of` decodes a stream: the
+    same entries in about half the time, read through a position of their own."""
+    with gzip_from_start(manifest.fileobj) as gz:
+        yield from entries_of(gz, where, include_held)
 
 
 def entries_of(gz: gzip.GzipFile, key: str, include_held: bool = False) -> Iterator[Entry]:

@@ -291,6 +291,12 @@ class Manifest:
             spool.close()
             raise Tampered(f"s3://{bucket}/{key} is not a readable snapshot manifest: {exc}") from exc
 
+    @property
+    def fileobj(self) -> IO[bytes]:
+        """The local copy (gzip, from its start); readers that keep a position of their own read it with
+        `gzip_from_start`."""
+        return self._file
+
     def entries(self, include_held: bool = False) -> Iterator[Entry]:
         self._file.seek(0)
         with gzip.GzipFile(fileobj=self._file, mode="rb") as gz:
