@@ -11,8 +11,8 @@ Side by side in one process, `--repeats` times each in turn, medians, per row:
   index-skip    a kept index's line skipped by a job resuming from a checkpoint (decoded, no entry made)
   merge-entry   a manifest's entry as the verification's kept index merges it (read as S3 sends it, in blocks:
                 manifest_stream.streamed_entries)
-  cost-row      a report's row as the cost report takes it (chalicelib/cost/inventory.py: read, sorted, split by
-                source and read back as a listing's versions) and counts it (cost/tally.py `PlanTally.add`)
+  cost-row      a report's row as the cost report takes it (chalicelib/cost/inventory.py: read, sorted in the
+                order the join reads its sources, shaped as a listing's versions) and counts it (cost/tally.py `PlanTally.add`)
   checked-merge a manifest's entry as the prune's kept index merges it (read as S3 sends it at its pinned
                 version, held entries too, its order checked and its bytes hashed: manifest_stream.checked_entries)
 And the bytes a row takes in /tmp (`bytes_per_row`): a manifest entry and a kept index line (gzip, as
@@ -58,6 +58,7 @@ from chalicelib.prices import load_prices  # noqa: E402
 from chalicelib.retention import RetentionPolicy  # noqa: E402
 from chalicelib.verify.checks import verify_versions  # noqa: E402
 from chalicelib.inventory.configuration import OPTIONAL_FIELDS  # noqa: E402
+from chalicelib.layout import LONG_KEYS_PREFIX, PACKS_PREFIX  # noqa: E402
 
 BUCKET = "bench-reports"
 
@@ -229,7 +230,8 @@ def _costed(s3: Any, report: reports.Report) -> Iterable[None]:
     tally = PlanTally(plan, load_prices(environ={}), datetime(2026, 12, 1, tzinfo=timezone.utc), listed_by=cost_inventory.FROM_REPORT)
     work = cost_inventory.Work()
     with cost_inventory.ReportRuns(s3, report, work) as runs:
-        for prefix in sorted(runs._split.names()):
+        prefixes = [f"data/{source}/" for source in sorted(runs.sources())] + [LONG_KEYS_PREFIX, PACKS_PREFIX]
+        for prefix in prefixes:
             for key, items in runs.listed(prefix):
                 for version in cost_inventory._versions(key, items, set(), work):
                     tally.add(version)

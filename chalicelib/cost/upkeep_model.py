@@ -48,16 +48,18 @@ INDEX_SKIP_SECONDS = 0.16 * ENTRY_SECONDS
 # decoded by the C scanner: catalog/manifest_stream.py `streamed_entries`).
 MERGE_ENTRY_SECONDS = 0.54 * ENTRY_SECONDS
 # A manifest's entry as the prune's kept index merges it: streamed too, held entries kept, its order checked and
-# its bytes hashed (manifest_stream.py `checked_entries`): 1.25 times a merge-entry, the two measured side by
-# side by scripts/bench_rows.py (5.47 and 4.39 microseconds, on a loaded machine: the ratio is the figure).
+# its bytes hashed (manifest_stream.py `checked_entries`): 1.25 times a merge-entry, the largest of three runs
+# of scripts/bench_rows.py measuring the two side by side (1.08 to 1.25, on a loaded machine: the ratio is the
+# figure).
 CHECKED_MERGE_SECONDS = 1.25 * MERGE_ENTRY_SECONDS
-# A report's row as the cost report takes it (cost/inventory.py `ReportRuns`: read, sorted, split by source into
-# files of their own and read back, each key's rows shaped as a listing's versions) and counts it (cost/tally.py
-# `PlanTally.add`: its class under the plan's lifecycle and under each bucket setting, its cohort, the HEAD
-# sample): 2.8 times a sorted report row, measured side by side by scripts/bench_rows.py (cost-row 54.7
-# microseconds, report-sort 19.6, on a loaded machine). The join and the tally are what it adds to a sorted
-# row (`COST_VERSION_SECONDS`), which a listed version costs too.
-COST_ROW_SECONDS = 2.8 * (REPORT_ROW_SECONDS + SORTED_ROW_SECONDS)
+# A report's row as the cost report takes it (cost/inventory.py `ReportRuns`: read, sorted in the order the join
+# reads its sources, each key's rows shaped as a listing's versions) and counts it (cost/tally.py
+# `PlanTally.add`: its class under the plan's lifecycle and under each bucket setting, worked out once per size
+# group and days; its cohort; the HEAD sample): 2.1 times a sorted report row, measured side by side by
+# scripts/bench_rows.py (cost-row 38.4 microseconds, report-sort 18.1; 2.8 when the rows were split into a file
+# per source and read back, and the tally placed each version anew). The join and the tally are what it adds
+# to a sorted row (`COST_VERSION_SECONDS`), which a listed version costs too.
+COST_ROW_SECONDS = 2.1 * (REPORT_ROW_SECONDS + SORTED_ROW_SECONDS)
 COST_VERSION_SECONDS = COST_ROW_SECONDS - (REPORT_ROW_SECONDS + SORTED_ROW_SECONDS)
 # What a row takes in /tmp (scripts/bench_rows.py `bytes_per_row`): a manifest's entry and a kept index's line
 # (gzip), an inventory report's row in a sorted run or a source's split (pickled).
