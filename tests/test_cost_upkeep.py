@@ -17,6 +17,7 @@ from chalicelib.cost.upkeep_model import (
     ENTRY_SECONDS,
     EPHEMERAL_STORAGE_MB,
     INDEX_LINE_BYTES,
+    MANIFEST_ENTRY_BYTES,
     MERGE_ENTRY_SECONDS,
     REPORT_RUN_ROW_BYTES,
     FUNCTION_MEMORY_MB,
@@ -206,12 +207,18 @@ def test_the_cost_report_counts_each_row_as_its_join_and_tally_take_it() -> None
     job = cost_report(large, weekly)
     rows = 42.5e6 + 51
     assert COST_ROW_SECONDS > 2 * (REPORT_ROW_SECONDS + SORTED_ROW_SECONDS)
-    (limit,) = job.limits
+    limit, tmp = job.limits
     assert f"{rows * COST_ROW_SECONDS:,.0f} s of it each row of the bucket joined and counted" in limit
     # The week's seven manifests the prune's index does not cover, and the index's lines.
     named = 7 * 10e6 * MERGE_ENTRY_SECONDS + 42.5e6 * INDEX_ROW_SECONDS
     total = float(limit.split("takes about ")[1].split(" s")[0].replace(",", ""))
     assert total == pytest.approx(rows * COST_ROW_SECONDS + named, abs=60) and total > 840
+    # Its /tmp: the prune's index and the seven manifests it reads, held through the join beside the report's
+    # sorted runs: more than backup_worker's 512 MB, more than any function's.
+    spooled = 42.5e6 * INDEX_LINE_BYTES + 7 * 10e6 * MANIFEST_ENTRY_BYTES + rows * REPORT_RUN_ROW_BYTES
+    assert f"about {spooled / 2**20:,.0f} MB in /tmp" in tmp and "512 MB backup_worker has" in tmp and "cannot run in one function" in tmp
+    # The office workload's fits.
+    assert cost_report(BucketDay(**{**OFFICE.__dict__, "cost_recomputed": 1.0}), weekly).limits == []
     # Without an inventory, each listed version is joined and counted the same way, beside its listing.
     listed = cost_report(OFFICE, UpkeepSettings())
     assert listed.seconds > 470_000 * COST_VERSION_SECONDS + 5_100_000 * MERGE_ENTRY_SECONDS

@@ -54,7 +54,10 @@ from chalicelib.cost.upkeep_model import (
     DAYS_PER_MONTH,
     COST_ROW_SECONDS,
     COST_VERSION_SECONDS,
+    INDEX_LINE_BYTES,
+    MANIFEST_ENTRY_BYTES,
     MERGE_ENTRY_SECONDS,
+    REPORT_RUN_ROW_BYTES,
     INDEX_ROW_SECONDS,
     INVOCATION_SECONDS,
     JOBS,
@@ -70,6 +73,7 @@ from chalicelib.cost.upkeep_model import (
     page_count,
     report_rows,
     sequential,
+    tmp_limit,
 )
 from chalicelib.prices import Prices
 
@@ -121,6 +125,13 @@ def cost_report(day: BucketDay, settings: UpkeepSettings) -> JobDay:
         report, pages, listed = day.versions * COST_VERSION_SECONDS, page_count(day.versions), day.versions
         named = day.manifest_entries * MERGE_ENTRY_SECONDS
     computing.add("head", min(settings.cost_head_sample, listed))
+    # /tmp while the figures are computed: the kept index and every manifest merged are downloaded and held
+    # through the join, beside the report's sorted runs.
+    if settings.inventory is not None:
+        spooled = (day.named_versions * INDEX_LINE_BYTES if day.cost_indexed else 0.0) + unindexed * per_snapshot * MANIFEST_ENTRY_BYTES
+        spooled += report_rows(day) * REPORT_RUN_ROW_BYTES
+    else:
+        spooled = day.manifest_entries * MANIFEST_ENTRY_BYTES
     seconds = sequential(computing, pages=pages) + named + report
     seconds += min(settings.cost_head_sample, listed) * REQUEST_SECONDS
     for kind, count in computing.requests.items():
@@ -133,6 +144,7 @@ def cost_report(day: BucketDay, settings: UpkeepSettings) -> JobDay:
             f"({INVOCATION_SECONDS} s at most; {report:,.0f} s of it each row of the bucket joined and counted): "
             "the backup leaves it to the first GET /costs, which has 29 s"
         )
+    tmp_limit(job, spooled, "the kept index and the manifests it reads, the report's sorted runs")
     # It runs inside the daily backup's invocation: no invocation of its own.
     return job
 

@@ -266,12 +266,17 @@ def spool_bytes(day: BucketDay, report: bool, indexed: bool | None = None) -> fl
 
 def spool_limit(job: JobDay, day: BucketDay, report: bool, indexed: bool | None = None) -> None:
     """A limit on `job` when what it spools (`spool_bytes`) is more than its function's /tmp."""
-    needed = spool_bytes(day, report, indexed) / 2**20
+    tmp_limit(job, spool_bytes(day, report, indexed), f"{'report runs, ' if report else ''}kept index")
+
+
+def tmp_limit(job: JobDay, spooled: float, what: str) -> None:
+    """A limit on `job` when `spooled` bytes of `what` are more than its function's /tmp."""
+    needed = spooled / 2**20
     function = job.function or ""
     has = EPHEMERAL_STORAGE_MB.get(function, 512)
     if needed > has:
         fits = "" if needed <= 10_240 else ", more than the 10,240 MB Lambda allows: it cannot run in one function"
         job.limits.append(
-            f"it spools about {needed:,.0f} MB in /tmp ({'report runs, ' if report else ''}kept index), more than the "
+            f"it spools about {needed:,.0f} MB in /tmp ({what}), more than the "
             f"{has:,} MB {function} has: it would need EphemeralStorage {math.ceil(needed):,} MB{fits}"
         )
