@@ -10,7 +10,11 @@ Side by side in one process, `--repeats` times each in turn, medians, per row:
   check         a version checked against its report row (verify/checks.py `verify_versions`)
   index-skip    a kept index's line skipped by a job resuming from a checkpoint (decoded, no entry made)
   merge-entry   a manifest's entry as the verification's kept index merges it (read as S3 sends it, in blocks:
-                kept_index.streamed_entries)
+                manifest_stream.streamed_entries)
+  cost-row      a report's row as the cost report takes it (chalicelib/cost/inventory.py: read, sorted in the
+                order the join reads its sources, shaped as a listing's versions) and counts it (cost/tally.py `PlanTally.add`)
+  checked-merge a manifest's entry as the prune's kept index merges it (read as S3 sends it at its pinned
+                version, held entries too, its order checked and its bytes hashed: manifest_stream.checked_entries)
 And the bytes a row takes in /tmp (`bytes_per_row`): a manifest entry and a kept index line (gzip, as
 downloaded or written), a report row in its data file (gzip CSV, as copied) and in a sorted run (pickled).
 Each is also given as a ratio to `manifest`, the figure the model was first calibrated on (10 microseconds
@@ -23,6 +27,7 @@ A report, not a test: it prints, and never fails on a number. The last line is o
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import gzip
 import hashlib
@@ -34,6 +39,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -42,11 +48,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
-from chalicelib.catalog import kept_index  # noqa: E402
+from chalicelib.catalog import kept_index, manifest_stream  # noqa: E402
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter  # noqa: E402
+from chalicelib.cost import inventory as cost_inventory  # noqa: E402
+from chalicelib.cost.tally import PlanTally  # noqa: E402
 from chalicelib.inventory import reports  # noqa: E402
+from chalicelib.plans import Lifecycle, Plan, S3Source, Transition  # noqa: E402
+from chalicelib.prices import load_prices  # noqa: E402
+from chalicelib.retention import RetentionPolicy  # noqa: E402
 from chalicelib.verify.checks import verify_versions  # noqa: E402
 from chalicelib.inventory.configuration import OPTIONAL_FIELDS  # noqa: E402
+from chalicelib.layout import LONG_KEYS_PREFIX, PACKS_PREFIX  # noqa: E402
 
 BUCKET = "bench-reports"
 
@@ -163,7 +175,7 @@ def main() -> None:
     index = index_write(listed)
     checked = [(entry, row_of(entry)) for entry in listed]
     times: dict[str, list[float]] = {
-        name: [] for name in ("manifest", "index-read", "index-write", "report-read", "report-sort", "check", "index-skip", "merge-entry")
+        name: [] for name in ("manifest", "index-read", "index-write", "report-read", "report-sort", "check", "index-skip", "merge-entry", "checked-merge", "cost-row")
     }
     last = listed[-1].sort_key
     with mock_aws():
@@ -179,6 +191,8 @@ def main() -> None:
             times["check"].append(per_row(lambda: _checked(checked), rows))
             times["index-skip"].append(per_row(lambda: _skipped(index, last, rows), rows))
             times["merge-entry"].append(per_row(lambda: _streamed(manifest), rows))
+            times["checked-merge"].append(per_row(lambda: _checked_stream(manifest), rows))
+            times["cost-row"].append(per_row(lambda: _costed(s3, report), rows))
         spooled = {
             "manifest": _size(manifest_file(listed)) / rows,
             "index": _size(index_write(listed)._file) / rows,
@@ -205,7 +219,41 @@ def _skipped(index: Any, last: tuple[str, str], rows: int) -> Iterable[None]:
 
 def _streamed(manifest: Manifest) -> Iterable[Entry]:
     manifest._file.seek(0)
-    return kept_index._entries_of(gzip.GzipFile(fileobj=io.BytesIO(manifest._file.read()), mode="rb"), "bench")
+    return manifest_stream.entries_of(gzip.GzipFile(fileobj=io.BytesIO(manifest._file.read()), mode="rb"), "bench")
+
+
+def _costed(s3: Any, report: reports.Report) -> Iterable[None]:
+    """Every row through the cost report's join (none named) into a plan's tally, one None a version."""
+    # The shipped plan's lifecycle: GLACIER after 30 days, DEEP_ARCHIVE after 180.
+    lifecycle = Lifecycle(transitions=(Transition(30, "GLACIER"), Transition(180, "DEEP_ARCHIVE")))
+    plan = Plan(name="documents", bucket=BUCKET, sources=(S3Source(name="documents", bucket="source"),), lifecycle=lifecycle, retention=RetentionPolicy(keep_last=1))
+    tally = PlanTally(plan, load_prices(environ={}), datetime(2026, 12, 1, tzinfo=timezone.utc), listed_by=cost_inventory.FROM_REPORT)
+    work = cost_inventory.Work()
+    with cost_inventory.ReportRuns(s3, report, work) as runs:
+        prefixes = [f"data/{source}/" for source in sorted(runs.sources())] + [LONG_KEYS_PREFIX, PACKS_PREFIX]
+        for prefix in prefixes:
+            for key, items in runs.listed(prefix):
+                for version in cost_inventory._versions(key, items, set(), work):
+                    tally.add(version)
+                    yield None
+
+
+class _Stored:
+    """Enough of an S3 client for `checked_entries`: one manifest version, with the SHA-256 S3 would give."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._sha256 = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+    def get_object(self, **_: Any) -> dict[str, Any]:
+        return {"Body": io.BytesIO(self._data), "ChecksumSHA256": self._sha256}
+
+
+def _checked_stream(manifest: Manifest) -> Iterable[Entry]:
+    manifest._file.seek(0)
+    stored = _Stored(manifest._file.read())
+    with ExitStack() as stack:
+        yield from manifest_stream.checked_entries(stored, BUCKET, "bench", "v", stack, "bench")
 
 
 def _size(fileobj: Any) -> int:

@@ -9,10 +9,17 @@ import pytest
 
 from chalicelib.cost.prune_upkeep import PRUNE_SWEPT_LOOKBACK, prune_waiting, prune_when_due
 from chalicelib.cost.upkeep import cost_report, describe, job_usd, request_usd, upkeep_day
-from chalicelib.cost.verify_upkeep import VERIFY_LOOKBACK, spool_bytes, verification_waiting, verification_when_due
+from chalicelib.cost.verify_upkeep import VERIFY_LOOKBACK, verification_waiting, verification_when_due
 from chalicelib.cost.upkeep_model import (
+    CHECKED_MERGE_SECONDS,
+    COST_ROW_SECONDS,
+    COST_VERSION_SECONDS,
+    ENTRY_SECONDS,
     EPHEMERAL_STORAGE_MB,
+    INDEX_LINE_BYTES,
+    MANIFEST_ENTRY_BYTES,
     MERGE_ENTRY_SECONDS,
+    REPORT_RUN_ROW_BYTES,
     FUNCTION_MEMORY_MB,
     INDEX_ROW_SECONDS,
     INDEX_WRITE_SECONDS,
@@ -26,7 +33,9 @@ from chalicelib.cost.upkeep_model import (
     VERIFY_SLICES,
     BucketDay,
     UpkeepSettings,
+    spool_bytes,
 )
+from chalicelib.deploy.template import EPHEMERAL_STORAGE_MB as DEPLOYED_TMP_MB
 from chalicelib.plans import InventoryPlan, PlanSet
 from chalicelib.prices import load_prices
 from chalicelib.prune.job import SWEPT_LOOKBACK
@@ -170,6 +179,51 @@ def test_at_ten_million_objects_the_due_verification_finishes_within_an_invocati
     assert "reads and sorts the report" in report and "cannot run in one function" in tmp
 
 
+def test_at_ten_million_objects_the_due_prune_streams_its_manifests_and_fits_the_tmp_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    large = BucketDay(versions=42.5e6, named_versions=42.5e6, snapshots=51, manifest_entries=510e6, new_snapshots=1)
+    weekly = UpkeepSettings(inventory="Weekly")
+    due = prune_when_due(large, weekly, period=7)
+    assert due.limits == []
+    # The week's seven manifests merged as S3 sends them (each checked: order and SHA-256), the old index read
+    # and the new one written; the merge no longer costs a manifest entry's full read.
+    assert CHECKED_MERGE_SECONDS < ENTRY_SECONDS
+    # /tmp: the earlier index and the new one side by side (the manifests are not copied), more than the
+    # report's runs beside the new index; within what the deployment gives prune_worker.
+    needed = spool_bytes(large, report=True, indexed=True)
+    assert needed == 2 * 42.5e6 * INDEX_LINE_BYTES > 42.5e6 * (INDEX_LINE_BYTES + REPORT_RUN_ROW_BYTES)
+    assert needed < EPHEMERAL_STORAGE_MB["prune_worker"] * 2**20 == DEPLOYED_TMP_MB["prune_worker"] * 2**20
+    # Without it (Lambda's 512 MB), the model says the prune cannot run.
+    monkeypatch.setitem(EPHEMERAL_STORAGE_MB, "prune_worker", 512)
+    (tmp,) = prune_when_due(large, weekly, period=7).limits
+    assert f"about {needed / 2**20:,.0f} MB in /tmp" in tmp and "512 MB prune_worker has" in tmp
+
+
+def test_the_cost_report_counts_each_row_as_its_join_and_tally_take_it() -> None:
+    """A row of the report costs the cost report what scripts/bench_rows.py's cost-row measures (read, sorted,
+    split by source, read back as a listing, counted by the tally), not a sorted row's time; the manifests it
+    reads are decoded in blocks (a merge-entry's time)."""
+    large = BucketDay(versions=42.5e6, named_versions=42.5e6, snapshots=51, manifest_entries=510e6, cost_recomputed=1)
+    weekly = UpkeepSettings(inventory="Weekly")
+    job = cost_report(large, weekly)
+    rows = 42.5e6 + 51
+    assert COST_ROW_SECONDS > 2 * (REPORT_ROW_SECONDS + SORTED_ROW_SECONDS)
+    limit, tmp = job.limits
+    assert f"{rows * COST_ROW_SECONDS:,.0f} s of it each row of the bucket joined and counted" in limit
+    # The week's seven manifests the prune's index does not cover, and the index's lines.
+    named = 7 * 10e6 * MERGE_ENTRY_SECONDS + 42.5e6 * INDEX_ROW_SECONDS
+    total = float(limit.split("takes about ")[1].split(" s")[0].replace(",", ""))
+    assert total == pytest.approx(rows * COST_ROW_SECONDS + named, abs=60) and total > 840
+    # Its /tmp: the prune's index and the seven manifests it reads, held through the join beside the report's
+    # sorted runs: more than backup_worker's 512 MB, more than any function's.
+    spooled = 42.5e6 * INDEX_LINE_BYTES + 7 * 10e6 * MANIFEST_ENTRY_BYTES + rows * REPORT_RUN_ROW_BYTES
+    assert f"about {spooled / 2**20:,.0f} MB in /tmp" in tmp and "512 MB backup_worker has" in tmp and "cannot run in one function" in tmp
+    # The office workload's fits.
+    assert cost_report(BucketDay(**{**OFFICE.__dict__, "cost_recomputed": 1.0}), weekly).limits == []
+    # Without an inventory, each listed version is joined and counted the same way, beside its listing.
+    listed = cost_report(OFFICE, UpkeepSettings())
+    assert listed.seconds > 470_000 * COST_VERSION_SECONDS + 5_100_000 * MERGE_ENTRY_SECONDS
+
+
 def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_list_no_version() -> None:
     settings = UpkeepSettings(inventory="Daily")
     removing = BucketDay(**{**OFFICE.__dict__, "removed": 1})
@@ -201,7 +255,7 @@ def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_lis
     # The requests one after another; the old index read, the new manifest merged, the new index written and
     # each of its lines read twice in each pass; every row read and sorted in each pass.
     sent = sum(count for kind, count in jobs["prune"].requests.items() if kind != "delete") + 1
-    index = 468_000 * INDEX_ROW_SECONDS + 100_000 * 10e-6 + 468_000 * INDEX_WRITE_SECONDS + 4 * 468_000 * INDEX_ROW_SECONDS
+    index = 468_000 * INDEX_ROW_SECONDS + 100_000 * CHECKED_MERGE_SECONDS + 468_000 * INDEX_WRITE_SECONDS + 4 * 468_000 * INDEX_ROW_SECONDS
     row = REPORT_ROW_SECONDS + SORTED_ROW_SECONDS
     assert jobs["prune"].seconds == pytest.approx(sent * 0.1 + index + 2 * 470_051 * row, rel=0.01)
     # 42,000,051 rows: 43 data files of at most a million rows (an assumption: AWS does not say how it splits).

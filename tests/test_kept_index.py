@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import random
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from chalicelib.catalog import kept_index as ki
+from chalicelib.catalog.manifest_stream import local_entries
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, manifest_key, put_manifest
 from chalicelib.deploy.scope import BACKUP_WORKER, PRUNE_WORKER, VERIFY_WORKER
 from chalicelib.plans import Lifecycle, Plan, PlanSet
@@ -186,3 +188,26 @@ def test_a_resumed_pass_skips_exactly_the_lines_up_to_its_checkpoint() -> None:
             assert [entry for entry, _ in index.versions(after)] == [e for e in entries if e.sort_key > after], after
     finally:
         index.close()
+
+
+def test_a_downloaded_manifest_decoded_in_blocks_gives_the_entries_it_gives_line_by_line() -> None:
+    """The cost report decodes the manifests it reads as the kept index decodes a stream
+    (`manifest_stream.local_entries`): the same entries, held ones only when asked for, a field this version
+    does not know left out."""
+    writer = ManifestWriter()
+    rng = random.Random(7)
+    for number in range(2500):
+        entry = Entry("src", f"k/{number:05d}\u2028é", f"v{rng.getrandbits(40):x}", rng.randrange(10**6), "e", "id", held=number % 97 == 0)
+        writer.add(entry)
+    with writer.finish({"plan": PLAN, "backup_id": snapshot_id(1)}, keep_held=True) as body:
+        lines = gzip.decompress(body.read()).split(b"\n")
+    writer.close()
+    # A line with a field this version does not know (a manifest from a newer version of the system).
+    lines[5] = lines[5][:-1] + b',"newer_field":1}'
+    spool = tempfile.TemporaryFile()
+    spool.write(gzip.compress(b"\n".join(lines)))
+    with Manifest(spool) as manifest:
+        for held in (False, True):
+            expected = list(manifest.entries(include_held=held))
+            assert list(local_entries(manifest, "test", include_held=held)) == expected
+            assert len(expected) == (2500 if held else 2500 - 26)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import json
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from botocore.response import StreamingBody
 
 from chalicelib.catalog.kept_index import index_keys
 from chalicelib.catalog.manifests import Entry
@@ -162,3 +164,45 @@ def test_the_scheduled_prune_works_once_per_report_and_post_prune_always(world: 
     job = PruneJob(plain.plans, world.clients, grace=GRACE)
     assert job.run(job.start(["docs"], "schedule", grace=GRACE).prune_id).plans["docs"].waiting is None
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix="meta/prune-index/docs/")["KeyCount"] == 1
+
+
+def test_a_manifest_whose_bytes_are_not_the_ones_written_is_refused_by_version_and_nothing_goes(
+    world: Any, history: dict[str, Any]  # noqa: F811
+) -> None:
+    """The manifests merged into the prune's index are read as S3 sends them: the bytes that arrive are
+    hashed and compared with the SHA-256 S3 stored for the pinned version only when the stream ends. Here
+    they arrive changed (a valid manifest, one entry left out: what would let its version go), so the merge
+    refuses that version: no index is written and nothing is deleted."""
+    s3 = world.s3
+    s3.put_object(Bucket=SOURCE, Key="b.txt", Body=b"b, changed")
+    world.days(1)
+    newest = world.backup(b"day 3")
+    world.deliver()
+    key = f"{SNAPSHOTS_PREFIX}docs/{newest}.jsonl.gz"
+    version = s3.list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"][0]["VersionId"]
+    lines = gzip.decompress(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()).splitlines()
+    forged = gzip.compress(b"\n".join(line for line in lines if b'"b.txt"' not in line) + b"\n")
+    assert len(forged) and forged != gzip.compress(b"\n".join(lines) + b"\n")
+
+    def changed_in_transit(parsed: dict[str, Any], **_: Any) -> None:
+        if parsed.get("VersionId") == version and "Body" in parsed:
+            parsed["Body"] = StreamingBody(io.BytesIO(forged), len(forged))
+
+    events = world.clients.s3.meta.events
+    events.register("after-call.s3.GetObject", changed_in_transit)
+    since = CallsSince()
+    try:
+        record = by_api(world)
+    finally:
+        events.unregister("after-call.s3.GetObject", changed_in_transit)
+
+    work = record.plans["docs"]
+    assert work.status == "FAILED" and work.phase == "survey", work
+    assert any("TAMPERING" in error and version in error and "SHA-256" in error for error in work.errors), work.errors
+    # The merge read the new manifest at its pinned version, and wrote no index of it.
+    assert [c.params.get("VersionId") for c in since.calls() if c.operation == "GetObject" and c.params["Key"] == key] == [version]
+    assert index_keys(s3, BUCKET, "docs", PRUNE_INDEX) == [history["index"]]
+    assert not [c for c in since.calls() if c.operation in ("DeleteObject", "DeleteObjects")]
+    # Its bytes arriving as written, the next prune merges it and goes on.
+    again = by_api(world).plans["docs"]
+    assert again.status == "SUCCEEDED" and again.inventory["kept_index"] != history["index"], again.errors

@@ -49,10 +49,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import s3docs
 from chalicelib.catalog.entry_order import in_order
-from chalicelib.catalog.manifests import MANIFEST_FORMAT, Entry, Manifest, gzip_from_start, manifest_key
+from chalicelib.catalog.manifest_stream import BLOCK as _BLOCK, DECODER as _DECODER, checked_entries, streamed_entries
+from chalicelib.catalog.manifests import Entry, Manifest, gzip_from_start, manifest_key
 from chalicelib.errors import AlreadyExists, NotFound, describe_error
 from chalicelib.layout import INDEX_PREFIX, PRUNE_INDEX_PREFIX
-from chalicelib.s3docs import is_missing
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,10 @@ class IndexKind:
     root: str
     read: Reader = _entries
     body_named: bool = False
-    # Whether the manifests merged in are read as S3 sends them (`streamed_entries`) rather than copied to
-    # /tmp first: at ten million objects a week's seven manifests are 5.8 GB of /tmp beside the two indexes.
+    # Whether the manifests merged in are read as S3 sends them (catalog/manifest_stream.py: the newest
+    # version, or with pinned versions each one checked against the SHA-256 S3 stored for it) rather than
+    # copied to /tmp first: at ten million objects a week's seven manifests are 5.8 GB of /tmp beside the two
+    # indexes.
     streamed: bool = False
 
 
@@ -98,7 +100,7 @@ def _checked_entries(manifest: Manifest, where: str) -> Iterable[Entry]:
 # The prune's index (chalicelib/prune/references.py): every entry the prune must keep, held ones too, each
 # manifest checked; its own prefix, which only the prune's role may write. The cost report reads it too
 # (read only: chalicelib/cost/inventory.py).
-PRUNE_INDEX = IndexKind(PRUNE_INDEX_PREFIX, _checked_entries, body_named=True)
+PRUNE_INDEX = IndexKind(PRUNE_INDEX_PREFIX, _checked_entries, body_named=True, streamed=True)
 
 
 def index_prefix(plan: str, kind: IndexKind = VERIFIED) -> str:
@@ -184,12 +186,6 @@ def _sort_key(text: str) -> tuple[str, str]:
     return values[0], values[1]
 
 
-# The C decoder, called on text directly: `json.loads` looks at each line's encoding first, which was a fifth
-# of a line's time.
-_DECODER = json.JSONDecoder()
-# Decompressed bytes read at once: lines are split out of a block, not read one by one from the gzip stream
-# (a Python call per line).
-_BLOCK = 1 << 20
 # Lines written to the gzip stream at once (one compress call and one CRC per block, not per line).
 _WRITE_LINES = 2000
 
@@ -349,45 +345,17 @@ def _download(s3: Any, bucket: str, plan: str, snapshot: str, stack: ExitStack, 
     return stack.enter_context(Manifest.download(s3, bucket, manifest_key(plan, snapshot), version))
 
 
-def streamed_entries(s3: Any, bucket: str, key: str, stack: ExitStack) -> Iterator[Entry]:
-    """A manifest's entries (held ones left out, as `Manifest.entries` gives them), read as S3 sends them,
-    in blocks: its GET is sent now (NotFound when it is not there) and its body closed with `stack`. Each
-    entry's JSON is decoded by the C scanner from the block's text, an Entry made of it directly."""
-    try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    except ClientError as exc:
-        if is_missing(exc):
-            raise NotFound(f"no snapshot at s3://{bucket}/{key}") from exc
-        raise
-    stack.callback(body.close)
-    return _entries_of(gzip.GzipFile(fileobj=body, mode="rb"), key)
-
-
-def _entries_of(gz: gzip.GzipFile, key: str) -> Iterator[Entry]:
-    header = json.loads(gz.readline() or b"{}")
-    if header.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{key}: unknown manifest format {header.get('format')!r}")
-    decode = _DECODER.raw_decode
-    rest = b""
-    for block in iter(lambda: gz.read(_BLOCK), b""):
-        block = rest + block
-        end = block.rfind(b"\n") + 1
-        rest = block[end:]
-        if not end:
-            continue
-        yield from _unheld(block[: end - 1].decode("utf-8").split("\n"), decode)
-    if rest.strip():
-        yield from _unheld([rest.decode("utf-8")], decode)
-
-
-def _unheld(lines: Iterable[str], decode: Callable[[str], tuple[Any, int]]) -> Iterator[Entry]:
-    for line in lines:
-        try:
-            entry = Entry(**decode(line)[0])
-        except TypeError:
-            entry = Entry.from_json(line)  # a field this version does not know: left out
-        if not entry.held:
-            yield entry
+def _merged_in(
+    s3: Any, bucket: str, plan: str, snapshot: str, stack: ExitStack, kind: IndexKind, pinned: Mapping[str, str] | None
+) -> Iterable[Entry]:
+    """A manifest's entries as `kind` merges them in: streamed (at its pinned version, checked, where pinned),
+    or copied to /tmp and read."""
+    key, where = manifest_key(plan, snapshot), _where(plan, snapshot, pinned)
+    if kind.streamed and pinned is not None:
+        return checked_entries(s3, bucket, key, pinned[snapshot], stack, where)
+    if kind.streamed:
+        return streamed_entries(s3, bucket, key, stack)
+    return kind.read(_download(s3, bucket, plan, snapshot, stack, pinned[snapshot] if pinned else None), where)
 
 
 def _where(plan: str, snapshot: str, pinned: Mapping[str, str] | None) -> str:
@@ -441,13 +409,7 @@ def _brought_up_to_date(
                 reading.pop_all()
                 return stack.enter_context(closing(index))
         covered = [s for s in index.snapshots if s in kept] if index else []
-        others = [
-            (s, streamed_entries(s3, bucket, manifest_key(plan, s), reading))
-            if kind.streamed and pinned is None
-            else (s, kind.read(_download(s3, bucket, plan, s, reading, pinned[s] if pinned else None), _where(plan, s, pinned)))
-            for s in kept
-            if s not in covered
-        ]
+        others = [(s, _merged_in(s3, bucket, plan, s, reading, kind, pinned)) for s in kept if s not in covered]
         order, versions = combined(index, covered, others)
         written = _write(s3, bucket, plan, order, versions, kind, pinned)
     return stack.enter_context(closing(written))

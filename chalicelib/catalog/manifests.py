@@ -299,6 +299,12 @@ class Manifest:
         manifest.size = response.get("ContentLength")
         return manifest
 
+    @property
+    def fileobj(self) -> IO[bytes]:
+        """The local copy (gzip, from its start); readers that keep a position of their own read it with
+        `gzip_from_start`."""
+        return self._file
+
     def entries(self, include_held: bool = False) -> Iterator[Entry]:
         self._file.seek(0)
         with gzip.GzipFile(fileobj=self._file, mode="rb") as gz:

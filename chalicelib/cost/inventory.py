@@ -26,11 +26,11 @@ Work per report, for V versions in the bucket, S snapshots of N objects each:
 With an inventory report instead of the listing: the report's folders listed once, its manifest.json and
 manifest.checksum and each data file read (`chalicelib/inventory/reports.py`), no listing of data/. The report
 lists each version's size, LastModifiedDate, IsLatest and storage class, which is what the listing gave: rows
-come sorted by (key, version id), so one key's rows are ordered by LastModifiedDate to find when each version
-stopped being current. As with the manifests and the listing, the rows of one source share the prefix
-`data/<source>/` and so come together, but sources come in the order of their prefixes, not of their names
-("a-b/" before "a/"): one pass writes each source's rows (already sorted) to a temporary file of its own, and
-each is read back a key at a time. A report is a point in time: the versions written after its scan are not
+are sorted (on disk) by (key, version id) within each source, so one key's rows are ordered by
+LastModifiedDate to find when each version stopped being current. The rows of one source share the prefix
+`data/<source>/`, but the join reads sources in the order of their names, not of their prefixes ("a/" before
+"a-b/"), then the long keys, then the packs: the rows are sorted in that order at once (`_join_order`) and
+handed out a source at a time, a key at a time. A report is a point in time: the versions written after its scan are not
 in it, and the versions it lists are as they were then (one replaced since is still current in it), so the
 report says the report's age. A missing, stale (`inventory/freshness.py`) or unreadable report: the listing, and a
 warning saying so.
@@ -51,7 +51,7 @@ from chalicelib.catalog.manifests import Entry
 from chalicelib.catalog.records import RecordStore, backup_time, is_backup_id
 from chalicelib.cost.kept_versions import KeptVersions
 from chalicelib.inventory.freshness import newest_fresh_report
-from chalicelib.inventory.reports import Report, Row, SplitRows, sorted_rows
+from chalicelib.inventory.reports import Report, Row, sorted_rows
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, MANIFEST_SUFFIX, PACKS_PREFIX, SNAPSHOTS_PREFIX
 from chalicelib.plans import InventoryPlan, Plan
 from chalicelib.times import utcnow
@@ -212,31 +212,67 @@ def _run_prefix(stored_key: str) -> str | None:
     return f"{DATA_PREFIX}{source}/" if source and slash else None
 
 
+def _join_order(row: Row) -> tuple[int, str, str, str]:
+    """The order `PlanInventory._join` reads rows in: each source's (`data/<source>/`, by source name, as
+    `_sources` sorts them: "a/" before "a-b/", which S3's order of keys reverses), then `data/~long/`, then the
+    packs; by key and version id within each."""
+    rank, source = _prefix_order(_run_prefix(row.key) or "")
+    return (rank, source, row.key, row.version_id)
+
+
+def _prefix_order(prefix: str) -> tuple[int, str]:
+    if prefix == LONG_KEYS_PREFIX:
+        return (1, "")
+    if prefix == PACKS_PREFIX:
+        return (2, "")
+    return (0, prefix[len(DATA_PREFIX) : -1])
+
+
 class ReportRuns:
-    """A report's rows under data/, split by listing prefix (`data/<source>/`, `data/~long/`) into a temporary
-    file each, in one pass over its sorted rows; `listed(prefix)` reads one back a key at a time, in the shape
-    `_listed` gives. A context manager: the files go on exit."""
+    """A report's rows under data/, sorted once in the order the join reads its listing prefixes
+    (`_join_order`), and handed out prefix by prefix: `listed(prefix)` gives the next prefix's keys, a key at
+    a time, in the shape `_listed` gives. The join asks for every prefix the report has rows under, in that
+    order (`sources()` names them); a prefix asked out of order is an error, never rows passed over. A
+    context manager: the sorted runs go on exit."""
 
     def __init__(self, s3: Any, report: Report, work: Work) -> None:
         self.work = work
         work.report_files = len(report.files)
-        self._split = SplitRows(
-            sorted_rows(s3, report, keep=lambda row: _run_prefix(row.key) is not None), lambda row: _run_prefix(row.key)
-        )
-        work.report_rows += self._split.count
+        self._prefixes: set[str] = set()
+
+        def keep(row: Row) -> bool:
+            prefix = _run_prefix(row.key)
+            if prefix is None:
+                return False
+            self._prefixes.add(prefix)
+            work.report_rows += 1
+            return True
+
+        self._rows = sorted_rows(s3, report, keep=keep, order=_join_order)
+        # The sort reads every row before it gives the first: the prefixes and the count are known from here.
+        self._next: Row | None = next(self._rows, None)
 
     def sources(self) -> set[str]:
         """The sources the report has rows of."""
-        return {
-            prefix[len(DATA_PREFIX) :].rstrip("/") for prefix in self._split.names() if prefix not in (LONG_KEYS_PREFIX, PACKS_PREFIX)
-        }
+        return {prefix[len(DATA_PREFIX) :].rstrip("/") for prefix in self._prefixes if prefix not in (LONG_KEYS_PREFIX, PACKS_PREFIX)}
 
     def listed(self, prefix: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-        for key, rows in itertools.groupby(self._split.read(prefix), key=lambda row: row.key):
+        if self._next is not None:
+            behind = _run_prefix(self._next.key) or ""
+            if _prefix_order(behind) < _prefix_order(prefix):
+                raise ValueError(f"the report's rows under {behind} were not read before {prefix}")
+        for key, rows in itertools.groupby(self._under(prefix), key=lambda row: row.key):
             yield key, _newest_first([_as_listed(row) for row in rows])
 
+    def _under(self, prefix: str) -> Iterator[Row]:
+        while self._next is not None and self._next.key.startswith(prefix) and _run_prefix(self._next.key) == prefix:
+            row = self._next
+            self._next = next(self._rows, None)
+            yield row
+
     def close(self) -> None:
-        self._split.close()
+        self._rows.close()
+        self._next = None
 
     def __enter__(self) -> ReportRuns:
         return self

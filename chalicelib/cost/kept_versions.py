@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.catalog.kept_index import PRUNE_INDEX, KeptIndex, Named, combined, newest_index
+from chalicelib.catalog.manifest_stream import local_entries
 from chalicelib.catalog.manifests import Entry, SnapshotVersion
 from chalicelib.catalog.records import RecordStore
 from chalicelib.catalog.snapshot_reader import locate, read_located
@@ -105,7 +106,8 @@ class KeptVersions:
                 self._not_read(backup_id, exc)
                 continue
             found.manifests_read.append(backup_id)
-            others.append((backup_id, manifest.entries(include_held=True)))
+            # Decoded as the kept index decodes a manifest it merges: the same entries, in about half the time.
+            others.append((backup_id, local_entries(manifest, f"manifest of backup {backup_id}", include_held=True)))
         used: KeptIndex | None = index if found.from_index else None
         _, versions = combined(used, found.from_index, others)
         return self._counted(versions)

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from chalicelib.cost.upkeep_model import (
     BucketDay,
+    CHECKED_MERGE_SECONDS,
     ENTRY_SECONDS,
     INDEX_ROW_SECONDS,
     INDEX_WRITE_SECONDS,
@@ -23,6 +24,7 @@ from chalicelib.cost.upkeep_model import (
     report_rows,
     report_seconds,
     sequential,
+    spool_limit,
     spread,
 )
 
@@ -134,7 +136,7 @@ def prune_when_due(day: BucketDay, settings: UpkeepSettings, period: int = 1) ->
     # new one read twice (references and candidates).
     index = (
         (lines * INDEX_ROW_SECONDS if day.prune_indexed else 0.0)
-        + merged * per_snapshot * ENTRY_SECONDS
+        + merged * per_snapshot * CHECKED_MERGE_SECONDS
         + lines * INDEX_WRITE_SECONDS
         + 4 * lines * INDEX_ROW_SECONDS
     )
@@ -147,4 +149,7 @@ def prune_when_due(day: BucketDay, settings: UpkeepSettings, period: int = 1) ->
             f"each pass reads the kept index and sorts the report in about {reading:,.0f} s, more than an invocation's "
             f"{INVOCATION_SECONDS} s: the prune would not finish unless it can carry on between invocations"
         )
+    # Its kept index brought up to date (the manifests streamed, each checked), then each pass's report runs
+    # beside it.
+    spool_limit(job, day, report=True, indexed=day.prune_indexed)
     return job

@@ -143,6 +143,18 @@ class Check:
         }
 
 
+@dataclass(frozen=True)
+class _Profile:
+    """What a version's size group and days give under each lifecycle: where the plan's puts it now, the class
+    a small version held in STANDARD by the 128 KB rule would be in otherwise, the transitions of the last 30
+    days, and the class under each bucket setting."""
+
+    placement: Placement
+    held_as: str | None
+    transitions: tuple[str, ...]
+    choices: tuple[tuple[str, str], ...]
+
+
 class PlanTally:
     """Counts one plan's versions as they stream by; nothing per version is kept but the HeadObject sample."""
 
@@ -181,36 +193,53 @@ class PlanTally:
         self.noncurrent_cohorts: dict[tuple[bool, date, date], list[float]] = {}
         self.check = Check()
         self._sample: list[tuple[int, str, Version]] = []
+        self._profiles: dict[tuple[Any, ...], _Profile] = {}
 
     def add(self, version: Version) -> None:
         small = version.size < SMALL_OBJECT_BYTES
-        placement = self.model.now_in(small, version.written, version.noncurrent_since)
-        name = placement.storage_class
-        self.storage.setdefault(name, Count()).add(version.size)
-        (self.current if version.current else self.noncurrent).setdefault(name, Count()).add(version.size)
-        self.reported.setdefault(version.storage_class, Count()).add(version.size)
+        # Where the version is under each lifecycle depends only on its size group and the days it was written
+        # and replaced (what `Placements` caches by): worked out once per such profile, not per version.
+        key = (small, _midnight_key(version.written), _midnight_key(version.noncurrent_since))
+        profile = self._profiles.get(key)
+        if profile is None:
+            profile = self._profiles[key] = self._profile(small, version.written, version.noncurrent_since)
+        size = version.size
+        name = profile.placement.storage_class
+        self.storage.setdefault(name, Count()).add(size)
+        (self.current if version.current else self.noncurrent).setdefault(name, Count()).add(size)
+        self.reported.setdefault(version.storage_class, Count()).add(size)
         if version.named:
-            self.named.add(version.size)
-            self.aws_backup_bytes += max(version.size, self.prices.aws_backup.minimum_billable_bytes)
+            self.named.add(size)
+            self.aws_backup_bytes += max(size, self.prices.aws_backup.minimum_billable_bytes)
         else:
-            self.unnamed.setdefault(name, Count()).add(version.size)
-        if small and name == "STANDARD":
-            large = self.choices["standard"].now_in(False, version.written, version.noncurrent_since).storage_class
-            if large != "STANDARD":
-                self.held_by_rule.add(version.size)
-                self.held_would_be[large] = self.held_would_be.get(large, 0) + 1
-        for step in self.model.timeline(small, version.written, version.noncurrent_since)[1:]:
-            if self.now - TRANSITION_WINDOW < step.since <= self.now:
-                self.transitions[step.storage_class] = self.transitions.get(step.storage_class, 0) + 1
-        for choice, placements in self.choices.items():
-            there = placements.now_in(small, version.written, version.noncurrent_since).storage_class
-            self.by_choice[choice].setdefault(there, Count()).add(version.size)
+            self.unnamed.setdefault(name, Count()).add(size)
+        if profile.held_as is not None:
+            self.held_by_rule.add(size)
+            self.held_would_be[profile.held_as] = self.held_would_be.get(profile.held_as, 0) + 1
+        for storage_class in profile.transitions:
+            self.transitions[storage_class] = self.transitions.get(storage_class, 0) + 1
+        for choice, there in profile.choices:
+            self.by_choice[choice].setdefault(there, Count()).add(size)
             if there != name and there != "STANDARD":
                 # Transitions only go colder: switching never brings an archived version back.
                 self.switch[choice][there] = self.switch[choice].get(there, 0) + 1
         self._cohort(version, small)
-        self._compare(version, placement, version.storage_class, self.listed_by)
+        self._compare(version, profile.placement, version.storage_class, self.listed_by)
         self._sampled(version)
+
+    def _profile(self, small: bool, written: datetime, replaced: datetime | None) -> _Profile:
+        placement = self.model.now_in(small, written, replaced)
+        held_as = None
+        if small and placement.storage_class == "STANDARD":
+            large = self.choices["standard"].now_in(False, written, replaced).storage_class
+            held_as = large if large != "STANDARD" else None
+        transitions = tuple(
+            step.storage_class
+            for step in self.model.timeline(small, written, replaced)[1:]
+            if self.now - TRANSITION_WINDOW < step.since <= self.now
+        )
+        choices = tuple((choice, placements.now_in(small, written, replaced).storage_class) for choice, placements in self.choices.items())
+        return _Profile(placement, held_as, transitions, choices)
 
     def _cohort(self, version: Version, small: bool) -> None:
         written = version.written.astimezone(timezone.utc).date()

@@ -52,7 +52,12 @@ from chalicelib.cost.upkeep_model import (
     EPHEMERAL_STORAGE_MB,
     BucketDay,
     DAYS_PER_MONTH,
-    ENTRY_SECONDS,
+    COST_ROW_SECONDS,
+    COST_VERSION_SECONDS,
+    INDEX_LINE_BYTES,
+    MANIFEST_ENTRY_BYTES,
+    MERGE_ENTRY_SECONDS,
+    REPORT_RUN_ROW_BYTES,
     INDEX_ROW_SECONDS,
     INVOCATION_SECONDS,
     JOBS,
@@ -67,8 +72,8 @@ from chalicelib.cost.upkeep_model import (
     data_listing,
     page_count,
     report_rows,
-    report_seconds,
     sequential,
+    tmp_limit,
 )
 from chalicelib.prices import Prices
 
@@ -109,17 +114,24 @@ def cost_report(day: BucketDay, settings: UpkeepSettings) -> JobDay:
             unindexed = min(day.snapshots, default if day.cost_unindexed is None else day.cost_unindexed)
         computing.add("list", 1)
         computing.add("get", (1 if day.cost_indexed else 0) + unindexed)
-        named = unindexed * per_snapshot * ENTRY_SECONDS + (day.named_versions * INDEX_ROW_SECONDS if day.cost_indexed else 0.0)
+        named = unindexed * per_snapshot * MERGE_ENTRY_SECONDS + (day.named_versions * INDEX_ROW_SECONDS if day.cost_indexed else 0.0)
         computing.add("get", page_count(report_rows(day), REPORT_FILE_ROWS))
-        report, pages = report_seconds(report_rows(day), report_rows(day)), 0
+        report, pages = report_rows(day) * COST_ROW_SECONDS, 0
         # The sample is drawn from the versions the report lists: not those written since its scan.
         listed = max(0.0, day.versions - day.written * REPORT_LAG_DAYS.get(settings.inventory, 1.0))
     else:
         computing.add("get", day.snapshots)
         computing.add("list", data_listing(day))
-        report, pages, listed = 0.0, page_count(day.versions), day.versions
-        named = day.manifest_entries * ENTRY_SECONDS
+        report, pages, listed = day.versions * COST_VERSION_SECONDS, page_count(day.versions), day.versions
+        named = day.manifest_entries * MERGE_ENTRY_SECONDS
     computing.add("head", min(settings.cost_head_sample, listed))
+    # /tmp while the figures are computed: the kept index and every manifest merged are downloaded and held
+    # through the join, beside the report's sorted runs.
+    if settings.inventory is not None:
+        spooled = (day.named_versions * INDEX_LINE_BYTES if day.cost_indexed else 0.0) + unindexed * per_snapshot * MANIFEST_ENTRY_BYTES
+        spooled += report_rows(day) * REPORT_RUN_ROW_BYTES
+    else:
+        spooled = day.manifest_entries * MANIFEST_ENTRY_BYTES
     seconds = sequential(computing, pages=pages) + named + report
     seconds += min(settings.cost_head_sample, listed) * REQUEST_SECONDS
     for kind, count in computing.requests.items():
@@ -129,8 +141,10 @@ def cost_report(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     if seconds > INVOCATION_SECONDS:
         job.limits.append(
             f"computing a plan's figures takes about {seconds:,.0f} s inside the daily backup's invocation "
-            f"({INVOCATION_SECONDS} s at most): the backup leaves it to the first GET /costs, which has 29 s"
+            f"({INVOCATION_SECONDS} s at most; {report:,.0f} s of it each row of the bucket joined and counted): "
+            "the backup leaves it to the first GET /costs, which has 29 s"
         )
+    tmp_limit(job, spooled, "the kept index and the manifests it reads, the report's sorted runs")
     # It runs inside the daily backup's invocation: no invocation of its own.
     return job
 

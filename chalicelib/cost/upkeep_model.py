@@ -45,9 +45,22 @@ ROW_CHECK_SECONDS = 0.34 * ENTRY_SECONDS
 # by the JSON string scanner, no entry made; index-read was 0.69 in the same run).
 INDEX_SKIP_SECONDS = 0.16 * ENTRY_SECONDS
 # A manifest's entry as the verification's kept index merges it (0.54: read as S3 sends it, in blocks, each
-# decoded by the C scanner: catalog/kept_index.py `streamed_entries`; the prune's index reads each manifest
-# checked, at ENTRY_SECONDS).
+# decoded by the C scanner: catalog/manifest_stream.py `streamed_entries`).
 MERGE_ENTRY_SECONDS = 0.54 * ENTRY_SECONDS
+# A manifest's entry as the prune's kept index merges it: streamed too, held entries kept, its order checked and
+# its bytes hashed (manifest_stream.py `checked_entries`): 1.25 times a merge-entry, the largest of three runs
+# of scripts/bench_rows.py measuring the two side by side (1.08 to 1.25, on a loaded machine: the ratio is the
+# figure).
+CHECKED_MERGE_SECONDS = 1.25 * MERGE_ENTRY_SECONDS
+# A report's row as the cost report takes it (cost/inventory.py `ReportRuns`: read, sorted in the order the join
+# reads its sources, each key's rows shaped as a listing's versions) and counts it (cost/tally.py
+# `PlanTally.add`: its class under the plan's lifecycle and under each bucket setting, worked out once per size
+# group and days; its cohort; the HEAD sample): 2.1 times a sorted report row, measured side by side by
+# scripts/bench_rows.py (cost-row 38.4 microseconds, report-sort 18.1; 2.8 when the rows were split into a file
+# per source and read back, and the tally placed each version anew). The join and the tally are what it adds
+# to a sorted row (`COST_VERSION_SECONDS`), which a listed version costs too.
+COST_ROW_SECONDS = 2.1 * (REPORT_ROW_SECONDS + SORTED_ROW_SECONDS)
+COST_VERSION_SECONDS = COST_ROW_SECONDS - (REPORT_ROW_SECONDS + SORTED_ROW_SECONDS)
 # What a row takes in /tmp (scripts/bench_rows.py `bytes_per_row`): a manifest's entry and a kept index's line
 # (gzip), an inventory report's row in a sorted run or a source's split (pickled).
 MANIFEST_ENTRY_BYTES = 83
@@ -237,3 +250,33 @@ def spread(due: JobDay, waiting: JobDay, period: int) -> JobDay:
     job.seconds = (due.seconds + (period - 1) * waiting.seconds) / period
     job.invocations = (due.invocations + (period - 1) * waiting.invocations) / period
     return job
+
+
+def spool_bytes(day: BucketDay, report: bool, indexed: bool | None = None) -> float:
+    """The most /tmp a job that brings a kept index up to date holds at once, in the order the verification
+    (verify/job.py) and the prune (prune/references.py) work: the kept index brought up to date (the earlier
+    index, where `indexed` (default `day.indexed`), and the new one side by side; the manifests merged in are
+    read as S3 sends them, catalog/manifest_stream.py), then, beside the new index, the report's rows of the
+    plan sorted in runs."""
+    index = day.named_versions * INDEX_LINE_BYTES
+    update = (index if (day.indexed if indexed is None else indexed) else 0.0) + index
+    runs = day.versions * REPORT_RUN_ROW_BYTES if report else 0.0
+    return max(update, index + runs)
+
+
+def spool_limit(job: JobDay, day: BucketDay, report: bool, indexed: bool | None = None) -> None:
+    """A limit on `job` when what it spools (`spool_bytes`) is more than its function's /tmp."""
+    tmp_limit(job, spool_bytes(day, report, indexed), f"{'report runs, ' if report else ''}kept index")
+
+
+def tmp_limit(job: JobDay, spooled: float, what: str) -> None:
+    """A limit on `job` when `spooled` bytes of `what` are more than its function's /tmp."""
+    needed = spooled / 2**20
+    function = job.function or ""
+    has = EPHEMERAL_STORAGE_MB.get(function, 512)
+    if needed > has:
+        fits = "" if needed <= 10_240 else ", more than the 10,240 MB Lambda allows: it cannot run in one function"
+        job.limits.append(
+            f"it spools about {needed:,.0f} MB in /tmp ({what}), more than the "
+            f"{has:,} MB {function} has: it would need EphemeralStorage {math.ceil(needed):,} MB{fits}"
+        )

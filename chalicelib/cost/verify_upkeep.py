@@ -10,8 +10,6 @@ from dataclasses import replace
 
 from chalicelib.cost.upkeep_model import (
     BucketDay,
-    EPHEMERAL_STORAGE_MB,
-    INDEX_LINE_BYTES,
     INDEX_ROW_SECONDS,
     INDEX_SKIP_SECONDS,
     INDEX_WRITE_SECONDS,
@@ -22,7 +20,6 @@ from chalicelib.cost.upkeep_model import (
     REPORT_FILE_ROWS,
     REPORT_PERIOD_DAYS,
     REPORT_ROW_SECONDS,
-    REPORT_RUN_ROW_BYTES,
     REQUEST_CPU_SECONDS,
     REQUEST_SECONDS,
     ROW_CHECK_SECONDS,
@@ -34,6 +31,7 @@ from chalicelib.cost.upkeep_model import (
     page_count,
     report_rows,
     sequential,
+    spool_limit,
     spread,
 )
 from chalicelib.jobs.runner import BATCH_SIZE
@@ -89,7 +87,7 @@ def verification_by_head(day: BucketDay, settings: UpkeepSettings) -> JobDay:
             f"reading the kept index takes about {reading:,.0f} s, more than an invocation's {INVOCATION_SECONDS} s: a late "
             "invocation cannot reach its checkpoint, so the job would not finish"
         )
-    _spool(job, day, report=False)
+    spool_limit(job, day, report=False)
     return job
 
 
@@ -202,27 +200,5 @@ def verification_when_due(day: BucketDay, settings: UpkeepSettings) -> JobDay:
             f"each invocation re-reads the report and the kept index, about {rows * REPORT_ROW_SECONDS + lines * INDEX_SKIP_SECONDS:,.0f} s, "
             f"leaving too little of an invocation's {INVOCATION_SECONDS} s: the job would not finish"
         )
-    _spool(job, day, report=True)
+    spool_limit(job, day, report=True)
     return job
-
-
-def spool_bytes(day: BucketDay, report: bool) -> float:
-    """The most /tmp the job holds at once, in the order verify/job.py works: the kept index brought up to
-    date (the earlier index and the new one side by side; the manifests merged in are read as S3 sends them,
-    catalog/kept_index.py `streamed_entries`), then, beside the new index, the report's rows of the plan
-    sorted in runs."""
-    index = day.named_versions * INDEX_LINE_BYTES
-    update = (index if day.indexed else 0.0) + index
-    runs = day.versions * REPORT_RUN_ROW_BYTES if report else 0.0
-    return max(update, index + runs)
-
-
-def _spool(job: JobDay, day: BucketDay, report: bool) -> None:
-    needed = spool_bytes(day, report) / 2**20
-    has = EPHEMERAL_STORAGE_MB["verify_worker"]
-    if needed > has:
-        fits = "" if needed <= 10_240 else ", more than the 10,240 MB Lambda allows: it cannot run in one function"
-        job.limits.append(
-            f"it spools about {needed:,.0f} MB in /tmp ({'report runs, ' if report else ''}kept index), more than the "
-            f"{has:,} MB verify_worker has: it would need EphemeralStorage {math.ceil(needed):,} MB{fits}"
-        )

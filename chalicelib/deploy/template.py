@@ -39,10 +39,11 @@ from chalicelib.schedule import INTERVAL
 from chalicelib.stages import PROJECT_DIR, app_name, stage_environment, stage_plans
 
 RUNTIME = "python3.12"
-# /tmp (MB) of the functions that need more than Lambda's 512 MB default: the weekly verification holds the
-# kept index it reads and the one it writes at once (about 7 GB at ten million objects a plan with a year of
-# history; chalicelib/cost/verify_upkeep.py `spool_bytes`). Billed per GB-second above 512 MB.
-EPHEMERAL_STORAGE_MB = {"verify_worker": 10_240}
+# /tmp (MB) of the functions that need more than Lambda's 512 MB default: the weekly verification and the
+# prune (with an inventory) each hold the kept index they read and the one they write at once (about 7 GB at
+# ten million objects a plan with a year of history; chalicelib/cost/upkeep_model.py `spool_bytes`). Billed
+# per GB-second above 512 MB.
+EPHEMERAL_STORAGE_MB = {"verify_worker": 10_240, "prune_worker": 10_240}
 # A day between two deliveries of the daily schedule (a rate and a fixed time alike), plus two hours of slack
 # for the backup to finish: one missed or failed run is an alarm. Hourly periods: no time of day is assumed.
 SILENCE_HOURS = (INTERVAL + timedelta(hours=2)) // timedelta(hours=1)

@@ -337,55 +337,6 @@ def read_run(run: IO[bytes]) -> Iterator[Row]:
             yield make(values)
 
 
-class SplitRows:
-    """Rows split by `group(row)` (None: left out) into a temporary file each, in one pass, each in the
-    order the rows came; `read(name)` gives one group's rows back, `count` how many were kept. A context
-    manager: the files go on exit."""
-
-    def __init__(self, rows: Iterable[Row], group: Callable[[Row], str | None]) -> None:
-        self._runs: dict[str, IO[bytes]] = {}
-        writers: dict[str, _RunWriter] = {}
-        self.count = 0
-        try:
-            for row in rows:
-                name = group(row)
-                if name is None:
-                    continue
-                writer = writers.get(name)
-                if writer is None:
-                    created: IO[bytes] = tempfile.TemporaryFile()
-                    self._runs[name] = created
-                    writer = writers[name] = _RunWriter(created)
-                writer.append(row)
-                self.count += 1
-            for writer in writers.values():
-                writer.flush()
-        except BaseException:
-            self.close()
-            raise
-        for run in self._runs.values():
-            run.seek(0)
-
-    def names(self) -> set[str]:
-        return set(self._runs)
-
-    def read(self, name: str) -> Iterator[Row]:
-        """One group's rows, read once (nothing for a group with no row)."""
-        run = self._runs.get(name)
-        return read_run(run) if run is not None else iter(())
-
-    def close(self) -> None:
-        for run in self._runs.values():
-            run.close()
-        self._runs.clear()
-
-    def __enter__(self) -> SplitRows:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 @contextmanager
 def _verified_copy(s3: Any, report: Report, data_file: DataFile) -> Iterator[IO[bytes]]:
     """The data file copied into a temporary file, its MD5 and size checked; the copy is gone on exit."""
