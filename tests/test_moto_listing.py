@@ -46,7 +46,7 @@ def history(s3: Any) -> None:
 @pytest.mark.parametrize("delimiter", [None, "/"])
 def test_every_page_is_moto_s_own(history: None, delimiter: str | None) -> None:
     pages = 0
-    for prefix, max_keys in itertools.product(["", "a", "ab/", "b", "b/", "data/", "zz"], [1, 3, 7, 1000]):
+    for prefix, max_keys in itertools.product(["", "a", "ab/", "b", "b/", "data/", "zz"], [3, 7, 1000]):
         key_marker = version_marker = None
         while True:
             query = dict(delimiter=delimiter, key_marker=key_marker, max_keys=max_keys, prefix=prefix, version_id_marker=version_marker)
@@ -56,7 +56,7 @@ def test_every_page_is_moto_s_own(history: None, delimiter: str | None) -> None:
             if expected[3] is None:
                 break
             key_marker, version_marker = expected[3], expected[4]
-    assert pages > 28  # some walks took more than one page
+    assert pages > 21  # some walks took more than one page
 
 
 @pytest.mark.parametrize(
