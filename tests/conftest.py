@@ -121,15 +121,34 @@ def without_projection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(plan_costs, "project_from", lambda *args, **kwargs: [])
 
 
+@pytest.fixture
+def without_daily_cost_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scheduled backups whose alert ends without the cost report's line: the report (a walk of the report or
+    the buckets, then a tally) is tested on its own, and is a second or so of every scheduled backup that a
+    test of something else only waits for."""
+    from chalicelib.backup.service import BackupService
+
+    monkeypatch.setattr(BackupService, "_cost_line", lambda *args, **kwargs: None)
+
+
 # Modules whose tests read the projection a cost report carries (or show it): every other test's backups
-# report their costs without it (`without_projection`). The report's requests are made either way.
+# report their costs without it (`without_projection`).
 PROJECTING_MODULES = ("test_cost_", "test_dashboard", "test_docs_examples", "test_local_stack")
+# Modules whose tests read the daily backup's cost report, its alert line or the requests it sends: every
+# other test's scheduled backups make none (`without_daily_cost_report`). A test elsewhere that needs it fails
+# loudly (no report, or no cost line in the alert), and its module belongs here.
+COSTING_MODULES = PROJECTING_MODULES + (
+    "test_call_owner", "test_manifest_reads", "test_pack_backup", "test_policy", "test_schedule_and_alerts",
+)
 
 
 @pytest.fixture(autouse=True)
 def _projection_only_where_read(request: pytest.FixtureRequest) -> None:
-    if not request.module.__name__.rsplit(".", 1)[-1].startswith(PROJECTING_MODULES):
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    if not module.startswith(PROJECTING_MODULES):
         request.getfixturevalue("without_projection")
+    if not module.startswith(COSTING_MODULES):
+        request.getfixturevalue("without_daily_cost_report")
 
 
 @pytest.fixture
