@@ -33,6 +33,10 @@ What it enforces, and why:
 8. `GetBucketReplication` answers each rule's `Filter` and `DeleteMarkerReplication` as they were written, and
    its `Priority` as a number. moto answers every rule with an empty prefix and delete markers disabled, so
    neither provisioning's second run nor drift could tell a rule's scope.
+10. Two writers putting the same key at the same moment each get a version, as S3 stores every version whole
+   and at once. moto's version store, when two threads create a key's first version together, can keep only
+   one of them (each finds no list, and the second list replaces the first): a snapshot would name a version
+   id moto lost. Here a version is added to a key's versions under a lock.
 
 And one rule moto is stricter about than AWS, relaxed:
 
@@ -50,6 +54,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlparse
@@ -61,6 +66,7 @@ from moto.core.responses import ActionResult
 from moto.s3.exceptions import PreconditionFailed, ReplicationConfigurationNotFoundError, S3ClientError
 from moto.s3.models import FakeKey
 from moto.s3.responses import S3Response
+from moto.s3.utils import _VersionedKeyStore
 from werkzeug.datastructures import Headers
 
 from tests.record_calls import system_origin
@@ -332,6 +338,16 @@ def _versions_url_encoded(self: S3Response, action_result: Any) -> Any:
     return _serialized(self, action_result)
 
 
+_VERSIONS_LOCK = threading.Lock()
+_add_version = _VersionedKeyStore.__setitem__
+
+
+def _add_version_whole(self: _VersionedKeyStore, key: str, value: Any) -> Any:
+    with _VERSIONS_LOCK:
+        return _add_version(self, key, value)
+
+
+_VersionedKeyStore.__setitem__ = _add_version_whole  # type: ignore[method-assign]
 S3Response.serialized = _versions_url_encoded  # type: ignore[method-assign]
 S3Response.get_bucket_replication = _replication_as_written  # type: ignore[method-assign]
 S3Response._key_response_put = _copy_into_locked_bucket  # type: ignore[method-assign]

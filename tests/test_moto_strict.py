@@ -215,3 +215,24 @@ def test_etags_compare_as_s3_compares_them() -> None:
     assert etag_matches('"abc"', '"abc"') and etag_matches("abc", '"abc"') and etag_matches('"abc"', "abc")
     assert etag_matches('"x", "abc-2"', '"abc-2"') and etag_matches("*", '"anything"')
     assert not etag_matches('"abc"', '"abcd"') and not etag_matches("ab", '"abc"') and not etag_matches('"x", "y"', '"abc"')
+
+
+
+def test_a_version_is_added_under_the_lock_so_two_writers_at_once_each_keep_theirs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rule 10: moto's store adds a key's version (finding its list, or making the first) under one lock, so
+    two threads creating a key's first version at the same moment cannot each make a list of one."""
+    from moto.s3.utils import _VersionedKeyStore
+
+    seen: list[bool] = []
+    add = moto_strict._add_version
+
+    def watched(store: Any, key: str, value: Any) -> Any:
+        seen.append(moto_strict._VERSIONS_LOCK.locked())
+        return add(store, key, value)
+
+    monkeypatch.setattr(moto_strict, "_add_version", watched)
+    store = _VersionedKeyStore()
+    store["k"] = "a"
+    store["k"] = "b"
+    assert seen == [True, True] and store.getlist("k") == ["a", "b"]
+    assert _VersionedKeyStore.__setitem__ is moto_strict._add_version_whole
