@@ -20,8 +20,10 @@ $(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml
 # uv installs the pinned requirements in parallel: about 10 s against pip's 35 s on a fresh machine. The
 # venv keeps pip, which `chalice package` uses to build the functions' dependencies.
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-# The operator command line, `org-backup`, is installed editable: it runs this tree's chalicelib.
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-dev.txt -e .
+# The operator command line, `org-backup`, is installed editable: it runs this tree's chalicelib. The
+# packages are compiled to bytecode here, once and in parallel, rather than by the suite's first processes,
+# each compiling moto and botocore again at the same time.
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements-dev.txt -e .
 	touch $(BIN)/activate
 
 install: $(BIN)/activate
