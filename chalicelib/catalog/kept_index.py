@@ -49,7 +49,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import s3docs
 from chalicelib.catalog.entry_order import in_order
-from chalicelib.catalog.manifest_stream import BLOCK as _BLOCK, DECODER as _DECODER, checked_entries, streamed_entries
+from chalicelib.catalog.manifest_stream import DECODER as _DECODER, checked_entries, lines_of, streamed_entries
 from chalicelib.catalog.manifests import Entry, Manifest, gzip_from_start, manifest_key
 from chalicelib.errors import AlreadyExists, NotFound, describe_error
 from chalicelib.layout import INDEX_PREFIX, PRUNE_INDEX_PREFIX
@@ -191,20 +191,10 @@ _WRITE_LINES = 2000
 
 
 def _lines(fileobj: IO[bytes]) -> Iterator[str]:
-    """An index file's lines after its header, as text, read in blocks through a position of their own. The
-    JSON encoder escapes a newline inside a string, so every newline ends a line."""
+    """An index file's lines after its header, as text, read in blocks through a position of their own."""
     with gzip_from_start(fileobj) as gz:
         gz.readline()
-        rest = b""
-        for block in iter(lambda: gz.read(_BLOCK), b""):
-            block = rest + block
-            end = block.rfind(b"\n") + 1
-            rest = block[end:]
-            if end:
-                # Not `splitlines`: it also splits at the Unicode line separators a key may hold.
-                yield from block[: end - 1].decode("utf-8").split("\n")
-        if rest:
-            yield rest.decode("utf-8")
+        yield from lines_of(gz)
 
 
 def index_keys(s3: Any, bucket: str, plan: str, kind: IndexKind = VERIFIED) -> list[str]:

@@ -118,17 +118,22 @@ def entries_of(gz: gzip.GzipFile, key: str, include_held: bool = False) -> Itera
     header = json.loads(gz.readline() or b"{}")
     if header.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{key}: unknown manifest format {header.get('format')!r}")
-    decode = DECODER.raw_decode
+    yield from _made(lines_of(gz), DECODER.raw_decode, include_held)
+
+
+def lines_of(gz: gzip.GzipFile) -> Iterator[str]:
+    """The lines left in a gzip stream, as text, read in blocks (a manifest's entries, a kept index's
+    versions). The JSON encoder escapes a newline inside a string, so every newline ends a line; not
+    `splitlines`, which also splits at the Unicode line separators a key may hold."""
     rest = b""
     for block in iter(lambda: gz.read(BLOCK), b""):
         block = rest + block
         end = block.rfind(b"\n") + 1
         rest = block[end:]
-        if not end:
-            continue
-        yield from _made(block[: end - 1].decode("utf-8").split("\n"), decode, include_held)
+        if end:
+            yield from block[: end - 1].decode("utf-8").split("\n")
     if rest.strip():
-        yield from _made([rest.decode("utf-8")], decode, include_held)
+        yield rest.decode("utf-8")
 
 
 def _made(lines: Iterable[str], decode: Callable[[str], tuple[Any, int]], include_held: bool) -> Iterator[Entry]:
