@@ -16,7 +16,7 @@ from chalice.test import Client
 
 from chalicelib.api.backups import get_backup
 from chalicelib.backup.service import BackupService
-from chalicelib.catalog.manifests import Entry, list_snapshot_keys, manifest_key
+from chalicelib.catalog.manifests import Entry, PackTable, list_snapshot_keys, manifest_key
 from chalicelib.config import Settings
 from chalicelib.verify import job as slice_job
 from chalicelib.verify.checks import VerifyReport, in_sample, weekly_slice
@@ -50,7 +50,8 @@ def take_backup(backups: BackupService, plans: list[str] | None = None) -> str:
 
 def read_manifest(s3: Any, bucket: str, key: str) -> tuple[dict[str, Any], list[Entry]]:
     lines = gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).splitlines()
-    return json.loads(lines[0]), [Entry.from_json(line) for line in lines[1:]]
+    packs = PackTable()
+    return json.loads(lines[0]), [packs.entry(json.loads(line)) for line in lines[1:]]
 
 
 def rewrite_manifest(s3: Any, bucket: str, key: str, change: dict[str, dict[str, Any]]) -> None:

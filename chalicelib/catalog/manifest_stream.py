@@ -28,7 +28,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.catalog.entry_order import in_order
-from chalicelib.catalog.manifests import MANIFEST_FORMAT, Entry, Manifest, gzip_from_start
+from chalicelib.catalog.manifests import READABLE_FORMATS, Entry, Manifest, PackTable, gzip_from_start
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.s3docs import is_missing
 
@@ -116,7 +116,7 @@ def local_entries(manifest: Manifest, where: str, include_held: bool = False) ->
 def entries_of(gz: gzip.GzipFile, key: str, include_held: bool = False) -> Iterator[Entry]:
     """The entries of a gzip manifest stream after its header (held ones only with `include_held`)."""
     header = json.loads(gz.readline() or b"{}")
-    if header.get("format") != MANIFEST_FORMAT:
+    if header.get("format") not in READABLE_FORMATS:
         raise ValueError(f"{key}: unknown manifest format {header.get('format')!r}")
     yield from _made(lines_of(gz), DECODER.raw_decode, include_held)
 
@@ -137,10 +137,8 @@ def lines_of(gz: gzip.GzipFile) -> Iterator[str]:
 
 
 def _made(lines: Iterable[str], decode: Callable[[str], tuple[Any, int]], include_held: bool) -> Iterator[Entry]:
+    packs = PackTable()
     for line in lines:
-        try:
-            entry = Entry(**decode(line)[0])
-        except TypeError:
-            entry = Entry.from_json(line)  # a field this version does not know: left out
+        entry = packs.entry(decode(line)[0])
         if include_held or not entry.held:
             yield entry

@@ -39,11 +39,12 @@ from chalicelib.prices import Prices
 
 # A packed object's manifest entry gzipped: measured with the manifest's own serialisation
 # (tests/test_cost_packs.py measures it again), with S3-like version ids and random ETags and SHA-256
-# values: 92 bytes more than an object stored on its own (100 and 192 bytes on the same generator, the pack's
-# key, offset, size and ETag with it, when an entry's neighbours in key order lie in other packs, as by month
-# 12 nearly all do: fewer than 2% of the objects are still in the first day's packs), added to the 110
-# measured for those (simulation.py).
-PACKED_MANIFEST_BYTES_PER_ENTRY = 202
+# values, its neighbours in key order in other packs, as by month 12 nearly all are (fewer than 2% of the
+# objects are still in the first day's packs): 26.4 bytes more than an object stored on its own (its offset,
+# its own SHA-256 and its pack's number; the pack's key, version, size and ETag are written once a manifest,
+# catalog/manifests.py `PackTable`), plus a byte for the five-digit pack numbers of a 10M-object snapshot,
+# added to the 110 measured for those (simulation.py).
+PACKED_MANIFEST_BYTES_PER_ENTRY = 137
 # A packed object's line in its pack's trailer (catalog/packs.py `encode_trailer`, gzip): measured on 1,638
 # objects of 10 KiB with their keys, SHA-256 values and identities.
 PACK_INDEX_BYTES_PER_OBJECT = 76
