@@ -31,6 +31,7 @@ from chalicelib.cost.tally import PlanTally
 from chalicelib.cost.upkeep_model import UpkeepSettings
 from chalicelib.cost.usage import History, measure, recent_history
 from chalicelib.errors import NotFound, Tampered, describe_error
+from chalicelib.inventory.freshness import stale_after
 from chalicelib.layout import COSTS_PREFIX, PLAN_FIGURES_PREFIX
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.prices import Prices, load_prices
@@ -263,7 +264,9 @@ class CostReports:
         report = inventory.report_key
         if report is None:
             return None
-        found = counted_figures(self.s3, self.plans.catalog_bucket, plan, self.prices, report, self.sample_size)
+        assert self.plans.inventory is not None
+        fresh_after = self.clock() - stale_after(self.plans.inventory.frequency)
+        found = counted_figures(self.s3, self.plans.catalog_bucket, plan, self.prices, report, fresh_after, self.sample_size)
         if found is None:
             inventory.work.counted_by = {
                 "verification": None,
@@ -276,9 +279,10 @@ class CostReports:
         work.list_requests, work.report, work.report_files = own.list_requests, own.report, own.report_files
         age = (self.clock() - tally.now).total_seconds() / 86400
         used["age_days"] = round(max(0.0, age), 2)
+        newest = "the newest report" if used["newest_report"] else f"a report still fresh (the newest, {report}, is not counted yet)"
         used["note"] = (
             f"counted by the weekly verification {used['verification']} as it checked the kept snapshots (up to "
-            f"backup {used['snapshots_up_to']}) against the report, {used['age_days']} days ago"
+            f"backup {used['snapshots_up_to']}) against {newest}, {used['age_days']} days ago"
         )
         work.named_from = {"counted_by_verification": used["verification"]}
         return tally, work, used

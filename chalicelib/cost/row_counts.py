@@ -227,16 +227,22 @@ def row_counter(prices: Prices, sample_size: int) -> Callable[[Plan, str, dateti
 # The cost report's side ----------------------------------------------------------------------------------------
 
 
-def counted_figures(s3: Any, catalog_bucket: str, plan: Plan, prices: Prices, report: str, sample_size: int) -> tuple[PlanTally, Work, dict[str, Any]] | None:
-    """The plan's counts against `report` (its manifest key) from the newest sealed verification results
-    that have them, as a tally and the work they stand for, and what the cost report says of them (which
-    verification, against which report, counted when); None when none of the newest `LOOKBACK` has them."""
+def counted_figures(
+    s3: Any, catalog_bucket: str, plan: Plan, prices: Prices, report: str, scanned_after: datetime, sample_size: int
+) -> tuple[PlanTally, Work, dict[str, Any]] | None:
+    """The plan's counts from the newest sealed verification result that has them against `report` (the
+    newest report's manifest key) or against a report still fresh (its scan began after `scanned_after`: the
+    newest report may have arrived after the last verification), as a tally and the work they stand for, and
+    what the cost report says of them (which verification, against which report, counted when); None when
+    none of the newest `LOOKBACK` has them."""
     for key in s3docs.newest_keys(s3, catalog_bucket, SEALED_VERIFICATIONS_PREFIX, LOOKBACK):
         document = s3docs.read(s3, catalog_bucket, key)
         if document is None:
             continue
         counts = (document.data.get("row_counts") or {}).get(plan.name)
-        if not isinstance(counts, dict) or counts.get("format") != FORMAT or counts.get("report") != report:
+        if not isinstance(counts, dict) or counts.get("format") != FORMAT:
+            continue
+        if counts.get("report") != report and parse_iso(counts["created"]) <= scanned_after:
             continue
         now = parse_iso(counts["now"])
         tally = PlanTally(plan, prices, now, sample_size, listed_by=FROM_REPORT)
@@ -244,7 +250,9 @@ def counted_figures(s3: Any, catalog_bucket: str, plan: Plan, prices: Prices, re
         _restore(tally, work, counts)
         used = {
             "verification": document.data.get("job_id"),
-            "report": report,
+            "report": counts["report"],
+            "newest_report": counts["report"] == report,
+            "report_created": counts["created"],
             "counted_at": counts["now"],
             "snapshots_up_to": counts.get("snapshots_up_to"),
             "snapshots": counts.get("snapshots"),
