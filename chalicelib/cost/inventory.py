@@ -114,6 +114,8 @@ class Work:
     report_rows: int = 0
     # Where the named versions came from (`kept_versions.NamedFrom.describe`).
     named_from: dict[str, Any] = field(default_factory=dict)
+    # With a report: the weekly verification whose pass counted its rows, or why none did (cost/row_counts.py).
+    counted_by: dict[str, Any] = field(default_factory=dict)
 
 
 def list_snapshots(s3: Any, plan: Plan, work: Work | None = None) -> list[SnapshotFile]:
