@@ -38,6 +38,15 @@ from chalicelib.prices import Prices, load_prices
 from chalicelib.times import isoformat, utcnow
 from chalicelib.s3docs import get_bytes
 
+# How many of a bucket's versions are tallied between two looks at the caller's deadline: a look costs a
+# clock read, a version a few microseconds.
+DEADLINE_EVERY = 10_000
+
+
+class OutOfTime(Exception):
+    """The figures were not finished before the caller's deadline: nothing was kept, the next caller computes
+    them (a bucket too large to read here before the weekly verification has counted its report)."""
+
 logger = logging.getLogger(__name__)
 
 # /2: the upkeep of each plan (parts.upkeep, upkeep) and the baselines renamed; a /1 report is computed again.
@@ -103,12 +112,15 @@ class CostReports:
             )
         return self.for_backup(backup_id)
 
-    def for_backup(self, backup_id: str, now: datetime | None = None) -> dict[str, Any]:
-        """The stored report of `backup_id`, or a new one, stored for the next caller."""
+    def for_backup(
+        self, backup_id: str, now: datetime | None = None, deadline: Callable[[], bool] | None = None
+    ) -> dict[str, Any]:
+        """The stored report of `backup_id`, or a new one, stored for the next caller. `deadline` (true once
+        the caller must stop) raises `OutOfTime` while a bucket's rows are still being read."""
         stored = self.stored(backup_id)
         if stored is not None:
             return stored
-        report = self.compute(backup_id, now)
+        report = self.compute(backup_id, now, deadline=deadline)
         self.store(report)
         return report
 
@@ -163,10 +175,16 @@ class CostReports:
 
     # Computing ---------------------------------------------------------------------------------------------
 
-    def compute(self, backup_id: str | None = None, now: datetime | None = None, fresh: bool = False) -> dict[str, Any]:
+    def compute(
+        self,
+        backup_id: str | None = None,
+        now: datetime | None = None,
+        fresh: bool = False,
+        deadline: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
         """A new report of every plan, as things stand at `now` (default: the clock's time). A plan whose
         versions come from the same inventory report as its last figures keeps those figures (`_carried`)
-        unless `fresh`."""
+        unless `fresh`. `deadline`: see `for_backup`."""
         now = now or self.clock()
         started = time.monotonic()
         warnings: list[str] = []
@@ -197,8 +215,13 @@ class CostReports:
                     tally, work, counted_by = counted
                 else:
                     tally = PlanTally(plan, self.prices, now, self.sample_size, listed_by=inventory.work.versions_from)
-                    for version in inventory.versions():
+                    for tallied, version in enumerate(inventory.versions(), 1):
                         tally.add(version)
+                        if deadline is not None and tallied % DEADLINE_EVERY == 0 and deadline():
+                            raise OutOfTime(
+                                f"plan '{plan.name}': {tallied:,} versions of {plan.bucket} read when the time ran "
+                                "out; the weekly verification counts them along its own pass"
+                            )
                     work, counted_by = inventory.work, inventory.work.counted_by
                 tally.head_check(self.s3)
             except (ClientError, BotoCoreError) as exc:
