@@ -25,6 +25,7 @@ from urllib.parse import unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.deploy.scope import API_HANDLER, RESTORE_WORKER, RESUME_RESTORES
 from chalicelib.errors import BackupError, error_code
 from chalicelib.layout import DATA_PREFIX, PRUNED_PREFIX, SEALED_PREFIX, SNAPSHOTS_PREFIX
 from chalicelib.plans import Offsite, Plan
@@ -37,6 +38,23 @@ REPLICATED_PREFIXES: tuple[tuple[str, str | None], ...] = (
     (PRUNED_PREFIX, "STANDARD"),
 )
 ROLE_POLICY_NAME = "replicate-to-vault"
+# The deployed functions that restore from the vault, with their own roles (read-only there): the API checks
+# and records a restore, the worker and the hourly check run its passes.
+RESTORE_READERS = (API_HANDLER, RESTORE_WORKER, RESUME_RESTORES)
+# What they may do in the vault, and where: list the catalog, the data's and the manifests' versions, read the
+# replicated manifests (their first version too: a manifest is sealed), sealed records and pruned markers,
+# read exact versions of the data (with their tags, which a CopyObject of a tagged version reads) and thaw
+# archived ones (a thaw makes a temporary copy, billed to the vault account, and changes no version, lock or
+# rule). Never put, delete, tag or unlock.
+VAULT_READS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("ListTheCatalog", ("s3:ListBucket",), ()),
+    ("ListTheVersions", ("s3:ListBucketVersions",), ()),
+    ("ReadTheCatalog", ("s3:GetObject",), (SNAPSHOTS_PREFIX, SEALED_PREFIX, PRUNED_PREFIX)),
+    ("ReadManifestVersions", ("s3:GetObjectVersion",), (SNAPSHOTS_PREFIX,)),
+    ("ReadAndThawVersions", ("s3:GetObjectVersion", "s3:GetObjectVersionTagging", "s3:RestoreObject"), (DATA_PREFIX,)),
+)
+# Listing is limited to what each listing reads: the catalog under meta/, versions under data/ and of manifests.
+VAULT_LISTED = {"ListTheCatalog": ["meta/*"], "ListTheVersions": [DATA_PREFIX + "*", SNAPSHOTS_PREFIX + "*"]}
 # IAM role names are at most 64 characters.
 MAX_ROLE_NAME = 64
 
@@ -59,6 +77,42 @@ def replication_role_name(plan: Plan) -> str:
 
 def replication_role_arn(plan: Plan, account: str) -> str:
     return f"arn:aws:iam::{account}:role/{replication_role_name(plan)}"
+
+
+def restore_role_name(app: str, stage: str, function: str) -> str:
+    """The role of a deployed function as `chalice deploy` names it, and as the packaged template names the
+    restore functions' roles when a plan has a vault (template.py): `<app>-<stage>-<function>`, the routes'
+    handler's included (its function is `<app>-<stage>`, its role `<app>-<stage>-api_handler`)."""
+    return f"{app}-{stage}-{function}"
+
+
+def restore_reader_arns(account: str, app: str, stage: str) -> tuple[str, ...]:
+    """The roles of the functions that restore from the vault (`RESTORE_READERS`)."""
+    return tuple(f"arn:aws:iam::{account}:role/{restore_role_name(app, stage, f)}" for f in RESTORE_READERS)
+
+
+def vault_read_statements(buckets: list[str], account: str, readers: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """`VAULT_READS` as statements on the vault `buckets`, pinned to the vaults' `account` (s3:ResourceAccount:
+    a bucket of the same name elsewhere is never read). With `readers` (role ARNs), for a vault's bucket
+    policy: the principal is the roles' account and the condition names the roles (aws:PrincipalArn), so that
+    the policy can be set before the roles exist and still holds once a role is made anew (S3 refuses a role
+    ARN principal that does not exist, and stores one that does as the role's id)."""
+    found = []
+    for sid, actions, prefixes in VAULT_READS:
+        resources = [f"arn:aws:s3:::{b}/{prefix}*" for b in buckets for prefix in prefixes] or [f"arn:aws:s3:::{b}" for b in buckets]
+        condition: dict[str, Any] = {"StringEquals": {"s3:ResourceAccount": account}}
+        if sid in VAULT_LISTED:
+            condition["StringLike"] = {"s3:prefix": VAULT_LISTED[sid]}
+        # A role's policy may name vaults of several accounts: one statement each, told apart by the account.
+        name = f"Vault{sid}" if readers else f"Vault{sid}In{account}"
+        statement: dict[str, Any] = {"Sid": name, "Effect": "Allow", "Action": sorted(actions), "Resource": sorted(resources)}
+        if readers:
+            accounts = sorted({arn.split(":")[4] for arn in readers})
+            statement["Principal"] = {"AWS": [f"arn:aws:iam::{a}:root" for a in accounts]}
+            condition["ArnEquals"] = {"aws:PrincipalArn": list(readers)}
+        statement["Condition"] = condition
+        found.append(statement)
+    return found
 
 
 def role_description(plan: Plan) -> str:
