@@ -115,5 +115,13 @@ class System:
         return PruneJobs(self.settings, self.clients, report=None if self.operator else self.tampering.report)
 
     @cached_property
+    def vault_prunes(self) -> PruneJobs:
+        """The vaults' own prune, the same prune reading the vaults alone (`PlanSet.in_vaults`) with the vault
+        account's credentials: retention decided from the replicated sealed records and manifests there,
+        versions no kept snapshot names deleted after the grace period and never while their lock lasts. The
+        deployed functions cannot: no role of the backup account may delete anything in a vault."""
+        return PruneJobs(replace(self.settings, plans=self.settings.plans.in_vaults()), self.vault_clients, report=None)
+
+    @cached_property
     def costs(self) -> CostReports:
         return CostReports.from_settings(self.settings, self.clients, None if self.operator else self.tampering.report)
