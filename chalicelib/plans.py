@@ -174,6 +174,9 @@ class Offsite:
     # The newest snapshot complete in the vault may be this many hours behind the newest sealed one before each
     # backup's alert says so (daily backups: a day is normal, two days is not).
     max_lag_hours: int = 36
+    # S3 Replication Time Control: 99.99% of new versions replicated within 15 minutes, with replication
+    # metrics, at a price per GB replicated (the cost model's `rtc`).
+    rtc: bool = False
 
 
 @dataclass(frozen=True)

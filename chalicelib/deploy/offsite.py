@@ -173,6 +173,21 @@ def role_policy(plan: Plan) -> dict[str, Any]:
     }
 
 
+# Replication Time Control's threshold, and its metrics' (S3 accepts 15 minutes only, and RTC only with its
+# metrics enabled; with RTC off, neither is sent: metrics may not carry a threshold without RTC).
+RTC_MINUTES = 15
+
+
+def rtc_destination(enabled: bool) -> dict[str, Any]:
+    """What a rule's `Destination` carries for Replication Time Control: both blocks, or nothing."""
+    if not enabled:
+        return {}
+    return {
+        "ReplicationTime": {"Status": "Enabled", "Time": {"Minutes": RTC_MINUTES}},
+        "Metrics": {"Status": "Enabled", "EventThreshold": {"Minutes": RTC_MINUTES}},
+    }
+
+
 def rule_id(plan: Plan, prefix: str) -> str:
     return f"{plan.name}-vault-{prefix.strip('/').replace('/', '-')}"
 
@@ -188,7 +203,10 @@ def replication_configuration(plan: Plan, account: str) -> dict[str, Any]:
             "Status": "Enabled",
             "Filter": {"Prefix": prefix},
             "DeleteMarkerReplication": {"Status": "Disabled"},
-            "Destination": {"Bucket": f"arn:aws:s3:::{vault.bucket}", "StorageClass": storage_class or vault.storage_class},
+            "Destination": {
+                "Bucket": f"arn:aws:s3:::{vault.bucket}", "StorageClass": storage_class or vault.storage_class,
+                **rtc_destination(vault.rtc),
+            },
         })
     return {"Role": replication_role_arn(plan, account), "Rules": rules}
 
@@ -207,8 +225,19 @@ def rules_as_compared(configuration: dict[str, Any] | None) -> list[tuple[Any, .
             (rule.get("DeleteMarkerReplication") or {}).get("Status", "Disabled"),
             destination.get("Bucket"),
             destination.get("StorageClass"),
+            _rtc_as_compared(destination),
         ))
     return sorted(found)
+
+
+def _rtc_as_compared(destination: dict[str, Any]) -> tuple[Any, ...]:
+    """Replication Time Control as a rule's destination says it: its status and minutes, its metrics'."""
+    time, metrics = destination.get("ReplicationTime") or {}, destination.get("Metrics") or {}
+
+    def minutes(value: Any) -> int | None:
+        return None if (value or {}).get("Minutes") is None else int(value["Minutes"])
+
+    return time.get("Status", "Disabled"), minutes(time.get("Time")), metrics.get("Status", "Disabled"), minutes(metrics.get("EventThreshold"))
 
 
 def read_replication(s3: Any, bucket: str) -> dict[str, Any] | None:
@@ -238,7 +267,7 @@ def replication_drift(s3: Any, plan: Plan, account: str | None) -> list[str]:
         found.append(f"bucket {plan.bucket}: replicates with the role {current.get('Role')}, not {wanted['Role']}")
     rules = {rule[3]: rule for rule in rules_as_compared(current)}
     for rule in rules_as_compared(wanted):
-        _, _, _, prefix, _, destination, storage_class = rule
+        _, _, _, prefix, _, destination, storage_class, rtc = rule
         have = rules.get(prefix)
         where = f"bucket {plan.bucket}: the rule replicating {prefix}"
         if have is None:
@@ -251,7 +280,17 @@ def replication_drift(s3: Any, plan: Plan, account: str | None) -> list[str]:
             found.append(f"{where} replicates delete markers, which could hide backups in the vault")
         elif have[6] != storage_class:
             found.append(f"{where} writes replicas in {have[6] or 'the source class'}, not {storage_class}")
+        elif have[7] != rtc:
+            wanted_rtc = "on" if vault.rtc else "off"
+            found.append(f"{where} has Replication Time Control {_describe_rtc(have[7])}, not {wanted_rtc} as the plan says")
     return found
+
+
+def _describe_rtc(rtc: tuple[Any, ...]) -> str:
+    status, minutes, metrics, threshold = rtc
+    if status != "Enabled":
+        return "off" + (f" (metrics {metrics})" if metrics == "Enabled" else "")
+    return f"on ({minutes} minutes, metrics {metrics}{f' at {threshold} minutes' if threshold else ''})"
 
 
 def provision_replication(iam: Any, s3: Any, plan: Plan, account: str) -> list[str]:
