@@ -3,7 +3,8 @@
 `provision_vault`.
 
 Versioned, Object Lock in COMPLIANCE mode for the plan's `object_lock_days` by default, ACLs disabled, all public
-access blocked, SSE-S3, and a policy whose one grant is to the replication role, for replicas only; no one may
+access blocked, SSE-S3, and a policy whose one write grant is to the replication role, for replicas only (and
+whose one read grant is to the stage's restore functions' roles: list, read, thaw); no one may
 replicate a deletion into it, no principal of another account may delete, expire or unlock anything there, and
 no request without TLS is served.
 
@@ -11,7 +12,8 @@ The vault's own retention is a lifecycle rule of the vault account: a version ex
 noncurrent (replaced by a newer replica of its key) for longer than the plan's retention horizon, and never
 while its lock lasts. A version a kept snapshot names was current when that snapshot was taken, and no kept
 snapshot is older than the horizon: the rule never expires what a kept snapshot still names, whatever the
-backup account does (`vault_expiration_days`).
+backup account does (`vault_expiration_days`). What the source deleted stays current there (delete markers are
+not replicated): the vault's own prune removes it (`org-backup prune --from offsite`, the vault account's).
 """
 
 from __future__ import annotations
