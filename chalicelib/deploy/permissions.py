@@ -246,7 +246,8 @@ def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -
                 ok = actual in values
             elif operator == "StringNotEquals":
                 ok = actual not in values
-            elif operator == "StringLike":
+            elif operator in ("StringLike", "ArnLike", "ArnEquals"):
+                # ARNs compare as text, with the wildcards ArnLike (and ArnEquals) allow.
                 ok = any(_matches(v, actual) for v in values)
             else:
                 return False  # an operator this checker does not know never counts as allowing
