@@ -22,7 +22,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import BackupStatus, RecordStore
 from chalicelib.config import Settings
-from chalicelib.cost.inventory import PlanInventory, Work
+from chalicelib.cost import inventory as inventory_rows
+from chalicelib.cost.inventory import OutOfTime, PlanInventory, Work
 from chalicelib.cost.projection import describe_lifecycle
 from chalicelib.cost.prunes import RecentPrunes, recent_prunes
 from chalicelib.cost.plan_costs import combine, plan_report
@@ -37,15 +38,6 @@ from chalicelib.plans import Plan, PlanSet
 from chalicelib.prices import Prices, load_prices
 from chalicelib.times import isoformat, utcnow
 from chalicelib.s3docs import get_bytes
-
-# How many of a bucket's versions are tallied between two looks at the caller's deadline: a look costs a
-# clock read, a version a few microseconds.
-DEADLINE_EVERY = 10_000
-
-
-class OutOfTime(Exception):
-    """The figures were not finished before the caller's deadline: nothing was kept, the next caller computes
-    them (a bucket too large to read here before the weekly verification has counted its report)."""
 
 logger = logging.getLogger(__name__)
 
@@ -215,13 +207,17 @@ class CostReports:
                     tally, work, counted_by = counted
                 else:
                     tally = PlanTally(plan, self.prices, now, self.sample_size, listed_by=inventory.work.versions_from)
-                    for tallied, version in enumerate(inventory.versions(), 1):
-                        tally.add(version)
-                        if deadline is not None and tallied % DEADLINE_EVERY == 0 and deadline():
-                            raise OutOfTime(
-                                f"plan '{plan.name}': {tallied:,} versions of {plan.bucket} read when the time ran "
-                                "out; the weekly verification counts them along its own pass"
-                            )
+                    inventory.deadline = deadline
+                    try:
+                        for tallied, version in enumerate(inventory.versions(), 1):
+                            tally.add(version)
+                            if deadline is not None and tallied % inventory_rows.DEADLINE_EVERY == 0 and deadline():
+                                raise OutOfTime(f"{tallied:,} versions tallied")
+                    except OutOfTime as exc:
+                        raise OutOfTime(
+                            f"plan '{plan.name}': {exc} when the time ran out; the weekly verification counts "
+                            "them along its own pass"
+                        ) from None
                     work, counted_by = inventory.work, inventory.work.counted_by
                 tally.head_check(self.s3)
             except (ClientError, BotoCoreError) as exc:
