@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from botocore.exceptions import ClientError
 
 from chalicelib.catalog.manifests import Entry, Manifest
-from chalicelib.catalog.pruned import PrunedMarkers
+from chalicelib.catalog.pruned import check_readable
 from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.catalog.records import RecordStore
 from chalicelib.errors import BadRequest, Conflict, describe_error, error_code
@@ -65,8 +65,9 @@ class RestoreChecks:
             raise BadRequest(f"unknown plan {name!r}; the known plans are {', '.join(self.plans.names)}") from None
 
     def not_pruned(self, plan: Plan, backup_id: str) -> None:
-        """`Pruned` when retention has marked the snapshot (it may be half deleted)."""
-        PrunedMarkers(self.clients.s3, self.records.bucket).check(plan.name, backup_id, "restored")
+        """`Pruned` when retention has marked the snapshot (it may be half deleted): in a vault, its own prune
+        or the backup bucket's (catalog/pruned.py `refusing`)."""
+        check_readable(self.clients.s3, self.records.bucket, plan, backup_id, "restored")
 
     def manifest(self, plan: Plan, backup_id: str, held: bool = False) -> Manifest:
         """The snapshot as its record names it (catalog/snapshot_reader.py): NotFound, `Pruned` (not with
