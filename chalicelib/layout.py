@@ -61,9 +61,11 @@ RESTORES_PREFIX = META_PREFIX + "restores/"
 RESTORE_QUEUE_PREFIX = META_PREFIX + "restore-queue/"
 # Restores from the vault run by the deployed functions are recorded outside the vault and outside the backup
 # buckets (whose loss they are for): in the stage's first restore bucket, under these prefixes
-# (restore/record.py `VaultRestoreStore`).
-VAULT_RESTORES_PREFIX = "org-backup/vault-restores/"
-VAULT_RESTORE_QUEUE_PREFIX = "org-backup/vault-restore-queue/"
+# (restore/record.py `VaultRestoreStore`). No restore writes under the reserved prefix of that bucket
+# (restore/prepare.py `RestoreChecks`), so none can overwrite them.
+RESTORE_BUCKET_RESERVED_PREFIX = "org-backup/"
+VAULT_RESTORES_PREFIX = RESTORE_BUCKET_RESERVED_PREFIX + "vault-restores/"
+VAULT_RESTORE_QUEUE_PREFIX = RESTORE_BUCKET_RESERVED_PREFIX + "vault-restore-queue/"
 VERIFICATIONS_PREFIX = META_PREFIX + "verifications/"
 # A snapshot is marked here before the prune deletes anything of it; written once, like sealed records.
 PRUNED_PREFIX = META_PREFIX + "pruned/"
