@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from functools import cached_property
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -22,7 +23,7 @@ from chalicelib.backup.service import BackupService
 from chalicelib.backup.verification import VerificationJobs
 from chalicelib.config import Settings
 from chalicelib.cost.reports import CostReports
-from chalicelib.errors import BadRequest
+from chalicelib.errors import BackupError, BadRequest
 from chalicelib.notify.tampering import TamperingAlerts
 from chalicelib.prune.service import PruneJobs
 from chalicelib.restore.record import RestoreRecord, VaultRestoreStore
@@ -92,17 +93,20 @@ class System:
 
     def resume_restores(self, context: Any = None) -> list[RestoreRecord]:
         """The hourly check: the restores from the backup buckets, then the deployed functions' restores from
-        the vaults when a plan has one. One whose records cannot be read (the backup buckets gone, which is
-        when a restore from the vault is wanted) does not keep the other from being resumed."""
-        services = [self.restores]
-        if self.settings.worker_mode == "lambda" and any(plan.offsite for plan in self.settings.plans.plans):
-            services.append(self.functions_vault_restores)
+        the vaults when a plan has one and the stage a restore bucket to record them in (without one, none can
+        have been started). One whose records cannot be read (the backup buckets gone, which is when a restore
+        from the vault is wanted) does not keep the other from being resumed."""
+        # Each service is made inside the loop: one that cannot be made is logged like one that cannot be read.
+        services: list[tuple[str, Callable[[], RestoreService]]] = [("backup", lambda: self.restores)]
+        vaulted = any(plan.offsite for plan in self.settings.plans.plans)
+        if self.settings.worker_mode == "lambda" and vaulted and self.settings.restore_buckets:
+            services.append(("offsite", lambda: self.functions_vault_restores))
         done: list[RestoreRecord] = []
-        for service in services:
+        for origin, service in services:
             try:
-                done += service.resume_pending(context=context)
-            except (ClientError, BotoCoreError):
-                logger.exception("the restores from %s could not be resumed; the next check tries again", service.origin)
+                done += service().resume_pending(context=context)
+            except (BackupError, ClientError, BotoCoreError):
+                logger.exception("the restores from %s could not be resumed; the next check tries again", origin)
         return done
 
     def _restores(self, settings: Settings, clients: Clients) -> RestoreService:

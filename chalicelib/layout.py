@@ -19,6 +19,7 @@
     meta/verifications/<inverted time>_<job_id>.json   weekly verification jobs, with their checkpoint (catalog bucket)
     meta/sealed/verifications/<same name>              finished verifications' results, written once (create-only)
     meta/pruned/<inverted time>_<backup_id>/<plan>.json a snapshot the prune removes, written once (catalog bucket)
+    meta/vault-pruned/<same name as pruned>            a snapshot the vault's own prune removes (vault only)
     meta/prunes/<inverted time>_<prune_id>.json        prune jobs, with their checkpoint (catalog bucket)
     meta/costs/<backup_id>.json                        the cost report computed after that backup (catalog bucket)
     meta/costs/plans/<plan>.json                       a plan's figures and the inventory report they came from
@@ -60,12 +61,16 @@ RESTORES_PREFIX = META_PREFIX + "restores/"
 RESTORE_QUEUE_PREFIX = META_PREFIX + "restore-queue/"
 # Restores from the vault run by the deployed functions are recorded outside the vault and outside the backup
 # buckets (whose loss they are for): in the stage's first restore bucket, under these prefixes
-# (restore/record.py `VaultRestoreStore`).
-VAULT_RESTORES_PREFIX = "org-backup/vault-restores/"
-VAULT_RESTORE_QUEUE_PREFIX = "org-backup/vault-restore-queue/"
+# (restore/record.py `VaultRestoreStore`). No restore writes under the reserved prefix of that bucket
+# (restore/prepare.py `RestoreChecks`), so none can overwrite them.
+RESTORE_BUCKET_RESERVED_PREFIX = "org-backup/"
+VAULT_RESTORES_PREFIX = RESTORE_BUCKET_RESERVED_PREFIX + "vault-restores/"
+VAULT_RESTORE_QUEUE_PREFIX = RESTORE_BUCKET_RESERVED_PREFIX + "vault-restore-queue/"
 VERIFICATIONS_PREFIX = META_PREFIX + "verifications/"
 # A snapshot is marked here before the prune deletes anything of it; written once, like sealed records.
 PRUNED_PREFIX = META_PREFIX + "pruned/"
+# In a vault, its own prune's markers: replication never writes here (meta/pruned/ there holds replicas).
+VAULT_PRUNED_PREFIX = META_PREFIX + "vault-pruned/"
 PRUNES_PREFIX = META_PREFIX + "prunes/"
 COSTS_PREFIX = META_PREFIX + "costs/"
 # A plan's last figures computed from an inventory report, reused until the next report (cost/reports.py).

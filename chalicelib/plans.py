@@ -206,6 +206,11 @@ class Plan:
         # was written or built.
         object.__setattr__(self, "sources", tuple(sorted(self.sources, key=lambda s: s.name)))
 
+    @property
+    def in_vault(self) -> bool:
+        """The plan as its vault holds it (`PlanSet.in_vaults`): a vault is never a backup bucket."""
+        return self.offsite is not None and self.bucket == self.offsite.bucket
+
     def source(self, name: str) -> Source:
         for source in self.sources:
             if source.name == name:
@@ -238,6 +243,11 @@ class PlanSet:
     @property
     def names(self) -> list[str]:
         return [plan.name for plan in self.plans]
+
+    @property
+    def in_vault(self) -> bool:
+        """The plans as their vaults hold them (`in_vaults`)."""
+        return bool(self.plans) and all(plan.in_vault for plan in self.plans)
 
     def get(self, name: str) -> Plan:
         for plan in self.plans:

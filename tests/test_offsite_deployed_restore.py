@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import boto3
 import pytest
+import time_machine
 
 from chalicelib.deploy.offsite import VAULT_READS, replication_role_arn, restore_reader_arns
 from chalicelib.deploy.permissions import Permission, admits, required_permissions
 from chalicelib.deploy.provision import provision_offsite
 from chalicelib.deploy.vault_bucket import vault_policy
 from chalicelib.layout import VAULT_RESTORE_QUEUE_PREFIX, VAULT_RESTORES_PREFIX
+from chalicelib.restore.service import PASS_TIME_LIMIT
+from chalicelib.times import utcnow
 from tests.conftest import ACCOUNT, REGION, scheduled_event, snapshot_entries
 from tests.record_calls import CallsSince, assume_configuration
 from tests.offsite_world import VAULT_ACCOUNT, VAULT_ROLE_ARN, assumed_client, delete_bucket, stage_env_with_vaults
@@ -193,3 +197,33 @@ def test_the_vault_lets_the_restore_roles_read_and_thaw_and_nothing_more(plans: 
     assert on_vault and {a for s in on_vault for a in s["Action"]} <= reads
     for action in ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"):
         assert not allows(role, Permission(action, version.resource, owned)), action
+
+
+def test_the_hourly_check_resumes_ordinary_restores_in_a_stage_with_a_vault_and_no_restore_bucket(
+    clients: Any, backup_buckets: Any, sources: dict[str, Any], dynamodb: Any, stage_env: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from chalicelib.backup.service import BackupService
+    from chalicelib.bootstrap import System
+    from chalicelib.config import Settings
+    from chalicelib.restore.requests import RestoreRequest, Target
+
+    # A restore from the vault by the functions is recorded in the first restore bucket: this stage has none, so
+    # it can have none to resume, and the hourly check must still resume its ordinary restores.
+    env = {**stage_env, "RESTORE_BUCKETS": "", "WORKER_MODE": "lambda", "WORKER_FUNCTION_NAME": WORKER}
+    settings = Settings.from_environ(env)
+    assert not settings.restore_buckets and all(plan.offsite for plan in settings.plans.plans)
+    backups = BackupService(Settings.from_environ({**env, "WORKER_MODE": "inline"}), clients)
+    backup_id = backups.start(["database"], trigger="api").backup_id
+    assert backups.run(backup_id).plans["database"].snapshot
+    clients.lambda_ = Invocations()
+    system = System(settings, clients)
+    # Recorded, its worker lost before its first pass (a timeout, an invocation lost): the hourly check's to run.
+    started = system.restores.start(RestoreRequest(backup_id=backup_id, plan="database", target=Target(table="restored-orders")))
+    assert system.restores.get(started.restore_id).status == "RUNNING"
+
+    with time_machine.travel(utcnow() + PASS_TIME_LIMIT + timedelta(minutes=1)):
+        resumed = system.resume_restores()
+    assert [(r.restore_id, r.status) for r in resumed] == [(started.restore_id, "SUCCEEDED")]
+    assert dynamodb.describe_table(TableName="restored-orders")["Table"]["ItemCount"] == 50
+    assert "could not be resumed" not in caplog.text

@@ -2,7 +2,9 @@
 reading the vault's replicated sealed records and manifests. Delete markers are not replicated, so an object
 deleted at the source stays current in the vault; the prune deletes its versions once no kept snapshot in the
 vault names them, after the grace period and never while the vault's lock holds them, and every kept snapshot
-stays restorable there by version id."""
+stays restorable there by version id. The markers replicated from the backup bucket's `meta/pruned/` decide
+nothing there: the vault prune writes and honours its own (`meta/vault-pruned/`), and a restore from the vault
+refuses what it marked."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from chalicelib.aws import Clients
 from chalicelib.backup.service import BackupService
 from chalicelib.bootstrap import System
 from chalicelib.catalog.pruned import PrunedMarkers
+from chalicelib.errors import Pruned
+from chalicelib.layout import PRUNED_PREFIX, VAULT_PRUNED_PREFIX
 from chalicelib.catalog.records import new_backup_id
 from chalicelib.config import Settings
 from chalicelib.deploy.permissions import Permission, denies
@@ -82,7 +86,7 @@ def as_the_vault_account(original: Any) -> Any:
     return permission
 
 
-def test_the_vault_prunes_what_the_source_deleted_once_no_kept_snapshot_names_it(
+def test_the_vault_prunes_by_its_own_markers_what_the_source_deleted_once_no_kept_snapshot_names_it(
     aws: None, s3: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from moto.s3.models import FakeBucket
@@ -105,6 +109,9 @@ def test_the_vault_prunes_what_the_source_deleted_once_no_kept_snapshot_names_it
             s3.delete_object(Bucket=SOURCE, Key="gone.txt")
             s3.put_object(Bucket=SOURCE, Key="new.txt", Body=b"written after the first backup")
             second = backup(config)
+            # Anyone who may write the backup bucket's meta/pruned/ marks the snapshot the vault keeps; the marker
+            # is replicated into the vault.
+            PrunedMarkers(s3, BUCKET).mark("docs", second, "planted", DAY0)
         gone = {(e.data_key, e.version_id) for e in entries_of(s3, BUCKET, "docs", first) if e.key == "gone.txt"}
         kept = entries_of(s3, BUCKET, "docs", second)
         assert len(gone) == 1 and gone <= versions(vault, VAULT)
@@ -112,9 +119,13 @@ def test_the_vault_prunes_what_the_source_deleted_once_no_kept_snapshot_names_it
         (gone_key, _), = gone
         assert vault.head_object(Bucket=VAULT, Key=gone_key)["ContentLength"] > 0
         backup_side = versions(s3, BUCKET, "")
+        bytes_named = {(e.data_key, e.version_id): vault.get_object(Bucket=VAULT, Key=e.data_key, VersionId=e.version_id)["Body"].read()
+                       for e in kept}
 
         system = System(config, Clients(), operator=True)
         prunes = system.vault_prunes
+        in_vault = system.vault_clients.s3
+        assert PrunedMarkers(in_vault, VAULT, PRUNED_PREFIX).get("docs", second) is not None
         # Past the grace period, inside the vault's lock: nothing goes, what is locked is counted.
         clock.shift(timedelta(days=3))
         early = prunes.run(prunes.start(["docs"], trigger="cli", dry_run=True, allow_large=["docs"]).prune_id)
@@ -128,15 +139,20 @@ def test_the_vault_prunes_what_the_source_deleted_once_no_kept_snapshot_names_it
         assert record.status == "SUCCEEDED", work.errors
         assert work.removing == [first] and work.deleted["versions"] >= 1
         assert not gone & versions(vault, VAULT)
-        assert PrunedMarkers(system.vault_clients.s3, VAULT).get("docs", first) is not None
-        # The kept snapshot is still whole in the vault: restored from it, each version the one its manifest names.
+        # The vault prune marked the first snapshot under its own prefix, and nothing under the replicated one.
+        assert PrunedMarkers(in_vault, VAULT, VAULT_PRUNED_PREFIX).get("docs", first) is not None
+        assert PrunedMarkers(in_vault, VAULT, PRUNED_PREFIX).get("docs", first) is None
+        # A restore from the vault refuses what the vault pruned.
         vault.create_bucket(Bucket=TARGET, CreateBucketConfiguration={"LocationConstraint": VAULT_REGION})
-        restores = system.restores_from("offsite")
-        restored = restores.start(RestoreRequest(backup_id=second, plan="docs", target=Target(bucket=TARGET)))
-        assert restores.run(restored.restore_id).status == "SUCCEEDED"
+        with pytest.raises(Pruned, match=f"backup {first}"):
+            system.restores_from("offsite").start(RestoreRequest(backup_id=first, plan="docs", target=Target(bucket=TARGET)))
+    # The snapshot the planted marker named is kept whole in the vault: each version its manifest names is
+    # still there by version id, holding its bytes.
     assert {e.key for e in kept} == {"kept.txt", "new.txt"}
+    assert {(e.data_key, e.version_id) for e in kept} <= versions(vault, VAULT)
     for entry in kept:
         body = vault.get_object(Bucket=VAULT, Key=entry.data_key, VersionId=entry.version_id)["Body"].read()
-        assert body == vault.get_object(Bucket=TARGET, Key=f"{entry.key}")["Body"].read()
+        assert body and body == bytes_named[(entry.data_key, entry.version_id)]
+    assert vault.head_object(Bucket=VAULT, Key=f"meta/snapshots/docs/{second}.jsonl.gz")["ContentLength"] > 0
     # The backup bucket is not the vault prune's: everything there is as it was.
     assert versions(s3, BUCKET, "") >= backup_side - {(k, v) for k, v in backup_side if "/locks/" in k}

@@ -13,7 +13,8 @@ import pytest
 
 from chalicelib.backup.service import BackupService
 from chalicelib.config import Settings
-from chalicelib.layout import RESTORE_QUEUE_PREFIX
+from chalicelib.errors import BadRequest
+from chalicelib.layout import RESTORE_BUCKET_RESERVED_PREFIX, RESTORE_QUEUE_PREFIX
 from chalicelib.restore.record import restore_record_key
 from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.service import RestoreService
@@ -123,3 +124,29 @@ def test_an_untouched_record_still_restores(restores: RestoreService, clients: A
     record = restores.start(RestoreRequest(backup_id=backup_id, plan="photos", target=Target(bucket=ALLOWED, prefix="back/")))
     assert restores.run(record.restore_id).status == "SUCCEEDED"
     assert len(keys(s3, ALLOWED)) == 10
+
+
+def test_no_restore_writes_under_the_reserved_prefix_of_the_first_restore_bucket(
+    restores: RestoreService, clients: Any, s3: Any, stage_env: dict[str, str]
+) -> None:
+    # `org-backup/` of the first restore bucket holds the records of the restores from the vault: a source key
+    # restored there without a target prefix would land on them.
+    planted = "org-backup/vault-restore-queue/planted"
+    s3.put_object(Bucket=stage_env["DOCUMENTS_SOURCE_BUCKET"], Key=planted, Body=b"not a queue entry")
+    backup_id = backed_up(clients, stage_env)
+    for target, prefix in ((Target(bucket=ALLOWED, prefix="org-backup/vault-restores/"), "reports/"), (Target(bucket=ALLOWED), None)):
+        with pytest.raises(BadRequest, match=f"under {RESTORE_BUCKET_RESERVED_PREFIX}, reserved in this bucket"):
+            restores.start(RestoreRequest(backup_id=backup_id, plan="documents", target=target, prefix=prefix))
+    # A recorded restore rewritten to either is refused by its pass, before it writes anything.
+    for forged in ({"bucket": ALLOWED, "prefix": "org-backup/"}, {"bucket": ALLOWED, "prefix": ""}):
+        record = restores.start(RestoreRequest(backup_id=backup_id, plan="documents", target=Target(bucket=ALLOWED, prefix="back/")))
+        forge(s3, record.restore_id, forged)
+        done = worker(clients, stage_env).run(record.restore_id)
+        assert done.status == "FAILED" and done.restored == 0, forged
+        assert any(f"under {RESTORE_BUCKET_RESERVED_PREFIX}" in warning for warning in done.warnings), done.warnings
+    assert keys(s3, ALLOWED) == []
+    # In a stage where it is not the first restore bucket (the names sorted), it has no reserved prefix.
+    other = RestoreService.from_settings(Settings.from_environ({**stage_env, "RESTORE_BUCKETS": f"{ALLOWED},{ELSEWHERE}"}), clients)
+    record = other.start(RestoreRequest(backup_id=backup_id, plan="documents", target=Target(bucket=ALLOWED), prefix="org-backup/"))
+    assert other.run(record.restore_id).status == "SUCCEEDED"
+    assert keys(s3, ALLOWED) == [planted]

@@ -24,7 +24,7 @@ from chalicelib.catalog.manifests import (
     manifest_key,
     snapshot_versions,
 )
-from chalicelib.catalog.pruned import PrunedMarkers
+from chalicelib.catalog.pruned import check_readable
 from chalicelib.catalog.records import BackupRecord, RecordStore
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.plans import Plan
@@ -41,7 +41,7 @@ def locate(
     restore that found the snapshot unpruned once it was recorded, which every prune keeps whole while it
     runs (catalog/restoring.py): a marker written since does not stop it."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        pruned = pool.submit(_not_pruned, s3, records.bucket, plan.name, backup_id, action, held)
+        pruned = pool.submit(_not_pruned, s3, records.bucket, plan, backup_id, action, held)
         listed = pool.submit(snapshot_versions, s3, plan.bucket, plan.name, backup_id)
         tampered: Tampered | None = None
         try:
@@ -73,9 +73,9 @@ def locate(
     return located
 
 
-def _not_pruned(s3: Any, bucket: str, plan: str, backup_id: str, action: str, held: bool) -> None:
+def _not_pruned(s3: Any, bucket: str, plan: Plan, backup_id: str, action: str, held: bool) -> None:
     if not held:
-        PrunedMarkers(s3, bucket).check(plan, backup_id, action)
+        check_readable(s3, bucket, plan, backup_id, action)
 
 
 def open_snapshot(

@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.deploy.scope import API_HANDLER, RESTORE_WORKER, RESUME_RESTORES
 from chalicelib.errors import BackupError, error_code
-from chalicelib.layout import DATA_PREFIX, PRUNED_PREFIX, SEALED_PREFIX, SNAPSHOTS_PREFIX
+from chalicelib.layout import DATA_PREFIX, PRUNED_PREFIX, SEALED_PREFIX, SNAPSHOTS_PREFIX, VAULT_PRUNED_PREFIX
 from chalicelib.plans import Offsite, Plan
 
 # What is replicated, and in which storage class (None: the vault's `storage_class`).
@@ -42,14 +42,14 @@ ROLE_POLICY_NAME = "replicate-to-vault"
 # and records a restore, the worker and the hourly check run its passes.
 RESTORE_READERS = (API_HANDLER, RESTORE_WORKER, RESUME_RESTORES)
 # What they may do in the vault, and where: list the catalog, the data's and the manifests' versions, read the
-# replicated manifests (their first version too: a manifest is sealed), sealed records and pruned markers,
-# read exact versions of the data (with their tags, which a CopyObject of a tagged version reads) and thaw
+# replicated manifests (their first version too: a manifest is sealed), sealed records and pruned markers
+# (the replicated ones and the vault prune's own, which either refuse a snapshot), read exact versions of the data (with their tags, which a CopyObject of a tagged version reads) and thaw
 # archived ones (a thaw makes a temporary copy, billed to the vault account, and changes no version, lock or
 # rule). Never put, delete, tag or unlock.
 VAULT_READS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("ListTheCatalog", ("s3:ListBucket",), ()),
     ("ListTheVersions", ("s3:ListBucketVersions",), ()),
-    ("ReadTheCatalog", ("s3:GetObject",), (SNAPSHOTS_PREFIX, SEALED_PREFIX, PRUNED_PREFIX)),
+    ("ReadTheCatalog", ("s3:GetObject",), (SNAPSHOTS_PREFIX, SEALED_PREFIX, PRUNED_PREFIX, VAULT_PRUNED_PREFIX)),
     ("ReadManifestVersions", ("s3:GetObjectVersion",), (SNAPSHOTS_PREFIX,)),
     ("ReadAndThawVersions", ("s3:GetObjectVersion", "s3:GetObjectVersionTagging", "s3:RestoreObject"), (DATA_PREFIX,)),
 )

@@ -40,7 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.kept_index import PRUNE_INDEX, drop_superseded
 from chalicelib.catalog.manifests import manifest_key
-from chalicelib.catalog.pruned import PrunedMarkers
+from chalicelib.catalog.pruned import PrunedMarkers, marker_prefix
 from chalicelib.catalog.records import RecordStore
 from chalicelib.catalog.restoring import snapshots_being_restored
 from chalicelib.errors import AlreadyExists, NotFound, Tampered, describe_error
@@ -94,7 +94,9 @@ class PruneJob(Job[PruneRecord]):
         self.time_zone = time_zone
         self.topic_arn = topic_arn
         self.records = RecordStore(clients.s3, plans.catalog_bucket)
-        self.markers = PrunedMarkers(clients.s3, plans.catalog_bucket)
+        # In a vault, the vault prune's own markers alone: those replicated there were written in the backup
+        # account, which decides nothing of what the vault forgets.
+        self.markers = PrunedMarkers(clients.s3, plans.catalog_bucket, marker_prefix(plans))
         # What S3 says of a late snapshot's start, by (plan, backup id): it never changes (a record's first
         # version and a sealed record stay as written), and the decision is taken again before marking.
         self._starts: dict[tuple[str, str], backdating.Start] = {}

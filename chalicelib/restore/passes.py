@@ -161,6 +161,10 @@ class RestorePass:
                         plan, record.backup_id, record.prefix, record.keys, *self._window(record),
                         held=record.snapshot_held,
                     )
+                    try:
+                        self.checks.keys_allowed(plan, record.target_spec, prepared.selected)
+                    except BadRequest as exc:
+                        return self.refuse(checkpoint, exc)
                 record.snapshot_held = True
                 if self._cut(checkpoint, prepared, invoker):
                     return True

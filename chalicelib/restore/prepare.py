@@ -7,17 +7,18 @@ the pass, which never writes them) while the rest is restored."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
 from chalicelib.catalog.manifests import Entry, Manifest
-from chalicelib.catalog.pruned import PrunedMarkers
+from chalicelib.catalog.pruned import check_readable
 from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.catalog.records import RecordStore
 from chalicelib.errors import BadRequest, Conflict, describe_error, error_code
+from chalicelib.layout import RESTORE_BUCKET_RESERVED_PREFIX
 from chalicelib.plans import DynamoDBSource, Plan, PlanSet
 from chalicelib.restore.bucket import existing_keys
 from chalicelib.restore.folder_layout import FolderLayout, lay_out
@@ -65,8 +66,9 @@ class RestoreChecks:
             raise BadRequest(f"unknown plan {name!r}; the known plans are {', '.join(self.plans.names)}") from None
 
     def not_pruned(self, plan: Plan, backup_id: str) -> None:
-        """`Pruned` when retention has marked the snapshot (it may be half deleted)."""
-        PrunedMarkers(self.clients.s3, self.records.bucket).check(plan.name, backup_id, "restored")
+        """`Pruned` when retention has marked the snapshot (it may be half deleted): in a vault, its own prune
+        or the backup bucket's (catalog/pruned.py `refusing`)."""
+        check_readable(self.clients.s3, self.records.bucket, plan, backup_id, "restored")
 
     def manifest(self, plan: Plan, backup_id: str, held: bool = False) -> Manifest:
         """The snapshot as its record names it (catalog/snapshot_reader.py): NotFound, `Pruned` (not with
@@ -93,6 +95,30 @@ class RestoreChecks:
             raise BadRequest(f"target table {target.table!r} must be named {self.table_prefix}... (RESTORE_TABLE_PREFIX)")
         if target.path and self.allowed_buckets is not None:
             raise BadRequest(f"target folder {target.path!r}: only the command line restores into a folder")
+        if self._reserved(target) and target.prefix.startswith(RESTORE_BUCKET_RESERVED_PREFIX):
+            raise BadRequest(self._reserved_refusal(target, target.prefix))
+
+    def keys_allowed(self, plan: Plan, target: Target, selected: Iterable[Entry]) -> None:
+        """No restored key under the reserved prefix of the bucket holding the restores from the vault
+        (`target_allowed` checks the target prefix; a key can reach it from a shorter one)."""
+        if not self._reserved(target):
+            return
+        for entry in selected:
+            key = target_key(plan, target, entry)
+            if key.startswith(RESTORE_BUCKET_RESERVED_PREFIX):
+                raise BadRequest(self._reserved_refusal(target, key))
+
+    def _reserved(self, target: Target) -> bool:
+        """Whether `target` is the stage's first restore bucket, whose `org-backup/` holds the records of the
+        restores from the vault (`VaultRestoreStore`)."""
+        return bool(target.bucket and self.allowed_buckets and target.bucket == self.allowed_buckets[0])
+
+    @staticmethod
+    def _reserved_refusal(target: Target, key: str) -> str:
+        return (
+            f"s3://{target.bucket}/{key} is under {RESTORE_BUCKET_RESERVED_PREFIX}, reserved in this bucket for the "
+            "records of restores from the vault; choose another target prefix"
+        )
 
     def target(self, plan: Plan, target: Target) -> None:
         self.target_allowed(target)
@@ -170,6 +196,7 @@ class RestoreChecks:
             selection = pool.submit(self._selection, plan, request)
             target_checked.result()
             selected, manifest_read = selection.result()
+            self.keys_allowed(plan, target, selected)
             sources = sources_by_name(plan)
             exports_as_files = any(
                 target_table(plan, target, e) is None and isinstance(sources.get(e.source), DynamoDBSource)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib.catalog.pruned import PrunedMarkers
+from chalicelib.catalog.pruned import refusal
 from chalicelib.catalog.snapshot_reader import open_snapshot
 from chalicelib.catalog.records import RecordStore
 from chalicelib.errors import BadRequest, NotFound
@@ -52,8 +52,7 @@ class Verifier:
         if not with_snapshot:
             raise NotFound(f"backup {backup_id} has no stored snapshot to verify{' (it was a dry run)' if record.dry_run else ''}")
         # Snapshots retention removed cannot be verified: named ones are refused, unnamed ones left out.
-        markers = PrunedMarkers(self.clients.s3, self.plans.catalog_bucket)
-        pruned = {p.name: markers.get(p.name, backup_id) for p in with_snapshot}
+        pruned = {p.name: refusal(self.clients.s3, self.plans.catalog_bucket, p, backup_id) for p in with_snapshot}
         refused = [marker for marker in pruned.values() if marker is not None]
         if refused and (plan_names is not None or len(refused) == len(with_snapshot)):
             raise refused[0].refusal("verified")
