@@ -59,7 +59,7 @@ def world(s3: Any) -> dict[str, Any]:
     old_version, old_size, old_etag, old_offsets = store_pack(s3, OLD_KEY, OBJECTS)
     new_version, new_size, new_etag, new_offsets = store_pack(s3, NEW_KEY, {name: OBJECTS[name] for name in LIVE})
     record = Relocation(
-        OLD_KEY, old_version, NEW_KEY, new_version, new_size, new_etag, {old_offsets[n]: new_offsets[n] for n in LIVE}
+        OLD_KEY, old_version, NEW_KEY, new_version, new_size, new_etag, {(old_offsets[n], len(OBJECTS[n])): new_offsets[n] for n in LIVE}
     )
     entries = [entry_of(name, OBJECTS[name], OLD_KEY, old_version, old_size, old_etag, old_offsets[name]) for name in sorted(OBJECTS)]
     return {"record": record, "entries": entries, "new": (new_version, new_size, new_etag, new_offsets)}
@@ -82,8 +82,8 @@ def test_a_record_reads_back_as_written_and_only_from_the_key_of_the_version_it_
         Relocation.from_json(record.to_json(), relocation_key(OLD_KEY, "another-version"))
     with pytest.raises(BadRelocation, match="format"):
         Relocation.from_json(record.to_json().replace(b"pack-relocation/1", b"pack-relocation/9"))
-    with pytest.raises(BadRelocation, match="one offset"):
-        Relocation.from_json(dataclasses.replace(record, offsets={0: 5, 10: 5}).to_json())
+    with pytest.raises(BadRelocation, match="negative offset"):
+        Relocation.from_json(dataclasses.replace(record, offsets={(0, 5): -5}).to_json())
     with pytest.raises(BadRelocation, match="only a version of a pack"):
         relocation_key("data/documents/a.txt", "v")
 
@@ -133,7 +133,7 @@ def test_a_forged_record_cannot_change_the_bytes_restored(s3: Any, world: dict[s
     new_offsets = world["new"][3]
     a = next(entry for entry in world["entries"] if entry.key == "a.txt")
     # a.txt's old offset sent to d.txt's bytes in the new pack: the entry's own SHA-256 refuses them.
-    forged = Relocations([dataclasses.replace(record, offsets={a.pack_offset: new_offsets["d.txt"]})])
+    forged = Relocations([dataclasses.replace(record, offsets={(a.pack_offset, a.size): new_offsets["d.txt"]})])
     with running_as(RESTORE_WORKER), pytest.raises(DamagedPack, match="does not hash to its recorded SHA-256"):
         read_packed(s3, BUCKET, forged.apply(a))
     # Sent to a pack version that is not there: the read fails, it never yields other bytes.
@@ -143,13 +143,13 @@ def test_a_forged_record_cannot_change_the_bytes_restored(s3: Any, world: dict[s
 
 
 def test_a_pack_repacked_twice_is_followed_to_its_last_pack_and_a_cycle_ends() -> None:
-    first = Relocation(OLD_KEY, "v1", NEW_KEY, "v2", 100, "e2", {0: 10, 5: 0})
-    second = Relocation(NEW_KEY, "v2", OLD_KEY + "-3", "v3", 50, "e3", {10: 20})
+    first = Relocation(OLD_KEY, "v1", NEW_KEY, "v2", 100, "e2", {(0, 5): 10, (5, 5): 0})
+    second = Relocation(NEW_KEY, "v2", OLD_KEY + "-3", "v3", 50, "e3", {(10, 5): 20})
     entry = entry_of("a.txt", b"hello", OLD_KEY, "v1", 200, "e1", 0)
     chained = Relocations([first, second]).apply(entry)
     assert (chained.pack_key, chained.version_id, chained.pack_offset, chained.pack_size, chained.pack_etag) == (OLD_KEY + "-3", "v3", 20, 50, "e3")
     # The object at offset 5 went to the second pack at 0, which the second record does not carry on.
     other = Relocations([first, second]).apply(dataclasses.replace(entry, pack_offset=5))
     assert (other.pack_key, other.version_id, other.pack_offset) == (NEW_KEY, "v2", 0)
-    back = Relocation(NEW_KEY, "v2", OLD_KEY, "v1", 200, "e1", {10: 0})
+    back = Relocation(NEW_KEY, "v2", OLD_KEY, "v1", 200, "e1", {(10, 5): 0})
     assert Relocations([first, back]).apply(entry).version_id in ("v1", "v2")

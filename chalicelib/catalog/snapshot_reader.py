@@ -27,7 +27,7 @@ from chalicelib.catalog.manifests import (
 )
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import BackupRecord, RecordStore
-from chalicelib.catalog.relocations import Relocations
+from chalicelib.catalog.relocations import relocator
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.plans import Plan
 
@@ -125,7 +125,7 @@ def read_located(
         raise
     try:
         # Its packed entries name the pack versions that hold their bytes now (a repack moves them).
-        manifest.relocate = Relocations.load(s3, plan.bucket).apply
+        manifest.relocate = relocator(s3, plan.bucket)
     except BaseException:
         manifest.close()
         raise

@@ -113,6 +113,10 @@ class PlanPrune:
     early_deletion: dict[str, Any] = field(default_factory=lambda: {"usd": 0.0, "versions": 0, "bytes": 0})
     # What the removed versions cost each month where they were (the saving), estimated from the prices.
     monthly_saving_usd: float = 0.0
+    # Mostly dead STANDARD packs repacked when that pays (prune/repack.py): what the survey found worth it
+    # (`packs`, the dead `bytes_freed` once their old versions go, each pack), and what the delete pass did.
+    would_repack: dict[str, Any] = field(default_factory=lambda: {"packs": 0, "bytes_freed": 0, "each": []})
+    repacked: dict[str, Any] = field(default_factory=lambda: {"packs": 0, "bytes_freed": 0, "each": []})
     guard: dict[str, Any] | None = None
     # The checkpoint inside the survey or the delete pass (see sweep.py); None: from the start.
     position: list[str] | None = None
