@@ -39,7 +39,7 @@ from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.restore.service import RestoreService
 from chalicelib.retention import RetentionPolicy
 from tests.faults import Crash
-from tests.moto_state import clone
+from tests.moto_state import clone, freeze, thaw
 from tests.record_calls import running_as
 from tests.s3_inventory import deliver
 from tests.stored import entries_of
@@ -73,10 +73,22 @@ def prune(clients: Clients, dry_run: bool = False, prune_id: str | None = None, 
     return job.run(record.prune_id)
 
 
+# The history, built once per worker process and put back for each test: the bucket with every version, the
+# same version ids and write times, and the clock where it left it.
+_HISTORY: dict[str, Any] = {}
+HISTORY_DAYS = timedelta(days=5)
+
+
 def history(s3: Any, clients: Clients, clock: Any) -> str:
     """Two daily backups, then three days: the kept (second) snapshot's id."""
     s3.create_bucket(Bucket=SOURCE)
     s3.create_bucket(Bucket=TARGET)
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    if _HISTORY:
+        s3.create_bucket(Bucket=BUCKET)
+        backend.buckets[BUCKET] = thaw(_HISTORY["bucket"])
+        clock.shift(HISTORY_DAYS)
+        return str(_HISTORY["kept"])
     provision(s3, settings().plans.plans[0])
     taken = []
     for objects in (FIRST, SECOND):
@@ -88,7 +100,8 @@ def history(s3: Any, clients: Clients, clock: Any) -> str:
         assert service.run(backup_id).status == "SUCCEEDED"
         taken.append(backup_id)
         clock.shift(timedelta(days=1))
-    clock.shift(timedelta(days=3))
+    clock.shift(HISTORY_DAYS - timedelta(days=2))
+    _HISTORY.update(kept=taken[-1], bucket=freeze(backend.buckets[BUCKET]))
     return taken[-1]
 
 
