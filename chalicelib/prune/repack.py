@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 REPACKED_PREFIX = PACKS_PREFIX + "~repacked/"
 
 PackId = tuple[str, str]
+# The packs a prune's record lists one by one (it counts them all).
+REPORTED_PACKS = 100
 
 
 def repacked_key(prune_id: str, token: str, seq: int) -> str:
@@ -127,7 +129,8 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
-        return {"packs": self.packs, "bytes_freed": self.bytes_freed, "each": self.repacked}
+        # The record stays small whatever the number of packs: the first REPORTED_PACKS of them, each.
+        return {"packs": self.packs, "bytes_freed": self.bytes_freed, "each": self.repacked[:REPORTED_PACKS]}
 
 
 def worth_it(
@@ -203,8 +206,8 @@ class Repacker:
         at = with_bytes[0].offset if with_bytes else 0
         for packed in kept:
             if packed.length:
-                _skip(body, packed.offset - at)
-                data = body.read(packed.length)
+                _read_exactly(body, packed.offset - at)
+                data = _read_exactly(body, packed.length)
                 at = packed.offset + packed.length
             else:
                 data = b""
@@ -226,12 +229,16 @@ class Repacker:
         return str(head["VersionId"]), size, str(head.get("ETag", "")).strip('"')
 
 
-def _skip(body: Any, count: int) -> None:
+def _read_exactly(body: Any, count: int) -> bytes:
+    """The next `count` bytes of a streamed body (a read may give fewer than asked)."""
+    blocks = []
     while count > 0:
         block = body.read(min(count, 1 << 20))
         if not block:
             raise DamagedPack("the pack ended before its live objects did")
+        blocks.append(block)
         count -= len(block)
+    return b"".join(blocks)
 
 
 def run(
