@@ -151,12 +151,14 @@ def test_a_mostly_dead_pack_is_repacked_every_reader_reads_the_new_one_and_a_lat
         dry = prune(clients, dry_run=True).plans["docs"]
         assert dry.would_repack["packs"] == 1 and dry.would_repack["bytes_freed"] > 8 * 3000
         assert [p["key"] for p in dry.would_repack["each"]] == [old[0]] and dry.repacked["packs"] == 0
+        assert prune(clients, dry_run=True).totals()["packs_repacked"] == 1
         assert versions(s3, PACKS_PREFIX) == packs_before and not versions(s3, RELOCATIONS_PREFIX)
 
         done = prune(clients)
         work = done.plans["docs"]
         assert done.status == "SUCCEEDED", work.errors
         assert work.repacked["packs"] == 1 and work.repacked["bytes_freed"] > 8 * 3000
+        assert done.totals()["packs_repacked"] == 1 and done.totals()["repack_bytes_freed"] == work.repacked["bytes_freed"]
         (new,) = versions(s3, REPACKED_PREFIX)
         assert len(versions(s3, RELOCATIONS_PREFIX)) == 1
         # The old version stays while the record is younger than the grace period.

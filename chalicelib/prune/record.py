@@ -197,6 +197,7 @@ class PruneRecord:
     def totals(self) -> dict[str, Any]:
         plans = list(self.plans.values())
         key = "would_delete" if self.dry_run else "deleted"
+        repack = "would_repack" if self.dry_run else "repacked"
         return {
             "snapshots_kept": sum(p.kept_count for p in plans),
             "snapshots_removed": sum(p.removed_count(self.dry_run) for p in plans),
@@ -207,6 +208,9 @@ class PruneRecord:
             "object_locked": sum(p.object_locked for p in plans),
             "early_deletion_usd": round(sum(p.early_deletion["usd"] for p in plans), 6),
             "monthly_saving_usd": round(sum(p.monthly_saving_usd for p in plans), 6),
+            # Packs repacked (a dry run: worth repacking) and the dead bytes their old versions free once they go.
+            "packs_repacked": sum(p.__dict__[repack]["packs"] for p in plans),
+            "repack_bytes_freed": sum(p.__dict__[repack]["bytes_freed"] for p in plans),
         }
 
     def to_dict(self) -> dict[str, Any]:
