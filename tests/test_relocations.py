@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -18,6 +19,8 @@ from chalicelib.deploy.policy import FUNCTIONS
 from chalicelib.deploy.scope import PRUNE_WORKER, RESTORE_WORKER
 from chalicelib.errors import AlreadyExists
 from chalicelib.plans import Lifecycle, Plan, PlanSet
+from chalicelib.prune.references import keep_recently_relocated
+from chalicelib.prune.sweep import References
 from tests.record_calls import assume_configuration, running_as
 from tests.test_roles import PHOTOS, PRUNERS, may, s3 as call
 
@@ -153,3 +156,26 @@ def test_a_pack_repacked_twice_is_followed_to_its_last_pack_and_a_cycle_ends() -
     assert (other.pack_key, other.version_id, other.pack_offset) == (NEW_KEY, "v2", 0)
     back = Relocation(NEW_KEY, "v2", OLD_KEY, "v1", 200, "e1", {(10, 5): 0})
     assert Relocations([first, back]).apply(entry).version_id in ("v1", "v2")
+
+
+def test_the_prune_keeps_an_old_pack_version_a_kept_entry_still_names_or_a_recent_record_moved() -> None:
+    carried = Relocation(OLD_KEY, "v1", NEW_KEY, "v2", 100, "e2", {(0, 5): 0})
+    entries = [entry_of("a.txt", b"hello", OLD_KEY, "v1", 200, "e1", 0), entry_of("b.txt", b"world", OLD_KEY, "v1", 200, "e1", 5)]
+
+    def named(relocations: Relocations, since: datetime) -> set[tuple[str, str]]:
+        references = References([iter(entries)], relocations=relocations)
+        keep_recently_relocated(references, relocations, since)
+        found = {(key, version) for key, version, _, _ in references.tagged_long()}
+        references.close()
+        return found
+
+    written = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    day_after = written + timedelta(days=1)
+    # b.txt is not in the record: its old version stays named.
+    assert named(Relocations([carried], {(OLD_KEY, "v1"): written}), day_after) == {(OLD_KEY, "v1"), (NEW_KEY, "v2")}
+    both = dataclasses.replace(carried, offsets={(0, 5): 0, (5, 5): 5})
+    # Both moved: the old version is named by nothing once the record is older than the grace period...
+    assert named(Relocations([both], {(OLD_KEY, "v1"): written}), day_after) == {(NEW_KEY, "v2")}
+    # ... and kept while it is younger, or when its time is not known.
+    assert named(Relocations([both], {(OLD_KEY, "v1"): written}), written - timedelta(hours=1)) == {(OLD_KEY, "v1"), (NEW_KEY, "v2")}
+    assert named(Relocations([both]), day_after) == {(OLD_KEY, "v1"), (NEW_KEY, "v2")}
