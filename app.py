@@ -271,14 +271,15 @@ def get_verification(verification_id: str) -> dict[str, Any]:
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def resume_restores(event: Any) -> dict[str, Any]:
     """Continue restores that wait for archived versions to thaw (or lost their worker)."""
-    records = restores().resume_pending(context=event.context)
+    records = system().resume_restores(context=event.context)
     return {"resumed": [{"restore_id": r.restore_id, "status": r.status} for r in records]}
 
 
 @app.lambda_function(name="restore_worker")
 def restore_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Runs the first pass of a restore that POST /restores recorded (invoked asynchronously)."""
-    record = restores().run(event["restore_id"], context=context)
+    """Runs the first pass of a restore that POST /restores recorded (invoked asynchronously); `"from":
+    "offsite"` in the event: a restore from the vault."""
+    record = system().restores_from(event.get("from", "backup")).run(event["restore_id"], context=context)
     return {"restore_id": record.restore_id, "status": record.status}
 
 

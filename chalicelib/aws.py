@@ -70,6 +70,21 @@ class BucketOwner:
                 params.setdefault("ExpectedSourceBucketOwner", self.account)
 
 
+# The clients of `Clients` other than S3's.
+OTHER_SERVICES = ("dynamodb", "sns", "lambda_", "cloudwatch")
+
+
+@dataclass(frozen=True)
+class BucketOwners:
+    """Buckets of several accounts pinned at once, each to its own (`BucketOwner.pin` for each)."""
+
+    owners: tuple[BucketOwner, ...]
+
+    def pin(self, params: dict[str, Any], model: Any, **kwargs: Any) -> None:
+        for owner in self.owners:
+            owner.pin(params, model, **kwargs)
+
+
 @dataclass
 class Clients:
     """Lazily created boto3 clients sharing one session (clients are thread-safe; sessions are not).
@@ -79,7 +94,7 @@ class Clients:
 
     session: Any = field(default_factory=boto3.session.Session)
     max_pool_connections: int = 64
-    bucket_owner: BucketOwner | None = None
+    bucket_owner: BucketOwner | BucketOwners | None = None
     # Added to every request's User-Agent (VAULT_USER_AGENT for the vault account's clients).
     user_agent_extra: str | None = None
 
@@ -112,17 +127,34 @@ class Clients:
         return self._make("cloudwatch")
 
 
+def vault_owner(plans: PlanSet) -> BucketOwner:
+    """The vaults' account and buckets. `PlanError` when the plans name no vault."""
+    vaults = [plan.offsite for plan in plans.plans if plan.offsite is not None]
+    if not vaults:
+        raise PlanError("no plan has an 'offsite' vault")
+    return BucketOwner(vaults[0].account, frozenset(vault.bucket for vault in vaults))
+
+
+def functions_vault_clients(plans: PlanSet, clients: Clients) -> Clients:
+    """The deployed functions' own credentials reading the vaults (which their policies and the vaults' let
+    them read, never write): the same session as `clients`, with the vaults pinned to the vault account beside
+    what `clients` pins (the restore buckets, to the stage's)."""
+    owners = (vault_owner(plans),) + ((clients.bucket_owner,) if isinstance(clients.bucket_owner, BucketOwner) else ())
+    made = Clients(session=clients.session, max_pool_connections=clients.max_pool_connections, bucket_owner=BucketOwners(owners))
+    # Only S3 is pinned differently: the clients of the other services already made are shared.
+    made.__dict__.update({name: value for name, value in vars(clients).items() if name in OTHER_SERVICES})
+    return made
+
+
 def vault_clients(plans: PlanSet, environ: Mapping[str, str] | None = None, base: Any = None) -> Clients:
     """Clients of the vault account, in the vault's region, pinned to the vaults' owner (`BucketOwner`): from
     the profile OFFSITE_PROFILE names, else by assuming the role OFFSITE_ROLE_ARN names with `base`'s (the
     caller's) credentials, refreshed before they expire. `PlanError` when the plans name no vault or neither
     variable is set."""
     env = os.environ if environ is None else environ
-    vaults = [plan.offsite for plan in plans.plans if plan.offsite is not None]
-    if not vaults:
-        raise PlanError("no plan has an 'offsite' vault")
-    account, region = vaults[0].account, vaults[0].region
-    owner = BucketOwner(account, frozenset(vault.bucket for vault in vaults))
+    owner = vault_owner(plans)
+    account = owner.account
+    region = next(plan.offsite.region for plan in plans.plans if plan.offsite is not None)
     profile, role_arn = env.get(OFFSITE_PROFILE), env.get(OFFSITE_ROLE_ARN)
     if profile:
         return Clients(session=boto3.session.Session(profile_name=profile, region_name=region), bucket_owner=owner, user_agent_extra=VAULT_USER_AGENT)

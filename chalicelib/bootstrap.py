@@ -10,10 +10,14 @@ restores and cost reports find is printed to the operator rather than told by SN
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from functools import cached_property
+from typing import Any
 
-from chalicelib.aws import Clients, vault_clients
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.aws import Clients, functions_vault_clients, vault_clients
 from chalicelib.backup.service import BackupService
 from chalicelib.backup.verification import VerificationJobs
 from chalicelib.config import Settings
@@ -21,7 +25,10 @@ from chalicelib.cost.reports import CostReports
 from chalicelib.errors import BadRequest
 from chalicelib.notify.tampering import TamperingAlerts
 from chalicelib.prune.service import PruneJobs
+from chalicelib.restore.record import RestoreRecord, VaultRestoreStore
 from chalicelib.restore.service import RestoreService
+
+logger = logging.getLogger(__name__)
 
 
 class System:
@@ -57,30 +64,46 @@ class System:
         """Restores that read the vaults only (`PlanSet.in_vaults`), with the vault account's credentials."""
         return self._restores(replace(self.settings, plans=self.settings.plans.in_vaults()), self.vault_clients)
 
+    @cached_property
+    def functions_vault_restores(self) -> RestoreService:
+        """Restores that read the vaults only with the deployed functions' own credentials (the vaults'
+        policies let the restore functions' roles read there, nothing more), recorded outside the vaults
+        (`VaultRestoreStore`, in the stage's first restore bucket)."""
+        if not self.settings.restore_buckets:
+            raise BadRequest(
+                "a restore from the vault by the deployed functions is recorded in the stage's first restore bucket, "
+                "and this stage names none: set RESTORE_BUCKETS, or run `org-backup restore --from offsite` with the "
+                "vault account's credentials"
+            )
+        clients = functions_vault_clients(self.settings.plans, self.clients)
+        store = VaultRestoreStore(clients.s3, self.settings.restore_buckets[0])
+        settings = replace(self.settings, plans=self.settings.plans.in_vaults())
+        return RestoreService.from_settings(settings, clients, self.tampering.report, store=store, origin="offsite")
+
     def restores_from(self, origin: str) -> RestoreService:
         """The restores reading the backup buckets ("backup") or the vaults ("offsite"): the one place a
-        restore's buckets and credentials are chosen."""
+        restore's buckets and credentials are chosen. From the vault, the deployed functions read with their
+        own credentials; the command line and `chalice local` with the vault account's."""
         if origin != "offsite":
             return self.restores
         if not self.operator and self.settings.worker_mode == "lambda":
-            raise BadRequest(self._no_vault_restore_here())
+            return self.functions_vault_restores
         return self.vault_restores
 
-    def _no_vault_restore_here(self) -> str:
-        """Why the deployed functions refuse a restore from the vault, naming each thing missing: the restore
-        functions' roles are granted nothing outside the stage's account (every grant is conditioned on
-        s3:ResourceAccount) and may assume no role; the vault's policy lets in the replication role alone; a
-        restore from the vault is recorded in the vault, which no function may write; and the restore worker
-        and the hourly check look a restore up in the backup catalog only."""
-        vaults = [plan for plan in self.settings.plans.plans if plan.offsite is not None]
-        named = ", ".join(f"{plan.offsite.bucket} (account {plan.offsite.account})" for plan in vaults if plan.offsite)
-        return (
-            "a restore from the vault cannot run in the deployed functions: the restore worker's role is granted "
-            f"no read of the vaults {named or '(none named)'} and may assume no role there, the vaults' policies let "
-            "in only each plan's replication role, and a restore from the vault is recorded in the vault, which no "
-            "function may write. Run it with the vault account's credentials instead: `OFFSITE_PROFILE=<profile> "
-            "org-backup --stage <stage> restore <backup_id> --plan <plan> --to-bucket <bucket> --from offsite`"
-        )
+    def resume_restores(self, context: Any = None) -> list[RestoreRecord]:
+        """The hourly check: the restores from the backup buckets, then the deployed functions' restores from
+        the vaults when a plan has one. One whose records cannot be read (the backup buckets gone, which is
+        when a restore from the vault is wanted) does not keep the other from being resumed."""
+        services = [self.restores]
+        if self.settings.worker_mode == "lambda" and any(plan.offsite for plan in self.settings.plans.plans):
+            services.append(self.functions_vault_restores)
+        done: list[RestoreRecord] = []
+        for service in services:
+            try:
+                done += service.resume_pending(context=context)
+            except (ClientError, BotoCoreError):
+                logger.exception("the restores from %s could not be resumed; the next check tries again", service.origin)
+        return done
 
     def _restores(self, settings: Settings, clients: Clients) -> RestoreService:
         if self.operator:
@@ -90,6 +113,14 @@ class System:
     @cached_property
     def prunes(self) -> PruneJobs:
         return PruneJobs(self.settings, self.clients, report=None if self.operator else self.tampering.report)
+
+    @cached_property
+    def vault_prunes(self) -> PruneJobs:
+        """The vaults' own prune, the same prune reading the vaults alone (`PlanSet.in_vaults`) with the vault
+        account's credentials: retention decided from the replicated sealed records and manifests there,
+        versions no kept snapshot names deleted after the grace period and never while their lock lasts. The
+        deployed functions cannot: no role of the backup account may delete anything in a vault."""
+        return PruneJobs(replace(self.settings, plans=self.settings.plans.in_vaults()), self.vault_clients, report=None)
 
     @cached_property
     def costs(self) -> CostReports:

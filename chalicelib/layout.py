@@ -59,6 +59,11 @@ PRUNE_LOCKS_PREFIX = LOCKS_PREFIX + "prune/"
 IDEMPOTENCY_PREFIX = META_PREFIX + "idempotency/"
 RESTORES_PREFIX = META_PREFIX + "restores/"
 RESTORE_QUEUE_PREFIX = META_PREFIX + "restore-queue/"
+# Restores from the vault run by the deployed functions are recorded outside the vault and outside the backup
+# buckets (whose loss they are for): in the stage's first restore bucket, under these prefixes
+# (restore/record.py `VaultRestoreStore`).
+VAULT_RESTORES_PREFIX = "org-backup/vault-restores/"
+VAULT_RESTORE_QUEUE_PREFIX = "org-backup/vault-restore-queue/"
 VERIFICATIONS_PREFIX = META_PREFIX + "verifications/"
 # A snapshot is marked here before the prune deletes anything of it; written once, like sealed records.
 PRUNED_PREFIX = META_PREFIX + "pruned/"

@@ -174,6 +174,9 @@ class Offsite:
     # The newest snapshot complete in the vault may be this many hours behind the newest sealed one before each
     # backup's alert says so (daily backups: a day is normal, two days is not).
     max_lag_hours: int = 36
+    # S3 Replication Time Control: 99.99% of new versions replicated within 15 minutes, with replication
+    # metrics, at a price per GB replicated (the cost model's `rtc`).
+    rtc: bool = False
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,11 @@ class PlanSet:
         each plan with a vault reads its vault bucket, and the catalog (sealed backup records, pruned markers,
         the restore's own record) is the catalog plan's vault. Replicas keep their version ids, so the
         manifests and records read there name the vault's own versions. BadRequest when no plan has one."""
-        vaulted = [replace(plan, bucket=plan.offsite.bucket) for plan in self.plans if plan.offsite is not None]
+        # The vault's versions are locked as the vault locks them (COMPLIANCE), whatever the backup bucket does.
+        vaulted = [
+            replace(plan, bucket=plan.offsite.bucket, object_lock=ObjectLock("COMPLIANCE", plan.offsite.object_lock_days))
+            for plan in self.plans if plan.offsite is not None
+        ]
         if not vaulted:
             raise BadRequest("no plan has an 'offsite' vault to read from (see the plans file's 'offsite' entry)")
         catalog = next(plan for plan in self.plans if plan.bucket == self.catalog_bucket)

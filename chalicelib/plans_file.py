@@ -321,7 +321,7 @@ def _parse_plan(data: Any, where: str, environ: Mapping[str, str]) -> Plan:
 def _parse_offsite(
     raw: Any, name: str, bucket: str, retention: RetentionPolicy, environ: Mapping[str, str]
 ) -> Offsite | None:
-    """`{"account", "region", "bucket", "storage_class", "object_lock_days", "max_lag_hours"}`: the plan's vault. That it lies
+    """`{"account", "region", "bucket", "storage_class", "object_lock_days", "max_lag_hours", "rtc"}`: the plan's vault. That it lies
     in another account or region than the stage is checked once both are known (`check_offsite_apart`)."""
     if raw is None:
         return None
@@ -357,9 +357,10 @@ def _parse_offsite(
             f"use at least {horizon}",
         )
     max_lag_hours = reader.integer("max_lag_hours", 36, minimum=1)
+    rtc = reader.raw("rtc", False, bool)
     reader.finish()
     return Offsite(account=account, region=region, bucket=vault, object_lock_days=days, storage_class=storage_class,
-                   max_lag_hours=max_lag_hours)
+                   max_lag_hours=max_lag_hours, rtc=rtc)
 
 
 def check_offsite_apart(plans: PlanSet, account: str, region: str) -> None:

@@ -13,6 +13,9 @@ Side by side in one process, `--repeats` times each in turn, medians, per row:
                 manifest_stream.streamed_entries)
   cost-row      a report's row as the cost report takes it (chalicelib/cost/inventory.py: read, sorted in the
                 order the join reads its sources, shaped as a listing's versions) and counts it (cost/tally.py `PlanTally.add`)
+  count-row     a report's row, already sorted by the verification's pass, counted along it for the cost report
+                (chalicelib/cost/row_counts.py `RowCounts.row`: each key's rows shaped as a listing's versions,
+                counted by cost/tally.py `PlanTally.add`): what the pass adds per row
   checked-merge a manifest's entry as the prune's kept index merges it (read as S3 sends it at its pinned
                 version, held entries too, its order checked and its bytes hashed: manifest_stream.checked_entries)
 And the bytes a row takes in /tmp (`bytes_per_row`): a manifest entry and a kept index line (gzip, as
@@ -51,6 +54,7 @@ from moto import mock_aws  # noqa: E402
 from chalicelib.catalog import kept_index, manifest_stream  # noqa: E402
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter  # noqa: E402
 from chalicelib.cost import inventory as cost_inventory  # noqa: E402
+from chalicelib.cost.row_counts import RowCounts  # noqa: E402
 from chalicelib.cost.tally import PlanTally  # noqa: E402
 from chalicelib.inventory import reports  # noqa: E402
 from chalicelib.plans import Lifecycle, Plan, S3Source, Transition  # noqa: E402
@@ -175,7 +179,7 @@ def main() -> None:
     index = index_write(listed)
     checked = [(entry, row_of(entry)) for entry in listed]
     times: dict[str, list[float]] = {
-        name: [] for name in ("manifest", "index-read", "index-write", "report-read", "report-sort", "check", "index-skip", "merge-entry", "checked-merge", "cost-row")
+        name: [] for name in ("manifest", "index-read", "index-write", "report-read", "report-sort", "check", "index-skip", "merge-entry", "checked-merge", "cost-row", "count-row")
     }
     last = listed[-1].sort_key
     with mock_aws():
@@ -193,6 +197,8 @@ def main() -> None:
             times["merge-entry"].append(per_row(lambda: _streamed(manifest), rows))
             times["checked-merge"].append(per_row(lambda: _checked_stream(manifest), rows))
             times["cost-row"].append(per_row(lambda: _costed(s3, report), rows))
+            in_order = [row_of(entry) for entry in listed]
+            times["count-row"].append(per_row(lambda: _counted(in_order), rows))
         spooled = {
             "manifest": _size(manifest_file(listed)) / rows,
             "index": _size(index_write(listed)._file) / rows,
@@ -236,6 +242,18 @@ def _costed(s3: Any, report: reports.Report) -> Iterable[None]:
                 for version in cost_inventory._versions(key, items, set(), work):
                     tally.add(version)
                     yield None
+
+
+def _counted(in_order: list[reports.Row]) -> Iterable[None]:
+    """Every row, in the verification's order, through the counter it hands rows to (none named)."""
+    lifecycle = Lifecycle(transitions=(Transition(30, "GLACIER"), Transition(180, "DEEP_ARCHIVE")))
+    plan = Plan(name="documents", bucket=BUCKET, sources=(S3Source(name="documents", bucket="source"),), lifecycle=lifecycle, retention=RetentionPolicy(keep_last=1))
+    moment = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    counts = RowCounts(plan, load_prices(environ={}), "report", moment, moment, 20)
+    for row in in_order:
+        counts.row(row)
+        yield None
+    counts.finished("backup", 1)
 
 
 class _Stored:

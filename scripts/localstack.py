@@ -361,10 +361,11 @@ def vault_role_arn(plans: PlanSet) -> str | None:
     return f"arn:aws:iam::{vaults[0].account}:role/{VAULT_ADMIN_ROLE}" if vaults else None
 
 
-def provision_vaults(emulator: Emulator, plans: PlanSet, account: str) -> None:
+def provision_vaults(emulator: Emulator, plans: PlanSet, account: str, stage: str = "local") -> None:
     """Each plan's vault with its account's credentials, then the replication into it with the stage's: what
     `make provision` does in AWS (`chalicelib.deploy.provision.provision_offsite`). Idempotent."""
-    from chalicelib.deploy.offsite import provision_replication, replication_role_arn
+    from chalicelib.deploy.offsite import provision_replication, replication_role_arn, restore_reader_arns
+    from chalicelib.stages import app_name
     from chalicelib.deploy.vault_bucket import provision_vault
     from chalicelib.plans_file import check_offsite_apart
 
@@ -378,7 +379,7 @@ def provision_vaults(emulator: Emulator, plans: PlanSet, account: str) -> None:
         if plan.offsite is None:
             continue
         vault_s3 = vault_s3 or emulator.assumed_client("s3", role_arn, plan.offsite.region)
-        changes = provision_vault(vault_s3, plan, replication_role_arn(plan, account))
+        changes = provision_vault(vault_s3, plan, replication_role_arn(plan, account), restore_reader_arns(account, app_name(), stage))
         changes += provision_replication(iam, s3, plan, account)
         logger.debug("vault %s: %s", plan.offsite.bucket, ", ".join(changes) or "already provisioned")
         logger.info("vault         %-32s account %s, %s: replicas in %s, locked %d days", plan.offsite.bucket,
@@ -688,7 +689,7 @@ def run(args: argparse.Namespace) -> int:
             raise StackError("--seed-only seeds an emulator that is already running: name its port (EMULATOR_PORT)")
         emulator = Emulator(f"http://{HOST}:{emulator_port}")
         seeded = seed(emulator.client("s3"), emulator.client("dynamodb"), emulator.client("sns"), emulator.client("sqs"), env)
-        provision_vaults(emulator, seeded.plans, account)
+        provision_vaults(emulator, seeded.plans, account, args.stage)
         if vault_role_arn(seeded.plans):
             logger.warning("nothing replicates into the vaults: replication runs only in an emulator `make run` started")
         return 0
@@ -721,7 +722,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         sqs = emulator.client("sqs")
         seeded = seed(emulator.client("s3"), emulator.client("dynamodb"), emulator.client("sns"), sqs, env)
-        provision_vaults(emulator, seeded.plans, account)
+        provision_vaults(emulator, seeded.plans, account, args.stage)
         watcher = threading.Thread(target=watch_alerts, args=(sqs, seeded.queue_url, stop), daemon=True)
         watcher.start()
         if stop.is_set():

@@ -22,10 +22,11 @@ from moto import mock_aws
 # against the generated policy; let moto honour the
 # TLS-only bucket policy as S3 does, and enforce the S3 rules moto lets pass (key length, copy conditions);
 # let moto's version listings copy only what a page can name, and find each request's handler from URL
-# patterns built once; name the credentials without computing signatures no emulator checks (see each plugin).
+# patterns built once, and whether a host names the bucket once per host; name the credentials without
+# computing signatures no emulator checks (see each plugin).
 pytest_plugins = [
     "tests.shared_models", "tests.botocore_timestamps", "tests.fast_signing", "tests.record_calls", "tests.moto_tls", "tests.moto_strict",
-    "tests.moto_listing", "tests.moto_dispatch", "tests.faults",
+    "tests.moto_listing", "tests.moto_dispatch", "tests.moto_hosts", "tests.faults",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

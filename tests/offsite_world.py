@@ -3,7 +3,9 @@ keeps each account's state apart and knows the account from the request's creden
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -22,6 +24,22 @@ def with_vaults(plans: PlanSet, storage_class: str = "GLACIER_IR") -> PlanSet:
                                       plan.retention.horizon_days(), storage_class))
         for plan in plans.plans
     ))
+
+
+def stage_env_with_vaults(tmp_path: Path, stage_env: dict[str, str], storage_class: str) -> dict[str, str]:
+    """The stage's environment with the shipped plans, each with a vault `<bucket>-vault` in the second account
+    and region, its data replicated in `storage_class`, locked for the plan's retention horizon."""
+    from chalicelib.plans_file import DEFAULT_PLANS_FILE
+
+    document = json.loads(DEFAULT_PLANS_FILE.read_text())
+    for plan in document["plans"]:
+        days = 386 if plan["name"] == "database" else 2576  # each retention's horizon
+        plan["offsite"] = {"account": "${VAULT_ACCOUNT}", "region": "${VAULT_REGION}", "bucket": plan["bucket"] + "-vault",
+                           "storage_class": storage_class, "object_lock_days": days}
+    path = tmp_path / "plans.json"
+    path.write_text(json.dumps(document))
+    return {**stage_env, "PLANS_FILE": str(path), "VAULT_ACCOUNT": VAULT_ACCOUNT, "VAULT_REGION": VAULT_REGION,
+            "OFFSITE_ROLE_ARN": VAULT_ROLE_ARN}
 
 
 def assumed_client(service: str, account: str = VAULT_ACCOUNT, region: str = VAULT_REGION) -> Any:

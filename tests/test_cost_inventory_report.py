@@ -165,3 +165,30 @@ def test_a_plans_figures_are_computed_once_per_report_and_carried_until_the_next
     assert CostReports(plans, s3, other).compute(bucket["newest"], scanned + timedelta(days=3))["plans"]["documents"]["figures"]["carried"] is False
     s3.put_object(Bucket=backup_buckets.catalog_bucket, Key=plan_figures_key("documents"), Body=b"{not json")
     assert compute(s3, plans, bucket["newest"], scanned + timedelta(days=3))["plans"]["documents"]["figures"]["carried"] is False
+
+
+def test_the_reports_rows_stop_at_the_callers_deadline_and_nothing_is_kept(
+    s3: Any, backup_buckets: Any, bucket: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daily backup gives the computing a deadline: the rows are read and sorted before the first version is
+    tallied, so the look at it is taken while they are read, not only while versions are tallied."""
+    from chalicelib.cost import inventory
+    from chalicelib.cost.inventory import OutOfTime
+
+    deliver(s3, bucket["name"], conf.DEFAULT_CONFIGURATION_ID, at=utcnow(), files=2, shuffle=3)
+    monkeypatch.setattr(inventory, "DEADLINE_EVERY", 3)
+    looks: list[int] = []
+
+    def deadline() -> bool:
+        looks.append(1)
+        return True
+
+    reports = CostReports(backup_buckets, s3, PRICES, sample_size=50)
+    with pytest.raises(OutOfTime, match=r"plan 'documents': 3 rows of the inventory report \S+ read when the time ran out"):
+        reports.for_backup(bucket["newest"], deadline=deadline)
+    assert looks == [1]
+    # Neither the report nor the plan's figures were kept: the next caller computes them whole.
+    assert reports.stored(bucket["newest"]) is None
+    assert s3.list_objects_v2(Bucket=backup_buckets.catalog_bucket, Prefix=plan_figures_key("documents")).get("KeyCount") == 0
+    whole = reports.for_backup(bucket["newest"])
+    assert whole["plans"]["documents"]["versions"] == 8

@@ -5,6 +5,8 @@ requests and rates of change measured from backup records."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
@@ -150,6 +152,10 @@ def test_a_plan_with_a_vault_shows_its_off_site_line(s3: Any, backup_buckets: An
     # Beside the plan's bill, not in it; a plan without a vault has no such line.
     assert documents["monthly_usd"] == pytest.approx(sum(documents["parts"].values()), abs=1e-5)
     assert "vault" not in reports(s3, backup_buckets).compute(stored["newer"], stored["written"] + timedelta(days=40))["plans"]["documents"]
+    # The plan's `offsite.rtc` is priced: Replication Time Control per GB replicated.
+    fast = replace(vaulted, plans=tuple(replace(p, offsite=replace(p.offsite, rtc=True)) for p in vaulted.plans))
+    timed = reports(s3, fast).compute(stored["newer"], stored["written"] + timedelta(days=40))["plans"]["documents"]["vault"]
+    assert timed["parts"]["rtc"] == pytest.approx(replicated / GIB * 0.015, abs=1e-6) and "Control on" in timed["settings"]
 
 
 def test_a_version_s3_reports_in_another_class_is_named(s3: Any, backup_buckets: Any, stored: dict[str, Any]) -> None:

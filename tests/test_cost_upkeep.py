@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from chalicelib.cost.upkeep_model import (
     CHECKED_MERGE_SECONDS,
     COST_ROW_SECONDS,
     COST_VERSION_SECONDS,
+    COUNT_ROW_SECONDS,
     ENTRY_SECONDS,
     EPHEMERAL_STORAGE_MB,
     INDEX_LINE_BYTES,
@@ -202,8 +204,9 @@ def test_at_ten_million_objects_the_due_prune_streams_its_manifests_and_fits_the
 def test_the_cost_report_counts_each_row_as_its_join_and_tally_take_it() -> None:
     """A row of the report costs the cost report what scripts/bench_rows.py's cost-row measures (read, sorted,
     split by source, read back as a listing, counted by the tally), not a sorted row's time; the manifests it
-    reads are decoded in blocks (a merge-entry's time)."""
-    large = BucketDay(versions=42.5e6, named_versions=42.5e6, snapshots=51, manifest_entries=510e6, cost_recomputed=1)
+    reads are decoded in blocks (a merge-entry's time). That is the way when no verification has counted a
+    fresh report's rows."""
+    large = BucketDay(versions=42.5e6, named_versions=42.5e6, snapshots=51, manifest_entries=510e6, cost_recomputed=1, cost_counted=False)
     weekly = UpkeepSettings(inventory="Weekly")
     job = cost_report(large, weekly)
     rows = 42.5e6 + 51
@@ -223,6 +226,29 @@ def test_the_cost_report_counts_each_row_as_its_join_and_tally_take_it() -> None
     # Without an inventory, each listed version is joined and counted the same way, beside its listing.
     listed = cost_report(OFFICE, UpkeepSettings())
     assert listed.seconds > 470_000 * COST_VERSION_SECONDS + 5_100_000 * MERGE_ENTRY_SECONDS
+
+
+def test_counted_by_the_verification_the_cost_report_reads_no_row_and_fits_at_ten_million_objects() -> None:
+    """With the verification's counts (cost/row_counts.py) the cost report's requests and seconds do not grow
+    with the bucket: the window's records, the sealed results, the HeadObject sample. The rows are counted in
+    the verification's seconds instead, once each (`COUNT_ROW_SECONDS`), and it still fits its invocations."""
+    large = BucketDay(versions=42.5e6, named_versions=42.5e6, snapshots=51, manifest_entries=510e6, cost_recomputed=1)
+    small = BucketDay(**{**OFFICE.__dict__, "cost_recomputed": 1.0})
+    weekly = UpkeepSettings(inventory="Weekly")
+    job, office = cost_report(large, weekly), cost_report(small, weekly)
+    assert job.limits == [] and job.seconds < 10 and job.requests == office.requests
+    # The report looked for and the snapshots listed; the window's records (a page of each), the sealed results
+    # (the one that counted, behind three that waited on average); the report chosen (its folders, manifest and
+    # checksum), the pruned markers and the kept figures; the sample; the figures and the report written.
+    assert job.requests["list"] == 1 + 1 + 1 + 1 + 1 + 1
+    assert job.requests["get"] == 1 + 30 + 30 + 4 + 2 + 1
+    assert job.requests["head"] == 20 and job.requests["put"] == 2
+    uncounted = cost_report(dataclasses.replace(large, cost_counted=False), weekly)
+    assert uncounted.limits and uncounted.seconds > 100 * job.seconds
+    # The verification pays for the rows: once each, far less than the cost report's own pass.
+    verifying = verification_when_due(large, weekly)
+    before = verifying.seconds - 42.5e6 * COUNT_ROW_SECONDS
+    assert COUNT_ROW_SECONDS < COST_ROW_SECONDS / 3 and verifying.limits == [] and before > 0
 
 
 def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_list_no_version() -> None:
@@ -245,11 +271,12 @@ def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_lis
     # manifest.checksum and data file read; the kept figures read, then written). Which versions are named:
     # the prune's indexes listed and the newest read, and only the manifest it does not cover yet (today's),
     # not the 51 kept ones; each snapshot's pruned marker and record still read, its versions listed.
-    computing = upkeep_day(BucketDay(**{**OFFICE.__dict__, "removed": 1, "cost_recomputed": 1.0}), settings)
+    # (Before a verification has counted the report's rows for it.)
+    computing = upkeep_day(BucketDay(**{**OFFICE.__dict__, "removed": 1, "cost_recomputed": 1.0, "cost_counted": False}), settings)
     assert computing["cost_report"].requests["list"] == 1 + 1 + 1 + 51 + 1 + 1 + 1
     assert computing["cost_report"].requests["get"] == 30 + 30 + 2 * 51 + 1 + 1 + 1 + 3 + 1
     # Without the prune's index (none written yet): every kept manifest.
-    unindexed = upkeep_day(BucketDay(**{**OFFICE.__dict__, "cost_recomputed": 1.0, "cost_indexed": False}), settings)
+    unindexed = upkeep_day(BucketDay(**{**OFFICE.__dict__, "cost_recomputed": 1.0, "cost_indexed": False, "cost_counted": False}), settings)
     assert unindexed["cost_report"].requests["get"] == computing["cost_report"].requests["get"] - 1 - 1 + 51
     assert unindexed["cost_report"].seconds > computing["cost_report"].seconds
     assert computing["cost_report"].requests["put"] == 1 + 1
@@ -261,11 +288,13 @@ def test_with_an_inventory_the_prune_and_the_cost_report_read_the_report_and_lis
     assert jobs["prune"].seconds == pytest.approx(sent * 0.1 + index + 2 * 470_051 * row, rel=0.01)
     # 42,000,051 rows: 43 data files of at most a million rows (an assumption: AWS does not say how it splits).
     large = upkeep_day(BucketDay(versions=42e6, named_versions=42e6, snapshots=51, manifest_entries=510e6), settings)
-    large = upkeep_day(BucketDay(versions=42e6, named_versions=42e6, snapshots=51, manifest_entries=510e6, cost_recomputed=1), settings)
+    uncounted = BucketDay(versions=42e6, named_versions=42e6, snapshots=51, manifest_entries=510e6, cost_recomputed=1, cost_counted=False)
+    large = upkeep_day(uncounted, settings)
     assert large["cost_report"].requests["get"] == 30 + 30 + 2 * 51 + 1 + 1 + 1 + 2 + 43 + 1
     # The prune's pass (the report sorted, its index read twice) fits in an invocation; the cost report's
-    # figures do not fit in the backup's.
+    # own pass does not fit in the backup's, but with the verification's counts it reads no row.
     assert not large["prune"].limits and large["cost_report"].limits
+    assert not upkeep_day(dataclasses.replace(uncounted, cost_counted=True), settings)["cost_report"].limits
     double = upkeep_day(BucketDay(versions=84e6, named_versions=84e6, snapshots=51, manifest_entries=1020e6), settings)
     assert "carry on between invocations" in double["prune"].limits[0]
 

@@ -154,11 +154,13 @@ def test_a_first_format_manifest_reads_as_before_through_every_reader(s3: Any) -
 def test_a_packed_backups_entries_read_back_field_by_field_as_the_backup_wrote_them(
     s3: Any, stage_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    added: dict[int, list[Entry]] = {}
+    # By writer, each kept alive here: keyed by id() alone, a writer freed and another made at its address
+    # would pool two manifests' entries.
+    added: dict[int, tuple[ManifestWriter, list[Entry]]] = {}
     add = ManifestWriter.add
 
     def recording(writer: ManifestWriter, entry: Entry) -> None:
-        added.setdefault(id(writer), []).append(dataclasses.replace(entry))
+        added.setdefault(id(writer), (writer, []))[1].append(dataclasses.replace(entry))
         add(writer, entry)
 
     monkeypatch.setattr(ManifestWriter, "add", recording)
@@ -169,7 +171,7 @@ def test_a_packed_backups_entries_read_back_field_by_field_as_the_backup_wrote_t
     world.put({"small/001.txt": b"changed one", "small/new.txt": b"new", "small/039.txt": None, "edge/shrinks.bin": b"s"})
     added.clear()
     second = world.backup()
-    wrote = next(entries for entries in added.values() if any(entry.packed for entry in entries))
+    (wrote,) = [entries for _, entries in added.values() if any(entry.packed for entry in entries)]
     # The deleted object was added as a deletion candidate and, deleted, left out when the manifest was finished.
     assert [entry.key for entry in wrote if entry.held] == ["small/039.txt"]
     wrote = [entry for entry in wrote if not entry.held]

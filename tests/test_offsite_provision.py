@@ -196,3 +196,47 @@ def test_a_vault_name_another_account_owns_is_reported(s3: Any, vaulted: Any, mo
     assert f"vault {vaulted.plans[0].offsite.bucket} (plan documents): " in capsys.readouterr().err
     # Nothing is replicated towards a bucket the vault account does not own.
     assert read_replication(s3, vaulted.plans[0].bucket) is None
+
+
+def test_replication_time_control_is_the_plans_setting_provisioned_packaged_and_checked(
+    s3: Any, vaulted: Any, stage_env: dict[str, str],
+) -> None:
+    from chalicelib.deploy.offsite import replication_configuration, replication_drift, rtc_destination
+    from chalicelib.deploy.template import replication_resources
+    from chalicelib.errors import PlanError
+    from chalicelib.plans_file import parse_plans
+
+    plan = vaulted.plans[0]
+    assert plan.offsite is not None and plan.offsite.rtc is False
+    fast = replace(plan, offsite=replace(plan.offsite, rtc=True))
+    # As S3 requires: RTC and its metrics together, 15 minutes each (the one value it takes); off, neither is
+    # sent (metrics with a threshold but no RTC are refused).
+    both = {"ReplicationTime": {"Status": "Enabled", "Time": {"Minutes": 15}},
+            "Metrics": {"Status": "Enabled", "EventThreshold": {"Minutes": 15}}}
+    assert rtc_destination(True) == both and rtc_destination(False) == {}
+    for rule in replication_configuration(fast, ACCOUNT)["Rules"]:
+        assert {k: rule["Destination"][k] for k in both} == both
+    assert all(not set(both) & set(r["Destination"]) for r in replication_configuration(plan, ACCOUNT)["Rules"])
+    # The template carries what make provision sets.
+    packaged, _ = replication_resources(fast)
+    assert all({k: r["Destination"][k] for k in both} == both for r in packaged["Rules"])
+
+    iam = boto3.client("iam", region_name=REGION)
+    assert provision_replication(iam, s3, fast, ACCOUNT)  # made
+    assert provision_replication(iam, s3, fast, ACCOUNT) == []  # read back as written: nothing to change
+    assert replication_drift(s3, fast, ACCOUNT) == []
+    # The plan says off, the bucket says on: drift, one line per rule.
+    found = replication_drift(s3, plan, ACCOUNT)
+    assert len(found) == len(REPLICATED_PREFIXES) and found[0].endswith(
+        "has Replication Time Control on (15 minutes, metrics Enabled at 15 minutes), not off as the plan says"), found
+    assert provision_replication(iam, s3, plan, ACCOUNT) == [f"set replication into the vault {plan.offsite.bucket}"]
+    assert replication_drift(s3, plan, ACCOUNT) == []
+
+    # The plans file: `offsite.rtc`, true or false (default false).
+    document = json.loads(DEFAULT_PLANS_FILE.read_text())
+    offsite = {"account": "210987654321", "region": "eu-central-1", "bucket": "vault-of-documents", "object_lock_days": 2576}
+    document["plans"] = [{**document["plans"][0], "offsite": {**offsite, "rtc": True}}]
+    assert parse_plans(document, stage_env).plans[0].offsite.rtc is True
+    document["plans"][0]["offsite"]["rtc"] = "yes"
+    with pytest.raises(PlanError, match="'rtc'"):
+        parse_plans(document, stage_env)

@@ -12,10 +12,10 @@ import boto3
 import pytest
 
 from chalicelib.cli.main import main
+from chalicelib.deploy.offsite import restore_reader_arns
 from chalicelib.deploy.provision import provision_offsite
-from chalicelib.plans_file import DEFAULT_PLANS_FILE
 from tests.conftest import ACCOUNT, REGION, snapshot_entries
-from tests.offsite_world import VAULT_ACCOUNT, VAULT_REGION, VAULT_ROLE_ARN, assumed_client, delete_bucket
+from tests.offsite_world import VAULT_REGION, VAULT_ROLE_ARN, assumed_client, delete_bucket, stage_env_with_vaults
 from tests.s3_replication import Replication
 from tests.test_restore import backup, bucket_contents, post
 
@@ -26,15 +26,7 @@ DOCS = "test-src-documents"
 @pytest.fixture
 def stage_env(tmp_path: Path, stage_env: dict[str, str]) -> dict[str, str]:
     """The shipped plans, each with a vault `<bucket>-vault` in the second account and region."""
-    document = json.loads(DEFAULT_PLANS_FILE.read_text())
-    for plan in document["plans"]:
-        days = 386 if plan["name"] == "database" else 2576  # each retention's horizon
-        plan["offsite"] = {"account": "${VAULT_ACCOUNT}", "region": "${VAULT_REGION}", "bucket": plan["bucket"] + "-vault",
-                           "storage_class": "GLACIER_IR", "object_lock_days": days}
-    path = tmp_path / "plans.json"
-    path.write_text(json.dumps(document))
-    return {**stage_env, "PLANS_FILE": str(path), "VAULT_ACCOUNT": VAULT_ACCOUNT, "VAULT_REGION": VAULT_REGION,
-            "OFFSITE_ROLE_ARN": VAULT_ROLE_ARN}
+    return stage_env_with_vaults(tmp_path, stage_env, "GLACIER_IR")
 
 
 def test_the_newest_snapshot_is_restored_from_the_vault_once_every_backup_bucket_is_gone(
@@ -42,7 +34,8 @@ def test_the_newest_snapshot_is_restored_from_the_vault_once_every_backup_bucket
     project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("OFFSITE_ROLE_ARN", VAULT_ROLE_ARN)
-    assert provision_offsite(boto3.session.Session(region_name=REGION), s3, backup_buckets, ACCOUNT, None) == 0
+    readers = restore_reader_arns(ACCOUNT, "org-backup", "local")  # the stage's restore roles may read the vault
+    assert provision_offsite(boto3.session.Session(region_name=REGION), s3, backup_buckets, ACCOUNT, None, readers=readers) == 0
     capsys.readouterr()
     vault = assumed_client("s3")
     vault.create_bucket(Bucket=TARGET, CreateBucketConfiguration={"LocationConstraint": VAULT_REGION})
@@ -127,12 +120,10 @@ def test_where_a_restore_reads_is_checked(stage_env: dict[str, str]) -> None:
     assert view.catalog_bucket == "test-backup-documents-vault"
     with pytest.raises(BadRequest, match="no plan has an 'offsite' vault"):
         load_plans({**stage_env, "PLANS_FILE": ""}).in_vaults()
-    # The deployed functions do not restore from the vault (yet): refused before anything is recorded.
-    settings = Settings.from_environ({**stage_env, "WORKER_MODE": "lambda", "WORKER_FUNCTION_NAME": "org-backup-dev-backup_worker"})
-    with pytest.raises(BadRequest) as refused:
-        System(settings, Clients()).restores_from("offsite")
-    message = str(refused.value)
-    # Each thing missing is named: the role's grant on the vault, the vault's policy, where the restore is recorded.
-    assert "granted no read of the vaults test-backup-documents-vault (account" in message
-    assert "let in only each plan's replication role" in message and "recorded in the vault" in message
-    assert "org-backup --stage <stage> restore" in message and "--from offsite" in message
+    # The deployed functions restore from the vault with their own roles, recording it in the first restore
+    # bucket (tests/test_offsite_deployed_restore.py); a stage without one is refused before anything is recorded.
+    deployed = {**stage_env, "WORKER_MODE": "lambda", "WORKER_FUNCTION_NAME": "org-backup-dev-backup_worker"}
+    service = System(Settings.from_environ(deployed), Clients()).restores_from("offsite")
+    assert (service.origin, service.store.bucket, service.plans.catalog_bucket) == ("offsite", TARGET, "test-backup-documents-vault")
+    with pytest.raises(BadRequest, match="set RESTORE_BUCKETS, or run `org-backup restore --from offsite`"):
+        System(Settings.from_environ({**deployed, "RESTORE_BUCKETS": ""}), Clients()).restores_from("offsite")

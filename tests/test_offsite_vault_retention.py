@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from chalicelib.config import Settings
-from chalicelib.deploy.offsite import replication_role_arn, role_policy
+from chalicelib.deploy.offsite import replication_role_arn, restore_reader_arns, role_policy
 from chalicelib.deploy.permissions import admits, allows, required_permissions
 from chalicelib.deploy.policy import FUNCTIONS, generate, settings_scope
 from chalicelib.deploy.vault_bucket import provision_vault, vault_drift, vault_expiration_days, vault_policy
@@ -87,6 +87,10 @@ def vault_attacks(bucket: str) -> dict[str, tuple[str, dict[str, Any]]]:
         "rewrite the bucket policy": ("PutBucketPolicy", {"Bucket": bucket, "Policy": "{}"}),
         "remove the bucket policy": ("DeleteBucketPolicy", {"Bucket": bucket}),
         "delete the vault": ("DeleteBucket", {"Bucket": bucket}),
+        # What the vault's own prune does (org-backup prune --from offsite), which only the vault account may.
+        "prune a replicated manifest": ("DeleteObject", {"Bucket": bucket, "Key": "meta/snapshots/documents/b.jsonl.gz", "VersionId": "v1"}),
+        "prune what the source deleted": ("DeleteObjects", {"Bucket": bucket, "Delete": {"Objects": [
+            {"Key": "data/documents/gone.txt", "VersionId": "v1"}, {"Key": "meta/sealed/backups/b.json", "VersionId": "v2"}]}}),
     }
 
 
@@ -109,7 +113,9 @@ def test_no_role_of_the_backup_account_may_delete_or_expire_anything_in_the_vaul
         replication_role = replication_role_arn(plan, account)
         identities = {**{f"the {function} function": policy for function, policy in policies.items()},
                       "the replication role": role_policy(plan)}
-        bucket_policy = vault_policy(plan, replication_role)
+        # As provisioned: the stage's restore functions may read and thaw there (and nothing more).
+        readers = restore_reader_arns(account, "org-backup", "dev")
+        bucket_policy = vault_policy(plan, replication_role, readers)
         # The vault's policy with a careless grant of everything added: its deny still holds for the backup account.
         careless = {**bucket_policy, "Statement": [*bucket_policy["Statement"], {
             "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "s3:*", "Resource": ["*"]}]}
@@ -122,6 +128,11 @@ def test_no_role_of_the_backup_account_may_delete_or_expire_anything_in_the_vaul
             for principal in principals:
                 for policy in (bucket_policy, careless):
                     assert not all(admits(policy, principal, p) for p in permissions), f"{principal} may {attack}"
+        # Nor may they record a prune there: the vault's policy lets no principal of theirs write.
+        for key in ("meta/pruned/1_b/documents.json", "meta/prunes/1_p.json", "meta/locks/prune/documents.json"):
+            write = required_permissions("s3", "PutObject", {"Bucket": plan.offsite.bucket, "Key": key}, "us-east-1", account)
+            assert not any(all(allows(policy, p) for p in write) for policy in identities.values()), key
+            assert not any(all(admits(bucket_policy, principal, p) for p in write) for principal in principals), key
 
         # The evaluation can say yes: the replication role writes replicas, and the vault account's own
         # principals are not caught by the deny.

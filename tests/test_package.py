@@ -170,6 +170,10 @@ def test_a_plan_with_a_vault_packages_the_replication_make_provision_sets(packag
     assert all("ReplicationConfiguration" not in r["Properties"] for n, r in of_type(template, "AWS::S3::Bucket").items()
                if n != bucket_resource_name(plan))
     assert [n for n in of_type(template, "AWS::IAM::Role") if n.endswith("ReplicationRole")] == [role_name]
+    # The restore functions' roles have the names the vault's policy lets read (offsite.restore_reader_arns).
+    deployed = resources["APIHandler"]["Properties"]["FunctionName"]
+    assert {resources[name]["Properties"].get("RoleName") for name in ("ApiHandlerRole", "RestoreWorkerRole", "ResumeRestoresRole")} == {
+        f"{deployed}-api_handler", f"{deployed}-restore_worker", f"{deployed}-resume_restores"}
 
 
 def test_a_time_of_day_in_the_committed_plans_file_packages_the_cron_expressions(

@@ -179,3 +179,46 @@ def test_subject_stays_within_what_sns_accepts() -> None:
     record = BackupRecord(backup_id="20261126T000000000Z-x", trigger="api", plans=plans, status="FAILED")
     subject = alerts.subject(record)
     assert len(subject) <= 100 and subject.isascii() and "\n" not in subject
+
+
+class _Clock:
+    """A Lambda context whose remaining time is what the test sets."""
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def test_a_cost_report_still_reading_when_the_time_runs_short_is_cut_and_the_alert_still_goes(
+    backup_buckets: Any, sources: Any, topic_queue: str, sqs: Any, clients: Any, stage_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chalicelib.cost import inventory, reports
+    from chalicelib.cost.tally import PlanTally
+    from chalicelib.times import utcnow
+
+    context = _Clock(900_000)
+    add = PlanTally.add
+    tallied: list[int] = []
+
+    def slow_add(tally: PlanTally, version: Any) -> None:
+        # The bucket's rows take the invocation's time: two minutes left once the first is read.
+        tallied.append(1)
+        context.remaining_ms = 59_000
+        add(tally, version)
+
+    monkeypatch.setattr(PlanTally, "add", slow_add)
+    monkeypatch.setattr(inventory, "DEADLINE_EVERY", 2)
+    service = BackupService(Settings.from_environ(stage_env), clients)
+    record = service.run_scheduled(utcnow(), context=context)
+    assert record.status == "SUCCEEDED"
+    # Cut at the first look at the deadline: two versions read, not the bucket's every version.
+    assert len(tallied) == 2
+    [alert] = backup_alerts(sqs, topic_queue)
+    last = alert["Message"].splitlines()[-1]
+    assert last.startswith("Cost: not computed in this run (plan 'documents': 2 versions tallied when the time ran out")
+    assert last.endswith("GET /costs computes it")
+    # Nothing half-read was kept: the next caller computes the figures.
+    assert reports.CostReports.from_settings(Settings.from_environ(stage_env), clients).stored(record.backup_id) is None

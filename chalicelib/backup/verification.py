@@ -16,10 +16,13 @@ import logging
 from typing import Any
 
 from chalicelib.catalog.records import BackupStatus, BackupRecord, RecordStore
+from chalicelib.cost.reports import SAMPLE_SIZE
+from chalicelib.cost.row_counts import row_counter
 from chalicelib.jobs.budget import Budget, budget_for
 from chalicelib.jobs.dispatch import Dispatcher, worker_beside
 from chalicelib.jobs.ids import new_job_id
 from chalicelib.jobs.service import JobService
+from chalicelib.prices import load_prices
 from chalicelib.verify.job import VerificationJob
 from chalicelib.verify.record import VerificationRecord, VerificationStore
 from chalicelib.verify.verifier import Verifier
@@ -83,7 +86,8 @@ class VerificationJobs(JobService[VerificationRecord]):
     def job(self, budget: Budget | None = None) -> VerificationJob:
         settings = self.settings
         return VerificationJob(
-            settings.plans, self.clients, max_workers=settings.max_workers, time_zone=settings.time_zone, **self.job_options(budget)
+            settings.plans, self.clients, max_workers=settings.max_workers, time_zone=settings.time_zone,
+            row_counter=row_counter(settings.prices or load_prices(), SAMPLE_SIZE), **self.job_options(budget),
         )
 
 

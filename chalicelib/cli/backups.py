@@ -15,10 +15,11 @@ from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import BackupStatus, RecordStore, new_backup_id
 from chalicelib.catalog.run_keys import new_run_key
 from chalicelib.catalog.snapshot_reader import open_snapshot
-from chalicelib.deploy.offsite import replication_role_arn
+from chalicelib.deploy.offsite import replication_role_arn, restore_reader_arns
 from chalicelib.deploy.vault_bucket import vault_drift
 from chalicelib.cli.output import EXIT_ATTENTION, EXIT_OK, Context, emit, human, plan_named, table, when
 from chalicelib.errors import BackupError, BadRequest
+from chalicelib.stages import app_name
 from chalicelib.notify.alerts import verification_line
 from chalicelib.times import utcnow
 from chalicelib.verify.job import VerificationJob
@@ -201,11 +202,12 @@ def cmd_verify(ctx: Context) -> int:
     if offsite:
         # The vault's own settings too: a vault without its lock holds copies anyone there can delete.
         account = ctx.settings.account
+        readers = restore_reader_arns(account, app_name(ctx.project_dir), ctx.args.stage) if account else ()
         result["vault_drift"] = [
             line
             for plan in ctx.settings.plans.select(ctx.args.plan)
             if plan.offsite is not None
-            for line in vault_drift(clients.s3, plan, replication_role_arn(plan, account) if account else None)
+            for line in vault_drift(clients.s3, plan, replication_role_arn(plan, account) if account else None, readers)
         ]
         result["ok"] = result["ok"] and not result["vault_drift"]
 

@@ -12,7 +12,7 @@
     org-backup restore-status RESTORE_ID [--resume] [--from offsite]
     org-backup verify BACKUP_ID [--plan NAME ...] [--sample-percent N] [--from backup|offsite]
     org-backup verify-slice [--weekday N]
-    org-backup prune [--plan NAME ...] [--dry-run] [--allow-large-prune NAME ...]
+    org-backup prune [--plan NAME ...] [--dry-run] [--allow-large-prune NAME ...] [--from offsite]
     org-backup snapshots --plan NAME
     org-backup dashboard [--port P] [--port-file FILE]
     org-backup cost [--plan NAME] [--refresh]
@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--dry-run", action="store_true", help="say what would go and what it would save; delete nothing")
     prune.add_argument("--allow-large-prune", action="append", metavar="PLAN",
                        help="let this plan's prune pass the prune guard in this run (repeat)")
+    prune.add_argument("--from", dest="origin", choices=ORIGINS, default="backup",
+                       help="prune the backup buckets (default) or the vaults (offsite: the vault's own retention, "
+                       "from its replicated manifests and records, with the vault account's credentials)")
 
     snapshots = commands.add_parser("snapshots", parents=[common], help="a plan's snapshots and the rules that keep each")
     snapshots.add_argument("--plan", required=True)

@@ -31,6 +31,7 @@ class Context:
         self.args = args
         self.json = bool(args.json)
         project_dir = Path(args.project_dir) if args.project_dir else PROJECT_DIR
+        self.project_dir = project_dir
         # The stage's own environment (the dashboard keeps its worker mode).
         self.stage_environ = {**os.environ, **stage_environment(args.stage, project_dir)}
         # The command line does the work itself, whatever the stage's worker mode says.

@@ -12,7 +12,8 @@ from chalicelib.prune.service import PruneJobs
 
 
 def _jobs(ctx: Context) -> PruneJobs:
-    return ctx.system.prunes
+    """The backup buckets' prunes, or (`--from offsite`) the vaults' own, with the vault account's credentials."""
+    return ctx.system.vault_prunes if ctx.args.origin == "offsite" else ctx.system.prunes
 
 
 def cmd_prune(ctx: Context) -> int:

@@ -58,6 +58,16 @@ from chalicelib.times import utcnow
 
 logger = logging.getLogger(__name__)
 
+# How many rows or versions are read between two looks at a caller's deadline: a look costs a clock read, a
+# row a few microseconds.
+DEADLINE_EVERY = 10_000
+
+
+class OutOfTime(Exception):
+    """A plan's versions were not all read before the caller's deadline (`PlanInventory.deadline`): nothing is
+    kept, the next caller computes the figures. A bucket too large to read in one invocation before the weekly
+    verification has counted its report."""
+
 
 @dataclass(frozen=True)
 class Version:
@@ -114,6 +124,8 @@ class Work:
     report_rows: int = 0
     # Where the named versions came from (`kept_versions.NamedFrom.describe`).
     named_from: dict[str, Any] = field(default_factory=dict)
+    # With a report: the weekly verification whose pass counted its rows, or why none did (cost/row_counts.py).
+    counted_by: dict[str, Any] = field(default_factory=dict)
 
 
 def list_snapshots(s3: Any, plan: Plan, work: Work | None = None) -> list[SnapshotFile]:
@@ -235,7 +247,7 @@ class ReportRuns:
     order (`sources()` names them); a prefix asked out of order is an error, never rows passed over. A
     context manager: the sorted runs go on exit."""
 
-    def __init__(self, s3: Any, report: Report, work: Work) -> None:
+    def __init__(self, s3: Any, report: Report, work: Work, deadline: Callable[[], bool] | None = None) -> None:
         self.work = work
         work.report_files = len(report.files)
         self._prefixes: set[str] = set()
@@ -246,6 +258,8 @@ class ReportRuns:
                 return False
             self._prefixes.add(prefix)
             work.report_rows += 1
+            if deadline is not None and work.report_rows % DEADLINE_EVERY == 0 and deadline():
+                raise OutOfTime(f"{work.report_rows:,} rows of the inventory report {report.manifest_key} read")
             return True
 
         self._rows = sorted_rows(s3, report, keep=keep, order=_join_order)
@@ -325,6 +339,8 @@ class PlanInventory:
         self.snapshots = list_snapshots(s3, plan, self.work)
         self._report: Report | None = None
         self._runs: ReportRuns | None = None
+        # True once the caller must stop (the daily backup's invocation ending): `versions` raises OutOfTime.
+        self.deadline: Callable[[], bool] | None = None
         self.kept = KeptVersions(s3, records, plan, report, warnings, use_index=inventory is not None)
         if inventory is not None:
             first = min((snapshot.taken for snapshot in self.snapshots), default=None)
@@ -349,7 +365,7 @@ class PlanInventory:
             named = self.kept.entries([snapshot.backup_id for snapshot in self.snapshots], stack)
             self.work.snapshots = self.kept.snapshots_read
             if self._report is not None:
-                self._runs = stack.enter_context(ReportRuns(self.s3, self._report, self.work))
+                self._runs = stack.enter_context(ReportRuns(self.s3, self._report, self.work, self.deadline))
             try:
                 yield from self._join(named)
             finally:

@@ -352,7 +352,8 @@ def plan_report(
 def _vault(plan: Plan, tally: PlanTally, usage: Usage, snapshots: list[SnapshotFile], manifests: Count, prices: Prices) -> dict[str, Any]:
     """The plan's vault (`vault_model.vault_estimate`) from this bucket's versions and its measured backups."""
     assert plan.offsite is not None
-    vault = VaultSettings(plan.offsite.storage_class, vault_expiration_days(plan), cross_region=plan.offsite.region != prices.region)
+    vault = VaultSettings(plan.offsite.storage_class, vault_expiration_days(plan), cross_region=plan.offsite.region != prices.region,
+                          rtc=plan.offsite.rtc)
     newest = max(snapshots, key=lambda s: s.taken).size if snapshots else 0
     stored = (sum(c.versions for c in tally.storage.values()), sum(c.bytes for c in tally.storage.values()))
     written = (usage.new_per_day + usage.changed_per_day, usage.bytes_copied_per_day)

@@ -22,14 +22,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import BackupStatus, RecordStore
 from chalicelib.config import Settings
-from chalicelib.cost.inventory import PlanInventory
+from chalicelib.cost import inventory as inventory_rows
+from chalicelib.cost.inventory import OutOfTime, PlanInventory, Work
 from chalicelib.cost.projection import describe_lifecycle
 from chalicelib.cost.prunes import RecentPrunes, recent_prunes
 from chalicelib.cost.plan_costs import combine, plan_report
+from chalicelib.cost.row_counts import counted_figures
 from chalicelib.cost.tally import PlanTally
 from chalicelib.cost.upkeep_model import UpkeepSettings
 from chalicelib.cost.usage import History, measure, recent_history
 from chalicelib.errors import NotFound, Tampered, describe_error
+from chalicelib.inventory.freshness import stale_after
 from chalicelib.layout import COSTS_PREFIX, PLAN_FIGURES_PREFIX
 from chalicelib.plans import Plan, PlanSet
 from chalicelib.prices import Prices, load_prices
@@ -101,12 +104,15 @@ class CostReports:
             )
         return self.for_backup(backup_id)
 
-    def for_backup(self, backup_id: str, now: datetime | None = None) -> dict[str, Any]:
-        """The stored report of `backup_id`, or a new one, stored for the next caller."""
+    def for_backup(
+        self, backup_id: str, now: datetime | None = None, deadline: Callable[[], bool] | None = None
+    ) -> dict[str, Any]:
+        """The stored report of `backup_id`, or a new one, stored for the next caller. `deadline` (true once
+        the caller must stop) raises `OutOfTime` while a bucket's rows are still being read."""
         stored = self.stored(backup_id)
         if stored is not None:
             return stored
-        report = self.compute(backup_id, now)
+        report = self.compute(backup_id, now, deadline=deadline)
         self.store(report)
         return report
 
@@ -161,10 +167,16 @@ class CostReports:
 
     # Computing ---------------------------------------------------------------------------------------------
 
-    def compute(self, backup_id: str | None = None, now: datetime | None = None, fresh: bool = False) -> dict[str, Any]:
+    def compute(
+        self,
+        backup_id: str | None = None,
+        now: datetime | None = None,
+        fresh: bool = False,
+        deadline: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
         """A new report of every plan, as things stand at `now` (default: the clock's time). A plan whose
         versions come from the same inventory report as its last figures keeps those figures (`_carried`)
-        unless `fresh`."""
+        unless `fresh`. `deadline`: see `for_backup`."""
         now = now or self.clock()
         started = time.monotonic()
         warnings: list[str] = []
@@ -190,9 +202,23 @@ class CostReports:
                     history = recent_history(self.records, now, report=self.report)
                     prunes = recent_prunes(self.s3, self.plans.catalog_bucket, now)
                     warnings += history.warnings + prunes.warnings
-                tally = PlanTally(plan, self.prices, now, self.sample_size, listed_by=inventory.work.versions_from)
-                for version in inventory.versions():
-                    tally.add(version)
+                counted = self._counted(plan, inventory)
+                if counted is not None:
+                    tally, work, counted_by = counted
+                else:
+                    tally = PlanTally(plan, self.prices, now, self.sample_size, listed_by=inventory.work.versions_from)
+                    inventory.deadline = deadline
+                    try:
+                        for tallied, version in enumerate(inventory.versions(), 1):
+                            tally.add(version)
+                            if deadline is not None and tallied % inventory_rows.DEADLINE_EVERY == 0 and deadline():
+                                raise OutOfTime(f"{tallied:,} versions tallied")
+                    except OutOfTime as exc:
+                        raise OutOfTime(
+                            f"plan '{plan.name}': {exc} when the time ran out; the weekly verification counts "
+                            "them along its own pass"
+                        ) from None
+                    work, counted_by = inventory.work, inventory.work.counted_by
                 tally.head_check(self.s3)
             except (ClientError, BotoCoreError) as exc:
                 # One unreadable bucket must not hide what the others cost.
@@ -203,10 +229,13 @@ class CostReports:
             usage = measure(history.runs.get(plan.name, []), now, self.prices)
             plans[plan.name] = {
                 **plan_report(
-                    plan, tally, inventory.snapshots, inventory.work, usage, prunes.for_plan(plan.name), self.prices, now,
+                    plan, tally, inventory.snapshots, work, usage, prunes.for_plan(plan.name), self.prices, tally.now,
                     self.plans.schedule, UpkeepSettings.of_plans(self.plans),
                 ),
-                "figures": {"computed_at": isoformat(now), "carried": False, "named_from": inventory.work.named_from},
+                "figures": {
+                    "computed_at": isoformat(tally.now), "carried": False, "named_from": work.named_from,
+                    **({"counted_by": counted_by} if counted_by else {}),
+                },
             }
             self._keep(plan, inventory, inputs, plans[plan.name], warnings[first_warning:], now, warnings)
         return {
@@ -242,6 +271,40 @@ class CostReports:
             "inventory": str(self.plans.inventory),
             "pruned": hashlib.sha256(removed.encode("utf-8")).hexdigest(),
         }
+
+    def _counted(
+        self, plan: Plan, inventory: PlanInventory
+    ) -> tuple[PlanTally, Work, dict[str, Any]] | None:
+        """The plan's counts from the weekly verification's pass over the report its versions would come
+        from now (cost/row_counts.py), with the work of this report's own (the snapshots listed, the report
+        chosen) and what says where they come from and how old they are; None (the bucket's rows are read
+        here, `PlanInventory.versions`) without a report, or when no verification has counted this one yet,
+        which the report says."""
+        report = inventory.report_key
+        if report is None:
+            return None
+        assert self.plans.inventory is not None
+        fresh_after = self.clock() - stale_after(self.plans.inventory.frequency)
+        found = counted_figures(self.s3, self.plans.catalog_bucket, plan, self.prices, report, fresh_after, self.sample_size)
+        if found is None:
+            inventory.work.counted_by = {
+                "verification": None,
+                "note": f"no weekly verification has counted the rows of the inventory report {report} yet (one "
+                "does once the report is due): they were read and counted here",
+            }
+            return None
+        tally, work, used = found
+        own = inventory.work
+        work.list_requests, work.report, work.report_files = own.list_requests, own.report, own.report_files
+        age = (self.clock() - tally.now).total_seconds() / 86400
+        used["age_days"] = round(max(0.0, age), 2)
+        newest = "the newest report" if used["newest_report"] else f"a report still fresh (the newest, {report}, is not counted yet)"
+        used["note"] = (
+            f"counted by the weekly verification {used['verification']} as it checked the kept snapshots (up to "
+            f"backup {used['snapshots_up_to']}) against {newest}, {used['age_days']} days ago"
+        )
+        work.named_from = {"counted_by_verification": used["verification"]}
+        return tally, work, used
 
     def _carried(
         self, plan: Plan, inventory: PlanInventory, inputs: dict[str, Any], warnings: list[str]

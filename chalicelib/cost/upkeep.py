@@ -102,6 +102,8 @@ def cost_report(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     else:
         share = 1.0
     carried = sequential(job)
+    if settings.inventory is not None and day.cost_counted:
+        return _cost_counted(job, day, settings, share, carried)
     computing = JobDay()
     computing.add("list", page_count(day.backups_in_window, 100) + 1 + day.snapshots)
     computing.add("get", day.backups_in_window + day.prunes_in_window + 2 * day.snapshots)
@@ -146,6 +148,28 @@ def cost_report(day: BucketDay, settings: UpkeepSettings) -> JobDay:
         )
     tmp_limit(job, spooled, "the kept index and the manifests it reads, the report's sorted runs")
     # It runs inside the daily backup's invocation: no invocation of its own.
+    return job
+
+
+def _cost_counted(job: JobDay, day: BucketDay, settings: UpkeepSettings, share: float, carried: float) -> JobDay:
+    """The plan's figures from what the weekly verification counted along its pass over a fresh report
+    (cost/row_counts.py): the window's backup and prune records listed and read, the sealed verification
+    results listed and read newest first until one has the counts (`cost_sealed_reads`), the HeadObject
+    sample. No manifest, kept index or row of the report is read: the rows are counted once, in the
+    verification's seconds (`verify_upkeep.verification_when_due`)."""
+    computing = JobDay()
+    period = REPORT_PERIOD_DAYS.get(settings.inventory or "Daily", 1.0)
+    sealed = (1 + (period - 1) / 2) if day.cost_sealed_reads is None else day.cost_sealed_reads
+    computing.add("list", page_count(day.backups_in_window, 100) + 1 + 1)
+    computing.add("get", day.backups_in_window + day.prunes_in_window + sealed)
+    listed = max(0.0, day.versions - day.written * REPORT_LAG_DAYS.get(settings.inventory or "Daily", 1.0))
+    heads = min(settings.cost_head_sample, listed)
+    computing.add("head", heads)
+    seconds = sequential(computing) + heads * REQUEST_SECONDS
+    for kind, count in computing.requests.items():
+        job.add(kind, share * count)
+    job.add("put", 1)
+    job.seconds = carried + share * seconds + REQUEST_SECONDS
     return job
 
 

@@ -61,6 +61,11 @@ CHECKED_MERGE_SECONDS = 1.25 * MERGE_ENTRY_SECONDS
 # to a sorted row (`COST_VERSION_SECONDS`), which a listed version costs too.
 COST_ROW_SECONDS = 2.1 * (REPORT_ROW_SECONDS + SORTED_ROW_SECONDS)
 COST_VERSION_SECONDS = COST_ROW_SECONDS - (REPORT_ROW_SECONDS + SORTED_ROW_SECONDS)
+# A report's row counted for the cost report along the verification's pass, which has read and sorted it
+# already (cost/row_counts.py `RowCounts.row`: each key's rows shaped as a listing's versions and counted by
+# `PlanTally.add`): 0.55 times a read and sorted report row, measured side by side by scripts/bench_rows.py
+# (count-row 1.22 times a manifest entry; report-read and report-sort 0.70 and 1.52; cost-row 4.33).
+COUNT_ROW_SECONDS = 0.55 * (REPORT_ROW_SECONDS + SORTED_ROW_SECONDS)
 # What a row takes in /tmp (scripts/bench_rows.py `bytes_per_row`): a manifest's entry and a kept index's line
 # (gzip), an inventory report's row in a sorted run or a source's split (pickled).
 MANIFEST_ENTRY_BYTES = 83
@@ -158,6 +163,12 @@ class BucketDay:
     # a day: the prune wrote it when it last worked, after the backup of the last report's day).
     cost_indexed: bool = True
     cost_unindexed: float | None = None
+    # With an inventory, whether a weekly verification has counted the rows of a fresh report for the cost
+    # report (cost/row_counts.py: it does whenever it checks every kept version against one), and the sealed
+    # verification results the cost report reads to find them, newest first (None: the jobs that waited since
+    # the one that counted, half a report period's on average, and it).
+    cost_counted: bool = True
+    cost_sealed_reads: float | None = None
     # Verification records the newest VERIFY_LOOKBACK of which a scheduled verification reads (None: one per
     # backup of the window).
     verifications_in_window: int | None = None

@@ -22,6 +22,7 @@ from chalicelib.cost.upkeep_model import (
     REPORT_ROW_SECONDS,
     REQUEST_CPU_SECONDS,
     REQUEST_SECONDS,
+    COUNT_ROW_SECONDS,
     ROW_CHECK_SECONDS,
     SORTED_ROW_SECONDS,
     UpkeepSettings,
@@ -164,6 +165,8 @@ def verification_when_due(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     work += max(0.0, checked - headed - deferred) * ROW_CHECK_SECONDS
     update = _index_update(day)
     rows, kept_rows = report_rows(day), day.versions
+    # Every row under data/ counted once for the cost report, past each checkpoint (cost/row_counts.py).
+    work += kept_rows * COUNT_ROW_SECONDS
     files = page_count(rows, REPORT_FILE_ROWS)
 
     def seconds(invocations: int) -> float:

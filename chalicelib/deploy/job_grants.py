@@ -3,11 +3,15 @@ concern, as in `grants.py`, whose rows, shared tables and account pinning these 
 
 from __future__ import annotations
 
-from chalicelib.deploy.grants import Grant, backup_bucket_arns, catalog_objects, meta_listing
+from typing import Any
+
+from chalicelib.deploy.grants import RESOURCE_ACCOUNT, Grant, backup_bucket_arns, catalog_objects, meta_listing, statement
+from chalicelib.deploy.offsite import vault_read_statements
 from chalicelib.deploy.scope import (
     PRUNE_WORKER,
     RESTORE_WORKER,
     VERIFY_WORKER,
+    Scope,
     bucket_arn,
     object_arns,
     table_arn,
@@ -29,6 +33,8 @@ from chalicelib.layout import (
     SEALED_PREFIX,
     SEALED_VERIFICATIONS_PREFIX,
     SNAPSHOTS_PREFIX,
+    VAULT_RESTORE_QUEUE_PREFIX,
+    VAULT_RESTORES_PREFIX,
     VERIFICATIONS_PREFIX,
 )
 
@@ -82,6 +88,54 @@ RESTORE_GRANTS: tuple[Grant, ...] = (
     # A first pass too long for one invocation stops at a checkpoint and has the restore worker carry it on.
     Grant("RestoreContinue", ("lambda:InvokeFunction",), lambda s: s.invoked(RESTORE_WORKER)),
 )
+
+
+def _vaults(scope: Scope) -> dict[str, list[str]]:
+    """The plans' vault buckets by their account."""
+    found: dict[str, list[str]] = {}
+    for plan in scope.plans:
+        if plan.offsite is not None:
+            found.setdefault(plan.offsite.account, []).append(plan.offsite.bucket)
+    return {account: sorted(set(buckets)) for account, buckets in found.items()}
+
+
+def _vault_restore_records(scope: Scope, *prefixes: str) -> list[str]:
+    """Objects under `prefixes` of the stage's first restore bucket, where restores from the vault are recorded
+    (restore/record.py `VaultRestoreStore`); none when no plan has a vault."""
+    if not _vaults(scope) or not scope.restore_buckets:
+        return []
+    return object_arns([sorted(scope.restore_buckets)[0]], *prefixes)
+
+
+def vault_restore_grants(scope: Scope) -> list[dict[str, Any]]:
+    """Restores from the vault by the restore functions: read-only there (`offsite.VAULT_READS`, which each
+    vault's policy grants these roles too), and the restore's queue beside its record in the stage's first
+    restore bucket (its records fall under RestoreTargetsWrite)."""
+    found = [s for account, buckets in sorted(_vaults(scope).items()) for s in vault_read_statements(buckets, account)]
+    queue = _vault_restore_records(scope, VAULT_RESTORE_QUEUE_PREFIX)
+    if queue:
+        found.append(statement("VaultRestoreQueue", ("s3:DeleteObject",), queue, _owned(scope)))
+    return found
+
+
+def vault_restore_api_grants(scope: Scope) -> list[dict[str, Any]]:
+    """POST /restores with "from": "offsite" reads the vault's catalog (the sealed record, the pruned marker),
+    records the restore and queues it; GET /restores/{id}?from=offsite reads the record back."""
+    found = [
+        s for account, buckets in sorted(_vaults(scope).items()) for s in vault_read_statements(buckets, account)
+        if s["Sid"].startswith(("VaultListTheCatalog", "VaultReadTheCatalog"))
+    ]
+    records = _vault_restore_records(scope, VAULT_RESTORES_PREFIX)
+    queue = _vault_restore_records(scope, VAULT_RESTORE_QUEUE_PREFIX)
+    if records:
+        found.append(statement("VaultRestoreRecords", ("s3:GetObject", "s3:PutObject"), records, _owned(scope)))
+        # A record that could not be written takes its queue entry away again.
+        found.append(statement("VaultRestoreQueue", ("s3:DeleteObject", "s3:PutObject"), queue, _owned(scope)))
+    return found
+
+
+def _owned(scope: Scope) -> dict[str, Any] | None:
+    return {"StringEquals": {RESOURCE_ACCOUNT: scope.account}} if scope.account != "*" else None
 
 
 # The weekly verification job (verify_worker) -----------------------------------------------------------------

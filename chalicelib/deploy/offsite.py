@@ -25,6 +25,7 @@ from urllib.parse import unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.deploy.scope import API_HANDLER, RESTORE_WORKER, RESUME_RESTORES
 from chalicelib.errors import BackupError, error_code
 from chalicelib.layout import DATA_PREFIX, PRUNED_PREFIX, SEALED_PREFIX, SNAPSHOTS_PREFIX
 from chalicelib.plans import Offsite, Plan
@@ -37,6 +38,23 @@ REPLICATED_PREFIXES: tuple[tuple[str, str | None], ...] = (
     (PRUNED_PREFIX, "STANDARD"),
 )
 ROLE_POLICY_NAME = "replicate-to-vault"
+# The deployed functions that restore from the vault, with their own roles (read-only there): the API checks
+# and records a restore, the worker and the hourly check run its passes.
+RESTORE_READERS = (API_HANDLER, RESTORE_WORKER, RESUME_RESTORES)
+# What they may do in the vault, and where: list the catalog, the data's and the manifests' versions, read the
+# replicated manifests (their first version too: a manifest is sealed), sealed records and pruned markers,
+# read exact versions of the data (with their tags, which a CopyObject of a tagged version reads) and thaw
+# archived ones (a thaw makes a temporary copy, billed to the vault account, and changes no version, lock or
+# rule). Never put, delete, tag or unlock.
+VAULT_READS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("ListTheCatalog", ("s3:ListBucket",), ()),
+    ("ListTheVersions", ("s3:ListBucketVersions",), ()),
+    ("ReadTheCatalog", ("s3:GetObject",), (SNAPSHOTS_PREFIX, SEALED_PREFIX, PRUNED_PREFIX)),
+    ("ReadManifestVersions", ("s3:GetObjectVersion",), (SNAPSHOTS_PREFIX,)),
+    ("ReadAndThawVersions", ("s3:GetObjectVersion", "s3:GetObjectVersionTagging", "s3:RestoreObject"), (DATA_PREFIX,)),
+)
+# Listing is limited to what each listing reads: the catalog under meta/, versions under data/ and of manifests.
+VAULT_LISTED = {"ListTheCatalog": ["meta/*"], "ListTheVersions": [DATA_PREFIX + "*", SNAPSHOTS_PREFIX + "*"]}
 # IAM role names are at most 64 characters.
 MAX_ROLE_NAME = 64
 
@@ -59,6 +77,42 @@ def replication_role_name(plan: Plan) -> str:
 
 def replication_role_arn(plan: Plan, account: str) -> str:
     return f"arn:aws:iam::{account}:role/{replication_role_name(plan)}"
+
+
+def restore_role_name(app: str, stage: str, function: str) -> str:
+    """The role of a deployed function as `chalice deploy` names it, and as the packaged template names the
+    restore functions' roles when a plan has a vault (template.py): `<app>-<stage>-<function>`, the routes'
+    handler's included (its function is `<app>-<stage>`, its role `<app>-<stage>-api_handler`)."""
+    return f"{app}-{stage}-{function}"
+
+
+def restore_reader_arns(account: str, app: str, stage: str) -> tuple[str, ...]:
+    """The roles of the functions that restore from the vault (`RESTORE_READERS`)."""
+    return tuple(f"arn:aws:iam::{account}:role/{restore_role_name(app, stage, f)}" for f in RESTORE_READERS)
+
+
+def vault_read_statements(buckets: list[str], account: str, readers: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """`VAULT_READS` as statements on the vault `buckets`, pinned to the vaults' `account` (s3:ResourceAccount:
+    a bucket of the same name elsewhere is never read). With `readers` (role ARNs), for a vault's bucket
+    policy: the principal is the roles' account and the condition names the roles (aws:PrincipalArn), so that
+    the policy can be set before the roles exist and still holds once a role is made anew (S3 refuses a role
+    ARN principal that does not exist, and stores one that does as the role's id)."""
+    found = []
+    for sid, actions, prefixes in VAULT_READS:
+        resources = [f"arn:aws:s3:::{b}/{prefix}*" for b in buckets for prefix in prefixes] or [f"arn:aws:s3:::{b}" for b in buckets]
+        condition: dict[str, Any] = {"StringEquals": {"s3:ResourceAccount": account}}
+        if sid in VAULT_LISTED:
+            condition["StringLike"] = {"s3:prefix": VAULT_LISTED[sid]}
+        # A role's policy may name vaults of several accounts: one statement each, told apart by the account.
+        name = f"Vault{sid}" if readers else f"Vault{sid}In{account}"
+        statement: dict[str, Any] = {"Sid": name, "Effect": "Allow", "Action": sorted(actions), "Resource": sorted(resources)}
+        if readers:
+            accounts = sorted({arn.split(":")[4] for arn in readers})
+            statement["Principal"] = {"AWS": [f"arn:aws:iam::{a}:root" for a in accounts]}
+            condition["ArnEquals"] = {"aws:PrincipalArn": list(readers)}
+        statement["Condition"] = condition
+        found.append(statement)
+    return found
 
 
 def role_description(plan: Plan) -> str:
@@ -119,6 +173,21 @@ def role_policy(plan: Plan) -> dict[str, Any]:
     }
 
 
+# Replication Time Control's threshold, and its metrics' (S3 accepts 15 minutes only, and RTC only with its
+# metrics enabled; with RTC off, neither is sent: metrics may not carry a threshold without RTC).
+RTC_MINUTES = 15
+
+
+def rtc_destination(enabled: bool) -> dict[str, Any]:
+    """What a rule's `Destination` carries for Replication Time Control: both blocks, or nothing."""
+    if not enabled:
+        return {}
+    return {
+        "ReplicationTime": {"Status": "Enabled", "Time": {"Minutes": RTC_MINUTES}},
+        "Metrics": {"Status": "Enabled", "EventThreshold": {"Minutes": RTC_MINUTES}},
+    }
+
+
 def rule_id(plan: Plan, prefix: str) -> str:
     return f"{plan.name}-vault-{prefix.strip('/').replace('/', '-')}"
 
@@ -134,7 +203,10 @@ def replication_configuration(plan: Plan, account: str) -> dict[str, Any]:
             "Status": "Enabled",
             "Filter": {"Prefix": prefix},
             "DeleteMarkerReplication": {"Status": "Disabled"},
-            "Destination": {"Bucket": f"arn:aws:s3:::{vault.bucket}", "StorageClass": storage_class or vault.storage_class},
+            "Destination": {
+                "Bucket": f"arn:aws:s3:::{vault.bucket}", "StorageClass": storage_class or vault.storage_class,
+                **rtc_destination(vault.rtc),
+            },
         })
     return {"Role": replication_role_arn(plan, account), "Rules": rules}
 
@@ -153,8 +225,19 @@ def rules_as_compared(configuration: dict[str, Any] | None) -> list[tuple[Any, .
             (rule.get("DeleteMarkerReplication") or {}).get("Status", "Disabled"),
             destination.get("Bucket"),
             destination.get("StorageClass"),
+            _rtc_as_compared(destination),
         ))
     return sorted(found)
+
+
+def _rtc_as_compared(destination: dict[str, Any]) -> tuple[Any, ...]:
+    """Replication Time Control as a rule's destination says it: its status and minutes, its metrics'."""
+    time, metrics = destination.get("ReplicationTime") or {}, destination.get("Metrics") or {}
+
+    def minutes(value: Any) -> int | None:
+        return None if (value or {}).get("Minutes") is None else int(value["Minutes"])
+
+    return time.get("Status", "Disabled"), minutes(time.get("Time")), metrics.get("Status", "Disabled"), minutes(metrics.get("EventThreshold"))
 
 
 def read_replication(s3: Any, bucket: str) -> dict[str, Any] | None:
@@ -184,7 +267,7 @@ def replication_drift(s3: Any, plan: Plan, account: str | None) -> list[str]:
         found.append(f"bucket {plan.bucket}: replicates with the role {current.get('Role')}, not {wanted['Role']}")
     rules = {rule[3]: rule for rule in rules_as_compared(current)}
     for rule in rules_as_compared(wanted):
-        _, _, _, prefix, _, destination, storage_class = rule
+        _, _, _, prefix, _, destination, storage_class, rtc = rule
         have = rules.get(prefix)
         where = f"bucket {plan.bucket}: the rule replicating {prefix}"
         if have is None:
@@ -197,7 +280,17 @@ def replication_drift(s3: Any, plan: Plan, account: str | None) -> list[str]:
             found.append(f"{where} replicates delete markers, which could hide backups in the vault")
         elif have[6] != storage_class:
             found.append(f"{where} writes replicas in {have[6] or 'the source class'}, not {storage_class}")
+        elif have[7] != rtc:
+            wanted_rtc = "on" if vault.rtc else "off"
+            found.append(f"{where} has Replication Time Control {_describe_rtc(have[7])}, not {wanted_rtc} as the plan says")
     return found
+
+
+def _describe_rtc(rtc: tuple[Any, ...]) -> str:
+    status, minutes, metrics, threshold = rtc
+    if status != "Enabled":
+        return "off" + (f" (metrics {metrics})" if metrics == "Enabled" else "")
+    return f"on ({minutes} minutes, metrics {metrics}{f' at {threshold} minutes' if threshold else ''})"
 
 
 def provision_replication(iam: Any, s3: Any, plan: Plan, account: str) -> list[str]:

@@ -246,7 +246,8 @@ def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -
                 ok = actual in values
             elif operator == "StringNotEquals":
                 ok = actual not in values
-            elif operator == "StringLike":
+            elif operator in ("StringLike", "ArnLike", "ArnEquals"):
+                # ARNs compare as text, with the wildcards ArnLike (and ArnEquals) allow.
                 ok = any(_matches(v, actual) for v in values)
             else:
                 return False  # an operator this checker does not know never counts as allowing
@@ -260,13 +261,11 @@ def denies(policy: Mapping[str, Any], permission: Permission) -> str | None:
     or None. Used to check that every request the system sends passes the backup buckets' policy, which
     moto does not evaluate."""
     context = dict(permission.context)
-    for statement in policy.get("Statement", []):
-        if statement.get("Effect") != "Deny" or statement.get("Principal") not in ("*", {"AWS": "*"}):
+    for statement in _statements_for(policy, permission.action.lower()):
+        if not (statement.deny and statement.everyone) or not statement.resources.match(permission.resource):
             continue
-        if not _statement_matches(statement, permission):
-            continue
-        if _condition_holds(statement.get("Condition", {}), context):
-            return str(statement.get("Sid") or "a Deny statement")
+        if _condition_holds(statement.condition, context):
+            return statement.sid or "a Deny statement"
     return None
 
 
@@ -304,6 +303,9 @@ class _Statement:
     actions: tuple[str, ...]
     resources: Any  # a compiled regular expression matching any of the statement's resources
     condition: Mapping[str, Any]
+    # Its principal is everyone (a resource policy's statement), and its Sid.
+    everyone: bool = False
+    sid: str | None = None
 
 
 # Policies evaluated so far, compiled once: the suite evaluates tens of thousands of calls against a few
@@ -335,7 +337,10 @@ def _compile(policy: Mapping[str, Any]) -> tuple[_Statement, ...]:
         resources = [resources] if isinstance(resources, str) else resources
         pattern = re.compile("|".join(f"(?:{fnmatch.translate(r)})" for r in resources) or "(?!)")
         statements.append(
-            _Statement(statement.get("Effect") == "Deny", tuple(a.lower() for a in actions), pattern, statement.get("Condition", {}))
+            _Statement(
+                statement.get("Effect") == "Deny", tuple(a.lower() for a in actions), pattern, statement.get("Condition", {}),
+                everyone=statement.get("Principal") in ("*", {"AWS": "*"}), sid=statement.get("Sid") or None,
+            )
         )
     if len(_COMPILED) > 256:
         _COMPILED.clear()

@@ -26,7 +26,7 @@ from chalicelib.deploy.bucket_settings import (
 )
 from chalicelib.deploy.bucket_state import bucket_exists, read_state
 from chalicelib.deploy.inventory_bucket import provision_inventory
-from chalicelib.deploy.offsite import provision_replication, replication_role_arn
+from chalicelib.deploy.offsite import provision_replication, replication_role_arn, restore_reader_arns
 from chalicelib.deploy.vault_bucket import provision_vault
 from chalicelib.errors import BackupError
 from chalicelib.plans import Plan, PlanSet
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     s3 = session.client("s3", config=client_config())
     if args.vaults_only:
         account = session.client("sts", config=client_config()).get_caller_identity()["Account"]
-        return provision_offsite(session, s3, plans, account, args.plan, source_side=False)
+        return provision_offsite(session, s3, plans, account, args.plan, source_side=False, readers=restore_readers(account, args.stage))
     status = 0
     for plan in plans.select(args.plan):
         try:
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     # The administrator's own account: the one whose buckets were just provisioned.
     account = session.client("sts", config=client_config()).get_caller_identity()["Account"]
     if any(plan.offsite for plan in plans.plans):
-        status = provision_offsite(session, s3, plans, account, args.plan)
+        status = provision_offsite(session, s3, plans, account, args.plan, readers=restore_readers(account, args.stage))
     if plans.inventory is not None and status == 0:
         try:
             changes = provision_inventory(s3, plans, account, args.plan, force=args.force)
@@ -160,12 +160,21 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
+def restore_readers(account: str, stage: str) -> tuple[str, ...]:
+    """The stage's restore functions' roles, which each vault's policy lets read there."""
+    from chalicelib.stages import app_name
+
+    return restore_reader_arns(account, app_name(), stage)
+
+
 def provision_offsite(
-    session: Any, s3: Any, plans: PlanSet, account: str, names: list[str] | None, source_side: bool = True
+    session: Any, s3: Any, plans: PlanSet, account: str, names: list[str] | None, source_side: bool = True,
+    readers: tuple[str, ...] = (),
 ) -> int:
     """Each vault with the vault account's credentials (OFFSITE_PROFILE or OFFSITE_ROLE_ARN, read now), then
     (`source_side`) the replication into it with the administrator's own; 1 when something could not be done.
-    The vault needs only the replication role's ARN, which the role keeps by its name wherever it is made."""
+    The vault needs only the replication role's ARN, which the role keeps by its name wherever it is made, and
+    the `readers` (`restore_readers`), named the same way."""
     from chalicelib.aws import client_config, vault_clients
 
     region = session.region_name or "us-east-1"
@@ -187,7 +196,7 @@ def provision_offsite(
             return 1
         try:
             # The vault first: S3 replicates only into a bucket that exists, versioned.
-            changes = provision_vault(vault.s3, plan, replication_role_arn(plan, account))
+            changes = provision_vault(vault.s3, plan, replication_role_arn(plan, account), readers)
             if source_side:
                 changes += provision_replication(iam, s3, plan, account)
         except (BackupError, ClientError) as exc:

@@ -4,9 +4,9 @@ more.
 
 | function | may |
 |---|---|
-| `api_handler` (internet-facing) | read the catalog and HEAD data versions; list and read the inventory reports (the cost report); write the records its routes create and its plan locks and idempotency claims (meta/ of the catalog only); start the backup and restore workers |
+| `api_handler` (internet-facing) | read the catalog and HEAD data versions; list and read the inventory reports (the cost report); write the records its routes create and its plan locks and idempotency claims (meta/ of the catalog only); start the backup and restore workers; for a plan with a vault, list and read the vault's replicated catalog, and record a restore from the vault in the first restore bucket |
 | `daily_backup`, `backup_worker` | read the sources (tables by scan, or by DynamoDB's export into data/~exports/ of the plan's bucket); write data/ (delete markers included), manifests, checkpoints, backup records; read bucket settings, inventory configurations and (for a plan with a vault) replication configurations (drift); list and read the inventory reports (the cost report); alert; invoke the backup and verify workers. The daily backup also takes the plan locks |
-| `restore_worker`, `resume_restores` | read the catalog and data versions; thaw; write the restore buckets and create `restored-*` tables; keep restore records and the queue; start the restore worker (a first pass carried on) |
+| `restore_worker`, `resume_restores` | read the catalog and data versions; thaw; write the restore buckets and create `restored-*` tables; keep restore records and the queue; start the restore worker (a first pass carried on); for a plan with a vault, read only there (list, read the replicated catalog and data versions, thaw), and keep a restore from the vault's record and queue in the first restore bucket |
 | `verify_worker` | read manifests and data versions; list and read the inventory reports; keep the kept index (meta/index/, create-only); write its records under meta/verifications/; alert; invoke itself |
 | `daily_prune`, `prune_worker` | read the catalog and every manifest version; list versions under data/ and meta/snapshots/; list and read the inventory reports; keep the prune's own kept index (meta/prune-index/, which no other role may write); mark pruned snapshots and keep prune records; delete versions under data/ and meta/snapshots/, and superseded kept indexes; alert; invoke itself |
 | `notifier` | alert a tampering finding and write its marker under meta/tampering/ (the only role that may) |
@@ -66,7 +66,7 @@ READER: tuple[Concern, ...] = (
 )
 
 # Both restore functions run passes of recorded restores: the worker the first, the hourly check the rest.
-RESTORER: tuple[Concern, ...] = (job_grants.RESTORE_GRANTS, *READER)
+RESTORER: tuple[Concern, ...] = (job_grants.RESTORE_GRANTS, job_grants.vault_restore_grants, *READER)
 
 # Both prune functions run the same job: the schedule's invocation starts it, the worker carries it on.
 PRUNER: tuple[Concern, ...] = (
@@ -79,7 +79,7 @@ PRUNER: tuple[Concern, ...] = (
 
 
 ROLES: dict[str, tuple[Concern, ...]] = {
-    API_HANDLER: (grants.API_GRANTS, *READER, job_grants.COST_GRANTS, grants.INVENTORY_READ_GRANTS),
+    API_HANDLER: (grants.API_GRANTS, job_grants.vault_restore_api_grants, *READER, job_grants.COST_GRANTS, grants.INVENTORY_READ_GRANTS),
     DAILY_BACKUP: BACKUP_WRITER + (backup_grants.SCHEDULE_LOCK_GRANTS, job_grants.COST_GRANTS, grants.INVENTORY_READ_GRANTS),
     BACKUP_WORKER: BACKUP_WRITER + (job_grants.COST_GRANTS, grants.INVENTORY_READ_GRANTS),
     RESTORE_WORKER: RESTORER,

@@ -271,6 +271,17 @@ def function_names(app_module: Any, app: str, stage: str) -> dict[str, str]:
     return names
 
 
+def restore_role_names(app: str, stage: str) -> dict[str, Any]:
+    """The restore functions' roles named as `chalice deploy` names them (CloudFormation would make up a name):
+    each vault's policy lets these names read there (offsite.restore_reader_arns)."""
+    from chalice.utils import to_cfn_resource_name
+
+    return {
+        to_cfn_resource_name(f"{function}_role"): {"Properties": {"RoleName": offsite.restore_role_name(app, stage, function)}}
+        for function in offsite.RESTORE_READERS
+    }
+
+
 def _load_app(project_dir: Path) -> Any:
     if str(project_dir) not in sys.path:
         sys.path.insert(0, str(project_dir))
@@ -341,6 +352,8 @@ def merge_template(stage: str, project_dir: str | Path = PROJECT_DIR, app_module
             "DependsOn": [audit.log_group_name(resource)],
             "Properties": properties,
         }
+    if any(plan.offsite for plan in plans.plans):
+        resources.update(restore_role_names(app, stage))
     resources.update(audit.log_group_resources(functions))
     resources.update(audit.trail_resources(app, stage, [plan.bucket for plan in plans.plans]))
     outputs["AuditLogBucketName"] = {"Value": {"Ref": audit.TRAIL_BUCKET}}

@@ -3,7 +3,8 @@
 `provision_vault`.
 
 Versioned, Object Lock in COMPLIANCE mode for the plan's `object_lock_days` by default, ACLs disabled, all public
-access blocked, SSE-S3, and a policy whose one grant is to the replication role, for replicas only; no one may
+access blocked, SSE-S3, and a policy whose one write grant is to the replication role, for replicas only (and
+whose one read grant is to the stage's restore functions' roles: list, read, thaw); no one may
 replicate a deletion into it, no principal of another account may delete, expire or unlock anything there, and
 no request without TLS is served.
 
@@ -11,7 +12,8 @@ The vault's own retention is a lifecycle rule of the vault account: a version ex
 noncurrent (replaced by a newer replica of its key) for longer than the plan's retention horizon, and never
 while its lock lasts. A version a kept snapshot names was current when that snapshot was taken, and no kept
 snapshot is older than the horizon: the rule never expires what a kept snapshot still names, whatever the
-backup account does (`vault_expiration_days`).
+backup account does (`vault_expiration_days`). What the source deleted stays current there (delete markers are
+not replicated): the vault's own prune removes it (`org-backup prune --from offsite`, the vault account's).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.deploy.bucket_differences import canonical_rule, describe_rule
 from chalicelib.deploy.bucket_settings import OBJECT_OWNERSHIP, PUBLIC_ACCESS_BLOCK, tls_statement
 from chalicelib.deploy.bucket_state import BucketState, bucket_exists, read_state
-from chalicelib.deploy.offsite import VaultError, replicated_objects, vault_of
+from chalicelib.deploy.offsite import VaultError, replicated_objects, vault_of, vault_read_statements
 from chalicelib.plans import Plan
 
 VAULT_REPLICAS_SID = "ReplicasFromTheBackupBucket"
@@ -41,9 +43,11 @@ VAULT_ACCOUNT_ONLY_ACTIONS = (
 SSE_S3 = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
 
 
-def vault_policy(plan: Plan, role_arn: str) -> dict[str, Any]:
-    """Only the replication role comes in, and only to write replicas; nothing replicates a deletion; no request
-    without TLS. (The vault account's own administrators are let in by their IAM policies, as in any bucket.)"""
+def vault_policy(plan: Plan, role_arn: str, readers: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Only the replication role comes in to write, and only replicas; only the `readers` (the stage's restore
+    functions' roles, `offsite.restore_reader_arns`) come in to read, list and thaw (`offsite.VAULT_READS`),
+    nothing else; nothing replicates a deletion; no request without TLS. (The vault account's own
+    administrators are let in by their IAM policies, as in any bucket.)"""
     vault = vault_of(plan)
     bucket_arn, objects = f"arn:aws:s3:::{vault.bucket}", f"arn:aws:s3:::{vault.bucket}/*"
     return {
@@ -72,6 +76,7 @@ def vault_policy(plan: Plan, role_arn: str) -> dict[str, Any]:
                 "Resource": objects,
                 "Condition": {"StringNotEquals": {"aws:PrincipalArn": role_arn}},
             },
+            *(vault_read_statements([vault.bucket], vault.account, readers) if readers else []),
             {"Sid": NO_DELETES_SID, "Effect": "Deny", "Principal": "*", "Action": "s3:ReplicateDelete", "Resource": objects},
             {
                 "Sid": ONLY_THE_VAULT_ACCOUNT_SID,
@@ -120,9 +125,12 @@ def _lock_as_compared(configuration: dict[str, Any] | None) -> tuple[Any, ...]:
     )
 
 
-def vault_differences(plan: Plan, state: BucketState, role_arn: str | None) -> list[tuple[str, str]]:
+def vault_differences(
+    plan: Plan, state: BucketState, role_arn: str | None, readers: tuple[str, ...] = ()
+) -> list[tuple[str, str]]:
     """(setting, what is wrong) for each way the vault differs from the plan; `role_arn` None leaves the
-    policy's principal unchecked (the reader does not know the backup account)."""
+    policy's principals unchecked (the reader does not know the backup account); `readers`: the restore
+    functions' roles the policy lets read."""
     vault = vault_of(plan)
     found: list[tuple[str, str]] = []
     if state.versioning != "Enabled":
@@ -146,14 +154,14 @@ def vault_differences(plan: Plan, state: BucketState, role_arn: str | None) -> l
         rules = "; ".join(describe_rule(canonical_rule(rule)) for rule in state.lifecycle) or "none"
         found.append(("lifecycle", f"its lifecycle rules are not the provisioned ones (replaced versions expire after "
                       f"{vault_expiration_days(plan)} days, nothing else): {rules}"))
-    if role_arn is not None and state.policy != vault_policy(plan, role_arn):
+    if role_arn is not None and state.policy != vault_policy(plan, role_arn, readers):
         found.append(("policy", "its policy is not the one provisioned (it may let in more than the replication role)"))
     elif role_arn is None and not any(s.get("Sid") == NO_DELETES_SID for s in (state.policy or {}).get("Statement", [])):
         found.append(("policy", "its policy does not deny replicated deletions"))
     return found
 
 
-def provision_vault(s3: Any, plan: Plan, role_arn: str) -> list[str]:
+def provision_vault(s3: Any, plan: Plan, role_arn: str, readers: tuple[str, ...] = ()) -> list[str]:
     """The vault side, with the vault account's credentials (`s3` in the vault's region). Returns what it
     changed. A vault whose Object Lock is off cannot be fixed here (`VaultError`): S3 could switch it on, but
     an administrator should first know that replicas were written there unlocked."""
@@ -168,7 +176,7 @@ def provision_vault(s3: Any, plan: Plan, role_arn: str) -> list[str]:
     state = read_state(s3, vault.bucket)
     if state.unreadable:
         raise VaultError(f"vault {vault.bucket} (plan '{plan.name}'): " + "; ".join(f"{k}: {v}" for k, v in state.unreadable.items()))
-    settings = {setting for setting, _ in vault_differences(plan, state, role_arn)}
+    settings = {setting for setting, _ in vault_differences(plan, state, role_arn, readers)}
     if "object lock" in settings:
         raise VaultError(
             f"vault {vault.bucket} (plan '{plan.name}') exists without Object Lock; nothing was changed. Replicas "
@@ -188,8 +196,8 @@ def provision_vault(s3: Any, plan: Plan, role_arn: str) -> list[str]:
         s3.put_bucket_encryption(Bucket=vault.bucket, ServerSideEncryptionConfiguration={"Rules": [SSE_S3]})
         changes.append("set default encryption to SSE-S3")
     if "policy" in settings:
-        s3.put_bucket_policy(Bucket=vault.bucket, Policy=json.dumps(vault_policy(plan, role_arn)))
-        changes.append("set the policy that lets in only the replication role")
+        s3.put_bucket_policy(Bucket=vault.bucket, Policy=json.dumps(vault_policy(plan, role_arn, readers)))
+        changes.append("set the policy that lets in only the replication role" + (" and the restore functions' roles" if readers else ""))
     if "object lock retention" in settings:
         s3.put_object_lock_configuration(Bucket=vault.bucket, ObjectLockConfiguration=object_lock_configuration(plan))
         changes.append(f"set Object Lock to COMPLIANCE for {vault.object_lock_days} days")
@@ -199,7 +207,7 @@ def provision_vault(s3: Any, plan: Plan, role_arn: str) -> list[str]:
     return changes
 
 
-def vault_drift(s3: Any, plan: Plan, role_arn: str | None = None) -> list[str]:
+def vault_drift(s3: Any, plan: Plan, role_arn: str | None = None, readers: tuple[str, ...] = ()) -> list[str]:
     """What differs between the plan's vault and the plan, one readable line each (get_* calls only, with the
     vault account's credentials)."""
     vault = vault_of(plan)
@@ -210,4 +218,4 @@ def vault_drift(s3: Any, plan: Plan, role_arn: str | None = None) -> list[str]:
     except (ClientError, BotoCoreError) as exc:
         return [f"vault {vault.bucket}: its settings could not be read: {exc}"]
     found = [f"vault {vault.bucket}: {setting}: could not be read ({reason})" for setting, reason in state.unreadable.items()]
-    return found + [f"vault {vault.bucket}: {message}" for _, message in vault_differences(plan, state, role_arn)]
+    return found + [f"vault {vault.bucket}: {message}" for _, message in vault_differences(plan, state, role_arn, readers)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 # Time kept in hand when a job stops: enough to finish the batch in flight and save the checkpoint.
@@ -26,6 +27,10 @@ class TimeBudget:
 
     def running_out(self) -> bool:
         return self.remaining_ms() < self.reserve_ms
+
+    def short_of(self, ms: int) -> Callable[[], bool]:
+        """A deadline for work that is not a job's step: true once less than `ms` is left."""
+        return lambda: self.remaining_ms() < ms
 
 
 def budget_for(context: Any, reserve_ms: int = DEFAULT_RESERVE_MS) -> TimeBudget | None:

@@ -16,13 +16,14 @@ from typing import Any
 from chalicelib.catalog.restoring import FINISHED, RestoreStatus, restore_record_key
 from chalicelib.errors import AlreadyExists
 from chalicelib.jobs.store import JobKind, JobStore
-from chalicelib.layout import RESTORE_QUEUE_PREFIX, RESTORES_PREFIX
+from chalicelib.jobs.ids import job_time
+from chalicelib.layout import RESTORE_QUEUE_PREFIX, RESTORES_PREFIX, VAULT_RESTORE_QUEUE_PREFIX, VAULT_RESTORES_PREFIX
 from chalicelib.restore.requests import DEFAULT_TIER, Target
-from chalicelib.s3docs import known_fields
+from chalicelib.s3docs import inverted_key, known_fields
 from chalicelib.times import isoformat, utcnow
 
 __all__ = [
-    "FINISHED", "MAX_FAILURES_LISTED", "RestoreRecord", "RestoreStatus", "RestoreStore", "restore_record_key", "settle", "summary",
+    "FINISHED", "MAX_FAILURES_LISTED", "RestoreRecord", "RestoreStatus", "RestoreStore", "VaultRestoreStore", "restore_record_key", "settle", "summary",
 ]
 
 STATUSES = tuple(RestoreStatus)
@@ -117,6 +118,7 @@ class RestoreStore(JobStore[RestoreRecord]):
     """Restore records and the queue of unfinished restores, in the catalog bucket."""
 
     kind = JobKind("restore", "restore_id", RESTORES_PREFIX, restore_record_key, RestoreRecord.from_dict)
+    queue_prefix = RESTORE_QUEUE_PREFIX
 
     def create(self, record: RestoreRecord) -> str:
         """Record a new restore and queue it for the hourly check. `AlreadyExists` when it is recorded.
@@ -136,18 +138,32 @@ class RestoreStore(JobStore[RestoreRecord]):
         return etag
 
     def enqueue(self, restore_id: str) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=RESTORE_QUEUE_PREFIX + restore_id, Body=b"")
+        self.s3.put_object(Bucket=self.bucket, Key=self.queue_prefix + restore_id, Body=b"")
 
     def dequeue(self, restore_id: str) -> None:
-        self.s3.delete_object(Bucket=self.bucket, Key=RESTORE_QUEUE_PREFIX + restore_id)
+        self.s3.delete_object(Bucket=self.bucket, Key=self.queue_prefix + restore_id)
 
     def unfinished(self) -> list[str]:
         """The ids in the queue (oldest first)."""
         ids: list[str] = []
         paginator = self.s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=RESTORE_QUEUE_PREFIX):
-            ids.extend(item["Key"][len(RESTORE_QUEUE_PREFIX):] for item in page.get("Contents", []))
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.queue_prefix):
+            ids.extend(item["Key"][len(self.queue_prefix):] for item in page.get("Contents", []))
         return ids
+
+
+def vault_restore_record_key(restore_id: str) -> str:
+    """`org-backup/vault-restores/<inverted time>_<restore_id>.json`. NotFound when `restore_id` is not a restore id."""
+    return inverted_key(VAULT_RESTORES_PREFIX, job_time(restore_id, "restore"), restore_id)
+
+
+class VaultRestoreStore(RestoreStore):
+    """Restores from the vault run by the deployed functions, and their queue, in the stage's first restore
+    bucket: the functions may write it, it is not the vault (whose policy lets them read only), and it does not
+    go with the backup buckets, whose loss is why one restores from the vault. No prune reads this queue."""
+
+    kind = JobKind("restore", "restore_id", VAULT_RESTORES_PREFIX, vault_restore_record_key, RestoreRecord.from_dict)
+    queue_prefix = VAULT_RESTORE_QUEUE_PREFIX
 
 
 def summary(record: RestoreRecord) -> dict[str, Any]:

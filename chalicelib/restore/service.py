@@ -52,29 +52,35 @@ class RestoreService:
         report: Callable[[str], Any] = lambda finding: None,
         split: tuple[int, int] = (0, 1),
         invoker: Invoker | None = None,
+        store: RestoreStore | None = None,
+        origin: str = "backup",
     ) -> None:
         """`allowed_buckets` None: any bucket that is not a backup bucket (an operator's own credentials);
         `table_prefix`: restored tables must be named with it (the functions may only create such tables);
         `prices`: for quotes and thaw times (the shipped prices file when not given); `split`:
         (split_objects, max_parallel) for a first pass cut into parts (restore/parts.py), which only a worker
-        that can have new invocations does; `invoker`: how it has them (tests; by default the worker mode's)."""
+        that can have new invocations does; `invoker`: how it has them (tests; by default the worker mode's);
+        `store`: where the restores are recorded (the catalog bucket's when not given); `origin`: where they
+        read ("backup" or "offsite"), sent with every invocation of a worker so that it reads there too."""
         self.plans = plans
         self.clients = clients
         self.max_workers = max_workers
         self.worker_mode = worker_mode
         self.worker_function = worker_function
         self.invoker = invoker
-        self.store = RestoreStore(clients.s3, plans.catalog_bucket)
+        self.origin = origin
+        self.store = store or RestoreStore(clients.s3, plans.catalog_bucket)
         self.prices = prices or load_prices()
         self.checks = RestoreChecks(plans, clients, allowed_buckets, table_prefix, report)
         self.passes = RestorePass(self.checks, clients, self.store, max_workers, self.prices, split)
 
     @classmethod
     def from_settings(
-        cls, settings: Any, clients: Any, report: Callable[[str], Any] = lambda finding: None
+        cls, settings: Any, clients: Any, report: Callable[[str], Any] = lambda finding: None,
+        store: RestoreStore | None = None, origin: str = "backup",
     ) -> RestoreService:
         """From a `config.Settings`: the same plans, worker mode and concurrency as backups; `report` tells
-        of tampering found on the way."""
+        of tampering found on the way; `store` and `origin` as for the constructor."""
         return cls(
             settings.plans,
             clients,
@@ -86,6 +92,8 @@ class RestoreService:
             prices=settings.prices,
             report=report,
             split=(settings.split_objects, settings.max_parallel_ranges),
+            store=store,
+            origin=origin,
         )
 
     def quote(self, request: RestoreRequest) -> dict[str, Any]:
@@ -180,19 +188,23 @@ class RestoreService:
         """Run the first pass by the configured worker mode (as backups do)."""
         if self.worker_mode != "inline":
             self.passes.drop(record.restore_id)
+        Dispatcher("restore", "restore_id", self.run, self._invoker(), self.worker_mode, inline_raises=True)(record.restore_id)
+
+    def _invoker(self) -> Invoker | None:
+        """How a new invocation of the restore worker is had; it is told where the restore reads (`origin`)."""
         function = worker_beside(self.worker_function, RESTORE_WORKER) if self.worker_mode == "lambda" else ""
         invoker = worker_invoker(self.worker_mode, self.clients.lambda_, function, self.invoker)
-        Dispatcher("restore", "restore_id", self.run, invoker, self.worker_mode, inline_raises=True)(record.restore_id)
+        if invoker is None or self.origin == "backup":
+            return invoker
+        to = invoker
+        return lambda payload: to({**payload, "from": self.origin})
 
     def run(self, restore_id: str, progress: ProgressCallback | None = None, context: Any = None) -> RestoreRecord:
         """One pass. The first pass covers the whole selection; later ones the versions waiting for a thaw.
         `context`: the Lambda invocation's (its remaining time); a first pass that needs more stops at a
         checkpoint and the restore worker carries it on."""
         budget = budget_for(context)
-        invoker = None
-        if budget is not None:
-            function = worker_beside(self.worker_function, RESTORE_WORKER) if self.worker_mode == "lambda" else ""
-            invoker = worker_invoker(self.worker_mode, self.clients.lambda_, function, self.invoker)
+        invoker = self._invoker() if budget is not None else None
         return self.passes.run(restore_id, progress, budget, invoker)
 
     def resume_pending(self, now: datetime | None = None, context: Any = None) -> list[RestoreRecord]:

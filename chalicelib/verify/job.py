@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import datetime
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -46,7 +46,7 @@ from chalicelib.times import isoformat, utcnow
 from chalicelib.verify.checks import Finding, verify_entries, verify_versions, weekly_slice
 from chalicelib.verify.cadence import LOOKBACK, plan_report, unusable
 from chalicelib.verify.pack_check import PackLooks
-from chalicelib.verify.report_check import ReportRows, last_before_scan, written_since
+from chalicelib.verify.report_check import ReportRows, RowCounter, last_before_scan, written_since
 from chalicelib.verify.record import VerificationRecord, VerificationStore, check_id, verification_id
 
 logger = logging.getLogger(__name__)
@@ -130,6 +130,21 @@ def batches(items: Iterable[T], size: int, entry_of: Callable[[T], Entry] = _its
         yield batch
 
 
+class Counter(RowCounter, Protocol):
+    """What counts the cost report's figures along the pass (cost/row_counts.py `RowCounts`)."""
+
+    def entries(self, count: int) -> None: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def finished(self, backup_id: str, snapshots: int) -> dict[str, Any]: ...
+
+
+# Makes a plan's counter against a report (its manifest key, when its scan began), from what a checkpoint
+# carries of it (None: from nothing).
+CounterFactory = Callable[[Plan, str, datetime, dict[str, Any] | None], Counter]
+
+
 # A version to check: its entry, whether it was copied after the inventory report's scan began, and the mask
 # of the kept snapshots naming it (positions in the kept index's snapshot list; 0 where not from the index).
 Item = tuple[Entry, bool, int]
@@ -155,6 +170,7 @@ class VerificationJob(Job[VerificationRecord]):
         time_zone: ZoneInfo = UTC,
         report: Callable[[str], Any] | None = None,
         sample_percent: float = REPORT_SAMPLE_PERCENT,
+        row_counter: CounterFactory | None = None,
     ) -> None:
         store = VerificationStore(clients.s3, plans.catalog_bucket)
         super().__init__(plans, clients, store, budget, invoker, report, batch_size)
@@ -164,6 +180,8 @@ class VerificationJob(Job[VerificationRecord]):
         self.max_workers = max_workers
         # The share re-hashed of a slice checked against an inventory report (without one, none).
         self.sample_percent = sample_percent
+        # Counts the cost report's figures along a plan's pass against a report as a whole (None: not counted).
+        self.row_counter = row_counter
         self.records = RecordStore(clients.s3, plans.catalog_bucket)
         # The most versions of one key the deduplication held at once, over every plan this object checked.
         self.largest_working_set = 0
@@ -262,6 +280,7 @@ class VerificationJob(Job[VerificationRecord]):
             progressed = True
             record.plan_index += 1
             record.after = None
+            record.counting.pop(plan.name, None)
             checkpoint.save()
         return True
 
@@ -292,7 +311,12 @@ class VerificationJob(Job[VerificationRecord]):
             # A scheduled job due with a report checks every kept version (all seven slices) against it.
             whole = report is not None and plan.name in record.checking
             weekday = None if whole else record.weekday
-            rows = self._report_rows(stack, record, plan, report, weekday, after)
+            counter = None
+            if whole and report is not None and self.row_counter is not None and record.kind == "slice":
+                counter = self.row_counter(plan, report.manifest_key, report.created, record.counting.get(plan.name))
+            rows = self._report_rows(stack, record, plan, report, weekday, after, counter)
+            if rows is None:
+                counter = None
             if record.kind == "backup":
                 # One snapshot, read as its record names it (exact version, hash checked).
                 manifest = stack.enter_context(
@@ -327,6 +351,8 @@ class VerificationJob(Job[VerificationRecord]):
                         )
                     else:
                         versions = [(entry, rows.row(entry), new) for entry, new, _ in batch]
+                        if counter is not None:
+                            counter.entries(sum(mask.bit_count() for _, _, mask in batch))
                         part = verify_versions(
                             self.clients.s3, plan, [(entry, row) for entry, row, new in versions if row is not None or not new],
                             self.sample_percent, self.max_workers, packs=packs,
@@ -341,12 +367,20 @@ class VerificationJob(Job[VerificationRecord]):
                     unsaved += 1
                     short = checkpoint.out_of_time()
                     if short or unsaved >= (SAVE_EVERY if rows is None else SAVE_EVERY_AGAINST_REPORT):
+                        if counter is not None and rows is not None:
+                            # Counted up to the checkpoint's key and saved with it: each row once.
+                            rows.advance(after=(batch[-1][0].source, batch[-1][0].key))
+                            record.counting[plan.name] = counter.state()
                         checkpoint.save()
                         unsaved = 0
                     if short:
                         return False
             finally:
                 self.largest_working_set = max(self.largest_working_set, distinct.largest)
+            if counter is not None and rows is not None:
+                rows.advance(None)
+                if not record.inventory[plan.name].get("problem"):
+                    record.row_counts[plan.name] = counter.finished(record.backup_id, len(kept))
         if whole and rows is not None and not record.inventory[plan.name].get("problem"):
             record.checked_against[plan.name] = record.checking[plan.name]
         return True
@@ -371,14 +405,14 @@ class VerificationJob(Job[VerificationRecord]):
 
     def _report_rows(
         self, stack: ExitStack, record: VerificationRecord, plan: Plan, report: Report | None, weekday: int | None,
-        after: tuple[str, str] | None,
+        after: tuple[str, str] | None, counter: RowCounter | None = None,
     ) -> ReportRows | None:
         """The report's rows of the plan's sources after the checkpoint (of the day's slice, or all of them);
         None without a report, or when it cannot be read (a problem the record keeps: HEAD then)."""
         if report is None:
             return None
         try:
-            return stack.enter_context(ReportRows(self.clients.s3, report, [s.name for s in plan.sources], weekday, after=after))
+            return stack.enter_context(ReportRows(self.clients.s3, report, [s.name for s in plan.sources], weekday, after=after, counter=counter))
         except (ReportError, ClientError, BotoCoreError) as exc:
             record.use_inventory(plan.name, {**record.inventory[plan.name], "problem": unusable(plan, exc)})
             logger.warning("verification %s: %s", record.job_id, record.inventory[plan.name]["problem"])

@@ -128,6 +128,11 @@ class VerificationRecord:
     # whose versions are all checked and counted above; None: nothing of that plan done yet.
     plan_index: int = 0
     after: list[str] | None = None
+    # Per plan checked against a report as a whole, when the job counts for the cost report
+    # (cost/row_counts.py): what is counted up to the checkpoint (`counting`, the plan being worked on),
+    # and the counts of every row once the plan is done (`row_counts`), which the cost report reads.
+    counting: dict[str, dict[str, Any]] = field(default_factory=dict)
+    row_counts: dict[str, dict[str, Any]] = field(default_factory=dict)
     invocations: int = 0
 
     @property
@@ -294,6 +299,6 @@ def describe(store: VerificationStore, job_id: str) -> dict[str, Any]:
     backup_of(job_id)  # NotFound names a malformed id
     record = store.get(job_id)
     data = record.to_dict()
-    for internal in ("plan_index", "after", "invocations", "checking"):
+    for internal in ("plan_index", "after", "invocations", "checking", "counting", "row_counts"):
         data.pop(internal, None)
     return data

@@ -23,11 +23,11 @@ stored under `data/~long/` (a hashed key, in another order; rare).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 
 from chalicelib.catalog.manifests import Entry
@@ -81,10 +81,11 @@ def _position(row: Row) -> tuple[str, str, str]:
 
 class RowCursor:
     """Rows read forward in `_position` order. `largest`: the most rows it ever held at once (one key's
-    versions)."""
+    versions). `passed` is handed every row the cursor moves past, looked up or not (`RowCounter.row`)."""
 
-    def __init__(self, rows: Iterator[Row]) -> None:
+    def __init__(self, rows: Iterator[Row], passed: Callable[[Row], Any] | None = None) -> None:
         self._rows = rows
+        self._passed = passed
         self._next: Row | None = next(self._rows, None)
         self._at: tuple[str, str] | None = None
         self._versions: dict[str, Row] = {}
@@ -96,12 +97,33 @@ class RowCursor:
         at = (source, stored_key)
         if at != self._at:
             self._at, self._versions = at, {}
-            while self._next is not None and _position(self._next)[:2] <= at:
-                if self._next.key == stored_key:
-                    self._versions[self._next.version_id] = self._next
-                self._next = next(self._rows, None)
+            for row in self._upto(at):
+                if row.key == stored_key:
+                    self._versions[row.version_id] = row
             self.largest = max(self.largest, len(self._versions))
         return self._versions
+
+    def advance(self, at: tuple[str, str] | None) -> None:
+        """Move past every row up to (source, stored key) `at`, or (None) past every row left."""
+        for _ in self._upto(at):
+            pass
+
+    def _upto(self, at: tuple[str, str] | None) -> Iterator[Row]:
+        while self._next is not None and (at is None or _position(self._next)[:2] <= at):
+            row = self._next
+            if self._passed is not None:
+                self._passed(row)
+            self._next = next(self._rows, None)
+            yield row
+
+
+class RowCounter(Protocol):
+    """What rides along the pass (cost/row_counts.py `RowCounts`): every row of the report under data/ the
+    pass keeps, and every version the kept snapshots name, after the rows of its key."""
+
+    def row(self, row: Row) -> None: ...
+
+    def name(self, stored_key: str, version_id: str) -> None: ...
 
 
 class ReportRows:
@@ -118,9 +140,11 @@ class ReportRows:
         weekday: int | None = None,
         rows: Iterable[Row] | None = None,
         after: tuple[str, str] | None = None,
+        counter: RowCounter | None = None,
     ) -> None:
         self.report = report
         self.kept = 0
+        self.counter = counter
         # The rows of the slice's pack versions, by (key, version id): read as the report is (every row is
         # read before the cursor's first), whatever the checkpoint, since any object left may be in any pack.
         self.packs: dict[tuple[str, str], Row] = {}
@@ -130,12 +154,19 @@ class ReportRows:
             if row.key.startswith(PACKS_PREFIX):
                 if weekday is None or stored_slice(row.key, row.version_id) == weekday:
                     self.packs[(row.key, row.version_id)] = row
+                if counter is not None:
+                    counter.row(row)
+                return False
+            if counter is not None and row.key.startswith(LONG_KEYS_PREFIX):
+                # Not looked up (checked by HEAD), but counted: every invocation hands them all over again.
+                counter.row(row)
                 return False
             # Only the rows of the plan's sources (of the slice, if one) after the checkpoint `after` (a
             # (source, key) whose versions are all checked) are sorted and kept: an invocation that resumes a
             # job reads the report again, but sorts and keeps only what is still to check.
             source = _source_of(row.key)
-            if source is None or source not in wanted:
+            # Counting, the rows of every source are kept (a source no longer in the plan is still billed).
+            if source is None or (source not in wanted and counter is None):
                 return False
             if after is not None and (source, row.key[len(DATA_PREFIX) + len(source) + 1 :]) <= after:
                 return False
@@ -148,18 +179,25 @@ class ReportRows:
             self._sorted: Iterator[Row] = iter(sorted((row for row in rows if keep(row)), key=_position))
         else:
             self._sorted = sorted_rows(s3, report, keep=keep, order=_position)
-        self._cursor = RowCursor(self._sorted)
+        self._cursor = RowCursor(self._sorted, counter.row if counter is not None else None)
 
     def row(self, entry: Entry) -> Row | None:
         """The report's row of the entry's version; None when the report does not list it (a version written
         after the scan, one that is gone) or cannot be looked up in order (a long key). A packed object's: its
         pack version's row."""
         if entry.pack_key is not None:
-            return self.packs.get((entry.pack_key, entry.version_id))
-        stored = entry.data_key
-        if _source_of(stored) != entry.source:
-            return None
-        return self._cursor.versions(entry.source, stored).get(entry.version_id)
+            found = self.packs.get((entry.pack_key, entry.version_id))
+        else:
+            stored = entry.data_key
+            found = None if _source_of(stored) != entry.source else self._cursor.versions(entry.source, stored).get(entry.version_id)
+        if self.counter is not None:
+            self.counter.name(entry.stored_key, entry.version_id)
+        return found
+
+    def advance(self, after: tuple[str, str] | None) -> None:
+        """Move the cursor past every row up to the checkpoint `after` (a (source, key)), or (None) past every
+        row left: a counter then has every row a resumed invocation will not read again."""
+        self._cursor.advance(None if after is None else (after[0], f"{DATA_PREFIX}{after[0]}/{after[1]}"))
 
     @property
     def largest(self) -> int:
