@@ -4,6 +4,7 @@
     data/~long/<source>/<sha256 of the source key>     the same, for keys too long for the line above
     data/~exports/<source>/<backup_id>-<token>/...     DynamoDB's own export files, before they are joined
     data/~packs/<backup_id>/<token>-<seq>.pack         packs: many small objects in one (plans that pack)
+    meta/relocations/<pack path>/<version id>.json     where a repacked pack version's objects are now (create-only)
     meta/snapshots/<plan>/<backup_id>.jsonl.gz         one manifest per plan per backup
     meta/snapshots/<plan>/<backup_id>.checkpoint.json  where an unfinished plan run stopped
     meta/snapshots/<plan>/<backup_id>.uploading        a run of this backup began multipart copies
@@ -85,6 +86,10 @@ EXPORTS_PREFIX = DATA_PREFIX + "~exports/"
 # Packs of small objects (chalicelib/backup/packing.py): under `data/`, so the lifecycle moves them too.
 PACKS_PREFIX = DATA_PREFIX + "~packs/"
 PACK_SUFFIX = ".pack"
+# Relocation records of repacked packs (chalicelib/catalog/relocations.py): under `meta/`, not beside the packs,
+# so that the backup role (which writes `data/`) cannot write one, the lifecycle never archives one, and the
+# prune's sweep of `data/` versions never takes one for an unreferenced version.
+RELOCATIONS_PREFIX = META_PREFIX + "relocations/"
 
 
 def pack_key(backup_id: str, token: str, seq: int) -> str:

@@ -30,12 +30,11 @@ from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import s3docs
 from chalicelib.backup import deletions, writes
 from chalicelib.backup.source_reader import Fetched
 from chalicelib.catalog.manifests import Entry, ManifestWriter
-from chalicelib.catalog.packs import PackWriter
-from chalicelib.errors import AlreadyExists, BackupError, describe_error
+from chalicelib.catalog.packs import PackWriter, put_pack
+from chalicelib.errors import BackupError, describe_error
 from chalicelib.layout import pack_key
 
 logger = logging.getLogger(__name__)
@@ -153,18 +152,8 @@ class Packer:
 
     def _put(self, key: str, body: IO[bytes]) -> StoredPack:
         """Write the pack only if its key is free, with its SHA-256 for S3 to check; what S3 stored."""
-        digest = hashlib.sha256()
-        for block in iter(lambda: body.read(1 << 20), b""):
-            digest.update(block)
-        size = body.tell()
-        body.seek(0)
-        checksum = base64.b64encode(digest.digest()).decode("ascii")
-        try:
-            response = s3docs.put_new(
-                self.s3, Bucket=self.bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
-                ContentType="application/octet-stream",
-            )
-        except AlreadyExists:
+        response, checksum, size = put_pack(self.s3, self.bucket, key, body)
+        if response is None:
             # The key is this invocation's alone: a request that S3 stored but whose answer was lost, sent
             # again by the retries. The version there is this pack only if it holds these very bytes.
             return self._adopt(key, checksum, size)

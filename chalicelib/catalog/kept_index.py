@@ -51,6 +51,7 @@ from chalicelib import s3docs
 from chalicelib.catalog.entry_order import in_order
 from chalicelib.catalog.manifest_stream import DECODER as _DECODER, checked_entries, lines_of, streamed_entries
 from chalicelib.catalog.manifests import Entry, Manifest, gzip_from_start, manifest_key
+from chalicelib.catalog.relocations import relocator
 from chalicelib.errors import AlreadyExists, NotFound, describe_error
 from chalicelib.layout import INDEX_PREFIX, PRUNE_INDEX_PREFIX
 
@@ -138,6 +139,9 @@ class KeptIndex:
             raise ValueError(f"{key} is not a kept index (format {header.get('format')!r})")
         self.snapshots: list[str] = list(header["snapshots"])
         self.pinned: dict[str, str] = dict(header.get("versions") or {})
+        # The index holds the entries as their manifests wrote them; what its readers get names the pack
+        # version holding each packed object's bytes now (catalog/relocations.py), set where it is opened.
+        self.relocate: Callable[[Entry], Entry] | None = None
 
     @classmethod
     def download(cls, s3: Any, bucket: str, key: str, kind: IndexKind = VERIFIED) -> KeptIndex:
@@ -154,8 +158,16 @@ class KeptIndex:
 
     def versions(self, after: tuple[str, str] | None = None) -> Iterator[Named]:
         """Every line (after the (source, key) `after`, if given), each pass through a position of its own: two
-        passes may run side by side. A job resuming from a checkpoint skips the lines up to `after` reading
-        only their first two fields (`_sort_key`), without decoding the rest or making entries."""
+        passes may run side by side; each packed entry moved by `relocate`, where set. A job resuming from a
+        checkpoint skips the lines up to `after` reading only their first two fields (`_sort_key`), without
+        decoding the rest or making entries."""
+        relocate = self.relocate
+        if relocate is None:
+            return self.stored_versions(after)
+        return ((relocate(entry) if entry.pack_key is not None else entry, mask) for entry, mask in self.stored_versions(after))
+
+    def stored_versions(self, after: tuple[str, str] | None = None) -> Iterator[Named]:
+        """The lines as stored: what a newer index is merged from."""
         width = len(_FIELDS)
         decode = _DECODER.raw_decode
         make = Entry
@@ -232,6 +244,7 @@ def _remapped(index: KeptIndex, positions: dict[int, int]) -> Iterator[Named]:
         else:
             runs.append((old, position, 1))
     moves = [(old, (1 << length) - 1, new) for old, new, length in runs]
+    # As the index's readers take it: as stored when it is merged into a newer index (no `relocate`).
     for entry, mask in index.versions():
         moved = 0
         for old, width, new in moves:
@@ -374,12 +387,14 @@ def kept_index(
         raise ValueError(f"the pinned manifest versions of plan {plan} are not those of the snapshots indexed")
     try:
         newest = None if rebuild else _newest(s3, bucket, plan, kept, kind, pinned)
-        return _brought_up_to_date(s3, bucket, plan, kept, stack, newest, kind, pinned)
+        index = _brought_up_to_date(s3, bucket, plan, kept, stack, newest, kind, pinned)
     except (ValueError, TypeError, KeyError, EOFError, OSError, zlib.error) as exc:
         # An index whose body cannot be read (cut short, or from another version of this code): the manifests
         # alone, once. A manifest that cannot be read fails here again, as it would without an index.
         logger.warning("kept index of plan %s in s3://%s is not used: %s", plan, bucket, describe_error(exc))
-        return _brought_up_to_date(s3, bucket, plan, kept, stack, None, kind, pinned)
+        index = _brought_up_to_date(s3, bucket, plan, kept, stack, None, kind, pinned)
+    index.relocate = relocator(s3, bucket)
+    return index
 
 
 def _brought_up_to_date(

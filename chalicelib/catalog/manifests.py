@@ -128,11 +128,13 @@ class PackTable:
     the pack's later entries give only `"pack": n`. The manifest stays one sorted stream of one line per
     entry, read from its start by every reader, and its SHA-256 covers the numbers as it covers the rest.
     Held entries are written in full and define nothing: a manifest may leave them out when it is finished.
-    One table writes a manifest (`line`); another reads it (`entry`), making the `Entry` that was written."""
+    One table writes a manifest (`line`); another reads it (`entry`), making the `Entry` that was written,
+    moved by `relocate` (catalog/relocations.py `Relocations.apply`) where its pack was repacked."""
 
-    def __init__(self) -> None:
+    def __init__(self, relocate: Callable[[Entry], Entry] | None = None) -> None:
         self._numbers: dict[tuple[Any, ...], int] = {}
         self._packs: list[tuple[Any, ...]] = []
+        self._relocate = relocate
 
     def line(self, entry: Entry) -> str:
         """The entry's line in the manifest."""
@@ -162,10 +164,11 @@ class PackTable:
             else:
                 raise ValueError(f"a manifest entry names pack {number!r} before any entry gives it")
         try:
-            return Entry(**data)
+            entry = Entry(**data)
         except TypeError:
             # A field this version does not know: left out.
-            return Entry(**{k: v for k, v in data.items() if k in _ENTRY_FIELDS})
+            entry = Entry(**{k: v for k, v in data.items() if k in _ENTRY_FIELDS})
+        return entry if self._relocate is None or entry.pack_key is None else self._relocate(entry)
 
 
 class ManifestWriter:
@@ -310,6 +313,9 @@ class Manifest:
         self.size: int | None = None
         # Why this manifest may have been tampered with after it was written (None: nothing seen).
         self.tampering: str | None = None
+        # What moves a packed entry whose pack was repacked (catalog/relocations.py), set by the reader that
+        # loaded the bucket's relocation records; None: entries as written.
+        self.relocate: Callable[[Entry], Entry] | None = None
         self._file.seek(0)
         with gzip.GzipFile(fileobj=self._file, mode="rb") as gz:
             first = gz.readline()
@@ -365,7 +371,7 @@ class Manifest:
 
     def entries(self, include_held: bool = False) -> Iterator[Entry]:
         self._file.seek(0)
-        packs = PackTable()
+        packs = PackTable(self.relocate)
         with gzip.GzipFile(fileobj=self._file, mode="rb") as gz:
             gz.readline()
             for line in gz:

@@ -22,6 +22,7 @@ unpacks a pack file with nothing but Python's standard library.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -32,7 +33,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
+from chalicelib import s3docs
 from chalicelib.catalog.manifests import Entry
+from chalicelib.errors import AlreadyExists
 
 PACK_FORMAT = "org-backup-pack/1"
 MAGIC = b"OBPACK01"
@@ -144,6 +147,26 @@ def decode_trailer(trailer: bytes, digest: bytes, pack_size: int | None = None) 
     if data_end is not None and end != data_end:
         raise DamagedPack(f"the pack's objects end at byte {end}, its trailer starts at {data_end}")
     return objects
+
+
+def put_pack(s3: Any, bucket: str, key: str, body: IO[bytes]) -> tuple[dict[str, Any] | None, str, int]:
+    """Write a finished pack (`body` at its start) only if its key is free, with its SHA-256 for S3 to check:
+    S3's answer (None: the key is taken, e.g. by this very PUT, stored and retried), the SHA-256 (base64)
+    and the size, for the caller to compare what the key holds with."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: body.read(1 << 20), b""):
+        digest.update(block)
+    size = body.tell()
+    body.seek(0)
+    checksum = base64.b64encode(digest.digest()).decode("ascii")
+    try:
+        response = s3docs.put_new(
+            s3, Bucket=bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
+            ContentType="application/octet-stream",
+        )
+    except AlreadyExists:
+        return None, checksum, size
+    return response, checksum, size
 
 
 def read_index(pack: IO[bytes]) -> list[PackedObject]:

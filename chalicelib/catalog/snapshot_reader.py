@@ -1,7 +1,8 @@
 """Opening a backup's snapshot of a plan the way every reader must: from the backup's record, at the exact
 manifest version the record holds, its SHA-256 checked.
 
-Restore, verify, the objects listing and the command line all come through here. Where the record cannot be
+Restore, verify, the objects listing and the command line all come through here, and each packed entry they
+read names the pack version that holds its bytes now (catalog/relocations.py). Where the record cannot be
 trusted (`Tampered`), the snapshot is still found from the plan and the backup id alone (the manifest key's
 first version: manifests are written once) and the finding is reported; where the manifest itself was
 changed after it was written, the original version is read and that is reported too. A manifest whose bytes
@@ -26,6 +27,7 @@ from chalicelib.catalog.manifests import (
 )
 from chalicelib.catalog.pruned import check_readable
 from chalicelib.catalog.records import BackupRecord, RecordStore
+from chalicelib.catalog.relocations import relocator
 from chalicelib.errors import NotFound, Tampered
 from chalicelib.plans import Plan
 
@@ -117,7 +119,14 @@ def read_located(
     """The manifest `locate` found, read (Tampered, and reported, if it is not what its record says); `read`:
     the key's newest version, read already (`load_located`)."""
     try:
-        return load_located(s3, plan.bucket, plan.name, backup_id, located, read)
+        manifest = load_located(s3, plan.bucket, plan.name, backup_id, located, read)
     except Tampered as exc:
         report(str(exc))
         raise
+    try:
+        # Its packed entries name the pack versions that hold their bytes now (a repack moves them).
+        manifest.relocate = relocator(s3, plan.bucket)
+    except BaseException:
+        manifest.close()
+        raise
+    return manifest

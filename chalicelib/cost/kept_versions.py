@@ -34,6 +34,7 @@ from chalicelib.catalog.kept_index import PRUNE_INDEX, KeptIndex, Named, combine
 from chalicelib.catalog.manifest_stream import local_entries
 from chalicelib.catalog.manifests import Entry, SnapshotVersion
 from chalicelib.catalog.records import RecordStore
+from chalicelib.catalog.relocations import relocator
 from chalicelib.catalog.snapshot_reader import locate, read_located
 from chalicelib.errors import NotFound, Pruned, Tampered
 from chalicelib.plans import Plan
@@ -92,6 +93,10 @@ class KeptVersions:
         found = self.named_from
         index = newest_index(self.s3, self.plan.bucket, self.plan.name, PRUNE_INDEX, stack) if found.use_index else None
         found.kept_index = index.key if index is not None else None
+        if index is not None:
+            # Each packed entry named where its bytes are now (the manifests read below are, by `read_located`),
+            # before the versions are merged: an object repacked counts once, in its new pack.
+            index.relocate = relocator(self.s3, self.plan.bucket)
         others: list[tuple[str, Iterable[Entry]]] = []
         for backup_id in snapshots:
             located = self._locate(backup_id)

@@ -32,6 +32,14 @@ from chalicelib.cost.upkeep_model import (
 # pruned markers, snapshots and checkpoints listed, and the restore queue (what unfinished restores read);
 # mark lists the pruned markers again.
 PRUNE_CATALOG_LISTS = 5 * 6 + 1
+# Each of its two sweeps lists the relocation records of repacked packs (catalog/relocations.py; none to read
+# under the shipped plans, which never repack), and, where objects are packed, the versions under data/~packs/
+# (the packs a repack may take, prune/repack.py).
+SWEEP_LISTS = 2
+
+
+def sweep_lists(day: BucketDay) -> float:
+    return SWEEP_LISTS * (1 + (page_count(day.packs) if day.packed else 0))
 # The prune's record: created, saved after each of the five phases, and concluded.
 PRUNE_RECORD_PUTS = 7
 # prune/job.py SWEPT_LOOKBACK: the prune records read for the policy before and the report an earlier prune swept.
@@ -59,7 +67,7 @@ def prune_by_listing(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     and walk data/."""
     job = JobDay(function=JOB_FUNCTIONS["prune"])
     _earlier_prunes(job, day)
-    job.add("list", PRUNE_CATALOG_LISTS + 2 * data_listing(day))
+    job.add("list", PRUNE_CATALOG_LISTS + 2 * data_listing(day) + sweep_lists(day))
     job.add("get", 1 + 2 * day.snapshots)
     _deletions(job, day)
     job.seconds = sequential(job, entries=2 * day.manifest_entries, pages=2 * page_count(day.versions))
@@ -120,7 +128,7 @@ def prune_when_due(day: BucketDay, settings: UpkeepSettings, period: int = 1) ->
     _due_check(job, day)
     new = day.prune_new_snapshots if day.prune_new_snapshots is not None else day.new_snapshots * period
     merged = min(new, day.snapshots) if day.prune_indexed else day.snapshots
-    job.add("list", PRUNE_CATALOG_LISTS + 2)
+    job.add("list", PRUNE_CATALOG_LISTS + 2 + sweep_lists(day))
     # Its record; the newest index in each pass; the manifests merged in.
     job.add("get", 1 + (2 if day.prune_indexed else 1) + merged)
     report_reads(job, day, times=2)

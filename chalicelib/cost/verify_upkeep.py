@@ -57,6 +57,12 @@ def verification(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     return spread(due, verification_waiting(day, settings), period)
 
 
+def relocation_lists(day: BucketDay) -> int:
+    """Where objects are packed, a reader of the kept index lists the relocation records of repacked packs
+    (catalog/relocations.py) once; none to read under the shipped plans, which never repack."""
+    return 1 if day.packed else 0
+
+
 def verification_by_head(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     """Without an inventory: a HeadObject per version of the day's slice (a seventh of the kept versions) and
     one per pack of the slice for all its packed objects, which come from the kept index, brought up to date once (the earlier index and the new manifests merged, the new
@@ -74,7 +80,7 @@ def verification_by_head(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     invocations = max(1, math.ceil((work + update + reading) / INVOCATION_SECONDS))
     # Per invocation: its record read, the pruned markers, the snapshot keys and the indexes listed, the
     # newest index read (the first invocation finds yesterday's, if any); once: the new manifests, the index.
-    job.add("list", invocations * (2 + page_count(day.snapshots)))
+    job.add("list", invocations * (2 + page_count(day.snapshots) + relocation_lists(day)))
     # Each invocation asks for the sealed result before it reads its record (none while the job runs).
     job.add("get", 2 * invocations + (invocations - 1) + (1 if day.indexed else 0) + _merged(day) + sampled)
     job.add("head", heads)
@@ -174,7 +180,7 @@ def verification_when_due(day: BucketDay, settings: UpkeepSettings) -> JobDay:
     while invocations < MAX_INVOCATIONS and math.ceil(seconds(invocations) / INVOCATION_SECONDS) > invocations:
         invocations += 1
     n = invocations
-    job.add("list", 1 + 1 + n * (2 + page_count(day.snapshots)))
+    job.add("list", 1 + 1 + n * (2 + page_count(day.snapshots) + relocation_lists(day)))
     # Records read by the runner; the report's manifest and checksum, and its data files, by each; the
     # verification records once; the earlier index and the merged manifests once; the new index by the later ones.
     # Each invocation asks for the sealed result before it reads its record, and so does the cadence's read of

@@ -16,6 +16,7 @@ from chalicelib.layout import (
     MANIFEST_SUFFIX,
     PRUNED_PREFIX,
     RECORDS_PREFIX,
+    RELOCATIONS_PREFIX,
     SEALED_PREFIX,
     SNAPSHOTS_PREFIX,
     TAMPERING_PREFIX,
@@ -33,6 +34,7 @@ CREATE_ONLY_PATTERNS = (
     SEALED_PREFIX + "*",
     TAMPERING_PREFIX + "*",
     PRUNED_PREFIX + "*",
+    RELOCATIONS_PREFIX + "*",
 )
 PUBLIC_ACCESS_BLOCK = {
     "BlockPublicAcls": True,
@@ -133,7 +135,7 @@ def tls_statement(bucket: str) -> dict[str, Any]:
 
 def create_only_keys(bucket: str) -> list[str]:
     """The object ARNs that are written once and never replaced: manifests, sealed records, tampering and
-    pruned markers. (Checkpoints and working records next to them are rewritten, and are not among them.)"""
+    pruned markers, the relocation records of repacked packs. (Checkpoints and working records next to them are rewritten, and are not among them.)"""
     return [f"arn:aws:s3:::{bucket}/{pattern}" for pattern in CREATE_ONLY_PATTERNS]
 
 

@@ -35,6 +35,7 @@ from chalicelib.layout import (
     META_PREFIX,
     PRUNES_PREFIX,
     RECORDS_PREFIX,
+    RELOCATIONS_PREFIX,
     RESTORE_QUEUE_PREFIX,
     RESTORES_PREFIX,
     SEALED_RECORDS_PREFIX,
@@ -126,7 +127,9 @@ READER_KEY_GRANTS: tuple[Grant, ...] = (
 ALERT_GRANTS: tuple[Grant, ...] = (Grant("AlertsPublish", ("sns:Publish",), lambda s: sorted(set(s.topic_arns))),)
 
 # Every reader of a snapshot reads its manifest at the version its sealed record holds, and lists the
-# versions of that one key to tell tampering after it (chalicelib/catalog/manifests.py).
+# versions of that one key to tell tampering after it (chalicelib/catalog/manifests.py); and reads the
+# relocation records of repacked packs, which say where a packed entry's bytes are now
+# (chalicelib/catalog/relocations.py): read only, the prune alone writes them.
 SEALED_MANIFEST_GRANTS: tuple[Grant, ...] = (
     Grant("ManifestVersionsRead", ("s3:GetObjectVersion",), lambda s: object_arns(s.backup_buckets, SNAPSHOTS_PREFIX), owned=True),
     Grant(
@@ -136,6 +139,14 @@ SEALED_MANIFEST_GRANTS: tuple[Grant, ...] = (
         lambda s: {"StringLike": {"s3:prefix": [SNAPSHOTS_PREFIX + "*"]}},
         owned=True,
     ),
+    Grant(
+        "RelocationsList",
+        ("s3:ListBucket",),
+        backup_bucket_arns,
+        lambda s: {"StringLike": {"s3:prefix": [RELOCATIONS_PREFIX + "*"]}},
+        owned=True,
+    ),
+    Grant("RelocationsRead", ("s3:GetObject",), lambda s: object_arns(s.backup_buckets, RELOCATIONS_PREFIX), owned=True),
 )
 
 # The S3 Inventory reports of the backup buckets (chalicelib/inventory/reports.py: the newest report's folder,

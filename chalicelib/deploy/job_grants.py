@@ -21,11 +21,13 @@ from chalicelib.layout import (
     DATA_PREFIX,
     INDEX_PREFIX,
     META_PREFIX,
+    PACKS_PREFIX,
     PRUNE_INDEX_PREFIX,
     PRUNED_PREFIX,
     PRUNE_LOCKS_PREFIX,
     PRUNES_PREFIX,
     RECORDS_PREFIX,
+    RELOCATIONS_PREFIX,
     RESTORE_QUEUE_PREFIX,
     RESTORES_PREFIX,
     SEALED_PREFIX,
@@ -172,8 +174,10 @@ VERIFY_GRANTS: tuple[Grant, ...] = (
 # The only role that deletes versions (chalicelib/prune/). It reads the catalog and every manifest version,
 # lists the versions under data/ to find the ones no kept snapshot names (or, with an inventory, keeps its own
 # kept index under meta/prune-index/, which no other role may write), marks the snapshots it removes
-# (create-only markers) and keeps its own record, then deletes versions of data/ and of manifests. It writes
-# nothing under data/ and cannot change a bucket's settings, lifecycle, policy or Object Lock retention: on
+# (create-only markers) and keeps its own record, then deletes versions of data/ and of manifests. Under
+# data/ it writes only the packs it repacks (chalicelib/prune/repack.py: it reads the live objects of an old
+# pack version by range, writes a new pack and its create-only relocation record under meta/relocations/,
+# which no other role may write). It cannot change a bucket's settings, lifecycle, policy or Object Lock retention: on
 # a bucket with Object Lock, S3 itself refuses to delete a version before its retention date.
 PRUNE_GRANTS: tuple[Grant, ...] = (
     Grant("PruneCatalogList", ("s3:ListBucket",), backup_bucket_arns, meta_listing, owned=True),
@@ -201,6 +205,10 @@ PRUNE_GRANTS: tuple[Grant, ...] = (
     # The prune's own kept index (chalicelib/prune/references.py): the prune deletes what it does not protect,
     # so this role alone writes it.
     Grant("PruneIndex", ("s3:PutObject",), lambda s: object_arns(s.backup_buckets, PRUNE_INDEX_PREFIX), owned=True),
+    # A repack (chalicelib/prune/repack.py): ranged GETs of an old pack version, the new pack written and
+    # checked (HEAD), then its relocation record, create-only (the bucket policy refuses it otherwise).
+    Grant("PruneRepackRead", ("s3:GetObject", "s3:GetObjectVersion"), lambda s: object_arns(s.backup_buckets, PACKS_PREFIX), owned=True),
+    Grant("PruneRepackWrite", ("s3:PutObject",), lambda s: object_arns(s.backup_buckets, PACKS_PREFIX, RELOCATIONS_PREFIX), owned=True),
     Grant(
         "PruneDeleteVersions",
         ("s3:DeleteObjectVersion",),

@@ -42,6 +42,7 @@ from chalicelib.catalog.kept_index import PRUNE_INDEX, drop_superseded
 from chalicelib.catalog.manifests import manifest_key
 from chalicelib.catalog.pruned import PrunedMarkers, marker_prefix
 from chalicelib.catalog.records import RecordStore
+from chalicelib.catalog.relocations import Relocations
 from chalicelib.catalog.restoring import snapshots_being_restored
 from chalicelib.errors import AlreadyExists, NotFound, Tampered, describe_error
 from chalicelib.jobs.budget import Budget
@@ -51,10 +52,10 @@ from chalicelib.notify import alerts
 from chalicelib.plans import InventoryPlan, Plan, PlanSet
 from chalicelib.prices import Prices
 from chalicelib.inventory.freshness import newest_fresh_report
-from chalicelib.prune import backdating, cadence, decision, guard, report_sweep
+from chalicelib.prune import backdating, cadence, decision, guard, repack, report_sweep
 from chalicelib.prune.deleter import DELETE_BATCH, Deleter, judge_versions
 from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus, PruneStore, new_prune_id
-from chalicelib.prune.references import Sweeping, indexed_references, manifest_references
+from chalicelib.prune.references import Sweeping, indexed_references, keep_recently_relocated, manifest_references
 from chalicelib.prune.sweep import References, Rules, walk
 from chalicelib.times import isoformat, utcnow
 
@@ -353,7 +354,12 @@ class PruneJob(Job[PruneRecord]):
             lock_days=plan.object_lock.days if plan.object_lock else None,
         )
         inventory = self.plans.inventory
-        at = Sweeping(s3, plan.bucket, plan.name, meta, sealed, excluded, now)
+        # Read after the manifests were found: a record written since is not seen, so its old pack version stays
+        # named (and its new pack, younger than the grace period, stays too).
+        relocations = Relocations.load(s3, plan.bucket)
+        # A plan that packs, with the prices the repack rule weighs: its packs' live objects are counted.
+        live = repack.live_objects(s3, plan, now, rules.grace, relocations) if self.prices is not None else None
+        at = Sweeping(s3, plan.bucket, plan.name, meta, sealed, excluded, now, relocations, live.add if live else None)
         with ExitStack() as stack:
             # A batch is sent at a key's end (`full` below), so a saved position never leaves a version of its
             # key unsent.
@@ -366,13 +372,15 @@ class PruneJob(Job[PruneRecord]):
 
             if inventory is None:
                 sources = manifest_references(at, stack, check=delete)
-                references = References(sources)
+                references = References(sources, relocations=relocations, collect=live.add if live else None)
                 stack.callback(references.close)
+                keep_recently_relocated(references, relocations, now - rules.grace)
                 keys = walk(s3, plan.bucket, references, work.position, missing)
             else:
                 # Candidates from the prune's kept index (and the manifests it does not cover) and the inventory
                 # report: no listing of data/, and the kept manifests are not read again.
                 references, named, index = indexed_references(at, stack, check=delete)
+                keep_recently_relocated(references, relocations, now - rules.grace)
                 first = min((m.written for m in meta.manifests.values() if m.plan == plan.name), default=None)
                 rows, work.inventory = report_sweep.report_rows(s3, inventory, plan.bucket, now, stack, first)
                 work.inventory["kept_index"] = index
@@ -413,6 +421,12 @@ class PruneJob(Job[PruneRecord]):
                 work.position = last
                 deleter.send(checkpoint.save)
         work.position = None
+        if live is not None and self.prices is not None:
+            # Every kept reference was read by this pass: what is live in each pack is known.
+            done = repack.run(s3, plan, live, self.prices, rules.grace, now, checkpoint.record.prune_id, delete, checkpoint.out_of_time)
+            setattr(work, "repacked" if delete else "would_repack", done.report())
+            for problem in done.problems:
+                work.warn(problem)
         return True
 
     def _waiting(self, plan: Plan, inventory: InventoryPlan, last: cadence.Sweep | None) -> dict[str, Any] | None:

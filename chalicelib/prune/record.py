@@ -113,6 +113,10 @@ class PlanPrune:
     early_deletion: dict[str, Any] = field(default_factory=lambda: {"usd": 0.0, "versions": 0, "bytes": 0})
     # What the removed versions cost each month where they were (the saving), estimated from the prices.
     monthly_saving_usd: float = 0.0
+    # Mostly dead STANDARD packs repacked when that pays (prune/repack.py): what the survey found worth it
+    # (`packs`, the dead `bytes_freed` once their old versions go, each pack), and what the delete pass did.
+    would_repack: dict[str, Any] = field(default_factory=lambda: {"packs": 0, "bytes_freed": 0, "each": []})
+    repacked: dict[str, Any] = field(default_factory=lambda: {"packs": 0, "bytes_freed": 0, "each": []})
     guard: dict[str, Any] | None = None
     # The checkpoint inside the survey or the delete pass (see sweep.py); None: from the start.
     position: list[str] | None = None
@@ -193,6 +197,7 @@ class PruneRecord:
     def totals(self) -> dict[str, Any]:
         plans = list(self.plans.values())
         key = "would_delete" if self.dry_run else "deleted"
+        repack = "would_repack" if self.dry_run else "repacked"
         return {
             "snapshots_kept": sum(p.kept_count for p in plans),
             "snapshots_removed": sum(p.removed_count(self.dry_run) for p in plans),
@@ -203,6 +208,9 @@ class PruneRecord:
             "object_locked": sum(p.object_locked for p in plans),
             "early_deletion_usd": round(sum(p.early_deletion["usd"] for p in plans), 6),
             "monthly_saving_usd": round(sum(p.monthly_saving_usd for p in plans), 6),
+            # Packs repacked (a dry run: worth repacking) and the dead bytes their old versions free once they go.
+            "packs_repacked": sum(p.__dict__[repack]["packs"] for p in plans),
+            "repack_bytes_freed": sum(p.__dict__[repack]["bytes_freed"] for p in plans),
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ manifests.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +32,7 @@ from typing import Any
 from chalicelib.catalog.kept_index import PRUNE_INDEX, KeptIndex, kept_index
 from chalicelib.catalog.manifests import Entry, Manifest
 from chalicelib.catalog.records import backup_time, is_backup_id
+from chalicelib.catalog.relocations import Relocations
 from chalicelib.prune.decision import RUNNING_LOOKBACK, BucketMeta, StoredManifest
 from chalicelib.prune.report_sweep import removed_references, removed_tag
 from chalicelib.prune.sweep import References, check_order
@@ -51,6 +52,10 @@ class Sweeping:
     sealed: Mapping[str, datetime]
     excluded: set[str]
     now: datetime
+    # The bucket's relocation records (catalog/relocations.py): every reference is taken as relocated.
+    relocations: Relocations | None = None
+    # Given each packed entry the sweep keeps (the repack's count of live objects, prune/repack.py).
+    collect: Callable[[Entry], None] | None = None
 
 
 def manifest_references(
@@ -95,6 +100,8 @@ def prune_index(s3: Any, bucket: str, plan: str, pinned: Mapping[str, str], stac
     if set(index.snapshots) != set(pinned) or index.pinned != dict(pinned):
         logger.warning("the prune's kept index %s of plan %s does not cover what it should: rebuilt", index.key, plan)
         index = kept_index(s3, bucket, plan, list(pinned), stack, PRUNE_INDEX, pinned, rebuild=True)
+    # Its lines as stored: the sweep's references relocate them with the records the sweep read (`Sweeping`).
+    index.relocate = None
     return index
 
 
@@ -133,7 +140,15 @@ def indexed_references(at: Sweeping, stack: ExitStack, check: bool = False) -> t
         kept_part, removed_part = _split(index, excluded, covered)
         kept_lines.append(kept_part)
         removed_lines.append(removed_part)
-    kept = References(opened, tagged=kept_lines)
+    kept = References(opened, tagged=kept_lines, relocations=at.relocations, collect=at.collect)
     stack.callback(kept.close)
-    removed = removed_references(s3, bucket, direct, stack, check, tagged=removed_lines)
+    removed = removed_references(s3, bucket, direct, stack, check, tagged=removed_lines, relocations=at.relocations)
     return kept, removed, key
+
+
+def keep_recently_relocated(references: References, relocations: Relocations, since: datetime) -> None:
+    """Keep the old pack version of every relocation record written after `since` (the grace period's
+    start): a restore or verification that read its entries before the record was there may still be
+    reading that version. Older ones go once no kept snapshot's relocated entry names them."""
+    for record in relocations.written_since(since):
+        references.keep(record.old_key, record.old_version)

@@ -38,6 +38,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.manifests import Entry, Manifest
+from chalicelib.catalog.relocations import Relocations
 from chalicelib.errors import describe_error
 from chalicelib.inventory.freshness import newest_fresh_report
 from chalicelib.inventory.reports import ReportError, Row, sorted_rows
@@ -211,6 +212,7 @@ def removed_references(
     stack: ExitStack,
     check: bool,
     tagged: Sequence[Iterable[tuple[Entry, str]]] = (),
+    relocations: Relocations | None = None,
 ) -> References:
     """The versions the given manifests (every version of each) name, each tagged with when that manifest
     version was written (`removed_tag`), and the `tagged` streams' (a kept index's lines). With `check`, each
@@ -224,6 +226,6 @@ def removed_references(
                 check_order(manifest.entries(include_held=True), f"manifest {stored.key} (version {version_id})")
             opened.append(manifest.entries(include_held=True))
             tags.append(removed_tag(written))
-    references = References(opened, tags, tagged)
+    references = References(opened, tags, tagged, relocations)
     stack.callback(references.close)
     return references

@@ -30,6 +30,7 @@ from typing import IO, Any
 
 from chalicelib.catalog.entry_order import in_order, tagged_in_order
 from chalicelib.catalog.manifests import Entry
+from chalicelib.catalog.relocations import Relocations
 from chalicelib.layout import DATA_PREFIX, LONG_KEYS_PREFIX, PACKS_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,14 @@ class References:
         manifests: Sequence[Iterable[Entry]],
         tags: Sequence[str] | None = None,
         tagged: Sequence[Iterable[tuple[Entry, str]]] = (),
+        relocations: Relocations | None = None,
+        collect: Callable[[Entry], None] | None = None,
     ) -> None:
+        # Each packed entry is taken as naming the pack version that holds its bytes now (a repack moved them):
+        # that version is what a restore reads, so what the prune keeps. `collect` is given each packed one
+        # (the repack's count of live objects, prune/repack.py).
+        self.relocations = relocations
+        self.collect = collect
         names = list(tags) if tags is not None else [""] * len(manifests)
         self._streams: list[Iterable[tuple[Entry, str]]] = [((e, tag) for e in m) for m, tag in zip(manifests, names, strict=True)]
         self._streams += tagged
@@ -102,8 +110,14 @@ class References:
         self._short_done = False
 
     def _divert(self, pairs: Iterable[tuple[Entry, str]]) -> Iterator[tuple[Entry, str]]:
+        relocations, collect = self.relocations, self.collect
         for entry, tag in tagged_in_order(pairs, "a manifest"):
             # A packed entry names its pack's version: walked with the long keys, in key order.
+            if entry.pack_key is not None:
+                if relocations is not None:
+                    entry = relocations.apply(entry)
+                if collect is not None:
+                    collect(entry)
             stored_key = entry.stored_key
             if entry.packed or stored_key.startswith(LONG_KEYS_PREFIX):
                 self.long_keys.add(stored_key, entry.version_id, tag, str(entry.size))
@@ -117,6 +131,11 @@ class References:
         for entry, tag in heapq.merge(*streams, key=lambda pair: pair[0].sort_key):
             yield entry.source, entry.key, entry.version_id, tag, entry.size
         self._short_done = True
+
+    def keep(self, data_key: str, version_id: str) -> None:
+        """Reference a version no entry names (an old pack version a recent relocation record moved: a reader
+        may still be reading it)."""
+        self.long_keys.add(data_key, version_id, "", "0")
 
     def tagged_long(self) -> Iterator[tuple[str, str, str, int]]:
         """(data key, version id, tag, size) of every entry stored under `data/~long/`, and of every pack
