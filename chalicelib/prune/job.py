@@ -357,8 +357,10 @@ class PruneJob(Job[PruneRecord]):
         # Read after the manifests were found: a record written since is not seen, so its old pack version stays
         # named (and its new pack, younger than the grace period, stays too).
         relocations = Relocations.load(s3, plan.bucket)
-        # A plan that packs, with the prices the repack rule weighs: its packs' live objects are counted.
-        live = repack.live_objects(s3, plan, now, rules.grace, relocations) if self.prices is not None else None
+        # A plan that packs, with the prices the repack rule weighs: its packs' live objects are counted. Never
+        # in a vault: its versions are kept as replicated, read by what the backup bucket's manifests name.
+        repacking = self.prices is not None and not plan.in_vault
+        live = repack.live_objects(s3, plan, now, rules.grace, relocations) if repacking else None
         at = Sweeping(s3, plan.bucket, plan.name, meta, sealed, excluded, now, relocations, live.add if live else None)
         with ExitStack() as stack:
             # A batch is sent at a key's end (`full` below), so a saved position never leaves a version of its
