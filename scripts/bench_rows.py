@@ -53,7 +53,8 @@ from moto import mock_aws  # noqa: E402
 
 from chalicelib.catalog import kept_index, manifest_stream  # noqa: E402
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter  # noqa: E402
-from chalicelib.cost import inventory as cost_inventory  # noqa: E402
+from chalicelib.cost import bucket_versions  # noqa: E402
+from chalicelib.cost.report_runs import ReportRuns  # noqa: E402
 from chalicelib.cost.row_counts import RowCounts  # noqa: E402
 from chalicelib.cost.tally import PlanTally  # noqa: E402
 from chalicelib.inventory import reports  # noqa: E402
@@ -233,13 +234,13 @@ def _costed(s3: Any, report: reports.Report) -> Iterable[None]:
     # The shipped plan's lifecycle: GLACIER after 30 days, DEEP_ARCHIVE after 180.
     lifecycle = Lifecycle(transitions=(Transition(30, "GLACIER"), Transition(180, "DEEP_ARCHIVE")))
     plan = Plan(name="documents", bucket=BUCKET, sources=(S3Source(name="documents", bucket="source"),), lifecycle=lifecycle, retention=RetentionPolicy(keep_last=1))
-    tally = PlanTally(plan, load_prices(environ={}), datetime(2026, 12, 1, tzinfo=timezone.utc), listed_by=cost_inventory.FROM_REPORT)
-    work = cost_inventory.Work()
-    with cost_inventory.ReportRuns(s3, report, work) as runs:
+    tally = PlanTally(plan, load_prices(environ={}), datetime(2026, 12, 1, tzinfo=timezone.utc), listed_by=bucket_versions.FROM_REPORT)
+    work = bucket_versions.Work()
+    with ReportRuns(s3, report, work) as runs:
         prefixes = [f"data/{source}/" for source in sorted(runs.sources())] + [LONG_KEYS_PREFIX, PACKS_PREFIX]
         for prefix in prefixes:
             for key, items in runs.listed(prefix):
-                for version in cost_inventory._versions(key, items, set(), work):
+                for version in bucket_versions._versions(key, items, set(), work):
                     tally.add(version)
                     yield None
 

@@ -172,8 +172,8 @@ def test_the_reports_rows_stop_at_the_callers_deadline_and_nothing_is_kept(
 ) -> None:
     """The daily backup gives the computing a deadline: the rows are read and sorted before the first version is
     tallied, so the look at it is taken while they are read, not only while versions are tallied."""
-    from chalicelib.cost import inventory
-    from chalicelib.cost.inventory import OutOfTime
+    from chalicelib.cost import report_runs as inventory
+    from chalicelib.cost.report_runs import OutOfTime
 
     deliver(s3, bucket["name"], conf.DEFAULT_CONFIGURATION_ID, at=utcnow(), files=2, shuffle=3)
     monkeypatch.setattr(inventory, "DEADLINE_EVERY", 3)

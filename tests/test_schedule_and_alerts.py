@@ -195,7 +195,8 @@ def test_a_cost_report_still_reading_when_the_time_runs_short_is_cut_and_the_ale
     backup_buckets: Any, sources: Any, topic_queue: str, sqs: Any, clients: Any, stage_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from chalicelib.cost import inventory, reports
+    from chalicelib.cost import report_runs as inventory
+    from chalicelib.cost import reports
     from chalicelib.cost.tally import PlanTally
     from chalicelib.times import utcnow
 

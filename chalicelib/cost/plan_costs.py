@@ -28,7 +28,8 @@ from typing import Any
 
 from chalicelib.catalog.records import is_scheduled_id
 from chalicelib.cost.bills import Month
-from chalicelib.cost.inventory import SnapshotFile, Work
+from chalicelib.cost.inventory import SnapshotFile
+from chalicelib.cost.bucket_versions import Work
 from chalicelib.cost.manifest_tier import manifest_class
 from chalicelib.cost.model import SMALL_OBJECT_BYTES
 from chalicelib.cost.projection import describe_lifecycle, project_from

@@ -22,8 +22,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.catalog.pruned import PrunedMarkers
 from chalicelib.catalog.records import BackupStatus, RecordStore
 from chalicelib.config import Settings
-from chalicelib.cost import inventory as inventory_rows
-from chalicelib.cost.inventory import OutOfTime, PlanInventory, Work
+from chalicelib.cost import report_runs
+from chalicelib.cost.inventory import PlanInventory
+from chalicelib.cost.report_runs import OutOfTime
+from chalicelib.cost.bucket_versions import Work
 from chalicelib.cost.projection import describe_lifecycle
 from chalicelib.cost.prunes import RecentPrunes, recent_prunes
 from chalicelib.cost.plan_costs import combine, plan_report
@@ -211,7 +213,7 @@ class CostReports:
                     try:
                         for tallied, version in enumerate(inventory.versions(), 1):
                             tally.add(version)
-                            if deadline is not None and tallied % inventory_rows.DEADLINE_EVERY == 0 and deadline():
+                            if deadline is not None and tallied % report_runs.DEADLINE_EVERY == 0 and deadline():
                                 raise OutOfTime(f"{tallied:,} versions tallied")
                     except OutOfTime as exc:
                         raise OutOfTime(

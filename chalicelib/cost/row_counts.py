@@ -25,7 +25,8 @@ from datetime import date, datetime
 from typing import Any
 
 from chalicelib import s3docs
-from chalicelib.cost.inventory import FROM_REPORT, Version, Work, _as_listed, _newest_first, _versions
+from chalicelib.cost.report_runs import _as_listed
+from chalicelib.cost.bucket_versions import FROM_REPORT, Version, Work, _newest_first, _versions
 from chalicelib.cost.tally import Check, Count, PlanTally
 from chalicelib.inventory.reports import Row
 from chalicelib.layout import LONG_KEYS_PREFIX, PACKS_PREFIX, SEALED_VERIFICATIONS_PREFIX

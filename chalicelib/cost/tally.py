@@ -27,7 +27,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.cost.inventory import Version
+from chalicelib.cost.bucket_versions import Version
 from chalicelib.cost.model import SMALL_OBJECT_BYTES, Placement, StoredVersion, timeline
 from chalicelib.errors import describe_error
 from chalicelib.plans import BUCKET_SETTING_CHOICES, Lifecycle, Plan
