@@ -41,7 +41,7 @@ from chalicelib.deploy.template import EPHEMERAL_STORAGE_MB as DEPLOYED_TMP_MB
 from chalicelib.plans import InventoryPlan, PlanSet
 from chalicelib.prices import load_prices
 from chalicelib.prune.job import SWEPT_LOOKBACK
-from chalicelib.verify.job import SAVE_EVERY, SAVE_EVERY_AGAINST_REPORT
+from chalicelib.verify.plan_check import SAVE_EVERY, SAVE_EVERY_AGAINST_REPORT
 from chalicelib.verify.cadence import LOOKBACK
 from chalicelib.verify.checks import SLICES
 

@@ -18,7 +18,7 @@ from chalicelib.catalog.manifest_stream import local_entries
 from chalicelib.catalog.manifests import Entry, Manifest, ManifestWriter, manifest_key, put_manifest
 from chalicelib.deploy.scope import BACKUP_WORKER, PRUNE_WORKER, VERIFY_WORKER
 from chalicelib.plans import Lifecycle, Plan, PlanSet
-from chalicelib.verify.job import DistinctVersions
+from chalicelib.verify.distinct import DistinctVersions
 from tests.record_calls import assume_configuration, running_as
 
 BUCKET = "index-test"

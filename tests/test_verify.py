@@ -18,7 +18,7 @@ from chalicelib.api.backups import get_backup
 from chalicelib.backup.service import BackupService
 from chalicelib.catalog.manifests import Entry, PackTable, list_snapshot_keys, manifest_key
 from chalicelib.config import Settings
-from chalicelib.verify import job as slice_job
+from chalicelib.verify import plan_check as slice_job
 from chalicelib.verify.checks import VerifyReport, in_sample, weekly_slice
 from chalicelib.verify.record import VerificationStore, verification_id
 from chalicelib.verify.verifier import Verifier

@@ -23,7 +23,8 @@ from chalicelib.config import Settings
 from chalicelib.layout import SEALED_VERIFICATIONS_PREFIX, VERIFICATIONS_PREFIX
 from chalicelib.times import utcnow
 from chalicelib.verify.checks import weekly_slice
-from chalicelib.verify.job import DistinctVersions, VerificationJob, batches
+from chalicelib.verify.distinct import DistinctVersions, batches
+from chalicelib.verify.job import VerificationJob
 from chalicelib.verify.record import VerificationStore, verification_id
 from tests.conftest import read_alerts
 from tests.test_backup_engine import Crash

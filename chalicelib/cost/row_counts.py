@@ -216,8 +216,8 @@ def _restore(tally: PlanTally, work: Work, data: dict[str, Any]) -> None:
 
 
 def row_counter(prices: Prices, sample_size: int) -> Callable[[Plan, str, datetime, dict[str, Any] | None], RowCounts]:
-    """What the verification job makes a plan's counter with (verify/job.py `CounterFactory`): counted as of
-    the time the pass over the plan begins."""
+    """What the verification job makes a plan's counter with (verify/report_check.py `CounterFactory`): counted
+    as of the time the pass over the plan begins."""
 
     def make(plan: Plan, report: str, created: datetime, state: dict[str, Any] | None) -> RowCounts:
         return RowCounts(plan, prices, report, created, utcnow(), sample_size, state)

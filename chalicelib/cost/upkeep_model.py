@@ -87,7 +87,7 @@ REPORT_LAG_DAYS = {"Daily": 1.0, "Weekly": 4.0}
 VERIFY_REPORT_SAMPLE_PERCENT = 0.1
 PAGE = 1000
 DAYS_PER_MONTH = 30
-# verify/job.py SAVE_EVERY and SAVE_EVERY_AGAINST_REPORT: batches checked between two saves of the job's
+# verify/plan_check.py SAVE_EVERY and SAVE_EVERY_AGAINST_REPORT: batches checked between two saves of the job's
 # record, by HEAD and against a report.
 VERIFY_SAVE_EVERY = 10
 VERIFY_SAVE_EVERY_AGAINST_REPORT = 100

@@ -126,6 +126,21 @@ class RowCounter(Protocol):
     def name(self, stored_key: str, version_id: str) -> None: ...
 
 
+class Counter(RowCounter, Protocol):
+    """What counts the cost report's figures along the pass (cost/row_counts.py `RowCounts`)."""
+
+    def entries(self, count: int) -> None: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def finished(self, backup_id: str, snapshots: int) -> dict[str, Any]: ...
+
+
+# Makes a plan's counter against a report (its manifest key, when its scan began), from what a checkpoint
+# carries of it (None: from nothing).
+CounterFactory = Callable[[Plan, str, datetime, dict[str, Any] | None], Counter]
+
+
 class ReportRows:
     """A report's rows of some sources (of one weekday's slice, or all; after a checkpoint, or all), sorted
     on disk in the manifests' order (`_position`), so that one cursor reads them forward beside the entries
