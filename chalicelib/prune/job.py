@@ -5,7 +5,7 @@ The order is what makes a crash at any point harmless:
 
 1. decide: the retention policy over the plan's sealed snapshots (`decision.py`), with the bases of
    running backups kept too. Nothing is written but the prune's own record.
-2. survey: the sweep (`sweep.py`) counts what would go and what is stored, deleting nothing. The guard
+2. survey: the sweep (`sweep_pass.py`) counts what would go and what is stored, deleting nothing. The guard
    (`guard.py`) looks at the shares removed; a held prune stops here, as does a dry run.
 3. mark: a create-only marker for every snapshot being removed (`catalog/pruned.py`). From the first marker
    on, restores, verifications and backups treat that snapshot as gone, before any of it is.
@@ -17,11 +17,11 @@ The order is what makes a crash at any point harmless:
    a thousand versions per DeleteObjects request (`deleter.py`), and the position after each batch is the
    checkpoint, saved with the batch before it is sent: a resumed prune sends a batch it finds recorded
    again and counts it once.
-5. manifests: every version of each removed snapshot's manifest, and the kept indexes a newer one
-   superseded (catalog/kept_index.py), but not one a running backup compares with or an unfinished restore
-   reads. A manifest goes last, so a crash before it
-   leaves a marked snapshot whose manifest still names versions (some already gone): the next prune, which
-   skips marked snapshots, deletes the rest and then the manifest.
+5. manifests (`manifest_removal.py`): every version of each removed snapshot's manifest, and the kept
+   indexes a newer one superseded (catalog/kept_index.py), but not one a running backup compares with or an
+   unfinished restore reads. A manifest goes last, so a crash before it leaves a marked snapshot whose
+   manifest still names versions (some already gone): the next prune, which skips marked snapshots, deletes
+   the rest and then the manifest.
 
 A kept snapshot is never marked, so its manifest is a reference in every pass: none of its versions can go.
 A removed snapshot is marked before its first version goes: no restore can start from it half deleted.
@@ -31,19 +31,15 @@ Every step is idempotent, so a repeated or resumed invocation redoes at most one
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
-from contextlib import ExitStack
-from datetime import datetime, timedelta, tzinfo
+from collections.abc import Callable
+from datetime import timedelta, tzinfo
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.catalog.kept_index import PRUNE_INDEX, drop_superseded
-from chalicelib.catalog.manifests import manifest_key
 from chalicelib.catalog.pruned import PrunedMarkers, marker_prefix
 from chalicelib.catalog.records import RecordStore
-from chalicelib.catalog.relocations import Relocations
-from chalicelib.catalog.restoring import snapshots_being_restored
 from chalicelib.errors import AlreadyExists, NotFound, Tampered, describe_error
 from chalicelib.jobs.budget import Budget
 from chalicelib.jobs.dispatch import Invoker
@@ -52,11 +48,12 @@ from chalicelib.notify import alerts
 from chalicelib.plans import InventoryPlan, Plan, PlanSet
 from chalicelib.prices import Prices
 from chalicelib.inventory.freshness import newest_fresh_report
-from chalicelib.prune import backdating, cadence, decision, guard, repack, report_sweep
-from chalicelib.prune.deleter import DELETE_BATCH, Deleter, judge_versions
+from chalicelib.prune import backdating, cadence, decision, guard
+from chalicelib.prune.deleter import DELETE_BATCH
+from chalicelib.prune.in_use import InUse
+from chalicelib.prune.manifest_removal import remove_manifests
 from chalicelib.prune.record import PlanPrune, PruneRecord, PruneStatus, PruneStore, new_prune_id
-from chalicelib.prune.references import Sweeping, indexed_references, keep_recently_relocated, manifest_references
-from chalicelib.prune.sweep import References, Rules, walk
+from chalicelib.prune.sweep_pass import SweepPass
 from chalicelib.times import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
@@ -101,6 +98,8 @@ class PruneJob(Job[PruneRecord]):
         # What S3 says of a late snapshot's start, by (plan, backup id): it never changes (a record's first
         # version and a sealed record stay as written), and the decision is taken again before marking.
         self._starts: dict[tuple[str, str], backdating.Start] = {}
+        # What runs and reads in the catalog, read again by each step that needs it.
+        self.in_use = InUse(clients.s3, plans.catalog_bucket, self.records, self.markers)
 
     # -- starting ---------------------------------------------------------------------------------------
 
@@ -253,10 +252,10 @@ class PruneJob(Job[PruneRecord]):
         s3 = self.clients.s3
         now = utcnow()
         sealed = decision.sealed_backups(s3, self.plans.catalog_bucket)
-        running = self._running(sealed, now, plan.name)
-        pruned = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
+        running = self.in_use.running(sealed, now, plan.name)
+        pruned = self.in_use.marked(plan)
         meta = decision.scan_bucket(s3, plan.bucket)
-        restoring = self._restoring(plan)
+        restoring = self.in_use.restoring(plan)
         # What S3 says of each snapshot that ended after its own day: rare, two requests each.
         starts = {
             backup_id: self._start(backup_id, plan.name)
@@ -292,7 +291,7 @@ class PruneJob(Job[PruneRecord]):
         prune's alone to write. Snapshots marked already (a resumed mark step) stay in the list."""
         fresh = PlanPrune(plan=plan.name)
         self._decide(plan, fresh, report=False)
-        marked = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
+        marked = self.in_use.marked(plan)
         confirmed = [b for b in work.removing if b in fresh.removing or b in marked]
         now_kept = {row["backup_id"]: row for row in fresh.snapshots}
         for backup_id in sorted(set(work.removing) - set(confirmed)):
@@ -308,128 +307,14 @@ class PruneJob(Job[PruneRecord]):
                 work.snapshots.append(kept_row)
         work.removing = confirmed
 
-    def _restoring(self, plan: Plan) -> dict[str, str]:
-        """backup id -> restore id of the plan's snapshots that unfinished restores read. Read after this
-        prune's markers are written (the delete and manifest steps), it names every restore that could have
-        found its snapshot unmarked (catalog/restoring.py): their versions stay, marked or not."""
-        return {
-            backup_id: restore_id
-            for (name, backup_id), restore_id in snapshots_being_restored(self.clients.s3, self.plans.catalog_bucket).items()
-            if name == plan.name
-        }
-
-    def _running(self, sealed: Collection[str], now: datetime, plan: str) -> dict[str, datetime]:
-        found = decision.running_backups(self.records, sealed, now)
-        return {**found.get("*", {}), **found.get(plan, {})}
 
     # -- 2. and 4. the sweeps ---------------------------------------------------------------------------
 
     def _sweep(self, checkpoint: Checkpoint[PruneRecord], plan: Plan, work: PlanPrune, delete: bool) -> bool:
-        """Walk the plan bucket's data from the checkpoint; with `delete`, delete what is unreferenced.
-        False when time ran short (the checkpoint is saved)."""
-        s3 = self.clients.s3
-        now = utcnow()
-        # What runs is read before the bucket: a backup that finishes while the bucket is listed (its
-        # manifest written after the listing, its partial manifest gone before it) still counts as running.
-        sealed = decision.sealed_backups(s3, self.plans.catalog_bucket)
-        running = self._running(sealed, now, plan.name)
-        marked = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
-        meta = decision.scan_bucket(s3, plan.bucket)
-        # The survey judges as if the snapshots being removed were already marked.
-        excluded = marked | (set() if delete else set(work.removing))
-        candidates = [m.backup_id for m in meta.manifests.values() if m.plan == plan.name and m.backup_id in sealed]
-        for running_id, started in sorted(running.items()):
-            for base in sorted(decision.possible_bases(running_id, started, sealed, candidates, excluded) & excluded):
-                # A running backup may carry versions forward from it: they stay while it runs.
-                excluded.discard(base)
-                work.warn(f"snapshot {base} stays readable while backup {running_id}, which may compare with it, runs")
-        for backup_id, restore_id in sorted(self._restoring(plan).items()):
-            if backup_id in excluded:
-                excluded.discard(backup_id)
-                work.warn(f"snapshot {backup_id} stays readable while restore {restore_id} reads it")
-        rules = Rules(
-            now=now,
-            grace=max(timedelta(hours=checkpoint.record.grace_hours), self.grace),
-            running_since=min(running.values()) if running else None,
-            lock_days=plan.object_lock.days if plan.object_lock else None,
-        )
-        inventory = self.plans.inventory
-        # Read after the manifests were found: a record written since is not seen, so its old pack version stays
-        # named (and its new pack, younger than the grace period, stays too).
-        relocations = Relocations.load(s3, plan.bucket)
-        # A plan that packs, with the prices the repack rule weighs: its packs' live objects are counted. Never
-        # in a vault: its versions are kept as replicated, read by what the backup bucket's manifests name.
-        repacking = self.prices is not None and not plan.in_vault
-        live = repack.live_objects(s3, plan, now, rules.grace, relocations) if repacking else None
-        at = Sweeping(s3, plan.bucket, plan.name, meta, sealed, excluded, now, relocations, live.add if live else None)
-        with ExitStack() as stack:
-            # A batch is sent at a key's end (`full` below), so a saved position never leaves a version of its
-            # key unsent.
-            deleter = Deleter(s3, plan, work, self.prices, now) if delete else None
-            if deleter is not None and work.sending:
-                deleter.resend()  # recorded, then the invocation ended before S3's answer was counted
-
-            def missing(count: int) -> None:
-                work.missing += count
-
-            if inventory is None:
-                sources = manifest_references(at, stack, check=delete)
-                references = References(sources, relocations=relocations, collect=live.add if live else None)
-                stack.callback(references.close)
-                keep_recently_relocated(references, relocations, now - rules.grace)
-                keys = walk(s3, plan.bucket, references, work.position, missing)
-            else:
-                # Candidates from the prune's kept index (and the manifests it does not cover) and the inventory
-                # report: no listing of data/, and the kept manifests are not read again.
-                references, named, index = indexed_references(at, stack, check=delete)
-                keep_recently_relocated(references, relocations, now - rules.grace)
-                first = min((m.written for m in meta.manifests.values() if m.plan == plan.name), default=None)
-                rows, work.inventory = report_sweep.report_rows(s3, inventory, plan.bucket, now, stack, first)
-                work.inventory["kept_index"] = index
-                if work.inventory["problem"]:
-                    work.warn(work.inventory["problem"])
-                report = work.inventory.get("report")
-                unnamed = report is None or report != work.swept_report
-                if not unnamed:
-                    work.inventory["unnamed"] = "looked for in this report by an earlier prune: not again until the next report"
-                keys = report_sweep.walk_report(rows, named, references, work.position, now, unnamed)
-            judged = 0
-            last = work.position
-            for stored in keys:
-                judged += judge_versions(
-                    stored, rules, work, deleter, plan, self.prices, now, markers=inventory is not None
-                )
-                # The listing sweep saves its position every batch of versions listed. Judging the report's
-                # rows costs no request, so that sweep saves it after each full DeleteObjects request and when
-                # time runs short: its record writes grow with what is deleted, not with what is stored.
-                full = deleter is not None and len(deleter.pending) >= DELETE_BATCH
-                if full or judged >= self.batch_size:
-                    judged = 0
-                    if inventory is not None and not full and not checkpoint.out_of_time():
-                        continue
-                    work.position = stored.position
-                    if deleter is not None and deleter.pending:
-                        # Saved with the batch, then sent: the next save carries what it counted.
-                        deleter.send(checkpoint.save)
-                        if checkpoint.out_of_time():
-                            checkpoint.save()
-                    else:
-                        checkpoint.save()
-                    if checkpoint.out_of_time():
-                        return False
-                last = stored.position
-            if deleter is not None and deleter.pending:
-                # The last batch is recorded at the last key: a prune resumed after it sends it and walks no further.
-                work.position = last
-                deleter.send(checkpoint.save)
-        work.position = None
-        if live is not None and self.prices is not None:
-            # Every kept reference was read by this pass: what is live in each pack is known.
-            done = repack.run(s3, plan, live, self.prices, rules.grace, now, checkpoint.record.prune_id, delete, checkpoint.out_of_time)
-            setattr(work, "repacked" if delete else "would_repack", done.report())
-            for problem in done.problems:
-                work.warn(problem)
-        return True
+        """Walk the plan bucket's data from the checkpoint (`sweep_pass.py`); with `delete`, delete what is
+        unreferenced. False when time ran short (the checkpoint is saved)."""
+        sweep = SweepPass(self.clients.s3, self.plans, self.in_use, self.prices, self.grace, self.batch_size)
+        return sweep.run(checkpoint, plan, work, delete)
 
     def _waiting(self, plan: Plan, inventory: InventoryPlan, last: cadence.Sweep | None) -> dict[str, Any] | None:
         """Why the plan's scheduled prune waits for the next report (None: it is due)."""
@@ -444,36 +329,5 @@ class PruneJob(Job[PruneRecord]):
     # -- 5. manifests -----------------------------------------------------------------------------------
 
     def _remove_manifests(self, checkpoint: Checkpoint[PruneRecord], plan: Plan, work: PlanPrune) -> None:
-        """Every version of the manifest of each snapshot this prune removes, and of any
-        snapshot an earlier prune marked whose manifest is still there (it crashed first, or Object Lock held
-        the manifest), unless a backup that runs now compares with it."""
-        s3 = self.clients.s3
-        deleter = Deleter(s3, plan, work, self.prices, utcnow())
-        if work.sending:
-            deleter.resend()  # recorded, then the invocation ended before S3's answer was counted
-        sealed = decision.sealed_backups(s3, self.plans.catalog_bucket)
-        running = self._running(sealed, utcnow(), plan.name)
-        marked = {backup_id for (name, backup_id) in self.markers.all() if name == plan.name}
-        meta = decision.scan_bucket(s3, plan.bucket)
-        candidates = [m.backup_id for m in meta.manifests.values() if m.plan == plan.name and m.backup_id in sealed]
-        protected: set[str] = set()
-        for running_id, started in running.items():
-            protected |= decision.possible_bases(running_id, started, sealed, candidates, marked)
-        restoring = self._restoring(plan)
-        present = {m.backup_id for m in meta.manifests.values() if m.plan == plan.name}
-        for backup_id in sorted((set(work.removing) | marked) & present):
-            if backup_id not in marked:
-                continue  # never delete what is not marked first
-            if backup_id in protected:
-                work.warn(f"the manifest of snapshot {backup_id} stays until the backup comparing with it ends")
-                continue
-            if backup_id in restoring:
-                work.warn(f"the manifest of snapshot {backup_id} stays until restore {restoring[backup_id]} ends")
-                continue
-            # Every version the scan found (a delete marker there is refused by the bucket policy; one left
-            # alone is removed by the lifecycle's ExpiredObjectDeleteMarker once nothing is under it).
-            key = manifest_key(plan.name, backup_id)
-            for version_id, _ in meta.manifests[key].versions:
-                deleter.add_manifest(key, version_id)
-        # One held by Object Lock is counted in `object_locked`: a later prune deletes it once its retention passed.
-        deleter.send(checkpoint.save)
+        """Every version of the manifest of each snapshot this prune removes (`manifest_removal.py`)."""
+        remove_manifests(self.clients.s3, self.plans.catalog_bucket, self.in_use, self.prices, checkpoint, plan, work)
