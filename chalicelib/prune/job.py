@@ -356,7 +356,7 @@ class PruneJob(Job[PruneRecord]):
         inventory = self.plans.inventory
         # Read after the manifests were found: a record written since is not seen, so its old pack version stays
         # named (and its new pack, younger than the grace period, stays too).
-        relocations = Relocations.load(s3, plan.bucket)
+        relocations = Relocations.load(s3, plan.bucket, strict=True)
         # A plan that packs, with the prices the repack rule weighs: its packs' live objects are counted. Never
         # in a vault: its versions are kept as replicated, read by what the backup bucket's manifests name.
         repacking = self.prices is not None and not plan.in_vault
