@@ -2,6 +2,10 @@
 """Unpack a pack of small objects without org-backup: Python 3's standard library only.
 
     aws s3api get-object --bucket BACKUP_BUCKET --key data/~packs/... --version-id VERSION pack.bin
+
+The pack version a manifest names may have been repacked by a prune: look for its relocation record first,
+meta/relocations/<the pack's key after data/~packs/>/<VERSION>.json, which names the pack version that holds
+the objects now (new_key, new_version) and each object's offset there.
     python3 unpack.py pack.bin restored/          # every object, as restored/<source>/<key>
     python3 unpack.py pack.bin --list             # what the pack holds
 

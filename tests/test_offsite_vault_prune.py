@@ -8,6 +8,7 @@ refuses what it marked."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -28,6 +29,7 @@ from chalicelib.deploy.permissions import Permission, denies
 from chalicelib.deploy.offsite import provision_replication, replication_role_arn
 from chalicelib.deploy.provision import provision
 from chalicelib.deploy.vault_bucket import provision_vault
+from chalicelib.prices import load_prices
 from chalicelib.plans import Lifecycle, Offsite, Plan, PlanSet, S3Source
 from chalicelib.restore.requests import RestoreRequest, Target
 from chalicelib.retention import RetentionPolicy
@@ -122,8 +124,15 @@ def test_the_vault_prunes_by_its_own_markers_what_the_source_deleted_once_no_kep
         bytes_named = {(e.data_key, e.version_id): vault.get_object(Bucket=VAULT, Key=e.data_key, VersionId=e.version_id)["Body"].read()
                        for e in kept}
 
-        system = System(config, Clients(), operator=True)
+        # With list prices, as the command line reads them: the prune could weigh repacking.
+        system = System(dataclasses.replace(config, prices=load_prices(environ={})), Clients(), operator=True)
         prunes = system.vault_prunes
+        # A vault keeps its versions as replicated: its prune never looks for packs to repack.
+        from chalicelib.prune import repack
+
+        counted: list[str] = []
+        live_objects = repack.live_objects
+        monkeypatch.setattr(repack, "live_objects", lambda s3, plan, *rest: counted.append(plan.bucket) or live_objects(s3, plan, *rest))
         in_vault = system.vault_clients.s3
         assert PrunedMarkers(in_vault, VAULT, PRUNED_PREFIX).get("docs", second) is not None
         # Past the grace period, inside the vault's lock: nothing goes, what is locked is counted.
@@ -146,6 +155,7 @@ def test_the_vault_prunes_by_its_own_markers_what_the_source_deleted_once_no_kep
         vault.create_bucket(Bucket=TARGET, CreateBucketConfiguration={"LocationConstraint": VAULT_REGION})
         with pytest.raises(Pruned, match=f"backup {first}"):
             system.restores_from("offsite").start(RestoreRequest(backup_id=first, plan="docs", target=Target(bucket=TARGET)))
+    assert counted == []
     # The snapshot the planted marker named is kept whole in the vault: each version its manifest names is
     # still there by version id, holding its bytes.
     assert {e.key for e in kept} == {"kept.txt", "new.txt"}

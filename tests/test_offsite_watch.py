@@ -6,6 +6,7 @@ each plan's newest snapshot in the vault and its lag."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -131,6 +132,11 @@ def test_only_what_a_snapshot_names_anew_is_read() -> None:
     newer = [entry("a", "1"), entry("b", "2"), entry("c", "1"), entry("d", "1"), entry("e", "1", held=True)]
     assert list(_new_versions(older, newer)) == [("data/documents/b", "2"), ("data/documents/c", "1")]
     assert [key for key, _ in _new_versions(None, newer)] == ["data/documents/a", "data/documents/b", "data/documents/c", "data/documents/d"]
+
+    # A packed object's bytes are its pack's version, which is what was replicated: each new pack once.
+    pack = "data/~packs/20261126T000000000Z-a/0001"
+    packed = [dataclasses.replace(entry(key, "p1"), pack_key=pack, pack_offset=offset) for offset, key in enumerate("fgh")]
+    assert list(_new_versions(older, [*newer, *packed])) == [("data/documents/b", "2"), ("data/documents/c", "1"), (pack, "p1")]
 
 
 def test_the_findings_name_failures_and_a_lag_past_the_limit_only() -> None:

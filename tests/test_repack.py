@@ -303,3 +303,33 @@ def test_a_repack_crashed_at_each_write_then_resumed_keeps_every_snapshot_restor
             restorable(s3, kept)
             if kind != "crash":
                 assert faults.log and first is not None and first.plans["docs"].repacked["packs"] == 1, faults.log
+
+
+@pytest.mark.parametrize("tamper", ["delete marker", "second version", "not a record"])
+def test_a_relocation_record_hidden_or_rewritten_stops_the_prune_before_the_new_pack_goes(aws: None, s3: Any, tamper: str) -> None:
+    """Whoever may write the bucket hides or rewrites a record once its old pack is gone: the entries it moved
+    would name that deleted version again and the new pack nothing, so a prune that read on would delete the
+    last copy. The prune reads every version of the records and stops, reporting tampering."""
+    clients = Clients()
+    with time_machine.travel(DAY0, tick=True) as clock:
+        kept = history(s3, clients, clock)
+        assert prune(clients).plans["docs"].repacked["packs"] == 1
+        clock.shift(timedelta(days=3))
+        assert prune(clients).status == "SUCCEEDED"
+        (new,) = versions(s3, REPACKED_PREFIX)
+        held = s3.get_object(Bucket=BUCKET, Key=new[0], VersionId=new[1])["Body"].read()
+        (record_key, _), = versions(s3, RELOCATIONS_PREFIX)
+        if tamper == "delete marker":
+            s3.delete_object(Bucket=BUCKET, Key=record_key)
+        else:
+            body = s3.get_object(Bucket=BUCKET, Key=record_key)["Body"].read()
+            s3.put_object(Bucket=BUCKET, Key=record_key, Body=body if tamper == "second version" else b"{}")
+        clock.shift(timedelta(days=3))
+        stopped = prune(clients)
+        work = stopped.plans["docs"]
+        assert stopped.status == "FAILED" and any("TAMPERING" in error and record_key in error for error in work.errors), work.errors
+        # The new pack is still there, by version id, holding the bytes it held.
+        assert new in versions(s3, PACKS_PREFIX)
+        assert s3.get_object(Bucket=BUCKET, Key=new[0], VersionId=new[1])["Body"].read() == held
+        assert work.deleted["versions"] == 0
+    assert kept

@@ -101,17 +101,23 @@ def sealed_snapshots(records: RecordStore, plan: str, limit: int) -> list[Base]:
 
 
 def _new_versions(older: Iterable[Entry] | None, newer: Iterable[Entry]) -> Iterator[tuple[str, str]]:
-    """(data key, version id) of each entry of `newer` that `older` does not name the same; both are sorted by
-    (source, key), as manifests are. `older` None: every entry of `newer`."""
+    """(stored key, version id) of each version `newer` names that `older` does not name the same: the object's
+    own version, or for a packed object its pack's, once per pack. Both are sorted by (source, key), as
+    manifests are. `older` None: every entry of `newer`."""
     previous: Iterator[Entry] = iter(older or ())
     current = next(previous, None)
+    packs: set[tuple[str, str]] = set()
     for entry in newer:
         if entry.held:
             continue
         while current is not None and (current.source, current.key) < (entry.source, entry.key):
             current = next(previous, None)
         if current is None or (current.source, current.key, current.version_id) != (entry.source, entry.key, entry.version_id):
-            yield entry.data_key, entry.version_id
+            if entry.packed:
+                if (entry.stored_key, entry.version_id) in packs:
+                    continue
+                packs.add((entry.stored_key, entry.version_id))
+            yield entry.stored_key, entry.version_id
 
 
 class _Statuses:

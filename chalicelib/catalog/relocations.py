@@ -37,6 +37,7 @@ from typing import Any
 
 from chalicelib import s3docs
 from chalicelib.catalog.manifests import Entry
+from chalicelib.errors import Tampered
 from chalicelib.layout import PACKS_PREFIX, RELOCATIONS_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -158,9 +159,16 @@ class Relocations:
         return entry
 
     @classmethod
-    def load(cls, s3: Any, bucket: str) -> Relocations:
+    def load(cls, s3: Any, bucket: str, strict: bool = False) -> Relocations:
         """Every record in `bucket` (one listing, and a GET a record). A record that is not one is left out,
-        with a warning: the entries it would move keep naming their old pack version."""
+        with a warning: the entries it would move keep naming their old pack version.
+
+        `strict` (the prune, which deletes by what the records say): the records' versions are listed, and a
+        record hidden by a delete marker, rewritten, or unreadable is tampering (`Tampered`), never left out.
+        Left out, the entries it moved would name the old pack version the prune already deleted, and the new
+        pack, named by nothing then, would go too: both copies of a kept snapshot's objects."""
+        if strict:
+            return cls._load_every_version(s3, bucket)
         records: list[Relocation] = []
         written: dict[tuple[str, str], datetime] = {}
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=RELOCATIONS_PREFIX):
@@ -178,6 +186,34 @@ class Relocations:
                     continue
                 records.append(record)
                 written[(record.old_key, record.old_version)] = item["LastModified"]
+        return cls(records, written)
+
+    @classmethod
+    def _load_every_version(cls, s3: Any, bucket: str) -> Relocations:
+        versions: dict[str, list[dict[str, Any]]] = {}
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=RELOCATIONS_PREFIX):
+            for marker in page.get("DeleteMarkers", []):
+                raise Tampered(
+                    f"relocation record s3://{bucket}/{marker['Key']} has a delete marker: the packs it moved are not "
+                    "deleted while it is hidden (a record is written once and never removed)"
+                )
+            for item in page.get("Versions", []):
+                versions.setdefault(item["Key"], []).append(item)
+        records: list[Relocation] = []
+        written: dict[tuple[str, str], datetime] = {}
+        for key, found in sorted(versions.items()):
+            if not key.endswith(RELOCATION_SUFFIX):
+                continue
+            if len(found) > 1:
+                raise Tampered(f"relocation record s3://{bucket}/{key} has {len(found)} versions: a record is written once")
+            (item,) = found
+            body = s3.get_object(Bucket=bucket, Key=key, VersionId=item["VersionId"])["Body"].read()
+            try:
+                record = Relocation.from_json(body, key)
+            except BadRelocation as exc:
+                raise Tampered(f"s3://{bucket}/{key} (version {item['VersionId']}): {exc}") from exc
+            records.append(record)
+            written[(record.old_key, record.old_version)] = item["LastModified"]
         return cls(records, written)
 
 

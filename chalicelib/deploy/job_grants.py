@@ -188,7 +188,10 @@ PRUNE_GRANTS: tuple[Grant, ...] = (
         backup_bucket_arns,
         lambda s: {
             "StringLike": {
-                "s3:prefix": [DATA_PREFIX + "*", SNAPSHOTS_PREFIX + "*", INDEX_PREFIX + "*", PRUNE_INDEX_PREFIX + "*", RECORDS_PREFIX + "*"]
+                "s3:prefix": [
+                    DATA_PREFIX + "*", SNAPSHOTS_PREFIX + "*", INDEX_PREFIX + "*", PRUNE_INDEX_PREFIX + "*", RECORDS_PREFIX + "*",
+                    RELOCATIONS_PREFIX + "*",
+                ]
             }
         },
         owned=True,
@@ -208,6 +211,8 @@ PRUNE_GRANTS: tuple[Grant, ...] = (
     # A repack (chalicelib/prune/repack.py): ranged GETs of an old pack version, the new pack written and
     # checked (HEAD), then its relocation record, create-only (the bucket policy refuses it otherwise).
     Grant("PruneRepackRead", ("s3:GetObject", "s3:GetObjectVersion"), lambda s: object_arns(s.backup_buckets, PACKS_PREFIX), owned=True),
+    # Every version of the relocation records: one hidden or rewritten stops the prune's deletions.
+    Grant("PruneRelocationVersionsRead", ("s3:GetObjectVersion",), lambda s: object_arns(s.backup_buckets, RELOCATIONS_PREFIX), owned=True),
     Grant("PruneRepackWrite", ("s3:PutObject",), lambda s: object_arns(s.backup_buckets, PACKS_PREFIX, RELOCATIONS_PREFIX), owned=True),
     Grant(
         "PruneDeleteVersions",

@@ -77,7 +77,7 @@ class SweepPass:
         inventory = self.plans.inventory
         # Read after the manifests were found: a record written since is not seen, so its old pack version stays
         # named (and its new pack, younger than the grace period, stays too).
-        relocations = Relocations.load(s3, plan.bucket)
+        relocations = Relocations.load(s3, plan.bucket, strict=True)
         live = self._live_objects(plan, now, rules.grace, relocations)
         at = Sweeping(s3, plan.bucket, plan.name, meta, sealed, excluded, now, relocations, live.add if live else None)
         with ExitStack() as stack:
