@@ -18,6 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.catalog.manifests import (
+    Entry,
     Manifest,
     SnapshotVersion,
     load_located,
@@ -114,10 +115,17 @@ def _drop(newest: Future[Manifest | None]) -> None:
 
 
 def read_located(
-    s3: Any, plan: Plan, backup_id: str, located: SnapshotVersion, report: Report, read: Manifest | None = None
+    s3: Any,
+    plan: Plan,
+    backup_id: str,
+    located: SnapshotVersion,
+    report: Report,
+    read: Manifest | None = None,
+    relocate: Callable[[Entry], Entry] | None = None,
 ) -> Manifest:
     """The manifest `locate` found, read (Tampered, and reported, if it is not what its record says); `read`:
-    the key's newest version, read already (`load_located`)."""
+    the key's newest version, read already (`load_located`). `relocate`: the bucket's relocation records as a
+    caller reading several of its manifests loaded them once (`relocations.relocator`); else loaded here."""
     try:
         manifest = load_located(s3, plan.bucket, plan.name, backup_id, located, read)
     except Tampered as exc:
@@ -125,7 +133,7 @@ def read_located(
         raise
     try:
         # Its packed entries name the pack versions that hold their bytes now (a repack moves them).
-        manifest.relocate = relocator(s3, plan.bucket)
+        manifest.relocate = relocate if relocate is not None else relocator(s3, plan.bucket)
     except BaseException:
         manifest.close()
         raise

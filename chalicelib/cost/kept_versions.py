@@ -93,10 +93,12 @@ class KeptVersions:
         found = self.named_from
         index = newest_index(self.s3, self.plan.bucket, self.plan.name, PRUNE_INDEX, stack) if found.use_index else None
         found.kept_index = index.key if index is not None else None
+        # Each packed entry named where its bytes are now, in the index and the manifests read below alike
+        # (the records loaded once for all of them), before the versions are merged: an object repacked counts
+        # once, in its new pack.
+        relocate = relocator(self.s3, self.plan.bucket)
         if index is not None:
-            # Each packed entry named where its bytes are now (the manifests read below are, by `read_located`),
-            # before the versions are merged: an object repacked counts once, in its new pack.
-            index.relocate = relocator(self.s3, self.plan.bucket)
+            index.relocate = relocate
         others: list[tuple[str, Iterable[Entry]]] = []
         for backup_id in snapshots:
             located = self._locate(backup_id)
@@ -106,7 +108,7 @@ class KeptVersions:
                 found.from_index.append(backup_id)
                 continue
             try:
-                manifest = stack.enter_context(read_located(self.s3, self.plan, backup_id, located, self.report))
+                manifest = stack.enter_context(read_located(self.s3, self.plan, backup_id, located, self.report, relocate=relocate))
             except (NotFound, Tampered) as exc:
                 self._not_read(backup_id, exc)
                 continue
